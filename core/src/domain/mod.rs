@@ -1,0 +1,1 @@
+//! The domain: relay tasks, templates, events; the rules of the seeds; the task state machine.

@@ -1,0 +1,30 @@
+//! Ports: the capabilities relaycast needs from its environment, as traits.
+//!
+//! Every port has a contract test suite (`core/tests/contract_*.rs`) written once and run against
+//! every adapter, so an adapter is only "done" when it passes the same suite as the others.
+
+pub mod clock;
+pub mod object_store;
+pub mod queue;
+pub mod store;
+
+use std::sync::Arc;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use object_store::{validate_object_key, ObjectMeta, ObjectReader, ObjectStore, ObjectStoreError};
+pub use queue::{dead_letter_queue, Queue, QueueError, QueueStats, ReceivedMessage};
+pub use store::{Condition, Entity, IndexKeys, Kind, Page, Query, QueryIndex, Record, Store, StoreError, TypedStore, Versioned, Write};
+
+/// The set of adapters a process runs with, chosen once by the host and shared by every
+/// handler and worker.
+#[derive(Clone)]
+pub struct Ports {
+    /// Durable typed records: tasks, templates, events, media, idempotency keys, leases.
+    pub store: Arc<dyn Store>,
+    /// Named at-least-once queues: jobs and the callback outbox.
+    pub queue: Arc<dyn Queue>,
+    /// Recordings and snapshots.
+    pub objects: Arc<dyn ObjectStore>,
+    /// Time, injectable so tests can move it.
+    pub clock: Arc<dyn Clock>,
+}

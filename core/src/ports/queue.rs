@@ -1,0 +1,103 @@
+//! The `Queue` port: named at-least-once queues with SQS semantics.
+//!
+//! - `send` with an optional delay: the message becomes visible after it;
+//! - `receive` hides each returned message for a visibility timeout; a message not acknowledged
+//!   by then is delivered again (at-least-once: consumers must be idempotent);
+//! - `ack` deletes a message by the receipt of its latest delivery; `extend` pushes its
+//!   visibility out while work goes on (a long relay job heartbeats this way);
+//! - each message counts its receives; a message received more than the queue's
+//!   `max_receives` times moves to the dead-letter queue [`dead_letter_queue`]`(name)` instead of
+//!   being delivered again.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The name of the dead-letter queue of `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}-dlq")
+}
+
+/// Queue names must be SQS-compatible: 1..=80 of `[A-Za-z0-9_-]`.
+pub fn validate_queue_name(queue: &str) -> Result<(), QueueError> {
+    let ok = !queue.is_empty()
+        && queue.len() <= 80
+        && queue.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::Invalid(format!("queue name {queue:?} must be 1-80 characters of A-Z a-z 0-9 - _")))
+    }
+}
+
+/// The largest message body, in bytes (SQS's limit).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Stable across deliveries.
+    pub id: String,
+    /// Names this delivery; pass it to `ack`/`extend`. A later delivery invalidates it.
+    pub receipt: String,
+    /// The body as sent.
+    pub body: String,
+    /// How many times the message has been received, this delivery included (1 on the first).
+    pub receive_count: u32,
+    /// When it was sent, in Unix ms.
+    pub sent_at_ms: i64,
+}
+
+/// Approximate counts of a queue, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready to be received now.
+    pub visible: u64,
+    /// Received and not yet acknowledged nor timed out.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed yet.
+    pub delayed: u64,
+}
+
+/// What can go wrong with a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The receipt does not name the latest delivery of a message still in the queue (it was
+    /// acknowledged, or delivered again after its visibility timed out).
+    #[error("receipt is no longer valid: {0}")]
+    StaleReceipt(String),
+    /// The request itself is invalid (bad name, body too large).
+    #[error("invalid queue request: {0}")]
+    Invalid(String),
+    /// The backend failed.
+    #[error("queue backend error: {0}")]
+    Backend(String),
+}
+
+/// Named at-least-once queues. See the module documentation for the semantics every adapter
+/// gives (checked by `core/tests/contract_queue.rs`). A message whose `send` returned `Ok` is
+/// durable; queues exist implicitly.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Enqueues `body`, visible after `delay` (at most 15 minutes, SQS's limit). Returns its id.
+    async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError>;
+
+    /// Up to `max` (1..=10) visible messages, each then hidden for `visibility`. Waits up to
+    /// `wait` for one to arrive when none is visible (long polling); returns empty after that.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes the message of this delivery.
+    async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
+
+    /// Hides the message of this delivery for `visibility` from now.
+    async fn extend(&self, queue: &str, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
+
+    /// Approximate counts.
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;
+}

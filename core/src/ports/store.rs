@@ -1,0 +1,267 @@
+//! The `Store` port: durable typed records with conditional writes, secondary look-ups, paging and
+//! expiry.
+//!
+//! The model is a single table of records, which maps one-to-one onto DynamoDB (partition key
+//! `kind#key`, one GSI per look-up, TTL attribute) and onto one SQLite table with indexes:
+//! - a record is addressed by its [`Kind`] and a `key` unique within that kind;
+//! - every write bumps a `version` (1 on first write); a [`Condition`] makes a write
+//!   compare-and-set on it, which is how leases, idempotency keys and state transitions are made
+//!   safe against concurrent writers;
+//! - [`IndexKeys`] (account, status, time) drive the secondary look-ups in [`Query`];
+//! - a record whose `expires_at_ms` is in the past (by the store's clock) is gone: it is never
+//!   returned, and a write with [`Condition::Absent`] succeeds over it. Physical removal happens
+//!   later ([`Store::purge_expired`], or DynamoDB's TTL sweeper).
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A collection of records ("table" in the domain's terms). Open-ended: the domain declares its
+/// kinds as constants next to the types stored under them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kind(pub &'static str);
+
+impl Kind {
+    /// The kind's name as stored.
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Secondary index attributes of a record. Each is optional; a record without an attribute does
+/// not appear in the look-ups on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexKeys {
+    /// The owning account, for per-account listings.
+    pub account: Option<String>,
+    /// A status (e.g. a task's state), for "all tasks that are running" look-ups.
+    pub status: Option<String>,
+    /// A time in Unix ms (e.g. a task's start, an event's time); orders every look-up.
+    pub time_ms: Option<i64>,
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The collection.
+    pub kind: Kind,
+    /// Unique within `kind`; at most 1024 bytes.
+    pub key: String,
+    /// The version this record has in the store; 0 for a record not yet written. Writes ignore it
+    /// (use a [`Condition`]) and return the new one.
+    pub version: u64,
+    /// Secondary index attributes.
+    pub index: IndexKeys,
+    /// When the record stops existing, in Unix ms; `None` for never.
+    pub expires_at_ms: Option<i64>,
+    /// The payload.
+    pub body: serde_json::Value,
+}
+
+impl Record {
+    /// A record not yet written.
+    pub fn new(kind: Kind, key: impl Into<String>, body: serde_json::Value) -> Self {
+        Self { kind, key: key.into(), version: 0, index: IndexKeys::default(), expires_at_ms: None, body }
+    }
+}
+
+/// A precondition on a write, checked atomically with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Write unconditionally.
+    Any,
+    /// Only if no live (stored and not expired) record has this key.
+    Absent,
+    /// Only if the live record has exactly this version.
+    Version(u64),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create or replace a record.
+    Put(Record, Condition),
+    /// Remove a record; deleting a missing record with [`Condition::Any`] succeeds.
+    Delete(Kind, String, Condition),
+}
+
+/// Which secondary look-up a [`Query`] uses. Results are ordered by `IndexKeys::time_ms`, then key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryIndex {
+    /// Every record of the kind that has a `time_ms`.
+    All,
+    /// Records of one account.
+    Account(String),
+    /// Records in one status.
+    Status(String),
+}
+
+/// A page of a secondary look-up.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The collection.
+    pub kind: Kind,
+    /// The look-up.
+    pub index: QueryIndex,
+    /// Only records with `time_ms >= time_from_ms`.
+    pub time_from_ms: Option<i64>,
+    /// Only records with `time_ms < time_to_ms`.
+    pub time_to_ms: Option<i64>,
+    /// Newest first when true.
+    pub descending: bool,
+    /// At most this many records (1..=1000).
+    pub limit: usize,
+    /// Where the previous page stopped; `None` for the first page.
+    pub cursor: Option<String>,
+}
+
+impl Query {
+    /// The first page (of up to 100) of `index` over `kind`, oldest first, no time bounds.
+    pub fn new(kind: Kind, index: QueryIndex) -> Self {
+        Self { kind, index, time_from_ms: None, time_to_ms: None, descending: false, limit: 100, cursor: None }
+    }
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The records, in index order.
+    pub records: Vec<Record>,
+    /// Pass as [`Query::cursor`] to get the next page; `None` when this was the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A [`Condition`] did not hold; nothing was written. `current` is the live version, if any.
+    #[error("conditional write on {kind}/{key} failed (current version {current:?})")]
+    ConditionFailed { kind: Kind, key: String, current: Option<u64> },
+    /// The request itself is invalid (key too long, bad cursor, limit out of range).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    /// A stored body did not decode as the expected type.
+    #[error("stored record {kind}/{key} does not decode: {reason}")]
+    Corrupt { kind: Kind, key: String, reason: String },
+    /// The backend failed (I/O, database, network).
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// Durable typed records. See the module documentation for the model.
+///
+/// Guarantees every adapter gives (and `core/tests/contract_store.rs` checks):
+/// - a write that returned `Ok` is durable: it survives a crash of the process at any later moment;
+/// - conditional writes and [`Store::transact`] are atomic and linearizable per key;
+/// - expired records are invisible to reads and queries at once, whatever their physical state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The live record, or `None`.
+    async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Creates or replaces `record` if `condition` holds; returns the new version.
+    async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError>;
+
+    /// Removes a record if `condition` holds. Deleting a missing record with `Condition::Any` is
+    /// not an error.
+    async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError>;
+
+    /// Applies every write or none (at most 25, DynamoDB's limit); returns the new version of each
+    /// write in order (0 for deletes).
+    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError>;
+
+    /// One page of a secondary look-up.
+    async fn query(&self, query: Query) -> Result<Page, StoreError>;
+
+    /// Physically removes records that expired before now; returns how many. Adapters whose
+    /// backend expires records itself may do nothing.
+    async fn purge_expired(&self) -> Result<u64, StoreError>;
+}
+
+/// A record with the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The decoded body.
+    pub value: T,
+    /// The version to pass to [`Condition::Version`] for a compare-and-set.
+    pub version: u64,
+}
+
+/// A domain type stored as a record of one kind.
+pub trait Entity: Serialize + DeserializeOwned + Send + Sync {
+    /// The collection it lives in.
+    const KIND: Kind;
+    /// Its key within the collection.
+    fn key(&self) -> String;
+    /// Its secondary index attributes.
+    fn index(&self) -> IndexKeys {
+        IndexKeys::default()
+    }
+    /// When it expires, in Unix ms.
+    fn expires_at_ms(&self) -> Option<i64> {
+        None
+    }
+
+    /// The record to write for this value.
+    fn to_record(&self) -> Result<Record, StoreError> {
+        let body = serde_json::to_value(self)
+            .map_err(|e| StoreError::Invalid(format!("{} does not encode: {e}", Self::KIND)))?;
+        Ok(Record {
+            kind: Self::KIND,
+            key: self.key(),
+            version: 0,
+            index: self.index(),
+            expires_at_ms: self.expires_at_ms(),
+            body,
+        })
+    }
+
+    /// Decodes a record of this kind.
+    fn from_record(record: Record) -> Result<Versioned<Self>, StoreError> {
+        let version = record.version;
+        let value = serde_json::from_value(record.body).map_err(|e| StoreError::Corrupt {
+            kind: Self::KIND,
+            key: record.key,
+            reason: e.to_string(),
+        })?;
+        Ok(Versioned { value, version })
+    }
+}
+
+/// Typed access to any [`Store`].
+#[async_trait]
+pub trait TypedStore {
+    /// The live value of `key`, with its version.
+    async fn load<T: Entity>(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError>;
+    /// Writes `value` if `condition` holds; returns the new version.
+    async fn save<T: Entity>(&self, value: &T, condition: Condition) -> Result<u64, StoreError>;
+    /// Decodes a page of a look-up over `T`'s kind.
+    async fn query_typed<T: Entity>(&self, query: Query) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> TypedStore for S {
+    async fn load<T: Entity>(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        match self.get(T::KIND, key).await? {
+            Some(record) => Ok(Some(T::from_record(record)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save<T: Entity>(&self, value: &T, condition: Condition) -> Result<u64, StoreError> {
+        self.put(value.to_record()?, condition).await
+    }
+
+    async fn query_typed<T: Entity>(&self, mut query: Query) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError> {
+        query.kind = T::KIND;
+        let page = self.query(query).await?;
+        let values = page.records.into_iter().map(T::from_record).collect::<Result<_, _>>()?;
+        Ok((values, page.next_cursor))
+    }
+}
