@@ -1,0 +1,197 @@
+//! `relaycast up`: one process hosting the HTTP functions, the background loops and the workers
+//! on the embedded adapters, with roles choosing which parts run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use relaycast_core::adapters::{DirObjectStore, SqliteQueue, SqliteStore};
+use relaycast_core::config::{Role, Settings};
+use relaycast_core::ports::{Clock, Ports};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{host_routes, observe_requests, HostState};
+
+/// Why the host could not start or stopped with an error. Each message is one line naming the
+/// problem.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Settings are unusable.
+    #[error(transparent)]
+    Config(#[from] relaycast_core::config::ConfigError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    /// The data directory cannot be created or written.
+    #[error("data directory {path} is not usable: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    /// An embedded adapter could not be opened.
+    #[error("cannot open {what}: {reason}")]
+    Adapter { what: &'static str, reason: String },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// Starts hosts.
+pub struct Host;
+
+/// A started host. Dropping it does not stop it; call [`RunningHost::shutdown`].
+pub struct RunningHost {
+    /// The address the HTTP server listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The adapters the host runs on.
+    pub ports: Ports,
+    /// The settings in force.
+    pub settings: Arc<Settings>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), HostError>>,
+}
+
+impl Host {
+    /// Binds, opens the data directory and the embedded adapters, and starts every part the
+    /// roles ask for. Checks that can fail run before anything is written: a bad config or a
+    /// port in use leaves the data directory untouched.
+    pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<RunningHost, HostError> {
+        settings.validate()?;
+        let roles = settings.roles()?;
+        let listener = TcpListener::bind(&settings.http_addr)
+            .await
+            .map_err(|e| HostError::Bind { addr: settings.http_addr.clone(), reason: e.to_string() })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HostError::Bind { addr: settings.http_addr.clone(), reason: e.to_string() })?;
+        let mut settings = settings;
+        // With port 0 the public URL must name the port actually bound.
+        settings.http_addr = addr.to_string();
+        let settings = Arc::new(settings);
+
+        prepare_data_dir(&settings.data_dir)?;
+        let (ports, objects) = open_embedded(&settings, clock).await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let metrics = crate::telemetry::metrics_handle();
+
+        let mut router = host_routes(HostState { queue: ports.queue.clone(), objects, metrics });
+        if roles.contains(&Role::Api) {
+            router = router.merge(relaycast_functions::http_routes(relaycast_functions::Context::new(
+                ports.clone(),
+                settings.clone(),
+            )));
+        }
+        let router = router.layer(axum::middleware::from_fn(observe_requests));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(|e| HostError::Serve(e.to_string()))
+        });
+
+        tracing::info!(%addr, roles = ?roles, data_dir = %settings.data_dir.display(), "relaycast up");
+        Ok(RunningHost { addr, ports, settings, shutdown, tasks })
+    }
+}
+
+impl RunningHost {
+    /// Runs until SIGINT/SIGTERM or until a part fails, then drains.
+    pub async fn run_until_signal(mut self) -> Result<(), HostError> {
+        let result = tokio::select! {
+            _ = shutdown_signal() => Ok(()),
+            Some(joined) = self.tasks.join_next() => flatten(joined),
+        };
+        self.shutdown().await;
+        result
+    }
+
+    /// Asks every part to stop and waits for them, up to the drain timeout.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let drain = Duration::from_millis(self.settings.timing.drain_timeout_ms);
+        let drained = tokio::time::timeout(drain, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                if let Err(e) = flatten(joined) {
+                    tracing::warn!(error = %e, "part stopped with an error during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain timed out; aborting remaining parts");
+            self.tasks.abort_all();
+        }
+        tracing::info!("relaycast stopped");
+    }
+}
+
+fn flatten(joined: Result<Result<(), HostError>, tokio::task::JoinError>) -> Result<(), HostError> {
+    joined.map_err(|e| HostError::Serve(format!("a part panicked: {e}")))?
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Creates the data directory and proves it writable before anything is stored in it.
+fn prepare_data_dir(path: &Path) -> Result<(), HostError> {
+    let fail = |reason: String| HostError::DataDir { path: path.to_path_buf(), reason };
+    std::fs::create_dir_all(path).map_err(|e| fail(e.to_string()))?;
+    let probe = path.join(".relaycast-write-probe");
+    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
+    std::fs::remove_file(&probe).map_err(|e| fail(format!("not writable: {e}")))?;
+    Ok(())
+}
+
+/// The embedded adapters: one SQLite file for records and queues, a directory for objects.
+async fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Ports, Arc<DirObjectStore>), HostError> {
+    let db = settings.data_dir.join("relaycast.db");
+    let store = SqliteStore::open(&db, clock.clone())
+        .map_err(|e| HostError::Adapter { what: "store", reason: e.to_string() })?;
+    let queue = SqliteQueue::open(&db, clock.clone(), settings.queue.max_receives)
+        .map_err(|e| HostError::Adapter { what: "queue", reason: e.to_string() })?;
+    let signing_key = load_or_create_secret(&settings.data_dir.join("object-signing.key"))?;
+    let objects = Arc::new(
+        DirObjectStore::open(&settings.data_dir.join("objects"), format!("{}", settings.public_url()), signing_key, clock.clone())
+            .map_err(|e| HostError::Adapter { what: "object store", reason: e.to_string() })?,
+    );
+    let ports = Ports { store: Arc::new(store), queue: Arc::new(queue), objects: objects.clone(), clock };
+    Ok((ports, objects))
+}
+
+/// A per-installation secret kept in the data directory, created once.
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, HostError> {
+    let fail = |reason: String| HostError::DataDir { path: path.to_path_buf(), reason };
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+        Ok(_) | Err(_) => {
+            let secret: [u8; 32] = rand::random();
+            // Write then rename, so a crash never leaves a short key behind.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, secret).map_err(|e| fail(e.to_string()))?;
+            std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))?;
+            Ok(secret.to_vec())
+        }
+    }
+}
