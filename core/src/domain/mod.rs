@@ -1,1 +1,2 @@
 //! The domain: relay tasks, templates, events; the rules of the seeds; the task state machine.
+pub mod lease;

@@ -1,0 +1,26 @@
+# The two commands of the README: `make up` runs the service, `make test` runs every test.
+CARGO ?= cargo
+
+.PHONY: up test build bench lint clean-data
+
+up:
+	./scripts/install-deps.sh run
+	$(CARGO) build --release --bin relaycast
+	./target/release/relaycast up
+
+test:
+	./scripts/install-deps.sh test
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+
+bench:
+	./scripts/install-deps.sh test
+	$(CARGO) build --release --workspace
+	./bench/run.sh
+
+clean-data:
+	rm -rf ./relaycast-data

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what relaycast needs on a Debian machine, only what is missing.
+#   install-deps.sh run   ffmpeg (the service's media engine)
+#   install-deps.sh test  ffmpeg, nginx + libnginx-mod-rtmp (RTMP peers), moto[server], cfn-lint
+# Never downloads a binary: everything comes from Debian's packages or PyPI.
+set -euo pipefail
+mode=${1:-run}
+
+need_apt=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+if [ "$mode" = test ]; then
+  command -v nginx >/dev/null || need_apt+=(nginx)
+  [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
+  command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+  command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "relaycast needs these Debian packages: ${need_apt[*]}; run as root or: sudo apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ "$mode" = test ]; then
+  # Debian's nginx package starts a system nginx on port 80; the tests run their own instances.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then systemctl stop nginx || true; fi
+  pip_missing=()
+  python3 -c 'import moto.server' 2>/dev/null || pip_missing+=('moto[server]')
+  command -v cfn-lint >/dev/null || pip_missing+=(cfn-lint)
+  if [ ${#pip_missing[@]} -gt 0 ]; then
+    echo "installing ${pip_missing[*]}"
+    python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "relaycast builds with Rust 1.85 or newer: install it with rustup, then run this again" >&2
+  exit 1
+fi
