@@ -1,2 +1,11 @@
 //! Adapters implementing the ports. The embedded set (SQLite file, local directory) is the
 //! default and is what `relaycast up` runs; it is durable, not a test double.
+
+pub mod dir_object_store;
+mod sqlite_common;
+pub mod sqlite_queue;
+pub mod sqlite_store;
+
+pub use dir_object_store::DirObjectStore;
+pub use sqlite_queue::SqliteQueue;
+pub use sqlite_store::SqliteStore;

@@ -1,0 +1,323 @@
+//! [`SqliteQueue`]: the embedded [`Queue`] on a SQLite file.
+//!
+//! One `queue_messages` table holds every queue. A message is visible when `visible_at_ms <= now`
+//! (by the injected [`Clock`]); a receive moves `visible_at_ms` out by the visibility timeout and
+//! writes a fresh `receipt`, which is what makes the previous delivery's receipt stale. State is
+//! derived rather than stored: in flight = hidden and received at least once; delayed = hidden and
+//! never received.
+//!
+//! The file may be the store's own (the usual setup: one `relaycast.db`) or a separate one; the
+//! queue opens its own connection either way, and SQLite's WAL lets both interleave.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::Notify;
+
+use super::sqlite_common::{lock, open_connection};
+use crate::ports::queue::validate_queue_name;
+use crate::ports::{dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage};
+
+/// How many receives a message gets before it moves to the dead-letter queue, by default.
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+/// Longest delay a `send` accepts (SQS's limit).
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Longest visibility timeout (SQS's limit).
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// How often a long poll looks again when nothing in this process wakes it: covers delays and
+/// visibility timeouts running out, and sends from other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The [`Queue`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`.
+pub struct SqliteQueue {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+    path: PathBuf,
+    max_receives: u32,
+    /// Wakes long polls of this process when a message is sent.
+    sent: Arc<Notify>,
+}
+
+impl std::fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("path", &self.path)
+            .field("max_receives", &self.max_receives)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteQueue {
+    /// Opens the queue database at `path` (may be the [`super::SqliteStore`]'s file) with the
+    /// default of [`DEFAULT_MAX_RECEIVES`] receives before dead-lettering.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
+        Self::open_with_max_receives(path, clock, DEFAULT_MAX_RECEIVES)
+    }
+
+    /// As [`SqliteQueue::open`], moving a message to the dead-letter queue when it would be
+    /// received more than `max_receives` (at least 1) times.
+    pub fn open_with_max_receives(path: &Path, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self, QueueError> {
+        if max_receives == 0 {
+            return Err(QueueError::Invalid("max_receives must be at least 1".into()));
+        }
+        let conn = open_connection(path).map_err(QueueError::Backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+            path: path.to_path_buf(),
+            max_receives,
+            sent: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, i64) -> Result<T, QueueError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let now = self.clock.now_ms();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&conn);
+            f(&mut guard, now)
+        })
+        .await
+        .map_err(|e| QueueError::Backend(format!("{op} on {}: task failed: {e}", path.display())))?
+        .map_err(|e| match e {
+            QueueError::Backend(msg) => QueueError::Backend(format!("{op} on {}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// One attempt at receiving, without waiting.
+    async fn try_receive(&self, queue: &str, max: usize, visibility_ms: i64) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let queue = queue.to_string();
+        let max_receives = self.max_receives;
+        self.with_conn("receive", move |conn, now| receive_blocking(conn, &queue, max, visibility_ms, max_receives, now))
+            .await
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> QueueError {
+    QueueError::Backend(e.to_string())
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn check_visibility(visibility: Duration) -> Result<i64, QueueError> {
+    if visibility > MAX_VISIBILITY {
+        return Err(QueueError::Invalid(format!("visibility timeout {visibility:?} exceeds 12 hours")));
+    }
+    Ok(duration_ms(visibility))
+}
+
+/// Dead-letter queues do not have dead-letter queues of their own: their messages stay put
+/// however often they are received, so an operator can inspect them.
+fn is_dead_letter_queue(queue: &str) -> bool {
+    queue.ends_with("-dlq")
+}
+
+fn receive_blocking(
+    conn: &mut Connection,
+    queue: &str,
+    max: usize,
+    visibility_ms: i64,
+    max_receives: u32,
+    now: i64,
+) -> Result<Vec<ReceivedMessage>, QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let mut out = Vec::with_capacity(max);
+    let redrive = !is_dead_letter_queue(queue);
+    let dlq = dead_letter_queue(queue);
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT seq, id, body, receive_count, sent_at_ms FROM queue_messages
+                 WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, seq LIMIT ?3",
+            )
+            .map_err(db_err)?;
+        let mut deliver = tx
+            .prepare_cached(
+                "UPDATE queue_messages SET receipt = ?2, receive_count = ?3, visible_at_ms = ?4 WHERE seq = ?1",
+            )
+            .map_err(db_err)?;
+        let mut dead_letter = tx
+            .prepare_cached(
+                "UPDATE queue_messages SET queue = ?2, receipt = NULL, receive_count = 0, visible_at_ms = ?3
+                 WHERE seq = ?1",
+            )
+            .map_err(db_err)?;
+        // Dead-lettered candidates leave the queue, so look again until the batch is full or
+        // nothing visible is left.
+        loop {
+            let want = max - out.len();
+            let candidates = select
+                .query_map(params![queue, now, want as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            if candidates.is_empty() {
+                break;
+            }
+            let mut moved = false;
+            for (seq, id, body, count, sent_at_ms) in candidates {
+                let count = u32::try_from(count).unwrap_or(u32::MAX);
+                if redrive && count >= max_receives {
+                    dead_letter.execute(params![seq, dlq, now]).map_err(db_err)?;
+                    tracing::warn!(queue, message = %id, receives = count, "message moved to dead-letter queue");
+                    moved = true;
+                    continue;
+                }
+                let receipt = uuid::Uuid::new_v4().simple().to_string();
+                let receive_count = count.saturating_add(1);
+                deliver
+                    .execute(params![seq, receipt, receive_count, now.saturating_add(visibility_ms)])
+                    .map_err(db_err)?;
+                out.push(ReceivedMessage { id, receipt, body, receive_count, sent_at_ms });
+            }
+            if !moved || out.len() >= max {
+                break;
+            }
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError> {
+        validate_queue_name(queue)?;
+        if body.len() > crate::ports::queue::MAX_MESSAGE_BYTES {
+            return Err(QueueError::Invalid(format!(
+                "message body of {} bytes exceeds {} bytes",
+                body.len(),
+                crate::ports::queue::MAX_MESSAGE_BYTES
+            )));
+        }
+        if delay > MAX_DELAY {
+            return Err(QueueError::Invalid(format!("delay {delay:?} exceeds 15 minutes")));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let (queue, body, delay_ms, id2) = (queue.to_string(), body.to_string(), duration_ms(delay), id.clone());
+        self.with_conn("send", move |conn, now| {
+            conn.prepare_cached(
+                "INSERT INTO queue_messages (id, queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(db_err)?
+            .execute(params![id2, queue, body, now, now.saturating_add(delay_ms)])
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await?;
+        self.sent.notify_waiters();
+        Ok(id)
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        validate_queue_name(queue)?;
+        if !(1..=10).contains(&max) {
+            return Err(QueueError::Invalid(format!("max must be 1..=10, got {max}")));
+        }
+        let visibility_ms = check_visibility(visibility)?;
+        // Long polling waits in real time: a test's manual clock only decides visibility.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a send between the look and the wait still wakes us.
+            let notified = self.sent.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let got = self.try_receive(queue, max, visibility_ms).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let nap = (deadline - now).min(POLL_INTERVAL);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        validate_queue_name(queue)?;
+        let (queue, receipt) = (queue.to_string(), receipt.to_string());
+        self.with_conn("ack", move |conn, _now| {
+            let n = conn
+                .execute("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2", params![queue, receipt])
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(QueueError::StaleReceipt(receipt));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn extend(&self, queue: &str, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
+        validate_queue_name(queue)?;
+        let visibility_ms = check_visibility(visibility)?;
+        let (queue, receipt) = (queue.to_string(), receipt.to_string());
+        self.with_conn("extend", move |conn, now| {
+            let n = conn
+                .execute(
+                    "UPDATE queue_messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
+                    params![queue, receipt, now.saturating_add(visibility_ms)],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(QueueError::StaleReceipt(receipt));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        validate_queue_name(queue)?;
+        let queue = queue.to_string();
+        self.with_conn("stats", move |conn, now| {
+            let row = conn
+                .query_row(
+                    "SELECT
+                         COALESCE(SUM(visible_at_ms <= ?2), 0),
+                         COALESCE(SUM(visible_at_ms > ?2 AND receive_count > 0), 0),
+                         COALESCE(SUM(visible_at_ms > ?2 AND receive_count = 0), 0)
+                     FROM queue_messages WHERE queue = ?1",
+                    params![queue, now],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                )
+                .optional()
+                .map_err(db_err)?
+                .unwrap_or_default();
+            Ok(QueueStats { visible: row.0 as u64, in_flight: row.1 as u64, delayed: row.2 as u64 })
+        })
+        .await
+    }
+}

@@ -1,0 +1,320 @@
+//! [`SqliteStore`]: the embedded [`Store`] on one SQLite file.
+//!
+//! One `records` table keyed by `(kind, key)` with a partial index per look-up. Every write runs
+//! in a `BEGIN IMMEDIATE` transaction, so the condition check and the write are atomic against
+//! every other connection to the file, including other processes. Expiry is decided by the
+//! injected [`Clock`] at read time; [`Store::purge_expired`] removes the rows later.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::sqlite_common::{lock, open_connection};
+use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, Store, StoreError, Write};
+
+/// Longest key accepted, in bytes (DynamoDB's sort-key limit).
+const MAX_KEY_BYTES: usize = 1024;
+/// Most writes in one [`Store::transact`] (DynamoDB's limit).
+const MAX_TRANSACT_WRITES: usize = 25;
+
+/// The [`Store`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`; calls
+/// are serialized on one connection and run on tokio's blocking pool.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates its schema. The file may be
+    /// shared with a [`super::SqliteQueue`]. Fails with [`StoreError::Backend`] naming the path
+    /// when the directory is not writable or the file is not a SQLite database.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let conn = open_connection(path).map_err(StoreError::Backend)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock, path: path.to_path_buf() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on the blocking pool; `now_ms` is read from the clock first so
+    /// every check inside one call sees one instant.
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let now = self.clock.now_ms();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&conn);
+            f(&mut guard, now)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("{op} on {}: task failed: {e}", path.display())))?
+        .map_err(|e| match e {
+            StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", path.display())),
+            other => other,
+        })
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn validate_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Invalid(format!("key must be 1-{MAX_KEY_BYTES} bytes, got {}", key.len())));
+    }
+    Ok(())
+}
+
+fn to_i64(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::Invalid(format!("version {version} out of range")))
+}
+
+/// The version of the live record at `(kind, key)`, if any.
+fn live_version(conn: &Connection, kind: &str, key: &str, now: i64) -> Result<Option<u64>, StoreError> {
+    conn.query_row(
+        "SELECT version FROM records
+         WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
+        params![kind, key, now],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map_err(db_err)
+    .map(|v| v.map(|v| v as u64))
+}
+
+fn check(condition: Condition, current: Option<u64>, kind: Kind, key: &str) -> Result<(), StoreError> {
+    let ok = match condition {
+        Condition::Any => true,
+        Condition::Absent => current.is_none(),
+        Condition::Version(v) => current == Some(v),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed { kind, key: key.to_string(), current })
+    }
+}
+
+/// Applies one write inside an open transaction; returns the new version (0 for a delete).
+fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> {
+    match write {
+        Write::Put(record, condition) => {
+            let current = live_version(conn, record.kind.as_str(), &record.key, now)?;
+            check(*condition, current, record.kind, &record.key)?;
+            // An expired row is gone: a write over it starts a new life at version 1.
+            let version = current.map_or(1, |v| v + 1);
+            let body = serde_json::to_string(&record.body)
+                .map_err(|e| StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key)))?;
+            conn.execute(
+                "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (kind, key) DO UPDATE SET
+                     version = excluded.version, account = excluded.account, status = excluded.status,
+                     time_ms = excluded.time_ms, expires_at_ms = excluded.expires_at_ms, body = excluded.body",
+                params![
+                    record.kind.as_str(),
+                    record.key,
+                    to_i64(version)?,
+                    record.index.account,
+                    record.index.status,
+                    record.index.time_ms,
+                    record.expires_at_ms,
+                    body
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(version)
+        }
+        Write::Delete(kind, key, condition) => {
+            let current = live_version(conn, kind.as_str(), key, now)?;
+            check(*condition, current, *kind, key)?;
+            conn.execute("DELETE FROM records WHERE kind = ?1 AND key = ?2", params![kind.as_str(), key])
+                .map_err(db_err)?;
+            Ok(0)
+        }
+    }
+}
+
+fn write_key(write: &Write) -> (Kind, &str) {
+    match write {
+        Write::Put(r, _) => (r.kind, r.key.as_str()),
+        Write::Delete(k, key, _) => (*k, key.as_str()),
+    }
+}
+
+/// Runs `writes` in one immediate transaction: all of them or, on any error, none.
+fn transact_blocking(conn: &mut Connection, writes: &[Write], now: i64) -> Result<Vec<u64>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+    let versions = writes.iter().map(|w| apply(&tx, w, now)).collect::<Result<Vec<_>, _>>()?;
+    tx.commit().map_err(db_err)?;
+    Ok(versions)
+}
+
+const RECORD_COLUMNS: &str = "key, version, account, status, time_ms, expires_at_ms, body";
+
+fn read_record(kind: Kind, row: &Row<'_>) -> rusqlite::Result<Result<Record, StoreError>> {
+    let key: String = row.get(0)?;
+    let body: String = row.get(6)?;
+    let index = IndexKeys { account: row.get(2)?, status: row.get(3)?, time_ms: row.get(4)? };
+    let version = row.get::<_, i64>(1)? as u64;
+    let expires_at_ms = row.get(5)?;
+    Ok(match serde_json::from_str(&body) {
+        Ok(body) => Ok(Record { kind, key, version, index, expires_at_ms, body }),
+        Err(e) => Err(StoreError::Corrupt { kind, key, reason: e.to_string() }),
+    })
+}
+
+/// The opaque paging cursor: hex of `time_ms:key` of the last record returned. Positional, so
+/// records inserted between pages neither repeat nor shift the pages already read.
+fn encode_cursor(time_ms: i64, key: &str) -> String {
+    hex::encode(format!("{time_ms}:{key}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
+    let bad = || StoreError::Invalid(format!("bad cursor {cursor:?}"));
+    let raw = hex::decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (time, key) = text.split_once(':').ok_or_else(bad)?;
+    Ok((time.parse().map_err(|_| bad())?, key.to_string()))
+}
+
+fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreError> {
+    if q.limit == 0 || q.limit > 1000 {
+        return Err(StoreError::Invalid(format!("limit must be 1..=1000, got {}", q.limit)));
+    }
+    // Look-ups only see records with a time_ms, like a DynamoDB GSI whose sort key is missing.
+    let mut sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND time_ms IS NOT NULL
+         AND (expires_at_ms IS NULL OR expires_at_ms > ?2)"
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into(), now.into()];
+    // Binds a value and names its placeholder.
+    fn bind(args: &mut Vec<rusqlite::types::Value>, v: impl Into<rusqlite::types::Value>) -> String {
+        args.push(v.into());
+        format!("?{}", args.len())
+    }
+    match &q.index {
+        QueryIndex::All => {}
+        QueryIndex::Account(a) => sql.push_str(&format!(" AND account = {}", bind(&mut args, a.clone()))),
+        QueryIndex::Status(s) => sql.push_str(&format!(" AND status = {}", bind(&mut args, s.clone()))),
+    }
+    if let Some(from) = q.time_from_ms {
+        sql.push_str(&format!(" AND time_ms >= {}", bind(&mut args, from)));
+    }
+    if let Some(to) = q.time_to_ms {
+        sql.push_str(&format!(" AND time_ms < {}", bind(&mut args, to)));
+    }
+    if let Some(cursor) = &q.cursor {
+        let (t, k) = decode_cursor(cursor)?;
+        let op = if q.descending { "<" } else { ">" };
+        let (t, k) = (bind(&mut args, t), bind(&mut args, k));
+        sql.push_str(&format!(" AND (time_ms, key) {op} ({t}, {k})"));
+    }
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY time_ms {dir}, key {dir} LIMIT {}", q.limit + 1));
+
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row))
+        .map_err(db_err)?;
+    let mut records = Vec::with_capacity(q.limit.min(128));
+    for row in rows {
+        records.push(row.map_err(db_err)??);
+    }
+    let next_cursor = if records.len() > q.limit {
+        records.truncate(q.limit);
+        records.last().map(|r| encode_cursor(r.index.time_ms.unwrap_or_default(), &r.key))
+    } else {
+        None
+    };
+    Ok(Page { records, next_cursor })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.with_conn("get", move |conn, now| {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM records
+                 WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+            let found = stmt
+                .query_row(params![kind.as_str(), key, now], |row| read_record(kind, row))
+                .optional()
+                .map_err(db_err)?;
+            found.transpose()
+        })
+        .await
+    }
+
+    async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
+        validate_key(&record.key)?;
+        let writes = vec![Write::Put(record, condition)];
+        let versions = self.with_conn("put", move |conn, now| transact_blocking(conn, &writes, now)).await?;
+        Ok(versions.first().copied().unwrap_or_default())
+    }
+
+    async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError> {
+        validate_key(key)?;
+        let writes = vec![Write::Delete(kind, key.to_string(), condition)];
+        self.with_conn("delete", move |conn, now| transact_blocking(conn, &writes, now)).await?;
+        Ok(())
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        if writes.len() > MAX_TRANSACT_WRITES {
+            return Err(StoreError::Invalid(format!(
+                "a transaction holds at most {MAX_TRANSACT_WRITES} writes, got {}",
+                writes.len()
+            )));
+        }
+        // DynamoDB refuses two writes on one item in a transaction; refusing here too keeps code
+        // that works embedded working on AWS.
+        let mut seen = HashSet::new();
+        for w in &writes {
+            let (kind, key) = write_key(w);
+            validate_key(key)?;
+            if !seen.insert((kind, key)) {
+                return Err(StoreError::Invalid(format!("transaction writes {kind}/{key} twice")));
+            }
+        }
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn("transact", move |conn, now| transact_blocking(conn, &writes, now)).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.with_conn("query", move |conn, now| query_blocking(conn, &query, now)).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.with_conn("purge_expired", move |conn, now| {
+            let n = conn
+                .execute("DELETE FROM records WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1", params![now])
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
