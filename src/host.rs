@@ -169,7 +169,7 @@ async fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Po
     let db = settings.data_dir.join("relaycast.db");
     let store = SqliteStore::open(&db, clock.clone())
         .map_err(|e| HostError::Adapter { what: "store", reason: e.to_string() })?;
-    let queue = SqliteQueue::open(&db, clock.clone(), settings.queue.max_receives)
+    let queue = SqliteQueue::open_with_max_receives(&db, clock.clone(), settings.queue.max_receives)
         .map_err(|e| HostError::Adapter { what: "queue", reason: e.to_string() })?;
     let signing_key = load_or_create_secret(&settings.data_dir.join("object-signing.key"))?;
     let objects = Arc::new(

@@ -65,8 +65,8 @@ impl RelaycastProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("relaycast exited early with {status}; stderr: {:?}", self.stderr.lock().unwrap());
             }
-            if let Ok(resp) = reqwest::blocking_get(&self.url("/healthz")) {
-                if resp == 200 {
+            if let Ok(status) = http_status(&self.url("/healthz")) {
+                if status == 200 {
                     return;
                 }
             }
@@ -116,16 +116,15 @@ pub fn run_relaycast(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Strin
     )
 }
 
-/// Minimal blocking HTTP GET for readiness checks, without pulling a blocking client in.
-pub mod reqwest {
-    pub fn blocking_get(url: &str) -> Result<u16, String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let client = ::reqwest::Client::builder()
-                .timeout(std::time::Duration::from_millis(500))
-                .build()
-                .map_err(|e| e.to_string())?;
-            client.get(url).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
-        })
-    }
+/// Minimal blocking HTTP GET returning the status, usable inside and outside a tokio runtime.
+pub fn http_status(url: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("not http")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&head[9..12]).map_err(|e| e.to_string())?.parse().map_err(|_| "bad status".into())
 }
