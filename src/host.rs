@@ -76,12 +76,18 @@ impl Host {
         let mut tasks = JoinSet::new();
         let metrics = crate::telemetry::metrics_handle();
 
+        let ctx = relaycast_functions::Context::new(ports.clone(), settings.clone());
         let mut router = host_routes(HostState { queue: ports.queue.clone(), objects, metrics });
         if roles.contains(&Role::Api) {
-            router = router.merge(relaycast_functions::http_routes(relaycast_functions::Context::new(
-                ports.clone(),
-                settings.clone(),
-            )));
+            router = router.merge(relaycast_functions::http_routes(ctx.clone()));
+        }
+        if roles.contains(&Role::Notifier) {
+            let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                notifier.run(stop).await;
+                Ok(())
+            });
         }
         let router = router.layer(axum::middleware::from_fn(observe_requests));
         let stop = shutdown.clone();

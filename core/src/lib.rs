@@ -5,6 +5,7 @@
 //! (embedded SQLite + directory by default, AWS at scale) and hands them around as [`Ports`].
 
 pub mod adapters;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod ports;

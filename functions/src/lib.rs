@@ -3,6 +3,8 @@
 //!
 //! A handler is thin: parse, call the domain in `relaycast-core`, map the result to the wire.
 
+pub mod notifier;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,12 +18,14 @@ pub struct Context {
     pub ports: Ports,
     /// The settings in force.
     pub settings: Arc<Settings>,
+    /// Wakes the outbox sweep after a handler stored new notices.
+    pub outbox_kick: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
     /// A context over `ports` and `settings`.
     pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
-        Self { ports, settings }
+        Self { ports, settings, outbox_kick: Arc::new(tokio::sync::Notify::new()) }
     }
 }
 

@@ -1,0 +1,154 @@
+//! The durable callback outbox. Every notice relaycast sends to a customer endpoint is first
+//! stored here, in the same store transaction as the state change it reports, so a crash can
+//! never lose it. The notifier then delivers it at least once with the seeds' retry schedule.
+//!
+//! Life of an entry: `pending` (stored) → `queued` (a delivery message is in the callbacks
+//! queue) → `delivered` (the endpoint answered 200) or `failed` (retries used up). A crash
+//! between queueing and marking `queued` only sends a duplicate message, which the notifier
+//! drops because it re-reads the entry before each attempt.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::{Entity, IndexKeys, Kind};
+
+/// The queue that carries delivery attempts.
+pub const CALLBACK_QUEUE: &str = "callbacks";
+
+/// Where an entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Stored; no delivery message yet.
+    Pending,
+    /// A delivery message is queued or being worked on.
+    Queued,
+    /// The endpoint accepted it.
+    Delivered,
+    /// Every retry failed.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The status index value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// How often and how many times a failed delivery is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Wait between attempts, ms.
+    pub interval_ms: u64,
+    /// Retries after the first attempt.
+    pub retries: u32,
+}
+
+/// One notice to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// `{account}:{stream}:{seq:020}`: entries of one stream (a task) sort in the order their
+    /// state changes happened.
+    pub id: String,
+    /// The account the notice belongs to (its key signs the body).
+    pub account: String,
+    /// The customer endpoint.
+    pub url: String,
+    /// The exact JSON body to POST.
+    pub body: String,
+    /// The retry schedule.
+    pub policy: RetryPolicy,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Where it is in its life.
+    pub state: DeliveryState,
+    /// When it was stored, Unix ms.
+    pub created_ms: i64,
+    /// When it was delivered or given up, Unix ms.
+    pub finished_ms: Option<i64>,
+    /// The last failure, for operators.
+    pub last_error: Option<String>,
+}
+
+impl OutboxEntry {
+    /// A new pending entry.
+    pub fn new(account: &str, stream: &str, seq: u64, url: &str, body: String, policy: RetryPolicy, now_ms: i64) -> Self {
+        Self {
+            id: format!("{account}:{stream}:{seq:020}"),
+            account: account.into(),
+            url: url.into(),
+            body,
+            policy,
+            attempts: 0,
+            state: DeliveryState::Pending,
+            created_ms: now_ms,
+            finished_ms: None,
+            last_error: None,
+        }
+    }
+
+    /// Records a failed attempt; returns the delay before the next one, or `None` when the
+    /// retries are used up (the entry is then `failed`).
+    pub fn record_failure(&mut self, error: String, now_ms: i64) -> Option<u64> {
+        self.attempts += 1;
+        self.last_error = Some(error);
+        if self.attempts > self.policy.retries {
+            self.state = DeliveryState::Failed;
+            self.finished_ms = Some(now_ms);
+            None
+        } else {
+            Some(self.policy.interval_ms)
+        }
+    }
+
+    /// Records the successful attempt.
+    pub fn record_delivery(&mut self, now_ms: i64) {
+        self.attempts += 1;
+        self.state = DeliveryState::Delivered;
+        self.finished_ms = Some(now_ms);
+        self.last_error = None;
+    }
+}
+
+impl Entity for OutboxEntry {
+    const KIND: Kind = Kind("outbox");
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+
+    fn index(&self) -> IndexKeys {
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: Some(self.state.as_str().into()),
+            time_ms: Some(self.created_ms),
+        }
+    }
+
+    // Finished entries are kept a week for operators, then expire.
+    fn expires_at_ms(&self) -> Option<i64> {
+        self.finished_ms.map(|t| t + 7 * 24 * 3_600_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_then_fails() {
+        let policy = RetryPolicy { interval_ms: 120_000, retries: 2 };
+        let mut e = OutboxEntry::new("acme", "t1", 7, "http://x/cb", "{}".into(), policy, 0);
+        assert_eq!(e.id, "acme:t1:00000000000000000007");
+        assert_eq!(e.record_failure("503".into(), 1), Some(120_000));
+        assert_eq!(e.record_failure("503".into(), 2), Some(120_000));
+        assert_eq!(e.record_failure("503".into(), 3), None);
+        assert_eq!(e.state, DeliveryState::Failed);
+        assert_eq!(e.attempts, 3);
+    }
+}

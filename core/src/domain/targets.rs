@@ -1,0 +1,119 @@
+//! Network targets from users (sources, destinations, watermark images, callback URLs) are
+//! untrusted: by default they may not point into the operator's own network. This module decides
+//! which addresses count as private; the operator can allow them (`allow_private_targets`), as the
+//! tests do for 127.0.0.1 peers.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a target is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The URL has no host.
+    #[error("url has no host")]
+    NoHost,
+    /// The host is, or resolves to, a private, loopback, link-local or otherwise internal address.
+    #[error("host {0} is a private or internal address")]
+    Private(String),
+}
+
+/// True for addresses a user-supplied URL may not reach unless the operator allows it:
+/// loopback, private (RFC 1918, unique-local), link-local, carrier-grade NAT, unspecified,
+/// multicast, broadcast, documentation and benchmarking ranges, and IPv4 mapped into IPv6.
+pub fn is_internal_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal_v4(v4);
+            }
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local
+                || (seg0 & 0xffc0) == 0xfe80 // link local
+                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || v6 == Ipv6Addr::from([0u8; 16])
+        }
+    }
+}
+
+fn is_internal_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, _, _] = v4.octets();
+    v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240
+}
+
+/// Checks the host of a URL as written (IP literals and well-known internal names); names are
+/// checked again after resolution by [`check_resolved`] where the connection is made.
+pub fn check_url_host(url: &url::Url, allow_private: bool) -> Result<(), TargetError> {
+    let host = url.host().ok_or(TargetError::NoHost)?;
+    if allow_private {
+        return Ok(());
+    }
+    match host {
+        url::Host::Ipv4(ip) if is_internal_ip(IpAddr::V4(ip)) => Err(TargetError::Private(ip.to_string())),
+        url::Host::Ipv6(ip) if is_internal_ip(IpAddr::V6(ip)) => Err(TargetError::Private(ip.to_string())),
+        url::Host::Domain(name) => {
+            // Non-special schemes (rtmp://, rtsp://) keep IP literals as domain strings.
+            let bare = name.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                return if is_internal_ip(ip) { Err(TargetError::Private(ip.to_string())) } else { Ok(()) };
+            }
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local") {
+                Err(TargetError::Private(name))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the addresses a name resolved to, right before connecting (defeats DNS names that
+/// point inside).
+pub fn check_resolved(host: &str, addrs: &[IpAddr], allow_private: bool) -> Result<(), TargetError> {
+    if allow_private {
+        return Ok(());
+    }
+    match addrs.iter().find(|ip| is_internal_ip(**ip)) {
+        Some(ip) => Err(TargetError::Private(format!("{host} ({ip})"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses() {
+        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "255.255.255.255"] {
+            assert!(is_internal_ip(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
+            assert!(!is_internal_ip(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn url_hosts() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(check_url_host(&url("rtmp://127.0.0.1:1935/live/x"), false).is_err());
+        assert!(check_url_host(&url("rtmp://127.0.0.1:1935/live/x"), true).is_ok());
+        assert!(check_url_host(&url("http://LOCALHOST./cb"), false).is_err());
+        assert!(check_url_host(&url("http://[::1]/cb"), false).is_err());
+        assert!(check_url_host(&url("http://example.com/cb"), false).is_ok());
+        assert!(check_resolved("evil.example", &["10.0.0.5".parse().unwrap()], false).is_err());
+    }
+}

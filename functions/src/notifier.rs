@@ -1,0 +1,206 @@
+//! The notifier: delivers the callback outbox to customer endpoints, at least once, with the
+//! seeds' retry schedule (HTTP POST of JSON; only a 200 within the timeout counts).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relaycast_core::app::outbox::{queue_pending, OutboxError};
+use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry, CALLBACK_QUEUE};
+use relaycast_core::domain::targets::{check_resolved, check_url_host};
+use relaycast_core::ports::{Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+
+/// Why a notifier step failed (the loop logs it and carries on).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    /// The outbox sweep failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What happened to one delivery message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint answered 200.
+    Delivered,
+    /// It failed; another attempt is queued after the policy's interval.
+    Retrying,
+    /// It failed and no retry is left.
+    GaveUp,
+    /// The entry was already finished (a duplicate message) or is gone.
+    Skipped,
+}
+
+/// Delivers the outbox.
+#[derive(Clone)]
+pub struct Notifier {
+    ctx: Context,
+    client: reqwest::Client,
+}
+
+impl Notifier {
+    /// A notifier whose HTTP client refuses internal addresses unless the operator allows them.
+    pub fn new(ctx: Context) -> Self {
+        let allow_private = ctx.settings.allow_private_targets;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(ctx.settings.timing.callback_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { ctx, client }
+    }
+
+    /// Runs the sweep and the delivery loop until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tick = Duration::from_millis(self.ctx.settings.timing.scheduler_tick_ms.max(100));
+        let sweeper = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = queue_pending(&this.ctx.ports, 500).await {
+                        tracing::warn!(error = %e, "outbox sweep failed");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = this.ctx.outbox_kick.notified() => {},
+                        _ = tokio::time::sleep(tick) => {},
+                    }
+                }
+            })
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = self.receive() => batch,
+            };
+            match batch {
+                Ok(messages) => {
+                    // Endpoints are independent: one stalling for its whole timeout must not
+                    // hold the others back.
+                    let deliveries = messages.into_iter().map(|m| {
+                        let this = self.clone();
+                        tokio::spawn(async move { this.deliver(m).await })
+                    });
+                    for delivery in futures::future::join_all(deliveries).await {
+                        match delivery {
+                            Ok(Err(e)) => tracing::warn!(error = %e, "callback delivery step failed"),
+                            Err(e) => tracing::error!(error = %e, "callback delivery panicked"),
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "callbacks queue receive failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                    }
+                }
+            }
+        }
+        let _ = sweeper.await;
+    }
+
+    async fn receive(&self) -> Result<Vec<ReceivedMessage>, QueueError> {
+        // The message stays hidden for the whole attempt plus a margin, so a slow endpoint is
+        // never sent the same notice twice at once.
+        let visibility = Duration::from_millis(self.ctx.settings.timing.callback_timeout_ms + 10_000);
+        self.ctx.ports.queue.receive(CALLBACK_QUEUE, 10, visibility, Duration::from_secs(1)).await
+    }
+
+    /// One attempt for one delivery message.
+    #[tracing::instrument(name = "deliver_callback", skip_all, fields(entry = %message.body, receive = message.receive_count))]
+    pub async fn deliver(&self, message: ReceivedMessage) -> Result<Outcome, NotifierError> {
+        let ports = &self.ctx.ports;
+        let Some(stored) = ports.store.load::<OutboxEntry>(&message.body).await? else {
+            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+            return Ok(Outcome::Skipped);
+        };
+        if matches!(stored.value.state, DeliveryState::Delivered | DeliveryState::Failed) {
+            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+            return Ok(Outcome::Skipped);
+        }
+        let mut entry = stored.value;
+        let result = self.post(&entry).await;
+        let now = ports.clock.now_ms();
+        let outcome = match result {
+            Ok(()) => {
+                entry.record_delivery(now);
+                metrics::counter!("relaycast_callbacks_total", "result" => "delivered").increment(1);
+                tracing::info!(url = %entry.url, attempts = entry.attempts, "callback delivered");
+                Outcome::Delivered
+            }
+            Err(error) => match entry.record_failure(error.clone(), now) {
+                Some(delay_ms) => {
+                    metrics::counter!("relaycast_callbacks_total", "result" => "retry").increment(1);
+                    tracing::warn!(url = %entry.url, attempts = entry.attempts, %error, delay_ms, "callback failed; will retry");
+                    ports.queue.send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms)).await?;
+                    Outcome::Retrying
+                }
+                None => {
+                    metrics::counter!("relaycast_callbacks_total", "result" => "failed").increment(1);
+                    tracing::error!(url = %entry.url, attempts = entry.attempts, %error, "callback failed; retries used up");
+                    Outcome::GaveUp
+                }
+            },
+        };
+        match ports.store.save(&entry, Condition::Version(stored.version)).await {
+            Ok(_) => {}
+            // Another delivery of a duplicate message finished first; it has recorded the
+            // result, and the retry we may have queued is dropped as a duplicate.
+            Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+        Ok(outcome)
+    }
+
+    async fn post(&self, entry: &OutboxEntry) -> Result<(), String> {
+        let url = url::Url::parse(&entry.url).map_err(|e| format!("invalid callback url: {e}"))?;
+        check_url_host(&url, self.ctx.settings.allow_private_targets).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(entry.body.clone())
+            .send()
+            .await
+            .map_err(|e| if e.is_timeout() { "no answer within the timeout".to_string() } else { e.to_string() })?;
+        if response.status() == reqwest::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("endpoint answered HTTP {}", response.status().as_u16()))
+        }
+    }
+}
+
+/// Resolves names and refuses internal addresses, so a callback host cannot be pointed inside
+/// the operator's network through DNS.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
+            check_resolved(&host, &ips, allow_private).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
