@@ -10,12 +10,7 @@ pub mod task;
 pub mod types;
 pub mod wire;
 
-
-
-
-
 pub use types::*;
-
 
 /// The most sources a task may have (seed: `params src num이 너무 많습니다`).
 pub const MAX_SOURCES: usize = 800;
@@ -26,6 +21,7 @@ pub const MIN_INTERVAL_MS: i64 = 5 * 60 * 1000;
 /// How long after a stop `cmd=5` may resume a task (seed: 48 hours).
 pub const RESUME_WINDOW_MS: i64 = 48 * 60 * 60 * 1000;
 
+pub use query::{paginate, run_query, QueryFilter, QueryPage, QueryParams};
 pub use events::{CallbackCode, CallbackPayload, QueryItem, TaskEvent, TimeFormat};
 pub use state::{Action, ConsoleStatus, Decision, DestState, PlaybackPosition, StopCause, StopKind, TaskState, TransitionError};
 pub use task::{conflicting_destination, Destination, RelayTask};
