@@ -766,7 +766,7 @@ mod tests {
         for bad in ["", ";", "file:///x.png", "http://a/1.png;ftp://b/2.png"] {
             assert_eq!(WmImages::parse(bad).unwrap_err().msg(), "params wmImage format is error");
         }
-        assert!(WmImages::parse(&vec!["http://a/x.png"; 9].join(";")).is_err());
+        assert!(WmImages::parse(&["http://a/x.png"; 9].join(";")).is_err());
     }
 
     #[test]
