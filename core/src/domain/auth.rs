@@ -181,9 +181,6 @@ fn default_call_limit() -> u32 {
 }
 
 impl Account {
-    /// The store kind.
-    pub const KIND_NAME: &'static str = "account";
-
     /// An enabled account with the default limit and no host restriction.
     pub fn new(name: impl Into<String>, secret_key: SecretKey) -> Self {
         Self {

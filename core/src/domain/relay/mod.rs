@@ -4,6 +4,7 @@
 //! ([`query`]).
 
 pub mod events;
+pub mod plan;
 pub mod query;
 pub mod state;
 pub mod task;
@@ -21,6 +22,7 @@ pub const MIN_INTERVAL_MS: i64 = 5 * 60 * 1000;
 /// How long after a stop `cmd=5` may resume a task (seed: 48 hours).
 pub const RESUME_WINDOW_MS: i64 = 48 * 60 * 60 * 1000;
 
+pub use plan::{plan, Effects};
 pub use query::{paginate, run_query, QueryFilter, QueryPage, QueryParams};
 pub use events::{CallbackCode, CallbackPayload, QueryItem, TaskEvent, TimeFormat};
 pub use state::{Action, ConsoleStatus, Decision, DestState, PlaybackPosition, StopCause, StopKind, TaskState, TransitionError};
