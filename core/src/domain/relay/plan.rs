@@ -9,6 +9,7 @@ use super::state::{Action, TransitionError};
 use super::task::{conflicting_destination, RelayTask};
 use super::types::{Cmd, HttpUrl, TaskId, TaskType};
 use super::wire::{Command, ForwardRequest, NewRelayTask};
+use crate::domain::error::RequestError;
 use crate::ports::store::{Condition, Entity, StoreError, Write};
 
 /// The effects of a request.
@@ -41,7 +42,22 @@ impl Effects {
 /// Plans `req` for `account` at `now_ms`. `existing` holds the stored tasks of the ids the
 /// request names (absent ids are simply missing); `active` is the account's other active tasks,
 /// for the "same destination already pushed to" check (91).
-pub fn plan(account: &str, req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>, active: &[RelayTask], now_ms: i64) -> Effects {
+///
+/// The only refusal of the whole request is a `cmd=3` whose `type` differs from a task's: its
+/// sources were checked against the wrong scheme list (`type이 잘못되었습니다`). Everything else
+/// is accepted and reported per task through callbacks, as the seed does.
+pub fn plan(
+    account: &str,
+    req: &ForwardRequest,
+    existing: &BTreeMap<TaskId, RelayTask>,
+    active: &[RelayTask],
+    now_ms: i64,
+) -> Result<Effects, RequestError> {
+    if let Command::UpdateSources(items) = &req.command {
+        if items.iter().any(|it| existing.get(&it.id).is_some_and(|t| t.task_type != req.task_type)) {
+            return Err(RequestError::BadType);
+        }
+    }
     let mut fx = Effects::default();
     match &req.command {
         Command::CreateTasks(items) => {
@@ -70,7 +86,7 @@ pub fn plan(account: &str, req: &ForwardRequest, existing: &BTreeMap<TaskId, Rel
             }
         }
     }
-    fx
+    Ok(fx)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -177,7 +193,7 @@ mod tests {
 
     #[test]
     fn create_writes_a_task_and_no_event() {
-        let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW);
+        let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
         assert_eq!((fx.tasks.len(), fx.events.len()), (1, 0));
         assert_eq!(fx.tasks[0].state, TaskState::Starting);
         assert_eq!(fx.tasks[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
@@ -187,10 +203,10 @@ mod tests {
 
     #[test]
     fn resubmitting_stops_the_old_task_and_continues_its_event_numbers() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW);
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
         fx.tasks[0].started(NOW).unwrap();
         let existing = stored(&fx);
-        let fx2 = plan("acc", &create_body("t1", "rtmp://d/live/2"), &existing, &fx.tasks, NOW + 1);
+        let fx2 = plan("acc", &create_body("t1", "rtmp://d/live/2"), &existing, &fx.tasks, NOW + 1).unwrap();
         assert_eq!(fx2.events.len(), 1);
         assert_eq!((fx2.events[0].code, fx2.events[0].seq), (CallbackCode::Finished, 2));
         assert_eq!(fx2.tasks.len(), 1);
@@ -204,9 +220,9 @@ mod tests {
 
     #[test]
     fn a_destination_used_by_another_active_task_is_refused_with_91() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW);
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
         fx.tasks[0].started(NOW).unwrap();
-        let fx2 = plan("acc", &create_body("t2", "rtmp://d/live/1"), &BTreeMap::new(), &fx.tasks, NOW);
+        let fx2 = plan("acc", &create_body("t2", "rtmp://d/live/1"), &BTreeMap::new(), &fx.tasks, NOW).unwrap();
         assert!(fx2.tasks.is_empty());
         assert_eq!(fx2.events.len(), 1);
         assert_eq!((fx2.events[0].code.code(), fx2.events[0].msg.as_str()), (91, "task repeat,task not start!"));
@@ -220,35 +236,42 @@ mod tests {
             {"id": "a", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/1"}]},
             {"id": "b", "src": [{"url": "rtmp://s/live/b"}], "forward": [{"url": "rtmp://d/live/1"}]}
         ]}));
-        let fx = plan("acc", &body, &BTreeMap::new(), &[], NOW);
+        let fx = plan("acc", &body, &BTreeMap::new(), &[], NOW).unwrap();
         assert_eq!(fx.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["a"]);
         assert_eq!((fx.events.len(), fx.events[0].task_id.as_str(), fx.events[0].code.code()), (1, "b", 91));
     }
 
     #[test]
+    fn an_update_of_another_type_is_refused() {
+        let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let update = req(json!({"cmd": "3", "type": "video", "list": [{"id": "t1", "src": [{"url": "http://s/1.mp4"}]}]}));
+        assert_eq!(plan("acc", &update, &stored(&fx), &[], NOW), Err(RequestError::BadType));
+    }
+
+    #[test]
     fn commands_on_missing_tasks_call_back_90() {
-        let fx = plan("acc", &req(json!({"transcallbackurl": "http://cb.example/x", "cmd": "2", "type": "live", "list": [{"id": "nope"}]})), &BTreeMap::new(), &[], NOW);
+        let fx = plan("acc", &req(json!({"transcallbackurl": "http://cb.example/x", "cmd": "2", "type": "live", "list": [{"id": "nope"}]})), &BTreeMap::new(), &[], NOW).unwrap();
         assert!(fx.tasks.is_empty());
         assert_eq!((fx.events[0].code.code(), fx.events[0].cmd, fx.events[0].task_id.as_str()), (90, Cmd::Stop, "nope"));
     }
 
     #[test]
     fn stop_update_resume_go_through_the_state_machine() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW);
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
         fx.tasks[0].started(NOW).unwrap();
         let update = req(json!({"cmd": "3", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/b"}]}]}));
-        let fx = plan("acc", &update, &stored(&fx), &[], NOW);
+        let fx = plan("acc", &update, &stored(&fx), &[], NOW).unwrap();
         assert_eq!((fx.events[0].code, fx.tasks[0].sources_revision), (CallbackCode::ListUpdated, 1));
         let stop = req(json!({"transcallbackurl": "https://new.example/cb", "cmd": "2", "type": "live", "list": [{"id": "t1"}]}));
-        let fx = plan("acc", &stop, &stored(&fx), &[], NOW);
+        let fx = plan("acc", &stop, &stored(&fx), &[], NOW).unwrap();
         assert_eq!(fx.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
         assert_eq!(fx.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("https://new.example/cb"));
         // Updating a stopped task is refused with 90; the task is rewritten only for its event number.
-        let fx2 = plan("acc", &update, &stored(&fx), &[], NOW);
+        let fx2 = plan("acc", &update, &stored(&fx), &[], NOW).unwrap();
         assert_eq!((fx2.events[0].code.code(), fx2.refused[0].1.clone()), (90, TransitionError::NotActive));
         assert_eq!(fx2.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
         let resume = req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": "rtmp://d/live/9"}]}]}));
-        let fx3 = plan("acc", &resume, &stored(&fx2), &[], NOW + 1000);
+        let fx3 = plan("acc", &resume, &stored(&fx2), &[], NOW + 1000).unwrap();
         assert!(fx3.events.is_empty());
         assert_eq!((fx3.tasks[0].state.clone(), fx3.tasks[0].forward_urls()[0].as_str()), (TaskState::Starting, "rtmp://d/live/9"));
     }

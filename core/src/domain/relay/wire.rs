@@ -29,6 +29,9 @@ use crate::domain::error::RequestError;
 
 /// The most tasks one request may carry: each becomes store writes and a job.
 pub const MAX_LIST_ITEMS: usize = 100;
+/// The largest body parsed: a few tasks at the seed's src limit (204,800 characters each).
+/// The handler should refuse longer bodies before reading them whole.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 const TOP_FIELDS: &[&str] = &["transcallbackurl", "cmd", "type", "list"];
 const ITEM_FIELDS: &[&str] = &["id", "src", "forward", "start", "end", "fops", "extendParam"];
@@ -164,6 +167,9 @@ pub fn parse_forward_request_at(body: &[u8], now_ms: i64) -> Result<ForwardReque
 /// [`ForwardRequest::check_times`]). Never panics, whatever the bytes.
 pub fn parse_forward_request(body: &[u8]) -> Result<ForwardRequest, RequestError> {
     let body_err = || RequestError::field("body");
+    if body.len() > MAX_BODY_BYTES {
+        return Err(body_err());
+    }
     let text = std::str::from_utf8(body).map_err(|_| body_err())?;
     let value: Value = serde_json::from_str(text).map_err(|_| body_err())?;
     let top = value.as_object().ok_or_else(body_err)?;
@@ -740,6 +746,7 @@ mod tests {
             }
             let _ = parse_forward_request_at(&body, rng.next() as i64);
         }
+        assert_eq!(parse_forward_request(&vec![b' '; MAX_BODY_BYTES + 1]), Err(RequestError::field("body")));
         // Deep nesting is refused, not a stack overflow.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse_forward_request(deep.as_bytes()).is_err());
