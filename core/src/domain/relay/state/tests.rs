@@ -422,3 +422,56 @@ fn the_query_item_shows_the_last_event_and_times() {
         assert!(v.get(k).is_some(), "{k}");
     }
 }
+
+/// Every (state, action) pair: `0` accepted without event, `1` accepted with exactly one event,
+/// `I` illegal, `N` not active, `S` not started, `A` already active, `W` resume window passed.
+#[test]
+fn the_whole_transition_table() {
+    let now = NOW + 90 * MIN;
+    let mut retrying = running();
+    retrying.apply(Action::SourceInterrupted { reason: "x".into() }, NOW).unwrap();
+    let mut expired = stopped(StopKind::Manual);
+    expired.apply(Action::Expire, NOW + 49 * HOUR).unwrap();
+    let states = [scheduled(), starting(), running(), retrying, stopped(StopKind::Natural), stopped(StopKind::Manual), stopped(StopKind::Failed), expired];
+    let src = vec![Source::new(SourceUrl::parse("rtmp://new/live/s", TaskType::Live).unwrap())];
+    //                 Sch Sta Run Ret SNa SMa SFa Exp
+    let table: Vec<(Action, &str)> = vec![
+        (Action::Due, "0IIIIIII"),
+        (Action::DeliveryFailed, "I1IIIIII"),
+        (Action::Started, "I1IIIIII"),
+        (Action::SourceInterrupted { reason: "r".into() }, "II00IIII"),
+        (Action::SourceRecovered, "III0IIII"),
+        (Action::SourceFailed { reason: "r".into() }, "I111IIII"),
+        (Action::PushConnected { url: dest(1) }, "I000IIII"),
+        (Action::PushReconnecting { url: dest(1) }, "I000IIII"),
+        (Action::PushFailed { url: dest(1), reason: "r".into() }, "I111IIII"),
+        (Action::ItemWarning { file: "f".into(), detail: "d".into() }, "II11IIII"),
+        (Action::ItemAdvanced { position: PlaybackPosition::default() }, "II11IIII"),
+        (Action::Finished { cause: StopCause::EndTime }, "I111IIII"),
+        (Action::Stop { forwards: vec![] }, "1111NNNN"),
+        (Action::Update { sources: src, fops: Fops::default(), extend: ExtendParam::default() }, "S111NNNN"),
+        (Action::Resume { forwards: vec![] }, "AAAA000W"),
+        (Action::Supersede, "11110000"),
+        (Action::Expire, "IIIIIIII"),
+    ];
+    for (action, row) in table {
+        for (state, want) in states.iter().zip(row.chars()) {
+            let mut t = state.clone();
+            let got = match t.apply(action.clone(), now) {
+                Ok(ev) if ev.is_empty() => '0',
+                Ok(ev) if ev.len() == 1 => '1',
+                Ok(ev) => panic!("{} events", ev.len()),
+                Err(TransitionError::Illegal { .. }) => 'I',
+                Err(TransitionError::NotActive) => 'N',
+                Err(TransitionError::NotStarted) => 'S',
+                Err(TransitionError::AlreadyActive) => 'A',
+                Err(TransitionError::ResumeWindowPassed) => 'W',
+                Err(e) => panic!("unexpected {e}"),
+            };
+            assert_eq!(got, want, "{} in state {}", action.name(), state.state.key());
+            if got != '0' && got != '1' {
+                assert_eq!(&t, state, "a refusal changes nothing");
+            }
+        }
+    }
+}
