@@ -20,7 +20,9 @@ use crate::ports::store::{Entity, IndexKeys, Kind};
 /// The callback codes of the seed, with their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CallbackCode {
-    /// `0`: pushing started.
+    /// `0`: pushing started. The seed's table says `푸시 시작!`, its callback example
+    /// `푸시를 시작합니다!` and its query example `Stream pushing started!`; the table is the
+    /// reference, so that is what is sent.
     Started,
     /// `1`: the task ended normally (VOD done, `end` reached, stopped).
     Finished,
