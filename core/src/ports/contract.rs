@@ -71,12 +71,14 @@ pub struct ObjectFixture {
     pub guard: Box<dyn Any + Send>,
 }
 
+/// A named case run on a fixture of type `F`.
+pub type Case<F> = (&'static str, fn(F) -> CaseFuture);
 /// A named store case.
-pub type StoreCase = (&'static str, fn(StoreFixture) -> CaseFuture);
+pub type StoreCase = Case<StoreFixture>;
 /// A named queue case.
-pub type QueueCase = (&'static str, fn(QueueFixture) -> CaseFuture);
+pub type QueueCase = Case<QueueFixture>;
 /// A named object store case.
-pub type ObjectCase = (&'static str, fn(ObjectFixture) -> CaseFuture);
+pub type ObjectCase = Case<ObjectFixture>;
 
 macro_rules! cases {
     ($fixture:ty; $($name:ident),* $(,)?) => {
@@ -107,7 +109,7 @@ pub fn object_cases() -> Vec<ObjectCase> {
         put_get_bytes, put_file, overwrite, list_by_prefix_in_order, delete_idempotent, invalid_keys, playback_url]
 }
 
-async fn run<F, Fx, Fut>(suite: &str, cases: Vec<(&'static str, fn(Fx) -> CaseFuture)>, mut factory: F)
+async fn run<F, Fx, Fut>(suite: &str, cases: Vec<Case<Fx>>, mut factory: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Fx>,
