@@ -95,7 +95,13 @@ async fn bench_queue(base: Option<&Path>, messages: usize, consumers: usize) -> 
             let n = per.min(messages.saturating_sub(w * per));
             tasks.push(tokio::spawn(async move {
                 for i in 0..n {
-                    queue.send(name, &format!("{{\"job\":{w},\"i\":{i},\"pad\":\"................................\"}}"), Duration::ZERO).await?;
+                    queue
+                        .send(
+                            name,
+                            &format!("{{\"job\":{w},\"i\":{i},\"pad\":\"................................\"}}"),
+                            Duration::ZERO,
+                        )
+                        .await?;
                 }
                 anyhow::Ok(())
             }));
@@ -208,7 +214,13 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
                         loop {
                             let cur = store.get(KIND, "counter").await?.context("counter vanished")?;
                             let next = cur.body["n"].as_u64().unwrap_or(0) + 1;
-                            match store.put(Record::new(KIND, "counter", json!({ "n": next })), Condition::Version(cur.version)).await {
+                            match store
+                                .put(
+                                    Record::new(KIND, "counter", json!({ "n": next })),
+                                    Condition::Version(cur.version),
+                                )
+                                .await
+                            {
                                 Ok(_) => break,
                                 Err(StoreError::ConditionFailed { .. }) => conflicts += 1,
                                 Err(e) => return Err(e.into()),

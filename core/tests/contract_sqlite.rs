@@ -39,9 +39,12 @@ async fn queue_contract() {
     run_queue_contract(|| async {
         let dir = TempDir::new().unwrap();
         let clock = clock();
-        let queue =
-            SqliteQueue::open_with_max_receives(&dir.path().join("relaycast.db"), Arc::new(clock.clone()), MAX_RECEIVES)
-                .unwrap();
+        let queue = SqliteQueue::open_with_max_receives(
+            &dir.path().join("relaycast.db"),
+            Arc::new(clock.clone()),
+            MAX_RECEIVES,
+        )
+        .unwrap();
         QueueFixture { queue: Arc::new(queue), clock, max_receives: MAX_RECEIVES, guard: Box::new(dir) }
     })
     .await;
@@ -107,8 +110,8 @@ async fn playback_url_signature() {
     assert!(!objects.verify_playback_signature("rec/a.mp4", expires, ""));
 
     // Another key signs differently.
-    let other = DirObjectStore::open(dir.path(), "http://h".into(), b"other secret".to_vec(), Arc::new(clock.clone()))
-        .unwrap();
+    let other =
+        DirObjectStore::open(dir.path(), "http://h".into(), b"other secret".to_vec(), Arc::new(clock.clone())).unwrap();
     assert!(!other.verify_playback_signature("rec/a.mp4", expires, sig));
 
     clock.advance_ms(600_000);

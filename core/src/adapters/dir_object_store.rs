@@ -224,7 +224,12 @@ impl ObjectStore for DirObjectStore {
         result
     }
 
-    async fn put_bytes(&self, key: &str, bytes: bytes::Bytes, _content_type: &str) -> Result<ObjectMeta, ObjectStoreError> {
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: bytes::Bytes,
+        _content_type: &str,
+    ) -> Result<ObjectMeta, ObjectStoreError> {
         validate_object_key(key)?;
         let key = key.to_string();
         let this = self.dirs.clone();

@@ -99,11 +99,18 @@ impl SqliteQueue {
     }
 
     /// One attempt at receiving, without waiting.
-    async fn try_receive(&self, queue: &str, max: usize, visibility_ms: i64) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn try_receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility_ms: i64,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let queue = queue.to_string();
         let max_receives = self.max_receives;
-        self.with_conn("receive", move |conn, now| receive_blocking(conn, &queue, max, visibility_ms, max_receives, now))
-            .await
+        self.with_conn("receive", move |conn, now| {
+            receive_blocking(conn, &queue, max, visibility_ms, max_receives, now)
+        })
+        .await
     }
 }
 

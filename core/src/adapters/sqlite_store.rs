@@ -120,8 +120,9 @@ fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> 
             check(*condition, current, record.kind, &record.key)?;
             // An expired row is gone: a write over it starts a new life at version 1.
             let version = current.map_or(1, |v| v + 1);
-            let body = serde_json::to_string(&record.body)
-                .map_err(|e| StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key)))?;
+            let body = serde_json::to_string(&record.body).map_err(|e| {
+                StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key))
+            })?;
             conn.execute(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -237,9 +238,7 @@ fn query_sql(q: &Query, now: i64) -> Result<(String, Vec<rusqlite::types::Value>
 fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreError> {
     let (sql, args) = query_sql(q, now)?;
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row))
-        .map_err(db_err)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row)).map_err(db_err)?;
     let mut records = Vec::with_capacity(q.limit.min(128));
     for row in rows {
         records.push(row.map_err(db_err)??);

@@ -260,10 +260,8 @@ pub mod store {
         let (s, kind) = (f.store, Kind("c_txlim"));
         let many = (0..26).map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any)).collect();
         assert!(matches!(s.transact(many).await, Err(StoreError::Invalid(_))));
-        let dup = vec![
-            Write::Put(rec(kind, "d", json!(1)), Condition::Any),
-            Write::Delete(kind, "d".into(), Condition::Any),
-        ];
+        let dup =
+            vec![Write::Put(rec(kind, "d", json!(1)), Condition::Any), Write::Delete(kind, "d".into(), Condition::Any)];
         assert!(matches!(s.transact(dup).await, Err(StoreError::Invalid(_))));
         assert_eq!(s.get(kind, "d").await.unwrap(), None);
         let ok = (0..25).map(|i| Write::Put(rec(kind, &format!("k{i:02}"), json!(i)), Condition::Any)).collect();
@@ -284,9 +282,7 @@ pub mod store {
             s.put(indexed(kind, key, account, status, time), Condition::Any).await.unwrap();
         }
         // Another kind with the same index values must not leak in.
-        s.put(indexed(Kind("c_q_other"), "x", Some("acc1"), Some("running"), Some(120)), Condition::Any)
-            .await
-            .unwrap();
+        s.put(indexed(Kind("c_q_other"), "x", Some("acc1"), Some("running"), Some(120)), Condition::Any).await.unwrap();
     }
 
     /// Look-ups by account, status and all, with time bounds, ordered by time then key.
@@ -318,9 +314,7 @@ pub mod store {
         assert_eq!(keys(&s.query(bounded).await.unwrap().records), ["t1", "t2", "t0", "t4"]);
 
         // A record that changes index values moves between look-ups.
-        s.put(indexed(kind, "t1", Some("acc2"), Some("stopped"), Some(100)), Condition::Version(1))
-            .await
-            .unwrap();
+        s.put(indexed(kind, "t1", Some("acc2"), Some("stopped"), Some(100)), Condition::Version(1)).await.unwrap();
         assert_eq!(keys(&s.query(q(QueryIndex::Account("acc1".into()))).await.unwrap().records), ["t2", "t0", "t4"]);
         assert_eq!(keys(&s.query(q(QueryIndex::Status("running".into()))).await.unwrap().records), ["t3", "t0", "t4"]);
     }
@@ -473,7 +467,8 @@ pub mod store {
                     loop {
                         let cur = s.get(kind, "counter").await.unwrap().unwrap();
                         let n = cur.body["n"].as_i64().unwrap();
-                        match s.put(rec(kind, "counter", json!({ "n": n + 1 })), Condition::Version(cur.version)).await {
+                        match s.put(rec(kind, "counter", json!({ "n": n + 1 })), Condition::Version(cur.version)).await
+                        {
                             Ok(_) => return conflicts,
                             Err(StoreError::ConditionFailed { .. }) => conflicts += 1,
                             Err(e) => panic!("{e}"),
