@@ -231,3 +231,57 @@ async fn reopen_keeps_schema_and_data() {
     let store = SqliteStore::open(&path, Arc::new(clock.clone())).unwrap();
     assert_eq!(store.get(Kind("k"), "a").await.unwrap().unwrap().version, 1);
 }
+
+/// Set in the child process of [`durable_across_process_abort`]: where to write before aborting.
+const CRASH_DIR_ENV: &str = "RELAYCAST_TEST_CRASH_DIR";
+
+/// The child half of [`durable_across_process_abort`]: writes, then aborts the process with the
+/// database open (no destructors, no checkpoint), as a crash or SIGKILL would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by durable_across_process_abort in a child process"]
+async fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else { return };
+    let path = Path::new(&dir).join("relaycast.db");
+    let clock: Arc<dyn Clock> = Arc::new(clock());
+    let store = SqliteStore::open(&path, Arc::clone(&clock)).unwrap();
+    let queue = SqliteQueue::open(&path, clock).unwrap();
+    for i in 0..100 {
+        store.put(Record::new(Kind("crash"), format!("r{i:03}"), json!(i)), Condition::Absent).await.unwrap();
+    }
+    for i in 0..30 {
+        queue.send("crash-jobs", &format!("m{i}"), Duration::ZERO).await.unwrap();
+    }
+    let got = queue.receive("crash-jobs", 10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    for m in &got[..5] {
+        queue.ack("crash-jobs", &m.receipt).await.unwrap();
+    }
+    std::process::abort();
+}
+
+/// Every acknowledged write survives the process dying mid-flight.
+#[test]
+fn durable_across_process_abort() {
+    let dir = TempDir::new().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must have aborted");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let path = dir.path().join("relaycast.db");
+        let clock = clock();
+        let store = SqliteStore::open(&path, Arc::new(clock.clone())).unwrap();
+        let queue = SqliteQueue::open(&path, Arc::new(clock.clone())).unwrap();
+        for i in 0..100 {
+            let r = store.get(Kind("crash"), &format!("r{i:03}")).await.unwrap();
+            assert_eq!(r.map(|r| r.body), Some(json!(i)), "record r{i:03}");
+        }
+        let st = queue.stats("crash-jobs").await.unwrap();
+        assert_eq!((st.visible, st.in_flight), (20, 5), "25 unacked messages, 5 of them in flight");
+    });
+}

@@ -37,7 +37,8 @@ pub struct SqliteQueue {
     clock: Arc<dyn Clock>,
     path: PathBuf,
     max_receives: u32,
-    /// Wakes long polls of this process when a message is sent.
+    /// Wakes this adapter's long polls when it sends a message; other instances and processes
+    /// are seen by polling.
     sent: Arc<Notify>,
 }
 
