@@ -127,11 +127,16 @@ async fn interrupted_uploads_are_cleared_at_open() {
     let objects = open_objects(dir.path(), &clock);
     objects.put_bytes("kept.ts", bytes::Bytes::from_static(b"ts"), "video/mp2t").await.unwrap();
     drop(objects);
-    std::fs::write(dir.path().join("tmp").join("half-written"), b"partial").unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::write(tmp.join("abandoned"), b"partial").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options().write(true).open(tmp.join("abandoned")).unwrap().set_modified(two_hours_ago).unwrap();
+    std::fs::write(tmp.join("in-progress"), b"partial").unwrap();
     let objects = open_objects(dir.path(), &clock);
     let keys: Vec<_> = objects.list("").await.unwrap().into_iter().map(|m| m.key).collect();
     assert_eq!(keys, ["kept.ts"]);
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["in-progress"]);
 }
 
 /// Every acknowledged write and every unacked message survive the adapters being dropped without

@@ -144,6 +144,15 @@ fn receive_blocking(
     max_receives: u32,
     now: i64,
 ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    // Idle long polls look many times a second; a plain read keeps them from taking the write
+    // lock that the store and senders on the same file need.
+    let any_visible: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2)")
+        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get(0)))
+        .map_err(db_err)?;
+    if !any_visible {
+        return Ok(Vec::new());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let mut out = Vec::with_capacity(max);
     let redrive = !is_dead_letter_queue(queue);
