@@ -91,7 +91,8 @@ pub fn store_cases() -> Vec<StoreCase> {
     use store::*;
     cases![StoreFixture;
         put_get_version, conditions, delete, transact_all_or_nothing, transact_limits, query_indexes,
-        query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, invalid_requests]
+        query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, concurrent_absent_one_winner,
+        invalid_requests]
 }
 
 /// Every queue case.
@@ -99,7 +100,7 @@ pub fn queue_cases() -> Vec<QueueCase> {
     use queue::*;
     cases![QueueFixture;
         send_receive_ack, delay, visibility_timeout_redelivery, extend, dead_letter, long_poll_wakes_on_send,
-        long_poll_times_out, batches_and_stats, queues_are_separate, invalid_requests]
+        long_poll_times_out, batches_and_stats, concurrent_consumers, queues_are_separate, invalid_requests]
 }
 
 /// Every object store case.
@@ -486,6 +487,28 @@ pub mod store {
         assert_eq!(end.version, 21);
     }
 
+    /// Ten tasks create one key with `Absent` at once: exactly one wins.
+    pub async fn concurrent_absent_one_winner(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_race"));
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.put(rec(kind, "idem", json!(i)), Condition::Absent).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(v) => winners.push((i, v)),
+                Err(StoreError::ConditionFailed { current: Some(1), .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let got = s.get(kind, "idem").await.unwrap().unwrap();
+        assert_eq!((got.body, got.version), (json!(winners[0].0), 1));
+    }
+
     /// Bad keys, limits and cursors are refused as invalid.
     pub async fn invalid_requests(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_inv"));
@@ -678,6 +701,41 @@ pub mod queue {
         assert_eq!(q.stats("batch").await.unwrap().in_flight, 3);
         assert_invalid(q.receive("batch", 0, VIS, NOW).await);
         assert_invalid(q.receive("batch", 11, VIS, NOW).await);
+    }
+
+    /// Concurrent consumers never get one message twice within its visibility timeout.
+    pub async fn concurrent_consumers(f: QueueFixture) {
+        let q = f.queue;
+        for i in 0..100 {
+            q.send("shared", &format!("m{i}"), NOW).await.unwrap();
+        }
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    loop {
+                        let got = q.receive("shared", 10, VIS, NOW).await.unwrap();
+                        if got.is_empty() {
+                            return ids;
+                        }
+                        for m in got {
+                            q.ack("shared", &m.receipt).await.unwrap();
+                            ids.push(m.id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for c in consumers {
+            ids.extend(c.await.unwrap());
+        }
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((total, ids.len()), (100, 100));
+        assert_eq!(q.stats("shared").await.unwrap(), Default::default());
     }
 
     /// Queues do not see each other's messages or receipts.
