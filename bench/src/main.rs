@@ -1,1 +1,256 @@
-fn main() {}
+//! relaycast benchmark harness: throughput of the embedded adapters (SQLite queue and store) in a
+//! temporary directory, with the durability settings `relaycast up` runs (WAL, synchronous=FULL,
+//! one fsync per acknowledged write).
+//!
+//! Every figure is printed twice: one JSON line (for scripts and docs/PERFORMANCE.md) and one
+//! human line.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use relaycast_core::adapters::{SqliteQueue, SqliteStore};
+use relaycast_core::ports::{Clock, Condition, Kind, Queue, Record, Store, StoreError, SystemClock};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "relaycast-bench", about = "Throughput of relaycast's embedded adapters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Directory for the temporary database (default: the system temp dir). Put it on the disk
+    /// you want to measure.
+    #[arg(long, global = true)]
+    dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send N messages, then receive them in batches of 10 and ack each; once with one consumer,
+    /// once with several concurrent consumers.
+    Queue {
+        /// Messages per run.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Consumers of the concurrent run.
+        #[arg(long, default_value_t = 4)]
+        consumers: usize,
+    },
+    /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
+    /// writer, once with several concurrent writers; plus a contended counter.
+    StoreCas {
+        /// Writes per phase.
+        #[arg(long, default_value_t = 20_000)]
+        ops: usize,
+        /// Writers of the concurrent run.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+    },
+}
+
+/// Prints one figure as a JSON line and a human line.
+fn report(bench: &str, figure: &str, workers: usize, ops: usize, elapsed: Duration, extra: serde_json::Value) {
+    let secs = elapsed.as_secs_f64();
+    let rate = ops as f64 / secs;
+    let mut line = json!({
+        "bench": bench,
+        "figure": figure,
+        "workers": workers,
+        "ops": ops,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "ops_per_s": rate.round(),
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (line.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    println!("{line}");
+    println!("# {bench} {figure} ({workers} worker(s)): {ops} ops in {secs:.3} s = {rate:.0} ops/s");
+}
+
+fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
+    match base {
+        Some(b) => tempfile::TempDir::new_in(b).with_context(|| format!("creating a temp dir in {}", b.display())),
+        None => tempfile::TempDir::new().context("creating a temp dir"),
+    }
+}
+
+async fn bench_queue(base: Option<&Path>, messages: usize, consumers: usize) -> Result<()> {
+    if messages == 0 || consumers == 0 {
+        bail!("--messages and --consumers must be positive");
+    }
+    for workers in [1, consumers] {
+        let dir = temp_dir(base)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let queue = Arc::new(SqliteQueue::open(&dir.path().join("relaycast.db"), clock)?);
+        let name = "bench";
+
+        // Sends are spread over the same number of tasks as consumers, as producers would be.
+        let started = Instant::now();
+        let per = messages.div_ceil(workers);
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let queue = Arc::clone(&queue);
+            let n = per.min(messages.saturating_sub(w * per));
+            tasks.push(tokio::spawn(async move {
+                for i in 0..n {
+                    queue
+                        .send(
+                            name,
+                            &format!("{{\"job\":{w},\"i\":{i},\"pad\":\"................................\"}}"),
+                            Duration::ZERO,
+                        )
+                        .await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let send_time = started.elapsed();
+        report("queue", "send", workers, messages, send_time, json!({}));
+
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let queue = Arc::clone(&queue);
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0usize;
+                loop {
+                    let batch = queue.receive(name, 10, Duration::from_secs(60), Duration::ZERO).await?;
+                    if batch.is_empty() {
+                        return anyhow::Ok(done);
+                    }
+                    for m in batch {
+                        queue.ack(name, &m.receipt).await?;
+                        done += 1;
+                    }
+                }
+            }));
+        }
+        let mut received = 0;
+        for t in tasks {
+            received += t.await??;
+        }
+        let recv_time = started.elapsed();
+        if received != messages {
+            bail!("received {received} of {messages} messages");
+        }
+        report("queue", "receive+ack", workers, messages, recv_time, json!({ "batch": 10 }));
+        report("queue", "send+receive+ack", workers, messages, send_time + recv_time, json!({ "batch": 10 }));
+        let stats = queue.stats(name).await?;
+        if stats != Default::default() {
+            bail!("queue not empty after the run: {stats:?}");
+        }
+    }
+    Ok(())
+}
+
+const KIND: Kind = Kind("bench");
+
+async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<()> {
+    if ops == 0 || writers == 0 {
+        bail!("--ops and --writers must be positive");
+    }
+    for workers in [1, writers] {
+        let dir = temp_dir(base)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Arc::new(SqliteStore::open(&dir.path().join("relaycast.db"), clock)?);
+        let per = ops.div_ceil(workers);
+        let ranges: Vec<_> = (0..workers).map(|w| (w * per)..((w + 1) * per).min(ops)).collect();
+
+        // Insert-if-absent, each writer on its own keys.
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for range in ranges.clone() {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for i in range {
+                    let r = Record::new(KIND, format!("task-{i:08}"), json!({ "n": 0, "state": "created" }));
+                    store.put(r, Condition::Absent).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        report("store-cas", "insert-if-absent", workers, ops, started.elapsed(), json!({}));
+
+        // Compare-and-set updates: read the version, write conditioned on it.
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for range in ranges.clone() {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for i in range {
+                    let key = format!("task-{i:08}");
+                    let cur = store.get(KIND, &key).await?.context("record vanished")?;
+                    let r = Record::new(KIND, key, json!({ "n": 1, "state": "running" }));
+                    store.put(r, Condition::Version(cur.version)).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        report("store-cas", "get+compare-and-set", workers, ops, started.elapsed(), json!({}));
+
+        if workers > 1 {
+            // All writers on one record: throughput of successful increments under conflicts.
+            let n = (ops / 10).max(workers);
+            store.put(Record::new(KIND, "counter", json!({ "n": 0 })), Condition::Absent).await?;
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..workers {
+                let store = Arc::clone(&store);
+                let mine = n / workers + usize::from(w < n % workers);
+                tasks.push(tokio::spawn(async move {
+                    let mut conflicts = 0usize;
+                    for _ in 0..mine {
+                        loop {
+                            let cur = store.get(KIND, "counter").await?.context("counter vanished")?;
+                            let next = cur.body["n"].as_u64().unwrap_or(0) + 1;
+                            match store
+                                .put(
+                                    Record::new(KIND, "counter", json!({ "n": next })),
+                                    Condition::Version(cur.version),
+                                )
+                                .await
+                            {
+                                Ok(_) => break,
+                                Err(StoreError::ConditionFailed { .. }) => conflicts += 1,
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    anyhow::Ok(conflicts)
+                }));
+            }
+            let mut conflicts = 0;
+            for t in tasks {
+                conflicts += t.await??;
+            }
+            let elapsed = started.elapsed();
+            let end = store.get(KIND, "counter").await?.context("counter vanished")?;
+            if end.body["n"].as_u64() != Some(n as u64) {
+                bail!("counter ended at {} instead of {n}", end.body["n"]);
+            }
+            report("store-cas", "contended-counter", workers, n, elapsed, json!({ "conflicts": conflicts }));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let base = cli.dir.as_deref();
+    match cli.command {
+        Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
+        Command::StoreCas { ops, writers } => bench_store(base, ops, writers).await,
+    }
+}

@@ -3,7 +3,8 @@
 //! Layout under the root: `objects/<key>` holds the objects, `tmp/` the uploads in progress. An
 //! upload is written to `tmp/`, fsynced, then renamed into place (same filesystem, so the rename
 //! is atomic) and the directory fsynced: a reader sees the whole object or none, and a crash
-//! leaves at most garbage in `tmp/`, which [`DirObjectStore::open`] clears. Keeping temporaries
+//! leaves at most garbage in `tmp/`, which [`DirObjectStore::open`] clears once it is an hour old
+//! (younger files may be another process's uploads in progress). Keeping temporaries
 //! out of `objects/` means `list` never has to tell them apart from objects whose names happen to
 //! look like temporaries.
 //!
@@ -65,11 +66,8 @@ impl DirObjectStore {
         let objects = root.join("objects");
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&objects).map_err(|e| io_ctx("creating", &objects, e))?;
-        // Uploads cut short by a crash are unreachable; drop them.
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io_ctx("clearing", &tmp, e))?;
-        }
         std::fs::create_dir_all(&tmp).map_err(|e| io_ctx("creating", &tmp, e))?;
+        clear_stale_uploads(&tmp);
         let public_base_url = public_base_url.trim_end_matches('/').to_string();
         Ok(Self { dirs: Dirs { objects, tmp }, public_base_url, signing_key, clock })
     }
@@ -124,6 +122,29 @@ impl Dirs {
     /// A fresh temporary path in `tmp/`.
     fn temp_path(&self) -> PathBuf {
         self.tmp.join(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+/// Uploads untouched for this long were cut short by a crash: an upload in progress writes
+/// continuously. Younger ones may belong to another process sharing the root.
+const STALE_UPLOAD: Duration = Duration::from_secs(3600);
+
+/// Best-effort removal of abandoned uploads from `tmp/`; they are unreachable, only wasted space.
+fn clear_stale_uploads(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_UPLOAD);
+        if stale {
+            let path = entry.path();
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an abandoned upload");
+            }
+        }
     }
 }
 
@@ -196,35 +217,34 @@ impl ObjectStore for DirObjectStore {
     async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<ObjectMeta, ObjectStoreError> {
         validate_object_key(key)?;
         // Copy into tmp/ and sync it: the source may be on another filesystem and is still the
-        // caller's (a recorder deletes its segment after the put).
-        let tmp = self.dirs.temp_path();
-        let mut src = tokio::fs::File::open(path).await?;
-        let mut dst = tokio::fs::File::create(&tmp).await.map_err(|e| io_ctx("creating", &tmp, e))?;
-        let copied = async {
-            tokio::io::copy(&mut src, &mut dst).await?;
-            dst.sync_all().await
-        }
-        .await;
-        drop(dst);
-        if let Err(e) = copied {
-            discard(&tmp);
-            return Err(ObjectStoreError::Io(e));
-        }
+        // caller's (a recorder deletes its segment after the put). std::fs::copy lets the kernel
+        // copy (copy_file_range) instead of shuttling recordings through a user-space buffer.
+        let src = path.to_path_buf();
         let key = key.to_string();
-        let this = self.dirs.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let r = this.publish(&tmp, &key);
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            // Opened first so a missing or unreadable source is reported as the caller's I/O error.
+            std::fs::File::open(&src)?;
+            let tmp = dirs.temp_path();
+            let r = std::fs::copy(&src, &tmp)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .map_err(|e| io_ctx(&format!("copying {} to", src.display()), &tmp, e))
+                .and_then(|()| dirs.publish(&tmp, &key));
             if r.is_err() {
                 discard(&tmp);
             }
             r
         })
         .await
-        .map_err(|e| ObjectStoreError::Backend(format!("put task failed: {e}")))?;
-        result
+        .map_err(|e| ObjectStoreError::Backend(format!("put task failed: {e}")))?
     }
 
-    async fn put_bytes(&self, key: &str, bytes: bytes::Bytes, _content_type: &str) -> Result<ObjectMeta, ObjectStoreError> {
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: bytes::Bytes,
+        _content_type: &str,
+    ) -> Result<ObjectMeta, ObjectStoreError> {
         validate_object_key(key)?;
         let key = key.to_string();
         let this = self.dirs.clone();

@@ -64,14 +64,11 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, String> {
     // failing at once.
     conn.busy_timeout(Duration::from_secs(10)).map_err(|e| ctx("configuring", &e))?;
     // journal_mode is the first statement that reads the file, so a non-database file fails here.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| ctx("opening", &e))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| ctx("opening", &e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(ctx("opening", &format!("cannot switch to WAL journal mode (got {mode})")));
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(|e| ctx("configuring", &e))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(|e| ctx("configuring", &e))?;
     migrate(&mut conn).map_err(|e| ctx("migrating", &e))?;
     Ok(conn)
 }
@@ -80,9 +77,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, String> {
 /// opening the same new file do not both apply one.
 fn migrate(conn: &mut Connection) -> Result<(), String> {
     loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| e.to_string())?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
         if current > SCHEMA_VERSION {
             return Err(format!(
@@ -93,8 +88,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
             return Ok(());
         }
         let idx = usize::try_from(current).map_err(|_| format!("bad schema version {current}"))?;
-        tx.execute_batch(MIGRATIONS[idx])
-            .map_err(|e| format!("migration to version {}: {e}", current + 1))?;
+        tx.execute_batch(MIGRATIONS[idx]).map_err(|e| format!("migration to version {}: {e}", current + 1))?;
         tx.pragma_update(None, "user_version", current + 1).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }

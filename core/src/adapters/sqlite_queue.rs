@@ -37,7 +37,8 @@ pub struct SqliteQueue {
     clock: Arc<dyn Clock>,
     path: PathBuf,
     max_receives: u32,
-    /// Wakes long polls of this process when a message is sent.
+    /// Wakes this adapter's long polls when it sends a message; other instances and processes
+    /// are seen by polling.
     sent: Arc<Notify>,
 }
 
@@ -99,11 +100,18 @@ impl SqliteQueue {
     }
 
     /// One attempt at receiving, without waiting.
-    async fn try_receive(&self, queue: &str, max: usize, visibility_ms: i64) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn try_receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility_ms: i64,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let queue = queue.to_string();
         let max_receives = self.max_receives;
-        self.with_conn("receive", move |conn, now| receive_blocking(conn, &queue, max, visibility_ms, max_receives, now))
-            .await
+        self.with_conn("receive", move |conn, now| {
+            receive_blocking(conn, &queue, max, visibility_ms, max_receives, now)
+        })
+        .await
     }
 }
 
@@ -136,6 +144,15 @@ fn receive_blocking(
     max_receives: u32,
     now: i64,
 ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    // Idle long polls look many times a second; a plain read keeps them from taking the write
+    // lock that the store and senders on the same file need.
+    let any_visible: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2)")
+        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get(0)))
+        .map_err(db_err)?;
+    if !any_visible {
+        return Ok(Vec::new());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let mut out = Vec::with_capacity(max);
     let redrive = !is_dead_letter_queue(queue);

@@ -120,8 +120,9 @@ fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> 
             check(*condition, current, record.kind, &record.key)?;
             // An expired row is gone: a write over it starts a new life at version 1.
             let version = current.map_or(1, |v| v + 1);
-            let body = serde_json::to_string(&record.body)
-                .map_err(|e| StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key)))?;
+            let body = serde_json::to_string(&record.body).map_err(|e| {
+                StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key))
+            })?;
             conn.execute(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -195,7 +196,9 @@ fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
     Ok((time.parse().map_err(|_| bad())?, key.to_string()))
 }
 
-fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreError> {
+/// The SQL and arguments of one page of a look-up (one more row than the limit, to tell whether
+/// another page follows).
+fn query_sql(q: &Query, now: i64) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
     if q.limit == 0 || q.limit > 1000 {
         return Err(StoreError::Invalid(format!("limit must be 1..=1000, got {}", q.limit)));
     }
@@ -229,11 +232,13 @@ fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreE
     }
     let dir = if q.descending { "DESC" } else { "ASC" };
     sql.push_str(&format!(" ORDER BY time_ms {dir}, key {dir} LIMIT {}", q.limit + 1));
+    Ok((sql, args))
+}
 
+fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreError> {
+    let (sql, args) = query_sql(q, now)?;
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row))
-        .map_err(db_err)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row)).map_err(db_err)?;
     let mut records = Vec::with_capacity(q.limit.min(128));
     for row in rows {
         records.push(row.map_err(db_err)??);
@@ -316,5 +321,41 @@ impl Store for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every look-up must be served by its index, not a scan of the kind.
+    #[test]
+    fn lookups_use_their_index() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let conn = open_connection(&dir.path().join("db")).unwrap();
+        let kind = Kind("k");
+        let cases = [
+            (QueryIndex::Account("a".into()), "records_by_account"),
+            (QueryIndex::Status("s".into()), "records_by_status"),
+            (QueryIndex::All, "records_by_time"),
+        ];
+        for (index, expected) in cases {
+            for descending in [false, true] {
+                let mut q = Query::new(kind, index.clone());
+                q.descending = descending;
+                q.time_from_ms = Some(1);
+                q.cursor = Some(encode_cursor(5, "x"));
+                let (sql, args) = query_sql(&q, 0).unwrap();
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                let plan: Vec<String> = stmt
+                    .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let plan = plan.join("; ");
+                assert!(plan.contains(expected), "{index:?} descending={descending}: {plan}");
+                assert!(!plan.contains("TEMP B-TREE"), "{index:?} sorts: {plan}");
+            }
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Ports: the capabilities relaycast needs from its environment, as traits.
 //!
-//! Every port has a contract test suite (`core/tests/contract_*.rs`) written once and run against
-//! every adapter, so an adapter is only "done" when it passes the same suite as the others.
+//! Every port has a contract test suite (`ports::contract`, feature `contract-tests`) written once
+//! and run against every adapter (`core/tests/contract_*.rs`), so an adapter is only "done" when it
+//! passes the same suite as the others.
 
 pub mod clock;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
 pub mod object_store;
 pub mod queue;
 pub mod store;

@@ -1,0 +1,884 @@
+//! Contract test suites for the ports, written once and run against every adapter.
+//!
+//! Each suite is a list of named cases; a runner builds a fresh fixture (adapter + manual clock)
+//! per case from a factory and runs the cases in order, naming each on stderr so a failure points
+//! at its case. An adapter test is then one call, e.g. in `core/tests/contract_sqlite.rs`:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn store() {
+//!     run_store_contract(|| async { /* open a fresh store */ }).await;
+//! }
+//! ```
+//!
+//! Cases move time with the fixture's [`ManualClock`] rather than sleeping, except for long
+//! polling, which waits in real time by definition. Compiled for this crate's tests and, with the
+//! `contract-tests` feature, for other crates' (the AWS adapters against moto).
+
+use std::any::Any;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use super::queue::MAX_MESSAGE_BYTES;
+use super::{
+    dead_letter_queue, Clock, Condition, IndexKeys, Kind, ManualClock, ObjectStore, ObjectStoreError, Query,
+    QueryIndex, Queue, QueueError, Record, Store, StoreError, Write,
+};
+
+/// A boxed case future.
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A store under test.
+pub struct StoreFixture {
+    /// The adapter, fresh (no records).
+    pub store: Arc<dyn Store>,
+    /// The clock the adapter was built with.
+    pub clock: ManualClock,
+    /// Whether `purge_expired` physically removes and counts expired records (false for
+    /// backends that expire records on their own and make it a no-op).
+    pub purge_counts: bool,
+    /// Kept alive for the case (e.g. the temporary directory).
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// A queue under test.
+pub struct QueueFixture {
+    /// The adapter, with empty queues.
+    pub queue: Arc<dyn Queue>,
+    /// The clock the adapter was built with.
+    pub clock: ManualClock,
+    /// The adapter's receives before dead-lettering.
+    pub max_receives: u32,
+    /// Kept alive for the case.
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// An object store under test.
+pub struct ObjectFixture {
+    /// The adapter, empty.
+    pub objects: Arc<dyn ObjectStore>,
+    /// The clock the adapter was built with.
+    pub clock: ManualClock,
+    /// A writable directory for source files of `put_file`.
+    pub scratch: PathBuf,
+    /// Kept alive for the case.
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// A named case run on a fixture of type `F`.
+pub type Case<F> = (&'static str, fn(F) -> CaseFuture);
+/// A named store case.
+pub type StoreCase = Case<StoreFixture>;
+/// A named queue case.
+pub type QueueCase = Case<QueueFixture>;
+/// A named object store case.
+pub type ObjectCase = Case<ObjectFixture>;
+
+macro_rules! cases {
+    ($fixture:ty; $($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|f: $fixture| -> CaseFuture { Box::pin($name(f)) }) as fn($fixture) -> CaseFuture)),*]
+    };
+}
+
+/// Every store case.
+pub fn store_cases() -> Vec<StoreCase> {
+    use store::*;
+    cases![StoreFixture;
+        put_get_version, conditions, delete, transact_all_or_nothing, transact_limits, query_indexes,
+        query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, concurrent_absent_one_winner,
+        invalid_requests]
+}
+
+/// Every queue case.
+pub fn queue_cases() -> Vec<QueueCase> {
+    use queue::*;
+    cases![QueueFixture;
+        send_receive_ack, delay, visibility_timeout_redelivery, extend, dead_letter, long_poll_wakes_on_send,
+        long_poll_times_out, batches_and_stats, concurrent_consumers, queues_are_separate, invalid_requests]
+}
+
+/// Every object store case.
+pub fn object_cases() -> Vec<ObjectCase> {
+    use objects::*;
+    cases![ObjectFixture;
+        put_get_bytes, put_file, overwrite, list_by_prefix_in_order, delete_idempotent, invalid_keys, playback_url]
+}
+
+async fn run<F, Fx, Fut>(suite: &str, cases: Vec<Case<Fx>>, mut factory: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Fx>,
+{
+    for (name, case) in cases {
+        eprintln!("{suite} contract: {name}");
+        let started = Instant::now();
+        case(factory().await).await;
+        eprintln!("{suite} contract: {name} ok ({} ms)", started.elapsed().as_millis());
+    }
+}
+
+/// Runs every store case, each on a fresh fixture from `factory`.
+pub async fn run_store_contract<F, Fut>(factory: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreFixture>,
+{
+    run("store", store_cases(), factory).await
+}
+
+/// Runs every queue case, each on a fresh fixture from `factory`.
+pub async fn run_queue_contract<F, Fut>(factory: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = QueueFixture>,
+{
+    run("queue", queue_cases(), factory).await
+}
+
+/// Runs every object store case, each on a fresh fixture from `factory`.
+pub async fn run_object_contract<F, Fut>(factory: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ObjectFixture>,
+{
+    run("object store", object_cases(), factory).await
+}
+
+/// The store cases.
+pub mod store {
+    use super::*;
+
+    fn rec(kind: Kind, key: &str, body: serde_json::Value) -> Record {
+        Record::new(kind, key, body)
+    }
+
+    fn indexed(kind: Kind, key: &str, account: Option<&str>, status: Option<&str>, time_ms: Option<i64>) -> Record {
+        Record {
+            index: IndexKeys { account: account.map(Into::into), status: status.map(Into::into), time_ms },
+            ..rec(kind, key, json!({ "k": key }))
+        }
+    }
+
+    fn keys(records: &[Record]) -> Vec<&str> {
+        records.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    fn assert_condition_failed<T: std::fmt::Debug>(r: Result<T, StoreError>, expected_current: Option<u64>) {
+        match r {
+            Err(StoreError::ConditionFailed { current, .. }) => assert_eq!(current, expected_current),
+            other => panic!("expected ConditionFailed(current {expected_current:?}), got {other:?}"),
+        }
+    }
+
+    /// A write returns version 1 then 2; get returns exactly what was written.
+    pub async fn put_get_version(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_put"));
+        assert_eq!(s.get(kind, "a").await.unwrap(), None);
+        let mut r = indexed(kind, "a", Some("acc"), Some("on"), Some(5));
+        r.body = json!({ "n": 1, "s": "x", "nested": [1, 2, { "z": null }] });
+        r.expires_at_ms = Some(f.clock.now_ms() + 60_000);
+        assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 1);
+        let got = s.get(kind, "a").await.unwrap().expect("written record");
+        assert_eq!(got, Record { version: 1, ..r.clone() });
+        r.body = json!({ "n": 2 });
+        r.index = IndexKeys::default();
+        r.expires_at_ms = None;
+        assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 2);
+        assert_eq!(s.get(kind, "a").await.unwrap(), Some(Record { version: 2, ..r }));
+        // Same key in another kind is another record.
+        assert_eq!(s.get(Kind("c_put_other"), "a").await.unwrap(), None);
+    }
+
+    /// Absent and Version conditions; a failed one changes nothing.
+    pub async fn conditions(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_cond"));
+        assert_eq!(s.put(rec(kind, "k", json!(1)), Condition::Absent).await.unwrap(), 1);
+        assert_condition_failed(s.put(rec(kind, "k", json!(2)), Condition::Absent).await, Some(1));
+        assert_eq!(s.get(kind, "k").await.unwrap().unwrap().body, json!(1));
+        assert_eq!(s.put(rec(kind, "k", json!(3)), Condition::Version(1)).await.unwrap(), 2);
+        assert_condition_failed(s.put(rec(kind, "k", json!(4)), Condition::Version(1)).await, Some(2));
+        let got = s.get(kind, "k").await.unwrap().unwrap();
+        assert_eq!((got.body, got.version), (json!(3), 2));
+        assert_condition_failed(s.put(rec(kind, "missing", json!(5)), Condition::Version(1)).await, None);
+        assert_eq!(s.get(kind, "missing").await.unwrap(), None);
+    }
+
+    /// Delete, conditional delete, and deleting what is not there.
+    pub async fn delete(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_del"));
+        s.delete(kind, "nothing", Condition::Any).await.unwrap();
+        s.put(rec(kind, "k", json!(1)), Condition::Any).await.unwrap();
+        assert_condition_failed(s.delete(kind, "k", Condition::Version(7)).await, Some(1));
+        assert_condition_failed(s.delete(kind, "k", Condition::Absent).await, Some(1));
+        assert!(s.get(kind, "k").await.unwrap().is_some());
+        s.delete(kind, "k", Condition::Version(1)).await.unwrap();
+        assert_eq!(s.get(kind, "k").await.unwrap(), None);
+        assert_condition_failed(s.delete(kind, "k", Condition::Version(1)).await, None);
+        // A record re-created after a delete starts again at version 1.
+        assert_eq!(s.put(rec(kind, "k", json!(2)), Condition::Absent).await.unwrap(), 1);
+    }
+
+    /// A transaction applies every write or none.
+    pub async fn transact_all_or_nothing(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_tx"));
+        s.put(rec(kind, "old", json!("old")), Condition::Any).await.unwrap();
+        let versions = s
+            .transact(vec![
+                Write::Put(rec(kind, "a", json!("a")), Condition::Absent),
+                Write::Put(rec(kind, "b", json!("b")), Condition::Any),
+                Write::Delete(kind, "old".into(), Condition::Version(1)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(versions, vec![1, 1, 0]);
+        assert!(s.get(kind, "old").await.unwrap().is_none());
+
+        // The last write's condition fails: the first two must not be applied.
+        let r = s
+            .transact(vec![
+                Write::Put(rec(kind, "a", json!("a2")), Condition::Version(1)),
+                Write::Put(rec(kind, "c", json!("c")), Condition::Absent),
+                Write::Put(rec(kind, "b", json!("b2")), Condition::Version(9)),
+            ])
+            .await;
+        assert_condition_failed(r, Some(1));
+        let a = s.get(kind, "a").await.unwrap().unwrap();
+        assert_eq!((a.body, a.version), (json!("a"), 1));
+        assert_eq!(s.get(kind, "c").await.unwrap(), None);
+        assert_eq!(s.get(kind, "b").await.unwrap().unwrap().body, json!("b"));
+
+        assert_eq!(s.transact(vec![]).await.unwrap(), Vec::<u64>::new());
+    }
+
+    /// At most 25 writes, one per key.
+    pub async fn transact_limits(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_txlim"));
+        let many = (0..26).map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any)).collect();
+        assert!(matches!(s.transact(many).await, Err(StoreError::Invalid(_))));
+        let dup =
+            vec![Write::Put(rec(kind, "d", json!(1)), Condition::Any), Write::Delete(kind, "d".into(), Condition::Any)];
+        assert!(matches!(s.transact(dup).await, Err(StoreError::Invalid(_))));
+        assert_eq!(s.get(kind, "d").await.unwrap(), None);
+        let ok = (0..25).map(|i| Write::Put(rec(kind, &format!("k{i:02}"), json!(i)), Condition::Any)).collect();
+        assert_eq!(s.transact(ok).await.unwrap(), vec![1; 25]);
+    }
+
+    async fn seed_index_records(s: &Arc<dyn Store>, kind: Kind) {
+        let rows = [
+            ("t1", Some("acc1"), Some("running"), Some(100)),
+            ("t2", Some("acc1"), Some("stopped"), Some(200)),
+            ("t3", Some("acc2"), Some("running"), Some(150)),
+            ("t4", Some("acc1"), Some("running"), Some(300)),
+            ("t0", Some("acc1"), Some("running"), Some(300)), // same time: ordered by key
+            ("t5", Some("acc1"), Some("running"), None),      // no time: in no look-up
+            ("t6", None, None, Some(50)),                     // only in All
+        ];
+        for (key, account, status, time) in rows {
+            s.put(indexed(kind, key, account, status, time), Condition::Any).await.unwrap();
+        }
+        // Another kind with the same index values must not leak in.
+        s.put(indexed(Kind("c_q_other"), "x", Some("acc1"), Some("running"), Some(120)), Condition::Any).await.unwrap();
+    }
+
+    /// Look-ups by account, status and all, with time bounds, ordered by time then key.
+    pub async fn query_indexes(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_q"));
+        seed_index_records(&s, kind).await;
+        let q = |index| Query::new(kind, index);
+        let page = s.query(q(QueryIndex::Account("acc1".into()))).await.unwrap();
+        assert_eq!(keys(&page.records), ["t1", "t2", "t0", "t4"]);
+        assert!(page.next_cursor.is_none());
+        assert_eq!(page.records[0].version, 1);
+        assert_eq!(page.records[0].body, json!({ "k": "t1" }));
+        let page = s.query(q(QueryIndex::Status("running".into()))).await.unwrap();
+        assert_eq!(keys(&page.records), ["t1", "t3", "t0", "t4"]);
+        let page = s.query(q(QueryIndex::All)).await.unwrap();
+        assert_eq!(keys(&page.records), ["t6", "t1", "t3", "t2", "t0", "t4"]);
+        let page = s.query(q(QueryIndex::Account("nobody".into()))).await.unwrap();
+        assert!(page.records.is_empty() && page.next_cursor.is_none());
+
+        // [from, to)
+        let mut bounded = q(QueryIndex::All);
+        bounded.time_from_ms = Some(100);
+        bounded.time_to_ms = Some(300);
+        assert_eq!(keys(&s.query(bounded.clone()).await.unwrap().records), ["t1", "t3", "t2"]);
+        bounded.index = QueryIndex::Status("running".into());
+        assert_eq!(keys(&s.query(bounded.clone()).await.unwrap().records), ["t1", "t3"]);
+        bounded.time_to_ms = None;
+        bounded.index = QueryIndex::Account("acc1".into());
+        assert_eq!(keys(&s.query(bounded).await.unwrap().records), ["t1", "t2", "t0", "t4"]);
+
+        // A record that changes index values moves between look-ups.
+        s.put(indexed(kind, "t1", Some("acc2"), Some("stopped"), Some(100)), Condition::Version(1)).await.unwrap();
+        assert_eq!(keys(&s.query(q(QueryIndex::Account("acc1".into()))).await.unwrap().records), ["t2", "t0", "t4"]);
+        assert_eq!(keys(&s.query(q(QueryIndex::Status("running".into()))).await.unwrap().records), ["t3", "t0", "t4"]);
+    }
+
+    /// Descending look-ups, bounded and paged.
+    pub async fn query_descending(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_qd"));
+        seed_index_records(&s, kind).await;
+        let mut q = Query::new(kind, QueryIndex::Account("acc1".into()));
+        q.descending = true;
+        assert_eq!(keys(&s.query(q.clone()).await.unwrap().records), ["t4", "t0", "t2", "t1"]);
+        q.limit = 3;
+        let first = s.query(q.clone()).await.unwrap();
+        assert_eq!(keys(&first.records), ["t4", "t0", "t2"]);
+        q.cursor = first.next_cursor;
+        assert!(q.cursor.is_some());
+        let second = s.query(q.clone()).await.unwrap();
+        assert_eq!(keys(&second.records), ["t1"]);
+        assert!(second.next_cursor.is_none());
+        let mut bounded = Query::new(kind, QueryIndex::All);
+        bounded.descending = true;
+        bounded.time_from_ms = Some(100);
+        bounded.time_to_ms = Some(300);
+        assert_eq!(keys(&s.query(bounded).await.unwrap().records), ["t2", "t3", "t1"]);
+    }
+
+    /// 250 records in pages of 100, both directions.
+    pub async fn paging(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_page"));
+        // Several records per time value, so the cursor has to carry the key too.
+        let mut writes = Vec::new();
+        for i in 0..250 {
+            writes.push(Write::Put(indexed(kind, &format!("k{i:03}"), Some("acc"), None, Some(i / 3)), Condition::Any));
+            if writes.len() == 25 {
+                s.transact(std::mem::take(&mut writes)).await.unwrap();
+            }
+        }
+        for descending in [false, true] {
+            let mut q = Query::new(kind, QueryIndex::Account("acc".into()));
+            q.descending = descending;
+            let mut seen = Vec::new();
+            let mut sizes = Vec::new();
+            loop {
+                let page = s.query(q.clone()).await.unwrap();
+                sizes.push(page.records.len());
+                seen.extend(page.records.into_iter().map(|r| r.key));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(sizes, [100, 100, 50], "descending={descending}");
+            let mut expected: Vec<String> = (0..250).map(|i| format!("k{i:03}")).collect();
+            if descending {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "descending={descending}");
+        }
+        // Exactly one full page: no cursor, or a cursor to an empty page.
+        let mut q = Query::new(kind, QueryIndex::All);
+        q.time_from_ms = Some(0);
+        q.time_to_ms = Some(10); // keys k000..k029
+        q.limit = 30;
+        let page = s.query(q.clone()).await.unwrap();
+        assert_eq!(page.records.len(), 30);
+        if let Some(c) = page.next_cursor {
+            q.cursor = Some(c);
+            let rest = s.query(q).await.unwrap();
+            assert!(rest.records.is_empty() && rest.next_cursor.is_none());
+        }
+    }
+
+    /// Records inserted between pages neither repeat nor shift what was already read.
+    pub async fn paging_stable_under_inserts(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_pstable"));
+        for i in 0..10 {
+            s.put(indexed(kind, &format!("m{i}"), None, Some("s"), Some(i * 10)), Condition::Any).await.unwrap();
+        }
+        let mut q = Query::new(kind, QueryIndex::Status("s".into()));
+        q.limit = 4;
+        let first = s.query(q.clone()).await.unwrap();
+        assert_eq!(keys(&first.records), ["m0", "m1", "m2", "m3"]);
+        // One before the cursor (not seen by later pages), one after it (seen).
+        s.put(indexed(kind, "early", None, Some("s"), Some(5)), Condition::Any).await.unwrap();
+        s.put(indexed(kind, "late", None, Some("s"), Some(55)), Condition::Any).await.unwrap();
+        q.cursor = first.next_cursor;
+        let mut rest = Vec::new();
+        loop {
+            let page = s.query(q.clone()).await.unwrap();
+            rest.extend(page.records.into_iter().map(|r| r.key));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(rest, ["m4", "m5", "late", "m6", "m7", "m8", "m9"]);
+    }
+
+    /// Expired records vanish at once; Absent writes succeed over them; purge removes them.
+    pub async fn expiry(f: StoreFixture) {
+        let (s, clock, kind) = (f.store, f.clock, Kind("c_exp"));
+        let now = clock.now_ms();
+        let expiring = |key: &str, ttl: i64| Record {
+            expires_at_ms: Some(now + ttl),
+            ..indexed(kind, key, Some("acc"), None, Some(1))
+        };
+        s.put(expiring("lease", 1_000), Condition::Absent).await.unwrap();
+        s.put(expiring("e2", 500), Condition::Any).await.unwrap();
+        s.put(expiring("e3", 2_000), Condition::Any).await.unwrap();
+        s.put(indexed(kind, "forever", Some("acc"), None, Some(1)), Condition::Any).await.unwrap();
+        let acc = Query::new(kind, QueryIndex::Account("acc".into()));
+        assert_eq!(s.query(acc.clone()).await.unwrap().records.len(), 4);
+
+        clock.advance_ms(999);
+        assert!(s.get(kind, "lease").await.unwrap().is_some());
+        assert!(s.get(kind, "e2").await.unwrap().is_none());
+        clock.advance_ms(1); // exactly at expires_at_ms: gone
+        assert!(s.get(kind, "lease").await.unwrap().is_none());
+        assert_eq!(keys(&s.query(acc.clone()).await.unwrap().records), ["e3", "forever"]);
+        assert_condition_failed(s.put(expiring("lease", 5_000), Condition::Version(1)).await, None);
+        assert_condition_failed(s.delete(kind, "e2", Condition::Version(1)).await, None);
+
+        // Taking over an expired lease.
+        assert_eq!(s.put(expiring("lease", 5_000), Condition::Absent).await.unwrap(), 1);
+        assert!(s.get(kind, "lease").await.unwrap().is_some());
+
+        let purged = s.purge_expired().await.unwrap();
+        if f.purge_counts {
+            assert_eq!(purged, 1, "only e2 had expired and was still stored");
+        }
+        clock.advance_ms(10_000);
+        let purged = s.purge_expired().await.unwrap();
+        if f.purge_counts {
+            assert_eq!(purged, 2, "lease and e3");
+        }
+        assert_eq!(keys(&s.query(acc).await.unwrap().records), ["forever"]);
+        assert!(s.get(kind, "forever").await.unwrap().is_some());
+        assert_eq!(s.purge_expired().await.unwrap(), 0);
+    }
+
+    /// 20 tasks increment one counter by compare-and-set; it ends at exactly 20.
+    pub async fn concurrent_cas(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_cas"));
+        s.put(rec(kind, "counter", json!({ "n": 0 })), Condition::Absent).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut conflicts = 0u32;
+                    loop {
+                        let cur = s.get(kind, "counter").await.unwrap().unwrap();
+                        let n = cur.body["n"].as_i64().unwrap();
+                        match s.put(rec(kind, "counter", json!({ "n": n + 1 })), Condition::Version(cur.version)).await
+                        {
+                            Ok(_) => return conflicts,
+                            Err(StoreError::ConditionFailed { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                        assert!(conflicts < 10_000, "livelock");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let end = s.get(kind, "counter").await.unwrap().unwrap();
+        assert_eq!(end.body, json!({ "n": 20 }));
+        assert_eq!(end.version, 21);
+    }
+
+    /// Ten tasks create one key with `Absent` at once: exactly one wins.
+    pub async fn concurrent_absent_one_winner(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_race"));
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.put(rec(kind, "idem", json!(i)), Condition::Absent).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(v) => winners.push((i, v)),
+                Err(StoreError::ConditionFailed { current: Some(1), .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let got = s.get(kind, "idem").await.unwrap().unwrap();
+        assert_eq!((got.body, got.version), (json!(winners[0].0), 1));
+    }
+
+    /// Bad keys, limits and cursors are refused as invalid.
+    pub async fn invalid_requests(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_inv"));
+        assert!(matches!(s.get(kind, "").await, Err(StoreError::Invalid(_))));
+        let long = "k".repeat(1025);
+        assert!(matches!(s.put(rec(kind, &long, json!(1)), Condition::Any).await, Err(StoreError::Invalid(_))));
+        let ok_long = "k".repeat(1024);
+        assert_eq!(s.put(rec(kind, &ok_long, json!(1)), Condition::Any).await.unwrap(), 1);
+        let mut q = Query::new(kind, QueryIndex::All);
+        q.limit = 0;
+        assert!(matches!(s.query(q.clone()).await, Err(StoreError::Invalid(_))));
+        q.limit = 1001;
+        assert!(matches!(s.query(q.clone()).await, Err(StoreError::Invalid(_))));
+        q.limit = 10;
+        q.cursor = Some("not a cursor!".into());
+        assert!(matches!(s.query(q).await, Err(StoreError::Invalid(_))));
+    }
+}
+
+/// The queue cases.
+pub mod queue {
+    use super::*;
+
+    const VIS: Duration = Duration::from_secs(30);
+    const NOW: Duration = Duration::ZERO;
+
+    fn assert_stale(r: Result<(), QueueError>) {
+        assert!(matches!(r, Err(QueueError::StaleReceipt(_))), "expected StaleReceipt, got {r:?}");
+    }
+
+    fn assert_invalid<T: std::fmt::Debug>(r: Result<T, QueueError>) {
+        assert!(matches!(r, Err(QueueError::Invalid(_))), "expected Invalid, got {r:?}");
+    }
+
+    /// Send, receive, ack; an acked message is gone and its receipt stale.
+    pub async fn send_receive_ack(f: QueueFixture) {
+        let (q, clock) = (f.queue, f.clock);
+        let sent_at = clock.now_ms();
+        let id = q.send("jobs", "hello", NOW).await.unwrap();
+        let st = q.stats("jobs").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (1, 0, 0));
+        let got = q.receive("jobs", 10, VIS, NOW).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let m = &got[0];
+        assert_eq!((m.id.as_str(), m.body.as_str(), m.receive_count, m.sent_at_ms), (id.as_str(), "hello", 1, sent_at));
+        let st = q.stats("jobs").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (0, 1, 0));
+        assert!(q.receive("jobs", 10, VIS, NOW).await.unwrap().is_empty());
+        q.ack("jobs", &m.receipt).await.unwrap();
+        assert_stale(q.ack("jobs", &m.receipt).await);
+        assert_stale(q.ack("jobs", "no-such-receipt").await);
+        assert_eq!(q.stats("jobs").await.unwrap(), Default::default());
+        clock.advance_ms(60_000);
+        assert!(q.receive("jobs", 10, VIS, NOW).await.unwrap().is_empty());
+    }
+
+    /// A delayed message is invisible until its delay passes.
+    pub async fn delay(f: QueueFixture) {
+        let (q, clock) = (f.queue, f.clock);
+        q.send("delayed", "later", Duration::from_secs(10)).await.unwrap();
+        q.send("delayed", "now", NOW).await.unwrap();
+        let got = q.receive("delayed", 10, VIS, NOW).await.unwrap();
+        assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["now"]);
+        let st = q.stats("delayed").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (0, 1, 1));
+        clock.advance_ms(9_999);
+        assert!(q.receive("delayed", 10, VIS, NOW).await.unwrap().is_empty());
+        clock.advance_ms(1);
+        let got = q.receive("delayed", 10, VIS, NOW).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].body.as_str(), got[0].receive_count), ("later", 1));
+        assert_invalid(q.send("delayed", "x", Duration::from_secs(15 * 60 + 1)).await);
+    }
+
+    /// An unacked message comes back after its visibility timeout, with a new receipt; the old
+    /// receipt is stale.
+    pub async fn visibility_timeout_redelivery(f: QueueFixture) {
+        let (q, clock) = (f.queue, f.clock);
+        let id = q.send("vis", "job", NOW).await.unwrap();
+        let first = q.receive("vis", 1, VIS, NOW).await.unwrap().remove(0);
+        clock.advance_ms(29_999);
+        assert!(q.receive("vis", 1, VIS, NOW).await.unwrap().is_empty());
+        clock.advance_ms(1);
+        let st = q.stats("vis").await.unwrap();
+        assert_eq!((st.visible, st.in_flight), (1, 0));
+        let second = q.receive("vis", 1, VIS, NOW).await.unwrap().remove(0);
+        assert_eq!((second.id.as_str(), second.body.as_str(), second.receive_count), (id.as_str(), "job", 2));
+        assert_ne!(first.receipt, second.receipt);
+        assert_eq!(first.sent_at_ms, second.sent_at_ms);
+        assert_stale(q.ack("vis", &first.receipt).await);
+        assert_stale(q.extend("vis", &first.receipt, VIS).await);
+        q.ack("vis", &second.receipt).await.unwrap();
+        assert_eq!(q.stats("vis").await.unwrap(), Default::default());
+    }
+
+    /// `extend` pushes visibility out from now.
+    pub async fn extend(f: QueueFixture) {
+        let (q, clock) = (f.queue, f.clock);
+        q.send("ext", "long job", NOW).await.unwrap();
+        let m = q.receive("ext", 1, Duration::from_secs(10), NOW).await.unwrap().remove(0);
+        clock.advance_ms(5_000);
+        q.extend("ext", &m.receipt, Duration::from_secs(20)).await.unwrap();
+        clock.advance_ms(19_999); // 10 s past the original timeout
+        assert!(q.receive("ext", 1, VIS, NOW).await.unwrap().is_empty());
+        assert_eq!(q.stats("ext").await.unwrap().in_flight, 1);
+        clock.advance_ms(1);
+        let again = q.receive("ext", 1, VIS, NOW).await.unwrap().remove(0);
+        assert_eq!(again.receive_count, 2);
+        // Extending with zero makes it visible at once.
+        q.extend("ext", &again.receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(q.receive("ext", 1, VIS, NOW).await.unwrap()[0].receive_count, 3);
+        assert_invalid(q.extend("ext", &again.receipt, Duration::from_secs(13 * 3600)).await);
+    }
+
+    /// After `max_receives` deliveries the message moves to the dead-letter queue.
+    pub async fn dead_letter(f: QueueFixture) {
+        let (q, clock) = (f.queue, f.clock);
+        let id = q.send("poison", "bad job", NOW).await.unwrap();
+        q.send("poison", "good job", Duration::from_secs(900)).await.unwrap();
+        for n in 1..=f.max_receives {
+            let got = q.receive("poison", 10, VIS, NOW).await.unwrap();
+            assert_eq!(got.len(), 1, "delivery {n}");
+            assert_eq!(got[0].receive_count, n);
+            clock.advance_ms(30_000);
+        }
+        assert!(q.receive("poison", 10, VIS, NOW).await.unwrap().is_empty());
+        let st = q.stats("poison").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (0, 0, 1));
+        let dlq = dead_letter_queue("poison");
+        assert_eq!(q.stats(&dlq).await.unwrap().visible, 1);
+        let dead = q.receive(&dlq, 10, VIS, NOW).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].id.as_str(), dead[0].body.as_str()), (id.as_str(), "bad job"));
+        q.ack(&dlq, &dead[0].receipt).await.unwrap();
+        assert_eq!(q.stats(&dlq).await.unwrap(), Default::default());
+    }
+
+    /// A waiting receive returns as soon as a message is sent.
+    pub async fn long_poll_wakes_on_send(f: QueueFixture) {
+        let q = f.queue;
+        let waiter = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = q.receive("lp", 10, VIS, Duration::from_secs(5)).await.unwrap();
+                (got, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        q.send("lp", "wake up", NOW).await.unwrap();
+        let (got, waited) = waiter.await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "wake up");
+        assert!(waited >= Duration::from_millis(100), "returned before the send: {waited:?}");
+        assert!(waited < Duration::from_secs(2), "woke late: {waited:?}");
+    }
+
+    /// A long poll on an empty queue returns empty after about `wait`.
+    pub async fn long_poll_times_out(f: QueueFixture) {
+        let started = Instant::now();
+        let got = f.queue.receive("lp-empty", 10, VIS, Duration::from_millis(300)).await.unwrap();
+        let waited = started.elapsed();
+        assert!(got.is_empty());
+        assert!(waited >= Duration::from_millis(250), "returned early: {waited:?}");
+        assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
+    }
+
+    /// Receives take at most `max`; every message is delivered once; counts add up.
+    pub async fn batches_and_stats(f: QueueFixture) {
+        let q = f.queue;
+        let mut ids = Vec::new();
+        for i in 0..15 {
+            ids.push(q.send("batch", &format!("m{i}"), NOW).await.unwrap());
+        }
+        q.send("batch", "delayed", Duration::from_secs(60)).await.unwrap();
+        let st = q.stats("batch").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (15, 0, 1));
+        let a = q.receive("batch", 10, VIS, NOW).await.unwrap();
+        let b = q.receive("batch", 10, VIS, NOW).await.unwrap();
+        assert_eq!((a.len(), b.len()), (10, 5));
+        let mut got: Vec<String> = a.iter().chain(&b).map(|m| m.id.clone()).collect();
+        got.sort();
+        ids.sort();
+        assert_eq!(got, ids);
+        let st = q.stats("batch").await.unwrap();
+        assert_eq!((st.visible, st.in_flight, st.delayed), (0, 15, 1));
+        for m in a.iter().chain(&b).take(12) {
+            q.ack("batch", &m.receipt).await.unwrap();
+        }
+        assert_eq!(q.stats("batch").await.unwrap().in_flight, 3);
+        assert_invalid(q.receive("batch", 0, VIS, NOW).await);
+        assert_invalid(q.receive("batch", 11, VIS, NOW).await);
+    }
+
+    /// Concurrent consumers never get one message twice within its visibility timeout.
+    pub async fn concurrent_consumers(f: QueueFixture) {
+        let q = f.queue;
+        for i in 0..100 {
+            q.send("shared", &format!("m{i}"), NOW).await.unwrap();
+        }
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    loop {
+                        let got = q.receive("shared", 10, VIS, NOW).await.unwrap();
+                        if got.is_empty() {
+                            return ids;
+                        }
+                        for m in got {
+                            q.ack("shared", &m.receipt).await.unwrap();
+                            ids.push(m.id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for c in consumers {
+            ids.extend(c.await.unwrap());
+        }
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((total, ids.len()), (100, 100));
+        assert_eq!(q.stats("shared").await.unwrap(), Default::default());
+    }
+
+    /// Queues do not see each other's messages or receipts.
+    pub async fn queues_are_separate(f: QueueFixture) {
+        let q = f.queue;
+        q.send("q-one", "1", NOW).await.unwrap();
+        assert!(q.receive("q_two", 10, VIS, NOW).await.unwrap().is_empty());
+        let m = q.receive("q-one", 10, VIS, NOW).await.unwrap().remove(0);
+        assert_stale(q.ack("q_two", &m.receipt).await);
+        q.ack("q-one", &m.receipt).await.unwrap();
+    }
+
+    /// Bad names and oversized bodies are refused.
+    pub async fn invalid_requests(f: QueueFixture) {
+        let q = f.queue;
+        for name in ["", "has space", "dots.not.allowed", "slash/no", &"x".repeat(81)] {
+            assert_invalid(q.send(name, "x", NOW).await);
+            assert_invalid(q.receive(name, 1, VIS, NOW).await);
+            assert_invalid(q.ack(name, "r").await);
+            assert_invalid(q.stats(name).await);
+        }
+        q.send(&"x".repeat(80), "ok", NOW).await.unwrap();
+        assert_invalid(q.send("big", &"b".repeat(MAX_MESSAGE_BYTES + 1), NOW).await);
+        q.send("big", &"b".repeat(MAX_MESSAGE_BYTES), NOW).await.unwrap();
+        let m = q.receive("big", 1, VIS, NOW).await.unwrap().remove(0);
+        assert_eq!(m.body.len(), MAX_MESSAGE_BYTES);
+    }
+}
+
+/// The object store cases.
+pub mod objects {
+    use super::*;
+
+    async fn read(objects: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
+        let mut reader = objects.get(key).await.unwrap()?;
+        let mut buf = Vec::new();
+        reader.body.read_to_end(&mut buf).await.unwrap();
+        assert_eq!(reader.meta.size, buf.len() as u64);
+        assert_eq!(reader.meta.key, key);
+        Some(buf)
+    }
+
+    /// Bytes round-trip; a missing key reads as `None`.
+    pub async fn put_get_bytes(f: ObjectFixture) {
+        let o = f.objects;
+        let meta = o.put_bytes("snap/a.jpg", bytes::Bytes::from_static(b"jpeg bytes"), "image/jpeg").await.unwrap();
+        assert_eq!((meta.key.as_str(), meta.size), ("snap/a.jpg", 10));
+        assert!(meta.modified_ms > 0);
+        assert_eq!(read(&o, "snap/a.jpg").await.unwrap(), b"jpeg bytes");
+        assert!(o.get("snap/missing.jpg").await.unwrap().is_none());
+        assert!(o.get("snap/a.jpg/below-a-file").await.unwrap().is_none());
+        let empty = o.put_bytes("empty", bytes::Bytes::new(), "application/octet-stream").await.unwrap();
+        assert_eq!(empty.size, 0);
+        assert_eq!(read(&o, "empty").await.unwrap(), b"");
+    }
+
+    /// A file is stored whole and the source stays the caller's.
+    pub async fn put_file(f: ObjectFixture) {
+        let o = f.objects;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let src = f.scratch.join("segment.mp4");
+        tokio::fs::write(&src, &data).await.unwrap();
+        let meta = o.put_file("rec/2026/task1/part-0001.mp4", &src, "video/mp4").await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(read(&o, "rec/2026/task1/part-0001.mp4").await.unwrap(), data);
+        assert!(src.exists(), "put_file must not consume its source");
+        let missing = f.scratch.join("does-not-exist");
+        assert!(o.put_file("rec/x.mp4", &missing, "video/mp4").await.is_err());
+        assert!(o.get("rec/x.mp4").await.unwrap().is_none());
+    }
+
+    /// A second put replaces the object.
+    pub async fn overwrite(f: ObjectFixture) {
+        let o = f.objects;
+        o.put_bytes("k.txt", bytes::Bytes::from_static(b"first version"), "text/plain").await.unwrap();
+        o.put_bytes("k.txt", bytes::Bytes::from_static(b"second"), "text/plain").await.unwrap();
+        assert_eq!(read(&o, "k.txt").await.unwrap(), b"second");
+        assert_eq!(o.list("k").await.unwrap().len(), 1);
+    }
+
+    /// `list` filters by prefix and returns keys in lexicographic order.
+    pub async fn list_by_prefix_in_order(f: ObjectFixture) {
+        let o = f.objects;
+        for key in ["l/b.ts", "l/a.ts", "l/a/c.ts", "l-x.ts", "m/z.ts", "l/a0.ts", "la.ts"] {
+            o.put_bytes(key, bytes::Bytes::from(key.as_bytes().to_vec()), "video/mp2t").await.unwrap();
+        }
+        let keys = |v: Vec<super::super::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
+        assert_eq!(keys(o.list("l/").await.unwrap()), ["l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts"]);
+        assert_eq!(keys(o.list("l/a").await.unwrap()), ["l/a.ts", "l/a/c.ts", "l/a0.ts"]);
+        assert_eq!(keys(o.list("l").await.unwrap()), ["l-x.ts", "l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts", "la.ts"]);
+        assert_eq!(
+            keys(o.list("").await.unwrap()),
+            ["l-x.ts", "l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts", "la.ts", "m/z.ts"]
+        );
+        assert!(o.list("nothing/").await.unwrap().is_empty());
+        let metas = o.list("m/").await.unwrap();
+        assert_eq!(metas[0].size, "m/z.ts".len() as u64);
+    }
+
+    /// Deleting removes the object; deleting again, or something never stored, is fine.
+    pub async fn delete_idempotent(f: ObjectFixture) {
+        let o = f.objects;
+        o.put_bytes("d/one.flv", bytes::Bytes::from_static(b"1"), "video/x-flv").await.unwrap();
+        o.put_bytes("d/two.flv", bytes::Bytes::from_static(b"2"), "video/x-flv").await.unwrap();
+        o.delete("d/one.flv").await.unwrap();
+        assert!(o.get("d/one.flv").await.unwrap().is_none());
+        o.delete("d/one.flv").await.unwrap();
+        o.delete("never/was.flv").await.unwrap();
+        let left: Vec<_> = o.list("d/").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(left, ["d/two.flv"]);
+        o.delete("d/two.flv").await.unwrap();
+        assert!(o.list("").await.unwrap().is_empty());
+        // The key can be used again, also as a directory.
+        o.put_bytes("d", bytes::Bytes::from_static(b"now a file"), "text/plain").await.unwrap();
+        assert_eq!(read(&o, "d").await.unwrap(), b"now a file");
+    }
+
+    /// Keys that are not safe relative paths are refused by every operation.
+    pub async fn invalid_keys(f: ObjectFixture) {
+        let o = f.objects;
+        let src = f.scratch.join("src.bin");
+        tokio::fs::write(&src, b"x").await.unwrap();
+        for key in ["../x", "/abs", "a//b", "", "a/./b", "a/../../b", "trailing/", "sp ace", "a\\b", "ü"] {
+            let invalid = |r: Result<(), ObjectStoreError>| {
+                assert!(matches!(r, Err(ObjectStoreError::InvalidKey(_))), "key {key:?}: {r:?}")
+            };
+            invalid(o.put_bytes(key, bytes::Bytes::from_static(b"x"), "text/plain").await.map(drop));
+            invalid(o.put_file(key, &src, "text/plain").await.map(drop));
+            invalid(o.get(key).await.map(drop));
+            invalid(o.delete(key).await);
+            invalid(o.playback_url(key, Duration::from_secs(60)).await.map(drop));
+        }
+        assert!(o.list("").await.unwrap().is_empty());
+    }
+
+    /// A playback URL names the key.
+    pub async fn playback_url(f: ObjectFixture) {
+        let o = f.objects;
+        o.put_bytes("rec/p.m3u8", bytes::Bytes::from_static(b"#EXTM3U\n"), "application/vnd.apple.mpegurl")
+            .await
+            .unwrap();
+        let url = o.playback_url("rec/p.m3u8", Duration::from_secs(3600)).await.unwrap();
+        assert!(url.starts_with("http://") || url.starts_with("https://"), "{url}");
+        assert!(url.contains("rec/p.m3u8"), "{url}");
+    }
+}
