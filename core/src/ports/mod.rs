@@ -1,7 +1,7 @@
 //! Ports: the capabilities relaycast needs from its environment, as traits.
 //!
 //! Every port has a contract test suite (`ports::contract`, feature `contract-tests`) written once
-//! and run against every adapter (`core/tests/contract_*.rs`), so an adapter is only "done" when it
+//! and run against every adapter (`core/src/ports/contract.rs`), so an adapter is only "done" when it
 //! passes the same suite as the others.
 
 pub mod clock;

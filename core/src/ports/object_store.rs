@@ -52,7 +52,7 @@ pub enum ObjectStoreError {
     Backend(String),
 }
 
-/// Recordings and snapshots. Guarantees (checked by `core/tests/contract_object_store.rs`):
+/// Recordings and snapshots. Guarantees (checked by `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`)):
 /// an object whose `put_*` returned `Ok` is complete and durable (never visible half-written);
 /// `list` returns keys in lexicographic order.
 #[async_trait]

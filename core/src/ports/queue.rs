@@ -75,7 +75,7 @@ pub enum QueueError {
 }
 
 /// Named at-least-once queues. See the module documentation for the semantics every adapter
-/// gives (checked by `core/tests/contract_queue.rs`). A message whose `send` returned `Ok` is
+/// gives (checked by `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`)). A message whose `send` returned `Ok` is
 /// durable; queues exist implicitly.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {

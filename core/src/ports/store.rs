@@ -156,7 +156,7 @@ pub enum StoreError {
 
 /// Durable typed records. See the module documentation for the model.
 ///
-/// Guarantees every adapter gives (and `core/tests/contract_store.rs` checks):
+/// Guarantees every adapter gives (and `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`) checks):
 /// - a write that returned `Ok` is durable: it survives a crash of the process at any later moment;
 /// - conditional writes and [`Store::transact`] are atomic and linearizable per key;
 /// - expired records are invisible to reads and queries at once, whatever their physical state.
