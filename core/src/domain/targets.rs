@@ -53,31 +53,26 @@ fn is_internal_v4(v4: Ipv4Addr) -> bool {
         || a >= 240
 }
 
+/// Whether a host as written in a URL (an IP literal, bracketed or not, or a name) is internal.
+/// Names are judged by their form only (`localhost`, `*.localhost`, `*.internal`, `*.local`);
+/// what a name resolves to is checked by [`check_resolved`] where the connection is made.
+pub fn host_is_internal(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return is_internal_ip(ip);
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local")
+}
+
 /// Checks the host of a URL as written (IP literals and well-known internal names); names are
 /// checked again after resolution by [`check_resolved`] where the connection is made.
 pub fn check_url_host(url: &url::Url, allow_private: bool) -> Result<(), TargetError> {
-    let host = url.host().ok_or(TargetError::NoHost)?;
-    if allow_private {
-        return Ok(());
+    let host = url.host_str().ok_or(TargetError::NoHost)?;
+    if !allow_private && host_is_internal(host) {
+        return Err(TargetError::Private(host.to_string()));
     }
-    match host {
-        url::Host::Ipv4(ip) if is_internal_ip(IpAddr::V4(ip)) => Err(TargetError::Private(ip.to_string())),
-        url::Host::Ipv6(ip) if is_internal_ip(IpAddr::V6(ip)) => Err(TargetError::Private(ip.to_string())),
-        url::Host::Domain(name) => {
-            // Non-special schemes (rtmp://, rtsp://) keep IP literals as domain strings.
-            let bare = name.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<IpAddr>() {
-                return if is_internal_ip(ip) { Err(TargetError::Private(ip.to_string())) } else { Ok(()) };
-            }
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local") {
-                Err(TargetError::Private(name))
-            } else {
-                Ok(())
-            }
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Checks the addresses a name resolved to, right before connecting (defeats DNS names that

@@ -161,32 +161,9 @@ fn checked_url(s: &str, schemes: &[&str]) -> Option<url::Url> {
 /// Whether `host` (as [`SourceUrl::host`] etc. return it) names this machine or a private,
 /// link-local or otherwise internal network: a relay that pulls from or pushes to those on a
 /// user's say-so is a request-forgery tool. The API refuses such URLs unless the operator allows
-/// them (tests and single-machine setups use `127.0.0.1`); the handler applies this with its
-/// configuration. Names are checked as written (`localhost`, `*.localhost`, `*.internal`,
-/// `*.local`); a public name that resolves to an internal address is the worker's to refuse at
-/// connect time.
+/// them; a public name that resolves to an internal address is refused at connect time.
 pub fn host_is_internal(host: &str) -> bool {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    let h = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
-    if h == "localhost" || h.ends_with(".localhost") || h.ends_with(".internal") || h.ends_with(".local") {
-        return true;
-    }
-    let v4_internal = |ip: Ipv4Addr| {
-        ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
-            // 100.64.0.0/10, carrier-grade NAT, often the cloud's internal network.
-            || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
-    };
-    if let Ok(ip) = h.parse::<Ipv4Addr>() {
-        return v4_internal(ip);
-    }
-    if let Ok(ip) = h.parse::<Ipv6Addr>() {
-        if let Some(v4) = ip.to_ipv4_mapped() {
-            return v4_internal(v4);
-        }
-        let seg0 = ip.segments()[0];
-        return ip.is_loopback() || ip.is_unspecified() || (seg0 & 0xfe00) == 0xfc00 || (seg0 & 0xffc0) == 0xfe80;
-    }
-    false
+    crate::domain::targets::host_is_internal(host)
 }
 
 /// Source schemes for live tasks: RTMP(S), HLS and HTTP-FLV over HTTP(S), RTSP.
@@ -788,7 +765,7 @@ mod tests {
         for h in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "localhost", "a.localhost", "metadata.google.internal", "[::1]", "[fe80::1]", "[fd00::1]", "[::ffff:10.0.0.1]", "LOCALHOST."] {
             assert!(host_is_internal(h), "{h}");
         }
-        for h in ["8.8.8.8", "example.com", "100.128.0.1", "[2001:db8::1]", "push.example.com"] {
+        for h in ["8.8.8.8", "example.com", "100.128.0.1", "[2606:4700::1111]", "push.example.com"] {
             assert!(!host_is_internal(h), "{h}");
         }
         assert!(RtmpUrl::parse("rtmp://127.0.0.1:1935/live/x").unwrap().is_internal());
