@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use relaycast_core::adapters::{DirObjectStore, SqliteQueue, SqliteStore};
 use relaycast_core::config::{Role, Settings};
-use relaycast_core::ports::{Clock, Ports};
+use relaycast_core::domain::auth::{Account, SecretKey};
+use relaycast_core::ports::{Clock, Condition, Ports, StoreError, TypedStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,8 @@ impl Host {
 
         prepare_data_dir(&settings.data_dir)?;
         let (ports, objects) = open_embedded(&settings, clock).await?;
+
+        provision_accounts(&ports, &settings).await?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -185,6 +188,37 @@ async fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Po
     let ports = Ports { store: Arc::new(store), queue: Arc::new(queue), objects: objects.clone(), clock };
     Ok((ports, objects))
 }
+
+/// Stores the accounts the config declares (the config wins over what is stored), or, when it
+/// declares none and none exists, creates a development account and prints it once.
+async fn provision_accounts(ports: &Ports, settings: &Settings) -> Result<(), HostError> {
+    let fail = |e: StoreError| HostError::Adapter { what: "store", reason: e.to_string() };
+    for declared in &settings.accounts {
+        let account = Account {
+            name: declared.name.clone(),
+            secret_key: SecretKey::new(declared.key.clone()),
+            api_enabled: declared.api_enabled,
+            call_limit_per_window: declared.call_limit,
+            allowed_push_hosts: (!declared.allowed_push_hosts.is_empty()).then(|| declared.allowed_push_hosts.clone()),
+        };
+        ports.store.save(&account, Condition::Any).await.map_err(fail)?;
+    }
+    if settings.accounts.is_empty() && ports.store.load::<Account>(DEV_ACCOUNT).await.map_err(fail)?.is_none() {
+        let account = Account::new(DEV_ACCOUNT, SecretKey::generate());
+        match ports.store.save(&account, Condition::Absent).await {
+            Ok(_) => {
+                // Printed once, on creation: the key is not shown again.
+                println!("development account created: n={} key={}", account.name, account.secret_key.expose());
+            }
+            Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The name of the account created when the config declares none.
+pub const DEV_ACCOUNT: &str = "dev";
 
 /// A per-installation secret kept in the data directory, created once.
 fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, HostError> {

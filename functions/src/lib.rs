@@ -3,6 +3,7 @@
 //!
 //! A handler is thin: parse, call the domain in `relaycast-core`, map the result to the wire.
 
+pub mod api;
 pub mod notifier;
 
 use std::sync::Arc;
@@ -31,5 +32,5 @@ impl Context {
 
 /// Every HTTP function, mounted on one router (the same router a Lambda host serves).
 pub fn http_routes(ctx: Context) -> Router {
-    Router::new().with_state(ctx)
+    api::routes().with_state(ctx)
 }

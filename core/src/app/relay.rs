@@ -1,0 +1,303 @@
+//! The relay control use cases: executing a `forwardRequest.action`, applying a state change to
+//! a stored task (from the API, the scheduler or a worker), and listing an account's tasks.
+//!
+//! The model: the task record is the desired state. A worker that holds a task's lease re-reads
+//! it every heartbeat and reconciles its session (stop destinations, switch sources), so the
+//! API only writes; it enqueues a relay job only when a task needs a worker to take it up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::outbox::queue_entry;
+use super::AppError;
+use crate::config::Settings;
+use crate::domain::auth::Account;
+use crate::domain::outbox::{OutboxEntry, RetryPolicy};
+use crate::domain::relay::events::TaskEvent;
+use crate::domain::relay::plan::{plan, Effects};
+use crate::domain::relay::state::{Action, TaskState, TransitionError};
+use crate::domain::relay::task::RelayTask;
+use crate::domain::relay::types::{Source, TaskId};
+use crate::domain::relay::wire::{Command, ForwardRequest};
+use crate::domain::RequestError;
+use crate::ports::{Condition, Entity, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
+
+/// The queue of relay jobs.
+pub const RELAY_QUEUE: &str = "relay-jobs";
+
+/// A relay job: "a worker should take up this task". Workers re-read the task, so the job
+/// carries only its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayJob {
+    /// The owning account.
+    pub account: String,
+    /// The task id.
+    pub id: String,
+}
+
+impl RelayJob {
+    /// The store key of the task.
+    pub fn task_key(&self) -> String {
+        format!("{}:{}", self.account, self.id)
+    }
+}
+
+/// The retry schedule of relay task callbacks (seed 002's schedule for notices other than
+/// push/stop/record/porn-detection: every 2 minutes, 5 times).
+pub fn callback_policy(settings: &Settings) -> RetryPolicy {
+    RetryPolicy {
+        interval_ms: settings.timing.other_callback_retry_interval_ms,
+        retries: settings.timing.other_callback_retries,
+    }
+}
+
+/// What a request did, for logs and tests.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOutcome {
+    /// Tasks written.
+    pub tasks_written: usize,
+    /// Callback events stored.
+    pub events: usize,
+    /// Relay jobs enqueued.
+    pub jobs: usize,
+    /// Refusals reported through callbacks (90/91).
+    pub refused: Vec<(TaskId, TransitionError)>,
+}
+
+/// Executes a validated `forwardRequest.action` for `account`.
+#[tracing::instrument(name = "forward_request", skip_all, fields(account = %account.name, cmd = ?req.cmd()))]
+pub async fn execute_forward_request(
+    ports: &Ports,
+    settings: &Settings,
+    account: &Account,
+    req: &ForwardRequest,
+) -> Result<RequestOutcome, AppError> {
+    account.check_push_hosts(req.destination_hosts().iter().map(String::as_str))?;
+    if !settings.allow_private_targets {
+        refuse_internal_targets(req)?;
+    }
+    let ids = request_ids(req);
+    // A task changed by a concurrent request makes our compare-and-set fail: plan again on
+    // fresh state rather than overwrite it.
+    for _ in 0..5 {
+        let now = ports.clock.now_ms();
+        let mut existing = BTreeMap::new();
+        let mut versions = BTreeMap::new();
+        for id in &ids {
+            if let Some(v) = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, id)).await? {
+                versions.insert(id.clone(), v.version);
+                existing.insert(id.clone(), v.value);
+            }
+        }
+        let active: Vec<RelayTask> = list_account_tasks(ports, &account.name)
+            .await?
+            .into_iter()
+            .filter(|t| t.state.is_active() && !ids.contains(&t.id))
+            .collect();
+        let fx = plan(&account.name, req, &existing, &active, now)?;
+        match persist_effects(ports, settings, &fx, &versions, now).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(AppError::Store(StoreError::ConditionFailed { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AppError::Contention(format!("tasks {ids:?}")))
+}
+
+/// Writes every task with its events in one transaction each, then hands new work to workers
+/// and events to the notifier.
+async fn persist_effects(
+    ports: &Ports,
+    settings: &Settings,
+    fx: &Effects,
+    versions: &BTreeMap<TaskId, u64>,
+    now: i64,
+) -> Result<RequestOutcome, AppError> {
+    let mut outcome = RequestOutcome { refused: fx.refused.clone(), ..Default::default() };
+    let mut stored_entries = Vec::new();
+    for task in &fx.tasks {
+        let condition = versions.get(&task.id).map_or(Condition::Absent, |v| Condition::Version(*v));
+        let events: Vec<&TaskEvent> = fx.events.iter().filter(|e| e.task_id == task.id).collect();
+        stored_entries.extend(write_task(ports, settings, task, condition, &events, now).await?);
+        outcome.tasks_written += 1;
+    }
+    // Events of tasks that were not written (90 task not exists, a refused create): alone.
+    for event in fx.events.iter().filter(|e| !fx.tasks.iter().any(|t| t.id == e.task_id)) {
+        if let Some(entry) = outbox_entry(settings, event, now) {
+            let version = ports.store.save(&entry, Condition::Any).await?;
+            stored_entries.push(Versioned { value: entry, version });
+        }
+    }
+    outcome.events = fx.events.len();
+    for task in fx.tasks.iter().filter(|t| t.state == TaskState::Starting) {
+        if enqueue_job(ports, task).await {
+            outcome.jobs += 1;
+        } else {
+            apply_to_task(ports, settings, &task.account, &task.id, Action::DeliveryFailed).await?;
+        }
+    }
+    for entry in stored_entries {
+        queue_entry(ports, entry).await?;
+    }
+    Ok(outcome)
+}
+
+/// Stores `task` under `condition` with the outbox entries of `events`, atomically.
+async fn write_task(
+    ports: &Ports,
+    settings: &Settings,
+    task: &RelayTask,
+    condition: Condition,
+    events: &[&TaskEvent],
+    now: i64,
+) -> Result<Vec<Versioned<OutboxEntry>>, AppError> {
+    let entries: Vec<OutboxEntry> = events.iter().filter_map(|e| outbox_entry(settings, e, now)).collect();
+    let mut writes = vec![Write::Put(task.to_record()?, condition)];
+    for entry in &entries {
+        writes.push(Write::Put(entry.to_record()?, Condition::Absent));
+    }
+    let versions = ports.store.transact(writes).await?;
+    Ok(entries.into_iter().zip(versions.into_iter().skip(1)).map(|(value, version)| Versioned { value, version }).collect())
+}
+
+/// The outbox entry of an event, when its task has a callback URL.
+fn outbox_entry(settings: &Settings, event: &TaskEvent, now: i64) -> Option<OutboxEntry> {
+    let url = event.callback_url.as_ref()?;
+    let body = serde_json::to_string(&event.payload()).ok()?;
+    Some(OutboxEntry::new(
+        &event.account,
+        event.task_id.as_str(),
+        event.seq,
+        url.as_str(),
+        body,
+        callback_policy(settings),
+        now,
+    ))
+}
+
+/// Hands a starting task to the workers; `false` when the queue refused (the seed's code 92 for
+/// a request; the scheduler re-queues starting tasks that no worker took up).
+pub async fn enqueue_job(ports: &Ports, task: &RelayTask) -> bool {
+    let job = RelayJob { account: task.account.clone(), id: task.id.to_string() };
+    let body = serde_json::json!(job).to_string();
+    match ports.queue.send(RELAY_QUEUE, &body, Duration::ZERO).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(task = %task.id, error = %e, "relay job could not be queued");
+            false
+        }
+    }
+}
+
+/// Applies `action` to the stored task (compare-and-set, retried on races) and stores its
+/// events; returns the task as written, or `None` when it does not exist. A refused transition
+/// is returned as `Ok` with the task unchanged, since workers and the scheduler act on
+/// snapshots that may be stale by the time they write.
+pub async fn apply_to_task(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    id: &TaskId,
+    action: Action,
+) -> Result<Option<Versioned<RelayTask>>, AppError> {
+    let key = RelayTask::store_key(account, id);
+    for _ in 0..10 {
+        let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(None) };
+        let now = ports.clock.now_ms();
+        let mut task = current.value.clone();
+        let events = match task.apply(action.clone(), now) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "transition refused");
+                return Ok(Some(current));
+            }
+        };
+        let event_refs: Vec<&TaskEvent> = events.iter().collect();
+        match write_task(ports, settings, &task, Condition::Version(current.version), &event_refs, now).await {
+            Ok(entries) => {
+                let version = current.version + 1;
+                for entry in entries {
+                    queue_entry(ports, entry).await?;
+                }
+                if task.state == TaskState::Starting && current.value.state != TaskState::Starting {
+                    enqueue_job(ports, &task).await;
+                }
+                return Ok(Some(Versioned { value: task, version }));
+            }
+            Err(AppError::Store(StoreError::ConditionFailed { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AppError::Contention(key))
+}
+
+/// Every task of an account.
+pub async fn list_account_tasks(ports: &Ports, account: &str) -> Result<Vec<RelayTask>, AppError> {
+    let mut tasks = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut query = Query::new(RelayTask::KIND, QueryIndex::Account(account.to_string()));
+        query.limit = 1000;
+        query.cursor = cursor;
+        let (page, next) = ports.store.query_typed::<RelayTask>(query).await?;
+        tasks.extend(page.into_iter().map(|v| v.value));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(tasks),
+        }
+    }
+}
+
+fn request_ids(req: &ForwardRequest) -> Vec<TaskId> {
+    let mut ids: Vec<TaskId> = match &req.command {
+        Command::CreateTasks(items) => items.iter().map(|t| t.id.clone()).collect(),
+        Command::StopTasks(items) => items.iter().map(|t| t.id.clone()).collect(),
+        Command::UpdateSources(items) => items.iter().map(|t| t.id.clone()).collect(),
+        Command::ResumeTasks(items) => items.iter().map(|t| t.id.clone()).collect(),
+    };
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Refuses URLs that point at internal addresses, with the seed's message for the field.
+fn refuse_internal_targets(req: &ForwardRequest) -> Result<(), RequestError> {
+    if req.callback_url.as_ref().is_some_and(|u| u.is_internal()) {
+        return Err(RequestError::field("transcallbackurl"));
+    }
+    let check_sources = |sources: &[Source]| -> Result<(), RequestError> {
+        for s in sources {
+            if s.url.is_internal() {
+                return Err(RequestError::BadSrc);
+            }
+            if s.wm_image.as_ref().is_some_and(|w| w.urls().iter().any(|u| u.is_internal())) {
+                return Err(RequestError::field("wmImage"));
+            }
+        }
+        Ok(())
+    };
+    match &req.command {
+        Command::CreateTasks(items) => {
+            for t in items {
+                check_sources(&t.sources)?;
+                if t.forwards.iter().any(|f| f.is_internal()) {
+                    return Err(RequestError::BadForward);
+                }
+            }
+        }
+        Command::UpdateSources(items) => {
+            for t in items {
+                check_sources(&t.sources)?;
+            }
+        }
+        Command::ResumeTasks(items) => {
+            if items.iter().flat_map(|t| &t.forwards).any(|(_, reset)| reset.as_ref().is_some_and(|r| r.is_internal())) {
+                return Err(RequestError::BadForward);
+            }
+        }
+        Command::StopTasks(_) => {}
+    }
+    Ok(())
+}
