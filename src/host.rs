@@ -84,6 +84,13 @@ impl Host {
         if roles.contains(&Role::Api) {
             router = router.merge(relaycast_functions::http_routes(ctx.clone()));
         }
+        if roles.contains(&Role::Scheduler) {
+            let (ctx, stop) = (ctx.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                relaycast_functions::scheduler::run(ctx, stop).await;
+                Ok(())
+            });
+        }
         if roles.contains(&Role::Notifier) {
             let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone());
             let stop = shutdown.clone();

@@ -131,8 +131,6 @@ pub struct TimingSettings {
     pub replay_window_ms: u64,
     /// The window of an account's call limit. Default 300 000 (5 min, seed 001).
     pub rate_window_ms: u64,
-    /// A stopped task may be resumed (cmd=5) within this time. Default 172 800 000 (48 h).
-    pub resume_window_ms: u64,
     /// A callback with no answer within this time counts as failed. Default 20 000 (seed 002).
     pub callback_timeout_ms: u64,
     /// Retry interval of push/stop/record/porn-detection notices. Default 60 000 (seed 002).
@@ -160,7 +158,6 @@ impl Default for TimingSettings {
             scheduler_tick_ms: 1_000,
             replay_window_ms: 300_000,
             rate_window_ms: 300_000,
-            resume_window_ms: 48 * 3_600_000,
             callback_timeout_ms: 20_000,
             callback_retry_interval_ms: 60_000,
             callback_retries: 12,
@@ -368,7 +365,7 @@ mod tests {
         assert_eq!(s.http_addr, "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./relaycast-data"));
         assert_eq!(s.roles().unwrap().len(), 5);
-        assert_eq!(s.timing.resume_window_ms, 172_800_000);
+        assert_eq!(s.timing.callback_retries, 12);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod notifier;
+pub mod scheduler;
 
 use std::sync::Arc;
 
