@@ -116,7 +116,8 @@ impl Notifier {
     async fn receive(&self) -> Result<Vec<ReceivedMessage>, QueueError> {
         // The message stays hidden for the whole attempt plus a margin, so a slow endpoint is
         // never sent the same notice twice at once.
-        let visibility = Duration::from_millis(self.ctx.settings.timing.callback_timeout_ms + 10_000);
+        let timeout = self.ctx.settings.timing.callback_timeout_ms;
+        let visibility = Duration::from_millis(timeout + timeout.min(10_000));
         self.ctx.ports.queue.receive(CALLBACK_QUEUE, 10, visibility, Duration::from_secs(1)).await
     }
 
