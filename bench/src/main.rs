@@ -5,6 +5,8 @@
 //! Every figure is printed twice: one JSON line (for scripts and docs/PERFORMANCE.md) and one
 //! human line.
 
+mod api;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,16 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         consumers: usize,
     },
+    /// The control API over HTTP: cmd=1 creates, exact-id queries and fuzzy-src queries, with
+    /// throughput and p50/p99 latency.
+    Api {
+        /// Requests per figure.
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
     /// writer, once with several concurrent writers; plus a contended counter.
     StoreCas {
@@ -69,7 +81,7 @@ fn report(bench: &str, figure: &str, workers: usize, ops: usize, elapsed: Durati
     println!("# {bench} {figure} ({workers} worker(s)): {ops} ops in {secs:.3} s = {rate:.0} ops/s");
 }
 
-fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
+pub(crate) fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
     match base {
         Some(b) => tempfile::TempDir::new_in(b).with_context(|| format!("creating a temp dir in {}", b.display())),
         None => tempfile::TempDir::new().context("creating a temp dir"),
@@ -252,5 +264,6 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
         Command::StoreCas { ops, writers } => bench_store(base, ops, writers).await,
+        Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency).await,
     }
 }

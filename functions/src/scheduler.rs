@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use relaycast_core::app::relay::{apply_to_task, enqueue_job};
+use relaycast_core::app::relay::{apply_to_task, enqueue_job, list_tasks};
 use relaycast_core::app::AppError;
 use relaycast_core::domain::lease::Leases;
 use relaycast_core::domain::relay::state::{Action, StopCause, TaskState};
@@ -124,17 +124,5 @@ pub async fn run_tick(ctx: &Context, purge: bool) -> Result<TickReport, AppError
 }
 
 async fn all_in_status(ctx: &Context, status: &str) -> Result<Vec<RelayTask>, AppError> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let mut q = Query::new(RelayTask::KIND, QueryIndex::Status(status.into()));
-        q.limit = 1000;
-        q.cursor = cursor;
-        let (page, next) = ctx.ports.store.query_typed::<RelayTask>(q).await?;
-        out.extend(page.into_iter().map(|v| v.value));
-        match next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
+    list_tasks(&ctx.ports, QueryIndex::Status(status.into())).await
 }

@@ -91,10 +91,10 @@ pub async fn execute_forward_request(
                 existing.insert(id.clone(), v.value);
             }
         }
-        let active: Vec<RelayTask> = list_account_tasks(ports, &account.name)
+        let active: Vec<RelayTask> = list_active_tasks(ports)
             .await?
             .into_iter()
-            .filter(|t| t.state.is_active() && !ids.contains(&t.id))
+            .filter(|t| t.account == account.name && !ids.contains(&t.id))
             .collect();
         let fx = plan(&account.name, req, &existing, &active, now)?;
         match persist_effects(ports, settings, &fx, &versions, now).await {
@@ -233,12 +233,27 @@ pub async fn apply_to_task(
     Err(AppError::Contention(key))
 }
 
+/// Every active task (scheduled, starting, running, retrying) of every account: one status
+/// look-up each, so the cost follows the number of live tasks, not of all tasks ever made.
+pub async fn list_active_tasks(ports: &Ports) -> Result<Vec<RelayTask>, AppError> {
+    let mut tasks = Vec::new();
+    for status in ["scheduled", "starting", "running", "retrying"] {
+        tasks.extend(list_tasks(ports, QueryIndex::Status(status.into())).await?);
+    }
+    Ok(tasks)
+}
+
 /// Every task of an account.
 pub async fn list_account_tasks(ports: &Ports, account: &str) -> Result<Vec<RelayTask>, AppError> {
+    list_tasks(ports, QueryIndex::Account(account.to_string())).await
+}
+
+/// Every task of a look-up, all pages.
+pub async fn list_tasks(ports: &Ports, index: QueryIndex) -> Result<Vec<RelayTask>, AppError> {
     let mut tasks = Vec::new();
     let mut cursor = None;
     loop {
-        let mut query = Query::new(RelayTask::KIND, QueryIndex::Account(account.to_string()));
+        let mut query = Query::new(RelayTask::KIND, index.clone());
         query.limit = 1000;
         query.cursor = cursor;
         let (page, next) = ports.store.query_typed::<RelayTask>(query).await?;

@@ -1,0 +1,162 @@
+//! Throughput and latency of the control API over HTTP: a real `relaycast` host (the same code
+//! `relaycast up` runs, API role only, embedded SQLite) on 127.0.0.1, driven by concurrent
+//! signed requests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use md5::{Digest, Md5};
+use relaycast::Host;
+use relaycast_core::config::{AccountSettings, Settings};
+use relaycast_core::ports::SystemClock;
+use serde_json::json;
+
+const ACCOUNT: &str = "bench";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+struct Signer {
+    seq: AtomicU64,
+}
+
+impl Signer {
+    fn url(&self, base: &str, path: &str, extra: &str) -> String {
+        let r = format!("b{}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let k = hex::encode(Md5::digest(format!("{r}{KEY}").as_bytes()));
+        format!("{base}{path}?n={ACCOUNT}&r={r}&k={k}{extra}")
+    }
+}
+
+/// Runs `requests` calls of `make(i)` with `concurrency` in flight; returns sorted latencies and
+/// the wall time.
+async fn drive<F, Fut>(requests: usize, concurrency: usize, make: F) -> Result<(Vec<Duration>, Duration)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (make, next) = (make.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let t = Instant::now();
+                make(i).await?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    for w in workers {
+        all.extend(w.await??);
+    }
+    let wall = started.elapsed();
+    all.sort();
+    Ok((all, wall))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+fn report(figure: &str, concurrency: usize, latencies: &[Duration], wall: Duration) {
+    let rate = latencies.len() as f64 / wall.as_secs_f64();
+    let (p50, p99) = (percentile(latencies, 0.50), percentile(latencies, 0.99));
+    println!(
+        "{}",
+        json!({ "bench": "api", "figure": figure, "concurrency": concurrency, "requests": latencies.len(),
+                "req_per_s": rate.round(), "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0 })
+    );
+    println!("# api {figure} (concurrency {concurrency}): {} requests, {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms", latencies.len());
+}
+
+/// `cmd=1` creates, then exact-id queries and fuzzy-src queries over what was created.
+pub async fn bench_api(base_dir: Option<&std::path::Path>, requests: usize, concurrency: usize) -> Result<()> {
+    if requests == 0 || concurrency == 0 {
+        bail!("--requests and --concurrency must be at least 1");
+    }
+    let dir = crate::temp_dir(base_dir)?;
+    let mut settings = Settings::default();
+    settings.http_addr = "127.0.0.1:0".into();
+    settings.data_dir = dir.path().join("data");
+    settings.roles = vec!["api".into()];
+    settings.log_filter = "warn".into();
+    settings.allow_private_targets = true;
+    settings.accounts = vec![AccountSettings {
+        name: ACCOUNT.into(),
+        key: KEY.into(),
+        api_enabled: true,
+        call_limit: u32::MAX,
+        allowed_push_hosts: vec![],
+    }];
+    let host = Host::start(settings, Arc::new(SystemClock)).await.context("starting the host")?;
+    let base = format!("http://{}", host.addr);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let signer = Arc::new(Signer { seq: AtomicU64::new(0) });
+
+    let (c, b, s) = (client.clone(), base.clone(), signer.clone());
+    let (lat, wall) = drive(requests, concurrency, move |i| {
+        let (c, b, s) = (c.clone(), b.clone(), s.clone());
+        async move {
+            let body = json!({"cmd": "1", "type": "live", "list": [{
+                "id": format!("task{i}"),
+                "src": [{"url": format!("rtmp://127.0.0.1:1935/live/src{i}")}],
+                "forward": [{"url": format!("rtmp://127.0.0.1:1935/live/out{i}")}]
+            }]});
+            let resp: serde_json::Value =
+                c.post(s.url(&b, "/api/cdn/v2/forwardRequest.action", "")).json(&body).send().await?.json().await?;
+            if resp["http_code"] != "200" {
+                bail!("create refused: {resp}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    report("cmd=1 create", concurrency, &lat, wall);
+
+    let (c, b, s) = (client.clone(), base.clone(), signer.clone());
+    let (lat, wall) = drive(requests, concurrency, move |i| {
+        let (c, b, s) = (c.clone(), b.clone(), s.clone());
+        async move {
+            let url = s.url(&b, "/api/cdn/v2/forwardQueryByPage.action", &format!("&id=task{}", i % requests.max(1)));
+            let resp: serde_json::Value = c.get(url).send().await?.json().await?;
+            if resp["total"] != 1 {
+                bail!("query by id failed: {resp}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    report("query by id", concurrency, &lat, wall);
+
+    let fuzzy = (requests / 10).max(10);
+    let (c, b, s) = (client.clone(), base.clone(), signer.clone());
+    let (lat, wall) = drive(fuzzy, concurrency, move |i| {
+        let (c, b, s) = (c.clone(), b.clone(), s.clone());
+        async move {
+            let url = s.url(&b, "/api/cdn/v2/forwardQueryByPage.action", &format!("&src=live/src{}&pageSize=10", i % 100));
+            let resp: serde_json::Value = c.get(url).send().await?.json().await?;
+            if resp["total"].as_u64().unwrap_or(0) == 0 {
+                bail!("fuzzy query found nothing: {resp}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    report(&format!("query by src over {requests} tasks"), concurrency, &lat, wall);
+
+    host.shutdown().await;
+    Ok(())
+}
