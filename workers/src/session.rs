@@ -1,0 +1,559 @@
+//! A relay session: one relay task's data plane.
+//!
+//! One supervisor task owns the ingest (one ffmpeg at a time, walking the ordered sources on
+//! failure) and feeds the splicer; one [`Pusher`] per destination publishes the splicer's
+//! timeline. A source failover, a manual switch, or a VOD item ending only replaces the
+//! ingest: pusher connections stay up and see one continuous timeline.
+//!
+//! These types are local to the workers; the control plane maps its task model onto
+//! [`SessionSpec`] and [`SessionEvent`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::ingest::{Ingest, IngestError, IngestEvent, IngestSpec, SourceKind};
+use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
+use crate::splicer::{Splicer, SplicerConfig};
+
+/// How long an ingest gets to exit after SIGINT before its group is killed.
+const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Errors of the session API. Invalid sources and destinations are the caller's fault;
+/// [`SessionError::Stopped`] means the session is gone.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A session needs at least one source.
+    #[error("a relay session needs at least one source")]
+    NoSources,
+    /// A source was refused.
+    #[error("source {index}: {source}")]
+    InvalidSource {
+        /// Position in the source list.
+        index: usize,
+        /// Why.
+        source: IngestError,
+    },
+    /// A destination URL was refused.
+    #[error(transparent)]
+    InvalidDestination(PusherError),
+    /// The destination is already being relayed to.
+    #[error("destination {0} is already in this session")]
+    DuplicateDestination(String),
+    /// No such destination in this session.
+    #[error("destination {0} is not in this session")]
+    UnknownDestination(String),
+    /// `switch_to_source` with an index past the source list.
+    #[error("source index {index} out of range (the session has {len} sources)")]
+    SourceOutOfRange {
+        /// Requested index.
+        index: usize,
+        /// Number of sources.
+        len: usize,
+    },
+    /// The session has stopped.
+    #[error("the relay session has stopped")]
+    Stopped,
+}
+
+/// What to relay.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// Ordered sources: primary first, then backups (or playlist items for VOD).
+    pub sources: Vec<IngestSpec>,
+    /// Destination RTMP URLs.
+    pub destinations: Vec<String>,
+    /// No tag from a running source for this long means it is down. Default 3 s.
+    pub stall_timeout: Duration,
+    /// A newly started source must produce its first tag within this. Default 10 s.
+    pub startup_timeout: Duration,
+    /// Pause after every source failed in a row, before starting over. Default 1 s.
+    pub retry_delay: Duration,
+    /// Pusher tunables (backoff etc.).
+    pub pusher: PusherConfig,
+    /// Splicer tunables.
+    pub splicer: SplicerConfig,
+}
+
+impl SessionSpec {
+    /// A spec with default timings.
+    pub fn new(sources: Vec<IngestSpec>, destinations: Vec<String>) -> Self {
+        SessionSpec {
+            sources,
+            destinations,
+            stall_timeout: Duration::from_secs(3),
+            startup_timeout: Duration::from_secs(10),
+            retry_delay: Duration::from_secs(1),
+            pusher: PusherConfig::default(),
+            splicer: SplicerConfig::default(),
+        }
+    }
+}
+
+/// What happened in a session, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The first source was started.
+    Started,
+    /// A source failed (stalled, exited, never produced data).
+    SourceFailed {
+        /// Position in the source list.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The ingest moved to another source (failover, manual switch, next VOD item).
+    SwitchedSource {
+        /// Previous source.
+        from: usize,
+        /// New source.
+        to: usize,
+    },
+    /// A destination failed; its pusher retries with backoff on its own.
+    DestinationFailed {
+        /// Destination URL.
+        url: String,
+        /// Why.
+        reason: String,
+        /// Whether the destination is at fault rather than relaycast.
+        destination_error: bool,
+    },
+    /// A destination publishes again after a failure.
+    DestinationRecovered {
+        /// Destination URL.
+        url: String,
+    },
+    /// The session ended (stopped, or the last VOD item ended).
+    Finished {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// State of the current source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    /// ffmpeg started, no tag yet.
+    Starting,
+    /// Tags flowing.
+    Running,
+    /// Between a failure and the next attempt.
+    Retrying,
+    /// The session is over.
+    Stopped,
+}
+
+/// A snapshot of a session.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    /// Index of the source being ingested.
+    pub current_source: usize,
+    /// Its state.
+    pub source_state: SourceState,
+    /// Source switches so far (failovers and manual switches).
+    pub switches: u64,
+    /// Input bitrate over the last second, kbit/s (from the tags, all codecs).
+    pub bitrate_kbps: f64,
+    /// Video frames per second over the last second.
+    pub fps: f64,
+    /// Position on the output timeline, ms.
+    pub position_ms: u32,
+    /// One entry per destination.
+    pub destinations: Vec<PusherStatus>,
+}
+
+enum Order {
+    Switch(usize),
+    Stop,
+}
+
+struct Shared {
+    status: Mutex<SessionStatus>,
+    pushers: Mutex<BTreeMap<String, Pusher>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Handle to a running relay session. Dropping it without [`RelaySession::stop`] still ends
+/// everything: the supervisor sees its order channel close and stops the ingest, and dropped
+/// pushers cancel themselves.
+pub struct RelaySession {
+    orders: mpsc::Sender<Order>,
+    shared: Arc<Shared>,
+    splicer: Splicer,
+    pusher_config: PusherConfig,
+    pusher_events: mpsc::UnboundedSender<PusherEvent>,
+    n_sources: usize,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+impl RelaySession {
+    /// Validates `spec`, starts the pushers and the first source. Must be called inside a
+    /// Tokio runtime.
+    pub fn start(
+        spec: SessionSpec,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Result<RelaySession, SessionError> {
+        if spec.sources.is_empty() {
+            return Err(SessionError::NoSources);
+        }
+        for (index, s) in spec.sources.iter().enumerate() {
+            s.args()
+                .map_err(|source| SessionError::InvalidSource { index, source })?;
+        }
+        let mut urls = Vec::new();
+        for d in &spec.destinations {
+            let u = RtmpUrl::parse(d).map_err(SessionError::InvalidDestination)?;
+            if urls.iter().any(|x: &RtmpUrl| x.url == u.url) {
+                return Err(SessionError::DuplicateDestination(u.url));
+            }
+            urls.push(u);
+        }
+
+        let splicer = Splicer::new(spec.splicer.clone());
+        let shared = Arc::new(Shared {
+            status: Mutex::new(SessionStatus {
+                current_source: 0,
+                source_state: SourceState::Starting,
+                switches: 0,
+                bitrate_kbps: 0.0,
+                fps: 0.0,
+                position_ms: 0,
+                destinations: Vec::new(),
+            }),
+            pushers: Mutex::new(BTreeMap::new()),
+        });
+
+        // Pusher events become session events on one forwarding task.
+        let (pusher_events, mut pusher_rx) = mpsc::unbounded_channel::<PusherEvent>();
+        let fwd = events.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = pusher_rx.recv().await {
+                let ev = match ev {
+                    PusherEvent::Failed {
+                        url,
+                        reason,
+                        destination_error,
+                    } => SessionEvent::DestinationFailed {
+                        url,
+                        reason,
+                        destination_error,
+                    },
+                    PusherEvent::Recovered { url } => SessionEvent::DestinationRecovered { url },
+                };
+                let _ = fwd.send(ev);
+            }
+        });
+
+        // Pushers connect while the ingest starts, so the first keyframe finds them ready.
+        {
+            let mut pushers = lock(&shared.pushers);
+            for u in urls {
+                let p = Pusher::spawn(
+                    u.clone(),
+                    splicer.clone(),
+                    spec.pusher.clone(),
+                    Some(pusher_events.clone()),
+                );
+                pushers.insert(u.url, p);
+            }
+        }
+
+        let (orders, order_rx) = mpsc::channel(8);
+        let n_sources = spec.sources.len();
+        let pusher_config = spec.pusher.clone();
+        let supervisor = Supervisor {
+            spec,
+            splicer: splicer.clone(),
+            shared: shared.clone(),
+            events,
+            orders: order_rx,
+        };
+        let supervisor = tokio::spawn(supervisor.run());
+        Ok(RelaySession {
+            orders,
+            shared,
+            splicer,
+            pusher_config,
+            pusher_events,
+            n_sources,
+            supervisor: Some(supervisor),
+        })
+    }
+
+    /// Adds a destination; it gets the cached headers and starts at the next keyframe.
+    pub fn add_destination(&self, url: &str) -> Result<(), SessionError> {
+        if self.orders.is_closed() {
+            return Err(SessionError::Stopped);
+        }
+        let u = RtmpUrl::parse(url).map_err(SessionError::InvalidDestination)?;
+        let mut pushers = lock(&self.shared.pushers);
+        if pushers.contains_key(&u.url) {
+            return Err(SessionError::DuplicateDestination(u.url));
+        }
+        let p = Pusher::spawn(
+            u.clone(),
+            self.splicer.clone(),
+            self.pusher_config.clone(),
+            Some(self.pusher_events.clone()),
+        );
+        pushers.insert(u.url, p);
+        Ok(())
+    }
+
+    /// Stops one destination (a clean `deleteStream`); the others are not touched.
+    pub async fn stop_destination(&self, url: &str) -> Result<(), SessionError> {
+        let p = lock(&self.shared.pushers)
+            .remove(url)
+            .ok_or_else(|| SessionError::UnknownDestination(url.to_string()))?;
+        p.stop().await;
+        Ok(())
+    }
+
+    /// Switches the ingest to source `index` (e.g. back to the primary). Pushers stay
+    /// connected; the new source continues the same timeline.
+    pub async fn switch_to_source(&self, index: usize) -> Result<(), SessionError> {
+        if index >= self.n_sources {
+            return Err(SessionError::SourceOutOfRange {
+                index,
+                len: self.n_sources,
+            });
+        }
+        self.orders
+            .send(Order::Switch(index))
+            .await
+            .map_err(|_| SessionError::Stopped)
+    }
+
+    /// A snapshot of the session.
+    pub fn status(&self) -> SessionStatus {
+        let mut st = lock(&self.shared.status).clone();
+        st.position_ms = self.splicer.stats().last_timestamp;
+        st.destinations = lock(&self.shared.pushers)
+            .values()
+            .map(Pusher::status)
+            .collect();
+        st
+    }
+
+    /// Stops gracefully: pushers send `deleteStream`, the ingest gets SIGINT (then SIGKILL),
+    /// and `Finished` is emitted.
+    pub async fn stop(mut self) {
+        let pushers: Vec<Pusher> = std::mem::take(&mut *lock(&self.shared.pushers))
+            .into_values()
+            .collect();
+        futures::future::join_all(pushers.into_iter().map(Pusher::stop)).await;
+        let _ = self.orders.send(Order::Stop).await;
+        if let Some(task) = self.supervisor.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RelaySession {
+    fn drop(&mut self) {
+        // Dropped pushers cancel themselves; the supervisor ends when `orders` closes.
+        lock(&self.shared.pushers).clear();
+    }
+}
+
+/// How one ingest run ended.
+enum Outcome {
+    Stop,
+    Switch(usize),
+    Failed(String),
+    /// A VOD item played to its end.
+    Ended,
+}
+
+struct Supervisor {
+    spec: SessionSpec,
+    splicer: Splicer,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    orders: mpsc::Receiver<Order>,
+}
+
+/// Rolling one-second rate meter over the tags.
+struct Meter {
+    since: Instant,
+    bytes: u64,
+    frames: u64,
+}
+
+impl Supervisor {
+    fn emit(&self, ev: SessionEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut SessionStatus)) {
+        f(&mut lock(&self.shared.status));
+    }
+
+    #[tracing::instrument(name = "relay_session", skip_all)]
+    async fn run(mut self) {
+        let n = self.spec.sources.len();
+        let mut index = 0usize;
+        let mut previous: Option<usize> = None;
+        // Sources that failed in a row without ever producing a tag.
+        let mut dead_in_a_row = 0usize;
+        let finish_reason = loop {
+            match previous {
+                None => self.emit(SessionEvent::Started),
+                Some(from) if from != index || dead_in_a_row == 0 => {
+                    self.emit(SessionEvent::SwitchedSource { from, to: index });
+                    self.set_status(|s| s.switches += 1);
+                }
+                Some(_) => {}
+            }
+            self.set_status(|s| {
+                s.current_source = index;
+                s.source_state = SourceState::Starting;
+            });
+            let (outcome, produced) = self.run_source(index).await;
+            previous = Some(index);
+            match outcome {
+                Outcome::Stop => break "stopped".to_string(),
+                Outcome::Switch(to) => {
+                    dead_in_a_row = 0;
+                    index = to;
+                }
+                Outcome::Ended => {
+                    dead_in_a_row = 0;
+                    if index + 1 >= n {
+                        break "last source ended".to_string();
+                    }
+                    index += 1;
+                }
+                Outcome::Failed(reason) => {
+                    tracing::warn!(index, %reason, "source failed");
+                    self.emit(SessionEvent::SourceFailed { index, reason });
+                    dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
+                    index = (index + 1) % n;
+                    if dead_in_a_row >= n {
+                        // Everything is down: wait a little before starting over, but keep
+                        // obeying orders meanwhile.
+                        self.set_status(|s| s.source_state = SourceState::Retrying);
+                        tokio::select! {
+                            order = self.orders.recv() => match order {
+                                Some(Order::Switch(to)) => { index = to; dead_in_a_row = 0; }
+                                Some(Order::Stop) | None => break "stopped".to_string(),
+                            },
+                            _ = tokio::time::sleep(self.spec.retry_delay) => {}
+                        }
+                    }
+                }
+            }
+        };
+        self.splicer.close();
+        self.set_status(|s| s.source_state = SourceState::Stopped);
+        self.emit(SessionEvent::Finished {
+            reason: finish_reason,
+        });
+    }
+
+    /// Runs one ingest until it fails, ends, or an order arrives. Returns whether it
+    /// produced any tag.
+    async fn run_source(&mut self, index: usize) -> (Outcome, bool) {
+        let spec = &self.spec.sources[index];
+        let kind = spec.kind;
+        let mut ingest = match Ingest::start(spec) {
+            Ok(i) => i,
+            Err(e) => return (Outcome::Failed(e.to_string()), false),
+        };
+        self.splicer.begin_source();
+        let mut produced = false;
+        // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
+        let mut deadline = Instant::now() + self.spec.startup_timeout;
+        let mut meter = Meter {
+            since: Instant::now(),
+            bytes: 0,
+            frames: 0,
+        };
+        let outcome = loop {
+            tokio::select! {
+                order = self.orders.recv() => match order {
+                    Some(Order::Switch(to)) => break Outcome::Switch(to),
+                    Some(Order::Stop) | None => break Outcome::Stop,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let waited = if produced { self.spec.stall_timeout } else { self.spec.startup_timeout };
+                    break Outcome::Failed(format!("no data from the source for {waited:?}"));
+                }
+                ev = ingest.next() => match ev {
+                    Some(IngestEvent::Tag(tag)) => {
+                        if !produced {
+                            produced = true;
+                            self.set_status(|s| s.source_state = SourceState::Running);
+                        }
+                        deadline = Instant::now() + self.spec.stall_timeout;
+                        meter.bytes += tag.data.len() as u64;
+                        if tag.is_video_frame() {
+                            meter.frames += 1;
+                        }
+                        self.splicer.push(tag);
+                        let dt = meter.since.elapsed();
+                        if dt >= Duration::from_secs(1) {
+                            let secs = dt.as_secs_f64();
+                            let (kbps, fps) = (meter.bytes as f64 * 8.0 / 1000.0 / secs, meter.frames as f64 / secs);
+                            self.set_status(|s| { s.bitrate_kbps = kbps; s.fps = fps; });
+                            meter = Meter { since: Instant::now(), bytes: 0, frames: 0 };
+                        }
+                    }
+                    Some(IngestEvent::Progress(_)) => {}
+                    Some(IngestEvent::Exited { success, reason }) => {
+                        if success && kind == SourceKind::Vod && produced {
+                            break Outcome::Ended;
+                        }
+                        break Outcome::Failed(format!("ingest ffmpeg exited: {reason}"));
+                    }
+                    None => break Outcome::Failed("ingest ended without an exit status".into()),
+                },
+            }
+        };
+        // Stopping may take up to the deadline; do it off the critical path so the next
+        // source starts at once (the old ffmpeg no longer feeds the splicer).
+        tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        (outcome, produced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejects_bad_specs() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        assert!(matches!(
+            RelaySession::start(SessionSpec::new(vec![], vec![]), tx.clone()),
+            Err(SessionError::NoSources)
+        ));
+        let spec = SessionSpec::new(
+            vec![IngestSpec::live("rtmp://h/live/a"), IngestSpec::live("file:///etc/passwd")],
+            vec![],
+        );
+        assert!(matches!(
+            RelaySession::start(spec, tx.clone()),
+            Err(SessionError::InvalidSource { index: 1, .. })
+        ));
+        let spec = SessionSpec::new(
+            vec![IngestSpec::live("rtmp://h/live/a")],
+            vec!["rtmp://d/live/x".into(), "rtmp://d/live/x".into()],
+        );
+        assert!(matches!(
+            RelaySession::start(spec, tx.clone()),
+            Err(SessionError::DuplicateDestination(_))
+        ));
+        let spec = SessionSpec::new(vec![IngestSpec::live("rtmp://h/live/a")], vec!["udp://x".into()]);
+        assert!(matches!(
+            RelaySession::start(spec, tx),
+            Err(SessionError::InvalidDestination(_))
+        ));
+    }
+}
