@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::flv::FlvTag;
 use crate::ingest::{Ingest, IngestError, IngestEvent, IngestSpec, SourceKind};
 use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
 use crate::splicer::{Splicer, SplicerConfig};
@@ -72,6 +73,10 @@ pub struct SessionSpec {
     pub startup_timeout: Duration,
     /// Pause after every source failed in a row, before starting over. Default 1 s.
     pub retry_delay: Duration,
+    /// No tag for this long starts the next source in standby (when there is one), so a
+    /// failover at `stall_timeout` does not also wait for ffmpeg's startup and a keyframe.
+    /// Default 1 s.
+    pub standby_after: Duration,
     /// Pusher tunables (backoff etc.).
     pub pusher: PusherConfig,
     /// Splicer tunables.
@@ -87,6 +92,7 @@ impl SessionSpec {
             stall_timeout: Duration::from_secs(3),
             startup_timeout: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
+            standby_after: Duration::from_secs(1),
             pusher: PusherConfig::default(),
             splicer: SplicerConfig::default(),
         }
@@ -365,10 +371,96 @@ impl Drop for RelaySession {
 /// How one ingest run ended.
 enum Outcome {
     Stop,
+    /// The current source failed; `next` is a standby ingest of the next source that is
+    /// already past its startup, if there is one.
+    Failed {
+        reason: String,
+        next: Option<Candidate>,
+    },
+    /// A manual switch: restart on this source (no candidate could be prepared).
     Switch(usize),
-    Failed(String),
+    /// A manual switch whose new source is already producing: adopt it.
+    Adopt(Candidate),
     /// A VOD item played to its end.
     Ended,
+}
+
+/// Why a candidate ingest runs next to the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CandidateRole {
+    /// The current source went quiet: the next one warms up in case it does not come back.
+    Standby,
+    /// A manual switch: adopt it as soon as it has a keyframe (make before break).
+    Switch,
+}
+
+/// A second ingest started before the current one is dropped, so a switch does not wait
+/// for ffmpeg's startup and the keyframe (2-3 s on a live source).
+struct Candidate {
+    index: usize,
+    role: CandidateRole,
+    ingest: Ingest,
+    /// Latest metadata and sequence headers, then the tags since the latest keyframe.
+    headers: Vec<FlvTag>,
+    gop: Vec<FlvTag>,
+    started: Instant,
+}
+
+/// At most this many tags are held for a candidate (a long GOP is cut, not buffered).
+const CANDIDATE_MAX_TAGS: usize = 2_000;
+
+impl Candidate {
+    fn start(index: usize, role: CandidateRole, spec: &IngestSpec) -> Result<Self, IngestError> {
+        Ok(Candidate {
+            index,
+            role,
+            ingest: Ingest::start(spec)?,
+            headers: Vec::new(),
+            gop: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn has_keyframe(&self) -> bool {
+        !self.gop.is_empty()
+    }
+
+    fn buffer(&mut self, tag: FlvTag) {
+        if tag.is_metadata() || tag.is_sequence_header() {
+            let same_kind = |t: &FlvTag| {
+                (t.is_metadata() && tag.is_metadata())
+                    || (t.is_video_sequence_header() && tag.is_video_sequence_header())
+                    || (t.is_audio_sequence_header() && tag.is_audio_sequence_header())
+            };
+            self.headers.retain(|t| !same_kind(t));
+            self.headers.push(tag);
+        } else if tag.is_key_picture() {
+            self.gop.clear();
+            self.gop.push(tag);
+        } else if !self.gop.is_empty() && self.gop.len() < CANDIDATE_MAX_TAGS {
+            self.gop.push(tag);
+        }
+    }
+
+    /// Buffered tags in order: headers, then the GOP.
+    fn take_buffer(&mut self) -> Vec<FlvTag> {
+        let mut v = std::mem::take(&mut self.headers);
+        v.append(&mut self.gop);
+        v
+    }
+
+    fn stop(self) {
+        tokio::spawn(self.ingest.stop(INGEST_STOP_DEADLINE));
+    }
+}
+
+/// The next event of an optional candidate; pending for ever when there is none, so it can
+/// sit in a `select!`.
+async fn candidate_next(c: &mut Option<Candidate>) -> Option<IngestEvent> {
+    match c {
+        Some(c) => c.ingest.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Supervisor {
@@ -386,6 +478,16 @@ struct Meter {
     frames: u64,
 }
 
+impl Meter {
+    fn new() -> Self {
+        Meter {
+            since: Instant::now(),
+            bytes: 0,
+            frames: 0,
+        }
+    }
+}
+
 impl Supervisor {
     fn emit(&self, ev: SessionEvent) {
         let _ = self.events.send(ev);
@@ -400,9 +502,13 @@ impl Supervisor {
         let n = self.spec.sources.len();
         let mut index = 0usize;
         let mut previous: Option<usize> = None;
+        let mut adopted: Option<Candidate> = None;
         // Sources that failed in a row without ever producing a tag.
         let mut dead_in_a_row = 0usize;
         let finish_reason = loop {
+            if let Some(c) = &adopted {
+                index = c.index;
+            }
             match previous {
                 None => self.emit(SessionEvent::Started),
                 Some(from) if from != index || dead_in_a_row == 0 => {
@@ -415,13 +521,17 @@ impl Supervisor {
                 s.current_source = index;
                 s.source_state = SourceState::Starting;
             });
-            let (outcome, produced) = self.run_source(index).await;
+            let (outcome, produced) = self.run_source(index, adopted.take()).await;
             previous = Some(index);
             match outcome {
                 Outcome::Stop => break "stopped".to_string(),
                 Outcome::Switch(to) => {
                     dead_in_a_row = 0;
                     index = to;
+                }
+                Outcome::Adopt(c) => {
+                    dead_in_a_row = 0;
+                    adopted = Some(c);
                 }
                 Outcome::Ended => {
                     dead_in_a_row = 0;
@@ -430,9 +540,14 @@ impl Supervisor {
                     }
                     index += 1;
                 }
-                Outcome::Failed(reason) => {
+                Outcome::Failed { reason, next } => {
                     tracing::warn!(index, %reason, "source failed");
                     self.emit(SessionEvent::SourceFailed { index, reason });
+                    if let Some(c) = next {
+                        dead_in_a_row = 0;
+                        adopted = Some(c);
+                        continue;
+                    }
                     dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
                     index = (index + 1) % n;
                     if dead_in_a_row >= n {
@@ -457,41 +572,140 @@ impl Supervisor {
         });
     }
 
-    /// Runs one ingest until it fails, ends, or an order arrives. Returns whether it
-    /// produced any tag.
-    async fn run_source(&mut self, index: usize) -> (Outcome, bool) {
-        let spec = &self.spec.sources[index];
-        let kind = spec.kind;
-        let mut ingest = match Ingest::start(spec) {
-            Ok(i) => i,
-            Err(e) => return (Outcome::Failed(e.to_string()), false),
+    /// Runs one source until it fails, ends, or an order arrives, with at most one candidate
+    /// ingest beside it. Returns whether the source produced any tag.
+    async fn run_source(&mut self, index: usize, adopted: Option<Candidate>) -> (Outcome, bool) {
+        let n = self.spec.sources.len();
+        let kind = self.spec.sources[index].kind;
+        let (mut ingest, prebuffer) = match adopted {
+            Some(mut c) => {
+                let buf = c.take_buffer();
+                (c.ingest, buf)
+            }
+            None => match Ingest::start(&self.spec.sources[index]) {
+                Ok(i) => (i, Vec::new()),
+                Err(e) => {
+                    return (
+                        Outcome::Failed {
+                            reason: e.to_string(),
+                            next: None,
+                        },
+                        false,
+                    )
+                }
+            },
         };
         self.splicer.begin_source();
-        let mut produced = false;
-        // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
-        let mut deadline = Instant::now() + self.spec.startup_timeout;
-        let mut meter = Meter {
-            since: Instant::now(),
-            bytes: 0,
-            frames: 0,
-        };
+        let mut produced = !prebuffer.is_empty();
+        for tag in prebuffer {
+            self.splicer.push(tag);
+        }
+        if produced {
+            self.set_status(|s| s.source_state = SourceState::Running);
+        }
+        let mut last_tag = Instant::now();
+        let mut candidate: Option<Candidate> = None;
+        // A standby is tried once per quiet spell, not restarted in a loop.
+        let mut standby_tried = false;
+        let mut meter = Meter::new();
         let outcome = loop {
+            // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
+            let wait = if produced {
+                self.spec.stall_timeout
+            } else {
+                self.spec.startup_timeout
+            };
+            let deadline = last_tag + wait;
+            let standby_at = last_tag + self.spec.standby_after;
+            let want_standby = produced && n > 1 && candidate.is_none() && !standby_tried;
+            let switch_deadline = candidate
+                .as_ref()
+                .filter(|c| c.role == CandidateRole::Switch)
+                .map(|c| c.started + self.spec.startup_timeout);
             tokio::select! {
                 order = self.orders.recv() => match order {
-                    Some(Order::Switch(to)) => break Outcome::Switch(to),
+                    Some(Order::Switch(to)) if to == index => {
+                        if let Some(c) = candidate.take() { c.stop(); }
+                    }
+                    Some(Order::Switch(to)) => {
+                        if let Some(c) = candidate.take() {
+                            if c.index == to && c.has_keyframe() {
+                                break Outcome::Adopt(c);
+                            }
+                            c.stop();
+                        }
+                        match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
+                            Ok(c) => candidate = Some(c),
+                            // Cannot even start it: switch the plain way and let it fail there.
+                            Err(_) => break Outcome::Switch(to),
+                        }
+                    }
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    let waited = if produced { self.spec.stall_timeout } else { self.spec.startup_timeout };
-                    break Outcome::Failed(format!("no data from the source for {waited:?}"));
+                    let next = candidate.take().and_then(|c| {
+                        if c.has_keyframe() { Some(c) } else { c.stop(); None }
+                    });
+                    break Outcome::Failed {
+                        reason: format!("no data from the source for {wait:?}"),
+                        next,
+                    };
                 }
+                _ = tokio::time::sleep_until(standby_at.into()), if want_standby => {
+                    standby_tried = true;
+                    let to = (index + 1) % n;
+                    if let Ok(c) = Candidate::start(to, CandidateRole::Standby, &self.spec.sources[to]) {
+                        tracing::info!(from = index, to, "source quiet, warming up the next one");
+                        candidate = Some(c);
+                    }
+                }
+                _ = tokio::time::sleep_until(switch_deadline.unwrap_or(deadline).into()), if switch_deadline.is_some() => {
+                    if let Some(c) = candidate.take() {
+                        self.emit(SessionEvent::SourceFailed {
+                            index: c.index,
+                            reason: format!("no keyframe within {:?}", self.spec.startup_timeout),
+                        });
+                        c.stop();
+                    }
+                }
+                ev = candidate_next(&mut candidate) => match ev {
+                    Some(IngestEvent::Tag(tag)) => {
+                        if let Some(c) = candidate.as_mut() {
+                            c.buffer(tag);
+                            if c.role == CandidateRole::Switch && c.has_keyframe() {
+                                if let Some(c) = candidate.take() {
+                                    break Outcome::Adopt(c);
+                                }
+                            }
+                        }
+                    }
+                    Some(IngestEvent::Progress(_)) => {}
+                    ended @ (Some(IngestEvent::Exited { .. }) | None) => {
+                        let reason = match ended {
+                            Some(IngestEvent::Exited { reason, .. }) => reason,
+                            _ => "no exit status".to_string(),
+                        };
+                        if let Some(c) = candidate.take() {
+                            self.emit(SessionEvent::SourceFailed {
+                                index: c.index,
+                                reason: format!("ingest ffmpeg exited: {reason}"),
+                            });
+                            c.stop();
+                        }
+                    }
+                },
                 ev = ingest.next() => match ev {
                     Some(IngestEvent::Tag(tag)) => {
                         if !produced {
                             produced = true;
                             self.set_status(|s| s.source_state = SourceState::Running);
                         }
-                        deadline = Instant::now() + self.spec.stall_timeout;
+                        last_tag = Instant::now();
+                        standby_tried = false;
+                        if candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
+                            // The source came back: the standby is not needed.
+                            if let Some(c) = candidate.take() { c.stop(); }
+                        }
                         meter.bytes += tag.data.len() as u64;
                         if tag.is_video_frame() {
                             meter.frames += 1;
@@ -502,20 +716,27 @@ impl Supervisor {
                             let secs = dt.as_secs_f64();
                             let (kbps, fps) = (meter.bytes as f64 * 8.0 / 1000.0 / secs, meter.frames as f64 / secs);
                             self.set_status(|s| { s.bitrate_kbps = kbps; s.fps = fps; });
-                            meter = Meter { since: Instant::now(), bytes: 0, frames: 0 };
+                            meter = Meter::new();
                         }
                     }
                     Some(IngestEvent::Progress(_)) => {}
                     Some(IngestEvent::Exited { success, reason }) => {
                         if success && kind == SourceKind::Vod && produced {
+                            if let Some(c) = candidate.take() { c.stop(); }
                             break Outcome::Ended;
                         }
-                        break Outcome::Failed(format!("ingest ffmpeg exited: {reason}"));
+                        let next = candidate.take().and_then(|c| {
+                            if c.has_keyframe() { Some(c) } else { c.stop(); None }
+                        });
+                        break Outcome::Failed { reason: format!("ingest ffmpeg exited: {reason}"), next };
                     }
-                    None => break Outcome::Failed("ingest ended without an exit status".into()),
+                    None => break Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None },
                 },
             }
         };
+        if let Some(c) = candidate.take() {
+            c.stop();
+        }
         // Stopping may take up to the deadline; do it off the critical path so the next
         // source starts at once (the old ffmpeg no longer feeds the splicer).
         tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));

@@ -19,20 +19,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Probes several URLs in parallel threads; returns each probe and the time it took.
-fn probe_all(urls: &[String], within: Duration) -> Vec<Option<(support::Probe, Duration)>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = urls
-            .iter()
-            .map(|u| s.spawn(move || support::wait_playable(u, within)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().ok().flatten())
-            .collect()
-    })
-}
-
 fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -84,25 +70,38 @@ async fn relays_one_source_to_three_destinations() {
 
     let dests: Vec<String> = ["a1", "a2", "a3"].iter().map(|n| nginx.url(n)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let started = Instant::now();
     let session = RelaySession::start(
         SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
         tx,
     )
     .expect("session starts");
 
-    let publishing = wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10))
-        .expect("all three destinations publishing");
-    let probes = probe_all(&dests, Duration::from_secs(10));
-    let total = started.elapsed();
-    eprintln!("(a) all 3 destinations publishing after {publishing:?}; probed by {total:?}");
+    // Players wait on the destinations from the start (play before publish, as a viewer
+    // who opened the page first), so their time is the relay's time to first frame.
+    let probes = std::thread::scope(|s| {
+        let players: Vec<_> = dests
+            .iter()
+            .map(|u| s.spawn(move || support::wait_playable(u, Duration::from_secs(10))))
+            .collect();
+        let publishing =
+            wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
+        let probes: Vec<_> = players
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect();
+        (publishing, probes)
+    });
+    let (publishing, probes) = probes;
+    let publishing = publishing.expect("all three destinations publishing");
+    eprintln!("(a) all 3 destinations publishing (stat) after {publishing:?}");
     for (url, p) in dests.iter().zip(&probes) {
         let (p, took) = p.clone().unwrap_or_else(|| panic!("{url} not playable"));
-        eprintln!("(a) {url}: {p:?}, ffprobe took {took:?}");
+        eprintln!("(a) {url}: {p:?}, probed {took:?} after the session start");
         assert_eq!(p.video_codec.as_deref(), Some("h264"));
         assert_eq!(p.audio_codec.as_deref(), Some("aac"));
         assert_eq!((p.width, p.height), (1280, 720));
         assert!((p.fps - 25.0).abs() < 0.5, "fps {}", p.fps);
+        assert!(took < Duration::from_secs(6), "slow first frame: {took:?}");
     }
     assert!(publishing < Duration::from_secs(5), "slow start: {publishing:?}");
 

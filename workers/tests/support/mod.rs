@@ -387,15 +387,17 @@ fn json_field<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim().trim_matches('"'))
 }
 
-/// ffprobes `url` (killing ffprobe if it takes longer than `within`).
+/// ffprobes `url` (killing ffprobe if it takes longer than `within`, which is also its
+/// network timeout: a player may connect before the stream is published and wait).
 pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
+    let rw_timeout = within.as_micros().max(500_000).to_string();
     let out_dir = tempfile::tempdir().ok()?;
     let out_path: PathBuf = out_dir.path().join("probe.json");
     let out_file = std::fs::File::create(&out_path).ok()?;
     let mut child = ChildGuard::spawn(
         "ffprobe",
         Command::new("ffprobe")
-            .args(["-v", "error", "-rw_timeout", "3000000"])
+            .args(["-v", "error", "-rw_timeout", &rw_timeout])
             .args(["-show_entries", "stream=codec_type,codec_name,width,height,r_frame_rate"])
             .args(["-of", "json"])
             .arg(url)
