@@ -1,0 +1,830 @@
+//! Rust-native RTMP publisher: one per destination, fed by a splicer subscription.
+//!
+//! Each pusher owns its TCP connection, its RTMP session (`rml_rtmp`) and its reconnect loop,
+//! so a destination that fails, stalls or is stopped never touches another one. A fresh
+//! connection takes a fresh subscription: cached metadata and sequence headers first, then
+//! the next keyframe, which is exactly what a new RTMP publish needs.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rml_amf0::Amf0Value;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
+    ClientSessionResult, PublishRequestType, StreamMetadata,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::flv::{FlvTag, TagType};
+use crate::splicer::Splicer;
+
+/// Errors of one publish attempt. [`PusherError::is_destination_error`] tells failures of the
+/// destination (refused, rejected, gone) from our own bugs.
+#[derive(Debug, thiserror::Error)]
+pub enum PusherError {
+    /// The URL is not `rtmp://host[:port]/app/stream`.
+    #[error("invalid RTMP URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// TCP connect failed (refused, unreachable, DNS).
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A network step did not finish in time.
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+    /// The destination closed the connection.
+    #[error("destination closed the connection")]
+    Closed,
+    /// Reading or writing the socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The RTMP handshake failed.
+    #[error("rtmp handshake failed: {0}")]
+    Handshake(String),
+    /// The server refused `connect` or `publish`.
+    #[error("destination rejected the {stage}: {description}")]
+    Rejected {
+        /// `connect` or `publish`.
+        stage: &'static str,
+        /// The server's description.
+        description: String,
+    },
+    /// The RTMP session state machine reported an error (a protocol error on either side).
+    #[error("rtmp session error: {0}")]
+    Session(String),
+}
+
+impl PusherError {
+    /// Whether the failure lies with the destination (its address, its server, its network)
+    /// rather than with relaycast. Only [`PusherError::Session`] is counted as ours.
+    pub fn is_destination_error(&self) -> bool {
+        !matches!(self, PusherError::Session(_))
+    }
+}
+
+impl From<ClientSessionError> for PusherError {
+    fn from(e: ClientSessionError) -> Self {
+        PusherError::Session(format!("{e:?}"))
+    }
+}
+
+/// A parsed `rtmp://host[:port]/app[/more]/stream[?query]` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    /// The URL as given (used as the destination's identity).
+    pub url: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (1935 when absent).
+    pub port: u16,
+    /// RTMP application: every path segment but the last.
+    pub app: String,
+    /// Stream key: the last path segment plus the query string, which many CDNs use for auth.
+    pub stream_key: String,
+}
+
+impl RtmpUrl {
+    /// Parses a destination URL. Only `rtmp://` is supported (no TLS yet).
+    pub fn parse(url: &str) -> Result<Self, PusherError> {
+        let bad = |reason| PusherError::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("rtmp://")
+            .ok_or_else(|| bad("scheme must be rtmp://"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("missing app/stream"))?;
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        if authority.contains('@') {
+            return Err(bad("user info is not supported"));
+        }
+        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+            // IPv6 literal: [::1]:1935
+            let (h, after) = h.split_once(']').ok_or_else(|| bad("unterminated IPv6 host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
+                None if after.is_empty() => 1935,
+                None => return Err(bad("invalid host")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("invalid port"))?),
+                None => (authority.to_string(), 1935),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        if port == 0 {
+            return Err(bad("invalid port"));
+        }
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let path = path.trim_end_matches('/');
+        let (app, stream) = path.rsplit_once('/').ok_or_else(|| bad("missing stream key"))?;
+        if app.is_empty() || stream.is_empty() {
+            return Err(bad("missing app or stream key"));
+        }
+        let stream_key = match query {
+            Some(q) if !q.is_empty() => format!("{stream}?{q}"),
+            _ => stream.to_string(),
+        };
+        Ok(RtmpUrl {
+            url: url.to_string(),
+            host,
+            port,
+            app: app.to_string(),
+            stream_key,
+        })
+    }
+
+    /// `host:port` for connecting.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The `tcUrl` sent in `connect`: `rtmp://host:port/app`.
+    pub fn tc_url(&self) -> String {
+        format!("rtmp://{}/{}", self.addr(), self.app)
+    }
+}
+
+/// Tunables of a pusher.
+#[derive(Debug, Clone)]
+pub struct PusherConfig {
+    /// First reconnect delay. Default 1 s.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay. Default 30 s.
+    pub backoff_max: Duration,
+    /// A connection that published this long resets the backoff. Default 10 s.
+    pub stable_after: Duration,
+    /// Limit for TCP connect, handshake, `connect` and `publish` together. Default 5 s.
+    pub connect_timeout: Duration,
+    /// A single socket write blocked this long means the destination is stuck. Default 10 s.
+    pub write_timeout: Duration,
+}
+
+impl Default for PusherConfig {
+    fn default() -> Self {
+        PusherConfig {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Observed state of a pusher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PusherState {
+    /// Connecting, handshaking or waiting for `publish` to be accepted.
+    Connecting,
+    /// Publishing tags.
+    Publishing,
+    /// Waiting before the next attempt after a failure.
+    Backoff,
+    /// Stopped by order, or the timeline ended; it will not reconnect.
+    Stopped,
+}
+
+/// A snapshot of a pusher.
+#[derive(Debug, Clone)]
+pub struct PusherStatus {
+    /// The destination URL.
+    pub url: String,
+    /// Current state.
+    pub state: PusherState,
+    /// Bytes written to the socket, over all connections.
+    pub bytes_sent: u64,
+    /// Tags published, over all connections.
+    pub tags_sent: u64,
+    /// Connection attempts after the first one.
+    pub reconnects: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Delay of the current (or last) backoff.
+    pub backoff: Duration,
+    /// How long the current connection has been publishing.
+    pub publishing_for: Option<Duration>,
+}
+
+/// Events a pusher reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PusherEvent {
+    /// A connection attempt or a running publish failed.
+    Failed {
+        /// Destination URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+        /// Whether the destination is at fault (see [`PusherError::is_destination_error`]).
+        destination_error: bool,
+    },
+    /// Publishing again after a failure.
+    Recovered {
+        /// Destination URL.
+        url: String,
+    },
+}
+
+struct Shared {
+    status: PusherStatus,
+    publishing_since: Option<Instant>,
+}
+
+/// A running pusher. Dropping it cancels it (the task then ends on its own);
+/// [`Pusher::stop`] also waits for the `deleteStream` to go out.
+pub struct Pusher {
+    url: RtmpUrl,
+    cancel: CancellationToken,
+    shared: Arc<Mutex<Shared>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Pusher {
+    /// Starts publishing `splicer`'s timeline to `url`. Events go to `events` if given.
+    pub fn spawn(
+        url: RtmpUrl,
+        splicer: Splicer,
+        config: PusherConfig,
+        events: Option<mpsc::UnboundedSender<PusherEvent>>,
+    ) -> Pusher {
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Mutex::new(Shared {
+            status: PusherStatus {
+                url: url.url.clone(),
+                state: PusherState::Connecting,
+                bytes_sent: 0,
+                tags_sent: 0,
+                reconnects: 0,
+                last_error: None,
+                backoff: Duration::ZERO,
+                publishing_for: None,
+            },
+            publishing_since: None,
+        }));
+        let worker = Worker {
+            url: url.clone(),
+            splicer,
+            config,
+            events,
+            cancel: cancel.clone(),
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(worker.run());
+        Pusher {
+            url,
+            cancel,
+            shared,
+            task: Some(task),
+        }
+    }
+
+    /// The destination.
+    pub fn url(&self) -> &RtmpUrl {
+        &self.url
+    }
+
+    /// A snapshot of state and counters.
+    pub fn status(&self) -> PusherStatus {
+        let g = lock(&self.shared);
+        let mut st = g.status.clone();
+        st.publishing_for = g.publishing_since.map(|t| t.elapsed());
+        st
+    }
+
+    /// Stops publishing (sends `deleteStream` when connected) and waits up to 3 s for the task.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+                // Stuck in a write to a dead peer: dropping the socket is the only way out.
+                abort.abort();
+            }
+        }
+        set_state(&self.shared, PusherState::Stopped);
+    }
+}
+
+impl Drop for Pusher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set_state(shared: &Mutex<Shared>, state: PusherState) {
+    let mut g = lock(shared);
+    g.status.state = state;
+    if state == PusherState::Publishing {
+        g.publishing_since = Some(Instant::now());
+    } else {
+        g.publishing_since = None;
+    }
+}
+
+/// How one publish attempt ended without error.
+enum Ended {
+    Cancelled,
+    TimelineClosed,
+}
+
+struct Worker {
+    url: RtmpUrl,
+    splicer: Splicer,
+    config: PusherConfig,
+    events: Option<mpsc::UnboundedSender<PusherEvent>>,
+    cancel: CancellationToken,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Worker {
+    #[tracing::instrument(name = "pusher", skip_all, fields(url = %self.url.url))]
+    async fn run(self) {
+        let mut backoff = self.config.backoff_initial;
+        let mut failing = false;
+        let mut attempt: u64 = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            if attempt > 0 {
+                lock(&self.shared).status.reconnects += 1;
+            }
+            attempt += 1;
+            set_state(&self.shared, PusherState::Connecting);
+            let mut published_for = Duration::ZERO;
+            let result = self.publish_once(&mut failing, &mut published_for).await;
+            match result {
+                Ok(Ended::Cancelled) | Ok(Ended::TimelineClosed) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "destination failed");
+                    lock(&self.shared).status.last_error = Some(e.to_string());
+                    if !failing {
+                        failing = true;
+                        self.emit(PusherEvent::Failed {
+                            url: self.url.url.clone(),
+                            reason: e.to_string(),
+                            destination_error: e.is_destination_error(),
+                        });
+                    }
+                }
+            }
+            if published_for >= self.config.stable_after {
+                backoff = self.config.backoff_initial;
+            }
+            {
+                let mut g = lock(&self.shared);
+                g.status.state = PusherState::Backoff;
+                g.status.backoff = backoff;
+                g.publishing_since = None;
+            }
+            // Sleep inside select! so a stop never waits out a long backoff.
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+        set_state(&self.shared, PusherState::Stopped);
+    }
+
+    fn emit(&self, ev: PusherEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        failing: &mut bool,
+        published_for: &mut Duration,
+    ) -> Result<Ended, PusherError> {
+        let setup = tokio::time::timeout(self.config.connect_timeout, self.setup());
+        let (stream, mut session, leftover) = tokio::select! {
+            _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
+            r = setup => r.map_err(|_| PusherError::Timeout("connecting and publishing"))??,
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        // Subscribe only once publishing is accepted, so the first tags are the cached
+        // headers followed by a keyframe, not a backlog from the connect time.
+        let mut sub = self.splicer.subscribe();
+        set_state(&self.shared, PusherState::Publishing);
+        let started = Instant::now();
+        if *failing {
+            *failing = false;
+            self.emit(PusherEvent::Recovered {
+                url: self.url.url.clone(),
+            });
+        }
+        tracing::info!("publishing");
+        let mut buf = vec![0u8; 8192];
+        if !leftover.is_empty() {
+            let results = session.handle_input(&leftover)?;
+            self.send_results(&mut wr, results).await?;
+        }
+        let result = loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    // Best effort goodbye; the peer may already be gone.
+                    if let Ok(results) = session.stop_publishing() {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            self.send_results(&mut wr, results),
+                        ).await;
+                    }
+                    break Ok(Ended::Cancelled);
+                }
+                tag = sub.recv() => {
+                    let Some(tag) = tag else { break Ok(Ended::TimelineClosed) };
+                    if let Err(e) = self.publish_tag(&mut session, &mut wr, &tag).await {
+                        break Err(e);
+                    }
+                }
+                n = rd.read(&mut buf) => {
+                    match n {
+                        Ok(0) => break Err(PusherError::Closed),
+                        Ok(n) => {
+                            let results = match session.handle_input(&buf[..n]) {
+                                Ok(r) => r,
+                                Err(e) => break Err(e.into()),
+                            };
+                            if let Err(e) = self.check_events(&results) {
+                                break Err(e);
+                            }
+                            if let Err(e) = self.send_results(&mut wr, results).await {
+                                break Err(e);
+                            }
+                        }
+                        Err(e) => break Err(e.into()),
+                    }
+                }
+            }
+        };
+        *published_for = started.elapsed();
+        result
+    }
+
+    /// TCP connect, handshake, `connect(app)`, `publish(stream_key)`.
+    async fn setup(&self) -> Result<(TcpStream, ClientSession, Vec<u8>), PusherError> {
+        let addr = self.url.addr();
+        let mut stream = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| PusherError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+
+        let mut handshake = Handshake::new(PeerType::Client);
+        let p0p1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| PusherError::Handshake(format!("{e:?}")))?;
+        stream.write_all(&p0p1).await?;
+        let mut buf = vec![0u8; 8192];
+        let leftover = loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(PusherError::Closed);
+            }
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(|e| PusherError::Handshake(format!("{e:?}")))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    stream.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    stream.write_all(&response_bytes).await?;
+                    break remaining_bytes;
+                }
+            }
+        };
+
+        let mut config = ClientSessionConfig::new();
+        config.tc_url = Some(self.url.tc_url());
+        let (mut session, initial) = ClientSession::new(config)?;
+        let mut out = Vec::new();
+        collect_packets(initial, &mut out);
+        let mut pending = leftover;
+        let connect = session.request_connection(self.url.app.clone())?;
+        collect_packets(vec![connect], &mut out);
+        stream.write_all(&out).await?;
+
+        let mut publish_requested = false;
+        loop {
+            if !pending.is_empty() {
+                let results = session.handle_input(&pending)?;
+                pending.clear();
+                let mut out = Vec::new();
+                let mut accepted_publish = false;
+                for r in results {
+                    match r {
+                        ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                        ClientSessionResult::RaisedEvent(ev) => match ev {
+                            ClientSessionEvent::ConnectionRequestAccepted => {
+                                let req = session.request_publishing(
+                                    self.url.stream_key.clone(),
+                                    PublishRequestType::Live,
+                                )?;
+                                collect_packets(vec![req], &mut out);
+                                publish_requested = true;
+                            }
+                            ClientSessionEvent::ConnectionRequestRejected { description } => {
+                                return Err(PusherError::Rejected {
+                                    stage: "connect",
+                                    description,
+                                });
+                            }
+                            ClientSessionEvent::PublishRequestAccepted => accepted_publish = true,
+                            ClientSessionEvent::UnhandleableOnStatusCode { code }
+                                if publish_requested =>
+                            {
+                                // e.g. NetStream.Publish.BadName when the name is taken.
+                                return Err(PusherError::Rejected {
+                                    stage: "publish",
+                                    description: code,
+                                });
+                            }
+                            _ => {}
+                        },
+                        ClientSessionResult::UnhandleableMessageReceived(_) => {}
+                    }
+                }
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                }
+                if accepted_publish {
+                    return Ok((stream, session, pending));
+                }
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(PusherError::Closed);
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), PusherError> {
+        for r in results {
+            if let ClientSessionResult::RaisedEvent(ClientSessionEvent::UnhandleableOnStatusCode {
+                code,
+            }) = r
+            {
+                // The server ends a publish with an onStatus error (e.g. kicked by a
+                // "drop_idle_publisher" or an auth callback).
+                if code.contains("Failed") || code.contains("BadName") || code.contains("Reject") {
+                    return Err(PusherError::Rejected {
+                        stage: "publish",
+                        description: code.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_results(
+        &self,
+        wr: &mut OwnedWriteHalf,
+        results: Vec<ClientSessionResult>,
+    ) -> Result<(), PusherError> {
+        let mut out = Vec::new();
+        collect_packets(results, &mut out);
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.write(wr, &out).await
+    }
+
+    async fn write(&self, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), PusherError> {
+        tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
+            .await
+            .map_err(|_| PusherError::Timeout("writing to the destination"))??;
+        lock(&self.shared).status.bytes_sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn publish_tag(
+        &self,
+        session: &mut ClientSession,
+        wr: &mut OwnedWriteHalf,
+        tag: &FlvTag,
+    ) -> Result<(), PusherError> {
+        let ts = RtmpTimestamp::new(tag.timestamp);
+        let result = match tag.tag_type {
+            TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
+            TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
+            TagType::Script => match metadata_from_script(&tag.data) {
+                Some(meta) => session.publish_metadata(&meta)?,
+                None => return Ok(()),
+            },
+        };
+        if let ClientSessionResult::OutboundResponse(p) = result {
+            self.write(wr, &p.bytes).await?;
+            lock(&self.shared).status.tags_sent += 1;
+        }
+        Ok(())
+    }
+}
+
+fn collect_packets(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
+    for r in results {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            out.extend_from_slice(&p.bytes);
+        }
+    }
+}
+
+/// Converts an FLV `onMetaData` body into `rml_rtmp`'s metadata (which is all its publish API
+/// accepts). Returns `None` for other script data.
+pub fn metadata_from_script(data: &Bytes) -> Option<StreamMetadata> {
+    let values = rml_amf0::deserialize(&mut Cursor::new(&data[..])).ok()?;
+    let mut it = values.into_iter();
+    let mut name = it.next()?.get_string()?;
+    if name == "@setDataFrame" {
+        name = it.next()?.get_string()?;
+    }
+    if name != "onMetaData" {
+        return None;
+    }
+    let props: HashMap<String, Amf0Value> = it.next()?.get_object_properties()?;
+    let num = |k: &str| match props.get(k) {
+        Some(Amf0Value::Number(n)) if n.is_finite() && *n >= 0.0 => Some(*n),
+        _ => None,
+    };
+    let mut m = StreamMetadata::new();
+    m.video_width = num("width").map(|n| n as u32);
+    m.video_height = num("height").map(|n| n as u32);
+    m.video_codec_id = num("videocodecid").map(|n| n as u32);
+    m.video_frame_rate = num("framerate").map(|n| n as f32);
+    m.video_bitrate_kbps = num("videodatarate").map(|n| n as u32);
+    m.audio_codec_id = num("audiocodecid").map(|n| n as u32);
+    m.audio_bitrate_kbps = num("audiodatarate").map(|n| n as u32);
+    m.audio_sample_rate = num("audiosamplerate").map(|n| n as u32);
+    m.audio_channels = num("audiochannels").map(|n| n as u32);
+    m.audio_is_stereo = match props.get("stereo") {
+        Some(Amf0Value::Boolean(b)) => Some(*b),
+        _ => None,
+    };
+    m.encoder = match props.get("encoder") {
+        Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rtmp_urls() {
+        let u = RtmpUrl::parse("rtmp://example.com/live/stream1").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("example.com", 1935));
+        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "stream1"));
+        assert_eq!(u.tc_url(), "rtmp://example.com:1935/live");
+
+        let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2")
+            .expect("valid");
+        assert_eq!(u.port, 19350);
+        assert_eq!(u.app, "live");
+        assert_eq!(u.stream_key, "abc?auth_key=1-0-0-x&t=2");
+
+        let u = RtmpUrl::parse("rtmp://h/app/inst/key").expect("valid");
+        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("app/inst", "key"));
+
+        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
+        assert_eq!(u.addr(), "[::1]:1936");
+
+        for bad in [
+            "http://h/live/k",
+            "rtmp://h/live",
+            "rtmp:///live/k",
+            "rtmp://h:0/live/k",
+            "rtmp://h:x/live/k",
+            "rtmp://h//k",
+            "rtmp://h/live/",
+            "rtmp://u:p@h/live/k",
+        ] {
+            let e = RtmpUrl::parse(bad).expect_err(bad);
+            assert!(e.is_destination_error());
+        }
+    }
+
+    #[test]
+    fn converts_ffmpeg_metadata() {
+        let Some(flv) = crate::flv::test_media::ffmpeg_flv(320, 240, 1) else {
+            eprintln!("SKIP: ffmpeg not available");
+            return;
+        };
+        let mut p = crate::flv::FlvParser::new();
+        let items = p.feed(&flv).expect("flv");
+        let meta = items
+            .into_iter()
+            .find_map(|i| match i {
+                crate::flv::FlvItem::Tag(t) if t.is_metadata() => Some(t),
+                _ => None,
+            })
+            .expect("metadata tag");
+        let m = metadata_from_script(&meta.data).expect("parsed");
+        assert_eq!((m.video_width, m.video_height), (Some(320), Some(240)));
+        assert_eq!(m.video_codec_id, Some(7));
+        assert_eq!(m.audio_codec_id, Some(10));
+    }
+
+    #[tokio::test]
+    async fn unreachable_destination_backs_off_and_stops_promptly() {
+        // A port nobody listens on: bind, read the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = PusherConfig {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            ..PusherConfig::default()
+        };
+        let p = Pusher::spawn(url, Splicer::default(), config, Some(tx));
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("event in time")
+            .expect("event");
+        assert!(matches!(ev, PusherEvent::Failed { destination_error: true, .. }));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let st = p.status();
+        // 100 + 200 + 400 + 400 ms of backoff fit in 1.2 s: at least 3 reconnects, no more than 6.
+        assert!((3..=6).contains(&st.reconnects), "reconnects {}", st.reconnects);
+        assert!(st.backoff <= Duration::from_millis(400));
+        assert!(st.last_error.is_some());
+        // Only one Failed event per outage.
+        assert!(rx.try_recv().is_err());
+        let t = Instant::now();
+        p.stop().await;
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn stop_does_not_wait_out_a_long_backoff() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
+        let config = PusherConfig {
+            backoff_initial: Duration::from_secs(3600),
+            ..PusherConfig::default()
+        };
+        let p = Pusher::spawn(url, Splicer::default(), config, None);
+        for _ in 0..200 {
+            if p.status().state == PusherState::Backoff {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(p.status().state, PusherState::Backoff);
+        let status = p.shared.clone();
+        let t = Instant::now();
+        p.stop().await;
+        assert!(t.elapsed() < Duration::from_millis(200));
+        assert_eq!(lock(&status).status.state, PusherState::Stopped);
+    }
+}

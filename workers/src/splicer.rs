@@ -1,0 +1,566 @@
+//! The splicer: one continuous output timeline across ingest switches, and a fan-out to
+//! independent subscribers.
+//!
+//! Every ingest (primary, backup, next playlist item) is an ffmpeg whose FLV starts its own
+//! clock. The splicer rebases each source so the output timestamps continue from the last
+//! output timestamp plus one frame interval, forwards the new source's own sequence headers
+//! (so decoders follow a codec or resolution change) and drops its `onMetaData` (a second
+//! metadata mid-stream confuses players and nginx-rtmp alike).
+//!
+//! Fan-out is through one bounded channel per subscriber, filled with `try_send` from the
+//! ingest path: a slow subscriber never blocks the ingest or the others. When its buffer is
+//! full it drops everything up to the next video keyframe (partial GOPs only produce decoder
+//! errors), then resumes. A new subscriber first gets the cached metadata and sequence
+//! headers, then tags from the next keyframe on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use crate::flv::{FlvTag, TagType};
+
+/// Default per-subscriber buffer in tags (~7 s of 25 fps video + 44.1 kHz AAC).
+pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 512;
+/// Assumed frame interval before the splicer has seen two video frames, in ms (25 fps).
+const DEFAULT_FRAME_INTERVAL_MS: u32 = 40;
+/// A jump backwards in a source's timestamps larger than this (ms) is a discontinuity (the
+/// source restarted its clock); the source is rebased instead of being clamped for ever.
+const MAX_BACKWARD_JUMP_MS: i64 = 1_000;
+/// A jump forwards larger than this (ms) is a discontinuity too (e.g. a timestamp reset
+/// upstream); players would otherwise freeze for the length of the jump.
+const MAX_FORWARD_JUMP_MS: i64 = 10_000;
+
+/// Configuration of a [`Splicer`].
+#[derive(Debug, Clone)]
+pub struct SplicerConfig {
+    /// Buffer of each subscriber, in tags. Default [`DEFAULT_SUBSCRIBER_CAPACITY`].
+    pub subscriber_capacity: usize,
+}
+
+impl Default for SplicerConfig {
+    fn default() -> Self {
+        SplicerConfig {
+            subscriber_capacity: DEFAULT_SUBSCRIBER_CAPACITY,
+        }
+    }
+}
+
+/// Counters of the splicer, for status and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplicerStats {
+    /// Tags received from all sources.
+    pub tags_in: u64,
+    /// Body bytes received from all sources.
+    pub bytes_in: u64,
+    /// Video frames (not sequence headers) put on the output timeline.
+    pub video_frames_out: u64,
+    /// Number of sources begun ([`Splicer::begin_source`] calls).
+    pub sources: u64,
+    /// Last output timestamp in ms (the position on the continuous timeline).
+    pub last_timestamp: u32,
+    /// Current estimate of the video frame interval in ms.
+    pub frame_interval_ms: u32,
+    /// Number of live subscribers.
+    pub subscribers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    /// Skipping until a video keyframe (new subscriber, or one that lagged).
+    AwaitKeyframe,
+    /// Receiving every tag.
+    Live,
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<FlvTag>,
+    state: SubState,
+    /// Header generation this subscriber last received, to know whether it missed a switch
+    /// while it was dropping frames.
+    header_gen: u64,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    config: SplicerConfig,
+    subscribers: Vec<Subscriber>,
+    metadata: Option<FlvTag>,
+    video_header: Option<FlvTag>,
+    audio_header: Option<FlvTag>,
+    /// Bumped whenever a cached sequence header changes.
+    header_gen: u64,
+    /// Whether any output has been produced (the first source starts at 0).
+    started: bool,
+    /// Added to a source timestamp to get the output timestamp; `None` = rebase on next tag.
+    offset: Option<i64>,
+    last_out: u32,
+    last_video_in: Option<u32>,
+    frame_interval: u32,
+    /// Whether the current source has sent a video keyframe yet: inter frames before it
+    /// cannot be decoded and are dropped.
+    source_keyframe_seen: bool,
+    /// Whether `onMetaData` has been forwarded once on this timeline.
+    metadata_sent: bool,
+    closed: bool,
+    stats: SplicerStats,
+}
+
+/// A handle to a splicer; clones share the same splicer. Cheap to clone and `Send + Sync`.
+#[derive(Clone)]
+pub struct Splicer {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A subscription: tags on the continuous timeline, starting with cached metadata and
+/// sequence headers and then a keyframe. Ends (`recv` returns `None`) when the splicer closes.
+pub struct Subscription {
+    rx: mpsc::Receiver<FlvTag>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// Next tag; `None` once the splicer is closed and the buffer drained.
+    pub async fn recv(&mut self) -> Option<FlvTag> {
+        self.rx.recv().await
+    }
+
+    /// Non-blocking receive, for tests.
+    pub fn try_recv(&mut self) -> Option<FlvTag> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Tags dropped for this subscriber because it was too slow.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Splicer {
+    fn default() -> Self {
+        Splicer::new(SplicerConfig::default())
+    }
+}
+
+impl Splicer {
+    /// A splicer with the given configuration.
+    pub fn new(config: SplicerConfig) -> Self {
+        Splicer {
+            inner: Arc::new(Mutex::new(Inner {
+                config,
+                frame_interval: DEFAULT_FRAME_INTERVAL_MS,
+                ..Inner::default()
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind, still consistent enough to
+        // keep relaying; refusing to continue would take every destination down.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Announces that the tags pushed from now on come from a new ingest: the next tag is
+    /// rebased to `last output + one frame interval`, and video is held back until the new
+    /// source's first keyframe.
+    pub fn begin_source(&self) {
+        let mut s = self.lock();
+        s.offset = None;
+        s.last_video_in = None;
+        s.source_keyframe_seen = false;
+        s.stats.sources += 1;
+    }
+
+    /// Feeds one tag of the current source.
+    pub fn push(&self, tag: FlvTag) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.stats.tags_in += 1;
+        s.stats.bytes_in += tag.data.len() as u64;
+
+        if tag.tag_type == TagType::Script {
+            if tag.is_metadata() {
+                // Cache the newest for subscribers that join later; forward only the first so
+                // players see one metadata per connection.
+                s.metadata = Some(tag.with_timestamp(0));
+                if s.metadata_sent {
+                    return;
+                }
+                s.metadata_sent = true;
+                let ts = s.last_out;
+                let out = tag.with_timestamp(ts);
+                s.fan_out(&out);
+            }
+            // Other script tags (onTextData, cue points) are source specific: not relayed.
+            return;
+        }
+
+        if tag.is_video_end_of_sequence() {
+            // The end of one ingest is not the end of the output: a decoder would flush and
+            // some players stop at it.
+            return;
+        }
+        if tag.is_video_frame() {
+            if tag.is_keyframe() {
+                s.source_keyframe_seen = true;
+            } else if !s.source_keyframe_seen {
+                return;
+            }
+        }
+
+        let ts = s.rebase(&tag);
+        let out = tag.with_timestamp(ts);
+        if out.is_video_sequence_header() {
+            s.video_header = Some(out.with_timestamp(0));
+            s.header_gen += 1;
+        } else if out.is_audio_sequence_header() {
+            s.audio_header = Some(out.with_timestamp(0));
+            s.header_gen += 1;
+        } else if out.tag_type == TagType::Video {
+            s.stats.video_frames_out += 1;
+        }
+        s.fan_out(&out);
+    }
+
+    /// Adds a subscriber. It receives the cached metadata and sequence headers at once, then
+    /// tags from the next video keyframe on.
+    pub fn subscribe(&self) -> Subscription {
+        let mut s = self.lock();
+        let cap = s.config.subscriber_capacity.max(8);
+        let (tx, rx) = mpsc::channel(cap);
+        let dropped = Arc::new(AtomicU64::new(0));
+        if !s.closed {
+            let mut sub = Subscriber {
+                tx,
+                state: SubState::AwaitKeyframe,
+                header_gen: s.header_gen,
+                dropped: dropped.clone(),
+            };
+            // A fresh channel has room for the three cached tags.
+            for t in s.cached_headers() {
+                let _ = sub.tx.try_send(t);
+            }
+            if !s.has_video() {
+                sub.state = SubState::Live;
+            }
+            s.subscribers.push(sub);
+            s.stats.subscribers = s.subscribers.len();
+        }
+        // When closed, `tx` is dropped here and the subscription ends at once.
+        Subscription { rx, dropped }
+    }
+
+    /// Ends the timeline: every subscription drains and then ends.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.subscribers.clear();
+        s.stats.subscribers = 0;
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SplicerStats {
+        let s = self.lock();
+        let mut st = s.stats.clone();
+        st.last_timestamp = s.last_out;
+        st.frame_interval_ms = s.frame_interval;
+        st
+    }
+}
+
+impl Inner {
+    fn has_video(&self) -> bool {
+        self.video_header.is_some()
+    }
+
+    /// Metadata and sequence headers, stamped with the current position.
+    fn cached_headers(&self) -> Vec<FlvTag> {
+        [&self.metadata, &self.video_header, &self.audio_header]
+            .into_iter()
+            .flatten()
+            .map(|t| t.with_timestamp(self.last_out))
+            .collect()
+    }
+
+    /// Maps a source timestamp onto the output timeline and keeps it monotonic.
+    fn rebase(&mut self, tag: &FlvTag) -> u32 {
+        let src = i64::from(tag.timestamp);
+        if tag.is_video_frame() {
+            if let Some(prev) = self.last_video_in {
+                let d = tag.timestamp.wrapping_sub(prev);
+                if (1..=200).contains(&d) {
+                    self.frame_interval = d;
+                }
+            }
+            self.last_video_in = Some(tag.timestamp);
+        }
+        let target = match self.offset {
+            Some(off) => {
+                let t = src + off;
+                let last = i64::from(self.last_out);
+                if t < last - MAX_BACKWARD_JUMP_MS || t > last + MAX_FORWARD_JUMP_MS {
+                    None
+                } else {
+                    Some(t)
+                }
+            }
+            None => None,
+        };
+        let t = match target {
+            Some(t) => t,
+            None => {
+                let start = if self.started {
+                    i64::from(self.last_out) + i64::from(self.frame_interval)
+                } else {
+                    0
+                };
+                self.offset = Some(start - src);
+                start
+            }
+        };
+        self.started = true;
+        // Audio and video of one source interleave by DTS; small inversions are clamped so
+        // the connection-level timeline never goes backwards.
+        let t = t.clamp(i64::from(self.last_out), i64::from(u32::MAX)) as u32;
+        self.last_out = t;
+        t
+    }
+
+    fn fan_out(&mut self, tag: &FlvTag) {
+        let headers = self.cached_headers();
+        let gen = self.header_gen;
+        let is_key = tag.is_key_picture();
+        let is_header = tag.is_sequence_header() || tag.is_metadata();
+        self.subscribers.retain_mut(|sub| {
+            if sub.tx.is_closed() {
+                return false;
+            }
+            if sub.state == SubState::AwaitKeyframe {
+                if is_header {
+                    // Keep headers current even while waiting: they are tiny and a switch
+                    // may have happened.
+                    if sub.tx.try_send(tag.clone()).is_ok() {
+                        sub.header_gen = gen;
+                    }
+                    return true;
+                }
+                if !is_key {
+                    sub.dropped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                if sub.header_gen != gen {
+                    // It missed a header change while dropping: resend all, or keep waiting.
+                    if sub.tx.capacity() < headers.len() + 1 {
+                        sub.dropped.fetch_add(1, Ordering::Relaxed);
+                        return true;
+                    }
+                    for h in &headers {
+                        let _ = sub.tx.try_send(h.clone());
+                    }
+                    sub.header_gen = gen;
+                }
+                sub.state = SubState::Live;
+            }
+            match sub.tx.try_send(tag.clone()) {
+                Ok(()) => {
+                    if is_header {
+                        sub.header_gen = gen;
+                    }
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.dropped.fetch_add(1, Ordering::Relaxed);
+                    sub.state = SubState::AwaitKeyframe;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.stats.subscribers = self.subscribers.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flv::test_media::ffmpeg_flv;
+    use crate::flv::{FlvItem, FlvParser};
+
+    fn tags_of(flv: &[u8]) -> Vec<FlvTag> {
+        let mut p = FlvParser::new();
+        p.feed(flv)
+            .expect("valid flv")
+            .into_iter()
+            .filter_map(|i| match i {
+                FlvItem::Tag(t) => Some(t),
+                FlvItem::Header(_) => None,
+            })
+            .collect()
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<FlvTag> {
+        let mut v = Vec::new();
+        while let Some(t) = sub.try_recv() {
+            v.push(t);
+        }
+        v
+    }
+
+    /// Width/height from an AVC decoder configuration record are awkward to get; the record's
+    /// SPS bytes differ between resolutions, which is what the test needs.
+    fn sps_bytes(t: &FlvTag) -> Vec<u8> {
+        t.data[5..].to_vec()
+    }
+
+    #[test]
+    fn switch_between_two_sources_keeps_one_monotonic_timeline() {
+        let (Some(a), Some(b)) = (ffmpeg_flv(640, 360, 3), ffmpeg_flv(320, 240, 2)) else {
+            eprintln!("SKIP: ffmpeg not available");
+            return;
+        };
+        let (a, b) = (tags_of(&a), tags_of(&b));
+        let splicer = Splicer::new(SplicerConfig {
+            subscriber_capacity: 10_000,
+        });
+        let mut sub = splicer.subscribe();
+        splicer.begin_source();
+        for t in &a {
+            splicer.push(t.clone());
+        }
+        let pos_a = splicer.stats().last_timestamp;
+        splicer.begin_source();
+        for t in &b {
+            splicer.push(t.clone());
+        }
+        let out = drain(&mut sub);
+
+        // One onMetaData only, at the start.
+        assert_eq!(out.iter().filter(|t| t.is_metadata()).count(), 1);
+        assert!(out[0].is_metadata());
+        // Both sources' sequence headers went out, each in front of its own frames.
+        let vh: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].is_video_sequence_header())
+            .collect();
+        assert_eq!(vh.len(), 2);
+        assert_ne!(sps_bytes(&out[vh[0]]), sps_bytes(&out[vh[1]]));
+        assert_eq!(
+            out.iter().filter(|t| t.is_audio_sequence_header()).count(),
+            2
+        );
+        // Monotonic over the whole output.
+        for w in out.windows(2) {
+            assert!(w[1].timestamp >= w[0].timestamp, "{} then {}", w[0].timestamp, w[1].timestamp);
+        }
+        // The second source starts one frame interval after the first one's last tag.
+        let first_b = &out[vh[1]];
+        assert_eq!(first_b.timestamp, pos_a + 40);
+        // First frame after the switch is a keyframe.
+        let after = out[vh[1]..]
+            .iter()
+            .find(|t| t.is_video_frame())
+            .expect("frames of b");
+        assert!(after.is_keyframe());
+        let end = out.last().map(|t| t.timestamp).unwrap_or(0);
+        assert!((4900..=5200).contains(&end), "end {end}");
+        assert_eq!(splicer.stats().video_frames_out, 125);
+    }
+
+    #[test]
+    fn late_subscriber_gets_headers_then_starts_at_keyframe() {
+        let Some(a) = ffmpeg_flv(320, 240, 3) else {
+            eprintln!("SKIP: ffmpeg not available");
+            return;
+        };
+        let a = tags_of(&a);
+        let splicer = Splicer::default();
+        splicer.begin_source();
+        let mid = a.len() / 3;
+        for t in &a[..mid] {
+            splicer.push(t.clone());
+        }
+        let mut late = splicer.subscribe();
+        for t in &a[mid..] {
+            splicer.push(t.clone());
+        }
+        let out = drain(&mut late);
+        assert!(out[0].is_metadata());
+        assert!(out[1].is_video_sequence_header());
+        assert!(out[2].is_audio_sequence_header());
+        assert!(out[3].is_keyframe(), "then a keyframe");
+        assert!(out[3].timestamp >= 1960, "the 2 s keyframe, got {}", out[3].timestamp);
+        assert_eq!(late.dropped() as usize, mid_drops(&a, mid));
+    }
+
+    /// Tags between the subscription and the next keyframe that are counted as dropped.
+    fn mid_drops(a: &[FlvTag], mid: usize) -> usize {
+        a[mid..]
+            .iter()
+            .take_while(|t| !t.is_key_picture())
+            .filter(|t| !t.is_sequence_header() && !t.is_metadata())
+            .count()
+    }
+
+    #[test]
+    fn slow_subscriber_drops_to_next_keyframe_without_blocking_others() {
+        let Some(a) = ffmpeg_flv(320, 240, 5) else {
+            eprintln!("SKIP: ffmpeg not available");
+            return;
+        };
+        let a = tags_of(&a);
+        let splicer = Splicer::new(SplicerConfig {
+            subscriber_capacity: 20,
+        });
+        let mut slow = splicer.subscribe();
+        let mut fast = splicer.subscribe();
+        splicer.begin_source();
+        let mut fast_out = Vec::new();
+        for t in &a {
+            splicer.push(t.clone());
+            while let Some(t) = fast.try_recv() {
+                fast_out.push(t);
+            }
+        }
+        assert_eq!(fast.dropped(), 0);
+        assert_eq!(
+            fast_out
+                .iter()
+                .filter(|t| t.is_video_frame())
+                .count(),
+            125
+        );
+        let slow_out = drain(&mut slow);
+        assert!(slow.dropped() > 0);
+        assert!(slow_out.len() <= 20);
+        // What the slow one got is a prefix up to the point it filled, not a random mix.
+        assert!(slow_out[0].is_metadata());
+        // Now it reads again; the next tags it gets start at a keyframe.
+        let mut after = Vec::new();
+        splicer.begin_source();
+        for t in &a {
+            splicer.push(t.clone());
+            while let Some(t) = slow.try_recv() {
+                after.push(t);
+            }
+        }
+        let first_frame = after
+            .iter()
+            .find(|t| t.tag_type != TagType::Script && !t.is_sequence_header())
+            .expect("frames");
+        assert!(first_frame.is_keyframe());
+    }
+
+    #[test]
+    fn closed_splicer_ends_subscriptions() {
+        let splicer = Splicer::default();
+        let mut sub = splicer.subscribe();
+        splicer.close();
+        assert!(sub.try_recv().is_none());
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        let Ok(rt) = rt else { return };
+        assert!(rt.block_on(sub.recv()).is_none());
+        assert_eq!(splicer.stats().subscribers, 0);
+    }
+}

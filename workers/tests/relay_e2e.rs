@@ -1,0 +1,343 @@
+//! End-to-end relay tests on a private nginx-rtmp with real ffmpeg publishers, ingest and
+//! ffprobe players. They run one at a time (a shared lock): each publisher encodes 720p
+//! x264 and the machine is small, so parallel runs would only measure CPU contention.
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use relaycast_workers::ingest::IngestSpec;
+use relaycast_workers::pusher::PusherState;
+use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
+use support::{Nginx, Publisher};
+use tokio::sync::mpsc;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let stat = nginx.stat();
+        let ok = names.iter().all(|n| {
+            stat.iter()
+                .any(|s| s.name == *n && s.publisher.is_some() && s.bytes_in > 50_000)
+        });
+        if ok {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<SessionEvent>) -> Vec<SessionEvent> {
+    let mut v = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        v.push(e);
+    }
+    v
+}
+
+fn assert_no_leftovers() {
+    // Killed children are reaped by their owners; give the ingest stop a moment.
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = support::leftover_children();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "processes left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (a) One published source relayed to three destinations on the same nginx: all three are
+/// playable with the source's codecs and size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_one_source_to_three_destinations() {
+    require_nginx_rtmp!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+
+    let dests: Vec<String> = ["a1", "a2", "a3"].iter().map(|n| nginx.url(n)).collect();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
+        tx,
+    )
+    .expect("session starts");
+
+    // Players wait on the destinations from the start (play before publish, as a viewer
+    // who opened the page first), so their time is the relay's time to first frame.
+    let probes = std::thread::scope(|s| {
+        let players: Vec<_> = dests
+            .iter()
+            .map(|u| s.spawn(move || support::wait_playable(u, Duration::from_secs(10))))
+            .collect();
+        let publishing =
+            wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
+        let probes: Vec<_> = players
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect();
+        (publishing, probes)
+    });
+    let (publishing, probes) = probes;
+    let publishing = publishing.expect("all three destinations publishing");
+    eprintln!("(a) all 3 destinations publishing (stat) after {publishing:?}");
+    for (url, p) in dests.iter().zip(&probes) {
+        let (p, took) = p.clone().unwrap_or_else(|| panic!("{url} not playable"));
+        eprintln!("(a) {url}: {p:?}, probed {took:?} after the session start");
+        assert_eq!(p.video_codec.as_deref(), Some("h264"));
+        assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+        assert_eq!((p.width, p.height), (1280, 720));
+        assert!((p.fps - 25.0).abs() < 0.5, "fps {}", p.fps);
+        assert!(took < Duration::from_secs(6), "slow first frame: {took:?}");
+    }
+    assert!(publishing < Duration::from_secs(5), "slow start: {publishing:?}");
+
+    let st = session.status();
+    eprintln!(
+        "(a) status: source {} {:?}, {:.0} kbit/s, {:.1} fps, position {} ms",
+        st.current_source, st.source_state, st.bitrate_kbps, st.fps, st.position_ms
+    );
+    assert!((20.0..=30.0).contains(&st.fps), "fps {}", st.fps);
+    assert!(st.destinations.iter().all(|d| d.state == PusherState::Publishing));
+    assert!(st.destinations.iter().all(|d| d.reconnects == 0 && d.bytes_sent > 100_000));
+    session.stop().await;
+    let events = drain(&mut rx);
+    assert_eq!(events.first(), Some(&SessionEvent::Started));
+    assert!(matches!(events.last(), Some(SessionEvent::Finished { .. })));
+    assert!(
+        !events.iter().any(|e| matches!(e, SessionEvent::DestinationFailed { .. })),
+        "{events:?}"
+    );
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (b) Stopping one of three destinations leaves the other two on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_one_destination_leaves_the_others_alone() {
+    require_nginx_rtmp!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let dests: Vec<String> = ["b1", "b2", "b3"].iter().map(|n| nginx.url(n)).collect();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
+        tx,
+    )
+    .expect("session starts");
+    wait_all_publishing(&nginx, &["b1", "b2", "b3"], Duration::from_secs(10))
+        .expect("all publishing");
+    let before = nginx.stat();
+    let get = |stat: &[support::StreamStat], n: &str| stat.iter().find(|s| s.name == n).cloned();
+
+    session.stop_destination(&dests[1]).await.expect("stop b2");
+    assert!(session.stop_destination(&dests[1]).await.is_err(), "already gone");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = nginx.stat();
+    for n in ["b1", "b3"] {
+        let (b, a) = (get(&before, n).expect("before"), get(&after, n).expect("after"));
+        let (bp, ap) = (b.publisher.expect("pub"), a.publisher.expect("pub"));
+        eprintln!(
+            "(b) {n}: client {} -> {}, uptime {} -> {} ms, bytes_in {} -> {}",
+            bp.id, ap.id, bp.time_ms, ap.time_ms, b.bytes_in, a.bytes_in
+        );
+        assert_eq!(bp.id, ap.id, "{n} reconnected");
+        assert!(ap.time_ms >= bp.time_ms + 1500);
+        assert!(a.bytes_in > b.bytes_in + 100_000);
+    }
+    let b2 = get(&after, "b2");
+    assert!(b2.and_then(|s| s.publisher).is_none(), "b2 still publishing");
+    let st = session.status();
+    assert_eq!(st.destinations.len(), 2);
+    assert!(st.destinations.iter().all(|d| d.reconnects == 0));
+    session.stop().await;
+    assert!(!drain(&mut rx)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::DestinationFailed { .. })));
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (c) The primary publisher dies: the session fails over to the backup (another stream
+/// name, another resolution) without reconnecting any destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
+    require_nginx_rtmp!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let mut primary = Publisher::start(&nginx.url("primary"));
+    let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
+    nginx
+        .wait_publishing("primary", Duration::from_secs(10))
+        .expect("primary published");
+    nginx
+        .wait_publishing("backup", Duration::from_secs(10))
+        .expect("backup published");
+    let dests: Vec<String> = ["c1", "c2"].iter().map(|n| nginx.url(n)).collect();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![
+                IngestSpec::live(nginx.url("primary")),
+                IngestSpec::live(nginx.url("backup")),
+            ],
+            dests.clone(),
+        ),
+        tx,
+    )
+    .expect("session starts");
+    wait_all_publishing(&nginx, &["c1", "c2"], Duration::from_secs(10)).expect("publishing");
+    let (p, _) = support::wait_playable(&dests[0], Duration::from_secs(10)).expect("playable");
+    assert_eq!((p.width, p.height), (1280, 720));
+    let before = nginx.stat();
+    let pos_before = session.status().position_ms;
+
+    primary.kill();
+    let killed = Instant::now();
+    // Playable from the backup: a player that connects now gets the backup's 640x360.
+    let mut recovered = None;
+    while killed.elapsed() < Duration::from_secs(15) {
+        if let Some(p) = support::ffprobe(&dests[0], Duration::from_secs(5)) {
+            if (p.width, p.height) == (640, 360) {
+                recovered = Some(killed.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovered = recovered.expect("destination plays the backup");
+    let st = session.status();
+    eprintln!(
+        "(c) playable from the backup {recovered:?} after the primary was killed; \
+         source {} {:?}, position {} -> {} ms",
+        st.current_source, st.source_state, pos_before, st.position_ms
+    );
+    assert_eq!(st.current_source, 1);
+    let after = nginx.stat();
+    for n in ["c1", "c2"] {
+        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        let a = after.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        let (b, a) = (b.expect("before"), a.expect("after"));
+        eprintln!("(c) {n}: client {} -> {}, uptime {} -> {} ms", b.id, a.id, b.time_ms, a.time_ms);
+        assert_eq!(b.id, a.id, "{n} reconnected");
+        assert!(a.time_ms > b.time_ms);
+    }
+    assert!(st.destinations.iter().all(|d| d.reconnects == 0));
+    let events = drain(&mut rx);
+    eprintln!("(c) events: {events:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })));
+    assert!(events.contains(&SessionEvent::SwitchedSource { from: 0, to: 1 }));
+    assert!(recovered < Duration::from_secs(8), "slow failover: {recovered:?}");
+
+    // Manual switch back to the (restarted) primary, still on the same connections.
+    let mut primary = Publisher::start(&nginx.url("primary"));
+    nginx
+        .wait_publishing("primary", Duration::from_secs(10))
+        .expect("primary back");
+    let switch_at = Instant::now();
+    session.switch_to_source(0).await.expect("switch");
+    let mut back = None;
+    while switch_at.elapsed() < Duration::from_secs(10) {
+        if let Some(p) = support::ffprobe(&dests[1], Duration::from_secs(5)) {
+            if (p.width, p.height) == (1280, 720) {
+                back = Some(switch_at.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = back.expect("back on the primary");
+    let last = nginx.stat();
+    for n in ["c1", "c2"] {
+        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        let a = last.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        assert_eq!(b.map(|c| c.id), a.map(|c| c.id), "{n} reconnected on switch back");
+    }
+    eprintln!("(c) back on the primary, playable after {back:?}");
+    session.stop().await;
+    primary.kill();
+    drop(_backup);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (d) An unreachable destination keeps retrying with backoff and does not disturb a
+/// reachable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_destination_does_not_disturb_a_reachable_one() {
+    require_nginx_rtmp!();
+    let _serial = serial();
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let closed = format!("rtmp://127.0.0.1:{}/live/nowhere", support::free_port());
+    let good = nginx.url("d1");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![IngestSpec::live(nginx.url("src"))],
+            vec![good.clone(), closed.clone()],
+        ),
+        tx,
+    )
+    .expect("session starts");
+    let t = wait_all_publishing(&nginx, &["d1"], Duration::from_secs(10)).expect("d1 publishing");
+    let (p, _) = support::wait_playable(&good, Duration::from_secs(10)).expect("d1 playable");
+    assert_eq!((p.width, p.height), (1280, 720));
+    let first = nginx.stream("d1").and_then(|s| s.publisher).expect("pub");
+    std::thread::sleep(Duration::from_secs(3));
+    let later = nginx.stream("d1").and_then(|s| s.publisher).expect("pub");
+    assert_eq!(first.id, later.id);
+    let st = session.status();
+    let bad = st
+        .destinations
+        .iter()
+        .find(|d| d.url == closed)
+        .expect("bad destination listed");
+    let ok = st.destinations.iter().find(|d| d.url == good).expect("good");
+    eprintln!(
+        "(d) d1 publishing after {t:?}; unreachable: {:?}, {} reconnects, last error {:?}; good: {:?}, {} bytes",
+        bad.state, bad.reconnects, bad.last_error, ok.state, ok.bytes_sent
+    );
+    assert!(matches!(bad.state, PusherState::Backoff | PusherState::Connecting));
+    assert!(bad.reconnects >= 2);
+    assert_eq!(ok.state, PusherState::Publishing);
+    assert_eq!(ok.reconnects, 0);
+    session.stop().await;
+    let events = drain(&mut rx);
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::DestinationFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1, "one failure event per outage: {events:?}");
+    assert!(matches!(
+        failed[0],
+        SessionEvent::DestinationFailed { url, destination_error: true, .. } if *url == closed
+    ));
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}

@@ -1,0 +1,469 @@
+//! Test harness for the data plane: a private nginx-rtmp, test publishers, ffprobe and the
+//! nginx-rtmp stat page. Every process started here runs in its own process group and is
+//! killed (as a group) on drop, so a failing test leaves nothing behind.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relaycast_workers::process::{kill_group, own_process_group};
+
+/// Where Debian's libnginx-mod-rtmp installs the module.
+pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// A child process in its own group, killed with its group on drop.
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` in a new process group.
+    pub fn spawn(name: &str, cmd: &mut Command) -> std::io::Result<Self> {
+        own_process_group(cmd);
+        let child = cmd.spawn()?;
+        Ok(ChildGuard {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    /// The child's pid (= its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the group and reaps the child.
+    pub fn kill(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            eprintln!("[harness] stopping {} (pid {})", self.name, self.child.id());
+        }
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// Returns a reason to skip when the environment lacks nginx with the RTMP module or ffmpeg.
+pub fn skip_reason() -> Option<String> {
+    if !Path::new(RTMP_MODULE).exists() {
+        return Some(format!("nginx RTMP module not found at {RTMP_MODULE}"));
+    }
+    for bin in ["nginx", "ffmpeg", "ffprobe"] {
+        let ok = Command::new(bin)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            return Some(format!("{bin} not installed"));
+        }
+    }
+    None
+}
+
+/// Skips the calling test (returns early) with a clear message when the harness cannot run.
+#[macro_export]
+macro_rules! require_nginx_rtmp {
+    () => {
+        if let Some(reason) = support::skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+/// A private nginx with the RTMP module: application `live`, stat page at `/stat`.
+pub struct Nginx {
+    /// RTMP port on 127.0.0.1.
+    pub rtmp_port: u16,
+    /// HTTP port on 127.0.0.1 serving `/stat`.
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+    child: ChildGuard,
+}
+
+impl Nginx {
+    /// Starts nginx in a temp prefix and waits until both ports accept.
+    pub fn start() -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rtmp_port = free_port();
+        let http_port = free_port();
+        let p = dir.path().display();
+        let conf = format!(
+            r#"load_module {RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {p}/error.log info;
+pid {p}/nginx.pid;
+events {{ worker_connections 256; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        chunk_size 4096;
+        application live {{
+            live on;
+        }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /stat {{ rtmp_stat all; }}
+    }}
+}}
+"#
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = ChildGuard::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-c")
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("spawn nginx");
+        let mut n = Nginx {
+            rtmp_port,
+            http_port,
+            dir,
+            child,
+        };
+        let ok = wait_for_port(rtmp_port, Duration::from_secs(5))
+            && wait_for_port(http_port, Duration::from_secs(5));
+        if !ok || !n.child.is_running() {
+            let log = std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
+            panic!("nginx did not start:\n{log}");
+        }
+        n
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp_port)
+    }
+
+    /// The prefix directory (config, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fetches and parses `/stat`.
+    pub fn stat(&self) -> Vec<StreamStat> {
+        parse_stat(&self.stat_xml())
+    }
+
+    /// The stat of one stream of application `live`, if it exists.
+    pub fn stream(&self, name: &str) -> Option<StreamStat> {
+        self.stat().into_iter().find(|s| s.name == name)
+    }
+
+    /// Raw `/stat` XML (plain HTTP/1.0 GET; no client library needed for one request).
+    pub fn stat_xml(&self) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http_port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /stat HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        match body.split_once("\r\n\r\n") {
+            Some((_, b)) => b.to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Waits until `name` has a publisher, returning its stat.
+    pub fn wait_publishing(&self, name: &str, within: Duration) -> Option<StreamStat> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some(s) = self.stream(name) {
+                if s.publisher.is_some() && s.has_video_meta() {
+                    return Some(s);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+/// The publishing client of a stream, from the stat page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStat {
+    /// nginx-rtmp's connection id.
+    pub id: u64,
+    /// Connected for this long, in ms.
+    pub time_ms: u64,
+    /// Remote address.
+    pub address: String,
+}
+
+/// One stream of the stat page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStat {
+    /// Stream name.
+    pub name: String,
+    /// Stream age in ms.
+    pub time_ms: u64,
+    /// Bytes received from the publisher.
+    pub bytes_in: u64,
+    /// The publishing client, if any.
+    pub publisher: Option<ClientStat>,
+    /// Number of clients (publisher + players).
+    pub nclients: u64,
+    /// Video width and height from the stream's metadata block.
+    pub video_size: Option<(u32, u32)>,
+}
+
+impl StreamStat {
+    fn has_video_meta(&self) -> bool {
+        self.video_size.is_some()
+    }
+}
+
+fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    Some(&xml[start..end])
+}
+
+fn blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(&after[..j]);
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+/// Parses the streams of nginx-rtmp's `rtmp_stat all` XML. The format is flat and stable, so
+/// a few string searches do instead of an XML dependency.
+pub fn parse_stat(xml: &str) -> Vec<StreamStat> {
+    let num = |s: Option<&str>| s.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    blocks(xml, "stream")
+        .into_iter()
+        .map(|s| {
+            // Client blocks come after the meta block; stream-level fields before them.
+            let head = s.split("<client>").next().unwrap_or(s);
+            let publisher = blocks(s, "client")
+                .into_iter()
+                .find(|c| c.contains("<publishing/>"))
+                .map(|c| ClientStat {
+                    id: num(tag(c, "id")),
+                    time_ms: num(tag(c, "time")),
+                    address: tag(c, "address").unwrap_or("").to_string(),
+                });
+            let video_size = tag(s, "video").and_then(|v| {
+                let w = tag(v, "width")?.trim().parse().ok()?;
+                let h = tag(v, "height")?.trim().parse().ok()?;
+                Some((w, h))
+            });
+            StreamStat {
+                name: tag(head, "name").unwrap_or("").to_string(),
+                time_ms: num(tag(head, "time")),
+                bytes_in: num(tag(head, "bytes_in")),
+                publisher,
+                nclients: num(tag(head, "nclients")),
+                video_size,
+            }
+        })
+        .collect()
+}
+
+/// A test publisher: ffmpeg `-re` testsrc2 1280x720 25 fps H.264 (GOP 2 s) + AAC sine.
+pub struct Publisher {
+    child: ChildGuard,
+}
+
+impl Publisher {
+    /// Publishes to `url` until dropped.
+    pub fn start(url: &str) -> Publisher {
+        Publisher::start_sized(url, 1280, 720)
+    }
+
+    /// Publishes a `width`x`height` test pattern to `url`.
+    pub fn start_sized(url: &str, width: u32, height: u32) -> Publisher {
+        let child = ChildGuard::spawn(
+            "publisher ffmpeg",
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+                .args(["-f", "lavfi", "-i"])
+                .arg(format!("testsrc2=size={width}x{height}:rate=25"))
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+                .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+                .args(["-pix_fmt", "yuv420p", "-g", "50", "-b:v", "1500k"])
+                .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
+                .arg(url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("spawn publisher ffmpeg");
+        Publisher { child }
+    }
+
+    /// Kills the publisher (its group).
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
+
+/// What ffprobe saw on a stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    /// Video codec name, e.g. `h264`.
+    pub video_codec: Option<String>,
+    /// Audio codec name, e.g. `aac`.
+    pub audio_codec: Option<String>,
+    /// Video width.
+    pub width: u32,
+    /// Video height.
+    pub height: u32,
+    /// Frame rate from `r_frame_rate`.
+    pub fps: f64,
+}
+
+fn json_field<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\": ");
+    let i = obj.find(&pat)? + pat.len();
+    let rest = &obj[i..];
+    let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim().trim_matches('"'))
+}
+
+/// ffprobes `url` (killing ffprobe if it takes longer than `within`, which is also its
+/// network timeout: a player may connect before the stream is published and wait).
+pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
+    let rw_timeout = within.as_micros().max(500_000).to_string();
+    let out_dir = tempfile::tempdir().ok()?;
+    let out_path: PathBuf = out_dir.path().join("probe.json");
+    let out_file = std::fs::File::create(&out_path).ok()?;
+    let mut child = ChildGuard::spawn(
+        "ffprobe",
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", &rw_timeout])
+            .args(["-show_entries", "stream=codec_type,codec_name,width,height,r_frame_rate"])
+            .args(["-of", "json"])
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(out_file)
+            .stderr(Stdio::null()),
+    )
+    .ok()?;
+    let until = Instant::now() + within;
+    while child.is_running() {
+        if Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let json = std::fs::read_to_string(&out_path).ok()?;
+    let mut p = Probe::default();
+    for s in json.split('{').skip(1) {
+        match json_field(s, "codec_type") {
+            Some("video") => {
+                p.video_codec = json_field(s, "codec_name").map(str::to_string);
+                p.width = json_field(s, "width").and_then(|v| v.parse().ok()).unwrap_or(0);
+                p.height = json_field(s, "height").and_then(|v| v.parse().ok()).unwrap_or(0);
+                if let Some((n, d)) = json_field(s, "r_frame_rate").and_then(|r| r.split_once('/'))
+                {
+                    let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(1.0));
+                    if d > 0.0 {
+                        p.fps = n / d;
+                    }
+                }
+            }
+            Some("audio") => p.audio_codec = json_field(s, "codec_name").map(str::to_string),
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+/// ffprobes until the stream shows video, or `within` runs out. Returns the probe and the
+/// time it took.
+pub fn wait_playable(url: &str, within: Duration) -> Option<(Probe, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let left = within.saturating_sub(start.elapsed());
+        if let Some(p) = ffprobe(url, left.max(Duration::from_millis(500))) {
+            if p.video_codec.is_some() && p.width > 0 {
+                return Some((p, start.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Lists ffmpeg/nginx processes that are children of this test process (for leak checks).
+pub fn leftover_children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(out) = Command::new("ps").args(["-o", "pid=,ppid=,comm="]).arg("-e").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 3 && f[1] == me && (f[2].contains("ffmpeg") || f[2].contains("nginx"))
+        })
+        .map(str::to_string)
+        .collect()
+}
