@@ -91,6 +91,13 @@ impl Host {
                 Ok(())
             });
         }
+        if roles.contains(&Role::Relay) {
+            let worker = relaycast_workers::relay_worker::RelayWorker::new(ports.clone(), settings.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                worker.run().await;
+                Ok(())
+            });
+        }
         if roles.contains(&Role::Notifier) {
             let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone());
             let stop = shutdown.clone();

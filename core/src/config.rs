@@ -143,6 +143,9 @@ pub struct TimingSettings {
     pub other_callback_retries: u32,
     /// A source that delivers nothing for this long is down; fail over. Default 3 000.
     pub source_stall_timeout_ms: u64,
+    /// A destination that cannot publish for this long is given up (callback code 3) while the
+    /// others go on. Default 300 000 (5 min).
+    pub push_give_up_ms: u64,
     /// How long destinations are kept alive with a slate when every source is down.
     /// Default 300 000 (5 min).
     pub slate_duration_ms: u64,
@@ -164,6 +167,7 @@ impl Default for TimingSettings {
             other_callback_retry_interval_ms: 120_000,
             other_callback_retries: 5,
             source_stall_timeout_ms: 3_000,
+            push_give_up_ms: 300_000,
             slate_duration_ms: 300_000,
             drain_timeout_ms: 10_000,
         }

@@ -9,5 +9,6 @@ pub mod flv;
 pub mod ingest;
 pub mod process;
 pub mod pusher;
+pub mod relay_worker;
 pub mod session;
 pub mod splicer;

@@ -18,7 +18,7 @@ use crate::domain::outbox::{OutboxEntry, RetryPolicy};
 use crate::domain::relay::events::TaskEvent;
 use crate::domain::relay::plan::{plan, Effects};
 use crate::domain::relay::state::{Action, TaskState, TransitionError};
-use crate::domain::relay::task::RelayTask;
+use crate::domain::relay::task::{RelayTask, RunStats};
 use crate::domain::relay::types::{Source, TaskId};
 use crate::domain::relay::wire::{Command, ForwardRequest};
 use crate::domain::RequestError;
@@ -228,6 +228,23 @@ pub async fn apply_to_task(
             }
             Err(AppError::Store(StoreError::ConditionFailed { .. })) => continue,
             Err(e) => return Err(e),
+        }
+    }
+    Err(AppError::Contention(key))
+}
+
+/// Writes a worker's figures onto the task without a state change (compare-and-set, retried):
+/// bitrate, fps and position for the query APIs.
+pub async fn record_run_stats(ports: &Ports, account: &str, id: &TaskId, stats: RunStats) -> Result<(), AppError> {
+    let key = RelayTask::store_key(account, id);
+    for _ in 0..10 {
+        let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(()) };
+        let mut task = current.value;
+        task.stats = stats.clone();
+        match ports.store.save(&task, Condition::Version(current.version)).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     Err(AppError::Contention(key))

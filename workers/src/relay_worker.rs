@@ -1,0 +1,410 @@
+//! The relay worker: takes relay jobs from the queue, holds a lease on each task it runs, drives
+//! a [`RelaySession`] from the task record (the desired state), and reports what happens as the
+//! task's state changes (and so as the seed's callbacks).
+//!
+//! A job is acknowledged once its lease is taken: from then on the lease, not the message, says
+//! who runs the task. A worker that dies stops renewing; the scheduler's reaper re-queues the
+//! task and another worker takes it up. A worker that is told to drain (SIGTERM) stops its
+//! sessions, re-queues their tasks and releases the leases, so nothing waits for a lease to go
+//! stale.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, RelayJob, RELAY_QUEUE};
+use relaycast_core::app::AppError;
+use relaycast_core::config::Settings;
+use relaycast_core::domain::lease::{LeaseGuard, Leases};
+use relaycast_core::domain::relay::state::{Action, DestState, StopCause, TaskState};
+use relaycast_core::domain::relay::task::{RelayTask, RunStats};
+use relaycast_core::domain::relay::types::{TaskId, TaskType};
+use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{IngestSpec, SourceKind};
+use crate::pusher::PusherState;
+use crate::session::{RelaySession, SessionEvent, SessionSpec, SourceState};
+
+/// What happened to one job message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The task now runs here.
+    Started,
+    /// The task needs no worker (stopped, expired, scheduled) or is gone.
+    NothingToDo,
+    /// Another worker holds the task's lease.
+    HeldElsewhere,
+    /// The message is not a relay job; dropped.
+    Malformed,
+}
+
+/// The lease resource of a relay task.
+pub fn lease_resource(task_key: &str) -> String {
+    format!("relay:{task_key}")
+}
+
+/// Runs relay jobs.
+#[derive(Clone)]
+pub struct RelayWorker {
+    ports: Ports,
+    settings: Arc<Settings>,
+    leases: Leases,
+    /// This worker's identity in leases.
+    pub worker_id: String,
+    running: Arc<Mutex<HashMap<String, RunningTask>>>,
+    shutdown: CancellationToken,
+}
+
+struct RunningTask {
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RelayWorker {
+    /// A worker over `ports`; `shutdown` drains it.
+    pub fn new(ports: Ports, settings: Arc<Settings>, shutdown: CancellationToken) -> Self {
+        let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
+        let worker_id = format!("relay-{}-{}", std::process::id(), uuid_like());
+        Self { ports, settings, leases, worker_id, running: Arc::new(Mutex::new(HashMap::new())), shutdown }
+    }
+
+    /// How many tasks run here now.
+    pub fn running_tasks(&self) -> usize {
+        self.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Takes jobs until shutdown, then drains.
+    pub async fn run(self) {
+        tracing::info!(worker = %self.worker_id, "relay worker started");
+        let visibility = Duration::from_millis(self.settings.queue.visibility_timeout_ms);
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = self.ports.queue.receive(RELAY_QUEUE, 1, visibility, Duration::from_secs(1)) => r,
+            };
+            match received {
+                Ok(messages) => {
+                    for message in messages {
+                        match self.try_execute_job(&message).await {
+                            Ok(outcome) => {
+                                tracing::info!(job = %message.body, ?outcome, receive = message.receive_count, "relay job");
+                                if let Err(e) = self.ports.queue.ack(RELAY_QUEUE, &message.receipt).await {
+                                    tracing::warn!(error = %e, "relay job ack failed; it will come back");
+                                }
+                            }
+                            // Not acknowledged: the job comes back after its visibility timeout.
+                            Err(e) => tracing::warn!(job = %message.body, error = %e, "relay job failed; will retry"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay queue receive failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                    }
+                }
+            }
+            metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay").set(self.running_tasks() as f64);
+        }
+        self.drain().await;
+    }
+
+    /// Handles one job message (the caller acknowledges it on `Ok`).
+    pub async fn try_execute_job(&self, message: &ReceivedMessage) -> Result<JobOutcome, AppError> {
+        let Ok(job) = serde_json::from_str::<RelayJob>(&message.body) else { return Ok(JobOutcome::Malformed) };
+        let key = job.task_key();
+        let Some(task) = self.ports.store.load::<RelayTask>(&key).await? else { return Ok(JobOutcome::NothingToDo) };
+        if !task.value.state.is_active() || task.value.state == TaskState::Scheduled {
+            return Ok(JobOutcome::NothingToDo);
+        }
+        if self.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false) {
+            return Ok(JobOutcome::Started);
+        }
+        let Some(guard) = self.leases.acquire(&lease_resource(&key), &self.worker_id).await? else {
+            return Ok(JobOutcome::HeldElsewhere);
+        };
+        let stop = self.shutdown.child_token();
+        let runner = TaskRunner { worker: self.clone(), account: job.account.clone(), id: task.value.id.clone(), key: key.clone() };
+        let done = tokio::spawn(runner.run(task.value, guard, stop.clone()));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(key, RunningTask { stop, done });
+        }
+        Ok(JobOutcome::Started)
+    }
+
+    async fn drain(&self) {
+        let tasks: Vec<(String, RunningTask)> = self.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+        tracing::info!(tasks = tasks.len(), "relay worker draining");
+        for (_, task) in &tasks {
+            task.stop.cancel();
+        }
+        for (_, task) in tasks {
+            let _ = task.done.await;
+        }
+    }
+}
+
+struct TaskRunner {
+    worker: RelayWorker,
+    account: String,
+    id: TaskId,
+    key: String,
+}
+
+/// How a session of a task ended.
+enum RunEnd {
+    /// The task record no longer wants a worker (stopped, expired, superseded).
+    TaskEnded,
+    /// The lease was lost: another worker runs the task now.
+    LeaseLost,
+    /// The worker drains: hand the task to another worker.
+    Draining,
+}
+
+impl TaskRunner {
+    async fn run(self, task: RelayTask, mut guard: LeaseGuard, stop: CancellationToken) {
+        let end = self.supervise(task, &mut guard, &stop).await;
+        let ports = &self.worker.ports;
+        match end {
+            Ok(RunEnd::LeaseLost) => tracing::warn!(task = %self.key, "lease lost; another worker runs the task"),
+            Ok(RunEnd::Draining) => {
+                if let Ok(Some(task)) = ports.store.load::<RelayTask>(&self.key).await {
+                    if task.value.state.is_active() {
+                        enqueue_job(ports, &task.value).await;
+                    }
+                }
+                let _ = self.worker.leases.release(guard).await;
+            }
+            Ok(RunEnd::TaskEnded) => {
+                let _ = self.worker.leases.release(guard).await;
+            }
+            Err(e) => {
+                // Keep the lease: it goes stale and the reaper re-queues the task.
+                tracing::error!(task = %self.key, error = %e, "relay task supervision failed");
+            }
+        }
+        if let Ok(mut running) = self.worker.running.lock() {
+            running.remove(&self.key);
+        }
+    }
+
+    async fn apply(&self, action: Action) -> Result<Option<RelayTask>, AppError> {
+        let settings = &self.worker.settings;
+        Ok(apply_to_task(&self.worker.ports, settings, &self.account, &self.id, action).await?.map(|v| v.value))
+    }
+
+    /// Runs sessions for the task until it ends here.
+    async fn supervise(&self, mut task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
+        let timing = &self.worker.settings.timing;
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let mut session = match self.start_session(&task, events_tx.clone()) {
+            Ok(s) => s,
+            Err(reason) => {
+                self.apply(Action::SourceFailed { reason }).await?;
+                return Ok(RunEnd::TaskEnded);
+            }
+        };
+        let mut sources_revision = task.sources_revision;
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
+        // The task record is re-read this often, so cmd=2/3 reach a running session quickly.
+        let mut watch = tokio::time::interval(Duration::from_millis(500));
+        let mut down_since: Option<Instant> = None;
+        let mut dest_down_since: HashMap<String, Instant> = HashMap::new();
+        let slate = Duration::from_millis(timing.slate_duration_ms);
+        let give_up = Duration::from_millis(timing.push_give_up_ms);
+        let end = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break RunEnd::Draining,
+                _ = heartbeat.tick() => {
+                    if !self.worker.leases.renew(guard).await? {
+                        break RunEnd::LeaseLost;
+                    }
+                    let status = session.status();
+                    let stats = RunStats {
+                        bitrate_bps: Some((status.bitrate_kbps * 1000.0) as u64),
+                        fps: Some(status.fps),
+                        position_ms: Some(u64::from(status.position_ms)),
+                        reported_at_ms: Some(self.worker.ports.clock.now_ms()),
+                    };
+                    record_run_stats(&self.worker.ports, &self.account, &self.id, stats).await?;
+                }
+                _ = watch.tick() => {
+                    let Some(current) = self.worker.ports.store.load::<RelayTask>(&self.key).await? else { break RunEnd::TaskEnded };
+                    task = current.value;
+                    if !task.state.is_active() {
+                        break RunEnd::TaskEnded;
+                    }
+                    // Destinations stopped by cmd=2, or given up: stop their pushers only.
+                    for d in &task.destinations {
+                        let pushing = session.status().destinations.iter().any(|p| p.url == d.url.as_str() && p.state != PusherState::Stopped);
+                        match d.state {
+                            DestState::Stopped { .. } if pushing => {
+                                let _ = session.stop_destination(d.url.as_str()).await;
+                            }
+                            DestState::Pending if !session.status().destinations.iter().any(|p| p.url == d.url.as_str()) => {
+                                let _ = session.add_destination(d.url.as_str());
+                            }
+                            _ => {}
+                        }
+                    }
+                    // New sources (cmd=3): a new session on the new list.
+                    if task.sources_revision != sources_revision {
+                        sources_revision = task.sources_revision;
+                        // The new sources get a new session. Its pushers start while the old
+                        // session closes and, refused while the old publisher holds the stream,
+                        // retry with backoff until it is gone.
+                        // TODO(issue 4): swap sources inside the session so the destination
+                        // connections stay up across a cmd=3.
+                        let replacement = self.start_session(&task, events_tx.clone());
+                        let old = std::mem::replace(&mut session, match replacement {
+                            Ok(s) => s,
+                            Err(reason) => {
+                                self.apply(Action::SourceFailed { reason }).await?;
+                                break RunEnd::TaskEnded;
+                            }
+                        });
+                        old.stop().await;
+                    }
+                    let status = session.status();
+                    for p in &status.destinations {
+                        let recorded = task.destinations.iter().find(|d| d.url.as_str() == p.url).cloned();
+                        let Some(recorded) = recorded else { continue };
+                        match (p.state, &recorded.state) {
+                            (PusherState::Publishing, DestState::Pending | DestState::Reconnecting { .. }) => {
+                                dest_down_since.remove(&p.url);
+                                if task.state == TaskState::Starting {
+                                    task = self.apply(Action::Started).await?.unwrap_or(task);
+                                }
+                                task = self.apply(Action::PushConnected { url: recorded.url.clone() }).await?.unwrap_or(task);
+                            }
+                            (PusherState::Backoff | PusherState::Connecting, DestState::Pushing) => {
+                                dest_down_since.entry(p.url.clone()).or_insert_with(Instant::now);
+                                task = self.apply(Action::PushReconnecting { url: recorded.url.clone() }).await?.unwrap_or(task);
+                            }
+                            (PusherState::Backoff | PusherState::Connecting, DestState::Pending | DestState::Reconnecting { .. }) => {
+                                let since = *dest_down_since.entry(p.url.clone()).or_insert_with(Instant::now);
+                                if since.elapsed() >= give_up {
+                                    let reason = p.last_error.clone().unwrap_or_else(|| "destination unreachable".into());
+                                    let _ = session.stop_destination(&p.url).await;
+                                    task = self.apply(Action::PushFailed { url: recorded.url.clone(), reason }).await?.unwrap_or(task);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    // Every source down: keep destinations up for the slate time, then fail.
+                    match status.source_state {
+                        SourceState::Running => down_since = None,
+                        _ if task.state == TaskState::Running || matches!(task.state, TaskState::Retrying { .. }) => {
+                            let since = *down_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= slate {
+                                self.apply(Action::SourceFailed { reason: "every source is down".into() }).await?;
+                                break RunEnd::TaskEnded;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Some(event) = events.recv() => {
+                    match event {
+                        SessionEvent::SourceFailed { index, reason } => {
+                            tracing::warn!(task = %self.key, index, %reason, "source failed");
+                            if matches!(task.state, TaskState::Running | TaskState::Retrying { .. }) {
+                                task = self.apply(Action::SourceInterrupted { reason }).await?.unwrap_or(task);
+                            }
+                        }
+                        SessionEvent::SwitchedSource { from, to } => {
+                            tracing::info!(task = %self.key, from, to, "source switched");
+                            if matches!(task.state, TaskState::Retrying { .. }) {
+                                task = self.apply(Action::SourceRecovered).await?.unwrap_or(task);
+                            }
+                        }
+                        SessionEvent::Finished { reason } => {
+                            tracing::info!(task = %self.key, %reason, "session finished");
+                            if task.task_type == TaskType::Video {
+                                self.apply(Action::Finished { cause: StopCause::LoopsDone }).await?;
+                                break RunEnd::TaskEnded;
+                            }
+                        }
+                        SessionEvent::DestinationFailed { url, reason, .. } => {
+                            tracing::warn!(task = %self.key, %url, %reason, "destination failed");
+                        }
+                        SessionEvent::Started | SessionEvent::DestinationRecovered { .. } => {}
+                    }
+                }
+            }
+        };
+        session.stop().await;
+        Ok(end)
+    }
+
+    fn start_session(&self, task: &RelayTask, events: mpsc::UnboundedSender<SessionEvent>) -> Result<RelaySession, String> {
+        let settings = &self.worker.settings;
+        let kind = if task.task_type == TaskType::Video { SourceKind::Vod } else { SourceKind::Live };
+        let sources: Vec<IngestSpec> = task
+            .sources
+            .iter()
+            .map(|s| {
+                let mut spec = IngestSpec::live(s.url.as_str());
+                spec.kind = kind;
+                if kind == SourceKind::Vod {
+                    spec.probe_size = None;
+                }
+                spec.ffmpeg_path = settings.ffmpeg_path.clone();
+                spec.headers = s.pull_stream_headers.iter().map(|h| (h.header_key.clone(), h.header_value.clone())).collect();
+                spec.codec_args = codec_args(task);
+                spec
+            })
+            .collect();
+        let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
+        let mut spec = SessionSpec::new(sources, destinations);
+        spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        RelaySession::start(spec, events).map_err(|e| e.to_string())
+    }
+}
+
+/// ffmpeg output codec arguments for the task's `fops`: a copy unless a re-encode is asked for.
+pub fn codec_args(task: &RelayTask) -> Vec<String> {
+    let f = &task.fops;
+    let mut args = Vec::new();
+    match f.vcodec {
+        Some(vcodec) => {
+            args.extend(["-c:v".into(), vcodec.ffmpeg_name().into(), "-preset".into(), "veryfast".into()]);
+            if let Some(bps) = f.bps {
+                args.extend(["-b:v".into(), bps.to_string(), "-maxrate".into(), bps.to_string(), "-bufsize".into(), (bps * 2).to_string()]);
+            }
+            if let Some(res) = &f.res {
+                args.extend(["-s".into(), format!("{}x{}", res.width, res.height)]);
+            }
+            if let Some(fps) = f.fps {
+                args.extend(["-r".into(), fps.to_string()]);
+            }
+            if let Some(gop_ms) = f.forced_gop_interval_ms {
+                // A keyframe every gop_ms of output time, whatever the frame rate.
+                args.extend(["-force_key_frames".into(), format!("expr:gte(t,n_forced*{})", f64::from(gop_ms) / 1000.0)]);
+            }
+        }
+        None => args.extend(["-c:v".into(), "copy".into()]),
+    }
+    match f.acodec {
+        Some(acodec) => args.extend(["-c:a".into(), acodec.ffmpeg_name().into()]),
+        None => args.extend(["-c:a".into(), "copy".into()]),
+    }
+    args
+}
+
+fn uuid_like() -> String {
+    let n: u64 = rand_u64();
+    format!("{n:016x}")
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS: good enough for an instance id, no extra dependency.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
