@@ -128,3 +128,397 @@ pub fn http_status(url: &str) -> Result<u16, String> {
     stream.read_exact(&mut head).map_err(|e| e.to_string())?;
     std::str::from_utf8(&head[9..12]).map_err(|e| e.to_string())?.parse().map_err(|_| "bad status".into())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The relay control API as a client sees it: signed requests, a config with test accounts, a
+// callback receiver, and polling instead of sleeping.
+// ---------------------------------------------------------------------------------------------
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// The API paths of seed 001.
+pub const FORWARD_PATH: &str = "/api/cdn/v2/forwardRequest.action";
+/// The task query path.
+pub const QUERY_PATH: &str = "/api/cdn/v2/forwardQueryByPage.action";
+
+/// The main test account: enabled, default limits, any destination host.
+pub const ACME: (&str, &str) = ("acme", "0123456789abcdef0123456789abcdef");
+/// A second enabled account, to show accounts do not see each other's tasks.
+pub const OTHER: (&str, &str) = ("other", "fedcba9876543210fedcba9876543210");
+/// An account whose API access is disabled.
+pub const DISABLED: (&str, &str) = ("disabled", "00000000000000001111111111111111");
+/// An account allowed 3 calls per window.
+pub const LIMITED: (&str, &str) = ("limited", "22222222222222223333333333333333");
+/// An account that may push to 127.0.0.1 only.
+pub const RESTRICTED: (&str, &str) = ("restricted", "44444444444444445555555555555555");
+
+/// Writes a config file declaring the test accounts, with private targets allowed (every peer
+/// of these tests is on 127.0.0.1). Returns its path.
+pub fn write_config(dir: &Path) -> PathBuf {
+    let account = |(name, key): (&str, &str), extra: &str| format!("[[accounts]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n");
+    let text = [
+        "allow_private_targets = true\n".to_string(),
+        account(ACME, ""),
+        account(OTHER, ""),
+        account(DISABLED, "api_enabled = false"),
+        account(LIMITED, "call_limit = 3"),
+        account(RESTRICTED, "allowed_push_hosts = [\"127.0.0.1\"]"),
+    ]
+    .concat();
+    let path = dir.join("relaycast.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The environment every API test runs with: quick outbox sweeps and callback retries.
+pub const FAST_TIMING: &[(&str, &str)] = &[
+    ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "100"),
+    ("RELAYCAST_TIMING__OTHER_CALLBACK_RETRY_INTERVAL_MS", "500"),
+    ("RELAYCAST_LOG_FILTER", "warn"),
+];
+
+/// A `relaycast up` child (API, notifier and scheduler; no relay worker, so no media flows) with
+/// its own data directory, port and the test accounts.
+pub struct Service {
+    pub process: RelaycastProcess,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts with [`FAST_TIMING`] plus `env`.
+    pub fn start(env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path());
+        let mut all: Vec<(&str, &str)> = FAST_TIMING.to_vec();
+        all.extend_from_slice(env);
+        let args = ["--config", config.to_str().unwrap(), "--roles", "api,notifier,scheduler"];
+        let process = RelaycastProcess::start(&dir.path().join("data"), &all, &args);
+        Service { process, config, _dir: dir }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.process.addr)
+    }
+
+    /// A client signed as [`ACME`].
+    pub fn api(&self) -> Api {
+        self.api_as(ACME)
+    }
+
+    /// A client signed as `account`.
+    pub fn api_as(&self, (name, key): (&str, &str)) -> Api {
+        Api::new(&self.base(), name, key)
+    }
+}
+
+/// A client of the control API signing every request with a fresh `r` and `k = md5(r + key)`.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub account: String,
+    pub key: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, account: &str, key: &str) -> Api {
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+        Api { base: base.trim_end_matches('/').to_string(), account: account.to_string(), key: key.to_string(), client }
+    }
+
+    /// A random string never used before by this test binary (at most 32 characters).
+    pub fn fresh_r() -> String {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        format!("{}x{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos)
+    }
+
+    /// `md5(r + key)`, 32 lower-case hex digits.
+    pub fn sign(&self, r: &str) -> String {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(format!("{r}{}", self.key).as_bytes()))
+    }
+
+    /// `n=…&r=…&k=…` with a fresh `r`.
+    pub fn auth_pairs(&self) -> Vec<(String, String)> {
+        let r = Self::fresh_r();
+        let k = self.sign(&r);
+        vec![("n".into(), self.account.clone()), ("r".into(), r), ("k".into(), k)]
+    }
+
+    fn url(&self, path: &str, pairs: &[(String, String)]) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base)).unwrap();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        url
+    }
+
+    /// `POST forwardRequest.action` with a JSON body.
+    pub async fn forward(&self, body: &Value) -> (u16, Value) {
+        self.forward_bytes(serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// `POST forwardRequest.action` with raw bytes as the body.
+    pub async fn forward_bytes(&self, body: Vec<u8>) -> (u16, Value) {
+        self.forward_signed_as(&self.auth_pairs(), body).await
+    }
+
+    /// `POST forwardRequest.action` with exactly these query pairs (for the auth rows).
+    pub async fn forward_signed_as(&self, pairs: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
+        let req = self.client.post(self.url(FORWARD_PATH, pairs)).header("content-type", "application/json").body(body);
+        answer(req.send().await.expect("forwardRequest.action")).await
+    }
+
+    /// `GET forwardQueryByPage.action` with these parameters.
+    pub async fn query(&self, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut pairs = self.auth_pairs();
+        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.query_signed_as(&pairs).await
+    }
+
+    /// `GET forwardQueryByPage.action` with exactly these query pairs.
+    pub async fn query_signed_as(&self, pairs: &[(String, String)]) -> (u16, Value) {
+        answer(self.client.get(self.url(QUERY_PATH, pairs)).send().await.expect("forwardQueryByPage.action")).await
+    }
+
+    /// The query's item for `id`, or `None` when the query finds no task.
+    pub async fn task(&self, id: &str) -> Option<Value> {
+        let (status, page) = self.query(&[("id", id)]).await;
+        assert_eq!(status, 200, "query id={id}: {page}");
+        match page["total"].as_u64() {
+            Some(0) => None,
+            Some(1) => Some(page["list"][0].clone()),
+            _ => panic!("query id={id} answered {page}"),
+        }
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Polls `f` until it returns `Some`, failing after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One POST the callback receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The body as sent.
+    pub raw: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+    /// What the receiver answered (0 for a stalled request).
+    pub answered: u16,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    failures_left: AtomicUsize,
+    stall: AtomicBool,
+}
+
+/// A customer's callback endpoint: a real HTTP server on 127.0.0.1 recording every POSTed body;
+/// it answers 200, or 500 to the next N requests, or stalls (never answers while stalling).
+pub struct CallbackReceiver {
+    /// Where to point `transcallbackurl`.
+    pub url: String,
+    state: Arc<ReceiverState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl CallbackReceiver {
+    pub async fn start() -> CallbackReceiver {
+        use axum::routing::post;
+        let state = Arc::new(ReceiverState::default());
+        let s = state.clone();
+        let app = axum::Router::new().route(
+            "/cb",
+            post(move |body: String| {
+                let s = s.clone();
+                async move {
+                    let at = Instant::now();
+                    let stalled = s.stall.load(Ordering::SeqCst);
+                    let failed = !stalled && s.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                    let answered = if stalled { 0 } else if failed { 500 } else { 200 };
+                    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered });
+                    if stalled {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                    }
+                    axum::http::StatusCode::from_u16(if answered == 0 { 200 } else { answered }).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cb", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        CallbackReceiver { url, state, server }
+    }
+
+    /// Answer 500 to the next `n` requests, then 200.
+    pub fn fail_next(&self, n: usize) {
+        self.state.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Stall (never answer) every request from now on, or stop stalling.
+    pub fn stall(&self, on: bool) {
+        self.state.stall.store(on, Ordering::SeqCst);
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// The bodies received so far about task `id`, in arrival order.
+    pub fn bodies_for(&self, id: &str) -> Vec<Value> {
+        self.received().into_iter().filter(|r| r.body["id"] == id).map(|r| r.body).collect()
+    }
+
+    /// Waits until `n` bodies about task `id` arrived and returns them (all that arrived).
+    pub async fn wait_for(&self, id: &str, n: usize) -> Vec<Value> {
+        eventually(&format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)), Duration::from_secs(10), || async {
+            let got = self.bodies_for(id);
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+impl Drop for CallbackReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of `ms` at `offset_s` east of UTC (the civil-from-days algorithm, so
+/// the tests do not use the product's own formatter).
+pub fn format_time(ms: i64, offset_s: i64) -> String {
+    let secs = ms.div_euclid(1000) + offset_s;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Unix ms now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// The seed's example request body (`cmd=1`), verbatim except that its markdown-mangled
+/// destinations are moved to 127.0.0.1 and its callback URL to `callback`. Its `start`/`end` are
+/// the seed's (2017, so `end` is in the past).
+pub fn seed_body(callback: &str) -> Value {
+    serde_json::json!({
+        "transcallbackurl": callback,
+        "cmd": "1",
+        "type": "live",
+        "list": [{
+            "id": "task_unique_id_001",
+            "src": [
+                {"url": "http://source.example.com/live/stream1.flv", "wmImage": "http://source.example.com/assets/logo.jpg", "wmGravity": "TOP_LEFT"},
+                {"url": "http://backup.example.com/live/stream1.flv"}
+            ],
+            "forward": [{"url": "rtmp://127.0.0.1:1935/live/output1"}, {"url": "rtmp://127.0.0.1:1935/live/output2"}],
+            "start": "1495177025000",
+            "end": "1495184225000",
+            "fops": {"bps": "1200000", "res": "1280x720", "fps": "25", "vcodec": "libx264", "forced_gopInterval": "3000"},
+            "extendParam": {"waitCrtUrlFinish": "1"}
+        }]
+    })
+}
+
+/// [`seed_body`] with its window moved to the future: start in 1 h, end in 3 h.
+pub fn future_seed_body(callback: &str) -> Value {
+    let mut v = seed_body(callback);
+    let now = now_ms();
+    v["list"][0]["start"] = Value::String((now + 3_600_000).to_string());
+    v["list"][0]["end"] = Value::String((now + 3 * 3_600_000).to_string());
+    v
+}
+
+/// A `cmd=1` of one live task starting now: source `rtmp://127.0.0.1:1/live/{id}`, these
+/// destinations, callbacks to `callback` when given.
+pub fn live_body(id: &str, forwards: &[&str], callback: Option<&str>) -> Value {
+    let mut v = serde_json::json!({
+        "cmd": "1",
+        "type": "live",
+        "list": [{
+            "id": id,
+            "src": [{"url": format!("rtmp://127.0.0.1:1/live/{id}")}],
+            "forward": forwards.iter().map(|f| serde_json::json!({"url": f})).collect::<Vec<_>>(),
+        }]
+    });
+    if let Some(cb) = callback {
+        v["transcallbackurl"] = Value::String(cb.to_string());
+    }
+    v
+}
+
+/// A `cmd` (2, 3 or 5) body for `id` with these list item fields besides the id.
+pub fn cmd_body(cmd: &str, id: &str, item: Value, callback: Option<&str>) -> Value {
+    let mut entry = item;
+    entry["id"] = Value::String(id.to_string());
+    let mut v = serde_json::json!({"cmd": cmd, "type": "live", "list": [entry]});
+    if let Some(cb) = callback {
+        v["transcallbackurl"] = Value::String(cb.to_string());
+    }
+    v
+}
+
+/// Asserts the seed's accepted answer: exactly `{"http_code":"200","msg":"작업 수신 성공!","call_time":<ms>}`.
+pub fn assert_accepted(status: u16, body: &Value) {
+    assert_eq!(status, 200, "{body}");
+    let obj = body.as_object().unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(obj.keys().map(String::as_str).collect::<Vec<_>>(), ["call_time", "http_code", "msg"], "{body}");
+    assert_eq!(body["http_code"], "200", "{body}");
+    assert_eq!(body["msg"], "작업 수신 성공!", "{body}");
+    assert_ms(&body["call_time"]);
+}
+
+/// Asserts a refusal: this HTTP status, business code and exact message, and a `call_time`.
+pub fn assert_refused(status: u16, body: &Value, want_status: u16, want_code: &str, want_msg: &str) {
+    assert_eq!((status, body["http_code"].as_str(), body["msg"].as_str()), (want_status, Some(want_code), Some(want_msg)), "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{body}");
+    assert_ms(&body["call_time"]);
+}
+
+/// A JSON integer of Unix ms, 13 digits.
+pub fn assert_ms(v: &Value) {
+    let ms = v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"));
+    assert_eq!(ms.to_string().len(), 13, "{v}");
+}

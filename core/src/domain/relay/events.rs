@@ -247,7 +247,15 @@ pub struct QueryItem {
 impl QueryItem {
     /// The item for `task`.
     pub fn from_task(task: &RelayTask, tf: &TimeFormat) -> Self {
-        let forwards: Vec<RtmpUrl> = task.destinations.iter().map(|d| d.url.clone()).collect();
+        // While the task runs, the destinations it still pushes to (a `cmd=2` of some of them
+        // removes those); once it ended, every destination it had, so the record stays readable.
+        let mut forwards: Vec<RtmpUrl> = Vec::new();
+        if task.state.is_active() {
+            forwards.extend(task.active_destinations().map(|d| d.url.clone()));
+        }
+        if forwards.is_empty() {
+            forwards = task.forward_urls();
+        }
         Self {
             id: task.id.to_string(),
             task_type: task.task_type.as_str().to_string(),

@@ -423,6 +423,17 @@ fn the_query_item_shows_the_last_event_and_times() {
     }
 }
 
+#[test]
+fn the_query_item_shows_the_destinations_still_pushed_to() {
+    let mut t = running();
+    t.stop(vec![dest(1)], NOW + MIN).unwrap();
+    let item = QueryItem::from_task(&t, &TimeFormat::default());
+    assert_eq!((item.forward.as_str(), item.end_time.as_str()), ("rtmp://127.0.0.1:1935/live/output2", ""));
+    t.stop(vec![], NOW + HOUR).unwrap();
+    let item = QueryItem::from_task(&t, &TimeFormat::default());
+    assert_eq!(item.forward, r#"[{"url":"rtmp://127.0.0.1:1935/live/output1"},{"url":"rtmp://127.0.0.1:1935/live/output2"}]"#);
+}
+
 /// Every (state, action) pair: `0` accepted without event, `1` accepted with exactly one event,
 /// `I` illegal, `N` not active, `S` not started, `A` already active, `W` resume window passed.
 #[test]
