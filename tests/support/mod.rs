@@ -522,3 +522,58 @@ pub fn assert_ms(v: &Value) {
     let ms = v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"));
     assert_eq!(ms.to_string().len(), 13, "{v}");
 }
+
+/// `relaycast up` in-process (API, notifier, scheduler) on a [`ManualClock`], for rules that
+/// take hours to show: the test moves time instead of waiting.
+///
+/// [`ManualClock`]: relaycast_core::ports::ManualClock
+pub struct InProcess {
+    pub host: Option<relaycast::RunningHost>,
+    pub clock: relaycast_core::ports::ManualClock,
+    /// A client signed as [`ACME`].
+    pub api: Api,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Starts with the test accounts and quick timings, the clock at the current time.
+    pub async fn start() -> InProcess {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Same, with `tune` applied to the settings first.
+    pub async fn start_with(tune: impl FnOnce(&mut relaycast_core::config::Settings)) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path());
+        let mut settings = relaycast_core::config::Settings::load(Some(&config), Vec::new()).unwrap();
+        settings.http_addr = "127.0.0.1:0".into();
+        settings.data_dir = dir.path().join("data");
+        settings.roles = vec!["api".into(), "notifier".into(), "scheduler".into()];
+        settings.timing.scheduler_tick_ms = 100;
+        settings.timing.other_callback_retry_interval_ms = 500;
+        settings.timing.drain_timeout_ms = 2_000;
+        tune(&mut settings);
+        let clock = relaycast_core::ports::ManualClock::starting_now();
+        let host = relaycast::Host::start(settings, Arc::new(clock.clone())).await.unwrap();
+        let api = Api::new(&format!("http://{}", host.addr), ACME.0, ACME.1);
+        InProcess { host: Some(host), clock, api, _dir: dir }
+    }
+
+    /// The running host (its ports and settings).
+    pub fn host(&self) -> &relaycast::RunningHost {
+        self.host.as_ref().unwrap()
+    }
+
+    /// The manual clock's time.
+    pub fn now_ms(&self) -> i64 {
+        use relaycast_core::ports::Clock;
+        self.clock.now_ms()
+    }
+
+    /// Stops every part and waits for them.
+    pub async fn stop(mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+    }
+}
