@@ -339,6 +339,7 @@ struct ReceiverState {
     received: Mutex<Vec<Received>>,
     failures_left: AtomicUsize,
     stall: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 /// A customer's callback endpoint: a real HTTP server on 127.0.0.1 recording every POSTed body;
@@ -369,6 +370,10 @@ impl CallbackReceiver {
                     if stalled {
                         tokio::time::sleep(Duration::from_secs(120)).await;
                     }
+                    let delay = s.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
                     axum::http::StatusCode::from_u16(if answered == 0 { 200 } else { answered }).unwrap()
                 }
             }),
@@ -389,6 +394,11 @@ impl CallbackReceiver {
     /// Stall (never answer) every request from now on, or stop stalling.
     pub fn stall(&self, on: bool) {
         self.state.stall.store(on, Ordering::SeqCst);
+    }
+
+    /// Take `ms` to answer each request (a slow endpoint that still answers in time).
+    pub fn answer_after(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Everything received so far, in arrival order.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::events::TaskEvent;
 use super::state::{Action, TransitionError};
 use super::task::{conflicting_destination, RelayTask};
-use super::types::{Cmd, HttpUrl, TaskId, TaskType};
+use super::types::{Cmd, HttpUrl, RtmpUrl, TaskId, TaskType};
 use super::wire::{Command, ForwardRequest, NewRelayTask};
 use crate::domain::error::RequestError;
 use crate::ports::store::{Condition, Entity, StoreError, Write};
@@ -81,8 +81,14 @@ pub fn plan(
             }
         }
         Command::ResumeTasks(items) => {
+            // A resumed destination must not be one another active task pushes to (91), as
+            // for a new task; the request's own active tasks, and those it resumes, count too.
+            let mut seen: Vec<RelayTask> = active.iter().chain(existing.values().filter(|t| t.state.is_active())).cloned().collect();
             for it in items {
-                change(&mut fx, account, Cmd::Resume, req.callback_url.as_ref(), &it.id, existing, Action::Resume { forwards: it.forwards.clone() }, now_ms);
+                let before = fx.tasks.len();
+                let action = Action::Resume { forwards: it.forwards.clone() };
+                change_unless_taken(&mut fx, account, req.callback_url.as_ref(), &it.id, existing, action, &seen, now_ms);
+                seen.extend(fx.tasks[before..].iter().filter(|t| t.state.is_active()).cloned());
             }
         }
     }
@@ -130,6 +136,47 @@ fn create(
         task.next_event_seq = old.next_event_seq;
     }
     fx.tasks.push(task);
+}
+
+/// The first active destination of `task` that another active task of `others` pushes to.
+fn taken_destination(task: &RelayTask, others: &[RelayTask]) -> Option<RtmpUrl> {
+    let others: Vec<&RelayTask> = others.iter().filter(|o| o.id != task.id && o.state.is_active()).collect();
+    task.active_destinations()
+        .find(|d| others.iter().any(|o| o.active_destinations().any(|od| od.url == d.url)))
+        .map(|d| d.url.clone())
+}
+
+/// [`change`] for `cmd=5`: refused with 91 when the task would push to a destination that
+/// another active task of `others` pushes to.
+#[allow(clippy::too_many_arguments)]
+fn change_unless_taken(
+    fx: &mut Effects,
+    account: &str,
+    callback_url: Option<&HttpUrl>,
+    id: &TaskId,
+    existing: &BTreeMap<TaskId, RelayTask>,
+    action: Action,
+    others: &[RelayTask],
+    now_ms: i64,
+) {
+    let conflict = existing.get(id).and_then(|task| {
+        let mut attempt = task.clone();
+        attempt.apply(action.clone(), now_ms).ok()?;
+        taken_destination(&attempt, others)
+    });
+    let Some(url) = conflict else {
+        return change(fx, account, Cmd::Resume, callback_url, id, existing, action, now_ms);
+    };
+    let mut task = existing[id].clone();
+    if let Some(url) = callback_url {
+        task.callback_url = Some(url.clone());
+    }
+    let err = TransitionError::DuplicateForward(url.to_string());
+    if let Some(ev) = task.rejection_event(Cmd::Resume, &err, now_ms) {
+        fx.events.push(ev);
+        fx.tasks.push(task);
+    }
+    fx.refused.push((id.clone(), err));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,6 +286,29 @@ mod tests {
         let fx = plan("acc", &body, &BTreeMap::new(), &[], NOW).unwrap();
         assert_eq!(fx.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["a"]);
         assert_eq!((fx.events.len(), fx.events[0].task_id.as_str(), fx.events[0].code.code()), (1, "b", 91));
+    }
+
+    #[test]
+    fn resuming_onto_a_destination_another_active_task_uses_is_refused_with_91() {
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        fx.tasks[0].stop(vec![], NOW).unwrap();
+        let stopped = stored(&fx);
+        let other = plan("acc", &create_body("t2", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap().tasks;
+        let resume = req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1"}]}));
+        let fx2 = plan("acc", &resume, &stopped, &other, NOW + 1).unwrap();
+        assert_eq!((fx2.events[0].code.code(), fx2.events[0].cmd), (91, Cmd::Resume));
+        assert_eq!(fx2.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
+        assert_eq!(fx2.refused[0].1, TransitionError::DuplicateForward("rtmp://d/live/1".into()));
+        // A resetUrl onto it is refused the same way; onto a free one it is accepted.
+        let onto = |url: &str| req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": url}]}]}));
+        let mut other2 = other.clone();
+        other2[0] = plan("acc", &create_body("t2", "rtmp://d/live/2"), &BTreeMap::new(), &[], NOW).unwrap().tasks.remove(0);
+        assert_eq!(plan("acc", &onto("rtmp://d/live/2"), &stopped, &other2, NOW + 1).unwrap().events[0].code.code(), 91);
+        let ok = plan("acc", &onto("rtmp://d/live/3"), &stopped, &other2, NOW + 1).unwrap();
+        assert!(ok.events.is_empty() && ok.refused.is_empty());
+        assert_eq!(ok.tasks[0].state, TaskState::Starting);
+        // Without a competitor the plain resume goes through.
+        assert_eq!(plan("acc", &resume, &stopped, &[], NOW + 1).unwrap().tasks[0].state, TaskState::Starting);
     }
 
     #[test]
