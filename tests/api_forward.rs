@@ -877,3 +877,84 @@ async fn a_scheduled_task_starts_at_its_start_and_ends_at_its_end() {
     assert_eq!(code_msg_cmd(&rx.wait_for("sched", 4).await[3]), ("91", "task repeat,task not start!", "5"));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_limit_and_the_replay_window_reset_after_five_minutes() {
+    let h = InProcess::start().await;
+    let limited = Api::new(&h.api.base, LIMITED.0, LIMITED.1);
+    // Start at the beginning of a 5-minute window, so the window does not turn mid-test.
+    h.clock.set_ms(h.now_ms() - h.now_ms().rem_euclid(300_000) + 300_000);
+    for _ in 0..3 {
+        assert_eq!(limited.query(&[("id", "x")]).await.0, 200);
+    }
+    let (status, answer) = limited.query(&[("id", "x")]).await;
+    assert_refused(status, &answer, 403, "1002", "frequency is great than limitCount");
+    h.clock.advance_ms(299_999);
+    let (status, answer) = limited.query(&[("id", "x")]).await;
+    assert_refused(status, &answer, 403, "1002", "frequency is great than limitCount");
+    h.clock.advance_ms(1);
+    let (status, answer) = limited.query(&[("id", "x")]).await;
+    assert_eq!(status, 200, "a new window: {answer}");
+
+    // A used r is refused for five minutes, then forgotten.
+    let api = &h.api;
+    let r = Api::fresh_r();
+    let mut pairs = vec![("n".to_string(), ACME.0.to_string()), ("r".to_string(), r.clone()), ("k".to_string(), api.sign(&r))];
+    pairs.push(("id".into(), "x".into()));
+    assert_eq!(api.query_signed_as(&pairs).await.0, 200);
+    h.clock.advance_ms(299_000);
+    let (status, answer) = api.query_signed_as(&pairs).await;
+    assert_refused(status, &answer, 403, "1002", "random is repeat");
+    h.clock.advance_ms(1_001);
+    let (status, answer) = api.query_signed_as(&pairs).await;
+    assert_eq!(status, 200, "{answer}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_is_retried_as_configured_then_given_up() {
+    let svc = Service::start(&[("RELAYCAST_TIMING__OTHER_CALLBACK_RETRIES", "2")]);
+    let api = svc.api();
+    let rx = CallbackReceiver::start().await;
+    rx.fail_next(3);
+    assert_accepted_pair(api.forward(&cmd_body("2", "ghost", json!({}), Some(&rx.url))).await);
+    // The first attempt and two retries, 500 ms apart, all answered 500.
+    let attempts = rx.wait_for("ghost", 3).await;
+    assert!(attempts.windows(2).all(|w| w[0] == w[1]), "{attempts:?}");
+    let last = rx.received().into_iter().filter(|r| r.body["id"] == "ghost").nth(2).unwrap();
+    // No fourth attempt: wait well past the retry interval, until a later callback got through.
+    assert_accepted_pair(api.forward(&cmd_body("2", "barrier", json!({}), Some(&rx.url))).await);
+    rx.wait_for("barrier", 1).await;
+    let quiet = Duration::from_millis(1500).saturating_sub(last.at.elapsed());
+    tokio::time::sleep(quiet).await;
+    assert_eq!(rx.bodies_for("ghost").len(), 3, "given up after the configured retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_body_resent_with_cmd_2_stops_the_task() {
+    let svc = Service::start(&[]);
+    let api = svc.api();
+    let rx = CallbackReceiver::start().await;
+    let mut body = future_seed_body(&rx.url);
+    remove(&mut body["list"][0], "start");
+    remove(&mut body["list"][0], "end");
+    assert_accepted_pair(api.forward(&body).await);
+    // The seed advises stopping with the forward list the task was created with: resend it all.
+    let mut stop = seed_body(&rx.url);
+    stop["cmd"] = json!("2");
+    assert_accepted_pair(api.forward(&stop).await);
+    let cbs = rx.wait_for("task_unique_id_001", 1).await;
+    assert_eq!(code_msg_cmd(&cbs[0]), ("1", "푸시 스트림 성공", "2"));
+    assert_ne!(api.task("task_unique_id_001").await.unwrap()["endTime"], "");
+    // Stopping it again: it is no longer running.
+    assert_accepted_pair(api.forward(&stop).await);
+    let cbs = rx.wait_for("task_unique_id_001", 2).await;
+    assert_eq!(code_msg_cmd(&cbs[1]), ("90", "task not exists", "2"));
+    // Re-creating it with the same destinations is fine once it stopped, and so is
+    // re-creating a running one with its own destinations (the old one stops first).
+    assert_accepted_pair(api.forward(&body).await);
+    assert_accepted_pair(api.forward(&body).await);
+    let cbs = rx.wait_for("task_unique_id_001", 3).await;
+    assert_eq!(code_msg_cmd(&cbs[2]), ("1", "푸시 스트림 성공", "1"));
+    assert_eq!(cbs.len(), 3, "{cbs:?}");
+}
