@@ -332,6 +332,10 @@ pub struct Received {
     pub at: Instant,
     /// What the receiver answered (0 for a stalled request).
     pub answered: u16,
+    /// The request's path and query.
+    pub uri: String,
+    /// The request's `Content-Type`.
+    pub content_type: String,
 }
 
 #[derive(Default)]
@@ -358,15 +362,17 @@ impl CallbackReceiver {
         let s = state.clone();
         let app = axum::Router::new().route(
             "/cb",
-            post(move |body: String| {
+            post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
                 let s = s.clone();
                 async move {
+                    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let uri = uri.to_string();
                     let at = Instant::now();
                     let stalled = s.stall.load(Ordering::SeqCst);
                     let failed = !stalled && s.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                     let answered = if stalled { 0 } else if failed { 500 } else { 200 };
                     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered });
+                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered, uri, content_type });
                     if stalled {
                         tokio::time::sleep(Duration::from_secs(120)).await;
                     }
