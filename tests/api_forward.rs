@@ -998,3 +998,21 @@ async fn concurrent_creates_never_share_a_destination() {
     .await;
     assert_eq!(refused.len(), 19);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resubmission_leaves_the_running_task_and_its_callbacks_alone() {
+    let svc = Service::start(&[]);
+    let api = svc.api();
+    let rx = CallbackReceiver::start().await;
+    assert_accepted_pair(api.forward(&live_body("keeper", &[DEST_A], Some(&rx.url))).await);
+    assert_accepted_pair(api.forward(&live_body("holder", &[DEST_B], Some(&rx.url))).await);
+    // Resubmitting keeper onto holder's destination, without a transcallbackurl: refused.
+    assert_accepted_pair(api.forward(&live_body("keeper", &[DEST_B], None)).await);
+    let cbs = rx.wait_for("keeper", 1).await;
+    assert_eq!(code_msg_cmd(&cbs[0]), ("91", "task repeat,task not start!", "1"));
+    assert_eq!(api.task("keeper").await.unwrap()["forward"], DEST_A, "keeper runs on");
+    // Its callbacks still arrive.
+    assert_accepted_pair(api.forward(&cmd_body("2", "keeper", json!({}), None)).await);
+    let cbs = rx.wait_for("keeper", 2).await;
+    assert_eq!(code_msg_cmd(&cbs[1]), ("1", "푸시 스트림 성공", "2"));
+}

@@ -116,7 +116,11 @@ fn create(
             t.next_event_seq = now_ms.max(0) as u64;
             t
         });
-        holder.callback_url = task.callback_url.clone();
+        // The request's transcallbackurl redirects the task's callbacks, as for the other
+        // commands; a request without one leaves the old task's in place.
+        if task.callback_url.is_some() {
+            holder.callback_url = task.callback_url.clone();
+        }
         if let Some(ev) = holder.rejection_event(Cmd::Create, &err, now_ms) {
             fx.events.push(ev);
         }
@@ -275,6 +279,19 @@ mod tests {
         assert_eq!((fx2.events[0].code.code(), fx2.events[0].msg.as_str()), (91, "task repeat,task not start!"));
         assert_eq!(fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
         assert_eq!(fx2.refused.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_resubmission_without_a_callback_url_keeps_the_old_tasks() {
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        fx.tasks[0].started(NOW).unwrap();
+        let other = plan("acc", &create_body("t2", "rtmp://d/live/2"), &BTreeMap::new(), &[], NOW).unwrap().tasks;
+        let resubmit = req(json!({"cmd": "1", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/2"}]}]}));
+        let fx2 = plan("acc", &resubmit, &stored(&fx), &other, NOW + 1).unwrap();
+        assert_eq!(fx2.events[0].code.code(), 91);
+        assert_eq!(fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
+        assert_eq!(fx2.tasks[0].state, TaskState::Running);
+        assert_eq!(fx2.tasks[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"), "the running task keeps its callbacks");
     }
 
     #[test]
