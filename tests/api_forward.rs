@@ -1016,3 +1016,45 @@ async fn a_refused_resubmission_leaves_the_running_task_and_its_callbacks_alone(
     let cbs = rx.wait_for("keeper", 2).await;
     assert_eq!(code_msg_cmd(&cbs[1]), ("1", "푸시 스트림 성공", "2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_over_http_is_never_a_500() {
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let seed = serde_json::to_vec(&future_seed_body(NOWHERE)).unwrap();
+    // A tiny deterministic PRNG: the same garbage on every run.
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"{}[]\":,0123456789-.eE \\ntrufalsx\xff\xc3\xa9";
+    let mut outcomes = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let mut body = seed.clone();
+        match i % 3 {
+            0 => {
+                for _ in 0..(1 + next() % 4) {
+                    let at = (next() as usize) % body.len();
+                    body[at] = alphabet[(next() as usize) % alphabet.len()];
+                }
+            }
+            1 => body.truncate((next() as usize) % body.len()),
+            _ => {
+                // Splice a random slice of the body somewhere else.
+                let (a, b) = ((next() as usize) % body.len(), (next() as usize) % body.len());
+                let (from, to) = (a.min(b), a.max(b));
+                let slice = body[from..to].to_vec();
+                let at = (next() as usize) % body.len();
+                body.splice(at..at, slice);
+            }
+        }
+        let (status, answer) = api.forward_bytes(body.clone()).await;
+        assert!(status == 200 || status == 400, "{status} for {:?}: {answer}", String::from_utf8_lossy(&body));
+        assert!(answer["http_code"].is_string() && answer["msg"].is_string(), "{answer}");
+        *outcomes.entry(answer["msg"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(outcomes.len() > 5, "the garbage should hit many rules: {outcomes:?}");
+}

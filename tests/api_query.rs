@@ -269,3 +269,36 @@ async fn a_started_task_shows_its_start_and_calls_back_0() {
     assert_eq!(item["endTime"], "");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_query_parameters_are_a_400_naming_the_field_or_an_answer_never_a_500() {
+    let svc = Service::start(&[]);
+    let api = svc.api();
+    create(&api, "odd", None).await;
+    let long = "x".repeat(5000);
+    let cases: Vec<(Vec<(&str, &str)>, u16, Option<&str>)> = vec![
+        (vec![("id", "é")], 400, Some("params id format is error")),
+        (vec![("id", "a\0b")], 400, Some("params id format is error")),
+        (vec![("src", &long)], 400, Some("params src format is error")),
+        (vec![("forward", &long)], 400, Some("params forward format is error")),
+        (vec![("src", "%")], 200, None),
+        (vec![("src", "\u{0}")], 200, None),
+        (vec![("forward", "' OR 1=1 --")], 200, None),
+        (vec![("src", "odd"), ("pageNo", "1000000")], 200, None),
+        (vec![("src", "odd"), ("pageNo", "1000001")], 400, Some("params pageNo format is error")),
+        (vec![("src", "odd"), ("pageNo", "99999999999999999999")], 400, Some("params pageNo format is error")),
+        (vec![("src", "odd"), ("pageSize", " 10")], 400, Some("params pageSize format is error")),
+        // A repeated parameter: the first counts.
+        (vec![("id", "odd"), ("id", "x:y")], 200, None),
+    ];
+    for (params, want, msg) in &cases {
+        let (status, answer) = api.query(params).await;
+        assert_eq!(status, *want, "{params:?}: {answer}");
+        match msg {
+            Some(m) => assert_refused(status, &answer, 400, "1001", m),
+            None => assert_page_shape(&answer),
+        }
+    }
+    let (_, page) = api.query(&[("id", "odd"), ("id", "x:y")]).await;
+    assert_eq!(page["total"], 1, "{page}");
+}

@@ -154,6 +154,8 @@ pub const DISABLED: (&str, &str) = ("disabled", "0000000000000000111111111111111
 pub const LIMITED: (&str, &str) = ("limited", "22222222222222223333333333333333");
 /// An account that may push to 127.0.0.1 only.
 pub const RESTRICTED: (&str, &str) = ("restricted", "44444444444444445555555555555555");
+/// An account with a call limit high enough for bulk tests.
+pub const BULK: (&str, &str) = ("bulk", "66666666666666667777777777777777");
 
 /// Writes a config file declaring the test accounts, with private targets allowed (every peer
 /// of these tests is on 127.0.0.1). Returns its path.
@@ -166,6 +168,7 @@ pub fn write_config(dir: &Path) -> PathBuf {
         account(DISABLED, "api_enabled = false"),
         account(LIMITED, "call_limit = 3"),
         account(RESTRICTED, "allowed_push_hosts = [\"127.0.0.1\"]"),
+        account(BULK, "call_limit = 100000"),
     ]
     .concat();
     let path = dir.join("relaycast.toml");
