@@ -276,7 +276,8 @@ async fn odd_query_parameters_are_a_400_naming_the_field_or_an_answer_never_a_50
     let api = svc.api();
     create(&api, "odd", None).await;
     let long = "x".repeat(5000);
-    let cases: Vec<(Vec<(&str, &str)>, u16, Option<&str>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec![("id", "é")], 400, Some("params id format is error")),
         (vec![("id", "a\0b")], 400, Some("params id format is error")),
         (vec![("src", &long)], 400, Some("params src format is error")),
