@@ -1,0 +1,156 @@
+//! The whole product on the wire: tasks created through the control API are relayed by the
+//! worker of a running `relaycast up` through a real nginx-rtmp, checked with ffprobe and
+//! nginx-rtmp's stat page, and reported through callbacks.
+
+mod support;
+#[path = "../workers/tests/support/mod.rs"]
+mod media;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{eventually, write_config, Api, CallbackReceiver, RelaycastProcess, ACME};
+
+/// A `relaycast up` with every role, quick timings, and the test accounts.
+fn start_relaycast(dir: &tempfile::TempDir, extra_env: &[(&str, &str)]) -> RelaycastProcess {
+    let config = write_config(dir.path());
+    let mut env = vec![
+        ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "200"),
+        ("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"),
+        ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
+        ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
+        ("RELAYCAST_LOG_FILTER", "info"),
+    ];
+    env.extend_from_slice(extra_env);
+    RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()])
+}
+
+fn create_body(id: &str, sources: &[String], forwards: &[String], callback: &str) -> Value {
+    json!({
+        "transcallbackurl": callback,
+        "cmd": "1",
+        "type": "live",
+        "list": [{
+            "id": id,
+            "src": sources.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+            "forward": forwards.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+        }]
+    })
+}
+
+async fn playable(url: String, within: Duration) -> Option<(media::Probe, Duration)> {
+    tokio::task::spawn_blocking(move || media::wait_playable(&url, within)).await.unwrap()
+}
+
+async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
+    receiver.bodies_for(id).iter().map(|b| b["code"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_one_by_one() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let forwards: Vec<String> = ["out1", "out2", "out3"].iter().map(|n| nginx.url(n)).collect();
+    let created = Instant::now();
+    let (status, body) = api.forward(&create_body("live1", &[nginx.url("src")], &forwards, &receiver.url)).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+
+    // All three destinations play the source's codecs.
+    let players: Vec<_> = forwards.iter().map(|u| tokio::spawn(playable(u.clone(), Duration::from_secs(15)))).collect();
+    for (url, player) in forwards.iter().zip(players) {
+        let (probe, _) = player.await.unwrap().unwrap_or_else(|| panic!("{url} never became playable"));
+        assert_eq!(probe.video_codec.as_deref(), Some("h264"), "{url}");
+        assert_eq!(probe.audio_codec.as_deref(), Some("aac"), "{url}");
+        assert_eq!((probe.width, probe.height), (1280, 720), "{url}");
+    }
+    eprintln!("create to all three destinations playable: {:?}", created.elapsed());
+
+    // Callback 0 (started) arrives, and the query shows it with a start time.
+    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "live1").await.contains(&"0".to_string()).then_some(()) }).await;
+    let item = api.task("live1").await.expect("task");
+    assert_eq!(item["code"], "0");
+    assert_ne!(item["startTime"], "");
+
+    // Stop one destination: the other two keep their publishing connection.
+    let before: Vec<_> = ["out1", "out2"].iter().map(|n| nginx.stream(n).and_then(|s| s.publisher).expect("publishing")).collect();
+    let stop_one = json!({ "cmd": "2", "type": "live", "list": [{ "id": "live1", "forward": [{ "url": forwards[2] }] }] });
+    assert_eq!(api.forward(&stop_one).await.0, 200);
+    let out3_gone = eventually("out3 unpublished", Duration::from_secs(10), || async {
+        nginx.stream("out3").is_none_or(|s| s.publisher.is_none()).then_some(())
+    });
+    out3_gone.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, earlier) in ["out1", "out2"].iter().zip(before) {
+        let now = nginx.stream(name).and_then(|s| s.publisher).unwrap_or_else(|| panic!("{name} lost its publisher"));
+        assert_eq!(now.id, earlier.id, "{name} reconnected");
+        assert!(now.time_ms > earlier.time_ms, "{name} uptime must grow");
+    }
+    let item = api.task("live1").await.expect("task");
+    assert!(!item["forward"].as_str().unwrap_or_default().contains("out3") || item["code"] == "1", "{item}");
+
+    // Stop the rest: every destination is released and callback 1 arrives.
+    let stop_all = json!({ "cmd": "2", "type": "live", "list": [{ "id": "live1" }] });
+    assert_eq!(api.forward(&stop_all).await.0, 200);
+    eventually("all destinations released", Duration::from_secs(10), || async {
+        ["out1", "out2"].iter().all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none())).then_some(())
+    })
+    .await;
+    eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "live1").await.contains(&"1".to_string()).then_some(()) }).await;
+    let mut ffmpegs = 0;
+    for _ in 0..50 {
+        ffmpegs = std::process::Command::new("pgrep").args(["-f", "ffmpeg.*flv -$|ffmpeg.*live/src"]).output().map(|o| o.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()).unwrap_or(0);
+        if ffmpegs <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ffmpegs <= 1, "the ingest ffmpeg must be gone once the task stopped (only the test publisher may remain)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_hands_its_task_to_the_next_one() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", first.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let forwards = vec![nginx.url("k1")];
+    assert_eq!(api.forward(&create_body("survivor", &[nginx.url("src")], &forwards, &receiver.url)).await.0, 200);
+    playable(forwards[0].clone(), Duration::from_secs(15)).await.expect("relayed before the kill");
+
+    // SIGKILL: no drain, the lease is left to go stale. The ingest ffmpeg dies with its parent's
+    // pipe, so the destination loses its publisher.
+    first.kill9();
+    eventually("destination released after the kill", Duration::from_secs(15), || async {
+        nginx.stream("k1").is_none_or(|s| s.publisher.is_none()).then_some(())
+    })
+    .await;
+
+    let second = start_relaycast(&dir, &[]);
+    let restarted = Instant::now();
+    let (probe, _) = playable(forwards[0].clone(), Duration::from_secs(30)).await.expect("the next process picks the task up");
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    eprintln!("restart to playable again: {:?} (lease TTL 3 s)", restarted.elapsed());
+    let api = Api::new(&format!("http://{}", second.addr), ACME.0, ACME.1);
+    let item = api.task("survivor").await.expect("task");
+    assert!(["0", ""].contains(&item["code"].as_str().unwrap_or("?")), "{item}");
+    drop(second);
+}
