@@ -415,12 +415,21 @@ impl CallbackReceiver {
         self.state.received.lock().unwrap().clone()
     }
 
-    /// The bodies received so far about task `id`, in arrival order.
-    pub fn bodies_for(&self, id: &str) -> Vec<Value> {
-        self.received().into_iter().filter(|r| r.body["id"] == id).map(|r| r.body).collect()
+    /// Every delivery attempt about task `id` so far, in arrival order (retries and duplicates
+    /// included).
+    pub fn attempts_for(&self, id: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.body["id"] == id).collect()
     }
 
-    /// Waits until `n` bodies about task `id` arrived and returns them (all that arrived).
+    /// The distinct events received so far about task `id`, in order of first arrival: what a
+    /// customer deduplicating at-least-once deliveries sees.
+    pub fn bodies_for(&self, id: &str) -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
+        self.attempts_for(id).into_iter().filter(|r| seen.insert(r.raw.clone())).map(|r| r.body).collect()
+    }
+
+    /// Waits until `n` distinct events about task `id` arrived and returns them (all that
+    /// arrived, see [`CallbackReceiver::bodies_for`]).
     pub async fn wait_for(&self, id: &str, n: usize) -> Vec<Value> {
         eventually(&format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)), Duration::from_secs(10), || async {
             let got = self.bodies_for(id);
