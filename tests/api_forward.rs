@@ -1061,3 +1061,44 @@ async fn garbage_over_http_is_never_a_500() {
     }
     assert!(outcomes.len() > 5, "the garbage should hit many rules: {outcomes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_tasks_follow_their_own_rules() {
+    let svc = Service::start(&[]);
+    let api = svc.api();
+    let rx = CallbackReceiver::start().await;
+    let body = json!({"transcallbackurl": rx.url, "cmd": "1", "type": "video", "list": [{
+        "id": "a".repeat(32),
+        "src": [{"url": "http://127.0.0.1/1.mp4", "relofftime": "30-60"}, {"url": "https://127.0.0.1/2.flv"}, {"url": "http://127.0.0.1/3.m3u8"}],
+        "forward": [{"url": DEST_A}],
+        "extendParam": {"loop": "-1", "index": "3", "waitCrtUrlFinish": "0"}
+    }]});
+    let item = |f: &dyn Fn(&mut Value)| with(&body, |v| f(&mut v["list"][0]));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("a live-only source", item(&|i| i["src"][1]["url"] = json!("rtmp://127.0.0.1/live/x")), "params src is error"),
+        ("an index past the list", item(&|i| i["extendParam"]["index"] = json!("4")), "params index format is error"),
+        ("index 0", item(&|i| i["extendParam"]["index"] = json!("0")), "params index format is error"),
+        ("loop 0", item(&|i| i["extendParam"]["loop"] = json!("0")), "params loop format is error"),
+        ("waitCrtUrlFinish 2", item(&|i| i["extendParam"]["waitCrtUrlFinish"] = json!("2")), "params waitCrtUrlFinish format is error"),
+        ("an id of 33", item(&|i| i["id"] = json!("a".repeat(33))), "params id format is error"),
+    ];
+    for (what, b, msg) in &cases {
+        let (status, answer) = api.forward(b).await;
+        assert_eq!(answer["msg"], *msg, "{what}: {answer}");
+        assert_refused(status, &answer, 400, "1001", msg);
+    }
+    assert_accepted_pair(api.forward(&body).await);
+    let id = "a".repeat(32);
+    let task = api.task(&id).await.expect("an id of 32 characters is fine");
+    assert_eq!(task["type"], "video");
+    assert_eq!(serde_json::from_str::<Value>(task["src"].as_str().unwrap()).unwrap(), body["list"][0]["src"]);
+    // cmd=3 with waitCrtUrlFinish, as the seed describes for VOD playlists.
+    let update = json!({"cmd": "3", "type": "video", "list": [{"id": id, "src": [{"url": "http://127.0.0.1/4.mp4"}], "extendParam": {"waitCrtUrlFinish": "1"}}]});
+    assert_accepted_pair(api.forward(&update).await);
+    let cbs = rx.wait_for(&id, 1).await;
+    assert_eq!(code_msg_cmd(&cbs[0]), ("5", "리스트 업데이트 성공", "3"));
+    // And as a live update it is refused: the task is a video task.
+    let live_update = with(&update, |v| v["type"] = json!("live"));
+    let (status, answer) = api.forward(&live_update).await;
+    assert_refused(status, &answer, 400, "1001", "type이 잘못되었습니다");
+}
