@@ -303,3 +303,25 @@ async fn odd_query_parameters_are_a_400_naming_the_field_or_an_answer_never_a_50
     let (_, page) = api.query(&[("id", "odd"), ("id", "x:y")]).await;
     assert_eq!(page["total"], 1, "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_used_randoms_survive_a_restart() {
+    let mut svc = Service::start(&[]);
+    let api = svc.api();
+    create(&api, "durable", None).await;
+    let r = Api::fresh_r();
+    let pairs = vec![("n".to_string(), ACME.0.to_string()), ("r".to_string(), r.clone()), ("k".to_string(), api.sign(&r)), ("id".to_string(), "durable".to_string())];
+    assert_eq!(api.query_signed_as(&pairs).await.0, 200);
+    let before = api.task("durable").await.unwrap();
+
+    svc.restart();
+    let api = svc.api();
+    assert_eq!(api.task("durable").await, Some(before));
+    let (status, answer) = api.query_signed_as(&pairs).await;
+    assert_refused(status, &answer, 403, "1002", "random is repeat");
+    // And the destination is still taken.
+    let rx = CallbackReceiver::start().await;
+    let (status, answer) = api.forward(&live_body("late", &[&dest("durable")], Some(&rx.url))).await;
+    assert_accepted(status, &answer);
+    assert_eq!(rx.wait_for("late", 1).await[0]["code"], "91");
+}

@@ -188,6 +188,7 @@ pub const FAST_TIMING: &[(&str, &str)] = &[
 pub struct Service {
     pub process: RelaycastProcess,
     pub config: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -196,11 +197,23 @@ impl Service {
     pub fn start(env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path());
-        let mut all: Vec<(&str, &str)> = FAST_TIMING.to_vec();
-        all.extend_from_slice(env);
+        let mut all: Vec<(String, String)> = FAST_TIMING.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let process = Self::spawn(dir.path(), &config, &all);
+        Service { process, config, env: all, _dir: dir }
+    }
+
+    fn spawn(dir: &Path, config: &Path, env: &[(String, String)]) -> RelaycastProcess {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let args = ["--config", config.to_str().unwrap(), "--roles", "api,notifier,scheduler"];
-        let process = RelaycastProcess::start(&dir.path().join("data"), &all, &args);
-        Service { process, config, _dir: dir }
+        RelaycastProcess::start(&dir.join("data"), &env, &args)
+    }
+
+    /// Kills the process (SIGKILL) and starts a new one on the same data directory (and a new
+    /// port: take new clients).
+    pub fn restart(&mut self) {
+        self.process.kill9();
+        self.process = Self::spawn(self._dir.path(), &self.config, &self.env);
     }
 
     /// `http://127.0.0.1:port`.
