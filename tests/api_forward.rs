@@ -703,7 +703,6 @@ async fn resume_is_refused_48_hours_after_the_stop_and_accepted_within() {
 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: two 90 callbacks of one unknown id in the same millisecond share an outbox key (seq = now_ms, core/src/domain/relay/plan.rs:147) and the second overwrites the first (Condition::Any, core/src/app/relay.rs:129): the first is never delivered"]
 async fn two_refusals_of_an_unknown_id_in_the_same_millisecond_are_both_called_back() {
     let h = InProcess::start_with(|s| s.timing.callback_timeout_ms = 1000).await;
     let rx = CallbackReceiver::start().await;

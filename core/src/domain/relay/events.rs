@@ -132,7 +132,8 @@ pub struct TaskEvent {
 
 impl TaskEvent {
     /// An event about a task that does not exist (`90 task not exists`), from the request alone.
-    /// `seq` should be unique among such events of this id: the request time in ms does.
+    /// `seq` should be unique among such events of this id with different payloads (the plan
+    /// uses the request time and the `cmd`).
     pub fn task_not_exists(account: &str, id: TaskId, cmd: Cmd, callback_url: Option<HttpUrl>, now_ms: i64, seq: u64) -> Self {
         Self {
             account: account.to_string(),

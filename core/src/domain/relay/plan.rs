@@ -95,6 +95,21 @@ pub fn plan(
     Ok(fx)
 }
 
+/// The sequence number of an event about an id with no stored task (90, or 91 for a refused
+/// new task): its outbox key is `{account}:{id}:{seq}`, so two such events of one id must not
+/// share it. The request time alone does not do (two requests in one millisecond, a cmd=2 and a
+/// cmd=3 of an unknown id, would overwrite each other's callback); the time and the `cmd` do,
+/// since two events with both equal have equal payloads.
+fn taskless_seq(now_ms: i64, cmd: Cmd) -> u64 {
+    let cmd_digit = match cmd {
+        Cmd::Create => 1,
+        Cmd::Stop => 2,
+        Cmd::Update => 3,
+        Cmd::Resume => 5,
+    };
+    (now_ms.max(0) as u64).saturating_mul(10).saturating_add(cmd_digit)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn create(
     fx: &mut Effects,
@@ -113,7 +128,7 @@ fn create(
         // never collides with a key of the task's own events.
         let mut holder = old.cloned().unwrap_or_else(|| {
             let mut t = task.clone();
-            t.next_event_seq = now_ms.max(0) as u64;
+            t.next_event_seq = taskless_seq(now_ms, Cmd::Create);
             t
         });
         // The request's transcallbackurl redirects the task's callbacks, as for the other
@@ -195,7 +210,7 @@ fn change(
     now_ms: i64,
 ) {
     let Some(task) = existing.get(id) else {
-        fx.events.push(TaskEvent::task_not_exists(account, id.clone(), cmd, callback_url.cloned(), now_ms, now_ms.max(0) as u64));
+        fx.events.push(TaskEvent::task_not_exists(account, id.clone(), cmd, callback_url.cloned(), now_ms, taskless_seq(now_ms, cmd)));
         fx.refused.push((id.clone(), TransitionError::NotActive));
         return;
     };
@@ -340,6 +355,19 @@ mod tests {
         let fx = plan("acc", &req(json!({"transcallbackurl": "http://cb.example/x", "cmd": "2", "type": "live", "list": [{"id": "nope"}]})), &BTreeMap::new(), &[], NOW).unwrap();
         assert!(fx.tasks.is_empty());
         assert_eq!((fx.events[0].code.code(), fx.events[0].cmd, fx.events[0].task_id.as_str()), (90, Cmd::Stop, "nope"));
+    }
+
+    #[test]
+    fn refusals_of_an_unknown_id_in_one_millisecond_have_distinct_keys() {
+        let cmd = |c: &str| req(json!({"cmd": c, "type": "live", "list": [{"id": "nope", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/1"}]}]}));
+        let keys: Vec<String> = ["2", "3", "5"].iter().map(|c| plan("acc", &cmd(c), &BTreeMap::new(), &[], NOW).unwrap().events[0].key()).collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2], "{keys:?}");
+        // A refused new task (91) too.
+        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        fx.tasks[0].started(NOW).unwrap();
+        let refused = plan("acc", &create_body("nope", "rtmp://d/live/1"), &BTreeMap::new(), &fx.tasks, NOW).unwrap();
+        assert_eq!(refused.events[0].code.code(), 91);
+        assert!(!keys.contains(&refused.events[0].key()));
     }
 
     #[test]
