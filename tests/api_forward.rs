@@ -725,7 +725,7 @@ async fn two_refusals_of_an_unknown_id_in_the_same_millisecond_are_both_called_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the notifier delivers each received batch (up to 10) concurrently (functions/src/notifier.rs:88-96, join_all), so callbacks of one task overtake each other when the endpoint is slow: a stop (code 1) arrives before earlier list updates (code 5)"]
+
 async fn callbacks_to_a_slow_endpoint_keep_their_order() {
     let svc = Service::start(&[]);
     let api = svc.api();
@@ -974,7 +974,7 @@ async fn the_original_body_resent_with_cmd_2_stops_the_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the 91 check runs on a snapshot of the account's active tasks and each new task is written with only its own Absent condition (core/src/app/relay.rs:84-97), so concurrent cmd=1 requests with different ids all pass the check: 5-6 of 20 racers end up active on one destination"]
+
 async fn concurrent_creates_never_share_a_destination() {
     let svc = Service::start(&[]);
     let api = svc.api();
@@ -1103,7 +1103,7 @@ async fn video_tasks_follow_their_own_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: execute_forward_request retries a lost compare-and-set only 5 times, without backoff, then answers 500 'too much contention' (core/src/app/relay.rs:84-106): 2-3 of 10 concurrent cmd=3 on one task get a 500"]
+
 async fn concurrent_commands_on_one_task_are_all_answered_without_a_500() {
     let svc = Service::start(&[]);
     let api = svc.api_as(BULK);
@@ -1129,7 +1129,7 @@ async fn concurrent_commands_on_one_task_are_all_answered_without_a_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: persist_effects writes a request's tasks one transaction each (core/src/app/relay.rs:120-125); when a later task loses its compare-and-set, execute_forward_request re-plans the whole request (core/src/app/relay.rs:84-104) and 'supersedes' the tasks it already created: spurious code 1 callbacks for brand-new tasks (and duplicate relay jobs)"]
+
 async fn a_create_retried_after_a_lost_race_does_not_stop_its_own_new_tasks() {
     let svc = Service::start(&[]);
     let api = svc.api_as(BULK);

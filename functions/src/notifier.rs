@@ -38,6 +38,22 @@ pub enum Outcome {
     GaveUp,
     /// The entry was already finished (a duplicate message) or is gone.
     Skipped,
+    /// An earlier notice of the same task is not finished yet; tried again shortly.
+    Waiting,
+}
+
+/// How many notices are delivered at once.
+const MAX_CONCURRENT_DELIVERIES: usize = 64;
+
+/// How long a notice waits for its predecessor before looking again.
+const ORDER_WAIT: Duration = Duration::from_secs(1);
+
+/// The outbox id of the notice before `id` in its stream (`{account}:{stream}:{seq:020}`).
+fn previous_entry_id(id: &str) -> Option<String> {
+    let (stream, seq) = id.rsplit_once(':')?;
+    let seq: u64 = seq.parse().ok()?;
+    let previous = seq.checked_sub(1)?;
+    Some(format!("{stream}:{previous:020}"))
 }
 
 /// Delivers the outbox.
@@ -80,25 +96,32 @@ impl Notifier {
                 }
             })
         };
+        // Deliveries run concurrently, up to a bound, and the loop never waits for a batch to
+        // finish: a customer endpoint that stalls for its whole timeout holds up only its own
+        // notices. Order within a task is kept by `deliver` (an entry waits for its predecessor).
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_DELIVERIES));
         loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_many_owned(1) => match p { Ok(p) => p, Err(_) => break },
+            };
+            drop(permit);
+            let free = slots.available_permits().clamp(1, 10);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                batch = self.receive() => batch,
+                batch = self.receive(free) => batch,
             };
             match batch {
                 Ok(messages) => {
-                    // Endpoints are independent: one stalling for its whole timeout must not
-                    // hold the others back.
-                    let deliveries = messages.into_iter().map(|m| {
+                    for message in messages {
+                        let Ok(permit) = slots.clone().acquire_owned().await else { break };
                         let this = self.clone();
-                        tokio::spawn(async move { this.deliver(m).await })
-                    });
-                    for delivery in futures::future::join_all(deliveries).await {
-                        match delivery {
-                            Ok(Err(e)) => tracing::warn!(error = %e, "callback delivery step failed"),
-                            Err(e) => tracing::error!(error = %e, "callback delivery panicked"),
-                            Ok(Ok(_)) => {}
-                        }
+                        tokio::spawn(async move {
+                            if let Err(e) = this.deliver(message).await {
+                                tracing::warn!(error = %e, "callback delivery step failed");
+                            }
+                            drop(permit);
+                        });
                     }
                 }
                 Err(e) => {
@@ -113,12 +136,12 @@ impl Notifier {
         let _ = sweeper.await;
     }
 
-    async fn receive(&self) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
         // The message stays hidden for the whole attempt plus a margin, so a slow endpoint is
         // never sent the same notice twice at once.
         let timeout = self.ctx.settings.timing.callback_timeout_ms;
         let visibility = Duration::from_millis(timeout + timeout.min(10_000));
-        self.ctx.ports.queue.receive(CALLBACK_QUEUE, 10, visibility, Duration::from_secs(1)).await
+        self.ctx.ports.queue.receive(CALLBACK_QUEUE, max, visibility, Duration::from_secs(1)).await
     }
 
     /// One attempt for one delivery message.
@@ -132,6 +155,17 @@ impl Notifier {
         if matches!(stored.value.state, DeliveryState::Delivered | DeliveryState::Failed) {
             ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
             return Ok(Outcome::Skipped);
+        }
+        // Notices of one task go out in the order they happened: an entry whose predecessor is
+        // still being delivered (or retried) waits for it.
+        if let Some(previous) = previous_entry_id(&stored.value.id) {
+            if let Some(prev) = ports.store.load::<OutboxEntry>(&previous).await? {
+                if matches!(prev.value.state, DeliveryState::Pending | DeliveryState::Queued) {
+                    ports.queue.send(CALLBACK_QUEUE, &stored.value.id, ORDER_WAIT).await?;
+                    ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+                    return Ok(Outcome::Waiting);
+                }
+            }
         }
         let mut entry = stored.value;
         let result = self.post(&entry).await;

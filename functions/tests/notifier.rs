@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use relaycast_core::adapters::{DirObjectStore, SqliteQueue, SqliteStore};
-use relaycast_core::app::outbox::queue_pending;
+use relaycast_core::app::outbox::{queue_pending, SWEEP_GRACE_MS};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry, RetryPolicy, CALLBACK_QUEUE};
 use relaycast_core::ports::{Condition, ManualClock, Ports, TypedStore};
@@ -98,6 +98,9 @@ async fn delivers_in_order_and_only_once() {
     let ep = endpoint(vec![200]).await;
     let a = store_entry(&ctx, 1, &ep.url).await;
     let b = store_entry(&ctx, 2, &ep.url).await;
+    // The sweep leaves fresh entries to their producer for a grace period.
+    assert_eq!(queue_pending(&ctx.ports, 10).await.unwrap(), 0);
+    clock.advance_ms(SWEEP_GRACE_MS);
     assert_eq!(queue_pending(&ctx.ports, 10).await.unwrap(), 2);
     // A second sweep (or a crash replay) queues nothing twice.
     assert_eq!(queue_pending(&ctx.ports, 10).await.unwrap(), 0);
@@ -117,6 +120,7 @@ async fn errors_and_stalls_are_retried_on_schedule_then_given_up() {
     // 500, then a stall past the timeout, then 200.
     let flaky = endpoint(vec![500, 0, 200]).await;
     let id = store_entry(&ctx, 1, &flaky.url).await;
+    clock.advance_ms(SWEEP_GRACE_MS);
     queue_pending(&ctx.ports, 10).await.unwrap();
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Retrying]);
     // Nothing is due before the retry interval.
@@ -132,6 +136,7 @@ async fn errors_and_stalls_are_retried_on_schedule_then_given_up() {
     // 201 is not 200: the seed counts only 200 as success.
     let wrong = endpoint(vec![201]).await;
     let id = store_entry(&ctx, 2, &wrong.url).await;
+    clock.advance_ms(SWEEP_GRACE_MS);
     queue_pending(&ctx.ports, 10).await.unwrap();
     for _ in 0..2 {
         assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Retrying]);
@@ -153,6 +158,7 @@ async fn internal_targets_are_refused_unless_allowed() {
     let notifier = Notifier::new(ctx.clone());
     let ep = endpoint(vec![200]).await;
     let id = store_entry(&ctx, 1, &ep.url).await;
+    clock.advance_ms(SWEEP_GRACE_MS);
     queue_pending(&ctx.ports, 10).await.unwrap();
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Retrying]);
     assert!(ep.bodies.lock().unwrap().is_empty(), "nothing may reach 127.0.0.1");

@@ -18,7 +18,7 @@ use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, R
 /// Longest key accepted, in bytes (DynamoDB's sort-key limit).
 const MAX_KEY_BYTES: usize = 1024;
 /// Most writes in one [`Store::transact`] (DynamoDB's limit).
-const MAX_TRANSACT_WRITES: usize = 25;
+const MAX_TRANSACT_WRITES: usize = 100;
 
 /// The [`Store`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`; calls
 /// are serialized on one connection and run on tokio's blocking pool.

@@ -33,9 +33,15 @@ pub async fn queue_entry(ports: &Ports, entry: Versioned<OutboxEntry>) -> Result
     }
 }
 
-/// Queues every entry still pending, oldest first; returns how many.
+/// How long the producer has to queue an entry itself before the sweep does it: sweeping
+/// younger entries would race the producer and send every notice twice.
+pub const SWEEP_GRACE_MS: i64 = 5_000;
+
+/// Queues every entry left pending for longer than [`SWEEP_GRACE_MS`] (a producer crashed
+/// between storing and queueing it), oldest first; returns how many.
 pub async fn queue_pending(ports: &Ports, limit: usize) -> Result<usize, OutboxError> {
     let mut query = Query::new(OutboxEntry::KIND, QueryIndex::Status(DeliveryState::Pending.as_str().into()));
+    query.time_to_ms = Some(ports.clock.now_ms() - SWEEP_GRACE_MS + 1);
     query.limit = limit.clamp(1, 1000);
     let (entries, _) = ports.store.query_typed::<OutboxEntry>(query).await?;
     let count = entries.len();

@@ -22,7 +22,7 @@ use crate::domain::relay::task::{RelayTask, RunStats};
 use crate::domain::relay::types::{Source, TaskId};
 use crate::domain::relay::wire::{Command, ForwardRequest};
 use crate::domain::RequestError;
-use crate::ports::{Condition, Entity, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
+use crate::ports::{Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
 
 /// The queue of relay jobs.
 pub const RELAY_QUEUE: &str = "relay-jobs";
@@ -66,7 +66,39 @@ pub struct RequestOutcome {
     pub refused: Vec<(TaskId, TransitionError)>,
 }
 
-/// Executes a validated `forwardRequest.action` for `account`.
+/// Who pushes to a destination: the claim is written, compare-and-set, in the same transaction
+/// as every task that becomes active on the destination, so two concurrent requests can never
+/// both start pushing to one stream key (the loser re-plans and answers 91). A claim whose task
+/// is no longer active is free. Keyed by a digest of the URL (URLs may be longer than keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationClaim {
+    /// `{account}:{sha256(url)}`.
+    pub key: String,
+    /// The claiming task.
+    pub task_id: TaskId,
+}
+
+impl Entity for DestinationClaim {
+    const KIND: Kind = Kind("destination_claim");
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+}
+
+impl DestinationClaim {
+    /// The claim key of `url` in `account`.
+    pub fn key_of(account: &str, url: &str) -> String {
+        use sha2::{Digest, Sha256};
+        format!("{account}:{}", hex::encode(Sha256::digest(url.as_bytes())))
+    }
+}
+
+/// The claims on some destinations as read before planning: `None` for an unclaimed one.
+type Claims = BTreeMap<String, Option<Versioned<DestinationClaim>>>;
+
+/// Executes a validated `forwardRequest.action` for `account`, one list item after the other:
+/// each item is planned and written on its own, so a race lost by one item re-plans that item
+/// only, never undoing what an earlier item of the same request wrote.
 #[tracing::instrument(name = "forward_request", skip_all, fields(account = %account.name, cmd = ?req.cmd()))]
 pub async fn execute_forward_request(
     ports: &Ports,
@@ -78,10 +110,34 @@ pub async fn execute_forward_request(
     if !settings.allow_private_targets {
         refuse_internal_targets(req)?;
     }
+    let mut outcome = RequestOutcome::default();
+    for item in split_items(req) {
+        let done = execute_item(ports, settings, account, &item).await?;
+        outcome.tasks_written += done.tasks_written;
+        outcome.events += done.events;
+        outcome.jobs += done.jobs;
+        outcome.refused.extend(done.refused);
+    }
+    Ok(outcome)
+}
+
+/// One request per list item.
+fn split_items(req: &ForwardRequest) -> Vec<ForwardRequest> {
+    let one = |command| ForwardRequest { task_type: req.task_type, callback_url: req.callback_url.clone(), command };
+    match &req.command {
+        Command::CreateTasks(items) => items.iter().map(|i| one(Command::CreateTasks(vec![i.clone()]))).collect(),
+        Command::StopTasks(items) => items.iter().map(|i| one(Command::StopTasks(vec![i.clone()]))).collect(),
+        Command::UpdateSources(items) => items.iter().map(|i| one(Command::UpdateSources(vec![i.clone()]))).collect(),
+        Command::ResumeTasks(items) => items.iter().map(|i| one(Command::ResumeTasks(vec![i.clone()]))).collect(),
+    }
+}
+
+/// Compare-and-set attempts before a request gives up with a server error.
+const MAX_ATTEMPTS: u32 = 30;
+
+async fn execute_item(ports: &Ports, settings: &Settings, account: &Account, req: &ForwardRequest) -> Result<RequestOutcome, AppError> {
     let ids = request_ids(req);
-    // A task changed by a concurrent request makes our compare-and-set fail: plan again on
-    // fresh state rather than overwrite it.
-    for _ in 0..5 {
+    for attempt in 0..MAX_ATTEMPTS {
         let now = ports.clock.now_ms();
         let mut existing = BTreeMap::new();
         let mut versions = BTreeMap::new();
@@ -91,28 +147,69 @@ pub async fn execute_forward_request(
                 existing.insert(id.clone(), v.value);
             }
         }
-        let active: Vec<RelayTask> = list_active_tasks(ports)
-            .await?
-            .into_iter()
-            .filter(|t| t.account == account.name && !ids.contains(&t.id))
-            .collect();
+        let claims = load_claims(ports, &account.name, &claimed_urls(req, &existing)).await?;
+        let mut active = Vec::new();
+        for claim in claims.values().flatten() {
+            if ids.contains(&claim.value.task_id) {
+                continue;
+            }
+            let holder = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, &claim.value.task_id)).await?;
+            if let Some(holder) = holder.filter(|h| h.value.state.is_active()) {
+                active.push(holder.value);
+            }
+        }
         let fx = plan(&account.name, req, &existing, &active, now)?;
-        match persist_effects(ports, settings, &fx, &versions, now).await {
+        match persist_effects(ports, settings, &fx, &versions, &claims, now).await {
             Ok(outcome) => return Ok(outcome),
-            Err(AppError::Store(StoreError::ConditionFailed { .. })) => continue,
+            Err(AppError::Store(StoreError::ConditionFailed { .. })) => {
+                // Another request changed a task or a claim first: back off a little (spread
+                // so that racing requests do not collide again) and plan on fresh state.
+                let jitter: u64 = rand::random::<u64>() % (2 + u64::from(attempt) * 3);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
             Err(e) => return Err(e),
         }
     }
     Err(AppError::Contention(format!("tasks {ids:?}")))
 }
 
-/// Writes every task with its events in one transaction each, then hands new work to workers
-/// and events to the notifier.
+/// The destinations a request may make active: a new task's, or a resumed task's (after its
+/// `resetUrl`s).
+fn claimed_urls(req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>) -> Vec<String> {
+    let mut urls: Vec<String> = match &req.command {
+        Command::CreateTasks(items) => items.iter().flat_map(|t| t.forwards.iter().map(|f| f.to_string())).collect(),
+        Command::ResumeTasks(items) => items
+            .iter()
+            .flat_map(|t| {
+                let stored = existing.get(&t.id).map(|task| task.forward_urls()).unwrap_or_default();
+                let resets = t.forwards.iter().filter_map(|(_, reset)| reset.clone());
+                stored.into_iter().chain(resets).map(|u| u.to_string()).collect::<Vec<_>>()
+            })
+            .collect(),
+        Command::StopTasks(_) | Command::UpdateSources(_) => Vec::new(),
+    };
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+async fn load_claims(ports: &Ports, account: &str, urls: &[String]) -> Result<Claims, AppError> {
+    let mut claims = BTreeMap::new();
+    for url in urls {
+        let claim = ports.store.load::<DestinationClaim>(&DestinationClaim::key_of(account, url)).await?;
+        claims.insert(url.clone(), claim);
+    }
+    Ok(claims)
+}
+
+/// Writes every task with its events and destination claims in one transaction each, then
+/// hands new work to workers and events to the notifier.
 async fn persist_effects(
     ports: &Ports,
     settings: &Settings,
     fx: &Effects,
     versions: &BTreeMap<TaskId, u64>,
+    claims: &Claims,
     now: i64,
 ) -> Result<RequestOutcome, AppError> {
     let mut outcome = RequestOutcome { refused: fx.refused.clone(), ..Default::default() };
@@ -120,7 +217,26 @@ async fn persist_effects(
     for task in &fx.tasks {
         let condition = versions.get(&task.id).map_or(Condition::Absent, |v| Condition::Version(*v));
         let events: Vec<&TaskEvent> = fx.events.iter().filter(|e| e.task_id == task.id).collect();
-        stored_entries.extend(write_task(ports, settings, task, condition, &events, now).await?);
+        let mut claim_writes = Vec::new();
+        if task.state.is_active() {
+            for dest in task.active_destinations() {
+                let url = dest.url.to_string();
+                let claim = DestinationClaim { key: DestinationClaim::key_of(&task.account, &url), task_id: task.id.clone() };
+                let condition = match claims.get(&url) {
+                    Some(Some(read)) => Condition::Version(read.version),
+                    Some(None) => Condition::Absent,
+                    // A destination the request did not ask for (a task written for another
+                    // reason keeps its destinations): nothing to claim when the task holds it.
+                    None => match ports.store.load::<DestinationClaim>(&claim.key).await? {
+                        Some(current) if current.value.task_id == task.id => continue,
+                        Some(current) => Condition::Version(current.version),
+                        None => Condition::Absent,
+                    },
+                };
+                claim_writes.push(Write::Put(claim.to_record()?, condition));
+            }
+        }
+        stored_entries.extend(write_task(ports, settings, task, condition, &events, claim_writes, now).await?);
         outcome.tasks_written += 1;
     }
     // Events of tasks that were not written (90 task not exists, a refused create): alone.
@@ -151,6 +267,7 @@ async fn write_task(
     task: &RelayTask,
     condition: Condition,
     events: &[&TaskEvent],
+    extra: Vec<Write>,
     now: i64,
 ) -> Result<Vec<Versioned<OutboxEntry>>, AppError> {
     let entries: Vec<OutboxEntry> = events.iter().filter_map(|e| outbox_entry(settings, e, now)).collect();
@@ -158,6 +275,7 @@ async fn write_task(
     for entry in &entries {
         writes.push(Write::Put(entry.to_record()?, Condition::Absent));
     }
+    writes.extend(extra);
     let versions = ports.store.transact(writes).await?;
     Ok(entries.into_iter().zip(versions.into_iter().skip(1)).map(|(value, version)| Versioned { value, version }).collect())
 }
@@ -203,7 +321,10 @@ pub async fn apply_to_task(
     action: Action,
 ) -> Result<Option<Versioned<RelayTask>>, AppError> {
     let key = RelayTask::store_key(account, id);
-    for _ in 0..10 {
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 + u64::from(attempt) * 3))).await;
+        }
         let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(None) };
         let now = ports.clock.now_ms();
         let mut task = current.value.clone();
@@ -215,7 +336,7 @@ pub async fn apply_to_task(
             }
         };
         let event_refs: Vec<&TaskEvent> = events.iter().collect();
-        match write_task(ports, settings, &task, Condition::Version(current.version), &event_refs, now).await {
+        match write_task(ports, settings, &task, Condition::Version(current.version), &event_refs, Vec::new(), now).await {
             Ok(entries) => {
                 let version = current.version + 1;
                 for entry in entries {

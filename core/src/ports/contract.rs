@@ -256,17 +256,17 @@ pub mod store {
         assert_eq!(s.transact(vec![]).await.unwrap(), Vec::<u64>::new());
     }
 
-    /// At most 25 writes, one per key.
+    /// At most 100 writes, one per key.
     pub async fn transact_limits(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_txlim"));
-        let many = (0..26).map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any)).collect();
+        let many = (0..101).map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any)).collect();
         assert!(matches!(s.transact(many).await, Err(StoreError::Invalid(_))));
         let dup =
             vec![Write::Put(rec(kind, "d", json!(1)), Condition::Any), Write::Delete(kind, "d".into(), Condition::Any)];
         assert!(matches!(s.transact(dup).await, Err(StoreError::Invalid(_))));
         assert_eq!(s.get(kind, "d").await.unwrap(), None);
-        let ok = (0..25).map(|i| Write::Put(rec(kind, &format!("k{i:02}"), json!(i)), Condition::Any)).collect();
-        assert_eq!(s.transact(ok).await.unwrap(), vec![1; 25]);
+        let ok = (0..100).map(|i| Write::Put(rec(kind, &format!("k{i:03}"), json!(i)), Condition::Any)).collect();
+        assert_eq!(s.transact(ok).await.unwrap(), vec![1; 100]);
     }
 
     async fn seed_index_records(s: &Arc<dyn Store>, kind: Kind) {

@@ -172,7 +172,7 @@ pub trait Store: Send + Sync + 'static {
     /// not an error.
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError>;
 
-    /// Applies every write or none (at most 25, DynamoDB's limit); returns the new version of each
+    /// Applies every write or none (at most 100, DynamoDB's limit); returns the new version of each
     /// write in order (0 for deletes).
     async fn transact(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError>;
 

@@ -15,6 +15,9 @@ pub use types::*;
 
 /// The most sources a task may have (seed: `params src num이 너무 많습니다`).
 pub const MAX_SOURCES: usize = 800;
+/// Destinations per task (the seed sets no limit; each one is a pusher and a claim written with
+/// the task, so a bound keeps one task's transaction within the store's limit).
+pub const MAX_FORWARDS: usize = 50;
 /// The longest the `src` array may be, in characters of its JSON (seed: 204,800).
 pub const MAX_SRC_JSON_CHARS: usize = 204_800;
 /// The shortest `end - start` (seed: five minutes).

@@ -264,6 +264,10 @@ fn parse_create(id: TaskId, item: &Map<String, Value>, ty: TaskType) -> Result<N
         Some(Value::Array(a)) => a,
         Some(_) => return Err(RequestError::field("forward")),
     };
+    // Each destination is a pusher, and its claim is written in the task's transaction.
+    if forwards.len() > super::MAX_FORWARDS {
+        return Err(RequestError::field("forward"));
+    }
     let mut dests: Vec<RtmpUrl> = Vec::with_capacity(forwards.len());
     for f in forwards {
         let (url, _reset) = parse_forward(f)?;
