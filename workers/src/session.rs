@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::flv::FlvTag;
-use crate::ingest::{Ingest, IngestError, IngestEvent, IngestSpec, SourceKind};
+use crate::ingest::{Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
 use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
 use crate::splicer::{Splicer, SplicerConfig};
 
@@ -167,6 +167,8 @@ pub struct SessionStatus {
     pub fps: f64,
     /// Position on the output timeline, ms.
     pub position_ms: u32,
+    /// The current ingest ffmpeg's last progress line (its own time, speed, frames).
+    pub source_progress: Option<IngestProgress>,
     /// One entry per destination.
     pub destinations: Vec<PusherStatus>,
 }
@@ -230,6 +232,7 @@ impl RelaySession {
                 bitrate_kbps: 0.0,
                 fps: 0.0,
                 position_ms: 0,
+                source_progress: None,
                 destinations: Vec::new(),
             }),
             pushers: Mutex::new(BTreeMap::new()),
@@ -520,6 +523,7 @@ impl Supervisor {
             self.set_status(|s| {
                 s.current_source = index;
                 s.source_state = SourceState::Starting;
+                s.source_progress = None;
             });
             let (outcome, produced) = self.run_source(index, adopted.take()).await;
             previous = Some(index);
@@ -719,7 +723,7 @@ impl Supervisor {
                             meter = Meter::new();
                         }
                     }
-                    Some(IngestEvent::Progress(_)) => {}
+                    Some(IngestEvent::Progress(p)) => self.set_status(|s| s.source_progress = Some(p)),
                     Some(IngestEvent::Exited { success, reason }) => {
                         if success && kind == SourceKind::Vod && produced {
                             if let Some(c) = candidate.take() { c.stop(); }

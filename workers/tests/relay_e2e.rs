@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use relaycast_workers::ingest::IngestSpec;
@@ -13,11 +12,9 @@ use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
 use tokio::sync::mpsc;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Serialises the tests of this file (each has its own runtime; a Tokio mutex works across
+/// runtimes and does not poison when a test fails).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -61,7 +58,7 @@ fn assert_no_leftovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -130,7 +127,7 @@ async fn relays_one_source_to_three_destinations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -165,8 +162,16 @@ async fn stopping_one_destination_leaves_the_others_alone() {
     }
     let b2 = get(&after, "b2");
     assert!(b2.and_then(|s| s.publisher).is_none(), "b2 still publishing");
+
+    // A destination added to the running session starts with headers and a keyframe.
+    let b4 = nginx.url("b4");
+    session.add_destination(&b4).expect("add b4");
+    assert!(session.add_destination(&b4).is_err(), "duplicate");
+    let (p, took) = support::wait_playable(&b4, Duration::from_secs(10)).expect("b4 playable");
+    eprintln!("(b) added destination playable after {took:?}: {p:?}");
+    assert_eq!((p.width, p.height), (1280, 720));
     let st = session.status();
-    assert_eq!(st.destinations.len(), 2);
+    assert_eq!(st.destinations.len(), 3);
     assert!(st.destinations.iter().all(|d| d.reconnects == 0));
     session.stop().await;
     assert!(!drain(&mut rx)
@@ -182,7 +187,7 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -287,7 +292,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -337,6 +342,80 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
         failed[0],
         SessionEvent::DestinationFailed { url, destination_error: true, .. } if *url == closed
     ));
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (e) A destination that goes away and comes back: its pusher fails, backs off, reconnects
+/// and plays again from cached headers and a keyframe, while another destination stays on
+/// its first connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_restart_reconnects_with_backoff() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let remote = Nginx::start();
+    let (rtmp_port, http_port) = (remote.rtmp_port, remote.http_port);
+    let flaky = remote.url("e1");
+    let steady = nginx.url("e2");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![IngestSpec::live(nginx.url("src"))],
+            vec![flaky.clone(), steady.clone()],
+        ),
+        tx,
+    )
+    .expect("session starts");
+    wait_all_publishing(&remote, &["e1"], Duration::from_secs(10)).expect("e1 publishing");
+    wait_all_publishing(&nginx, &["e2"], Duration::from_secs(10)).expect("e2 publishing");
+    let steady_id = nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id);
+
+    drop(remote);
+    let down = Instant::now();
+    let mut failed = None;
+    while down.elapsed() < Duration::from_secs(5) && failed.is_none() {
+        failed = drain(&mut rx)
+            .into_iter()
+            .find(|e| matches!(e, SessionEvent::DestinationFailed { .. }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("(e) failure seen after {:?}: {failed:?}", down.elapsed());
+    assert!(failed.is_some(), "no DestinationFailed");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let remote = Nginx::start_on(rtmp_port, http_port);
+    let back = Instant::now();
+    let mut recovered = false;
+    while back.elapsed() < Duration::from_secs(10) && !recovered {
+        recovered = drain(&mut rx)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DestinationRecovered { url } if *url == flaky));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "no DestinationRecovered");
+    let (p, took) = support::wait_playable(&flaky, Duration::from_secs(10)).expect("playable");
+    let st = session.status();
+    let f = st.destinations.iter().find(|d| d.url == flaky).expect("flaky");
+    let s2 = st.destinations.iter().find(|d| d.url == steady).expect("steady");
+    eprintln!(
+        "(e) recovered {:?} after the destination came back, playable {took:?} later ({p:?}); \
+         reconnects {} / steady {}",
+        back.elapsed(),
+        f.reconnects,
+        s2.reconnects
+    );
+    assert_eq!((p.width, p.height), (1280, 720));
+    assert!(f.reconnects >= 1);
+    assert_eq!(s2.reconnects, 0);
+    assert_eq!(nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id), steady_id);
+    session.stop().await;
+    drop(remote);
     drop(_publisher);
     drop(nginx);
     assert_no_leftovers();

@@ -120,9 +120,12 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in a temp prefix and waits until both ports accept.
     pub fn start() -> Nginx {
+        Nginx::start_on(free_port(), free_port())
+    }
+
+    /// Starts nginx on given ports (e.g. to bring a destination back on its old port).
+    pub fn start_on(rtmp_port: u16, http_port: u16) -> Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
-        let rtmp_port = free_port();
-        let http_port = free_port();
         let p = dir.path().display();
         let conf = format!(
             r#"load_module {RTMP_MODULE};
