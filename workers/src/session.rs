@@ -374,8 +374,8 @@ impl Drop for RelaySession {
 /// How one ingest run ended.
 enum Outcome {
     Stop,
-    /// The current source failed; `next` is a standby ingest of the next source that is
-    /// already past its startup, if there is one.
+    /// The current source failed; `next` is a candidate ingest (standby or manual switch)
+    /// already running, to be adopted instead of starting the next source from scratch.
     Failed {
         reason: String,
         next: Option<Candidate>,
@@ -581,13 +581,14 @@ impl Supervisor {
     async fn run_source(&mut self, index: usize, adopted: Option<Candidate>) -> (Outcome, bool) {
         let n = self.spec.sources.len();
         let kind = self.spec.sources[index].kind;
-        let (mut ingest, prebuffer) = match adopted {
+        let (mut ingest, prebuffer, mut produced) = match adopted {
             Some(mut c) => {
+                let produced = c.has_keyframe();
                 let buf = c.take_buffer();
-                (c.ingest, buf)
+                (c.ingest, buf, produced)
             }
             None => match Ingest::start(&self.spec.sources[index]) {
-                Ok(i) => (i, Vec::new()),
+                Ok(i) => (i, Vec::new(), false),
                 Err(e) => {
                     return (
                         Outcome::Failed {
@@ -600,7 +601,6 @@ impl Supervisor {
             },
         };
         self.splicer.begin_source();
-        let mut produced = !prebuffer.is_empty();
         for tag in prebuffer {
             self.splicer.push(tag);
         }
@@ -647,9 +647,9 @@ impl Supervisor {
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    let next = candidate.take().and_then(|c| {
-                        if c.has_keyframe() { Some(c) } else { c.stop(); None }
-                    });
+                    // Hand over any candidate, even one still starting: restarting that
+                    // source from scratch would only lose time.
+                    let next = candidate.take();
                     break Outcome::Failed {
                         reason: format!("no data from the source for {wait:?}"),
                         next,
@@ -729,9 +729,7 @@ impl Supervisor {
                             if let Some(c) = candidate.take() { c.stop(); }
                             break Outcome::Ended;
                         }
-                        let next = candidate.take().and_then(|c| {
-                            if c.has_keyframe() { Some(c) } else { c.stop(); None }
-                        });
+                        let next = candidate.take();
                         break Outcome::Failed { reason: format!("ingest ffmpeg exited: {reason}"), next };
                     }
                     None => break Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None },
@@ -780,5 +778,52 @@ mod tests {
             RelaySession::start(spec, tx),
             Err(SessionError::InvalidDestination(_))
         ));
+    }
+
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9)
+    }
+
+    /// Every source down: each failure is reported, the session cycles through the sources
+    /// with a pause, and a stop during the pause ends it promptly.
+    #[tokio::test]
+    async fn all_sources_down_cycles_and_stops() {
+        if !std::path::Path::new(crate::ingest::DEFAULT_FFMPEG).exists() {
+            eprintln!("SKIP: no ffmpeg");
+            return;
+        }
+        let src = |p: u16| IngestSpec::live(format!("rtmp://127.0.0.1:{p}/live/x"));
+        let mut spec = SessionSpec::new(vec![src(closed_port()), src(closed_port())], vec![]);
+        spec.retry_delay = Duration::from_secs(30);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = RelaySession::start(spec, tx).expect("start");
+        let mut seen = Vec::new();
+        let ok = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = rx.recv().await {
+                seen.push(ev);
+                if seen.iter().filter(|e| matches!(e, SessionEvent::SourceFailed { .. })).count() == 2 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "events: {seen:?}");
+        assert_eq!(seen[0], SessionEvent::Started);
+        assert!(matches!(seen[1], SessionEvent::SourceFailed { index: 0, .. }));
+        assert_eq!(seen[2], SessionEvent::SwitchedSource { from: 0, to: 1 });
+        assert!(matches!(seen[3], SessionEvent::SourceFailed { index: 1, .. }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(session.status().source_state, SourceState::Retrying);
+        let t = Instant::now();
+        session.stop().await;
+        assert!(t.elapsed() < Duration::from_secs(1), "stop waited out the retry delay");
+        let mut rest = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            rest.push(e);
+        }
+        assert!(matches!(rest.last(), Some(SessionEvent::Finished { .. })), "{rest:?}");
     }
 }

@@ -330,10 +330,21 @@ impl Inner {
     }
 
     fn fan_out(&mut self, tag: &FlvTag) {
-        let headers = self.cached_headers();
         let gen = self.header_gen;
         let is_key = tag.is_key_picture();
         let is_header = tag.is_sequence_header() || tag.is_metadata();
+        // Only a subscriber resuming at this keyframe after missing a header change needs the
+        // cached headers; do not build them for every tag.
+        let resync = is_key
+            && self
+                .subscribers
+                .iter()
+                .any(|s| s.state == SubState::AwaitKeyframe && s.header_gen != gen);
+        let headers = if resync {
+            self.cached_headers()
+        } else {
+            Vec::new()
+        };
         self.subscribers.retain_mut(|sub| {
             if sub.tx.is_closed() {
                 return false;
