@@ -420,3 +420,92 @@ async fn destination_restart_reconnects_with_backoff() {
     drop(nginx);
     assert_no_leftovers();
 }
+
+/// CPU ticks (utime + stime) and RSS in KiB of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+/// The ingest ffmpeg among this process's children (recognised by its protocol whitelist).
+fn ingest_pid() -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (ppid == me && cmd.contains("protocol_whitelist")).then_some(pid)
+    })
+}
+
+/// Resource use of one relay to ten destinations, to compare with the design's baselines
+/// (10 × `ffmpeg -c copy`: 4.3 % CPU, 552 MB; `tee`: 1.3 %, 55 MB). Run on demand:
+/// `cargo test -p relaycast-workers --test relay_e2e measure -- --ignored --nocapture`
+/// (with `--release` for meaningful numbers of the Rust side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, ~35 s"]
+async fn measure_ten_destinations() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let dests: Vec<String> = names.iter().map(|n| nginx.url(n)).collect();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests),
+        tx,
+    )
+    .expect("session starts");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_all_publishing(&nginx, &refs, Duration::from_secs(10)).expect("all publishing");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let me = std::process::id();
+    let ing = ingest_pid().expect("ingest ffmpeg");
+    let hz = 100.0; // USER_HZ on Linux
+    let (a0, b0) = (proc_usage(me).expect("self"), proc_usage(ing).expect("ingest"));
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (a1, b1) = (proc_usage(me).expect("self"), proc_usage(ing).expect("ingest"));
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = |x: u64, y: u64| (y - x) as f64 / hz / secs * 100.0;
+    let st = session.status();
+    eprintln!(
+        "(m) 10 destinations over {secs:.0} s: relay process {:.1} % CPU, RSS {} MB; \
+         ingest ffmpeg {:.1} % CPU, RSS {} MB; total {:.1} % / {} MB; {} of 10 publishing, \
+         {:.0} kbit/s in, {} reconnects",
+        cpu(a0.0, a1.0),
+        a1.1 / 1024,
+        cpu(b0.0, b1.0),
+        b1.1 / 1024,
+        cpu(a0.0, a1.0) + cpu(b0.0, b1.0),
+        (a1.1 + b1.1) / 1024,
+        st.destinations
+            .iter()
+            .filter(|d| d.state == PusherState::Publishing)
+            .count(),
+        st.bitrate_kbps,
+        st.destinations.iter().map(|d| d.reconnects).sum::<u64>()
+    );
+    session.stop().await;
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
