@@ -739,9 +739,14 @@ impl Supervisor {
         if let Some(c) = candidate.take() {
             c.stop();
         }
-        // Stopping may take up to the deadline; do it off the critical path so the next
-        // source starts at once (the old ffmpeg no longer feeds the splicer).
-        tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        if matches!(outcome, Outcome::Stop) {
+            // A stop order is graceful: wait until ffmpeg has exited (or been killed).
+            ingest.stop(INGEST_STOP_DEADLINE).await;
+        } else {
+            // Stopping may take up to the deadline; do it off the critical path so the next
+            // source starts at once (the old ffmpeg no longer feeds the splicer).
+            tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        }
         (outcome, produced)
     }
 }
