@@ -632,16 +632,22 @@ impl Supervisor {
                         if let Some(c) = candidate.take() { c.stop(); }
                     }
                     Some(Order::Switch(to)) => {
-                        if let Some(c) = candidate.take() {
-                            if c.index == to && c.has_keyframe() {
-                                break Outcome::Adopt(c);
+                        match candidate.take() {
+                            Some(c) if c.index == to && c.has_keyframe() => break Outcome::Adopt(c),
+                            Some(mut c) if c.index == to => {
+                                // Already warming up as a standby: keep it, adopt at its keyframe.
+                                c.role = CandidateRole::Switch;
+                                c.started = Instant::now();
+                                candidate = Some(c);
                             }
-                            c.stop();
-                        }
-                        match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
-                            Ok(c) => candidate = Some(c),
-                            // Cannot even start it: switch the plain way and let it fail there.
-                            Err(_) => break Outcome::Switch(to),
+                            other => {
+                                if let Some(c) = other { c.stop(); }
+                                match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
+                                    Ok(c) => candidate = Some(c),
+                                    // Cannot even start it: switch the plain way and let it fail there.
+                                    Err(_) => break Outcome::Switch(to),
+                                }
+                            }
                         }
                     }
                     Some(Order::Stop) | None => break Outcome::Stop,
