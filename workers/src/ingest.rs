@@ -161,7 +161,12 @@ impl IngestSpec {
         }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
-        a.extend(["-map".into(), "0:v:0?".into(), "-map".into(), "0:a:0?".into()]);
+        a.extend([
+            "-map".into(),
+            "0:v:0?".into(),
+            "-map".into(),
+            "0:a:0?".into(),
+        ]);
         a.extend(self.codec_args.iter().cloned());
         a.extend([
             "-f".into(),
@@ -352,9 +357,17 @@ mod tests {
         assert!(joined.contains("-rw_timeout 5000000"));
         assert!(joined.contains("-c copy -f flv"));
         assert!(!joined.contains("-re "));
-        for bad in ["file:///etc/passwd", "concat:a|b", "subfile,,start,0,end,0,,:x", "/tmp/x.flv"] {
+        for bad in [
+            "file:///etc/passwd",
+            "concat:a|b",
+            "subfile,,start,0,end,0,,:x",
+            "/tmp/x.flv",
+        ] {
             s.url = bad.into();
-            assert!(s.args().map_err(|e| e.is_source_error()).err() == Some(true), "{bad}");
+            assert!(
+                s.args().map_err(|e| e.is_source_error()).err() == Some(true),
+                "{bad}"
+            );
         }
         s.url = "https://cdn/x.m3u8".into();
         s.kind = SourceKind::Vod;

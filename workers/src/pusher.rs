@@ -112,7 +112,9 @@ impl RtmpUrl {
         let rest = url
             .strip_prefix("rtmp://")
             .ok_or_else(|| bad("scheme must be rtmp://"))?;
-        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("missing app/stream"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("missing app/stream"))?;
         if authority.is_empty() {
             return Err(bad("missing host"));
         }
@@ -121,7 +123,9 @@ impl RtmpUrl {
         }
         let (host, port) = if let Some(h) = authority.strip_prefix('[') {
             // IPv6 literal: [::1]:1935
-            let (h, after) = h.split_once(']').ok_or_else(|| bad("unterminated IPv6 host"))?;
+            let (h, after) = h
+                .split_once(']')
+                .ok_or_else(|| bad("unterminated IPv6 host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
                 None if after.is_empty() => 1935,
@@ -145,7 +149,9 @@ impl RtmpUrl {
             None => (path, None),
         };
         let path = path.trim_end_matches('/');
-        let (app, stream) = path.rsplit_once('/').ok_or_else(|| bad("missing stream key"))?;
+        let (app, stream) = path
+            .rsplit_once('/')
+            .ok_or_else(|| bad("missing stream key"))?;
         if app.is_empty() || stream.is_empty() {
             return Err(bad("missing app or stream key"));
         }
@@ -328,7 +334,10 @@ impl Pusher {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), task)
+                .await
+                .is_err()
+            {
                 // Stuck in a write to a dead peer: dropping the socket is the only way out.
                 abort.abort();
             }
@@ -602,9 +611,9 @@ impl Worker {
 
     fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), PusherError> {
         for r in results {
-            if let ClientSessionResult::RaisedEvent(ClientSessionEvent::UnhandleableOnStatusCode {
-                code,
-            }) = r
+            if let ClientSessionResult::RaisedEvent(
+                ClientSessionEvent::UnhandleableOnStatusCode { code },
+            ) = r
             {
                 // The server ends a publish with an onStatus error (e.g. kicked by a
                 // "drop_idle_publisher" or an auth callback).
@@ -720,8 +729,8 @@ mod tests {
         assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "stream1"));
         assert_eq!(u.tc_url(), "rtmp://example.com:1935/live");
 
-        let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2")
-            .expect("valid");
+        let u =
+            RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2").expect("valid");
         assert_eq!(u.port, 19350);
         assert_eq!(u.app, "live");
         assert_eq!(u.stream_key, "abc?auth_key=1-0-0-x&t=2");
@@ -788,11 +797,21 @@ mod tests {
             .await
             .expect("event in time")
             .expect("event");
-        assert!(matches!(ev, PusherEvent::Failed { destination_error: true, .. }));
+        assert!(matches!(
+            ev,
+            PusherEvent::Failed {
+                destination_error: true,
+                ..
+            }
+        ));
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let st = p.status();
         // 100 + 200 + 400 + 400 ms of backoff fit in 1.2 s: at least 3 reconnects, no more than 6.
-        assert!((3..=6).contains(&st.reconnects), "reconnects {}", st.reconnects);
+        assert!(
+            (3..=6).contains(&st.reconnects),
+            "reconnects {}",
+            st.reconnects
+        );
         assert!(st.backoff <= Duration::from_millis(400));
         assert!(st.last_error.is_some());
         // Only one Failed event per outage.

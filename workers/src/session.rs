@@ -769,7 +769,10 @@ mod tests {
             Err(SessionError::NoSources)
         ));
         let spec = SessionSpec::new(
-            vec![IngestSpec::live("rtmp://h/live/a"), IngestSpec::live("file:///etc/passwd")],
+            vec![
+                IngestSpec::live("rtmp://h/live/a"),
+                IngestSpec::live("file:///etc/passwd"),
+            ],
             vec![],
         );
         assert!(matches!(
@@ -784,7 +787,10 @@ mod tests {
             RelaySession::start(spec, tx.clone()),
             Err(SessionError::DuplicateDestination(_))
         ));
-        let spec = SessionSpec::new(vec![IngestSpec::live("rtmp://h/live/a")], vec!["udp://x".into()]);
+        let spec = SessionSpec::new(
+            vec![IngestSpec::live("rtmp://h/live/a")],
+            vec!["udp://x".into()],
+        );
         assert!(matches!(
             RelaySession::start(spec, tx),
             Err(SessionError::InvalidDestination(_))
@@ -815,7 +821,12 @@ mod tests {
         let ok = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(ev) = rx.recv().await {
                 seen.push(ev);
-                if seen.iter().filter(|e| matches!(e, SessionEvent::SourceFailed { .. })).count() == 2 {
+                if seen
+                    .iter()
+                    .filter(|e| matches!(e, SessionEvent::SourceFailed { .. }))
+                    .count()
+                    == 2
+                {
                     break;
                 }
             }
@@ -823,18 +834,30 @@ mod tests {
         .await;
         assert!(ok.is_ok(), "events: {seen:?}");
         assert_eq!(seen[0], SessionEvent::Started);
-        assert!(matches!(seen[1], SessionEvent::SourceFailed { index: 0, .. }));
+        assert!(matches!(
+            seen[1],
+            SessionEvent::SourceFailed { index: 0, .. }
+        ));
         assert_eq!(seen[2], SessionEvent::SwitchedSource { from: 0, to: 1 });
-        assert!(matches!(seen[3], SessionEvent::SourceFailed { index: 1, .. }));
+        assert!(matches!(
+            seen[3],
+            SessionEvent::SourceFailed { index: 1, .. }
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(session.status().source_state, SourceState::Retrying);
         let t = Instant::now();
         session.stop().await;
-        assert!(t.elapsed() < Duration::from_secs(1), "stop waited out the retry delay");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop waited out the retry delay"
+        );
         let mut rest = Vec::new();
         while let Ok(e) = rx.try_recv() {
             rest.push(e);
         }
-        assert!(matches!(rest.last(), Some(SessionEvent::Finished { .. })), "{rest:?}");
+        assert!(
+            matches!(rest.last(), Some(SessionEvent::Finished { .. })),
+            "{rest:?}"
+        );
     }
 }

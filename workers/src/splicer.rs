@@ -469,7 +469,12 @@ mod tests {
         );
         // Monotonic over the whole output.
         for w in out.windows(2) {
-            assert!(w[1].timestamp >= w[0].timestamp, "{} then {}", w[0].timestamp, w[1].timestamp);
+            assert!(
+                w[1].timestamp >= w[0].timestamp,
+                "{} then {}",
+                w[0].timestamp,
+                w[1].timestamp
+            );
         }
         // The second source's headers go out at the current position, and its media starts
         // one frame interval after the first one's last tag.
@@ -512,7 +517,11 @@ mod tests {
         assert!(out[1].is_video_sequence_header());
         assert!(out[2].is_audio_sequence_header());
         assert!(out[3].is_keyframe(), "then a keyframe");
-        assert!(out[3].timestamp >= 1960, "the 2 s keyframe, got {}", out[3].timestamp);
+        assert!(
+            out[3].timestamp >= 1960,
+            "the 2 s keyframe, got {}",
+            out[3].timestamp
+        );
         assert_eq!(late.dropped() as usize, mid_drops(&a, mid));
     }
 
@@ -546,13 +555,7 @@ mod tests {
             }
         }
         assert_eq!(fast.dropped(), 0);
-        assert_eq!(
-            fast_out
-                .iter()
-                .filter(|t| t.is_video_frame())
-                .count(),
-            125
-        );
+        assert_eq!(fast_out.iter().filter(|t| t.is_video_frame()).count(), 125);
         let slow_out = drain(&mut slow);
         assert!(slow.dropped() > 0);
         assert!(slow_out.len() <= 20);

@@ -80,8 +80,7 @@ async fn relays_one_source_to_three_destinations() {
             .iter()
             .map(|u| s.spawn(move || support::wait_playable(u, Duration::from_secs(10))))
             .collect();
-        let publishing =
-            wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
+        let publishing = wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
         let probes: Vec<_> = players
             .into_iter()
             .map(|h| h.join().ok().flatten())
@@ -100,7 +99,10 @@ async fn relays_one_source_to_three_destinations() {
         assert!((p.fps - 25.0).abs() < 0.5, "fps {}", p.fps);
         assert!(took < Duration::from_secs(6), "slow first frame: {took:?}");
     }
-    assert!(publishing < Duration::from_secs(5), "slow start: {publishing:?}");
+    assert!(
+        publishing < Duration::from_secs(5),
+        "slow start: {publishing:?}"
+    );
 
     let st = session.status();
     eprintln!(
@@ -108,14 +110,22 @@ async fn relays_one_source_to_three_destinations() {
         st.current_source, st.source_state, st.bitrate_kbps, st.fps, st.position_ms
     );
     assert!((20.0..=30.0).contains(&st.fps), "fps {}", st.fps);
-    assert!(st.destinations.iter().all(|d| d.state == PusherState::Publishing));
-    assert!(st.destinations.iter().all(|d| d.reconnects == 0 && d.bytes_sent > 100_000));
+    assert!(st
+        .destinations
+        .iter()
+        .all(|d| d.state == PusherState::Publishing));
+    assert!(st
+        .destinations
+        .iter()
+        .all(|d| d.reconnects == 0 && d.bytes_sent > 100_000));
     session.stop().await;
     let events = drain(&mut rx);
     assert_eq!(events.first(), Some(&SessionEvent::Started));
     assert!(matches!(events.last(), Some(SessionEvent::Finished { .. })));
     assert!(
-        !events.iter().any(|e| matches!(e, SessionEvent::DestinationFailed { .. })),
+        !events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DestinationFailed { .. })),
         "{events:?}"
     );
     drop(_publisher);
@@ -146,11 +156,17 @@ async fn stopping_one_destination_leaves_the_others_alone() {
     let get = |stat: &[support::StreamStat], n: &str| stat.iter().find(|s| s.name == n).cloned();
 
     session.stop_destination(&dests[1]).await.expect("stop b2");
-    assert!(session.stop_destination(&dests[1]).await.is_err(), "already gone");
+    assert!(
+        session.stop_destination(&dests[1]).await.is_err(),
+        "already gone"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = nginx.stat();
     for n in ["b1", "b3"] {
-        let (b, a) = (get(&before, n).expect("before"), get(&after, n).expect("after"));
+        let (b, a) = (
+            get(&before, n).expect("before"),
+            get(&after, n).expect("after"),
+        );
         let (bp, ap) = (b.publisher.expect("pub"), a.publisher.expect("pub"));
         eprintln!(
             "(b) {n}: client {} -> {}, uptime {} -> {} ms, bytes_in {} -> {}",
@@ -161,7 +177,10 @@ async fn stopping_one_destination_leaves_the_others_alone() {
         assert!(a.bytes_in > b.bytes_in + 100_000);
     }
     let b2 = get(&after, "b2");
-    assert!(b2.and_then(|s| s.publisher).is_none(), "b2 still publishing");
+    assert!(
+        b2.and_then(|s| s.publisher).is_none(),
+        "b2 still publishing"
+    );
 
     // A destination added to the running session starts with headers and a keyframe.
     let b4 = nginx.url("b4");
@@ -239,10 +258,19 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     assert_eq!(st.current_source, 1);
     let after = nginx.stat();
     for n in ["c1", "c2"] {
-        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        let a = after.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        let b = before
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        let a = after
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
         let (b, a) = (b.expect("before"), a.expect("after"));
-        eprintln!("(c) {n}: client {} -> {}, uptime {} -> {} ms", b.id, a.id, b.time_ms, a.time_ms);
+        eprintln!(
+            "(c) {n}: client {} -> {}, uptime {} -> {} ms",
+            b.id, a.id, b.time_ms, a.time_ms
+        );
         assert_eq!(b.id, a.id, "{n} reconnected");
         assert!(a.time_ms > b.time_ms);
     }
@@ -253,7 +281,10 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         .iter()
         .any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })));
     assert!(events.contains(&SessionEvent::SwitchedSource { from: 0, to: 1 }));
-    assert!(recovered < Duration::from_secs(8), "slow failover: {recovered:?}");
+    assert!(
+        recovered < Duration::from_secs(8),
+        "slow failover: {recovered:?}"
+    );
 
     // Manual switch back to the (restarted) primary, still on the same connections.
     let mut primary = Publisher::start(&nginx.url("primary"));
@@ -275,9 +306,19 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     let back = back.expect("back on the primary");
     let last = nginx.stat();
     for n in ["c1", "c2"] {
-        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        let a = last.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        assert_eq!(b.map(|c| c.id), a.map(|c| c.id), "{n} reconnected on switch back");
+        let b = before
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        let a = last
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        assert_eq!(
+            b.map(|c| c.id),
+            a.map(|c| c.id),
+            "{n} reconnected on switch back"
+        );
     }
     eprintln!("(c) back on the primary, playable after {back:?}");
     session.stop().await;
@@ -322,12 +363,19 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
         .iter()
         .find(|d| d.url == closed)
         .expect("bad destination listed");
-    let ok = st.destinations.iter().find(|d| d.url == good).expect("good");
+    let ok = st
+        .destinations
+        .iter()
+        .find(|d| d.url == good)
+        .expect("good");
     eprintln!(
         "(d) d1 publishing after {t:?}; unreachable: {:?}, {} reconnects, last error {:?}; good: {:?}, {} bytes",
         bad.state, bad.reconnects, bad.last_error, ok.state, ok.bytes_sent
     );
-    assert!(matches!(bad.state, PusherState::Backoff | PusherState::Connecting));
+    assert!(matches!(
+        bad.state,
+        PusherState::Backoff | PusherState::Connecting
+    ));
     assert!(bad.reconnects >= 2);
     assert_eq!(ok.state, PusherState::Publishing);
     assert_eq!(ok.reconnects, 0);
@@ -401,8 +449,16 @@ async fn destination_restart_reconnects_with_backoff() {
     assert!(recovered, "no DestinationRecovered");
     let (p, took) = support::wait_playable(&flaky, Duration::from_secs(10)).expect("playable");
     let st = session.status();
-    let f = st.destinations.iter().find(|d| d.url == flaky).expect("flaky");
-    let s2 = st.destinations.iter().find(|d| d.url == steady).expect("steady");
+    let f = st
+        .destinations
+        .iter()
+        .find(|d| d.url == flaky)
+        .expect("flaky");
+    let s2 = st
+        .destinations
+        .iter()
+        .find(|d| d.url == steady)
+        .expect("steady");
     eprintln!(
         "(e) recovered {:?} after the destination came back, playable {took:?} later ({p:?}); \
          reconnects {} / steady {}",
@@ -413,7 +469,10 @@ async fn destination_restart_reconnects_with_backoff() {
     assert_eq!((p.width, p.height), (1280, 720));
     assert!(f.reconnects >= 1);
     assert_eq!(s2.reconnects, 0);
-    assert_eq!(nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id), steady_id);
+    assert_eq!(
+        nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id),
+        steady_id
+    );
     session.stop().await;
     drop(remote);
     drop(_publisher);
@@ -445,7 +504,11 @@ fn ingest_pid() -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()?;
+        let ppid: u32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmd = String::from_utf8_lossy(&cmd);
         (ppid == me && cmd.contains("protocol_whitelist")).then_some(pid)
@@ -480,10 +543,16 @@ async fn measure_ten_destinations() {
     let me = std::process::id();
     let ing = ingest_pid().expect("ingest ffmpeg");
     let hz = 100.0; // USER_HZ on Linux
-    let (a0, b0) = (proc_usage(me).expect("self"), proc_usage(ing).expect("ingest"));
+    let (a0, b0) = (
+        proc_usage(me).expect("self"),
+        proc_usage(ing).expect("ingest"),
+    );
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let (a1, b1) = (proc_usage(me).expect("self"), proc_usage(ing).expect("ingest"));
+    let (a1, b1) = (
+        proc_usage(me).expect("self"),
+        proc_usage(ing).expect("ingest"),
+    );
     let secs = t0.elapsed().as_secs_f64();
     let cpu = |x: u64, y: u64| (y - x) as f64 / hz / secs * 100.0;
     let st = session.status();

@@ -349,7 +349,14 @@ impl Publisher {
                 .args(["-f", "lavfi", "-i"])
                 .arg(format!("testsrc2=size={width}x{height}:rate=25"))
                 .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-tune",
+                    "zerolatency",
+                ])
                 .args(["-pix_fmt", "yuv420p", "-g", "50", "-b:v", "1500k"])
                 .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
                 .arg(url)
@@ -401,7 +408,10 @@ pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
         "ffprobe",
         Command::new("ffprobe")
             .args(["-v", "error", "-rw_timeout", &rw_timeout])
-            .args(["-show_entries", "stream=codec_type,codec_name,width,height,r_frame_rate"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name,width,height,r_frame_rate",
+            ])
             .args(["-of", "json"])
             .arg(url)
             .stdin(Stdio::null())
@@ -422,8 +432,12 @@ pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
         match json_field(s, "codec_type") {
             Some("video") => {
                 p.video_codec = json_field(s, "codec_name").map(str::to_string);
-                p.width = json_field(s, "width").and_then(|v| v.parse().ok()).unwrap_or(0);
-                p.height = json_field(s, "height").and_then(|v| v.parse().ok()).unwrap_or(0);
+                p.width = json_field(s, "width")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                p.height = json_field(s, "height")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 if let Some((n, d)) = json_field(s, "r_frame_rate").and_then(|r| r.split_once('/'))
                 {
                     let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(1.0));
@@ -458,7 +472,11 @@ pub fn wait_playable(url: &str, within: Duration) -> Option<(Probe, Duration)> {
 /// Lists ffmpeg/nginx processes that are children of this test process (for leak checks).
 pub fn leftover_children() -> Vec<String> {
     let me = std::process::id().to_string();
-    let Ok(out) = Command::new("ps").args(["-o", "pid=,ppid=,comm="]).arg("-e").output() else {
+    let Ok(out) = Command::new("ps")
+        .args(["-o", "pid=,ppid=,comm="])
+        .arg("-e")
+        .output()
+    else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
