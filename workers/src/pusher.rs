@@ -462,6 +462,7 @@ impl Worker {
         }
         tracing::info!("publishing");
         let mut buf = vec![0u8; 8192];
+        let mut out = Vec::with_capacity(64 * 1024);
         if !leftover.is_empty() {
             let results = session.handle_input(&leftover)?;
             self.send_results(&mut wr, results).await?;
@@ -480,9 +481,29 @@ impl Worker {
                 }
                 tag = sub.recv() => {
                     let Some(tag) = tag else { break Ok(Ended::TimelineClosed) };
-                    if let Err(e) = self.publish_tag(&mut session, &mut wr, &tag).await {
+                    // Whatever else is already queued goes out in the same write: one
+                    // syscall per burst instead of one per tag.
+                    out.clear();
+                    let mut tags = 0u64;
+                    let mut next = Some(tag);
+                    let mut failed = None;
+                    while let Some(tag) = next.take() {
+                        match encode_tag(&mut session, &tag, &mut out) {
+                            Ok(true) => tags += 1,
+                            Ok(false) => {}
+                            Err(e) => { failed = Some(e); break; }
+                        }
+                        if tags < MAX_BATCH_TAGS && out.len() < MAX_BATCH_BYTES {
+                            next = sub.try_recv();
+                        }
+                    }
+                    if let Some(e) = failed {
                         break Err(e);
                     }
+                    if let Err(e) = self.write(&mut wr, &out).await {
+                        break Err(e);
+                    }
+                    lock(&self.shared).status.tags_sent += tags;
                 }
                 n = rd.read(&mut buf) => {
                     match n {
@@ -648,27 +669,35 @@ impl Worker {
         lock(&self.shared).status.bytes_sent += bytes.len() as u64;
         Ok(())
     }
+}
 
-    async fn publish_tag(
-        &self,
-        session: &mut ClientSession,
-        wr: &mut OwnedWriteHalf,
-        tag: &FlvTag,
-    ) -> Result<(), PusherError> {
-        let ts = RtmpTimestamp::new(tag.timestamp);
-        let result = match tag.tag_type {
-            TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
-            TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
-            TagType::Script => match metadata_from_script(&tag.data) {
-                Some(meta) => session.publish_metadata(&meta)?,
-                None => return Ok(()),
-            },
-        };
-        if let ClientSessionResult::OutboundResponse(p) = result {
-            self.write(wr, &p.bytes).await?;
-            lock(&self.shared).status.tags_sent += 1;
+/// Most tags written in one batch.
+const MAX_BATCH_TAGS: u64 = 64;
+/// Most bytes written in one batch.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Serialises one tag as RTMP chunks onto `out`. Returns whether a message was produced
+/// (script data other than `onMetaData` is not relayed).
+fn encode_tag(
+    session: &mut ClientSession,
+    tag: &FlvTag,
+    out: &mut Vec<u8>,
+) -> Result<bool, PusherError> {
+    let ts = RtmpTimestamp::new(tag.timestamp);
+    let result = match tag.tag_type {
+        TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
+        TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
+        TagType::Script => match metadata_from_script(&tag.data) {
+            Some(meta) => session.publish_metadata(&meta)?,
+            None => return Ok(false),
+        },
+    };
+    match result {
+        ClientSessionResult::OutboundResponse(p) => {
+            out.extend_from_slice(&p.bytes);
+            Ok(true)
         }
-        Ok(())
+        _ => Ok(false),
     }
 }
 
