@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use relaycast_workers::flv::{FlvItem, FlvParser};
 use relaycast_workers::ingest::IngestSpec;
 use relaycast_workers::pusher::PusherState;
 use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
@@ -229,6 +230,8 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         tx,
     )
     .expect("session starts");
+    // A player stays on c1 through the failover and the switch back.
+    let player = support::Player::start(&dests[0]);
     wait_all_publishing(&nginx, &["c1", "c2"], Duration::from_secs(10)).expect("publishing");
     let (p, _) = support::wait_playable(&dests[0], Duration::from_secs(10)).expect("playable");
     assert_eq!((p.width, p.height), (1280, 720));
@@ -321,6 +324,44 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         );
     }
     eprintln!("(c) back on the primary, playable after {back:?}");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // What the player saw: one stream, no decoder error, monotonic timestamps without a
+    // gap, and the resolution changing 720p -> 360p -> 720p.
+    let (errors, flv) = player.finish();
+    let mut parser = FlvParser::new();
+    let mut tags = Vec::new();
+    parser.push(&flv);
+    while let Ok(Some(item)) = parser.next_item() {
+        if let FlvItem::Tag(t) = item {
+            tags.push(t);
+        }
+    }
+    let frames: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
+    let headers = tags.iter().filter(|t| t.is_video_sequence_header()).count();
+    let max_gap = frames
+        .windows(2)
+        .map(|w| i64::from(w[1].timestamp) - i64::from(w[0].timestamp))
+        .max()
+        .unwrap_or(0);
+    let backwards = frames
+        .windows(2)
+        .filter(|w| w[1].timestamp < w[0].timestamp)
+        .count();
+    let span = frames.last().map(|t| t.timestamp).unwrap_or(0);
+    eprintln!(
+        "(c) player on c1: {} video frames over {span} ms, {headers} video sequence headers, \
+         largest frame gap {max_gap} ms, {backwards} steps back, decoder errors: {:?}",
+        frames.len(),
+        errors.trim()
+    );
+    assert!(errors.trim().is_empty(), "decoder errors: {errors}");
+    assert_eq!(backwards, 0);
+    assert!(max_gap <= 200, "gap of {max_gap} ms in the output timeline");
+    assert!(
+        headers >= 3,
+        "720p, 360p and 720p headers expected, got {headers}"
+    );
     session.stop().await;
     primary.kill();
     drop(_backup);

@@ -488,3 +488,59 @@ pub fn leftover_children() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A player on a stream for the whole of a test: decodes everything (decoder errors go to
+/// `errors.log`) and records the stream as received (`-c copy` to `recording.flv`).
+pub struct Player {
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl Player {
+    /// Starts playing `url` (it may connect before the stream is published).
+    pub fn start(url: &str) -> Player {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let errors = std::fs::File::create(dir.path().join("errors.log")).expect("log file");
+        let child = ChildGuard::spawn(
+            "player ffmpeg",
+            Command::new("ffmpeg")
+                .args([
+                    "-hide_banner",
+                    "-v",
+                    "error",
+                    "-nostdin",
+                    "-rw_timeout",
+                    "20000000",
+                ])
+                .arg("-i")
+                .arg(url)
+                .args(["-map", "0", "-c", "copy", "-f", "flv"])
+                .arg(dir.path().join("recording.flv"))
+                .args(["-map", "0", "-f", "null", "-"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(errors),
+        )
+        .expect("spawn player ffmpeg");
+        Player { child, dir }
+    }
+
+    /// Stops the player gently (so the recording is complete) and returns its decoder
+    /// errors and the recorded FLV.
+    pub fn finish(mut self) -> (String, Vec<u8>) {
+        relaycast_workers::process::signal_group(self.child.pid(), libc_sigint());
+        let until = Instant::now() + Duration::from_secs(3);
+        while self.child.is_running() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill();
+        let errors =
+            std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default();
+        let flv = std::fs::read(self.dir.path().join("recording.flv")).unwrap_or_default();
+        (errors, flv)
+    }
+}
+
+fn libc_sigint() -> i32 {
+    2
+}
