@@ -308,6 +308,11 @@ impl Ingest {
         })
     }
 
+    /// ffmpeg's pid (and process group id) while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pgid()
+    }
+
     /// The next event; `None` after [`IngestEvent::Exited`].
     pub async fn next(&mut self) -> Option<IngestEvent> {
         let ev = self.rx.recv().await;
@@ -417,5 +422,40 @@ mod tests {
             Err(e) => assert!(!e.is_source_error()),
             Ok(_) => panic!("must fail"),
         }
+    }
+
+    /// A source that accepts TCP but never speaks RTMP hangs ffmpeg until its rw_timeout;
+    /// stop must not wait for that, and must leave no process behind.
+    #[tokio::test]
+    async fn stop_ends_a_hanging_ffmpeg_and_reaps_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
+        spec.rw_timeout = Duration::from_secs(60);
+        if !spec.ffmpeg_path.exists() {
+            eprintln!("SKIP: no ffmpeg");
+            return;
+        }
+        let ingest = Ingest::start(&spec).expect("start");
+        let pid = ingest.pid().expect("pid");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let t = std::time::Instant::now();
+        ingest.stop(Duration::from_millis(500)).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        // Reaped, not a zombie: /proc entry gone.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "ffmpeg {pid} still there"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(listener);
     }
 }
