@@ -82,6 +82,10 @@ pub struct IngestSpec {
     /// from ~3.2 s to ~2.0 s. `None` keeps ffmpeg's default (safer for HLS/MP4 sources whose
     /// streams may start late). Default `Some(65536)` for [`IngestSpec::live`].
     pub probe_size: Option<u32>,
+    /// Operator switch: allow `file:` URLs and plain paths (VOD items on local disk). Never
+    /// set it for a URL a user supplied: it would let them read any file ffmpeg can open.
+    /// Default false.
+    pub allow_local_files: bool,
 }
 
 impl IngestSpec {
@@ -95,12 +99,27 @@ impl IngestSpec {
             ffmpeg_path: PathBuf::from(DEFAULT_FFMPEG),
             codec_args: vec!["-c".into(), "copy".into()],
             probe_size: Some(65_536),
+            allow_local_files: false,
+        }
+    }
+
+    /// A VOD item from local disk, read at its native rate. For operator-provided files
+    /// only (sets [`IngestSpec::allow_local_files`]).
+    pub fn local_file(path: impl Into<String>) -> Self {
+        IngestSpec {
+            kind: SourceKind::Vod,
+            probe_size: None,
+            allow_local_files: true,
+            ..IngestSpec::live(path)
         }
     }
 
     /// The ffmpeg `-protocol_whitelist` for this source's scheme: only what the scheme needs,
     /// so a playlist or redirect cannot make ffmpeg open `file:` or other local protocols.
     pub fn protocol_whitelist(&self) -> Result<&'static str, IngestError> {
+        if self.allow_local_files && (self.url.starts_with("file:") || self.url.starts_with('/')) {
+            return Ok("file");
+        }
         let scheme = self
             .url
             .split_once("://")

@@ -471,16 +471,15 @@ impl Worker {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
                     // Best effort goodbye; the peer may already be gone.
-                    if let Ok(results) = session.stop_publishing() {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            self.send_results(&mut wr, results),
-                        ).await;
-                    }
+                    self.goodbye(&mut session, &mut rd, &mut wr).await;
                     break Ok(Ended::Cancelled);
                 }
                 tag = sub.recv() => {
-                    let Some(tag) = tag else { break Ok(Ended::TimelineClosed) };
+                    let Some(tag) = tag else {
+                        // The session ended (e.g. the last VOD item): end the publish cleanly.
+                        self.goodbye(&mut session, &mut rd, &mut wr).await;
+                        break Ok(Ended::TimelineClosed);
+                    };
                     // Whatever else is already queued goes out in the same write: one
                     // syscall per burst instead of one per tag.
                     out.clear();
@@ -527,6 +526,35 @@ impl Worker {
         };
         *published_for = started.elapsed();
         result
+    }
+
+    /// Ends a publish without losing its tail: `deleteStream`, then a write shutdown (FIN),
+    /// then reading until the server closes. Closing a socket with unread input makes the
+    /// kernel send RST, and an RST throws away whatever the server has not read yet: the
+    /// last second or two of the stream. Bounded to 2 s in all.
+    async fn goodbye(
+        &self,
+        session: &mut ClientSession,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
+    ) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if let Ok(results) = session.stop_publishing() {
+                if self.send_results(wr, results).await.is_err() {
+                    return;
+                }
+            }
+            if wr.shutdown().await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// TCP connect, handshake, `connect(app)`, `publish(stream_key)`.

@@ -619,3 +619,124 @@ async fn measure_ten_destinations() {
     drop(nginx);
     assert_no_leftovers();
 }
+
+/// Writes a VOD test file: `secs` of testsrc2 at `size`, H.264 GOP 1 s + AAC.
+fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String {
+    let path = dir.join(name);
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=880:sample_rate=44100"])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(&path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot write {name}");
+    path.display().to_string()
+}
+
+/// (f) A VOD playlist of two items with different resolutions: both play one after the
+/// other on one destination connection and one timeline, then the session finishes. What
+/// nginx received is checked from its own recording (`record all`), which is then decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_items_play_back_to_back_on_one_connection() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let first = vod_file(files.path(), "one.flv", "640x360", 3);
+    let second = vod_file(files.path(), "two.flv", "320x240", 2);
+    let nginx = Nginx::start();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![
+                IngestSpec::local_file(first),
+                IngestSpec::local_file(second),
+            ],
+            vec![nginx.rec_url("vod")],
+        ),
+        tx,
+    )
+    .expect("session starts");
+    let mut events = Vec::new();
+    let finished = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = rx.recv().await {
+            let done = matches!(ev, SessionEvent::Finished { .. });
+            events.push(ev);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(finished.is_ok(), "not finished: {events:?}");
+    // The pushers unpublish at the end of the timeline; stop waits for them.
+    session.stop().await;
+
+    let recorded = nginx.recording("vod");
+    let mut parser = FlvParser::new();
+    parser.push(&recorded);
+    let mut tags = Vec::new();
+    while let Ok(Some(item)) = parser.next_item() {
+        if let FlvItem::Tag(t) = item {
+            tags.push(t);
+        }
+    }
+    let frames: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
+    let backwards = frames
+        .windows(2)
+        .filter(|w| w[1].timestamp < w[0].timestamp)
+        .count();
+    let max_gap = frames
+        .windows(2)
+        .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
+        .max()
+        .unwrap_or(0);
+    let rec_path = files.path().join("received.flv");
+    std::fs::write(&rec_path, &recorded).expect("write recording");
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-i"])
+        .arg(&rec_path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg decode");
+    let errors = String::from_utf8_lossy(&decode.stderr).to_string();
+    eprintln!(
+        "(f) finished after {took:?}; events {events:?}; nginx received {} frames, {}..{} ms, \
+         {} video headers, largest gap {max_gap} ms, {backwards} steps back, decoder errors {:?}",
+        frames.len(),
+        frames.first().map(|t| t.timestamp).unwrap_or(0),
+        frames.last().map(|t| t.timestamp).unwrap_or(0),
+        tags.iter().filter(|t| t.is_video_sequence_header()).count(),
+        errors.trim()
+    );
+    assert_eq!(events[0], SessionEvent::Started);
+    assert!(events.contains(&SessionEvent::SwitchedSource { from: 0, to: 1 }));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SourceFailed { .. })));
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{errors}"
+    );
+    assert_eq!(backwards, 0);
+    assert!(max_gap <= 200);
+    // Both items, every frame: 3 s + 2 s at 25 fps.
+    assert_eq!(frames.len(), 125);
+    assert_eq!(
+        tags.iter().filter(|t| t.is_video_sequence_header()).count(),
+        2
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "-re: real time, not as fast as possible"
+    );
+    drop(nginx);
+    assert_no_leftovers();
+}

@@ -142,6 +142,12 @@ rtmp {{
         application live {{
             live on;
         }}
+        application rec {{
+            live on;
+            record all;
+            record_path {p}/rec;
+            record_unique off;
+        }}
     }}
 }}
 http {{
@@ -158,6 +164,7 @@ http {{
 }}
 "#
         );
+        std::fs::create_dir_all(dir.path().join("rec")).expect("record dir");
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let child = ChildGuard::spawn(
@@ -192,6 +199,16 @@ http {{
     /// `rtmp://127.0.0.1:PORT/live/NAME`.
     pub fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp_port)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/rec/NAME`: like `live`, and nginx records what it receives.
+    pub fn rec_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/rec/{name}", self.rtmp_port)
+    }
+
+    /// What nginx recorded of `rec/NAME` (complete once the publisher has left).
+    pub fn recording(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("rec").join(format!("{name}.flv"))).unwrap_or_default()
     }
 
     /// The prefix directory (config, logs).
@@ -514,7 +531,7 @@ impl Player {
                 ])
                 .arg("-i")
                 .arg(url)
-                .args(["-map", "0", "-c", "copy", "-f", "flv"])
+                .args(["-map", "0", "-c", "copy", "-copyts", "-f", "flv"])
                 .arg(dir.path().join("recording.flv"))
                 .args(["-map", "0", "-f", "null", "-"])
                 .stdin(Stdio::null())
@@ -523,6 +540,19 @@ impl Player {
         )
         .expect("spawn player ffmpeg");
         Player { child, dir }
+    }
+
+    /// Waits up to `within` for the player to end by itself (the stream was unpublished and
+    /// it read everything); returns whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.child.is_running() {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Stops the player gently (so the recording is complete) and returns its decoder
