@@ -7,6 +7,35 @@
 //!
 //! These types are local to the workers; the control plane maps its task model onto
 //! [`SessionSpec`] and [`SessionEvent`].
+//!
+//! ```no_run
+//! use relaycast_workers::ingest::IngestSpec;
+//! use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
+//!
+//! # async fn relay() -> Result<(), relaycast_workers::session::SessionError> {
+//! let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+//! let spec = SessionSpec::new(
+//!     vec![
+//!         IngestSpec::live("rtmp://origin.example/live/main"),   // primary
+//!         IngestSpec::live("rtmp://backup.example/live/main"),   // backup
+//!     ],
+//!     vec!["rtmp://cdn-a.example/app/key?auth=x".into(), "rtmp://cdn-b.example/live/k".into()],
+//! );
+//! let session = RelaySession::start(spec, events_tx)?;
+//! session.add_destination("rtmp://cdn-c.example/live/k")?;
+//! session.stop_destination("rtmp://cdn-b.example/live/k").await?;
+//! session.switch_to_source(0).await?; // back to the primary, same connections
+//! println!("{:?}", session.status());
+//! while let Some(ev) = events.recv().await {
+//!     if let SessionEvent::SourceFailed { index, reason } = &ev {
+//!         eprintln!("source {index} failed: {reason}");
+//!     }
+//! #   break;
+//! }
+//! session.stop().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
