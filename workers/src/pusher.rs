@@ -903,4 +903,167 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(200));
         assert_eq!(lock(&status).status.state, PusherState::Stopped);
     }
+
+    /// A fake RTMP server that accepts `connect` and `publish`, then never reads again (a
+    /// destination whose network or process hangs).
+    async fn stalling_server(listener: tokio::net::TcpListener) {
+        use rml_rtmp::sessions::ServerSessionResult as R;
+        use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent};
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let mut hs = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 65536];
+        let mut leftover = loop {
+            let Ok(n) = sock.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            match hs.process_bytes(&buf[..n]) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    let _ = sock.write_all(&response_bytes).await;
+                }
+                Ok(HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                }) => {
+                    let _ = sock.write_all(&response_bytes).await;
+                    break remaining_bytes;
+                }
+                Err(_) => return,
+            }
+        };
+        let Ok((mut session, initial)) = ServerSession::new(ServerSessionConfig::new()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        for r in initial {
+            if let R::OutboundResponse(p) = r {
+                out.extend_from_slice(&p.bytes);
+            }
+        }
+        let _ = sock.write_all(&out).await;
+        loop {
+            let mut pending = std::mem::take(&mut leftover);
+            if pending.is_empty() {
+                let Ok(n) = sock.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+            let Ok(results) = session.handle_input(&pending) else {
+                return;
+            };
+            let mut out = Vec::new();
+            let mut published = false;
+            let mut queue = results;
+            while let Some(r) = (!queue.is_empty()).then(|| queue.remove(0)) {
+                match r {
+                    R::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                    R::RaisedEvent(ServerSessionEvent::ConnectionRequested {
+                        request_id, ..
+                    }) => {
+                        if let Ok(more) = session.accept_request(request_id) {
+                            queue.extend(more);
+                        }
+                    }
+                    R::RaisedEvent(ServerSessionEvent::PublishStreamRequested {
+                        request_id,
+                        ..
+                    }) => {
+                        if let Ok(more) = session.accept_request(request_id) {
+                            queue.extend(more);
+                        }
+                        published = true;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = sock.write_all(&out).await;
+            if published {
+                // Hold the socket open and never read again.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+        }
+    }
+
+    /// A destination that stops reading: its pusher fails on the write timeout and retries,
+    /// while another subscriber of the same splicer gets every tag.
+    #[tokio::test]
+    async fn stalled_destination_times_out_without_holding_up_others() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(stalling_server(listener));
+
+        let splicer = Splicer::new(crate::splicer::SplicerConfig {
+            subscriber_capacity: 64,
+        });
+        let mut other = splicer.subscribe();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = PusherConfig {
+            write_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(100),
+            ..PusherConfig::default()
+        };
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/stall")).expect("url");
+        let pusher = Pusher::spawn(url, splicer.clone(), config, Some(tx));
+        for _ in 0..200 {
+            if pusher.status().state == PusherState::Publishing {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pusher.status().state, PusherState::Publishing);
+
+        // 64 KiB "frames", a keyframe every 25: far more than socket buffers hold.
+        splicer.begin_source();
+        splicer.push(FlvTag::new(
+            TagType::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+        ));
+        let mut received = 0usize;
+        let mut pushed = 0usize;
+        let mut failed = None;
+        for i in 0..2000u32 {
+            let mut body = vec![0u8; 64 * 1024];
+            body[0] = if i % 25 == 0 { 0x17 } else { 0x27 };
+            body[1] = 1;
+            splicer.push(FlvTag::new(TagType::Video, i * 40, Bytes::from(body)));
+            pushed += 1;
+            while other.try_recv().is_some() {
+                received += 1;
+            }
+            if let Ok(ev) = rx.try_recv() {
+                failed = Some(ev);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ev = failed.expect("the stalled destination failed");
+        match ev {
+            PusherEvent::Failed {
+                reason,
+                destination_error,
+                ..
+            } => {
+                assert!(reason.contains("timed out while writing"), "{reason}");
+                assert!(destination_error);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The other subscriber got the header and every frame, nothing dropped.
+        assert_eq!(received, pushed + 1);
+        assert_eq!(other.dropped(), 0);
+        pusher.stop().await;
+    }
 }
