@@ -553,6 +553,9 @@ impl Supervisor {
                 s.current_source = index;
                 s.source_state = SourceState::Starting;
                 s.source_progress = None;
+                // Rates of the previous source would be stale.
+                s.bitrate_kbps = 0.0;
+                s.fps = 0.0;
             });
             let (outcome, produced) = self.run_source(index, adopted.take()).await;
             previous = Some(index);
