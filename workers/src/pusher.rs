@@ -18,11 +18,12 @@ use rml_rtmp::sessions::{
     ClientSessionResult, PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use crate::flv::{FlvTag, TagType};
@@ -68,6 +69,14 @@ pub enum PusherError {
         /// The server's description.
         description: String,
     },
+    /// The TLS handshake of an `rtmps://` destination failed (certificate, protocol).
+    #[error("tls with {host} failed: {reason}")]
+    Tls {
+        /// The server name.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The RTMP session state machine reported an error (a protocol error on either side).
     #[error("rtmp session error: {0}")]
     Session(String),
@@ -87,15 +96,17 @@ impl From<ClientSessionError> for PusherError {
     }
 }
 
-/// A parsed `rtmp://host[:port]/app[/more]/stream[?query]` destination.
+/// A parsed `rtmp[s]://host[:port]/app[/more]/stream[?query]` destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     /// The URL as given (used as the destination's identity).
     pub url: String,
     /// Host name or address.
     pub host: String,
-    /// TCP port (1935 when absent).
+    /// TCP port (1935 for `rtmp`, 443 for `rtmps` when absent).
     pub port: u16,
+    /// `rtmps`: RTMP inside TLS.
+    pub tls: bool,
     /// RTMP application: every path segment but the last.
     pub app: String,
     /// Stream key: the last path segment plus the query string, which many CDNs use for auth.
@@ -103,15 +114,20 @@ pub struct RtmpUrl {
 }
 
 impl RtmpUrl {
-    /// Parses a destination URL. Only `rtmp://` is supported (no TLS yet).
+    /// Parses a destination URL (`rtmp://` or `rtmps://`).
     pub fn parse(url: &str) -> Result<Self, PusherError> {
         let bad = |reason| PusherError::InvalidUrl {
             url: url.to_string(),
             reason,
         };
-        let rest = url
-            .strip_prefix("rtmp://")
-            .ok_or_else(|| bad("scheme must be rtmp://"))?;
+        let (tls, rest) = if let Some(r) = url.strip_prefix("rtmp://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rtmps://") {
+            (true, r)
+        } else {
+            return Err(bad("scheme must be rtmp:// or rtmps://"));
+        };
+        let default_port = if tls { 443 } else { 1935 };
         let (authority, path) = rest
             .split_once('/')
             .ok_or_else(|| bad("missing app/stream"))?;
@@ -128,14 +144,14 @@ impl RtmpUrl {
                 .ok_or_else(|| bad("unterminated IPv6 host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-                None if after.is_empty() => 1935,
+                None if after.is_empty() => default_port,
                 None => return Err(bad("invalid host")),
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("invalid port"))?),
-                None => (authority.to_string(), 1935),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() {
@@ -163,6 +179,7 @@ impl RtmpUrl {
             url: url.to_string(),
             host,
             port,
+            tls,
             app: app.to_string(),
             stream_key,
         })
@@ -177,9 +194,10 @@ impl RtmpUrl {
         }
     }
 
-    /// The `tcUrl` sent in `connect`: `rtmp://host:port/app`.
+    /// The `tcUrl` sent in `connect`: `rtmp[s]://host:port/app`.
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}/{}", self.addr(), self.app)
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        format!("{scheme}://{}/{}", self.addr(), self.app)
     }
 }
 
@@ -196,6 +214,9 @@ pub struct PusherConfig {
     pub connect_timeout: Duration,
     /// A single socket write blocked this long means the destination is stuck. Default 10 s.
     pub write_timeout: Duration,
+    /// TLS client configuration for `rtmps://` destinations (e.g. a private CA). Default:
+    /// the Mozilla root certificates (`webpki-roots`), built on first use.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for PusherConfig {
@@ -206,6 +227,7 @@ impl Default for PusherConfig {
             stable_after: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -366,6 +388,31 @@ fn set_state(shared: &Mutex<Shared>, state: PusherState) {
     }
 }
 
+/// A destination connection: plain TCP or TLS over TCP.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type BoxConn = Box<dyn Conn>;
+type ConnReader = ReadHalf<BoxConn>;
+type ConnWriter = WriteHalf<BoxConn>;
+
+/// The default TLS configuration: Mozilla's roots, ring, TLS 1.2 and 1.3.
+fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
 /// How one publish attempt ended without error.
 enum Ended {
     Cancelled,
@@ -448,7 +495,7 @@ impl Worker {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
             r = setup => r.map_err(|_| PusherError::Timeout("connecting and publishing"))??,
         };
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         // Subscribe only once publishing is accepted, so the first tags are the cached
         // headers followed by a keyframe, not a backlog from the connect time.
         let mut sub = self.splicer.subscribe();
@@ -532,12 +579,7 @@ impl Worker {
     /// then reading until the server closes. Closing a socket with unread input makes the
     /// kernel send RST, and an RST throws away whatever the server has not read yet: the
     /// last second or two of the stream. Bounded to 2 s in all.
-    async fn goodbye(
-        &self,
-        session: &mut ClientSession,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
-    ) {
+    async fn goodbye(&self, session: &mut ClientSession, rd: &mut ConnReader, wr: &mut ConnWriter) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             if let Ok(results) = session.stop_publishing() {
                 if self.send_results(wr, results).await.is_err() {
@@ -558,12 +600,31 @@ impl Worker {
     }
 
     /// TCP connect, handshake, `connect(app)`, `publish(stream_key)`.
-    async fn setup(&self) -> Result<(TcpStream, ClientSession, Vec<u8>), PusherError> {
+    async fn setup(&self) -> Result<(BoxConn, ClientSession, Vec<u8>), PusherError> {
         let addr = self.url.addr();
-        let mut stream = TcpStream::connect(&addr)
+        let tcp = TcpStream::connect(&addr)
             .await
             .map_err(|source| PusherError::Connect { addr, source })?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxConn = if self.url.tls {
+            let tls_err = |reason: String| PusherError::Tls {
+                host: self.url.host.clone(),
+                reason,
+            };
+            let config = match &self.config.tls {
+                Some(c) => c.clone(),
+                None => default_tls_config().map_err(tls_err)?,
+            };
+            let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
+                .map_err(|e| tls_err(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| tls_err(e.to_string()))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
 
         let mut handshake = Handshake::new(PeerType::Client);
         let p0p1 = handshake
@@ -679,7 +740,7 @@ impl Worker {
 
     async fn send_results(
         &self,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut ConnWriter,
         results: Vec<ClientSessionResult>,
     ) -> Result<(), PusherError> {
         let mut out = Vec::new();
@@ -690,7 +751,7 @@ impl Worker {
         self.write(wr, &out).await
     }
 
-    async fn write(&self, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), PusherError> {
+    async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), PusherError> {
         tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
             .await
             .map_err(|_| PusherError::Timeout("writing to the destination"))??;
@@ -794,6 +855,12 @@ mod tests {
 
         let u = RtmpUrl::parse("rtmp://h/app/inst/key").expect("valid");
         assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("app/inst", "key"));
+
+        let u = RtmpUrl::parse("rtmps://live-api-s.example.com/rtmp/FB-123?s_bl=1").expect("valid");
+        assert!(u.tls);
+        assert_eq!((u.port, u.app.as_str()), (443, "rtmp"));
+        assert_eq!(u.stream_key, "FB-123?s_bl=1");
+        assert_eq!(u.tc_url(), "rtmps://live-api-s.example.com:443/rtmp");
 
         let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").expect("valid");
         assert_eq!((u.host.as_str(), u.port), ("::1", 1936));

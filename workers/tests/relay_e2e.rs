@@ -740,3 +740,89 @@ async fn vod_items_play_back_to_back_on_one_connection() {
     drop(nginx);
     assert_no_leftovers();
 }
+
+/// (g) An `rtmps://` destination: TLS (verified against a private CA) in front of
+/// nginx-rtmp, next to a plain one; both playable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmps_destination_with_a_private_ca() {
+    require_nginx_rtmp!();
+    let Some(certs) = support::test_certs() else {
+        eprintln!("SKIPPED: openssl not installed");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(certs.ca.clone()))
+        .expect("CA");
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let secure = format!("rtmps://127.0.0.1:{}/live/g1", front.port);
+    let mut spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("src"))],
+        vec![secure.clone(), nginx.url("g2")],
+    );
+    spec.pusher.tls = Some(std::sync::Arc::new(tls));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    let t = wait_all_publishing(&nginx, &["g1", "g2"], Duration::from_secs(10))
+        .expect("both publishing");
+    let (p, _) = support::wait_playable(&nginx.url("g1"), Duration::from_secs(10))
+        .expect("rtmps destination playable");
+    eprintln!("(g) rtmps and rtmp destinations publishing after {t:?}; g1 (via TLS): {p:?}");
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert_eq!((p.width, p.height), (1280, 720));
+    let st = session.status();
+    assert!(st.destinations.iter().all(|d| d.reconnects == 0));
+
+    // The same destination without trusting the private CA is refused as a destination error.
+    let mut spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("src"))],
+        vec![format!("rtmps://127.0.0.1:{}/live/g3", front.port)],
+    );
+    spec.pusher.backoff_initial = Duration::from_secs(5);
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let untrusting = RelaySession::start(spec, tx2).expect("session starts");
+    let failed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx2.recv().await {
+            if let SessionEvent::DestinationFailed {
+                reason,
+                destination_error,
+                ..
+            } = ev
+            {
+                return Some((reason, destination_error));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("untrusted certificate refused");
+    eprintln!("(g) without the CA: {failed:?}");
+    assert!(failed.0.contains("tls"), "{}", failed.0);
+    assert!(failed.1);
+    untrusting.stop().await;
+    session.stop().await;
+    assert!(!drain(&mut rx)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::DestinationFailed { .. })));
+    drop(front);
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}

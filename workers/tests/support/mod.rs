@@ -574,3 +574,142 @@ impl Player {
 fn libc_sigint() -> i32 {
     2
 }
+
+/// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+pub struct TestCerts {
+    /// CA certificate (DER), to trust in the client.
+    pub ca: Vec<u8>,
+    /// Server certificate chain (PEM).
+    pub server_cert_pem: Vec<u8>,
+    /// Server private key (PEM).
+    pub server_key_pem: Vec<u8>,
+}
+
+/// Generates [`TestCerts`]; `None` when openssl is not installed.
+pub fn test_certs() -> Option<TestCerts> {
+    let dir = tempfile::tempdir().ok()?;
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=relaycast test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]) && run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+    if !ok {
+        return None;
+    }
+    Some(TestCerts {
+        ca: std::fs::read(d.join("ca.der")).ok()?,
+        server_cert_pem: std::fs::read(d.join("leaf.pem")).ok()?,
+        server_key_pem: std::fs::read(d.join("leaf.key")).ok()?,
+    })
+}
+
+/// A TLS terminator in front of a plain TCP port (an `rtmps://` front for nginx-rtmp):
+/// accepts TLS on its own port and pipes each connection to `127.0.0.1:backend`.
+/// Runs on the current Tokio runtime until dropped.
+pub struct TlsFront {
+    /// The TLS port on 127.0.0.1.
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    /// Starts the terminator with `certs`' server certificate.
+    pub async fn start(certs: &TestCerts, backend: u16) -> TlsFront {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&certs.server_cert_pem)
+                .collect::<Result<_, _>>()
+                .expect("server cert");
+        let key = PrivateKeyDer::from_pem_slice(&certs.server_key_pem).expect("server key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront { port, task }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
