@@ -114,6 +114,31 @@ impl IngestSpec {
         }
     }
 
+    /// The URL without user info and query string, for logs: both often carry credentials.
+    pub fn redacted_url(&self) -> String {
+        let (without_query, had_query) = match self.url.split_once('?') {
+            Some((u, _)) => (u, true),
+            None => (self.url.as_str(), false),
+        };
+        let mut out = match without_query.split_once("://") {
+            Some((scheme, rest)) => {
+                let rest = match rest.split_once('/') {
+                    Some((auth, path)) => {
+                        let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+                        format!("{host}/{path}")
+                    }
+                    None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
+                };
+                format!("{scheme}://{rest}")
+            }
+            None => without_query.to_string(),
+        };
+        if had_query {
+            out.push_str("?***");
+        }
+        out
+    }
+
     /// The ffmpeg `-protocol_whitelist` for this source's scheme: only what the scheme needs,
     /// so a playlist or redirect cannot make ffmpeg open `file:` or other local protocols.
     pub fn protocol_whitelist(&self) -> Result<&'static str, IngestError> {
@@ -237,7 +262,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts ffmpeg for `spec`.
-    #[tracing::instrument(skip_all, fields(url = %spec.url))]
+    #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
         let args = spec.args()?;
         let mut cmd = FfmpegCommand::new_with_path(&spec.ffmpeg_path);
@@ -401,6 +426,8 @@ mod tests {
         assert!(a.contains(&"Referer: https://a\r\n".to_string()));
         s.headers = vec![("X".into(), "a\r\nHost: evil".into())];
         assert!(s.args().is_err());
+        s.url = "https://user:pw@cdn.example/live/a.m3u8?token=secret".into();
+        assert_eq!(s.redacted_url(), "https://cdn.example/live/a.m3u8?***");
     }
 
     #[tokio::test]

@@ -194,6 +194,11 @@ impl RtmpUrl {
         }
     }
 
+    /// The URL with the stream key hidden, for logs: stream keys are publishing credentials.
+    pub fn redacted(&self) -> String {
+        format!("{}/***", self.tc_url())
+    }
+
     /// The `tcUrl` sent in `connect`: `rtmp[s]://host:port/app`.
     pub fn tc_url(&self) -> String {
         let scheme = if self.tls { "rtmps" } else { "rtmp" };
@@ -429,7 +434,7 @@ struct Worker {
 }
 
 impl Worker {
-    #[tracing::instrument(name = "pusher", skip_all, fields(url = %self.url.url))]
+    #[tracing::instrument(name = "pusher", skip_all, fields(url = %self.url.redacted()))]
     async fn run(self) {
         let mut backoff = self.config.backoff_initial;
         let mut failing = false;
@@ -440,6 +445,7 @@ impl Worker {
             }
             if attempt > 0 {
                 lock(&self.shared).status.reconnects += 1;
+                metrics::counter!("relaycast_relay_pusher_reconnects_total").increment(1);
             }
             attempt += 1;
             set_state(&self.shared, PusherState::Connecting);
@@ -449,6 +455,7 @@ impl Worker {
                 Ok(Ended::Cancelled) | Ok(Ended::TimelineClosed) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "destination failed");
+                    metrics::counter!("relaycast_relay_destination_failures_total").increment(1);
                     lock(&self.shared).status.last_error = Some(e.to_string());
                     if !failing {
                         failing = true;
@@ -756,6 +763,7 @@ impl Worker {
             .await
             .map_err(|_| PusherError::Timeout("writing to the destination"))??;
         lock(&self.shared).status.bytes_sent += bytes.len() as u64;
+        metrics::counter!("relaycast_relay_pusher_bytes_total").increment(bytes.len() as u64);
         Ok(())
     }
 }
@@ -861,6 +869,8 @@ mod tests {
         assert_eq!((u.port, u.app.as_str()), (443, "rtmp"));
         assert_eq!(u.stream_key, "FB-123?s_bl=1");
         assert_eq!(u.tc_url(), "rtmps://live-api-s.example.com:443/rtmp");
+
+        assert_eq!(u.redacted(), "rtmps://live-api-s.example.com:443/rtmp/***");
 
         let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").expect("valid");
         assert_eq!((u.host.as_str(), u.port), ("::1", 1936));

@@ -546,6 +546,7 @@ impl Supervisor {
                 Some(from) if from != index || dead_in_a_row == 0 => {
                     self.emit(SessionEvent::SwitchedSource { from, to: index });
                     self.set_status(|s| s.switches += 1);
+                    metrics::counter!("relaycast_relay_source_switches_total").increment(1);
                 }
                 Some(_) => {}
             }
@@ -578,6 +579,7 @@ impl Supervisor {
                 }
                 Outcome::Failed { reason, next } => {
                     tracing::warn!(index, %reason, "source failed");
+                    metrics::counter!("relaycast_relay_source_failures_total").increment(1);
                     self.emit(SessionEvent::SourceFailed { index, reason });
                     if let Some(c) = next {
                         dead_in_a_row = 0;
