@@ -167,11 +167,7 @@ impl FlvTag {
     /// flagged as keyframes by muxers too; use [`FlvTag::is_video_sequence_header`] to tell
     /// them apart.
     pub fn is_keyframe(&self) -> bool {
-        self.tag_type == TagType::Video
-            && self
-                .data
-                .first()
-                .is_some_and(|b| (b & 0x70) >> 4 == 1)
+        self.tag_type == TagType::Video && self.data.first().is_some_and(|b| (b & 0x70) >> 4 == 1)
     }
 
     /// Whether this is an AVC or HEVC decoder configuration record (a video sequence header).
@@ -219,7 +215,10 @@ impl FlvTag {
     /// Whether this is an AAC AudioSpecificConfig (an audio sequence header).
     pub fn is_audio_sequence_header(&self) -> bool {
         self.tag_type == TagType::Audio
-            && self.data.first().is_some_and(|b| b >> 4 == SOUND_FORMAT_AAC)
+            && self
+                .data
+                .first()
+                .is_some_and(|b| b >> 4 == SOUND_FORMAT_AAC)
             && self.data.get(1) == Some(&0)
     }
 
@@ -240,7 +239,10 @@ impl FlvTag {
             return false;
         }
         let len = u16::from_be_bytes([d[1], d[2]]) as usize;
-        matches!(d.get(3..3 + len), Some(b"onMetaData") | Some(b"@setDataFrame"))
+        matches!(
+            d.get(3..3 + len),
+            Some(b"onMetaData") | Some(b"@setDataFrame")
+        )
     }
 
     /// Size of this tag on the wire, including header and `PreviousTagSize`.
@@ -384,14 +386,10 @@ impl FlvParser {
                             return Err(e);
                         }
                     };
-                    let size = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]])
-                        as usize;
-                    let timestamp = u32::from_be_bytes([
-                        self.buf[7],
-                        self.buf[4],
-                        self.buf[5],
-                        self.buf[6],
-                    ]);
+                    let size =
+                        u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                    let timestamp =
+                        u32::from_be_bytes([self.buf[7], self.buf[4], self.buf[5], self.buf[6]]);
                     let total = TAG_HEADER_LEN + size + PREV_TAG_SIZE_LEN;
                     if self.buf.len() < total {
                         // Reserve once so a large keyframe does not regrow the buffer per chunk.
@@ -482,8 +480,14 @@ mod tests {
         assert!(header.has_audio && header.has_video);
 
         assert!(tags[0].is_metadata(), "ffmpeg writes onMetaData first");
-        let video: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Video).collect();
-        let audio: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Audio).collect();
+        let video: Vec<_> = tags
+            .iter()
+            .filter(|t| t.tag_type == TagType::Video)
+            .collect();
+        let audio: Vec<_> = tags
+            .iter()
+            .filter(|t| t.tag_type == TagType::Audio)
+            .collect();
         assert!(video[0].is_video_sequence_header());
         assert_eq!(video[0].video_codec(), Some(VIDEO_CODEC_AVC));
         assert!(audio[0].is_audio_sequence_header());
@@ -498,7 +502,11 @@ mod tests {
             .map(|t| t.timestamp)
             .collect();
         assert_eq!(keys.len(), 2, "keyframes at {keys:?}");
-        assert!(keys[1] >= 1960 && keys[1] <= 2100, "second keyframe at {}", keys[1]);
+        assert!(
+            keys[1] >= 1960 && keys[1] <= 2100,
+            "second keyframe at {}",
+            keys[1]
+        );
         // Timestamps are DTS: monotonic per track.
         for w in frames.windows(2) {
             assert!(w[1].timestamp >= w[0].timestamp);
@@ -530,7 +538,11 @@ mod tests {
 
     #[test]
     fn extended_timestamp_byte() {
-        let tag = FlvTag::new(TagType::Audio, 0x1234_5678, Bytes::from_static(&[0xaf, 1, 9]));
+        let tag = FlvTag::new(
+            TagType::Audio,
+            0x1234_5678,
+            Bytes::from_static(&[0xaf, 1, 9]),
+        );
         let mut out = BytesMut::new();
         FlvHeader::default().write_to(&mut out);
         tag.write_to(&mut out);
@@ -544,10 +556,17 @@ mod tests {
         let hevc = FlvTag::new(TagType::Video, 0, Bytes::from_static(&[0x1c, 0, 0, 0, 0]));
         assert!(hevc.is_video_sequence_header() && hevc.is_keyframe());
         assert_eq!(hevc.video_codec(), Some(VIDEO_CODEC_HEVC));
-        let ex = FlvTag::new(TagType::Video, 0, Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']));
+        let ex = FlvTag::new(
+            TagType::Video,
+            0,
+            Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']),
+        );
         assert!(ex.is_video_sequence_header() && ex.is_keyframe());
-        let ex_frame =
-            FlvTag::new(TagType::Video, 0, Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1']));
+        let ex_frame = FlvTag::new(
+            TagType::Video,
+            0,
+            Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1']),
+        );
         assert!(!ex_frame.is_video_sequence_header());
         let inter = FlvTag::new(TagType::Video, 0, Bytes::from_static(&[0x27, 1, 0, 0, 0]));
         assert!(!inter.is_keyframe() && !inter.is_video_sequence_header());

@@ -82,6 +82,10 @@ pub struct IngestSpec {
     /// from ~3.2 s to ~2.0 s. `None` keeps ffmpeg's default (safer for HLS/MP4 sources whose
     /// streams may start late). Default `Some(65536)` for [`IngestSpec::live`].
     pub probe_size: Option<u32>,
+    /// Operator switch: allow `file:` URLs and plain paths (VOD items on local disk). Never
+    /// set it for a URL a user supplied: it would let them read any file ffmpeg can open.
+    /// Default false.
+    pub allow_local_files: bool,
 }
 
 impl IngestSpec {
@@ -95,12 +99,52 @@ impl IngestSpec {
             ffmpeg_path: PathBuf::from(DEFAULT_FFMPEG),
             codec_args: vec!["-c".into(), "copy".into()],
             probe_size: Some(65_536),
+            allow_local_files: false,
         }
+    }
+
+    /// A VOD item from local disk, read at its native rate. For operator-provided files
+    /// only (sets [`IngestSpec::allow_local_files`]).
+    pub fn local_file(path: impl Into<String>) -> Self {
+        IngestSpec {
+            kind: SourceKind::Vod,
+            probe_size: None,
+            allow_local_files: true,
+            ..IngestSpec::live(path)
+        }
+    }
+
+    /// The URL without user info and query string, for logs: both often carry credentials.
+    pub fn redacted_url(&self) -> String {
+        let (without_query, had_query) = match self.url.split_once('?') {
+            Some((u, _)) => (u, true),
+            None => (self.url.as_str(), false),
+        };
+        let mut out = match without_query.split_once("://") {
+            Some((scheme, rest)) => {
+                let rest = match rest.split_once('/') {
+                    Some((auth, path)) => {
+                        let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+                        format!("{host}/{path}")
+                    }
+                    None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
+                };
+                format!("{scheme}://{rest}")
+            }
+            None => without_query.to_string(),
+        };
+        if had_query {
+            out.push_str("?***");
+        }
+        out
     }
 
     /// The ffmpeg `-protocol_whitelist` for this source's scheme: only what the scheme needs,
     /// so a playlist or redirect cannot make ffmpeg open `file:` or other local protocols.
     pub fn protocol_whitelist(&self) -> Result<&'static str, IngestError> {
+        if self.allow_local_files && (self.url.starts_with("file:") || self.url.starts_with('/')) {
+            return Ok("file");
+        }
         let scheme = self
             .url
             .split_once("://")
@@ -161,7 +205,12 @@ impl IngestSpec {
         }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
-        a.extend(["-map".into(), "0:v:0?".into(), "-map".into(), "0:a:0?".into()]);
+        a.extend([
+            "-map".into(),
+            "0:v:0?".into(),
+            "-map".into(),
+            "0:a:0?".into(),
+        ]);
         a.extend(self.codec_args.iter().cloned());
         a.extend([
             "-f".into(),
@@ -213,7 +262,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts ffmpeg for `spec`.
-    #[tracing::instrument(skip_all, fields(url = %spec.url))]
+    #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
         let args = spec.args()?;
         let mut cmd = FfmpegCommand::new_with_path(&spec.ffmpeg_path);
@@ -303,6 +352,11 @@ impl Ingest {
         })
     }
 
+    /// ffmpeg's pid (and process group id) while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pgid()
+    }
+
     /// The next event; `None` after [`IngestEvent::Exited`].
     pub async fn next(&mut self) -> Option<IngestEvent> {
         let ev = self.rx.recv().await;
@@ -352,9 +406,17 @@ mod tests {
         assert!(joined.contains("-rw_timeout 5000000"));
         assert!(joined.contains("-c copy -f flv"));
         assert!(!joined.contains("-re "));
-        for bad in ["file:///etc/passwd", "concat:a|b", "subfile,,start,0,end,0,,:x", "/tmp/x.flv"] {
+        for bad in [
+            "file:///etc/passwd",
+            "concat:a|b",
+            "subfile,,start,0,end,0,,:x",
+            "/tmp/x.flv",
+        ] {
             s.url = bad.into();
-            assert!(s.args().map_err(|e| e.is_source_error()).err() == Some(true), "{bad}");
+            assert!(
+                s.args().map_err(|e| e.is_source_error()).err() == Some(true),
+                "{bad}"
+            );
         }
         s.url = "https://cdn/x.m3u8".into();
         s.kind = SourceKind::Vod;
@@ -364,6 +426,8 @@ mod tests {
         assert!(a.contains(&"Referer: https://a\r\n".to_string()));
         s.headers = vec![("X".into(), "a\r\nHost: evil".into())];
         assert!(s.args().is_err());
+        s.url = "https://user:pw@cdn.example/live/a.m3u8?token=secret".into();
+        assert_eq!(s.redacted_url(), "https://cdn.example/live/a.m3u8?***");
     }
 
     #[tokio::test]
@@ -404,5 +468,40 @@ mod tests {
             Err(e) => assert!(!e.is_source_error()),
             Ok(_) => panic!("must fail"),
         }
+    }
+
+    /// A source that accepts TCP but never speaks RTMP hangs ffmpeg until its rw_timeout;
+    /// stop must not wait for that, and must leave no process behind.
+    #[tokio::test]
+    async fn stop_ends_a_hanging_ffmpeg_and_reaps_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
+        spec.rw_timeout = Duration::from_secs(60);
+        if !spec.ffmpeg_path.exists() {
+            eprintln!("SKIP: no ffmpeg");
+            return;
+        }
+        let ingest = Ingest::start(&spec).expect("start");
+        let pid = ingest.pid().expect("pid");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let t = std::time::Instant::now();
+        ingest.stop(Duration::from_millis(500)).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        // Reaped, not a zombie: /proc entry gone.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "ffmpeg {pid} still there"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(listener);
     }
 }

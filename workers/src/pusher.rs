@@ -18,11 +18,12 @@ use rml_rtmp::sessions::{
     ClientSessionResult, PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use crate::flv::{FlvTag, TagType};
@@ -68,6 +69,14 @@ pub enum PusherError {
         /// The server's description.
         description: String,
     },
+    /// The TLS handshake of an `rtmps://` destination failed (certificate, protocol).
+    #[error("tls with {host} failed: {reason}")]
+    Tls {
+        /// The server name.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The RTMP session state machine reported an error (a protocol error on either side).
     #[error("rtmp session error: {0}")]
     Session(String),
@@ -87,15 +96,17 @@ impl From<ClientSessionError> for PusherError {
     }
 }
 
-/// A parsed `rtmp://host[:port]/app[/more]/stream[?query]` destination.
+/// A parsed `rtmp[s]://host[:port]/app[/more]/stream[?query]` destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     /// The URL as given (used as the destination's identity).
     pub url: String,
     /// Host name or address.
     pub host: String,
-    /// TCP port (1935 when absent).
+    /// TCP port (1935 for `rtmp`, 443 for `rtmps` when absent).
     pub port: u16,
+    /// `rtmps`: RTMP inside TLS.
+    pub tls: bool,
     /// RTMP application: every path segment but the last.
     pub app: String,
     /// Stream key: the last path segment plus the query string, which many CDNs use for auth.
@@ -103,16 +114,23 @@ pub struct RtmpUrl {
 }
 
 impl RtmpUrl {
-    /// Parses a destination URL. Only `rtmp://` is supported (no TLS yet).
+    /// Parses a destination URL (`rtmp://` or `rtmps://`).
     pub fn parse(url: &str) -> Result<Self, PusherError> {
         let bad = |reason| PusherError::InvalidUrl {
             url: url.to_string(),
             reason,
         };
-        let rest = url
-            .strip_prefix("rtmp://")
-            .ok_or_else(|| bad("scheme must be rtmp://"))?;
-        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("missing app/stream"))?;
+        let (tls, rest) = if let Some(r) = url.strip_prefix("rtmp://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rtmps://") {
+            (true, r)
+        } else {
+            return Err(bad("scheme must be rtmp:// or rtmps://"));
+        };
+        let default_port = if tls { 443 } else { 1935 };
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("missing app/stream"))?;
         if authority.is_empty() {
             return Err(bad("missing host"));
         }
@@ -121,17 +139,19 @@ impl RtmpUrl {
         }
         let (host, port) = if let Some(h) = authority.strip_prefix('[') {
             // IPv6 literal: [::1]:1935
-            let (h, after) = h.split_once(']').ok_or_else(|| bad("unterminated IPv6 host"))?;
+            let (h, after) = h
+                .split_once(']')
+                .ok_or_else(|| bad("unterminated IPv6 host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-                None if after.is_empty() => 1935,
+                None if after.is_empty() => default_port,
                 None => return Err(bad("invalid host")),
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("invalid port"))?),
-                None => (authority.to_string(), 1935),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() {
@@ -145,7 +165,9 @@ impl RtmpUrl {
             None => (path, None),
         };
         let path = path.trim_end_matches('/');
-        let (app, stream) = path.rsplit_once('/').ok_or_else(|| bad("missing stream key"))?;
+        let (app, stream) = path
+            .rsplit_once('/')
+            .ok_or_else(|| bad("missing stream key"))?;
         if app.is_empty() || stream.is_empty() {
             return Err(bad("missing app or stream key"));
         }
@@ -157,6 +179,7 @@ impl RtmpUrl {
             url: url.to_string(),
             host,
             port,
+            tls,
             app: app.to_string(),
             stream_key,
         })
@@ -171,9 +194,15 @@ impl RtmpUrl {
         }
     }
 
-    /// The `tcUrl` sent in `connect`: `rtmp://host:port/app`.
+    /// The URL with the stream key hidden, for logs: stream keys are publishing credentials.
+    pub fn redacted(&self) -> String {
+        format!("{}/***", self.tc_url())
+    }
+
+    /// The `tcUrl` sent in `connect`: `rtmp[s]://host:port/app`.
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}/{}", self.addr(), self.app)
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        format!("{scheme}://{}/{}", self.addr(), self.app)
     }
 }
 
@@ -190,6 +219,9 @@ pub struct PusherConfig {
     pub connect_timeout: Duration,
     /// A single socket write blocked this long means the destination is stuck. Default 10 s.
     pub write_timeout: Duration,
+    /// TLS client configuration for `rtmps://` destinations (e.g. a private CA). Default:
+    /// the Mozilla root certificates (`webpki-roots`), built on first use.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for PusherConfig {
@@ -200,6 +232,7 @@ impl Default for PusherConfig {
             stable_after: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -328,7 +361,10 @@ impl Pusher {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), task)
+                .await
+                .is_err()
+            {
                 // Stuck in a write to a dead peer: dropping the socket is the only way out.
                 abort.abort();
             }
@@ -357,6 +393,31 @@ fn set_state(shared: &Mutex<Shared>, state: PusherState) {
     }
 }
 
+/// A destination connection: plain TCP or TLS over TCP.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type BoxConn = Box<dyn Conn>;
+type ConnReader = ReadHalf<BoxConn>;
+type ConnWriter = WriteHalf<BoxConn>;
+
+/// The default TLS configuration: Mozilla's roots, ring, TLS 1.2 and 1.3.
+fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
 /// How one publish attempt ended without error.
 enum Ended {
     Cancelled,
@@ -373,7 +434,7 @@ struct Worker {
 }
 
 impl Worker {
-    #[tracing::instrument(name = "pusher", skip_all, fields(url = %self.url.url))]
+    #[tracing::instrument(name = "pusher", skip_all, fields(url = %self.url.redacted()))]
     async fn run(self) {
         let mut backoff = self.config.backoff_initial;
         let mut failing = false;
@@ -384,6 +445,7 @@ impl Worker {
             }
             if attempt > 0 {
                 lock(&self.shared).status.reconnects += 1;
+                metrics::counter!("relaycast_relay_pusher_reconnects_total").increment(1);
             }
             attempt += 1;
             set_state(&self.shared, PusherState::Connecting);
@@ -393,6 +455,7 @@ impl Worker {
                 Ok(Ended::Cancelled) | Ok(Ended::TimelineClosed) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "destination failed");
+                    metrics::counter!("relaycast_relay_destination_failures_total").increment(1);
                     lock(&self.shared).status.last_error = Some(e.to_string());
                     if !failing {
                         failing = true;
@@ -439,7 +502,7 @@ impl Worker {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
             r = setup => r.map_err(|_| PusherError::Timeout("connecting and publishing"))??,
         };
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         // Subscribe only once publishing is accepted, so the first tags are the cached
         // headers followed by a keyframe, not a backlog from the connect time.
         let mut sub = self.splicer.subscribe();
@@ -453,6 +516,7 @@ impl Worker {
         }
         tracing::info!("publishing");
         let mut buf = vec![0u8; 8192];
+        let mut out = Vec::with_capacity(64 * 1024);
         if !leftover.is_empty() {
             let results = session.handle_input(&leftover)?;
             self.send_results(&mut wr, results).await?;
@@ -461,19 +525,38 @@ impl Worker {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
                     // Best effort goodbye; the peer may already be gone.
-                    if let Ok(results) = session.stop_publishing() {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            self.send_results(&mut wr, results),
-                        ).await;
-                    }
+                    self.goodbye(&mut session, &mut rd, &mut wr).await;
                     break Ok(Ended::Cancelled);
                 }
                 tag = sub.recv() => {
-                    let Some(tag) = tag else { break Ok(Ended::TimelineClosed) };
-                    if let Err(e) = self.publish_tag(&mut session, &mut wr, &tag).await {
+                    let Some(tag) = tag else {
+                        // The session ended (e.g. the last VOD item): end the publish cleanly.
+                        self.goodbye(&mut session, &mut rd, &mut wr).await;
+                        break Ok(Ended::TimelineClosed);
+                    };
+                    // Whatever else is already queued goes out in the same write: one
+                    // syscall per burst instead of one per tag.
+                    out.clear();
+                    let mut tags = 0u64;
+                    let mut next = Some(tag);
+                    let mut failed = None;
+                    while let Some(tag) = next.take() {
+                        match encode_tag(&mut session, &tag, &mut out) {
+                            Ok(true) => tags += 1,
+                            Ok(false) => {}
+                            Err(e) => { failed = Some(e); break; }
+                        }
+                        if tags < MAX_BATCH_TAGS && out.len() < MAX_BATCH_BYTES {
+                            next = sub.try_recv();
+                        }
+                    }
+                    if let Some(e) = failed {
                         break Err(e);
                     }
+                    if let Err(e) = self.write(&mut wr, &out).await {
+                        break Err(e);
+                    }
+                    lock(&self.shared).status.tags_sent += tags;
                 }
                 n = rd.read(&mut buf) => {
                     match n {
@@ -499,13 +582,56 @@ impl Worker {
         result
     }
 
+    /// Ends a publish without losing its tail: `deleteStream`, then a write shutdown (FIN),
+    /// then reading until the server closes. Closing a socket with unread input makes the
+    /// kernel send RST, and an RST throws away whatever the server has not read yet: the
+    /// last second or two of the stream. Bounded to 2 s in all.
+    async fn goodbye(&self, session: &mut ClientSession, rd: &mut ConnReader, wr: &mut ConnWriter) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if let Ok(results) = session.stop_publishing() {
+                if self.send_results(wr, results).await.is_err() {
+                    return;
+                }
+            }
+            if wr.shutdown().await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     /// TCP connect, handshake, `connect(app)`, `publish(stream_key)`.
-    async fn setup(&self) -> Result<(TcpStream, ClientSession, Vec<u8>), PusherError> {
+    async fn setup(&self) -> Result<(BoxConn, ClientSession, Vec<u8>), PusherError> {
         let addr = self.url.addr();
-        let mut stream = TcpStream::connect(&addr)
+        let tcp = TcpStream::connect(&addr)
             .await
             .map_err(|source| PusherError::Connect { addr, source })?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxConn = if self.url.tls {
+            let tls_err = |reason: String| PusherError::Tls {
+                host: self.url.host.clone(),
+                reason,
+            };
+            let config = match &self.config.tls {
+                Some(c) => c.clone(),
+                None => default_tls_config().map_err(tls_err)?,
+            };
+            let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
+                .map_err(|e| tls_err(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| tls_err(e.to_string()))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
 
         let mut handshake = Handshake::new(PeerType::Client);
         let p0p1 = handshake
@@ -602,9 +728,9 @@ impl Worker {
 
     fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), PusherError> {
         for r in results {
-            if let ClientSessionResult::RaisedEvent(ClientSessionEvent::UnhandleableOnStatusCode {
-                code,
-            }) = r
+            if let ClientSessionResult::RaisedEvent(
+                ClientSessionEvent::UnhandleableOnStatusCode { code },
+            ) = r
             {
                 // The server ends a publish with an onStatus error (e.g. kicked by a
                 // "drop_idle_publisher" or an auth callback).
@@ -621,7 +747,7 @@ impl Worker {
 
     async fn send_results(
         &self,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut ConnWriter,
         results: Vec<ClientSessionResult>,
     ) -> Result<(), PusherError> {
         let mut out = Vec::new();
@@ -632,34 +758,43 @@ impl Worker {
         self.write(wr, &out).await
     }
 
-    async fn write(&self, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), PusherError> {
+    async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), PusherError> {
         tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
             .await
             .map_err(|_| PusherError::Timeout("writing to the destination"))??;
         lock(&self.shared).status.bytes_sent += bytes.len() as u64;
+        metrics::counter!("relaycast_relay_pusher_bytes_total").increment(bytes.len() as u64);
         Ok(())
     }
+}
 
-    async fn publish_tag(
-        &self,
-        session: &mut ClientSession,
-        wr: &mut OwnedWriteHalf,
-        tag: &FlvTag,
-    ) -> Result<(), PusherError> {
-        let ts = RtmpTimestamp::new(tag.timestamp);
-        let result = match tag.tag_type {
-            TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
-            TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
-            TagType::Script => match metadata_from_script(&tag.data) {
-                Some(meta) => session.publish_metadata(&meta)?,
-                None => return Ok(()),
-            },
-        };
-        if let ClientSessionResult::OutboundResponse(p) = result {
-            self.write(wr, &p.bytes).await?;
-            lock(&self.shared).status.tags_sent += 1;
+/// Most tags written in one batch.
+const MAX_BATCH_TAGS: u64 = 64;
+/// Most bytes written in one batch.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Serialises one tag as RTMP chunks onto `out`. Returns whether a message was produced
+/// (script data other than `onMetaData` is not relayed).
+fn encode_tag(
+    session: &mut ClientSession,
+    tag: &FlvTag,
+    out: &mut Vec<u8>,
+) -> Result<bool, PusherError> {
+    let ts = RtmpTimestamp::new(tag.timestamp);
+    let result = match tag.tag_type {
+        TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
+        TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
+        TagType::Script => match metadata_from_script(&tag.data) {
+            Some(meta) => session.publish_metadata(&meta)?,
+            None => return Ok(false),
+        },
+    };
+    match result {
+        ClientSessionResult::OutboundResponse(p) => {
+            out.extend_from_slice(&p.bytes);
+            Ok(true)
         }
-        Ok(())
+        _ => Ok(false),
     }
 }
 
@@ -720,14 +855,22 @@ mod tests {
         assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "stream1"));
         assert_eq!(u.tc_url(), "rtmp://example.com:1935/live");
 
-        let u = RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2")
-            .expect("valid");
+        let u =
+            RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2").expect("valid");
         assert_eq!(u.port, 19350);
         assert_eq!(u.app, "live");
         assert_eq!(u.stream_key, "abc?auth_key=1-0-0-x&t=2");
 
         let u = RtmpUrl::parse("rtmp://h/app/inst/key").expect("valid");
         assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("app/inst", "key"));
+
+        let u = RtmpUrl::parse("rtmps://live-api-s.example.com/rtmp/FB-123?s_bl=1").expect("valid");
+        assert!(u.tls);
+        assert_eq!((u.port, u.app.as_str()), (443, "rtmp"));
+        assert_eq!(u.stream_key, "FB-123?s_bl=1");
+        assert_eq!(u.tc_url(), "rtmps://live-api-s.example.com:443/rtmp");
+
+        assert_eq!(u.redacted(), "rtmps://live-api-s.example.com:443/rtmp/***");
 
         let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").expect("valid");
         assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
@@ -788,11 +931,21 @@ mod tests {
             .await
             .expect("event in time")
             .expect("event");
-        assert!(matches!(ev, PusherEvent::Failed { destination_error: true, .. }));
+        assert!(matches!(
+            ev,
+            PusherEvent::Failed {
+                destination_error: true,
+                ..
+            }
+        ));
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let st = p.status();
         // 100 + 200 + 400 + 400 ms of backoff fit in 1.2 s: at least 3 reconnects, no more than 6.
-        assert!((3..=6).contains(&st.reconnects), "reconnects {}", st.reconnects);
+        assert!(
+            (3..=6).contains(&st.reconnects),
+            "reconnects {}",
+            st.reconnects
+        );
         assert!(st.backoff <= Duration::from_millis(400));
         assert!(st.last_error.is_some());
         // Only one Failed event per outage.
@@ -826,5 +979,168 @@ mod tests {
         p.stop().await;
         assert!(t.elapsed() < Duration::from_millis(200));
         assert_eq!(lock(&status).status.state, PusherState::Stopped);
+    }
+
+    /// A fake RTMP server that accepts `connect` and `publish`, then never reads again (a
+    /// destination whose network or process hangs).
+    async fn stalling_server(listener: tokio::net::TcpListener) {
+        use rml_rtmp::sessions::ServerSessionResult as R;
+        use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent};
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let mut hs = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 65536];
+        let mut leftover = loop {
+            let Ok(n) = sock.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            match hs.process_bytes(&buf[..n]) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    let _ = sock.write_all(&response_bytes).await;
+                }
+                Ok(HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                }) => {
+                    let _ = sock.write_all(&response_bytes).await;
+                    break remaining_bytes;
+                }
+                Err(_) => return,
+            }
+        };
+        let Ok((mut session, initial)) = ServerSession::new(ServerSessionConfig::new()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        for r in initial {
+            if let R::OutboundResponse(p) = r {
+                out.extend_from_slice(&p.bytes);
+            }
+        }
+        let _ = sock.write_all(&out).await;
+        loop {
+            let mut pending = std::mem::take(&mut leftover);
+            if pending.is_empty() {
+                let Ok(n) = sock.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+            let Ok(results) = session.handle_input(&pending) else {
+                return;
+            };
+            let mut out = Vec::new();
+            let mut published = false;
+            let mut queue = results;
+            while let Some(r) = (!queue.is_empty()).then(|| queue.remove(0)) {
+                match r {
+                    R::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                    R::RaisedEvent(ServerSessionEvent::ConnectionRequested {
+                        request_id, ..
+                    }) => {
+                        if let Ok(more) = session.accept_request(request_id) {
+                            queue.extend(more);
+                        }
+                    }
+                    R::RaisedEvent(ServerSessionEvent::PublishStreamRequested {
+                        request_id,
+                        ..
+                    }) => {
+                        if let Ok(more) = session.accept_request(request_id) {
+                            queue.extend(more);
+                        }
+                        published = true;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = sock.write_all(&out).await;
+            if published {
+                // Hold the socket open and never read again.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+        }
+    }
+
+    /// A destination that stops reading: its pusher fails on the write timeout and retries,
+    /// while another subscriber of the same splicer gets every tag.
+    #[tokio::test]
+    async fn stalled_destination_times_out_without_holding_up_others() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(stalling_server(listener));
+
+        let splicer = Splicer::new(crate::splicer::SplicerConfig {
+            subscriber_capacity: 64,
+        });
+        let mut other = splicer.subscribe();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = PusherConfig {
+            write_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(100),
+            ..PusherConfig::default()
+        };
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/stall")).expect("url");
+        let pusher = Pusher::spawn(url, splicer.clone(), config, Some(tx));
+        for _ in 0..200 {
+            if pusher.status().state == PusherState::Publishing {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pusher.status().state, PusherState::Publishing);
+
+        // 64 KiB "frames", a keyframe every 25: far more than socket buffers hold.
+        splicer.begin_source();
+        splicer.push(FlvTag::new(
+            TagType::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+        ));
+        let mut received = 0usize;
+        let mut pushed = 0usize;
+        let mut failed = None;
+        for i in 0..2000u32 {
+            let mut body = vec![0u8; 64 * 1024];
+            body[0] = if i % 25 == 0 { 0x17 } else { 0x27 };
+            body[1] = 1;
+            splicer.push(FlvTag::new(TagType::Video, i * 40, Bytes::from(body)));
+            pushed += 1;
+            while other.try_recv().is_some() {
+                received += 1;
+            }
+            if let Ok(ev) = rx.try_recv() {
+                failed = Some(ev);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ev = failed.expect("the stalled destination failed");
+        match ev {
+            PusherEvent::Failed {
+                reason,
+                destination_error,
+                ..
+            } => {
+                assert!(reason.contains("timed out while writing"), "{reason}");
+                assert!(destination_error);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The other subscriber got the header and every frame, nothing dropped.
+        assert_eq!(received, pushed + 1);
+        assert_eq!(other.dropped(), 0);
+        pusher.stop().await;
     }
 }

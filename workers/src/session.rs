@@ -7,6 +7,35 @@
 //!
 //! These types are local to the workers; the control plane maps its task model onto
 //! [`SessionSpec`] and [`SessionEvent`].
+//!
+//! ```no_run
+//! use relaycast_workers::ingest::IngestSpec;
+//! use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
+//!
+//! # async fn relay() -> Result<(), relaycast_workers::session::SessionError> {
+//! let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+//! let spec = SessionSpec::new(
+//!     vec![
+//!         IngestSpec::live("rtmp://origin.example/live/main"),   // primary
+//!         IngestSpec::live("rtmp://backup.example/live/main"),   // backup
+//!     ],
+//!     vec!["rtmp://cdn-a.example/app/key?auth=x".into(), "rtmp://cdn-b.example/live/k".into()],
+//! );
+//! let session = RelaySession::start(spec, events_tx)?;
+//! session.add_destination("rtmp://cdn-c.example/live/k")?;
+//! session.stop_destination("rtmp://cdn-b.example/live/k").await?;
+//! session.switch_to_source(0).await?; // back to the primary, same connections
+//! println!("{:?}", session.status());
+//! while let Some(ev) = events.recv().await {
+//!     if let SessionEvent::SourceFailed { index, reason } = &ev {
+//!         eprintln!("source {index} failed: {reason}");
+//!     }
+//! #   break;
+//! }
+//! session.stop().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,7 +45,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::flv::FlvTag;
-use crate::ingest::{Ingest, IngestError, IngestEvent, IngestSpec, SourceKind};
+use crate::ingest::{Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
 use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
 use crate::splicer::{Splicer, SplicerConfig};
 
@@ -167,6 +196,8 @@ pub struct SessionStatus {
     pub fps: f64,
     /// Position on the output timeline, ms.
     pub position_ms: u32,
+    /// The current ingest ffmpeg's last progress line (its own time, speed, frames).
+    pub source_progress: Option<IngestProgress>,
     /// One entry per destination.
     pub destinations: Vec<PusherStatus>,
 }
@@ -230,6 +261,7 @@ impl RelaySession {
                 bitrate_kbps: 0.0,
                 fps: 0.0,
                 position_ms: 0,
+                source_progress: None,
                 destinations: Vec::new(),
             }),
             pushers: Mutex::new(BTreeMap::new()),
@@ -371,8 +403,8 @@ impl Drop for RelaySession {
 /// How one ingest run ended.
 enum Outcome {
     Stop,
-    /// The current source failed; `next` is a standby ingest of the next source that is
-    /// already past its startup, if there is one.
+    /// The current source failed; `next` is a candidate ingest (standby or manual switch)
+    /// already running, to be adopted instead of starting the next source from scratch.
     Failed {
         reason: String,
         next: Option<Candidate>,
@@ -514,12 +546,17 @@ impl Supervisor {
                 Some(from) if from != index || dead_in_a_row == 0 => {
                     self.emit(SessionEvent::SwitchedSource { from, to: index });
                     self.set_status(|s| s.switches += 1);
+                    metrics::counter!("relaycast_relay_source_switches_total").increment(1);
                 }
                 Some(_) => {}
             }
             self.set_status(|s| {
                 s.current_source = index;
                 s.source_state = SourceState::Starting;
+                s.source_progress = None;
+                // Rates of the previous source would be stale.
+                s.bitrate_kbps = 0.0;
+                s.fps = 0.0;
             });
             let (outcome, produced) = self.run_source(index, adopted.take()).await;
             previous = Some(index);
@@ -542,6 +579,7 @@ impl Supervisor {
                 }
                 Outcome::Failed { reason, next } => {
                     tracing::warn!(index, %reason, "source failed");
+                    metrics::counter!("relaycast_relay_source_failures_total").increment(1);
                     self.emit(SessionEvent::SourceFailed { index, reason });
                     if let Some(c) = next {
                         dead_in_a_row = 0;
@@ -577,13 +615,14 @@ impl Supervisor {
     async fn run_source(&mut self, index: usize, adopted: Option<Candidate>) -> (Outcome, bool) {
         let n = self.spec.sources.len();
         let kind = self.spec.sources[index].kind;
-        let (mut ingest, prebuffer) = match adopted {
+        let (mut ingest, prebuffer, mut produced) = match adopted {
             Some(mut c) => {
+                let produced = c.has_keyframe();
                 let buf = c.take_buffer();
-                (c.ingest, buf)
+                (c.ingest, buf, produced)
             }
             None => match Ingest::start(&self.spec.sources[index]) {
-                Ok(i) => (i, Vec::new()),
+                Ok(i) => (i, Vec::new(), false),
                 Err(e) => {
                     return (
                         Outcome::Failed {
@@ -596,7 +635,6 @@ impl Supervisor {
             },
         };
         self.splicer.begin_source();
-        let mut produced = !prebuffer.is_empty();
         for tag in prebuffer {
             self.splicer.push(tag);
         }
@@ -628,24 +666,30 @@ impl Supervisor {
                         if let Some(c) = candidate.take() { c.stop(); }
                     }
                     Some(Order::Switch(to)) => {
-                        if let Some(c) = candidate.take() {
-                            if c.index == to && c.has_keyframe() {
-                                break Outcome::Adopt(c);
+                        match candidate.take() {
+                            Some(c) if c.index == to && c.has_keyframe() => break Outcome::Adopt(c),
+                            Some(mut c) if c.index == to => {
+                                // Already warming up as a standby: keep it, adopt at its keyframe.
+                                c.role = CandidateRole::Switch;
+                                c.started = Instant::now();
+                                candidate = Some(c);
                             }
-                            c.stop();
-                        }
-                        match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
-                            Ok(c) => candidate = Some(c),
-                            // Cannot even start it: switch the plain way and let it fail there.
-                            Err(_) => break Outcome::Switch(to),
+                            other => {
+                                if let Some(c) = other { c.stop(); }
+                                match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
+                                    Ok(c) => candidate = Some(c),
+                                    // Cannot even start it: switch the plain way and let it fail there.
+                                    Err(_) => break Outcome::Switch(to),
+                                }
+                            }
                         }
                     }
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    let next = candidate.take().and_then(|c| {
-                        if c.has_keyframe() { Some(c) } else { c.stop(); None }
-                    });
+                    // Hand over any candidate, even one still starting: restarting that
+                    // source from scratch would only lose time.
+                    let next = candidate.take();
                     break Outcome::Failed {
                         reason: format!("no data from the source for {wait:?}"),
                         next,
@@ -719,15 +763,13 @@ impl Supervisor {
                             meter = Meter::new();
                         }
                     }
-                    Some(IngestEvent::Progress(_)) => {}
+                    Some(IngestEvent::Progress(p)) => self.set_status(|s| s.source_progress = Some(p)),
                     Some(IngestEvent::Exited { success, reason }) => {
                         if success && kind == SourceKind::Vod && produced {
                             if let Some(c) = candidate.take() { c.stop(); }
                             break Outcome::Ended;
                         }
-                        let next = candidate.take().and_then(|c| {
-                            if c.has_keyframe() { Some(c) } else { c.stop(); None }
-                        });
+                        let next = candidate.take();
                         break Outcome::Failed { reason: format!("ingest ffmpeg exited: {reason}"), next };
                     }
                     None => break Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None },
@@ -737,9 +779,14 @@ impl Supervisor {
         if let Some(c) = candidate.take() {
             c.stop();
         }
-        // Stopping may take up to the deadline; do it off the critical path so the next
-        // source starts at once (the old ffmpeg no longer feeds the splicer).
-        tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        if matches!(outcome, Outcome::Stop) {
+            // A stop order is graceful: wait until ffmpeg has exited (or been killed).
+            ingest.stop(INGEST_STOP_DEADLINE).await;
+        } else {
+            // Stopping may take up to the deadline; do it off the critical path so the next
+            // source starts at once (the old ffmpeg no longer feeds the splicer).
+            tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        }
         (outcome, produced)
     }
 }
@@ -756,7 +803,10 @@ mod tests {
             Err(SessionError::NoSources)
         ));
         let spec = SessionSpec::new(
-            vec![IngestSpec::live("rtmp://h/live/a"), IngestSpec::live("file:///etc/passwd")],
+            vec![
+                IngestSpec::live("rtmp://h/live/a"),
+                IngestSpec::live("file:///etc/passwd"),
+            ],
             vec![],
         );
         assert!(matches!(
@@ -771,10 +821,77 @@ mod tests {
             RelaySession::start(spec, tx.clone()),
             Err(SessionError::DuplicateDestination(_))
         ));
-        let spec = SessionSpec::new(vec![IngestSpec::live("rtmp://h/live/a")], vec!["udp://x".into()]);
+        let spec = SessionSpec::new(
+            vec![IngestSpec::live("rtmp://h/live/a")],
+            vec!["udp://x".into()],
+        );
         assert!(matches!(
             RelaySession::start(spec, tx),
             Err(SessionError::InvalidDestination(_))
         ));
+    }
+
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9)
+    }
+
+    /// Every source down: each failure is reported, the session cycles through the sources
+    /// with a pause, and a stop during the pause ends it promptly.
+    #[tokio::test]
+    async fn all_sources_down_cycles_and_stops() {
+        if !std::path::Path::new(crate::ingest::DEFAULT_FFMPEG).exists() {
+            eprintln!("SKIP: no ffmpeg");
+            return;
+        }
+        let src = |p: u16| IngestSpec::live(format!("rtmp://127.0.0.1:{p}/live/x"));
+        let mut spec = SessionSpec::new(vec![src(closed_port()), src(closed_port())], vec![]);
+        spec.retry_delay = Duration::from_secs(30);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = RelaySession::start(spec, tx).expect("start");
+        let mut seen = Vec::new();
+        let ok = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = rx.recv().await {
+                seen.push(ev);
+                if seen
+                    .iter()
+                    .filter(|e| matches!(e, SessionEvent::SourceFailed { .. }))
+                    .count()
+                    == 2
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "events: {seen:?}");
+        assert_eq!(seen[0], SessionEvent::Started);
+        assert!(matches!(
+            seen[1],
+            SessionEvent::SourceFailed { index: 0, .. }
+        ));
+        assert_eq!(seen[2], SessionEvent::SwitchedSource { from: 0, to: 1 });
+        assert!(matches!(
+            seen[3],
+            SessionEvent::SourceFailed { index: 1, .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(session.status().source_state, SourceState::Retrying);
+        let t = Instant::now();
+        session.stop().await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop waited out the retry delay"
+        );
+        let mut rest = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            rest.push(e);
+        }
+        assert!(
+            matches!(rest.last(), Some(SessionEvent::Finished { .. })),
+            "{rest:?}"
+        );
     }
 }

@@ -287,6 +287,12 @@ impl Inner {
 
     /// Maps a source timestamp onto the output timeline and keeps it monotonic.
     fn rebase(&mut self, tag: &FlvTag) -> u32 {
+        if self.offset.is_none() && tag.is_sequence_header() {
+            // Headers do not anchor the new timeline: a switch may replay them (stamped 0)
+            // in front of a keyframe from much later in the source, and anchoring on them
+            // would open a gap of that length in the output.
+            return self.last_out;
+        }
         let src = i64::from(tag.timestamp);
         if tag.is_video_frame() {
             if let Some(prev) = self.last_video_in {
@@ -330,10 +336,21 @@ impl Inner {
     }
 
     fn fan_out(&mut self, tag: &FlvTag) {
-        let headers = self.cached_headers();
         let gen = self.header_gen;
         let is_key = tag.is_key_picture();
         let is_header = tag.is_sequence_header() || tag.is_metadata();
+        // Only a subscriber resuming at this keyframe after missing a header change needs the
+        // cached headers; do not build them for every tag.
+        let resync = is_key
+            && self
+                .subscribers
+                .iter()
+                .any(|s| s.state == SubState::AwaitKeyframe && s.header_gen != gen);
+        let headers = if resync {
+            self.cached_headers()
+        } else {
+            Vec::new()
+        };
         self.subscribers.retain_mut(|sub| {
             if sub.tx.is_closed() {
                 return false;
@@ -452,10 +469,20 @@ mod tests {
         );
         // Monotonic over the whole output.
         for w in out.windows(2) {
-            assert!(w[1].timestamp >= w[0].timestamp, "{} then {}", w[0].timestamp, w[1].timestamp);
+            assert!(
+                w[1].timestamp >= w[0].timestamp,
+                "{} then {}",
+                w[0].timestamp,
+                w[1].timestamp
+            );
         }
-        // The second source starts one frame interval after the first one's last tag.
-        let first_b = &out[vh[1]];
+        // The second source's headers go out at the current position, and its media starts
+        // one frame interval after the first one's last tag.
+        assert_eq!(out[vh[1]].timestamp, pos_a);
+        let first_b = out[vh[1]..]
+            .iter()
+            .find(|t| !t.is_sequence_header())
+            .expect("media of b");
         assert_eq!(first_b.timestamp, pos_a + 40);
         // First frame after the switch is a keyframe.
         let after = out[vh[1]..]
@@ -490,7 +517,11 @@ mod tests {
         assert!(out[1].is_video_sequence_header());
         assert!(out[2].is_audio_sequence_header());
         assert!(out[3].is_keyframe(), "then a keyframe");
-        assert!(out[3].timestamp >= 1960, "the 2 s keyframe, got {}", out[3].timestamp);
+        assert!(
+            out[3].timestamp >= 1960,
+            "the 2 s keyframe, got {}",
+            out[3].timestamp
+        );
         assert_eq!(late.dropped() as usize, mid_drops(&a, mid));
     }
 
@@ -524,13 +555,7 @@ mod tests {
             }
         }
         assert_eq!(fast.dropped(), 0);
-        assert_eq!(
-            fast_out
-                .iter()
-                .filter(|t| t.is_video_frame())
-                .count(),
-            125
-        );
+        assert_eq!(fast_out.iter().filter(|t| t.is_video_frame()).count(), 125);
         let slow_out = drain(&mut slow);
         assert!(slow.dropped() > 0);
         assert!(slow_out.len() <= 20);
@@ -562,5 +587,37 @@ mod tests {
         let Ok(rt) = rt else { return };
         assert!(rt.block_on(sub.recv()).is_none());
         assert_eq!(splicer.stats().subscribers, 0);
+    }
+
+    #[test]
+    fn replayed_headers_do_not_open_a_gap_at_a_switch() {
+        let Some(a) = ffmpeg_flv(320, 240, 3) else {
+            eprintln!("SKIP: ffmpeg not available");
+            return;
+        };
+        let a = tags_of(&a);
+        let splicer = Splicer::default();
+        let mut sub = splicer.subscribe();
+        splicer.begin_source();
+        for t in &a {
+            splicer.push(t.clone());
+        }
+        let end = splicer.stats().last_timestamp;
+        drain(&mut sub);
+        // What a standby ingest hands over: its headers (stamped 0) and a GOP from 2 s on.
+        splicer.begin_source();
+        for t in a.iter().filter(|t| t.is_sequence_header()) {
+            splicer.push(t.clone());
+        }
+        let key = a
+            .iter()
+            .position(|t| t.is_key_picture() && t.timestamp >= 1900)
+            .expect("2 s keyframe");
+        for t in &a[key..] {
+            splicer.push(t.clone());
+        }
+        let out = drain(&mut sub);
+        let first_frame = out.iter().find(|t| t.is_video_frame()).expect("frame");
+        assert_eq!(first_frame.timestamp, end + 40, "no gap after the switch");
     }
 }

@@ -4,20 +4,18 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use relaycast_workers::flv::{FlvItem, FlvParser};
 use relaycast_workers::ingest::IngestSpec;
 use relaycast_workers::pusher::PusherState;
 use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
 use tokio::sync::mpsc;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Serialises the tests of this file (each has its own runtime; a Tokio mutex works across
+/// runtimes and does not poison when a test fails).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -61,7 +59,7 @@ fn assert_no_leftovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -83,8 +81,7 @@ async fn relays_one_source_to_three_destinations() {
             .iter()
             .map(|u| s.spawn(move || support::wait_playable(u, Duration::from_secs(10))))
             .collect();
-        let publishing =
-            wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
+        let publishing = wait_all_publishing(&nginx, &["a1", "a2", "a3"], Duration::from_secs(10));
         let probes: Vec<_> = players
             .into_iter()
             .map(|h| h.join().ok().flatten())
@@ -103,7 +100,10 @@ async fn relays_one_source_to_three_destinations() {
         assert!((p.fps - 25.0).abs() < 0.5, "fps {}", p.fps);
         assert!(took < Duration::from_secs(6), "slow first frame: {took:?}");
     }
-    assert!(publishing < Duration::from_secs(5), "slow start: {publishing:?}");
+    assert!(
+        publishing < Duration::from_secs(5),
+        "slow start: {publishing:?}"
+    );
 
     let st = session.status();
     eprintln!(
@@ -111,14 +111,22 @@ async fn relays_one_source_to_three_destinations() {
         st.current_source, st.source_state, st.bitrate_kbps, st.fps, st.position_ms
     );
     assert!((20.0..=30.0).contains(&st.fps), "fps {}", st.fps);
-    assert!(st.destinations.iter().all(|d| d.state == PusherState::Publishing));
-    assert!(st.destinations.iter().all(|d| d.reconnects == 0 && d.bytes_sent > 100_000));
+    assert!(st
+        .destinations
+        .iter()
+        .all(|d| d.state == PusherState::Publishing));
+    assert!(st
+        .destinations
+        .iter()
+        .all(|d| d.reconnects == 0 && d.bytes_sent > 100_000));
     session.stop().await;
     let events = drain(&mut rx);
     assert_eq!(events.first(), Some(&SessionEvent::Started));
     assert!(matches!(events.last(), Some(SessionEvent::Finished { .. })));
     assert!(
-        !events.iter().any(|e| matches!(e, SessionEvent::DestinationFailed { .. })),
+        !events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DestinationFailed { .. })),
         "{events:?}"
     );
     drop(_publisher);
@@ -130,7 +138,7 @@ async fn relays_one_source_to_three_destinations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -149,11 +157,17 @@ async fn stopping_one_destination_leaves_the_others_alone() {
     let get = |stat: &[support::StreamStat], n: &str| stat.iter().find(|s| s.name == n).cloned();
 
     session.stop_destination(&dests[1]).await.expect("stop b2");
-    assert!(session.stop_destination(&dests[1]).await.is_err(), "already gone");
+    assert!(
+        session.stop_destination(&dests[1]).await.is_err(),
+        "already gone"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = nginx.stat();
     for n in ["b1", "b3"] {
-        let (b, a) = (get(&before, n).expect("before"), get(&after, n).expect("after"));
+        let (b, a) = (
+            get(&before, n).expect("before"),
+            get(&after, n).expect("after"),
+        );
         let (bp, ap) = (b.publisher.expect("pub"), a.publisher.expect("pub"));
         eprintln!(
             "(b) {n}: client {} -> {}, uptime {} -> {} ms, bytes_in {} -> {}",
@@ -164,9 +178,20 @@ async fn stopping_one_destination_leaves_the_others_alone() {
         assert!(a.bytes_in > b.bytes_in + 100_000);
     }
     let b2 = get(&after, "b2");
-    assert!(b2.and_then(|s| s.publisher).is_none(), "b2 still publishing");
+    assert!(
+        b2.and_then(|s| s.publisher).is_none(),
+        "b2 still publishing"
+    );
+
+    // A destination added to the running session starts with headers and a keyframe.
+    let b4 = nginx.url("b4");
+    session.add_destination(&b4).expect("add b4");
+    assert!(session.add_destination(&b4).is_err(), "duplicate");
+    let (p, took) = support::wait_playable(&b4, Duration::from_secs(10)).expect("b4 playable");
+    eprintln!("(b) added destination playable after {took:?}: {p:?}");
+    assert_eq!((p.width, p.height), (1280, 720));
     let st = session.status();
-    assert_eq!(st.destinations.len(), 2);
+    assert_eq!(st.destinations.len(), 3);
     assert!(st.destinations.iter().all(|d| d.reconnects == 0));
     session.stop().await;
     assert!(!drain(&mut rx)
@@ -182,7 +207,7 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -205,6 +230,8 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         tx,
     )
     .expect("session starts");
+    // A player stays on c1 through the failover and the switch back.
+    let player = support::Player::start(&dests[0]);
     wait_all_publishing(&nginx, &["c1", "c2"], Duration::from_secs(10)).expect("publishing");
     let (p, _) = support::wait_playable(&dests[0], Duration::from_secs(10)).expect("playable");
     assert_eq!((p.width, p.height), (1280, 720));
@@ -234,10 +261,19 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     assert_eq!(st.current_source, 1);
     let after = nginx.stat();
     for n in ["c1", "c2"] {
-        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        let a = after.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
+        let b = before
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        let a = after
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
         let (b, a) = (b.expect("before"), a.expect("after"));
-        eprintln!("(c) {n}: client {} -> {}, uptime {} -> {} ms", b.id, a.id, b.time_ms, a.time_ms);
+        eprintln!(
+            "(c) {n}: client {} -> {}, uptime {} -> {} ms",
+            b.id, a.id, b.time_ms, a.time_ms
+        );
         assert_eq!(b.id, a.id, "{n} reconnected");
         assert!(a.time_ms > b.time_ms);
     }
@@ -248,7 +284,10 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         .iter()
         .any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })));
     assert!(events.contains(&SessionEvent::SwitchedSource { from: 0, to: 1 }));
-    assert!(recovered < Duration::from_secs(8), "slow failover: {recovered:?}");
+    assert!(
+        recovered < Duration::from_secs(8),
+        "slow failover: {recovered:?}"
+    );
 
     // Manual switch back to the (restarted) primary, still on the same connections.
     let mut primary = Publisher::start(&nginx.url("primary"));
@@ -270,11 +309,59 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     let back = back.expect("back on the primary");
     let last = nginx.stat();
     for n in ["c1", "c2"] {
-        let b = before.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        let a = last.iter().find(|s| s.name == n).and_then(|s| s.publisher.clone());
-        assert_eq!(b.map(|c| c.id), a.map(|c| c.id), "{n} reconnected on switch back");
+        let b = before
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        let a = last
+            .iter()
+            .find(|s| s.name == n)
+            .and_then(|s| s.publisher.clone());
+        assert_eq!(
+            b.map(|c| c.id),
+            a.map(|c| c.id),
+            "{n} reconnected on switch back"
+        );
     }
     eprintln!("(c) back on the primary, playable after {back:?}");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // What the player saw: one stream, no decoder error, monotonic timestamps without a
+    // gap, and the resolution changing 720p -> 360p -> 720p.
+    let (errors, flv) = player.finish();
+    let mut parser = FlvParser::new();
+    let mut tags = Vec::new();
+    parser.push(&flv);
+    while let Ok(Some(item)) = parser.next_item() {
+        if let FlvItem::Tag(t) = item {
+            tags.push(t);
+        }
+    }
+    let frames: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
+    let headers = tags.iter().filter(|t| t.is_video_sequence_header()).count();
+    let max_gap = frames
+        .windows(2)
+        .map(|w| i64::from(w[1].timestamp) - i64::from(w[0].timestamp))
+        .max()
+        .unwrap_or(0);
+    let backwards = frames
+        .windows(2)
+        .filter(|w| w[1].timestamp < w[0].timestamp)
+        .count();
+    let span = frames.last().map(|t| t.timestamp).unwrap_or(0);
+    eprintln!(
+        "(c) player on c1: {} video frames over {span} ms, {headers} video sequence headers, \
+         largest frame gap {max_gap} ms, {backwards} steps back, decoder errors: {:?}",
+        frames.len(),
+        errors.trim()
+    );
+    assert!(errors.trim().is_empty(), "decoder errors: {errors}");
+    assert_eq!(backwards, 0);
+    assert!(max_gap <= 200, "gap of {max_gap} ms in the output timeline");
+    assert!(
+        headers >= 3,
+        "720p, 360p and 720p headers expected, got {headers}"
+    );
     session.stop().await;
     primary.kill();
     drop(_backup);
@@ -287,7 +374,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
     require_nginx_rtmp!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -317,12 +404,19 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
         .iter()
         .find(|d| d.url == closed)
         .expect("bad destination listed");
-    let ok = st.destinations.iter().find(|d| d.url == good).expect("good");
+    let ok = st
+        .destinations
+        .iter()
+        .find(|d| d.url == good)
+        .expect("good");
     eprintln!(
         "(d) d1 publishing after {t:?}; unreachable: {:?}, {} reconnects, last error {:?}; good: {:?}, {} bytes",
         bad.state, bad.reconnects, bad.last_error, ok.state, ok.bytes_sent
     );
-    assert!(matches!(bad.state, PusherState::Backoff | PusherState::Connecting));
+    assert!(matches!(
+        bad.state,
+        PusherState::Backoff | PusherState::Connecting
+    ));
     assert!(bad.reconnects >= 2);
     assert_eq!(ok.state, PusherState::Publishing);
     assert_eq!(ok.reconnects, 0);
@@ -337,6 +431,397 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
         failed[0],
         SessionEvent::DestinationFailed { url, destination_error: true, .. } if *url == closed
     ));
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (e) A destination that goes away and comes back: its pusher fails, backs off, reconnects
+/// and plays again from cached headers and a keyframe, while another destination stays on
+/// its first connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_restart_reconnects_with_backoff() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let remote = Nginx::start();
+    let (rtmp_port, http_port) = (remote.rtmp_port, remote.http_port);
+    let flaky = remote.url("e1");
+    let steady = nginx.url("e2");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![IngestSpec::live(nginx.url("src"))],
+            vec![flaky.clone(), steady.clone()],
+        ),
+        tx,
+    )
+    .expect("session starts");
+    wait_all_publishing(&remote, &["e1"], Duration::from_secs(10)).expect("e1 publishing");
+    wait_all_publishing(&nginx, &["e2"], Duration::from_secs(10)).expect("e2 publishing");
+    let steady_id = nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id);
+
+    drop(remote);
+    let down = Instant::now();
+    let mut failed = None;
+    while down.elapsed() < Duration::from_secs(5) && failed.is_none() {
+        failed = drain(&mut rx)
+            .into_iter()
+            .find(|e| matches!(e, SessionEvent::DestinationFailed { .. }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("(e) failure seen after {:?}: {failed:?}", down.elapsed());
+    assert!(failed.is_some(), "no DestinationFailed");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let remote = Nginx::start_on(rtmp_port, http_port);
+    let back = Instant::now();
+    let mut recovered = false;
+    while back.elapsed() < Duration::from_secs(10) && !recovered {
+        recovered = drain(&mut rx)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DestinationRecovered { url } if *url == flaky));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "no DestinationRecovered");
+    let (p, took) = support::wait_playable(&flaky, Duration::from_secs(10)).expect("playable");
+    let st = session.status();
+    let f = st
+        .destinations
+        .iter()
+        .find(|d| d.url == flaky)
+        .expect("flaky");
+    let s2 = st
+        .destinations
+        .iter()
+        .find(|d| d.url == steady)
+        .expect("steady");
+    eprintln!(
+        "(e) recovered {:?} after the destination came back, playable {took:?} later ({p:?}); \
+         reconnects {} / steady {}",
+        back.elapsed(),
+        f.reconnects,
+        s2.reconnects
+    );
+    assert_eq!((p.width, p.height), (1280, 720));
+    assert!(f.reconnects >= 1);
+    assert_eq!(s2.reconnects, 0);
+    assert_eq!(
+        nginx.stream("e2").and_then(|s| s.publisher).map(|c| c.id),
+        steady_id
+    );
+    session.stop().await;
+    drop(remote);
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// CPU ticks (utime + stime) and RSS in KiB of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+/// The ingest ffmpeg among this process's children (recognised by its protocol whitelist).
+fn ingest_pid() -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (ppid == me && cmd.contains("protocol_whitelist")).then_some(pid)
+    })
+}
+
+/// Resource use of one relay to ten destinations, to compare with the design's baselines
+/// (10 × `ffmpeg -c copy`: 4.3 % CPU, 552 MB; `tee`: 1.3 %, 55 MB). Run on demand:
+/// `cargo test -p relaycast-workers --test relay_e2e measure -- --ignored --nocapture`
+/// (with `--release` for meaningful numbers of the Rust side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, ~35 s"]
+async fn measure_ten_destinations() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+    let names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let dests: Vec<String> = names.iter().map(|n| nginx.url(n)).collect();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests),
+        tx,
+    )
+    .expect("session starts");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_all_publishing(&nginx, &refs, Duration::from_secs(10)).expect("all publishing");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let me = std::process::id();
+    let ing = ingest_pid().expect("ingest ffmpeg");
+    let hz = 100.0; // USER_HZ on Linux
+    let (a0, b0) = (
+        proc_usage(me).expect("self"),
+        proc_usage(ing).expect("ingest"),
+    );
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (a1, b1) = (
+        proc_usage(me).expect("self"),
+        proc_usage(ing).expect("ingest"),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = |x: u64, y: u64| (y - x) as f64 / hz / secs * 100.0;
+    let st = session.status();
+    eprintln!(
+        "(m) 10 destinations over {secs:.0} s: relay process {:.1} % CPU, RSS {} MB; \
+         ingest ffmpeg {:.1} % CPU, RSS {} MB; total {:.1} % / {} MB; {} of 10 publishing, \
+         {:.0} kbit/s in, {} reconnects",
+        cpu(a0.0, a1.0),
+        a1.1 / 1024,
+        cpu(b0.0, b1.0),
+        b1.1 / 1024,
+        cpu(a0.0, a1.0) + cpu(b0.0, b1.0),
+        (a1.1 + b1.1) / 1024,
+        st.destinations
+            .iter()
+            .filter(|d| d.state == PusherState::Publishing)
+            .count(),
+        st.bitrate_kbps,
+        st.destinations.iter().map(|d| d.reconnects).sum::<u64>()
+    );
+    session.stop().await;
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// Writes a VOD test file: `secs` of testsrc2 at `size`, H.264 GOP 1 s + AAC.
+fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String {
+    let path = dir.join(name);
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=880:sample_rate=44100"])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(&path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot write {name}");
+    path.display().to_string()
+}
+
+/// (f) A VOD playlist of two items with different resolutions: both play one after the
+/// other on one destination connection and one timeline, then the session finishes. What
+/// nginx received is checked from its own recording (`record all`), which is then decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_items_play_back_to_back_on_one_connection() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let first = vod_file(files.path(), "one.flv", "640x360", 3);
+    let second = vod_file(files.path(), "two.flv", "320x240", 2);
+    let nginx = Nginx::start();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let session = RelaySession::start(
+        SessionSpec::new(
+            vec![
+                IngestSpec::local_file(first),
+                IngestSpec::local_file(second),
+            ],
+            vec![nginx.rec_url("vod")],
+        ),
+        tx,
+    )
+    .expect("session starts");
+    let mut events = Vec::new();
+    let finished = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = rx.recv().await {
+            let done = matches!(ev, SessionEvent::Finished { .. });
+            events.push(ev);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(finished.is_ok(), "not finished: {events:?}");
+    // The pushers unpublish at the end of the timeline; stop waits for them.
+    session.stop().await;
+
+    let recorded = nginx.recording("vod");
+    let mut parser = FlvParser::new();
+    parser.push(&recorded);
+    let mut tags = Vec::new();
+    while let Ok(Some(item)) = parser.next_item() {
+        if let FlvItem::Tag(t) = item {
+            tags.push(t);
+        }
+    }
+    let frames: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
+    let backwards = frames
+        .windows(2)
+        .filter(|w| w[1].timestamp < w[0].timestamp)
+        .count();
+    let max_gap = frames
+        .windows(2)
+        .map(|w| w[1].timestamp.saturating_sub(w[0].timestamp))
+        .max()
+        .unwrap_or(0);
+    let rec_path = files.path().join("received.flv");
+    std::fs::write(&rec_path, &recorded).expect("write recording");
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-i"])
+        .arg(&rec_path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg decode");
+    let errors = String::from_utf8_lossy(&decode.stderr).to_string();
+    eprintln!(
+        "(f) finished after {took:?}; events {events:?}; nginx received {} frames, {}..{} ms, \
+         {} video headers, largest gap {max_gap} ms, {backwards} steps back, decoder errors {:?}",
+        frames.len(),
+        frames.first().map(|t| t.timestamp).unwrap_or(0),
+        frames.last().map(|t| t.timestamp).unwrap_or(0),
+        tags.iter().filter(|t| t.is_video_sequence_header()).count(),
+        errors.trim()
+    );
+    assert_eq!(events[0], SessionEvent::Started);
+    assert!(events.contains(&SessionEvent::SwitchedSource { from: 0, to: 1 }));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SourceFailed { .. })));
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{errors}"
+    );
+    assert_eq!(backwards, 0);
+    assert!(max_gap <= 200);
+    // Both items, every frame: 3 s + 2 s at 25 fps.
+    assert_eq!(frames.len(), 125);
+    assert_eq!(
+        tags.iter().filter(|t| t.is_video_sequence_header()).count(),
+        2
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "-re: real time, not as fast as possible"
+    );
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (g) An `rtmps://` destination: TLS (verified against a private CA) in front of
+/// nginx-rtmp, next to a plain one; both playable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmps_destination_with_a_private_ca() {
+    require_nginx_rtmp!();
+    let Some(certs) = support::test_certs() else {
+        eprintln!("SKIPPED: openssl not installed");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(certs.ca.clone()))
+        .expect("CA");
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let secure = format!("rtmps://127.0.0.1:{}/live/g1", front.port);
+    let mut spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("src"))],
+        vec![secure.clone(), nginx.url("g2")],
+    );
+    spec.pusher.tls = Some(std::sync::Arc::new(tls));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    let t = wait_all_publishing(&nginx, &["g1", "g2"], Duration::from_secs(10))
+        .expect("both publishing");
+    let (p, _) = support::wait_playable(&nginx.url("g1"), Duration::from_secs(10))
+        .expect("rtmps destination playable");
+    eprintln!("(g) rtmps and rtmp destinations publishing after {t:?}; g1 (via TLS): {p:?}");
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert_eq!((p.width, p.height), (1280, 720));
+    let st = session.status();
+    assert!(st.destinations.iter().all(|d| d.reconnects == 0));
+
+    // The same destination without trusting the private CA is refused as a destination error.
+    let mut spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("src"))],
+        vec![format!("rtmps://127.0.0.1:{}/live/g3", front.port)],
+    );
+    spec.pusher.backoff_initial = Duration::from_secs(5);
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let untrusting = RelaySession::start(spec, tx2).expect("session starts");
+    let failed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = rx2.recv().await {
+            if let SessionEvent::DestinationFailed {
+                reason,
+                destination_error,
+                ..
+            } = ev
+            {
+                return Some((reason, destination_error));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("untrusted certificate refused");
+    eprintln!("(g) without the CA: {failed:?}");
+    assert!(failed.0.contains("tls"), "{}", failed.0);
+    assert!(failed.1);
+    untrusting.stop().await;
+    session.stop().await;
+    assert!(!drain(&mut rx)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::DestinationFailed { .. })));
+    drop(front);
     drop(_publisher);
     drop(nginx);
     assert_no_leftovers();

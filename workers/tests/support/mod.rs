@@ -120,9 +120,12 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx in a temp prefix and waits until both ports accept.
     pub fn start() -> Nginx {
+        Nginx::start_on(free_port(), free_port())
+    }
+
+    /// Starts nginx on given ports (e.g. to bring a destination back on its old port).
+    pub fn start_on(rtmp_port: u16, http_port: u16) -> Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
-        let rtmp_port = free_port();
-        let http_port = free_port();
         let p = dir.path().display();
         let conf = format!(
             r#"load_module {RTMP_MODULE};
@@ -138,6 +141,12 @@ rtmp {{
         chunk_size 4096;
         application live {{
             live on;
+        }}
+        application rec {{
+            live on;
+            record all;
+            record_path {p}/rec;
+            record_unique off;
         }}
     }}
 }}
@@ -155,6 +164,7 @@ http {{
 }}
 "#
         );
+        std::fs::create_dir_all(dir.path().join("rec")).expect("record dir");
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let child = ChildGuard::spawn(
@@ -189,6 +199,16 @@ http {{
     /// `rtmp://127.0.0.1:PORT/live/NAME`.
     pub fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp_port)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/rec/NAME`: like `live`, and nginx records what it receives.
+    pub fn rec_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/rec/{name}", self.rtmp_port)
+    }
+
+    /// What nginx recorded of `rec/NAME` (complete once the publisher has left).
+    pub fn recording(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("rec").join(format!("{name}.flv"))).unwrap_or_default()
     }
 
     /// The prefix directory (config, logs).
@@ -346,7 +366,14 @@ impl Publisher {
                 .args(["-f", "lavfi", "-i"])
                 .arg(format!("testsrc2=size={width}x{height}:rate=25"))
                 .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-tune",
+                    "zerolatency",
+                ])
                 .args(["-pix_fmt", "yuv420p", "-g", "50", "-b:v", "1500k"])
                 .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
                 .arg(url)
@@ -398,7 +425,10 @@ pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
         "ffprobe",
         Command::new("ffprobe")
             .args(["-v", "error", "-rw_timeout", &rw_timeout])
-            .args(["-show_entries", "stream=codec_type,codec_name,width,height,r_frame_rate"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name,width,height,r_frame_rate",
+            ])
             .args(["-of", "json"])
             .arg(url)
             .stdin(Stdio::null())
@@ -419,8 +449,12 @@ pub fn ffprobe(url: &str, within: Duration) -> Option<Probe> {
         match json_field(s, "codec_type") {
             Some("video") => {
                 p.video_codec = json_field(s, "codec_name").map(str::to_string);
-                p.width = json_field(s, "width").and_then(|v| v.parse().ok()).unwrap_or(0);
-                p.height = json_field(s, "height").and_then(|v| v.parse().ok()).unwrap_or(0);
+                p.width = json_field(s, "width")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                p.height = json_field(s, "height")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 if let Some((n, d)) = json_field(s, "r_frame_rate").and_then(|r| r.split_once('/'))
                 {
                     let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(1.0));
@@ -455,7 +489,11 @@ pub fn wait_playable(url: &str, within: Duration) -> Option<(Probe, Duration)> {
 /// Lists ffmpeg/nginx processes that are children of this test process (for leak checks).
 pub fn leftover_children() -> Vec<String> {
     let me = std::process::id().to_string();
-    let Ok(out) = Command::new("ps").args(["-o", "pid=,ppid=,comm="]).arg("-e").output() else {
+    let Ok(out) = Command::new("ps")
+        .args(["-o", "pid=,ppid=,comm="])
+        .arg("-e")
+        .output()
+    else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -466,4 +504,212 @@ pub fn leftover_children() -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// A player on a stream for the whole of a test: decodes everything (decoder errors go to
+/// `errors.log`) and records the stream as received (`-c copy` to `recording.flv`).
+pub struct Player {
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl Player {
+    /// Starts playing `url` (it may connect before the stream is published).
+    pub fn start(url: &str) -> Player {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let errors = std::fs::File::create(dir.path().join("errors.log")).expect("log file");
+        let child = ChildGuard::spawn(
+            "player ffmpeg",
+            Command::new("ffmpeg")
+                .args([
+                    "-hide_banner",
+                    "-v",
+                    "error",
+                    "-nostdin",
+                    "-rw_timeout",
+                    "20000000",
+                ])
+                .arg("-i")
+                .arg(url)
+                .args(["-map", "0", "-c", "copy", "-copyts", "-f", "flv"])
+                .arg(dir.path().join("recording.flv"))
+                .args(["-map", "0", "-f", "null", "-"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(errors),
+        )
+        .expect("spawn player ffmpeg");
+        Player { child, dir }
+    }
+
+    /// Waits up to `within` for the player to end by itself (the stream was unpublished and
+    /// it read everything); returns whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.child.is_running() {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Stops the player gently (so the recording is complete) and returns its decoder
+    /// errors and the recorded FLV.
+    pub fn finish(mut self) -> (String, Vec<u8>) {
+        relaycast_workers::process::signal_group(self.child.pid(), libc_sigint());
+        let until = Instant::now() + Duration::from_secs(3);
+        while self.child.is_running() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill();
+        let errors =
+            std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default();
+        let flv = std::fs::read(self.dir.path().join("recording.flv")).unwrap_or_default();
+        (errors, flv)
+    }
+}
+
+fn libc_sigint() -> i32 {
+    2
+}
+
+/// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+pub struct TestCerts {
+    /// CA certificate (DER), to trust in the client.
+    pub ca: Vec<u8>,
+    /// Server certificate chain (PEM).
+    pub server_cert_pem: Vec<u8>,
+    /// Server private key (PEM).
+    pub server_key_pem: Vec<u8>,
+}
+
+/// Generates [`TestCerts`]; `None` when openssl is not installed.
+pub fn test_certs() -> Option<TestCerts> {
+    let dir = tempfile::tempdir().ok()?;
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=relaycast test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]) && run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+    if !ok {
+        return None;
+    }
+    Some(TestCerts {
+        ca: std::fs::read(d.join("ca.der")).ok()?,
+        server_cert_pem: std::fs::read(d.join("leaf.pem")).ok()?,
+        server_key_pem: std::fs::read(d.join("leaf.key")).ok()?,
+    })
+}
+
+/// A TLS terminator in front of a plain TCP port (an `rtmps://` front for nginx-rtmp):
+/// accepts TLS on its own port and pipes each connection to `127.0.0.1:backend`.
+/// Runs on the current Tokio runtime until dropped.
+pub struct TlsFront {
+    /// The TLS port on 127.0.0.1.
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    /// Starts the terminator with `certs`' server certificate.
+    pub async fn start(certs: &TestCerts, backend: u16) -> TlsFront {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&certs.server_cert_pem)
+                .collect::<Result<_, _>>()
+                .expect("server cert");
+        let key = PrivateKeyDer::from_pem_slice(&certs.server_key_pem).expect("server key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront { port, task }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
