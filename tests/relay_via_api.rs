@@ -154,3 +154,34 @@ async fn a_killed_worker_process_hands_its_task_to_the_next_one() {
     assert!(["0", ""].contains(&item["code"].as_str().unwrap_or("?")), "{item}");
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmitting_a_running_id_moves_the_relay_to_the_new_destination() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let (first, second) = (nginx.url("first"), nginx.url("second"));
+    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], &[first.clone()], &receiver.url)).await.0, 200);
+    playable(first.clone(), Duration::from_secs(15)).await.expect("first destination");
+    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], &[second.clone()], &receiver.url)).await.0, 200);
+    playable(second.clone(), Duration::from_secs(15)).await.expect("the new task runs");
+    eventually("old destination released", Duration::from_secs(10), || async {
+        nginx.stream("first").is_none_or(|s| s.publisher.is_none()).then_some(())
+    })
+    .await;
+    // The old run's end (1) is reported before the new run's start (0).
+    eventually("1 then 0", Duration::from_secs(10), || async {
+        let c = codes(&receiver, "moving").await;
+        (c.iter().filter(|x| *x == "0").count() == 2 && c.contains(&"1".to_string())).then_some(())
+    })
+    .await;
+}

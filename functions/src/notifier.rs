@@ -167,37 +167,52 @@ impl Notifier {
                 }
             }
         }
-        let mut entry = stored.value;
-        let result = self.post(&entry).await;
-        let now = ports.clock.now_ms();
-        let outcome = match result {
-            Ok(()) => {
-                entry.record_delivery(now);
+        let result = self.post(&stored.value).await;
+        // Record the attempt on the latest version of the entry: the producer may have marked
+        // it queued while we were posting, and losing that race must not leave it "queued"
+        // for ever (its successors wait for it).
+        let mut current = stored;
+        let (entry, retry_in) = loop {
+            let mut entry = current.value.clone();
+            let now = ports.clock.now_ms();
+            let retry_in = match &result {
+                Ok(()) => {
+                    entry.record_delivery(now);
+                    None
+                }
+                Err(error) => entry.record_failure(error.clone(), now),
+            };
+            match ports.store.save(&entry, Condition::Version(current.version)).await {
+                Ok(_) => break (entry, retry_in),
+                Err(StoreError::ConditionFailed { .. }) => match ports.store.load::<OutboxEntry>(&entry.id).await? {
+                    Some(latest) if matches!(latest.value.state, DeliveryState::Pending | DeliveryState::Queued) => current = latest,
+                    // A duplicate message's delivery finished it first.
+                    _ => {
+                        ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+                        return Ok(Outcome::Skipped);
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let outcome = match (&result, retry_in) {
+            (Ok(()), _) => {
                 metrics::counter!("relaycast_callbacks_total", "result" => "delivered").increment(1);
                 tracing::info!(url = %entry.url, attempts = entry.attempts, "callback delivered");
                 Outcome::Delivered
             }
-            Err(error) => match entry.record_failure(error.clone(), now) {
-                Some(delay_ms) => {
-                    metrics::counter!("relaycast_callbacks_total", "result" => "retry").increment(1);
-                    tracing::warn!(url = %entry.url, attempts = entry.attempts, %error, delay_ms, "callback failed; will retry");
-                    ports.queue.send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms)).await?;
-                    Outcome::Retrying
-                }
-                None => {
-                    metrics::counter!("relaycast_callbacks_total", "result" => "failed").increment(1);
-                    tracing::error!(url = %entry.url, attempts = entry.attempts, %error, "callback failed; retries used up");
-                    Outcome::GaveUp
-                }
-            },
+            (Err(error), Some(delay_ms)) => {
+                metrics::counter!("relaycast_callbacks_total", "result" => "retry").increment(1);
+                tracing::warn!(url = %entry.url, attempts = entry.attempts, %error, delay_ms, "callback failed; will retry");
+                ports.queue.send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms)).await?;
+                Outcome::Retrying
+            }
+            (Err(error), None) => {
+                metrics::counter!("relaycast_callbacks_total", "result" => "failed").increment(1);
+                tracing::error!(url = %entry.url, attempts = entry.attempts, %error, "callback failed; retries used up");
+                Outcome::GaveUp
+            }
         };
-        match ports.store.save(&entry, Condition::Version(stored.version)).await {
-            Ok(_) => {}
-            // Another delivery of a duplicate message finished first; it has recorded the
-            // result, and the retry we may have queued is dropped as a duplicate.
-            Err(StoreError::ConditionFailed { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
         ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
         Ok(outcome)
     }

@@ -444,7 +444,7 @@ impl CallbackReceiver {
     /// Waits until `n` distinct events about task `id` arrived and returns them (all that
     /// arrived, see [`CallbackReceiver::bodies_for`]).
     pub async fn wait_for(&self, id: &str, n: usize) -> Vec<Value> {
-        eventually(&format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)), Duration::from_secs(10), || async {
+        eventually(&format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)), Duration::from_secs(20), || async {
             let got = self.bodies_for(id);
             (got.len() >= n).then_some(got)
         })

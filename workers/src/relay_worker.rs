@@ -162,32 +162,44 @@ enum RunEnd {
     LeaseLost,
     /// The worker drains: hand the task to another worker.
     Draining,
+    /// A `cmd=1` with the same id replaced the task: its run starts over from a new job.
+    Superseded,
 }
 
 impl TaskRunner {
     async fn run(self, task: RelayTask, mut guard: LeaseGuard, stop: CancellationToken) {
         let end = self.supervise(task, &mut guard, &stop).await;
         let ports = &self.worker.ports;
-        match end {
-            Ok(RunEnd::LeaseLost) => tracing::warn!(task = %self.key, "lease lost; another worker runs the task"),
-            Ok(RunEnd::Draining) => {
-                if let Ok(Some(task)) = ports.store.load::<RelayTask>(&self.key).await {
-                    if task.value.state.is_active() {
-                        enqueue_job(ports, &task.value).await;
-                    }
-                }
+        let requeue = match end {
+            Ok(RunEnd::LeaseLost) => {
+                tracing::warn!(task = %self.key, "lease lost; another worker runs the task");
+                false
+            }
+            Ok(RunEnd::Draining | RunEnd::Superseded) => {
                 let _ = self.worker.leases.release(guard).await;
+                true
             }
             Ok(RunEnd::TaskEnded) => {
                 let _ = self.worker.leases.release(guard).await;
+                false
             }
             Err(e) => {
                 // Keep the lease: it goes stale and the reaper re-queues the task.
                 tracing::error!(task = %self.key, error = %e, "relay task supervision failed");
+                false
             }
-        }
+        };
         if let Ok(mut running) = self.worker.running.lock() {
             running.remove(&self.key);
+        }
+        // Only once the lease is released and this worker no longer lists the task, so the new
+        // job (on any worker, this one included) can take it up.
+        if requeue {
+            if let Ok(Some(task)) = ports.store.load::<RelayTask>(&self.key).await {
+                if task.value.state.is_active() {
+                    enqueue_job(ports, &task.value).await;
+                }
+            }
         }
     }
 
@@ -208,6 +220,7 @@ impl TaskRunner {
             }
         };
         let mut sources_revision = task.sources_revision;
+        let generation = task.created_ms;
         let mut heartbeat = tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
         // The task record is re-read this often, so cmd=2/3 reach a running session quickly.
         let mut watch = tokio::time::interval(Duration::from_millis(500));
@@ -236,6 +249,9 @@ impl TaskRunner {
                     task = current.value;
                     if !task.state.is_active() {
                         break RunEnd::TaskEnded;
+                    }
+                    if task.created_ms != generation {
+                        break RunEnd::Superseded;
                     }
                     // Destinations stopped by cmd=2, or given up: stop their pushers only.
                     for d in &task.destinations {

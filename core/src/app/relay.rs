@@ -159,7 +159,9 @@ async fn execute_item(ports: &Ports, settings: &Settings, account: &Account, req
             }
         }
         let fx = plan(&account.name, req, &existing, &active, now)?;
-        match persist_effects(ports, settings, &fx, &versions, &claims, now).await {
+        let was_starting: Vec<TaskId> =
+            existing.values().filter(|t| t.state == TaskState::Starting).map(|t| t.id.clone()).collect();
+        match persist_effects(ports, settings, &fx, &versions, &claims, &was_starting, now).await {
             Ok(outcome) => return Ok(outcome),
             Err(AppError::Store(StoreError::ConditionFailed { .. })) => {
                 // Another request changed a task or a claim first: back off a little (spread
@@ -210,6 +212,7 @@ async fn persist_effects(
     fx: &Effects,
     versions: &BTreeMap<TaskId, u64>,
     claims: &Claims,
+    was_starting: &[TaskId],
     now: i64,
 ) -> Result<RequestOutcome, AppError> {
     let mut outcome = RequestOutcome { refused: fx.refused.clone(), ..Default::default() };
@@ -247,7 +250,8 @@ async fn persist_effects(
         }
     }
     outcome.events = fx.events.len();
-    for task in fx.tasks.iter().filter(|t| t.state == TaskState::Starting) {
+    // A task already starting has its job queued: only tasks that start now need one.
+    for task in fx.tasks.iter().filter(|t| t.state == TaskState::Starting && !was_starting.contains(&t.id)) {
         if enqueue_job(ports, task).await {
             outcome.jobs += 1;
         } else {
