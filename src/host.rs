@@ -196,7 +196,7 @@ async fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Po
         .map_err(|e| HostError::Adapter { what: "queue", reason: e.to_string() })?;
     let signing_key = load_or_create_secret(&settings.data_dir.join("object-signing.key"))?;
     let objects = Arc::new(
-        DirObjectStore::open(&settings.data_dir.join("objects"), format!("{}", settings.public_url()), signing_key, clock.clone())
+        DirObjectStore::open(&settings.data_dir.join("objects"), settings.public_url(), signing_key, clock.clone())
             .map_err(|e| HostError::Adapter { what: "object store", reason: e.to_string() })?,
     );
     let ports = Ports { store: Arc::new(store), queue: Arc::new(queue), objects: objects.clone(), clock };

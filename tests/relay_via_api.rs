@@ -170,9 +170,9 @@ async fn resubmitting_a_running_id_moves_the_relay_to_the_new_destination() {
     let receiver = CallbackReceiver::start().await;
 
     let (first, second) = (nginx.url("first"), nginx.url("second"));
-    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], &[first.clone()], &receiver.url)).await.0, 200);
+    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], std::slice::from_ref(&first), &receiver.url)).await.0, 200);
     playable(first.clone(), Duration::from_secs(15)).await.expect("first destination");
-    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], &[second.clone()], &receiver.url)).await.0, 200);
+    assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], std::slice::from_ref(&second), &receiver.url)).await.0, 200);
     playable(second.clone(), Duration::from_secs(15)).await.expect("the new task runs");
     eventually("old destination released", Duration::from_secs(10), || async {
         nginx.stream("first").is_none_or(|s| s.publisher.is_none()).then_some(())

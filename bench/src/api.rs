@@ -88,19 +88,21 @@ pub async fn bench_api(base_dir: Option<&std::path::Path>, requests: usize, conc
         bail!("--requests and --concurrency must be at least 1");
     }
     let dir = crate::temp_dir(base_dir)?;
-    let mut settings = Settings::default();
-    settings.http_addr = "127.0.0.1:0".into();
-    settings.data_dir = dir.path().join("data");
-    settings.roles = vec!["api".into()];
-    settings.log_filter = "warn".into();
-    settings.allow_private_targets = true;
-    settings.accounts = vec![AccountSettings {
-        name: ACCOUNT.into(),
-        key: KEY.into(),
-        api_enabled: true,
-        call_limit: u32::MAX,
-        allowed_push_hosts: vec![],
-    }];
+    let settings = Settings {
+        http_addr: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        roles: vec!["api".into()],
+        log_filter: "warn".into(),
+        allow_private_targets: true,
+        accounts: vec![AccountSettings {
+            name: ACCOUNT.into(),
+            key: KEY.into(),
+            api_enabled: true,
+            call_limit: u32::MAX,
+            allowed_push_hosts: vec![],
+        }],
+        ..Default::default()
+    };
     let host = Host::start(settings, Arc::new(SystemClock)).await.context("starting the host")?;
     let base = format!("http://{}", host.addr);
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;

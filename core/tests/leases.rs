@@ -25,7 +25,7 @@ async fn one_holder_then_take_over_after_going_stale() {
     assert_eq!(leases.acquire("relay:acme:t1", "worker-a").await.unwrap().unwrap().lease.token, 1);
 
     clock.advance_ms(20_000);
-    assert!(leases.renew(&mut a).await.unwrap() == false, "the re-acquire above moved the version");
+    assert!(!leases.renew(&mut a).await.unwrap(), "the re-acquire above moved the version");
     let mut a = leases.acquire("relay:acme:t1", "worker-a").await.unwrap().unwrap();
     assert!(leases.renew(&mut a).await.unwrap());
     assert!(leases.stale(10).await.unwrap().is_empty());

@@ -41,7 +41,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
         // Purging is a sweep over the whole store: once a minute is plenty.
-        let purge = ticks % (60_000 / tick.as_millis().max(1) as u64).max(1) == 0;
+        let purge = ticks.is_multiple_of((60_000 / tick.as_millis().max(1) as u64).max(1));
         match run_tick(&ctx, purge).await {
             Ok(report) if report != TickReport::default() => tracing::info!(?report, "scheduler tick"),
             Ok(_) => {}

@@ -56,8 +56,7 @@ fn context(dir: &tempfile::TempDir, clock: &ManualClock, allow_private: bool) ->
         objects: Arc::new(DirObjectStore::open(&dir.path().join("o"), "http://x".into(), vec![1; 32], c.clone()).unwrap()),
         clock: c,
     };
-    let mut settings = Settings::default();
-    settings.allow_private_targets = allow_private;
+    let mut settings = Settings { allow_private_targets: allow_private, ..Default::default() };
     settings.timing.callback_timeout_ms = 300;
     Context::new(ports, Arc::new(settings))
 }
