@@ -1163,3 +1163,20 @@ async fn a_create_retried_after_a_lost_race_does_not_stop_its_own_new_tasks() {
     let stopped_new: Vec<Value> = rx.received().into_iter().map(|r| r.body).filter(|b| b["id"].as_str().is_some_and(|i| i.starts_with('x'))).collect();
     assert!(stopped_new.is_empty(), "{stopped_new:?}");
 }
+
+#[tokio::test]
+async fn a_task_no_worker_takes_up_in_time_calls_back_92() {
+    // This service runs no relay worker: the task can never start.
+    let svc = Service::start(&[("RELAYCAST_TIMING__START_TIMEOUT_MS", "500")]);
+    let api = svc.api();
+    let rx = CallbackReceiver::start().await;
+    assert_accepted_pair(api.forward(&live_body("orphan", &[DEST_A], Some(&rx.url))).await);
+    let cbs = rx.wait_for("orphan", 1).await;
+    assert_callback_shape(&cbs[0]);
+    assert_eq!(code_msg_cmd(&cbs[0]), ("92", "task start delivery failed!", "1"));
+    let task = api.task("orphan").await.unwrap();
+    assert_eq!((task["code"].as_str(), task["msg"].as_str()), (Some("92"), Some("task start delivery failed!")));
+    // The destination is free again.
+    assert_accepted_pair(api.forward(&live_body("next", &[DEST_A], Some(&rx.url))).await);
+    assert!(rx.bodies_for("next").iter().all(|b| b["code"] != "91"));
+}

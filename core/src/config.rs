@@ -141,6 +141,9 @@ pub struct TimingSettings {
     pub other_callback_retry_interval_ms: u64,
     /// Retries of other notices. Default 5 (seed 002).
     pub other_callback_retries: u32,
+    /// A starting task that no worker has taken up after this long failed to start: callback
+    /// code 92. Default 60 000.
+    pub start_timeout_ms: u64,
     /// A source that delivers nothing for this long is down; fail over. Default 3 000.
     pub source_stall_timeout_ms: u64,
     /// A destination that cannot publish for this long is given up (callback code 3) while the
@@ -166,6 +169,7 @@ impl Default for TimingSettings {
             callback_retries: 12,
             other_callback_retry_interval_ms: 120_000,
             other_callback_retries: 5,
+            start_timeout_ms: 60_000,
             source_stall_timeout_ms: 3_000,
             push_give_up_ms: 300_000,
             slate_duration_ms: 300_000,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use relaycast_core::app::relay::{apply_to_task, enqueue_job, list_tasks};
+use relaycast_core::app::relay::{apply_to_task, enqueue_job, list_tasks, relay_lease_resource, RELAY_LEASE_PREFIX};
 use relaycast_core::app::AppError;
 use relaycast_core::domain::lease::Leases;
 use relaycast_core::domain::relay::state::{Action, StopCause, TaskState};
@@ -14,11 +14,6 @@ use relaycast_core::ports::{Entity, Query, QueryIndex, TypedStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
-
-/// The resource name of a relay task's lease.
-pub fn relay_lease_resource(task_key: &str) -> String {
-    format!("relay:{task_key}")
-}
 
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +26,8 @@ pub struct TickReport {
     pub expired: usize,
     /// Tasks re-queued after their worker's lease went stale.
     pub requeued: usize,
+    /// Starting tasks no worker took up in time (92).
+    pub undelivered: usize,
     /// Expired records removed.
     pub purged: u64,
 }
@@ -90,6 +87,26 @@ pub async fn run_tick(ctx: &Context, purge: bool) -> Result<TickReport, AppError
         }
     }
 
+    // Undelivered: a starting task no worker has taken up within the start timeout (no worker
+    // runs, or all are saturated) failed to start: the seed's 92, and the customer may retry.
+    let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
+    let start_timeout = settings.timing.start_timeout_ms as i64;
+    for task in all_in_status(ctx, TaskState::Starting.key()).await? {
+        if task.updated_ms + start_timeout > now {
+            continue;
+        }
+        let key = RelayTask::store_key(&task.account, &task.id);
+        if leases.holder(&relay_lease_resource(&key)).await?.is_some() {
+            continue;
+        }
+        if let Some(after) = apply_to_task(ports, settings, &task.account, &task.id, Action::DeliveryFailed).await? {
+            if !after.value.state.is_active() {
+                tracing::warn!(task = %key, "no worker took the task up in time; start failed (92)");
+                report.undelivered += 1;
+            }
+        }
+    }
+
     // Expired: stopped tasks whose resume window closed (the domain decides when).
     for status in ["stopped_natural", "stopped_manual", "stopped_failed"] {
         for task in all_in_status(ctx, status).await? {
@@ -103,12 +120,11 @@ pub async fn run_tick(ctx: &Context, purge: bool) -> Result<TickReport, AppError
 
     // Orphaned: a worker died holding tasks. Reap its stale leases (exactly one reaper wins
     // each) and hand the tasks that should still run to another worker.
-    let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
     for stale in leases.stale(500).await? {
         if !leases.reap(&stale).await? {
             continue;
         }
-        let Some(task_key) = stale.resource.strip_prefix("relay:") else { continue };
+        let Some(task_key) = stale.resource.strip_prefix(RELAY_LEASE_PREFIX) else { continue };
         if let Some(task) = ports.store.load::<RelayTask>(task_key).await? {
             if task.value.state.is_active() && task.value.state != TaskState::Scheduled && enqueue_job(ports, &task.value).await {
                 tracing::warn!(task = %task_key, holder = %stale.holder, "worker lease went stale; task re-queued");

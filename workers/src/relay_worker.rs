@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, RelayJob, RELAY_QUEUE};
+use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, relay_lease_resource, RelayJob, RELAY_QUEUE};
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
@@ -38,11 +38,6 @@ pub enum JobOutcome {
     HeldElsewhere,
     /// The message is not a relay job; dropped.
     Malformed,
-}
-
-/// The lease resource of a relay task.
-pub fn lease_resource(task_key: &str) -> String {
-    format!("relay:{task_key}")
 }
 
 /// Runs relay jobs.
@@ -123,7 +118,7 @@ impl RelayWorker {
         if self.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false) {
             return Ok(JobOutcome::Started);
         }
-        let Some(guard) = self.leases.acquire(&lease_resource(&key), &self.worker_id).await? else {
+        let Some(guard) = self.leases.acquire(&relay_lease_resource(&key), &self.worker_id).await? else {
             return Ok(JobOutcome::HeldElsewhere);
         };
         let stop = self.shutdown.child_token();

@@ -44,6 +44,14 @@ impl RelayJob {
     }
 }
 
+/// Relay task leases are named `relay:{account}:{id}`.
+pub const RELAY_LEASE_PREFIX: &str = "relay:";
+
+/// The lease resource of the relay task stored under `task_key`.
+pub fn relay_lease_resource(task_key: &str) -> String {
+    format!("{RELAY_LEASE_PREFIX}{task_key}")
+}
+
 /// The retry schedule of relay task callbacks (seed 002's schedule for notices other than
 /// push/stop/record/porn-detection: every 2 minutes, 5 times).
 pub fn callback_policy(settings: &Settings) -> RetryPolicy {

@@ -101,6 +101,12 @@ impl Leases {
         }
     }
 
+    /// The live holder of `resource`, if any (a stale lease has none).
+    pub async fn holder(&self, resource: &str) -> Result<Option<String>, StoreError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.load::<Lease>(resource).await?.filter(|l| l.value.expires_at_ms > now).map(|l| l.value.holder))
+    }
+
     /// Gives the lease up; a lease already lost is not an error.
     pub async fn release(&self, guard: LeaseGuard) -> Result<(), StoreError> {
         match self.store.delete(Lease::KIND, &guard.lease.resource, Condition::Version(guard.version)).await {
