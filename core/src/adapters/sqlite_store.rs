@@ -309,6 +309,44 @@ impl Store for SqliteStore {
         self.with_conn("transact", move |conn, now| transact_blocking(conn, &writes, now)).await
     }
 
+    async fn increment(&self, kind: Kind, key: &str, expires_at_ms: Option<i64>) -> Result<u64, StoreError> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.with_conn("increment", move |conn, now| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            let current: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT version, body FROM records
+                     WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
+                    params![kind.as_str(), key, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let (version, count) = match current {
+                Some((version, body)) => {
+                    let count = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|b| b["count"].as_u64())
+                        .ok_or_else(|| StoreError::Corrupt { kind, key: key.clone(), reason: "not a counter".into() })?;
+                    (version + 1, count + 1)
+                }
+                None => (1, 1),
+            };
+            tx.execute(
+                "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
+                 VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4, ?5)
+                 ON CONFLICT (kind, key) DO UPDATE SET
+                     version = excluded.version, expires_at_ms = excluded.expires_at_ms, body = excluded.body",
+                params![kind.as_str(), key, version, expires_at_ms, serde_json::json!({ "count": count }).to_string()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(count)
+        })
+        .await
+    }
+
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
         self.with_conn("query", move |conn, now| query_blocking(conn, &query, now)).await
     }

@@ -7,7 +7,7 @@ use super::AppError;
 use crate::config::TimingSettings;
 use crate::domain::auth::{Account, AuthParams};
 use crate::domain::RequestError;
-use crate::ports::{Condition, Entity, IndexKeys, Kind, Ports, StoreError, TypedStore};
+use crate::ports::{Condition, Entity, Kind, Ports, StoreError, TypedStore};
 
 /// A used `r`, remembered for the replay window (then expired by the store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,26 +26,8 @@ impl Entity for UsedRandom {
     }
 }
 
-/// Calls of one account in one rate window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CallCount {
-    key: String,
-    calls: u32,
-    expires_at_ms: i64,
-}
-
-impl Entity for CallCount {
-    const KIND: Kind = Kind("call_count");
-    fn key(&self) -> String {
-        self.key.clone()
-    }
-    fn index(&self) -> IndexKeys {
-        IndexKeys::default()
-    }
-    fn expires_at_ms(&self) -> Option<i64> {
-        Some(self.expires_at_ms)
-    }
-}
+/// Calls of one account in one rate window: a store counter.
+const CALL_COUNT: Kind = Kind("call_count");
 
 /// Checks a request's `n`, `r`, `k` and returns its account. The order follows the seed's table:
 /// presence and lengths, the account's right to the API, the signature, the call limit, then
@@ -66,8 +48,9 @@ pub async fn authenticate(
     let now = ports.clock.now_ms();
     let window = timing.rate_window_ms.max(1) as i64;
     let window_start = now - now.rem_euclid(window);
-    let calls = count_call(ports, &format!("{}:{window_start}", account.name), window_start + window).await?;
-    account.check_rate(calls)?;
+    let key = format!("{}:{window_start}", account.name);
+    let calls = ports.store.increment(CALL_COUNT, &key, Some(window_start + window)).await?;
+    account.check_rate(u32::try_from(calls).unwrap_or(u32::MAX))?;
 
     let used = UsedRandom { key: params.nonce_key(), expires_at_ms: now + timing.replay_window_ms as i64 };
     match ports.store.save(&used, Condition::Absent).await {
@@ -75,21 +58,4 @@ pub async fn authenticate(
         Err(StoreError::ConditionFailed { .. }) => Err(RequestError::RandomRepeat.into()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Adds one call to the counter and returns the new count (compare-and-set, retried on races).
-async fn count_call(ports: &Ports, key: &str, expires_at_ms: i64) -> Result<u32, AppError> {
-    for _ in 0..20 {
-        let (next, condition) = match ports.store.load::<CallCount>(key).await? {
-            Some(v) => (v.value.calls.saturating_add(1), Condition::Version(v.version)),
-            None => (1, Condition::Absent),
-        };
-        let counter = CallCount { key: key.to_string(), calls: next, expires_at_ms };
-        match ports.store.save(&counter, condition).await {
-            Ok(_) => return Ok(next),
-            Err(StoreError::ConditionFailed { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(AppError::Contention(format!("call counter {key}")))
 }

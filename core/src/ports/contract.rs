@@ -92,7 +92,7 @@ pub fn store_cases() -> Vec<StoreCase> {
     cases![StoreFixture;
         put_get_version, conditions, delete, transact_all_or_nothing, transact_limits, query_indexes,
         query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, concurrent_absent_one_winner,
-        invalid_requests]
+        increment_counts_atomically, invalid_requests]
 }
 
 /// Every queue case.
@@ -488,6 +488,28 @@ pub mod store {
     }
 
     /// Ten tasks create one key with `Absent` at once: exactly one wins.
+    /// Counters: 20 concurrent increments give 1..=20 exactly once each; expiry starts over.
+    pub async fn increment_counts_atomically(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_incr"));
+        let expires = f.clock.now_ms() + 60_000;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.increment(kind, "calls", Some(expires)).await.unwrap() })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+        assert_eq!(s.get(kind, "calls").await.unwrap().unwrap().body["count"], 20);
+        f.clock.advance_ms(60_000);
+        assert_eq!(s.get(kind, "calls").await.unwrap(), None);
+        assert_eq!(s.increment(kind, "calls", None).await.unwrap(), 1);
+    }
+
     pub async fn concurrent_absent_one_winner(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_race"));
         let tasks: Vec<_> = (0..10)

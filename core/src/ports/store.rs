@@ -179,6 +179,11 @@ pub trait Store: Send + Sync + 'static {
     /// One page of a secondary look-up.
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
 
+    /// Atomically adds one to the counter record `kind/key` (body `{"count": n}`), creating it
+    /// at 1 when there is no live one, and sets its expiry; returns the new count. Counters under
+    /// contention (an account's calls per window) must not need compare-and-set retries.
+    async fn increment(&self, kind: Kind, key: &str, expires_at_ms: Option<i64>) -> Result<u64, StoreError>;
+
     /// Physically removes records that expired before now; returns how many. Adapters whose
     /// backend expires records itself may do nothing.
     async fn purge_expired(&self) -> Result<u64, StoreError>;
