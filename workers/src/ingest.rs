@@ -24,17 +24,6 @@ const EVENT_BUFFER: usize = 1024;
 /// the source's video.
 pub const FILTER_VIDEO_OUT: &str = "vout";
 
-/// A local file ffmpeg reads as an extra input after the source (e.g. a watermark image that
-/// was fetched and checked before): opened with a `file`-only protocol whitelist and a pinned
-/// demuxer, so neither its name nor its content can make ffmpeg open anything else.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtraInput {
-    /// An absolute path chosen by relaycast (never user text).
-    pub path: PathBuf,
-    /// The ffmpeg demuxer (`-f`), e.g. `png_pipe`.
-    pub format: &'static str,
-}
-
 /// Errors starting an ingest. [`IngestError::is_source_error`] tells a bad source (the user's
 /// problem) from a failure to run ffmpeg (ours).
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +89,15 @@ pub struct IngestSpec {
     /// set it for a URL a user supplied: it would let them read any file ffmpeg can open.
     /// Default false.
     pub allow_local_files: bool,
-    /// Local inputs after the source, numbered 1.. in the filter graph. Default none.
-    pub extra_inputs: Vec<ExtraInput>,
-    /// A `-filter_complex` graph over input 0 (the source) and the extra inputs, whose video
-    /// output is labelled [`FILTER_VIDEO_OUT`]. Built from validated numbers and enums only.
+    /// A `-filter_complex` graph over the source (input 0) whose video output is labelled
+    /// [`FILTER_VIDEO_OUT`]; built from validated numbers, enums and relaycast's own file
+    /// paths only. It must read no other `-i` input: ffmpeg-sidecar waits for one stream-mapping
+    /// line per output stream before it reads stdout, and each extra graph input adds a line,
+    /// so the ingest would stall (images come in through the `movie` source filter instead).
     /// Default none (the source's first video stream is mapped as is).
     pub filter_complex: Option<String>,
-    /// Keeps the directory of the extra inputs alive as long as a clone of this spec exists
-    /// (a session restarts ingests from its specs); deleted with the last one.
+    /// Keeps the files the filter graph reads (watermark images) alive as long as a clone of
+    /// this spec exists (a session restarts ingests from its specs); deleted with the last one.
     pub input_files: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
@@ -123,7 +113,6 @@ impl IngestSpec {
             codec_args: vec!["-c".into(), "copy".into()],
             probe_size: Some(65_536),
             allow_local_files: false,
-            extra_inputs: Vec::new(),
             filter_complex: None,
             input_files: None,
         }
@@ -230,18 +219,6 @@ impl IngestSpec {
             a.extend(["-probesize".into(), n.max(32).to_string()]);
         }
         a.extend(["-i".into(), self.url.clone()]);
-        for input in &self.extra_inputs {
-            let path = input.path.to_str().filter(|p| p.starts_with('/') && !p.chars().any(char::is_control));
-            let Some(path) = path else {
-                return Err(IngestError::InvalidSource {
-                    url: input.path.display().to_string(),
-                    reason: "extra inputs must be absolute local paths".into(),
-                });
-            };
-            // Input options apply to the next input only: the source's whitelist above does not
-            // cover this file, and this one allows nothing but the file.
-            a.extend(["-protocol_whitelist".into(), "file".into(), "-f".into(), input.format.into(), "-i".into(), path.into()]);
-        }
         // First video and first audio only: FLV carries one of each.
         let video = match &self.filter_complex {
             Some(graph) => {

@@ -7,8 +7,9 @@
 //! - Watermark images are user URLs: each is fetched once, before ffmpeg starts, by
 //!   [`WatermarkFetcher`] (HTTP(S) only, internal addresses refused, size cap, timeout, PNG/JPEG
 //!   magic bytes) into a temp directory that lives as long as the session's [`IngestSpec`]s. ffmpeg
-//!   only ever opens those local files, with a `file`-only protocol whitelist and a demuxer pinned
-//!   to the sniffed format. The filter graph is built from enums and numbers only.
+//!   only ever opens those local files, through the `movie` source filter with a demuxer pinned
+//!   to the sniffed format (not as extra `-i` inputs: see [`IngestSpec::filter_complex`]). The
+//!   filter graph is built from enums, numbers and our own file names only.
 //!
 //! The ingest writes FLV (the splicer parses FLV tags), and ffmpeg 5.1's FLV muxer carries
 //! neither HEVC nor Vorbis: `libx265` and `libvorbis` are refused with a clear error instead of
@@ -23,7 +24,7 @@ use std::time::Duration;
 use relaycast_core::domain::relay::types::{AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition};
 use relaycast_core::domain::targets::{check_resolved, check_url_host, TargetError};
 
-use crate::ingest::{ExtraInput, IngestSpec, FILTER_VIDEO_OUT};
+use crate::ingest::{IngestSpec, FILTER_VIDEO_OUT};
 
 /// Distance in pixels between a gravity-anchored watermark and the frame edges.
 pub const WATERMARK_MARGIN: u32 = 10;
@@ -47,6 +48,10 @@ pub enum TranscodeError {
     /// A watermark needs decoding and re-encoding, so a video encoder.
     #[error("a watermark needs fops.vcodec (libx264)")]
     WatermarkNeedsEncoder,
+    /// A watermark file path has characters the filter syntax would interpret (a temp dir
+    /// configured with such a name).
+    #[error("watermark path {0:?} is not usable in a filter graph")]
+    UnsafePath(PathBuf),
     /// A watermark was not fetched for this source (a caller bug, reported rather than ignored).
     #[error("watermark image {0} was not fetched")]
     WatermarkNotFetched(String),
@@ -147,6 +152,14 @@ pub struct WatermarkImage {
     pub kind: ImageKind,
 }
 
+/// Whether `path` can go into a filter graph as is: absolute, and only characters with no
+/// meaning in ffmpeg's filter syntax (`:`, `,`, `;`, `[`, `'`, `\`, … would need escaping).
+fn filter_safe_path(path: &Path) -> Option<&str> {
+    let s = path.to_str()?;
+    let ok = s.starts_with('/') && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
+    ok.then_some(s)
+}
+
 /// Where a source's watermarks go: `wmPosition` when given, else `wmGravity` (default
 /// `TOP_RIGHT`). The API refuses both at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,8 +215,6 @@ impl Placement {
 pub struct OutputArgs {
     /// Codec and encoder options (`-c copy` for a copy relay).
     pub codec_args: Vec<String>,
-    /// Local watermark files, inputs 1.. after the source.
-    pub extra_inputs: Vec<ExtraInput>,
     /// The filter graph (scale and overlays), ending in `[vout]`; `None` without watermarks.
     pub filter_complex: Option<String>,
 }
@@ -261,9 +272,15 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         Some(c @ AudioCodec::Libfaac) => a.extend([s("-c:a"), s(c.ffmpeg_name())]),
     }
     if images.is_empty() {
-        return Ok(OutputArgs { codec_args: a, extra_inputs: Vec::new(), filter_complex: None });
+        return Ok(OutputArgs { codec_args: a, filter_complex: None });
     }
     let mut graph = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let path = filter_safe_path(&img.path).ok_or_else(|| TranscodeError::UnsafePath(img.path.clone()))?;
+        // One frame, decoded once: overlay repeats the last frame of an ended input (its
+        // default eof_action), so the image is not decoded again for every video frame.
+        graph.push(format!("movie=filename={path}:format_name={}[img{i}]", img.kind.ffmpeg_format()));
+    }
     let mut last = s("0:v:0");
     if let Some(res) = fops.res {
         // Scale first so positions are relative to the output frame.
@@ -274,13 +291,10 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
     for i in 0..images.len() {
         // Layers in URL order at the same anchor; a later image is drawn over earlier ones.
         let out = if i + 1 == images.len() { s(FILTER_VIDEO_OUT) } else { format!("wm{i}") };
-        // The image input ends after one frame; overlay repeats its last frame (eof_action
-        // default), so the PNG is decoded once, not per frame.
-        graph.push(format!("[{last}][{}:v]overlay={xy}[{out}]", i + 1));
+        graph.push(format!("[{last}][img{i}]overlay={xy}[{out}]"));
         last = out;
     }
-    let extra_inputs = images.iter().map(|img| ExtraInput { path: img.path.clone(), format: img.kind.ffmpeg_format() }).collect();
-    Ok(OutputArgs { codec_args: a, extra_inputs, filter_complex: Some(graph.join(";")) })
+    Ok(OutputArgs { codec_args: a, filter_complex: Some(graph.join(";")) })
 }
 
 /// Sets the output side of `spec` for `fops` and `source`'s watermarks (fetched into
@@ -296,7 +310,6 @@ pub fn apply(spec: &mut IngestSpec, fops: &Fops, source: &Source, watermarks: &W
     };
     let out = output_args(fops, &images, Placement::of(source))?;
     spec.codec_args = out.codec_args;
-    spec.extra_inputs = out.extra_inputs;
     spec.filter_complex = out.filter_complex;
     if !images.is_empty() {
         spec.input_files = watermarks.dir.clone();
@@ -576,7 +589,7 @@ mod tests {
     fn copy_relay_is_unchanged() {
         let o = output_args(&Fops::default(), &[], Placement::Gravity(Gravity::default())).expect("args");
         assert_eq!(o.codec_args, ["-c:v", "copy", "-c:a", "copy"]);
-        assert!(o.extra_inputs.is_empty() && o.filter_complex.is_none());
+        assert!(o.filter_complex.is_none());
         // And the spec built from it still never decodes.
         let mut spec = IngestSpec::live("rtmp://h/live/a");
         let src = Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
@@ -667,7 +680,7 @@ mod tests {
         for (g, xy) in want {
             assert_eq!(Placement::Gravity(g).overlay_xy(), xy, "{g:?}");
             let o = output_args(&x264(), &[img(0)], Placement::Gravity(g)).expect("args");
-            assert_eq!(o.filter_complex.as_deref(), Some(format!("[0:v:0][1:v]overlay={xy}[vout]").as_str()));
+            assert_eq!(o.filter_complex.as_deref(), Some(format!("movie=filename=/tmp/wm/wm0.png:format_name=png_pipe[img0];[0:v:0][img0]overlay={xy}[vout]").as_str()));
         }
     }
 
@@ -690,13 +703,18 @@ mod tests {
         let o = output_args(&f, &[img(0), img(1), img(2)], Placement::Gravity(Gravity::BottomRight)).expect("args");
         assert_eq!(
             o.filter_complex.as_deref(),
-            Some("[0:v:0]scale=640:360[base];[base][1:v]overlay=x=W-w-10:y=H-h-10[wm0];[wm0][2:v]overlay=x=W-w-10:y=H-h-10[wm1];[wm1][3:v]overlay=x=W-w-10:y=H-h-10[vout]")
+            Some(concat!(
+                "movie=filename=/tmp/wm/wm0.png:format_name=png_pipe[img0];",
+                "movie=filename=/tmp/wm/wm1.png:format_name=png_pipe[img1];",
+                "movie=filename=/tmp/wm/wm2.png:format_name=png_pipe[img2];",
+                "[0:v:0]scale=640:360[base];",
+                "[base][img0]overlay=x=W-w-10:y=H-h-10[wm0];",
+                "[wm0][img1]overlay=x=W-w-10:y=H-h-10[wm1];",
+                "[wm1][img2]overlay=x=W-w-10:y=H-h-10[vout]"
+            ))
         );
         // The size is in the graph, not a second scale on the output.
         assert!(after(&o.codec_args, "-s").is_none());
-        assert_eq!(o.extra_inputs.len(), 3);
-        assert_eq!(o.extra_inputs[2].path, PathBuf::from("/tmp/wm/wm2.png"));
-        assert_eq!(o.extra_inputs[0].format, "png_pipe");
     }
 
     #[test]
@@ -705,15 +723,23 @@ mod tests {
         let f = Fops { res: Some(Resolution { width: 640, height: 360 }), fps: Some(25.0), ..x264() };
         let o = output_args(&f, &[img(0), WatermarkImage { path: "/tmp/wm/wm1.jpg".into(), kind: ImageKind::Jpeg }], Placement::Gravity(Gravity::TopLeft)).expect("args");
         spec.codec_args = o.codec_args;
-        spec.extra_inputs = o.extra_inputs;
         spec.filter_complex = o.filter_complex;
         let a = spec.args().expect("args").join(" ");
-        // The network input keeps its scheme's whitelist; each image opens as a local file with a pinned demuxer.
+        // One input only (see IngestSpec::filter_complex); the images come in through `movie`
+        // with a pinned demuxer.
+        assert_eq!(a.matches("-i ").count(), 1, "{a}");
         assert!(a.contains("-protocol_whitelist tcp,rtmp -rw_timeout 5000000 -probesize 65536 -i rtmp://h/live/a"), "{a}");
-        assert!(a.contains("-protocol_whitelist file -f png_pipe -i /tmp/wm/wm0.png -protocol_whitelist file -f jpeg_pipe -i /tmp/wm/wm1.jpg"), "{a}");
-        assert!(a.contains("-filter_complex [0:v:0]scale=640:360[base];[base][1:v]overlay=x=10:y=10[wm0];[wm0][2:v]overlay=x=10:y=10[vout] -map [vout] -map 0:a:0?"), "{a}");
+        assert!(a.contains("-filter_complex movie=filename=/tmp/wm/wm0.png:format_name=png_pipe[img0];movie=filename=/tmp/wm/wm1.jpg:format_name=jpeg_pipe[img1];[0:v:0]scale=640:360[base];[base][img0]overlay=x=10:y=10[wm0];[wm0][img1]overlay=x=10:y=10[vout] -map [vout] -map 0:a:0?"), "{a}");
         assert!(!a.contains("0:v:0?"), "{a}");
         assert!(a.ends_with("-f flv -flvflags no_duration_filesize"), "{a}");
+    }
+
+    #[test]
+    fn paths_with_filter_syntax_are_refused() {
+        for bad in ["/tmp/a:b/wm0.png", "/tmp/a,b.png", "/tmp/x;y.png", "tmp/rel.png", "/tmp/[x].png", "/tmp/it's.png", "/tmp/a b.png"] {
+            let i = WatermarkImage { path: bad.into(), kind: ImageKind::Png };
+            assert!(matches!(output_args(&x264(), &[i], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::UnsafePath(_))), "{bad}");
+        }
     }
 
     #[test]
@@ -862,7 +888,8 @@ mod tests {
         assert_eq!(names, HashSet::from(["wm0.png".to_string(), "wm1.jpg".to_string()]));
         let mut spec = IngestSpec::live("rtmp://h/live/a");
         apply(&mut spec, &x264(), &a, &wms).expect("apply");
-        assert_eq!(spec.extra_inputs.len(), 2);
+        let graph = spec.filter_complex.clone().expect("graph");
+        assert!(graph.contains(&format!("{}/wm0.png", dir.display())) && graph.contains(&format!("{}/wm1.jpg", dir.display())), "{graph}");
         drop(wms);
         assert!(dir.exists(), "the spec keeps the files");
         drop(spec);
