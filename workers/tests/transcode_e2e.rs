@@ -211,7 +211,6 @@ async fn transcodes_with_a_watermark_and_costs_what_plain_ffmpeg_costs() {
     let plain_args = ingest.args().expect("args");
 
     let dest = nginx.url("t1");
-    eprintln!("ingest args: {plain_args:?}");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(SessionSpec::new(vec![ingest], vec![dest.clone()]), tx).expect("session");
     let Some((probe, took)) = support::wait_playable(&dest, Duration::from_secs(20)) else {
@@ -261,8 +260,69 @@ async fn transcodes_with_a_watermark_and_costs_what_plain_ffmpeg_costs() {
     eprintln!("plain ffmpeg same transcode: {:.1} % CPU {:.0} MB RSS", theirs[0].0, theirs[0].1);
     child.kill();
 
+    // And without the watermark (the DESIGN baseline's "transcode to 640x360").
+    let mut bare = IngestSpec::live(source.url.as_str());
+    transcode::apply(&mut bare, &fops, &Source::new(source.url.clone()), &Watermarks::default()).expect("apply");
+    let mut plain = Command::new("ffmpeg");
+    plain.args(["-loglevel", "error"]).args(bare.args().expect("args")).arg(nginx.url("bare")).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut child = ChildGuard::spawn("plain ffmpeg", &mut plain).expect("plain ffmpeg");
+    support::wait_playable(&nginx.url("bare"), Duration::from_secs(20)).expect("bare playable");
+    let bare_cost = measure(&[child.pid()], window);
+    eprintln!("plain ffmpeg same transcode without watermark: {:.1} % CPU {:.0} MB RSS", bare_cost[0].0, bare_cost[0].1);
+    child.kill();
+
     assert!(!wm_dir.exists(), "watermark files deleted with the session");
     server.abort();
+    drop(_publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// `acodec=libmp3lame` with `vcodec=libx264` and a 1.5 s `forced_gopInterval` (the source has 2 s) but no `fps`: the
+/// destination carries MP3 audio, keeps the source's size and rate, and keyframes follow the
+/// time expression alone. `libx265`/`libvorbis` are refused before ffmpeg starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mp3_audio_and_a_gop_by_time() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let source = Source::new(SourceUrl::parse("rtmp://127.0.0.1/live/x", TaskType::Live).expect("src"));
+    for bad in [
+        Fops { vcodec: Some(VideoCodec::Libx265), ..Fops::default() },
+        Fops { acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libvorbis), ..Fops::default() },
+    ] {
+        let mut spec = IngestSpec::live(source.url.as_str());
+        let e = transcode::apply(&mut spec, &bad, &source, &Watermarks::default()).expect_err("refused");
+        eprintln!("refused: {e}");
+    }
+
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start(&nginx.url("src"));
+    nginx.wait_publishing("src", Duration::from_secs(10)).expect("source published");
+    let source = Source::new(SourceUrl::parse(&nginx.url("src"), TaskType::Live).expect("src"));
+    let fops = Fops {
+        vcodec: Some(VideoCodec::Libx264),
+        acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libmp3lame),
+        forced_gop_interval_ms: Some(1500),
+        ..Fops::default()
+    };
+    transcode::check_encoders(std::path::Path::new("/usr/bin/ffmpeg"), &fops).await.expect("encoders");
+    let mut ingest = IngestSpec::live(source.url.as_str());
+    transcode::apply(&mut ingest, &fops, &source, &Watermarks::default()).expect("apply");
+    let dest = nginx.url("mp3");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(SessionSpec::new(vec![ingest], vec![dest.clone()]), tx).expect("session");
+    let (probe, took) = support::wait_playable(&dest, Duration::from_secs(20)).expect("destination playable");
+    eprintln!("mp3 variant: {probe:?} playable after {took:?}");
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!(probe.audio_codec.as_deref(), Some("mp3"));
+    assert_eq!((probe.width, probe.height), (1280, 720));
+    assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
+    let keys = keyframe_times(&dest, 8);
+    let gaps: Vec<f64> = keys.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("keyframes at {keys:?}, gaps {gaps:?}");
+    assert!(gaps.len() >= 2, "too few keyframes: {keys:?}");
+    assert!(gaps.iter().all(|g| (g - 1.5).abs() < 0.1), "GOP not 1.5 s: {gaps:?}");
+    session.stop().await;
     drop(_publisher);
     drop(nginx);
     assert_no_leftovers();
