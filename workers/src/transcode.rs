@@ -32,6 +32,9 @@ pub const WATERMARK_MARGIN: u32 = 10;
 pub const MAX_WATERMARK_BYTES: usize = 5 * 1024 * 1024;
 /// How long one watermark download may take, connection included.
 pub const WATERMARK_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long all the watermarks of a session may take together: the task's lease is not
+/// renewed while a session starts, so this stays well below the default lease TTL (30 s).
+pub const WATERMARKS_TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Redirects followed per watermark download (each hop is checked again).
 const MAX_REDIRECTS: usize = 3;
 
@@ -63,6 +66,9 @@ pub enum TranscodeError {
         /// What went wrong.
         source: FetchError,
     },
+    /// All the watermarks together took longer than [`WATERMARKS_TOTAL_TIMEOUT`].
+    #[error("watermark images took longer than {0:?} to fetch")]
+    WatermarksTimeout(Duration),
     /// The encoder list of ffmpeg could not be read.
     #[error("cannot list the encoders of {path:?}: {reason}")]
     EncoderProbe {
@@ -521,6 +527,13 @@ impl Watermarks {
     /// Fetches every distinct watermark URL of `sources` (once each, in order). No watermark:
     /// no request and no temp directory.
     pub async fn fetch(fetcher: &WatermarkFetcher, sources: &[Source]) -> Result<Self, TranscodeError> {
+        match tokio::time::timeout(WATERMARKS_TOTAL_TIMEOUT, Self::fetch_all(fetcher, sources)).await {
+            Ok(r) => r,
+            Err(_) => Err(TranscodeError::WatermarksTimeout(WATERMARKS_TOTAL_TIMEOUT)),
+        }
+    }
+
+    async fn fetch_all(fetcher: &WatermarkFetcher, sources: &[Source]) -> Result<Self, TranscodeError> {
         let mut out = Watermarks::default();
         for url in sources.iter().filter_map(|s| s.wm_image.as_ref()).flat_map(|w| w.urls()) {
             if out.images.contains_key(url.as_str()) {
