@@ -241,9 +241,12 @@ async fn a_watermarked_transcode_task_through_the_api() {
     let _publisher = media::Publisher::start(&nginx.url("src"));
     assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
     let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
+    // The worker's temp files go to a directory of this test, to see them come and go.
+    let worker_tmp = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[("TMPDIR", worker_tmp.path().to_str().unwrap())]);
     let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
     let receiver = CallbackReceiver::start().await;
+    let wm_dirs = || std::fs::read_dir(worker_tmp.path()).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("relaycast-wm-")).count()).unwrap_or(0);
 
     let task = |id: &str, image: &str, out: &str| {
         json!({
@@ -266,6 +269,7 @@ async fn a_watermarked_transcode_task_through_the_api() {
     assert_eq!((probe.width, probe.height), (640, 360));
     assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the image is fetched once");
+    assert_eq!(wm_dirs(), 1, "the running session holds its watermark files");
     // The top-left 96x48 box (10 px margin) is the red PNG.
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i", &nginx.url("wmout")])
@@ -290,5 +294,6 @@ async fn a_watermarked_transcode_task_through_the_api() {
     let stop = json!({ "cmd": "2", "type": "live", "list": [{ "id": "wm1" }] });
     assert_eq!(api.forward(&stop).await.0, 200);
     eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "wm1").await.contains(&"1".to_string()).then_some(()) }).await;
+    eventually("watermark files deleted with the session", Duration::from_secs(10), || async { (wm_dirs() == 0).then_some(()) }).await;
     server.abort();
 }
