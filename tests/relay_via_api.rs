@@ -185,3 +185,115 @@ async fn resubmitting_a_running_id_moves_the_relay_to_the_new_destination() {
     })
     .await;
 }
+
+/// Serves `png` at `/logo.png` (404 elsewhere) on 127.0.0.1; counts requests.
+async fn serve_png(png: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let png = std::sync::Arc::new(png);
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let png = png.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = String::from_utf8_lossy(&got).starts_with("GET /logo.png ");
+                let (status, body): (&str, &[u8]) = if ok { ("200 OK", &png) } else { ("404 Not Found", b"no") };
+                let head = format!("HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body).await;
+            });
+        }
+    });
+    (port, hits, task)
+}
+
+/// A transcoding task with a watermark, through the API and the worker: the destination plays
+/// 640x360 25 fps H.264 with the red PNG at the top-left; a task whose watermark is a 404 fails
+/// with callback 2 naming the watermark, and no ffmpeg is started for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermarked_transcode_task_through_the_api() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let png_path = tmp.path().join("wm.png");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "color=c=red:s=96x48", "-frames:v", "1"])
+        .arg(&png_path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (port, hits, server) = serve_png(std::fs::read(&png_path).unwrap()).await;
+
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+    let dir = tempfile::tempdir().unwrap();
+    // The worker's temp files go to a directory of this test, to see them come and go.
+    let worker_tmp = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[("TMPDIR", worker_tmp.path().to_str().unwrap())]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let wm_dirs = || std::fs::read_dir(worker_tmp.path()).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("relaycast-wm-")).count()).unwrap_or(0);
+
+    let task = |id: &str, image: &str, out: &str| {
+        json!({
+            "transcallbackurl": receiver.url,
+            "cmd": "1",
+            "type": "live",
+            "list": [{
+                "id": id,
+                "src": [{ "url": nginx.url("src"), "wmImage": format!("http://127.0.0.1:{port}/{image}"), "wmGravity": "TOP_LEFT" }],
+                "forward": [{ "url": nginx.url(out) }],
+                "fops": { "bps": "800000", "res": "640x360", "fps": "25", "vcodec": "libx264", "forced_gopInterval": "1000" }
+            }]
+        })
+    };
+    let (status, body) = api.forward(&task("wm1", "logo.png", "wmout")).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+    let (probe, took) = playable(nginx.url("wmout"), Duration::from_secs(20)).await.expect("watermarked destination playable");
+    eprintln!("watermarked task: {probe:?} playable {took:?} after the create");
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!((probe.width, probe.height), (640, 360));
+    assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the image is fetched once");
+    assert_eq!(wm_dirs(), 1, "the running session holds its watermark files");
+    // The top-left 96x48 box (10 px margin) is the red PNG.
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i", &nginx.url("wmout")])
+        .args(["-frames:v", "1", "-vf", "crop=80:32:18:18", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 80 * 32 * 3);
+    let red = out.stdout.chunks_exact(3).filter(|p| p[0] > 180 && p[1] < 80 && p[2] < 80).count();
+    assert!(red > 80 * 32 * 9 / 10, "watermark missing: {red} red pixels");
+    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "wm1").await.contains(&"0".to_string()).then_some(()) }).await;
+
+    let (status, _) = api.forward(&task("wm2", "missing.png", "wmout2")).await;
+    assert_eq!(status, 200);
+    eventually("callback 2 for the 404 watermark", Duration::from_secs(15), || async {
+        receiver.bodies_for("wm2").into_iter().find(|b| b["code"] == "2").map(|b| b["msg"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    let failed = receiver.bodies_for("wm2").into_iter().find(|b| b["code"] == "2").unwrap();
+    eprintln!("404 watermark: {failed}");
+    assert!(failed["msg"].as_str().unwrap_or_default().contains("watermark"), "{failed}");
+
+    let stop = json!({ "cmd": "2", "type": "live", "list": [{ "id": "wm1" }] });
+    assert_eq!(api.forward(&stop).await.0, 200);
+    eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "wm1").await.contains(&"1".to_string()).then_some(()) }).await;
+    eventually("watermark files deleted with the session", Duration::from_secs(10), || async { (wm_dirs() == 0).then_some(()) }).await;
+    server.abort();
+}

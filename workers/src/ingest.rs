@@ -20,6 +20,9 @@ use crate::process::{kill_group, signal_group, GroupGuard};
 pub const DEFAULT_FFMPEG: &str = "/usr/bin/ffmpeg";
 /// Events buffered between the ffmpeg reader thread and the async side.
 const EVENT_BUFFER: usize = 1024;
+/// The label [`IngestSpec::filter_complex`] must give its video output; it is mapped instead of
+/// the source's video.
+pub const FILTER_VIDEO_OUT: &str = "vout";
 
 /// Errors starting an ingest. [`IngestError::is_source_error`] tells a bad source (the user's
 /// problem) from a failure to run ffmpeg (ours).
@@ -86,6 +89,16 @@ pub struct IngestSpec {
     /// set it for a URL a user supplied: it would let them read any file ffmpeg can open.
     /// Default false.
     pub allow_local_files: bool,
+    /// A `-filter_complex` graph over the source (input 0) whose video output is labelled
+    /// [`FILTER_VIDEO_OUT`]; built from validated numbers, enums and relaycast's own file
+    /// paths only. It must read no other `-i` input: ffmpeg-sidecar waits for one stream-mapping
+    /// line per output stream before it reads stdout, and each extra graph input adds a line,
+    /// so the ingest would stall (images come in through the `movie` source filter instead).
+    /// Default none (the source's first video stream is mapped as is).
+    pub filter_complex: Option<String>,
+    /// Keeps the files the filter graph reads (watermark images) alive as long as a clone of
+    /// this spec exists (a session restarts ingests from its specs); deleted with the last one.
+    pub input_files: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl IngestSpec {
@@ -100,6 +113,8 @@ impl IngestSpec {
             codec_args: vec!["-c".into(), "copy".into()],
             probe_size: Some(65_536),
             allow_local_files: false,
+            filter_complex: None,
+            input_files: None,
         }
     }
 
@@ -205,12 +220,14 @@ impl IngestSpec {
         }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
-        a.extend([
-            "-map".into(),
-            "0:v:0?".into(),
-            "-map".into(),
-            "0:a:0?".into(),
-        ]);
+        let video = match &self.filter_complex {
+            Some(graph) => {
+                a.extend(["-filter_complex".into(), graph.clone()]);
+                format!("[{FILTER_VIDEO_OUT}]")
+            }
+            None => "0:v:0?".into(),
+        };
+        a.extend(["-map".into(), video, "-map".into(), "0:a:0?".into()]);
         a.extend(self.codec_args.iter().cloned());
         a.extend([
             "-f".into(),

@@ -4,6 +4,7 @@
 //! ([`ingest`]), the [`flv`] demuxer cuts it into tags, the [`splicer`] puts every source onto
 //! one continuous timeline and fans tags out, and one Rust-native RTMP [`pusher`] per
 //! destination publishes them. [`session`] ties these together for one relay task.
+//! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments.
 //! [`process`] holds the process-group handling shared by everything that runs a child.
 //!
 //! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` runs a
@@ -17,3 +18,4 @@ pub mod pusher;
 pub mod relay_worker;
 pub mod session;
 pub mod splicer;
+pub mod transcode;

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{IngestSpec, SourceKind};
 use crate::pusher::PusherState;
 use crate::session::{RelaySession, SessionEvent, SessionSpec, SourceState};
+use crate::transcode::{self, WatermarkFetcher, Watermarks};
 
 /// What happened to one job message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +208,7 @@ impl TaskRunner {
     async fn supervise(&self, mut task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
         let timing = &self.worker.settings.timing;
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let mut session = match self.start_session(&task, events_tx.clone()) {
+        let mut session = match self.start_session(&task, events_tx.clone()).await {
             Ok(s) => s,
             Err(reason) => {
                 self.apply(Action::SourceFailed { reason }).await?;
@@ -269,7 +270,7 @@ impl TaskRunner {
                         // retry with backoff until it is gone.
                         // TODO(issue 4): swap sources inside the session so the destination
                         // connections stay up across a cmd=3.
-                        let replacement = self.start_session(&task, events_tx.clone());
+                        let replacement = self.start_session(&task, events_tx.clone()).await;
                         let old = std::mem::replace(&mut session, match replacement {
                             Ok(s) => s,
                             Err(reason) => {
@@ -352,9 +353,18 @@ impl TaskRunner {
         Ok(end)
     }
 
-    fn start_session(&self, task: &RelayTask, events: mpsc::UnboundedSender<SessionEvent>) -> Result<RelaySession, String> {
+    async fn start_session(&self, task: &RelayTask, events: mpsc::UnboundedSender<SessionEvent>) -> Result<RelaySession, String> {
         let settings = &self.worker.settings;
         let kind = if task.task_type == TaskType::Video { SourceKind::Vod } else { SourceKind::Live };
+        // Before any ffmpeg starts: a missing encoder or a bad watermark fails the task with its
+        // reason. Watermarks are fetched once per session; the specs keep their files.
+        transcode::check_encoders(&settings.ffmpeg_path, &task.fops).await.map_err(|e| e.to_string())?;
+        let watermarks = if task.sources.iter().any(|s| s.wm_image.is_some()) {
+            let fetcher = WatermarkFetcher::new(settings.allow_private_targets).map_err(|e| e.to_string())?;
+            Watermarks::fetch(&fetcher, &task.sources).await.map_err(|e| e.to_string())?
+        } else {
+            Watermarks::default()
+        };
         let sources: Vec<IngestSpec> = task
             .sources
             .iter()
@@ -366,10 +376,10 @@ impl TaskRunner {
                 }
                 spec.ffmpeg_path = settings.ffmpeg_path.clone();
                 spec.headers = s.pull_stream_headers.iter().map(|h| (h.header_key.clone(), h.header_value.clone())).collect();
-                spec.codec_args = codec_args(task);
-                spec
+                transcode::apply(&mut spec, &task.fops, s, &watermarks).map_err(|e| e.to_string())?;
+                Ok(spec)
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
         let mut spec = SessionSpec::new(sources, destinations);
         spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
@@ -377,34 +387,11 @@ impl TaskRunner {
     }
 }
 
-/// ffmpeg output codec arguments for the task's `fops`: a copy unless a re-encode is asked for.
-pub fn codec_args(task: &RelayTask) -> Vec<String> {
-    let f = &task.fops;
-    let mut args = Vec::new();
-    match f.vcodec {
-        Some(vcodec) => {
-            args.extend(["-c:v".into(), vcodec.ffmpeg_name().into(), "-preset".into(), "veryfast".into()]);
-            if let Some(bps) = f.bps {
-                args.extend(["-b:v".into(), bps.to_string(), "-maxrate".into(), bps.to_string(), "-bufsize".into(), (bps * 2).to_string()]);
-            }
-            if let Some(res) = &f.res {
-                args.extend(["-s".into(), format!("{}x{}", res.width, res.height)]);
-            }
-            if let Some(fps) = f.fps {
-                args.extend(["-r".into(), fps.to_string()]);
-            }
-            if let Some(gop_ms) = f.forced_gop_interval_ms {
-                // A keyframe every gop_ms of output time, whatever the frame rate.
-                args.extend(["-force_key_frames".into(), format!("expr:gte(t,n_forced*{})", f64::from(gop_ms) / 1000.0)]);
-            }
-        }
-        None => args.extend(["-c:v".into(), "copy".into()]),
-    }
-    match f.acodec {
-        Some(acodec) => args.extend(["-c:a".into(), acodec.ffmpeg_name().into()]),
-        None => args.extend(["-c:a".into(), "copy".into()]),
-    }
-    args
+/// ffmpeg output codec arguments for the task's `fops`, without watermarks (see
+/// [`transcode::output_args`]): a copy unless a re-encode is asked for; an error for a codec
+/// the FLV output cannot carry.
+pub fn codec_args(task: &RelayTask) -> Result<Vec<String>, transcode::TranscodeError> {
+    transcode::output_args(&task.fops, &[], transcode::Placement::Gravity(Default::default())).map(|o| o.codec_args)
 }
 
 fn uuid_like() -> String {
