@@ -76,7 +76,7 @@ impl TimeWindow {
         let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
         let secs = |v: &str| -> Result<Duration, IngestError> {
             let f: f64 = v.trim().parse().map_err(|_| bad())?;
-            if !f.is_finite() || f < 0.0 || f > 1.0e7 {
+            if !f.is_finite() || !(0.0..=1.0e7).contains(&f) {
                 return Err(bad());
             }
             Ok(Duration::from_secs_f64(f))

@@ -648,7 +648,7 @@ struct Candidate {
 }
 
 /// Pause between attempts to pull the primary beside a backup (`switch_back_after`).
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// At most this many tags are held for a candidate (a long GOP is cut, not buffered).
 const CANDIDATE_MAX_TAGS: usize = 2_000;
@@ -774,7 +774,12 @@ fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
     match &cfg.image {
         Some(img) => {
             a.extend(["-protocol_whitelist".into(), "file".into()]);
-            a.extend(["-loop".into(), "1".into(), "-framerate".into(), fps_s.clone()]);
+            a.extend([
+                "-loop".into(),
+                "1".into(),
+                "-framerate".into(),
+                fps_s.clone(),
+            ]);
             a.extend(["-i".into(), img.display().to_string()]);
         }
         None => {
@@ -790,13 +795,31 @@ fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
     }
     a.extend(
         [
-            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
             "yuv420p",
         ]
         .map(String::from),
     );
     a.extend(["-r".into(), fps_s, "-g".into(), gop]);
-    a.extend(["-c:a", "aac", "-b:a", "64k", "-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
+    a.extend(
+        [
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            "-flvflags",
+            "no_duration_filesize",
+        ]
+        .map(String::from),
+    );
     a
 }
 
@@ -843,7 +866,10 @@ impl Supervisor {
         self.shared.n_sources.store(n, Ordering::Relaxed);
         self.set_status(|s| s.sources = n);
         tracing::info!(sources = n, start, "source list replaced");
-        self.playout(PlayoutEvent::SourcesReplaced { sources: n, index: start });
+        self.playout(PlayoutEvent::SourcesReplaced {
+            sources: n,
+            index: start,
+        });
         start
     }
 
@@ -987,7 +1013,12 @@ impl Supervisor {
                     }
                     // Everything is down. With a picture to keep, the slate holds the
                     // destinations while the sources are retried.
-                    if let Some(cfg) = self.spec.slate.clone().filter(|_| self.splicer.has_output()) {
+                    if let Some(cfg) = self
+                        .spec
+                        .slate
+                        .clone()
+                        .filter(|_| self.splicer.has_output())
+                    {
                         match self.run_slate(&cfg, index).await {
                             Outcome::Adopt(c) => {
                                 dead_in_a_row = 0;
@@ -1069,7 +1100,9 @@ impl Supervisor {
         let mut next_try = Instant::now() + self.spec.retry_delay;
         let outcome = loop {
             let n = self.spec.sources.len();
-            let cand_deadline = candidate.as_ref().map(|c| c.started + self.spec.startup_timeout);
+            let cand_deadline = candidate
+                .as_ref()
+                .map(|c| c.started + self.spec.startup_timeout);
             tokio::select! {
                 order = self.orders.recv() => match order {
                     Some(Order::Switch(to)) if to < n => {
@@ -1206,7 +1239,12 @@ impl Supervisor {
             // Switch back to the primary: pull it beside the backup, adopt it once it has
             // been healthy for the clear time.
             let probe_at = match self.spec.switch_back_after {
-                Some(_) if index != 0 && kind == SourceKind::Live && produced && candidate.is_none() => {
+                Some(_)
+                    if index != 0
+                        && kind == SourceKind::Live
+                        && produced
+                        && candidate.is_none() =>
+                {
                     Some(next_probe)
                 }
                 _ => None,

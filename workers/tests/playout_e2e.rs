@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use relaycast_workers::flv::{FlvItem, FlvParser, FlvTag};
 use relaycast_workers::ingest::{IngestSpec, TimeWindow};
 use relaycast_workers::session::{
-    ApplyAt, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SlateConfig,
-    SourceState,
+    ApplyAt, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SlateConfig, SourceState,
 };
 use support::{Nginx, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,12 +69,16 @@ async fn serve(mut sock: tokio::net::TcpStream, root: &Path) -> std::io::Result<
     let req = String::from_utf8_lossy(&req).to_string();
     let mut lines = req.lines();
     let first: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    let (method, path) = (first.first().copied().unwrap_or(""), first.get(1).copied().unwrap_or("/"));
+    let (method, path) = (
+        first.first().copied().unwrap_or(""),
+        first.get(1).copied().unwrap_or("/"),
+    );
     let name = path.trim_start_matches('/');
     let range = lines
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("range").then(|| v.trim().to_string())
+            k.eq_ignore_ascii_case("range")
+                .then(|| v.trim().to_string())
         })
         .and_then(|v| {
             let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
@@ -100,7 +103,11 @@ async fn serve(mut sock: tokio::net::TcpStream, root: &Path) -> std::io::Result<
             sock.write_all(head.as_bytes()).await?;
             return Ok(());
         }
-        Some((a, b)) => ("206 Partial Content", a, b.unwrap_or(total - 1).min(total - 1)),
+        Some((a, b)) => (
+            "206 Partial Content",
+            a,
+            b.unwrap_or(total - 1).min(total - 1),
+        ),
         None => ("200 OK", 0, total.saturating_sub(1)),
     };
     let body = &data[start as usize..=(end as usize).min(data.len().saturating_sub(1))];
@@ -127,7 +134,16 @@ fn mp4_file(dir: &Path, name: &str, size: &str, secs: u32) {
         .arg(format!("testsrc2=size={size}:rate=25"))
         .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"])
         .args(["-t", &secs.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-c:a", "aac", "-movflags", "+faststart"])
         .arg(dir.join(name))
         .status()
@@ -302,8 +318,13 @@ async fn replace_live_source_keeps_the_destination_connection() {
     assert_eq!(before, after, "r1 reconnected");
     assert_eq!(st.destinations[0].reconnects, 0);
     assert_eq!(st.sources, 1);
-    assert!(playout.contains(&PlayoutEvent::SourcesReplaced { sources: 1, index: 0 }));
-    assert!(!events.iter().any(|e| matches!(e, SessionEvent::SourceFailed { .. })));
+    assert!(playout.contains(&PlayoutEvent::SourcesReplaced {
+        sources: 1,
+        index: 0
+    }));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SourceFailed { .. })));
     // The old source's ingest was stopped: one ingest left, on the new source.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ingests = ingest_children();
@@ -345,7 +366,11 @@ async fn vod_playlist_loops_trims_and_finishes() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::new(
-        vec![IngestSpec::vod(http.url("a.mp4")), b, IngestSpec::vod(http.url("c.mp4"))],
+        vec![
+            IngestSpec::vod(http.url("a.mp4")),
+            b,
+            IngestSpec::vod(http.url("c.mp4")),
+        ],
         vec![nginx.rec_url("pl")],
     );
     spec.loops = Loops::Count(2);
@@ -382,9 +407,13 @@ async fn vod_playlist_loops_trims_and_finishes() {
     assert_eq!(items, vec![(0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]);
     assert_eq!(
         playout.last(),
-        Some(&PlayoutEvent::Finished { reason: "playlist finished".into() })
+        Some(&PlayoutEvent::Finished {
+            reason: "playlist finished".into()
+        })
     );
-    assert!(!playout.iter().any(|e| matches!(e, PlayoutEvent::ItemFailed { .. })));
+    assert!(!playout
+        .iter()
+        .any(|e| matches!(e, PlayoutEvent::ItemFailed { .. })));
     let events = drain(&mut rx);
     assert!(matches!(events.last(), Some(SessionEvent::Finished { .. })));
     assert_eq!(st.destinations[0].reconnects, 0);
@@ -395,7 +424,10 @@ async fn vod_playlist_loops_trims_and_finishes() {
     // would add 2 × 50 frames untrimmed.
     assert!((245..=256).contains(&frames), "{frames} frames");
     assert!((9_600..=10_400).contains(&span), "timeline {span} ms");
-    assert!(took >= Duration::from_secs(9), "paced in real time: {took:?}");
+    assert!(
+        took >= Duration::from_secs(9),
+        "paced in real time: {took:?}"
+    );
     drop(nginx);
     drop(http);
     assert_no_leftovers();
@@ -435,7 +467,10 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
     // During c: replace the list, effective when c ends.
     let asked = Instant::now();
     session
-        .replace_sources(vec![IngestSpec::vod(http.url("a.mp4"))], ApplyAt::AfterCurrentItem)
+        .replace_sources(
+            vec![IngestSpec::vod(http.url("a.mp4"))],
+            ApplyAt::AfterCurrentItem,
+        )
         .await
         .expect("replace");
     let replaced = wait_playout(&mut prx, &mut playout, Duration::from_secs(10), |e| {
@@ -445,7 +480,13 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
     let waited = asked.elapsed();
     // The new list plays once (the session's loops are kept: infinite), so just see it start.
     let restarted = wait_playout(&mut prx, &mut playout, Duration::from_secs(5), |e| {
-        matches!(e, PlayoutEvent::ItemStarted { index: 0, loop_number: 1 })
+        matches!(
+            e,
+            PlayoutEvent::ItemStarted {
+                index: 0,
+                loop_number: 1
+            }
+        )
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -464,12 +505,36 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
         "{failed:?}"
     );
     let order: Vec<&PlayoutEvent> = playout.iter().take(4).collect();
-    assert_eq!(order[0], &PlayoutEvent::ItemStarted { index: 0, loop_number: 1 });
-    assert_eq!(order[1], &PlayoutEvent::ItemStarted { index: 1, loop_number: 1 });
-    assert!(matches!(order[2], PlayoutEvent::ItemFailed { index: 1, .. }));
-    assert_eq!(order[3], &PlayoutEvent::ItemStarted { index: 2, loop_number: 1 });
+    assert_eq!(
+        order[0],
+        &PlayoutEvent::ItemStarted {
+            index: 0,
+            loop_number: 1
+        }
+    );
+    assert_eq!(
+        order[1],
+        &PlayoutEvent::ItemStarted {
+            index: 1,
+            loop_number: 1
+        }
+    );
+    assert!(matches!(
+        order[2],
+        PlayoutEvent::ItemFailed { index: 1, .. }
+    ));
+    assert_eq!(
+        order[3],
+        &PlayoutEvent::ItemStarted {
+            index: 2,
+            loop_number: 1
+        }
+    );
     // c had ~2 s to play when the replacement was asked for at its start.
-    assert!(waited >= Duration::from_millis(1200), "did not wait for the item: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "did not wait for the item: {waited:?}"
+    );
     assert_eq!(st.sources, 1);
     assert_eq!(st.destinations[0].reconnects, 0);
     drop(nginx);
@@ -568,6 +633,128 @@ async fn slate_holds_the_destination_until_the_source_returns() {
     assert!(gap <= 200, "gap of {gap} ms");
     session.stop().await;
     drop((publisher, _publisher));
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (5) A live `relofftime` of `0-3` relays three seconds and finishes; a slate that runs out
+/// reports that every source failed, then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_window_and_slate_timeout_end_the_session() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let mut publisher = Publisher::start_sized(&nginx.url("src"), 320, 240);
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
+
+    let mut src = IngestSpec::live(nginx.url("src"));
+    src.window = Some(TimeWindow::parse("0-3").expect("window"));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let mut spec = SessionSpec::new(vec![src], vec![nginx.url("w1")]);
+    spec.playout_events = Some(ptx);
+    let t = Instant::now();
+    let windowed = RelaySession::start(spec, tx).expect("session starts");
+    let mut playout = Vec::new();
+    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(8), |e| {
+        matches!(e, PlayoutEvent::Finished { .. })
+    })
+    .await;
+    let took = t.elapsed();
+    windowed.stop().await;
+    eprintln!("(5) live window 0-3 finished after {took:?}: {playout:?}");
+    assert!(done);
+    assert!(
+        matches!(playout.last(), Some(PlayoutEvent::Finished { reason }) if reason.contains("relofftime"))
+    );
+    assert!((Duration::from_millis(2900)..Duration::from_secs(5)).contains(&took));
+
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let mut spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("src"))],
+        vec![nginx.url("w2")],
+    );
+    spec.stall_timeout = Duration::from_millis(1500);
+    spec.slate = Some(SlateConfig {
+        timeout: Duration::from_secs(2),
+        ..SlateConfig::default()
+    });
+    spec.playout_events = Some(ptx);
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    wait_size(&nginx.url("w2"), (320, 240), Duration::from_secs(10)).expect("w2 playable");
+    publisher.kill();
+    let killed = Instant::now();
+    let mut playout = Vec::new();
+    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(10), |e| {
+        matches!(e, PlayoutEvent::Finished { .. })
+    })
+    .await;
+    let took = killed.elapsed();
+    session.stop().await;
+    eprintln!("(5) slate timeout: finished {took:?} after the publisher died: {playout:?}");
+    assert!(done, "{playout:?}");
+    assert_eq!(playout[0], PlayoutEvent::SlateStarted);
+    assert_eq!(playout[1], PlayoutEvent::SlateEnded);
+    assert!(matches!(playout[2], PlayoutEvent::SourcesExhausted { .. }));
+    assert!(matches!(playout[3], PlayoutEvent::Finished { .. }));
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    drop(publisher);
+    drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (6) With `switch_back_after`, the session goes back to the primary by itself once it has
+/// been up again for the clear time, on the same destination connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switches_back_to_the_primary_once_it_is_healthy() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let mut primary = Publisher::start_sized(&nginx.url("primary"), 640, 360);
+    let backup = Publisher::start_sized(&nginx.url("backup"), 320, 240);
+    nginx
+        .wait_publishing("primary", Duration::from_secs(10))
+        .expect("primary");
+    nginx
+        .wait_publishing("backup", Duration::from_secs(10))
+        .expect("backup");
+    let dest = nginx.url("sb");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut spec = SessionSpec::new(
+        vec![
+            IngestSpec::live(nginx.url("primary")),
+            IngestSpec::live(nginx.url("backup")),
+        ],
+        vec![dest.clone()],
+    );
+    spec.stall_timeout = Duration::from_millis(1500);
+    spec.switch_back_after = Some(Duration::from_secs(2));
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    wait_size(&dest, (640, 360), Duration::from_secs(10)).expect("primary on sb");
+    let id = publisher_id(&nginx, "sb").expect("sb publisher");
+    primary.kill();
+    wait_size(&dest, (320, 240), Duration::from_secs(10)).expect("backup on sb");
+    assert_eq!(session.status().current_source, 1);
+    let _primary = Publisher::start_sized(&nginx.url("primary"), 640, 360);
+    let restarted = Instant::now();
+    let back = wait_size(&dest, (640, 360), Duration::from_secs(15)).expect("primary back on sb");
+    let st = session.status();
+    let after = publisher_id(&nginx, "sb").expect("sb publisher after");
+    let events = drain(&mut rx);
+    eprintln!(
+        "(6) primary picture back {back:?} after it restarted ({:?}); client {id} -> {after}; \
+         events {events:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(st.current_source, 0);
+    assert_eq!(id, after, "sb reconnected");
+    assert_eq!(st.destinations[0].reconnects, 0);
+    assert!(events.contains(&SessionEvent::SwitchedSource { from: 1, to: 0 }));
+    session.stop().await;
+    drop((primary, _primary, backup));
     drop(nginx);
     assert_no_leftovers();
 }
