@@ -580,13 +580,15 @@ fn validate_sources(sources: &[IngestSpec]) -> Result<(), SessionError> {
     Ok(())
 }
 
-/// When a live session must end: its primary's `relofftime` (`0-N`) is a relay duration.
+/// When a live session must end: the first `relofftime` (`0-N`) of its sources is a relay
+/// duration for the whole session, whichever source is on (as the control plane's model has
+/// it).
 fn live_deadline(sources: &[IngestSpec]) -> Option<Instant> {
-    let s = sources.first()?;
-    if s.kind != SourceKind::Live {
+    if sources.first()?.kind != SourceKind::Live {
         return None;
     }
-    Some(Instant::now() + s.window?.length()?)
+    let len = sources.iter().find_map(|s| s.window)?.length()?;
+    Some(Instant::now() + len)
 }
 
 impl Drop for RelaySession {
@@ -643,6 +645,8 @@ struct Candidate {
     started: Instant,
     /// When its first tag arrived.
     first_tag: Option<Instant>,
+    /// When its latest tag arrived.
+    last_tag: Option<Instant>,
     /// A replacement source list that takes effect when this candidate is adopted.
     replaces: Option<Replacement>,
 }
@@ -663,6 +667,7 @@ impl Candidate {
             gop: Vec::new(),
             started: Instant::now(),
             first_tag: None,
+            last_tag: None,
             replaces: None,
         })
     }
@@ -672,7 +677,9 @@ impl Candidate {
     }
 
     fn buffer(&mut self, tag: FlvTag) {
-        self.first_tag.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        self.first_tag.get_or_insert(now);
+        self.last_tag = Some(now);
         if tag.is_metadata() || tag.is_sequence_header() {
             let same_kind = |t: &FlvTag| {
                 (t.is_metadata() && tag.is_metadata())
@@ -1326,7 +1333,10 @@ impl Supervisor {
                     }
                 }
                 _ = sleep_until_opt(probe_ready), if probe_ready.is_some() => {
+                    let stall = self.spec.stall_timeout;
                     match candidate.take() {
+                        // Data, but not lately: not healthy. Try again later.
+                        Some(c) if c.last_tag.is_none_or(|t| t.elapsed() > stall) => c.stop(),
                         Some(c) if c.has_keyframe() => {
                             tracing::info!(from = index, "primary healthy again: switching back");
                             break Outcome::Adopt(c);
@@ -1494,6 +1504,53 @@ mod tests {
             RelaySession::start(spec, tx),
             Err(SessionError::InvalidDestination(_))
         ));
+    }
+
+    #[test]
+    fn loops_and_slate_args() {
+        assert_eq!(Loops::from_seed(-1), Some(Loops::Infinite));
+        assert_eq!(Loops::from_seed(100), Some(Loops::Count(100)));
+        for bad in [0, 101, -2] {
+            assert_eq!(Loops::from_seed(bad), None);
+        }
+        let shape = VideoShape {
+            width: 853,
+            height: 480,
+            fps: 29.97,
+        };
+        let a = slate_args(&SlateConfig::default(), shape).join(" ");
+        // Even size for 4:2:0, the stream's rate, a 2 s GOP, silence, FLV.
+        assert!(a.contains("color=c=black:s=852x480:r=29.970"), "{a}");
+        assert!(a.contains("anullsrc=r=44100:cl=stereo"), "{a}");
+        assert!(a.contains("-g 60"), "{a}");
+        assert!(a.ends_with("-f flv -flvflags no_duration_filesize"), "{a}");
+        let cfg = SlateConfig {
+            image: Some(PathBuf::from("/srv/slate.png")),
+            ..SlateConfig::default()
+        };
+        let a = slate_args(&cfg, shape).join(" ");
+        assert!(a.contains("-protocol_whitelist file -loop 1 -framerate 29.970 -i /srv/slate.png"));
+        assert!(a.contains("scale=852:480"), "{a}");
+    }
+
+    #[tokio::test]
+    async fn replace_sources_validates() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut spec =
+            SessionSpec::new(vec![IngestSpec::live("rtmp://127.0.0.1:9/live/a")], vec![]);
+        spec.startup_timeout = Duration::from_secs(30);
+        let session = RelaySession::start(spec, tx).expect("start");
+        assert!(matches!(
+            session.replace_sources(vec![], ApplyAt::Now).await,
+            Err(SessionError::NoSources)
+        ));
+        assert!(matches!(
+            session
+                .replace_sources(vec![IngestSpec::vod("concat:a|b")], ApplyAt::Now)
+                .await,
+            Err(SessionError::InvalidSource { index: 0, .. })
+        ));
+        session.stop().await;
     }
 
     fn closed_port() -> u16 {
