@@ -5,6 +5,20 @@
 //! timeline. A source failover, a manual switch, or a VOD item ending only replaces the
 //! ingest: pusher connections stay up and see one continuous timeline.
 //!
+//! The same splice carries the playout features:
+//! - [`RelaySession::replace_sources`] (`cmd=3`): the new list's first item is pulled beside
+//!   the current source and takes over at its keyframe ([`ApplyAt::Now`]), or when the
+//!   current VOD item ends ([`ApplyAt::AfterCurrentItem`]);
+//! - VOD playlists (every source [`SourceKind::Vod`]): items in order, paced in real time,
+//!   [`SessionSpec::loops`] passes from [`SessionSpec::start_index`], each item cut to its
+//!   [`IngestSpec::window`] (`relofftime`); a failing item is reported and skipped;
+//! - the slate ([`SessionSpec::slate`]): while every live source is down the destinations get
+//!   black (or an image) and silence at the stream's format, until a source is back or the
+//!   slate times out;
+//! - [`SessionSpec::switch_back_after`]: automatic return to the primary.
+//!
+//! Their events ([`PlayoutEvent`]) go to [`SessionSpec::playout_events`].
+//!
 //! These types are local to the workers; the control plane maps its task model onto
 //! [`SessionSpec`] and [`SessionEvent`].
 //!
