@@ -353,9 +353,11 @@ struct Replacement {
 }
 
 impl Replacement {
-    fn first_index(&self, default: usize) -> usize {
+    /// The seed: after a list update the relay starts over from the first URL, unless the
+    /// update names a start index.
+    fn first_index(&self) -> usize {
         self.start_index
-            .unwrap_or(default)
+            .unwrap_or(0)
             .min(self.sources.len().saturating_sub(1))
     }
 }
@@ -526,8 +528,7 @@ impl RelaySession {
     }
 
     /// Replaces the source list (`cmd=3`) without touching any destination connection:
-    /// the new list's item at the session's start index (0 unless set) is pulled beside the
-    /// current source and takes over at its first keyframe, on the same timeline (as a
+    /// the new list's first item is pulled beside the current source and takes over at its first keyframe, on the same timeline (as a
     /// failover does). A playlist starts its pass count over. See [`ApplyAt`] for `when`.
     pub async fn replace_sources(
         &self,
@@ -538,7 +539,9 @@ impl RelaySession {
     }
 
     /// [`RelaySession::replace_sources`] that also sets the playlist's `loops` and 0-based
-    /// `start_index` (a `cmd=3` carrying `extendParam.loop` / `index`); `None` keeps them.
+    /// `start_index` (a `cmd=3` carrying `extendParam.loop` / `index`). `loops: None` keeps
+    /// the current count; `start_index: None` starts at the new list's first item. Either
+    /// way the pass count starts over (the seed: the current item is not counted).
     pub async fn replace_playlist(
         &self,
         sources: Vec<IngestSpec>,
@@ -872,7 +875,7 @@ impl Supervisor {
 
     /// Makes `r` the source list; returns the index to start with.
     fn apply_replacement(&mut self, r: Replacement) -> usize {
-        let start = r.first_index(self.spec.start_index);
+        let start = r.first_index();
         let n = r.sources.len();
         self.spec.sources = r.sources;
         if let Some(l) = r.loops {
@@ -1292,7 +1295,7 @@ impl Supervisor {
                     }
                     Some(Order::Replace(r, _)) => {
                         if let Some(c) = candidate.take() { c.stop(); }
-                        let start = r.first_index(self.spec.start_index);
+                        let start = r.first_index();
                         match Candidate::start(start, CandidateRole::Switch, &r.sources[start]) {
                             Ok(mut c) => {
                                 c.replaces = Some(r);
