@@ -671,6 +671,24 @@ async fn live_window_and_slate_timeout_end_the_session() {
     );
     assert!((Duration::from_millis(2900)..Duration::from_secs(5)).contains(&took));
 
+    // The second part uses an image slate (operator-provided file).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let image = dir.path().join("slate.png");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=navy:s=160x120",
+            "-frames:v",
+            "1",
+        ])
+        .arg(&image)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot write the slate image");
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::new(
@@ -679,7 +697,8 @@ async fn live_window_and_slate_timeout_end_the_session() {
     );
     spec.stall_timeout = Duration::from_millis(1500);
     spec.slate = Some(SlateConfig {
-        timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        image: Some(image),
         ..SlateConfig::default()
     });
     spec.playout_events = Some(ptx);
@@ -688,19 +707,32 @@ async fn live_window_and_slate_timeout_end_the_session() {
     publisher.kill();
     let killed = Instant::now();
     let mut playout = Vec::new();
+    assert!(
+        wait_playout(&mut prx, &mut playout, Duration::from_secs(5), |e| {
+            *e == PlayoutEvent::SlateStarted
+        })
+        .await
+    );
+    // The image, scaled to the stream's size, is what a player gets now.
+    let (p, _) = support::wait_playable(&nginx.url("w2"), Duration::from_secs(4))
+        .expect("image slate playable");
+    assert_eq!((p.width, p.height), (320, 240));
     let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(10), |e| {
         matches!(e, PlayoutEvent::Finished { .. })
     })
     .await;
     let took = killed.elapsed();
     session.stop().await;
-    eprintln!("(5) slate timeout: finished {took:?} after the publisher died: {playout:?}");
+    eprintln!(
+        "(5) image slate {p:?}; slate timeout: finished {took:?} after the publisher died: \
+         {playout:?}"
+    );
     assert!(done, "{playout:?}");
     assert_eq!(playout[0], PlayoutEvent::SlateStarted);
     assert_eq!(playout[1], PlayoutEvent::SlateEnded);
     assert!(matches!(playout[2], PlayoutEvent::SourcesExhausted { .. }));
     assert!(matches!(playout[3], PlayoutEvent::Finished { .. }));
-    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(took < Duration::from_secs(9), "{took:?}");
     drop(publisher);
     drop(nginx);
     assert_no_leftovers();
@@ -756,5 +788,46 @@ async fn switches_back_to_the_primary_once_it_is_healthy() {
     session.stop().await;
     drop((primary, _primary, backup));
     drop(nginx);
+    assert_no_leftovers();
+}
+
+/// (7) A playlist of local files started at its second item (`index=2`) with loop=2: the
+/// first pass starts there, the second from the first item. No destination needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlist_start_index_applies_to_the_first_pass_only() {
+    if support::skip_reason().is_some() {
+        eprintln!("SKIPPED: no ffmpeg");
+        return;
+    }
+    // Serialised too: the leftover check would see the other tests' processes.
+    let _serial = SERIAL.lock().await;
+    let files = tempfile::tempdir().expect("temp dir");
+    for name in ["a.mp4", "b.mp4", "c.mp4"] {
+        mp4_file(files.path(), name, "160x120", 1);
+    }
+    let item = |n: &str| IngestSpec::local_file(files.path().join(n).display().to_string());
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let mut spec = SessionSpec::new(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
+    spec.loops = Loops::Count(2);
+    spec.start_index = 1;
+    spec.playout_events = Some(ptx);
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    let mut playout = Vec::new();
+    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(15), |e| {
+        matches!(e, PlayoutEvent::Finished { .. })
+    })
+    .await;
+    session.stop().await;
+    let items: Vec<(usize, u32)> = playout
+        .iter()
+        .filter_map(|e| match e {
+            PlayoutEvent::ItemStarted { index, loop_number } => Some((*index, *loop_number)),
+            _ => None,
+        })
+        .collect();
+    eprintln!("(7) {playout:?}");
+    assert!(done);
+    assert_eq!(items, vec![(1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]);
     assert_no_leftovers();
 }
