@@ -8,9 +8,8 @@
 //! [`process`] holds the process-group handling shared by everything that runs a child.
 //!
 //! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` and
-//! `tests/playout_e2e.rs` run a
-//! private nginx-rtmp (`tests/support`) with ffmpeg publishers and ffprobe players, and skips
-//! with a message when the nginx RTMP module is not installed.
+//! `tests/playout_e2e.rs` run a private nginx-rtmp (`tests/support`) with ffmpeg publishers
+//! and ffprobe players, and skip with a message when the nginx RTMP module is not installed.
 
 pub mod flv;
 pub mod ingest;
