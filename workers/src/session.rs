@@ -773,6 +773,12 @@ impl Meter {
     }
 }
 
+/// ffmpeg names the URL in its errors; URLs often carry credentials (user info, tokens in the
+/// query), and failure reasons go to logs and callbacks.
+fn redact_reason(reason: &str, spec: &IngestSpec) -> String {
+    reason.replace(&spec.url, &spec.redacted_url())
+}
+
 /// Sleeps until `at`, or for ever when there is no such time (for `select!` branches).
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
@@ -992,6 +998,7 @@ impl Supervisor {
                     }
                 }
                 Outcome::Failed { reason, next } if playlist => {
+                    let reason = redact_reason(&reason, &self.spec.sources[index]);
                     tracing::warn!(index, %reason, "playlist item failed");
                     metrics::counter!("relaycast_relay_item_failures_total").increment(1);
                     self.playout(PlayoutEvent::ItemFailed { index, reason });
@@ -1022,6 +1029,7 @@ impl Supervisor {
                     index += 1;
                 }
                 Outcome::Failed { reason, next } => {
+                    let reason = redact_reason(&reason, &self.spec.sources[index]);
                     tracing::warn!(index, %reason, "source failed");
                     metrics::counter!("relaycast_relay_source_failures_total").increment(1);
                     self.emit(SessionEvent::SourceFailed { index, reason });
