@@ -200,9 +200,26 @@ pub enum PlayoutEvent {
     },
     /// The session ended; the same reason as [`SessionEvent::Finished`]. Always last.
     Finished {
-        /// Why.
+        /// Why, for the task's state.
+        cause: FinishCause,
+        /// Why, in words.
         reason: String,
     },
+}
+
+/// Why a session ended, see [`PlayoutEvent::Finished`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishCause {
+    /// [`RelaySession::stop`] (or the handle was dropped).
+    Stopped,
+    /// The playlist played its passes (`loop` reached).
+    PlaylistFinished,
+    /// A live `relofftime` duration is over.
+    Duration,
+    /// Every source failed for good (after [`PlayoutEvent::SourcesExhausted`]).
+    SourcesExhausted,
+    /// The last live source ended cleanly (an HTTP-FLV stream closed by its origin).
+    SourceEnded,
 }
 
 /// What to relay.
@@ -932,7 +949,7 @@ impl Supervisor {
         let mut dead_in_a_row = 0usize;
         // Playlist items that failed in a row without producing a tag.
         let mut items_failed = 0usize;
-        let finish_reason = loop {
+        let finish = loop {
             if let Some(c) = adopted.as_mut() {
                 if let Some(r) = c.replaces.take() {
                     self.apply_replacement(r);
@@ -969,13 +986,18 @@ impl Supervisor {
             previous = Some(index);
             let n = self.spec.sources.len();
             match outcome {
-                Outcome::Stop => break "stopped".to_string(),
-                Outcome::Deadline => break "relay duration (relofftime) reached".to_string(),
+                Outcome::Stop => break (FinishCause::Stopped, "stopped".to_string()),
+                Outcome::Deadline => {
+                    break (
+                        FinishCause::Duration,
+                        "relay duration (relofftime) reached".to_string(),
+                    )
+                }
                 Outcome::Exhausted(reason) => {
                     self.playout(PlayoutEvent::SourcesExhausted {
                         reason: reason.clone(),
                     });
-                    break reason;
+                    break (FinishCause::SourcesExhausted, reason);
                 }
                 Outcome::Switch(to) => {
                     dead_in_a_row = 0;
@@ -994,7 +1016,7 @@ impl Supervisor {
                     items_failed = 0;
                     match self.next_item(index) {
                         Ok(i) => index = i,
-                        Err(reason) => break reason,
+                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
                     }
                 }
                 Outcome::Failed { reason, next } if playlist => {
@@ -1014,17 +1036,17 @@ impl Supervisor {
                         self.playout(PlayoutEvent::SourcesExhausted {
                             reason: reason.clone(),
                         });
-                        break reason;
+                        break (FinishCause::SourcesExhausted, reason);
                     }
                     match self.next_item(index) {
                         Ok(i) => index = i,
-                        Err(reason) => break reason,
+                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
                     }
                 }
                 Outcome::Ended => {
                     dead_in_a_row = 0;
                     if index + 1 >= n {
-                        break "last source ended".to_string();
+                        break (FinishCause::SourceEnded, "last source ended".to_string());
                     }
                     index += 1;
                 }
@@ -1058,15 +1080,18 @@ impl Supervisor {
                                 continue;
                             }
                             Outcome::Deadline => {
-                                break "relay duration (relofftime) reached".to_string()
+                                break (
+                                    FinishCause::Duration,
+                                    "relay duration (relofftime) reached".to_string(),
+                                )
                             }
                             Outcome::Exhausted(reason) => {
                                 self.playout(PlayoutEvent::SourcesExhausted {
                                     reason: reason.clone(),
                                 });
-                                break reason;
+                                break (FinishCause::SourcesExhausted, reason);
                             }
-                            _ => break "stopped".to_string(),
+                            _ => break (FinishCause::Stopped, "stopped".to_string()),
                         }
                     }
                     // No slate: wait a little before starting over, but keep obeying
@@ -1080,11 +1105,11 @@ impl Supervisor {
                                 index = self.apply_replacement(r);
                                 dead_in_a_row = 0;
                             }
-                            Some(Order::Stop) | None => break "stopped".to_string(),
+                            Some(Order::Stop) | None => break (FinishCause::Stopped, "stopped".to_string()),
                         },
                         _ = tokio::time::sleep(self.spec.retry_delay) => {}
                         _ = sleep_until_opt(self.deadline) => {
-                            break "relay duration (relofftime) reached".to_string()
+                            break (FinishCause::Duration, "relay duration (relofftime) reached".to_string())
                         }
                     }
                 }
@@ -1092,7 +1117,9 @@ impl Supervisor {
         };
         self.splicer.close();
         self.set_status(|s| s.source_state = SourceState::Stopped);
+        let (cause, finish_reason) = finish;
         self.playout(PlayoutEvent::Finished {
+            cause,
             reason: finish_reason.clone(),
         });
         self.emit(SessionEvent::Finished {

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use relaycast_workers::flv::{FlvItem, FlvParser, FlvTag};
 use relaycast_workers::ingest::{IngestSpec, TimeWindow};
 use relaycast_workers::session::{
-    ApplyAt, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SlateConfig, SourceState,
+    ApplyAt, FinishCause, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec,
+    SlateConfig, SourceState,
 };
 use support::{Nginx, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -408,6 +409,7 @@ async fn vod_playlist_loops_trims_and_finishes() {
     assert_eq!(
         playout.last(),
         Some(&PlayoutEvent::Finished {
+            cause: FinishCause::PlaylistFinished,
             reason: "playlist finished".into()
         })
     );
@@ -667,7 +669,7 @@ async fn live_window_and_slate_timeout_end_the_session() {
     eprintln!("(5) live window 0-3 finished after {took:?}: {playout:?}");
     assert!(done);
     assert!(
-        matches!(playout.last(), Some(PlayoutEvent::Finished { reason }) if reason.contains("relofftime"))
+        matches!(playout.last(), Some(PlayoutEvent::Finished { cause: FinishCause::Duration, reason }) if reason.contains("relofftime"))
     );
     assert!((Duration::from_millis(2900)..Duration::from_secs(5)).contains(&took));
 
@@ -731,7 +733,13 @@ async fn live_window_and_slate_timeout_end_the_session() {
     assert_eq!(playout[0], PlayoutEvent::SlateStarted);
     assert_eq!(playout[1], PlayoutEvent::SlateEnded);
     assert!(matches!(playout[2], PlayoutEvent::SourcesExhausted { .. }));
-    assert!(matches!(playout[3], PlayoutEvent::Finished { .. }));
+    assert!(matches!(
+        playout[3],
+        PlayoutEvent::Finished {
+            cause: FinishCause::SourcesExhausted,
+            ..
+        }
+    ));
     assert!(took < Duration::from_secs(9), "{took:?}");
     drop(publisher);
     drop(nginx);
