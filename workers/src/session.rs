@@ -382,6 +382,7 @@ impl Replacement {
 enum Order {
     Switch(usize),
     Replace(Replacement, ApplyAt),
+    SetLoops(Loops),
     Stop,
 }
 
@@ -553,6 +554,16 @@ impl RelaySession {
         when: ApplyAt,
     ) -> Result<(), SessionError> {
         self.replace_playlist(sources, None, None, when).await
+    }
+
+    /// Changes a playlist's loop count alone (a `cmd=3` that changes only `extendParam.loop`):
+    /// the pass under way counts as the first of the new count (the seed), the item playing
+    /// is not interrupted.
+    pub async fn set_loops(&self, loops: Loops) -> Result<(), SessionError> {
+        self.orders
+            .send(Order::SetLoops(loops))
+            .await
+            .map_err(|_| SessionError::Stopped)
     }
 
     /// [`RelaySession::replace_sources`] that also sets the playlist's `loops` and 0-based
@@ -920,6 +931,13 @@ impl Supervisor {
         start
     }
 
+    /// A new loop count; the pass under way counts as the first (the seed).
+    fn set_loops(&mut self, loops: Loops) {
+        self.spec.loops = loops;
+        self.loop_number = 1;
+        self.set_status(|s| s.loop_number = 1);
+    }
+
     /// The playlist item after `index`, or why the playlist is over.
     fn next_item(&mut self, index: usize) -> Result<usize, String> {
         if let Some(r) = self.after_item.take() {
@@ -1105,6 +1123,7 @@ impl Supervisor {
                                 index = self.apply_replacement(r);
                                 dead_in_a_row = 0;
                             }
+                            Some(Order::SetLoops(l)) => self.set_loops(l),
                             Some(Order::Stop) | None => break (FinishCause::Stopped, "stopped".to_string()),
                         },
                         _ = tokio::time::sleep(self.spec.retry_delay) => {}
@@ -1175,6 +1194,7 @@ impl Supervisor {
                         index = self.apply_replacement(r);
                         next_try = Instant::now();
                     }
+                    Some(Order::SetLoops(l)) => self.set_loops(l),
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(give_up.into()) => {
@@ -1358,6 +1378,7 @@ impl Supervisor {
                             }
                         }
                     }
+                    Some(Order::SetLoops(l)) => self.set_loops(l),
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {

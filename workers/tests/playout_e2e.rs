@@ -839,3 +839,56 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
     assert_eq!(items, vec![(1, 1), (2, 1), (0, 2), (1, 2), (2, 2)]);
     assert_no_leftovers();
 }
+
+/// (8) Changing only the loop count of a running playlist: the pass under way counts as the
+/// first, the item playing goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_loops_counts_the_current_pass() {
+    if support::skip_reason().is_some() {
+        eprintln!("SKIPPED: no ffmpeg");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let files = tempfile::tempdir().expect("temp dir");
+    mp4_file(files.path(), "a.mp4", "160x120", 1);
+    let item = IngestSpec::local_file(files.path().join("a.mp4").display().to_string());
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let mut spec = SessionSpec::new(vec![item], vec![]);
+    spec.loops = Loops::Infinite;
+    spec.playout_events = Some(ptx);
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    let mut playout = Vec::new();
+    // Into the second pass, then: two passes in all from now on.
+    assert!(
+        wait_playout(&mut prx, &mut playout, Duration::from_secs(5), |e| {
+            matches!(e, PlayoutEvent::ItemStarted { loop_number: 2, .. })
+        })
+        .await
+    );
+    session.set_loops(Loops::Count(2)).await.expect("set loops");
+    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(8), |e| {
+        matches!(e, PlayoutEvent::Finished { .. })
+    })
+    .await;
+    session.stop().await;
+    let passes: Vec<u32> = playout
+        .iter()
+        .filter_map(|e| match e {
+            PlayoutEvent::ItemStarted { loop_number, .. } => Some(*loop_number),
+            _ => None,
+        })
+        .collect();
+    eprintln!("(8) {playout:?}");
+    assert!(done, "{playout:?}");
+    // 1, 2 (under way when the count changed: now pass 1 of 2), then one more.
+    assert_eq!(passes, vec![1, 2, 2]);
+    assert!(matches!(
+        playout.last(),
+        Some(PlayoutEvent::Finished {
+            cause: FinishCause::PlaylistFinished,
+            ..
+        })
+    ));
+    assert_no_leftovers();
+}
