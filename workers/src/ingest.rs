@@ -36,6 +36,9 @@ pub enum IngestError {
         /// Why it was refused.
         reason: String,
     },
+    /// A `relofftime` window is not `a-b` seconds with `a < b` (or `a-` for "from a on").
+    #[error("invalid time window {0:?}: expected START-END in seconds, START < END")]
+    InvalidWindow(String),
     /// ffmpeg could not be started.
     #[error("cannot start ffmpeg {path:?}: {source}")]
     Spawn {
@@ -49,7 +52,53 @@ pub enum IngestError {
 impl IngestError {
     /// Whether the source (not relaycast) is at fault.
     pub fn is_source_error(&self) -> bool {
-        matches!(self, IngestError::InvalidSource { .. })
+        matches!(
+            self,
+            IngestError::InvalidSource { .. } | IngestError::InvalidWindow(_)
+        )
+    }
+}
+
+/// A part of a source to relay: the seeds' `relofftime` (`START-END` seconds).
+///
+/// For a VOD item it selects `[start, end)` of the file (ffmpeg input options `-ss start
+/// -t (end-start)`). For a live source only the length counts: the session relays
+/// `end - start` seconds and then finishes (see `SessionSpec` in the session module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Offset into the source.
+    pub start: Duration,
+    /// End offset; `None` = to the end of the source.
+    pub end: Option<Duration>,
+}
+
+impl TimeWindow {
+    /// Parses `relofftime`: `"30-60"` (seconds, fractions allowed) or `"30-"`.
+    pub fn parse(s: &str) -> Result<TimeWindow, IngestError> {
+        let bad = || IngestError::InvalidWindow(s.to_string());
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let secs = |v: &str| -> Result<Duration, IngestError> {
+            let f: f64 = v.trim().parse().map_err(|_| bad())?;
+            if !f.is_finite() || !(0.0..=1.0e7).contains(&f) {
+                return Err(bad());
+            }
+            Ok(Duration::from_secs_f64(f))
+        };
+        let start = secs(a)?;
+        let end = if b.trim().is_empty() {
+            None
+        } else {
+            Some(secs(b)?)
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Err(bad());
+        }
+        Ok(TimeWindow { start, end })
+    }
+
+    /// The window's length, when it has an end.
+    pub fn length(&self) -> Option<Duration> {
+        self.end.map(|e| e.saturating_sub(self.start))
     }
 }
 
@@ -99,6 +148,9 @@ pub struct IngestSpec {
     /// Keeps the files the filter graph reads (watermark images) alive as long as a clone of
     /// this spec exists (a session restarts ingests from its specs); deleted with the last one.
     pub input_files: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// The seeds' `relofftime`: for VOD, the part of the file to play; for live, how long
+    /// to relay. Default `None` (everything).
+    pub window: Option<TimeWindow>,
 }
 
 impl IngestSpec {
@@ -115,6 +167,17 @@ impl IngestSpec {
             allow_local_files: false,
             filter_complex: None,
             input_files: None,
+            window: None,
+        }
+    }
+
+    /// A VOD playlist item (`type=video`) at `url`, read at its native rate, with ffmpeg's
+    /// default probe size (MP4 and HLS may place their streams late).
+    pub fn vod(url: impl Into<String>) -> Self {
+        IngestSpec {
+            kind: SourceKind::Vod,
+            probe_size: None,
+            ..IngestSpec::live(url)
         }
     }
 
@@ -218,6 +281,16 @@ impl IngestSpec {
         if let Some(n) = self.probe_size {
             a.extend(["-probesize".into(), n.max(32).to_string()]);
         }
+        // A VOD window is cut at the input, so the output starts at 0 and -re paces from the
+        // cut. A live window is a relay duration, enforced by the session across failovers.
+        if let (SourceKind::Vod, Some(w)) = (self.kind, self.window) {
+            if !w.start.is_zero() {
+                a.extend(["-ss".into(), format!("{:.3}", w.start.as_secs_f64())]);
+            }
+            if let Some(len) = w.length() {
+                a.extend(["-t".into(), format!("{:.3}", len.as_secs_f64())]);
+            }
+        }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
         let video = match &self.filter_complex {
@@ -282,12 +355,25 @@ impl Ingest {
     #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
         let args = spec.args()?;
-        let mut cmd = FfmpegCommand::new_with_path(&spec.ffmpeg_path);
-        cmd.args(&args);
+        Ingest::spawn(&spec.ffmpeg_path, &args)
+    }
+
+    /// Starts ffmpeg with trusted, fully built arguments that must write FLV to stdout (the
+    /// session's slate). Never pass anything a user supplied: no URL checks happen here.
+    pub(crate) fn start_trusted(
+        ffmpeg_path: &std::path::Path,
+        args: &[String],
+    ) -> Result<Ingest, IngestError> {
+        Ingest::spawn(ffmpeg_path, args)
+    }
+
+    fn spawn(ffmpeg_path: &std::path::Path, args: &[String]) -> Result<Ingest, IngestError> {
+        let mut cmd = FfmpegCommand::new_with_path(ffmpeg_path);
+        cmd.args(args);
         cmd.pipe_stdout();
         crate::process::own_process_group(cmd.as_inner_mut());
         let mut child = cmd.spawn().map_err(|source| IngestError::Spawn {
-            path: spec.ffmpeg_path.clone(),
+            path: ffmpeg_path.to_path_buf(),
             source,
         })?;
         let pid = child.as_inner().id();
@@ -445,6 +531,24 @@ mod tests {
         assert!(s.args().is_err());
         s.url = "https://user:pw@cdn.example/live/a.m3u8?token=secret".into();
         assert_eq!(s.redacted_url(), "https://cdn.example/live/a.m3u8?***");
+    }
+
+    #[test]
+    fn time_windows() {
+        let w = TimeWindow::parse("30-60").expect("valid");
+        assert_eq!(w.start, Duration::from_secs(30));
+        assert_eq!(w.length(), Some(Duration::from_secs(30)));
+        assert_eq!(TimeWindow::parse("5-").expect("open").end, None);
+        for bad in ["", "60-30", "5-5", "a-b", "-5", "1e9-2e9", "NaN-1"] {
+            assert!(TimeWindow::parse(bad).is_err(), "{bad}");
+        }
+        let mut s = IngestSpec::vod("http://h/a.mp4");
+        s.window = Some(TimeWindow::parse("1.5-4").expect("valid"));
+        let a = s.args().expect("args").join(" ");
+        assert!(a.contains("-ss 1.500 -t 2.500 -i http://h/a.mp4"), "{a}");
+        // A live window is not an ffmpeg option: the session times it.
+        s.kind = SourceKind::Live;
+        assert!(!s.args().expect("args").contains(&"-ss".to_string()));
     }
 
     #[tokio::test]

@@ -4,15 +4,17 @@
 //! ([`ingest`]), the [`flv`] demuxer cuts it into tags, the [`splicer`] puts every source onto
 //! one continuous timeline and fans tags out, and one Rust-native RTMP [`pusher`] per
 //! destination publishes them. [`session`] ties these together for one relay task.
-//! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments.
+//! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments;
+//! [`playout`] maps a relay task's playlist settings onto a session.
 //! [`process`] holds the process-group handling shared by everything that runs a child.
 //!
-//! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` runs a
-//! private nginx-rtmp (`tests/support`) with ffmpeg publishers and ffprobe players, and skips
-//! with a message when the nginx RTMP module is not installed.
+//! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` and
+//! `tests/playout_e2e.rs` run a private nginx-rtmp (`tests/support`) with ffmpeg publishers
+//! and ffprobe players, and skip with a message when the nginx RTMP module is not installed.
 
 pub mod flv;
 pub mod ingest;
+pub mod playout;
 pub mod process;
 pub mod pusher;
 pub mod relay_worker;

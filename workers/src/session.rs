@@ -5,6 +5,20 @@
 //! timeline. A source failover, a manual switch, or a VOD item ending only replaces the
 //! ingest: pusher connections stay up and see one continuous timeline.
 //!
+//! The same splice carries the playout features:
+//! - [`RelaySession::replace_sources`] (`cmd=3`): the new list's first item is pulled beside
+//!   the current source and takes over at its keyframe ([`ApplyAt::Now`]), or when the
+//!   current VOD item ends ([`ApplyAt::AfterCurrentItem`]);
+//! - VOD playlists (every source [`SourceKind::Vod`]): items in order, paced in real time,
+//!   [`SessionSpec::loops`] passes from [`SessionSpec::start_index`], each item cut to its
+//!   [`IngestSpec::window`] (`relofftime`); a failing item is reported and skipped;
+//! - the slate ([`SessionSpec::slate`]): while every live source is down the destinations get
+//!   black (or an image) and silence at the stream's format, until a source is back or the
+//!   slate times out;
+//! - [`SessionSpec::switch_back_after`]: automatic return to the primary.
+//!
+//! Their events ([`PlayoutEvent`]) go to [`SessionSpec::playout_events`].
+//!
 //! These types are local to the workers; the control plane maps its task model onto
 //! [`SessionSpec`] and [`SessionEvent`].
 //!
@@ -38,6 +52,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,7 +63,7 @@ use tokio::task::JoinHandle;
 use crate::flv::FlvTag;
 use crate::ingest::{Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
 use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
-use crate::splicer::{Splicer, SplicerConfig};
+use crate::splicer::{Splicer, SplicerConfig, VideoShape};
 
 /// How long an ingest gets to exit after SIGINT before its group is killed.
 const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
@@ -89,6 +105,123 @@ pub enum SessionError {
     Stopped,
 }
 
+/// How often a VOD playlist is played (the seeds' `extendParam.loop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loops {
+    /// This many passes (the seeds allow 1..=100).
+    Count(u32),
+    /// Until stopped (`loop=-1`).
+    Infinite,
+}
+
+impl Loops {
+    /// Maps the seeds' `loop` value: `-1` is infinite, `1..=100` a count, anything else
+    /// `None` (the caller refuses it).
+    pub fn from_seed(value: i64) -> Option<Loops> {
+        match value {
+            -1 => Some(Loops::Infinite),
+            1..=100 => u32::try_from(value).ok().map(Loops::Count),
+            _ => None,
+        }
+    }
+}
+
+/// When a source-list replacement (`cmd=3`) takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyAt {
+    /// At once: the new list's first item starts next to the current source and replaces
+    /// it at its first keyframe (`waitCrtUrlFinish=0`).
+    Now,
+    /// When the current VOD item has played to its end (`waitCrtUrlFinish=1`). A live
+    /// source has no end, so for live it means [`ApplyAt::Now`].
+    AfterCurrentItem,
+}
+
+/// The slate: what destinations get while every source is down, so their connections and
+/// players stay up. Encoded by an ffmpeg with lavfi inputs at the stream's last size and frame
+/// rate (black, or `image`) with silent AAC.
+#[derive(Debug, Clone)]
+pub struct SlateConfig {
+    /// How long the slate may run before the session gives up and reports that every source
+    /// failed ([`PlayoutEvent::SourcesExhausted`], then `Finished`). Default 5 min.
+    pub timeout: Duration,
+    /// An operator-provided still image (local path) instead of black. Never a user URL.
+    pub image: Option<PathBuf>,
+    /// The ffmpeg that encodes the slate. Default [`crate::ingest::DEFAULT_FFMPEG`].
+    pub ffmpeg_path: PathBuf,
+}
+
+impl Default for SlateConfig {
+    fn default() -> Self {
+        SlateConfig {
+            timeout: Duration::from_secs(300),
+            image: None,
+            ffmpeg_path: PathBuf::from(crate::ingest::DEFAULT_FFMPEG),
+        }
+    }
+}
+
+/// Playlist, replacement and slate events, in order, on [`SessionSpec::playout_events`].
+/// (They are a channel of their own so that code matching [`SessionEvent`] exhaustively keeps
+/// compiling.) Map to the seed's callbacks: `ItemFailed` → code 4, `ItemStarted` and
+/// `SourcesReplaced` → code 5, `SourcesExhausted` → code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayoutEvent {
+    /// A VOD item started playing.
+    ItemStarted {
+        /// Position in the current source list (0-based).
+        index: usize,
+        /// Pass over the playlist, from 1.
+        loop_number: u32,
+    },
+    /// A VOD item could not be played (HTTP 404, unreadable, broke off); the next one plays.
+    ItemFailed {
+        /// Position in the current source list (0-based).
+        index: usize,
+        /// ffmpeg's reason.
+        reason: String,
+    },
+    /// A `replace_sources` took effect: the session now ingests the new list.
+    SourcesReplaced {
+        /// Length of the new list.
+        sources: usize,
+        /// The item it started with (0-based).
+        index: usize,
+    },
+    /// Every source is down: the destinations get the slate.
+    SlateStarted,
+    /// The slate stopped (a source is back, or the session ends).
+    SlateEnded,
+    /// Every source failed for good (slate timeout, or every playlist item failed in a row);
+    /// `Finished` follows.
+    SourcesExhausted {
+        /// Why.
+        reason: String,
+    },
+    /// The session ended; the same reason as [`SessionEvent::Finished`]. Always last.
+    Finished {
+        /// Why, for the task's state.
+        cause: FinishCause,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Why a session ended, see [`PlayoutEvent::Finished`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishCause {
+    /// [`RelaySession::stop`] (or the handle was dropped).
+    Stopped,
+    /// The playlist played its passes (`loop` reached).
+    PlaylistFinished,
+    /// A live `relofftime` duration is over.
+    Duration,
+    /// Every source failed for good (after [`PlayoutEvent::SourcesExhausted`]).
+    SourcesExhausted,
+    /// The last live source ended cleanly (an HTTP-FLV stream closed by its origin).
+    SourceEnded,
+}
+
 /// What to relay.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -110,6 +243,22 @@ pub struct SessionSpec {
     pub pusher: PusherConfig,
     /// Splicer tunables.
     pub splicer: SplicerConfig,
+    /// VOD playlists (every source [`SourceKind::Vod`]): how many passes. Default one.
+    pub loops: Loops,
+    /// VOD playlists: the item the first pass starts with, 0-based (the seeds' 1-based
+    /// `index` minus one); later passes start at the first item. Past the end means the
+    /// last item. Default 0.
+    pub start_index: usize,
+    /// What to send while every live source is down; `None` = nothing (destinations idle
+    /// on an open connection while the sources are retried). Default a black slate for
+    /// 5 min. Only used once the stream has had a picture.
+    pub slate: Option<SlateConfig>,
+    /// Live: once the session runs on a backup, go back to the primary (source 0) when it
+    /// has delivered data for this long without a break (it is pulled beside the backup
+    /// meanwhile). `None` = stay on the backup until told otherwise. Default `None`.
+    pub switch_back_after: Option<Duration>,
+    /// Where [`PlayoutEvent`]s go. Default `None`.
+    pub playout_events: Option<mpsc::UnboundedSender<PlayoutEvent>>,
 }
 
 impl SessionSpec {
@@ -124,6 +273,11 @@ impl SessionSpec {
             standby_after: Duration::from_secs(1),
             pusher: PusherConfig::default(),
             splicer: SplicerConfig::default(),
+            loops: Loops::Count(1),
+            start_index: 0,
+            slate: Some(SlateConfig::default()),
+            switch_back_after: None,
+            playout_events: None,
         }
     }
 }
@@ -177,6 +331,8 @@ pub enum SourceState {
     Running,
     /// Between a failure and the next attempt.
     Retrying,
+    /// Every source is down; the destinations get the slate while the sources are retried.
+    Slate,
     /// The session is over.
     Stopped,
 }
@@ -200,16 +356,41 @@ pub struct SessionStatus {
     pub source_progress: Option<IngestProgress>,
     /// One entry per destination.
     pub destinations: Vec<PusherStatus>,
+    /// Length of the current source list (changes with `replace_sources`).
+    pub sources: usize,
+    /// VOD playlists: the current pass, from 1.
+    pub loop_number: u32,
+}
+
+/// A new source list waiting to take effect.
+struct Replacement {
+    sources: Vec<IngestSpec>,
+    loops: Option<Loops>,
+    start_index: Option<usize>,
+}
+
+impl Replacement {
+    /// The seed: after a list update the relay starts over from the first URL, unless the
+    /// update names a start index.
+    fn first_index(&self) -> usize {
+        self.start_index
+            .unwrap_or(0)
+            .min(self.sources.len().saturating_sub(1))
+    }
 }
 
 enum Order {
     Switch(usize),
+    Replace(Replacement, ApplyAt),
+    SetLoops(Loops),
     Stop,
 }
 
 struct Shared {
     status: Mutex<SessionStatus>,
     pushers: Mutex<BTreeMap<String, Pusher>>,
+    /// Length of the source list the supervisor works on (for `switch_to_source` checks).
+    n_sources: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,7 +406,6 @@ pub struct RelaySession {
     splicer: Splicer,
     pusher_config: PusherConfig,
     pusher_events: mpsc::UnboundedSender<PusherEvent>,
-    n_sources: usize,
     supervisor: Option<JoinHandle<()>>,
 }
 
@@ -236,13 +416,7 @@ impl RelaySession {
         spec: SessionSpec,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<RelaySession, SessionError> {
-        if spec.sources.is_empty() {
-            return Err(SessionError::NoSources);
-        }
-        for (index, s) in spec.sources.iter().enumerate() {
-            s.args()
-                .map_err(|source| SessionError::InvalidSource { index, source })?;
-        }
+        validate_sources(&spec.sources)?;
         let mut urls = Vec::new();
         for d in &spec.destinations {
             let u = RtmpUrl::parse(d).map_err(SessionError::InvalidDestination)?;
@@ -263,8 +437,11 @@ impl RelaySession {
                 position_ms: 0,
                 source_progress: None,
                 destinations: Vec::new(),
+                sources: spec.sources.len(),
+                loop_number: 1,
             }),
             pushers: Mutex::new(BTreeMap::new()),
+            n_sources: AtomicUsize::new(spec.sources.len()),
         });
 
         // Pusher events become session events on one forwarding task.
@@ -303,14 +480,17 @@ impl RelaySession {
         }
 
         let (orders, order_rx) = mpsc::channel(8);
-        let n_sources = spec.sources.len();
         let pusher_config = spec.pusher.clone();
+        let deadline = live_deadline(&spec.sources);
         let supervisor = Supervisor {
             spec,
             splicer: splicer.clone(),
             shared: shared.clone(),
             events,
             orders: order_rx,
+            deadline,
+            after_item: None,
+            loop_number: 1,
         };
         let supervisor = tokio::spawn(supervisor.run());
         Ok(RelaySession {
@@ -319,7 +499,6 @@ impl RelaySession {
             splicer,
             pusher_config,
             pusher_events,
-            n_sources,
             supervisor: Some(supervisor),
         })
     }
@@ -356,14 +535,56 @@ impl RelaySession {
     /// Switches the ingest to source `index` (e.g. back to the primary). Pushers stay
     /// connected; the new source continues the same timeline.
     pub async fn switch_to_source(&self, index: usize) -> Result<(), SessionError> {
-        if index >= self.n_sources {
-            return Err(SessionError::SourceOutOfRange {
-                index,
-                len: self.n_sources,
-            });
+        let len = self.shared.n_sources.load(Ordering::Relaxed);
+        if index >= len {
+            return Err(SessionError::SourceOutOfRange { index, len });
         }
         self.orders
             .send(Order::Switch(index))
+            .await
+            .map_err(|_| SessionError::Stopped)
+    }
+
+    /// Replaces the source list (`cmd=3`) without touching any destination connection:
+    /// the new list's first item is pulled beside the current source and takes over at its first keyframe, on the same timeline (as a
+    /// failover does). A playlist starts its pass count over. See [`ApplyAt`] for `when`.
+    pub async fn replace_sources(
+        &self,
+        sources: Vec<IngestSpec>,
+        when: ApplyAt,
+    ) -> Result<(), SessionError> {
+        self.replace_playlist(sources, None, None, when).await
+    }
+
+    /// Changes a playlist's loop count alone (a `cmd=3` that changes only `extendParam.loop`):
+    /// the pass under way counts as the first of the new count (the seed), the item playing
+    /// is not interrupted.
+    pub async fn set_loops(&self, loops: Loops) -> Result<(), SessionError> {
+        self.orders
+            .send(Order::SetLoops(loops))
+            .await
+            .map_err(|_| SessionError::Stopped)
+    }
+
+    /// [`RelaySession::replace_sources`] that also sets the playlist's `loops` and 0-based
+    /// `start_index` (a `cmd=3` carrying `extendParam.loop` / `index`). `loops: None` keeps
+    /// the current count; `start_index: None` starts at the new list's first item. Either
+    /// way the pass count starts over (the seed: the current item is not counted).
+    pub async fn replace_playlist(
+        &self,
+        sources: Vec<IngestSpec>,
+        loops: Option<Loops>,
+        start_index: Option<usize>,
+        when: ApplyAt,
+    ) -> Result<(), SessionError> {
+        validate_sources(&sources)?;
+        let r = Replacement {
+            sources,
+            loops,
+            start_index,
+        };
+        self.orders
+            .send(Order::Replace(r, when))
             .await
             .map_err(|_| SessionError::Stopped)
     }
@@ -393,6 +614,28 @@ impl RelaySession {
     }
 }
 
+fn validate_sources(sources: &[IngestSpec]) -> Result<(), SessionError> {
+    if sources.is_empty() {
+        return Err(SessionError::NoSources);
+    }
+    for (index, s) in sources.iter().enumerate() {
+        s.args()
+            .map_err(|source| SessionError::InvalidSource { index, source })?;
+    }
+    Ok(())
+}
+
+/// When a live session must end: the first `relofftime` (`0-N`) of its sources is a relay
+/// duration for the whole session, whichever source is on (as the control plane's model has
+/// it).
+fn live_deadline(sources: &[IngestSpec]) -> Option<Instant> {
+    if sources.first()?.kind != SourceKind::Live {
+        return None;
+    }
+    let len = sources.iter().find_map(|s| s.window)?.length()?;
+    Some(Instant::now() + len)
+}
+
 impl Drop for RelaySession {
     fn drop(&mut self) {
         // Dropped pushers cancel themselves; the supervisor ends when `orders` closes.
@@ -415,6 +658,12 @@ enum Outcome {
     Adopt(Candidate),
     /// A VOD item played to its end.
     Ended,
+    /// A replacement list to start the plain way (its candidate could not take over).
+    Replace(Replacement),
+    /// A live `relofftime` duration is over.
+    Deadline,
+    /// Every source failed for good.
+    Exhausted(String),
 }
 
 /// Why a candidate ingest runs next to the current one.
@@ -424,6 +673,9 @@ enum CandidateRole {
     Standby,
     /// A manual switch: adopt it as soon as it has a keyframe (make before break).
     Switch,
+    /// The primary, pulled beside a backup: adopt it once it has been healthy for
+    /// `switch_back_after`.
+    Probe,
 }
 
 /// A second ingest started before the current one is dropped, so a switch does not wait
@@ -436,7 +688,16 @@ struct Candidate {
     headers: Vec<FlvTag>,
     gop: Vec<FlvTag>,
     started: Instant,
+    /// When its first tag arrived.
+    first_tag: Option<Instant>,
+    /// When its latest tag arrived.
+    last_tag: Option<Instant>,
+    /// A replacement source list that takes effect when this candidate is adopted.
+    replaces: Option<Replacement>,
 }
+
+/// Pause between attempts to pull the primary beside a backup (`switch_back_after`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// At most this many tags are held for a candidate (a long GOP is cut, not buffered).
 const CANDIDATE_MAX_TAGS: usize = 2_000;
@@ -450,6 +711,9 @@ impl Candidate {
             headers: Vec::new(),
             gop: Vec::new(),
             started: Instant::now(),
+            first_tag: None,
+            last_tag: None,
+            replaces: None,
         })
     }
 
@@ -458,6 +722,9 @@ impl Candidate {
     }
 
     fn buffer(&mut self, tag: FlvTag) {
+        let now = Instant::now();
+        self.first_tag.get_or_insert(now);
+        self.last_tag = Some(now);
         if tag.is_metadata() || tag.is_sequence_header() {
             let same_kind = |t: &FlvTag| {
                 (t.is_metadata() && tag.is_metadata())
@@ -486,6 +753,14 @@ impl Candidate {
     }
 }
 
+/// The next event of an optional ingest; pending for ever when there is none.
+async fn ingest_next(i: &mut Option<Ingest>) -> Option<IngestEvent> {
+    match i {
+        Some(i) => i.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next event of an optional candidate; pending for ever when there is none, so it can
 /// sit in a `select!`.
 async fn candidate_next(c: &mut Option<Candidate>) -> Option<IngestEvent> {
@@ -501,6 +776,12 @@ struct Supervisor {
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<SessionEvent>,
     orders: mpsc::Receiver<Order>,
+    /// End of a live `relofftime` duration.
+    deadline: Option<Instant>,
+    /// A replacement waiting for the current VOD item to end.
+    after_item: Option<Replacement>,
+    /// Current pass over a playlist, from 1.
+    loop_number: u32,
 }
 
 /// Rolling one-second rate meter over the tags.
@@ -520,25 +801,177 @@ impl Meter {
     }
 }
 
+/// ffmpeg names the URL in its errors; URLs often carry credentials (user info, tokens in the
+/// query), and failure reasons go to logs and callbacks.
+fn redact_reason(reason: &str, spec: &IngestSpec) -> String {
+    reason.replace(&spec.url, &spec.redacted_url())
+}
+
+/// Sleeps until `at`, or for ever when there is no such time (for `select!` branches).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// ffmpeg arguments of the slate: black (or `image`) at the stream's size and rate with
+/// silent stereo AAC, H.264 with a 2 s GOP so a player joining during the slate starts fast.
+fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
+    // x264 with 4:2:0 needs even dimensions.
+    let even = |v: u32| (v.clamp(2, 7680) / 2 * 2).to_string();
+    let (w, h) = (even(shape.width), even(shape.height));
+    let fps = if shape.fps.is_finite() {
+        shape.fps.clamp(1.0, 120.0)
+    } else {
+        25.0
+    };
+    let fps_s = format!("{fps:.3}");
+    let gop = ((fps * 2.0).round() as u32).max(1).to_string();
+    let mut a: Vec<String> = vec!["-hide_banner".into(), "-nostdin".into(), "-re".into()];
+    match &cfg.image {
+        Some(img) => {
+            a.extend(["-protocol_whitelist".into(), "file".into()]);
+            a.extend([
+                "-loop".into(),
+                "1".into(),
+                "-framerate".into(),
+                fps_s.clone(),
+            ]);
+            a.extend(["-i".into(), img.display().to_string()]);
+        }
+        None => {
+            a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
+            a.push(format!("color=c=black:s={w}x{h}:r={fps_s}"));
+        }
+    }
+    a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
+    a.push("anullsrc=r=44100:cl=stereo".into());
+    a.extend(["-map".into(), "0:v:0".into(), "-map".into(), "1:a:0".into()]);
+    if cfg.image.is_some() {
+        a.extend(["-vf".into(), format!("scale={w}:{h},setsar=1")]);
+    }
+    a.extend(
+        [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+        ]
+        .map(String::from),
+    );
+    a.extend(["-r".into(), fps_s, "-g".into(), gop]);
+    a.extend(
+        [
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            "-flvflags",
+            "no_duration_filesize",
+        ]
+        .map(String::from),
+    );
+    a
+}
+
 impl Supervisor {
     fn emit(&self, ev: SessionEvent) {
         let _ = self.events.send(ev);
+    }
+
+    fn playout(&self, ev: PlayoutEvent) {
+        if let Some(tx) = &self.spec.playout_events {
+            let _ = tx.send(ev);
+        }
     }
 
     fn set_status(&self, f: impl FnOnce(&mut SessionStatus)) {
         f(&mut lock(&self.shared.status));
     }
 
+    /// Whether the session plays a VOD playlist (items end and the next one follows).
+    fn is_playlist(&self) -> bool {
+        self.spec.sources.iter().all(|s| s.kind == SourceKind::Vod)
+    }
+
+    fn first_index(&self) -> usize {
+        self.spec
+            .start_index
+            .min(self.spec.sources.len().saturating_sub(1))
+    }
+
+    /// Makes `r` the source list; returns the index to start with.
+    fn apply_replacement(&mut self, r: Replacement) -> usize {
+        let start = r.first_index();
+        let n = r.sources.len();
+        self.spec.sources = r.sources;
+        if let Some(l) = r.loops {
+            self.spec.loops = l;
+        }
+        if let Some(i) = r.start_index {
+            self.spec.start_index = i;
+        }
+        // The seed: after a list update the current item does not count as a pass.
+        self.loop_number = 1;
+        self.deadline = live_deadline(&self.spec.sources);
+        self.shared.n_sources.store(n, Ordering::Relaxed);
+        self.set_status(|s| s.sources = n);
+        tracing::info!(sources = n, start, "source list replaced");
+        self.playout(PlayoutEvent::SourcesReplaced {
+            sources: n,
+            index: start,
+        });
+        start
+    }
+
+    /// A new loop count; the pass under way counts as the first (the seed).
+    fn set_loops(&mut self, loops: Loops) {
+        self.spec.loops = loops;
+        self.loop_number = 1;
+        self.set_status(|s| s.loop_number = 1);
+    }
+
+    /// The playlist item after `index`, or why the playlist is over.
+    fn next_item(&mut self, index: usize) -> Result<usize, String> {
+        if let Some(r) = self.after_item.take() {
+            return Ok(self.apply_replacement(r));
+        }
+        let n = self.spec.sources.len();
+        if index + 1 < n {
+            return Ok(index + 1);
+        }
+        let more = match self.spec.loops {
+            Loops::Infinite => true,
+            Loops::Count(c) => self.loop_number < c,
+        };
+        if !more {
+            return Err("playlist finished".to_string());
+        }
+        self.loop_number += 1;
+        Ok(0)
+    }
+
     #[tracing::instrument(name = "relay_session", skip_all)]
     async fn run(mut self) {
-        let n = self.spec.sources.len();
-        let mut index = 0usize;
+        let mut index = self.first_index();
         let mut previous: Option<usize> = None;
         let mut adopted: Option<Candidate> = None;
         // Sources that failed in a row without ever producing a tag.
         let mut dead_in_a_row = 0usize;
-        let finish_reason = loop {
-            if let Some(c) = &adopted {
+        // Playlist items that failed in a row without producing a tag.
+        let mut items_failed = 0usize;
+        let finish = loop {
+            if let Some(c) = adopted.as_mut() {
+                if let Some(r) = c.replaces.take() {
+                    self.apply_replacement(r);
+                }
                 index = c.index;
             }
             match previous {
@@ -550,18 +983,40 @@ impl Supervisor {
                 }
                 Some(_) => {}
             }
+            let playlist = self.is_playlist();
+            if playlist {
+                self.playout(PlayoutEvent::ItemStarted {
+                    index,
+                    loop_number: self.loop_number,
+                });
+            }
+            let loop_number = self.loop_number;
             self.set_status(|s| {
                 s.current_source = index;
                 s.source_state = SourceState::Starting;
                 s.source_progress = None;
+                s.loop_number = loop_number;
                 // Rates of the previous source would be stale.
                 s.bitrate_kbps = 0.0;
                 s.fps = 0.0;
             });
             let (outcome, produced) = self.run_source(index, adopted.take()).await;
             previous = Some(index);
+            let n = self.spec.sources.len();
             match outcome {
-                Outcome::Stop => break "stopped".to_string(),
+                Outcome::Stop => break (FinishCause::Stopped, "stopped".to_string()),
+                Outcome::Deadline => {
+                    break (
+                        FinishCause::Duration,
+                        "relay duration (relofftime) reached".to_string(),
+                    )
+                }
+                Outcome::Exhausted(reason) => {
+                    self.playout(PlayoutEvent::SourcesExhausted {
+                        reason: reason.clone(),
+                    });
+                    break (FinishCause::SourcesExhausted, reason);
+                }
                 Outcome::Switch(to) => {
                     dead_in_a_row = 0;
                     index = to;
@@ -570,14 +1025,51 @@ impl Supervisor {
                     dead_in_a_row = 0;
                     adopted = Some(c);
                 }
+                Outcome::Replace(r) => {
+                    dead_in_a_row = 0;
+                    items_failed = 0;
+                    index = self.apply_replacement(r);
+                }
+                Outcome::Ended if playlist => {
+                    items_failed = 0;
+                    match self.next_item(index) {
+                        Ok(i) => index = i,
+                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
+                    }
+                }
+                Outcome::Failed { reason, next } if playlist => {
+                    let reason = redact_reason(&reason, &self.spec.sources[index]);
+                    tracing::warn!(index, %reason, "playlist item failed");
+                    metrics::counter!("relaycast_relay_item_failures_total").increment(1);
+                    self.playout(PlayoutEvent::ItemFailed { index, reason });
+                    if let Some(c) = next {
+                        // A manual switch was warming up: it plays next.
+                        items_failed = 0;
+                        adopted = Some(c);
+                        continue;
+                    }
+                    items_failed = if produced { 0 } else { items_failed + 1 };
+                    if items_failed >= n && self.after_item.is_none() {
+                        let reason = format!("every playlist item failed ({n} in a row)");
+                        self.playout(PlayoutEvent::SourcesExhausted {
+                            reason: reason.clone(),
+                        });
+                        break (FinishCause::SourcesExhausted, reason);
+                    }
+                    match self.next_item(index) {
+                        Ok(i) => index = i,
+                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
+                    }
+                }
                 Outcome::Ended => {
                     dead_in_a_row = 0;
                     if index + 1 >= n {
-                        break "last source ended".to_string();
+                        break (FinishCause::SourceEnded, "last source ended".to_string());
                     }
                     index += 1;
                 }
                 Outcome::Failed { reason, next } => {
+                    let reason = redact_reason(&reason, &self.spec.sources[index]);
                     tracing::warn!(index, %reason, "source failed");
                     metrics::counter!("relaycast_relay_source_failures_total").increment(1);
                     self.emit(SessionEvent::SourceFailed { index, reason });
@@ -588,16 +1080,55 @@ impl Supervisor {
                     }
                     dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
                     index = (index + 1) % n;
-                    if dead_in_a_row >= n {
-                        // Everything is down: wait a little before starting over, but keep
-                        // obeying orders meanwhile.
-                        self.set_status(|s| s.source_state = SourceState::Retrying);
-                        tokio::select! {
-                            order = self.orders.recv() => match order {
-                                Some(Order::Switch(to)) => { index = to; dead_in_a_row = 0; }
-                                Some(Order::Stop) | None => break "stopped".to_string(),
-                            },
-                            _ = tokio::time::sleep(self.spec.retry_delay) => {}
+                    if dead_in_a_row < n {
+                        continue;
+                    }
+                    // Everything is down. With a picture to keep, the slate holds the
+                    // destinations while the sources are retried.
+                    if let Some(cfg) = self
+                        .spec
+                        .slate
+                        .clone()
+                        .filter(|_| self.splicer.has_output())
+                    {
+                        match self.run_slate(&cfg, index).await {
+                            Outcome::Adopt(c) => {
+                                dead_in_a_row = 0;
+                                adopted = Some(c);
+                                continue;
+                            }
+                            Outcome::Deadline => {
+                                break (
+                                    FinishCause::Duration,
+                                    "relay duration (relofftime) reached".to_string(),
+                                )
+                            }
+                            Outcome::Exhausted(reason) => {
+                                self.playout(PlayoutEvent::SourcesExhausted {
+                                    reason: reason.clone(),
+                                });
+                                break (FinishCause::SourcesExhausted, reason);
+                            }
+                            _ => break (FinishCause::Stopped, "stopped".to_string()),
+                        }
+                    }
+                    // No slate: wait a little before starting over, but keep obeying
+                    // orders meanwhile.
+                    self.set_status(|s| s.source_state = SourceState::Retrying);
+                    tokio::select! {
+                        order = self.orders.recv() => match order {
+                            Some(Order::Switch(to)) if to < n => { index = to; dead_in_a_row = 0; }
+                            Some(Order::Switch(_)) => {}
+                            Some(Order::Replace(r, _)) => {
+                                index = self.apply_replacement(r);
+                                dead_in_a_row = 0;
+                            }
+                            Some(Order::SetLoops(l)) => self.set_loops(l),
+                            Some(Order::Stop) | None => break (FinishCause::Stopped, "stopped".to_string()),
+                        },
+                        _ = tokio::time::sleep(self.spec.retry_delay) => {}
+                        _ = sleep_until_opt(self.deadline) => {
+                            break (FinishCause::Duration, "relay duration (relofftime) reached".to_string())
                         }
                     }
                 }
@@ -605,9 +1136,127 @@ impl Supervisor {
         };
         self.splicer.close();
         self.set_status(|s| s.source_state = SourceState::Stopped);
+        let (cause, finish_reason) = finish;
+        self.playout(PlayoutEvent::Finished {
+            cause,
+            reason: finish_reason.clone(),
+        });
         self.emit(SessionEvent::Finished {
             reason: finish_reason,
         });
+    }
+
+    /// Every source is down: feeds the slate to the splicer and retries the sources (from
+    /// `index`, one candidate at a time, `retry_delay` apart) until one has a keyframe, which
+    /// is returned to be adopted ([`Outcome::Adopt`]). Ends with [`Outcome::Exhausted`] after
+    /// the slate timeout, or [`Outcome::Stop`] / [`Outcome::Deadline`].
+    async fn run_slate(&mut self, cfg: &SlateConfig, mut index: usize) -> Outcome {
+        let shape = self.splicer.video_shape().unwrap_or(VideoShape {
+            width: 1280,
+            height: 720,
+            fps: 25.0,
+        });
+        let mut slate = match Ingest::start_trusted(&cfg.ffmpeg_path, &slate_args(cfg, shape)) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                // Without a slate the sources are still retried for the slate time.
+                tracing::error!(error = %e, "cannot start the slate");
+                None
+            }
+        };
+        tracing::info!(?shape, "every source is down: slate");
+        self.splicer.begin_source();
+        self.set_status(|s| {
+            s.source_state = SourceState::Slate;
+            s.bitrate_kbps = 0.0;
+            s.fps = 0.0;
+        });
+        self.playout(PlayoutEvent::SlateStarted);
+        let started = Instant::now();
+        let give_up = started + cfg.timeout;
+        let mut candidate: Option<Candidate> = None;
+        let mut next_try = Instant::now() + self.spec.retry_delay;
+        let outcome = loop {
+            let n = self.spec.sources.len();
+            let cand_deadline = candidate
+                .as_ref()
+                .map(|c| c.started + self.spec.startup_timeout);
+            tokio::select! {
+                order = self.orders.recv() => match order {
+                    Some(Order::Switch(to)) if to < n => {
+                        if let Some(c) = candidate.take() { c.stop(); }
+                        index = to;
+                        next_try = Instant::now();
+                    }
+                    Some(Order::Switch(_)) => {}
+                    Some(Order::Replace(r, _)) => {
+                        if let Some(c) = candidate.take() { c.stop(); }
+                        index = self.apply_replacement(r);
+                        next_try = Instant::now();
+                    }
+                    Some(Order::SetLoops(l)) => self.set_loops(l),
+                    Some(Order::Stop) | None => break Outcome::Stop,
+                },
+                _ = tokio::time::sleep_until(give_up.into()) => {
+                    break Outcome::Exhausted(format!(
+                        "every source failed; slate for {:?} without a source coming back",
+                        cfg.timeout
+                    ));
+                }
+                _ = sleep_until_opt(self.deadline) => break Outcome::Deadline,
+                _ = tokio::time::sleep_until(next_try.into()), if candidate.is_none() => {
+                    match Candidate::start(index, CandidateRole::Switch, &self.spec.sources[index]) {
+                        Ok(c) => candidate = Some(c),
+                        Err(e) => {
+                            tracing::debug!(index, error = %e, "cannot start a source during the slate");
+                            index = (index + 1) % n;
+                            next_try = Instant::now() + self.spec.retry_delay;
+                        }
+                    }
+                }
+                _ = sleep_until_opt(cand_deadline), if candidate.is_some() => {
+                    if let Some(c) = candidate.take() { c.stop(); }
+                    index = (index + 1) % n;
+                    next_try = Instant::now() + self.spec.retry_delay;
+                }
+                ev = candidate_next(&mut candidate) => match ev {
+                    Some(IngestEvent::Tag(tag)) => {
+                        if let Some(c) = candidate.as_mut() {
+                            c.buffer(tag);
+                            if c.has_keyframe() {
+                                if let Some(c) = candidate.take() {
+                                    break Outcome::Adopt(c);
+                                }
+                            }
+                        }
+                    }
+                    Some(IngestEvent::Progress(_)) => {}
+                    Some(IngestEvent::Exited { .. }) | None => {
+                        if let Some(c) = candidate.take() { c.stop(); }
+                        index = (index + 1) % n;
+                        next_try = Instant::now() + self.spec.retry_delay;
+                    }
+                },
+                ev = ingest_next(&mut slate) => match ev {
+                    Some(IngestEvent::Tag(tag)) => self.splicer.push(tag),
+                    Some(IngestEvent::Progress(_)) => {}
+                    Some(IngestEvent::Exited { reason, .. }) => {
+                        tracing::error!(%reason, "slate ffmpeg exited");
+                        slate = None;
+                    }
+                    None => slate = None,
+                },
+            }
+        };
+        if let Some(c) = candidate.take() {
+            c.stop();
+        }
+        if let Some(s) = slate.take() {
+            tokio::spawn(s.stop(INGEST_STOP_DEADLINE));
+        }
+        tracing::info!(after = ?started.elapsed(), "slate ended");
+        self.playout(PlayoutEvent::SlateEnded);
+        outcome
     }
 
     /// Runs one source until it fails, ends, or an order arrives, with at most one candidate
@@ -646,6 +1295,7 @@ impl Supervisor {
         // A standby is tried once per quiet spell, not restarted in a loop.
         let mut standby_tried = false;
         let mut meter = Meter::new();
+        let mut next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
         let outcome = loop {
             // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
             let wait = if produced {
@@ -655,15 +1305,59 @@ impl Supervisor {
             };
             let deadline = last_tag + wait;
             let standby_at = last_tag + self.spec.standby_after;
-            let want_standby = produced && n > 1 && candidate.is_none() && !standby_tried;
+            // A VOD item going quiet is not replaced by the next item: items play in order.
+            let want_standby = produced
+                && n > 1
+                && kind == SourceKind::Live
+                && candidate.is_none()
+                && !standby_tried;
             let switch_deadline = candidate
                 .as_ref()
                 .filter(|c| c.role == CandidateRole::Switch)
                 .map(|c| c.started + self.spec.startup_timeout);
+            // Switch back to the primary: pull it beside the backup, adopt it once it has
+            // been healthy for the clear time.
+            let probe_at = match self.spec.switch_back_after {
+                Some(_)
+                    if index != 0
+                        && kind == SourceKind::Live
+                        && produced
+                        && candidate.is_none() =>
+                {
+                    Some(next_probe)
+                }
+                _ => None,
+            };
+            let probe_ready = match (self.spec.switch_back_after, candidate.as_ref()) {
+                (Some(clear), Some(c)) if c.role == CandidateRole::Probe => {
+                    c.first_tag.map(|t| t + clear)
+                }
+                _ => None,
+            };
             tokio::select! {
                 order = self.orders.recv() => match order {
+                    Some(Order::Switch(to)) if to >= n => {
+                        tracing::warn!(to, n, "switch to a source that is not in the list; ignored");
+                    }
+                    Some(Order::Switch(_)) if candidate.as_ref().is_some_and(|c| c.replaces.is_some()) => {
+                        tracing::warn!("switch during a source replacement; ignored");
+                    }
                     Some(Order::Switch(to)) if to == index => {
                         if let Some(c) = candidate.take() { c.stop(); }
+                    }
+                    Some(Order::Replace(r, ApplyAt::AfterCurrentItem)) if kind == SourceKind::Vod => {
+                        self.after_item = Some(r);
+                    }
+                    Some(Order::Replace(r, _)) => {
+                        if let Some(c) = candidate.take() { c.stop(); }
+                        let start = r.first_index();
+                        match Candidate::start(start, CandidateRole::Switch, &r.sources[start]) {
+                            Ok(mut c) => {
+                                c.replaces = Some(r);
+                                candidate = Some(c);
+                            }
+                            Err(_) => break Outcome::Replace(r),
+                        }
                     }
                     Some(Order::Switch(to)) => {
                         match candidate.take() {
@@ -684,6 +1378,7 @@ impl Supervisor {
                             }
                         }
                     }
+                    Some(Order::SetLoops(l)) => self.set_loops(l),
                     Some(Order::Stop) | None => break Outcome::Stop,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -703,8 +1398,39 @@ impl Supervisor {
                         candidate = Some(c);
                     }
                 }
+                _ = sleep_until_opt(self.deadline) => break Outcome::Deadline,
+                _ = sleep_until_opt(probe_at), if probe_at.is_some() => {
+                    next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
+                    if let Ok(c) = Candidate::start(0, CandidateRole::Probe, &self.spec.sources[0]) {
+                        candidate = Some(c);
+                    }
+                }
+                _ = sleep_until_opt(probe_ready), if probe_ready.is_some() => {
+                    let stall = self.spec.stall_timeout;
+                    match candidate.take() {
+                        // Data, but not lately: not healthy. Try again later.
+                        Some(c) if c.last_tag.is_none_or(|t| t.elapsed() > stall) => c.stop(),
+                        Some(c) if c.has_keyframe() => {
+                            tracing::info!(from = index, "primary healthy again: switching back");
+                            break Outcome::Adopt(c);
+                        }
+                        // Healthy but no keyframe yet: adopt at the keyframe.
+                        Some(mut c) => {
+                            c.role = CandidateRole::Switch;
+                            c.started = Instant::now();
+                            candidate = Some(c);
+                        }
+                        None => {}
+                    }
+                }
                 _ = tokio::time::sleep_until(switch_deadline.unwrap_or(deadline).into()), if switch_deadline.is_some() => {
-                    if let Some(c) = candidate.take() {
+                    if let Some(mut c) = candidate.take() {
+                        if let Some(r) = c.replaces.take() {
+                            // The new list does not start in time: switch to it the plain way
+                            // (it fails over within itself, then the slate).
+                            c.stop();
+                            break Outcome::Replace(r);
+                        }
                         self.emit(SessionEvent::SourceFailed {
                             index: c.index,
                             reason: format!("no keyframe within {:?}", self.spec.startup_timeout),
@@ -729,11 +1455,20 @@ impl Supervisor {
                             Some(IngestEvent::Exited { reason, .. }) => reason,
                             _ => "no exit status".to_string(),
                         };
-                        if let Some(c) = candidate.take() {
-                            self.emit(SessionEvent::SourceFailed {
-                                index: c.index,
-                                reason: format!("ingest ffmpeg exited: {reason}"),
-                            });
+                        if let Some(mut c) = candidate.take() {
+                            if let Some(r) = c.replaces.take() {
+                                c.stop();
+                                break Outcome::Replace(r);
+                            }
+                            if c.role == CandidateRole::Probe {
+                                // The primary is still down: try again later, quietly.
+                                tracing::debug!(%reason, "primary probe failed");
+                            } else {
+                                self.emit(SessionEvent::SourceFailed {
+                                    index: c.index,
+                                    reason: format!("ingest ffmpeg exited: {reason}"),
+                                });
+                            }
                             c.stop();
                         }
                     }
@@ -766,7 +1501,20 @@ impl Supervisor {
                     Some(IngestEvent::Progress(p)) => self.set_status(|s| s.source_progress = Some(p)),
                     Some(IngestEvent::Exited { success, reason }) => {
                         if success && kind == SourceKind::Vod && produced {
-                            if let Some(c) = candidate.take() { c.stop(); }
+                            match candidate.take() {
+                                // A replacement (or switch) was warming up: it plays next.
+                                Some(c) if c.has_keyframe() && c.role != CandidateRole::Standby => {
+                                    break Outcome::Adopt(c);
+                                }
+                                Some(mut c) => {
+                                    let r = c.replaces.take();
+                                    c.stop();
+                                    if let Some(r) = r {
+                                        break Outcome::Replace(r);
+                                    }
+                                }
+                                None => {}
+                            }
                             break Outcome::Ended;
                         }
                         let next = candidate.take();
@@ -829,6 +1577,53 @@ mod tests {
             RelaySession::start(spec, tx),
             Err(SessionError::InvalidDestination(_))
         ));
+    }
+
+    #[test]
+    fn loops_and_slate_args() {
+        assert_eq!(Loops::from_seed(-1), Some(Loops::Infinite));
+        assert_eq!(Loops::from_seed(100), Some(Loops::Count(100)));
+        for bad in [0, 101, -2] {
+            assert_eq!(Loops::from_seed(bad), None);
+        }
+        let shape = VideoShape {
+            width: 853,
+            height: 480,
+            fps: 29.97,
+        };
+        let a = slate_args(&SlateConfig::default(), shape).join(" ");
+        // Even size for 4:2:0, the stream's rate, a 2 s GOP, silence, FLV.
+        assert!(a.contains("color=c=black:s=852x480:r=29.970"), "{a}");
+        assert!(a.contains("anullsrc=r=44100:cl=stereo"), "{a}");
+        assert!(a.contains("-g 60"), "{a}");
+        assert!(a.ends_with("-f flv -flvflags no_duration_filesize"), "{a}");
+        let cfg = SlateConfig {
+            image: Some(PathBuf::from("/srv/slate.png")),
+            ..SlateConfig::default()
+        };
+        let a = slate_args(&cfg, shape).join(" ");
+        assert!(a.contains("-protocol_whitelist file -loop 1 -framerate 29.970 -i /srv/slate.png"));
+        assert!(a.contains("scale=852:480"), "{a}");
+    }
+
+    #[tokio::test]
+    async fn replace_sources_validates() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut spec =
+            SessionSpec::new(vec![IngestSpec::live("rtmp://127.0.0.1:9/live/a")], vec![]);
+        spec.startup_timeout = Duration::from_secs(30);
+        let session = RelaySession::start(spec, tx).expect("start");
+        assert!(matches!(
+            session.replace_sources(vec![], ApplyAt::Now).await,
+            Err(SessionError::NoSources)
+        ));
+        assert!(matches!(
+            session
+                .replace_sources(vec![IngestSpec::vod("concat:a|b")], ApplyAt::Now)
+                .await,
+            Err(SessionError::InvalidSource { index: 0, .. })
+        ));
+        session.stop().await;
     }
 
     fn closed_port() -> u16 {

@@ -46,6 +46,17 @@ impl Default for SplicerConfig {
     }
 }
 
+/// Picture format of the stream, see [`Splicer::video_shape`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoShape {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: f64,
+}
+
 /// Counters of the splicer, for status and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplicerStats {
@@ -251,6 +262,29 @@ impl Splicer {
         }
         // When closed, `tx` is dropped here and the subscription ends at once.
         Subscription { rx, dropped }
+    }
+
+    /// The stream's last known picture: width, height (from the newest `onMetaData`) and frame
+    /// rate (metadata, else the measured frame interval). `None` before any metadata with a
+    /// size. The slate is encoded to match it, so players see no format change but colour.
+    pub fn video_shape(&self) -> Option<VideoShape> {
+        let s = self.lock();
+        let meta = crate::pusher::metadata_from_script(&s.metadata.as_ref()?.data)?;
+        let (width, height) = (meta.video_width?, meta.video_height?);
+        if width == 0 || height == 0 {
+            return None;
+        }
+        let fps = match meta.video_frame_rate {
+            Some(f) if f.is_finite() && (1.0..=120.0).contains(&f) => f64::from(f),
+            _ => 1000.0 / f64::from(s.frame_interval.max(1)),
+        };
+        Some(VideoShape { width, height, fps })
+    }
+
+    /// Whether any video frame has gone out on the timeline (destinations have a picture
+    /// to keep).
+    pub fn has_output(&self) -> bool {
+        self.lock().stats.video_frames_out > 0
     }
 
     /// Ends the timeline: every subscription drains and then ends.
