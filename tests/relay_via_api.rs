@@ -297,3 +297,57 @@ async fn a_watermarked_transcode_task_through_the_api() {
     eventually("watermark files deleted with the session", Duration::from_secs(10), || async { (wm_dirs() == 0).then_some(()) }).await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vod_playlist_with_loop_2_plays_six_items_then_calls_back_1() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    for name in ["a.mp4", "b.mp4", "c.mp4"] {
+        media::mp4_file(files.path(), name, "320x240", 2);
+    }
+    let server = media::FileServer::start(files.path().to_path_buf()).await;
+    let nginx = media::Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let body = json!({
+        "transcallbackurl": receiver.url,
+        "cmd": "1",
+        "type": "video",
+        "list": [{
+            "id": "carousel",
+            "src": [
+                { "url": server.url("a.mp4") },
+                // relofftime trims the second item to its second 1..2.
+                { "url": server.url("b.mp4"), "relofftime": "1-2" },
+                { "url": server.url("c.mp4") },
+            ],
+            "forward": [{ "url": nginx.url("channel") }],
+            "extendParam": { "loop": "2" }
+        }]
+    });
+    let started = Instant::now();
+    let (status, answer) = api.forward(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    // 0 (started, with the first item), 5 for each of the 5 items after it, then 1 when the
+    // second pass ends.
+    eventually("the playlist's end (1)", Duration::from_secs(40), || async {
+        codes(&receiver, "carousel").await.contains(&"1".to_string()).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let codes = codes(&receiver, "carousel").await;
+    assert_eq!(codes.iter().filter(|c| *c == "5").count(), 5, "{codes:?}");
+    assert_eq!(codes.first().map(String::as_str), Some("0"), "{codes:?}");
+    assert_eq!(codes.last().map(String::as_str), Some("1"), "{codes:?}");
+    // 2 passes of 2 s + 1 s + 2 s, paced in real time.
+    assert!(elapsed >= Duration::from_secs(9), "played too fast: {elapsed:?}");
+    let item = api.task("carousel").await.expect("task");
+    assert_eq!(item["code"], "1");
+    assert_ne!(item["endTime"], "");
+}

@@ -16,7 +16,7 @@ use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, r
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
-use relaycast_core::domain::relay::state::{Action, DestState, StopCause, TaskState};
+use relaycast_core::domain::relay::state::{Action, DestState, PlaybackPosition, StopCause, TaskState};
 use relaycast_core::domain::relay::task::{RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
 use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{IngestSpec, SourceKind};
 use crate::pusher::PusherState;
-use crate::session::{RelaySession, SessionEvent, SessionSpec, SourceState};
+use crate::playout;
+use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SlateConfig};
 use crate::transcode::{self, WatermarkFetcher, Watermarks};
 
 /// What happened to one job message.
@@ -208,7 +209,8 @@ impl TaskRunner {
     async fn supervise(&self, mut task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
         let timing = &self.worker.settings.timing;
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let mut session = match self.start_session(&task, events_tx.clone()).await {
+        let (playout_tx, mut playout) = mpsc::unbounded_channel();
+        let session = match self.start_session(&task, events_tx.clone(), playout_tx.clone()).await {
             Ok(s) => s,
             Err(reason) => {
                 self.apply(Action::SourceFailed { reason }).await?;
@@ -220,9 +222,7 @@ impl TaskRunner {
         let mut heartbeat = tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
         // The task record is re-read this often, so cmd=2/3 reach a running session quickly.
         let mut watch = tokio::time::interval(Duration::from_millis(500));
-        let mut down_since: Option<Instant> = None;
         let mut dest_down_since: HashMap<String, Instant> = HashMap::new();
-        let slate = Duration::from_millis(timing.slate_duration_ms);
         let give_up = Duration::from_millis(timing.push_give_up_ms);
         let end = loop {
             tokio::select! {
@@ -262,23 +262,22 @@ impl TaskRunner {
                             _ => {}
                         }
                     }
-                    // New sources (cmd=3): a new session on the new list.
+                    // New sources (cmd=3): swapped inside the session, now or after the current
+                    // item; destination connections stay up.
                     if task.sources_revision != sources_revision {
                         sources_revision = task.sources_revision;
-                        // The new sources get a new session. Its pushers start while the old
-                        // session closes and, refused while the old publisher holds the stream,
-                        // retry with backoff until it is gone.
-                        // TODO(issue 4): swap sources inside the session so the destination
-                        // connections stay up across a cmd=3.
-                        let replacement = self.start_session(&task, events_tx.clone()).await;
-                        let old = std::mem::replace(&mut session, match replacement {
+                        let sources = match self.build_sources(&task).await {
                             Ok(s) => s,
                             Err(reason) => {
                                 self.apply(Action::SourceFailed { reason }).await?;
                                 break RunEnd::TaskEnded;
                             }
-                        });
-                        old.stop().await;
+                        };
+                        let (loops, index, when) = playout::replacement(&task);
+                        if let Err(e) = session.replace_playlist(sources, loops, index, when).await {
+                            self.apply(Action::SourceFailed { reason: e.to_string() }).await?;
+                            break RunEnd::TaskEnded;
+                        }
                     }
                     let status = session.status();
                     for p in &status.destinations {
@@ -307,17 +306,46 @@ impl TaskRunner {
                             _ => {}
                         }
                     }
-                    // Every source down: keep destinations up for the slate time, then fail.
-                    match status.source_state {
-                        SourceState::Running => down_since = None,
-                        _ if task.state == TaskState::Running || matches!(task.state, TaskState::Retrying { .. }) => {
-                            let since = *down_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() >= slate {
-                                self.apply(Action::SourceFailed { reason: "every source is down".into() }).await?;
-                                break RunEnd::TaskEnded;
+                }
+                Some(event) = playout.recv() => {
+                    match event {
+                        PlayoutEvent::ItemStarted { index, loop_number } => {
+                            let position = PlaybackPosition { index, loops_done: loop_number.saturating_sub(1), offset_ms: 0 };
+                            task = self.apply(Action::ItemAdvanced { position }).await?.unwrap_or(task);
+                        }
+                        PlayoutEvent::ItemFailed { index, reason } => {
+                            let file = task.sources.get(index).map(|s| s.url.to_string()).unwrap_or_default();
+                            task = self.apply(Action::ItemWarning { file, detail: reason }).await?.unwrap_or(task);
+                        }
+                        PlayoutEvent::SlateStarted => {
+                            if matches!(task.state, TaskState::Running | TaskState::Retrying { .. }) {
+                                let reason = "every source is down; destinations are on the slate".to_string();
+                                task = self.apply(Action::SourceInterrupted { reason }).await?.unwrap_or(task);
                             }
                         }
-                        _ => {}
+                        PlayoutEvent::SlateEnded => {
+                            if matches!(task.state, TaskState::Retrying { .. }) {
+                                task = self.apply(Action::SourceRecovered).await?.unwrap_or(task);
+                            }
+                        }
+                        PlayoutEvent::SourcesExhausted { reason } => {
+                            self.apply(Action::SourceFailed { reason }).await?;
+                            break RunEnd::TaskEnded;
+                        }
+                        // cmd=3 already reported the new list (5) when it was accepted.
+                        PlayoutEvent::SourcesReplaced { .. } => {}
+                        PlayoutEvent::Finished { cause, reason } => {
+                            tracing::info!(task = %self.key, ?cause, %reason, "session finished");
+                            let action = match cause {
+                                FinishCause::PlaylistFinished => Action::Finished { cause: StopCause::LoopsDone },
+                                FinishCause::Duration => Action::Finished { cause: StopCause::RelOffTime },
+                                FinishCause::SourcesExhausted | FinishCause::SourceEnded => Action::SourceFailed { reason },
+                                // Only we stop sessions: the loop already knows why.
+                                FinishCause::Stopped => continue,
+                            };
+                            self.apply(action).await?;
+                            break RunEnd::TaskEnded;
+                        }
                     }
                 }
                 Some(event) = events.recv() => {
@@ -334,13 +362,8 @@ impl TaskRunner {
                                 task = self.apply(Action::SourceRecovered).await?.unwrap_or(task);
                             }
                         }
-                        SessionEvent::Finished { reason } => {
-                            tracing::info!(task = %self.key, %reason, "session finished");
-                            if task.task_type == TaskType::Video {
-                                self.apply(Action::Finished { cause: StopCause::LoopsDone }).await?;
-                                break RunEnd::TaskEnded;
-                            }
-                        }
+                        // How a session ends is reported on the playout channel.
+                        SessionEvent::Finished { .. } => {}
                         SessionEvent::DestinationFailed { url, reason, .. } => {
                             tracing::warn!(task = %self.key, %url, %reason, "destination failed");
                         }
@@ -353,7 +376,9 @@ impl TaskRunner {
         Ok(end)
     }
 
-    async fn start_session(&self, task: &RelayTask, events: mpsc::UnboundedSender<SessionEvent>) -> Result<RelaySession, String> {
+    /// The ingest of every source of the task: copy or transcode, watermarks fetched once,
+    /// pull headers, and the playlist's `relofftime` windows.
+    async fn build_sources(&self, task: &RelayTask) -> Result<Vec<IngestSpec>, String> {
         let settings = &self.worker.settings;
         let kind = if task.task_type == TaskType::Video { SourceKind::Vod } else { SourceKind::Live };
         // Before any ffmpeg starts: a missing encoder or a bad watermark fails the task with its
@@ -365,24 +390,44 @@ impl TaskRunner {
         } else {
             Watermarks::default()
         };
-        let sources: Vec<IngestSpec> = task
+        let mut sources: Vec<IngestSpec> = task
             .sources
             .iter()
             .map(|s| {
-                let mut spec = IngestSpec::live(s.url.as_str());
-                spec.kind = kind;
-                if kind == SourceKind::Vod {
-                    spec.probe_size = None;
-                }
+                let mut spec = match kind {
+                    SourceKind::Vod => IngestSpec::vod(s.url.as_str()),
+                    SourceKind::Live => IngestSpec::live(s.url.as_str()),
+                };
                 spec.ffmpeg_path = settings.ffmpeg_path.clone();
                 spec.headers = s.pull_stream_headers.iter().map(|h| (h.header_key.clone(), h.header_value.clone())).collect();
                 transcode::apply(&mut spec, &task.fops, s, &watermarks).map_err(|e| e.to_string())?;
                 Ok(spec)
             })
             .collect::<Result<_, String>>()?;
+        playout::apply_sources(&mut sources, task);
+        Ok(sources)
+    }
+
+    async fn start_session(
+        &self,
+        task: &RelayTask,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        playout_events: mpsc::UnboundedSender<PlayoutEvent>,
+    ) -> Result<RelaySession, String> {
+        let settings = &self.worker.settings;
+        let sources = self.build_sources(task).await?;
         let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
         let mut spec = SessionSpec::new(sources, destinations);
+        playout::apply_task(&mut spec, task);
         spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        // Every source down: destinations stay connected on a slate for the configured time
+        // (platforms would otherwise end the broadcast), then the task fails.
+        spec.slate = Some(SlateConfig {
+            timeout: Duration::from_millis(settings.timing.slate_duration_ms),
+            image: None,
+            ffmpeg_path: settings.ffmpeg_path.clone(),
+        });
+        spec.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| e.to_string())
     }
 }

@@ -713,3 +713,138 @@ impl Drop for TlsFront {
         self.task.abort();
     }
 }
+
+/// A minimal static file server on 127.0.0.1 (GET/HEAD, single byte ranges, 404), enough
+/// for ffmpeg to read and seek MP4 files. Runs until dropped.
+pub struct FileServer {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FileServer {
+    /// Serves the files directly in `root`.
+    pub async fn start(root: PathBuf) -> FileServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let root = root.clone();
+                tokio::spawn(async move {
+                    let _ = serve(sock, &root).await;
+                });
+            }
+        });
+        FileServer { port, task }
+    }
+
+    /// `http://127.0.0.1:PORT/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut sock: tokio::net::TcpStream, root: &Path) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 || req.len() > 16_384 {
+            return Ok(());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let req = String::from_utf8_lossy(&req).to_string();
+    let mut lines = req.lines();
+    let first: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let (method, path) = (
+        first.first().copied().unwrap_or(""),
+        first.get(1).copied().unwrap_or("/"),
+    );
+    let name = path.trim_start_matches('/');
+    let range = lines
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("range")
+                .then(|| v.trim().to_string())
+        })
+        .and_then(|v| {
+            let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()))
+        });
+    let data = if name.is_empty() || name.contains('/') || name.contains("..") {
+        None
+    } else {
+        tokio::fs::read(root.join(name)).await.ok()
+    };
+    let Some(data) = data else {
+        sock.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await?;
+        return Ok(());
+    };
+    let total = data.len() as u64;
+    let (status, start, end) = match range {
+        Some((a, _)) if a >= total => {
+            let head = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            sock.write_all(head.as_bytes()).await?;
+            return Ok(());
+        }
+        Some((a, b)) => (
+            "206 Partial Content",
+            a,
+            b.unwrap_or(total - 1).min(total - 1),
+        ),
+        None => ("200 OK", 0, total.saturating_sub(1)),
+    };
+    let body = &data[start as usize..=(end as usize).min(data.len().saturating_sub(1))];
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status.starts_with("206") {
+        head.push_str(&format!("Content-Range: bytes {start}-{end}/{total}\r\n"));
+    }
+    head.push_str("\r\n");
+    sock.write_all(head.as_bytes()).await?;
+    if method != "HEAD" {
+        sock.write_all(body).await?;
+    }
+    sock.shutdown().await
+}
+
+/// Writes a small MP4 (moov first): `secs` of testsrc2 at `size`, H.264 GOP 1 s + AAC.
+pub fn mp4_file(dir: &Path, name: &str, size: &str, secs: u32) {
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-movflags", "+faststart"])
+        .arg(dir.join(name))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot write {name}");
+}
+
