@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use md5::{Digest, Md5};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+};
 use serde_json::{json, Value};
 
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -79,7 +81,10 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         relaycast_workers::process::own_process_group(cmd);
         let child = cmd
             .stdin(Stdio::null())
@@ -87,7 +92,11 @@ impl Proc {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {name}"))?;
-        Ok(Proc { child, name: name.to_string(), reaped: false })
+        Ok(Proc {
+            child,
+            name: name.to_string(),
+            reaped: false,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -139,10 +148,16 @@ impl Drop for Proc {
 /// pid -> (ppid, utime+stime+cutime+cstime in ticks) for every process.
 fn proc_table() -> HashMap<u32, (u32, u64)> {
     let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let Some(i) = stat.rfind(')') else { continue };
         let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
         if f.len() < 15 {
@@ -156,7 +171,11 @@ fn proc_table() -> HashMap<u32, (u32, u64)> {
 
 /// The roots and all their descendants.
 fn tree(roots: &[u32], table: &HashMap<u32, (u32, u64)>) -> Vec<u32> {
-    let mut out: Vec<u32> = roots.iter().copied().filter(|p| table.contains_key(p)).collect();
+    let mut out: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|p| table.contains_key(p))
+        .collect();
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];
@@ -176,18 +195,21 @@ fn ticks(roots: &[u32]) -> (u64, usize) {
     (pids.iter().map(|p| table[p].1).sum(), pids.len())
 }
 
-fn rss_kb(roots: &[u32]) -> u64 {
-    let table = proc_table();
-    tree(roots, &table)
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
+fn process_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmRSS:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
         })
-        .sum()
+        .unwrap_or(0)
+}
+
+fn rss_kb(roots: &[u32]) -> u64 {
+    let table = proc_table();
+    tree(roots, &table).iter().map(|p| process_rss_kb(*p)).sum()
 }
 
 fn clock_ticks() -> f64 {
@@ -275,12 +297,25 @@ impl Nginx {
         std::fs::write(&conf_path, conf)?;
         let proc = Proc::spawn(
             "nginx",
-            Command::new("nginx").arg("-p").arg(&p).arg("-e").arg(p.join("error.log")).arg("-c").arg(&conf_path),
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&p)
+                .arg("-e")
+                .arg(p.join("error.log"))
+                .arg("-c")
+                .arg(&conf_path),
             &p.join("stderr.log"),
         )?;
-        let n = Nginx { rtmp, http, _proc: proc };
+        let n = Nginx {
+            rtmp,
+            http,
+            _proc: proc,
+        };
         if !(wait_port(rtmp, Duration::from_secs(5)) && wait_port(http, Duration::from_secs(5))) {
-            bail!("nginx did not start: {}", std::fs::read_to_string(p.join("error.log")).unwrap_or_default());
+            bail!(
+                "nginx did not start: {}",
+                std::fs::read_to_string(p.join("error.log")).unwrap_or_default()
+            );
         }
         Ok(n)
     }
@@ -290,7 +325,9 @@ impl Nginx {
     }
 
     fn stat(&self) -> HashMap<String, StreamStat> {
-        let body = http_request(&format!("127.0.0.1:{}", self.http), "GET", "/stat", None).map(|(_, b)| b).unwrap_or_default();
+        let body = http_request(&format!("127.0.0.1:{}", self.http), "GET", "/stat", None)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         let num = |s: Option<&str>| s.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
         xml_blocks(&body, "stream")
             .into_iter()
@@ -300,19 +337,34 @@ impl Nginx {
                     .into_iter()
                     .find(|c| c.contains("<publishing/>"))
                     .map(|c| num(xml_tag(c, "id")));
-                (xml_tag(head, "name").unwrap_or("").to_string(), StreamStat { bytes_in: num(xml_tag(head, "bytes_in")), publisher })
+                (
+                    xml_tag(head, "name").unwrap_or("").to_string(),
+                    StreamStat {
+                        bytes_in: num(xml_tag(head, "bytes_in")),
+                        publisher,
+                    },
+                )
             })
             .collect()
     }
 
     /// Waits until every stream named has a publisher and more than `min_bytes` received.
-    fn wait_publishing(&self, names: &[String], min_bytes: u64, within: Duration) -> Result<Duration> {
+    fn wait_publishing(
+        &self,
+        names: &[String],
+        min_bytes: u64,
+        within: Duration,
+    ) -> Result<Duration> {
         let start = Instant::now();
         loop {
             let stat = self.stat();
             let missing: Vec<&String> = names
                 .iter()
-                .filter(|n| !stat.get(*n).is_some_and(|s| s.publisher.is_some() && s.bytes_in > min_bytes))
+                .filter(|n| {
+                    !stat
+                        .get(*n)
+                        .is_some_and(|s| s.publisher.is_some() && s.bytes_in > min_bytes)
+                })
                 .collect();
             if missing.is_empty() {
                 return Ok(start.elapsed());
@@ -329,7 +381,12 @@ impl Nginx {
 // HTTP and the control API (plain HTTP/1.0 on loopback: one request per connection)
 // ---------------------------------------------------------------------------------------------
 
-fn http_request(host: &str, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, String)> {
+fn http_request(
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or_default();
@@ -342,7 +399,10 @@ fn http_request(host: &str, method: &str, path: &str, body: Option<&[u8]>) -> Re
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -354,7 +414,12 @@ struct Relaycast {
 }
 
 impl Relaycast {
-    fn start(bin: &Path, dir: &Path, name: &str, stall_timeout_ms: Option<u64>) -> Result<Relaycast> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        stall_timeout_ms: Option<u64>,
+    ) -> Result<Relaycast> {
         let d = dir.join(name);
         std::fs::create_dir_all(&d)?;
         let config = d.join("relaycast.toml");
@@ -374,13 +439,23 @@ impl Relaycast {
             cmd.env("RELAYCAST_TIMING__SOURCE_STALL_TIMEOUT_MS", ms.to_string());
         }
         let proc = Proc::spawn("relaycast up", &mut cmd, &d.join("relaycast.log"))?;
-        let mut rc = Relaycast { addr, proc, seq: AtomicU64::new(0) };
+        let mut rc = Relaycast {
+            addr,
+            proc,
+            seq: AtomicU64::new(0),
+        };
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             if !rc.proc.running() {
-                bail!("relaycast exited early; see {}", d.join("relaycast.log").display());
+                bail!(
+                    "relaycast exited early; see {}",
+                    d.join("relaycast.log").display()
+                );
             }
-            if matches!(http_request(&rc.addr, "GET", "/healthz", None), Ok((200, _))) {
+            if matches!(
+                http_request(&rc.addr, "GET", "/healthz", None),
+                Ok((200, _))
+            ) {
                 return Ok(rc);
             }
             if Instant::now() > until {
@@ -391,10 +466,15 @@ impl Relaycast {
     }
 
     fn forward(&self, body: &Value) -> Result<Value> {
-        let r = format!("rb{}x{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed));
+        let r = format!(
+            "rb{}x{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
         let k = hex::encode(Md5::digest(format!("{r}{KEY}").as_bytes()));
         let path = format!("/api/cdn/v2/forwardRequest.action?n={ACCOUNT}&r={r}&k={k}");
-        let (status, text) = http_request(&self.addr, "POST", &path, Some(&serde_json::to_vec(body)?))?;
+        let (status, text) =
+            http_request(&self.addr, "POST", &path, Some(&serde_json::to_vec(body)?))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status != 200 || v["http_code"] != "200" {
             bail!("forwardRequest answered {status}: {v}");
@@ -415,9 +495,26 @@ impl Relaycast {
         .map(|_| ())
     }
 
+    /// SIGTERM (relaycast drains: stops its ingest ffmpeg and reaps it), then the tree is
+    /// killed if anything is left after `within`.
+    fn shutdown(mut self, within: Duration) {
+        if self.proc.running() {
+            // SAFETY: kill(2) only sends a signal.
+            unsafe {
+                libc::kill(self.proc.pid() as i32, libc::SIGTERM);
+            }
+            let until = Instant::now() + within;
+            while self.proc.running() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.proc.kill();
+    }
+
     /// `cmd=2` on the whole task.
     fn stop(&self, id: &str) -> Result<()> {
-        self.forward(&json!({ "cmd": "2", "type": "live", "list": [{ "id": id }] })).map(|_| ())
+        self.forward(&json!({ "cmd": "2", "type": "live", "list": [{ "id": id }] }))
+            .map(|_| ())
     }
 }
 
@@ -451,7 +548,11 @@ impl Player {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        Player { tags, stop, thread: Some(thread) }
+        Player {
+            tags,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn snapshot(&self) -> Vec<VTag> {
@@ -460,7 +561,10 @@ impl Player {
 
     /// The first keyframe received at or after `since`.
     fn first_key_after(&self, since: Instant) -> Option<Instant> {
-        self.snapshot().iter().find(|t| t.key && t.at >= since).map(|t| t.at)
+        self.snapshot()
+            .iter()
+            .find(|t| t.key && t.at >= since)
+            .map(|t| t.at)
     }
 
     fn finish(mut self) -> Vec<VTag> {
@@ -483,13 +587,23 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().map_err(|e| anyhow!("{e:?}"))?)?;
+    s.write_all(
+        &hs.generate_outbound_p0_and_p1()
+            .map_err(|e| anyhow!("{e:?}"))?,
+    )?;
     let mut buf = vec![0u8; 65536];
     let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
         match s.read(buf) {
             Ok(0) => bail!("closed"),
             Ok(n) => Ok(Some(n)),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     };
@@ -497,10 +611,17 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let Some(n) = read(&mut s, &mut buf)? else { continue };
+        let Some(n) = read(&mut s, &mut buf)? else {
+            continue;
+        };
         match hs.process_bytes(&buf[..n]).map_err(|e| anyhow!("{e:?}"))? {
-            HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes)?,
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes)?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
                 s.write_all(&response_bytes)?;
                 break remaining_bytes;
             }
@@ -510,7 +631,11 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
     config.tc_url = Some(format!("rtmp://127.0.0.1:{port}/live"));
     let (mut session, initial) = ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
     let mut results = initial;
-    results.push(session.request_connection("live".into()).map_err(|e| anyhow!("{e:?}"))?);
+    results.push(
+        session
+            .request_connection("live".into())
+            .map_err(|e| anyhow!("{e:?}"))?,
+    );
     let mut pending = leftover;
     loop {
         let mut out = Vec::new();
@@ -519,9 +644,16 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
             match r {
                 ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    more.push(session.request_playback(stream.to_string()).map_err(|e| anyhow!("{e:?}"))?);
+                    more.push(
+                        session
+                            .request_playback(stream.to_string())
+                            .map_err(|e| anyhow!("{e:?}"))?,
+                    );
                 }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived { data, .. }) => {
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived {
+                    data,
+                    ..
+                }) => {
                     let at = Instant::now();
                     // FLV video: frame type in the high nibble (1 = key); AVC packet type 1 = NALUs.
                     let key = data.len() > 5 && data[0] >> 4 == 1 && data[1] == 1;
@@ -529,7 +661,11 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
                     data.get(5..).unwrap_or_default().hash(&mut h);
                     if data.len() > 5 && data[1] == 1 {
                         if let Ok(mut t) = tags.lock() {
-                            t.push(VTag { at, key, hash: h.finish() });
+                            t.push(VTag {
+                                at,
+                                key,
+                                hash: h.finish(),
+                            });
                         }
                     }
                 }
@@ -545,7 +681,9 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
             s.write_all(&out)?;
         }
         if !pending.is_empty() {
-            results = session.handle_input(&pending).map_err(|e| anyhow!("{e:?}"))?;
+            results = session
+                .handle_input(&pending)
+                .map_err(|e| anyhow!("{e:?}"))?;
             pending.clear();
             continue;
         }
@@ -568,9 +706,31 @@ fn source_file(dir: &Path) -> Result<PathBuf> {
     eprintln!("# encoding the 20 s source file (once, before any measurement)");
     let ok = ffmpeg()
         .args(["-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "20"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
-        .args(["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "5000k",
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+        ])
         .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv"])
         .arg(&path)
         .status()?
@@ -584,18 +744,33 @@ fn source_file(dir: &Path) -> Result<PathBuf> {
 fn publisher(file: &Path, url: &str, log: &Path) -> Result<Proc> {
     Proc::spawn(
         "publisher",
-        ffmpeg().args(["-re", "-stream_loop", "-1", "-i"]).arg(file).args(["-c", "copy", "-f", "flv", url]),
+        ffmpeg()
+            .args(["-re", "-stream_loop", "-1", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url]),
         log,
     )
 }
 
 fn copy_relay(src: &str, dest: &str, log: &Path) -> Result<Proc> {
-    Proc::spawn("ffmpeg -c copy", ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "flv", dest]), log)
+    Proc::spawn(
+        "ffmpeg -c copy",
+        ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "flv", dest]),
+        log,
+    )
 }
 
 fn tee_relay(src: &str, dests: &[String], log: &Path) -> Result<Proc> {
-    let spec = dests.iter().map(|d| format!("[f=flv:onfail=ignore]{d}")).collect::<Vec<_>>().join("|");
-    Proc::spawn("ffmpeg tee", ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "tee", &spec]), log)
+    let spec = dests
+        .iter()
+        .map(|d| format!("[f=flv:onfail=ignore]{d}"))
+        .collect::<Vec<_>>()
+        .join("|");
+    Proc::spawn(
+        "ffmpeg tee",
+        ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "tee", &spec]),
+        log,
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -644,21 +819,36 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
     }
     let bin = match &opts.relaycast_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("relaycast"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("relaycast"),
     };
     if !bin.exists() {
-        bail!("{} not found: build it with cargo build --release -p relaycast", bin.display());
+        bail!(
+            "{} not found: build it with cargo build --release -p relaycast",
+            bin.display()
+        );
     }
     let dir = crate::temp_dir(opts.dir.as_deref())?;
     let nginx = Nginx::start(dir.path())?;
     let file = source_file(dir.path())?;
-    let ctx = Ctx { dir, nginx, file, bin, opts: opts.clone() };
+    let ctx = Ctx {
+        dir,
+        nginx,
+        file,
+        bin,
+        opts: opts.clone(),
+    };
     let machine = json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string())),
         "loadavg": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string()),
     });
-    println!("{}", json!({ "bench": "relay", "figure": "machine", "machine": machine }));
+    println!(
+        "{}",
+        json!({ "bench": "relay", "figure": "machine", "machine": machine })
+    );
     for phase in &opts.phases {
         match phase.as_str() {
             "cpu" => phase_cpu(&ctx)?,
@@ -684,38 +874,71 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
     let mut results: HashMap<(&str, usize), Vec<(f64, f64)>> = HashMap::new();
     for round in 1..=ctx.opts.rounds {
         for &n in &ctx.opts.destinations {
-            let names = |p: &str| (0..n).map(|i| format!("{p}_{n}_{round}_{i}")).collect::<Vec<_>>();
+            let names = |p: &str| {
+                (0..n)
+                    .map(|i| format!("{p}_{n}_{round}_{i}"))
+                    .collect::<Vec<_>>()
+            };
             let (rc_names, sep_names, tee_names) = (names("rc"), names("sep"), names("tee"));
             let urls = |v: &[String]| v.iter().map(|s| nginx.url(s)).collect::<Vec<_>>();
 
-            let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), &format!("rc_{n}_{round}"), ctx.opts.stall_timeout_ms)?;
-            rc.create(&format!("cpu{n}r{round}"), &[nginx.url("src")], &urls(&rc_names))?;
+            let rc = Relaycast::start(
+                &ctx.bin,
+                ctx.dir.path(),
+                &format!("rc_{n}_{round}"),
+                ctx.opts.stall_timeout_ms,
+            )?;
+            rc.create(
+                &format!("cpu{n}r{round}"),
+                &[nginx.url("src")],
+                &urls(&rc_names),
+            )?;
             let seps: Vec<Proc> = urls(&sep_names)
                 .iter()
                 .map(|d| copy_relay(&nginx.url("src"), d, &ctx.log(&format!("sep_{n}_{round}"))))
                 .collect::<Result<_>>()?;
-            let tee = tee_relay(&nginx.url("src"), &urls(&tee_names), &ctx.log(&format!("tee_{n}_{round}")))?;
-            let all: Vec<String> = [rc_names.clone(), sep_names.clone(), tee_names.clone()].concat();
+            let tee = tee_relay(
+                &nginx.url("src"),
+                &urls(&tee_names),
+                &ctx.log(&format!("tee_{n}_{round}")),
+            )?;
+            let all: Vec<String> =
+                [rc_names.clone(), sep_names.clone(), tee_names.clone()].concat();
             nginx.wait_publishing(&all, 50_000, Duration::from_secs(30))?;
             std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
 
             let contenders: Vec<(&str, Vec<u32>, &Vec<String>)> = vec![
                 ("relaycast", vec![rc.proc.pid()], &rc_names),
-                ("ffmpeg x N", seps.iter().map(Proc::pid).collect(), &sep_names),
+                (
+                    "ffmpeg x N",
+                    seps.iter().map(Proc::pid).collect(),
+                    &sep_names,
+                ),
                 ("ffmpeg tee", vec![tee.pid()], &tee_names),
             ];
             let stat0 = nginx.stat();
+            let own = |pid: u32| proc_table().get(&pid).map(|x| x.1).unwrap_or(0);
+            let rc_own0 = own(rc.proc.pid());
             let before: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
             let t0 = Instant::now();
             let mut rss: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            let mut rc_own_rss = Vec::new();
             while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
                 std::thread::sleep(Duration::from_secs(1));
                 for (i, c) in contenders.iter().enumerate() {
                     rss[i].push(rss_kb(&c.1) as f64 / 1024.0);
                 }
+                rc_own_rss.push(process_rss_kb(rc.proc.pid()) as f64 / 1024.0);
             }
             let after: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
+            let rc_own1 = own(rc.proc.pid());
             let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+                        "cpu_pct_of_one_core": r2(rc_own1.saturating_sub(rc_own0) as f64 / hz / secs * 100.0),
+                        "rss_mb_median": r2(median(&mut rc_own_rss)) })
+            );
             let stat1 = nginx.stat();
             for (i, (name, _, dests)) in contenders.iter().enumerate() {
                 let cpu = (after[i].0.saturating_sub(before[i].0)) as f64 / hz / secs * 100.0;
@@ -736,18 +959,26 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                             "processes": after[i].1, "min_kbps_per_destination": min_kbps.round() })
                 );
                 if min_kbps < 1500.0 {
-                    eprintln!("# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination");
+                    eprintln!(
+                        "# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination"
+                    );
                 }
                 results.entry((*name, n)).or_default().push((cpu, rss_mb));
             }
             drop(tee);
             drop(seps);
-            drop(rc);
+            rc.shutdown(Duration::from_secs(6));
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    println!("# relay cpu+rss: medians over {} round(s), {} s windows, CPU in % of one core", ctx.opts.rounds, ctx.opts.window);
-    println!("# {:>5} | {:>18} | {:>18} | {:>18} | {:>9} | {:>9}", "dests", "relaycast cpu/rss", "ffmpeg x N", "ffmpeg tee", "rc/tee", "rc/(xN)");
+    println!(
+        "# relay cpu+rss: medians over {} round(s), {} s windows, CPU in % of one core",
+        ctx.opts.rounds, ctx.opts.window
+    );
+    println!(
+        "# {:>5} | {:>18} | {:>18} | {:>18} | {:>9} | {:>9}",
+        "dests", "relaycast cpu/rss", "ffmpeg x N", "ffmpeg tee", "rc/tee", "rc/(xN)"
+    );
     for &n in &ctx.opts.destinations {
         let med = |name: &str| {
             let v = results.get(&(name, n)).cloned().unwrap_or_default();
@@ -788,7 +1019,12 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("ffsrc"), &ctx.log("publisher-ffsrc"))?;
     nginx.wait_publishing(&["ffsrc".to_string()], 100_000, Duration::from_secs(15))?;
-    let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), "rc_first_frame", ctx.opts.stall_timeout_ms)?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_first_frame",
+        ctx.opts.stall_timeout_ms,
+    )?;
     let (mut t_rc, mut t_ff, mut t_src) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=ctx.opts.first_frame_runs {
         let (d_rc, d_ff) = (format!("ff_rc_{run}"), format!("ff_ff_{run}"));
@@ -799,12 +1035,25 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
         let p_src = Player::start(nginx.rtmp, "ffsrc");
-        let ff = copy_relay(&nginx.url("ffsrc"), &nginx.url(&d_ff), &ctx.log("first-frame-ffmpeg"))?;
-        rc.create(&format!("ff{run}"), &[nginx.url("ffsrc")], &[nginx.url(&d_rc)])?;
+        let ff = copy_relay(
+            &nginx.url("ffsrc"),
+            &nginx.url(&d_ff),
+            &ctx.log("first-frame-ffmpeg"),
+        )?;
+        rc.create(
+            &format!("ff{run}"),
+            &[nginx.url("ffsrc")],
+            &[nginx.url(&d_rc)],
+        )?;
         let api_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let until = t0 + Duration::from_secs(30);
-        let secs = |p: &Player| p.first_key_after(t0).map(|t| t.duration_since(t0).as_secs_f64());
-        while Instant::now() < until && (secs(&p_rc).is_none() || secs(&p_ff).is_none() || secs(&p_src).is_none()) {
+        let secs = |p: &Player| {
+            p.first_key_after(t0)
+                .map(|t| t.duration_since(t0).as_secs_f64())
+        };
+        while Instant::now() < until
+            && (secs(&p_rc).is_none() || secs(&p_ff).is_none() || secs(&p_src).is_none())
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (a, b, c) = (secs(&p_rc), secs(&p_ff), secs(&p_src));
@@ -821,6 +1070,7 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
         drop((p_rc, p_ff, p_src));
         std::thread::sleep(Duration::from_secs(1));
     }
+    rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff, m_src) = (median(&mut t_rc), median(&mut t_ff), median(&mut t_src));
     println!(
         "{}",
@@ -860,7 +1110,19 @@ impl NaiveLoop {
                 let src = &sources[i % sources.len()];
                 let Ok(mut p) = Proc::spawn(
                     "naive ffmpeg",
-                    ffmpeg().args(["-rw_timeout", "2000000", "-i", src, "-map", "0", "-c", "copy", "-f", "flv", &dest]),
+                    ffmpeg().args([
+                        "-rw_timeout",
+                        "2000000",
+                        "-i",
+                        src,
+                        "-map",
+                        "0",
+                        "-c",
+                        "copy",
+                        "-f",
+                        "flv",
+                        &dest,
+                    ]),
                     &log,
                 ) else {
                     return;
@@ -871,7 +1133,10 @@ impl NaiveLoop {
                 i += 1;
             }
         });
-        NaiveLoop { stop, thread: Some(thread) }
+        NaiveLoop {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -896,13 +1161,22 @@ fn largest_gap(tags: &[VTag], from: Instant, to: Instant) -> Option<(f64, f64)> 
         }
     }
     let (gap, i) = best?;
-    let key = w[i..].iter().find(|t| t.key).map(|t| t.at.duration_since(from).as_secs_f64()).unwrap_or(f64::NAN);
+    let key = w[i..]
+        .iter()
+        .find(|t| t.key)
+        .map(|t| t.at.duration_since(from).as_secs_f64())
+        .unwrap_or(f64::NAN);
     Some((gap, key))
 }
 
 fn phase_failover(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
-    let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), "rc_failover", ctx.opts.stall_timeout_ms)?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_failover",
+        ctx.opts.stall_timeout_ms,
+    )?;
     let (mut g_rc, mut g_ff) = (Vec::new(), Vec::new());
     for run in 1..=ctx.opts.failover_runs {
         let (p, b) = (format!("fo_p_{run}"), format!("fo_b_{run}"));
@@ -912,13 +1186,29 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
         let (d_rc, d_ff) = (format!("fo_rc_{run}"), format!("fo_ff_{run}"));
         let p_rc = Player::start(nginx.rtmp, &d_rc);
         let p_ff = Player::start(nginx.rtmp, &d_ff);
-        rc.create(&format!("fo{run}"), &[nginx.url(&p), nginx.url(&b)], &[nginx.url(&d_rc)])?;
-        let naive = NaiveLoop::start(vec![nginx.url(&p), nginx.url(&b)], nginx.url(&d_ff), ctx.log("naive-loop"));
-        nginx.wait_publishing(&[d_rc.clone(), d_ff.clone()], 100_000, Duration::from_secs(30))?;
+        rc.create(
+            &format!("fo{run}"),
+            &[nginx.url(&p), nginx.url(&b)],
+            &[nginx.url(&d_rc)],
+        )?;
+        let naive = NaiveLoop::start(
+            vec![nginx.url(&p), nginx.url(&b)],
+            nginx.url(&d_ff),
+            ctx.log("naive-loop"),
+        );
+        nginx.wait_publishing(
+            &[d_rc.clone(), d_ff.clone()],
+            100_000,
+            Duration::from_secs(30),
+        )?;
         std::thread::sleep(Duration::from_secs(5));
-        let publishers = |s: &HashMap<String, StreamStat>, n: &str| s.get(n).and_then(|x| x.publisher);
+        let publishers =
+            |s: &HashMap<String, StreamStat>, n: &str| s.get(n).and_then(|x| x.publisher);
         let stat = nginx.stat();
-        let mut ids: [Vec<u64>; 2] = [publishers(&stat, &d_rc).into_iter().collect(), publishers(&stat, &d_ff).into_iter().collect()];
+        let mut ids: [Vec<u64>; 2] = [
+            publishers(&stat, &d_rc).into_iter().collect(),
+            publishers(&stat, &d_ff).into_iter().collect(),
+        ];
 
         primary.kill();
         let killed = Instant::now();
@@ -936,8 +1226,10 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
         }
         let end = Instant::now();
         let (tags_rc, tags_ff) = (p_rc.finish(), p_ff.finish());
-        let (rc_gap, rc_key) = largest_gap(&tags_rc, killed - Duration::from_secs(1), end).unwrap_or((f64::NAN, f64::NAN));
-        let (ff_gap, ff_key) = largest_gap(&tags_ff, killed - Duration::from_secs(1), end).unwrap_or((f64::NAN, f64::NAN));
+        let (rc_gap, rc_key) = largest_gap(&tags_rc, killed - Duration::from_secs(1), end)
+            .unwrap_or((f64::NAN, f64::NAN));
+        let (ff_gap, ff_key) = largest_gap(&tags_ff, killed - Duration::from_secs(1), end)
+            .unwrap_or((f64::NAN, f64::NAN));
         let recon = |v: &Vec<u64>| v.len().saturating_sub(1);
         println!(
             "{}",
@@ -952,6 +1244,7 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
         drop(naive);
         std::thread::sleep(Duration::from_secs(1));
     }
+    rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff) = (median(&mut g_rc), median(&mut g_ff));
     println!(
         "{}",
@@ -976,8 +1269,16 @@ fn delays(src: &[VTag], dest: &[VTag]) -> Vec<f64> {
     }
     dest.iter()
         .filter_map(|t| {
-            let at = by_hash.get(&t.hash)?.iter().filter(|s| **s <= t.at + Duration::from_millis(5)).max()?;
-            let d = if t.at >= *at { t.at.duration_since(*at).as_secs_f64() } else { -at.duration_since(t.at).as_secs_f64() };
+            let at = by_hash
+                .get(&t.hash)?
+                .iter()
+                .filter(|s| **s <= t.at + Duration::from_millis(5))
+                .max()?;
+            let d = if t.at >= *at {
+                t.at.duration_since(*at).as_secs_f64()
+            } else {
+                -at.duration_since(t.at).as_secs_f64()
+            };
             (d < 5.0).then_some(d * 1000.0)
         })
         .collect()
@@ -987,12 +1288,29 @@ fn phase_delay(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("dlsrc"), &ctx.log("publisher-dlsrc"))?;
     nginx.wait_publishing(&["dlsrc".to_string()], 100_000, Duration::from_secs(15))?;
-    let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), "rc_delay", ctx.opts.stall_timeout_ms)?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_delay",
+        ctx.opts.stall_timeout_ms,
+    )?;
     rc.create("delay", &[nginx.url("dlsrc")], &[nginx.url("dl_rc")])?;
-    let _ff = copy_relay(&nginx.url("dlsrc"), &nginx.url("dl_ff"), &ctx.log("delay-ffmpeg"))?;
-    nginx.wait_publishing(&["dl_rc".to_string(), "dl_ff".to_string()], 100_000, Duration::from_secs(30))?;
+    let _ff = copy_relay(
+        &nginx.url("dlsrc"),
+        &nginx.url("dl_ff"),
+        &ctx.log("delay-ffmpeg"),
+    )?;
+    nginx.wait_publishing(
+        &["dl_rc".to_string(), "dl_ff".to_string()],
+        100_000,
+        Duration::from_secs(30),
+    )?;
     std::thread::sleep(Duration::from_secs(3));
-    let players = [Player::start(nginx.rtmp, "dlsrc"), Player::start(nginx.rtmp, "dl_rc"), Player::start(nginx.rtmp, "dl_ff")];
+    let players = [
+        Player::start(nginx.rtmp, "dlsrc"),
+        Player::start(nginx.rtmp, "dl_rc"),
+        Player::start(nginx.rtmp, "dl_ff"),
+    ];
     std::thread::sleep(Duration::from_secs(ctx.opts.window.max(10)));
     let [s, a, b] = players.map(Player::finish);
     let mut out = Vec::new();
@@ -1012,5 +1330,6 @@ fn phase_delay(ctx: &Ctx) -> Result<()> {
         out[0].1, out[0].2, out[1].1, out[1].2
     );
     rc.stop("delay")?;
+    rc.shutdown(Duration::from_secs(6));
     Ok(())
 }
