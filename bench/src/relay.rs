@@ -409,6 +409,7 @@ fn http_request(
 /// A `relaycast up` child with one declared account, private targets allowed.
 struct Relaycast {
     addr: String,
+    log: PathBuf,
     proc: Proc,
     seq: AtomicU64,
 }
@@ -434,13 +435,15 @@ impl Relaycast {
             .arg(&config)
             .env("RELAYCAST_HTTP_ADDR", &addr)
             .env("RELAYCAST_DATA_DIR", d.join("data"))
-            .env("RELAYCAST_LOG_FILTER", "warn");
+            .env("RELAYCAST_LOG_FILTER", "warn")
+            .env("RELAYCAST_LOG_FORMAT", "text");
         if let Some(ms) = stall_timeout_ms {
             cmd.env("RELAYCAST_TIMING__SOURCE_STALL_TIMEOUT_MS", ms.to_string());
         }
         let proc = Proc::spawn("relaycast up", &mut cmd, &d.join("relaycast.log"))?;
         let mut rc = Relaycast {
             addr,
+            log: d.join("relaycast.log"),
             proc,
             seq: AtomicU64::new(0),
         };
@@ -870,6 +873,31 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
     let _pub = publisher(&ctx.file, &nginx.url("src"), &ctx.log("publisher-src"))?;
     nginx.wait_publishing(&["src".to_string()], 100_000, Duration::from_secs(15))?;
     let hz = clock_ticks();
+    {
+        // The fixed cost: an idle `relaycast up` (no task) over the same window.
+        let idle = Relaycast::start(
+            &ctx.bin,
+            ctx.dir.path(),
+            "rc_idle",
+            ctx.opts.stall_timeout_ms,
+        )?;
+        std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
+        let (t0, c0) = (Instant::now(), ticks(&[idle.proc.pid()]).0);
+        let mut rss = Vec::new();
+        while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+            std::thread::sleep(Duration::from_secs(1));
+            rss.push(rss_kb(&[idle.proc.pid()]) as f64 / 1024.0);
+        }
+        let cpu =
+            ticks(&[idle.proc.pid()]).0.saturating_sub(c0) as f64 / hz / t0.elapsed().as_secs_f64()
+                * 100.0;
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "relaycast idle (no task)", "cpu_pct_of_one_core": r2(cpu),
+                    "rss_mb_median": r2(median(&mut rss)) })
+        );
+        idle.shutdown(Duration::from_secs(6));
+    }
     // (contender, n) -> [(cpu %, rss MB)]
     let mut results: HashMap<(&str, usize), Vec<(f64, f64)>> = HashMap::new();
     for round in 1..=ctx.opts.rounds {
@@ -1178,6 +1206,7 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
         ctx.opts.stall_timeout_ms,
     )?;
     let (mut g_rc, mut g_ff) = (Vec::new(), Vec::new());
+    let mut seen_log_lines = 0;
     for run in 1..=ctx.opts.failover_runs {
         let (p, b) = (format!("fo_p_{run}"), format!("fo_b_{run}"));
         let mut primary = publisher(&ctx.file, &nginx.url(&p), &ctx.log("publisher-primary"))?;
@@ -1201,7 +1230,10 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
             100_000,
             Duration::from_secs(30),
         )?;
-        std::thread::sleep(Duration::from_secs(5));
+        // Spread the kill over the 2 s GOP (a fixed schedule would always kill at the same
+        // phase, and the time to the backup's next keyframe depends on it).
+        let phase = (run as f64 * 0.73) % 2.0;
+        std::thread::sleep(Duration::from_secs(5) + Duration::from_secs_f64(phase));
         let publishers =
             |s: &HashMap<String, StreamStat>, n: &str| s.get(n).and_then(|x| x.publisher);
         let stat = nginx.stat();
@@ -1236,10 +1268,23 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
             json!({ "bench": "relay", "figure": "failover", "run": run,
                     "relaycast_gap_s": r3(rc_gap), "relaycast_keyframe_after_kill_s": r3(rc_key - 1.0), "relaycast_reconnects": recon(&ids[0]),
                     "naive_ffmpeg_gap_s": r3(ff_gap), "naive_ffmpeg_keyframe_after_kill_s": r3(ff_key - 1.0), "naive_ffmpeg_reconnects": recon(&ids[1]),
-                    "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) })
+                    "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000), "kill_phase_offset_s": r2(phase) })
         );
         g_rc.push(rc_gap);
         g_ff.push(ff_gap);
+        // What relaycast itself said about the switch (its warnings: source failures).
+        let log = std::fs::read_to_string(&rc.log).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("source failed"))
+            .skip(seen_log_lines)
+        {
+            println!(
+                "# relaycast log (run {run}): {}",
+                line.chars().take(400).collect::<String>()
+            );
+        }
+        seen_log_lines = log.lines().filter(|l| l.contains("source failed")).count();
         rc.stop(&format!("fo{run}"))?;
         drop(naive);
         std::thread::sleep(Duration::from_secs(1));
