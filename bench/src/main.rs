@@ -6,6 +6,7 @@
 //! human line.
 
 mod api;
+mod relay;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use relaycast_core::ports::{Clock, Condition, Kind, Queue, Record, Store, StoreE
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "relaycast-bench", about = "Throughput of relaycast's embedded adapters")]
+#[command(name = "relaycast-bench", about = "Throughput of relaycast's embedded adapters and the relay data plane against ffmpeg")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +50,39 @@ enum Command {
         /// Requests in flight.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+    },
+    /// The relay data plane against ffmpeg baselines, side by side on this machine: CPU and RSS
+    /// for N destinations (relaycast vs N separate `ffmpeg -c copy` vs one ffmpeg `tee`), time
+    /// from create to first frame, failover gap and reconnects, added end-to-end delay. Needs
+    /// nginx with libnginx-mod-rtmp, ffmpeg, and a release `relaycast` binary.
+    Relay {
+        /// Measurements to run, comma-separated: cpu, first-frame, failover, delay.
+        #[arg(long, value_delimiter = ',', default_value = "cpu,first-frame,failover,delay")]
+        phases: Vec<String>,
+        /// Destination counts of the cpu phase, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
+        destinations: Vec<usize>,
+        /// Rounds of the cpu phase (every destination count once per round).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Seconds of warm-up once every destination is publishing.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Seconds of the CPU/RSS window (also the delay phase's recording time).
+        #[arg(long, default_value_t = 20)]
+        window: u64,
+        /// Runs of the first-frame phase.
+        #[arg(long, default_value_t = 3)]
+        first_frame_runs: usize,
+        /// Runs of the failover phase.
+        #[arg(long, default_value_t = 2)]
+        failover_runs: usize,
+        /// `timing.source_stall_timeout_ms` for the relaycast under test (default: its own).
+        #[arg(long)]
+        stall_timeout_ms: Option<u64>,
+        /// The relaycast binary (default: `relaycast` next to this binary).
+        #[arg(long)]
+        relaycast_bin: Option<std::path::PathBuf>,
     },
     /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
     /// writer, once with several concurrent writers; plus a contended counter.
@@ -265,5 +299,30 @@ async fn main() -> Result<()> {
         Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
         Command::StoreCas { ops, writers } => bench_store(base, ops, writers).await,
         Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency).await,
+        Command::Relay {
+            phases,
+            destinations,
+            rounds,
+            warmup,
+            window,
+            first_frame_runs,
+            failover_runs,
+            stall_timeout_ms,
+            relaycast_bin,
+        } => {
+            let opts = relay::RelayOptions {
+                phases,
+                destinations,
+                rounds,
+                warmup,
+                window,
+                first_frame_runs,
+                failover_runs,
+                stall_timeout_ms,
+                relaycast_bin,
+                dir: cli.dir.clone(),
+            };
+            tokio::task::spawn_blocking(move || relay::bench_relay(opts)).await?
+        }
     }
 }

@@ -1,0 +1,1380 @@
+//! The relay data plane against the baselines a user has without relaycast, run side by side
+//! on the same machine in the same time window:
+//!
+//! - **cpu**: total CPU and RSS of relaying one 2.5 Mbps 720p25 H.264+AAC stream to N
+//!   destinations: the real product (`relaycast up` child, task created through the control
+//!   API; the relaycast process plus its ffmpeg children), N separate `ffmpeg -c copy`, and one
+//!   ffmpeg with the `tee` muxer. All three run at once, each to its own destinations.
+//! - **first-frame**: time from the create call to the first keyframe at a destination,
+//!   relaycast against a plain `ffmpeg -c copy` started at the same moment.
+//! - **failover**: a primary and a backup source; the primary publisher is killed; the largest
+//!   gap in video arrival at a destination player and the destination's reconnects (nginx-rtmp
+//!   publisher ids), relaycast against a naive ffmpeg restart loop (`-rw_timeout 2 s`).
+//! - **delay**: the added end-to-end delay of a copy relay: the same video tag (matched by a
+//!   hash of its payload) received by a player on the source and a player on the destination.
+//!
+//! Everything runs on 127.0.0.1: a private nginx-rtmp with a generated config on free ports,
+//! a publisher looping a pre-encoded file with `-c copy` (so no encoder CPU runs during the
+//! measurement), and in-process RTMP players (`rml_rtmp`) that note the wall-clock arrival of
+//! every video tag. Every child runs in its own process group and is killed on drop.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use md5::{Digest, Md5};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+};
+use serde_json::{json, Value};
+
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+const ACCOUNT: &str = "bench";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// Options of `relaycast-bench relay`.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Which measurements to run: any of `cpu`, `first-frame`, `failover`, `delay`.
+    pub phases: Vec<String>,
+    /// Destination counts of the cpu phase.
+    pub destinations: Vec<usize>,
+    /// Rounds of the cpu phase (each runs every destination count once).
+    pub rounds: usize,
+    /// Seconds between all destinations publishing and the start of the measuring window.
+    pub warmup: u64,
+    /// Length of the cpu/RSS measuring window in seconds.
+    pub window: u64,
+    /// Runs of the first-frame phase.
+    pub first_frame_runs: usize,
+    /// Runs of the failover phase.
+    pub failover_runs: usize,
+    /// `timing.source_stall_timeout_ms` of the relaycast under test (None: the default).
+    pub stall_timeout_ms: Option<u64>,
+    /// The relaycast binary (default: `relaycast` next to this binary).
+    pub relaycast_bin: Option<PathBuf>,
+    /// Directory for temporary files.
+    pub dir: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child in its own process group; the group (and any descendants found under it) is
+/// killed on drop.
+struct Proc {
+    child: Child,
+    name: String,
+    /// The child was waited for: its pid may be reused, so it is never signalled again.
+    reaped: bool,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        relaycast_workers::process::own_process_group(cmd);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        Ok(Proc {
+            child,
+            name: name.to_string(),
+            reaped: false,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn running(&mut self) -> bool {
+        if self.reaped {
+            return false;
+        }
+        let running = matches!(self.child.try_wait(), Ok(None));
+        if !running {
+            self.reaped = true;
+        }
+        running
+    }
+
+    /// Kills the whole tree: every descendant (by pid and by group), then the child's group.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let table = proc_table();
+        for pid in tree(&[self.pid()], &table) {
+            // SAFETY: kill(2) only sends signals.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            if pid != self.pid() {
+                relaycast_workers::process::kill_group(pid);
+            }
+        }
+        relaycast_workers::process::kill_group(self.pid());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            eprintln!("# stopping {} (pid {})", self.name, self.pid());
+        }
+        self.kill();
+    }
+}
+
+/// pid -> (ppid, utime+stime+cutime+cstime in ticks) for every process.
+fn proc_table() -> HashMap<u32, (u32, u64)> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+        if f.len() < 15 {
+            continue;
+        }
+        let n = |k: usize| f[k].parse::<u64>().unwrap_or(0);
+        out.insert(pid, (n(1) as u32, n(11) + n(12) + n(13) + n(14)));
+    }
+    out
+}
+
+/// The roots and all their descendants.
+fn tree(roots: &[u32], table: &HashMap<u32, (u32, u64)>) -> Vec<u32> {
+    let mut out: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|p| table.contains_key(p))
+        .collect();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for (pid, (ppid, _)) in table {
+            if *ppid == parent && !out.contains(pid) {
+                out.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn ticks(roots: &[u32]) -> (u64, usize) {
+    let table = proc_table();
+    let pids = tree(roots, &table);
+    (pids.iter().map(|p| table[p].1).sum(), pids.len())
+}
+
+fn process_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kb(roots: &[u32]) -> u64 {
+    let table = proc_table();
+    tree(roots, &table).iter().map(|p| process_rss_kb(*p)).sum()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn ffmpeg() -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx-rtmp
+// ---------------------------------------------------------------------------------------------
+
+struct Nginx {
+    rtmp: u16,
+    http: u16,
+    _proc: Proc,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StreamStat {
+    bytes_in: u64,
+    publisher: Option<u64>,
+}
+
+fn xml_tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    Some(&xml[start..end])
+}
+
+fn xml_blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(&after[..j]);
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+impl Nginx {
+    fn start(dir: &Path) -> Result<Nginx> {
+        let (rtmp, http) = (free_port()?, free_port()?);
+        let p = dir.join("nginx");
+        std::fs::create_dir_all(&p)?;
+        let pd = p.display();
+        let conf = format!(
+            "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {pd}/error.log warn;\npid {pd}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on; }} }} }}\n\
+             http {{ access_log off; client_body_temp_path {pd}/body; proxy_temp_path {pd}/proxy;\n\
+             fastcgi_temp_path {pd}/fcgi; uwsgi_temp_path {pd}/uwsgi; scgi_temp_path {pd}/scgi;\n\
+             server {{ listen 127.0.0.1:{http}; location /stat {{ rtmp_stat all; }} }} }}\n"
+        );
+        let conf_path = p.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let proc = Proc::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&p)
+                .arg("-e")
+                .arg(p.join("error.log"))
+                .arg("-c")
+                .arg(&conf_path),
+            &p.join("stderr.log"),
+        )?;
+        let n = Nginx {
+            rtmp,
+            http,
+            _proc: proc,
+        };
+        if !(wait_port(rtmp, Duration::from_secs(5)) && wait_port(http, Duration::from_secs(5))) {
+            bail!(
+                "nginx did not start: {}",
+                std::fs::read_to_string(p.join("error.log")).unwrap_or_default()
+            );
+        }
+        Ok(n)
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp)
+    }
+
+    fn stat(&self) -> HashMap<String, StreamStat> {
+        let body = http_request(&format!("127.0.0.1:{}", self.http), "GET", "/stat", None)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let num = |s: Option<&str>| s.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        xml_blocks(&body, "stream")
+            .into_iter()
+            .map(|s| {
+                let head = s.split("<client>").next().unwrap_or(s);
+                let publisher = xml_blocks(s, "client")
+                    .into_iter()
+                    .find(|c| c.contains("<publishing/>"))
+                    .map(|c| num(xml_tag(c, "id")));
+                (
+                    xml_tag(head, "name").unwrap_or("").to_string(),
+                    StreamStat {
+                        bytes_in: num(xml_tag(head, "bytes_in")),
+                        publisher,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until every stream named has a publisher and more than `min_bytes` received.
+    fn wait_publishing(
+        &self,
+        names: &[String],
+        min_bytes: u64,
+        within: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let stat = self.stat();
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| {
+                    !stat
+                        .get(*n)
+                        .is_some_and(|s| s.publisher.is_some() && s.bytes_in > min_bytes)
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                bail!("not publishing after {within:?}: {missing:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and the control API (plain HTTP/1.0 on loopback: one request per connection)
+// ---------------------------------------------------------------------------------------------
+
+fn http_request(
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A `relaycast up` child with one declared account, private targets allowed.
+struct Relaycast {
+    addr: String,
+    log: PathBuf,
+    proc: Proc,
+    seq: AtomicU64,
+}
+
+impl Relaycast {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        stall_timeout_ms: Option<u64>,
+    ) -> Result<Relaycast> {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d)?;
+        let config = d.join("relaycast.toml");
+        std::fs::write(
+            &config,
+            format!("allow_private_targets = true\n\n[[accounts]]\nname = \"{ACCOUNT}\"\nkey = \"{KEY}\"\ncall_limit = 100000\n"),
+        )?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(bin);
+        cmd.arg("up")
+            .arg("--config")
+            .arg(&config)
+            .env("RELAYCAST_HTTP_ADDR", &addr)
+            .env("RELAYCAST_DATA_DIR", d.join("data"))
+            .env("RELAYCAST_LOG_FILTER", "warn")
+            .env("RELAYCAST_LOG_FORMAT", "text");
+        if let Some(ms) = stall_timeout_ms {
+            cmd.env("RELAYCAST_TIMING__SOURCE_STALL_TIMEOUT_MS", ms.to_string());
+        }
+        let proc = Proc::spawn("relaycast up", &mut cmd, &d.join("relaycast.log"))?;
+        let mut rc = Relaycast {
+            addr,
+            log: d.join("relaycast.log"),
+            proc,
+            seq: AtomicU64::new(0),
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if !rc.proc.running() {
+                bail!(
+                    "relaycast exited early; see {}",
+                    d.join("relaycast.log").display()
+                );
+            }
+            if matches!(
+                http_request(&rc.addr, "GET", "/healthz", None),
+                Ok((200, _))
+            ) {
+                return Ok(rc);
+            }
+            if Instant::now() > until {
+                bail!("relaycast not healthy in 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn forward(&self, body: &Value) -> Result<Value> {
+        let r = format!(
+            "rb{}x{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let k = hex::encode(Md5::digest(format!("{r}{KEY}").as_bytes()));
+        let path = format!("/api/cdn/v2/forwardRequest.action?n={ACCOUNT}&r={r}&k={k}");
+        let (status, text) =
+            http_request(&self.addr, "POST", &path, Some(&serde_json::to_vec(body)?))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status != 200 || v["http_code"] != "200" {
+            bail!("forwardRequest answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// `cmd=1`: a live task pulling `sources` (primary first) and pushing to `forwards`.
+    fn create(&self, id: &str, sources: &[String], forwards: &[String]) -> Result<()> {
+        self.forward(&json!({
+            "cmd": "1", "type": "live",
+            "list": [{
+                "id": id,
+                "src": sources.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+                "forward": forwards.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+            }]
+        }))
+        .map(|_| ())
+    }
+
+    /// SIGTERM (relaycast drains: stops its ingest ffmpeg and reaps it), then the tree is
+    /// killed if anything is left after `within`.
+    fn shutdown(mut self, within: Duration) {
+        if self.proc.running() {
+            // SAFETY: kill(2) only sends a signal.
+            unsafe {
+                libc::kill(self.proc.pid() as i32, libc::SIGTERM);
+            }
+            let until = Instant::now() + within;
+            while self.proc.running() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.proc.kill();
+    }
+
+    /// `cmd=2` on the whole task.
+    fn stop(&self, id: &str) -> Result<()> {
+        self.forward(&json!({ "cmd": "2", "type": "live", "list": [{ "id": id }] }))
+            .map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A player that notes when each video tag arrives
+// ---------------------------------------------------------------------------------------------
+
+/// One received video tag.
+#[derive(Debug, Clone, Copy)]
+struct VTag {
+    at: Instant,
+    key: bool,
+    hash: u64,
+}
+
+/// An in-process RTMP player (rml_rtmp) on one stream; reconnects if the server closes.
+struct Player {
+    tags: Arc<Mutex<Vec<VTag>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Player {
+    fn start(port: u16, stream: &str) -> Player {
+        let tags = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s, name) = (tags.clone(), stop.clone(), stream.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let _ = play_once(port, &name, &t, &s);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Player {
+            tags,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<VTag> {
+        self.tags.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The first keyframe received at or after `since`.
+    fn first_key_after(&self, since: Instant) -> Option<Instant> {
+        self.snapshot()
+            .iter()
+            .find(|t| t.key && t.at >= since)
+            .map(|t| t.at)
+    }
+
+    fn finish(mut self) -> Vec<VTag> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool) -> Result<()> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(
+        &hs.generate_outbound_p0_and_p1()
+            .map_err(|e| anyhow!("{e:?}"))?,
+    )?;
+    let mut buf = vec![0u8; 65536];
+    let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
+        match s.read(buf) {
+            Ok(0) => bail!("closed"),
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let leftover = loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(n) = read(&mut s, &mut buf)? else {
+            continue;
+        };
+        match hs.process_bytes(&buf[..n]).map_err(|e| anyhow!("{e:?}"))? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes)?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes)?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut config = ClientSessionConfig::new();
+    config.tc_url = Some(format!("rtmp://127.0.0.1:{port}/live"));
+    let (mut session, initial) = ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
+    let mut results = initial;
+    results.push(
+        session
+            .request_connection("live".into())
+            .map_err(|e| anyhow!("{e:?}"))?,
+    );
+    let mut pending = leftover;
+    loop {
+        let mut out = Vec::new();
+        let mut more = Vec::new();
+        for r in results.drain(..) {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    more.push(
+                        session
+                            .request_playback(stream.to_string())
+                            .map_err(|e| anyhow!("{e:?}"))?,
+                    );
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived {
+                    data,
+                    ..
+                }) => {
+                    let at = Instant::now();
+                    // FLV video: frame type in the high nibble (1 = key); AVC packet type 1 = NALUs.
+                    let key = data.len() > 5 && data[0] >> 4 == 1 && data[1] == 1;
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    data.get(5..).unwrap_or_default().hash(&mut h);
+                    if data.len() > 5 && data[1] == 1 {
+                        if let Ok(mut t) = tags.lock() {
+                            t.push(VTag {
+                                at,
+                                key,
+                                hash: h.finish(),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for r in more {
+            if let ClientSessionResult::OutboundResponse(p) = r {
+                out.extend_from_slice(&p.bytes);
+            }
+        }
+        if !out.is_empty() {
+            s.write_all(&out)?;
+        }
+        if !pending.is_empty() {
+            results = session
+                .handle_input(&pending)
+                .map_err(|e| anyhow!("{e:?}"))?;
+            pending.clear();
+            continue;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(n) = read(&mut s, &mut buf)? {
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source, contenders
+// ---------------------------------------------------------------------------------------------
+
+/// 20 s of testsrc2 1280x720 25 fps, libx264 2.5 Mbps GOP 2 s + AAC 128 kbit/s, as FLV.
+fn source_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("source.flv");
+    eprintln!("# encoding the 20 s source file (once, before any measurement)");
+    let ok = ffmpeg()
+        .args(["-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "5000k",
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+        ])
+        .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+        .arg(&path)
+        .status()?
+        .success();
+    if !ok {
+        bail!("encoding the source file failed");
+    }
+    Ok(path)
+}
+
+fn publisher(file: &Path, url: &str, log: &Path) -> Result<Proc> {
+    Proc::spawn(
+        "publisher",
+        ffmpeg()
+            .args(["-re", "-stream_loop", "-1", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url]),
+        log,
+    )
+}
+
+fn copy_relay(src: &str, dest: &str, log: &Path) -> Result<Proc> {
+    Proc::spawn(
+        "ffmpeg -c copy",
+        ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "flv", dest]),
+        log,
+    )
+}
+
+fn tee_relay(src: &str, dests: &[String], log: &Path) -> Result<Proc> {
+    let spec = dests
+        .iter()
+        .map(|d| format!("[f=flv:onfail=ignore]{d}"))
+        .collect::<Vec<_>>()
+        .join("|");
+    Proc::spawn(
+        "ffmpeg tee",
+        ffmpeg().args(["-i", src, "-map", "0", "-c", "copy", "-f", "tee", &spec]),
+        log,
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+struct Ctx {
+    dir: tempfile::TempDir,
+    nginx: Nginx,
+    file: PathBuf,
+    bin: PathBuf,
+    opts: RelayOptions,
+}
+
+impl Ctx {
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+}
+
+/// Runs the phases asked for and prints JSON lines and tables.
+pub fn bench_relay(opts: RelayOptions) -> Result<()> {
+    if let Some(missing) = [RTMP_MODULE].iter().find(|p| !Path::new(p).exists()) {
+        bail!("{missing} not found (install libnginx-mod-rtmp)");
+    }
+    let bin = match &opts.relaycast_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("relaycast"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release -p relaycast",
+            bin.display()
+        );
+    }
+    let dir = crate::temp_dir(opts.dir.as_deref())?;
+    let nginx = Nginx::start(dir.path())?;
+    let file = source_file(dir.path())?;
+    let ctx = Ctx {
+        dir,
+        nginx,
+        file,
+        bin,
+        opts: opts.clone(),
+    };
+    let machine = json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string())),
+        "loadavg": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string()),
+    });
+    println!(
+        "{}",
+        json!({ "bench": "relay", "figure": "machine", "machine": machine })
+    );
+    for phase in &opts.phases {
+        match phase.as_str() {
+            "cpu" => phase_cpu(&ctx)?,
+            "first-frame" => phase_first_frame(&ctx)?,
+            "failover" => phase_failover(&ctx)?,
+            "delay" => phase_delay(&ctx)?,
+            other => bail!("unknown phase {other} (cpu, first-frame, failover, delay)"),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// cpu: CPU and RSS, side by side
+// ---------------------------------------------------------------------------------------------
+
+fn phase_cpu(ctx: &Ctx) -> Result<()> {
+    let nginx = &ctx.nginx;
+    let _pub = publisher(&ctx.file, &nginx.url("src"), &ctx.log("publisher-src"))?;
+    nginx.wait_publishing(&["src".to_string()], 100_000, Duration::from_secs(15))?;
+    let hz = clock_ticks();
+    {
+        // The fixed cost: an idle `relaycast up` (no task) over the same window.
+        let idle = Relaycast::start(
+            &ctx.bin,
+            ctx.dir.path(),
+            "rc_idle",
+            ctx.opts.stall_timeout_ms,
+        )?;
+        std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
+        let (t0, c0) = (Instant::now(), ticks(&[idle.proc.pid()]).0);
+        let mut rss = Vec::new();
+        while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+            std::thread::sleep(Duration::from_secs(1));
+            rss.push(rss_kb(&[idle.proc.pid()]) as f64 / 1024.0);
+        }
+        let cpu =
+            ticks(&[idle.proc.pid()]).0.saturating_sub(c0) as f64 / hz / t0.elapsed().as_secs_f64()
+                * 100.0;
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "relaycast idle (no task)", "cpu_pct_of_one_core": r2(cpu),
+                    "rss_mb_median": r2(median(&mut rss)) })
+        );
+        idle.shutdown(Duration::from_secs(6));
+    }
+    // (contender, n) -> [(cpu %, rss MB)]
+    let mut results: HashMap<(&str, usize), Vec<(f64, f64)>> = HashMap::new();
+    for round in 1..=ctx.opts.rounds {
+        for &n in &ctx.opts.destinations {
+            let names = |p: &str| {
+                (0..n)
+                    .map(|i| format!("{p}_{n}_{round}_{i}"))
+                    .collect::<Vec<_>>()
+            };
+            let (rc_names, sep_names, tee_names) = (names("rc"), names("sep"), names("tee"));
+            let urls = |v: &[String]| v.iter().map(|s| nginx.url(s)).collect::<Vec<_>>();
+
+            let rc = Relaycast::start(
+                &ctx.bin,
+                ctx.dir.path(),
+                &format!("rc_{n}_{round}"),
+                ctx.opts.stall_timeout_ms,
+            )?;
+            rc.create(
+                &format!("cpu{n}r{round}"),
+                &[nginx.url("src")],
+                &urls(&rc_names),
+            )?;
+            let seps: Vec<Proc> = urls(&sep_names)
+                .iter()
+                .map(|d| copy_relay(&nginx.url("src"), d, &ctx.log(&format!("sep_{n}_{round}"))))
+                .collect::<Result<_>>()?;
+            let tee = tee_relay(
+                &nginx.url("src"),
+                &urls(&tee_names),
+                &ctx.log(&format!("tee_{n}_{round}")),
+            )?;
+            let all: Vec<String> =
+                [rc_names.clone(), sep_names.clone(), tee_names.clone()].concat();
+            nginx.wait_publishing(&all, 50_000, Duration::from_secs(30))?;
+            std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
+
+            let contenders: Vec<(&str, Vec<u32>, &Vec<String>)> = vec![
+                ("relaycast", vec![rc.proc.pid()], &rc_names),
+                (
+                    "ffmpeg x N",
+                    seps.iter().map(Proc::pid).collect(),
+                    &sep_names,
+                ),
+                ("ffmpeg tee", vec![tee.pid()], &tee_names),
+            ];
+            let stat0 = nginx.stat();
+            let own = |pid: u32| proc_table().get(&pid).map(|x| x.1).unwrap_or(0);
+            let rc_own0 = own(rc.proc.pid());
+            let before: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
+            let t0 = Instant::now();
+            let mut rss: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            let mut rc_own_rss = Vec::new();
+            while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+                std::thread::sleep(Duration::from_secs(1));
+                for (i, c) in contenders.iter().enumerate() {
+                    rss[i].push(rss_kb(&c.1) as f64 / 1024.0);
+                }
+                rc_own_rss.push(process_rss_kb(rc.proc.pid()) as f64 / 1024.0);
+            }
+            let after: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
+            let rc_own1 = own(rc.proc.pid());
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+                        "cpu_pct_of_one_core": r2(rc_own1.saturating_sub(rc_own0) as f64 / hz / secs * 100.0),
+                        "rss_mb_median": r2(median(&mut rc_own_rss)) })
+            );
+            let stat1 = nginx.stat();
+            for (i, (name, _, dests)) in contenders.iter().enumerate() {
+                let cpu = (after[i].0.saturating_sub(before[i].0)) as f64 / hz / secs * 100.0;
+                let rss_mb = median(&mut rss[i]);
+                let kbps: Vec<f64> = dests
+                    .iter()
+                    .map(|d| {
+                        let b0 = stat0.get(d).map(|s| s.bytes_in).unwrap_or(0);
+                        let b1 = stat1.get(d).map(|s| s.bytes_in).unwrap_or(0);
+                        b1.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs
+                    })
+                    .collect();
+                let min_kbps = kbps.iter().copied().fold(f64::INFINITY, f64::min);
+                println!(
+                    "{}",
+                    json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
+                            "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "rss_mb_median": r2(rss_mb),
+                            "processes": after[i].1, "min_kbps_per_destination": min_kbps.round() })
+                );
+                if min_kbps < 1500.0 {
+                    eprintln!(
+                        "# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination"
+                    );
+                }
+                results.entry((*name, n)).or_default().push((cpu, rss_mb));
+            }
+            drop(tee);
+            drop(seps);
+            rc.shutdown(Duration::from_secs(6));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    println!(
+        "# relay cpu+rss: medians over {} round(s), {} s windows, CPU in % of one core",
+        ctx.opts.rounds, ctx.opts.window
+    );
+    println!(
+        "# {:>5} | {:>18} | {:>18} | {:>18} | {:>9} | {:>9}",
+        "dests", "relaycast cpu/rss", "ffmpeg x N", "ffmpeg tee", "rc/tee", "rc/(xN)"
+    );
+    for &n in &ctx.opts.destinations {
+        let med = |name: &str| {
+            let v = results.get(&(name, n)).cloned().unwrap_or_default();
+            let mut c: Vec<f64> = v.iter().map(|x| x.0).collect();
+            let mut r: Vec<f64> = v.iter().map(|x| x.1).collect();
+            // Ratio per round (same window), then the median of the ratios.
+            (median(&mut c), median(&mut r), v)
+        };
+        let (rc, sep, tee) = (med("relaycast"), med("ffmpeg x N"), med("ffmpeg tee"));
+        let ratio = |a: &Vec<(f64, f64)>, b: &Vec<(f64, f64)>, f: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
+            median(&mut v)
+        };
+        let (cpu_tee, cpu_sep) = (ratio(&rc.2, &tee.2, |x| x.0), ratio(&rc.2, &sep.2, |x| x.0));
+        let (rss_tee, rss_sep) = (ratio(&rc.2, &tee.2, |x| x.1), ratio(&rc.2, &sep.2, |x| x.1));
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "cpu+rss summary", "destinations": n, "rounds": rc.2.len(),
+                    "relaycast_cpu_pct": r2(rc.0), "relaycast_rss_mb": r2(rc.1),
+                    "ffmpeg_per_destination_cpu_pct": r2(sep.0), "ffmpeg_per_destination_rss_mb": r2(sep.1),
+                    "ffmpeg_tee_cpu_pct": r2(tee.0), "ffmpeg_tee_rss_mb": r2(tee.1),
+                    "cpu_ratio_relaycast_over_tee": r2(cpu_tee), "cpu_ratio_relaycast_over_separate": r2(cpu_sep),
+                    "rss_ratio_relaycast_over_tee": r2(rss_tee), "rss_ratio_relaycast_over_separate": r2(rss_sep) })
+        );
+        println!(
+            "# {n:>5} | {:>7.2}% {:>7.1} MB | {:>7.2}% {:>7.1} MB | {:>7.2}% {:>7.1} MB | {:>9.2} | {:>9.2}",
+            rc.0, rc.1, sep.0, sep.1, tee.0, tee.1, cpu_tee, cpu_sep
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// first-frame: create to first keyframe at the destination
+// ---------------------------------------------------------------------------------------------
+
+fn phase_first_frame(ctx: &Ctx) -> Result<()> {
+    let nginx = &ctx.nginx;
+    let _pub = publisher(&ctx.file, &nginx.url("ffsrc"), &ctx.log("publisher-ffsrc"))?;
+    nginx.wait_publishing(&["ffsrc".to_string()], 100_000, Duration::from_secs(15))?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_first_frame",
+        ctx.opts.stall_timeout_ms,
+    )?;
+    let (mut t_rc, mut t_ff, mut t_src) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=ctx.opts.first_frame_runs {
+        let (d_rc, d_ff) = (format!("ff_rc_{run}"), format!("ff_ff_{run}"));
+        // Players wait on the destinations before anything publishes there (a viewer who opened
+        // the page first); a third player joins the source at the same moment, for reference.
+        let p_rc = Player::start(nginx.rtmp, &d_rc);
+        let p_ff = Player::start(nginx.rtmp, &d_ff);
+        std::thread::sleep(Duration::from_millis(500));
+        let t0 = Instant::now();
+        let p_src = Player::start(nginx.rtmp, "ffsrc");
+        let ff = copy_relay(
+            &nginx.url("ffsrc"),
+            &nginx.url(&d_ff),
+            &ctx.log("first-frame-ffmpeg"),
+        )?;
+        rc.create(
+            &format!("ff{run}"),
+            &[nginx.url("ffsrc")],
+            &[nginx.url(&d_rc)],
+        )?;
+        let api_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let until = t0 + Duration::from_secs(30);
+        let secs = |p: &Player| {
+            p.first_key_after(t0)
+                .map(|t| t.duration_since(t0).as_secs_f64())
+        };
+        while Instant::now() < until
+            && (secs(&p_rc).is_none() || secs(&p_ff).is_none() || secs(&p_src).is_none())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (a, b, c) = (secs(&p_rc), secs(&p_ff), secs(&p_src));
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "first-frame", "run": run, "relaycast_s": a.map(r3), "ffmpeg_copy_s": b.map(r3),
+                    "source_direct_s": c.map(r3), "create_call_ms": r2(api_ms) })
+        );
+        t_rc.extend(a);
+        t_ff.extend(b);
+        t_src.extend(c);
+        rc.stop(&format!("ff{run}"))?;
+        drop(ff);
+        drop((p_rc, p_ff, p_src));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    rc.shutdown(Duration::from_secs(6));
+    let (m_rc, m_ff, m_src) = (median(&mut t_rc), median(&mut t_ff), median(&mut t_src));
+    println!(
+        "{}",
+        json!({ "bench": "relay", "figure": "first-frame summary", "runs": ctx.opts.first_frame_runs,
+                "relaycast_median_s": r3(m_rc), "ffmpeg_copy_median_s": r3(m_ff), "source_direct_median_s": r3(m_src),
+                "ratio_relaycast_over_ffmpeg": r2(m_rc / m_ff) })
+    );
+    println!(
+        "# first frame (create -> first keyframe at a waiting player), median of {}: relaycast {m_rc:.2} s, ffmpeg -c copy {m_ff:.2} s, source direct {m_src:.2} s",
+        ctx.opts.first_frame_runs
+    );
+    Ok(())
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// failover: kill the primary; gap at the destination and reconnects
+// ---------------------------------------------------------------------------------------------
+
+/// A naive failover: `ffmpeg -rw_timeout 2 s -c copy` from the primary; when it exits, the
+/// same from the next source, round-robin, until stopped.
+struct NaiveLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NaiveLoop {
+    fn start(sources: Vec<String>, dest: String, log: PathBuf) -> NaiveLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(Ordering::Relaxed) {
+                let src = &sources[i % sources.len()];
+                let Ok(mut p) = Proc::spawn(
+                    "naive ffmpeg",
+                    ffmpeg().args([
+                        "-rw_timeout",
+                        "2000000",
+                        "-i",
+                        src,
+                        "-map",
+                        "0",
+                        "-c",
+                        "copy",
+                        "-f",
+                        "flv",
+                        &dest,
+                    ]),
+                    &log,
+                ) else {
+                    return;
+                };
+                while p.running() && !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                i += 1;
+            }
+        });
+        NaiveLoop {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NaiveLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The largest gap between consecutive video tags received in [from, to], and the time from
+/// `from` to the first keyframe after that gap.
+fn largest_gap(tags: &[VTag], from: Instant, to: Instant) -> Option<(f64, f64)> {
+    let w: Vec<&VTag> = tags.iter().filter(|t| t.at >= from && t.at <= to).collect();
+    let mut best: Option<(f64, usize)> = None;
+    for i in 1..w.len() {
+        let g = w[i].at.duration_since(w[i - 1].at).as_secs_f64();
+        if best.is_none_or(|(b, _)| g > b) {
+            best = Some((g, i));
+        }
+    }
+    let (gap, i) = best?;
+    let key = w[i..]
+        .iter()
+        .find(|t| t.key)
+        .map(|t| t.at.duration_since(from).as_secs_f64())
+        .unwrap_or(f64::NAN);
+    Some((gap, key))
+}
+
+fn phase_failover(ctx: &Ctx) -> Result<()> {
+    let nginx = &ctx.nginx;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_failover",
+        ctx.opts.stall_timeout_ms,
+    )?;
+    let (mut g_rc, mut g_ff) = (Vec::new(), Vec::new());
+    let mut seen_log_lines = 0;
+    for run in 1..=ctx.opts.failover_runs {
+        let (p, b) = (format!("fo_p_{run}"), format!("fo_b_{run}"));
+        let mut primary = publisher(&ctx.file, &nginx.url(&p), &ctx.log("publisher-primary"))?;
+        let _backup = publisher(&ctx.file, &nginx.url(&b), &ctx.log("publisher-backup"))?;
+        nginx.wait_publishing(&[p.clone(), b.clone()], 100_000, Duration::from_secs(15))?;
+        let (d_rc, d_ff) = (format!("fo_rc_{run}"), format!("fo_ff_{run}"));
+        let p_rc = Player::start(nginx.rtmp, &d_rc);
+        let p_ff = Player::start(nginx.rtmp, &d_ff);
+        rc.create(
+            &format!("fo{run}"),
+            &[nginx.url(&p), nginx.url(&b)],
+            &[nginx.url(&d_rc)],
+        )?;
+        let naive = NaiveLoop::start(
+            vec![nginx.url(&p), nginx.url(&b)],
+            nginx.url(&d_ff),
+            ctx.log("naive-loop"),
+        );
+        nginx.wait_publishing(
+            &[d_rc.clone(), d_ff.clone()],
+            100_000,
+            Duration::from_secs(30),
+        )?;
+        // Spread the kill over the 2 s GOP (a fixed schedule would always kill at the same
+        // phase, and the time to the backup's next keyframe depends on it).
+        let phase = (run as f64 * 0.73) % 2.0;
+        std::thread::sleep(Duration::from_secs(5) + Duration::from_secs_f64(phase));
+        let publishers =
+            |s: &HashMap<String, StreamStat>, n: &str| s.get(n).and_then(|x| x.publisher);
+        let stat = nginx.stat();
+        let mut ids: [Vec<u64>; 2] = [
+            publishers(&stat, &d_rc).into_iter().collect(),
+            publishers(&stat, &d_ff).into_iter().collect(),
+        ];
+
+        primary.kill();
+        let killed = Instant::now();
+        let observe = Duration::from_secs(15);
+        while killed.elapsed() < observe {
+            let stat = nginx.stat();
+            for (k, d) in [&d_rc, &d_ff].iter().enumerate() {
+                if let Some(id) = publishers(&stat, d) {
+                    if ids[k].last() != Some(&id) {
+                        ids[k].push(id);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let end = Instant::now();
+        let (tags_rc, tags_ff) = (p_rc.finish(), p_ff.finish());
+        let (rc_gap, rc_key) = largest_gap(&tags_rc, killed - Duration::from_secs(1), end)
+            .unwrap_or((f64::NAN, f64::NAN));
+        let (ff_gap, ff_key) = largest_gap(&tags_ff, killed - Duration::from_secs(1), end)
+            .unwrap_or((f64::NAN, f64::NAN));
+        let recon = |v: &Vec<u64>| v.len().saturating_sub(1);
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "failover", "run": run,
+                    "relaycast_gap_s": r3(rc_gap), "relaycast_keyframe_after_kill_s": r3(rc_key - 1.0), "relaycast_reconnects": recon(&ids[0]),
+                    "naive_ffmpeg_gap_s": r3(ff_gap), "naive_ffmpeg_keyframe_after_kill_s": r3(ff_key - 1.0), "naive_ffmpeg_reconnects": recon(&ids[1]),
+                    "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000), "kill_phase_offset_s": r2(phase) })
+        );
+        g_rc.push(rc_gap);
+        g_ff.push(ff_gap);
+        // What relaycast itself said about the switch (its warnings: source failures).
+        let log = std::fs::read_to_string(&rc.log).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("source failed"))
+            .skip(seen_log_lines)
+        {
+            println!(
+                "# relaycast log (run {run}): {}",
+                line.chars().take(400).collect::<String>()
+            );
+        }
+        seen_log_lines = log.lines().filter(|l| l.contains("source failed")).count();
+        rc.stop(&format!("fo{run}"))?;
+        drop(naive);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    rc.shutdown(Duration::from_secs(6));
+    let (m_rc, m_ff) = (median(&mut g_rc), median(&mut g_ff));
+    println!(
+        "{}",
+        json!({ "bench": "relay", "figure": "failover summary", "runs": ctx.opts.failover_runs,
+                "relaycast_gap_median_s": r3(m_rc), "naive_ffmpeg_gap_median_s": r3(m_ff),
+                "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) })
+    );
+    println!("# failover (largest video arrival gap at a destination player), median of {}: relaycast {m_rc:.2} s, naive ffmpeg loop {m_ff:.2} s", ctx.opts.failover_runs);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// delay: the same tag at a source player and at a destination player
+// ---------------------------------------------------------------------------------------------
+
+/// Per destination tag, the arrival difference to the latest source arrival of the same
+/// payload (payloads repeat every loop of the 20 s file, far longer than any delay).
+fn delays(src: &[VTag], dest: &[VTag]) -> Vec<f64> {
+    let mut by_hash: HashMap<u64, Vec<Instant>> = HashMap::new();
+    for t in src {
+        by_hash.entry(t.hash).or_default().push(t.at);
+    }
+    dest.iter()
+        .filter_map(|t| {
+            let at = by_hash
+                .get(&t.hash)?
+                .iter()
+                .filter(|s| **s <= t.at + Duration::from_millis(5))
+                .max()?;
+            let d = if t.at >= *at {
+                t.at.duration_since(*at).as_secs_f64()
+            } else {
+                -at.duration_since(t.at).as_secs_f64()
+            };
+            (d < 5.0).then_some(d * 1000.0)
+        })
+        .collect()
+}
+
+fn phase_delay(ctx: &Ctx) -> Result<()> {
+    let nginx = &ctx.nginx;
+    let _pub = publisher(&ctx.file, &nginx.url("dlsrc"), &ctx.log("publisher-dlsrc"))?;
+    nginx.wait_publishing(&["dlsrc".to_string()], 100_000, Duration::from_secs(15))?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_delay",
+        ctx.opts.stall_timeout_ms,
+    )?;
+    rc.create("delay", &[nginx.url("dlsrc")], &[nginx.url("dl_rc")])?;
+    let _ff = copy_relay(
+        &nginx.url("dlsrc"),
+        &nginx.url("dl_ff"),
+        &ctx.log("delay-ffmpeg"),
+    )?;
+    nginx.wait_publishing(
+        &["dl_rc".to_string(), "dl_ff".to_string()],
+        100_000,
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let players = [
+        Player::start(nginx.rtmp, "dlsrc"),
+        Player::start(nginx.rtmp, "dl_rc"),
+        Player::start(nginx.rtmp, "dl_ff"),
+    ];
+    std::thread::sleep(Duration::from_secs(ctx.opts.window.max(10)));
+    let [s, a, b] = players.map(Player::finish);
+    let mut out = Vec::new();
+    for (name, tags) in [("relaycast", &a), ("ffmpeg -c copy", &b)] {
+        let mut d = delays(&s, tags);
+        let n = d.len();
+        let (p50, p95) = (median(&mut d), percentile(&mut d, 0.95));
+        println!(
+            "{}",
+            json!({ "bench": "relay", "figure": "added delay", "contender": name, "matched_video_tags": n,
+                    "received_video_tags": tags.len(), "median_ms": r2(p50), "p95_ms": r2(p95) })
+        );
+        out.push((name, p50, p95, n));
+    }
+    println!(
+        "# added delay (source player -> destination player, same video tag): relaycast median {:.1} ms (p95 {:.1}), ffmpeg -c copy median {:.1} ms (p95 {:.1})",
+        out[0].1, out[0].2, out[1].1, out[1].2
+    );
+    rc.stop("delay")?;
+    rc.shutdown(Duration::from_secs(6));
+    Ok(())
+}
