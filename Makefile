@@ -20,7 +20,10 @@ lint:
 bench:
 	./scripts/install-deps.sh test
 	$(CARGO) build --release --workspace
-	./bench/run.sh
+	./target/release/relaycast-bench queue
+	./target/release/relaycast-bench store-cas
+	./target/release/relaycast-bench api
+	./target/release/relaycast-bench relay --rounds 3
 
 clean-data:
 	rm -rf ./relaycast-data
