@@ -1,13 +1,13 @@
 //! The notifier: delivers the callback outbox to customer endpoints, at least once, with the
 //! seeds' retry schedule (HTTP POST of JSON; only a 200 within the timeout counts).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use relaycast_core::app::outbox::{queue_pending, OutboxError};
 use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry, CALLBACK_QUEUE};
-use relaycast_core::domain::targets::{check_resolved, check_url_host};
+use relaycast_core::adapters::GuardedResolver;
+use relaycast_core::domain::targets::check_url_host;
 use relaycast_core::ports::{Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
 use tokio_util::sync::CancellationToken;
 
@@ -236,21 +236,3 @@ impl Notifier {
     }
 }
 
-/// Resolves names and refuses internal addresses, so a callback host cannot be pointed inside
-/// the operator's network through DNS.
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
-            check_resolved(&host, &ips, allow_private).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}

@@ -16,13 +16,13 @@
 //! a session that fails in a loop.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use relaycast_core::domain::relay::types::{AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition};
-use relaycast_core::domain::targets::{check_resolved, check_url_host, TargetError};
+use relaycast_core::adapters::GuardedResolver;
+use relaycast_core::domain::targets::{check_url_host, TargetError};
 
 use crate::ingest::{IngestSpec, FILTER_VIDEO_OUT};
 
@@ -408,25 +408,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Resolves names and refuses internal addresses, so a watermark host cannot be pointed inside
-/// the operator's network through DNS (IP literals never reach a resolver: they are checked
-/// with [`check_url_host`] before the request and at each redirect).
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
-            check_resolved(&host, &ips, allow_private).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
 
 /// Downloads watermark images safely (see the module doc).
 #[derive(Clone)]

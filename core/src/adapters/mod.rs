@@ -2,10 +2,12 @@
 //! default and is what `relaycast up` runs; it is durable, not a test double.
 
 pub mod dir_object_store;
+pub mod guarded_dns;
 mod sqlite_common;
 pub mod sqlite_queue;
 pub mod sqlite_store;
 
 pub use dir_object_store::DirObjectStore;
+pub use guarded_dns::GuardedResolver;
 pub use sqlite_queue::SqliteQueue;
 pub use sqlite_store::SqliteStore;
