@@ -349,3 +349,35 @@ async fn a_vod_playlist_with_loop_2_plays_six_items_then_calls_back_1() {
     assert_eq!(item["code"], "1");
     assert_ne!(item["endTime"], "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_destination_is_given_up_with_3_while_the_other_plays_on() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[("RELAYCAST_TIMING__PUSH_GIVE_UP_MS", "2000")]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let dead = format!("rtmp://127.0.0.1:{}/live/nobody", media::free_port());
+    let alive = nginx.url("alive");
+    let forwards = [alive.clone(), dead.clone()];
+    assert_eq!(api.forward(&create_body("half", &[nginx.url("src")], &forwards, &receiver.url)).await.0, 200);
+    playable(alive.clone(), Duration::from_secs(15)).await.expect("the reachable destination plays");
+    let before = nginx.stream("alive").and_then(|s| s.publisher).expect("publishing");
+    let failure = eventually("callback 3", Duration::from_secs(20), || async {
+        receiver.bodies_for("half").into_iter().find(|b| b["code"] == "3")
+    })
+    .await;
+    assert_eq!(failure["forwardurl"], dead.as_str(), "{failure}");
+    assert_eq!(failure["msg"], "푸시 스트림 실패!");
+    let after = nginx.stream("alive").and_then(|s| s.publisher).expect("still publishing");
+    assert_eq!(after.id, before.id, "the reachable destination kept its connection");
+    let item = api.task("half").await.expect("task");
+    assert_eq!(item["forward"], alive.as_str(), "the query lists the destination still pushed to: {item}");
+}
