@@ -249,15 +249,20 @@ impl TaskRunner {
                     if task.created_ms != generation {
                         break RunEnd::Superseded;
                     }
+                    // One snapshot per tick: each one clones every pusher's status under its lock.
+                    let status = session.status();
                     // Destinations stopped by cmd=2, or given up: stop their pushers only.
+                    let mut changed = false;
                     for d in &task.destinations {
-                        let pushing = session.status().destinations.iter().any(|p| p.url == d.url.as_str() && p.state != PusherState::Stopped);
+                        let pusher = status.destinations.iter().find(|p| p.url == d.url.as_str());
                         match d.state {
-                            DestState::Stopped { .. } if pushing => {
+                            DestState::Stopped { .. } if pusher.is_some_and(|p| p.state != PusherState::Stopped) => {
                                 let _ = session.stop_destination(d.url.as_str()).await;
+                                changed = true;
                             }
-                            DestState::Pending if !session.status().destinations.iter().any(|p| p.url == d.url.as_str()) => {
+                            DestState::Pending if pusher.is_none() => {
                                 let _ = session.add_destination(d.url.as_str());
+                                changed = true;
                             }
                             _ => {}
                         }
@@ -279,7 +284,8 @@ impl TaskRunner {
                             break RunEnd::TaskEnded;
                         }
                     }
-                    let status = session.status();
+                    // Only a destination stopped or added above makes the snapshot stale.
+                    let status = if changed { session.status() } else { status };
                     for p in &status.destinations {
                         let recorded = task.destinations.iter().find(|d| d.url.as_str() == p.url).cloned();
                         let Some(recorded) = recorded else { continue };
