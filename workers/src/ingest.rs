@@ -1,16 +1,24 @@
 //! Ingest: one ffmpeg that pulls a source and writes FLV to its stdout.
 //!
-//! ffmpeg runs through `ffmpeg-sidecar`, always pointed at a configured binary (the crate is
-//! built without its downloader). The sidecar's event iterator is blocking, so it runs on
-//! `spawn_blocking`; that thread also cuts stdout into FLV tags and forwards tags, progress
-//! and the final exit over a bounded channel. The child runs in its own process group, which
-//! is killed on drop: the sidecar does not kill its child on drop.
+//! ffmpeg is spawned through `ffmpeg-sidecar` (its command builder and its stderr log parser),
+//! always pointed at a configured binary (the crate is built without its downloader).
+//!
+//! stdout (the FLV) is read by the consumer's own task through tokio, 64 KiB at a time, and cut
+//! into tags in [`Ingest::next`]: no thread hand-off per chunk and no channel per tag. The
+//! sidecar's event iterator used to do this on two threads joined by a rendezvous channel plus a
+//! `spawn_blocking` thread, which cost about three context switches per FLV tag. Only stderr
+//! (a few lines a second: progress, errors) runs on a plain thread with the sidecar's parser;
+//! that thread also reaps the child and reports the exit. The child runs in its own process
+//! group, which is killed on drop: the sidecar does not kill its child on drop.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
+use ffmpeg_sidecar::log_parser::FfmpegLogParser;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::flv::{FlvItem, FlvParser, FlvTag};
@@ -18,8 +26,11 @@ use crate::process::{kill_group, signal_group, GroupGuard};
 
 /// Default path of the system ffmpeg.
 pub const DEFAULT_FFMPEG: &str = "/usr/bin/ffmpeg";
-/// Events buffered between the ffmpeg reader thread and the async side.
-const EVENT_BUFFER: usize = 1024;
+/// stderr events (progress, exit) buffered between the stderr thread and the async side.
+/// Progress beyond this is dropped rather than stalling ffmpeg on a full stderr pipe.
+const EVENT_BUFFER: usize = 64;
+/// One read of ffmpeg's stdout: the pipe's default capacity, so a backlog is taken at once.
+const READ_CHUNK: usize = 64 * 1024;
 /// The label [`IngestSpec::filter_complex`] must give its video output; it is mapped instead of
 /// the source's video.
 pub const FILTER_VIDEO_OUT: &str = "vout";
@@ -140,9 +151,8 @@ pub struct IngestSpec {
     pub allow_local_files: bool,
     /// A `-filter_complex` graph over the source (input 0) whose video output is labelled
     /// [`FILTER_VIDEO_OUT`]; built from validated numbers, enums and relaycast's own file
-    /// paths only. It must read no other `-i` input: ffmpeg-sidecar waits for one stream-mapping
-    /// line per output stream before it reads stdout, and each extra graph input adds a line,
-    /// so the ingest would stall (images come in through the `movie` source filter instead).
+    /// paths only. It must read no other `-i` input (images come in through the `movie` source
+    /// filter instead): the graph's input 0 is the source.
     /// Default none (the source's first video stream is mapped as is).
     pub filter_complex: Option<String>,
     /// Keeps the files the filter graph reads (watermark images) alive as long as a clone of
@@ -343,9 +353,33 @@ pub enum IngestEvent {
     },
 }
 
+/// What the stderr thread reports.
+enum StderrEvent {
+    Progress(IngestProgress),
+    /// ffmpeg was reaped: exit status 0, the status as text, the last error it logged.
+    Exited { success: bool, status: String, last_error: String },
+}
+
+/// The exit when the stderr thread ended without reporting one (it panicked).
+fn no_exit_status() -> (bool, String, String) {
+    (false, "no exit status".to_string(), String::new())
+}
+
 /// A running ingest ffmpeg. Dropping it kills ffmpeg's process group.
 pub struct Ingest {
-    rx: mpsc::Receiver<IngestEvent>,
+    /// ffmpeg's stdout until EOF (or an FLV error, after which it is of no use).
+    stdout: Option<tokio::process::ChildStdout>,
+    parser: FlvParser,
+    buf: Box<[u8]>,
+    /// Tags cut from the last read, not handed out yet.
+    tags: VecDeque<FlvTag>,
+    /// Progress and the exit, from the stderr thread.
+    rx: mpsc::Receiver<StderrEvent>,
+    /// The exit (success, status, last error), held back until stdout is drained so no tag
+    /// comes after it.
+    exit: Option<(bool, String, String)>,
+    flv_error: Option<String>,
+    pid: u32,
     guard: GroupGuard,
     exited: bool,
 }
@@ -368,88 +402,87 @@ impl Ingest {
     }
 
     fn spawn(ffmpeg_path: &std::path::Path, args: &[String]) -> Result<Ingest, IngestError> {
+        let spawn_err = |source| IngestError::Spawn {
+            path: ffmpeg_path.to_path_buf(),
+            source,
+        };
         let mut cmd = FfmpegCommand::new_with_path(ffmpeg_path);
         cmd.args(args);
         cmd.pipe_stdout();
         crate::process::own_process_group(cmd.as_inner_mut());
-        let mut child = cmd.spawn().map_err(|source| IngestError::Spawn {
-            path: ffmpeg_path.to_path_buf(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.as_inner().id();
         let guard = GroupGuard::new(pid);
+        let missing = |what: &str| spawn_err(std::io::Error::other(format!("no {what} pipe")));
+        let stdout = child.take_stdout().ok_or_else(|| missing("stdout"))?;
+        let stderr = child.take_stderr().ok_or_else(|| missing("stderr"))?;
+        // Registers the pipe with the runtime's reactor (and makes it non-blocking). On error
+        // the stderr thread is not started yet, so reap the child here: no zombie is left.
+        let stdout = match tokio::process::ChildStdout::from_std(stdout) {
+            Ok(s) => s,
+            Err(e) => {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(spawn_err(e));
+            }
+        };
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         tracing::debug!(pid, "ingest ffmpeg started");
-        tokio::task::spawn_blocking(move || {
-            let mut parser = FlvParser::new();
-            let mut last_error = String::new();
-            let mut flv_error = None;
-            match child.iter() {
-                Ok(iter) => {
-                    'events: for ev in iter {
-                        match ev {
-                            FfmpegEvent::OutputChunk(chunk) => {
-                                if flv_error.is_some() {
-                                    continue;
-                                }
-                                parser.push(&chunk);
-                                loop {
-                                    match parser.next_item() {
-                                        Ok(Some(FlvItem::Tag(t))) => {
-                                            if tx.blocking_send(IngestEvent::Tag(t)).is_err() {
-                                                break 'events;
-                                            }
-                                        }
-                                        Ok(Some(FlvItem::Header(_))) => {}
-                                        Ok(None) => break,
-                                        Err(e) => {
-                                            // Garbage on stdout: ffmpeg is of no use any more.
-                                            flv_error = Some(e.to_string());
-                                            kill_group(pid);
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
-                            FfmpegEvent::Progress(p) => {
-                                let p = IngestProgress {
-                                    frame: p.frame,
-                                    fps: p.fps,
-                                    bitrate_kbps: p.bitrate_kbps,
-                                    time: p.time,
-                                    speed: p.speed,
-                                };
-                                if tx.blocking_send(IngestEvent::Progress(p)).is_err() {
-                                    break 'events;
-                                }
-                            }
-                            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, msg)
-                            | FfmpegEvent::Error(msg) => {
-                                last_error = msg;
-                            }
-                            _ => {}
+        // stderr needs a blocking reader (the sidecar's parser) and the final wait blocks too;
+        // both are rare events, so a plain thread is cheaper than a task per line.
+        let thread = std::thread::Builder::new()
+            .name("ffmpeg-stderr".into())
+            .spawn(move || {
+                let mut parser = FfmpegLogParser::new(stderr);
+                let mut last_error = String::new();
+                loop {
+                    match parser.parse_next_event() {
+                        Ok(FfmpegEvent::LogEOF) => break,
+                        Ok(FfmpegEvent::Progress(p)) => {
+                            let p = IngestProgress {
+                                frame: p.frame,
+                                fps: p.fps,
+                                bitrate_kbps: p.bitrate_kbps,
+                                time: p.time,
+                                speed: p.speed,
+                            };
+                            // Progress is informational: drop it rather than block ffmpeg.
+                            let _ = tx.try_send(StderrEvent::Progress(p));
                         }
+                        Ok(
+                            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, msg)
+                            | FfmpegEvent::Error(msg),
+                        ) => last_error = msg,
+                        Ok(_) => {}
+                        // A read error ends stderr; a line the parser does not understand is
+                        // skipped (stopping here would leave ffmpeg blocked on a full pipe).
+                        Err(e) if e.downcast_ref::<std::io::Error>().is_some() => break,
+                        Err(_) => {}
                     }
                 }
-                Err(e) => last_error = e.to_string(),
-            }
-            // The receiver may be gone (stopped): the owner has already killed the group, so
-            // this wait returns promptly and reaps the child.
-            let status = child.wait();
-            let (success, status_text) = match &status {
-                Ok(s) => (s.success() && flv_error.is_none(), s.to_string()),
-                Err(e) => (false, e.to_string()),
-            };
-            let mut reason = status_text;
-            if let Some(e) = flv_error {
-                reason = format!("{reason}; {e}");
-            } else if !last_error.is_empty() {
-                reason = format!("{reason}; {}", last_error.trim());
-            }
-            let _ = tx.blocking_send(IngestEvent::Exited { success, reason });
-        });
+                // The receiver may be gone (stopped): the owner has already killed the group,
+                // so this wait returns promptly and reaps the child.
+                let (success, status) = match child.wait() {
+                    Ok(s) => (s.success(), s.to_string()),
+                    Err(e) => (false, e.to_string()),
+                };
+                let _ = tx.blocking_send(StderrEvent::Exited { success, status, last_error });
+            });
+        if let Err(e) = thread {
+            // The guard kills the group on drop. The child went down with the closure
+            // unreaped; a thread that cannot be spawned means worse trouble than a zombie.
+            drop(guard);
+            return Err(spawn_err(e));
+        }
         Ok(Ingest {
+            stdout: Some(stdout),
+            parser: FlvParser::new(),
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            tags: VecDeque::new(),
             rx,
+            exit: None,
+            flv_error: None,
+            pid,
             guard,
             exited: false,
         })
@@ -460,15 +493,81 @@ impl Ingest {
         self.guard.pgid()
     }
 
-    /// The next event; `None` after [`IngestEvent::Exited`].
+    /// The next event; `None` after [`IngestEvent::Exited`]. Cancel safe: a read that has
+    /// not completed loses nothing, and tags already cut are kept for the next call.
     pub async fn next(&mut self) -> Option<IngestEvent> {
-        let ev = self.rx.recv().await;
-        if matches!(ev, Some(IngestEvent::Exited { .. }) | None) && !self.exited {
-            self.exited = true;
-            // The child has been reaped: its pid may be reused, so do not signal it again.
-            self.guard.disarm();
+        if self.exited {
+            return None;
         }
-        ev
+        loop {
+            if let Some(t) = self.tags.pop_front() {
+                return Some(IngestEvent::Tag(t));
+            }
+            let Some(stdout) = self.stdout.as_mut() else {
+                // stdout is drained: the exit is the last event.
+                let exit = match self.exit.take() {
+                    Some(e) => e,
+                    None => loop {
+                        match self.rx.recv().await {
+                            Some(StderrEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
+                            Some(StderrEvent::Exited { success, status, last_error }) => {
+                                break (success, status, last_error)
+                            }
+                            None => break no_exit_status(),
+                        }
+                    },
+                };
+                return Some(self.finish(exit));
+            };
+            // Stop listening to stderr once the exit is in: it is the thread's last message.
+            let read = tokio::select! {
+                biased;
+                r = stdout.read(&mut self.buf) => r,
+                ev = self.rx.recv(), if self.exit.is_none() => match ev {
+                    Some(StderrEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
+                    Some(StderrEvent::Exited { success, status, last_error }) => {
+                        self.exit = Some((success, status, last_error));
+                        continue;
+                    }
+                    None => {
+                        self.exit = Some(no_exit_status());
+                        continue;
+                    }
+                },
+            };
+            match read {
+                Ok(0) | Err(_) => self.stdout = None,
+                Ok(n) => {
+                    self.parser.push(&self.buf[..n]);
+                    loop {
+                        match self.parser.next_item() {
+                            Ok(Some(FlvItem::Tag(t))) => self.tags.push_back(t),
+                            Ok(Some(FlvItem::Header(_))) => {}
+                            Ok(None) => break,
+                            Err(e) => {
+                                // Garbage on stdout: ffmpeg is of no use any more.
+                                self.flv_error = Some(e.to_string());
+                                kill_group(self.pid);
+                                self.stdout = None;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, (success, status, last_error): (bool, String, String)) -> IngestEvent {
+        self.exited = true;
+        // The child has been reaped: its pid may be reused, so do not signal it again.
+        self.guard.disarm();
+        let (success, reason) = match self.flv_error.take() {
+            Some(e) => (false, format!("{status}; {e}")),
+            None if !last_error.is_empty() => (success, format!("{status}; {}", last_error.trim())),
+            None => (success, status),
+        };
+        IngestEvent::Exited { success, reason }
     }
 
     /// Stops ffmpeg gently: SIGINT to its group, then SIGKILL after `deadline`.

@@ -333,6 +333,9 @@ impl Pusher {
             events,
             cancel: cancel.clone(),
             shared: shared.clone(),
+            // Registered once: the macro looks the counter up in the recorder on every call,
+            // and `write` runs for every batch of tags.
+            bytes_total: metrics::counter!("relaycast_relay_pusher_bytes_total"),
         };
         let task = tokio::spawn(worker.run());
         Pusher {
@@ -431,6 +434,7 @@ struct Worker {
     events: Option<mpsc::UnboundedSender<PusherEvent>>,
     cancel: CancellationToken,
     shared: Arc<Mutex<Shared>>,
+    bytes_total: metrics::Counter,
 }
 
 impl Worker {
@@ -553,10 +557,9 @@ impl Worker {
                     if let Some(e) = failed {
                         break Err(e);
                     }
-                    if let Err(e) = self.write(&mut wr, &out).await {
+                    if let Err(e) = self.write_counted(&mut wr, &out, tags).await {
                         break Err(e);
                     }
-                    lock(&self.shared).status.tags_sent += tags;
                 }
                 n = rd.read(&mut buf) => {
                     match n {
@@ -759,11 +762,20 @@ impl Worker {
     }
 
     async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), PusherError> {
+        self.write_counted(wr, bytes, 0).await
+    }
+
+    /// Writes `bytes` carrying `tags` media tags and counts both under one lock.
+    async fn write_counted(&self, wr: &mut ConnWriter, bytes: &[u8], tags: u64) -> Result<(), PusherError> {
         tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
             .await
             .map_err(|_| PusherError::Timeout("writing to the destination"))??;
-        lock(&self.shared).status.bytes_sent += bytes.len() as u64;
-        metrics::counter!("relaycast_relay_pusher_bytes_total").increment(bytes.len() as u64);
+        {
+            let mut g = lock(&self.shared);
+            g.status.bytes_sent += bytes.len() as u64;
+            g.status.tags_sent += tags;
+        }
+        self.bytes_total.increment(bytes.len() as u64);
         Ok(())
     }
 }

@@ -125,7 +125,7 @@ impl RelayWorker {
         };
         let stop = self.shutdown.child_token();
         let runner = TaskRunner { worker: self.clone(), account: job.account.clone(), id: task.value.id.clone(), key: key.clone() };
-        let done = tokio::spawn(runner.run(task.value, guard, stop.clone()));
+        let done = spawn_dedicated(runner.run(task.value, guard, stop.clone()));
         if let Ok(mut running) = self.running.lock() {
             running.insert(key, RunningTask { stop, done });
         }
@@ -249,15 +249,20 @@ impl TaskRunner {
                     if task.created_ms != generation {
                         break RunEnd::Superseded;
                     }
+                    // One snapshot per tick: each one clones every pusher's status under its lock.
+                    let status = session.status();
                     // Destinations stopped by cmd=2, or given up: stop their pushers only.
+                    let mut changed = false;
                     for d in &task.destinations {
-                        let pushing = session.status().destinations.iter().any(|p| p.url == d.url.as_str() && p.state != PusherState::Stopped);
+                        let pusher = status.destinations.iter().find(|p| p.url == d.url.as_str());
                         match d.state {
-                            DestState::Stopped { .. } if pushing => {
+                            DestState::Stopped { .. } if pusher.is_some_and(|p| p.state != PusherState::Stopped) => {
                                 let _ = session.stop_destination(d.url.as_str()).await;
+                                changed = true;
                             }
-                            DestState::Pending if !session.status().destinations.iter().any(|p| p.url == d.url.as_str()) => {
+                            DestState::Pending if pusher.is_none() => {
                                 let _ = session.add_destination(d.url.as_str());
+                                changed = true;
                             }
                             _ => {}
                         }
@@ -279,7 +284,8 @@ impl TaskRunner {
                             break RunEnd::TaskEnded;
                         }
                     }
-                    let status = session.status();
+                    // Only a destination stopped or added above makes the snapshot stale.
+                    let status = if changed { session.status() } else { status };
                     for p in &status.destinations {
                         let recorded = task.destinations.iter().find(|d| d.url.as_str() == p.url).cloned();
                         let Some(recorded) = recorded else { continue };
@@ -437,6 +443,61 @@ impl TaskRunner {
 /// the FLV output cannot carry.
 pub fn codec_args(task: &RelayTask) -> Result<Vec<String>, transcode::TranscodeError> {
     transcode::output_args(&task.fops, &[], transcode::Placement::Gravity(Default::default())).map(|o| o.codec_args)
+}
+
+/// How long a task's runtime waits, after the task, for the work it spawned to finish (an
+/// ingest's gentle stop takes up to 2 s before its SIGKILL).
+const DEDICATED_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a task's whole supervision (session, ingest reads, pushers) on a single-threaded
+/// runtime of its own thread. Why: per FLV tag the session wakes every pusher, and on the shared
+/// multi-threaded runtime each such burst also unparks the other worker thread to steal some of
+/// them, so a relay paid several context switches per tag. On one thread a tag costs one wake-up
+/// (the pipe turning readable), as one ffmpeg `tee` would. The returned handle ends when the task
+/// and what it spawned are done. Falls back to the shared runtime if the thread cannot be set up.
+fn spawn_dedicated<F>(fut: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build a task runtime; using the shared one");
+            return tokio::spawn(fut);
+        }
+    };
+    // The future goes over a channel once the thread runs, so a failed spawn leaves it here.
+    let (fut_tx, fut_rx) = std::sync::mpsc::sync_channel::<F>(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("relay-task".into()).spawn(move || {
+        if let Ok(fut) = fut_rx.recv() {
+            runtime.block_on(fut);
+            // Fire-and-forget work (an ingest's SIGINT-then-SIGKILL stop) would be dropped with
+            // the runtime: let it finish first, bounded.
+            let handle = runtime.handle().clone();
+            runtime.block_on(async move {
+                let until = tokio::time::Instant::now() + DEDICATED_GRACE;
+                while handle.metrics().num_alive_tasks() > 0 && tokio::time::Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+        drop(runtime);
+        let _ = done_tx.send(());
+    });
+    match spawned {
+        Ok(_) => match fut_tx.send(fut) {
+            Ok(()) => tokio::spawn(async move {
+                let _ = done_rx.await;
+            }),
+            Err(std::sync::mpsc::SendError(fut)) => tokio::spawn(fut),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a task thread; using the shared runtime");
+            // The closure (and its receiver) is gone; the future was never sent.
+            tokio::spawn(fut)
+        }
+    }
 }
 
 fn uuid_like() -> String {

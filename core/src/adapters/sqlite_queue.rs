@@ -27,9 +27,12 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Longest visibility timeout (SQS's limit).
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
-/// How often a long poll looks again when nothing in this process wakes it: covers delays and
-/// visibility timeouts running out, and sends from other processes.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a long poll looks again when nothing wakes it earlier. Sends through this adapter
+/// wake waiting polls at once, and a delay or visibility timeout running out is slept for
+/// exactly (see [`SqliteQueue::receive`]), so this only bounds how late a send from another
+/// process (or another adapter on the same file) is seen. It used to be 50 ms, which made an
+/// idle `relaycast up` wake ~40 times a second for nothing.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The [`Queue`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`.
 pub struct SqliteQueue {
@@ -99,13 +102,14 @@ impl SqliteQueue {
         })
     }
 
-    /// One attempt at receiving, without waiting.
+    /// One attempt at receiving, without waiting. When nothing was received, also says how
+    /// long (by the injected clock) until the queue's earliest hidden message becomes visible.
     async fn try_receive(
         &self,
         queue: &str,
         max: usize,
         visibility_ms: i64,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    ) -> Result<(Vec<ReceivedMessage>, Option<Duration>), QueueError> {
         let queue = queue.to_string();
         let max_receives = self.max_receives;
         self.with_conn("receive", move |conn, now| {
@@ -143,15 +147,21 @@ fn receive_blocking(
     visibility_ms: i64,
     max_receives: u32,
     now: i64,
-) -> Result<Vec<ReceivedMessage>, QueueError> {
-    // Idle long polls look many times a second; a plain read keeps them from taking the write
-    // lock that the store and senders on the same file need.
-    let any_visible: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = ?1 AND visible_at_ms <= ?2)")
-        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get(0)))
+) -> Result<(Vec<ReceivedMessage>, Option<Duration>), QueueError> {
+    // Idle long polls look several times a second; a plain read keeps them from taking the
+    // write lock that the store and senders on the same file need. One lookup in the
+    // (queue, visible_at_ms) index answers both "anything visible?" and "when is the next?".
+    let earliest: Option<i64> = conn
+        .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")
+        .and_then(|mut s| s.query_row(params![queue], |r| r.get(0)))
         .map_err(db_err)?;
-    if !any_visible {
-        return Ok(Vec::new());
+    match earliest {
+        None => return Ok((Vec::new(), None)),
+        Some(at) if at > now => {
+            let ms = u64::try_from(at - now).unwrap_or(0);
+            return Ok((Vec::new(), Some(Duration::from_millis(ms))));
+        }
+        Some(_) => {}
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let mut out = Vec::with_capacity(max);
@@ -217,7 +227,10 @@ fn receive_blocking(
         }
     }
     tx.commit().map_err(db_err)?;
-    Ok(out)
+    // Something was visible, so a caller that got nothing (all dead-lettered) looks again
+    // right away rather than sleeping.
+    let next = if out.is_empty() { Some(Duration::ZERO) } else { None };
+    Ok((out, next))
 }
 
 #[async_trait]
@@ -269,12 +282,18 @@ impl Queue for SqliteQueue {
             let notified = self.sent.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let got = self.try_receive(queue, max, visibility_ms).await?;
+            let (got, next_visible) = self.try_receive(queue, max, visibility_ms).await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
             }
-            let nap = (deadline - now).min(POLL_INTERVAL);
+            // Sleep until the earliest delayed or in-flight message turns visible, a send here
+            // wakes us, or the fallback poll for other processes' sends; never past the
+            // deadline. A message just due gets 1 ms, so clock rounding cannot spin the loop.
+            let mut nap = (deadline - now).min(POLL_INTERVAL);
+            if let Some(d) = next_visible {
+                nap = nap.min(d.max(Duration::from_millis(1)));
+            }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
