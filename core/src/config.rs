@@ -146,6 +146,10 @@ pub struct TimingSettings {
     pub start_timeout_ms: u64,
     /// A source that delivers nothing for this long is down; fail over. Default 3 000.
     pub source_stall_timeout_ms: u64,
+    /// A live source quiet this long while its backup, pulled beside it as a hot standby,
+    /// delivers is down: fail over without waiting for the stall timeout. 0 turns this off.
+    /// Default 1 000.
+    pub standby_failover_ms: u64,
     /// A destination that cannot publish for this long is given up (callback code 3) while the
     /// others go on. Default 300 000 (5 min).
     pub push_give_up_ms: u64,
@@ -171,6 +175,7 @@ impl Default for TimingSettings {
             other_callback_retries: 5,
             start_timeout_ms: 60_000,
             source_stall_timeout_ms: 3_000,
+            standby_failover_ms: 1_000,
             push_give_up_ms: 300_000,
             slate_duration_ms: 300_000,
             drain_timeout_ms: 10_000,

@@ -1,4 +1,5 @@
-//! Ingest: one ffmpeg that pulls a source and writes FLV to its stdout.
+//! Ingest: one ffmpeg that pulls a source and writes FLV to its stdout, or, for an
+//! `rtmp://` live source relayed as is, a native RTMP play ([`crate::rtmp_pull`]).
 //!
 //! ffmpeg is spawned through `ffmpeg-sidecar` (its command builder and its stderr log parser),
 //! always pointed at a configured binary (the crate is built without its downloader).
@@ -23,6 +24,8 @@ use tokio::sync::mpsc;
 
 use crate::flv::{FlvItem, FlvParser, FlvTag};
 use crate::process::{kill_group, signal_group, GroupGuard};
+use crate::pusher::RtmpUrl;
+use crate::rtmp_pull::RtmpPull;
 
 /// Default path of the system ffmpeg.
 pub const DEFAULT_FFMPEG: &str = "/usr/bin/ffmpeg";
@@ -161,6 +164,9 @@ pub struct IngestSpec {
     /// The seeds' `relofftime`: for VOD, the part of the file to play; for live, how long
     /// to relay. Default `None` (everything).
     pub window: Option<TimeWindow>,
+    /// Pull an `rtmp://` live source that is relayed as is (`-c copy`, no filter) natively
+    /// instead of through ffmpeg ([`IngestSpec::native_rtmp_url`]). Default true.
+    pub native_rtmp: bool,
 }
 
 impl IngestSpec {
@@ -178,6 +184,7 @@ impl IngestSpec {
             filter_complex: None,
             input_files: None,
             window: None,
+            native_rtmp: true,
         }
     }
 
@@ -200,6 +207,21 @@ impl IngestSpec {
             allow_local_files: true,
             ..IngestSpec::live(path)
         }
+    }
+
+    /// The source as an RTMP URL when it is pulled natively: a live `rtmp://` source relayed
+    /// as is with [`IngestSpec::native_rtmp`] set. Anything that needs ffmpeg (transcoding,
+    /// watermarks, a VOD window, `rtmps`, user info in the URL) returns `None`.
+    pub fn native_rtmp_url(&self) -> Option<RtmpUrl> {
+        let copy = self.codec_args.len() == 2 && self.codec_args[0] == "-c" && self.codec_args[1] == "copy";
+        let plain = self.url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtmp://"));
+        if !(self.native_rtmp && plain && copy && self.kind == SourceKind::Live)
+            || self.filter_complex.is_some()
+            || self.url.chars().any(|c| c.is_control())
+        {
+            return None;
+        }
+        RtmpUrl::parse(&format!("rtmp://{}", &self.url[7..])).ok()
     }
 
     /// The URL without user info and query string, for logs: both often carry credentials.
@@ -365,8 +387,67 @@ fn no_exit_status() -> (bool, String, String) {
     (false, "no exit status".to_string(), String::new())
 }
 
+/// A running ingest: an ffmpeg child or a native RTMP play. Dropping it kills ffmpeg's
+/// process group, or closes the connection.
+pub struct Ingest(Backend);
+
+enum Backend {
+    Ffmpeg(Box<FfmpegIngest>),
+    Rtmp(RtmpPull),
+}
+
+impl Ingest {
+    /// Starts the ingest for `spec`: native for [`IngestSpec::native_rtmp_url`], ffmpeg
+    /// otherwise. Must be called within a tokio runtime.
+    #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
+    pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
+        if let Some(url) = spec.native_rtmp_url() {
+            tracing::debug!("native RTMP ingest");
+            return Ok(Ingest(Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout))));
+        }
+        let args = spec.args()?;
+        Ok(Ingest(Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(&spec.ffmpeg_path, &args)?))))
+    }
+
+    /// Starts ffmpeg with trusted, fully built arguments that must write FLV to stdout (the
+    /// session's slate). Never pass anything a user supplied: no URL checks happen here.
+    pub(crate) fn start_trusted(
+        ffmpeg_path: &std::path::Path,
+        args: &[String],
+    ) -> Result<Ingest, IngestError> {
+        Ok(Ingest(Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(ffmpeg_path, args)?))))
+    }
+
+    /// ffmpeg's pid (and process group id) while it has not been reaped; `None` for a
+    /// native ingest.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.0 {
+            Backend::Ffmpeg(f) => f.guard.pgid(),
+            Backend::Rtmp(_) => None,
+        }
+    }
+
+    /// The next event; `None` after [`IngestEvent::Exited`]. Cancel safe: a read that has
+    /// not completed loses nothing, and tags already cut are kept for the next call.
+    pub async fn next(&mut self) -> Option<IngestEvent> {
+        match &mut self.0 {
+            Backend::Ffmpeg(f) => f.next().await,
+            Backend::Rtmp(r) => r.next().await,
+        }
+    }
+
+    /// Stops the ingest: ffmpeg gently (SIGINT to its group, then SIGKILL after
+    /// `deadline`); a native pull at once.
+    pub async fn stop(self, deadline: Duration) {
+        match self.0 {
+            Backend::Ffmpeg(f) => f.stop(deadline).await,
+            Backend::Rtmp(r) => r.stop(),
+        }
+    }
+}
+
 /// A running ingest ffmpeg. Dropping it kills ffmpeg's process group.
-pub struct Ingest {
+struct FfmpegIngest {
     /// ffmpeg's stdout until EOF (or an FLV error, after which it is of no use).
     stdout: Option<tokio::process::ChildStdout>,
     parser: FlvParser,
@@ -384,24 +465,8 @@ pub struct Ingest {
     exited: bool,
 }
 
-impl Ingest {
-    /// Starts ffmpeg for `spec`.
-    #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
-    pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
-        let args = spec.args()?;
-        Ingest::spawn(&spec.ffmpeg_path, &args)
-    }
-
-    /// Starts ffmpeg with trusted, fully built arguments that must write FLV to stdout (the
-    /// session's slate). Never pass anything a user supplied: no URL checks happen here.
-    pub(crate) fn start_trusted(
-        ffmpeg_path: &std::path::Path,
-        args: &[String],
-    ) -> Result<Ingest, IngestError> {
-        Ingest::spawn(ffmpeg_path, args)
-    }
-
-    fn spawn(ffmpeg_path: &std::path::Path, args: &[String]) -> Result<Ingest, IngestError> {
+impl FfmpegIngest {
+    fn spawn(ffmpeg_path: &std::path::Path, args: &[String]) -> Result<FfmpegIngest, IngestError> {
         let spawn_err = |source| IngestError::Spawn {
             path: ffmpeg_path.to_path_buf(),
             source,
@@ -474,7 +539,7 @@ impl Ingest {
             drop(guard);
             return Err(spawn_err(e));
         }
-        Ok(Ingest {
+        Ok(FfmpegIngest {
             stdout: Some(stdout),
             parser: FlvParser::new(),
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
@@ -488,14 +553,7 @@ impl Ingest {
         })
     }
 
-    /// ffmpeg's pid (and process group id) while it has not been reaped.
-    pub fn pid(&self) -> Option<u32> {
-        self.guard.pgid()
-    }
-
-    /// The next event; `None` after [`IngestEvent::Exited`]. Cancel safe: a read that has
-    /// not completed loses nothing, and tags already cut are kept for the next call.
-    pub async fn next(&mut self) -> Option<IngestEvent> {
+    async fn next(&mut self) -> Option<IngestEvent> {
         if self.exited {
             return None;
         }
@@ -507,14 +565,10 @@ impl Ingest {
                 // stdout is drained: the exit is the last event.
                 let exit = match self.exit.take() {
                     Some(e) => e,
-                    None => loop {
-                        match self.rx.recv().await {
-                            Some(StderrEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
-                            Some(StderrEvent::Exited { success, status, last_error }) => {
-                                break (success, status, last_error)
-                            }
-                            None => break no_exit_status(),
-                        }
+                    None => match self.rx.recv().await {
+                        Some(StderrEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
+                        Some(StderrEvent::Exited { success, status, last_error }) => (success, status, last_error),
+                        None => no_exit_status(),
                     },
                 };
                 return Some(self.finish(exit));
@@ -570,8 +624,7 @@ impl Ingest {
         IngestEvent::Exited { success, reason }
     }
 
-    /// Stops ffmpeg gently: SIGINT to its group, then SIGKILL after `deadline`.
-    pub async fn stop(mut self, deadline: Duration) {
+    async fn stop(mut self, deadline: Duration) {
         if self.exited {
             return;
         }
@@ -657,6 +710,7 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/none"));
+        spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(1);
         if !spec.ffmpeg_path.exists() {
             eprintln!("SKIP: no ffmpeg");
@@ -683,6 +737,7 @@ mod tests {
     #[tokio::test]
     async fn missing_binary_is_our_error() {
         let mut spec = IngestSpec::live("rtmp://127.0.0.1/live/x");
+        spec.native_rtmp = false;
         spec.ffmpeg_path = "/nonexistent/ffmpeg".into();
         match Ingest::start(&spec) {
             Err(e) => assert!(!e.is_source_error()),
@@ -697,6 +752,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
+        spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(60);
         if !spec.ffmpeg_path.exists() {
             eprintln!("SKIP: no ffmpeg");

@@ -1,7 +1,7 @@
 //! relaycast long-running workers.
 //!
-//! The relay data plane lives here: one ingest ffmpeg per relay task writes FLV to a pipe
-//! ([`ingest`]), the [`flv`] demuxer cuts it into tags, the [`splicer`] puts every source onto
+//! The relay data plane lives here: one ingest per relay task, an ffmpeg writing FLV to a
+//! pipe or a native RTMP play ([`ingest`], [`rtmp_pull`]), the [`flv`] demuxer cuts it into tags, the [`splicer`] puts every source onto
 //! one continuous timeline and fans tags out, and one Rust-native RTMP [`pusher`] per
 //! destination publishes them. [`session`] ties these together for one relay task.
 //! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments;
@@ -18,6 +18,7 @@ pub mod playout;
 pub mod process;
 pub mod pusher;
 pub mod relay_worker;
+pub mod rtmp_pull;
 pub mod session;
 pub mod splicer;
 pub mod transcode;

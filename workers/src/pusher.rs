@@ -397,9 +397,9 @@ fn set_state(shared: &Mutex<Shared>, state: PusherState) {
 }
 
 /// A destination connection: plain TCP or TLS over TCP.
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
-type BoxConn = Box<dyn Conn>;
+pub(crate) type BoxConn = Box<dyn Conn>;
 type ConnReader = ReadHalf<BoxConn>;
 type ConnWriter = WriteHalf<BoxConn>;
 
@@ -501,8 +501,11 @@ impl Worker {
         failing: &mut bool,
         published_for: &mut Duration,
     ) -> Result<Ended, PusherError> {
-        let setup = tokio::time::timeout(self.config.connect_timeout, self.setup());
-        let (stream, mut session, leftover) = tokio::select! {
+        let setup = tokio::time::timeout(
+            self.config.connect_timeout,
+            open_client(&self.url, self.config.tls.as_ref(), ClientRequest::Publish),
+        );
+        let ClientConn { stream, mut session, .. } = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
             r = setup => r.map_err(|_| PusherError::Timeout("connecting and publishing"))??,
         };
@@ -521,10 +524,6 @@ impl Worker {
         tracing::info!("publishing");
         let mut buf = vec![0u8; 8192];
         let mut out = Vec::with_capacity(64 * 1024);
-        if !leftover.is_empty() {
-            let results = session.handle_input(&leftover)?;
-            self.send_results(&mut wr, results).await?;
-        }
         let result = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
@@ -609,126 +608,6 @@ impl Worker {
         .await;
     }
 
-    /// TCP connect, handshake, `connect(app)`, `publish(stream_key)`.
-    async fn setup(&self) -> Result<(BoxConn, ClientSession, Vec<u8>), PusherError> {
-        let addr = self.url.addr();
-        let tcp = TcpStream::connect(&addr)
-            .await
-            .map_err(|source| PusherError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream: BoxConn = if self.url.tls {
-            let tls_err = |reason: String| PusherError::Tls {
-                host: self.url.host.clone(),
-                reason,
-            };
-            let config = match &self.config.tls {
-                Some(c) => c.clone(),
-                None => default_tls_config().map_err(tls_err)?,
-            };
-            let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
-                .map_err(|e| tls_err(e.to_string()))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| tls_err(e.to_string()))?;
-            Box::new(tls)
-        } else {
-            Box::new(tcp)
-        };
-
-        let mut handshake = Handshake::new(PeerType::Client);
-        let p0p1 = handshake
-            .generate_outbound_p0_and_p1()
-            .map_err(|e| PusherError::Handshake(format!("{e:?}")))?;
-        stream.write_all(&p0p1).await?;
-        let mut buf = vec![0u8; 8192];
-        let leftover = loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(PusherError::Closed);
-            }
-            match handshake
-                .process_bytes(&buf[..n])
-                .map_err(|e| PusherError::Handshake(format!("{e:?}")))?
-            {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    stream.write_all(&response_bytes).await?;
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    stream.write_all(&response_bytes).await?;
-                    break remaining_bytes;
-                }
-            }
-        };
-
-        let mut config = ClientSessionConfig::new();
-        config.tc_url = Some(self.url.tc_url());
-        let (mut session, initial) = ClientSession::new(config)?;
-        let mut out = Vec::new();
-        collect_packets(initial, &mut out);
-        let mut pending = leftover;
-        let connect = session.request_connection(self.url.app.clone())?;
-        collect_packets(vec![connect], &mut out);
-        stream.write_all(&out).await?;
-
-        let mut publish_requested = false;
-        loop {
-            if !pending.is_empty() {
-                let results = session.handle_input(&pending)?;
-                pending.clear();
-                let mut out = Vec::new();
-                let mut accepted_publish = false;
-                for r in results {
-                    match r {
-                        ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                        ClientSessionResult::RaisedEvent(ev) => match ev {
-                            ClientSessionEvent::ConnectionRequestAccepted => {
-                                let req = session.request_publishing(
-                                    self.url.stream_key.clone(),
-                                    PublishRequestType::Live,
-                                )?;
-                                collect_packets(vec![req], &mut out);
-                                publish_requested = true;
-                            }
-                            ClientSessionEvent::ConnectionRequestRejected { description } => {
-                                return Err(PusherError::Rejected {
-                                    stage: "connect",
-                                    description,
-                                });
-                            }
-                            ClientSessionEvent::PublishRequestAccepted => accepted_publish = true,
-                            ClientSessionEvent::UnhandleableOnStatusCode { code }
-                                if publish_requested =>
-                            {
-                                // e.g. NetStream.Publish.BadName when the name is taken.
-                                return Err(PusherError::Rejected {
-                                    stage: "publish",
-                                    description: code,
-                                });
-                            }
-                            _ => {}
-                        },
-                        ClientSessionResult::UnhandleableMessageReceived(_) => {}
-                    }
-                }
-                if !out.is_empty() {
-                    stream.write_all(&out).await?;
-                }
-                if accepted_publish {
-                    return Ok((stream, session, pending));
-                }
-            }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(PusherError::Closed);
-            }
-            pending.extend_from_slice(&buf[..n]);
-        }
-    }
-
     fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), PusherError> {
         for r in results {
             if let ClientSessionResult::RaisedEvent(
@@ -737,7 +616,7 @@ impl Worker {
             {
                 // The server ends a publish with an onStatus error (e.g. kicked by a
                 // "drop_idle_publisher" or an auth callback).
-                if code.contains("Failed") || code.contains("BadName") || code.contains("Reject") {
+                if is_failure_status(code) {
                     return Err(PusherError::Rejected {
                         stage: "publish",
                         description: code.clone(),
@@ -778,6 +657,180 @@ impl Worker {
         self.bytes_total.increment(bytes.len() as u64);
         Ok(())
     }
+}
+
+/// What a client asks for once its `connect` is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientRequest {
+    /// `publish(stream_key)`: a pusher.
+    Publish,
+    /// `play(stream_key)`: a native RTMP ingest.
+    Play,
+}
+
+/// An RTMP client connection whose publish or play request was accepted.
+pub(crate) struct ClientConn {
+    pub(crate) stream: BoxConn,
+    pub(crate) session: ClientSession,
+    /// Events the server sent in the same read as the acceptance (a play's metadata and
+    /// sequence headers often come with it).
+    pub(crate) events: Vec<ClientSessionEvent>,
+}
+
+/// TCP (and TLS for `rtmps`) connect, handshake, `connect(app)`, then `publish` or `play`
+/// of the stream key. The caller bounds it with a timeout.
+pub(crate) async fn open_client(
+    url: &RtmpUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    request: ClientRequest,
+) -> Result<ClientConn, PusherError> {
+    let addr = url.addr();
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| PusherError::Connect { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream: BoxConn = if url.tls {
+        let tls_err = |reason: String| PusherError::Tls {
+            host: url.host.clone(),
+            reason,
+        };
+        let config = match tls {
+            Some(c) => c.clone(),
+            None => default_tls_config().map_err(tls_err)?,
+        };
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| tls_err(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls_err(e.to_string()))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+
+    let mut handshake = Handshake::new(PeerType::Client);
+    let p0p1 = handshake
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| PusherError::Handshake(format!("{e:?}")))?;
+    stream.write_all(&p0p1).await?;
+    let mut buf = vec![0u8; 8192];
+    let mut pending = loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(PusherError::Closed);
+        }
+        match handshake
+            .process_bytes(&buf[..n])
+            .map_err(|e| PusherError::Handshake(format!("{e:?}")))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                stream.write_all(&response_bytes).await?;
+                break remaining_bytes;
+            }
+        }
+    };
+
+    let mut config = ClientSessionConfig::new();
+    config.tc_url = Some(url.tc_url());
+    let (mut session, initial) = ClientSession::new(config)?;
+    let mut out = Vec::new();
+    collect_packets(initial, &mut out);
+    let connect = session.request_connection(url.app.clone())?;
+    collect_packets(vec![connect], &mut out);
+    stream.write_all(&out).await?;
+
+    let stage = match request {
+        ClientRequest::Publish => "publish",
+        ClientRequest::Play => "play",
+    };
+    let mut requested = false;
+    loop {
+        if !pending.is_empty() {
+            let results = session.handle_input(&pending)?;
+            pending.clear();
+            let mut out = Vec::new();
+            let mut accepted = false;
+            let mut events = Vec::new();
+            for r in results {
+                match r {
+                    ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                    ClientSessionResult::RaisedEvent(ev) => match ev {
+                        ClientSessionEvent::ConnectionRequestAccepted => {
+                            let req = match request {
+                                ClientRequest::Publish => session.request_publishing(
+                                    url.stream_key.clone(),
+                                    PublishRequestType::Live,
+                                )?,
+                                ClientRequest::Play => {
+                                    session.request_playback(url.stream_key.clone())?
+                                }
+                            };
+                            collect_packets(vec![req], &mut out);
+                            requested = true;
+                        }
+                        ClientSessionEvent::ConnectionRequestRejected { description } => {
+                            return Err(PusherError::Rejected {
+                                stage: "connect",
+                                description,
+                            });
+                        }
+                        ClientSessionEvent::PublishRequestAccepted
+                            if request == ClientRequest::Publish =>
+                        {
+                            accepted = true
+                        }
+                        ClientSessionEvent::PlaybackRequestAccepted
+                            if request == ClientRequest::Play =>
+                        {
+                            accepted = true
+                        }
+                        // e.g. NetStream.Publish.BadName when the name is taken, or
+                        // NetStream.Play.StreamNotFound.
+                        ClientSessionEvent::UnhandleableOnStatusCode { code }
+                            if requested && !accepted && is_failure_status(&code) =>
+                        {
+                            return Err(PusherError::Rejected {
+                                stage,
+                                description: code,
+                            });
+                        }
+                        ev if accepted => events.push(ev),
+                        _ => {}
+                    },
+                    ClientSessionResult::UnhandleableMessageReceived(_) => {}
+                }
+            }
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+            }
+            if accepted {
+                return Ok(ClientConn {
+                    stream,
+                    session,
+                    events,
+                });
+            }
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(PusherError::Closed);
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether an `onStatus` code reports a failure (as opposed to e.g. `NetStream.Play.Reset`).
+pub(crate) fn is_failure_status(code: &str) -> bool {
+    ["Failed", "BadName", "Reject", "NotFound"]
+        .iter()
+        .any(|w| code.contains(w))
 }
 
 /// Most tags written in one batch.

@@ -239,6 +239,17 @@ pub struct SessionSpec {
     /// failover at `stall_timeout` does not also wait for ffmpeg's startup and a keyframe.
     /// Default 1 s.
     pub standby_after: Duration,
+    /// Live with backups: when the next source is pulled natively
+    /// ([`IngestSpec::native_rtmp_url`]: no process, only its latest GOP held in memory),
+    /// keep it connected beside the running source all along, so a failover replays from
+    /// its latest keyframe at once instead of waiting for a connection and a keyframe.
+    /// A standby that fails is retried every `retry_delay`, quietly. Default true.
+    pub hot_standby: bool,
+    /// A running live source quiet for this long while its hot standby has a keyframe and
+    /// is delivering (a tag in the last 500 ms) is taken as down, before `stall_timeout`:
+    /// a network problem on our side would silence both. Default 1 s; `None` waits for
+    /// `stall_timeout` in every case.
+    pub standby_failover_after: Option<Duration>,
     /// Pusher tunables (backoff etc.).
     pub pusher: PusherConfig,
     /// Splicer tunables.
@@ -271,6 +282,8 @@ impl SessionSpec {
             startup_timeout: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             standby_after: Duration::from_secs(1),
+            hot_standby: true,
+            standby_failover_after: Some(Duration::from_secs(1)),
             pusher: PusherConfig::default(),
             splicer: SplicerConfig::default(),
             loops: Loops::Count(1),
@@ -698,6 +711,9 @@ struct Candidate {
 
 /// Pause between attempts to pull the primary beside a backup (`switch_back_after`).
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A standby whose latest tag is this recent is delivering.
+const STANDBY_FLOWING: Duration = Duration::from_millis(500);
 
 /// At most this many tags are held for a candidate (a long GOP is cut, not buffered).
 const CANDIDATE_MAX_TAGS: usize = 2_000;
@@ -1296,6 +1312,15 @@ impl Supervisor {
         let mut standby_tried = false;
         let mut meter = Meter::new();
         let mut next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
+        // While the primary is probed for a switch back, the probe is the second pull.
+        let hot = self.spec.hot_standby
+            && n > 1
+            && kind == SourceKind::Live
+            && (self.spec.switch_back_after.is_none() || index == 0)
+            && self.spec.sources[(index + 1) % n].native_rtmp_url().is_some();
+        let mut hot_retry_at = Instant::now();
+        // The quiet spell (by its last tag) already checked against the standby.
+        let mut quiet_checked: Option<Instant> = None;
         let outcome = loop {
             // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
             let wait = if produced {
@@ -1304,13 +1329,17 @@ impl Supervisor {
                 self.spec.startup_timeout
             };
             let deadline = last_tag + wait;
-            let standby_at = last_tag + self.spec.standby_after;
+            let standby_at = if hot {
+                hot_retry_at
+            } else {
+                last_tag + self.spec.standby_after
+            };
             // A VOD item going quiet is not replaced by the next item: items play in order.
             let want_standby = produced
                 && n > 1
                 && kind == SourceKind::Live
                 && candidate.is_none()
-                && !standby_tried;
+                && (hot || !standby_tried);
             let switch_deadline = candidate
                 .as_ref()
                 .filter(|c| c.role == CandidateRole::Switch)
@@ -1325,6 +1354,18 @@ impl Supervisor {
                         && candidate.is_none() =>
                 {
                     Some(next_probe)
+                }
+                _ => None,
+            };
+            // Fail over early when the primary is quiet but its warm standby is not.
+            let quiet_failover_at = match (self.spec.standby_failover_after, candidate.as_ref()) {
+                (Some(after), Some(c))
+                    if hot
+                        && c.role == CandidateRole::Standby
+                        && c.has_keyframe()
+                        && quiet_checked != Some(last_tag) =>
+                {
+                    Some(last_tag + after)
                 }
                 _ => None,
             };
@@ -1394,11 +1435,30 @@ impl Supervisor {
                     standby_tried = true;
                     let to = (index + 1) % n;
                     if let Ok(c) = Candidate::start(to, CandidateRole::Standby, &self.spec.sources[to]) {
-                        tracing::info!(from = index, to, "source quiet, warming up the next one");
+                        if hot {
+                            tracing::debug!(from = index, to, "hot standby on the next source");
+                        } else {
+                            tracing::info!(from = index, to, "source quiet, warming up the next one");
+                        }
                         candidate = Some(c);
                     }
+                    hot_retry_at = Instant::now() + self.spec.retry_delay;
                 }
                 _ = sleep_until_opt(self.deadline) => break Outcome::Deadline,
+                _ = sleep_until_opt(quiet_failover_at), if quiet_failover_at.is_some() => {
+                    quiet_checked = Some(last_tag);
+                    let flowing = candidate
+                        .as_ref()
+                        .and_then(|c| c.last_tag)
+                        .is_some_and(|t| t.elapsed() < STANDBY_FLOWING);
+                    if flowing {
+                        let quiet = last_tag.elapsed();
+                        break Outcome::Failed {
+                            reason: format!("no data from the source for {quiet:.1?} while the backup delivers"),
+                            next: candidate.take(),
+                        };
+                    }
+                }
                 _ = sleep_until_opt(probe_at), if probe_at.is_some() => {
                     next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
                     if let Ok(c) = Candidate::start(0, CandidateRole::Probe, &self.spec.sources[0]) {
@@ -1463,10 +1523,15 @@ impl Supervisor {
                             if c.role == CandidateRole::Probe {
                                 // The primary is still down: try again later, quietly.
                                 tracing::debug!(%reason, "primary probe failed");
+                            } else if hot && c.role == CandidateRole::Standby {
+                                // A backup that is not up (yet): not news while the
+                                // running source is fine.
+                                tracing::debug!(%reason, "hot standby ended");
+                                hot_retry_at = Instant::now() + self.spec.retry_delay;
                             } else {
                                 self.emit(SessionEvent::SourceFailed {
                                     index: c.index,
-                                    reason: format!("ingest ffmpeg exited: {reason}"),
+                                    reason: format!("ingest ended: {reason}"),
                                 });
                             }
                             c.stop();
@@ -1481,7 +1546,7 @@ impl Supervisor {
                         }
                         last_tag = Instant::now();
                         standby_tried = false;
-                        if candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
+                        if !hot && candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
                             // The source came back: the standby is not needed.
                             if let Some(c) = candidate.take() { c.stop(); }
                         }
@@ -1518,7 +1583,7 @@ impl Supervisor {
                             break Outcome::Ended;
                         }
                         let next = candidate.take();
-                        break Outcome::Failed { reason: format!("ingest ffmpeg exited: {reason}"), next };
+                        break Outcome::Failed { reason: format!("ingest ended: {reason}"), next };
                     }
                     None => break Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None },
                 },

@@ -321,7 +321,9 @@ pub fn parse_stat(xml: &str) -> Vec<StreamStat> {
         .map(|s| {
             // Client blocks come after the meta block; stream-level fields before them.
             let head = s.split("<client>").next().unwrap_or(s);
-            let publisher = blocks(s, "client")
+            let clients = blocks(s, "client");
+            let nclients = clients.len() as u64;
+            let publisher = clients
                 .into_iter()
                 .find(|c| c.contains("<publishing/>"))
                 .map(|c| ClientStat {
@@ -339,7 +341,7 @@ pub fn parse_stat(xml: &str) -> Vec<StreamStat> {
                 time_ms: num(tag(head, "time")),
                 bytes_in: num(tag(head, "bytes_in")),
                 publisher,
-                nclients: num(tag(head, "nclients")),
+                nclients,
                 video_size,
             }
         })
