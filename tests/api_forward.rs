@@ -318,7 +318,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
     let mut huge = valid.clone();
     huge.truncate(huge.len() - 1);
     huge.extend(b", \"pad\": \"");
-    huge.extend(std::iter::repeat_n(b'x', 8 * 1024 * 1024));
+    huge.extend(std::iter::repeat_n(b'x', relaycast_core::domain::relay::wire::MAX_BODY_BYTES));
     huge.extend(b"\"}");
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -327,7 +327,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
         ("trailing garbage", [valid.as_slice(), b"}"].concat(), "params body format is error"),
         ("a JSON array", b"[]".to_vec(), "params body format is error"),
         ("non-UTF-8 bytes", non_utf8, "params body format is error"),
-        ("more than 8 MiB", huge, "params body format is error"),
+        ("more than the 24 MiB body cap", huge, "params body format is error"),
         ("cmd as a number", top(&|v| v["cmd"] = json!(1)), "cmd가 잘못되었습니다"),
         ("type as a number", top(&|v| v["type"] = json!(1)), "type이 잘못되었습니다"),
         ("list as a string", top(&|v| v["list"] = json!("x")), "params list format is error"),
@@ -1179,4 +1179,61 @@ async fn a_task_no_worker_takes_up_in_time_calls_back_92() {
     // The destination is free again.
     assert_accepted_pair(api.forward(&live_body("next", &[DEST_A], Some(&rx.url))).await);
     assert!(rx.bodies_for("next").iter().all(|b| b["code"] != "91"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmd_3_naming_a_task_of_another_type_is_refused_whole_and_writes_nothing() {
+    let h = InProcess::start().await;
+    let api = &h.api;
+    let rx = CallbackReceiver::start().await;
+    assert_accepted_pair(api.forward(&live_body("mixlive", &[DEST_A], Some(&rx.url))).await);
+    let video = json!({"transcallbackurl": rx.url, "cmd": "1", "type": "video", "list": [{
+        "id": "mixvideo", "src": [{"url": "http://127.0.0.1/1.mp4"}], "forward": [{"url": DEST_B}]
+    }]});
+    assert_accepted_pair(api.forward(&video).await);
+    let (live_before, video_before) = (api.task("mixlive").await.unwrap(), api.task("mixvideo").await.unwrap());
+
+    // type=live, listing the live task first: the video task makes the whole request wrong.
+    let update = json!({"cmd": "3", "type": "live", "list": [
+        {"id": "mixlive", "src": [{"url": "rtmp://127.0.0.1:1/live/new"}]},
+        {"id": "mixvideo", "src": [{"url": "rtmp://127.0.0.1:1/live/new2"}]}
+    ]});
+    let (status, answer) = api.forward(&update).await;
+    assert_refused(status, &answer, 400, "1001", "type이 잘못되었습니다");
+
+    // Neither task changed: the live task keeps its src, cmd and code.
+    let live_after = api.task("mixlive").await.unwrap();
+    assert_eq!(live_after, live_before);
+    assert_eq!(serde_json::from_str::<Value>(live_after["src"].as_str().unwrap()).unwrap(), json!([{"url": "rtmp://127.0.0.1:1/live/mixlive"}]));
+    assert_eq!(live_after["cmd"], "1");
+    assert_eq!(api.task("mixvideo").await.unwrap(), video_before);
+
+    // No callback 5 was queued: callbacks arrive in order per task, so the first one about
+    // each task after the refusal is the stop that follows it.
+    assert_accepted_pair(api.forward(&cmd_body("2", "mixlive", json!({}), None)).await);
+    assert_accepted_pair(api.forward(&with(&cmd_body("2", "mixvideo", json!({}), None), |v| v["type"] = json!("video"))).await);
+    for id in ["mixlive", "mixvideo"] {
+        let cbs = rx.wait_for(id, 1).await;
+        assert_eq!(code_msg_cmd(&cbs[0]), ("1", "푸시 스트림 성공", "2"), "{id}: {cbs:?}");
+        assert!(rx.bodies_for(id).iter().all(|cb| cb["code"] != "5"), "{id}: {:?}", rx.bodies_for(id));
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_worked_signature_example_is_accepted_over_http() {
+    let seed = SEED_AUTH_EXAMPLE;
+    let h = InProcess::start_with(|s| s.accounts.push(seed.account())).await;
+    // The seed's exact n, r and k, as in its example URL.
+    let body = serde_json::to_vec(&live_body("seedsigned", &[DEST_A], None)).unwrap();
+    let (status, answer) = h.api.forward_signed_as(&seed.pairs(), body.clone()).await;
+    assert_accepted(status, &answer);
+    // The request really ran as that account.
+    let own = Api::new(&h.api.base, seed.n, seed.key);
+    assert_eq!(own.task("seedsigned").await.unwrap()["forward"], DEST_A);
+    assert_eq!(h.api.task("seedsigned").await, None, "another account does not see it");
+    // The same r again is a replay, so the first call was checked, not waved through.
+    let (status, answer) = h.api.forward_signed_as(&seed.pairs(), body).await;
+    assert_refused(status, &answer, 403, "1002", "random is repeat");
+    h.stop().await;
 }

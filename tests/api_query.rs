@@ -170,7 +170,18 @@ async fn pages_default_to_100_and_never_exceed_it() {
     assert_eq!(all[..100], first_ids[..]);
     assert_eq!(all[100..], ids(&second)[..]);
 
-    for (name, value) in [("pageSize", "101"), ("pageSize", "0"), ("pageSize", "-1"), ("pageSize", "ten"), ("pageNo", "0"), ("pageNo", "1.5")] {
+    // Above 100, pageSize is capped at 100 (the seed: default 100, max 100), not refused.
+    for size in ["101", "500", "99999999999"] {
+        let (status, capped) = page(vec![("pageSize", size.into())]).await;
+        assert_eq!(status, 200, "pageSize={size}: {capped}");
+        assert_page_shape(&capped);
+        assert_eq!((capped["total"].as_u64(), capped["pageNo"].as_u64(), capped["pageSize"].as_u64()), (Some(105), Some(1), Some(100)), "pageSize={size}");
+        assert_eq!(ids(&capped), first_ids, "pageSize={size}");
+    }
+    let (_, rest) = page(vec![("pageNo", "2".into()), ("pageSize", "500".into())]).await;
+    assert_eq!((rest["pageSize"].as_u64(), ids(&rest)), (Some(100), ids(&second)));
+
+    for (name, value) in [("pageSize", "0"), ("pageSize", "-1"), ("pageSize", "-500"), ("pageSize", "ten"), ("pageNo", "0"), ("pageNo", "1.5")] {
         let (status, answer) = page(vec![(name, value.to_string())]).await;
         assert_refused(status, &answer, 400, "1001", &format!("params {name} format is error"));
     }

@@ -157,6 +157,39 @@ pub const RESTRICTED: (&str, &str) = ("restricted", "444444444444444455555555555
 /// An account with a call limit high enough for bulk tests.
 pub const BULK: (&str, &str) = ("bulk", "66666666666666667777777777777777");
 
+/// The seed's worked signature example: account `n` (the seed's example URL's), its secret key,
+/// and the example's `r` and `k = md5(r + key)`.
+pub const SEED_AUTH_EXAMPLE: SeedAuthExample =
+    SeedAuthExample { n: "your_account", key: "012f37a3f2952", r: "1409284800", k: "b9fed80be752551834eec3e52fa94115" };
+
+/// See [`SEED_AUTH_EXAMPLE`].
+pub struct SeedAuthExample {
+    pub n: &'static str,
+    pub key: &'static str,
+    pub r: &'static str,
+    pub k: &'static str,
+}
+
+impl SeedAuthExample {
+    /// The account, enabled with the default limits, to push onto [`Settings::accounts`].
+    ///
+    /// [`Settings::accounts`]: relaycast_core::config::Settings::accounts
+    pub fn account(&self) -> relaycast_core::config::AccountSettings {
+        relaycast_core::config::AccountSettings {
+            name: self.n.to_string(),
+            key: self.key.to_string(),
+            api_enabled: true,
+            call_limit: 100,
+            allowed_push_hosts: Vec::new(),
+        }
+    }
+
+    /// The query pairs `n`, `r`, `k` exactly as in the seed's example URL.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        vec![("n".into(), self.n.into()), ("r".into(), self.r.into()), ("k".into(), self.k.into())]
+    }
+}
+
 /// Writes a config file declaring the test accounts, with private targets allowed (every peer
 /// of these tests is on 127.0.0.1). Returns its path.
 pub fn write_config(dir: &Path) -> PathBuf {

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::domain::auth::Account;
 use crate::domain::outbox::{OutboxEntry, RetryPolicy};
 use crate::domain::relay::events::TaskEvent;
-use crate::domain::relay::plan::{plan, Effects};
+use crate::domain::relay::plan::{check_request, check_request_applies, plan, Effects};
 use crate::domain::relay::state::{Action, TaskState, TransitionError};
 use crate::domain::relay::task::{RelayTask, RunStats};
 use crate::domain::relay::types::{Source, TaskId};
@@ -107,6 +107,10 @@ type Claims = BTreeMap<String, Option<Versioned<DestinationClaim>>>;
 /// Executes a validated `forwardRequest.action` for `account`, one list item after the other:
 /// each item is planned and written on its own, so a race lost by one item re-plans that item
 /// only, never undoing what an earlier item of the same request wrote.
+///
+/// Every refusal of the whole request (push hosts, internal targets, and those of
+/// [`check_request`] over all the tasks the request names) is decided before the first item
+/// is written, so a refused request writes nothing.
 #[tracing::instrument(name = "forward_request", skip_all, fields(account = %account.name, cmd = ?req.cmd()))]
 pub async fn execute_forward_request(
     ports: &Ports,
@@ -118,6 +122,7 @@ pub async fn execute_forward_request(
     if !settings.allow_private_targets {
         refuse_internal_targets(req)?;
     }
+    check_whole_request(ports, account, req).await?;
     let mut outcome = RequestOutcome::default();
     for item in split_items(req) {
         let done = execute_item(ports, settings, account, &item).await?;
@@ -127,6 +132,22 @@ pub async fn execute_forward_request(
         outcome.refused.extend(done.refused);
     }
     Ok(outcome)
+}
+
+/// [`check_request`] over every task the request names, as stored now. Each item's plan checks
+/// again on the state it writes over; only a concurrent re-creation of a named task with
+/// another type between the two can still refuse a later item after an earlier one was written.
+async fn check_whole_request(ports: &Ports, account: &Account, req: &ForwardRequest) -> Result<(), AppError> {
+    if !check_request_applies(req) {
+        return Ok(());
+    }
+    let mut existing = BTreeMap::new();
+    for id in request_ids(req) {
+        if let Some(v) = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, &id)).await? {
+            existing.insert(id, v.value);
+        }
+    }
+    Ok(check_request(req, &existing)?)
 }
 
 /// One request per list item.

@@ -39,13 +39,33 @@ impl Effects {
     }
 }
 
+/// The refusals of a whole request that depend on the stored tasks it names: a `cmd=3` whose
+/// `type` differs from a task's, whose sources were checked against the wrong scheme list
+/// (`type이 잘못되었습니다`). `existing` holds the stored tasks of the ids the request names.
+///
+/// A handler that writes a request's items one at a time calls this with every named task
+/// before writing any of them, so such a request is refused whole, never half-applied.
+pub fn check_request(req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>) -> Result<(), RequestError> {
+    if let Command::UpdateSources(items) = &req.command {
+        if items.iter().any(|it| existing.get(&it.id).is_some_and(|t| t.task_type != req.task_type)) {
+            return Err(RequestError::BadType);
+        }
+    }
+    Ok(())
+}
+
+/// Whether [`check_request`] can refuse `req` at all (only a `cmd=3` can), so a caller may skip
+/// loading the named tasks for the others.
+pub fn check_request_applies(req: &ForwardRequest) -> bool {
+    matches!(req.command, Command::UpdateSources(_))
+}
+
 /// Plans `req` for `account` at `now_ms`. `existing` holds the stored tasks of the ids the
 /// request names (absent ids are simply missing); `active` is the account's other active tasks,
 /// for the "same destination already pushed to" check (91).
 ///
-/// The only refusal of the whole request is a `cmd=3` whose `type` differs from a task's: its
-/// sources were checked against the wrong scheme list (`type이 잘못되었습니다`). Everything else
-/// is accepted and reported per task through callbacks, as the seed does.
+/// The only refusals of the whole request are those of [`check_request`]. Everything else is
+/// accepted and reported per task through callbacks, as the seed does.
 pub fn plan(
     account: &str,
     req: &ForwardRequest,
@@ -53,11 +73,7 @@ pub fn plan(
     active: &[RelayTask],
     now_ms: i64,
 ) -> Result<Effects, RequestError> {
-    if let Command::UpdateSources(items) = &req.command {
-        if items.iter().any(|it| existing.get(&it.id).is_some_and(|t| t.task_type != req.task_type)) {
-            return Err(RequestError::BadType);
-        }
-    }
+    check_request(req, existing)?;
     let mut fx = Effects::default();
     match &req.command {
         Command::CreateTasks(items) => {
@@ -348,6 +364,28 @@ mod tests {
         let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
         let update = req(json!({"cmd": "3", "type": "video", "list": [{"id": "t1", "src": [{"url": "http://s/1.mp4"}]}]}));
         assert_eq!(plan("acc", &update, &stored(&fx), &[], NOW), Err(RequestError::BadType));
+    }
+
+    #[test]
+    fn an_update_naming_a_task_of_another_type_is_refused_whole() {
+        let live = plan("acc", &create_body("l1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let video = req(json!({"cmd": "1", "type": "video", "list": [{"id": "v1", "src": [{"url": "http://s/1.mp4"}], "forward": [{"url": "rtmp://d/live/2"}]}]}));
+        let video = plan("acc", &video, &BTreeMap::new(), &[], NOW).unwrap();
+        let mut existing = stored(&live);
+        existing.extend(stored(&video));
+        let update = req(json!({"cmd": "3", "type": "live", "list": [
+            {"id": "l1", "src": [{"url": "rtmp://s/live/b"}]},
+            {"id": "v1", "src": [{"url": "rtmp://s/live/c"}]}
+        ]}));
+        assert_eq!(check_request(&update, &existing), Err(RequestError::BadType));
+        // Checked on its own, the first item is fine: only the whole request shows the mismatch.
+        let first_only = req(json!({"cmd": "3", "type": "live", "list": [{"id": "l1", "src": [{"url": "rtmp://s/live/b"}]}]}));
+        assert_eq!(check_request(&first_only, &existing), Ok(()));
+        // Unknown ids and other commands are not refused here (90 through callbacks).
+        let unknown = req(json!({"cmd": "3", "type": "video", "list": [{"id": "nope", "src": [{"url": "http://s/2.mp4"}]}]}));
+        assert_eq!(check_request(&unknown, &existing), Ok(()));
+        let stop = req(json!({"cmd": "2", "type": "live", "list": [{"id": "l1"}, {"id": "v1"}]}));
+        assert_eq!(check_request(&stop, &existing), Ok(()));
     }
 
     #[test]

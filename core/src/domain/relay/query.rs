@@ -22,7 +22,7 @@ pub struct QueryParams {
     pub filter: QueryFilter,
     /// 1-based page number (default 1).
     pub page_no: u32,
-    /// Items per page, 1..=100 (default 100).
+    /// Items per page, 1..=100 (default 100; a larger `pageSize` is capped at 100).
     pub page_size: u32,
 }
 
@@ -67,14 +67,30 @@ impl QueryParams {
         if filter.id.is_none() && filter.src.is_none() && filter.forward.is_none() {
             return Err(RequestError::QueryCriteriaMissing);
         }
-        let number = |name: &str, default: u32, max: u64| -> Result<u32, RequestError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => parse_digits(v, 7).filter(|n| (1..=max).contains(n)).map(|n| n as u32).ok_or_else(|| RequestError::field(name)),
-            }
+        let page_no = match get("pageNo") {
+            None => 1,
+            Some(v) => parse_digits(v, 7).filter(|n| (1..=1_000_000).contains(n)).map(|n| n as u32).ok_or_else(|| RequestError::field("pageNo"))?,
         };
-        Ok(Self { filter, page_no: number("pageNo", 1, 1_000_000)?, page_size: number("pageSize", MAX_PAGE_SIZE, MAX_PAGE_SIZE as u64)? })
+        let page_size = match get("pageSize") {
+            None => MAX_PAGE_SIZE,
+            Some(v) => parse_page_size(v).ok_or_else(|| RequestError::field("pageSize"))?,
+        };
+        Ok(Self { filter, page_no, page_size })
     }
+}
+
+/// A `pageSize`: decimal digits worth at least 1; above [`MAX_PAGE_SIZE`] it is capped there
+/// (the seed: "default 100, max 100"), however many digits it has.
+fn parse_page_size(v: &str) -> Option<u32> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let significant = v.trim_start_matches('0');
+    if significant.is_empty() {
+        return None;
+    }
+    // More than 7 significant digits is far above the cap; do not parse what may overflow.
+    Some(parse_digits(significant, 7).map_or(MAX_PAGE_SIZE, |n| n.min(u64::from(MAX_PAGE_SIZE)) as u32))
 }
 
 /// One page of a list.
@@ -85,7 +101,7 @@ pub struct QueryPage<T> {
     /// This page's number.
     #[serde(rename = "pageNo")]
     pub page_no: u32,
-    /// The page size asked for.
+    /// The page size used: the one asked for, capped at [`MAX_PAGE_SIZE`].
     #[serde(rename = "pageSize")]
     pub page_size: u32,
     /// The items of this page.
@@ -140,8 +156,25 @@ mod tests {
     fn paging_parameters_are_bounded() {
         let p = QueryParams::parse_query_string("src=live&pageNo=3&pageSize=10").unwrap();
         assert_eq!((p.page_no, p.page_size), (3, 10));
-        for (q, field) in [("src=a&pageNo=0", "pageNo"), ("src=a&pageNo=-1", "pageNo"), ("src=a&pageSize=101", "pageSize"), ("src=a&pageSize=0", "pageSize"), ("src=a&pageSize=1e2", "pageSize"), ("id=a%3Ab", "id")] {
+        for (q, field) in [
+            ("src=a&pageNo=0", "pageNo"),
+            ("src=a&pageNo=-1", "pageNo"),
+            ("src=a&pageSize=0", "pageSize"),
+            ("src=a&pageSize=000", "pageSize"),
+            ("src=a&pageSize=-1", "pageSize"),
+            ("src=a&pageSize=-500", "pageSize"),
+            ("src=a&pageSize=1e2", "pageSize"),
+            ("src=a&pageSize=ten", "pageSize"),
+            ("src=a&pageSize=%2010", "pageSize"),
+            ("src=a&pageSize=500.0", "pageSize"),
+            ("id=a%3Ab", "id"),
+        ] {
             assert_eq!(QueryParams::parse_query_string(q).unwrap_err().msg(), format!("params {field} format is error"), "{q}");
+        }
+        // Above the maximum, pageSize is capped at 100 (the seed: default 100, max 100).
+        for (size, want) in [("1", 1), ("007", 7), ("100", 100), ("101", 100), ("500", 100), ("99999999", 100), ("184467440737095516160000", 100)] {
+            let p = QueryParams::parse_query_string(&format!("src=a&pageSize={size}")).unwrap();
+            assert_eq!(p.page_size, want, "pageSize={size}");
         }
         // Percent-decoding happens before matching.
         let p = QueryParams::parse_query_string("forward=rtmp%3A%2F%2F127.0.0.1").unwrap();

@@ -29,9 +29,10 @@ use crate::domain::error::RequestError;
 
 /// The most tasks one request may carry: each becomes store writes and a job.
 pub const MAX_LIST_ITEMS: usize = 100;
-/// The largest body parsed: a few tasks at the seed's src limit (204,800 characters each).
-/// The handler should refuse longer bodies before reading them whole.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The largest body parsed: room for [`MAX_LIST_ITEMS`] tasks at the seed's src limit
+/// (204,800 characters each, about 20 MB in all) with their other fields. The handler should
+/// refuse longer bodies before reading them whole.
+pub const MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
 
 const TOP_FIELDS: &[&str] = &["transcallbackurl", "cmd", "type", "list"];
 const ITEM_FIELDS: &[&str] = &["id", "src", "forward", "start", "end", "fops", "extendParam"];
@@ -478,6 +479,30 @@ mod tests {
 
     fn msg(r: Result<ForwardRequest, RequestError>) -> String {
         r.expect_err("should be refused").msg()
+    }
+
+    #[test]
+    fn a_full_list_of_tasks_at_the_src_limit_fits_the_body_cap() {
+        // 60 sources of up to 4000 characters of padding, making the src JSON exactly the limit.
+        let n = 60;
+        let bare: Vec<Value> = (0..n).map(|i| json!({"url": format!("http://127.0.0.1/{i:02}/")})).collect();
+        let mut left = MAX_SRC_JSON_CHARS - Value::Array(bare).to_string().chars().count();
+        let src: Vec<Value> = (0..n)
+            .map(|i| {
+                let pad = left.min(4000);
+                left -= pad;
+                json!({"url": format!("http://127.0.0.1/{i:02}/{}", "a".repeat(pad))})
+            })
+            .collect();
+        assert_eq!((left, Value::Array(src.clone()).to_string().chars().count()), (0, MAX_SRC_JSON_CHARS));
+        let list: Vec<Value> = (0..MAX_LIST_ITEMS)
+            .map(|i| json!({"id": format!("task{i:03}"), "src": src, "forward": [{"url": format!("rtmp://127.0.0.1:1935/live/out{i:03}")}]}))
+            .collect();
+        let body = json!({"transcallbackurl": "http://example.com/api/callback", "cmd": "1", "type": "live", "list": list}).to_string();
+        assert!(body.len() > MAX_LIST_ITEMS * MAX_SRC_JSON_CHARS && body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        let req = parse_forward_request(body.as_bytes()).unwrap();
+        let Command::CreateTasks(tasks) = &req.command else { panic!("not a create") };
+        assert_eq!((tasks.len(), tasks[0].sources.len()), (MAX_LIST_ITEMS, n));
     }
 
     #[test]
