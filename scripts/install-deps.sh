@@ -12,7 +12,19 @@ if [ "$mode" = test ]; then
   command -v nginx >/dev/null || need_apt+=(nginx)
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
   command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
-  command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+  # The Python test peers, installed with pip below.
+  pip_missing=()
+  if command -v python3 >/dev/null; then
+    python3 -c 'import moto.server' 2>/dev/null || pip_missing+=('moto[server]')
+  else
+    pip_missing+=('moto[server]')
+    need_apt+=(python3)
+  fi
+  command -v cfn-lint >/dev/null || pip_missing+=(cfn-lint)
+  # Debian's python3 comes without pip.
+  if [ ${#pip_missing[@]} -gt 0 ] && ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
+    need_apt+=(python3-pip)
+  fi
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -28,13 +40,23 @@ fi
 if [ "$mode" = test ]; then
   # Debian's nginx package starts a system nginx on port 80; the tests run their own instances.
   if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then systemctl stop nginx || true; fi
-  pip_missing=()
-  python3 -c 'import moto.server' 2>/dev/null || pip_missing+=('moto[server]')
-  command -v cfn-lint >/dev/null || pip_missing+=(cfn-lint)
   if [ ${#pip_missing[@]} -gt 0 ]; then
     echo "installing ${pip_missing[*]}"
-    python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+    # A Debian python3 refuses a plain install (externally managed environment, PEP 668): then
+    # install anyway. Any other failure is shown as pip reported it.
+    pip_log=$(mktemp)
+    if ! python3 -m pip install -q "${pip_missing[@]}" 2>"$pip_log"; then
+      if grep -q externally-managed-environment "$pip_log"; then
+        python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+      else
+        cat "$pip_log" >&2
+        rm -f "$pip_log"
+        exit 1
+      fi
+    fi
+    rm -f "$pip_log"
+    command -v cfn-lint >/dev/null \
+      || echo "cfn-lint is installed but not on PATH: add pip's script directory (e.g. ~/.local/bin) to PATH" >&2
   fi
 fi
 

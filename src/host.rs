@@ -2,11 +2,11 @@
 //! on the embedded adapters, with roles choosing which parts run.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_core::adapters::{DirObjectStore, SqliteQueue, SqliteStore};
+use relaycast_core::adapters::{open_embedded, prepare_data_dir, Embedded, EmbeddedError};
 use relaycast_core::config::{Role, Settings};
 use relaycast_core::domain::auth::{Account, SecretKey};
 use relaycast_core::ports::{Clock, Condition, Ports, StoreError, TypedStore};
@@ -71,7 +71,7 @@ impl Host {
         let settings = Arc::new(settings);
 
         prepare_data_dir(&settings.data_dir)?;
-        let (ports, objects) = open_embedded(&settings, clock).await?;
+        let Embedded { ports, objects } = open_embedded(&settings, clock)?;
 
         provision_accounts(&ports, &settings).await?;
 
@@ -177,30 +177,13 @@ async fn shutdown_signal() {
     }
 }
 
-/// Creates the data directory and proves it writable before anything is stored in it.
-fn prepare_data_dir(path: &Path) -> Result<(), HostError> {
-    let fail = |reason: String| HostError::DataDir { path: path.to_path_buf(), reason };
-    std::fs::create_dir_all(path).map_err(|e| fail(e.to_string()))?;
-    let probe = path.join(".relaycast-write-probe");
-    std::fs::write(&probe, b"ok").map_err(|e| fail(format!("not writable: {e}")))?;
-    std::fs::remove_file(&probe).map_err(|e| fail(format!("not writable: {e}")))?;
-    Ok(())
-}
-
-/// The embedded adapters: one SQLite file for records and queues, a directory for objects.
-async fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Ports, Arc<DirObjectStore>), HostError> {
-    let db = settings.data_dir.join("relaycast.db");
-    let store = SqliteStore::open(&db, clock.clone())
-        .map_err(|e| HostError::Adapter { what: "store", reason: e.to_string() })?;
-    let queue = SqliteQueue::open_with_max_receives(&db, clock.clone(), settings.queue.max_receives)
-        .map_err(|e| HostError::Adapter { what: "queue", reason: e.to_string() })?;
-    let signing_key = load_or_create_secret(&settings.data_dir.join("object-signing.key"))?;
-    let objects = Arc::new(
-        DirObjectStore::open(&settings.data_dir.join("objects"), settings.public_url(), signing_key, clock.clone())
-            .map_err(|e| HostError::Adapter { what: "object store", reason: e.to_string() })?,
-    );
-    let ports = Ports { store: Arc::new(store), queue: Arc::new(queue), objects: objects.clone(), clock };
-    Ok((ports, objects))
+impl From<EmbeddedError> for HostError {
+    fn from(e: EmbeddedError) -> Self {
+        match e {
+            EmbeddedError::DataDir { path, reason } => HostError::DataDir { path, reason },
+            EmbeddedError::Adapter { what, reason } => HostError::Adapter { what, reason },
+        }
+    }
 }
 
 /// Stores the accounts the config declares (the config wins over what is stored), or, when it
@@ -233,19 +216,3 @@ async fn provision_accounts(ports: &Ports, settings: &Settings) -> Result<(), Ho
 
 /// The name of the account created when the config declares none.
 pub const DEV_ACCOUNT: &str = "dev";
-
-/// A per-installation secret kept in the data directory, created once.
-fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, HostError> {
-    let fail = |reason: String| HostError::DataDir { path: path.to_path_buf(), reason };
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
-        Ok(_) | Err(_) => {
-            let secret: [u8; 32] = rand::random();
-            // Write then rename, so a crash never leaves a short key behind.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, secret).map_err(|e| fail(e.to_string()))?;
-            std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))?;
-            Ok(secret.to_vec())
-        }
-    }
-}

@@ -75,6 +75,7 @@ impl RelayWorker {
     /// Takes jobs until shutdown, then drains.
     pub async fn run(self) {
         tracing::info!(worker = %self.worker_id, "relay worker started");
+        metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay").set(0.0);
         let visibility = Duration::from_millis(self.settings.queue.visibility_timeout_ms);
         loop {
             let received = tokio::select! {
@@ -426,6 +427,8 @@ impl TaskRunner {
         let mut spec = SessionSpec::new(sources, destinations);
         playout::apply_task(&mut spec, task);
         spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        spec.standby_failover_after =
+            Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time
         // (platforms would otherwise end the broadcast), then the task fails.
         spec.slate = Some(SlateConfig {

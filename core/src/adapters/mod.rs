@@ -2,12 +2,14 @@
 //! default and is what `relaycast up` runs; it is durable, not a test double.
 
 pub mod dir_object_store;
+pub mod embedded;
 pub mod guarded_dns;
 mod sqlite_common;
 pub mod sqlite_queue;
 pub mod sqlite_store;
 
 pub use dir_object_store::DirObjectStore;
+pub use embedded::{open_embedded, prepare_data_dir, Embedded, EmbeddedError};
 pub use guarded_dns::GuardedResolver;
 pub use sqlite_queue::SqliteQueue;
 pub use sqlite_store::SqliteStore;
