@@ -32,6 +32,9 @@ pub struct Settings {
     pub ffmpeg_path: PathBuf,
     /// The system ffprobe binary. Default `/usr/bin/ffprobe`.
     pub ffprobe_path: PathBuf,
+    /// The picture (PNG or JPEG) destinations get while every source of a relay is down;
+    /// scaled to the stream's size. Default none: black.
+    pub slate_image: Option<PathBuf>,
     /// UTC offset used where the wire formats times as `YYYY-MM-DD HH:MM:SS`. Default `+08:00`
     /// (the CDNetworks API's examples are in China Standard Time).
     pub display_utc_offset: String,
@@ -55,6 +58,7 @@ impl Default for Settings {
             allow_private_targets: false,
             ffmpeg_path: PathBuf::from("/usr/bin/ffmpeg"),
             ffprobe_path: PathBuf::from("/usr/bin/ffprobe"),
+            slate_image: None,
             display_utc_offset: "+08:00".into(),
             accounts: Vec::new(),
             queue: QueueSettings::default(),
@@ -267,6 +271,11 @@ impl Settings {
             }
             if account.key.len() < 8 {
                 return invalid("accounts.key", &format!("key of account {} must be at least 8 characters", account.name));
+            }
+        }
+        if let Some(image) = &self.slate_image {
+            if !image.is_file() {
+                return invalid("slate_image", &format!("{} is not a readable file", image.display()));
             }
         }
         if self.queue.max_receives == 0 {

@@ -167,6 +167,9 @@ pub struct IngestSpec {
     /// Pull an `rtmp://` live source that is relayed as is (`-c copy`, no filter) natively
     /// instead of through ffmpeg ([`IngestSpec::native_rtmp_url`]). Default true.
     pub native_rtmp: bool,
+    /// Play the input over and over (`-stream_loop -1`): a backup file of a live task.
+    /// Default false.
+    pub loop_input: bool,
 }
 
 impl IngestSpec {
@@ -185,6 +188,7 @@ impl IngestSpec {
             input_files: None,
             window: None,
             native_rtmp: true,
+            loop_input: false,
         }
     }
 
@@ -213,7 +217,13 @@ impl IngestSpec {
     /// as is with [`IngestSpec::native_rtmp`] set. Anything that needs ffmpeg (transcoding,
     /// watermarks, a VOD window, `rtmps`, user info in the URL) returns `None`.
     pub fn native_rtmp_url(&self) -> Option<RtmpUrl> {
-        let copy = self.codec_args.len() == 2 && self.codec_args[0] == "-c" && self.codec_args[1] == "copy";
+        // `-c copy` or `-c:v copy -c:a copy`: every stream as is.
+        let copy = !self.codec_args.is_empty()
+            && self.codec_args.len() % 2 == 0
+            && self
+                .codec_args
+                .chunks(2)
+                .all(|kv| ["-c", "-c:v", "-c:a"].contains(&kv[0].as_str()) && kv[1] == "copy");
         let plain = self.url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtmp://"));
         if !(self.native_rtmp && plain && copy && self.kind == SourceKind::Live)
             || self.filter_complex.is_some()
@@ -322,6 +332,9 @@ impl IngestSpec {
             if let Some(len) = w.length() {
                 a.extend(["-t".into(), format!("{:.3}", len.as_secs_f64())]);
             }
+        }
+        if self.loop_input {
+            a.extend(["-stream_loop".into(), "-1".into()]);
         }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
@@ -475,6 +488,7 @@ impl FfmpegIngest {
         cmd.args(args);
         cmd.pipe_stdout();
         crate::process::own_process_group(cmd.as_inner_mut());
+        crate::process::die_with_parent(cmd.as_inner_mut());
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.as_inner().id();
         let guard = GroupGuard::new(pid);
@@ -683,6 +697,31 @@ mod tests {
         assert!(s.args().is_err());
         s.url = "https://user:pw@cdn.example/live/a.m3u8?token=secret".into();
         assert_eq!(s.redacted_url(), "https://cdn.example/live/a.m3u8?***");
+    }
+
+    #[test]
+    fn only_plain_rtmp_copy_is_pulled_natively() {
+        let s = IngestSpec::live("rtmp://h/live/a?token=x");
+        let u = s.native_rtmp_url().expect("native");
+        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "a?token=x"));
+        let mut copy = s.clone();
+        copy.codec_args = ["-c:v", "copy", "-c:a", "copy"].map(String::from).to_vec();
+        assert!(copy.native_rtmp_url().is_some());
+        let mut t = s.clone();
+        t.codec_args = ["-c:v", "libx264", "-c:a", "copy"].map(String::from).to_vec();
+        assert!(t.native_rtmp_url().is_none(), "a transcode needs ffmpeg");
+        let mut f = s.clone();
+        f.filter_complex = Some("[0:v]null[vout]".into());
+        assert!(f.native_rtmp_url().is_none());
+        let mut off = s.clone();
+        off.native_rtmp = false;
+        assert!(off.native_rtmp_url().is_none());
+        for url in ["rtmps://h/live/a", "http://h/live/a.flv", "rtmp://u:p@h/live/a", "rtmp://h/live/a\n"] {
+            let mut o = s.clone();
+            o.url = url.to_string();
+            assert!(o.native_rtmp_url().is_none(), "{url}");
+        }
+        assert!(IngestSpec::vod("rtmp://h/live/a").native_rtmp_url().is_none());
     }
 
     #[test]

@@ -39,15 +39,31 @@ pub fn apply_at(task: &RelayTask) -> ApplyAt {
 }
 
 /// Puts each task source's `relofftime` on the ingest built for it (same position), and
-/// makes the sources VOD items for a `video` task.
+/// makes the sources VOD items for a `video` task. In a `live` task a media file (an `.mp4`,
+/// `.flv`, … URL) is played in real time too, and as a backup it loops, so it can hold the
+/// destinations for as long as the primary is away.
 pub fn apply_sources(sources: &mut [IngestSpec], task: &RelayTask) {
-    for (spec, src) in sources.iter_mut().zip(&task.sources) {
+    for (i, (spec, src)) in sources.iter_mut().zip(&task.sources).enumerate() {
         spec.window = src.relofftime.map(window);
-        if task.task_type == TaskType::Video {
+        let live_file = task.task_type == TaskType::Live && is_media_file(&spec.url);
+        if task.task_type == TaskType::Video || live_file {
             spec.kind = SourceKind::Vod;
             // MP4 and HLS may place their streams late: ffmpeg's default probe size.
             spec.probe_size = None;
         }
+        spec.loop_input = live_file && i > 0;
+    }
+}
+
+/// Whether a URL names a media file by its path's extension (query and fragment ignored).
+pub fn is_media_file(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((_, ext)) => ["mp4", "m4v", "mov", "flv", "mkv"]
+            .iter()
+            .any(|e| ext.eq_ignore_ascii_case(e)),
+        None => false,
     }
 }
 
@@ -58,6 +74,16 @@ pub fn apply_task(spec: &mut SessionSpec, task: &RelayTask) {
     apply_sources(&mut spec.sources, task);
     spec.loops = loops(task.extend.loop_count);
     spec.start_index = task.position.index;
+    spec.switch_back_after = switch_back_after(task);
+}
+
+/// A live task's `extendParam.autoSwitchBack` as the session's
+/// [`SessionSpec::switch_back_after`]: `None` (manual) when unset or for a playlist.
+pub fn switch_back_after(task: &RelayTask) -> Option<Duration> {
+    match task.task_type {
+        TaskType::Live => task.extend.auto_switch_back_s.map(|s| Duration::from_secs(u64::from(s))),
+        TaskType::Video => None,
+    }
 }
 
 /// What a `cmd=3` hands to [`crate::session::RelaySession::replace_playlist`] besides the new
@@ -74,6 +100,41 @@ pub fn replacement(task: &RelayTask) -> (Option<Loops>, Option<usize>, ApplyAt) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_files_are_told_from_streams() {
+        assert!(is_media_file("https://cdn.example/slates/holding.MP4?token=x"));
+        assert!(is_media_file("http://h/a/b.flv"));
+        assert!(!is_media_file("https://h/live/stream.m3u8"));
+        assert!(!is_media_file("rtmp://h/live/stream"));
+        assert!(!is_media_file("http://h.mp4/live/stream"));
+    }
+
+    fn task(ty: TaskType, auto_switch_back_s: Option<u32>) -> RelayTask {
+        use relaycast_core::domain::relay::types::{ExtendParam, Fops, RtmpUrl, Source, SourceUrl, TaskId};
+        use relaycast_core::domain::relay::wire::NewRelayTask;
+        let url = if ty == TaskType::Live { "rtmp://h/live/a" } else { "http://h/a.mp4" };
+        let new = NewRelayTask {
+            id: TaskId::parse("t").unwrap(),
+            sources: vec![Source::new(SourceUrl::parse(url, ty).unwrap())],
+            forwards: vec![RtmpUrl::parse("rtmp://d/live/k").unwrap()],
+            start_ms: None,
+            end_ms: None,
+            fops: Fops::default(),
+            extend: ExtendParam { auto_switch_back_s, ..ExtendParam::default() },
+        };
+        RelayTask::create("acc", ty, None, new, 0)
+    }
+
+    #[test]
+    fn auto_switch_back_maps_onto_the_session() {
+        let mut spec = SessionSpec::new(vec![IngestSpec::live("rtmp://h/live/a")], vec![]);
+        apply_task(&mut spec, &task(TaskType::Live, Some(8)));
+        assert_eq!(spec.switch_back_after, Some(Duration::from_secs(8)));
+        apply_task(&mut spec, &task(TaskType::Live, None));
+        assert_eq!(spec.switch_back_after, None, "manual by default");
+        assert_eq!(switch_back_after(&task(TaskType::Video, Some(8))), None, "playlists do not fail over");
+    }
 
     #[test]
     fn maps_seed_values() {

@@ -12,6 +12,27 @@ pub fn own_process_group(cmd: &mut Command) -> &mut Command {
     cmd.process_group(0)
 }
 
+/// Makes the kernel SIGKILL the child when the thread that spawned it ends, so a worker that
+/// dies without cleaning up (SIGKILL, a crash) takes its ffmpeg children with it. Spawn from a
+/// thread that lives as long as the child should (a session's own thread does).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Sends `signal` to the whole process group `pgid`. Errors (the group is gone) are ignored:
 /// the caller only wants the group to end.
 pub fn signal_group(pgid: u32, signal: i32) {

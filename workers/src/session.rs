@@ -1313,9 +1313,11 @@ impl Supervisor {
         let mut meter = Meter::new();
         let mut next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
         // While the primary is probed for a switch back, the probe is the second pull.
+        // A live task's backup may be a file (looping): failover rules apply on it too.
+        let live_session = !self.is_playlist();
         let hot = self.spec.hot_standby
             && n > 1
-            && kind == SourceKind::Live
+            && live_session
             && (self.spec.switch_back_after.is_none() || index == 0)
             && self.spec.sources[(index + 1) % n].native_rtmp_url().is_some();
         let mut hot_retry_at = Instant::now();
@@ -1337,7 +1339,7 @@ impl Supervisor {
             // A VOD item going quiet is not replaced by the next item: items play in order.
             let want_standby = produced
                 && n > 1
-                && kind == SourceKind::Live
+                && live_session
                 && candidate.is_none()
                 && (hot || !standby_tried);
             let switch_deadline = candidate
@@ -1349,7 +1351,7 @@ impl Supervisor {
             let probe_at = match self.spec.switch_back_after {
                 Some(_)
                     if index != 0
-                        && kind == SourceKind::Live
+                        && live_session
                         && produced
                         && candidate.is_none() =>
                 {
