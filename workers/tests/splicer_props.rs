@@ -1,0 +1,188 @@
+//! Property tests of the FLV parser and the splicer: arbitrary sources (timestamps that jump,
+//! reset and wrap, headers repeated, frames before the first keyframe), arbitrary switches and
+//! arbitrary chunking of the byte stream. What a player relies on must hold for all of them.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use relaycast_workers::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
+use relaycast_workers::splicer::{Splicer, SplicerConfig};
+
+/// One generated tag of a source: what it is and its timestamp step from the previous tag.
+#[derive(Debug, Clone)]
+enum Gen {
+    VideoHeader,
+    AudioHeader,
+    Metadata,
+    Key(u32),
+    Inter(u32),
+    Audio(u32),
+    /// The source restarted its clock (or wrapped): an absolute timestamp.
+    Jump(u32),
+    EndOfSequence,
+}
+
+fn gen_tag() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        1 => Just(Gen::VideoHeader),
+        1 => Just(Gen::AudioHeader),
+        1 => Just(Gen::Metadata),
+        3 => (0u32..200).prop_map(Gen::Key),
+        12 => (0u32..80).prop_map(Gen::Inter),
+        10 => (0u32..60).prop_map(Gen::Audio),
+        1 => any::<u32>().prop_map(Gen::Jump),
+        1 => Just(Gen::EndOfSequence),
+    ]
+}
+
+fn video(frame_type: u8, packet_type: u8, payload: &[u8]) -> Bytes {
+    let mut v = vec![(frame_type << 4) | 7, packet_type, 0, 0, 0];
+    v.extend_from_slice(payload);
+    Bytes::from(v)
+}
+
+fn metadata() -> Bytes {
+    // AMF0: string "onMetaData", then an empty ECMA array.
+    let mut v = vec![0x02, 0x00, 10];
+    v.extend_from_slice(b"onMetaData");
+    v.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 0, 9]);
+    Bytes::from(v)
+}
+
+/// Turns generated steps into a source's tags with its own clock.
+fn source_tags(steps: &[Gen], start: u32) -> Vec<FlvTag> {
+    let mut ts = start;
+    let mut n = 0u8;
+    steps
+        .iter()
+        .map(|g| {
+            n = n.wrapping_add(1);
+            let (kind, data, step) = match g {
+                Gen::VideoHeader => (TagType::Video, video(1, 0, &[1, 0x64, 0, 0x1f, n]), 0),
+                Gen::AudioHeader => (TagType::Audio, Bytes::from(vec![0xaf, 0, 0x12, n]), 0),
+                Gen::Metadata => (TagType::Script, metadata(), 0),
+                Gen::Key(d) => (TagType::Video, video(1, 1, &[0, 0, 0, 1, 0x65, n]), *d),
+                Gen::Inter(d) => (TagType::Video, video(2, 1, &[0, 0, 0, 1, 0x41, n]), *d),
+                Gen::Audio(d) => (TagType::Audio, Bytes::from(vec![0xaf, 1, n, n]), *d),
+                Gen::Jump(t) => {
+                    ts = *t;
+                    (TagType::Video, video(2, 1, &[0, 0, 0, 1, 0x41, n]), 0)
+                }
+                Gen::EndOfSequence => (TagType::Video, video(1, 2, &[]), 0),
+            };
+            ts = ts.wrapping_add(step);
+            FlvTag::new(kind, ts, data)
+        })
+        .collect()
+}
+
+fn drain(sub: &mut relaycast_workers::splicer::Subscription) -> Vec<FlvTag> {
+    let mut v = Vec::new();
+    while let Some(t) = sub.try_recv() {
+        v.push(t);
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the sources do, a subscriber sees one timeline that never goes back, decodable
+    /// from its first picture (a keyframe), with no end-of-sequence marker and at most one
+    /// metadata tag; a subscriber with room for everything loses no decodable picture.
+    #[test]
+    fn the_output_timeline_is_monotonic_and_decodable(
+        sources in prop::collection::vec(
+            (prop::collection::vec(gen_tag(), 0..60), any::<u32>()),
+            1..6,
+        ),
+        late_join in 0usize..6,
+    ) {
+        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 4096 });
+        let mut early = splicer.subscribe();
+        let mut late = None;
+        let mut expected_pictures = 0u64;
+        for (i, (steps, start)) in sources.iter().enumerate() {
+            if i == late_join {
+                late = Some(splicer.subscribe());
+            }
+            splicer.begin_source();
+            let mut keyframe_seen = false;
+            for tag in source_tags(steps, *start) {
+                if tag.is_video_frame() {
+                    keyframe_seen |= tag.is_keyframe();
+                    if keyframe_seen {
+                        expected_pictures += 1;
+                    }
+                }
+                splicer.push(tag);
+            }
+        }
+        for (name, sub) in [("early", Some(&mut early)), ("late", late.as_mut())] {
+            let Some(sub) = sub else { continue };
+            let out = drain(sub);
+            let mut last = 0u32;
+            let mut metadata = 0;
+            let mut pictures = 0u64;
+            let mut first_picture_seen = false;
+            for t in &out {
+                prop_assert!(t.timestamp >= last, "{name}: {} after {last}", t.timestamp);
+                last = t.timestamp;
+                prop_assert!(!t.is_video_end_of_sequence(), "{name}: end of sequence relayed");
+                metadata += usize::from(t.is_metadata());
+                if t.is_video_frame() {
+                    if !first_picture_seen {
+                        prop_assert!(t.is_keyframe(), "{name}: first picture is not a keyframe");
+                        first_picture_seen = true;
+                    }
+                    pictures += 1;
+                }
+            }
+            prop_assert!(metadata <= 1, "{name}: {metadata} metadata tags");
+            if name == "early" {
+                // A subscriber with room for everything loses no decodable picture.
+                prop_assert_eq!(pictures, expected_pictures);
+            }
+        }
+        prop_assert_eq!(splicer.stats().video_frames_out, expected_pictures);
+    }
+
+    /// The parser gives the same tags however the byte stream is cut into reads.
+    #[test]
+    fn parsing_does_not_depend_on_how_the_stream_is_cut(
+        steps in prop::collection::vec(gen_tag(), 0..80),
+        cuts in prop::collection::vec(1usize..5000, 0..40),
+    ) {
+        let tags = source_tags(&steps, 0);
+        let mut bytes = BytesMut::new();
+        FlvHeader::default().write_to(&mut bytes);
+        for t in &tags {
+            t.write_to(&mut bytes);
+        }
+        let mut parser = FlvParser::new();
+        let mut parsed = Vec::new();
+        let mut rest = &bytes[..];
+        for c in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+            let (now, later) = rest.split_at((*c).min(rest.len()));
+            rest = later;
+            for item in parser.feed(now).expect("valid FLV") {
+                if let FlvItem::Tag(t) = item {
+                    parsed.push(t);
+                }
+            }
+        }
+        prop_assert_eq!(parsed.len(), tags.len());
+        for (a, b) in parsed.iter().zip(&tags) {
+            prop_assert_eq!(a.tag_type, b.tag_type);
+            prop_assert_eq!(a.timestamp, b.timestamp);
+            prop_assert_eq!(&a.data, &b.data);
+        }
+    }
+
+    /// Garbage never panics the parser: it either yields tags or a clean error.
+    #[test]
+    fn garbage_is_an_error_not_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let mut parser = FlvParser::new();
+        let _ = parser.feed(&bytes);
+        let _ = parser.next_item();
+    }
+}
