@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
@@ -170,6 +170,10 @@ pub struct IngestSpec {
     /// Play the input over and over (`-stream_loop -1`): a backup file of a live task.
     /// Default false.
     pub loop_input: bool,
+    /// The seeds' `bufferTime`: tags are held this long and released at the source's own
+    /// pace, so a source that stalls or delivers in bursts (HLS segments) for less than this
+    /// reaches the destinations smoothly. Adds this much latency. Default none.
+    pub buffer: Option<Duration>,
 }
 
 impl IngestSpec {
@@ -189,6 +193,7 @@ impl IngestSpec {
             window: None,
             native_rtmp: true,
             loop_input: false,
+            buffer: None,
         }
     }
 
@@ -218,12 +223,10 @@ impl IngestSpec {
     /// watermarks, a VOD window, `rtmps`, user info in the URL) returns `None`.
     pub fn native_rtmp_url(&self) -> Option<RtmpUrl> {
         // `-c copy` or `-c:v copy -c:a copy`: every stream as is.
+        let mut pairs = self.codec_args.chunks_exact(2);
         let copy = !self.codec_args.is_empty()
-            && self.codec_args.len() % 2 == 0
-            && self
-                .codec_args
-                .chunks(2)
-                .all(|kv| ["-c", "-c:v", "-c:a"].contains(&kv[0].as_str()) && kv[1] == "copy");
+            && pairs.remainder().is_empty()
+            && pairs.all(|kv| ["-c", "-c:v", "-c:a"].contains(&kv[0].as_str()) && kv[1] == "copy");
         let plain = self.url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtmp://"));
         if !(self.native_rtmp && plain && copy && self.kind == SourceKind::Live)
             || self.filter_complex.is_some()
@@ -402,7 +405,10 @@ fn no_exit_status() -> (bool, String, String) {
 
 /// A running ingest: an ffmpeg child or a native RTMP play. Dropping it kills ffmpeg's
 /// process group, or closes the connection.
-pub struct Ingest(Backend);
+pub struct Ingest {
+    backend: Backend,
+    pacer: Option<Pacer>,
+}
 
 enum Backend {
     Ffmpeg(Box<FfmpegIngest>),
@@ -414,12 +420,15 @@ impl Ingest {
     /// otherwise. Must be called within a tokio runtime.
     #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
-        if let Some(url) = spec.native_rtmp_url() {
-            tracing::debug!("native RTMP ingest");
-            return Ok(Ingest(Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout))));
-        }
-        let args = spec.args()?;
-        Ok(Ingest(Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(&spec.ffmpeg_path, &args)?))))
+        let pacer = spec.buffer.filter(|b| !b.is_zero()).map(Pacer::new);
+        let backend = match spec.native_rtmp_url() {
+            Some(url) => {
+                tracing::debug!("native RTMP ingest");
+                Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout))
+            }
+            None => Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?)?)),
+        };
+        Ok(Ingest { backend, pacer })
     }
 
     /// Starts ffmpeg with trusted, fully built arguments that must write FLV to stdout (the
@@ -428,13 +437,16 @@ impl Ingest {
         ffmpeg_path: &std::path::Path,
         args: &[String],
     ) -> Result<Ingest, IngestError> {
-        Ok(Ingest(Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(ffmpeg_path, args)?))))
+        Ok(Ingest {
+            backend: Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(ffmpeg_path, args)?)),
+            pacer: None,
+        })
     }
 
     /// ffmpeg's pid (and process group id) while it has not been reaped; `None` for a
     /// native ingest.
     pub fn pid(&self) -> Option<u32> {
-        match &self.0 {
+        match &self.backend {
             Backend::Ffmpeg(f) => f.guard.pgid(),
             Backend::Rtmp(_) => None,
         }
@@ -443,18 +455,118 @@ impl Ingest {
     /// The next event; `None` after [`IngestEvent::Exited`]. Cancel safe: a read that has
     /// not completed loses nothing, and tags already cut are kept for the next call.
     pub async fn next(&mut self) -> Option<IngestEvent> {
-        match &mut self.0 {
-            Backend::Ffmpeg(f) => f.next().await,
-            Backend::Rtmp(r) => r.next().await,
+        let Some(pacer) = self.pacer.as_mut() else {
+            return self.backend.next().await;
+        };
+        loop {
+            if let Some(ev) = pacer.due(Instant::now()) {
+                return Some(ev);
+            }
+            tokio::select! {
+                ev = self.backend.next(), if !pacer.ended => match ev {
+                    // Progress is about the input: no reason to hold it back.
+                    Some(IngestEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
+                    Some(ev) => pacer.hold(ev, Instant::now()),
+                    None => pacer.ended = true,
+                },
+                _ = sleep_until_opt(pacer.next_release()) => {}
+                else => return None,
+            }
         }
     }
 
     /// Stops the ingest: ffmpeg gently (SIGINT to its group, then SIGKILL after
     /// `deadline`); a native pull at once.
     pub async fn stop(self, deadline: Duration) {
-        match self.0 {
+        match self.backend {
             Backend::Ffmpeg(f) => f.stop(deadline).await,
             Backend::Rtmp(r) => r.stop(),
+        }
+    }
+}
+
+impl Backend {
+    async fn next(&mut self) -> Option<IngestEvent> {
+        match self {
+            Backend::Ffmpeg(f) => f.next().await,
+            Backend::Rtmp(r) => r.next().await,
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A timestamp step larger than this (either way) starts a new schedule instead of holding
+/// tags for the length of the jump.
+const PACER_MAX_JUMP_MS: i64 = 10_000;
+
+/// The `bufferTime` jitter buffer: holds events and releases each tag `delay` after the
+/// source's clock says it is due, measured from an anchor (the first tag, or the tag after
+/// an underrun or a timestamp jump). The exit comes out after the last held tag.
+struct Pacer {
+    delay: Duration,
+    /// Arrival of the anchor tag and its timestamp.
+    anchor: Option<(Instant, u32)>,
+    held: VecDeque<(Instant, IngestEvent)>,
+    /// The backend has nothing more to give.
+    ended: bool,
+}
+
+impl Pacer {
+    fn new(delay: Duration) -> Self {
+        Pacer {
+            delay,
+            anchor: None,
+            held: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    fn hold(&mut self, ev: IngestEvent, now: Instant) {
+        let release = match &ev {
+            IngestEvent::Tag(tag) => self.release_time(tag.timestamp, now),
+            // After everything before it.
+            _ => self.held.back().map_or(now, |(t, _)| (*t).max(now)),
+        };
+        self.held.push_back((release, ev));
+    }
+
+    fn release_time(&mut self, ts: u32, now: Instant) -> Instant {
+        if let Some((at, base)) = self.anchor {
+            let ahead = i64::from(ts) - i64::from(base);
+            if (0..=PACER_MAX_JUMP_MS).contains(&ahead) || (-PACER_MAX_JUMP_MS..0).contains(&ahead) {
+                let due = if ahead >= 0 {
+                    at + self.delay + Duration::from_millis(ahead as u64)
+                } else {
+                    (at + self.delay).checked_sub(Duration::from_millis((-ahead) as u64)).unwrap_or(at)
+                };
+                // Still in time: keep the schedule. Late (the source stalled longer than the
+                // buffer): start again from here, so the buffer fills up anew.
+                if due + Duration::from_millis(100) >= now {
+                    // Never release out of order.
+                    return self.held.back().map_or(due, |(t, _)| due.max(*t));
+                }
+            }
+        }
+        self.anchor = Some((now, ts));
+        let due = now + self.delay;
+        self.held.back().map_or(due, |(t, _)| due.max(*t))
+    }
+
+    fn next_release(&self) -> Option<Instant> {
+        self.held.front().map(|(t, _)| *t)
+    }
+
+    /// The next held event whose time has come.
+    fn due(&mut self, now: Instant) -> Option<IngestEvent> {
+        match self.held.front() {
+            Some((t, _)) if *t <= now => self.held.pop_front().map(|(_, ev)| ev),
+            _ => None,
         }
     }
 }
@@ -722,6 +834,52 @@ mod tests {
             assert!(o.native_rtmp_url().is_none(), "{url}");
         }
         assert!(IngestSpec::vod("rtmp://h/live/a").native_rtmp_url().is_none());
+    }
+
+    fn tag_at(ts: u32) -> IngestEvent {
+        IngestEvent::Tag(FlvTag::new(crate::flv::TagType::Audio, ts, bytes::Bytes::from_static(&[0xaf, 1])))
+    }
+
+    fn ts_of(ev: &IngestEvent) -> u32 {
+        match ev {
+            IngestEvent::Tag(t) => t.timestamp,
+            _ => u32::MAX,
+        }
+    }
+
+    /// `bufferTime`: a burst comes out at the source's pace, `delay` later; a stall shorter
+    /// than the buffer does not interrupt the output; a longer one refills the buffer.
+    #[test]
+    fn the_buffer_smooths_bursts_and_stalls() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut p = Pacer::new(ms(2_000));
+        // A 4 s HLS segment's worth of tags arrives at once.
+        for ts in (0..4_000).step_by(40) {
+            p.hold(tag_at(ts), t0);
+        }
+        assert!(p.due(t0 + ms(1_999)).is_none(), "nothing before the buffer time");
+        assert_eq!(p.due(t0 + ms(2_000)).map(|e| ts_of(&e)), Some(0));
+        assert!(p.due(t0 + ms(2_010)).is_none(), "paced, not flushed");
+        let mut out = Vec::new();
+        while let Some(e) = p.due(t0 + ms(4_000)) {
+            out.push(ts_of(&e));
+        }
+        assert_eq!(out.first(), Some(&40));
+        assert_eq!(out.last(), Some(&2_000));
+        // The next segment arrives 3.5 s after the first one: late for the source's pace, but
+        // within the buffer, so its tags keep the schedule.
+        p.hold(tag_at(4_000), t0 + ms(3_500));
+        assert_eq!(p.next_release(), Some(t0 + ms(4_040)));
+        assert_eq!(p.held.back().map(|(t, _)| *t), Some(t0 + ms(6_000)), "due at 2 s + 4 s");
+        while p.due(t0 + ms(6_000)).is_some() {}
+        assert!(p.next_release().is_none());
+        // A stall far longer than the buffer: the schedule starts over from the arrival.
+        p.hold(tag_at(4_040), t0 + ms(20_000));
+        assert_eq!(p.next_release(), Some(t0 + ms(22_000)));
+        // The exit follows the last tag.
+        p.hold(IngestEvent::Exited { success: true, reason: "end".into() }, t0 + ms(20_001));
+        assert_eq!(p.held.back().map(|(t, _)| *t), Some(t0 + ms(22_000)));
     }
 
     #[test]

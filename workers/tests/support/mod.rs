@@ -107,7 +107,9 @@ macro_rules! require_nginx_rtmp {
     };
 }
 
-/// A private nginx with the RTMP module: application `live`, stat page at `/stat`.
+/// A private nginx with the RTMP module: application `live`, stat page at `/stat`, and
+/// application `hls` (live, HLS muxed to `<prefix>/hls`, 1 s fragments, 6 s playlists) served
+/// over HTTP at `/hls/<name>.m3u8`.
 pub struct Nginx {
     /// RTMP port on 127.0.0.1.
     pub rtmp_port: u16,
@@ -142,6 +144,13 @@ rtmp {{
         application live {{
             live on;
         }}
+        application hls {{
+            live on;
+            hls on;
+            hls_path {p}/hls;
+            hls_fragment 1s;
+            hls_playlist_length 6s;
+        }}
         application rec {{
             live on;
             record all;
@@ -160,11 +169,17 @@ http {{
     server {{
         listen 127.0.0.1:{http_port};
         location /stat {{ rtmp_stat all; }}
+        location /hls {{
+            types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
+            root {p};
+            add_header Cache-Control no-cache;
+        }}
     }}
 }}
 "#
         );
         std::fs::create_dir_all(dir.path().join("rec")).expect("record dir");
+        std::fs::create_dir_all(dir.path().join("hls")).expect("hls dir");
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let child = ChildGuard::spawn(
@@ -204,6 +219,45 @@ http {{
     /// `rtmp://127.0.0.1:PORT/rec/NAME`: like `live`, and nginx records what it receives.
     pub fn rec_url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/rec/{name}", self.rtmp_port)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/hls/NAME`: publish here and nginx muxes HLS of it.
+    pub fn hls_publish_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/hls/{name}", self.rtmp_port)
+    }
+
+    /// `http://127.0.0.1:HTTP_PORT/hls/NAME.m3u8`: the live HLS playlist of `hls/NAME`.
+    pub fn hls_playlist_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/hls/{name}.m3u8", self.http_port)
+    }
+
+    /// Waits until the HLS playlist of `hls/NAME` is served and lists at least `segments`
+    /// segments; returns the playlist.
+    pub fn wait_hls(&self, name: &str, segments: usize, within: Duration) -> Option<String> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some((200, body)) = self.http_get(&format!("/hls/{name}.m3u8")) {
+                if body.lines().filter(|l| l.ends_with(".ts")).count() >= segments {
+                    return Some(body);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// A plain HTTP/1.0 GET of `path` on nginx's HTTP port: status and body.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
     }
 
     /// What nginx recorded of `rec/NAME` (complete once the publisher has left).
@@ -717,10 +771,33 @@ impl Drop for TlsFront {
 }
 
 /// A minimal static file server on 127.0.0.1 (GET/HEAD, single byte ranges, 404), enough
-/// for ffmpeg to read and seek MP4 files. Runs until dropped.
+/// for ffmpeg to read and seek MP4 files. Keeps every request's head (request line and
+/// headers) for [`FileServer::requests`]. Runs until dropped.
 pub struct FileServer {
     pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One request a [`FileServer`] received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Path as requested, e.g. `/a.mp4`.
+    pub path: String,
+    /// Headers in order, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl FileServer {
@@ -730,20 +807,32 @@ impl FileServer {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let root = root.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let _ = serve(sock, &root).await;
+                    let _ = serve(sock, &root, &log).await;
                 });
             }
         });
-        FileServer { port, task }
+        FileServer {
+            port,
+            requests,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:PORT/NAME`.
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
@@ -753,7 +842,11 @@ impl Drop for FileServer {
     }
 }
 
-async fn serve(mut sock: tokio::net::TcpStream, root: &Path) -> std::io::Result<()> {
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    root: &Path,
+    log: &std::sync::Mutex<Vec<Request>>,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = Vec::new();
     let mut buf = [0u8; 2048];
@@ -771,6 +864,19 @@ async fn serve(mut sock: tokio::net::TcpStream, root: &Path) -> std::io::Result<
         first.first().copied().unwrap_or(""),
         first.get(1).copied().unwrap_or("/"),
     );
+    log.lock().unwrap().push(Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        headers: req
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect(),
+    });
     let name = path.trim_start_matches('/');
     let range = lines
         .find_map(|l| {
@@ -850,3 +956,34 @@ pub fn mp4_file(dir: &Path, name: &str, size: &str, secs: u32) {
     assert!(ok, "cannot write {name}");
 }
 
+/// Live processes (pid, parent pid) any of whose command-line arguments contains `needle`,
+/// read from `/proc/<pid>/cmdline` (zombies have an empty command line and do not count).
+/// The calling process is never listed.
+pub fn processes_with_arg(needle: &str) -> Vec<(u32, u32)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                raw.split(|&b| b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+            })
+        })
+        .map(|pid| {
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+                    let rest = st.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse().ok()
+                })
+                .unwrap_or(0);
+            (pid, ppid)
+        })
+        .collect()
+}

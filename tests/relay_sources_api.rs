@@ -1,0 +1,295 @@
+//! Source kinds through the whole product: tasks created through the control API of a running
+//! `relaycast up` pull a live HLS playlist, send `pullStreamHeaders` on the HTTP request, fall
+//! back to a looping backup file, and leave no ingest ffmpeg behind when the process is
+//! SIGKILLed. Everything runs on 127.0.0.1 against a private nginx-rtmp (apps `live` and
+//! `hls`), checked with ffprobe and nginx-rtmp's stat page.
+
+mod support;
+#[path = "../workers/tests/support/mod.rs"]
+mod media;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{eventually, write_config, Api, CallbackReceiver, RelaycastProcess, ACME};
+
+/// A `relaycast up` with every role, quick timings, and the test accounts.
+fn start_relaycast(dir: &tempfile::TempDir) -> RelaycastProcess {
+    let config = write_config(dir.path());
+    let env = [
+        ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "200"),
+        ("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"),
+        ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
+        ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
+        ("RELAYCAST_LOG_FILTER", "info"),
+    ];
+    RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()])
+}
+
+/// A `cmd=1` of one task of `kind` (`live` or `video`) with these `src` and `forward` entries.
+fn create_body(kind: &str, id: &str, sources: Vec<Value>, forwards: &[&str], callback: &str) -> Value {
+    json!({
+        "transcallbackurl": callback,
+        "cmd": "1",
+        "type": kind,
+        "list": [{
+            "id": id,
+            "src": sources,
+            "forward": forwards.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+        }]
+    })
+}
+
+/// ffprobes `url` until a probe satisfies `want` or `within` runs out; the last probe seen
+/// (if any) is returned on failure for the message.
+async fn probe_until(url: &str, within: Duration, want: impl Fn(&media::Probe) -> bool + Send + 'static) -> Result<(media::Probe, Duration), Option<media::Probe>> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < within {
+            let left = within.saturating_sub(start.elapsed()).max(Duration::from_millis(500));
+            if let Some(p) = media::ffprobe(&url, left.min(Duration::from_secs(8))) {
+                if p.video_codec.is_some() && p.width > 0 && want(&p) {
+                    return Ok((p, start.elapsed()));
+                }
+                if p.video_codec.is_some() {
+                    last = Some(p);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last)
+    })
+    .await
+    .unwrap()
+}
+
+/// The destination's publishing client, with the stream's bytes received so far.
+fn publisher(nginx: &media::Nginx, name: &str) -> Option<(media::ClientStat, u64)> {
+    nginx.stream(name).and_then(|s| Some((s.publisher?, s.bytes_in)))
+}
+
+/// Asserts `name` is still published by the same client `id`, and that bytes keep arriving
+/// (over `window`).
+async fn assert_still_publishing(nginx: &media::Nginx, name: &str, id: u64, window: Duration) {
+    let (first, bytes) = publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
+    assert_eq!(first.id, id, "{name} reconnected");
+    tokio::time::sleep(window).await;
+    let (later, later_bytes) = publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
+    assert_eq!(later.id, id, "{name} reconnected");
+    assert!(later.time_ms > first.time_ms, "{name}: uptime must grow");
+    assert!(later_bytes > bytes, "{name}: no bytes arrived in {window:?} ({bytes} -> {later_bytes})");
+}
+
+async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
+    receiver.bodies_for(id).iter().map(|b| b["code"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_hls_source_is_relayed_through_the_api_and_keeps_publishing() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam1"), 640, 360);
+    let began = Instant::now();
+    nginx.wait_hls("cam1", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    eprintln!("HLS playlist with 2 segments after {:?}", began.elapsed());
+
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let src = nginx.hls_playlist_url("cam1");
+    let out = nginx.url("hlsout1");
+    let created = Instant::now();
+    let (status, body) = api.forward(&create_body("live", "hls1", vec![json!({ "url": src })], &[&out], &receiver.url)).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+
+    let (probe, took) = probe_until(&out, Duration::from_secs(30), |_| true).await.unwrap_or_else(|last| panic!("HLS relay never playable (last probe {last:?})"));
+    eprintln!("HLS source: create to destination playable {:?} ({took:?} of probing): {probe:?}", created.elapsed());
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
+    assert_eq!((probe.width, probe.height), (640, 360));
+
+    // An HLS source needs an ffmpeg ingest (not the native RTMP pull), a child of relaycast.
+    let ingests = media::processes_with_arg(&src);
+    eprintln!("ingest processes for {src}: {ingests:?} (relaycast pid {})", relaycast.child.id());
+    assert!(ingests.iter().any(|&(_, ppid)| ppid == relaycast.child.id()), "no ffmpeg child of relaycast pulls {src}: {ingests:?}");
+
+    // It keeps publishing on the same connection, across many HLS segments.
+    let (first, _) = publisher(&nginx, "hlsout1").expect("destination publishing");
+    assert_still_publishing(&nginx, "hlsout1", first.id, Duration::from_secs(8)).await;
+    let (probe, _) = probe_until(&out, Duration::from_secs(15), |_| true).await.unwrap_or_else(|last| panic!("not playable later (last probe {last:?})"));
+    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "hls1").await.contains(&"0".to_string()).then_some(()) }).await;
+    let bad: Vec<_> = receiver.bodies_for("hls1").into_iter().filter(|b| b["code"] != "0").collect();
+    assert!(bad.is_empty(), "unexpected callbacks while the HLS source is up: {bad:?}");
+    eprintln!("HLS relay still on client {} after {:?}", first.id, created.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_stream_headers_reach_the_http_request_of_a_vod_item() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    media::mp4_file(files.path(), "clip2.mp4", "320x240", 10);
+    let server = media::FileServer::start(files.path().to_path_buf()).await;
+    let nginx = media::Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let referer = "https://example.com/page";
+    let src = json!({
+        "url": server.url("clip2.mp4"),
+        "pullStreamHeaders": [
+            { "headerKey": "Referer", "headerValue": referer },
+            { "headerKey": "X-Relay-Test", "headerValue": "token-42" },
+        ],
+    });
+    let out = nginx.url("hdrout2");
+    let created = Instant::now();
+    let (status, body) = api.forward(&create_body("video", "hdr2", vec![src], &[&out], &receiver.url)).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("VOD item never playable (last probe {last:?})"));
+    eprintln!("VOD item with pull headers: create to playable {:?}: {probe:?}", created.elapsed());
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
+    assert_eq!((probe.width, probe.height), (320, 240));
+
+    let requests: Vec<_> = server.requests().into_iter().filter(|r| r.path == "/clip2.mp4").collect();
+    eprintln!("requests for the item: {requests:#?}");
+    assert!(!requests.is_empty(), "the file server saw no request for the item");
+    for r in &requests {
+        assert_eq!(r.header("Referer"), Some(referer), "{r:?}");
+        assert_eq!(r.header("X-Relay-Test"), Some("token-42"), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the_primary_dies() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    // 4 s long, and a different size from the primary's, to tell them apart on the wire.
+    media::mp4_file(files.path(), "backup3.mp4", "320x240", 4);
+    let server = media::FileServer::start(files.path().to_path_buf()).await;
+    let nginx = media::Nginx::start();
+    let mut camera = media::Publisher::start_sized(&nginx.url("primary3"), 640, 360);
+    assert!(nginx.wait_publishing("primary3", Duration::from_secs(10)).is_some(), "test source not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let backup = server.url("backup3.mp4");
+    let out = nginx.url("out3");
+    let sources = vec![json!({ "url": nginx.url("primary3") }), json!({ "url": backup })];
+    let (status, body) = api.forward(&create_body("live", "loop3", sources, &[&out], &receiver.url)).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| p.width == 640).await.unwrap_or_else(|last| panic!("primary never relayed (last probe {last:?})"));
+    assert_eq!((probe.video_codec.as_deref(), probe.height), (Some("h264"), 360));
+    let (before, _) = publisher(&nginx, "out3").expect("destination publishing");
+
+    camera.kill();
+    let killed = Instant::now();
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| (p.width, p.height) == (320, 240))
+        .await
+        .unwrap_or_else(|last| panic!("the backup file never reached the destination (last probe {last:?})"));
+    let failover = killed.elapsed();
+    eprintln!("primary killed: destination plays the backup file after {failover:?}: {probe:?}");
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
+    let (now, _) = publisher(&nginx, "out3").expect("destination lost its publisher during the failover");
+    assert_eq!(now.id, before.id, "the destination reconnected on the failover");
+
+    // Well past the 4 s file: it loops on the same connection.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_still_publishing(&nginx, "out3", before.id, Duration::from_secs(3)).await;
+    let (probe, _) = probe_until(&out, Duration::from_secs(10), |p| (p.width, p.height) == (320, 240))
+        .await
+        .unwrap_or_else(|last| panic!("the backup no longer plays {:?} after the kill (last probe {last:?})", killed.elapsed()));
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"));
+    let (after, _) = publisher(&nginx, "out3").expect("publishing");
+    eprintln!(
+        "{:?} after the kill: still client {} (up {} ms), {} request(s) for the backup file",
+        killed.elapsed(),
+        after.id,
+        after.time_ms,
+        server.requests().iter().filter(|r| r.path == "/backup3.mp4").count()
+    );
+    assert_eq!(after.id, before.id);
+    let item = api.task("loop3").await.expect("task");
+    assert_eq!(item["code"], "0", "the task must still be running: {item}");
+    let codes = codes(&receiver, "loop3").await;
+    assert!(!codes.contains(&"1".to_string()), "the task finished: {codes:?}");
+    eprintln!("callbacks: {codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    media::mp4_file(files.path(), "orphan4.mp4", "320x240", 30);
+    let server = media::FileServer::start(files.path().to_path_buf()).await;
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam4"), 640, 360);
+    nginx.wait_hls("cam4", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    let dir = tempfile::tempdir().unwrap();
+    let mut relaycast = start_relaycast(&dir);
+    let pid = relaycast.child.id();
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    // Two tasks, each on its own session thread, each with an ffmpeg ingest: a live HLS
+    // source and a VOD MP4 item. Their source URLs (with this test's ports) are unique.
+    let hls = nginx.hls_playlist_url("cam4");
+    let mp4 = server.url("orphan4.mp4");
+    let (outa, outb) = (nginx.url("orphan4a"), nginx.url("orphan4b"));
+    assert_eq!(api.forward(&create_body("live", "orphan4a", vec![json!({ "url": hls })], &[&outa], &receiver.url)).await.0, 200);
+    assert_eq!(api.forward(&create_body("video", "orphan4b", vec![json!({ "url": mp4 })], &[&outb], &receiver.url)).await.0, 200);
+    for out in [&outa, &outb] {
+        probe_until(out, Duration::from_secs(30), |_| true).await.unwrap_or_else(|last| panic!("{out} never playable (last probe {last:?})"));
+    }
+    for src in [&hls, &mp4] {
+        let procs = media::processes_with_arg(src);
+        eprintln!("before the kill, processes pulling {src}: {procs:?} (relaycast pid {pid})");
+        assert!(procs.iter().any(|&(_, ppid)| ppid == pid), "no ffmpeg child of relaycast pulls {src}: {procs:?}");
+    }
+
+    relaycast.kill9();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(2);
+    let left = loop {
+        let left: Vec<_> = [&hls, &mp4].iter().flat_map(|src| media::processes_with_arg(src)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("after SIGKILL: {} ingest process(es) left after {:?}", left.len(), killed.elapsed());
+    for &(p, _) in &left {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+        eprintln!("  left: pid {p}: {cmdline}");
+        // Do not leak it into the next test even when this one fails.
+        relaycast_workers::process::kill_group(p);
+    }
+    assert!(left.is_empty(), "ffmpeg outlived the SIGKILLed worker by 2 s: {left:?}");
+    eventually("destinations released", Duration::from_secs(15), || async {
+        ["orphan4a", "orphan4b"].iter().all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none())).then_some(())
+    })
+    .await;
+}
