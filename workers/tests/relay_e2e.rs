@@ -382,6 +382,75 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     assert_no_leftovers();
 }
 
+/// (c') The primary stalls without closing its connection (its encoder hangs): the session
+/// sees the silence while the hot standby delivers, fails over in about a second on the
+/// same destination connection, and the destination's player sees no step back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
+    require_nginx_rtmp!();
+    let _serial = SERIAL.lock().await;
+    let nginx = Nginx::start();
+    let primary = Publisher::start(&nginx.url("quiet"));
+    let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
+    for name in ["quiet", "spare"] {
+        nginx.wait_publishing(name, Duration::from_secs(10)).expect("published");
+    }
+    let dest = nginx.url("q1");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let spec = SessionSpec::new(
+        vec![IngestSpec::live(nginx.url("quiet")), IngestSpec::live(nginx.url("spare"))],
+        vec![dest.clone()],
+    );
+    let session = RelaySession::start(spec, tx).expect("session starts");
+    support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
+    let before = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
+    let player = support::Player::start(&dest);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    primary.freeze();
+    let frozen = Instant::now();
+    let mut switched = None;
+    while frozen.elapsed() < Duration::from_secs(10) {
+        if session.status().current_source == 1 {
+            switched = Some(frozen.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The primary's publisher is still connected to its origin all along.
+    assert!(nginx.stream("quiet").and_then(|s| s.publisher).is_some());
+    let switched = switched.expect("switched to the backup");
+    eprintln!("(c') on the backup {switched:?} after the primary froze");
+    assert!(switched < Duration::from_secs(2), "slow failover: {switched:?}");
+    let (p, _) = support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
+    assert_eq!((p.width, p.height), (640, 360));
+    let after = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
+    assert_eq!(before.id, after.id, "the destination reconnected");
+    let events = drain(&mut rx);
+    assert!(events.iter().any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })), "{events:?}");
+
+    let (errors, flv) = player.finish();
+    let mut parser = FlvParser::new();
+    parser.push(&flv);
+    let mut frames = Vec::new();
+    while let Ok(Some(item)) = parser.next_item() {
+        if let FlvItem::Tag(t) = item {
+            if t.is_video_frame() {
+                frames.push(t.timestamp);
+            }
+        }
+    }
+    let backwards = frames.windows(2).filter(|w| w[1] < w[0]).count();
+    eprintln!("(c') player: {} frames, {backwards} steps back, errors {:?}", frames.len(), errors.trim());
+    assert!(errors.trim().is_empty(), "decoder errors: {errors}");
+    assert_eq!(backwards, 0);
+    primary.thaw();
+    session.stop().await;
+    drop((primary, _backup));
+    drop(nginx);
+    assert_no_leftovers();
+}
+
 /// (d) An unreachable destination keeps retrying with backoff and does not disturb a
 /// reachable one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -441,6 +441,17 @@ impl Publisher {
         Publisher { child }
     }
 
+    /// Freezes the publisher (SIGSTOP): its connection stays open but no data flows, as
+    /// with a hung encoder or a stalled network path.
+    pub fn freeze(&self) {
+        relaycast_workers::process::signal_group(self.child.pid(), 19);
+    }
+
+    /// Lets a frozen publisher go on (SIGCONT).
+    pub fn thaw(&self) {
+        relaycast_workers::process::signal_group(self.child.pid(), 18);
+    }
+
     /// Kills the publisher (its group).
     pub fn kill(&mut self) {
         self.child.kill();
