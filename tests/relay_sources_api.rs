@@ -293,3 +293,76 @@ async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
     })
     .await;
 }
+
+/// `fops.bufferTime` on an HLS source: the destination gets its first bytes only after the
+/// buffer time, then plays on steadily from the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_time_delays_an_hls_source_by_its_buffer_and_keeps_it_flowing() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam2"), 640, 360);
+    nginx.wait_hls("cam2", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let out = nginx.url("buffered");
+    let mut body = create_body("live", "buf1", vec![json!({ "url": nginx.hls_playlist_url("cam2") })], &[&out], &receiver.url);
+    body["list"][0]["fops"] = json!({ "bufferTime": "4" });
+    let created = Instant::now();
+    let (status, reply) = api.forward(&body).await;
+    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    let first_bytes = eventually("first bytes at the destination", Duration::from_secs(30), || async {
+        publisher(&nginx, "buffered").filter(|(_, bytes)| *bytes > 0).map(|_| created.elapsed())
+    })
+    .await;
+    eprintln!("bufferTime 4 s: create to the destination's first bytes {first_bytes:?}");
+    assert!(first_bytes >= Duration::from_secs(4), "the buffer was not held: {first_bytes:?}");
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
+    assert_eq!((probe.width, probe.height), (640, 360));
+    let (client, _) = publisher(&nginx, "buffered").expect("publishing");
+    assert_still_publishing(&nginx, "buffered", client.id, Duration::from_secs(6)).await;
+}
+
+/// SIGTERM drains: the worker stops its relay cleanly (the destination is unpublished, no
+/// child is left), exits 0, and the task goes on from the next process on the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_relay_and_the_next_process_takes_the_task_over() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start(&nginx.url("drainsrc"));
+    nginx.wait_publishing("drainsrc", Duration::from_secs(10)).expect("source up");
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", first.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let out = nginx.url("drained");
+    let body = create_body("live", "drain1", vec![json!({ "url": nginx.url("drainsrc") })], &[&out], &receiver.url);
+    assert_eq!(api.forward(&body).await.0, 200);
+    probe_until(&out, Duration::from_secs(15), |_| true).await.expect("relaying before the SIGTERM");
+
+    let pid = first.child.id();
+    let asked = Instant::now();
+    let status = first.terminate(Duration::from_secs(15)).expect("relaycast exits after SIGTERM");
+    eprintln!("SIGTERM to exit: {:?}, {status}", asked.elapsed());
+    assert!(status.success(), "exit status {status}");
+    assert!(nginx.stream("drained").is_none_or(|s| s.publisher.is_none()), "the destination is still published");
+    assert!(media::processes_with_arg(&nginx.url("drainsrc")).iter().all(|&(_, ppid)| ppid != pid));
+
+    let second = start_relaycast(&dir);
+    let restarted = Instant::now();
+    probe_until(&out, Duration::from_secs(20), |_| true).await.expect("the next process relays the task");
+    eprintln!("next process to playable: {:?}", restarted.elapsed());
+    let api = Api::new(&format!("http://{}", second.addr), ACME.0, ACME.1);
+    let item = api.task("drain1").await.expect("task");
+    assert_eq!(item["code"], "0", "{item}");
+    // A drain is not the task's end: no callback 1.
+    assert!(!codes(&receiver, "drain1").await.contains(&"1".to_string()));
+}

@@ -651,3 +651,24 @@ impl InProcess {
         }
     }
 }
+
+impl RelaycastProcess {
+    /// SIGTERM, then waits up to `within` for the exit: the graceful stop an orchestrator does.
+    /// Returns the exit status, or `None` if it was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        sigterm(self.child.id());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
+    }
+}
+
+fn sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}

@@ -904,3 +904,61 @@ async fn rtmps_destination_with_a_private_ca() {
     drop(nginx);
     assert_no_leftovers();
 }
+
+/// Drains an ingest: (video frames, whether it exited successfully).
+async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String) {
+    use relaycast_workers::ingest::{Ingest, IngestEvent};
+    let mut ingest = Ingest::start(spec).expect("ingest starts");
+    let mut frames = 0;
+    let outcome = tokio::time::timeout(within, async {
+        while let Some(ev) = ingest.next().await {
+            match ev {
+                IngestEvent::Tag(t) if t.is_video_frame() => frames += 1,
+                IngestEvent::Exited { success, reason } => return (success, reason),
+                _ => {}
+            }
+        }
+        (false, "no exit".to_string())
+    })
+    .await
+    .unwrap_or((false, "timed out".to_string()));
+    ingest.stop(Duration::from_secs(1)).await;
+    (frames, outcome.0, outcome.1)
+}
+
+/// (h) A VOD HLS item over HTTP plays to its end; a playlist that points a segment at a local
+/// file is refused by the protocol allow-list: nothing of the file reaches the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
+    require_nginx_rtmp!();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "3"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"])
+        .arg(dir.path().join("vod.m3u8"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot write the HLS VOD");
+    let segment = dir.path().join("vod0.ts");
+    assert!(segment.exists());
+    let evil = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:1.0,\nfile://{}\n#EXT-X-ENDLIST\n",
+        segment.display()
+    );
+    std::fs::write(dir.path().join("evil.m3u8"), evil).expect("write playlist");
+    let server = support::FileServer::start(dir.path().to_path_buf()).await;
+
+    let (frames, success, reason) = run_ingest(&IngestSpec::vod(server.url("vod.m3u8")), Duration::from_secs(20)).await;
+    eprintln!("(h) VOD HLS: {frames} frames, success {success}: {reason}");
+    assert!(success, "{reason}");
+    assert!(frames >= 70, "3 s at 25 fps expected, got {frames} frames");
+
+    let (frames, success, reason) = run_ingest(&IngestSpec::vod(server.url("evil.m3u8")), Duration::from_secs(20)).await;
+    eprintln!("(h) file: segment: {frames} frames, success {success}: {reason}");
+    assert_eq!(frames, 0, "a local file was read through the playlist");
+    assert!(!success, "the ingest must fail");
+}
