@@ -28,7 +28,8 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 /// The seed's query answer: `total`, `pageNo`, `pageSize` numbers and `list` items of nine
-/// string fields, times as `YYYY-MM-DD HH:MM:SS` or empty.
+/// string fields, times as `YYYY-MM-DD HH:MM:SS` or empty; plus, only while a worker reports on
+/// the task, relaycast's one extension object `relay` (see [`assert_relay_shape`]).
 fn assert_page_shape(page: &Value) {
     let mut keys: Vec<&str> = page.as_object().unwrap_or_else(|| panic!("{page}")).keys().map(String::as_str).collect();
     keys.sort();
@@ -37,9 +38,12 @@ fn assert_page_shape(page: &Value) {
         assert!(page[k].is_u64(), "{k} is not a number: {page}");
     }
     for item in page["list"].as_array().unwrap() {
-        let mut keys: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).filter(|k| *k != "relay").collect();
         keys.sort();
         assert_eq!(keys, ["cmd", "code", "endTime", "forward", "id", "msg", "src", "startTime", "type"], "{item}");
+        if let Some(relay) = item.get("relay") {
+            assert_relay_shape(relay);
+        }
         for k in &keys {
             assert!(item[*k].is_string(), "{k} is not a string: {item}");
         }
@@ -278,6 +282,92 @@ async fn a_started_task_shows_its_start_and_calls_back_0() {
     assert_eq!((item["code"].as_str(), item["msg"].as_str()), (Some("0"), Some("푸시 시작!")));
     assert_eq!(item["startTime"], format_time(h.now_ms(), 8 * 3600));
     assert_eq!(item["endTime"], "");
+    h.stop().await;
+}
+
+/// The `relay` extension object: `state`, `currentSrc`, `bitrateKbps`, `fps`, `positionMs`,
+/// and `forward` entries of `url`, `state`, `reconnects`.
+fn assert_relay_shape(relay: &Value) {
+    let mut keys: Vec<&str> = relay.as_object().unwrap_or_else(|| panic!("relay is not an object: {relay}")).keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["bitrateKbps", "currentSrc", "forward", "fps", "positionMs", "state"], "{relay}");
+    assert!(relay["state"].is_string() && relay["bitrateKbps"].is_f64() && relay["fps"].is_f64() && relay["positionMs"].is_u64(), "{relay}");
+    assert!(relay["currentSrc"].is_u64() || relay["currentSrc"].is_null(), "{relay}");
+    for f in relay["forward"].as_array().unwrap_or_else(|| panic!("{relay}")) {
+        let mut keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["reconnects", "state", "url"], "{relay}");
+        assert!(f["url"].is_string() && f["state"].is_string() && f["reconnects"].is_u64(), "{relay}");
+    }
+}
+
+/// What a worker writes back (its heartbeat's report) is in the query's `relay` object while the
+/// task runs, next to the seed's fields, and gone once it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_shows_the_workers_report_in_relay() {
+    use relaycast_core::app::relay::{apply_to_task, record_run_stats};
+    use relaycast_core::domain::relay::state::Action;
+    use relaycast_core::domain::relay::task::{ForwardStats, RunStats};
+    use relaycast_core::domain::relay::types::TaskId;
+
+    let h = InProcess::start().await;
+    let (a, b) = (dest("report-a"), dest("report-b"));
+    let (status, answer) = h.api.forward(&live_body("report", &[&a, &b], None)).await;
+    assert_accepted(status, &answer);
+    let host = h.host();
+    let id = TaskId::parse("report").unwrap();
+    // Starting, nothing reported: the seed's nine fields only.
+    let item = h.api.task("report").await.unwrap();
+    assert!(item.get("relay").is_none(), "{item}");
+
+    apply_to_task(&host.ports, &host.settings, ACME.0, &id, Action::Started).await.unwrap().expect("the task exists");
+    let stats = RunStats {
+        bitrate_bps: Some(1_600_000),
+        fps: Some(25.0),
+        position_ms: Some(4_200),
+        reported_at_ms: Some(h.now_ms()),
+        current_source: Some(0),
+        forwards: vec![
+            ForwardStats { url: a.clone(), state: "publishing".into(), reconnects: 0 },
+            ForwardStats { url: b.clone(), state: "backoff".into(), reconnects: 2 },
+        ],
+    };
+    record_run_stats(&host.ports, ACME.0, &id, stats).await.unwrap();
+    let (status, page) = h.api.query(&[("id", "report")]).await;
+    assert_eq!(status, 200);
+    assert_page_shape(&page);
+    let item = &page["list"][0];
+    assert_eq!(
+        item["relay"],
+        json!({
+            "state": "running",
+            "currentSrc": 0,
+            "bitrateKbps": 1600.0,
+            "fps": 25.0,
+            "positionMs": 4200,
+            "forward": [
+                {"url": a, "state": "publishing", "reconnects": 0},
+                {"url": b, "state": "backoff", "reconnects": 2},
+            ]
+        }),
+        "{item}"
+    );
+    assert_eq!((item["code"].as_str(), item["cmd"].as_str()), (Some("0"), Some("1")));
+
+    // cmd=2 of one destination: it shows as stopped.
+    let (status, answer) = h.api.forward(&cmd_body("2", "report", json!({"forward": [{"url": b}]}), None)).await;
+    assert_accepted(status, &answer);
+    let item = h.api.task("report").await.unwrap();
+    assert_eq!(item["relay"]["forward"][1]["state"], "stopped", "{item}");
+    assert_eq!(item["relay"]["forward"][0]["state"], "publishing", "{item}");
+
+    // Stopped: the report leaves the answer, and a late report does not bring it back.
+    let (status, answer) = h.api.forward(&cmd_body("2", "report", json!({}), None)).await;
+    assert_accepted(status, &answer);
+    record_run_stats(&host.ports, ACME.0, &id, RunStats { reported_at_ms: Some(h.now_ms()), ..RunStats::default() }).await.unwrap();
+    let (_, page) = h.api.query(&[("id", "report")]).await;
+    assert_page_shape(&page);
+    assert!(page["list"][0].get("relay").is_none(), "{page}");
     h.stop().await;
 }
 

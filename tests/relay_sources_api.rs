@@ -366,3 +366,35 @@ async fn sigterm_drains_the_relay_and_the_next_process_takes_the_task_over() {
     // A drain is not the task's end: no callback 1.
     assert!(!codes(&receiver, "drain1").await.contains(&"1".to_string()));
 }
+
+/// A task's `end` stops the real relay: relaycast in-process on a manual clock relays to
+/// nginx; when the clock passes `end`, the destination is unpublished and callback 1 comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_time_stops_the_media_and_calls_back_1() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start(&nginx.url("endsrc"));
+    nginx.wait_publishing("endsrc", Duration::from_secs(10)).expect("source up");
+    let h = support::InProcess::start_with(|s| s.roles = vec!["all".into()]).await;
+    let receiver = CallbackReceiver::start().await;
+    let out = nginx.url("ending");
+    let t0 = h.now_ms();
+    let mut body = create_body("live", "end1", vec![json!({ "url": nginx.url("endsrc") })], &[&out], &receiver.url);
+    body["list"][0]["end"] = json!((t0 + 6 * 60_000).to_string());
+    assert_eq!(h.api.forward(&body).await.0, 200);
+    probe_until(&out, Duration::from_secs(15), |_| true).await.expect("relaying before the end");
+    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "end1").await.contains(&"0".to_string()).then_some(()) }).await;
+
+    h.clock.advance_ms(6 * 60_000 + 1_000);
+    let ended = Instant::now();
+    eventually("the destination unpublished at the end", Duration::from_secs(10), || async {
+        nginx.stream("ending").is_none_or(|s| s.publisher.is_none()).then_some(())
+    })
+    .await;
+    eprintln!("end time to destination unpublished: {:?}", ended.elapsed());
+    eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "end1").await.contains(&"1".to_string()).then_some(()) }).await;
+    h.stop().await;
+}

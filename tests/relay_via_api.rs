@@ -66,6 +66,22 @@ async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_o
     let (status, body) = api.forward(&create_body("live1", &[nginx.url("src")], &forwards, &receiver.url)).await;
     assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
 
+    // All three destinations are published to within 3 s of the create call.
+    eventually("three destinations publishing", Duration::from_secs(10), || async {
+        ["out1", "out2", "out3"]
+            .iter()
+            .all(|n| nginx.stream(n).is_some_and(|s| s.publisher.is_some() && s.bytes_in > 0))
+            .then_some(())
+    })
+    .await;
+    let publishing = created.elapsed();
+    eprintln!("create to all three destinations publishing: {publishing:?}");
+    assert!(publishing < Duration::from_secs(3), "destinations took {publishing:?}");
+    // An RTMP source relayed as is is pulled natively: relaycast runs no ffmpeg for it.
+    let pid = relaycast.child.id().to_string();
+    let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().map(|o| o.stdout).unwrap_or_default();
+    assert!(children.iter().all(|b| b.is_ascii_whitespace()), "relaycast runs child processes for a copy relay");
+
     // All three destinations play the source's codecs.
     let players: Vec<_> = forwards.iter().map(|u| tokio::spawn(playable(u.clone(), Duration::from_secs(15)))).collect();
     for (url, player) in forwards.iter().zip(players) {
@@ -107,8 +123,7 @@ async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_o
     })
     .await;
     eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "live1").await.contains(&"1".to_string()).then_some(()) }).await;
-    // No ingest ffmpeg outlives the task: relaycast has no child process left.
-    let pid = relaycast.child.id().to_string();
+    // Nothing outlives the task: relaycast has no child process left.
     eventually("no ffmpeg child of relaycast", Duration::from_secs(5), || async {
         let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().map(|o| o.stdout).unwrap_or_default();
         children.iter().all(|b| b.is_ascii_whitespace()).then_some(())
@@ -380,4 +395,275 @@ async fn an_unreachable_destination_is_given_up_with_3_while_the_other_plays_on(
     assert_eq!(after.id, before.id, "the reachable destination kept its connection");
     let item = api.task("half").await.expect("task");
     assert_eq!(item["forward"], alive.as_str(), "the query lists the destination still pushed to: {item}");
+}
+
+/// ffprobes `url` until its video is `size`, or `within` runs out; the time it took.
+async fn wait_size(url: &str, size: (u32, u32), within: Duration) -> Option<Duration> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(p) = media::ffprobe(&url, Duration::from_secs(5)) {
+                if (p.width, p.height) == size {
+                    return Some(start.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    })
+    .await
+    .unwrap()
+}
+
+/// nginx-rtmp's id of the client publishing `name`.
+fn publisher_id(nginx: &media::Nginx, name: &str) -> u64 {
+    nginx.stream(name).and_then(|s| s.publisher).map(|p| p.id).unwrap_or_else(|| panic!("{name} has no publisher"))
+}
+
+/// The query's `relay` object of task `id` (relaycast's extension), once present.
+async fn relay_status(api: &support::Api, id: &str) -> Option<Value> {
+    api.task(id).await.and_then(|item| item.get("relay").cloned())
+}
+
+/// While a relay to two destinations runs, the query shows what the worker writes back: the
+/// source's bitrate and frame rate, a growing position, the source being relayed and both
+/// destinations publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_shows_the_running_relays_figures() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _publisher = media::Publisher::start(&nginx.url("src"));
+    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let forwards = vec![nginx.url("fig1"), nginx.url("fig2")];
+    let (status, body) = api.forward(&create_body("figures", &[nginx.url("src")], &forwards, &receiver.url)).await;
+    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+    for url in &forwards {
+        playable(url.clone(), Duration::from_secs(15)).await.unwrap_or_else(|| panic!("{url} never became playable"));
+    }
+    // The worker reports every lease heartbeat (1 s here).
+    let first = eventually("a report with both destinations publishing", Duration::from_secs(15), || async {
+        let relay = relay_status(&api, "figures").await?;
+        let publishing = relay["forward"].as_array()?.iter().filter(|f| f["state"] == "publishing").count();
+        (relay["state"] == "running" && publishing == 2 && relay["bitrateKbps"].as_f64()? > 0.0).then_some(relay)
+    })
+    .await;
+    eprintln!("relay status: {first}");
+    assert_eq!(first["currentSrc"], 0, "{first}");
+    let kbps = first["bitrateKbps"].as_f64().unwrap();
+    assert!(kbps > 500.0, "bitrate {kbps} kbit/s: {first}");
+    let fps = first["fps"].as_f64().unwrap();
+    assert!((20.0..=30.0).contains(&fps), "fps {fps}: {first}");
+    let urls: Vec<&str> = first["forward"].as_array().unwrap().iter().map(|f| f["url"].as_str().unwrap()).collect();
+    assert_eq!(urls, forwards.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(first["forward"].as_array().unwrap().iter().all(|f| f["reconnects"] == 0), "{first}");
+    // The seed's fields are untouched beside it.
+    let item = api.task("figures").await.unwrap();
+    assert_eq!((item["code"].as_str(), item["cmd"].as_str()), (Some("0"), Some("1")), "{item}");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = relay_status(&api, "figures").await.expect("still reported");
+    let (p1, p2) = (first["positionMs"].as_u64().unwrap(), later["positionMs"].as_u64().unwrap());
+    assert!(p2 > p1, "position must grow: {p1} then {p2}");
+    assert!(later["forward"].as_array().unwrap().iter().all(|f| f["state"] == "publishing"), "{later}");
+
+    let stop = json!({ "cmd": "2", "type": "live", "list": [{ "id": "figures" }] });
+    assert_eq!(api.forward(&stop).await.0, 200);
+    eventually("no report once stopped", Duration::from_secs(10), || async {
+        api.task("figures").await.filter(|i| i.get("relay").is_none() && i["code"] == "1").map(|_| ())
+    })
+    .await;
+}
+
+/// Starts a live relay of `[primary 1280x720, backup 640x360]` to `out`, kills the primary's
+/// publisher and waits until `out` plays the backup; then restarts the primary publisher.
+/// Returns the new primary publisher and `out`'s publisher id (which must never change).
+async fn fail_over_to_the_backup(
+    nginx: &media::Nginx,
+    api: &support::Api,
+    primary: &mut media::Publisher,
+    body: &Value,
+) -> (media::Publisher, u64) {
+    let out = nginx.url("out");
+    let (status, answer) = api.forward(body).await;
+    assert_eq!((status, answer["http_code"].as_str()), (200, Some("200")), "{answer}");
+    wait_size(&out, (1280, 720), Duration::from_secs(20)).await.expect("out plays the primary");
+    let id = publisher_id(nginx, "out");
+
+    primary.kill();
+    let took = wait_size(&out, (640, 360), Duration::from_secs(20)).await.expect("out plays the backup");
+    eprintln!("primary killed: out plays the backup after {took:?}");
+    assert_eq!(publisher_id(nginx, "out"), id, "the destination reconnected on the failover");
+    let relay = eventually("the query shows the backup", Duration::from_secs(10), || async {
+        relay_status(api, "failover").await.filter(|r| r["currentSrc"] == 1)
+    })
+    .await;
+    eprintln!("on the backup: {relay}");
+
+    let back = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
+    assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not back");
+    (back, id)
+}
+
+fn failover_body(nginx: &media::Nginx, callback: &str, extend: Option<Value>) -> Value {
+    let mut body = create_body("failover", &[nginx.url("primary"), nginx.url("backup")], &[nginx.url("out")], callback);
+    if let Some(extend) = extend {
+        body["list"][0]["extendParam"] = extend;
+    }
+    body
+}
+
+/// The seed's manual switch back: after a failover to the backup, the relay stays there when
+/// the primary returns, until a `cmd=3` re-sends the task's src list (primary first); then the
+/// destination plays the primary again on the same publishing connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmd_3_with_the_same_sources_switches_back_to_the_primary_on_the_same_connection() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let mut primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
+    let _backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
+    assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not up");
+    assert!(nginx.wait_publishing("backup", Duration::from_secs(10)).is_some(), "backup not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let out = nginx.url("out");
+
+    let (_primary, id) = fail_over_to_the_backup(&nginx, &api, &mut primary, &failover_body(&nginx, &receiver.url, None)).await;
+    // Manual is the default: the primary is back, the relay stays on the backup.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let probe = media::ffprobe(&out, Duration::from_secs(5)).expect("out playable");
+    assert_eq!((probe.width, probe.height), (640, 360), "switched back without being told");
+    assert_eq!(relay_status(&api, "failover").await.expect("reported")["currentSrc"], 1);
+
+    let update = json!({
+        "transcallbackurl": receiver.url,
+        "cmd": "3",
+        "type": "live",
+        "list": [{ "id": "failover", "src": [{ "url": nginx.url("primary") }, { "url": nginx.url("backup") }] }]
+    });
+    let sent = Instant::now();
+    let (status, answer) = api.forward(&update).await;
+    assert_eq!((status, answer["http_code"].as_str()), (200, Some("200")), "{answer}");
+    wait_size(&out, (1280, 720), Duration::from_secs(20)).await.expect("out plays the primary again");
+    eprintln!("cmd=3 to the primary on out: {:?}", sent.elapsed());
+    assert_eq!(publisher_id(&nginx, "out"), id, "the destination reconnected on the switch back");
+    eventually("the query shows the primary", Duration::from_secs(10), || async {
+        relay_status(&api, "failover").await.filter(|r| r["currentSrc"] == 0 && r["forward"][0]["state"] == "publishing")
+    })
+    .await;
+    eventually("callback 5 for the update", Duration::from_secs(10), || async {
+        codes(&receiver, "failover").await.contains(&"5".to_string()).then_some(())
+    })
+    .await;
+    let codes = codes(&receiver, "failover").await;
+    assert!(!codes.iter().any(|c| c == "2" || c == "3"), "a failure was reported: {codes:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stat = nginx.stream("out").and_then(|s| s.publisher).expect("out still published");
+    assert_eq!(stat.id, id, "the destination reconnected");
+}
+
+/// relaycast's `extendParam.autoSwitchBack`: once the primary is back and has delivered for the
+/// configured seconds, the relay returns to it on its own, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_switch_back_returns_to_the_primary_on_its_own() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let mut primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
+    let _backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
+    assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not up");
+    assert!(nginx.wait_publishing("backup", Duration::from_secs(10)).is_some(), "backup not up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let out = nginx.url("out");
+
+    // A bad value is refused with the seed's message shape.
+    let mut bad = failover_body(&nginx, &receiver.url, Some(json!({ "autoSwitchBack": "3601" })));
+    bad["list"][0]["id"] = json!("bad");
+    let (status, answer) = api.forward(&bad).await;
+    assert_eq!((status, answer["msg"].as_str()), (400, Some("params autoSwitchBack format is error")), "{answer}");
+
+    let body = failover_body(&nginx, &receiver.url, Some(json!({ "autoSwitchBack": "3" })));
+    let (_primary, id) = fail_over_to_the_backup(&nginx, &api, &mut primary, &body).await;
+    let back = Instant::now();
+    let took = wait_size(&out, (1280, 720), Duration::from_secs(30)).await.expect("out plays the primary again on its own");
+    eprintln!("primary back: out plays it again after {:?}", back.elapsed());
+    assert!(back.elapsed() >= Duration::from_secs(3), "switched back before the clear time: {took:?}");
+    assert_eq!(publisher_id(&nginx, "out"), id, "the destination reconnected on the switch back");
+    eventually("the query shows the primary", Duration::from_secs(10), || async {
+        relay_status(&api, "failover").await.filter(|r| r["currentSrc"] == 0)
+    })
+    .await;
+    let codes = codes(&receiver, "failover").await;
+    assert!(!codes.iter().any(|c| c == "2" || c == "3"), "a failure was reported: {codes:?}");
+}
+
+/// A `type=video` playlist whose FIRST item is a 404 (before the task runs) and whose third is
+/// one too: callback 4 for each, naming the file with the seed's message, and the playlist goes
+/// on with the next item to its end (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlist_items_that_are_404_call_back_4_and_the_next_item_plays() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    for name in ["b.mp4", "d.mp4"] {
+        media::mp4_file(files.path(), name, "320x240", 2);
+    }
+    let server = media::FileServer::start(files.path().to_path_buf()).await;
+    let nginx = media::Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir, &[]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let (missing_a, missing_c) = (server.url("missing-a.mp4"), server.url("missing-c.mp4"));
+    let body = json!({
+        "transcallbackurl": receiver.url,
+        "cmd": "1",
+        "type": "video",
+        "list": [{
+            "id": "holes",
+            "src": [{ "url": missing_a }, { "url": server.url("b.mp4") }, { "url": missing_c }, { "url": server.url("d.mp4") }],
+            "forward": [{ "url": nginx.url("holes") }],
+        }]
+    });
+    let (status, answer) = api.forward(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    let (probe, _) = playable(nginx.url("holes"), Duration::from_secs(15)).await.expect("the next item plays");
+    assert_eq!((probe.width, probe.height), (320, 240));
+    eventually("the playlist's end (1)", Duration::from_secs(30), || async {
+        codes(&receiver, "holes").await.contains(&"1".to_string()).then_some(())
+    })
+    .await;
+    let bodies = receiver.bodies_for("holes");
+    let codes: Vec<&str> = bodies.iter().map(|b| b["code"].as_str().unwrap_or_default()).collect();
+    eprintln!("callbacks: {codes:?}");
+    let warnings: Vec<&Value> = bodies.iter().filter(|b| b["code"] == "4").collect();
+    assert_eq!(warnings.len(), 2, "{bodies:?}");
+    assert_eq!(warnings[0]["msg"], format!("{missing_a}: 서버에서 404 반환"), "{}", warnings[0]);
+    assert_eq!(warnings[1]["msg"], format!("{missing_c}: 서버에서 404 반환"), "{}", warnings[1]);
+    assert!(codes.contains(&"0"), "{codes:?}");
+    assert_eq!(codes.last(), Some(&"1"), "{codes:?}");
+    assert!(!codes.contains(&"2"), "the task failed: {codes:?}");
+    let item = api.task("holes").await.expect("task");
+    assert_eq!(item["code"], "1", "{item}");
 }

@@ -52,7 +52,19 @@ pub fn apply_sources(sources: &mut [IngestSpec], task: &RelayTask) {
             spec.probe_size = None;
         }
         spec.loop_input = live_file && i > 0;
+        // `bufferTime` is for HLS sources (the seed).
+        spec.buffer = task
+            .fops
+            .buffer_time_s
+            .filter(|s| *s > 0.0 && is_hls(&spec.url))
+            .map(Duration::from_secs_f64);
     }
+}
+
+/// Whether a URL names an HLS playlist (`.m3u8`).
+pub fn is_hls(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().is_some_and(|name| name.to_ascii_lowercase().ends_with(".m3u8"))
 }
 
 /// Whether a URL names a media file by its path's extension (query and fragment ignored).
@@ -75,13 +87,20 @@ pub fn apply_task(spec: &mut SessionSpec, task: &RelayTask) {
     spec.loops = loops(task.extend.loop_count);
     spec.start_index = task.position.index;
     spec.switch_back_after = switch_back_after(task);
+    // A buffered source shows its first tag only after its buffer time.
+    if let Some(longest) = spec.sources.iter().filter_map(|s| s.buffer).max() {
+        spec.startup_timeout += longest;
+    }
 }
 
 /// A live task's `extendParam.autoSwitchBack` as the session's
 /// [`SessionSpec::switch_back_after`]: `None` (manual) when unset or for a playlist.
 pub fn switch_back_after(task: &RelayTask) -> Option<Duration> {
     match task.task_type {
-        TaskType::Live => task.extend.auto_switch_back_s.map(|s| Duration::from_secs(u64::from(s))),
+        TaskType::Live => task
+            .extend
+            .auto_switch_back_s
+            .map(|s| Duration::from_secs(u64::from(s))),
         TaskType::Video => None,
     }
 }
@@ -108,12 +127,20 @@ mod tests {
         assert!(!is_media_file("https://h/live/stream.m3u8"));
         assert!(!is_media_file("rtmp://h/live/stream"));
         assert!(!is_media_file("http://h.mp4/live/stream"));
+        assert!(is_hls("https://h/live/index.M3U8?token=1"));
+        assert!(!is_hls("https://h/live/index.mp4"));
     }
 
     fn task(ty: TaskType, auto_switch_back_s: Option<u32>) -> RelayTask {
-        use relaycast_core::domain::relay::types::{ExtendParam, Fops, RtmpUrl, Source, SourceUrl, TaskId};
+        use relaycast_core::domain::relay::types::{
+            ExtendParam, Fops, RtmpUrl, Source, SourceUrl, TaskId,
+        };
         use relaycast_core::domain::relay::wire::NewRelayTask;
-        let url = if ty == TaskType::Live { "rtmp://h/live/a" } else { "http://h/a.mp4" };
+        let url = if ty == TaskType::Live {
+            "rtmp://h/live/a"
+        } else {
+            "http://h/a.mp4"
+        };
         let new = NewRelayTask {
             id: TaskId::parse("t").unwrap(),
             sources: vec![Source::new(SourceUrl::parse(url, ty).unwrap())],
@@ -121,7 +148,10 @@ mod tests {
             start_ms: None,
             end_ms: None,
             fops: Fops::default(),
-            extend: ExtendParam { auto_switch_back_s, ..ExtendParam::default() },
+            extend: ExtendParam {
+                auto_switch_back_s,
+                ..ExtendParam::default()
+            },
         };
         RelayTask::create("acc", ty, None, new, 0)
     }
@@ -133,7 +163,11 @@ mod tests {
         assert_eq!(spec.switch_back_after, Some(Duration::from_secs(8)));
         apply_task(&mut spec, &task(TaskType::Live, None));
         assert_eq!(spec.switch_back_after, None, "manual by default");
-        assert_eq!(switch_back_after(&task(TaskType::Video, Some(8))), None, "playlists do not fail over");
+        assert_eq!(
+            switch_back_after(&task(TaskType::Video, Some(8))),
+            None,
+            "playlists do not fail over"
+        );
     }
 
     #[test]

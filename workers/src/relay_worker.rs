@@ -17,7 +17,8 @@ use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
 use relaycast_core::domain::relay::state::{Action, DestState, PlaybackPosition, StopCause, TaskState};
-use relaycast_core::domain::relay::task::{RelayTask, RunStats};
+use relaycast_core::domain::relay::events::item_warning_detail;
+use relaycast_core::domain::relay::task::{ForwardStats, RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
 use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{IngestSpec, SourceKind};
 use crate::pusher::PusherState;
 use crate::playout;
-use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SlateConfig};
+use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
 use crate::transcode::{self, WatermarkFetcher, Watermarks};
 
 /// What happened to one job message.
@@ -233,12 +234,7 @@ impl TaskRunner {
                         break RunEnd::LeaseLost;
                     }
                     let status = session.status();
-                    let stats = RunStats {
-                        bitrate_bps: Some((status.bitrate_kbps * 1000.0) as u64),
-                        fps: Some(status.fps),
-                        position_ms: Some(u64::from(status.position_ms)),
-                        reported_at_ms: Some(self.worker.ports.clock.now_ms()),
-                    };
+                    let stats = run_stats(&status, self.worker.ports.clock.now_ms());
                     record_run_stats(&self.worker.ports, &self.account, &self.id, stats).await?;
                 }
                 _ = watch.tick() => {
@@ -322,7 +318,8 @@ impl TaskRunner {
                         }
                         PlayoutEvent::ItemFailed { index, reason } => {
                             let file = task.sources.get(index).map(|s| s.url.to_string()).unwrap_or_default();
-                            task = self.apply(Action::ItemWarning { file, detail: reason }).await?.unwrap_or(task);
+                            let detail = item_warning_detail(&reason);
+                            task = self.apply(Action::ItemWarning { file, detail }).await?.unwrap_or(task);
                         }
                         PlayoutEvent::SlateStarted => {
                             if matches!(task.state, TaskState::Running | TaskState::Retrying { .. }) {
@@ -433,11 +430,38 @@ impl TaskRunner {
         // (platforms would otherwise end the broadcast), then the task fails.
         spec.slate = Some(SlateConfig {
             timeout: Duration::from_millis(settings.timing.slate_duration_ms),
-            image: None,
+            image: settings.slate_image.clone(),
             ffmpeg_path: settings.ffmpeg_path.clone(),
         });
         spec.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| e.to_string())
+    }
+}
+
+/// What the worker writes back every heartbeat (the query's `relay` object): rates, position,
+/// the source being relayed and each pusher's state, from one session snapshot.
+fn run_stats(status: &SessionStatus, now_ms: i64) -> RunStats {
+    RunStats {
+        bitrate_bps: Some((status.bitrate_kbps * 1000.0) as u64),
+        fps: Some(status.fps),
+        position_ms: Some(u64::from(status.position_ms)),
+        reported_at_ms: Some(now_ms),
+        current_source: Some(status.current_source),
+        forwards: status
+            .destinations
+            .iter()
+            .map(|p| ForwardStats { url: p.url.clone(), state: pusher_state_name(p.state).to_string(), reconnects: p.reconnects })
+            .collect(),
+    }
+}
+
+/// A pusher state's name in the query's `relay.forward[].state`.
+fn pusher_state_name(state: PusherState) -> &'static str {
+    match state {
+        PusherState::Connecting => "connecting",
+        PusherState::Publishing => "publishing",
+        PusherState::Backoff => "backoff",
+        PusherState::Stopped => "stopped",
     }
 }
 

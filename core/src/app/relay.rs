@@ -388,11 +388,15 @@ pub async fn apply_to_task(
 }
 
 /// Writes a worker's figures onto the task without a state change (compare-and-set, retried):
-/// bitrate, fps and position for the query APIs.
+/// bitrate, fps, position, the current source and each destination's pusher, for the query
+/// APIs. A task that is no longer active keeps what it had (a late report of a stopped run).
 pub async fn record_run_stats(ports: &Ports, account: &str, id: &TaskId, stats: RunStats) -> Result<(), AppError> {
     let key = RelayTask::store_key(account, id);
     for _ in 0..10 {
         let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(()) };
+        if !current.value.state.is_active() {
+            return Ok(());
+        }
         let mut task = current.value;
         task.stats = stats.clone();
         match ports.store.save(&task, Condition::Version(current.version)).await {

@@ -13,6 +13,7 @@
 use chrono::{FixedOffset, TimeZone};
 use serde::{Deserialize, Serialize};
 
+use super::state::{DestState, TaskState};
 use super::task::RelayTask;
 use super::types::{Cmd, HttpUrl, RtmpUrl, Source, TaskId};
 use crate::ports::store::{Entity, IndexKeys, Kind};
@@ -83,6 +84,17 @@ pub fn pull_failed_msg(detail: &str) -> String {
 /// `{file}: {detail}` (seed code 4, e.g. `a.mp4: 서버에서 404 반환`).
 pub fn item_warning_msg(file: &str, detail: &str) -> String {
     format!("{file}: {detail}")
+}
+
+/// The detail of a code 4 for a playlist item that could not be played: the seed's
+/// `서버에서 404 반환` when the server answered 404 (ffmpeg: `Server returned 404 Not Found`),
+/// else the reason as given.
+pub fn item_warning_detail(reason: &str) -> String {
+    if reason.contains("404 Not Found") || reason.contains("returned 404") {
+        CallbackCode::ItemWarning.default_msg().to_string()
+    } else {
+        reason.to_string()
+    }
 }
 
 /// The `srcurl` / `src` string: the sources as JSON text.
@@ -219,8 +231,9 @@ impl TimeFormat {
     }
 }
 
-/// One item of a query answer, field for field as the seed's example.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One item of a query answer, field for field as the seed's example, plus one relaycast
+/// extension object, `relay`, while a worker runs the task (see [`RelayStatus`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryItem {
     /// Task id.
     pub id: String,
@@ -243,6 +256,75 @@ pub struct QueryItem {
     /// When the task ended, or `""`.
     #[serde(rename = "endTime")]
     pub end_time: String,
+    /// relaycast extension: what the worker running the task last reported. Absent unless the
+    /// task is active (not scheduled) and a worker has reported for its current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+}
+
+/// The query's `relay` object (a relaycast extension, not in the seed): the task's state and
+/// the figures its worker writes back every lease heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    /// The task state's name (`starting`, `running`, `retrying`).
+    pub state: String,
+    /// The source being relayed, 0-based in `src`.
+    #[serde(rename = "currentSrc")]
+    pub current_src: Option<usize>,
+    /// Output bitrate over the last second, kbit/s.
+    #[serde(rename = "bitrateKbps")]
+    pub bitrate_kbps: f64,
+    /// Video frames per second over the last second.
+    pub fps: f64,
+    /// Media time pushed in this run, ms.
+    #[serde(rename = "positionMs")]
+    pub position_ms: u64,
+    /// Every destination of the task, in order.
+    pub forward: Vec<ForwardStatus>,
+}
+
+/// One destination in [`RelayStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardStatus {
+    /// The destination URL.
+    pub url: String,
+    /// `publishing`, `connecting`, `backoff`, `stopped`, or `pending` before the worker has
+    /// reported on it.
+    pub state: String,
+    /// Connection attempts after the first one.
+    pub reconnects: u64,
+}
+
+impl RelayStatus {
+    /// The status of `task`, when it is active past its schedule and its worker has reported.
+    pub fn of(task: &RelayTask) -> Option<Self> {
+        if !task.state.is_active() || task.state == TaskState::Scheduled {
+            return None;
+        }
+        let stats = &task.stats;
+        stats.reported_at_ms?;
+        let forward = task
+            .destinations
+            .iter()
+            .map(|d| {
+                let reported = stats.forwards.iter().find(|f| f.url == d.url.as_str());
+                let state = match (&d.state, reported) {
+                    (DestState::Stopped { .. }, _) => "stopped".to_string(),
+                    (_, Some(f)) => f.state.clone(),
+                    (_, None) => "pending".to_string(),
+                };
+                ForwardStatus { url: d.url.to_string(), state, reconnects: reported.map_or(0, |f| f.reconnects) }
+            })
+            .collect();
+        Some(Self {
+            state: task.state.key().to_string(),
+            current_src: stats.current_source,
+            bitrate_kbps: stats.bitrate_bps.unwrap_or(0) as f64 / 1000.0,
+            fps: stats.fps.unwrap_or(0.0),
+            position_ms: stats.position_ms.unwrap_or(0),
+            forward,
+        })
+    }
 }
 
 impl QueryItem {
@@ -267,6 +349,7 @@ impl QueryItem {
             msg: task.last_msg.clone(),
             start_time: tf.format(task.started_ms),
             end_time: tf.format(task.ended_ms),
+            relay: RelayStatus::of(task),
         }
     }
 }
@@ -297,6 +380,9 @@ mod tests {
         }
         assert_eq!(pull_failed_msg("connection refused"), "live_pull 실패:connection refused");
         assert_eq!(item_warning_msg("a.mp4", "서버에서 404 반환"), "a.mp4: 서버에서 404 반환");
+        let ffmpeg = "ingest ended: http://h/a.mp4: Server returned 404 Not Found";
+        assert_eq!(item_warning_msg("http://h/a.mp4", &item_warning_detail(ffmpeg)), "http://h/a.mp4: 서버에서 404 반환");
+        assert_eq!(item_warning_detail("ingest ended: Invalid data found when processing input"), "ingest ended: Invalid data found when processing input");
     }
 
     #[test]

@@ -393,9 +393,17 @@ impl RelayTask {
                 }
                 vec![self.event(CallbackCode::PushFailed, CallbackCode::PushFailed.default_msg().into(), &[url], now_ms)]
             }
-            (S::Running | S::Retrying { .. }, Action::ItemWarning { file, detail }) => {
+            // Also before the task runs: a playlist whose first item is a 404 warns about it
+            // while the next item starts (the destinations may not publish yet).
+            (S::Starting | S::Running | S::Retrying { .. }, Action::ItemWarning { file, detail }) => {
                 let all = self.forward_urls();
                 vec![self.event(CallbackCode::ItemWarning, item_warning_msg(&file, &detail), &all, now_ms)]
+            }
+            // The item a run starts with is reported by 0 (started), not 5; it may be a later
+            // one than the first (the first failed): keep the position right, silently.
+            (S::Starting, Action::ItemAdvanced { position }) => {
+                self.position = position;
+                vec![]
             }
             (S::Running | S::Retrying { .. }, Action::ItemAdvanced { position }) => {
                 self.position = position;
@@ -456,6 +464,8 @@ impl RelayTask {
                     self.position = PlaybackPosition { index: 0, loops_done: 0, offset_ms: item_start_ms(&self.sources, 0) };
                 }
                 self.state = if self.start_ms.is_some_and(|s| s > now_ms) { S::Scheduled } else { S::Starting };
+                // The figures of the previous run are not this run's.
+                self.stats = Default::default();
                 self.last_cmd = Cmd::Resume;
                 self.started_ms = None;
                 self.ended_ms = None;

@@ -32,6 +32,23 @@ pub struct RunStats {
     pub position_ms: Option<u64>,
     /// When the worker last reported, Unix ms.
     pub reported_at_ms: Option<i64>,
+    /// The source being relayed, 0-based in the task's source list.
+    #[serde(default)]
+    pub current_source: Option<usize>,
+    /// Each destination's pusher, as the worker last saw it.
+    #[serde(default)]
+    pub forwards: Vec<ForwardStats>,
+}
+
+/// One destination's pusher as the worker reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardStats {
+    /// The destination URL.
+    pub url: String,
+    /// The pusher's state: `connecting`, `publishing`, `backoff` or `stopped`.
+    pub state: String,
+    /// Connection attempts after the first one.
+    pub reconnects: u64,
 }
 
 /// A relay task, stored as kind `relay_task` under `{account}:{id}`.

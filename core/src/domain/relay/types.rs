@@ -701,6 +701,16 @@ pub struct ExtendParam {
     pub loop_count: LoopCount,
     /// The 1-based playlist position to start at (VOD).
     pub start_index: Option<u32>,
+    /// relaycast extension `autoSwitchBack`: a live task running on a backup goes back to the
+    /// primary on its own once the primary has delivered for this many seconds (1..=3600).
+    /// `None` (absent or 0): only a `cmd=3` switches back, as in the seed.
+    #[serde(default)]
+    pub auto_switch_back_s: Option<u32>,
+}
+
+impl ExtendParam {
+    /// The most seconds `autoSwitchBack` may wait.
+    pub const MAX_AUTO_SWITCH_BACK_S: u32 = 3600;
 }
 
 #[cfg(test)]

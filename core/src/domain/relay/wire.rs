@@ -39,7 +39,7 @@ const ITEM_FIELDS: &[&str] = &["id", "src", "forward", "start", "end", "fops", "
 const SRC_FIELDS: &[&str] = &["url", "wmImage", "wmGravity", "wmPosition", "relofftime", "pullStreamHeaders"];
 const FORWARD_FIELDS: &[&str] = &["url", "resetUrl"];
 const FOPS_FIELDS: &[&str] = &["bps", "res", "fps", "vcodec", "acodec", "bufferTime", "forced_gopInterval"];
-const EXTEND_FIELDS: &[&str] = &["waitCrtUrlFinish", "loop", "index"];
+const EXTEND_FIELDS: &[&str] = &["waitCrtUrlFinish", "loop", "index", "autoSwitchBack"];
 const HEADER_FIELDS: &[&str] = &["headerKey", "headerValue"];
 
 /// A parsed and validated `forwardRequest.action`.
@@ -429,7 +429,27 @@ fn parse_extend(item: &Map<String, Value>, source_count: usize) -> Result<Extend
                 .ok_or_else(|| RequestError::field("index"))?,
         ),
     };
-    Ok(ExtendParam { wait_current_finish, loop_count, start_index })
+    let auto_switch_back_s = parse_auto_switch_back(m.get("autoSwitchBack"))?;
+    Ok(ExtendParam { wait_current_finish, loop_count, start_index, auto_switch_back_s })
+}
+
+/// `extendParam.autoSwitchBack` (a relaycast extension): seconds as an integer string or a JSON
+/// integer, `0..=3600`; absent, `null`, `""` or `0` mean manual (`None`). Unlike the seed's
+/// fields a number is accepted too, since the extension is documented as either.
+fn parse_auto_switch_back(v: Option<&Value>) -> Result<Option<u32>, RequestError> {
+    let err = || RequestError::field("autoSwitchBack");
+    let secs = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => parse_digits(s, 4).ok_or_else(err)?,
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(err)?,
+        Some(_) => return Err(err()),
+    };
+    match u32::try_from(secs) {
+        Ok(0) => Ok(None),
+        Ok(s) if s <= ExtendParam::MAX_AUTO_SWITCH_BACK_S => Ok(Some(s)),
+        _ => Err(err()),
+    }
 }
 
 /// A watermark is an overlay filter, which needs a re-encode with libx264 (seed: fops.vcodec).
@@ -708,13 +728,46 @@ mod tests {
         };
         let ok = video(json!({"loop": "-1", "index": "2", "waitCrtUrlFinish": "0"})).unwrap();
         let Command::CreateTasks(t) = ok.command else { panic!() };
-        assert_eq!(t[0].extend, ExtendParam { wait_current_finish: false, loop_count: LoopCount::Forever, start_index: Some(2) });
+        assert_eq!(t[0].extend, ExtendParam { wait_current_finish: false, loop_count: LoopCount::Forever, start_index: Some(2), auto_switch_back_s: None });
         assert_eq!(msg(video(json!({"index": "3"}))), "params index format is error");
         assert_eq!(msg(video(json!({"index": "0"}))), "params index format is error");
         assert_eq!(msg(video(json!({"loop": "0"}))), "params loop format is error");
         assert_eq!(msg(video(json!({"waitCrtUrlFinish": "2"}))), "params waitCrtUrlFinish format is error");
         // A live-only source refused for video.
         assert_eq!(msg(with(|v| { v["type"] = json!("video"); v["list"][0]["src"][1]["url"] = json!("rtmp://h/live/s"); })), "params src is error");
+    }
+
+    #[test]
+    fn auto_switch_back_is_seconds_as_a_string_or_a_number() {
+        let body = |value: Value| with(|v| v["list"][0]["extendParam"] = json!({ "autoSwitchBack": value }));
+        let secs = |value: Value| match body(value).expect("accepted").command {
+            Command::CreateTasks(t) => t[0].extend.auto_switch_back_s,
+            _ => panic!("not a create"),
+        };
+        assert_eq!(secs(json!("10")), Some(10));
+        assert_eq!(secs(json!(10)), Some(10));
+        assert_eq!(secs(json!("1")), Some(1));
+        assert_eq!(secs(json!(3600)), Some(3600));
+        assert_eq!(secs(json!("3600")), Some(3600));
+        // Absent or 0: manual, the seed's behaviour.
+        for manual in [json!("0"), json!(0), json!(null), json!("")] {
+            assert_eq!(secs(manual.clone()), None, "{manual}");
+        }
+        let Command::CreateTasks(t) = with(|v| v["list"][0]["extendParam"] = json!({})).unwrap().command else { panic!() };
+        assert_eq!(t[0].extend.auto_switch_back_s, None);
+        for bad in [json!("3601"), json!(3601), json!(-1), json!("-1"), json!(1.5), json!("1.5"), json!(" 5"), json!("5s"), json!("10000"), json!(true), json!([5]), json!({}), json!(u64::MAX)] {
+            assert_eq!(msg(body(bad.clone())), "params autoSwitchBack format is error", "{bad}");
+        }
+        // cmd=3 carries it too.
+        let upd = with(|v| {
+            v["cmd"] = json!("3");
+            v["list"][0]["extendParam"] = json!({ "autoSwitchBack": "30" });
+        })
+        .unwrap();
+        assert!(matches!(&upd.command, Command::UpdateSources(u) if u[0].extend.auto_switch_back_s == Some(30)));
+        // Tasks stored before the field existed still load, as manual.
+        let old: ExtendParam = serde_json::from_value(json!({"wait_current_finish": false, "loop_count": {"Times": 1}, "start_index": null})).unwrap();
+        assert_eq!(old.auto_switch_back_s, None);
     }
 
     #[test]

@@ -157,8 +157,25 @@ fn playlist_items_warn_with_4_and_advance_with_5() {
     let ev = one(t.apply(Action::ItemAdvanced { position: pos }, NOW).unwrap());
     assert_eq!((ev.code.code(), ev.msg.as_str(), t.position), (5, "리스트 업데이트 성공", pos));
     assert_eq!(t.state, TaskState::Running);
-    assert!(matches!(refused(&starting(), Action::ItemAdvanced { position: pos }, NOW), TransitionError::Illegal { .. }));
     assert!(matches!(refused(&stopped(StopKind::Natural), Action::ItemWarning { file: "a".into(), detail: "b".into() }, NOW), TransitionError::Illegal { .. }));
+    assert!(matches!(refused(&scheduled(), Action::ItemWarning { file: "a".into(), detail: "b".into() }, NOW), TransitionError::Illegal { .. }));
+}
+
+/// A playlist whose first item is a 404: the worker reports it before any destination
+/// publishes, so before the task runs. The warning (4) is not lost, the task stays starting,
+/// and the item that plays instead becomes the position without a 5 (the 0 reports it).
+#[test]
+fn a_404_on_the_first_item_warns_with_4_before_the_task_runs() {
+    let mut t = starting();
+    let ev = one(t.apply(Action::ItemWarning { file: "http://h/a.mp4".into(), detail: "서버에서 404 반환".into() }, NOW).unwrap());
+    assert_eq!((ev.code.code(), ev.msg.as_str()), (4, "http://h/a.mp4: 서버에서 404 반환"));
+    assert_eq!(t.state, TaskState::Starting);
+    let pos = PlaybackPosition { index: 1, loops_done: 0, offset_ms: 0 };
+    assert!(t.apply(Action::ItemAdvanced { position: pos }, NOW).unwrap().is_empty());
+    assert_eq!((t.position, t.state.clone()), (pos, TaskState::Starting));
+    let ev = one(t.started(NOW).unwrap());
+    assert_eq!(ev.code.code(), 0);
+    assert_eq!(t.position, pos);
 }
 
 #[test]
@@ -424,6 +441,55 @@ fn the_query_item_shows_the_last_event_and_times() {
 }
 
 #[test]
+fn the_query_item_carries_the_workers_report_while_the_task_runs() {
+    use crate::domain::relay::task::{ForwardStats, RunStats};
+    let mut t = running();
+    // Nothing reported yet: the seed's fields only.
+    let v = serde_json::to_value(QueryItem::from_task(&t, &TimeFormat::default())).unwrap();
+    assert!(v.get("relay").is_none(), "{v}");
+    t.stats = RunStats {
+        bitrate_bps: Some(1_650_500),
+        fps: Some(25.0),
+        position_ms: Some(12_345),
+        reported_at_ms: Some(NOW),
+        current_source: Some(1),
+        forwards: vec![
+            ForwardStats { url: dest(1).to_string(), state: "publishing".into(), reconnects: 0 },
+            ForwardStats { url: dest(2).to_string(), state: "backoff".into(), reconnects: 3 },
+        ],
+    };
+    let v = serde_json::to_value(QueryItem::from_task(&t, &TimeFormat::default())).unwrap();
+    assert_eq!(
+        v["relay"],
+        serde_json::json!({
+            "state": "running",
+            "currentSrc": 1,
+            "bitrateKbps": 1650.5,
+            "fps": 25.0,
+            "positionMs": 12345,
+            "forward": [
+                {"url": dest(1).to_string(), "state": "publishing", "reconnects": 0},
+                {"url": dest(2).to_string(), "state": "backoff", "reconnects": 3},
+            ]
+        })
+    );
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["cmd", "code", "endTime", "forward", "id", "msg", "relay", "src", "startTime", "type"]);
+    // A destination stopped by cmd=2 shows as stopped; the task state follows.
+    t.stop(vec![dest(2)], NOW).unwrap();
+    t.apply(Action::SourceInterrupted { reason: "x".into() }, NOW).unwrap();
+    let item = QueryItem::from_task(&t, &TimeFormat::default());
+    let relay = item.relay.expect("still running");
+    assert_eq!((relay.state.as_str(), relay.forward[1].state.as_str(), relay.forward[1].reconnects), ("retrying", "stopped", 3));
+    // Once the task ends, the report is gone from the answer, and a resumed run starts clean.
+    t.stop(vec![], NOW).unwrap();
+    assert_eq!(QueryItem::from_task(&t, &TimeFormat::default()).relay, None);
+    t.resume(vec![], NOW + MIN).unwrap();
+    assert_eq!((t.stats.clone(), QueryItem::from_task(&t, &TimeFormat::default()).relay), (RunStats::default(), None));
+}
+
+#[test]
 fn the_query_item_shows_the_destinations_still_pushed_to() {
     let mut t = running();
     t.stop(vec![dest(1)], NOW + MIN).unwrap();
@@ -456,8 +522,8 @@ fn the_whole_transition_table() {
         (Action::PushConnected { url: dest(1) }, "I000IIII"),
         (Action::PushReconnecting { url: dest(1) }, "I000IIII"),
         (Action::PushFailed { url: dest(1), reason: "r".into() }, "I111IIII"),
-        (Action::ItemWarning { file: "f".into(), detail: "d".into() }, "II11IIII"),
-        (Action::ItemAdvanced { position: PlaybackPosition::default() }, "II11IIII"),
+        (Action::ItemWarning { file: "f".into(), detail: "d".into() }, "I111IIII"),
+        (Action::ItemAdvanced { position: PlaybackPosition::default() }, "I011IIII"),
         (Action::Finished { cause: StopCause::EndTime }, "I111IIII"),
         (Action::Stop { forwards: vec![] }, "1111NNNN"),
         (Action::Update { sources: src, fops: Fops::default(), extend: ExtendParam::default() }, "S111NNNN"),
