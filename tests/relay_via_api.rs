@@ -513,6 +513,40 @@ async fn fail_over_to_the_backup(
     (back, id)
 }
 
+/// A primary (1280x720) and a backup (640x360) publishing on a private nginx, a relaycast
+/// child, a signed client and a callback receiver; `out` is the destination. `None` (after a
+/// message) when the media peers cannot run here.
+struct FailoverRig {
+    nginx: media::Nginx,
+    primary: media::Publisher,
+    _backup: media::Publisher,
+    _dir: tempfile::TempDir,
+    _relaycast: RelaycastProcess,
+    api: Api,
+    receiver: CallbackReceiver,
+    out: String,
+}
+
+impl FailoverRig {
+    async fn start() -> Option<FailoverRig> {
+        if let Some(reason) = media::skip_reason() {
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+        let nginx = media::Nginx::start();
+        let primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
+        let backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
+        assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not up");
+        assert!(nginx.wait_publishing("backup", Duration::from_secs(10)).is_some(), "backup not up");
+        let dir = tempfile::tempdir().unwrap();
+        let relaycast = start_relaycast(&dir, &[]);
+        let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+        let receiver = CallbackReceiver::start().await;
+        let out = nginx.url("out");
+        Some(FailoverRig { nginx, primary, _backup: backup, _dir: dir, _relaycast: relaycast, api, receiver, out })
+    }
+}
+
 fn failover_body(nginx: &media::Nginx, callback: &str, extend: Option<Value>) -> Value {
     let mut body = create_body("failover", &[nginx.url("primary"), nginx.url("backup")], &[nginx.url("out")], callback);
     if let Some(extend) = extend {
@@ -526,20 +560,8 @@ fn failover_body(nginx: &media::Nginx, callback: &str, extend: Option<Value>) ->
 /// destination plays the primary again on the same publishing connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cmd_3_with_the_same_sources_switches_back_to_the_primary_on_the_same_connection() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let mut primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
-    let _backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
-    assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not up");
-    assert!(nginx.wait_publishing("backup", Duration::from_secs(10)).is_some(), "backup not up");
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
-    let out = nginx.url("out");
+    let Some(rig) = FailoverRig::start().await else { return };
+    let FailoverRig { nginx, mut primary, api, receiver, out, .. } = rig;
 
     let (_primary, id) = fail_over_to_the_backup(&nginx, &api, &mut primary, &failover_body(&nginx, &receiver.url, None)).await;
     // Manual is the default: the primary is back, the relay stays on the backup.
@@ -579,20 +601,8 @@ async fn a_cmd_3_with_the_same_sources_switches_back_to_the_primary_on_the_same_
 /// configured seconds, the relay returns to it on its own, on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_switch_back_returns_to_the_primary_on_its_own() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let mut primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
-    let _backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
-    assert!(nginx.wait_publishing("primary", Duration::from_secs(10)).is_some(), "primary not up");
-    assert!(nginx.wait_publishing("backup", Duration::from_secs(10)).is_some(), "backup not up");
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
-    let out = nginx.url("out");
+    let Some(rig) = FailoverRig::start().await else { return };
+    let FailoverRig { nginx, mut primary, api, receiver, out, .. } = rig;
 
     // A bad value is refused with the seed's message shape.
     let mut bad = failover_body(&nginx, &receiver.url, Some(json!({ "autoSwitchBack": "3601" })));
