@@ -398,3 +398,150 @@ async fn the_end_time_stops_the_media_and_calls_back_1() {
     eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "end1").await.contains(&"1".to_string()).then_some(()) }).await;
     h.stop().await;
 }
+
+/// An RTMP server that accepts one publish and keeps every audio and video message it gets,
+/// as FLV tags: a destination that speaks Enhanced RTMP, built on `rml_rtmp`'s server session.
+/// nginx-rtmp 1.2 cannot stand in here: it neither plays out nor records Enhanced RTMP video
+/// (it reads the frame type, which the Enhanced RTMP header bit makes 9 or 10, as a priority
+/// and as "not a keyframe"), while the platforms that take HEVC (YouTube, for one) do.
+struct EnhancedRtmpDestination {
+    port: u16,
+    tags: std::sync::Arc<std::sync::Mutex<Vec<relaycast_workers::flv::FlvTag>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EnhancedRtmpDestination {
+    async fn start() -> Self {
+        use relaycast_workers::flv::{FlvTag, TagType};
+        use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+        use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent as E, ServerSessionResult as R};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tags = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = tags.clone();
+        let task = tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut hs = Handshake::new(PeerType::Server);
+            let mut buf = vec![0u8; 65536];
+            let mut pending = loop {
+                let Ok(n) = sock.read(&mut buf).await else { return };
+                if n == 0 {
+                    return;
+                }
+                match hs.process_bytes(&buf[..n]) {
+                    Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                        let _ = sock.write_all(&response_bytes).await;
+                    }
+                    Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
+                        let _ = sock.write_all(&response_bytes).await;
+                        break remaining_bytes;
+                    }
+                    Err(_) => return,
+                }
+            };
+            let Ok((mut session, initial)) = ServerSession::new(ServerSessionConfig::new()) else { return };
+            let mut queue: std::collections::VecDeque<R> = initial.into();
+            loop {
+                if !pending.is_empty() {
+                    let Ok(results) = session.handle_input(&pending) else { return };
+                    pending.clear();
+                    queue.extend(results);
+                }
+                let mut out = Vec::new();
+                while let Some(r) = queue.pop_front() {
+                    match r {
+                        R::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                        R::RaisedEvent(E::ConnectionRequested { request_id, .. } | E::PublishStreamRequested { request_id, .. }) => {
+                            if let Ok(more) = session.accept_request(request_id) {
+                                queue.extend(more);
+                            }
+                        }
+                        R::RaisedEvent(E::VideoDataReceived { data, timestamp, .. }) => {
+                            keep.lock().unwrap().push(FlvTag::new(TagType::Video, timestamp.value, data));
+                        }
+                        R::RaisedEvent(E::AudioDataReceived { data, timestamp, .. }) => {
+                            keep.lock().unwrap().push(FlvTag::new(TagType::Audio, timestamp.value, data));
+                        }
+                        _ => {}
+                    }
+                }
+                if !out.is_empty() && sock.write_all(&out).await.is_err() {
+                    return;
+                }
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        EnhancedRtmpDestination { port, tags, task }
+    }
+
+    fn url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live/hevc", self.port)
+    }
+
+    fn tags(&self) -> Vec<relaycast_workers::flv::FlvTag> {
+        self.tags.lock().unwrap().clone()
+    }
+}
+
+impl Drop for EnhancedRtmpDestination {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `fops.vcodec = libx265` through the API: the ingest writes MPEG-TS (ffmpeg 5.1 cannot put
+/// HEVC in FLV), relaycast turns it into Enhanced RTMP `hvc1` tags, and what the destination
+/// received decodes with ffmpeg as 640x360 HEVC, every frame of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start(&nginx.url("x265src"));
+    nginx.wait_publishing("x265src", Duration::from_secs(10)).expect("source up");
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let destination = EnhancedRtmpDestination::start().await;
+    let mut body = create_body("live", "x265", vec![json!({ "url": nginx.url("x265src") })], &[&destination.url()], &receiver.url);
+    body["list"][0]["fops"] = json!({ "vcodec": "libx265", "res": "640x360", "fps": "25", "bps": "600000", "forced_gopInterval": "1000" });
+    let created = Instant::now();
+    let (status, reply) = api.forward(&body).await;
+    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    let first = eventually("HEVC frames at the destination", Duration::from_secs(20), || async {
+        destination.tags().iter().any(|t| t.is_video_frame()).then(|| created.elapsed())
+    })
+    .await;
+    eprintln!("libx265: create to the first HEVC frame at the destination {first:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tags = destination.tags();
+    let video: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
+    assert!(video.len() >= 100, "{} video frames in 5 s", video.len());
+    assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
+    assert!(tags.iter().any(|t| t.is_video_sequence_header()), "no HEVC sequence start");
+    assert!(tags.iter().any(|t| t.is_audio_sequence_header()), "no AAC header");
+
+    // Decode what arrived with ffmpeg, from its Annex B form.
+    let path = dir.path().join("out.hevc");
+    std::fs::write(&path, relaycast_workers::mpegts::annex_b_from_flv(&tags)).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-f", "hevc", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&probe.stdout).trim().to_string();
+    eprintln!("ffprobe of the received HEVC: {text} ({} video tags)", video.len());
+    let fields: Vec<&str> = text.split(',').collect();
+    assert_eq!(fields.get(..3), Some(&["hevc", "640", "360"][..]), "{text}; {}", String::from_utf8_lossy(&probe.stderr));
+    let frames: usize = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(0);
+    assert!(frames + 2 >= video.len(), "{frames} frames decoded of {}", video.len());
+    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "x265").await.contains(&"0".to_string()).then_some(()) }).await;
+}

@@ -23,6 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::flv::{FlvItem, FlvParser, FlvTag};
+use crate::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
 use crate::pusher::RtmpUrl;
 use crate::rtmp_pull::RtmpPull;
@@ -174,6 +175,19 @@ pub struct IngestSpec {
     /// pace, so a source that stalls or delivers in bursts (HLS segments) for less than this
     /// reaches the destinations smoothly. Adds this much latency. Default none.
     pub buffer: Option<Duration>,
+    /// What ffmpeg writes to stdout. Default FLV; MPEG-TS for what FLV cannot carry (HEVC),
+    /// cut into the same tags by [`crate::mpegts::TsToFlv`].
+    pub container: Container,
+}
+
+/// The container an ingest ffmpeg writes to its stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Container {
+    /// FLV, parsed by [`FlvParser`].
+    #[default]
+    Flv,
+    /// MPEG-TS, for HEVC (ffmpeg 5.1's FLV muxer refuses it).
+    MpegTs,
 }
 
 impl IngestSpec {
@@ -194,6 +208,7 @@ impl IngestSpec {
             native_rtmp: true,
             loop_input: false,
             buffer: None,
+            container: Container::Flv,
         }
     }
 
@@ -223,6 +238,9 @@ impl IngestSpec {
     /// watermarks, a VOD window, `rtmps`, user info in the URL) returns `None`.
     pub fn native_rtmp_url(&self) -> Option<RtmpUrl> {
         // `-c copy` or `-c:v copy -c:a copy`: every stream as is.
+        if self.container != Container::Flv {
+            return None;
+        }
         let mut pairs = self.codec_args.chunks_exact(2);
         let copy = !self.codec_args.is_empty()
             && pairs.remainder().is_empty()
@@ -350,12 +368,10 @@ impl IngestSpec {
         };
         a.extend(["-map".into(), video, "-map".into(), "0:a:0?".into()]);
         a.extend(self.codec_args.iter().cloned());
-        a.extend([
-            "-f".into(),
-            "flv".into(),
-            "-flvflags".into(),
-            "no_duration_filesize".into(),
-        ]);
+        match self.container {
+            Container::Flv => a.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from)),
+            Container::MpegTs => a.extend(["-f", "mpegts"].map(String::from)),
+        }
         Ok(a)
     }
 }
@@ -426,7 +442,13 @@ impl Ingest {
                 tracing::debug!("native RTMP ingest");
                 Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout))
             }
-            None => Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?)?)),
+            None => {
+                let mut ffmpeg = FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?)?;
+                if spec.container == Container::MpegTs {
+                    ffmpeg.demux = Demux::Ts(TsToFlv::new());
+                }
+                Backend::Ffmpeg(Box::new(ffmpeg))
+            }
         };
         Ok(Ingest { backend, pacer })
     }
@@ -481,6 +503,40 @@ impl Ingest {
         match self.backend {
             Backend::Ffmpeg(f) => f.stop(deadline).await,
             Backend::Rtmp(r) => r.stop(),
+        }
+    }
+}
+
+/// What cuts an ingest ffmpeg's stdout into tags.
+enum Demux {
+    Flv(FlvParser),
+    Ts(TsToFlv),
+}
+
+impl Demux {
+    fn push(&mut self, chunk: &[u8], tags: &mut VecDeque<FlvTag>) -> Result<(), String> {
+        match self {
+            Demux::Flv(p) => {
+                p.push(chunk);
+                while let Some(item) = p.next_item().map_err(|e| e.to_string())? {
+                    if let FlvItem::Tag(t) = item {
+                        tags.push_back(t);
+                    }
+                }
+            }
+            Demux::Ts(d) => {
+                d.push(chunk).map_err(|e| e.to_string())?;
+                tags.extend(std::iter::from_fn(|| d.next_tag()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of stdout: a TS demuxer still holds the last access units.
+    fn finish(&mut self, tags: &mut VecDeque<FlvTag>) {
+        if let Demux::Ts(d) = self {
+            d.finish();
+            tags.extend(std::iter::from_fn(|| d.next_tag()));
         }
     }
 }
@@ -575,7 +631,7 @@ impl Pacer {
 struct FfmpegIngest {
     /// ffmpeg's stdout until EOF (or an FLV error, after which it is of no use).
     stdout: Option<tokio::process::ChildStdout>,
-    parser: FlvParser,
+    demux: Demux,
     buf: Box<[u8]>,
     /// Tags cut from the last read, not handed out yet.
     tags: VecDeque<FlvTag>,
@@ -667,7 +723,7 @@ impl FfmpegIngest {
         }
         Ok(FfmpegIngest {
             stdout: Some(stdout),
-            parser: FlvParser::new(),
+            demux: Demux::Flv(FlvParser::new()),
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             tags: VecDeque::new(),
             rx,
@@ -715,25 +771,19 @@ impl FfmpegIngest {
                     }
                 },
             };
-            match read {
-                Ok(0) | Err(_) => self.stdout = None,
-                Ok(n) => {
-                    self.parser.push(&self.buf[..n]);
-                    loop {
-                        match self.parser.next_item() {
-                            Ok(Some(FlvItem::Tag(t))) => self.tags.push_back(t),
-                            Ok(Some(FlvItem::Header(_))) => {}
-                            Ok(None) => break,
-                            Err(e) => {
-                                // Garbage on stdout: ffmpeg is of no use any more.
-                                self.flv_error = Some(e.to_string());
-                                kill_group(self.pid);
-                                self.stdout = None;
-                                break;
-                            }
-                        }
-                    }
+            let cut = match read {
+                Ok(0) | Err(_) => {
+                    self.stdout = None;
+                    self.demux.finish(&mut self.tags);
+                    Ok(())
                 }
+                Ok(n) => self.demux.push(&self.buf[..n], &mut self.tags),
+            };
+            if let Err(e) = cut {
+                // Garbage on stdout: ffmpeg is of no use any more.
+                self.flv_error = Some(e);
+                kill_group(self.pid);
+                self.stdout = None;
             }
         }
     }

@@ -14,6 +14,7 @@
 
 pub mod flv;
 pub mod ingest;
+pub mod mpegts;
 pub mod playout;
 pub mod process;
 pub mod pusher;

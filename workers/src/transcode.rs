@@ -11,9 +11,10 @@
 //!   to the sniffed format (not as extra `-i` inputs: see [`IngestSpec::filter_complex`]). The
 //!   filter graph is built from enums, numbers and our own file names only.
 //!
-//! The ingest writes FLV (the splicer parses FLV tags), and ffmpeg 5.1's FLV muxer carries
-//! neither HEVC nor Vorbis: `libx265` and `libvorbis` are refused with a clear error instead of
-//! a session that fails in a loop.
+//! The ingest writes FLV (the splicer parses FLV tags). ffmpeg 5.1's FLV muxer cannot carry
+//! HEVC, so a `libx265` ingest writes MPEG-TS instead ([`Container::MpegTs`]), which
+//! [`crate::mpegts`] turns into Enhanced RTMP (`hvc1`) tags. Vorbis has no FLV or RTMP form at
+//! all: `libvorbis` is refused with a clear error instead of a session that fails in a loop.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use relaycast_core::domain::relay::types::{AudioCodec, Fops, Gravity, HttpUrl, S
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::{check_url_host, TargetError};
 
-use crate::ingest::{IngestSpec, FILTER_VIDEO_OUT};
+use crate::ingest::{Container, IngestSpec, FILTER_VIDEO_OUT};
 
 /// Distance in pixels between a gravity-anchored watermark and the frame edges.
 pub const WATERMARK_MARGIN: u32 = 10;
@@ -223,11 +224,22 @@ pub struct OutputArgs {
     pub codec_args: Vec<String>,
     /// The filter graph (scale and overlays), ending in `[vout]`; `None` without watermarks.
     pub filter_complex: Option<String>,
+    /// What the ingest writes: FLV, or MPEG-TS for HEVC.
+    pub container: Container,
 }
 
 /// Formats a number for ffmpeg: `25`, `29.97`.
 fn num(v: f64) -> String {
     format!("{v}")
+}
+
+/// MPEG-TS when the video is HEVC (FLV cannot carry it from ffmpeg 5.1), else FLV.
+fn container_for(fops: &Fops) -> Container {
+    if fops.vcodec == Some(VideoCodec::Libx265) {
+        Container::MpegTs
+    } else {
+        Container::Flv
+    }
 }
 
 /// Builds the output arguments for `fops` with `images` placed at `placement`. Pure: the
@@ -239,9 +251,15 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         None if !images.is_empty() => return Err(TranscodeError::WatermarkNeedsEncoder),
         // Without an encoder the other video fields cannot apply (the API refuses them).
         None => a.extend([s("-c:v"), s("copy")]),
-        Some(VideoCodec::Libx265) => return Err(TranscodeError::NotFlvCompatible("libx265", "HEVC")),
-        Some(v @ VideoCodec::Libx264) => {
-            a.extend([s("-c:v"), s(v.ffmpeg_name()), s("-preset"), s("veryfast"), s("-tune"), s("zerolatency")]);
+        Some(v @ (VideoCodec::Libx264 | VideoCodec::Libx265)) => {
+            // x265 costs several times x264's CPU at the same preset: ultrafast keeps a live
+            // relay in real time on a small machine.
+            let preset = if v == VideoCodec::Libx265 { "ultrafast" } else { "veryfast" };
+            a.extend([s("-c:v"), s(v.ffmpeg_name()), s("-preset"), s(preset), s("-tune"), s("zerolatency")]);
+            if v == VideoCodec::Libx265 {
+                // x265 writes its banner and statistics to stderr, line by line, otherwise.
+                a.extend([s("-x265-params"), s("log-level=error")]);
+            }
             // 4:2:0 plays everywhere; a 4:2:2 source or an alpha overlay would change it.
             a.extend([s("-pix_fmt"), s("yuv420p")]);
             if let Some(bps) = fops.bps {
@@ -278,7 +296,7 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         Some(c @ AudioCodec::Libfaac) => a.extend([s("-c:a"), s(c.ffmpeg_name())]),
     }
     if images.is_empty() {
-        return Ok(OutputArgs { codec_args: a, filter_complex: None });
+        return Ok(OutputArgs { codec_args: a, filter_complex: None, container: container_for(fops) });
     }
     let mut graph = Vec::new();
     for (i, img) in images.iter().enumerate() {
@@ -300,7 +318,7 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         graph.push(format!("[{last}][img{i}]overlay={xy}[{out}]"));
         last = out;
     }
-    Ok(OutputArgs { codec_args: a, filter_complex: Some(graph.join(";")) })
+    Ok(OutputArgs { codec_args: a, filter_complex: Some(graph.join(";")), container: container_for(fops) })
 }
 
 /// Sets the output side of `spec` for `fops` and `source`'s watermarks (fetched into
@@ -317,6 +335,7 @@ pub fn apply(spec: &mut IngestSpec, fops: &Fops, source: &Source, watermarks: &W
     let out = output_args(fops, &images, Placement::of(source))?;
     spec.codec_args = out.codec_args;
     spec.filter_complex = out.filter_complex;
+    spec.container = out.container;
     if !images.is_empty() {
         spec.input_files = watermarks.dir.clone();
     }
@@ -648,10 +667,13 @@ mod tests {
     }
 
     #[test]
-    fn codecs_flv_cannot_carry_are_refused_clearly() {
-        let f = Fops { vcodec: Some(VideoCodec::Libx265), ..Fops::default() };
-        let e = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect_err("x265");
-        assert!(e.to_string().contains("libx265") && e.to_string().contains("HEVC"), "{e}");
+    fn hevc_goes_through_mpegts_and_vorbis_is_refused_clearly() {
+        let f = Fops { vcodec: Some(VideoCodec::Libx265), ..x264() };
+        let o = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("x265");
+        assert_eq!(o.container, Container::MpegTs);
+        assert_eq!(after(&o.codec_args, "-c:v"), Some("libx265"));
+        assert_eq!(after(&o.codec_args, "-pix_fmt"), Some("yuv420p"));
+        assert_eq!(output_args(&x264(), &[], Placement::Gravity(Gravity::TopRight)).expect("x264").container, Container::Flv);
         let f = Fops { acodec: Some(AudioCodec::Libvorbis), ..Fops::default() };
         assert!(matches!(output_args(&f, &[], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::NotFlvCompatible("libvorbis", _))));
         assert!(matches!(output_args(&Fops::default(), &[img(0)], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::WatermarkNeedsEncoder)));

@@ -1,4 +1,4 @@
-//! Property tests of the FLV parser and the splicer: arbitrary sources (timestamps that jump,
+//! Property tests of the FLV parser, the MPEG-TS demuxer and the splicer: arbitrary sources (timestamps that jump,
 //! reset and wrap, headers repeated, frames before the first keyframe), arbitrary switches and
 //! arbitrary chunking of the byte stream. What a player relies on must hold for all of them.
 
@@ -176,6 +176,26 @@ proptest! {
             prop_assert_eq!(a.timestamp, b.timestamp);
             prop_assert_eq!(&a.data, &b.data);
         }
+    }
+
+    /// Arbitrary MPEG-TS packets (sync bytes right, everything else random) never panic the
+    /// HEVC ingest's demuxer, cut anywhere.
+    #[test]
+    fn random_ts_packets_never_panic_the_demuxer(
+        packets in prop::collection::vec(prop::collection::vec(any::<u8>(), 187), 0..64),
+        cut in 1usize..400,
+    ) {
+        let mut stream = Vec::new();
+        for p in &packets {
+            stream.push(0x47);
+            stream.extend_from_slice(p);
+        }
+        let mut d = relaycast_workers::mpegts::TsToFlv::new();
+        for c in stream.chunks(cut) {
+            prop_assert!(d.push(c).is_ok());
+        }
+        d.finish();
+        while d.next_tag().is_some() {}
     }
 
     /// Garbage never panics the parser: it either yields tags or a clean error.
