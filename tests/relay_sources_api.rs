@@ -545,3 +545,45 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     assert!(frames + 2 >= video.len(), "{frames} frames decoded of {}", video.len());
     eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "x265").await.contains(&"0".to_string()).then_some(()) }).await;
 }
+
+/// With `allow_private_targets` off, a source or destination whose NAME resolves inside the
+/// operator's network (here the machine's own host name, which /etc/hosts maps to loopback) is
+/// accepted by the API, which only sees the name, and refused where the connection is made:
+/// nothing is pulled from or pushed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_resolve_inside_are_refused_when_connecting() {
+    use std::net::ToSocketAddrs;
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let loopback_only = (host.as_str(), 1935u16).to_socket_addrs().map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
+    if host.is_empty() || !loopback_only {
+        eprintln!("skipped: the host name {host:?} does not resolve to loopback only");
+        return;
+    }
+    let nginx = media::Nginx::start();
+    let _camera = media::Publisher::start(&nginx.url("inside"));
+    nginx.wait_publishing("inside", Duration::from_secs(10)).expect("source up");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let env = [("RELAYCAST_ALLOW_PRIVATE_TARGETS", "false"), ("RELAYCAST_LOG_FILTER", "info")];
+    let relaycast = RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()]);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let by_name = |name: &str| format!("rtmp://{host}:{}/live/{name}", nginx.rtmp_port);
+
+    // A source by name (the API cannot tell), destinations by name.
+    let body = json!({
+        "cmd": "1", "type": "live",
+        "list": [{ "id": "inside", "src": [{ "url": by_name("inside") }], "forward": [{ "url": by_name("leak") }] }]
+    });
+    let (status, reply) = api.forward(&body).await;
+    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pulls = nginx.stream("inside").map(|s| s.nclients).unwrap_or(0);
+    assert_eq!(pulls, 1, "the source was pulled (only its publisher should be there)");
+    assert!(nginx.stream("leak").is_none_or(|s| s.publisher.is_none()), "published to an internal destination");
+    let logs = relaycast.stdout_text() + &relaycast.stderr.lock().unwrap().join("\n");
+    assert!(logs.contains("private") || logs.contains("internal"), "no refusal in the logs");
+}

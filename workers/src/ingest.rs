@@ -178,6 +178,10 @@ pub struct IngestSpec {
     /// What ffmpeg writes to stdout. Default FLV; MPEG-TS for what FLV cannot carry (HEVC),
     /// cut into the same tags by [`crate::mpegts::TsToFlv`].
     pub container: Container,
+    /// Let a natively pulled source resolve inside the operator's network (ffmpeg resolves
+    /// names itself; the API checks the URL as written). The relay worker sets it from
+    /// `allow_private_targets`. Default true.
+    pub allow_private_targets: bool,
 }
 
 /// The container an ingest ffmpeg writes to its stdout.
@@ -209,6 +213,7 @@ impl IngestSpec {
             loop_input: false,
             buffer: None,
             container: Container::Flv,
+            allow_private_targets: true,
         }
     }
 
@@ -440,7 +445,7 @@ impl Ingest {
         let backend = match spec.native_rtmp_url() {
             Some(url) => {
                 tracing::debug!("native RTMP ingest");
-                Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout))
+                Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout, spec.allow_private_targets))
             }
             None => {
                 let mut ffmpeg = FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?)?;

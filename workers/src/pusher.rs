@@ -80,6 +80,10 @@ pub enum PusherError {
     /// The RTMP session state machine reported an error (a protocol error on either side).
     #[error("rtmp session error: {0}")]
     Session(String),
+    /// The host resolved to an address inside the operator's network, and
+    /// `allow_private_targets` is off.
+    #[error("{0}")]
+    InternalTarget(String),
 }
 
 impl PusherError {
@@ -222,6 +226,10 @@ pub struct PusherConfig {
     /// TLS client configuration for `rtmps://` destinations (e.g. a private CA). Default:
     /// the Mozilla root certificates (`webpki-roots`), built on first use.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connect to hosts that resolve inside the operator's network (loopback, private,
+    /// link-local). The relay worker sets it from `allow_private_targets`. Default true (the
+    /// library leaves the policy to its caller).
+    pub allow_private_targets: bool,
 }
 
 impl Default for PusherConfig {
@@ -233,6 +241,7 @@ impl Default for PusherConfig {
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             tls: None,
+            allow_private_targets: true,
         }
     }
 }
@@ -503,7 +512,7 @@ impl Worker {
     ) -> Result<Ended, PusherError> {
         let setup = tokio::time::timeout(
             self.config.connect_timeout,
-            open_client(&self.url, self.config.tls.as_ref(), ClientRequest::Publish),
+            open_client(&self.url, self.config.tls.as_ref(), self.config.allow_private_targets, ClientRequest::Publish),
         );
         let ClientConn { stream, mut session, .. } = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
@@ -678,14 +687,25 @@ pub(crate) struct ClientConn {
 }
 
 /// TCP (and TLS for `rtmps`) connect, handshake, `connect(app)`, then `publish` or `play`
-/// of the stream key. The caller bounds it with a timeout.
+/// of the stream key. The caller bounds it with a timeout. The host is resolved here and,
+/// unless `allow_private`, refused when any of its addresses is internal: the API only sees
+/// the name, which may point inside the operator's network.
 pub(crate) async fn open_client(
     url: &RtmpUrl,
     tls: Option<&Arc<rustls::ClientConfig>>,
+    allow_private: bool,
     request: ClientRequest,
 ) -> Result<ClientConn, PusherError> {
     let addr = url.addr();
-    let tcp = TcpStream::connect(&addr)
+    let resolved = tokio::net::lookup_host(addr.as_str()).await.map(|a| a.collect::<Vec<_>>());
+    let addrs: Vec<std::net::SocketAddr> = match resolved {
+        Ok(a) => a,
+        Err(source) => return Err(PusherError::Connect { addr, source }),
+    };
+    let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+    relaycast_core::domain::targets::check_resolved(&url.host, &ips, allow_private)
+        .map_err(|e| PusherError::InternalTarget(e.to_string()))?;
+    let tcp = TcpStream::connect(&addrs[..])
         .await
         .map_err(|source| PusherError::Connect { addr, source })?;
     let _ = tcp.set_nodelay(true);

@@ -403,6 +403,7 @@ impl TaskRunner {
                     SourceKind::Live => IngestSpec::live(s.url.as_str()),
                 };
                 spec.ffmpeg_path = settings.ffmpeg_path.clone();
+                spec.allow_private_targets = settings.allow_private_targets;
                 spec.headers = s.pull_stream_headers.iter().map(|h| (h.header_key.clone(), h.header_value.clone())).collect();
                 transcode::apply(&mut spec, &task.fops, s, &watermarks).map_err(|e| e.to_string())?;
                 Ok(spec)
@@ -424,6 +425,7 @@ impl TaskRunner {
         let mut spec = SessionSpec::new(sources, destinations);
         playout::apply_task(&mut spec, task);
         spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        spec.pusher.allow_private_targets = settings.allow_private_targets;
         spec.standby_failover_after =
             Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time

@@ -51,11 +51,12 @@ pub struct RtmpPull {
 
 impl RtmpPull {
     /// Starts pulling `url`. `timeout` bounds the connect and `play` steps and any later
-    /// silence of the socket. Must be called within a tokio runtime.
-    pub fn start(url: RtmpUrl, timeout: Duration) -> RtmpPull {
+    /// silence of the socket; `allow_private` lets the host resolve inside the operator's
+    /// network. Must be called within a tokio runtime.
+    pub fn start(url: RtmpUrl, timeout: Duration, allow_private: bool) -> RtmpPull {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let task = tokio::spawn(async move {
-            let reason = match pull(&url, timeout, &tx).await {
+            let reason = match pull(&url, timeout, allow_private, &tx).await {
                 Ok(reason) => reason,
                 Err(e) => e.to_string(),
             };
@@ -144,9 +145,10 @@ fn clock_time(ms: u32) -> String {
 async fn pull(
     url: &RtmpUrl,
     timeout: Duration,
+    allow_private: bool,
     tx: &mpsc::Sender<IngestEvent>,
 ) -> Result<String, PusherError> {
-    let open = tokio::time::timeout(timeout, open_client(url, None, ClientRequest::Play));
+    let open = tokio::time::timeout(timeout, open_client(url, None, allow_private, ClientRequest::Play));
     let ClientConn {
         mut stream,
         mut session,
@@ -292,7 +294,7 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
-        let mut pull = RtmpPull::start(url, Duration::from_secs(2));
+        let mut pull = RtmpPull::start(url, Duration::from_secs(2), true);
         match tokio::time::timeout(Duration::from_secs(5), pull.next()).await {
             Ok(Some(IngestEvent::Exited { success, reason })) => {
                 assert!(!success);
