@@ -1312,9 +1312,9 @@ impl Supervisor {
         let mut standby_tried = false;
         let mut meter = Meter::new();
         let mut next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
-        // While the primary is probed for a switch back, the probe is the second pull.
         // A live task's backup may be a file (looping): failover rules apply on it too.
         let live_session = !self.is_playlist();
+        // While the primary is probed for a switch back, the probe is the second pull.
         let hot = self.spec.hot_standby
             && n > 1
             && live_session
