@@ -3,7 +3,8 @@
 //!
 //! Debian 12's ffmpeg (5.1) refuses HEVC in FLV, so a `libx265` ingest writes MPEG-TS to its
 //! stdout and this demuxer cuts it into the same [`FlvTag`]s the splicer takes from an FLV
-//! ingest: an Enhanced RTMP sequence start (`hvcC`) whenever the parameter sets change, then
+//! ingest: an `onMetaData` with the picture size (from the SPS) and an Enhanced RTMP sequence
+//! start (`hvcC`) whenever the parameter sets change, then
 //! one coded-frames tag per access unit with its composition offset; AAC (ADTS) as FLV AAC
 //! tags with an AudioSpecificConfig header; MP3 as FLV MP3 tags. Other streams are ignored.
 
@@ -223,6 +224,16 @@ impl TsToFlv {
         }
         if !params.is_empty() && self.param_sets.as_ref() != Some(&params) {
             if let Some(hvcc) = hvcc(&params) {
+                // FLV has no other place for the picture size: players and the slate read it
+                // from onMetaData.
+                if let Some((w, h)) = params.iter().find(|n| (n[0] >> 1) & 0x3f == NAL_SPS).and_then(|sps| sps_size(sps)) {
+                    let mut m = rml_rtmp::sessions::StreamMetadata::new();
+                    m.video_width = Some(w);
+                    m.video_height = Some(h);
+                    m.video_codec_id = Some(u32::from(crate::flv::VIDEO_CODEC_HEVC));
+                    let script = crate::rtmp_pull::metadata_script(&m);
+                    self.tags.push_back(FlvTag::new(TagType::Script, dts_ms, script));
+                }
                 let mut d = vec![EX_HEADER | (FRAME_KEY << 4) | PACKET_SEQUENCE_START];
                 d.extend_from_slice(b"hvc1");
                 d.extend_from_slice(&hvcc);
@@ -338,6 +349,80 @@ fn rbsp(nal: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads bits MSB first, with the Exp-Golomb codes of H.265 headers.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+
+    fn bits(&mut self, n: usize) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.pos += n;
+        (self.pos <= self.data.len() * 8).then_some(())
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+}
+
+/// The displayed picture size from an HEVC SPS: the coded size less the conformance window.
+fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
+    let r = rbsp(sps);
+    let mut b = Bits { data: r.get(2..)?, pos: 0 };
+    b.skip(4)?;
+    let sub_layers = b.bits(3)? as usize;
+    b.skip(1)?;
+    // profile_tier_level: the general part, then per sub-layer presence flags and parts.
+    b.skip(96)?;
+    let mut present = Vec::with_capacity(sub_layers);
+    for _ in 0..sub_layers {
+        present.push((b.bit()?, b.bit()?));
+    }
+    if sub_layers > 0 {
+        b.skip(2 * (8 - sub_layers))?;
+    }
+    for (profile, level) in present {
+        b.skip(88 * profile as usize + 8 * level as usize)?;
+    }
+    b.ue()?;
+    let chroma = b.ue()?;
+    if chroma == 3 {
+        b.skip(1)?;
+    }
+    let (width, height) = (b.ue()?, b.ue()?);
+    let (sub_w, sub_h) = match chroma {
+        1 => (2, 2),
+        2 => (2, 1),
+        _ => (1, 1),
+    };
+    if b.bit()? == 1 {
+        let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let w = width.checked_sub(sub_w * (l + r))?;
+        let h = height.checked_sub(sub_h * (t + bo))?;
+        return Some((w, h));
+    }
+    Some((width, height))
+}
+
 /// The HEVCDecoderConfigurationRecord of `params` (VPS, SPS, PPS units). The profile, tier and
 /// level come from the SPS; chroma 4:2:0 and 8 bits, which is what the ingest asks of x265.
 fn hvcc(params: &[Vec<u8>]) -> Option<Vec<u8>> {
@@ -416,10 +501,10 @@ pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u
 mod tests {
     use super::*;
 
-    fn hevc_aac_ts(secs: u32) -> Option<Vec<u8>> {
+    fn hevc_aac_ts(secs: u32, size: &str) -> Option<Vec<u8>> {
         let out = std::process::Command::new(crate::ingest::DEFAULT_FFMPEG)
             .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
             .args(["-t", &secs.to_string()])
             .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25"])
@@ -433,7 +518,7 @@ mod tests {
     /// config, monotonic decode timestamps; and the same tags however the stream is cut.
     #[test]
     fn hevc_and_aac_from_ffmpeg() {
-        let Some(ts) = hevc_aac_ts(3) else {
+        let Some(ts) = hevc_aac_ts(3, "320x240") else {
             eprintln!("SKIP: no ffmpeg with libx265");
             return;
         };
@@ -446,6 +531,9 @@ mod tests {
             std::iter::from_fn(move || d.next_tag()).collect::<Vec<_>>()
         };
         let tags = cut(64 * 1024);
+        let meta = tags.iter().find(|t| t.is_metadata()).expect("onMetaData");
+        let m = crate::pusher::metadata_from_script(&meta.data).expect("metadata");
+        assert_eq!((m.video_width, m.video_height, m.video_codec_id), (Some(320), Some(240), Some(12)));
         let video: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Video).collect();
         assert!(video[0].is_video_sequence_header(), "first video tag is the sequence start");
         assert_eq!(video[0].video_codec(), Some(12));
@@ -478,6 +566,22 @@ mod tests {
         assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(decoded, 75, "decoded frames");
         assert!(text.contains("320x240"), "{text}");
+    }
+
+    /// 180 lines are coded as 184 (x265's 8-line blocks): the size comes out of the
+    /// conformance window.
+    #[test]
+    fn the_size_is_the_displayed_one() {
+        let Some(ts) = hevc_aac_ts(1, "320x180") else {
+            eprintln!("SKIP: no ffmpeg with libx265");
+            return;
+        };
+        let mut d = TsToFlv::new();
+        d.push(&ts).expect("valid TS");
+        d.finish();
+        let meta = std::iter::from_fn(|| d.next_tag()).find(|t| t.is_metadata()).expect("onMetaData");
+        let m = crate::pusher::metadata_from_script(&meta.data).expect("metadata");
+        assert_eq!((m.video_width, m.video_height), (Some(320), Some(180)));
     }
 
     #[test]
