@@ -495,7 +495,8 @@ impl Drop for EnhancedRtmpDestination {
 
 /// `fops.vcodec = libx265` through the API: the ingest writes MPEG-TS (ffmpeg 5.1 cannot put
 /// HEVC in FLV), relaycast turns it into Enhanced RTMP `hvc1` tags, and what the destination
-/// received decodes with ffmpeg as 640x360 HEVC, every frame of it.
+/// received decodes with ffmpeg as 640x360 HEVC, every frame of it, the slate that follows
+/// the source's death included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     if let Some(reason) = media::skip_reason() {
@@ -503,7 +504,7 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
         return;
     }
     let nginx = media::Nginx::start();
-    let _camera = media::Publisher::start(&nginx.url("x265src"));
+    let mut camera = media::Publisher::start(&nginx.url("x265src"));
     nginx.wait_publishing("x265src", Duration::from_secs(10)).expect("source up");
     let dir = tempfile::tempdir().unwrap();
     let relaycast = start_relaycast(&dir);
@@ -521,9 +522,16 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     .await;
     eprintln!("libx265: create to the first HEVC frame at the destination {first:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = destination.tags().iter().filter(|t| t.is_video_frame()).count();
+    assert!(before >= 100, "{before} video frames in 5 s");
+    // The source dies: after the stall timeout the slate keeps the destination fed, in HEVC
+    // too, on the same connection.
+    camera.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let tags = destination.tags();
     let video: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
-    assert!(video.len() >= 100, "{} video frames in 5 s", video.len());
+    eprintln!("libx265: {before} frames from the source, {} in all with the slate", video.len());
+    assert!(video.len() >= before + 75, "the slate did not follow: {} frames after {before}", video.len());
     assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
     assert!(tags.iter().any(|t| t.is_video_sequence_header()), "no HEVC sequence start");
     assert!(tags.iter().any(|t| t.is_audio_sequence_header()), "no AAC header");

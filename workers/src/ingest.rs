@@ -447,25 +447,25 @@ impl Ingest {
                 tracing::debug!("native RTMP ingest");
                 Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout, spec.allow_private_targets))
             }
-            None => {
-                let mut ffmpeg = FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?)?;
-                if spec.container == Container::MpegTs {
-                    ffmpeg.demux = Demux::Ts(TsToFlv::new());
-                }
-                Backend::Ffmpeg(Box::new(ffmpeg))
-            }
+            None => return Ok(Ingest { pacer, ..Ingest::start_trusted(&spec.ffmpeg_path, &spec.args()?, spec.container)? }),
         };
         Ok(Ingest { backend, pacer })
     }
 
-    /// Starts ffmpeg with trusted, fully built arguments that must write FLV to stdout (the
-    /// session's slate). Never pass anything a user supplied: no URL checks happen here.
+    /// Starts ffmpeg with trusted, fully built arguments that must write `container` to
+    /// stdout (the session's slate). Never pass anything a user supplied: no URL checks
+    /// happen here.
     pub(crate) fn start_trusted(
         ffmpeg_path: &std::path::Path,
         args: &[String],
+        container: Container,
     ) -> Result<Ingest, IngestError> {
+        let mut ffmpeg = FfmpegIngest::spawn(ffmpeg_path, args)?;
+        if container == Container::MpegTs {
+            ffmpeg.demux = Demux::Ts(TsToFlv::new());
+        }
         Ok(Ingest {
-            backend: Backend::Ffmpeg(Box::new(FfmpegIngest::spawn(ffmpeg_path, args)?)),
+            backend: Backend::Ffmpeg(Box::new(ffmpeg)),
             pacer: None,
         })
     }

@@ -434,6 +434,7 @@ impl TaskRunner {
             timeout: Duration::from_millis(settings.timing.slate_duration_ms),
             image: settings.slate_image.clone(),
             ffmpeg_path: settings.ffmpeg_path.clone(),
+            hevc: task.fops.vcodec == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
         });
         spec.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| e.to_string())

@@ -61,7 +61,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::flv::FlvTag;
-use crate::ingest::{Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
+use crate::ingest::{Container, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
 use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
 use crate::splicer::{Splicer, SplicerConfig, VideoShape};
 
@@ -149,6 +149,9 @@ pub struct SlateConfig {
     pub image: Option<PathBuf>,
     /// The ffmpeg that encodes the slate. Default [`crate::ingest::DEFAULT_FFMPEG`].
     pub ffmpeg_path: PathBuf,
+    /// Encode the slate in HEVC (for a stream transcoded to HEVC, so the destinations see
+    /// no codec change); H.264 otherwise. Default false.
+    pub hevc: bool,
 }
 
 impl Default for SlateConfig {
@@ -157,6 +160,7 @@ impl Default for SlateConfig {
             timeout: Duration::from_secs(300),
             image: None,
             ffmpeg_path: PathBuf::from(crate::ingest::DEFAULT_FFMPEG),
+            hevc: false,
         }
     }
 }
@@ -867,33 +871,19 @@ fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
     if cfg.image.is_some() {
         a.extend(["-vf".into(), format!("scale={w}:{h},setsar=1")]);
     }
-    a.extend(
-        [
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-pix_fmt",
-            "yuv420p",
-        ]
-        .map(String::from),
-    );
+    let encoder = if cfg.hevc { "libx265" } else { "libx264" };
+    a.extend(["-c:v", encoder, "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"].map(String::from));
+    if cfg.hevc {
+        a.extend(["-x265-params", "log-level=error"].map(String::from));
+    }
     a.extend(["-r".into(), fps_s, "-g".into(), gop]);
-    a.extend(
-        [
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-f",
-            "flv",
-            "-flvflags",
-            "no_duration_filesize",
-        ]
-        .map(String::from),
-    );
+    a.extend(["-c:a", "aac", "-b:a", "64k"].map(String::from));
+    // The container the ingest of a stream like this one writes (see `Container`).
+    if cfg.hevc {
+        a.extend(["-f", "mpegts"].map(String::from));
+    } else {
+        a.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
+    }
     a
 }
 
@@ -1172,7 +1162,8 @@ impl Supervisor {
             height: 720,
             fps: 25.0,
         });
-        let mut slate = match Ingest::start_trusted(&cfg.ffmpeg_path, &slate_args(cfg, shape)) {
+        let container = if cfg.hevc { Container::MpegTs } else { Container::Flv };
+        let mut slate = match Ingest::start_trusted(&cfg.ffmpeg_path, &slate_args(cfg, shape), container) {
             Ok(i) => Some(i),
             Err(e) => {
                 // Without a slate the sources are still retried for the slate time.
@@ -1671,6 +1662,9 @@ mod tests {
         let a = slate_args(&cfg, shape).join(" ");
         assert!(a.contains("-protocol_whitelist file -loop 1 -framerate 29.970 -i /srv/slate.png"));
         assert!(a.contains("scale=852:480"), "{a}");
+        let hevc = SlateConfig { hevc: true, ..SlateConfig::default() };
+        let a = slate_args(&hevc, shape).join(" ");
+        assert!(a.contains("-c:v libx265") && a.ends_with("-f mpegts"), "{a}");
     }
 
     #[tokio::test]
