@@ -595,3 +595,38 @@ async fn names_that_resolve_inside_are_refused_when_connecting() {
     let logs = relaycast.stdout_text() + &relaycast.stderr.lock().unwrap().join("\n");
     assert!(logs.contains("private") || logs.contains("internal"), "no refusal in the logs");
 }
+
+/// A live HTTP-FLV source (ffmpeg itself serving `http://…/live.flv` to one client, as an
+/// HTTP-FLV origin does): relayed to an RTMP destination, playable with the source's codecs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_http_flv_source_is_relayed() {
+    if let Some(reason) = media::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let port = media::free_port();
+    let src = format!("http://127.0.0.1:{port}/live/cam.flv");
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-c:a", "aac"])
+        .args(["-f", "flv", "-listen", "1"])
+        .arg(&src);
+    let _origin = media::ChildGuard::spawn("http-flv origin ffmpeg", &mut cmd).expect("start the HTTP-FLV origin");
+    let nginx = media::Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+    let out = nginx.url("fromflv");
+    let created = Instant::now();
+    let (status, reply) = api.forward(&create_body("live", "httpflv", vec![json!({ "url": src })], &[&out], &receiver.url)).await;
+    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
+    eprintln!("HTTP-FLV source: create to playable {:?}: {probe:?}", created.elapsed());
+    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    assert_eq!((probe.width, probe.height), (480, 270));
+    let (client, _) = publisher(&nginx, "fromflv").expect("publishing");
+    assert_still_publishing(&nginx, "fromflv", client.id, Duration::from_secs(4)).await;
+}

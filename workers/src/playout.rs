@@ -40,7 +40,7 @@ pub fn apply_at(task: &RelayTask) -> ApplyAt {
 
 /// Puts each task source's `relofftime` on the ingest built for it (same position), and
 /// makes the sources VOD items for a `video` task. In a `live` task a media file (an `.mp4`,
-/// `.flv`, … URL) is played in real time too, and as a backup it loops, so it can hold the
+/// `.mov`, `.mkv` URL) is played in real time too, and as a backup it loops, so it can hold the
 /// destinations for as long as the primary is away.
 pub fn apply_sources(sources: &mut [IngestSpec], task: &RelayTask) {
     for (i, (spec, src)) in sources.iter_mut().zip(&task.sources).enumerate() {
@@ -72,7 +72,8 @@ pub fn is_media_file(url: &str) -> bool {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let name = path.rsplit('/').next().unwrap_or(path);
     match name.rsplit_once('.') {
-        Some((_, ext)) => ["mp4", "m4v", "mov", "flv", "mkv"]
+        // Not `.flv`: that is how HTTP-FLV live streams are named.
+        Some((_, ext)) => ["mp4", "m4v", "mov", "mkv"]
             .iter()
             .any(|e| ext.eq_ignore_ascii_case(e)),
         None => false,
@@ -123,7 +124,8 @@ mod tests {
     #[test]
     fn media_files_are_told_from_streams() {
         assert!(is_media_file("https://cdn.example/slates/holding.MP4?token=x"));
-        assert!(is_media_file("http://h/a/b.flv"));
+        assert!(is_media_file("http://h/a/b.mkv"));
+        assert!(!is_media_file("http://cdn/live/stream.flv"), "HTTP-FLV is a live stream");
         assert!(!is_media_file("https://h/live/stream.m3u8"));
         assert!(!is_media_file("rtmp://h/live/stream"));
         assert!(!is_media_file("http://h.mp4/live/stream"));
