@@ -46,20 +46,38 @@ async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
     receiver.bodies_for(id).iter().map(|b| b["code"].as_str().unwrap_or_default().to_string()).collect()
 }
 
+/// A publisher on `src` of a private nginx, a relaycast child with `env`, a signed client and a
+/// callback receiver. `None` (after a message) when the media peers cannot run here.
+struct SourceRig {
+    nginx: media::Nginx,
+    _publisher: media::Publisher,
+    _dir: tempfile::TempDir,
+    relaycast: RelaycastProcess,
+    api: Api,
+    receiver: CallbackReceiver,
+}
+
+impl SourceRig {
+    async fn start(env: &[(&str, &str)]) -> Option<SourceRig> {
+        if let Some(reason) = media::skip_reason() {
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+        let nginx = media::Nginx::start();
+        let publisher = media::Publisher::start(&nginx.url("src"));
+        assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
+        let dir = tempfile::tempdir().unwrap();
+        let relaycast = start_relaycast(&dir, env);
+        let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+        let receiver = CallbackReceiver::start().await;
+        Some(SourceRig { nginx, _publisher: publisher, _dir: dir, relaycast, api, receiver })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_one_by_one() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let _publisher = media::Publisher::start(&nginx.url("src"));
-    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
-
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
+    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let SourceRig { nginx, relaycast, api, receiver, .. } = rig;
 
     let forwards: Vec<String> = ["out1", "out2", "out3"].iter().map(|n| nginx.url(n)).collect();
     let created = Instant::now();
@@ -170,17 +188,8 @@ async fn a_killed_worker_process_hands_its_task_to_the_next_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmitting_a_running_id_moves_the_relay_to_the_new_destination() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let _publisher = media::Publisher::start(&nginx.url("src"));
-    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
+    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let SourceRig { nginx, api, receiver, .. } = rig;
 
     let (first, second) = (nginx.url("first"), nginx.url("second"));
     assert_eq!(api.forward(&create_body("moving", &[nginx.url("src")], std::slice::from_ref(&first), &receiver.url)).await.0, 200);
@@ -367,17 +376,8 @@ async fn a_vod_playlist_with_loop_2_plays_six_items_then_calls_back_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_destination_is_given_up_with_3_while_the_other_plays_on() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let _publisher = media::Publisher::start(&nginx.url("src"));
-    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[("RELAYCAST_TIMING__PUSH_GIVE_UP_MS", "2000")]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
+    let Some(rig) = SourceRig::start(&[("RELAYCAST_TIMING__PUSH_GIVE_UP_MS", "2000")]).await else { return };
+    let SourceRig { nginx, api, receiver, .. } = rig;
 
     let dead = format!("rtmp://127.0.0.1:{}/live/nobody", media::free_port());
     let alive = nginx.url("alive");
@@ -431,17 +431,8 @@ async fn relay_status(api: &support::Api, id: &str) -> Option<Value> {
 /// destinations publishing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_shows_the_running_relays_figures() {
-    if let Some(reason) = media::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let nginx = media::Nginx::start();
-    let _publisher = media::Publisher::start(&nginx.url("src"));
-    assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
-    let dir = tempfile::tempdir().unwrap();
-    let relaycast = start_relaycast(&dir, &[]);
-    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-    let receiver = CallbackReceiver::start().await;
+    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let SourceRig { nginx, api, receiver, .. } = rig;
 
     let forwards = vec![nginx.url("fig1"), nginx.url("fig2")];
     let (status, body) = api.forward(&create_body("figures", &[nginx.url("src")], &forwards, &receiver.url)).await;
