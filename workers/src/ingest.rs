@@ -957,10 +957,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_source_exits_with_a_reason() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = crate::test_util::closed_port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/none"));
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(1);

@@ -23,3 +23,14 @@ pub mod rtmp_pull;
 pub mod session;
 pub mod splicer;
 pub mod transcode;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// A port on 127.0.0.1 that nothing listens on (bound, read, closed): connects are refused.
+    pub fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9)
+    }
+}

@@ -999,11 +999,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_destination_backs_off_and_stops_promptly() {
-        // A port nobody listens on: bind, read the port, close.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = crate::test_util::closed_port();
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let config = PusherConfig {
@@ -1042,10 +1038,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_does_not_wait_out_a_long_backoff() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = crate::test_util::closed_port();
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
         let config = PusherConfig {
             backoff_initial: Duration::from_secs(3600),

@@ -289,10 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_exits_with_a_reason() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = crate::test_util::closed_port();
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
         let mut pull = RtmpPull::start(url, Duration::from_secs(2), true);
         match tokio::time::timeout(Duration::from_secs(5), pull.next()).await {

@@ -1687,12 +1687,7 @@ mod tests {
         session.stop().await;
     }
 
-    fn closed_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(9)
-    }
+    use crate::test_util::closed_port;
 
     /// Every source down: each failure is reported, the session cycles through the sources
     /// with a pause, and a stop during the pause ends it promptly.
