@@ -99,7 +99,8 @@ impl Host {
             });
         }
         if roles.contains(&Role::Notifier) {
-            let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone());
+            let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone())
+                .map_err(|e| HostError::Adapter { what: "the notifier", reason: e.to_string() })?;
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 notifier.run(stop).await;
@@ -193,7 +194,7 @@ async fn provision_accounts(ports: &Ports, settings: &Settings) -> Result<(), Ho
     for declared in &settings.accounts {
         let account = Account {
             name: declared.name.clone(),
-            secret_key: SecretKey::new(declared.key.clone()),
+            secret_key: declared.key.clone(),
             api_enabled: declared.api_enabled,
             call_limit_per_window: declared.call_limit,
             allowed_push_hosts: (!declared.allowed_push_hosts.is_empty()).then(|| declared.allowed_push_hosts.clone()),

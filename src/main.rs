@@ -26,7 +26,7 @@ enum Command {
         /// variables override it (RELAYCAST_HTTP_ADDR, RELAYCAST_DATA_DIR, …).
         #[arg(long, env = "RELAYCAST_CONFIG")]
         config: Option<PathBuf>,
-        /// Parts to run, comma-separated: api, notifier, scheduler, relay, recorder, workers, all.
+        /// Parts to run, comma-separated: api, notifier, scheduler, relay, workers (= relay), all.
         #[arg(long, value_delimiter = ',')]
         roles: Option<Vec<String>>,
         /// Listen address, e.g. 127.0.0.1:8080 (overrides the file and the environment).

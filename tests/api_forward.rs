@@ -922,7 +922,7 @@ async fn the_call_limit_and_the_replay_window_reset_after_five_minutes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_is_retried_as_configured_then_given_up() {
-    let svc = Service::start(&[("RELAYCAST_TIMING__OTHER_CALLBACK_RETRIES", "2")]);
+    let svc = Service::start(&[("RELAYCAST_TIMING__CALLBACK_RETRIES", "2")]);
     let api = svc.api();
     let rx = CallbackReceiver::start().await;
     rx.fail_next(3);

@@ -30,7 +30,7 @@ async fn sigkill_loses_no_acknowledged_write_and_no_callback() {
     let data = dir.path().join("data");
     let env = [
         ("RELAYCAST_TIMING__CALLBACK_TIMEOUT_MS", "1500"),
-        ("RELAYCAST_TIMING__OTHER_CALLBACK_RETRY_INTERVAL_MS", "1000"),
+        ("RELAYCAST_TIMING__CALLBACK_RETRY_INTERVAL_MS", "1000"),
         ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "100"),
         ("RELAYCAST_LOG_FILTER", "warn"),
     ];

@@ -96,7 +96,7 @@ pub async fn bench_api(base_dir: Option<&std::path::Path>, requests: usize, conc
         allow_private_targets: true,
         accounts: vec![AccountSettings {
             name: ACCOUNT.into(),
-            key: KEY.into(),
+            key: relaycast_core::domain::auth::SecretKey::new(KEY),
             api_enabled: true,
             call_limit: u32::MAX,
             allowed_push_hosts: vec![],

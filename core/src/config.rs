@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::auth::SecretKey;
+
 /// Everything a relaycast process can be configured with. Unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,8 +20,9 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Where the embedded store, queue and objects live. Default `./relaycast-data`.
     pub data_dir: PathBuf,
-    /// Which parts this process runs: `api`, `notifier`, `scheduler`, `relay`, `recorder`;
-    /// `workers` means relay + recorder, `all` everything. Default `["all"]`.
+    /// Which parts this process runs: `api`, `notifier`, `scheduler`, `relay`; `workers` means
+    /// every worker (today the relay), `all` everything. Default `["all"]`. (`recorder` is
+    /// refused until cloud recording exists.)
     pub roles: Vec<String>,
     /// Log line format: `text` or `json`. Default `text`.
     pub log_format: LogFormat,
@@ -30,8 +33,6 @@ pub struct Settings {
     pub allow_private_targets: bool,
     /// The system ffmpeg binary; relaycast never downloads one. Default `/usr/bin/ffmpeg`.
     pub ffmpeg_path: PathBuf,
-    /// The system ffprobe binary. Default `/usr/bin/ffprobe`.
-    pub ffprobe_path: PathBuf,
     /// The picture (PNG or JPEG) destinations get while every source of a relay is down;
     /// scaled to the stream's size. Default none: black.
     pub slate_image: Option<PathBuf>,
@@ -57,7 +58,6 @@ impl Default for Settings {
             log_filter: "info".into(),
             allow_private_targets: false,
             ffmpeg_path: PathBuf::from("/usr/bin/ffmpeg"),
-            ffprobe_path: PathBuf::from("/usr/bin/ffprobe"),
             slate_image: None,
             display_utc_offset: "+08:00".into(),
             accounts: Vec::new(),
@@ -83,8 +83,8 @@ pub enum LogFormat {
 pub struct AccountSettings {
     /// The account name (`n` in n/r/k auth).
     pub name: String,
-    /// The secret API key (`k = md5(r + key)`).
-    pub key: String,
+    /// The secret API key (`k = md5(r + key)`); never printed.
+    pub key: SecretKey,
     /// Whether the account may call the API. Default true.
     #[serde(default = "yes")]
     pub api_enabled: bool,
@@ -137,14 +137,12 @@ pub struct TimingSettings {
     pub rate_window_ms: u64,
     /// A callback with no answer within this time counts as failed. Default 20 000 (seed 002).
     pub callback_timeout_ms: u64,
-    /// Retry interval of push/stop/record/porn-detection notices. Default 60 000 (seed 002).
+    /// Time between two attempts at a relay task's callback (codes 0–5, 90–92) that was not
+    /// answered with 200. Default 120 000 (2 min, seed 002's schedule for these notices).
     pub callback_retry_interval_ms: u64,
-    /// Retries of push/stop/record/porn-detection notices. Default 12 (seed 002).
+    /// Attempts after the first at a relay task's callback before it is given up. Default 5
+    /// (seed 002).
     pub callback_retries: u32,
-    /// Retry interval of other notices. Default 120 000 (seed 002).
-    pub other_callback_retry_interval_ms: u64,
-    /// Retries of other notices. Default 5 (seed 002).
-    pub other_callback_retries: u32,
     /// A starting task that no worker has taken up after this long failed to start: callback
     /// code 92. Default 60 000.
     pub start_timeout_ms: u64,
@@ -173,10 +171,8 @@ impl Default for TimingSettings {
             replay_window_ms: 300_000,
             rate_window_ms: 300_000,
             callback_timeout_ms: 20_000,
-            callback_retry_interval_ms: 60_000,
-            callback_retries: 12,
-            other_callback_retry_interval_ms: 120_000,
-            other_callback_retries: 5,
+            callback_retry_interval_ms: 120_000,
+            callback_retries: 5,
             start_timeout_ms: 60_000,
             source_stall_timeout_ms: 3_000,
             standby_failover_ms: 1_000,
@@ -198,8 +194,6 @@ pub enum Role {
     Scheduler,
     /// Runs relay jobs.
     Relay,
-    /// Runs recording jobs.
-    Recorder,
 }
 
 /// Why settings are unusable.
@@ -269,7 +263,7 @@ impl Settings {
             if account.name.is_empty() || account.name.len() > 64 {
                 return invalid("accounts.name", "must be 1 to 64 characters");
             }
-            if account.key.len() < 8 {
+            if account.key.expose().len() < 8 {
                 return invalid("accounts.key", &format!("key of account {} must be at least 8 characters", account.name));
             }
         }
@@ -296,9 +290,14 @@ impl Settings {
                 "notifier" => &[Role::Notifier],
                 "scheduler" => &[Role::Scheduler],
                 "relay" => &[Role::Relay],
-                "recorder" => &[Role::Recorder],
-                "workers" => &[Role::Relay, Role::Recorder],
-                "all" => &[Role::Api, Role::Notifier, Role::Scheduler, Role::Relay, Role::Recorder],
+                "recorder" => {
+                    return Err(ConfigError::Invalid {
+                        key: "roles".into(),
+                        reason: "the recorder role is planned: cloud recording does not exist yet".into(),
+                    })
+                }
+                "workers" => &[Role::Relay],
+                "all" => &[Role::Api, Role::Notifier, Role::Scheduler, Role::Relay],
                 other => {
                     return Err(ConfigError::Invalid {
                         key: "roles".into(),
@@ -386,8 +385,8 @@ mod tests {
         let s = Settings::load(None, env(&[])).unwrap();
         assert_eq!(s.http_addr, "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./relaycast-data"));
-        assert_eq!(s.roles().unwrap().len(), 5);
-        assert_eq!(s.timing.callback_retries, 12);
+        assert_eq!(s.roles().unwrap().len(), 4);
+        assert_eq!((s.timing.callback_retries, s.timing.callback_retry_interval_ms), (5, 120_000));
     }
 
     #[test]
@@ -416,6 +415,8 @@ mod tests {
         assert!(s.allow_private_targets);
         assert_eq!(s.roles().unwrap(), vec![Role::Api]);
         assert_eq!(s.accounts[0].call_limit, 100);
+        assert_eq!(s.accounts[0].key.expose(), "0123456789abcdef0123456789abcdef");
+        assert!(!format!("{s:?}").contains("0123456789abcdef"), "a key must never print");
     }
 
     #[test]
@@ -436,6 +437,9 @@ mod tests {
 
         let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"api\", \"dancer\"]")])).unwrap_err().to_string();
         assert!(err.contains("dancer"), "{err}");
+
+        let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"recorder\"]")])).unwrap_err().to_string();
+        assert!(err.contains("recorder role is planned"), "{err}");
 
         let err = Settings::load(None, env(&[("RELAYCAST_HTTP_ADDR", "localhost")])).unwrap_err().to_string();
         assert!(err.contains("http_addr"), "{err}");

@@ -25,6 +25,9 @@ pub enum NotifierError {
     /// The queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The guarded HTTP client could not be built.
+    #[error("cannot build the callback HTTP client: {0}")]
+    Client(String),
 }
 
 /// What happened to one delivery message.
@@ -64,8 +67,10 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// A notifier whose HTTP client refuses internal addresses unless the operator allows them.
-    pub fn new(ctx: Context) -> Self {
+    /// A notifier whose HTTP client refuses internal addresses unless the operator allows them,
+    /// gives up after the callback timeout and follows no redirect. Fails when that client
+    /// cannot be built: a notifier without those guards must not run.
+    pub fn new(ctx: Context) -> Result<Self, NotifierError> {
         let allow_private = ctx.settings.allow_private_targets;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(ctx.settings.timing.callback_timeout_ms))
@@ -73,8 +78,8 @@ impl Notifier {
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
-        Self { ctx, client }
+            .map_err(|e| NotifierError::Client(e.to_string()))?;
+        Ok(Self { ctx, client })
     }
 
     /// Runs the sweep and the delivery loop until `shutdown`.

@@ -93,7 +93,7 @@ async fn delivers_in_order_and_only_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let ctx = context(&dir, &clock, true);
-    let notifier = Notifier::new(ctx.clone());
+    let notifier = Notifier::new(ctx.clone()).expect("notifier");
     let ep = endpoint(vec![200]).await;
     let a = store_entry(&ctx, 1, &ep.url).await;
     let b = store_entry(&ctx, 2, &ep.url).await;
@@ -114,7 +114,7 @@ async fn errors_and_stalls_are_retried_on_schedule_then_given_up() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let ctx = context(&dir, &clock, true);
-    let notifier = Notifier::new(ctx.clone());
+    let notifier = Notifier::new(ctx.clone()).expect("notifier");
 
     // 500, then a stall past the timeout, then 200.
     let flaky = endpoint(vec![500, 0, 200]).await;
@@ -154,7 +154,7 @@ async fn internal_targets_are_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let ctx = context(&dir, &clock, false);
-    let notifier = Notifier::new(ctx.clone());
+    let notifier = Notifier::new(ctx.clone()).expect("notifier");
     let ep = endpoint(vec![200]).await;
     let id = store_entry(&ctx, 1, &ep.url).await;
     clock.advance_ms(SWEEP_GRACE_MS);

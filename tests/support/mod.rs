@@ -177,7 +177,7 @@ impl SeedAuthExample {
     pub fn account(&self) -> relaycast_core::config::AccountSettings {
         relaycast_core::config::AccountSettings {
             name: self.n.to_string(),
-            key: self.key.to_string(),
+            key: relaycast_core::domain::auth::SecretKey::new(self.key),
             api_enabled: true,
             call_limit: 100,
             allowed_push_hosts: Vec::new(),
@@ -212,7 +212,7 @@ pub fn write_config(dir: &Path) -> PathBuf {
 /// The environment every API test runs with: quick outbox sweeps and callback retries.
 pub const FAST_TIMING: &[(&str, &str)] = &[
     ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "100"),
-    ("RELAYCAST_TIMING__OTHER_CALLBACK_RETRY_INTERVAL_MS", "500"),
+    ("RELAYCAST_TIMING__CALLBACK_RETRY_INTERVAL_MS", "500"),
     ("RELAYCAST_LOG_FILTER", "warn"),
 ];
 
@@ -624,7 +624,7 @@ impl InProcess {
         settings.data_dir = dir.path().join("data");
         settings.roles = vec!["api".into(), "notifier".into(), "scheduler".into()];
         settings.timing.scheduler_tick_ms = 100;
-        settings.timing.other_callback_retry_interval_ms = 500;
+        settings.timing.callback_retry_interval_ms = 500;
         settings.timing.drain_timeout_ms = 2_000;
         tune(&mut settings);
         let clock = relaycast_core::ports::ManualClock::starting_now();

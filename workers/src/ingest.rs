@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::flv::{FlvItem, FlvParser, FlvTag};
 use crate::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
-use crate::pusher::RtmpUrl;
+use relaycast_core::domain::relay::types::RtmpUrl;
 use crate::rtmp_pull::RtmpPull;
 
 /// Default path of the system ffmpeg.
@@ -180,7 +180,7 @@ pub struct IngestSpec {
     pub container: Container,
     /// Let a natively pulled source resolve inside the operator's network (ffmpeg resolves
     /// names itself; the API checks the URL as written). The relay worker sets it from
-    /// `allow_private_targets`. Default true.
+    /// `allow_private_targets`. Default false.
     pub allow_private_targets: bool,
 }
 
@@ -213,7 +213,7 @@ impl IngestSpec {
             loop_input: false,
             buffer: None,
             container: Container::Flv,
-            allow_private_targets: true,
+            allow_private_targets: false,
         }
     }
 
@@ -870,7 +870,7 @@ mod tests {
     fn only_plain_rtmp_copy_is_pulled_natively() {
         let s = IngestSpec::live("rtmp://h/live/a?token=x");
         let u = s.native_rtmp_url().expect("native");
-        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "a?token=x"));
+        assert_eq!((u.app(), u.stream_key()), ("live", "a?token=x"));
         let mut copy = s.clone();
         copy.codec_args = ["-c:v", "copy", "-c:a", "copy"].map(String::from).to_vec();
         assert!(copy.native_rtmp_url().is_some());

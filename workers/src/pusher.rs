@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
+pub use relaycast_core::domain::relay::types::RtmpUrl;
+
 use crate::flv::{FlvTag, TagType};
 use crate::splicer::Splicer;
 
@@ -33,14 +35,6 @@ use crate::splicer::Splicer;
 /// destination (refused, rejected, gone) from our own bugs.
 #[derive(Debug, thiserror::Error)]
 pub enum PusherError {
-    /// The URL is not `rtmp://host[:port]/app/stream`.
-    #[error("invalid RTMP URL {url:?}: {reason}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
     /// TCP connect failed (refused, unreachable, DNS).
     #[error("connect to {addr} failed: {source}")]
     Connect {
@@ -100,116 +94,6 @@ impl From<ClientSessionError> for PusherError {
     }
 }
 
-/// A parsed `rtmp[s]://host[:port]/app[/more]/stream[?query]` destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtmpUrl {
-    /// The URL as given (used as the destination's identity).
-    pub url: String,
-    /// Host name or address.
-    pub host: String,
-    /// TCP port (1935 for `rtmp`, 443 for `rtmps` when absent).
-    pub port: u16,
-    /// `rtmps`: RTMP inside TLS.
-    pub tls: bool,
-    /// RTMP application: every path segment but the last.
-    pub app: String,
-    /// Stream key: the last path segment plus the query string, which many CDNs use for auth.
-    pub stream_key: String,
-}
-
-impl RtmpUrl {
-    /// Parses a destination URL (`rtmp://` or `rtmps://`).
-    pub fn parse(url: &str) -> Result<Self, PusherError> {
-        let bad = |reason| PusherError::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let (tls, rest) = if let Some(r) = url.strip_prefix("rtmp://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("rtmps://") {
-            (true, r)
-        } else {
-            return Err(bad("scheme must be rtmp:// or rtmps://"));
-        };
-        let default_port = if tls { 443 } else { 1935 };
-        let (authority, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("missing app/stream"))?;
-        if authority.is_empty() {
-            return Err(bad("missing host"));
-        }
-        if authority.contains('@') {
-            return Err(bad("user info is not supported"));
-        }
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            // IPv6 literal: [::1]:1935
-            let (h, after) = h
-                .split_once(']')
-                .ok_or_else(|| bad("unterminated IPv6 host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(bad("invalid host")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("invalid port"))?),
-                None => (authority.to_string(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        if port == 0 {
-            return Err(bad("invalid port"));
-        }
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        let path = path.trim_end_matches('/');
-        let (app, stream) = path
-            .rsplit_once('/')
-            .ok_or_else(|| bad("missing stream key"))?;
-        if app.is_empty() || stream.is_empty() {
-            return Err(bad("missing app or stream key"));
-        }
-        let stream_key = match query {
-            Some(q) if !q.is_empty() => format!("{stream}?{q}"),
-            _ => stream.to_string(),
-        };
-        Ok(RtmpUrl {
-            url: url.to_string(),
-            host,
-            port,
-            tls,
-            app: app.to_string(),
-            stream_key,
-        })
-    }
-
-    /// `host:port` for connecting.
-    pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// The URL with the stream key hidden, for logs: stream keys are publishing credentials.
-    pub fn redacted(&self) -> String {
-        format!("{}/***", self.tc_url())
-    }
-
-    /// The `tcUrl` sent in `connect`: `rtmp[s]://host:port/app`.
-    pub fn tc_url(&self) -> String {
-        let scheme = if self.tls { "rtmps" } else { "rtmp" };
-        format!("{scheme}://{}/{}", self.addr(), self.app)
-    }
-}
-
 /// Tunables of a pusher.
 #[derive(Debug, Clone)]
 pub struct PusherConfig {
@@ -227,8 +111,8 @@ pub struct PusherConfig {
     /// the Mozilla root certificates (`webpki-roots`), built on first use.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Connect to hosts that resolve inside the operator's network (loopback, private,
-    /// link-local). The relay worker sets it from `allow_private_targets`. Default true (the
-    /// library leaves the policy to its caller).
+    /// link-local). The relay worker sets it from `allow_private_targets`. Default false: only
+    /// the operator's setting opens private targets.
     pub allow_private_targets: bool,
 }
 
@@ -241,7 +125,7 @@ impl Default for PusherConfig {
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             tls: None,
-            allow_private_targets: true,
+            allow_private_targets: false,
         }
     }
 }
@@ -324,7 +208,7 @@ impl Pusher {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Mutex::new(Shared {
             status: PusherStatus {
-                url: url.url.clone(),
+                url: url.as_str().to_string(),
                 state: PusherState::Connecting,
                 bytes_sent: 0,
                 tags_sent: 0,
@@ -473,7 +357,7 @@ impl Worker {
                     if !failing {
                         failing = true;
                         self.emit(PusherEvent::Failed {
-                            url: self.url.url.clone(),
+                            url: self.url.as_str().to_string(),
                             reason: e.to_string(),
                             destination_error: e.is_destination_error(),
                         });
@@ -527,7 +411,7 @@ impl Worker {
         if *failing {
             *failing = false;
             self.emit(PusherEvent::Recovered {
-                url: self.url.url.clone(),
+                url: self.url.as_str().to_string(),
             });
         }
         tracing::info!("publishing");
@@ -703,22 +587,22 @@ pub(crate) async fn open_client(
         Err(source) => return Err(PusherError::Connect { addr, source }),
     };
     let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
-    relaycast_core::domain::targets::check_resolved(&url.host, &ips, allow_private)
+    relaycast_core::domain::targets::check_resolved(url.host(), &ips, allow_private)
         .map_err(|e| PusherError::InternalTarget(e.to_string()))?;
     let tcp = TcpStream::connect(&addrs[..])
         .await
         .map_err(|source| PusherError::Connect { addr, source })?;
     let _ = tcp.set_nodelay(true);
-    let mut stream: BoxConn = if url.tls {
+    let mut stream: BoxConn = if url.tls() {
         let tls_err = |reason: String| PusherError::Tls {
-            host: url.host.clone(),
+            host: url.host().to_string(),
             reason,
         };
         let config = match tls {
             Some(c) => c.clone(),
             None => default_tls_config().map_err(tls_err)?,
         };
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+        let name = rustls::pki_types::ServerName::try_from(url.host().to_string())
             .map_err(|e| tls_err(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
@@ -762,7 +646,7 @@ pub(crate) async fn open_client(
     let (mut session, initial) = ClientSession::new(config)?;
     let mut out = Vec::new();
     collect_packets(initial, &mut out);
-    let connect = session.request_connection(url.app.clone())?;
+    let connect = session.request_connection(url.app().to_string())?;
     collect_packets(vec![connect], &mut out);
     stream.write_all(&out).await?;
 
@@ -785,11 +669,11 @@ pub(crate) async fn open_client(
                         ClientSessionEvent::ConnectionRequestAccepted => {
                             let req = match request {
                                 ClientRequest::Publish => session.request_publishing(
-                                    url.stream_key.clone(),
+                                    url.stream_key().to_string(),
                                     PublishRequestType::Live,
                                 )?,
                                 ClientRequest::Play => {
-                                    session.request_playback(url.stream_key.clone())?
+                                    session.request_playback(url.stream_key().to_string())?
                                 }
                             };
                             collect_packets(vec![req], &mut out);
@@ -932,49 +816,6 @@ pub fn metadata_from_script(data: &Bytes) -> Option<StreamMetadata> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_rtmp_urls() {
-        let u = RtmpUrl::parse("rtmp://example.com/live/stream1").expect("valid");
-        assert_eq!((u.host.as_str(), u.port), ("example.com", 1935));
-        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("live", "stream1"));
-        assert_eq!(u.tc_url(), "rtmp://example.com:1935/live");
-
-        let u =
-            RtmpUrl::parse("rtmp://127.0.0.1:19350/live/abc?auth_key=1-0-0-x&t=2").expect("valid");
-        assert_eq!(u.port, 19350);
-        assert_eq!(u.app, "live");
-        assert_eq!(u.stream_key, "abc?auth_key=1-0-0-x&t=2");
-
-        let u = RtmpUrl::parse("rtmp://h/app/inst/key").expect("valid");
-        assert_eq!((u.app.as_str(), u.stream_key.as_str()), ("app/inst", "key"));
-
-        let u = RtmpUrl::parse("rtmps://live-api-s.example.com/rtmp/FB-123?s_bl=1").expect("valid");
-        assert!(u.tls);
-        assert_eq!((u.port, u.app.as_str()), (443, "rtmp"));
-        assert_eq!(u.stream_key, "FB-123?s_bl=1");
-        assert_eq!(u.tc_url(), "rtmps://live-api-s.example.com:443/rtmp");
-
-        assert_eq!(u.redacted(), "rtmps://live-api-s.example.com:443/rtmp/***");
-
-        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").expect("valid");
-        assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
-        assert_eq!(u.addr(), "[::1]:1936");
-
-        for bad in [
-            "http://h/live/k",
-            "rtmp://h/live",
-            "rtmp:///live/k",
-            "rtmp://h:0/live/k",
-            "rtmp://h:x/live/k",
-            "rtmp://h//k",
-            "rtmp://h/live/",
-            "rtmp://u:p@h/live/k",
-        ] {
-            let e = RtmpUrl::parse(bad).expect_err(bad);
-            assert!(e.is_destination_error());
-        }
-    }
 
     #[test]
     fn converts_ffmpeg_metadata() {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{IngestSpec, SourceKind};
 use crate::pusher::PusherState;
 use crate::playout;
-use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
+use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
 use crate::transcode::{self, WatermarkFetcher, Watermarks};
 
 /// What happened to one job message.
@@ -212,11 +212,25 @@ impl TaskRunner {
         let timing = &self.worker.settings.timing;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (playout_tx, mut playout) = mpsc::unbounded_channel();
-        let session = match self.start_session(&task, events_tx.clone(), playout_tx.clone()).await {
-            Ok(s) => s,
-            Err(reason) => {
-                self.apply(Action::SourceFailed { reason }).await?;
-                return Ok(RunEnd::TaskEnded);
+        // A destination that cannot be used fails on its own (callback 3) and the session starts
+        // without it; anything else at start is the source's failure (callback 2).
+        let session = loop {
+            match self.start_session(&task, events_tx.clone(), playout_tx.clone()).await {
+                Ok(s) => break s,
+                Err(StartError::Destination { url, reason }) => {
+                    let Some(recorded) = task.active_destinations().find(|d| d.url.as_str() == url).map(|d| d.url.clone()) else {
+                        self.apply(Action::SourceFailed { reason }).await?;
+                        return Ok(RunEnd::TaskEnded);
+                    };
+                    match self.apply(Action::PushFailed { url: recorded, reason }).await? {
+                        Some(t) if t.state.is_active() && t.active_destinations().next().is_some() => task = t,
+                        _ => return Ok(RunEnd::TaskEnded),
+                    }
+                }
+                Err(StartError::Source(reason)) => {
+                    self.apply(Action::SourceFailed { reason }).await?;
+                    return Ok(RunEnd::TaskEnded);
+                }
             }
         };
         let mut sources_revision = task.sources_revision;
@@ -418,9 +432,9 @@ impl TaskRunner {
         task: &RelayTask,
         events: mpsc::UnboundedSender<SessionEvent>,
         playout_events: mpsc::UnboundedSender<PlayoutEvent>,
-    ) -> Result<RelaySession, String> {
+    ) -> Result<RelaySession, StartError> {
         let settings = &self.worker.settings;
-        let sources = self.build_sources(task).await?;
+        let sources = self.build_sources(task).await.map_err(StartError::Source)?;
         let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
         let mut spec = SessionSpec::new(sources, destinations);
         playout::apply_task(&mut spec, task);
@@ -437,8 +451,25 @@ impl TaskRunner {
             hevc: task.fops.vcodec == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
         });
         spec.playout_events = Some(playout_events);
-        RelaySession::start(spec, events).map_err(|e| e.to_string())
+        RelaySession::start(spec, events).map_err(|e| {
+            let reason = e.to_string();
+            match e {
+                SessionError::InvalidDestination { url, .. } | SessionError::DuplicateDestination(url) => {
+                    StartError::Destination { url, reason }
+                }
+                _ => StartError::Source(reason),
+            }
+        })
     }
+}
+
+/// Why a session did not start, told apart so that the destination's fault is reported as a
+/// push failure (callback 3) and never as the source's.
+enum StartError {
+    /// The sources (or what prepares them: encoders, watermarks) failed.
+    Source(String),
+    /// A destination cannot be used.
+    Destination { url: String, reason: String },
 }
 
 /// What the worker writes back every heartbeat (the query's `relay` object): rates, position,

@@ -62,7 +62,11 @@ use tokio::task::JoinHandle;
 
 use crate::flv::FlvTag;
 use crate::ingest::{Container, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
-use crate::pusher::{Pusher, PusherConfig, PusherError, PusherEvent, PusherStatus, RtmpUrl};
+use crate::pusher::{Pusher, PusherConfig, PusherEvent, PusherStatus, RtmpUrl};
+
+fn destination(url: &str) -> Result<RtmpUrl, SessionError> {
+    RtmpUrl::parse_parts(url).map_err(|reason| SessionError::InvalidDestination { url: url.to_string(), reason })
+}
 use crate::splicer::{Splicer, SplicerConfig, VideoShape};
 
 /// How long an ingest gets to exit after SIGINT before its group is killed.
@@ -84,8 +88,13 @@ pub enum SessionError {
         source: IngestError,
     },
     /// A destination URL was refused.
-    #[error(transparent)]
-    InvalidDestination(PusherError),
+    #[error("invalid destination URL: {reason}")]
+    InvalidDestination {
+        /// The URL as given (not in the message: it holds the stream key).
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The destination is already being relayed to.
     #[error("destination {0} is already in this session")]
     DuplicateDestination(String),
@@ -436,9 +445,9 @@ impl RelaySession {
         validate_sources(&spec.sources)?;
         let mut urls = Vec::new();
         for d in &spec.destinations {
-            let u = RtmpUrl::parse(d).map_err(SessionError::InvalidDestination)?;
-            if urls.iter().any(|x: &RtmpUrl| x.url == u.url) {
-                return Err(SessionError::DuplicateDestination(u.url));
+            let u = destination(d)?;
+            if urls.iter().any(|x: &RtmpUrl| x == &u) {
+                return Err(SessionError::DuplicateDestination(u.to_string()));
             }
             urls.push(u);
         }
@@ -492,7 +501,7 @@ impl RelaySession {
                     spec.pusher.clone(),
                     Some(pusher_events.clone()),
                 );
-                pushers.insert(u.url, p);
+                pushers.insert(u.to_string(), p);
             }
         }
 
@@ -525,10 +534,10 @@ impl RelaySession {
         if self.orders.is_closed() {
             return Err(SessionError::Stopped);
         }
-        let u = RtmpUrl::parse(url).map_err(SessionError::InvalidDestination)?;
+        let u = destination(url)?;
         let mut pushers = lock(&self.shared.pushers);
-        if pushers.contains_key(&u.url) {
-            return Err(SessionError::DuplicateDestination(u.url));
+        if pushers.contains_key(u.as_str()) {
+            return Err(SessionError::DuplicateDestination(u.to_string()));
         }
         let p = Pusher::spawn(
             u.clone(),
@@ -536,7 +545,7 @@ impl RelaySession {
             self.pusher_config.clone(),
             Some(self.pusher_events.clone()),
         );
-        pushers.insert(u.url, p);
+        pushers.insert(u.to_string(), p);
         Ok(())
     }
 
@@ -1633,7 +1642,7 @@ mod tests {
         );
         assert!(matches!(
             RelaySession::start(spec, tx),
-            Err(SessionError::InvalidDestination(_))
+            Err(SessionError::InvalidDestination { .. })
         ));
     }
 

@@ -56,8 +56,8 @@ pub fn relay_lease_resource(task_key: &str) -> String {
 /// push/stop/record/porn-detection: every 2 minutes, 5 times).
 pub fn callback_policy(settings: &Settings) -> RetryPolicy {
     RetryPolicy {
-        interval_ms: settings.timing.other_callback_retry_interval_ms,
-        retries: settings.timing.other_callback_retries,
+        interval_ms: settings.timing.callback_retry_interval_ms,
+        retries: settings.timing.callback_retries,
     }
 }
 

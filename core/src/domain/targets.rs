@@ -58,11 +58,29 @@ fn is_internal_v4(v4: Ipv4Addr) -> bool {
 /// what a name resolves to is checked by [`check_resolved`] where the connection is made.
 pub fn host_is_internal(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
+    if let Some(ip) = numeric_host(bare) {
         return is_internal_ip(ip);
     }
     let name = bare.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local")
+}
+
+/// The address a host written as a number stands for: an IP literal, or one of the IPv4 forms
+/// that resolvers and browsers accept (`0`, `2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`). The
+/// `url` crate normalizes these for `http(s)` but keeps the host of `rtmp://` and `rtsp://` URLs
+/// as written, and `getaddrinfo` then connects to 0.0.0.0 for `rtmp://0/…`, so the forms are
+/// read here with the WHATWG IPv4 parser (by parsing the host as that of an `http` URL).
+pub fn numeric_host(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X') {
+        return None;
+    }
+    match url::Url::parse(&format!("http://{host}/")).ok()?.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        _ => None,
+    }
 }
 
 /// Checks the host of a URL as written (IP literals and well-known internal names); names are
@@ -110,5 +128,18 @@ mod tests {
         assert!(check_url_host(&url("http://[::1]/cb"), false).is_err());
         assert!(check_url_host(&url("http://example.com/cb"), false).is_ok());
         assert!(check_resolved("evil.example", &["10.0.0.5".parse().unwrap()], false).is_err());
+    }
+
+    #[test]
+    fn numeric_hosts_are_read_as_addresses() {
+        for host in ["0", "2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0x7f000001", "0.0.0.0"] {
+            assert!(host_is_internal(host), "{host}");
+        }
+        assert_eq!(numeric_host("127.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(numeric_host("134744072"), Some("8.8.8.8".parse().unwrap()));
+        // Names made only of hex digits are names when they do not form an address.
+        assert_eq!(numeric_host("cafe"), None);
+        assert_eq!(numeric_host("deadbeef.example"), None);
+        assert!(!host_is_internal("cafe"));
     }
 }

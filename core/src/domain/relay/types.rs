@@ -229,16 +229,160 @@ impl TryFrom<String> for SourceUrl {
     }
 }
 
-/// A destination: RTMP or RTMPS only (seed: "전송 대상은 RTMP 프로토콜만 지원됩니다"), with a host.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// An RTMP(S) URL: a destination (seed: "전송 대상은 RTMP 프로토콜만 지원됩니다"), or an `rtmp://`
+/// source that the relay plays natively. The one parser of RTMP URLs: the API, the pushers and
+/// the native pull all use it, so whatever the API accepts a pusher can connect to.
+///
+/// Form: `rtmp[s]://host[:port]/app[/more]/stream[?query]`, no user info, a port in 1–65535
+/// (default 1935, or 443 for `rtmps`). The app is every path segment but the last; the stream
+/// key is the last segment plus the query string, which many CDNs use for authentication.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RtmpUrl(String);
-string_newtype!(RtmpUrl);
+pub struct RtmpUrl {
+    url: String,
+    host: String,
+    port: u16,
+    tls: bool,
+    app: String,
+    stream_key: String,
+}
 
 impl RtmpUrl {
-    /// `params forward is error` unless an `rtmp://` or `rtmps://` URL with a host.
+    /// `params forward is error` unless a usable `rtmp://` or `rtmps://` URL (see the type).
     pub fn parse(s: &str) -> Result<Self, RequestError> {
-        checked_url(s, &["rtmp", "rtmps"]).map(|_| Self(s.to_string())).ok_or(RequestError::BadForward)
+        Self::parse_parts(s).map_err(|_| RequestError::BadForward)
+    }
+
+    /// Like [`RtmpUrl::parse`], saying what is wrong: for workers that report a bad URL in a
+    /// callback message or a log line.
+    pub fn parse_parts(s: &str) -> Result<Self, &'static str> {
+        checked_url(s, &["rtmp", "rtmps"]).ok_or("not an rtmp:// or rtmps:// URL with a host")?;
+        let lower = s.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+        let (tls, rest) = if lower.starts_with("rtmp://") {
+            (false, &s[7..])
+        } else if lower.starts_with("rtmps://") {
+            (true, &s[8..])
+        } else {
+            return Err("scheme must be rtmp:// or rtmps://");
+        };
+        let default_port = if tls { 443 } else { 1935 };
+        let (authority, path) = rest.split_once('/').ok_or("missing app/stream")?;
+        if authority.contains('@') {
+            return Err("user info is not supported");
+        }
+        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+            let (h, after) = h.split_once(']').ok_or("unterminated IPv6 host")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => parse_port(p)?,
+                None if after.is_empty() => default_port,
+                None => return Err("invalid host"),
+            };
+            (h, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, parse_port(p)?),
+                None => (authority, default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err("missing host");
+        }
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let path = path.trim_end_matches('/');
+        let (app, stream) = path.rsplit_once('/').ok_or("missing stream key")?;
+        if app.is_empty() || stream.is_empty() || app.split('/').any(str::is_empty) {
+            return Err("missing app or stream key");
+        }
+        let stream_key = match query {
+            Some(q) if !q.is_empty() => format!("{stream}?{q}"),
+            _ => stream.to_string(),
+        };
+        Ok(Self { url: s.to_string(), host: host.to_ascii_lowercase(), port, tls, app: app.to_string(), stream_key })
+    }
+
+    /// The URL as sent (a destination's identity: stop requests match it exactly).
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// The host, lower-cased, without brackets for IPv6.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `rtmps`: RTMP inside TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The RTMP application.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The stream key, with the query string.
+    pub fn stream_key(&self) -> &str {
+        &self.stream_key
+    }
+
+    /// `host:port` for connecting (`[v6]:port` for IPv6).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The `tcUrl` of the RTMP `connect`: scheme, address and app.
+    pub fn tc_url(&self) -> String {
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        format!("{scheme}://{}/{}", self.addr(), self.app)
+    }
+
+    /// The URL without its stream key (which is a credential), for logs and messages.
+    pub fn redacted(&self) -> String {
+        format!("{}/***", self.tc_url())
+    }
+
+    /// Whether the host is internal (see [`host_is_internal`]), numeric forms such as `0` or
+    /// `0x7f.1` included.
+    pub fn is_internal(&self) -> bool {
+        host_is_internal(&self.host)
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, &'static str> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err("invalid port"),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// Shows the URL without its stream key.
+impl std::fmt::Debug for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtmpUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl From<RtmpUrl> for String {
+    fn from(v: RtmpUrl) -> Self {
+        v.url
     }
 }
 
@@ -787,11 +931,36 @@ mod tests {
     fn destinations_are_rtmp_only() {
         let d = RtmpUrl::parse("rtmp://127.0.0.1:1935/live/output1").unwrap();
         assert_eq!(d.host(), "127.0.0.1");
-        assert!(RtmpUrl::parse("rtmps://Push.Example.com/app/key?x=1").is_ok());
-        assert_eq!(RtmpUrl::parse("rtmps://Push.Example.com/app").unwrap().host(), "push.example.com");
-        for bad in ["http://h/x", "srt://h:1", "rtmp://", "file:///x", "rtmp://h/a b"] {
+        let d = RtmpUrl::parse("rtmps://Push.Example.com/app/key?x=1").unwrap();
+        assert_eq!((d.host(), d.port(), d.tls(), d.app(), d.stream_key()), ("push.example.com", 443, true, "app", "key?x=1"));
+        assert_eq!(d.tc_url(), "rtmps://push.example.com:443/app");
+        assert_eq!(d.redacted(), "rtmps://push.example.com:443/app/***");
+        assert!(!format!("{d:?}").contains("key?x=1"));
+        let d = RtmpUrl::parse("rtmp://h/app/inst/key/").unwrap();
+        assert_eq!((d.app(), d.stream_key(), d.port()), ("app/inst", "key", 1935));
+        let d = RtmpUrl::parse("rtmp://[::1]:1936/live/k").unwrap();
+        assert_eq!((d.host(), d.addr()), ("::1", "[::1]:1936".to_string()));
+        for bad in [
+            "http://h/x",
+            "srt://h:1",
+            "rtmp://",
+            "file:///x",
+            "rtmp://h/a b",
+            "rtmps://Push.Example.com/app",
+            "rtmp://host/app",
+            "rtmp://u:p@h/live/k",
+            "rtmp://h:0/live/k",
+            "rtmp://h:x/live/k",
+            "rtmp://h//k",
+            "rtmp://h/a//k",
+            "rtmp://h/live/",
+            "rtmp:///live/k",
+        ] {
             assert_eq!(RtmpUrl::parse(bad), Err(RequestError::BadForward), "{bad}");
         }
+        assert!(RtmpUrl::parse("rtmp://0/live/x").unwrap().is_internal());
+        assert!(RtmpUrl::parse("rtmp://0x7f.1:1935/live/x").unwrap().is_internal());
+        assert!(SourceUrl::parse("rtsp://2130706433/cam", TaskType::Live).unwrap().is_internal());
     }
 
     #[test]

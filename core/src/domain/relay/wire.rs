@@ -85,9 +85,9 @@ impl ForwardRequest {
     /// Every destination host of the request, for the account's host check.
     pub fn destination_hosts(&self) -> Vec<String> {
         match &self.command {
-            Command::CreateTasks(ts) => ts.iter().flat_map(|t| t.forwards.iter().map(RtmpUrl::host)).collect(),
+            Command::CreateTasks(ts) => ts.iter().flat_map(|t| t.forwards.iter().map(|u| u.host().to_string())).collect(),
             Command::ResumeTasks(ts) => {
-                ts.iter().flat_map(|t| t.forwards.iter().filter_map(|(_, r)| r.as_ref().map(RtmpUrl::host))).collect()
+                ts.iter().flat_map(|t| t.forwards.iter().filter_map(|(_, r)| r.as_ref().map(|u| u.host().to_string()))).collect()
             }
             _ => Vec::new(),
         }
