@@ -26,6 +26,7 @@ use crate::flv::{FlvItem, FlvParser, FlvTag};
 use crate::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
 use relaycast_core::domain::relay::types::RtmpUrl;
+use crate::egress::{EgressProxy, REFUSAL_MARK};
 use crate::rtmp_pull::RtmpPull;
 
 /// Default path of the system ffmpeg.
@@ -182,6 +183,12 @@ pub struct IngestSpec {
     /// names itself; the API checks the URL as written). The relay worker sets it from
     /// `allow_private_targets`. Default false.
     pub allow_private_targets: bool,
+    /// Why this source may not be opened, found before ffmpeg starts ([`crate::egress::pin`]):
+    /// starting it fails with this reason, so the session moves on to a backup. Default none.
+    pub refused: Option<String>,
+    /// The RTMP `tcUrl` ffmpeg sends when the URL was pinned to an address
+    /// ([`crate::egress::pin`]). Default none.
+    pub tc_url: Option<String>,
 }
 
 /// The container an ingest ffmpeg writes to its stdout.
@@ -214,6 +221,8 @@ impl IngestSpec {
             buffer: None,
             container: Container::Flv,
             allow_private_targets: false,
+            refused: None,
+            tc_url: None,
         }
     }
 
@@ -301,9 +310,9 @@ impl IngestSpec {
             })?;
         Ok(match scheme.as_str() {
             "rtmp" => "tcp,rtmp",
-            "rtmps" => "tcp,tls,rtmp,rtmps",
+            "rtmps" => "tcp,tls,httpproxy,rtmp,rtmps",
             "http" | "https" => "tcp,tls,http,https,hls,crypto,httpproxy",
-            "rtsp" => "tcp,udp,tls,rtp,rtsp,rtsps,srtp",
+            "rtsp" => "tcp,udp,tls,httpproxy,rtp,rtsp,rtsps,srtp",
             "srt" => "udp,srt",
             other => {
                 return Err(IngestError::InvalidSource {
@@ -361,6 +370,9 @@ impl IngestSpec {
         }
         if self.loop_input {
             a.extend(["-stream_loop".into(), "-1".into()]);
+        }
+        if let Some(tc_url) = &self.tc_url {
+            a.extend(["-rtmp_tcurl".into(), tc_url.clone()]);
         }
         a.extend(["-i".into(), self.url.clone()]);
         // First video and first audio only: FLV carries one of each.
@@ -441,13 +453,25 @@ impl Ingest {
     /// otherwise. Must be called within a tokio runtime.
     #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
+        if let Some(reason) = &spec.refused {
+            return Err(IngestError::InvalidSource { url: spec.redacted_url(), reason: reason.clone() });
+        }
         let pacer = spec.buffer.filter(|b| !b.is_zero()).map(Pacer::new);
         let backend = match spec.native_rtmp_url() {
             Some(url) => {
                 tracing::debug!("native RTMP ingest");
                 Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout, spec.allow_private_targets))
             }
-            None => return Ok(Ingest { pacer, ..Ingest::start_trusted(&spec.ffmpeg_path, &spec.args()?, spec.container)? }),
+            None => {
+                // Whatever ffmpeg opens over HTTP or TLS goes through the guarded proxy.
+                let proxy = EgressProxy::shared(spec.allow_private_targets)
+                    .map_err(|source| IngestError::Spawn { path: spec.ffmpeg_path.clone(), source })?;
+                let mut ffmpeg = FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?, Some(&proxy.url()))?;
+                if spec.container == Container::MpegTs {
+                    ffmpeg.demux = Demux::Ts(TsToFlv::new());
+                }
+                Backend::Ffmpeg(Box::new(ffmpeg))
+            }
         };
         Ok(Ingest { backend, pacer })
     }
@@ -460,7 +484,7 @@ impl Ingest {
         args: &[String],
         container: Container,
     ) -> Result<Ingest, IngestError> {
-        let mut ffmpeg = FfmpegIngest::spawn(ffmpeg_path, args)?;
+        let mut ffmpeg = FfmpegIngest::spawn(ffmpeg_path, args, None)?;
         if container == Container::MpegTs {
             ffmpeg.demux = Demux::Ts(TsToFlv::new());
         }
@@ -652,7 +676,8 @@ struct FfmpegIngest {
 }
 
 impl FfmpegIngest {
-    fn spawn(ffmpeg_path: &std::path::Path, args: &[String]) -> Result<FfmpegIngest, IngestError> {
+    /// Spawns ffmpeg with `args`; with `http_proxy` set to `proxy` (and no `no_proxy`) when given.
+    fn spawn(ffmpeg_path: &std::path::Path, args: &[String], proxy: Option<&str>) -> Result<FfmpegIngest, IngestError> {
         let spawn_err = |source| IngestError::Spawn {
             path: ffmpeg_path.to_path_buf(),
             source,
@@ -660,6 +685,13 @@ impl FfmpegIngest {
         let mut cmd = FfmpegCommand::new_with_path(ffmpeg_path);
         cmd.args(args);
         cmd.pipe_stdout();
+        if let Some(proxy) = proxy {
+            let inner = cmd.as_inner_mut();
+            for var in ["no_proxy", "NO_PROXY", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"] {
+                inner.env_remove(var);
+            }
+            inner.env("http_proxy", proxy);
+        }
         crate::process::own_process_group(cmd.as_inner_mut());
         crate::process::die_with_parent(cmd.as_inner_mut());
         let mut child = cmd.spawn().map_err(spawn_err)?;
@@ -687,6 +719,8 @@ impl FfmpegIngest {
             .spawn(move || {
                 let mut parser = FfmpegLogParser::new(stderr);
                 let mut last_error = String::new();
+                // A refusal of the egress guard is the reason, whatever ffmpeg says after it.
+                let mut refusal: Option<String> = None;
                 loop {
                     match parser.parse_next_event() {
                         Ok(FfmpegEvent::LogEOF) => break,
@@ -705,6 +739,9 @@ impl FfmpegIngest {
                             FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, msg)
                             | FfmpegEvent::Error(msg),
                         ) => last_error = msg,
+                        Ok(FfmpegEvent::Log(_, msg)) if refusal.is_none() && msg.contains(REFUSAL_MARK) => {
+                            refusal = msg.find(REFUSAL_MARK).map(|i| msg[i..].trim().to_string());
+                        }
                         Ok(_) => {}
                         // A read error ends stderr; a line the parser does not understand is
                         // skipped (stopping here would leave ffmpeg blocked on a full pipe).
@@ -718,6 +755,7 @@ impl FfmpegIngest {
                     Ok(s) => (s.success(), s.to_string()),
                     Err(e) => (false, e.to_string()),
                 };
+                let last_error = refusal.unwrap_or(last_error);
                 let _ = tx.blocking_send(StderrEvent::Exited { success, status, last_error });
             });
         if let Err(e) = thread {
@@ -959,6 +997,7 @@ mod tests {
     async fn unreachable_source_exits_with_a_reason() {
         let port = crate::test_util::closed_port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/none"));
+        spec.allow_private_targets = true;
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(1);
         if !spec.ffmpeg_path.exists() {
@@ -986,6 +1025,7 @@ mod tests {
     #[tokio::test]
     async fn missing_binary_is_our_error() {
         let mut spec = IngestSpec::live("rtmp://127.0.0.1/live/x");
+        spec.allow_private_targets = true;
         spec.native_rtmp = false;
         spec.ffmpeg_path = "/nonexistent/ffmpeg".into();
         match Ingest::start(&spec) {
@@ -1001,6 +1041,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
+        spec.allow_private_targets = true;
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(60);
         if !spec.ffmpeg_path.exists() {

@@ -6,12 +6,14 @@
 //! destination publishes them. [`session`] ties these together for one relay task.
 //! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments;
 //! [`playout`] maps a relay task's playlist settings onto a session.
-//! [`process`] holds the process-group handling shared by everything that runs a child.
+//! [`process`] holds the process-group handling shared by everything that runs a child;
+//! [`egress`] guards where an ingest ffmpeg may connect (a checking proxy, pinned addresses).
 //!
 //! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` and
 //! `tests/playout_e2e.rs` run a private nginx-rtmp (`tests/support`) with ffmpeg publishers
 //! and ffprobe players, and skip with a message when the nginx RTMP module is not installed.
 
+pub mod egress;
 pub mod flv;
 pub mod ingest;
 pub mod mpegts;

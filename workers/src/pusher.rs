@@ -846,6 +846,7 @@ mod tests {
         let config = PusherConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
+            allow_private_targets: true,
             ..PusherConfig::default()
         };
         let p = Pusher::spawn(url, Splicer::default(), config, Some(tx));
@@ -883,6 +884,7 @@ mod tests {
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/x")).expect("url");
         let config = PusherConfig {
             backoff_initial: Duration::from_secs(3600),
+            allow_private_targets: true,
             ..PusherConfig::default()
         };
         let p = Pusher::spawn(url, Splicer::default(), config, None);
@@ -1008,6 +1010,7 @@ mod tests {
             write_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
+            allow_private_targets: true,
             ..PusherConfig::default()
         };
         let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/stall")).expect("url");

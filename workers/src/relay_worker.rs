@@ -424,6 +424,9 @@ impl TaskRunner {
             })
             .collect::<Result<_, String>>()?;
         playout::apply_sources(&mut sources, task);
+        for spec in &mut sources {
+            crate::egress::pin(spec).await;
+        }
         Ok(sources)
     }
 
@@ -439,7 +442,7 @@ impl TaskRunner {
         let mut spec = SessionSpec::new(sources, destinations);
         playout::apply_task(&mut spec, task);
         spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
-        spec.pusher.allow_private_targets = settings.allow_private_targets;
+        spec.allow_private_targets = settings.allow_private_targets;
         spec.standby_failover_after =
             Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time

@@ -283,6 +283,10 @@ pub struct SessionSpec {
     pub switch_back_after: Option<Duration>,
     /// Where [`PlayoutEvent`]s go. Default `None`.
     pub playout_events: Option<mpsc::UnboundedSender<PlayoutEvent>>,
+    /// Let every source and destination of the session (replacements included) reach
+    /// addresses inside the operator's network: the operator's `allow_private_targets`.
+    /// Default false.
+    pub allow_private_targets: bool,
 }
 
 impl SessionSpec {
@@ -304,7 +308,14 @@ impl SessionSpec {
             slate: Some(SlateConfig::default()),
             switch_back_after: None,
             playout_events: None,
+            allow_private_targets: false,
         }
+    }
+
+    /// [`SessionSpec::new`] with private targets allowed: for tests and benchmarks whose
+    /// sources and destinations run on 127.0.0.1.
+    pub fn on_loopback(sources: Vec<IngestSpec>, destinations: Vec<String>) -> Self {
+        SessionSpec { allow_private_targets: true, ..SessionSpec::new(sources, destinations) }
     }
 }
 
@@ -431,6 +442,7 @@ pub struct RelaySession {
     shared: Arc<Shared>,
     splicer: Splicer,
     pusher_config: PusherConfig,
+    allow_private_targets: bool,
     pusher_events: mpsc::UnboundedSender<PusherEvent>,
     supervisor: Option<JoinHandle<()>>,
 }
@@ -439,10 +451,14 @@ impl RelaySession {
     /// Validates `spec`, starts the pushers and the first source. Must be called inside a
     /// Tokio runtime.
     pub fn start(
-        spec: SessionSpec,
+        mut spec: SessionSpec,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<RelaySession, SessionError> {
         validate_sources(&spec.sources)?;
+        spec.pusher.allow_private_targets = spec.allow_private_targets;
+        for s in &mut spec.sources {
+            s.allow_private_targets = spec.allow_private_targets;
+        }
         let mut urls = Vec::new();
         for d in &spec.destinations {
             let u = destination(d)?;
@@ -507,6 +523,7 @@ impl RelaySession {
 
         let (orders, order_rx) = mpsc::channel(8);
         let pusher_config = spec.pusher.clone();
+        let allow_private_targets = spec.allow_private_targets;
         let deadline = live_deadline(&spec.sources);
         let supervisor = Supervisor {
             spec,
@@ -524,6 +541,7 @@ impl RelaySession {
             shared,
             splicer,
             pusher_config,
+            allow_private_targets,
             pusher_events,
             supervisor: Some(supervisor),
         })
@@ -598,12 +616,15 @@ impl RelaySession {
     /// way the pass count starts over (the seed: the current item is not counted).
     pub async fn replace_playlist(
         &self,
-        sources: Vec<IngestSpec>,
+        mut sources: Vec<IngestSpec>,
         loops: Option<Loops>,
         start_index: Option<usize>,
         when: ApplyAt,
     ) -> Result<(), SessionError> {
         validate_sources(&sources)?;
+        for s in &mut sources {
+            s.allow_private_targets = self.allow_private_targets;
+        }
         let r = Replacement {
             sources,
             loops,
@@ -980,6 +1001,8 @@ impl Supervisor {
         let mut adopted: Option<Candidate> = None;
         // Sources that failed in a row without ever producing a tag.
         let mut dead_in_a_row = 0usize;
+        // Of those, the ones the egress guard refused: retrying them cannot help.
+        let mut refused_in_a_row = 0usize;
         // Playlist items that failed in a row without producing a tag.
         let mut items_failed = 0usize;
         let finish = loop {
@@ -1038,10 +1061,12 @@ impl Supervisor {
                 }
                 Outcome::Adopt(c) => {
                     dead_in_a_row = 0;
+                    refused_in_a_row = 0;
                     adopted = Some(c);
                 }
                 Outcome::Replace(r) => {
                     dead_in_a_row = 0;
+                    refused_in_a_row = 0;
                     items_failed = 0;
                     index = self.apply_replacement(r);
                 }
@@ -1087,14 +1112,20 @@ impl Supervisor {
                     let reason = redact_reason(&reason, &self.spec.sources[index]);
                     tracing::warn!(index, %reason, "source failed");
                     metrics::counter!("relaycast_relay_source_failures_total").increment(1);
-                    self.emit(SessionEvent::SourceFailed { index, reason });
+                    self.emit(SessionEvent::SourceFailed { index, reason: reason.clone() });
                     if let Some(c) = next {
                         dead_in_a_row = 0;
                         adopted = Some(c);
                         continue;
                     }
                     dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
+                    refused_in_a_row = if !produced && crate::egress::is_refusal(&reason) { refused_in_a_row + 1 } else { 0 };
                     index = (index + 1) % n;
+                    if refused_in_a_row >= n {
+                        let reason = format!("every source was refused; {reason}");
+                        self.playout(PlayoutEvent::SourcesExhausted { reason: reason.clone() });
+                        break (FinishCause::SourcesExhausted, reason);
+                    }
                     if dead_in_a_row < n {
                         continue;
                     }

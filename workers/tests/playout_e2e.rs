@@ -161,7 +161,7 @@ async fn replace_live_source_keeps_the_destination_connection() {
     let dest = nginx.url("r1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(vec![IngestSpec::live(nginx.url("old"))], vec![dest.clone()]);
+    let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("old"))], vec![dest.clone()]);
     spec.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let player = support::Player::start(&dest);
@@ -237,7 +237,7 @@ async fn vod_playlist_loops_trims_and_finishes() {
     b.window = Some(TimeWindow::parse("1-2").expect("window"));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![
             IngestSpec::vod(http.url("a.mp4")),
             b,
@@ -319,7 +319,7 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
     let nginx = Nginx::start();
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![
             IngestSpec::vod(http.url("a.mp4")),
             IngestSpec::vod(http.url("missing.mp4")),
@@ -430,7 +430,7 @@ async fn slate_holds_the_destination_until_the_source_returns() {
     let dest = nginx.url("s1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], vec![dest.clone()]);
+    let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], vec![dest.clone()]);
     spec.stall_timeout = Duration::from_millis(1500);
     spec.retry_delay = Duration::from_millis(500);
     spec.slate = Some(SlateConfig {
@@ -526,7 +526,7 @@ async fn live_window_and_slate_timeout_end_the_session() {
     src.window = Some(TimeWindow::parse("0-3").expect("window"));
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(vec![src], vec![nginx.url("w1")]);
+    let mut spec = SessionSpec::on_loopback(vec![src], vec![nginx.url("w1")]);
     spec.playout_events = Some(ptx);
     let t = Instant::now();
     let windowed = RelaySession::start(spec, tx).expect("session starts");
@@ -564,7 +564,7 @@ async fn live_window_and_slate_timeout_end_the_session() {
     assert!(ok, "cannot write the slate image");
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![IngestSpec::live(nginx.url("src"))],
         vec![nginx.url("w2")],
     );
@@ -634,7 +634,7 @@ async fn switches_back_to_the_primary_once_it_is_healthy() {
         .expect("backup");
     let dest = nginx.url("sb");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![
             IngestSpec::live(nginx.url("primary")),
             IngestSpec::live(nginx.url("backup")),
@@ -687,7 +687,7 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
     let item = |n: &str| IngestSpec::local_file(files.path().join(n).display().to_string());
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
+    let mut spec = SessionSpec::on_loopback(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
     spec.loops = Loops::Count(2);
     spec.start_index = 1;
     spec.playout_events = Some(ptx);
@@ -725,7 +725,7 @@ async fn set_loops_counts_the_current_pass() {
     let item = IngestSpec::local_file(files.path().join("a.mp4").display().to_string());
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::new(vec![item], vec![]);
+    let mut spec = SessionSpec::on_loopback(vec![item], vec![]);
     spec.loops = Loops::Infinite;
     spec.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");

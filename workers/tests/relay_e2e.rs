@@ -69,7 +69,7 @@ async fn relays_one_source_to_three_destinations() {
     let dests: Vec<String> = ["a1", "a2", "a3"].iter().map(|n| nginx.url(n)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
+        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
         tx,
     )
     .expect("session starts");
@@ -147,7 +147,7 @@ async fn stopping_one_destination_leaves_the_others_alone() {
     let dests: Vec<String> = ["b1", "b2", "b3"].iter().map(|n| nginx.url(n)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
+        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], dests.clone()),
         tx,
     )
     .expect("session starts");
@@ -220,7 +220,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     let dests: Vec<String> = ["c1", "c2"].iter().map(|n| nginx.url(n)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(
+        SessionSpec::on_loopback(
             vec![
                 IngestSpec::live(nginx.url("primary")),
                 IngestSpec::live(nginx.url("backup")),
@@ -397,7 +397,7 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     }
     let dest = nginx.url("q1");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let spec = SessionSpec::new(
+    let spec = SessionSpec::on_loopback(
         vec![IngestSpec::live(nginx.url("quiet")), IngestSpec::live(nginx.url("spare"))],
         vec![dest.clone()],
     );
@@ -466,7 +466,7 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
     let good = nginx.url("d1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(
+        SessionSpec::on_loopback(
             vec![IngestSpec::live(nginx.url("src"))],
             vec![good.clone(), closed.clone()],
         ),
@@ -536,7 +536,7 @@ async fn destination_restart_reconnects_with_backoff() {
     let steady = nginx.url("e2");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(
+        SessionSpec::on_loopback(
             vec![IngestSpec::live(nginx.url("src"))],
             vec![flaky.clone(), steady.clone()],
         ),
@@ -656,7 +656,7 @@ async fn measure_ten_destinations() {
     let dests: Vec<String> = names.iter().map(|n| nginx.url(n)).collect();
     let (tx, _rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::new(vec![IngestSpec::live(nginx.url("src"))], dests),
+        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], dests),
         tx,
     )
     .expect("session starts");
@@ -731,7 +731,7 @@ async fn vod_items_play_back_to_back_on_one_connection() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let session = RelaySession::start(
-        SessionSpec::new(
+        SessionSpec::on_loopback(
             vec![
                 IngestSpec::local_file(first),
                 IngestSpec::local_file(second),
@@ -849,7 +849,7 @@ async fn rtmps_destination_with_a_private_ca() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let secure = format!("rtmps://127.0.0.1:{}/live/g1", front.port);
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![IngestSpec::live(nginx.url("src"))],
         vec![secure.clone(), nginx.url("g2")],
     );
@@ -867,7 +867,7 @@ async fn rtmps_destination_with_a_private_ca() {
     assert!(st.destinations.iter().all(|d| d.reconnects == 0));
 
     // The same destination without trusting the private CA is refused as a destination error.
-    let mut spec = SessionSpec::new(
+    let mut spec = SessionSpec::on_loopback(
         vec![IngestSpec::live(nginx.url("src"))],
         vec![format!("rtmps://127.0.0.1:{}/live/g3", front.port)],
     );
@@ -908,7 +908,9 @@ async fn rtmps_destination_with_a_private_ca() {
 /// Drains an ingest: (video frames, whether it exited successfully).
 async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String) {
     use relaycast_workers::ingest::{Ingest, IngestEvent};
-    let mut ingest = Ingest::start(spec).expect("ingest starts");
+    // The test's HTTP server is on 127.0.0.1.
+    let spec = IngestSpec { allow_private_targets: true, ..spec.clone() };
+    let mut ingest = Ingest::start(&spec).expect("ingest starts");
     let mut frames = 0;
     let outcome = tokio::time::timeout(within, async {
         while let Some(ev) = ingest.next().await {

@@ -212,7 +212,7 @@ async fn transcodes_with_a_watermark_and_costs_what_plain_ffmpeg_costs() {
 
     let dest = nginx.url("t1");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(SessionSpec::new(vec![ingest], vec![dest.clone()]), tx).expect("session");
+    let session = RelaySession::start(SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]), tx).expect("session");
     let Some((probe, took)) = support::wait_playable(&dest, Duration::from_secs(20)) else {
         while let Ok(e) = rx.try_recv() {
             eprintln!("session event: {e:?}");
@@ -306,7 +306,7 @@ async fn mp3_audio_and_a_gop_by_time() {
     transcode::apply(&mut ingest, &fops, &source, &Watermarks::default()).expect("apply");
     let dest = nginx.url("mp3");
     let (tx, _rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(SessionSpec::new(vec![ingest], vec![dest.clone()]), tx).expect("session");
+    let session = RelaySession::start(SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]), tx).expect("session");
     let (probe, took) = support::wait_playable(&dest, Duration::from_secs(20)).expect("destination playable");
     eprintln!("mp3 variant: {probe:?} playable after {took:?}");
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
