@@ -957,14 +957,11 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_source_exits_with_a_reason() {
+        crate::require_peers!(Ffmpeg);
         let port = crate::test_util::closed_port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/none"));
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(1);
-        if !spec.ffmpeg_path.exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
         let mut ingest = Ingest::start(&spec).expect("start");
         let ev = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -998,15 +995,12 @@ mod tests {
     /// stop must not wait for that, and must leave no process behind.
     #[tokio::test]
     async fn stop_ends_a_hanging_ffmpeg_and_reaps_it() {
+        crate::require_peers!(Ffmpeg);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(60);
-        if !spec.ffmpeg_path.exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
         let ingest = Ingest::start(&spec).expect("start");
         let pid = ingest.pid().expect("pid");
         tokio::time::sleep(Duration::from_millis(300)).await;

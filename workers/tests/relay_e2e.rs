@@ -1,5 +1,5 @@
 //! End-to-end relay tests on a private nginx-rtmp with real ffmpeg publishers, ingest and
-//! ffprobe players. They run one at a time (a shared lock): each publisher encodes 720p
+//! ffprobe players. They run one at a time (`support::heavy`): each publisher encodes 720p
 //! x264 and the machine is small, so parallel runs would only measure CPU contention.
 
 mod support;
@@ -12,10 +12,6 @@ use relaycast_workers::pusher::PusherState;
 use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
 use tokio::sync::mpsc;
-
-/// Serialises the tests of this file (each has its own runtime; a Tokio mutex works across
-/// runtimes and does not poison when a test fails).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -58,8 +54,7 @@ fn assert_no_leftovers() {
 /// playable with the source's codecs and size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -137,8 +132,7 @@ async fn relays_one_source_to_three_destinations() {
 /// (b) Stopping one of three destinations leaves the other two on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -206,8 +200,7 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 /// name, another resolution) without reconnecting any destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -387,8 +380,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 /// same destination connection, and the destination's player sees no step back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let primary = Publisher::start(&nginx.url("quiet"));
     let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
@@ -455,8 +447,7 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
 /// reachable one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -523,8 +514,7 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
 /// its first connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_restart_reconnects_with_backoff() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -627,8 +617,7 @@ fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String 
 /// nginx received is checked from its own recording (`record all`), which is then decoded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_items_play_back_to_back_on_one_connection() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let files = tempfile::tempdir().expect("temp dir");
     let first = vod_file(files.path(), "one.flv", "640x360", 3);
     let second = vod_file(files.path(), "two.flv", "320x240", 2);
@@ -728,12 +717,8 @@ async fn vod_items_play_back_to_back_on_one_connection() {
 /// nginx-rtmp, next to a plain one; both playable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_destination_with_a_private_ca() {
-    require_nginx_rtmp!();
-    let Some(certs) = support::test_certs() else {
-        eprintln!("SKIPPED: openssl not installed");
-        return;
-    };
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else { return };
+    let certs = support::test_certs();
     let nginx = Nginx::start();
     let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
     let _publisher = Publisher::start(&nginx.url("src"));
@@ -835,7 +820,7 @@ async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String
 /// file is refused by the protocol allow-list: nothing of the file reaches the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
-    require_nginx_rtmp!();
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])

@@ -19,9 +19,6 @@ use support::{Nginx, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// Serialises the tests of this file: each encodes video on a small machine.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Serves `body` at every path; counts requests.
 async fn serve_png(body: Vec<u8>) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -85,18 +82,17 @@ fn keyframe_times(url: &str, secs: u32) -> Vec<f64> {
         .collect()
 }
 
-/// Mean RGB of a `w`x`h` box at (`x`,`y`) of one decoded frame of `url`.
-fn mean_rgb(url: &str, x: u32, y: u32, w: u32, h: u32) -> Option<[f64; 3]> {
+/// Mean RGB of a `w`x`h` box at (`x`,`y`) of one decoded frame of `url`; panics with ffmpeg's
+/// error output when it cannot decode one.
+fn mean_rgb(url: &str, x: u32, y: u32, w: u32, h: u32) -> [f64; 3] {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i", url])
         .args(["-frames:v", "1", "-vf", &format!("crop={w}:{h}:{x}:{y}"), "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
         .stdin(Stdio::null())
         .output()
-        .ok()?;
+        .expect("run ffmpeg");
     let px = out.stdout;
-    if px.len() != (w * h * 3) as usize {
-        return None;
-    }
+    assert_eq!(px.len(), (w * h * 3) as usize, "no frame of {url} ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     let mut sum = [0f64; 3];
     for c in px.chunks_exact(3) {
         for i in 0..3 {
@@ -104,7 +100,7 @@ fn mean_rgb(url: &str, x: u32, y: u32, w: u32, h: u32) -> Option<[f64; 3]> {
         }
     }
     let n = f64::from(w * h);
-    Some([sum[0] / n, sum[1] / n, sum[2] / n])
+    [sum[0] / n, sum[1] / n, sum[2] / n]
 }
 
 fn assert_no_leftovers() {
@@ -123,8 +119,7 @@ fn assert_no_leftovers() {
 /// all, and the watermark files live exactly as long as the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcodes_with_a_watermark() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     let (port, hits, server) = serve_png(make_png(tmp.path())).await;
     let nginx = Nginx::start();
@@ -170,7 +165,7 @@ async fn transcodes_with_a_watermark() {
     assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
 
     // The red 96x48 watermark at bottom-right with a 10 px margin; the pattern elsewhere.
-    let inside = mean_rgb(&dest, 640 - 96 - 10 + 8, 360 - 48 - 10 + 8, 80, 32).expect("frame");
+    let inside = mean_rgb(&dest, 640 - 96 - 10 + 8, 360 - 48 - 10 + 8, 80, 32);
     eprintln!("watermark box mean RGB {inside:?}");
     assert!(inside[0] > 180.0 && inside[1] < 80.0 && inside[2] < 80.0, "watermark not there: {inside:?}");
 
@@ -194,8 +189,7 @@ async fn transcodes_with_a_watermark() {
 /// time expression alone. `libvorbis` (no FLV/RTMP form) is refused before ffmpeg starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_and_a_gop_by_time() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else { return };
     let source = Source::new(SourceUrl::parse("rtmp://127.0.0.1/live/x", TaskType::Live).expect("src"));
     let vorbis = Fops { acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libvorbis), ..Fops::default() };
     let mut spec = IngestSpec::live(source.url.as_str());
