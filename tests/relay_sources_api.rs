@@ -498,17 +498,25 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     })
     .await;
     eprintln!("libx265: create to the first HEVC frame at the destination {first:?}");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = destination.tags().iter().filter(|t| t.is_video_frame()).count();
-    assert!(before >= 100, "{before} video frames in 5 s");
+    // Four seconds of the source's frames keep coming (a deadline, not a pace: x265 on a busy
+    // 2-core machine may run a little behind real time).
+    let frames = || destination.tags().iter().filter(|t| t.is_video_frame()).count();
+    let flowing = Instant::now();
+    let before = eventually("100 HEVC frames from the source", Duration::from_secs(30), || async {
+        let n = frames();
+        (n >= 100).then_some(n)
+    })
+    .await;
+    eprintln!("libx265: {before} frames {:?} after the first", flowing.elapsed());
     // The source dies: after the stall timeout the slate keeps the destination fed, in HEVC
-    // too, on the same connection.
+    // too, on the same connection: three more seconds of frames.
     camera.kill();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let killed = Instant::now();
+    eventually("75 HEVC frames of the slate", Duration::from_secs(30), || async { (frames() >= before + 75).then_some(()) }).await;
+    eprintln!("libx265: the slate's 75 frames {:?} after the source died", killed.elapsed());
     let tags = destination.tags();
     let video: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
     eprintln!("libx265: {before} frames from the source, {} in all with the slate", video.len());
-    assert!(video.len() >= before + 75, "the slate did not follow: {} frames after {before}", video.len());
     assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
     assert!(tags.iter().any(|t| t.is_video_sequence_header()), "no HEVC sequence start");
     assert!(tags.iter().any(|t| t.is_audio_sequence_header()), "no AAC header");

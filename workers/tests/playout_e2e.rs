@@ -560,9 +560,13 @@ async fn live_window_and_slate_timeout_end_the_session() {
         vec![IngestSpec::live(nginx.url("src"))],
         vec![nginx.url("w2")],
     );
-    spec.stall_timeout = Duration::from_millis(1500);
+    // The slate runs long enough for a player to connect to it on a loaded machine; the
+    // limits below follow from these two settings.
+    let stall = Duration::from_millis(1500);
+    let slate_timeout = Duration::from_secs(12);
+    spec.stall_timeout = stall;
     spec.slate = Some(SlateConfig {
-        timeout: Duration::from_secs(5),
+        timeout: slate_timeout,
         image: Some(image),
         ..SlateConfig::default()
     });
@@ -573,16 +577,16 @@ async fn live_window_and_slate_timeout_end_the_session() {
     let killed = Instant::now();
     let mut playout = Vec::new();
     assert!(
-        wait_playout(&mut prx, &mut playout, Duration::from_secs(5), |e| {
+        wait_playout(&mut prx, &mut playout, stall + Duration::from_secs(5), |e| {
             *e == PlayoutEvent::SlateStarted
         })
         .await
     );
     // The image, scaled to the stream's size, is what a player gets now.
-    let (p, _) = support::wait_playable(&nginx.url("w2"), Duration::from_secs(4))
+    let (p, _) = support::wait_playable(&nginx.url("w2"), slate_timeout - Duration::from_secs(2))
         .expect("image slate playable");
     assert_eq!((p.width, p.height), (320, 240));
-    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(10), |e| {
+    let done = wait_playout(&mut prx, &mut playout, slate_timeout + Duration::from_secs(10), |e| {
         matches!(e, PlayoutEvent::Finished { .. })
     })
     .await;
@@ -603,7 +607,9 @@ async fn live_window_and_slate_timeout_end_the_session() {
             ..
         }
     ));
-    assert!(took < Duration::from_secs(9), "{took:?}");
+    // The slate ran its time after the stall was seen, and not much more.
+    assert!(took >= slate_timeout, "{took:?}");
+    assert!(took < stall + slate_timeout + Duration::from_secs(4), "{took:?}");
     drop(publisher);
     drop(nginx);
     assert_no_leftovers();
