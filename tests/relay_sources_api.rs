@@ -1,9 +1,9 @@
 //! Source kinds through the whole product: tasks created through the control API of a running
 //! `relaycast up` pull a live HLS playlist, send `pullStreamHeaders` on the HTTP request, fall
-//! back to a looping backup file, and leave no ingest ffmpeg behind when the process is
-//! SIGKILLed. Everything runs on 127.0.0.1 against a private nginx-rtmp (apps `live` and
-//! `hls`), checked with ffprobe and nginx-rtmp's stat page. The tests run one at a time
-//! (`media::heavy`).
+//! back to a looping backup file, pull an RTSP camera (GStreamer's RTSP server), and leave no
+//! ingest ffmpeg behind when the process is SIGKILLed. Everything runs on 127.0.0.1 against a
+//! private nginx-rtmp (apps `live` and `hls`), checked with ffprobe and nginx-rtmp's stat page.
+//! The tests run one at a time (`media::heavy`).
 
 mod support;
 #[path = "../workers/tests/support/mod.rs"]
@@ -609,4 +609,80 @@ async fn a_live_http_flv_source_is_relayed() {
     assert_eq!((probe.width, probe.height), (480, 270));
     let (client, _) = publisher(&nginx, "fromflv").expect("publishing");
     assert_still_publishing(&nginx, "fromflv", client.id, Duration::from_secs(4)).await;
+}
+
+/// An RTSP source, as an IP camera serves one (GStreamer's RTSP server on 127.0.0.1: a 640x360
+/// H.264 test pattern with AAC), pulled by two tasks created through the API at once: one
+/// relays it as is, one transcodes it (`fops.vcodec = libx264`, 320x180). Both destinations
+/// play what they should and keep publishing on their connection; each task pulls the camera
+/// with its own ffmpeg, a child of relaycast, and stopping the tasks lets go of the camera.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_source_is_relayed_as_is_and_transcoded() {
+    let Some(_heavy) = media::heavy(&[media::Peer::GstRtspServer]).await else { return };
+    let camera = media::RtspServer::start("cam", 640, 360);
+    let src = camera.url();
+    let nginx = media::Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let relaycast = start_relaycast(&dir);
+    let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
+    let receiver = CallbackReceiver::start().await;
+
+    let (copy_out, x264_out) = (nginx.url("rtspcopy"), nginx.url("rtspx264"));
+    let copy = create_body("live", "rtspcopy", vec![json!({ "url": src })], &[&copy_out], &receiver.url);
+    let mut x264 = create_body("live", "rtspx264", vec![json!({ "url": src })], &[&x264_out], &receiver.url);
+    x264["list"][0]["fops"] = json!({ "vcodec": "libx264", "res": "320x180", "fps": "25", "bps": "400000", "forced_gopInterval": "1000" });
+    let created = Instant::now();
+    for body in [&copy, &x264] {
+        let (status, reply) = api.forward(body).await;
+        assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    }
+
+    let (probe, _) = probe_until(&copy_out, Duration::from_secs(30), |_| true)
+        .await
+        .unwrap_or_else(|last| {
+            let calls = receiver.bodies_for("rtspcopy");
+            panic!("the copy relay never played (last probe {last:?}); callbacks {calls:?}; RTSP server log:\n{}", camera.log())
+        });
+    eprintln!("RTSP copy: create to playable {:?}: {probe:?}", created.elapsed());
+    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    assert_eq!((probe.width, probe.height), (640, 360));
+    assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
+
+    let (probe, _) = probe_until(&x264_out, Duration::from_secs(30), |p| (p.width, p.height) == (320, 180))
+        .await
+        .unwrap_or_else(|last| panic!("the transcode never played 320x180 (last probe {last:?}); RTSP server log:\n{}", camera.log()));
+    eprintln!("RTSP transcode: create to playable {:?}: {probe:?}", created.elapsed());
+    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
+
+    // RTSP needs an ffmpeg ingest: one per task, children of relaycast, on the camera's URL.
+    let ingests: Vec<_> = media::processes_with_arg(&src).into_iter().filter(|&(_, ppid)| ppid == relaycast.child.id()).collect();
+    assert_eq!(ingests.len(), 2, "one ffmpeg child of relaycast per task should pull {src}: {ingests:?}");
+
+    for name in ["rtspcopy", "rtspx264"] {
+        let (client, _) = publisher(&nginx, name).unwrap_or_else(|| panic!("{name} not publishing"));
+        assert_still_publishing(&nginx, name, client.id, Duration::from_secs(4)).await;
+    }
+    eventually("callback 0 for both tasks", Duration::from_secs(10), || async {
+        let mut all = true;
+        for id in ["rtspcopy", "rtspx264"] {
+            all &= codes(&receiver, id).await.contains(&"0".to_string());
+        }
+        all.then_some(())
+    })
+    .await;
+    for id in ["rtspcopy", "rtspx264"] {
+        let bad: Vec<_> = receiver.bodies_for(id).into_iter().filter(|b| b["code"] != "0").collect();
+        assert!(bad.is_empty(), "{id}: unexpected callbacks while the camera is up: {bad:?}");
+    }
+
+    for id in ["rtspcopy", "rtspx264"] {
+        let stop = json!({ "cmd": "2", "type": "live", "list": [{ "id": id }] });
+        assert_eq!(api.forward(&stop).await.0, 200);
+    }
+    eventually("the camera let go and both destinations released", Duration::from_secs(15), || async {
+        let released = ["rtspcopy", "rtspx264"].iter().all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none()));
+        (released && media::processes_with_arg(&src).is_empty()).then_some(())
+    })
+    .await;
 }

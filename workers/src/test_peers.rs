@@ -1,5 +1,5 @@
 //! The guard every test that needs an outside program (a *peer*: ffmpeg, nginx-rtmp, openssl,
-//! procps, cfn-lint) goes through: the workers' unit tests,
+//! procps, the GStreamer RTSP server, cfn-lint) goes through: the workers' unit tests,
 //! `workers/tests/*` and the root `tests/*` all call [`require`] (or
 //! [`crate::require_peers!`]) and, for the tests that run a whole media chain, [`heavy`].
 //!
@@ -26,6 +26,14 @@ pub const OPT_OUT: &str = "RELAYCAST_SKIP_MEDIA_TESTS";
 /// Where Debian's libnginx-mod-rtmp installs the module.
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
+/// The interpreter `python3-gi` is installed for: Debian's own, not whatever `python3` is first
+/// on `PATH` (a pyenv shim, a virtualenv).
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// The RTSP test server (`tests/peers/rtsp_server.py` of the workspace).
+pub const RTSP_SERVER_SCRIPT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers/rtsp_server.py");
+
 /// An outside program some tests need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Peer {
@@ -38,6 +46,9 @@ pub enum Peer {
     Openssl,
     /// procps' `pgrep` and `ps` (child process checks).
     Procps,
+    /// GStreamer's RTSP server for [`SYSTEM_PYTHON`], with the elements the test stream uses
+    /// (what `rtsp_server.py --check` checks).
+    GstRtspServer,
     /// `cfn-lint` on `PATH`.
     CfnLint,
 }
@@ -45,9 +56,9 @@ pub enum Peer {
 impl Peer {
     /// What is missing, or `None` when the peer can run here. Checked once per process.
     pub fn missing(self) -> Option<String> {
-        // One slot per variant, in declaration order (`CfnLint` is the last one).
-        const _: () = assert!(Peer::CfnLint as usize == 4);
-        static CHECKED: [OnceLock<Option<String>>; 5] = [const { OnceLock::new() }; 5];
+        // One slot per variant, in declaration order: `CfnLint` must stay the last one.
+        const PEERS: usize = Peer::CfnLint as usize + 1;
+        static CHECKED: [OnceLock<Option<String>>; PEERS] = [const { OnceLock::new() }; PEERS];
         CHECKED[self as usize].get_or_init(|| self.check()).clone()
     }
 
@@ -70,6 +81,7 @@ impl Peer {
             }),
             Peer::Openssl => runs("openssl", &["version"]),
             Peer::Procps => runs("pgrep", &["--version"]).or_else(|| runs("ps", &["--version"])),
+            Peer::GstRtspServer => runs(SYSTEM_PYTHON, &[RTSP_SERVER_SCRIPT, "--check"]),
             Peer::CfnLint => runs("cfn-lint", &["--version"]),
         }
     }
@@ -82,6 +94,7 @@ impl std::fmt::Display for Peer {
             Peer::NginxRtmp => "nginx-rtmp",
             Peer::Openssl => "openssl",
             Peer::Procps => "procps",
+            Peer::GstRtspServer => "the GStreamer RTSP server",
             Peer::CfnLint => "cfn-lint",
         })
     }

@@ -644,6 +644,61 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A live RTSP source on 127.0.0.1, as an IP camera serves one: `tests/peers/rtsp_server.py`
+/// (GStreamer's RTSP server under Debian's python3) with a `width`x`height` test pattern in
+/// H.264 (1 s GOP) and a sine tone in AAC, 25 fps. The caller requires [`Peer::GstRtspServer`].
+/// Killed on drop.
+pub struct RtspServer {
+    /// The RTSP port on 127.0.0.1.
+    pub port: u16,
+    path: String,
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl RtspServer {
+    /// Serves `rtsp://127.0.0.1:PORT/<path>` on a free port; waits until the port accepts.
+    pub fn start(path: &str, width: u32, height: u32) -> RtspServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("rtsp_server.log")).expect("log file");
+        let port = free_port();
+        let child = ChildGuard::spawn(
+            "rtsp server",
+            Command::new(relaycast_workers::test_peers::SYSTEM_PYTHON)
+                .arg(relaycast_workers::test_peers::RTSP_SERVER_SCRIPT)
+                .arg(port.to_string())
+                .arg(path)
+                .arg(format!("{width}x{height}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("spawn the RTSP server");
+        let mut server = RtspServer {
+            port,
+            path: path.to_string(),
+            child,
+            dir,
+        };
+        // GStreamer and the Python bindings load in well under a second on an idle machine.
+        let up = wait_for_port(port, Duration::from_secs(20));
+        if !up || !server.child.is_running() {
+            panic!("the RTSP server did not start:\n{}", server.log());
+        }
+        server
+    }
+
+    /// `rtsp://127.0.0.1:PORT/<path>`.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/{}", self.port, self.path)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rtsp_server.log")).unwrap_or_default()
+    }
+}
+
 /// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
 pub struct TestCerts {
     /// CA certificate (DER), to trust in the client.
