@@ -330,7 +330,11 @@ impl IngestSpec {
         a.extend(["-protocol_whitelist".into(), whitelist.into()]);
         // The RTSP demuxer opens its own connections and refuses the generic `-rw_timeout`
         // ("Option rw_timeout not found", and ffmpeg exits): its socket timeout is `-timeout`.
-        let timeout = if whitelist.contains("rtsp") { "-timeout" } else { "-rw_timeout" };
+        let timeout = if whitelist.contains("rtsp") {
+            "-timeout"
+        } else {
+            "-rw_timeout"
+        };
         a.extend([timeout.into(), self.rw_timeout.as_micros().to_string()]);
         let is_http = whitelist.contains("http");
         if !self.headers.is_empty() && is_http {
@@ -835,7 +839,10 @@ mod tests {
 
     #[test]
     fn an_rtsp_source_gets_the_rtsp_socket_timeout() {
-        let a = IngestSpec::live("rtsp://h:554/cam").args().expect("args").join(" ");
+        let a = IngestSpec::live("rtsp://h:554/cam")
+            .args()
+            .expect("args")
+            .join(" ");
         assert!(a.contains(" -timeout 5000000 "), "{a}");
         assert!(!a.contains("-rw_timeout"), "{a}");
     }

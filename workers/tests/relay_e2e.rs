@@ -54,7 +54,9 @@ fn assert_no_leftovers() {
 /// playable with the source's codecs and size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -132,7 +134,9 @@ async fn relays_one_source_to_three_destinations() {
 /// (b) Stopping one of three destinations leaves the other two on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -200,7 +204,9 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 /// name, another resolution) without reconnecting any destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -244,7 +250,10 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     let switched = switched.expect("switched to the backup");
     eprintln!("(c) on the backup {switched:?} after the primary was killed");
     // Without the origin's word and the standby it would take the stall timeout.
-    assert!(switched < stall, "slow failover: {switched:?} (stall timeout {stall:?})");
+    assert!(
+        switched < stall,
+        "slow failover: {switched:?} (stall timeout {stall:?})"
+    );
     // Playable from the backup: a player that connects now gets the backup's 640x360.
     let mut recovered = None;
     while killed.elapsed() < Duration::from_secs(15) {
@@ -379,7 +388,9 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 /// same destination connection, and the destination's player sees no step back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let primary = Publisher::start(&nginx.url("quiet"));
     let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
@@ -415,7 +426,10 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     eprintln!("(c') on the backup {switched:?} after the primary froze");
     // The standby's data shows the silence after about a second; the stall timeout is what
     // the session would wait without it.
-    assert!(switched < stall, "slow failover: {switched:?} (stall timeout {stall:?})");
+    assert!(
+        switched < stall,
+        "slow failover: {switched:?} (stall timeout {stall:?})"
+    );
     let (p, _) = support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
     assert_eq!((p.width, p.height), (640, 360));
     let after = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
@@ -449,7 +463,9 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
 /// reachable one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -516,7 +532,9 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
 /// its first connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_restart_reconnects_with_backoff() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -619,7 +637,9 @@ fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String 
 /// nginx received is checked from its own recording (`record all`), which is then decoded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_items_play_back_to_back_on_one_connection() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     let first = vod_file(files.path(), "one.flv", "640x360", 3);
     let second = vod_file(files.path(), "two.flv", "320x240", 2);
@@ -719,7 +739,9 @@ async fn vod_items_play_back_to_back_on_one_connection() {
 /// nginx-rtmp, next to a plain one; both playable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_destination_with_a_private_ca() {
-    let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else { return };
+    let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else {
+        return;
+    };
     let certs = support::test_certs();
     let nginx = Nginx::start();
     let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
@@ -822,7 +844,9 @@ async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String
 /// file is refused by the protocol allow-list: nothing of the file reaches the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])

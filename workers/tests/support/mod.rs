@@ -542,8 +542,14 @@ pub fn leftover_children() -> Vec<String> {
         .args(["-o", "pid=,ppid=,comm="])
         .arg("-e")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run ps (procps; `scripts/install-deps.sh test` installs it): {e}"));
-    assert!(out.status.success(), "ps failed: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("cannot run ps (procps; `scripts/install-deps.sh test` installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| {
@@ -630,7 +636,9 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
         .args(["-P", &pid.to_string()])
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run pgrep (procps; `scripts/install-deps.sh test` installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run pgrep (procps; `scripts/install-deps.sh test` installs it): {e}")
+        });
     // pgrep exits 1 when nothing matched, 2 and above on errors.
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
@@ -779,7 +787,9 @@ pub fn test_certs() -> TestCerts {
         "leaf.ext",
     ]);
     run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
-    let read = |name: &str| std::fs::read(d.join(name)).unwrap_or_else(|e| panic!("openssl wrote no {name}: {e}"));
+    let read = |name: &str| {
+        std::fs::read(d.join(name)).unwrap_or_else(|e| panic!("openssl wrote no {name}: {e}"))
+    };
     TestCerts {
         ca: read("ca.der"),
         server_cert_pem: read("leaf.pem"),
