@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what relaycast needs on a Debian machine, only what is missing.
 #   install-deps.sh run   ffmpeg (the service's media engine)
-#   install-deps.sh test  ffmpeg, nginx + libnginx-mod-rtmp (RTMP peers), moto[server], cfn-lint
+#   install-deps.sh test  ffmpeg, nginx + libnginx-mod-rtmp (RTMP peers), openssl (test certificates),
+#                         procps (pgrep, ps), GStreamer's RTSP server for Debian's python3 (the RTSP
+#                         test source), sqlite3, moto[server], cfn-lint
 # Never downloads a binary: everything comes from Debian's packages or PyPI.
 set -euo pipefail
 mode=${1:-run}
@@ -12,6 +14,14 @@ if [ "$mode" = test ]; then
   command -v nginx >/dev/null || need_apt+=(nginx)
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
   command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+  command -v openssl >/dev/null || need_apt+=(openssl)
+  { command -v pgrep >/dev/null && command -v ps >/dev/null; } || need_apt+=(procps)
+  # tests/peers/rtsp_server.py: GStreamer's RTSP server with x264 and AAC, for Debian's own
+  # /usr/bin/python3 (python3-gi is built for it, not for a pyenv or virtualenv python3).
+  for pkg in python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$pkg")
+  done
   # The Python test peers, installed with pip below.
   pip_missing=()
   if command -v python3 >/dev/null; then
@@ -20,7 +30,8 @@ if [ "$mode" = test ]; then
     pip_missing+=('moto[server]')
     need_apt+=(python3)
   fi
-  command -v cfn-lint >/dev/null || pip_missing+=(cfn-lint)
+  # `--version`, not `command -v`: a pyenv shim is on PATH even when no Python has cfn-lint.
+  cfn-lint --version >/dev/null 2>&1 || pip_missing+=(cfn-lint)
   # Debian's python3 comes without pip.
   if [ ${#pip_missing[@]} -gt 0 ] && ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
     need_apt+=(python3-pip)

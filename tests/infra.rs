@@ -8,33 +8,20 @@ fn template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("infra").join("relaycast.yaml")
 }
 
-/// cfn-lint is missing: CI must have it (`scripts/install-deps.sh test`), elsewhere the check
-/// is skipped with a message.
-fn cfn_lint_missing(why: &str) {
-    let message = format!(
-        "cfn-lint is not available ({why}); install it with `scripts/install-deps.sh test` or `python3 -m pip install cfn-lint`"
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{message} (CI is set, so this check may not be skipped)");
-    }
-    eprintln!("skipping the cfn-lint check: {message}");
-}
-
+/// cfn-lint is a test peer like ffmpeg: a missing one fails the test (see
+/// `relaycast_workers::test_peers`), `scripts/install-deps.sh test` installs it.
 #[test]
 fn template_passes_cfn_lint() {
+    relaycast_workers::require_peers!(CfnLint);
     let template = template();
-    let output =
-        match Command::new("cfn-lint").arg("--").arg(&template).current_dir(env!("CARGO_MANIFEST_DIR")).output() {
-            Ok(output) => output,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return cfn_lint_missing("not on PATH"),
-            Err(e) => panic!("cannot run cfn-lint: {e}"),
-        };
+    let output = Command::new("cfn-lint")
+        .arg("--")
+        .arg(&template)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cfn-lint: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // A pyenv (or similar) shim on PATH answers 127 when no installed Python has cfn-lint.
-    if output.status.code() == Some(127) {
-        return cfn_lint_missing(&format!("the command on PATH answered 127: {}", stderr.trim()));
-    }
     assert!(
         output.status.success(),
         "cfn-lint {} failed with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",

@@ -426,9 +426,10 @@ impl FlvParser {
 pub(crate) mod test_media {
     use std::process::{Command, Stdio};
 
-    /// Generates real FLV with the system ffmpeg: H.264 (`-g 50`) + AAC, `secs` long.
-    /// Returns `None` (and the caller skips) when ffmpeg is not installed.
-    pub fn ffmpeg_flv(width: u32, height: u32, secs: u32) -> Option<Vec<u8>> {
+    /// Generates real FLV with the system ffmpeg: H.264 (`-g 50`) + AAC, `secs` long. The
+    /// caller [`crate::test_peers::require`]s ffmpeg first; an ffmpeg that fails here panics
+    /// with its error output.
+    pub fn ffmpeg_flv(width: u32, height: u32, secs: u32) -> Vec<u8> {
         let out = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
             .args(["-f", "lavfi", "-i"])
@@ -438,13 +439,15 @@ pub(crate) mod test_media {
             .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
             .args(["-c:a", "aac", "-f", "flv", "-"])
             .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
             .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        Some(out.stdout)
+            .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "ffmpeg could not make the test FLV ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     }
 }
 
@@ -471,10 +474,8 @@ mod tests {
 
     #[test]
     fn parses_real_ffmpeg_flv_in_any_chunking() {
-        let Some(flv) = ffmpeg_flv(640, 360, 3) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let flv = ffmpeg_flv(640, 360, 3);
         let (header, tags) = parse_all(&flv, flv.len());
         let header = header.expect("header");
         assert!(header.has_audio && header.has_video);
@@ -523,10 +524,8 @@ mod tests {
 
     #[test]
     fn serializer_round_trips_real_flv_byte_for_byte() {
-        let Some(flv) = ffmpeg_flv(320, 240, 1) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let flv = ffmpeg_flv(320, 240, 1);
         let (header, tags) = parse_all(&flv, 1000);
         let mut out = BytesMut::new();
         header.expect("header").write_to(&mut out);

@@ -337,11 +337,15 @@ impl IngestSpec {
             a.push("-re".into());
         }
         a.extend(["-protocol_whitelist".into(), whitelist.into()]);
-        a.extend([
-            "-rw_timeout".into(),
-            self.rw_timeout.as_micros().to_string(),
-        ]);
-        let is_http = whitelist.contains("http");
+        // The RTSP demuxer opens its own connections and refuses the generic `-rw_timeout`
+        // ("Option rw_timeout not found", and ffmpeg exits): its socket timeout is `-timeout`.
+        let timeout = if whitelist.contains("rtsp") {
+            "-timeout"
+        } else {
+            "-rw_timeout"
+        };
+        a.extend([timeout.into(), self.rw_timeout.as_micros().to_string()]);
+        let is_http = whitelist.split(',').any(|p| p == "http");
         if !self.headers.is_empty() && is_http {
             let mut h = String::new();
             for (k, v) in &self.headers {
@@ -872,6 +876,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_rtsp_source_gets_the_rtsp_socket_timeout() {
+        let a = IngestSpec::live("rtsp://h:554/cam")
+            .args()
+            .expect("args")
+            .join(" ");
+        assert!(a.contains(" -timeout 5000000 "), "{a}");
+        assert!(!a.contains("-rw_timeout"), "{a}");
+    }
+
+    #[test]
     fn whitelist_and_args() {
         let mut s = IngestSpec::live("rtmp://h/live/a");
         assert_eq!(s.protocol_whitelist().ok(), Some("tcp,rtmp"));
@@ -995,15 +1009,12 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_source_exits_with_a_reason() {
+        crate::require_peers!(Ffmpeg);
         let port = crate::test_util::closed_port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/none"));
         spec.allow_private_targets = true;
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(1);
-        if !spec.ffmpeg_path.exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
         let mut ingest = Ingest::start(&spec).expect("start");
         let ev = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -1038,16 +1049,13 @@ mod tests {
     /// stop must not wait for that, and must leave no process behind.
     #[tokio::test]
     async fn stop_ends_a_hanging_ffmpeg_and_reaps_it() {
+        crate::require_peers!(Ffmpeg);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut spec = IngestSpec::live(format!("rtmp://127.0.0.1:{port}/live/hang"));
         spec.allow_private_targets = true;
         spec.native_rtmp = false;
         spec.rw_timeout = Duration::from_secs(60);
-        if !spec.ffmpeg_path.exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
         let ingest = Ingest::start(&spec).expect("start");
         let pid = ingest.pid().expect("pid");
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -11,7 +11,8 @@
 //!
 //! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` and
 //! `tests/playout_e2e.rs` run a private nginx-rtmp (`tests/support`) with ffmpeg publishers
-//! and ffprobe players, and skip with a message when the nginx RTMP module is not installed.
+//! and ffprobe players. Every test that needs such a peer goes through `test_peers`, which
+//! fails it when the peer is missing.
 
 pub mod egress;
 pub mod flv;
@@ -24,6 +25,8 @@ pub mod relay_worker;
 pub mod rtmp_pull;
 pub mod session;
 pub mod splicer;
+#[doc(hidden)]
+pub mod test_peers;
 pub mod transcode;
 
 #[cfg(test)]

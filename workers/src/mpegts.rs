@@ -501,7 +501,9 @@ pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u
 mod tests {
     use super::*;
 
-    fn hevc_aac_ts(secs: u32, size: &str) -> Option<Vec<u8>> {
+    /// `secs` of x265 + AAC in MPEG-TS from the system ffmpeg; panics with ffmpeg's error
+    /// output when it cannot make them (an ffmpeg without libx265, for one).
+    fn hevc_aac_ts(secs: u32, size: &str) -> Vec<u8> {
         let out = std::process::Command::new(crate::ingest::DEFAULT_FFMPEG)
             .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
             .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
@@ -510,18 +512,22 @@ mod tests {
             .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25"])
             .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "pipe:1"])
             .output()
-            .ok()?;
-        out.status.success().then_some(out.stdout)
+            .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "ffmpeg could not make the HEVC test stream ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     }
 
     /// Real x265 output: a sequence start first, keyframes every second, AAC with its
     /// config, monotonic decode timestamps; and the same tags however the stream is cut.
     #[test]
     fn hevc_and_aac_from_ffmpeg() {
-        let Some(ts) = hevc_aac_ts(3, "320x240") else {
-            eprintln!("SKIP: no ffmpeg with libx265");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let ts = hevc_aac_ts(3, "320x240");
         let cut = |size: usize| {
             let mut d = TsToFlv::new();
             for c in ts.chunks(size) {
@@ -572,10 +578,8 @@ mod tests {
     /// conformance window.
     #[test]
     fn the_size_is_the_displayed_one() {
-        let Some(ts) = hevc_aac_ts(1, "320x180") else {
-            eprintln!("SKIP: no ffmpeg with libx265");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let ts = hevc_aac_ts(1, "320x180");
         let mut d = TsToFlv::new();
         d.push(&ts).expect("valid TS");
         d.finish();

@@ -819,10 +819,8 @@ mod tests {
 
     #[test]
     fn converts_ffmpeg_metadata() {
-        let Some(flv) = crate::flv::test_media::ffmpeg_flv(320, 240, 1) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let flv = crate::flv::test_media::ffmpeg_flv(320, 240, 1);
         let mut p = crate::flv::FlvParser::new();
         let items = p.feed(&flv).expect("flv");
         let meta = items

@@ -1733,10 +1733,7 @@ mod tests {
     /// with a pause, and a stop during the pause ends it promptly.
     #[tokio::test]
     async fn all_sources_down_cycles_and_stops() {
-        if !std::path::Path::new(crate::ingest::DEFAULT_FFMPEG).exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
+        crate::require_peers!(Ffmpeg);
         let src = |p: u16| IngestSpec::live(format!("rtmp://127.0.0.1:{p}/live/x"));
         let mut spec = SessionSpec::new(vec![src(closed_port()), src(closed_port())], vec![]);
         spec.retry_delay = Duration::from_secs(30);

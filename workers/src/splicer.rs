@@ -468,10 +468,8 @@ mod tests {
 
     #[test]
     fn switch_between_two_sources_keeps_one_monotonic_timeline() {
-        let (Some(a), Some(b)) = (ffmpeg_flv(640, 360, 3), ffmpeg_flv(320, 240, 2)) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let (a, b) = (ffmpeg_flv(640, 360, 3), ffmpeg_flv(320, 240, 2));
         let (a, b) = (tags_of(&a), tags_of(&b));
         let splicer = Splicer::new(SplicerConfig {
             subscriber_capacity: 10_000,
@@ -531,10 +529,8 @@ mod tests {
 
     #[test]
     fn late_subscriber_gets_headers_then_starts_at_keyframe() {
-        let Some(a) = ffmpeg_flv(320, 240, 3) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let a = ffmpeg_flv(320, 240, 3);
         let a = tags_of(&a);
         let splicer = Splicer::default();
         splicer.begin_source();
@@ -570,10 +566,8 @@ mod tests {
 
     #[test]
     fn slow_subscriber_drops_to_next_keyframe_without_blocking_others() {
-        let Some(a) = ffmpeg_flv(320, 240, 5) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let a = ffmpeg_flv(320, 240, 5);
         let a = tags_of(&a);
         let splicer = Splicer::new(SplicerConfig {
             subscriber_capacity: 20,
@@ -625,10 +619,8 @@ mod tests {
 
     #[test]
     fn replayed_headers_do_not_open_a_gap_at_a_switch() {
-        let Some(a) = ffmpeg_flv(320, 240, 3) else {
-            eprintln!("SKIP: ffmpeg not available");
-            return;
-        };
+        crate::require_peers!(Ffmpeg);
+        let a = ffmpeg_flv(320, 240, 3);
         let a = tags_of(&a);
         let splicer = Splicer::default();
         let mut sub = splicer.subscribe();

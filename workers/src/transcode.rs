@@ -768,11 +768,8 @@ mod tests {
 
     #[tokio::test]
     async fn system_ffmpeg_has_what_the_mapping_needs() {
+        crate::require_peers!(Ffmpeg);
         let ffmpeg = Path::new(crate::ingest::DEFAULT_FFMPEG);
-        if !ffmpeg.exists() {
-            eprintln!("SKIP: no ffmpeg");
-            return;
-        }
         let f = Fops { vcodec: Some(VideoCodec::Libx264), acodec: Some(AudioCodec::Libfaac), ..Fops::default() };
         check_encoders(ffmpeg, &f).await.expect("libx264 + aac");
         let f = Fops { acodec: Some(AudioCodec::Libmp3lame), ..Fops::default() };

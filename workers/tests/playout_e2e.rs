@@ -15,11 +15,8 @@ use relaycast_workers::session::{
     ApplyAt, FinishCause, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec,
     SlateConfig, SourceState,
 };
-use support::{mp4_file, FileServer, Nginx, Publisher};
+use support::{mp4_file, FileServer, Nginx, Peer, Publisher};
 use tokio::sync::mpsc;
-
-/// One test at a time: publishers encode x264 and the machine is small.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn tags_of(flv: &[u8]) -> Vec<FlvTag> {
     let mut parser = FlvParser::new();
@@ -147,8 +144,9 @@ fn publisher_id(nginx: &Nginx, name: &str) -> Option<u64> {
 /// the destination keeps its publishing client, the player sees one stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_live_source_keeps_the_destination_connection() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _a = Publisher::start_sized(&nginx.url("old"), 640, 360);
     let _b = Publisher::start_sized(&nginx.url("new"), 320, 240);
@@ -225,8 +223,9 @@ async fn replace_live_source_keeps_the_destination_connection() {
 /// recorded has the trimmed length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_playlist_loops_trims_and_finishes() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "320x240", 2);
     mp4_file(files.path(), "b.mp4", "480x270", 3);
@@ -310,8 +309,9 @@ async fn vod_playlist_loops_trims_and_finishes() {
 /// with `AfterCurrentItem` waits for the current item's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "320x240", 2);
     mp4_file(files.path(), "c.mp4", "320x240", 2);
@@ -420,8 +420,9 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
 /// same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slate_holds_the_destination_until_the_source_returns() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let mut publisher = Publisher::start_sized(&nginx.url("src"), 640, 360);
     nginx
@@ -514,8 +515,9 @@ async fn slate_holds_the_destination_until_the_source_returns() {
 /// reports that every source failed, then finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_window_and_slate_timeout_end_the_session() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let mut publisher = Publisher::start_sized(&nginx.url("src"), 320, 240);
     nginx
@@ -568,9 +570,13 @@ async fn live_window_and_slate_timeout_end_the_session() {
         vec![IngestSpec::live(nginx.url("src"))],
         vec![nginx.url("w2")],
     );
-    spec.stall_timeout = Duration::from_millis(1500);
+    // The slate runs long enough for a player to connect to it on a loaded machine; the
+    // limits below follow from these two settings.
+    let stall = Duration::from_millis(1500);
+    let slate_timeout = Duration::from_secs(12);
+    spec.stall_timeout = stall;
     spec.slate = Some(SlateConfig {
-        timeout: Duration::from_secs(5),
+        timeout: slate_timeout,
         image: Some(image),
         ..SlateConfig::default()
     });
@@ -581,18 +587,24 @@ async fn live_window_and_slate_timeout_end_the_session() {
     let killed = Instant::now();
     let mut playout = Vec::new();
     assert!(
-        wait_playout(&mut prx, &mut playout, Duration::from_secs(5), |e| {
-            *e == PlayoutEvent::SlateStarted
-        })
+        wait_playout(
+            &mut prx,
+            &mut playout,
+            stall + Duration::from_secs(5),
+            |e| { *e == PlayoutEvent::SlateStarted }
+        )
         .await
     );
     // The image, scaled to the stream's size, is what a player gets now.
-    let (p, _) = support::wait_playable(&nginx.url("w2"), Duration::from_secs(4))
+    let (p, _) = support::wait_playable(&nginx.url("w2"), slate_timeout - Duration::from_secs(2))
         .expect("image slate playable");
     assert_eq!((p.width, p.height), (320, 240));
-    let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(10), |e| {
-        matches!(e, PlayoutEvent::Finished { .. })
-    })
+    let done = wait_playout(
+        &mut prx,
+        &mut playout,
+        slate_timeout + Duration::from_secs(10),
+        |e| matches!(e, PlayoutEvent::Finished { .. }),
+    )
     .await;
     let took = killed.elapsed();
     session.stop().await;
@@ -611,7 +623,12 @@ async fn live_window_and_slate_timeout_end_the_session() {
             ..
         }
     ));
-    assert!(took < Duration::from_secs(9), "{took:?}");
+    // The slate ran its time after the stall was seen, and not much more.
+    assert!(took >= slate_timeout, "{took:?}");
+    assert!(
+        took < stall + slate_timeout + Duration::from_secs(4),
+        "{took:?}"
+    );
     drop(publisher);
     drop(nginx);
     assert_no_leftovers();
@@ -621,8 +638,9 @@ async fn live_window_and_slate_timeout_end_the_session() {
 /// been up again for the clear time, on the same destination connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switches_back_to_the_primary_once_it_is_healthy() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let mut primary = Publisher::start_sized(&nginx.url("primary"), 640, 360);
     let backup = Publisher::start_sized(&nginx.url("backup"), 320, 240);
@@ -674,12 +692,11 @@ async fn switches_back_to_the_primary_once_it_is_healthy() {
 /// first pass starts there, the second from the first item. No destination needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlist_start_index_applies_to_the_first_pass_only() {
-    if support::skip_reason().is_some() {
-        eprintln!("SKIPPED: no ffmpeg");
+    // One at a time too: the leftover check would see the other tests' processes.
+    let Some(_heavy) = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await
+    else {
         return;
-    }
-    // Serialised too: the leftover check would see the other tests' processes.
-    let _serial = SERIAL.lock().await;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     for name in ["a.mp4", "b.mp4", "c.mp4"] {
         mp4_file(files.path(), name, "160x120", 1);
@@ -715,11 +732,10 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
 /// first, the item playing goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_loops_counts_the_current_pass() {
-    if support::skip_reason().is_some() {
-        eprintln!("SKIPPED: no ffmpeg");
+    let Some(_heavy) = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "160x120", 1);
     let item = IngestSpec::local_file(files.path().join("a.mp4").display().to_string());

@@ -1,5 +1,5 @@
 //! End-to-end relay tests on a private nginx-rtmp with real ffmpeg publishers, ingest and
-//! ffprobe players. They run one at a time (a shared lock): each publisher encodes 720p
+//! ffprobe players. They run one at a time (`support::heavy`): each publisher encodes 720p
 //! x264 and the machine is small, so parallel runs would only measure CPU contention.
 
 mod support;
@@ -12,10 +12,6 @@ use relaycast_workers::pusher::PusherState;
 use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
 use tokio::sync::mpsc;
-
-/// Serialises the tests of this file (each has its own runtime; a Tokio mutex works across
-/// runtimes and does not poison when a test fails).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wait_all_publishing(nginx: &Nginx, names: &[&str], within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -58,8 +54,9 @@ fn assert_no_leftovers() {
 /// playable with the source's codecs and size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -137,8 +134,9 @@ async fn relays_one_source_to_three_destinations() {
 /// (b) Stopping one of three destinations leaves the other two on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -206,8 +204,9 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 /// name, another resolution) without reconnecting any destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -219,17 +218,15 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         .expect("backup published");
     let dests: Vec<String> = ["c1", "c2"].iter().map(|n| nginx.url(n)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(
-        SessionSpec::on_loopback(
-            vec![
-                IngestSpec::live(nginx.url("primary")),
-                IngestSpec::live(nginx.url("backup")),
-            ],
-            dests.clone(),
-        ),
-        tx,
-    )
-    .expect("session starts");
+    let spec = SessionSpec::on_loopback(
+        vec![
+            IngestSpec::live(nginx.url("primary")),
+            IngestSpec::live(nginx.url("backup")),
+        ],
+        dests.clone(),
+    );
+    let stall = spec.stall_timeout;
+    let session = RelaySession::start(spec, tx).expect("session starts");
     // A player stays on c1 through the failover and the switch back.
     let player = support::Player::start(&dests[0]);
     wait_all_publishing(&nginx, &["c1", "c2"], Duration::from_secs(10)).expect("publishing");
@@ -252,7 +249,11 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
     }
     let switched = switched.expect("switched to the backup");
     eprintln!("(c) on the backup {switched:?} after the primary was killed");
-    assert!(switched < Duration::from_secs(2), "slow failover: {switched:?}");
+    // Without the origin's word and the standby it would take the stall timeout.
+    assert!(
+        switched < stall,
+        "slow failover: {switched:?} (stall timeout {stall:?})"
+    );
     // Playable from the backup: a player that connects now gets the backup's 640x360.
     let mut recovered = None;
     while killed.elapsed() < Duration::from_secs(15) {
@@ -387,8 +388,9 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 /// same destination connection, and the destination's player sees no step back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let primary = Publisher::start(&nginx.url("quiet"));
     let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
@@ -401,6 +403,7 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
         vec![IngestSpec::live(nginx.url("quiet")), IngestSpec::live(nginx.url("spare"))],
         vec![dest.clone()],
     );
+    let stall = spec.stall_timeout;
     let session = RelaySession::start(spec, tx).expect("session starts");
     support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
     let before = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
@@ -421,7 +424,12 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     assert!(nginx.stream("quiet").and_then(|s| s.publisher).is_some());
     let switched = switched.expect("switched to the backup");
     eprintln!("(c') on the backup {switched:?} after the primary froze");
-    assert!(switched < Duration::from_secs(2), "slow failover: {switched:?}");
+    // The standby's data shows the silence after about a second; the stall timeout is what
+    // the session would wait without it.
+    assert!(
+        switched < stall,
+        "slow failover: {switched:?} (stall timeout {stall:?})"
+    );
     let (p, _) = support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
     assert_eq!((p.width, p.height), (640, 360));
     let after = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
@@ -455,8 +463,9 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
 /// reachable one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -523,8 +532,9 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
 /// its first connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_restart_reconnects_with_backoff() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -603,101 +613,6 @@ async fn destination_restart_reconnects_with_backoff() {
     assert_no_leftovers();
 }
 
-/// CPU ticks (utime + stime) and RSS in KiB of a process, from /proc.
-fn proc_usage(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((ticks, rss))
-}
-
-/// The ingest ffmpeg among this process's children (recognised by its protocol whitelist).
-fn ingest_pid() -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat[stat.rfind(')')? + 2..]
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd);
-        (ppid == me && cmd.contains("protocol_whitelist")).then_some(pid)
-    })
-}
-
-/// Resource use of one relay to ten destinations, to compare with the design's baselines
-/// (10 × `ffmpeg -c copy`: 4.3 % CPU, 552 MB; `tee`: 1.3 %, 55 MB). Run on demand:
-/// `cargo test -p relaycast-workers --test relay_e2e measure -- --ignored --nocapture`
-/// (with `--release` for meaningful numbers of the Rust side).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, ~35 s"]
-async fn measure_ten_destinations() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
-    let nginx = Nginx::start();
-    let _publisher = Publisher::start(&nginx.url("src"));
-    nginx
-        .wait_publishing("src", Duration::from_secs(10))
-        .expect("source published");
-    let names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-    let dests: Vec<String> = names.iter().map(|n| nginx.url(n)).collect();
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(
-        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], dests),
-        tx,
-    )
-    .expect("session starts");
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    wait_all_publishing(&nginx, &refs, Duration::from_secs(10)).expect("all publishing");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let me = std::process::id();
-    // An RTMP copy source is pulled natively: no ingest ffmpeg, nothing to add.
-    let ing = ingest_pid();
-    let ingest_usage = || ing.and_then(proc_usage).unwrap_or((0, 0));
-    let hz = 100.0; // USER_HZ on Linux
-    let (a0, b0) = (proc_usage(me).expect("self"), ingest_usage());
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let (a1, b1) = (proc_usage(me).expect("self"), ingest_usage());
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = |x: u64, y: u64| (y - x) as f64 / hz / secs * 100.0;
-    let st = session.status();
-    eprintln!(
-        "(m) 10 destinations over {secs:.0} s: relay process {:.1} % CPU, RSS {} MB; \
-         ingest ffmpeg {:.1} % CPU, RSS {} MB; total {:.1} % / {} MB; {} of 10 publishing, \
-         {:.0} kbit/s in, {} reconnects",
-        cpu(a0.0, a1.0),
-        a1.1 / 1024,
-        cpu(b0.0, b1.0),
-        b1.1 / 1024,
-        cpu(a0.0, a1.0) + cpu(b0.0, b1.0),
-        (a1.1 + b1.1) / 1024,
-        st.destinations
-            .iter()
-            .filter(|d| d.state == PusherState::Publishing)
-            .count(),
-        st.bitrate_kbps,
-        st.destinations.iter().map(|d| d.reconnects).sum::<u64>()
-    );
-    session.stop().await;
-    drop(_publisher);
-    drop(nginx);
-    assert_no_leftovers();
-}
-
 /// Writes a VOD test file: `secs` of testsrc2 at `size`, H.264 GOP 1 s + AAC.
 fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String {
     let path = dir.join(name);
@@ -722,8 +637,9 @@ fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String 
 /// nginx received is checked from its own recording (`record all`), which is then decoded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_items_play_back_to_back_on_one_connection() {
-    require_nginx_rtmp!();
-    let _serial = SERIAL.lock().await;
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let files = tempfile::tempdir().expect("temp dir");
     let first = vod_file(files.path(), "one.flv", "640x360", 3);
     let second = vod_file(files.path(), "two.flv", "320x240", 2);
@@ -823,12 +739,10 @@ async fn vod_items_play_back_to_back_on_one_connection() {
 /// nginx-rtmp, next to a plain one; both playable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_destination_with_a_private_ca() {
-    require_nginx_rtmp!();
-    let Some(certs) = support::test_certs() else {
-        eprintln!("SKIPPED: openssl not installed");
+    let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else {
         return;
     };
-    let _serial = SERIAL.lock().await;
+    let certs = support::test_certs();
     let nginx = Nginx::start();
     let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
     let _publisher = Publisher::start(&nginx.url("src"));
@@ -932,7 +846,9 @@ async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String
 /// file is refused by the protocol allow-list: nothing of the file reaches the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
-    require_nginx_rtmp!();
+    let Some(_heavy) = support::heavy(&[]).await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use relaycast_workers::process::{kill_group, own_process_group};
 
-/// Where Debian's libnginx-mod-rtmp installs the module.
-pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+pub use relaycast_workers::test_peers::{HeavyGuard, Peer, RTMP_MODULE};
 
 /// A child process in its own group, killed with its group on drop.
 pub struct ChildGuard {
@@ -77,34 +76,16 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
     false
 }
 
-/// Returns a reason to skip when the environment lacks nginx with the RTMP module or ffmpeg.
-pub fn skip_reason() -> Option<String> {
-    if !Path::new(RTMP_MODULE).exists() {
-        return Some(format!("nginx RTMP module not found at {RTMP_MODULE}"));
-    }
-    for bin in ["nginx", "ffmpeg", "ffprobe"] {
-        let ok = Command::new(bin)
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            return Some(format!("{bin} not installed"));
-        }
-    }
-    None
-}
-
-/// Skips the calling test (returns early) with a clear message when the harness cannot run.
-#[macro_export]
-macro_rules! require_nginx_rtmp {
-    () => {
-        if let Some(reason) = support::skip_reason() {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-    };
+/// The start of a test that runs a media chain (nginx-rtmp, ffmpeg publishers and players, a
+/// relay): requires ffmpeg, nginx-rtmp and procps (the leak checks), and any `more` peers, and
+/// then waits until no other
+/// such test of this binary runs (see [`relaycast_workers::test_peers`]). The guard is held to
+/// the end of the test; `None` only when the test is to be skipped (`RELAYCAST_SKIP_MEDIA_TESTS`
+/// set and a peer missing), and then the test returns at once.
+pub async fn heavy(more: &[Peer]) -> Option<HeavyGuard> {
+    let mut peers = vec![Peer::Ffmpeg, Peer::NginxRtmp, Peer::Procps];
+    peers.extend_from_slice(more);
+    relaycast_workers::test_peers::heavy(&peers).await
 }
 
 /// A private nginx with the RTMP module: application `live`, stat page at `/stat`, and
@@ -556,13 +537,19 @@ pub fn wait_playable(url: &str, within: Duration) -> Option<(Probe, Duration)> {
 /// Lists ffmpeg/nginx processes that are children of this test process (for leak checks).
 pub fn leftover_children() -> Vec<String> {
     let me = std::process::id().to_string();
-    let Ok(out) = Command::new("ps")
+    // Without ps every leak check would pass: procps is a required peer.
+    let out = Command::new("ps")
         .args(["-o", "pid=,ppid=,comm="])
         .arg("-e")
         .output()
-    else {
-        return Vec::new();
-    };
+        .unwrap_or_else(|e| {
+            panic!("cannot run ps (procps; `scripts/install-deps.sh test` installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| {
@@ -642,6 +629,84 @@ fn libc_sigint() -> i32 {
     2
 }
 
+/// The pids of the live child processes of `pid`, from procps' `pgrep -P`. Panics when pgrep
+/// cannot run: a "no child left" check must not pass because nothing could look.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run pgrep (procps; `scripts/install-deps.sh test` installs it): {e}")
+        });
+    // pgrep exits 1 when nothing matched, 2 and above on errors.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "pgrep failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().expect("pgrep prints pids"))
+        .collect()
+}
+
+/// A live RTSP source on 127.0.0.1, as an IP camera serves one: `tests/peers/rtsp_server.py`
+/// (GStreamer's RTSP server under Debian's python3) with a `width`x`height` test pattern in
+/// H.264 (1 s GOP) and a sine tone in AAC, 25 fps. The caller requires [`Peer::GstRtspServer`].
+/// Killed on drop.
+pub struct RtspServer {
+    /// The RTSP port on 127.0.0.1.
+    pub port: u16,
+    path: String,
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl RtspServer {
+    /// Serves `rtsp://127.0.0.1:PORT/<path>` on a free port; waits until the port accepts.
+    pub fn start(path: &str, width: u32, height: u32) -> RtspServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("rtsp_server.log")).expect("log file");
+        let port = free_port();
+        let child = ChildGuard::spawn(
+            "rtsp server",
+            Command::new(relaycast_workers::test_peers::SYSTEM_PYTHON)
+                .arg(relaycast_workers::test_peers::RTSP_SERVER_SCRIPT)
+                .arg(port.to_string())
+                .arg(path)
+                .arg(format!("{width}x{height}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("spawn the RTSP server");
+        let mut server = RtspServer {
+            port,
+            path: path.to_string(),
+            child,
+            dir,
+        };
+        // GStreamer and the Python bindings load in well under a second on an idle machine.
+        let up = wait_for_port(port, Duration::from_secs(20));
+        if !up || !server.child.is_running() {
+            panic!("the RTSP server did not start:\n{}", server.log());
+        }
+        server
+    }
+
+    /// `rtsp://127.0.0.1:PORT/<path>`.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/{}", self.port, self.path)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rtsp_server.log")).unwrap_or_default()
+    }
+}
+
 /// A private CA and a server certificate for 127.0.0.1, made with the openssl CLI.
 pub struct TestCerts {
     /// CA certificate (DER), to trust in the client.
@@ -652,26 +717,32 @@ pub struct TestCerts {
     pub server_key_pem: Vec<u8>,
 }
 
-/// Generates [`TestCerts`]; `None` when openssl is not installed.
-pub fn test_certs() -> Option<TestCerts> {
-    let dir = tempfile::tempdir().ok()?;
+/// Generates [`TestCerts`]; the caller requires [`Peer::Openssl`] first. An openssl that fails
+/// panics with its error output.
+pub fn test_certs() -> TestCerts {
+    let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let run = |args: &[&str]| {
-        Command::new("openssl")
+        let out = Command::new("openssl")
             .args(args)
             .current_dir(d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        assert!(
+            out.status.success(),
+            "`openssl {}` failed with {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     std::fs::write(
         d.join("leaf.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
-    .ok()?;
-    let ok = run(&[
+    .expect("write leaf.ext");
+    run(&[
         "req",
         "-x509",
         "-newkey",
@@ -685,7 +756,8 @@ pub fn test_certs() -> Option<TestCerts> {
         "1",
         "-subj",
         "/CN=relaycast test CA",
-    ]) && run(&[
+    ]);
+    run(&[
         "req",
         "-newkey",
         "rsa:2048",
@@ -696,7 +768,8 @@ pub fn test_certs() -> Option<TestCerts> {
         "leaf.csr",
         "-subj",
         "/CN=127.0.0.1",
-    ]) && run(&[
+    ]);
+    run(&[
         "x509",
         "-req",
         "-in",
@@ -712,15 +785,16 @@ pub fn test_certs() -> Option<TestCerts> {
         "1",
         "-extfile",
         "leaf.ext",
-    ]) && run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
-    if !ok {
-        return None;
+    ]);
+    run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+    let read = |name: &str| {
+        std::fs::read(d.join(name)).unwrap_or_else(|e| panic!("openssl wrote no {name}: {e}"))
+    };
+    TestCerts {
+        ca: read("ca.der"),
+        server_cert_pem: read("leaf.pem"),
+        server_key_pem: read("leaf.key"),
     }
-    Some(TestCerts {
-        ca: std::fs::read(d.join("ca.der")).ok()?,
-        server_cert_pem: std::fs::read(d.join("leaf.pem")).ok()?,
-        server_key_pem: std::fs::read(d.join("leaf.key")).ok()?,
-    })
 }
 
 /// A TLS terminator in front of a plain TCP port (an `rtmps://` front for nginx-rtmp):
