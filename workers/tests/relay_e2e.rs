@@ -736,7 +736,8 @@ async fn vod_items_play_back_to_back_on_one_connection() {
 }
 
 /// (g) An `rtmps://` destination: TLS (verified against a private CA) in front of
-/// nginx-rtmp, next to a plain one; both playable.
+/// nginx-rtmp, next to a plain one; both playable. And an `rtmps://` source through the same
+/// terminator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_destination_with_a_private_ca() {
     let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else {
@@ -809,6 +810,23 @@ async fn rtmps_destination_with_a_private_ca() {
     assert!(failed.0.contains("tls"), "{}", failed.0);
     assert!(failed.1);
     untrusting.stop().await;
+
+    // An `rtmps://` source: ffmpeg pulls it (no native TLS pull), its TLS tunnelled with
+    // CONNECT through the worker's egress proxy.
+    let (tx3, _rx3) = mpsc::unbounded_channel();
+    let pulled = RelaySession::start(
+        SessionSpec::on_loopback(
+            vec![IngestSpec::live(format!("rtmps://127.0.0.1:{}/live/src", front.port))],
+            vec![nginx.url("g4")],
+        ),
+        tx3,
+    )
+    .expect("session starts");
+    let (p, _) = support::wait_playable(&nginx.url("g4"), Duration::from_secs(20))
+        .expect("relayed from an rtmps source");
+    assert_eq!((p.width, p.height), (1280, 720));
+    pulled.stop().await;
+
     session.stop().await;
     assert!(!drain(&mut rx)
         .iter()
