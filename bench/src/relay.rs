@@ -309,6 +309,36 @@ impl MemSamples {
     }
 }
 
+/// Busy time of the whole machine (every CPU, every process, the bench's own included) in
+/// clock ticks, from `/proc/stat`: all but idle and iowait.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
+}
+
+/// What else ran during a window: the machine's busy time and its load average at both ends.
+struct Quiet {
+    busy0: u64,
+    load0: Option<String>,
+}
+
+impl Quiet {
+    fn start() -> Quiet {
+        Quiet { busy0: machine_busy_ticks(), load0: crate::record::loadavg() }
+    }
+
+    /// `own_pct`: the CPU of everything the bench measured in the window (% of one core), so
+    /// that the rest is what other processes (and the bench's own bookkeeping) used.
+    fn json(&self, secs: f64, own_pct: f64) -> Value {
+        let busy = machine_busy_ticks().saturating_sub(self.busy0) as f64 / clock_ticks() / secs * 100.0;
+        json!({ "machine_busy_pct_of_one_core": r2(busy), "outside_contenders_pct_of_one_core": r2(busy - own_pct),
+                "loadavg_start": self.load0, "loadavg_end": crate::record::loadavg() })
+    }
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -992,6 +1022,7 @@ fn first_line(tool: &str, args: &[&str]) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 
 fn phase_cpu(ctx: &Ctx) -> Result<()> {
+    let phase_name = "cpu";
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("src"), &ctx.log("publisher-src"))?;
     nginx.wait_publishing(&["src".to_string()], 100_000, Duration::from_secs(15))?;
@@ -1098,6 +1129,7 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let push_feed0 = ngx_push.stat();
             let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
             let rc_own0 = own(rc.proc.pid());
+            let quiet = Quiet::start();
             let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
             let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let t0 = Instant::now();
@@ -1114,6 +1146,14 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let rc_own1 = own(rc.proc.pid());
             let secs = t0.elapsed().as_secs_f64();
+            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+            let mut q = quiet.json(secs, measured);
+            q["bench"] = json!("relay");
+            q["figure"] = json!("window load");
+            q["phase"] = json!(phase_name);
+            q["destinations"] = json!(n);
+            q["round"] = json!(round);
+            emit(&q);
             let stats1: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed1 = ngx_push.stat();
             let own_mem = rc_own_mem.median();
@@ -1318,6 +1358,7 @@ fn plain_transcode_args(src: &str, fops: &Fops, dests: &[String]) -> Result<Vec<
 }
 
 fn phase_transcode(ctx: &Ctx) -> Result<()> {
+    let phase_name = "transcode";
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
     nginx.wait_publishing(&["tcsrc".to_string()], 100_000, Duration::from_secs(15))?;
@@ -1349,6 +1390,7 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
             let stat0 = nginx.stat();
             let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
             let rc_own0 = own(rc.proc.pid());
+            let quiet = Quiet::start();
             let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
             let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let t0 = Instant::now();
@@ -1365,6 +1407,14 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
             let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let rc_own1 = own(rc.proc.pid());
             let secs = t0.elapsed().as_secs_f64();
+            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+            let mut q = quiet.json(secs, measured);
+            q["bench"] = json!("relay");
+            q["figure"] = json!("window load");
+            q["phase"] = json!(phase_name);
+            q["destinations"] = json!(n);
+            q["round"] = json!(round);
+            emit(&q);
             let stat1 = nginx.stat();
             let own_mem = rc_own_mem.median();
             emit(&json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
