@@ -74,11 +74,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn report(figure: &str, concurrency: usize, latencies: &[Duration], wall: Duration) {
     let rate = latencies.len() as f64 / wall.as_secs_f64();
     let (p50, p99) = (percentile(latencies, 0.50), percentile(latencies, 0.99));
-    println!(
-        "{}",
-        json!({ "bench": "api", "figure": figure, "concurrency": concurrency, "requests": latencies.len(),
-                "req_per_s": rate.round(), "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0 })
-    );
+    crate::record::emit(&json!({ "bench": "api", "figure": figure, "concurrency": concurrency, "requests": latencies.len(),
+                "req_per_s": rate.round(), "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0 }));
     println!("# api {figure} (concurrency {concurrency}): {} requests, {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms", latencies.len());
 }
 

@@ -6,6 +6,7 @@
 //! human line.
 
 mod api;
+mod record;
 mod relay;
 
 use std::path::Path;
@@ -27,6 +28,16 @@ struct Cli {
     /// you want to measure.
     #[arg(long, global = true)]
     dir: Option<std::path::PathBuf>,
+    /// File the JSON lines are appended to (default: `docs/perf-data/<bench>-<date>-<commit>.jsonl`
+    /// of the relaycast checkout the bench runs in).
+    #[arg(long, global = true)]
+    out: Option<std::path::PathBuf>,
+    /// A word added to the default file name (`relay-<date>-<commit>-<tag>.jsonl`).
+    #[arg(long, global = true)]
+    tag: Option<String>,
+    /// Print the JSON lines only; write no file.
+    #[arg(long, global = true)]
+    no_record: bool,
 }
 
 #[derive(Subcommand)]
@@ -51,17 +62,22 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
-    /// The relay data plane against ffmpeg baselines, side by side on this machine: CPU and RSS
-    /// for N destinations (relaycast vs N separate `ffmpeg -c copy` vs one ffmpeg `tee`), time
-    /// from create to first frame, failover gap and reconnects, added end-to-end delay. Needs
-    /// nginx with libnginx-mod-rtmp, ffmpeg, and a release `relaycast` binary.
+    /// The relay data plane against ffmpeg and nginx-rtmp baselines, side by side on this
+    /// machine: CPU, RSS and PSS for N destinations (relaycast vs N separate `ffmpeg -c copy`
+    /// vs one ffmpeg `tee` vs nginx-rtmp `push`), a transcode task against a plain ffmpeg doing
+    /// the same transcode, time from create to first frame, failover gap and reconnects, added
+    /// end-to-end delay. Needs nginx with libnginx-mod-rtmp, ffmpeg, and a release `relaycast`
+    /// binary.
     Relay {
-        /// Measurements to run, comma-separated: cpu, first-frame, failover, delay.
-        #[arg(long, value_delimiter = ',', default_value = "cpu,first-frame,failover,delay")]
+        /// Measurements to run, comma-separated: cpu, transcode, first-frame, failover, delay.
+        #[arg(long, value_delimiter = ',', default_value = "cpu,transcode,first-frame,failover,delay")]
         phases: Vec<String>,
         /// Destination counts of the cpu phase, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
         destinations: Vec<usize>,
+        /// Destination counts of the transcode phase, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        transcode_destinations: Vec<usize>,
         /// Rounds of the cpu phase (every destination count once per round).
         #[arg(long, default_value_t = 2)]
         rounds: usize,
@@ -111,7 +127,7 @@ fn report(bench: &str, figure: &str, workers: usize, ops: usize, elapsed: Durati
     if let (Some(obj), serde_json::Value::Object(more)) = (line.as_object_mut(), extra) {
         obj.extend(more);
     }
-    println!("{line}");
+    record::emit(&line);
     println!("# {bench} {figure} ({workers} worker(s)): {ops} ops in {secs:.3} s = {rate:.0} ops/s");
 }
 
@@ -196,10 +212,36 @@ async fn bench_queue(base: Option<&Path>, messages: usize, consumers: usize) -> 
 
 const KIND: Kind = Kind("bench");
 
+/// The machine's ceiling for durable single writes through SQLite: the `sqlite3` command-line
+/// tool committing `n` single-row inserts, each in its own transaction, with the pragmas
+/// `relaycast up` uses (WAL, synchronous=FULL).
+fn sqlite_baseline(base: Option<&Path>, n: usize) -> Result<()> {
+    use std::io::Write;
+    let dir = temp_dir(base)?;
+    let mut sql = String::from("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k TEXT PRIMARY KEY, v TEXT);\n");
+    for i in 0..n {
+        sql.push_str(&format!("INSERT INTO t VALUES('k{i}','x');\n"));
+    }
+    let started = Instant::now();
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(dir.path().join("base.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("running sqlite3 (the command-line tool) for the baseline")?;
+    child.stdin.take().context("sqlite3 stdin")?.write_all(sql.as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("sqlite3 failed");
+    }
+    report("store-cas", "baseline: sqlite3 CLI single-insert commits", 1, n, started.elapsed(), json!({ "tool": "sqlite3" }));
+    Ok(())
+}
+
 async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<()> {
     if ops == 0 || writers == 0 {
         bail!("--ops and --writers must be positive");
     }
+    sqlite_baseline(base, 5_000)?;
     for workers in [1, writers] {
         let dir = temp_dir(base)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -294,6 +336,19 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let bench = match &cli.command {
+        Command::Queue { .. } => "queue",
+        Command::Api { .. } => "api",
+        Command::Relay { .. } => "relay",
+        Command::StoreCas { .. } => "store-cas",
+    };
+    record::start(bench, cli.out.clone(), cli.tag.as_deref(), cli.no_record)?;
+    let result = run(cli).await;
+    record::finish(result.is_ok());
+    result
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let base = cli.dir.as_deref();
     match cli.command {
         Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
@@ -302,6 +357,7 @@ async fn main() -> Result<()> {
         Command::Relay {
             phases,
             destinations,
+            transcode_destinations,
             rounds,
             warmup,
             window,
@@ -313,6 +369,7 @@ async fn main() -> Result<()> {
             let opts = relay::RelayOptions {
                 phases,
                 destinations,
+                transcode_destinations,
                 rounds,
                 warmup,
                 window,

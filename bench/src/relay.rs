@@ -35,7 +35,12 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
 };
+use relaycast_core::domain::relay::types::{Fops, Resolution, Source, SourceUrl, TaskType, VideoCodec};
+use relaycast_workers::ingest::IngestSpec;
+use relaycast_workers::transcode::{self, Watermarks};
 use serde_json::{json, Value};
+
+use crate::record::emit;
 
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const ACCOUNT: &str = "bench";
@@ -48,6 +53,8 @@ pub struct RelayOptions {
     pub phases: Vec<String>,
     /// Destination counts of the cpu phase.
     pub destinations: Vec<usize>,
+    /// Destination counts of the transcode phase.
+    pub transcode_destinations: Vec<usize>,
     /// Rounds of the cpu phase (each runs every destination count once).
     pub rounds: usize,
     /// Seconds between all destinations publishing and the start of the measuring window.
@@ -145,8 +152,8 @@ impl Drop for Proc {
     }
 }
 
-/// pid -> (ppid, utime+stime+cutime+cstime in ticks) for every process.
-fn proc_table() -> HashMap<u32, (u32, u64)> {
+/// pid -> (ppid, utime+stime+cutime+cstime in ticks, cutime+cstime in ticks) for every process.
+fn proc_table() -> HashMap<u32, (u32, u64, u64)> {
     let mut out = HashMap::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return out;
@@ -164,13 +171,51 @@ fn proc_table() -> HashMap<u32, (u32, u64)> {
             continue;
         }
         let n = |k: usize| f[k].parse::<u64>().unwrap_or(0);
-        out.insert(pid, (n(1) as u32, n(11) + n(12) + n(13) + n(14)));
+        out.insert(pid, (n(1) as u32, n(11) + n(12) + n(13) + n(14), n(13) + n(14)));
     }
     out
 }
 
+/// CPU time of a whole process (every thread, alive or exited) in seconds, with nanosecond
+/// resolution: the process's CPU-time clock (`clock_getcpuclockid`). `/proc/PID/stat` counts
+/// in clock ticks (10 ms), which over a 20 s window is a 0.05 % step per reading: as large as
+/// the whole cost of an nginx push.
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let mut id: libc::clockid_t = 0;
+    // SAFETY: both calls only write to the locals passed by pointer.
+    unsafe {
+        if libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) != 0 {
+            return None;
+        }
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(id, &mut ts) != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+    }
+}
+
+/// CPU seconds of the roots and their descendants: each process's CPU clock plus the ticks of
+/// its children already reaped; and the number of processes.
+fn cpu_s(roots: &[u32]) -> (f64, usize) {
+    let table = proc_table();
+    let hz = clock_ticks();
+    let pids = tree(roots, &table);
+    let total = pids
+        .iter()
+        .map(|p| {
+            let (_, all, reaped) = table[p];
+            match process_cpu_s(*p) {
+                Some(own) => own + reaped as f64 / hz,
+                None => all as f64 / hz,
+            }
+        })
+        .sum();
+    (total, pids.len())
+}
+
 /// The roots and all their descendants.
-fn tree(roots: &[u32], table: &HashMap<u32, (u32, u64)>) -> Vec<u32> {
+fn tree(roots: &[u32], table: &HashMap<u32, (u32, u64, u64)>) -> Vec<u32> {
     let mut out: Vec<u32> = roots
         .iter()
         .copied()
@@ -179,7 +224,7 @@ fn tree(roots: &[u32], table: &HashMap<u32, (u32, u64)>) -> Vec<u32> {
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];
-        for (pid, (ppid, _)) in table {
+        for (pid, (ppid, _, _)) in table {
             if *ppid == parent && !out.contains(pid) {
                 out.push(*pid);
             }
@@ -207,9 +252,91 @@ fn process_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_kb(roots: &[u32]) -> u64 {
+/// (PSS, USS) in kB from `/proc/PID/smaps_rollup`. PSS (proportional set size) counts each
+/// page shared by k processes 1/k to each, so the shared libraries of N ffmpeg processes are
+/// counted once over the N, not N times. USS (private clean + dirty) is what the process alone
+/// holds: what its exit would free.
+fn process_pss_uss_kb(pid: u32) -> (u64, u64) {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("Pss:"), field("Private_Clean:") + field("Private_Dirty:"))
+}
+
+/// One memory sample of a process tree, in MB: summed VmRSS, PSS and USS.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mem {
+    rss: f64,
+    pss: f64,
+    uss: f64,
+}
+
+fn mem_one(pid: u32) -> Mem {
+    let (pss, uss) = process_pss_uss_kb(pid);
+    Mem { rss: process_rss_kb(pid) as f64 / 1024.0, pss: pss as f64 / 1024.0, uss: uss as f64 / 1024.0 }
+}
+
+fn mem(roots: &[u32]) -> Mem {
     let table = proc_table();
-    tree(roots, &table).iter().map(|p| process_rss_kb(*p)).sum()
+    tree(roots, &table).iter().map(|p| mem_one(*p)).fold(Mem::default(), |a, b| Mem {
+        rss: a.rss + b.rss,
+        pss: a.pss + b.pss,
+        uss: a.uss + b.uss,
+    })
+}
+
+/// Memory samples of a window; medians of each.
+#[derive(Debug, Clone, Default)]
+struct MemSamples(Vec<Mem>);
+
+impl MemSamples {
+    fn push(&mut self, m: Mem) {
+        self.0.push(m);
+    }
+
+    fn median(&self) -> Mem {
+        let mut r: Vec<f64> = self.0.iter().map(|m| m.rss).collect();
+        let mut p: Vec<f64> = self.0.iter().map(|m| m.pss).collect();
+        let mut u: Vec<f64> = self.0.iter().map(|m| m.uss).collect();
+        Mem { rss: median(&mut r), pss: median(&mut p), uss: median(&mut u) }
+    }
+}
+
+/// Busy time of the whole machine (every CPU, every process, the bench's own included) in
+/// clock ticks, from `/proc/stat`: all but idle and iowait.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
+}
+
+/// What else ran during a window: the machine's busy time and its load average at both ends.
+struct Quiet {
+    busy0: u64,
+    load0: Option<String>,
+}
+
+impl Quiet {
+    fn start() -> Quiet {
+        Quiet { busy0: machine_busy_ticks(), load0: crate::record::loadavg() }
+    }
+
+    /// `own_pct`: the CPU of everything the bench measured in the window (% of one core), so
+    /// that the rest is what other processes (and the bench's own bookkeeping) used.
+    fn json(&self, secs: f64, own_pct: f64) -> Value {
+        let busy = machine_busy_ticks().saturating_sub(self.busy0) as f64 / clock_ticks() / secs * 100.0;
+        json!({ "machine_busy_pct_of_one_core": r2(busy), "outside_contenders_pct_of_one_core": r2(busy - own_pct),
+                "loadavg_start": self.load0, "loadavg_end": crate::record::loadavg() })
+    }
 }
 
 fn clock_ticks() -> f64 {
@@ -250,13 +377,15 @@ fn ffmpeg() -> Command {
 struct Nginx {
     rtmp: u16,
     http: u16,
-    _proc: Proc,
+    proc: Proc,
 }
 
 #[derive(Debug, Clone, Default)]
 struct StreamStat {
     bytes_in: u64,
     publisher: Option<u64>,
+    /// The video size in the stream's metadata (`<meta><video><width>`), if any.
+    video_size: Option<(u64, u64)>,
 }
 
 fn xml_tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
@@ -280,15 +409,22 @@ fn xml_blocks<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 impl Nginx {
+    /// The bench's nginx: application `live` receives every source and destination.
     fn start(dir: &Path) -> Result<Nginx> {
+        Self::start_named(dir, "nginx", "")
+    }
+
+    /// A private nginx-rtmp in `dir/name`, single process (`master_process off`: the worker's
+    /// CPU is the process's), with `live_extra` added to the `live` application (`push` lines).
+    fn start_named(dir: &Path, name: &str, live_extra: &str) -> Result<Nginx> {
         let (rtmp, http) = (free_port()?, free_port()?);
-        let p = dir.join("nginx");
+        let p = dir.join(name);
         std::fs::create_dir_all(&p)?;
         let pd = p.display();
         let conf = format!(
             "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              error_log {pd}/error.log warn;\npid {pd}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on; }} }} }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on;\n{live_extra}  }} }} }}\n\
              http {{ access_log off; client_body_temp_path {pd}/body; proxy_temp_path {pd}/proxy;\n\
              fastcgi_temp_path {pd}/fcgi; uwsgi_temp_path {pd}/uwsgi; scgi_temp_path {pd}/scgi;\n\
              server {{ listen 127.0.0.1:{http}; location /stat {{ rtmp_stat all; }} }} }}\n"
@@ -296,7 +432,7 @@ impl Nginx {
         let conf_path = p.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let proc = Proc::spawn(
-            "nginx",
+            name,
             Command::new("nginx")
                 .arg("-p")
                 .arg(&p)
@@ -306,11 +442,7 @@ impl Nginx {
                 .arg(&conf_path),
             &p.join("stderr.log"),
         )?;
-        let n = Nginx {
-            rtmp,
-            http,
-            _proc: proc,
-        };
+        let n = Nginx { rtmp, http, proc };
         if !(wait_port(rtmp, Duration::from_secs(5)) && wait_port(http, Duration::from_secs(5))) {
             bail!(
                 "nginx did not start: {}",
@@ -337,11 +469,15 @@ impl Nginx {
                     .into_iter()
                     .find(|c| c.contains("<publishing/>"))
                     .map(|c| num(xml_tag(c, "id")));
+                let video_size = xml_tag(s, "meta")
+                    .and_then(|m| xml_tag(m, "video"))
+                    .map(|v| (num(xml_tag(v, "width")), num(xml_tag(v, "height"))));
                 (
                     xml_tag(head, "name").unwrap_or("").to_string(),
                     StreamStat {
                         bytes_in: num(xml_tag(head, "bytes_in")),
                         publisher,
+                        video_size,
                     },
                 )
             })
@@ -487,15 +623,20 @@ impl Relaycast {
 
     /// `cmd=1`: a live task pulling `sources` (primary first) and pushing to `forwards`.
     fn create(&self, id: &str, sources: &[String], forwards: &[String]) -> Result<()> {
-        self.forward(&json!({
-            "cmd": "1", "type": "live",
-            "list": [{
-                "id": id,
-                "src": sources.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
-                "forward": forwards.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
-            }]
-        }))
-        .map(|_| ())
+        self.create_with(id, sources, forwards, None)
+    }
+
+    /// `cmd=1` with `fops` (a transcode) if given.
+    fn create_with(&self, id: &str, sources: &[String], forwards: &[String], fops: Option<&Value>) -> Result<()> {
+        let mut item = json!({
+            "id": id,
+            "src": sources.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+            "forward": forwards.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
+        });
+        if let Some(f) = fops {
+            item["fops"] = f.clone();
+        }
+        self.forward(&json!({ "cmd": "1", "type": "live", "list": [item] })).map(|_| ())
     }
 
     /// SIGTERM (relaycast drains: stops its ingest ffmpeg and reaps it), then the tree is
@@ -846,22 +987,34 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
     let machine = json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string())),
-        "loadavg": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string()),
+        "loadavg": crate::record::loadavg(),
+        "ffmpeg": first_line("ffmpeg", &["-version"]),
+        "nginx": first_line("nginx", &["-v"]),
+        "relaycast_bin": ctx.bin.display().to_string(),
     });
-    println!(
-        "{}",
-        json!({ "bench": "relay", "figure": "machine", "machine": machine })
-    );
+    emit(&json!({ "bench": "relay", "figure": "machine", "machine": machine }));
     for phase in &opts.phases {
+        emit(&json!({ "bench": "relay", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1,
+                      "loadavg": crate::record::loadavg() }));
         match phase.as_str() {
             "cpu" => phase_cpu(&ctx)?,
             "first-frame" => phase_first_frame(&ctx)?,
             "failover" => phase_failover(&ctx)?,
             "delay" => phase_delay(&ctx)?,
-            other => bail!("unknown phase {other} (cpu, first-frame, failover, delay)"),
+            "transcode" => phase_transcode(&ctx)?,
+            other => bail!("unknown phase {other} (cpu, transcode, first-frame, failover, delay)"),
         }
+        emit(&json!({ "bench": "relay", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1,
+                      "loadavg": crate::record::loadavg() }));
     }
     Ok(())
+}
+
+/// The first line a tool prints on stdout or stderr (`nginx -v` writes to stderr).
+fn first_line(tool: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(tool).args(args).stdin(Stdio::null()).output().ok()?;
+    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
+    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -869,6 +1022,7 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 fn phase_cpu(ctx: &Ctx) -> Result<()> {
+    let phase_name = "cpu";
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("src"), &ctx.log("publisher-src"))?;
     nginx.wait_publishing(&["src".to_string()], 100_000, Duration::from_secs(15))?;
@@ -882,24 +1036,21 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             ctx.opts.stall_timeout_ms,
         )?;
         std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
-        let (t0, c0) = (Instant::now(), ticks(&[idle.proc.pid()]).0);
-        let mut rss = Vec::new();
+        let (t0, c0, k0) = (Instant::now(), cpu_s(&[idle.proc.pid()]).0, ticks(&[idle.proc.pid()]).0);
+        let mut m = MemSamples::default();
         while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
             std::thread::sleep(Duration::from_secs(1));
-            rss.push(rss_kb(&[idle.proc.pid()]) as f64 / 1024.0);
+            m.push(mem(&[idle.proc.pid()]));
         }
-        let cpu =
-            ticks(&[idle.proc.pid()]).0.saturating_sub(c0) as f64 / hz / t0.elapsed().as_secs_f64()
-                * 100.0;
-        println!(
-            "{}",
-            json!({ "bench": "relay", "figure": "relaycast idle (no task)", "cpu_pct_of_one_core": r2(cpu),
-                    "rss_mb_median": r2(median(&mut rss)) })
-        );
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_s(&[idle.proc.pid()]).0 - c0) / secs * 100.0;
+        let cpu_ticks = ticks(&[idle.proc.pid()]).0.saturating_sub(k0) as f64 / hz / secs * 100.0;
+        let m = m.median();
+        emit(&json!({ "bench": "relay", "figure": "relaycast idle (no task)", "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks),
+                      "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss) }));
         idle.shutdown(Duration::from_secs(6));
     }
-    // (contender, n) -> [(cpu %, rss MB)]
-    let mut results: HashMap<(&str, usize), Vec<(f64, f64)>> = HashMap::new();
+    let mut results: HashMap<(&'static str, usize), Vec<Sample>> = HashMap::new();
     for round in 1..=ctx.opts.rounds {
         for &n in &ctx.opts.destinations {
             let names = |p: &str| {
@@ -907,8 +1058,35 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                     .map(|i| format!("{p}_{n}_{round}_{i}"))
                     .collect::<Vec<_>>()
             };
-            let (rc_names, sep_names, tee_names) = (names("rc"), names("sep"), names("tee"));
+            let (rc_names, sep_names, tee_names, np_names) =
+                (names("rc"), names("sep"), names("tee"), names("np"));
             let urls = |v: &[String]| v.iter().map(|s| nginx.url(s)).collect::<Vec<_>>();
+
+            // nginx-rtmp `push`: a private nginx whose source application pushes every stream
+            // published into it to the N destinations, and beside it the same nginx without
+            // the push lines. One `-c copy` tee feeds both the same publish; the push figure is
+            // the difference of the two, measured in the same window.
+            let push_lines: String = np_names
+                .iter()
+                .map(|d| format!("    push {};\n", nginx.url(d)))
+                .collect();
+            let ngx_push = Nginx::start_named(ctx.dir.path(), &format!("nginx_push_{n}_{round}"), &push_lines)?;
+            let ngx_base = Nginx::start_named(ctx.dir.path(), &format!("nginx_nopush_{n}_{round}"), "")?;
+            let feeder = Proc::spawn(
+                "feeder (tee to the push and no-push nginx)",
+                ffmpeg().args([
+                    "-i",
+                    &nginx.url("src"),
+                    "-map",
+                    "0",
+                    "-c",
+                    "copy",
+                    "-f",
+                    "tee",
+                    &format!("[f=flv]{}|[f=flv]{}", ngx_push.url("src"), ngx_base.url("src")),
+                ]),
+                &ctx.log(&format!("feeder_{n}_{round}")),
+            )?;
 
             let rc = Relaycast::start(
                 &ctx.bin,
@@ -931,109 +1109,357 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                 &ctx.log(&format!("tee_{n}_{round}")),
             )?;
             let all: Vec<String> =
-                [rc_names.clone(), sep_names.clone(), tee_names.clone()].concat();
+                [rc_names.clone(), sep_names.clone(), tee_names.clone(), np_names.clone()].concat();
             nginx.wait_publishing(&all, 50_000, Duration::from_secs(30))?;
+            let src = ["src".to_string()];
+            ngx_push.wait_publishing(&src, 50_000, Duration::from_secs(10))?;
+            ngx_base.wait_publishing(&src, 50_000, Duration::from_secs(10))?;
             std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
 
-            let contenders: Vec<(&str, Vec<u32>, &Vec<String>)> = vec![
-                ("relaycast", vec![rc.proc.pid()], &rc_names),
-                (
-                    "ffmpeg x N",
-                    seps.iter().map(Proc::pid).collect(),
-                    &sep_names,
-                ),
-                ("ffmpeg tee", vec![tee.pid()], &tee_names),
+            // (name, process roots, which nginx's stat shows what it delivers, stream names)
+            let contenders: Vec<(&'static str, Vec<u32>, &Nginx, Vec<String>)> = vec![
+                (RC, vec![rc.proc.pid()], nginx, rc_names.clone()),
+                (SEP, seps.iter().map(Proc::pid).collect(), nginx, sep_names.clone()),
+                (TEE, vec![tee.pid()], nginx, tee_names.clone()),
+                (PUSH_GROSS, vec![ngx_push.proc.pid()], nginx, np_names.clone()),
+                // What the no-push nginx "delivers" is what it receives: the feed.
+                (NOPUSH, vec![ngx_base.proc.pid()], &ngx_base, src.to_vec()),
             ];
-            let stat0 = nginx.stat();
-            let own = |pid: u32| proc_table().get(&pid).map(|x| x.1).unwrap_or(0);
+            let stats0: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
+            let push_feed0 = ngx_push.stat();
+            let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
             let rc_own0 = own(rc.proc.pid());
-            let before: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
+            let quiet = Quiet::start();
+            let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
+            let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let t0 = Instant::now();
-            let mut rss: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-            let mut rc_own_rss = Vec::new();
+            let mut mems: Vec<MemSamples> = vec![MemSamples::default(); contenders.len()];
+            let mut rc_own_mem = MemSamples::default();
             while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
                 std::thread::sleep(Duration::from_secs(1));
                 for (i, c) in contenders.iter().enumerate() {
-                    rss[i].push(rss_kb(&c.1) as f64 / 1024.0);
+                    mems[i].push(mem(&c.1));
                 }
-                rc_own_rss.push(process_rss_kb(rc.proc.pid()) as f64 / 1024.0);
+                rc_own_mem.push(mem_one(rc.proc.pid()));
             }
-            let after: Vec<(u64, usize)> = contenders.iter().map(|c| ticks(&c.1)).collect();
+            let after: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
+            let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
             let rc_own1 = own(rc.proc.pid());
             let secs = t0.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
-                        "cpu_pct_of_one_core": r2(rc_own1.saturating_sub(rc_own0) as f64 / hz / secs * 100.0),
-                        "rss_mb_median": r2(median(&mut rc_own_rss)) })
-            );
-            let stat1 = nginx.stat();
-            for (i, (name, _, dests)) in contenders.iter().enumerate() {
-                let cpu = (after[i].0.saturating_sub(before[i].0)) as f64 / hz / secs * 100.0;
-                let rss_mb = median(&mut rss[i]);
-                let kbps: Vec<f64> = dests
-                    .iter()
-                    .map(|d| {
-                        let b0 = stat0.get(d).map(|s| s.bytes_in).unwrap_or(0);
-                        let b1 = stat1.get(d).map(|s| s.bytes_in).unwrap_or(0);
-                        b1.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs
-                    })
-                    .collect();
-                let min_kbps = kbps.iter().copied().fold(f64::INFINITY, f64::min);
-                println!(
-                    "{}",
-                    json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
-                            "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "rss_mb_median": r2(rss_mb),
-                            "processes": after[i].1, "min_kbps_per_destination": min_kbps.round() })
-                );
+            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+            let mut q = quiet.json(secs, measured);
+            q["bench"] = json!("relay");
+            q["figure"] = json!("window load");
+            q["phase"] = json!(phase_name);
+            q["destinations"] = json!(n);
+            q["round"] = json!(round);
+            emit(&q);
+            let stats1: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
+            let push_feed1 = ngx_push.stat();
+            let own_mem = rc_own_mem.median();
+            emit(&json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+                          "cpu_pct_of_one_core": r2((rc_own1 - rc_own0) / secs * 100.0),
+                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
+            let mut window: HashMap<&str, Sample> = HashMap::new();
+            for (i, (name, _, _, dests)) in contenders.iter().enumerate() {
+                let cpu = (after[i].0 - before[i].0) / secs * 100.0;
+                let cpu_ticks = after_ticks[i].saturating_sub(before_ticks[i]) as f64 / hz / secs * 100.0;
+                let m = mems[i].median();
+                let min_kbps = min_kbps(&stats0[i], &stats1[i], dests, secs);
+                emit(&json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
+                              "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
+                              "processes": after[i].1, "min_kbps_per_destination": min_kbps.round() }));
                 if min_kbps < 1500.0 {
                     eprintln!(
                         "# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination"
                     );
                 }
-                results.entry((*name, n)).or_default().push((cpu, rss_mb));
+                window.insert(name, Sample { cpu, mem: m });
             }
+            // The push nginx received the same feed as the no-push one.
+            let feed_push = min_kbps(&push_feed0, &push_feed1, &src, secs);
+            let feed_base = min_kbps(&stats0[4], &stats1[4], &src, secs);
+            emit(&json!({ "bench": "relay", "figure": "nginx push feed", "destinations": n, "round": round,
+                          "push_nginx_received_kbps": feed_push.round(), "nopush_nginx_received_kbps": feed_base.round() }));
+            if (feed_push - feed_base).abs() > 0.05 * feed_base {
+                eprintln!("# WARNING: the push and no-push nginx received {feed_push:.0} and {feed_base:.0} kbit/s");
+            }
+            let (g, b) = (window[PUSH_GROSS], window[NOPUSH]);
+            let net = Sample {
+                cpu: g.cpu - b.cpu,
+                mem: Mem { rss: g.mem.rss - b.mem.rss, pss: g.mem.pss - b.mem.pss, uss: g.mem.uss - b.mem.uss },
+            };
+            emit(&json!({ "bench": "relay", "figure": "cpu+rss", "contender": PUSH, "destinations": n, "round": round,
+                          "window_s": r2(secs), "cpu_pct_of_one_core": r2(net.cpu), "rss_mb_median": r2(net.mem.rss),
+                          "pss_mb_median": r2(net.mem.pss), "uss_mb_median": r2(net.mem.uss), "net_of": NOPUSH,
+                          "min_kbps_per_destination": min_kbps(&stats0[3], &stats1[3], &np_names, secs).round() }));
+            window.insert(PUSH, net);
+            for name in [RC, SEP, TEE, PUSH, PUSH_GROSS, NOPUSH] {
+                results.entry((name, n)).or_default().push(window[name]);
+            }
+            drop(feeder);
             drop(tee);
             drop(seps);
+            rc.shutdown(Duration::from_secs(6));
+            drop(ngx_push);
+            drop(ngx_base);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    println!(
+        "# relay cpu+memory: medians over {} round(s), {} s windows, CPU in % of one core, memory: PSS (RSS)",
+        ctx.opts.rounds, ctx.opts.window
+    );
+    println!(
+        "# {:>5} | {:>22} | {:>22} | {:>22} | {:>22} | {:>14} | {:>14} | {:>14}",
+        "dests", "relaycast", "ffmpeg x N", "ffmpeg tee", "nginx push (net)", "rc/tee", "rc/(xN)", "rc/push"
+    );
+    for &n in &ctx.opts.destinations {
+        let get = |name: &str| results.get(&(name, n)).cloned().unwrap_or_default();
+        let (rc, sep, tee, push) = (get(RC), get(SEP), get(TEE), get(PUSH));
+        let cpu = |a: &Sample| a.cpu;
+        let pss = |a: &Sample| a.mem.pss;
+        let rss = |a: &Sample| a.mem.rss;
+        let mut line = json!({ "bench": "relay", "figure": "cpu+rss summary", "destinations": n, "rounds": rc.len() });
+        for (key, v) in [("relaycast", &rc), ("ffmpeg_per_destination", &sep), ("ffmpeg_tee", &tee), ("nginx_push_net", &push),
+                         ("nginx_push_gross", &get(PUSH_GROSS)), ("nginx_nopush", &get(NOPUSH))] {
+            line[format!("{key}_cpu_pct")] = json!(r2(med(v, cpu)));
+            line[format!("{key}_rss_mb")] = json!(r2(med(v, rss)));
+            line[format!("{key}_pss_mb")] = json!(r2(med(v, pss)));
+            line[format!("{key}_uss_mb")] = json!(r2(med(v, |s| s.mem.uss)));
+            line[format!("{key}_cpu_pct_per_round")] = json!(v.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>());
+        }
+        for (key, other) in [("tee", &tee), ("separate", &sep), ("nginx_push", &push)] {
+            let c = Spread::of(ratios(&rc, other, cpu));
+            let p = Spread::of(ratios(&rc, other, pss));
+            let r = Spread::of(ratios(&rc, other, rss));
+            line[format!("cpu_ratio_relaycast_over_{key}")] = c.json();
+            line[format!("pss_ratio_relaycast_over_{key}")] = p.json();
+            line[format!("rss_ratio_relaycast_over_{key}")] = r.json();
+        }
+        emit(&line);
+        let cell = |v: &[Sample]| format!("{:>6.2}% {:>5.1} ({:>5.1}) MB", med(v, cpu), med(v, pss), med(v, rss));
+        let rat = |other: &[Sample]| Spread::of(ratios(&rc, other, cpu)).short();
+        println!(
+            "# {n:>5} | {} | {} | {} | {} | {:>14} | {:>14} | {:>14}",
+            cell(&rc), cell(&sep), cell(&tee), cell(&push), rat(&tee), rat(&sep), rat(&push)
+        );
+    }
+    Ok(())
+}
+
+const RC: &str = "relaycast";
+const SEP: &str = "ffmpeg x N";
+const TEE: &str = "ffmpeg tee";
+const PUSH: &str = "nginx push";
+const PUSH_GROSS: &str = "nginx push (gross: receives the feed and pushes)";
+const NOPUSH: &str = "nginx no-push (receives the feed only)";
+
+/// One contender in one window: CPU in % of one core, memory medians.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    cpu: f64,
+    mem: Mem,
+}
+
+fn med(v: &[Sample], f: fn(&Sample) -> f64) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(f).collect();
+    median(&mut x)
+}
+
+/// Per-round ratios a/b (same window each).
+fn ratios(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect()
+}
+
+/// The median of per-round values and their range (the run-to-run noise).
+struct Spread {
+    per_round: Vec<f64>,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(per_round: Vec<f64>) -> Spread {
+        let mut v = per_round.clone();
+        let median = median(&mut v);
+        let min = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Spread { per_round, median, min, max }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "median": r2(self.median), "min": r2(self.min), "max": r2(self.max),
+                "per_round": self.per_round.iter().map(|x| r2(*x)).collect::<Vec<_>>() })
+    }
+
+    fn short(&self) -> String {
+        format!("{:.2} ({:.2}-{:.2})", self.median, self.min, self.max)
+    }
+}
+
+/// The lowest rate (kbit/s) any of `dests` received between two stat snapshots `secs` apart.
+fn min_kbps(s0: &HashMap<String, StreamStat>, s1: &HashMap<String, StreamStat>, dests: &[String], secs: f64) -> f64 {
+    dests
+        .iter()
+        .map(|d| {
+            let b0 = s0.get(d).map(|s| s.bytes_in).unwrap_or(0);
+            let b1 = s1.get(d).map(|s| s.bytes_in).unwrap_or(0);
+            b1.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+// ---------------------------------------------------------------------------------------------
+// transcode: a relaycast transcode task against a plain ffmpeg doing the same transcode
+// ---------------------------------------------------------------------------------------------
+
+/// The transcode of the bench, as the API takes it: H.264 640x360 25 fps 800 kbit/s, 1 s GOP.
+fn transcode_fops() -> (Value, Fops) {
+    let wire = json!({ "vcodec": "libx264", "bps": "800000", "res": "640x360", "fps": "25", "forced_gopInterval": "1000" });
+    let fops = Fops {
+        vcodec: Some(VideoCodec::Libx264),
+        bps: Some(800_000),
+        res: Some(Resolution { width: 640, height: 360 }),
+        fps: Some(25.0),
+        forced_gop_interval_ms: Some(1000),
+        ..Fops::default()
+    };
+    (wire, fops)
+}
+
+/// The ffmpeg arguments relaycast's ingest runs for `fops` (the same code builds them), with
+/// the output replaced by `dests`: one FLV output, or the `tee` muxer for several.
+fn plain_transcode_args(src: &str, fops: &Fops, dests: &[String]) -> Result<Vec<String>> {
+    let source = Source::new(SourceUrl::parse(src, TaskType::Live).map_err(|e| anyhow!("{e:?}"))?);
+    let mut spec = IngestSpec::live(src);
+    transcode::apply(&mut spec, fops, &source, &Watermarks::default()).map_err(|e| anyhow!("{e}"))?;
+    let mut a = spec.args().map_err(|e| anyhow!("{e}"))?;
+    let f = a.iter().rposition(|x| x == "-f").context("no -f in the ingest's arguments")?;
+    if a.get(f + 1).map(String::as_str) != Some("flv") {
+        bail!("the ingest does not write FLV for this transcode: {a:?}");
+    }
+    a.truncate(f);
+    let mut out = vec!["-loglevel".to_string(), "error".to_string()];
+    out.extend(a);
+    if let [one] = dests {
+        out.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
+        out.push(one.clone());
+    } else {
+        let spec = dests
+            .iter()
+            .map(|d| format!("[f=flv:flvflags=no_duration_filesize:onfail=ignore]{d}"))
+            .collect::<Vec<_>>()
+            .join("|");
+        out.extend(["-f".to_string(), "tee".to_string(), spec]);
+    }
+    Ok(out)
+}
+
+fn phase_transcode(ctx: &Ctx) -> Result<()> {
+    let phase_name = "transcode";
+    let nginx = &ctx.nginx;
+    let _pub = publisher(&ctx.file, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
+    nginx.wait_publishing(&["tcsrc".to_string()], 100_000, Duration::from_secs(15))?;
+    let hz = clock_ticks();
+    let (wire, fops) = transcode_fops();
+    const RCT: &str = "relaycast transcode";
+    const FFT: &str = "ffmpeg transcode";
+    let mut results: HashMap<(&'static str, usize), Vec<Sample>> = HashMap::new();
+    for round in 1..=ctx.opts.rounds {
+        for &n in &ctx.opts.transcode_destinations {
+            let names = |p: &str| (0..n).map(|i| format!("{p}_{n}_{round}_{i}")).collect::<Vec<_>>();
+            let (rc_names, ff_names) = (names("tc_rc"), names("tc_ff"));
+            let urls = |v: &[String]| v.iter().map(|s| nginx.url(s)).collect::<Vec<_>>();
+            let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), &format!("rc_tc_{n}_{round}"), ctx.opts.stall_timeout_ms)?;
+            rc.create_with(&format!("tc{n}r{round}"), &[nginx.url("tcsrc")], &urls(&rc_names), Some(&wire))?;
+            let args = plain_transcode_args(&nginx.url("tcsrc"), &fops, &urls(&ff_names))?;
+            if round == 1 && n == ctx.opts.transcode_destinations[0] {
+                emit(&json!({ "bench": "relay", "figure": "transcode setup", "fops": wire, "plain_ffmpeg_args": args }));
+            }
+            let mut cmd = Command::new("ffmpeg");
+            cmd.args(&args);
+            let plain = Proc::spawn(FFT, &mut cmd, &ctx.log(&format!("tc_ff_{n}_{round}")))?;
+            let all = [rc_names.clone(), ff_names.clone()].concat();
+            nginx.wait_publishing(&all, 50_000, Duration::from_secs(60))?;
+            std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
+
+            let contenders: Vec<(&'static str, Vec<u32>, &Vec<String>)> =
+                vec![(RCT, vec![rc.proc.pid()], &rc_names), (FFT, vec![plain.pid()], &ff_names)];
+            let stat0 = nginx.stat();
+            let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
+            let rc_own0 = own(rc.proc.pid());
+            let quiet = Quiet::start();
+            let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
+            let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
+            let t0 = Instant::now();
+            let mut mems: Vec<MemSamples> = vec![MemSamples::default(); contenders.len()];
+            let mut rc_own_mem = MemSamples::default();
+            while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+                std::thread::sleep(Duration::from_secs(1));
+                for (i, c) in contenders.iter().enumerate() {
+                    mems[i].push(mem(&c.1));
+                }
+                rc_own_mem.push(mem_one(rc.proc.pid()));
+            }
+            let after: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
+            let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
+            let rc_own1 = own(rc.proc.pid());
+            let secs = t0.elapsed().as_secs_f64();
+            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+            let mut q = quiet.json(secs, measured);
+            q["bench"] = json!("relay");
+            q["figure"] = json!("window load");
+            q["phase"] = json!(phase_name);
+            q["destinations"] = json!(n);
+            q["round"] = json!(round);
+            emit(&q);
+            let stat1 = nginx.stat();
+            let own_mem = rc_own_mem.median();
+            emit(&json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+                          "cpu_pct_of_one_core": r2((rc_own1 - rc_own0) / secs * 100.0),
+                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
+            for (i, (name, _, dests)) in contenders.iter().enumerate() {
+                let cpu = (after[i].0 - before[i].0) / secs * 100.0;
+                let cpu_ticks = after_ticks[i].saturating_sub(before_ticks[i]) as f64 / hz / secs * 100.0;
+                let m = mems[i].median();
+                let kbps = min_kbps(&stat0, &stat1, dests, secs);
+                let sizes: Vec<Option<(u64, u64)>> = dests.iter().map(|d| stat1.get(d).and_then(|s| s.video_size)).collect();
+                let all_360p = sizes.iter().all(|s| *s == Some((640, 360)));
+                emit(&json!({ "bench": "relay", "figure": "transcode cpu+rss", "contender": name, "destinations": n, "round": round,
+                              "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
+                              "processes": after[i].1, "min_kbps_per_destination": kbps.round(), "every_destination_640x360": all_360p }));
+                if kbps < 400.0 || !all_360p {
+                    eprintln!("# WARNING: {name}: {kbps:.0} kbit/s at the slowest destination, sizes {sizes:?}");
+                }
+                results.entry((name, n)).or_default().push(Sample { cpu, mem: m });
+            }
+            drop(plain);
             rc.shutdown(Duration::from_secs(6));
             std::thread::sleep(Duration::from_millis(500));
         }
     }
     println!(
-        "# relay cpu+rss: medians over {} round(s), {} s windows, CPU in % of one core",
+        "# transcode 720p25 -> 640x360 libx264 800k: medians over {} round(s), {} s windows, CPU in % of one core, PSS (RSS)",
         ctx.opts.rounds, ctx.opts.window
     );
-    println!(
-        "# {:>5} | {:>18} | {:>18} | {:>18} | {:>9} | {:>9}",
-        "dests", "relaycast cpu/rss", "ffmpeg x N", "ffmpeg tee", "rc/tee", "rc/(xN)"
-    );
-    for &n in &ctx.opts.destinations {
-        let med = |name: &str| {
-            let v = results.get(&(name, n)).cloned().unwrap_or_default();
-            let mut c: Vec<f64> = v.iter().map(|x| x.0).collect();
-            let mut r: Vec<f64> = v.iter().map(|x| x.1).collect();
-            // Ratio per round (same window), then the median of the ratios.
-            (median(&mut c), median(&mut r), v)
-        };
-        let (rc, sep, tee) = (med("relaycast"), med("ffmpeg x N"), med("ffmpeg tee"));
-        let ratio = |a: &Vec<(f64, f64)>, b: &Vec<(f64, f64)>, f: fn(&(f64, f64)) -> f64| {
-            let mut v: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
-            median(&mut v)
-        };
-        let (cpu_tee, cpu_sep) = (ratio(&rc.2, &tee.2, |x| x.0), ratio(&rc.2, &sep.2, |x| x.0));
-        let (rss_tee, rss_sep) = (ratio(&rc.2, &tee.2, |x| x.1), ratio(&rc.2, &sep.2, |x| x.1));
+    for &n in &ctx.opts.transcode_destinations {
+        let get = |name: &str| results.get(&(name, n)).cloned().unwrap_or_default();
+        let (rc, ff) = (get(RCT), get(FFT));
+        let cpu = Spread::of(ratios(&rc, &ff, |s| s.cpu));
+        let pss = Spread::of(ratios(&rc, &ff, |s| s.mem.pss));
+        emit(&json!({ "bench": "relay", "figure": "transcode summary", "destinations": n, "rounds": rc.len(),
+                      "relaycast_cpu_pct": r2(med(&rc, |s| s.cpu)), "relaycast_pss_mb": r2(med(&rc, |s| s.mem.pss)), "relaycast_rss_mb": r2(med(&rc, |s| s.mem.rss)),
+                      "relaycast_uss_mb": r2(med(&rc, |s| s.mem.uss)), "ffmpeg_uss_mb": r2(med(&ff, |s| s.mem.uss)),
+                      "ffmpeg_cpu_pct": r2(med(&ff, |s| s.cpu)), "ffmpeg_pss_mb": r2(med(&ff, |s| s.mem.pss)), "ffmpeg_rss_mb": r2(med(&ff, |s| s.mem.rss)),
+                      "relaycast_cpu_pct_per_round": rc.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>(),
+                      "ffmpeg_cpu_pct_per_round": ff.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>(),
+                      "cpu_ratio_relaycast_over_ffmpeg": cpu.json(), "pss_ratio_relaycast_over_ffmpeg": pss.json() }));
         println!(
-            "{}",
-            json!({ "bench": "relay", "figure": "cpu+rss summary", "destinations": n, "rounds": rc.2.len(),
-                    "relaycast_cpu_pct": r2(rc.0), "relaycast_rss_mb": r2(rc.1),
-                    "ffmpeg_per_destination_cpu_pct": r2(sep.0), "ffmpeg_per_destination_rss_mb": r2(sep.1),
-                    "ffmpeg_tee_cpu_pct": r2(tee.0), "ffmpeg_tee_rss_mb": r2(tee.1),
-                    "cpu_ratio_relaycast_over_tee": r2(cpu_tee), "cpu_ratio_relaycast_over_separate": r2(cpu_sep),
-                    "rss_ratio_relaycast_over_tee": r2(rss_tee), "rss_ratio_relaycast_over_separate": r2(rss_sep) })
-        );
-        println!(
-            "# {n:>5} | {:>7.2}% {:>7.1} MB | {:>7.2}% {:>7.1} MB | {:>7.2}% {:>7.1} MB | {:>9.2} | {:>9.2}",
-            rc.0, rc.1, sep.0, sep.1, tee.0, tee.1, cpu_tee, cpu_sep
+            "# {n:>5} dest(s) | relaycast {:>6.2}% {:>5.1} ({:>5.1}) MB | ffmpeg {:>6.2}% {:>5.1} ({:>5.1}) MB | cpu ratio {}",
+            med(&rc, |s| s.cpu), med(&rc, |s| s.mem.pss), med(&rc, |s| s.mem.rss),
+            med(&ff, |s| s.cpu), med(&ff, |s| s.mem.pss), med(&ff, |s| s.mem.rss), cpu.short()
         );
     }
     Ok(())
@@ -1085,11 +1511,8 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (a, b, c) = (secs(&p_rc), secs(&p_ff), secs(&p_src));
-        println!(
-            "{}",
-            json!({ "bench": "relay", "figure": "first-frame", "run": run, "relaycast_s": a.map(r3), "ffmpeg_copy_s": b.map(r3),
-                    "source_direct_s": c.map(r3), "create_call_ms": r2(api_ms) })
-        );
+        emit(&json!({ "bench": "relay", "figure": "first-frame", "run": run, "relaycast_s": a.map(r3), "ffmpeg_copy_s": b.map(r3),
+                    "source_direct_s": c.map(r3), "create_call_ms": r2(api_ms) }));
         t_rc.extend(a);
         t_ff.extend(b);
         t_src.extend(c);
@@ -1100,12 +1523,9 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
     }
     rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff, m_src) = (median(&mut t_rc), median(&mut t_ff), median(&mut t_src));
-    println!(
-        "{}",
-        json!({ "bench": "relay", "figure": "first-frame summary", "runs": ctx.opts.first_frame_runs,
+    emit(&json!({ "bench": "relay", "figure": "first-frame summary", "runs": ctx.opts.first_frame_runs,
                 "relaycast_median_s": r3(m_rc), "ffmpeg_copy_median_s": r3(m_ff), "source_direct_median_s": r3(m_src),
-                "ratio_relaycast_over_ffmpeg": r2(m_rc / m_ff) })
-    );
+                "ratio_relaycast_over_ffmpeg": r2(m_rc / m_ff) }));
     println!(
         "# first frame (create -> first keyframe at a waiting player), median of {}: relaycast {m_rc:.2} s, ffmpeg -c copy {m_ff:.2} s, source direct {m_src:.2} s",
         ctx.opts.first_frame_runs
@@ -1263,13 +1683,10 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
         let (ff_gap, ff_key) = largest_gap(&tags_ff, killed - Duration::from_secs(1), end)
             .unwrap_or((f64::NAN, f64::NAN));
         let recon = |v: &Vec<u64>| v.len().saturating_sub(1);
-        println!(
-            "{}",
-            json!({ "bench": "relay", "figure": "failover", "run": run,
+        emit(&json!({ "bench": "relay", "figure": "failover", "run": run,
                     "relaycast_gap_s": r3(rc_gap), "relaycast_keyframe_after_kill_s": r3(rc_key - 1.0), "relaycast_reconnects": recon(&ids[0]),
                     "naive_ffmpeg_gap_s": r3(ff_gap), "naive_ffmpeg_keyframe_after_kill_s": r3(ff_key - 1.0), "naive_ffmpeg_reconnects": recon(&ids[1]),
-                    "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000), "kill_phase_offset_s": r2(phase) })
-        );
+                    "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000), "kill_phase_offset_s": r2(phase) }));
         g_rc.push(rc_gap);
         g_ff.push(ff_gap);
         // What relaycast itself said about the switch (its warnings: source failures).
@@ -1291,12 +1708,9 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
     }
     rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff) = (median(&mut g_rc), median(&mut g_ff));
-    println!(
-        "{}",
-        json!({ "bench": "relay", "figure": "failover summary", "runs": ctx.opts.failover_runs,
+    emit(&json!({ "bench": "relay", "figure": "failover summary", "runs": ctx.opts.failover_runs,
                 "relaycast_gap_median_s": r3(m_rc), "naive_ffmpeg_gap_median_s": r3(m_ff),
-                "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) })
-    );
+                "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) }));
     println!("# failover (largest video arrival gap at a destination player), median of {}: relaycast {m_rc:.2} s, naive ffmpeg loop {m_ff:.2} s", ctx.opts.failover_runs);
     Ok(())
 }
@@ -1363,11 +1777,8 @@ fn phase_delay(ctx: &Ctx) -> Result<()> {
         let mut d = delays(&s, tags);
         let n = d.len();
         let (p50, p95) = (median(&mut d), percentile(&mut d, 0.95));
-        println!(
-            "{}",
-            json!({ "bench": "relay", "figure": "added delay", "contender": name, "matched_video_tags": n,
-                    "received_video_tags": tags.len(), "median_ms": r2(p50), "p95_ms": r2(p95) })
-        );
+        emit(&json!({ "bench": "relay", "figure": "added delay", "contender": name, "matched_video_tags": n,
+                    "received_video_tags": tags.len(), "median_ms": r2(p50), "p95_ms": r2(p95) }));
         out.push((name, p50, p95, n));
     }
     println!(
