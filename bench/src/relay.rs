@@ -1127,48 +1127,21 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             ];
             let stats0: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed0 = ngx_push.stat();
-            let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
-            let rc_own0 = own(rc.proc.pid());
-            let quiet = Quiet::start();
-            let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
-            let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
-            let t0 = Instant::now();
-            let mut mems: Vec<MemSamples> = vec![MemSamples::default(); contenders.len()];
-            let mut rc_own_mem = MemSamples::default();
-            while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
-                std::thread::sleep(Duration::from_secs(1));
-                for (i, c) in contenders.iter().enumerate() {
-                    mems[i].push(mem(&c.1));
-                }
-                rc_own_mem.push(mem_one(rc.proc.pid()));
-            }
-            let after: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
-            let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
-            let rc_own1 = own(rc.proc.pid());
-            let secs = t0.elapsed().as_secs_f64();
-            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
-            let mut q = quiet.json(secs, measured);
-            q["bench"] = json!("relay");
-            q["figure"] = json!("window load");
-            q["phase"] = json!(phase_name);
-            q["destinations"] = json!(n);
-            q["round"] = json!(round);
-            emit(&q);
+            let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
+            let w = measure_window(ctx, &trees, rc.proc.pid(), phase_name, n, round);
             let stats1: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed1 = ngx_push.stat();
-            let own_mem = rc_own_mem.median();
+            let (secs, own_mem) = (w.secs, w.own_mem);
             emit(&json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
-                          "cpu_pct_of_one_core": r2((rc_own1 - rc_own0) / secs * 100.0),
+                          "cpu_pct_of_one_core": r2(w.own_cpu_pct),
                           "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
             let mut window: HashMap<&str, Sample> = HashMap::new();
             for (i, (name, _, _, dests)) in contenders.iter().enumerate() {
-                let cpu = (after[i].0 - before[i].0) / secs * 100.0;
-                let cpu_ticks = after_ticks[i].saturating_sub(before_ticks[i]) as f64 / hz / secs * 100.0;
-                let m = mems[i].median();
+                let (cpu, cpu_ticks, m) = (w.cpu_pct[i], w.cpu_ticks_pct[i], w.mem[i]);
                 let min_kbps = min_kbps(&stats0[i], &stats1[i], dests, secs);
                 emit(&json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
                               "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
-                              "processes": after[i].1, "min_kbps_per_destination": min_kbps.round() }));
+                              "processes": w.processes[i], "min_kbps_per_destination": min_kbps.round() }));
                 if min_kbps < 1500.0 {
                     eprintln!(
                         "# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination"
@@ -1299,6 +1272,61 @@ impl Spread {
     }
 }
 
+/// What one measuring window saw: per contender (a process tree) its CPU from the processes'
+/// own CPU clocks and from ticks, its process count and its median memory (sampled every
+/// second), and relaycast's own process apart from its children.
+struct Window {
+    secs: f64,
+    cpu_pct: Vec<f64>,
+    cpu_ticks_pct: Vec<f64>,
+    processes: Vec<usize>,
+    mem: Vec<Mem>,
+    own_cpu_pct: f64,
+    own_mem: Mem,
+}
+
+/// Measures `trees` for one window of `ctx.opts.window` seconds and emits the window's load line
+/// (the machine's busy time outside the contenders, the load average at both ends).
+fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, phase: &str, n: usize, round: usize) -> Window {
+    let hz = clock_ticks();
+    let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
+    let own0 = own(relaycast_pid);
+    let quiet = Quiet::start();
+    let before: Vec<(f64, usize)> = trees.iter().map(|t| cpu_s(t)).collect();
+    let before_ticks: Vec<u64> = trees.iter().map(|t| ticks(t).0).collect();
+    let t0 = Instant::now();
+    let mut mems: Vec<MemSamples> = vec![MemSamples::default(); trees.len()];
+    let mut own_mem = MemSamples::default();
+    while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+        std::thread::sleep(Duration::from_secs(1));
+        for (i, t) in trees.iter().enumerate() {
+            mems[i].push(mem(t));
+        }
+        own_mem.push(mem_one(relaycast_pid));
+    }
+    let after: Vec<(f64, usize)> = trees.iter().map(|t| cpu_s(t)).collect();
+    let after_ticks: Vec<u64> = trees.iter().map(|t| ticks(t).0).collect();
+    let own1 = own(relaycast_pid);
+    let secs = t0.elapsed().as_secs_f64();
+    let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+    let mut q = quiet.json(secs, measured);
+    q["bench"] = json!("relay");
+    q["figure"] = json!("window load");
+    q["phase"] = json!(phase);
+    q["destinations"] = json!(n);
+    q["round"] = json!(round);
+    emit(&q);
+    Window {
+        secs,
+        cpu_pct: before.iter().zip(&after).map(|(b, a)| (a.0 - b.0) / secs * 100.0).collect(),
+        cpu_ticks_pct: before_ticks.iter().zip(&after_ticks).map(|(b, a)| a.saturating_sub(*b) as f64 / hz / secs * 100.0).collect(),
+        processes: after.iter().map(|a| a.1).collect(),
+        mem: mems.iter().map(MemSamples::median).collect(),
+        own_cpu_pct: (own1 - own0) / secs * 100.0,
+        own_mem: own_mem.median(),
+    }
+}
+
 /// The lowest rate (kbit/s) any of `dests` received between two stat snapshots `secs` apart.
 fn min_kbps(s0: &HashMap<String, StreamStat>, s1: &HashMap<String, StreamStat>, dests: &[String], secs: f64) -> f64 {
     dests
@@ -1362,7 +1390,6 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
     let _pub = publisher(&ctx.file, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
     nginx.wait_publishing(&["tcsrc".to_string()], 100_000, Duration::from_secs(15))?;
-    let hz = clock_ticks();
     let (wire, fops) = transcode_fops();
     const RCT: &str = "relaycast transcode";
     const FFT: &str = "ffmpeg transcode";
@@ -1388,48 +1415,21 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
             let contenders: Vec<(&'static str, Vec<u32>, &Vec<String>)> =
                 vec![(RCT, vec![rc.proc.pid()], &rc_names), (FFT, vec![plain.pid()], &ff_names)];
             let stat0 = nginx.stat();
-            let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
-            let rc_own0 = own(rc.proc.pid());
-            let quiet = Quiet::start();
-            let before: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
-            let before_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
-            let t0 = Instant::now();
-            let mut mems: Vec<MemSamples> = vec![MemSamples::default(); contenders.len()];
-            let mut rc_own_mem = MemSamples::default();
-            while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
-                std::thread::sleep(Duration::from_secs(1));
-                for (i, c) in contenders.iter().enumerate() {
-                    mems[i].push(mem(&c.1));
-                }
-                rc_own_mem.push(mem_one(rc.proc.pid()));
-            }
-            let after: Vec<(f64, usize)> = contenders.iter().map(|c| cpu_s(&c.1)).collect();
-            let after_ticks: Vec<u64> = contenders.iter().map(|c| ticks(&c.1).0).collect();
-            let rc_own1 = own(rc.proc.pid());
-            let secs = t0.elapsed().as_secs_f64();
-            let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
-            let mut q = quiet.json(secs, measured);
-            q["bench"] = json!("relay");
-            q["figure"] = json!("window load");
-            q["phase"] = json!(phase_name);
-            q["destinations"] = json!(n);
-            q["round"] = json!(round);
-            emit(&q);
+            let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
+            let w = measure_window(ctx, &trees, rc.proc.pid(), phase_name, n, round);
             let stat1 = nginx.stat();
-            let own_mem = rc_own_mem.median();
+            let (secs, own_mem) = (w.secs, w.own_mem);
             emit(&json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
-                          "cpu_pct_of_one_core": r2((rc_own1 - rc_own0) / secs * 100.0),
+                          "cpu_pct_of_one_core": r2(w.own_cpu_pct),
                           "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
             for (i, (name, _, dests)) in contenders.iter().enumerate() {
-                let cpu = (after[i].0 - before[i].0) / secs * 100.0;
-                let cpu_ticks = after_ticks[i].saturating_sub(before_ticks[i]) as f64 / hz / secs * 100.0;
-                let m = mems[i].median();
+                let (cpu, cpu_ticks, m) = (w.cpu_pct[i], w.cpu_ticks_pct[i], w.mem[i]);
                 let kbps = min_kbps(&stat0, &stat1, dests, secs);
                 let sizes: Vec<Option<(u64, u64)>> = dests.iter().map(|d| stat1.get(d).and_then(|s| s.video_size)).collect();
                 let all_360p = sizes.iter().all(|s| *s == Some((640, 360)));
                 emit(&json!({ "bench": "relay", "figure": "transcode cpu+rss", "contender": name, "destinations": n, "round": round,
                               "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
-                              "processes": after[i].1, "min_kbps_per_destination": kbps.round(), "every_destination_640x360": all_360p }));
+                              "processes": w.processes[i], "min_kbps_per_destination": kbps.round(), "every_destination_640x360": all_360p }));
                 if kbps < 400.0 || !all_360p {
                     eprintln!("# WARNING: {name}: {kbps:.0} kbit/s at the slowest destination, sizes {sizes:?}");
                 }

@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use relaycast_core::domain::relay::types::RtmpUrl;
 use relaycast_core::domain::targets::{check_resolved, numeric_host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -315,10 +316,7 @@ pub async fn pin(spec: &mut IngestSpec) {
     if scheme == "rtmp" {
         // The server sees the name it was asked for (virtual hosts), ffmpeg connects to the
         // address checked here.
-        let app: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
-        let app = app[..app.len().saturating_sub(1)].join("/");
-        let name = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-        spec.tc_url = Some(format!("rtmp://{name}:{port}/{app}"));
+        spec.tc_url = RtmpUrl::parse_parts(&spec.url).ok().map(|u| u.tc_url());
     }
     spec.url = pinned.to_string();
 }
