@@ -45,6 +45,25 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Durations from the seeds and for workers.
     pub timing: TimingSettings,
+    /// Callback delivery limits.
+    pub callbacks: CallbackSettings,
+}
+
+/// How the notifier shares its work among customer endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackSettings {
+    /// Deliveries in flight at once, in all. Default 64.
+    pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint (scheme, host and port), so that one dead
+    /// or slow receiver cannot hold up the others. Default 8.
+    pub endpoint_concurrency: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        Self { concurrency: 64, endpoint_concurrency: 8 }
+    }
 }
 
 impl Default for Settings {
@@ -63,6 +82,7 @@ impl Default for Settings {
             accounts: Vec::new(),
             queue: QueueSettings::default(),
             timing: TimingSettings::default(),
+            callbacks: CallbackSettings::default(),
         }
     }
 }
@@ -137,12 +157,19 @@ pub struct TimingSettings {
     pub rate_window_ms: u64,
     /// A callback with no answer within this time counts as failed. Default 20 000 (seed 002).
     pub callback_timeout_ms: u64,
-    /// Time between two attempts at a relay task's callback (codes 0–5, 90–92) that was not
-    /// answered with 200. Default 120 000 (2 min, seed 002's schedule for these notices).
+    /// Time between two attempts at a callback that was not answered with 200, for every
+    /// notice but push, stop, record and porn events (relay tasks' codes 0–5 and 90–92,
+    /// snapshots, push exceptions, recording status). Default 120 000 (2 min, seed 002).
     pub callback_retry_interval_ms: u64,
-    /// Attempts after the first at a relay task's callback before it is given up. Default 5
+    /// Attempts after the first at such a callback before it is a dead letter. Default 5
     /// (seed 002).
     pub callback_retries: u32,
+    /// Time between two attempts at a push, stop, record or porn-detection callback. Default
+    /// 60 000 (1 min, seed 002).
+    pub stream_callback_retry_interval_ms: u64,
+    /// Attempts after the first at such a callback before it is a dead letter. Default 12
+    /// (seed 002).
+    pub stream_callback_retries: u32,
     /// A starting task that no worker has taken up after this long failed to start: callback
     /// code 92. Default 60 000.
     pub start_timeout_ms: u64,
@@ -173,6 +200,8 @@ impl Default for TimingSettings {
             callback_timeout_ms: 20_000,
             callback_retry_interval_ms: 120_000,
             callback_retries: 5,
+            stream_callback_retry_interval_ms: 60_000,
+            stream_callback_retries: 12,
             start_timeout_ms: 60_000,
             source_stall_timeout_ms: 3_000,
             standby_failover_ms: 1_000,
@@ -274,6 +303,9 @@ impl Settings {
         }
         if self.queue.max_receives == 0 {
             return invalid("queue.max_receives", "must be at least 1");
+        }
+        if self.callbacks.concurrency == 0 || self.callbacks.endpoint_concurrency == 0 {
+            return invalid("callbacks.concurrency", "callbacks.concurrency and callbacks.endpoint_concurrency must be at least 1");
         }
         if self.timing.lease_heartbeat_ms == 0 || self.timing.lease_heartbeat_ms >= self.timing.lease_ttl_ms {
             return invalid("timing.lease_heartbeat_ms", "must be above 0 and below timing.lease_ttl_ms");

@@ -3,6 +3,7 @@
 //! wire (HTTP answers, queue acks).
 
 pub mod auth;
+pub mod callbacks;
 pub mod outbox;
 pub mod relay;
 

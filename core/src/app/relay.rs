@@ -317,7 +317,7 @@ async fn write_task(
 fn outbox_entry(settings: &Settings, event: &TaskEvent, now: i64) -> Option<OutboxEntry> {
     let url = event.callback_url.as_ref()?;
     let body = serde_json::to_string(&event.payload()).ok()?;
-    Some(OutboxEntry::new(
+    let mut entry = OutboxEntry::new(
         &event.account,
         event.task_id.as_str(),
         event.seq,
@@ -325,7 +325,9 @@ fn outbox_entry(settings: &Settings, event: &TaskEvent, now: i64) -> Option<Outb
         body,
         callback_policy(settings),
         now,
-    ))
+    );
+    entry.event_kind = Some("relay_task".into());
+    Some(entry)
 }
 
 /// Hands a starting task to the workers; `false` when the queue refused (the seed's code 92 for

@@ -4,7 +4,9 @@
 //! rule is unit-tested once here and the HTTP handlers stay thin (parse, call, map to the wire).
 //! (`lease` is the one exception: the lease protocol over the `Store` port lives with its rules.)
 
+pub mod api_error;
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod lease;
 pub mod outbox;

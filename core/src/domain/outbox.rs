@@ -49,6 +49,40 @@ pub struct RetryPolicy {
     pub retries: u32,
 }
 
+/// Which key signs a notice: the `X-Relaycast-Signature` header, and for CSS-form events also
+/// the payload's `sign`/`t`, which are computed at each attempt because `t` is an expiry time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum Signing {
+    /// The account's secret key (relay task callbacks).
+    #[default]
+    Account,
+    /// The `CallbackKey` of a callback template (store key `template`); the account's key
+    /// signs the header when the template has none.
+    CallbackTemplate {
+        /// The template's store key.
+        template: String,
+        /// Add CSS's `t` and `sign` to the JSON body.
+        css: bool,
+    },
+}
+
+/// One delivery attempt, for the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// When it started, Unix ms.
+    pub at_ms: i64,
+    /// The endpoint's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// How long it took, ms.
+    pub latency_ms: u64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Attempts kept per entry (the last ones).
+pub const MAX_LOGGED_ATTEMPTS: usize = 20;
+
 /// One notice to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -73,6 +107,19 @@ pub struct OutboxEntry {
     pub finished_ms: Option<i64>,
     /// The last failure, for operators.
     pub last_error: Option<String>,
+    /// The stable id receivers de-duplicate on (`X-Relaycast-Event-Id`); the entry id when the
+    /// notice is not a stream event.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// What the event was (`publish`, `relay_task`, ...), for listings.
+    #[serde(default)]
+    pub event_kind: Option<String>,
+    /// Which key signs it.
+    #[serde(default)]
+    pub signing: Signing,
+    /// The last attempts.
+    #[serde(default)]
+    pub attempt_log: Vec<DeliveryAttempt>,
 }
 
 impl OutboxEntry {
@@ -89,7 +136,50 @@ impl OutboxEntry {
             created_ms: now_ms,
             finished_ms: None,
             last_error: None,
+            event_id: None,
+            event_kind: None,
+            signing: Signing::Account,
+            attempt_log: Vec::new(),
         }
+    }
+
+    /// The id receivers de-duplicate on.
+    pub fn stable_event_id(&self) -> &str {
+        self.event_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Adds an attempt to the log, keeping the last [`MAX_LOGGED_ATTEMPTS`].
+    pub fn log_attempt(&mut self, attempt: DeliveryAttempt) {
+        self.attempt_log.push(attempt);
+        if self.attempt_log.len() > MAX_LOGGED_ATTEMPTS {
+            self.attempt_log.remove(0);
+        }
+    }
+
+    /// Sends a dead letter (or a delivered notice) again: back to pending with a fresh count of
+    /// attempts; the log is kept.
+    pub fn redrive(&mut self) {
+        self.state = DeliveryState::Pending;
+        self.attempts = 0;
+        self.finished_ms = None;
+    }
+
+    /// The entry as the delivery log and dead-letter listings show it.
+    pub fn to_wire(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Id": self.id,
+            "EventId": self.stable_event_id(),
+            "EventKind": self.event_kind,
+            "Url": self.url,
+            "State": self.state.as_str(),
+            "Attempts": self.attempts,
+            "CreatedMs": self.created_ms,
+            "FinishedMs": self.finished_ms,
+            "LastError": self.last_error,
+            "AttemptLog": self.attempt_log.iter().map(|a| serde_json::json!({
+                "AtMs": a.at_ms, "Status": a.status, "LatencyMs": a.latency_ms, "Error": a.error,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     /// Records a failed attempt; returns the delay before the next one, or `None` when the
@@ -130,9 +220,11 @@ impl Entity for OutboxEntry {
         }
     }
 
-    // Finished entries are kept a week for operators, then expire.
+    // Delivered entries are kept a week for the delivery log, dead letters a month for a
+    // redrive; then they expire.
     fn expires_at_ms(&self) -> Option<i64> {
-        self.finished_ms.map(|t| t + 7 * 24 * 3_600_000)
+        let keep = if self.state == DeliveryState::Failed { 30 } else { 7 };
+        self.finished_ms.map(|t| t + keep * 24 * 3_600_000)
     }
 }
 
