@@ -110,7 +110,8 @@ impl Host {
         let router = router.layer(axum::middleware::from_fn(observe_requests));
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(listener, router)
+            // The peer address reaches handlers (the inbound hooks record the ingest node's IP).
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
                 .map_err(|e| HostError::Serve(e.to_string()))

@@ -35,7 +35,7 @@ pub fn routes() -> Router<Context> {
 }
 
 /// An answer of the API: the seed's JSON with the matching HTTP status.
-enum ApiError {
+pub(crate) enum ApiError {
     App(AppError),
 }
 
@@ -63,13 +63,13 @@ fn error_response(error: ApiError, call_time: i64) -> Response {
     }
 }
 
-fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
         .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }
 
-async fn auth(ctx: &Context, pairs: &[(String, String)]) -> Result<Account, ApiError> {
+pub(crate) async fn auth(ctx: &Context, pairs: &[(String, String)]) -> Result<Account, ApiError> {
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     Ok(authenticate(&ctx.ports, &ctx.settings.timing, get("n"), get("r"), get("k")).await?)
 }

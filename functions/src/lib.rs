@@ -4,13 +4,16 @@
 //! A handler is thin: parse, call the domain in `relaycast-core`, map the result to the wire.
 
 pub mod api;
+pub mod callbacks;
 pub mod notifier;
 pub mod scheduler;
+pub mod v1;
 
 use std::sync::Arc;
 
 use axum::Router;
 use relaycast_core::config::Settings;
+use relaycast_core::domain::callbacks::StreamEvent;
 use relaycast_core::ports::Ports;
 
 /// What every handler gets: the adapters and the settings.
@@ -22,16 +25,24 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// Wakes the outbox sweep after a handler stored new notices.
     pub outbox_kick: Arc<tokio::sync::Notify>,
+    /// Push events as they are stored, for in-process consumers (automatic recording). The
+    /// registry (`/v1/streams`) is the durable record; a consumer that starts late reads it.
+    pub stream_events: tokio::sync::broadcast::Sender<StreamEvent>,
 }
 
 impl Context {
     /// A context over `ports` and `settings`.
     pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
-        Self { ports, settings, outbox_kick: Arc::new(tokio::sync::Notify::new()) }
+        Self {
+            ports,
+            settings,
+            outbox_kick: Arc::new(tokio::sync::Notify::new()),
+            stream_events: tokio::sync::broadcast::channel(1024).0,
+        }
     }
 }
 
 /// Every HTTP function, mounted on one router (the same router a Lambda host serves).
 pub fn http_routes(ctx: Context) -> Router {
-    api::routes().with_state(ctx)
+    api::routes().merge(callbacks::routes()).merge(v1::routes()).with_state(ctx)
 }

@@ -4,8 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use relaycast_core::app::outbox::{queue_pending, OutboxError};
-use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry, CALLBACK_QUEUE};
+use relaycast_core::domain::auth::{Account, SecretKey};
+use relaycast_core::domain::callbacks::sign::{css_sign, relaycast_signature, CSS_SIGN_VALIDITY_SECS, EVENT_ID_HEADER, SIGNATURE_HEADER};
+use relaycast_core::domain::callbacks::template::CallbackTemplate;
+use relaycast_core::domain::outbox::{DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE};
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::check_url_host;
 use relaycast_core::ports::{Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
@@ -43,13 +50,46 @@ pub enum Outcome {
     Skipped,
     /// An earlier notice of the same task is not finished yet; tried again shortly.
     Waiting,
+    /// Its endpoint has as many deliveries in flight as it may; tried again shortly.
+    EndpointBusy,
 }
-
-/// How many notices are delivered at once.
-const MAX_CONCURRENT_DELIVERIES: usize = 64;
 
 /// How long a notice waits for its predecessor before looking again.
 const ORDER_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a notice waits for a free slot of its endpoint before looking again (plus jitter).
+const ENDPOINT_WAIT_MS: u64 = 1_000;
+
+/// Deliveries in flight per endpoint (scheme, host, port), capped so that one dead or slow
+/// receiver holds at most its own share of the notifier.
+#[derive(Clone)]
+struct EndpointSlots {
+    cap: usize,
+    slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl EndpointSlots {
+    fn try_acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let endpoint = url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_string());
+        let semaphore = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget endpoints with nothing in flight so the map stays small.
+            if slots.len() > 10_000 {
+                let cap = self.cap;
+                slots.retain(|_, s| s.available_permits() < cap);
+            }
+            slots.entry(endpoint).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.cap))).clone()
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// What one attempt came to.
+struct Attempt {
+    status: Option<u16>,
+    error: Option<String>,
+    latency_ms: u64,
+}
 
 /// The outbox id of the notice before `id` in its stream (`{account}:{stream}:{seq:020}`).
 fn previous_entry_id(id: &str) -> Option<String> {
@@ -64,6 +104,7 @@ fn previous_entry_id(id: &str) -> Option<String> {
 pub struct Notifier {
     ctx: Context,
     client: reqwest::Client,
+    endpoints: EndpointSlots,
 }
 
 impl Notifier {
@@ -79,7 +120,8 @@ impl Notifier {
             .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| NotifierError::Client(e.to_string()))?;
-        Ok(Self { ctx, client })
+        let endpoints = EndpointSlots { cap: ctx.settings.callbacks.endpoint_concurrency.max(1), slots: Default::default() };
+        Ok(Self { ctx, client, endpoints })
     }
 
     /// Runs the sweep and the delivery loop until `shutdown`.
@@ -104,7 +146,7 @@ impl Notifier {
         // Deliveries run concurrently, up to a bound, and the loop never waits for a batch to
         // finish: a customer endpoint that stalls for its whole timeout holds up only its own
         // notices. Order within a task is kept by `deliver` (an entry waits for its predecessor).
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_DELIVERIES));
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.ctx.settings.callbacks.concurrency.max(1)));
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -172,13 +214,26 @@ impl Notifier {
                 }
             }
         }
-        let result = self.post(&stored.value).await;
+        let Some(_endpoint_slot) = self.endpoints.try_acquire(&stored.value.url) else {
+            let wait = ENDPOINT_WAIT_MS + rand::random::<u64>() % ENDPOINT_WAIT_MS;
+            ports.queue.send(CALLBACK_QUEUE, &stored.value.id, Duration::from_millis(wait)).await?;
+            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+            return Ok(Outcome::EndpointBusy);
+        };
+        let started_ms = ports.clock.now_ms();
+        let attempt = self.post(&stored.value).await;
+        let result = match (&attempt.error, attempt.status) {
+            (None, _) => Ok(()),
+            (Some(e), _) => Err(e.clone()),
+        };
+        let logged = DeliveryAttempt { at_ms: started_ms, status: attempt.status, latency_ms: attempt.latency_ms, error: attempt.error.clone() };
         // Record the attempt on the latest version of the entry: the producer may have marked
         // it queued while we were posting, and losing that race must not leave it "queued"
         // for ever (its successors wait for it).
         let mut current = stored;
         let (entry, retry_in) = loop {
             let mut entry = current.value.clone();
+            entry.log_attempt(logged.clone());
             let now = ports.clock.now_ms();
             let retry_in = match &result {
                 Ok(()) => {
@@ -222,22 +277,75 @@ impl Notifier {
         Ok(outcome)
     }
 
-    async fn post(&self, entry: &OutboxEntry) -> Result<(), String> {
-        let url = url::Url::parse(&entry.url).map_err(|e| format!("invalid callback url: {e}"))?;
-        check_url_host(&url, self.ctx.settings.allow_private_targets).map_err(|e| e.to_string())?;
-        let response = self
+    /// The keys that sign `entry`: the header's, and CSS's `sign` when the body takes one.
+    async fn signing_keys(&self, entry: &OutboxEntry) -> Result<(Option<SecretKey>, Option<SecretKey>), String> {
+        let store = &self.ctx.ports.store;
+        let account_key = || async {
+            store.load::<Account>(&entry.account).await.map(|a| a.map(|a| a.value.secret_key)).map_err(|e| e.to_string())
+        };
+        match &entry.signing {
+            Signing::Account => Ok((account_key().await?, None)),
+            Signing::CallbackTemplate { template, css } => {
+                let key = store.load::<CallbackTemplate>(template).await.map_err(|e| e.to_string())?.and_then(|t| t.value.callback_key);
+                match key {
+                    Some(k) => Ok((Some(k.clone()), css.then_some(k))),
+                    None => Ok((account_key().await?, None)),
+                }
+            }
+        }
+    }
+
+    /// The exact bytes to send: the stored body, with CSS's `t` (an expiry time, so fresh at
+    /// every attempt) and `sign` when the entry is a CSS-form event.
+    fn body_for(entry: &OutboxEntry, css_key: Option<&SecretKey>, now_secs: i64) -> String {
+        let Some(key) = css_key else { return entry.body.clone() };
+        match serde_json::from_str::<serde_json::Value>(&entry.body) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                let t = now_secs + CSS_SIGN_VALIDITY_SECS;
+                map.insert("t".into(), serde_json::json!(t));
+                map.insert("sign".into(), serde_json::json!(css_sign(key, t)));
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => entry.body.clone(),
+        }
+    }
+
+    async fn post(&self, entry: &OutboxEntry) -> Attempt {
+        let started = Instant::now();
+        let fail = |status: Option<u16>, error: String| Attempt { status, error: Some(error), latency_ms: started.elapsed().as_millis() as u64 };
+        let url = match url::Url::parse(&entry.url) {
+            Ok(u) => u,
+            Err(e) => return fail(None, format!("invalid callback url: {e}")),
+        };
+        if let Err(e) = check_url_host(&url, self.ctx.settings.allow_private_targets) {
+            return fail(None, e.to_string());
+        }
+        let (header_key, css_key) = match self.signing_keys(entry).await {
+            Ok(keys) => keys,
+            Err(e) => return fail(None, format!("signing key unavailable: {e}")),
+        };
+        let now_secs = self.ctx.ports.clock.now_ms().div_euclid(1000);
+        let body = Self::body_for(entry, css_key.as_ref(), now_secs);
+        let mut request = self
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(entry.body.clone())
-            .send()
-            .await
-            .map_err(|e| if e.is_timeout() { "no answer within the timeout".to_string() } else { e.to_string() })?;
+            .header(EVENT_ID_HEADER, entry.stable_event_id());
+        if let Some(key) = &header_key {
+            request = request.header(SIGNATURE_HEADER, relaycast_signature(key, now_secs, body.as_bytes()));
+        }
+        let response = match request.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = if e.is_timeout() { "no answer within the timeout".to_string() } else { e.to_string() };
+                return fail(None, reason);
+            }
+        };
+        let status = response.status().as_u16();
         if response.status() == reqwest::StatusCode::OK {
-            Ok(())
+            Attempt { status: Some(status), error: None, latency_ms: started.elapsed().as_millis() as u64 }
         } else {
-            Err(format!("endpoint answered HTTP {}", response.status().as_u16()))
+            fail(Some(status), format!("endpoint answered HTTP {status}"))
         }
     }
 }
-

@@ -336,6 +336,26 @@ impl Api {
         answer(self.client.get(self.url(QUERY_PATH, pairs)).send().await.expect("forwardQueryByPage.action")).await
     }
 
+    /// A `/v1` call: `method` on `path` (with extra query `params`), signed, with a JSON body.
+    pub async fn v1(&self, method: &str, path: &str, params: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+        let mut pairs = self.auth_pairs();
+        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, self.url(path, &pairs));
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body.to_string());
+        }
+        answer(req.send().await.expect("v1 call")).await
+    }
+
+    /// A `/v1` call that must succeed; returns `Response`.
+    pub async fn v1_ok(&self, method: &str, path: &str, params: &[(&str, &str)], body: Option<Value>) -> Value {
+        let (status, v) = self.v1(method, path, params, body).await;
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        assert!(v["Response"]["RequestId"].is_string(), "{v}");
+        v["Response"].clone()
+    }
+
     /// The query's item for `id`, or `None` when the query finds no task.
     pub async fn task(&self, id: &str) -> Option<Value> {
         let (status, page) = self.query(&[("id", id)]).await;
@@ -385,6 +405,10 @@ pub struct Received {
     pub uri: String,
     /// The request's `Content-Type`.
     pub content_type: String,
+    /// `X-Relaycast-Signature`, when sent.
+    pub signature: Option<String>,
+    /// `X-Relaycast-Event-Id`, when sent.
+    pub event_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -393,10 +417,12 @@ struct ReceiverState {
     failures_left: AtomicUsize,
     stall: AtomicBool,
     delay_ms: AtomicU64,
+    closes_left: AtomicUsize,
 }
 
 /// A customer's callback endpoint: a real HTTP server on 127.0.0.1 recording every POSTed body;
-/// it answers 200, or 500 to the next N requests, or stalls (never answers while stalling).
+/// it answers 200, or 500 to the next N requests, or closes the connection without an answer
+/// to the next N, or stalls (never answers while stalling).
 pub struct CallbackReceiver {
     /// Where to point `transcallbackurl`.
     pub url: String,
@@ -414,14 +440,21 @@ impl CallbackReceiver {
             post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
                 let s = s.clone();
                 async move {
-                    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let content_type = header("content-type").unwrap_or_default();
+                    let (signature, event_id) = (header("x-relaycast-signature"), header("x-relaycast-event-id"));
                     let uri = uri.to_string();
                     let at = Instant::now();
                     let stalled = s.stall.load(Ordering::SeqCst);
                     let failed = !stalled && s.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                    let answered = if stalled { 0 } else if failed { 500 } else { 200 };
+                    let closed = !stalled && !failed && s.closes_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                    let answered = if stalled || closed { 0 } else if failed { 500 } else { 200 };
                     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered, uri, content_type });
+                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered, uri, content_type, signature, event_id });
+                    if closed {
+                        // Dropping the connection mid-request: hyper closes it with no answer.
+                        panic!("receiver closes this connection without answering");
+                    }
                     if stalled {
                         tokio::time::sleep(Duration::from_secs(120)).await;
                     }
@@ -444,6 +477,11 @@ impl CallbackReceiver {
     /// Answer 500 to the next `n` requests, then 200.
     pub fn fail_next(&self, n: usize) {
         self.state.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Close the connection without an answer on the next `n` requests.
+    pub fn close_next(&self, n: usize) {
+        self.state.closes_left.store(n, Ordering::SeqCst);
     }
 
     /// Stall (never answer) every request from now on, or stop stalling.

@@ -1,0 +1,475 @@
+//! The callbacks capability end to end: a real `relaycast up`, real HTTP receivers on
+//! 127.0.0.1 that fail, stall and close connections, and a real nginx-rtmp with its `on_*`
+//! hooks pointed at relaycast.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use support::*;
+
+const KEY: &str = "cbkey-123";
+const DOMAIN: &str = "push.example.com";
+
+fn now_s() -> i64 {
+    now_ms() / 1000
+}
+
+fn css_sign(key: &str, t: i64) -> String {
+    hex::encode(Md5::digest(format!("{key}{t}").as_bytes()))
+}
+
+/// A CSS push (1) or stop (0) event as SCHEMAS.md §2.3 shows it, signed with `key`.
+fn css_event(event_type: i64, stream: &str, sequence: &str, key: &str) -> Value {
+    let t = now_s() + 600;
+    json!({
+        "app": DOMAIN, "appid": 12345678, "appname": "live", "channel_id": stream, "stream_id": stream,
+        "errcode": if event_type == 0 { 1 } else { 0 }, "errmsg": "ok", "event_time": now_s(), "event_type": event_type,
+        "node": "42.81.194.37", "sequence": sequence, "user_ip": "1.1.1.1", "stream_param": "a=b",
+        "width": 0, "height": 0, "t": t, "sign": css_sign(key, t),
+    })
+}
+
+async fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
+    let r = client.post(url).header("content-type", content_type).body(body).send().await.expect("post");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn post_css(svc: &Service, event: &Value) -> (u16, Value) {
+    post(&format!("{}/callbacks/css", svc.base()), "application/json", event.to_string().into_bytes()).await
+}
+
+/// A callback template sending every event kind to `url`, bound to `domain`; returns its id.
+async fn bind(api: &Api, domain: &str, url: &str) -> u64 {
+    let created = api
+        .v1_ok(
+            "POST",
+            "/v1/callback-templates",
+            &[],
+            Some(json!({
+                "TemplateName": "cb",
+                "StreamBeginNotifyUrl": url, "StreamEndNotifyUrl": url, "RecordNotifyUrl": url,
+                "SnapshotNotifyUrl": url, "PornCensorshipNotifyUrl": url, "CallbackKey": KEY,
+            })),
+        )
+        .await;
+    let id = created["TemplateId"].as_u64().unwrap();
+    api.v1_ok("POST", "/v1/callback-rules", &[], Some(json!({ "DomainName": domain, "TemplateId": id }))).await;
+    id
+}
+
+/// Checks what a receiver verifies: CSS's `sign` over a future `t`, and our HMAC header over
+/// the raw body, in the few lines the documentation promises.
+fn assert_signed(r: &Received, key: &str) {
+    let t = r.body["t"].as_i64().expect("t");
+    assert!(t > now_s(), "t is an expiry time in the future: {}", r.raw);
+    assert_eq!(r.body["sign"], css_sign(key, t), "sign = md5(CallbackKey + t)");
+    use hmac::Mac;
+    let header = r.signature.as_deref().expect("X-Relaycast-Signature");
+    let (ts, v1) = header.split_once(',').unwrap();
+    let ts = ts.strip_prefix("t=").unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{}", r.raw).as_bytes());
+    assert_eq!(v1.strip_prefix("v1=").unwrap(), hex::encode(mac.finalize().into_bytes()), "HMAC-SHA256 over t.body");
+    assert_eq!(r.event_id.as_deref(), r.body["event_id"].as_str(), "the event id is in the header and the body");
+}
+
+fn of_type(receiver: &CallbackReceiver, event_type: i64, stream: &str) -> Vec<Received> {
+    receiver.received().into_iter().filter(|r| r.body["event_type"] == event_type && r.body["stream_id"] == stream).collect()
+}
+
+async fn live_names(api: &Api) -> Vec<String> {
+    let v = api.v1_ok("GET", "/v1/streams", &[], None).await;
+    v["Streams"].as_array().unwrap().iter().map(|s| s["StreamName"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn css_push_and_stop_are_stored_once_listed_and_forwarded_signed() {
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, DOMAIN, &receiver.url).await;
+
+    // The same push posted 12 times (as a sender retrying, each with a fresh t) is one event.
+    for _ in 0..12 {
+        let (status, body) = post_css(&svc, &css_event(1, "cam1", "2210464508206756938", KEY)).await;
+        assert_eq!((status, body), (200, json!({"code": 0})));
+    }
+    eventually("the push callback", Duration::from_secs(10), || async { (!of_type(&receiver, 1, "cam1").is_empty()).then_some(()) }).await;
+    let streams = api.v1_ok("GET", "/v1/streams", &[], None).await;
+    assert_eq!(streams["TotalNum"], 1, "{streams}");
+    let s = &streams["Streams"][0];
+    assert_eq!((s["DomainName"].as_str(), s["AppName"].as_str(), s["StreamName"].as_str()), (Some(DOMAIN), Some("live"), Some("cam1")));
+    assert_eq!((s["ClientIp"].as_str(), s["Source"].as_str(), s["StreamParam"].as_str()), (Some("1.1.1.1"), Some("css"), Some("a=b")));
+
+    for _ in 0..3 {
+        assert_eq!(post_css(&svc, &css_event(0, "cam1", "2210464508206756938", KEY)).await.0, 200);
+    }
+    eventually("the stop callback", Duration::from_secs(10), || async { (!of_type(&receiver, 0, "cam1").is_empty()).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (pushes, stops) = (of_type(&receiver, 1, "cam1"), of_type(&receiver, 0, "cam1"));
+    assert_eq!((pushes.len(), stops.len()), (1, 1), "each event stored once and delivered once");
+    assert!(pushes[0].at <= stops[0].at, "the stop never overtakes its push");
+    for r in [&pushes[0], &stops[0]] {
+        assert_signed(r, KEY);
+        assert_eq!(r.body["sequence"], "2210464508206756938");
+        assert_eq!(r.body["appid"], 12345678, "CSS fields are forwarded as received");
+    }
+    assert_ne!(pushes[0].body["event_id"], stops[0].body["event_id"]);
+
+    assert!(live_names(&api).await.is_empty(), "the stopped stream left the list");
+    let sessions = api.v1_ok("GET", &format!("/v1/streams/{DOMAIN}/live/cam1/sessions"), &[], None).await;
+    let session = &sessions["Sessions"][0];
+    assert_eq!(sessions["Sessions"].as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!((session["Errcode"].as_i64(), session["StopReason"].as_str()), (Some(1), Some("client closed the stream")));
+    assert!(session["DurationMs"].as_i64().unwrap() >= 0 && session["StopTimeMs"].is_i64());
+
+    let event_id = pushes[0].body["event_id"].as_str().unwrap();
+    let log = api.v1_ok("GET", "/v1/callbacks/deliveries", &[("event_id", event_id)], None).await;
+    let delivery = &log["Deliveries"][0];
+    assert_eq!((delivery["State"].as_str(), delivery["Attempts"].as_u64()), (Some("delivered"), Some(1)), "{log}");
+    assert_eq!(delivery["AttemptLog"][0]["Status"], 200);
+    let by_stream = api.v1_ok("GET", "/v1/callbacks/deliveries", &[("domain", DOMAIN), ("app", "live"), ("stream", "cam1")], None).await;
+    assert_eq!(by_stream["Deliveries"].as_array().unwrap().len(), 2, "{by_stream}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_stored() {
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, DOMAIN, &receiver.url).await;
+
+    let mut wrong_sign = css_event(1, "x1", "1", KEY);
+    wrong_sign["sign"] = json!(css_sign("not-the-key", wrong_sign["t"].as_i64().unwrap()));
+    let mut expired = css_event(1, "x2", "2", KEY);
+    let past = now_s() - 1;
+    expired["t"] = json!(past);
+    expired["sign"] = json!(css_sign(KEY, past));
+    let mut unknown_type = css_event(1, "x3", "3", KEY);
+    unknown_type["event_type"] = json!(999);
+    let mut other_domain = css_event(1, "x4", "4", KEY);
+    other_domain["app"] = json!("nobody.example.com");
+    let huge = format!("{{\"event_type\":1,\"pad\":\"{}\"}}", "a".repeat(1024 * 1024 + 10));
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (wrong_sign.to_string().into_bytes(), 403, "sign does not match"),
+        (expired.to_string().into_bytes(), 403, "t has expired"),
+        (unknown_type.to_string().into_bytes(), 400, "unknown event: event_type 999"),
+        (b"{\"event_type\":1,".to_vec(), 400, "malformed body"),
+        (huge.into_bytes(), 400, "body larger than 1048576 bytes"),
+        (other_domain.to_string().into_bytes(), 404, "no callback rule for push domain nobody.example.com"),
+    ];
+    for (body, status, msg) in cases {
+        let (got, answer) = post(&format!("{}/callbacks/css", svc.base()), "application/json", body).await;
+        assert_eq!(got, status, "{answer}");
+        assert!(answer["msg"].as_str().unwrap().starts_with(msg), "{answer} should say {msg:?}");
+        assert_eq!(answer["code"], status);
+    }
+
+    // Hooks: no token, a wrong token, another account's token for a domain bound to this one,
+    // and broken forms.
+    let other_token = svc.api_as(OTHER).v1_ok("GET", "/v1/hooks", &[], None).await["HookToken"].as_str().unwrap().to_string();
+    let my_token = api.v1_ok("GET", "/v1/hooks", &[], None).await["HookToken"].as_str().unwrap().to_string();
+    let publish = b"call=publish&app=live&name=cam9&addr=127.0.0.1&clientid=1".to_vec();
+    let hook = |q: String| format!("{}/callbacks/nginx-rtmp?{q}", svc.base());
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(post(&hook(format!("domain={DOMAIN}")), form, publish.clone()).await.0, 403);
+    assert_eq!(post(&hook(format!("token=0000&domain={DOMAIN}")), form, publish.clone()).await.0, 403);
+    let (status, answer) = post(&hook(format!("token={other_token}&domain={DOMAIN}")), form, publish.clone()).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("belongs to another account"), "{answer}");
+    let (status, answer) = post(&hook(format!("token={my_token}&domain={DOMAIN}")), form, b"call=connect&app=live&name=x".to_vec()).await;
+    assert_eq!((status, answer["msg"].as_str()), (400, Some("unknown event: call=connect")));
+    let (status, answer) = post(&hook(format!("token={my_token}&domain={DOMAIN}")), form, b"call=publish&app=live&name=a/b".to_vec()).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = post(&format!("{}/callbacks/srs?token={my_token}", svc.base()), "application/json", b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+
+    // Rotating the token retires the old one.
+    let rotated = api.v1_ok("POST", "/v1/hooks/rotate", &[], None).await["HookToken"].as_str().unwrap().to_string();
+    assert_ne!(rotated, my_token);
+    assert_eq!(post(&hook(format!("token={my_token}&domain={DOMAIN}")), form, publish.clone()).await.0, 403);
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(live_names(&api).await.is_empty(), "nothing refused was stored");
+    assert!(receiver.received().is_empty(), "nothing refused was forwarded: {:?}", receiver.received());
+
+    // Template and rule validation, in Tencent's codes.
+    let (status, v) = api.v1("POST", "/v1/callback-templates", &[], Some(json!({"TemplateName": "x", "StreamBeginNotifyUrl": receiver.url, "Foo": 1}))).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (400, Some("UnknownParameter")), "{v}");
+    let (status, v) = api.v1("POST", "/v1/callback-templates", &[], Some(json!({"TemplateName": "x", "StreamBeginNotifyUrl": "ftp://a.example.com/x"}))).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (400, Some("InvalidParameterValue")), "{v}");
+    assert!(v["Response"]["Error"]["Message"].as_str().unwrap().starts_with("StreamBeginNotifyUrl"));
+    let (status, v) = api.v1("POST", "/v1/callback-rules", &[], Some(json!({"DomainName": DOMAIN, "TemplateId": 1}))).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (409, Some("ResourceInUse")), "one rule per domain+app: {v}");
+    let (status, v) = api.v1("DELETE", "/v1/callback-templates/1", &[], None).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (409, Some("FailedOperation.ConfInUsed")), "{v}");
+    let (status, v) = svc.api_as(OTHER).v1("POST", "/v1/callback-rules", &[], Some(json!({"DomainName": "x.example.com", "TemplateId": 1}))).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (404, Some("ResourceNotFound.TemplateNotFound")), "templates are per account: {v}");
+    let (status, v) = Api::new(&svc.base(), "bulk", "wrong-key-wrong-key").v1("GET", "/v1/streams", &[], None).await;
+    assert_eq!((status, v["Response"]["Error"]["Code"].as_str()), (403, Some("AuthFailure")), "{v}");
+}
+
+#[tokio::test]
+async fn failing_receivers_get_the_seed_schedule_then_every_event_in_order() {
+    let svc = Service::start(&[
+        ("RELAYCAST_TIMING__STREAM_CALLBACK_RETRY_INTERVAL_MS", "400"),
+        ("RELAYCAST_TIMING__CALLBACK_TIMEOUT_MS", "800"),
+    ]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, DOMAIN, &receiver.url).await;
+    receiver.fail_next(2);
+    assert_eq!(post_css(&svc, &css_event(1, "cam2", "77", KEY)).await.0, 200);
+    assert_eq!(post_css(&svc, &css_event(0, "cam2", "77", KEY)).await.0, 200);
+    let attempts = |n: usize| {
+        let receiver = &receiver;
+        async move {
+            eventually(&format!("{n} attempts"), Duration::from_secs(15), || async {
+                let got = receiver.received();
+                (got.len() >= n).then_some(got)
+            })
+            .await
+        }
+    };
+    attempts(2).await;
+    receiver.close_next(1);
+    attempts(3).await;
+    receiver.stall(true);
+    attempts(4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.stall(false);
+    let got = eventually("both events delivered", Duration::from_secs(15), || async {
+        let got = receiver.received();
+        (got.iter().filter(|r| r.answered == 200).count() >= 2).then_some(got)
+    })
+    .await;
+    // Attempt 1 and 2: 500; 3: connection closed; 4: no answer within the timeout; 5: 200.
+    let push: Vec<&Received> = got.iter().filter(|r| r.body["event_type"] == 1).collect();
+    assert_eq!(push.iter().map(|r| r.answered).collect::<Vec<_>>(), vec![500, 500, 0, 0, 200], "{push:?}");
+    for pair in push.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(380), "attempts come one interval apart, got {gap:?}");
+    }
+    let stall_gap = push[4].at - push[3].at;
+    assert!(stall_gap >= Duration::from_millis(800 + 380), "a stalled attempt counts after the timeout: {stall_gap:?}");
+    let stops: Vec<&Received> = got.iter().filter(|r| r.body["event_type"] == 0).collect();
+    assert_eq!(stops.len(), 1, "the stop waited for its push and then went once");
+    assert!(stops[0].at >= push[4].at);
+    let log = api.v1_ok("GET", "/v1/callbacks/deliveries", &[("event_id", push[0].body["event_id"].as_str().unwrap())], None).await;
+    let statuses: Vec<Value> = log["Deliveries"][0]["AttemptLog"].as_array().unwrap().iter().map(|a| a["Status"].clone()).collect();
+    assert_eq!(statuses, vec![json!(500), json!(500), Value::Null, Value::Null, json!(200)], "{log}");
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_redriven() {
+    let svc = Service::start(&[
+        ("RELAYCAST_TIMING__STREAM_CALLBACK_RETRY_INTERVAL_MS", "200"),
+        ("RELAYCAST_TIMING__STREAM_CALLBACK_RETRIES", "2"),
+    ]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, DOMAIN, &receiver.url).await;
+    receiver.fail_next(1000);
+    assert_eq!(post_css(&svc, &css_event(1, "cam3", "5", KEY)).await.0, 200);
+    let dead = eventually("a dead letter", Duration::from_secs(15), || async {
+        let v = api.v1_ok("GET", "/v1/callbacks/dead-letters", &[], None).await;
+        let list = v["DeadLetters"].as_array().unwrap().clone();
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0]["Attempts"].as_u64(), dead[0]["State"].as_str()), (Some(3), Some("failed")), "{dead:?}");
+    assert_eq!(dead[0]["LastError"], "endpoint answered HTTP 500");
+    assert_eq!(receiver.received().len(), 3, "the first attempt and two retries");
+    assert!(svc.api_as(OTHER).v1_ok("GET", "/v1/callbacks/dead-letters", &[], None).await["DeadLetters"].as_array().unwrap().is_empty());
+
+    receiver.fail_next(0);
+    let id = dead[0]["Id"].as_str().unwrap();
+    let path = format!("/v1/callbacks/dead-letters/{}/redrive", id.replace('/', "%2F").replace(':', "%3A"));
+    let (status, v) = svc.api_as(OTHER).v1("POST", &path, &[], None).await;
+    assert_eq!(status, 404, "another account cannot redrive it: {v}");
+    api.v1_ok("POST", &path, &[], None).await;
+    eventually("the redriven delivery", Duration::from_secs(10), || async { receiver.received().iter().any(|r| r.answered == 200).then_some(()) }).await;
+    eventually("the dead letter gone", Duration::from_secs(5), || async {
+        let v = api.v1_ok("GET", "/v1/callbacks/dead-letters", &[], None).await;
+        v["DeadLetters"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    let (status, _) = api.v1("POST", &path, &[], None).await;
+    assert_eq!(status, 409, "a delivered callback is not a dead letter");
+}
+
+#[tokio::test]
+async fn a_stalled_receiver_does_not_delay_another() {
+    let svc = Service::start(&[("RELAYCAST_TIMING__CALLBACK_TIMEOUT_MS", "10000"), ("RELAYCAST_CALLBACKS__ENDPOINT_CONCURRENCY", "2")]);
+    let api = svc.api_as(BULK);
+    let (stalled, healthy) = (CallbackReceiver::start().await, CallbackReceiver::start().await);
+    stalled.stall(true);
+    bind(&api, DOMAIN, &stalled.url).await;
+    bind(&api, "fast.example.com", &healthy.url).await;
+    for i in 0..20 {
+        assert_eq!(post_css(&svc, &css_event(1, &format!("slow{i}"), "1", KEY)).await.0, 200);
+    }
+    let start = Instant::now();
+    for i in 0..10 {
+        let mut e = css_event(1, &format!("fast{i}"), "1", KEY);
+        e["app"] = json!("fast.example.com");
+        assert_eq!(post_css(&svc, &e).await.0, 200);
+    }
+    eventually("the healthy receiver's 10 callbacks", Duration::from_secs(5), || async { (healthy.received().len() >= 10).then_some(()) }).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "healthy deliveries took {took:?}");
+    assert!(stalled.received().len() <= 2, "the stalled endpoint holds at most its cap: {}", stalled.received().len());
+    stalled.stall(false);
+}
+
+#[tokio::test]
+async fn kill_9_with_events_acknowledged_and_deliveries_pending_loses_nothing() {
+    let mut svc = Service::start(&[("RELAYCAST_TIMING__STREAM_CALLBACK_RETRY_INTERVAL_MS", "300")]);
+    let receiver = CallbackReceiver::start().await;
+    bind(&svc.api_as(BULK), DOMAIN, &receiver.url).await;
+    receiver.fail_next(1_000_000);
+    for i in 0..20 {
+        assert_eq!(post_css(&svc, &css_event(1, &format!("k{i}"), "9", KEY)).await.0, 200);
+    }
+    eventually("some failed attempts", Duration::from_secs(10), || async { (receiver.received().len() >= 5).then_some(()) }).await;
+    svc.restart();
+    receiver.fail_next(0);
+    let delivered = eventually("all 20 events delivered after the restart", Duration::from_secs(30), || async {
+        let ok: std::collections::HashSet<String> = receiver.received().iter().filter(|r| r.answered == 200).map(|r| r.body["stream_id"].as_str().unwrap().to_string()).collect();
+        (ok.len() == 20).then_some(ok)
+    })
+    .await;
+    assert_eq!(delivered.len(), 20);
+    assert_eq!(live_names(&svc.api_as(BULK)).await.len(), 20, "the registry survived the crash");
+}
+
+/// Kills a child on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(dir: &std::path::Path, rtmp_port: u16, http_port: u16, hook: &str) -> Proc {
+    let p = dir.display();
+    std::fs::create_dir_all(dir.join("rec")).unwrap();
+    let conf = format!(
+        r#"load_module {module};
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {p}/error.log info;
+pid {p}/nginx.pid;
+events {{ worker_connections 128; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        application live {{
+            live on;
+            record all;
+            record_path {p}/rec;
+            record_unique on;
+            on_publish {hook};
+            on_publish_done {hook};
+            on_record_done {hook};
+        }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {p}/tmp;
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /stat {{ rtmp_stat all; }}
+    }}
+}}
+"#,
+        module = relaycast_workers::test_peers::RTMP_MODULE
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx").arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", rtmp_port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not listen; see {p}/error.log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+fn publish(rtmp_port: u16, stream: &str) -> Proc {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-c:a", "aac", "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{stream}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    Proc(child)
+}
+
+#[tokio::test]
+async fn nginx_rtmp_hooks_keep_the_registry_and_forward_css_callbacks() {
+    relaycast_workers::require_peers!(Ffmpeg, NginxRtmp);
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, "ingest.test", &receiver.url).await;
+    let hooks = api.v1_ok("GET", "/v1/hooks", &[], None).await;
+    let hook_url = format!("{}&domain=ingest.test", hooks["NginxRtmpUrl"].as_str().unwrap());
+    assert!(hooks["NginxRtmpConfig"].as_str().unwrap().contains("on_publish_done"));
+    let dir = tempfile::tempdir().unwrap();
+    let (rtmp_port, http_port) = (free_port(), free_port());
+    let _nginx = start_nginx(dir.path(), rtmp_port, http_port, &hook_url);
+
+    let mut cam = Some(publish(rtmp_port, "cam1"));
+    eventually("cam1 in /v1/streams", Duration::from_secs(20), || async { live_names(&api).await.contains(&"cam1".to_string()).then_some(()) }).await;
+    let push = eventually("the push callback", Duration::from_secs(10), || async { of_type(&receiver, 1, "cam1").into_iter().next() }).await;
+    assert_signed(&push, KEY);
+    assert_eq!((push.body["app"].as_str(), push.body["appname"].as_str(), push.body["user_ip"].as_str()), (Some("ingest.test"), Some("live"), Some("127.0.0.1")));
+    assert_eq!(push.body["sequence"].as_str().unwrap().len(), 19);
+
+    cam.take();
+    eventually("cam1 gone from /v1/streams", Duration::from_secs(20), || async { (!live_names(&api).await.contains(&"cam1".to_string())).then_some(()) }).await;
+    let stop = eventually("the stop callback", Duration::from_secs(10), || async { of_type(&receiver, 0, "cam1").into_iter().next() }).await;
+    assert_signed(&stop, KEY);
+    assert_eq!(stop.body["sequence"], push.body["sequence"], "start and stop share the session id");
+    assert!(stop.body["push_duration"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    let record = eventually("the record callback", Duration::from_secs(10), || async { of_type(&receiver, 100, "cam1").into_iter().next() }).await;
+    assert_eq!(record.body["file_format"], "flv", "{}", record.raw);
+    let sessions = api.v1_ok("GET", "/v1/streams/ingest.test/live/cam1/sessions", &[], None).await;
+    assert_eq!(sessions["Sessions"][0]["StopReason"], "publisher stopped", "{sessions}");
+
+    // Publish authorization on: a stream not on the allow-list is refused by nginx-rtmp itself.
+    api.v1_ok("PUT", "/v1/publish-auth/ingest.test", &[], Some(json!({ "AllowedStreams": ["cam1"] }))).await;
+    let mut intruder = publish(rtmp_port, "intruder");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exited = loop {
+        if let Some(status) = intruder.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exited.is_some_and(|s| !s.success()), "ffmpeg's publish of an unknown stream is refused: {exited:?}");
+    let stat = reqwest::get(format!("http://127.0.0.1:{http_port}/stat")).await.unwrap().text().await.unwrap();
+    assert!(!stat.contains("<name>intruder</name>"), "nginx-rtmp does not carry it");
+    assert!(!live_names(&api).await.contains(&"intruder".to_string()));
+    assert!(of_type(&receiver, 1, "intruder").is_empty());
+    let _allowed = publish(rtmp_port, "cam1");
+    eventually("cam1 allowed again", Duration::from_secs(20), || async { live_names(&api).await.contains(&"cam1".to_string()).then_some(()) }).await;
+}
