@@ -406,6 +406,8 @@ async fn resubmitting_an_id_stops_the_old_task_first() {
     // POSTed as JSON to the old task's callback URL, exactly.
     let delivery = rx.received().into_iter().find(|r| r.body["id"] == "again").unwrap();
     assert_eq!((delivery.uri.as_str(), delivery.content_type.as_str()), ("/cb", "application/json"));
+    // Signed with the account's key; the event id stays the same on every attempt.
+    assert_relaycast_signature(&delivery, ACME.1);
     assert_callback_shape(&cbs[0]);
     assert_eq!(code_msg_cmd(&cbs[0]), ("1", "푸시 스트림 성공", "1"));
     assert_eq!(cbs[0]["forwardurl"], DEST_A, "the callback is about the old task");

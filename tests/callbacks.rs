@@ -70,13 +70,7 @@ fn assert_signed(r: &Received, key: &str) {
     let t = r.body["t"].as_i64().expect("t");
     assert!(t > now_s(), "t is an expiry time in the future: {}", r.raw);
     assert_eq!(r.body["sign"], css_sign(key, t), "sign = md5(CallbackKey + t)");
-    use hmac::Mac;
-    let header = r.signature.as_deref().expect("X-Relaycast-Signature");
-    let (ts, v1) = header.split_once(',').unwrap();
-    let ts = ts.strip_prefix("t=").unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(format!("{ts}.{}", r.raw).as_bytes());
-    assert_eq!(v1.strip_prefix("v1=").unwrap(), hex::encode(mac.finalize().into_bytes()), "HMAC-SHA256 over t.body");
+    assert_relaycast_signature(r, key);
     assert_eq!(r.event_id.as_deref(), r.body["event_id"].as_str(), "the event id is in the header and the body");
 }
 
@@ -472,4 +466,85 @@ async fn nginx_rtmp_hooks_keep_the_registry_and_forward_css_callbacks() {
     assert!(of_type(&receiver, 1, "intruder").is_empty());
     let _allowed = publish(rtmp_port, "cam1");
     eventually("cam1 allowed again", Duration::from_secs(20), || async { live_names(&api).await.contains(&"cam1".to_string()).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn srs_hooks_answer_code_0_and_feed_the_same_registry_and_callbacks() {
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let receiver = CallbackReceiver::start().await;
+    bind(&api, "srs.example.com", &receiver.url).await;
+    let url = api.v1_ok("GET", "/v1/hooks", &[], None).await["SrsUrl"].as_str().unwrap().to_string();
+    // The payloads of SRS 5's http_hooks; the domain comes from the vhost.
+    let hook = |action: &str, extra: Value| {
+        let mut body = json!({
+            "server_id": "vid-0xk989d", "service_id": "plw5u4a3", "action": action, "client_id": "341w361a",
+            "ip": "10.1.2.3", "vhost": "srs.example.com", "app": "live", "tcUrl": "rtmp://srs.example.com/live",
+            "stream": "livestream", "param": "?txSecret=x", "stream_url": "/live/livestream", "stream_id": "vid-124q9y3",
+        });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for _ in 0..3 {
+        let (status, answer) = post(&url, "application/json", hook("on_publish", json!({})).to_string().into_bytes()).await;
+        assert_eq!((status, answer), (200, json!({"code": 0})), "SRS wants code 0 to allow the publish");
+    }
+    assert_eq!(live_names(&api).await, vec!["livestream".to_string()]);
+    let push = eventually("the push callback", Duration::from_secs(10), || async { of_type(&receiver, 1, "livestream").into_iter().next() }).await;
+    assert_signed(&push, KEY);
+    assert_eq!((push.body["user_ip"].as_str(), push.body["stream_param"].as_str()), (Some("10.1.2.3"), Some("txSecret=x")));
+    let dvr = hook("on_dvr", json!({"cwd": "/usr/local/srs", "file": "./objs/nginx/html/live/livestream.1681.flv"}));
+    assert_eq!(post(&url, "application/json", dvr.to_string().into_bytes()).await.0, 200);
+    assert_eq!(post(&url, "application/json", hook("on_unpublish", json!({})).to_string().into_bytes()).await.0, 200);
+    assert!(live_names(&api).await.is_empty());
+    eventually("stop and record callbacks", Duration::from_secs(10), || async {
+        (!of_type(&receiver, 0, "livestream").is_empty() && !of_type(&receiver, 100, "livestream").is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(of_type(&receiver, 1, "livestream").len(), 1, "three identical on_publish hooks are one push");
+}
+
+#[tokio::test]
+async fn every_css_event_kind_goes_to_its_own_url() {
+    let svc = Service::start(&[]);
+    let api = svc.api_as(BULK);
+    let (begin, snapshot, porn) = (CallbackReceiver::start().await, CallbackReceiver::start().await, CallbackReceiver::start().await);
+    let id = api
+        .v1_ok(
+            "POST",
+            "/v1/callback-templates",
+            &[],
+            Some(json!({"TemplateName": "split", "StreamBeginNotifyUrl": begin.url, "SnapshotNotifyUrl": snapshot.url, "PornCensorshipNotifyUrl": porn.url, "CallbackKey": KEY})),
+        )
+        .await["TemplateId"]
+        .as_u64()
+        .unwrap();
+    api.v1_ok("POST", "/v1/callback-rules", &[], Some(json!({"DomainName": DOMAIN, "AppName": "live", "TemplateId": id}))).await;
+    let listed = api.v1_ok("GET", "/v1/callback-rules", &[], None).await;
+    assert_eq!(listed["Rules"][0]["AppName"], "live");
+    assert!(listed["Rules"][0]["CreateTime"].as_str().unwrap().ends_with("+08:00"), "{listed}");
+    let t = now_s() + 600;
+    let signed = |mut v: Value| {
+        v["t"] = json!(t);
+        v["sign"] = json!(css_sign(KEY, t));
+        v
+    };
+    let snap = signed(json!({"event_type": 200, "app": DOMAIN, "appname": "live", "stream_id": "s1", "channel_id": "s1", "create_time": now_s(),
+        "file_size": 1234, "width": 640, "height": 352, "pic_url": "/2018-12-17/s1-screenshot-19-06-59-640x352.jpg", "pic_full_url": "http://x.example.com/a.jpg"}));
+    let flagged = signed(json!({"event_type": 317, "app": DOMAIN, "appname": "live", "streamId": "s1", "channelId": "s1", "img": "http://x.example.com/i.jpg",
+        "type": [1], "confidence": 91, "normalScore": 2, "hotScore": 7, "pornScore": 91, "screenshotTime": now_s(), "sendTime": now_s()}));
+    let exception = signed(json!({"event_type": 321, "domain": DOMAIN, "path": "live", "stream_id": "s1", "appid": 1, "data_time": now_ms(),
+        "report_interval": 60000, "abnormal_event": [{"type": 3, "count": 2, "detail": [], "type_desc_en": "Video timestamp jump"}]}));
+    for event in [&snap, &flagged, &exception, &snap] {
+        assert_eq!(post_css(&svc, event).await, (200, json!({"code": 0})));
+    }
+    let s = eventually("the snapshot callback", Duration::from_secs(10), || async { snapshot.received().into_iter().next() }).await;
+    assert_eq!((s.body["event_type"].as_i64(), s.body["pic_url"].as_str()), (Some(200), snap["pic_url"].as_str()));
+    assert_signed(&s, KEY);
+    let p = eventually("the porn detection callback", Duration::from_secs(10), || async { porn.received().into_iter().next() }).await;
+    assert_eq!((p.body["event_type"].as_i64(), p.body["pornScore"].as_i64()), (Some(317), Some(91)), "stored and forwarded as is");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(snapshot.received().len(), 1, "the repeated snapshot is one event");
+    assert!(begin.received().is_empty(), "no push happened; the exception has no URL in this template");
 }

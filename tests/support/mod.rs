@@ -523,6 +523,21 @@ impl CallbackReceiver {
     }
 }
 
+/// Checks `X-Relaycast-Signature` as a receiver would, in the few lines the documentation
+/// promises: `t=<secs>,v1=<hex HMAC-SHA256(key, "<t>." + raw body)>`, `t` recent.
+pub fn assert_relaycast_signature(r: &Received, key: &str) {
+    use hmac::Mac;
+    let header = r.signature.as_deref().expect("X-Relaycast-Signature is sent");
+    let (t, v1) = header.split_once(',').expect("t=…,v1=…");
+    let t = t.strip_prefix("t=").expect("t=");
+    let age = now_ms() / 1000 - t.parse::<i64>().expect("t is a number");
+    assert!((0..300).contains(&age), "t is the time of sending: {header}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", r.raw).as_bytes());
+    assert_eq!(v1.strip_prefix("v1=").expect("v1="), hex::encode(mac.finalize().into_bytes()), "HMAC-SHA256 over t.body");
+    assert!(r.event_id.as_deref().is_some_and(|id| !id.is_empty()), "X-Relaycast-Event-Id is sent");
+}
+
 impl Drop for CallbackReceiver {
     fn drop(&mut self) {
         self.server.abort();
