@@ -42,7 +42,14 @@ pub struct LiveStream {
     pub sessions: u64,
     /// When the last event of the stream was stored, Unix ms.
     pub last_event_ms: i64,
+    /// The last CSS sessions whose stop arrived before their push (a sender's retries can
+    /// reorder them): such a late push must not leave the stream live for ever.
+    #[serde(default)]
+    pub stopped_early: Vec<String>,
 }
+
+/// How many early stops a stream remembers.
+const MAX_STOPPED_EARLY: usize = 8;
 
 /// A push session of a stream, kept after it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +179,7 @@ impl LiveStream {
 
     /// A stream not seen before.
     pub fn new(account: &str, stream: StreamPath) -> Self {
-        Self { account: account.to_string(), stream, live: None, outbox_seq: 0, sessions: 0, last_event_ms: 0 }
+        Self { account: account.to_string(), stream, live: None, outbox_seq: 0, sessions: 0, last_event_ms: 0, stopped_early: Vec::new() }
     }
 
     /// The status index value of a live stream of `account`.
@@ -198,6 +205,11 @@ impl LiveStream {
             StreamEventKind::Publish => {
                 if self.live.as_ref().is_some_and(|l| Self::same_session(l, event)) {
                     return Admission::Repeat;
+                }
+                if event.sequence.as_ref().is_some_and(|s| self.stopped_early.contains(s)) {
+                    // Its stop came first: pass the event on, but the stream is not live.
+                    self.last_event_ms = now_ms;
+                    return Admission::Apply { sessions: Vec::new(), duration_ms: None };
                 }
                 let mut sessions = Vec::new();
                 if let Some(old) = self.live.take() {
@@ -239,6 +251,12 @@ impl LiveStream {
                     // (the event id keeps it once); a hook's is a repeat of a stop applied.
                     if hook {
                         return Admission::Repeat;
+                    }
+                    if let Some(seq) = event.sequence.clone().filter(|s| !self.stopped_early.contains(s)) {
+                        self.stopped_early.push(seq);
+                        if self.stopped_early.len() > MAX_STOPPED_EARLY {
+                            self.stopped_early.remove(0);
+                        }
                     }
                     Admission::Apply { sessions: Vec::new(), duration_ms: None }
                 }
@@ -389,6 +407,10 @@ mod tests {
         }
         // The stop of the replaced session does not end the live one.
         assert!(matches!(s.admit(&mut css(StreamEventKind::Unpublish, "1"), 20), Admission::Apply { ref sessions, .. } if sessions.is_empty()));
+        assert_eq!(s.live.as_ref().unwrap().sequence, "2");
+        // A stop that overtook its push: the late push does not make the stream live.
+        s.admit(&mut css(StreamEventKind::Unpublish, "3"), 21);
+        assert!(matches!(s.admit(&mut css(StreamEventKind::Publish, "3"), 22), Admission::Apply { ref sessions, .. } if sessions.is_empty()));
         assert_eq!(s.live.as_ref().unwrap().sequence, "2");
         let mut stop = css(StreamEventKind::Unpublish, "2");
         stop.errcode = Some(8);
