@@ -74,7 +74,7 @@ fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint: &'st
 async fn css(State(ctx): State<Context>, body: Body) -> Response {
     let result = async {
         let body = read_body(body).await?;
-        ingest_css(&ctx.ports, &ctx.settings, &body).await
+        ingest_css(&ctx.ports, &ctx.settings, &ctx.config_cache, &body).await
     }
     .await;
     answer(&ctx, result, "css")
@@ -91,7 +91,7 @@ async fn hook(ctx: Context, dialect: HookDialect, raw: Option<String>, request: 
     let (token, domain) = hook_query(&raw);
     let body = read_body(request.into_body()).await?;
     let origin = HookOrigin { domain, sender_ip };
-    ingest_hook(&ctx.ports, &ctx.settings, dialect, token.as_deref(), &origin, &body).await
+    ingest_hook(&ctx.ports, &ctx.settings, &ctx.config_cache, dialect, token.as_deref(), &origin, &body).await
 }
 
 async fn nginx_rtmp(State(ctx): State<Context>, RawQuery(raw): RawQuery, request: Request) -> Response {

@@ -12,6 +12,7 @@ pub mod v1;
 use std::sync::Arc;
 
 use axum::Router;
+use relaycast_core::app::callbacks::ConfigCache;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::callbacks::StreamEvent;
 use relaycast_core::ports::Ports;
@@ -28,6 +29,8 @@ pub struct Context {
     /// Push events as they are stored, for in-process consumers (automatic recording). The
     /// registry (`/v1/streams`) is the durable record; a consumer that starts late reads it.
     pub stream_events: tokio::sync::broadcast::Sender<StreamEvent>,
+    /// Callback rules, templates and hook tokens as this process last read them.
+    pub config_cache: Arc<ConfigCache>,
 }
 
 impl Context {
@@ -38,6 +41,7 @@ impl Context {
             settings,
             outbox_kick: Arc::new(tokio::sync::Notify::new()),
             stream_events: tokio::sync::broadcast::channel(1024).0,
+            config_cache: Arc::default(),
         }
     }
 }

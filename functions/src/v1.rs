@@ -158,6 +158,7 @@ async fn rotate_hooks(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Re
     run(async {
         let account = account(&ctx, &raw).await?;
         let token = uc::rotate_hook_token(&ctx.ports, &account.name).await?;
+        ctx.config_cache.invalidate();
         tracing::info!(account = %account.name, "hook token rotated");
         Ok(hook_urls(&ctx, token.expose()))
     })
@@ -197,6 +198,7 @@ async fn create_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, bo
         let account = account(&ctx, &raw).await?;
         let input: CallbackTemplateInput = json_body(body).await?;
         let t = uc::create_template(&ctx.ports, &ctx.settings, &account.name, input).await?;
+        ctx.config_cache.invalidate();
         tracing::info!(account = %account.name, template = t.id, "callback template created");
         Ok(json!({ "TemplateId": t.id }))
     })
@@ -217,6 +219,7 @@ async fn modify_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
         let account = account(&ctx, &raw).await?;
         let input: CallbackTemplateInput = json_body(body).await?;
         let t = uc::modify_template(&ctx.ports, &ctx.settings, &account.name, template_id(&id)?, input).await?;
+        ctx.config_cache.invalidate();
         Ok(json!({ "Template": t.to_wire() }))
     })
     .await
@@ -226,6 +229,7 @@ async fn delete_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_template(&ctx.ports, &account.name, template_id(&id)?).await?;
+        ctx.config_cache.invalidate();
         Ok(json!({}))
     })
     .await
@@ -250,6 +254,7 @@ async fn create_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: 
         let account = account(&ctx, &raw).await?;
         let input: CallbackRuleInput = json_body(body).await?;
         let rule = uc::create_rule(&ctx.ports, &account.name, input).await?;
+        ctx.config_cache.invalidate();
         Ok(json!({ "Rule": rule.to_wire(utc_offset(&ctx)) }))
     })
     .await
@@ -259,6 +264,7 @@ async fn delete_domain_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery,
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_rule(&ctx.ports, &account.name, &domain, "").await?;
+        ctx.config_cache.invalidate();
         Ok(json!({}))
     })
     .await
@@ -268,6 +274,7 @@ async fn delete_app_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_rule(&ctx.ports, &account.name, &domain, &app).await?;
+        ctx.config_cache.invalidate();
         Ok(json!({}))
     })
     .await

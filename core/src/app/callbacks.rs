@@ -2,7 +2,9 @@
 //! registry, handed to the outbox for the matching callback template; the templates, rules,
 //! hook tokens and publish authorization rules behind it; the delivery log and dead letters.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -75,25 +77,70 @@ fn check_size(body: &[u8]) -> Result<(), InboundError> {
     }
 }
 
+/// A callback rule with its template.
+pub type Binding = (CallbackRule, Option<CallbackTemplate>);
+
+/// How long a process trusts what it read of rules, templates and hook tokens.
+const CONFIG_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept before the cache starts over.
+const CONFIG_CACHE_ENTRIES: usize = 10_000;
+
+/// Rules, templates and hook tokens are read on every inbound event and change rarely: each
+/// process keeps what it read for [`CONFIG_CACHE_TTL`]. The `/v1` handlers of this process
+/// invalidate it on every change, so a change through another process takes at most that long.
+#[derive(Default)]
+pub struct ConfigCache {
+    bindings: Mutex<HashMap<String, (Instant, Option<Binding>)>>,
+    tokens: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+fn cached<V: Clone>(map: &Mutex<HashMap<String, (Instant, V)>>, key: &str) -> Option<V> {
+    let map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.get(key).filter(|(at, _)| at.elapsed() < CONFIG_CACHE_TTL).map(|(_, v)| v.clone())
+}
+
+fn remember<V>(map: &Mutex<HashMap<String, (Instant, V)>>, key: String, value: V) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= CONFIG_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, (Instant::now(), value));
+}
+
+impl ConfigCache {
+    /// Forgets everything (after a template, rule or token changed).
+    pub fn invalidate(&self) {
+        self.bindings.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 /// The rule binding `stream`'s domain and app (the app's own rule first, then the domain's),
 /// with its template.
-pub async fn find_binding(ports: &Ports, stream: &StreamPath) -> Result<Option<(CallbackRule, Option<CallbackTemplate>)>, StoreError> {
+pub async fn find_binding(ports: &Ports, cache: &ConfigCache, stream: &StreamPath) -> Result<Option<Binding>, StoreError> {
+    let key = format!("{}/{}", stream.domain, stream.app);
+    if let Some(binding) = cached(&cache.bindings, &key) {
+        return Ok(binding);
+    }
+    let mut found = None;
     for app in [stream.app.as_str(), ""] {
         if let Some(rule) = ports.store.load::<CallbackRule>(&CallbackRule::store_key(&stream.domain, app)).await? {
             let rule = rule.value;
             let template = ports.store.load::<CallbackTemplate>(&CallbackTemplate::store_key(&rule.account, rule.template_id)).await?;
-            return Ok(Some((rule, template.map(|t| t.value))));
+            found = Some((rule, template.map(|t| t.value)));
+            break;
         }
     }
-    Ok(None)
+    remember(&cache.bindings, key, found.clone());
+    Ok(found)
 }
 
 /// Takes one Tencent CSS event: matched to its account through the callback rule of its
 /// domain, checked with `sign = md5(CallbackKey + t)`, then stored once.
-pub async fn ingest_css(ports: &Ports, settings: &Settings, body: &[u8]) -> Result<Ingested, CallbackError> {
+pub async fn ingest_css(ports: &Ports, settings: &Settings, cache: &ConfigCache, body: &[u8]) -> Result<Ingested, CallbackError> {
     check_size(body)?;
     let (parsed, auth) = parse_css_event(body)?;
-    let (rule, template) = find_binding(ports, &parsed.stream)
+    let (rule, template) = find_binding(ports, cache, &parsed.stream)
         .await?
         .ok_or_else(|| InboundError::UnknownDomain(parsed.stream.domain.clone()))?;
     let template = template.ok_or_else(|| InboundError::UnknownDomain(parsed.stream.domain.clone()))?;
@@ -116,6 +163,7 @@ pub enum HookDialect {
 pub async fn ingest_hook(
     ports: &Ports,
     settings: &Settings,
+    cache: &ConfigCache,
     dialect: HookDialect,
     token: Option<&str>,
     origin: &HookOrigin,
@@ -123,14 +171,14 @@ pub async fn ingest_hook(
 ) -> Result<Ingested, CallbackError> {
     check_size(body)?;
     let account = match token {
-        Some(t) if !t.is_empty() => account_of_hook_token(ports, t).await?.ok_or(InboundError::BadToken)?,
+        Some(t) if !t.is_empty() => account_of_hook_token(ports, cache, t).await?.ok_or(InboundError::BadToken)?,
         _ => return Err(InboundError::BadToken.into()),
     };
     let parsed = match dialect {
         HookDialect::NginxRtmp => parse_nginx_rtmp(body, origin)?,
         HookDialect::Srs => parse_srs(body, origin)?,
     };
-    let binding = find_binding(ports, &parsed.stream).await?;
+    let binding = find_binding(ports, cache, &parsed.stream).await?;
     let template = match binding {
         Some((rule, _)) if rule.account != account => {
             return Err(InboundError::PublishRefused(format!("push domain {} belongs to another account", parsed.stream.domain)).into());
@@ -155,13 +203,8 @@ const MAX_ATTEMPTS: u32 = 16;
 /// and the outbox entry for `template`'s URL, in one transaction; then queues the delivery.
 async fn ingest(ports: &Ports, settings: &Settings, account: &str, parsed: ParsedEvent, template: Option<CallbackTemplate>) -> Result<Ingested, CallbackError> {
     let now = ports.clock.now_ms();
-    // Events whose identity is fixed by the sender are repeats when stored already; a push or
-    // stop from a hook is a repeat when the registry says so.
-    let hook_session_event = parsed.source != crate::domain::callbacks::EventSource::Css
-        && matches!(parsed.kind, StreamEventKind::Publish | StreamEventKind::Unpublish | StreamEventKind::Update);
-    if !hook_session_event && ports.store.get(StreamEvent::KIND, &StreamEvent::id_of(account, &parsed)).await?.is_some() {
-        return Ok(Ingested { event: None });
-    }
+    // A repeat is told by the registry (a push or stop already applied) or by the event's id
+    // being stored already (the transaction's `Absent` on it fails, and writes nothing).
     let key = LiveStream::store_key(account, &parsed.stream);
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
@@ -261,11 +304,17 @@ fn token_digest(token: &str) -> String {
 }
 
 /// The account a hook token belongs to.
-pub async fn account_of_hook_token(ports: &Ports, token: &str) -> Result<Option<String>, StoreError> {
+pub async fn account_of_hook_token(ports: &Ports, cache: &ConfigCache, token: &str) -> Result<Option<String>, StoreError> {
     if token.len() > 128 {
         return Ok(None);
     }
-    Ok(ports.store.load::<HookToken>(&token_digest(token)).await?.map(|t| t.value.account))
+    let digest = token_digest(token);
+    if let Some(account) = cached(&cache.tokens, &digest) {
+        return Ok(account);
+    }
+    let account = ports.store.load::<HookToken>(&digest).await?.map(|t| t.value.account);
+    remember(&cache.tokens, digest, account.clone());
+    Ok(account)
 }
 
 /// The account's hook token, made on first use.
