@@ -422,3 +422,116 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod group_commit_tests {
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::adapters::SqliteQueue;
+    use crate::ports::{ManualClock, Queue};
+
+    fn rec(key: &str, body: serde_json::Value) -> Record {
+        Record::new(Kind("g"), key, body)
+    }
+
+    /// Polls `fut` once, which hands its operation to the writer, and keeps it for later.
+    fn enqueue<'a, T>(fut: BoxFuture<'a, T>) -> BoxFuture<'a, T> {
+        let mut fut = fut;
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(fut.poll_unpin(&mut cx), Poll::Pending), "answered before the group ran");
+        fut
+    }
+
+    /// Operations that fail (a condition, a whole transaction) inside one group commit are
+    /// answered with their own error and leave no trace, while the rest of the group, store
+    /// writes and a queue send on the same database, commits once; later operations of a
+    /// group see the earlier ones' writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_in_a_group_fails_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let db = SqliteDatabase::open(&dir.path().join("relaycast.db")).unwrap();
+        let store = SqliteStore::on(db.clone(), Arc::new(clock.clone()));
+        let queue = SqliteQueue::on(db.clone(), Arc::new(clock.clone()), 3).unwrap();
+        store.put(rec("taken", json!(0)), Condition::Absent).await.unwrap();
+        store.put(rec("cas", json!(0)), Condition::Absent).await.unwrap();
+
+        // Hold the writer inside a group until everything below is queued behind it.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (running_tx, running) = tokio::sync::oneshot::channel::<()>();
+        let held = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    running_tx.send(()).unwrap();
+                    gate.recv().map_err(|e| StoreError::Backend(e.to_string()))
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        let commits_before = db.commits();
+
+        let new = enqueue(store.put(rec("new", json!("a")), Condition::Absent));
+        let taken = enqueue(store.put(rec("taken", json!("b")), Condition::Absent));
+        let failed_tx = enqueue(store.transact(vec![
+            Write::Put(rec("t1", json!("c")), Condition::Absent),
+            Write::Put(rec("cas", json!("c")), Condition::Version(7)),
+        ]));
+        let cas = enqueue(store.put(rec("cas", json!("d")), Condition::Version(1)));
+        let missing = enqueue(store.delete(Kind("g"), "missing", Condition::Version(3)));
+        let counter = enqueue(store.increment(Kind("g"), "calls", None));
+        let sent = enqueue(queue.send("jobs", "m", Duration::ZERO));
+        let ok_tx = enqueue(store.transact(vec![
+            Write::Put(rec("t2", json!("h")), Condition::Absent),
+            Write::Delete(Kind("g"), "taken".into(), Condition::Version(1)),
+        ]));
+        let new_again = enqueue(store.put(rec("new", json!("i")), Condition::Absent));
+
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert_eq!(new.await.unwrap(), 1);
+        assert!(matches!(taken.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        match failed_tx.await {
+            Err(StoreError::ConditionFailed { key, current: Some(1), .. }) => assert_eq!(key, "cas"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cas.await.unwrap(), 2);
+        assert!(matches!(missing.await, Err(StoreError::ConditionFailed { current: None, .. })));
+        assert_eq!(counter.await.unwrap(), 1);
+        sent.await.unwrap();
+        assert_eq!(ok_tx.await.unwrap(), vec![1, 0]);
+        assert!(matches!(new_again.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        // The held group, then one group for all nine.
+        assert_eq!(db.commits(), commits_before + 2);
+
+        let get = |key: &'static str| {
+            let store = &store;
+            async move { store.get(Kind("g"), key).await.unwrap().map(|r| (r.version, r.body)) }
+        };
+        assert_eq!(get("new").await, Some((1, json!("a"))));
+        assert_eq!(get("taken").await, None);
+        assert_eq!(get("t1").await, None, "a failed transaction leaves nothing");
+        assert_eq!(get("cas").await, Some((2, json!("d"))));
+        assert_eq!(get("t2").await, Some((1, json!("h"))));
+        assert_eq!(get("calls").await, Some((1, json!({ "count": 1 }))));
+        assert_eq!(queue.stats("jobs").await.unwrap().visible, 1);
+    }
+
+    /// A write that panics is answered with an error; the writer lives on.
+    #[tokio::test]
+    async fn a_panicking_operation_does_not_stop_the_writer() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = SqliteDatabase::open(&dir.path().join("relaycast.db")).unwrap();
+        let store = SqliteStore::on(db.clone(), Arc::new(ManualClock::new(0)));
+        let r: Result<(), StoreError> = db.write(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+        assert_eq!(store.put(rec("k", json!(1)), Condition::Absent).await.unwrap(), 1);
+    }
+}
