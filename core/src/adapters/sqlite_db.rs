@@ -124,6 +124,13 @@ impl SqliteDatabase {
     /// writer thread. Errors name the path.
     pub fn open(path: &Path) -> Result<Self, String> {
         let writer = open_connection(path)?;
+        // Each operation's savepoint keeps the pages it changes that the group had already
+        // changed in a statement journal, which by default spills to a temporary file past
+        // 64 KiB: one file created and deleted per operation. In memory it is a copy. A larger
+        // page cache keeps a big group's dirty pages out of the WAL until the commit.
+        writer
+            .execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;")
+            .map_err(|e| format!("configuring SQLite database {}: {e}", path.display()))?;
         let reader = open_reader(path)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let commits = Arc::new(AtomicU64::new(0));
@@ -234,6 +241,9 @@ fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: 
 /// the operations taken were then answered with it. Counts the commit in `commits` before
 /// answering anybody.
 fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
+    if group.len() == 1 {
+        return commit_one(conn, group, commits);
+    }
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| format!("beginning a transaction: {e}"))?;
     let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
     let mut failed = None;
@@ -281,5 +291,36 @@ fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &
     for job in done {
         job.answer(commit.clone());
     }
+    commit
+}
+
+/// A group of one (no concurrent writer): the operation's own transaction, no savepoint, as
+/// when every write committed alone.
+fn commit_one(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
+    let Some(mut job) = group.pop_front() else { return Ok(()) };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let msg = format!("beginning a transaction: {e}");
+        job.answer(Err(msg.clone()));
+        return Err(msg);
+    }
+    if !job.run(conn) {
+        // Its own error: nothing of it is kept, and it is answered with that error.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        job.answer(Ok(()));
+        return Ok(());
+    }
+    let commit = exec(conn, "COMMIT").map_err(|e| format!("committing: {e}"));
+    match &commit {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) if !conn.is_autocommit() => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Err(_) => {}
+    }
+    job.answer(commit.clone());
     commit
 }
