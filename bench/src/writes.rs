@@ -83,8 +83,8 @@ const EVENTS: Kind = Kind("bench_events");
 const OUTBOX: Kind = Kind("bench_outbox");
 const CLAIMS: Kind = Kind("bench_claims");
 
-/// The 4 writes of inbound event `i` of writer `w`: the task (replaced), and a new event,
-/// outbox entry and claim.
+/// The 4 writes of inbound event `i` (unique in the run) issued by writer `w`: the task (one of
+/// the writer's 64, replaced), and a new event, outbox entry and claim.
 fn event_writes(w: usize, i: usize) -> Vec<Write> {
     let now = 1_700_000_000_000 + i as i64;
     let index = IndexKeys { account: Some(format!("acc{}", w % 4)), status: Some("running".into()), time_ms: Some(now) };
@@ -97,13 +97,13 @@ fn event_writes(w: usize, i: usize) -> Vec<Write> {
     };
     let event = Record {
         index: index.clone(),
-        ..Record::new(EVENTS, format!("ev-{w}-{i:08}"), json!({ "task": format!("task-{w}"), "code": "1", "at": now }))
+        ..Record::new(EVENTS, format!("ev-{i:08}"), json!({ "task": format!("task-{w}"), "code": "1", "at": now }))
     };
     let outbox = Record {
         index: IndexKeys { account: None, status: Some("pending".into()), time_ms: Some(now) },
-        ..Record::new(OUTBOX, format!("ob-{w}-{i:08}"), json!({ "url": "http://127.0.0.1:9/cb", "body": {"code": "1", "id": i} }))
+        ..Record::new(OUTBOX, format!("ob-{i:08}"), json!({ "url": "http://127.0.0.1:9/cb", "body": {"code": "1", "id": i} }))
     };
-    let claim = Record::new(CLAIMS, format!("cl-{w}-{i:08}"), json!({ "task": format!("task-{w}") }));
+    let claim = Record::new(CLAIMS, format!("cl-{i:08}"), json!({ "task": format!("task-{w}") }));
     vec![
         Write::Put(task, Condition::Any),
         Write::Put(event, Condition::Absent),
@@ -161,8 +161,10 @@ async fn store_events(base: Option<&Path>, events: usize, workers: usize, raw: f
     })
     .await?;
     emit("store event: transact of 4 puts", workers, events, wall, &lat, Some(raw));
-    if store.get(CLAIMS, &format!("cl-0-{:08}", 0)).await?.is_none() {
-        bail!("the first event's claim is missing");
+    for i in [0, events - 1] {
+        if store.get(CLAIMS, &format!("cl-{i:08}")).await?.is_none() {
+            bail!("the claim of event {i} is missing");
+        }
     }
     Ok(())
 }
@@ -177,7 +179,7 @@ async fn embedded_events(base: Option<&Path>, events: usize, workers: usize, raw
         let (store, queue) = (store.clone(), queue.clone());
         async move {
             store.transact(event_writes(w, i)).await?;
-            queue.send("bench-outbox", &format!("{{\"outbox\":\"ob-{w}-{i:08}\"}}"), Duration::ZERO).await?;
+            queue.send("bench-outbox", &format!("{{\"outbox\":\"ob-{i:08}\"}}"), Duration::ZERO).await?;
             Ok(())
         }
     })
