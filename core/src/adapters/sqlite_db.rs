@@ -7,8 +7,9 @@
 //! condition that does not hold, an invalid body, a database error — is rolled back alone and
 //! answered with its own error), then one `COMMIT`, so one fsync (`synchronous=FULL`) makes the
 //! whole group durable; only then is anybody answered. A lone writer is never made to wait for
-//! company: the writer starts a group as soon as it has one operation, and the operations that
-//! arrive during that group's fsync form the next group.
+//! company: the writer starts a group as soon as it has one operation (a group of one is a plain
+//! transaction, no savepoint), and the operations that arrive during that group's fsync form
+//! the next group.
 //!
 //! Operations of a group run one after another in the order they arrived, each seeing the
 //! writes of those before it, so the group is equivalent to running them one by one; since none
