@@ -86,6 +86,15 @@ impl SqliteStore {
         result.map_err(|e| self.name_error(op, e))
     }
 
+    /// Runs the point read `f` (see [`SqliteDatabase::read_point`]) on a read connection.
+    fn read_point<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError>,
+    {
+        let now = self.clock.now_ms();
+        self.db.read_point(move |conn| f(conn, now)).map_err(|e| self.name_error(op, e))
+    }
+
     fn name_error(&self, op: &str, e: StoreError) -> StoreError {
         match e {
             StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
@@ -279,7 +288,7 @@ impl Store for SqliteStore {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
         validate_key(key)?;
         let key = key.to_string();
-        self.read("get", move |conn, now| {
+        self.read_point("get", move |conn, now| {
             let sql = format!(
                 "SELECT {RECORD_COLUMNS} FROM records
                  WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
@@ -291,7 +300,6 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             found.transpose()
         })
-        .await
     }
 
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
@@ -336,13 +344,13 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.write("increment", move |conn, now| {
             let current: Option<(i64, String)> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT version, body FROM records
                      WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
-                    params![kind.as_str(), key, now],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .optional()
+                .and_then(|mut s| {
+                    s.query_row(params![kind.as_str(), key, now], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                })
                 .map_err(db_err)?;
             let (version, count) = match current {
                 Some((version, body)) => {
@@ -358,13 +366,20 @@ impl Store for SqliteStore {
                 }
                 None => (1, 1),
             };
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4, ?5)
                  ON CONFLICT (kind, key) DO UPDATE SET
                      version = excluded.version, expires_at_ms = excluded.expires_at_ms, body = excluded.body",
-                params![kind.as_str(), key, version, expires_at_ms, serde_json::json!({ "count": count }).to_string()],
             )
+            .map_err(db_err)?
+            .execute(params![
+                kind.as_str(),
+                key,
+                version,
+                expires_at_ms,
+                serde_json::json!({ "count": count }).to_string()
+            ])
             .map_err(db_err)?;
             Ok(count)
         })
