@@ -16,9 +16,8 @@
 //! is answered before the commit, no caller can observe the difference. A crash before the
 //! `COMMIT` is durable loses the whole group, and no one in it had been answered.
 //!
-//! Reads use a small pool of separate read connections: point reads (`get`, the idle check of a
-//! receive) on the caller's thread, which is quicker than a hand-off, the others (`query`, queue
-//! stats) on the blocking pool. WAL lets them run beside the writer, and each read
+//! Reads (`get`, `query`, queue stats, the idle check of a receive) use a small pool of separate
+//! read connections on the blocking pool; WAL lets them run beside the writer, and each read
 //! statement starts a fresh read transaction, so it sees every commit that completed before it
 //! began, in particular every write whose call already returned.
 //!
@@ -185,17 +184,6 @@ impl SqliteDatabase {
         tokio::task::spawn_blocking(move || inner.with_reader(f))
             .await
             .unwrap_or_else(|e| Err(E::backend(format!("read task failed: {e}"))))
-    }
-
-    /// Runs `f` on a read connection on the caller's thread. Only for point reads (a primary
-    /// key, one index probe) of a few pages: they take microseconds, less than the hand-off to
-    /// the blocking pool and back, which a request making several of them pays each time.
-    pub(crate) fn read_point<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        E: OpError,
-        F: FnOnce(&Connection) -> Result<T, E>,
-    {
-        self.inner.with_reader(f)
     }
 }
 

@@ -134,9 +134,7 @@ impl SqliteQueue {
         // write lock (and a place in a commit group) that the store and senders on the same
         // file need.
         let q = queue.to_string();
-        let now = self.clock.now_ms();
-        let look = self.db.read_point(|conn| next_visible(conn, &q, now)).map_err(|e| self.name_error("receive", e));
-        if let Some(next) = look? {
+        if let Some(next) = self.read("receive", move |conn, now| next_visible(conn, &q, now)).await? {
             return Ok((Vec::new(), next));
         }
         let queue = queue.to_string();

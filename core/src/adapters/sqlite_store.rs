@@ -86,15 +86,6 @@ impl SqliteStore {
         result.map_err(|e| self.name_error(op, e))
     }
 
-    /// Runs the point read `f` (see [`SqliteDatabase::read_point`]) on a read connection.
-    fn read_point<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&Connection, i64) -> Result<T, StoreError>,
-    {
-        let now = self.clock.now_ms();
-        self.db.read_point(move |conn| f(conn, now)).map_err(|e| self.name_error(op, e))
-    }
-
     fn name_error(&self, op: &str, e: StoreError) -> StoreError {
         match e {
             StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
@@ -288,7 +279,7 @@ impl Store for SqliteStore {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
         validate_key(key)?;
         let key = key.to_string();
-        self.read_point("get", move |conn, now| {
+        self.read("get", move |conn, now| {
             let sql = format!(
                 "SELECT {RECORD_COLUMNS} FROM records
                  WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
@@ -300,6 +291,7 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             found.transpose()
         })
+        .await
     }
 
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
