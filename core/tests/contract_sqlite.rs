@@ -290,3 +290,93 @@ fn durable_across_process_abort() {
         assert_eq!((st.visible, st.in_flight), (20, 5), "25 unacked messages, 5 of them in flight");
     });
 }
+
+/// Set in the child process of [`group_commit_crash_loses_only_unanswered_writes`].
+const GROUP_CRASH_DIR_ENV: &str = "RELAYCAST_TEST_GROUP_CRASH_DIR";
+
+/// The child half of [`group_commit_crash_loses_only_unanswered_writes`]: 32 writers issue
+/// two-record transactions and queue sends at once (so commits hold many of them), print each
+/// one answered, and the process aborts in the middle of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by group_commit_crash_loses_only_unanswered_writes in a child process"]
+async fn group_crash_child() {
+    use std::io::Write as _;
+    let Some(dir) = std::env::var_os(GROUP_CRASH_DIR_ENV) else { return };
+    let settings = relaycast_core::config::Settings { data_dir: dir.into(), ..Default::default() };
+    let ports = relaycast_core::adapters::open_embedded(&settings, Arc::new(clock())).unwrap().ports;
+    for w in 0..32 {
+        let (store, queue) = (ports.store.clone(), ports.queue.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                let writes = vec![
+                    relaycast_core::ports::Write::Put(
+                        Record::new(Kind("a"), format!("w{w}-{i}"), json!(i)),
+                        Condition::Absent,
+                    ),
+                    relaycast_core::ports::Write::Put(
+                        Record::new(Kind("b"), format!("w{w}-{i}"), json!(i)),
+                        Condition::Absent,
+                    ),
+                ];
+                store.transact(writes).await.unwrap();
+                writeln!(std::io::stdout().lock(), "ACK tx w{w}-{i}").unwrap();
+                queue.send("crash-group", &format!("w{w}-{i}"), Duration::ZERO).await.unwrap();
+                writeln!(std::io::stdout().lock(), "ACK send w{w}-{i}").unwrap();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::process::abort();
+}
+
+/// A crash in the middle of group commits loses only writes that were never answered: every
+/// transaction and send the child saw answered is there, and every transaction is whole.
+#[test]
+fn group_commit_crash_loses_only_unanswered_writes() {
+    let dir = TempDir::new().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "group_crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(GROUP_CRASH_DIR_ENV, dir.path())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child must have aborted");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let acked_tx: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("ACK tx ")).collect();
+    let acked_send: std::collections::HashSet<&str> =
+        stdout.lines().filter_map(|l| l.strip_prefix("ACK send ")).collect();
+    assert!(acked_tx.len() > 100, "the child should have been answered many times: {}", acked_tx.len());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let path = dir.path().join("relaycast.db");
+        let store = SqliteStore::open(&path, Arc::new(clock())).unwrap();
+        let queue = SqliteQueue::open(&path, Arc::new(clock())).unwrap();
+        for key in &acked_tx {
+            assert!(store.get(Kind("a"), key).await.unwrap().is_some(), "answered write a/{key} lost");
+        }
+        // Whole transactions only, answered or not.
+        for w in 0..32 {
+            for i in 0.. {
+                let key = format!("w{w}-{i}");
+                let a = store.get(Kind("a"), &key).await.unwrap().is_some();
+                let b = store.get(Kind("b"), &key).await.unwrap().is_some();
+                assert_eq!(a, b, "transaction {key} half written");
+                if !a {
+                    break;
+                }
+            }
+        }
+        let mut sent = std::collections::HashSet::new();
+        loop {
+            let got = queue.receive("crash-group", 10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            sent.extend(got.into_iter().map(|m| m.body));
+        }
+        for body in &acked_send {
+            assert!(sent.contains(*body), "answered send {body} lost");
+        }
+    });
+}

@@ -2,14 +2,15 @@
 //! runs on it (`relaycast up`, the standalone `relay` worker):
 //!
 //! - `relaycast.db`: one SQLite file (WAL) holding the [`SqliteStore`] records and the
-//!   [`SqliteQueue`] messages; several processes may share it;
+//!   [`SqliteQueue`] messages, opened once ([`SqliteDatabase`]) so both share one writer and
+//!   its group commits; several processes may share the file;
 //! - `objects/`: the [`DirObjectStore`] root, served over HTTP by the host under `/objects/`;
 //! - `object-signing.key`: the per-installation secret that signs playback URLs, created once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DirObjectStore, SqliteQueue, SqliteStore};
+use super::{DirObjectStore, SqliteDatabase, SqliteQueue, SqliteStore};
 use crate::config::Settings;
 use crate::ports::{Clock, Ports};
 
@@ -54,10 +55,12 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), EmbeddedError> {
 /// store in `settings.data_dir`, which [`prepare_data_dir`] has prepared. Playback URLs point at
 /// `settings.public_url()`.
 pub fn open_embedded(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Embedded, EmbeddedError> {
-    let db = settings.data_dir.join(DATABASE_FILE);
-    let store = SqliteStore::open(&db, clock.clone())
-        .map_err(|e| EmbeddedError::Adapter { what: "store", reason: e.to_string() })?;
-    let queue = SqliteQueue::open_with_max_receives(&db, clock.clone(), settings.queue.max_receives)
+    // One database, so the store and the queue share one writer and their writes issued
+    // together share one commit.
+    let db = SqliteDatabase::open(&settings.data_dir.join(DATABASE_FILE))
+        .map_err(|reason| EmbeddedError::Adapter { what: "store", reason })?;
+    let store = SqliteStore::on(db.clone(), clock.clone());
+    let queue = SqliteQueue::on(db, clock.clone(), settings.queue.max_receives)
         .map_err(|e| EmbeddedError::Adapter { what: "queue", reason: e.to_string() })?;
     let objects = open_object_store(settings, clock.clone())?;
     let ports = Ports { store: Arc::new(store), queue: Arc::new(queue), objects: objects.clone(), clock };

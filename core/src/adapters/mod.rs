@@ -5,11 +5,13 @@ pub mod dir_object_store;
 pub mod embedded;
 pub mod guarded_dns;
 mod sqlite_common;
+pub mod sqlite_db;
 pub mod sqlite_queue;
 pub mod sqlite_store;
 
 pub use dir_object_store::DirObjectStore;
 pub use embedded::{open_embedded, prepare_data_dir, Embedded, EmbeddedError};
 pub use guarded_dns::GuardedResolver;
+pub use sqlite_db::SqliteDatabase;
 pub use sqlite_queue::SqliteQueue;
 pub use sqlite_store::SqliteStore;

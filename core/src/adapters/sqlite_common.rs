@@ -2,10 +2,10 @@
 //! running the schema migrations.
 //!
 //! The store and the queue use one migration list, so either may open a file first and both may
-//! share one database file (each with its own connection; WAL lets them interleave).
+//! share one database file (through one [`super::SqliteDatabase`], or each with its own; WAL
+//! lets separate writers interleave).
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -92,10 +92,4 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.pragma_update(None, "user_version", current + 1).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }
-}
-
-/// Locks a connection mutex. A panic while holding it cannot leave a transaction open (rusqlite
-/// rolls back on drop), so a poisoned lock is still safe to use.
-pub(crate) fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

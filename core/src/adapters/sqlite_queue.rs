@@ -6,18 +6,21 @@
 //! derived rather than stored: in flight = hidden and received at least once; delayed = hidden and
 //! never received.
 //!
-//! The file may be the store's own (the usual setup: one `relaycast.db`) or a separate one; the
-//! queue opens its own connection either way, and SQLite's WAL lets both interleave.
+//! The file may be the store's own (the usual setup: one `relaycast.db`) or a separate one.
+//! Every change (`send`, the delivering part of `receive`, `ack`, `extend`) is an operation of
+//! the file's group commit ([`SqliteDatabase`]); given the store's database
+//! ([`SqliteQueue::on`], as [`super::open_embedded`] does) sends and store writes share commits.
+//! Reads (`stats`, a receive's look at whether anything is visible) use read connections.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
-use super::sqlite_common::{lock, open_connection};
+use super::sqlite_db::{OpError, SqliteDatabase};
 use crate::ports::queue::validate_queue_name;
 use crate::ports::{dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage};
 
@@ -36,9 +39,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The [`Queue`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`.
 pub struct SqliteQueue {
-    conn: Arc<Mutex<Connection>>,
+    db: SqliteDatabase,
     clock: Arc<dyn Clock>,
-    path: PathBuf,
     max_receives: u32,
     /// Wakes this adapter's long polls when it sends a message; other instances and processes
     /// are seen by polling.
@@ -48,9 +50,15 @@ pub struct SqliteQueue {
 impl std::fmt::Debug for SqliteQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteQueue")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .field("max_receives", &self.max_receives)
             .finish_non_exhaustive()
+    }
+}
+
+impl OpError for QueueError {
+    fn backend(msg: String) -> Self {
+        QueueError::Backend(msg)
     }
 }
 
@@ -67,39 +75,51 @@ impl SqliteQueue {
         if max_receives == 0 {
             return Err(QueueError::Invalid("max_receives must be at least 1".into()));
         }
-        let conn = open_connection(path).map_err(QueueError::Backend)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            clock,
-            path: path.to_path_buf(),
-            max_receives,
-            sent: Arc::new(Notify::new()),
-        })
+        let db = SqliteDatabase::open(path).map_err(QueueError::Backend)?;
+        Self::on(db, clock, max_receives)
+    }
+
+    /// The queue on an open database, whose writer it shares with whatever else uses `db` (the
+    /// store, in [`super::open_embedded`]), dead-lettering as [`SqliteQueue::open_with_max_receives`].
+    pub fn on(db: SqliteDatabase, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self, QueueError> {
+        if max_receives == 0 {
+            return Err(QueueError::Invalid("max_receives must be at least 1".into()));
+        }
+        Ok(Self { db, clock, max_receives, sent: Arc::new(Notify::new()) })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    /// Runs the change `f` in the file's group commit; answers once it is durable.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, i64) -> Result<T, QueueError> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, QueueError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
         let now = self.clock.now_ms();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&conn);
-            f(&mut guard, now)
-        })
-        .await
-        .map_err(|e| QueueError::Backend(format!("{op} on {}: task failed: {e}", path.display())))?
-        .map_err(|e| match e {
-            QueueError::Backend(msg) => QueueError::Backend(format!("{op} on {}: {msg}", path.display())),
+        let result = self.db.write(move |conn| f(conn, now)).await;
+        result.map_err(|e| self.name_error(op, e))
+    }
+
+    /// Runs the read `f` on a read connection.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, QueueError> + Send + 'static,
+    {
+        let now = self.clock.now_ms();
+        let result = self.db.read(move |conn| f(conn, now)).await;
+        result.map_err(|e| self.name_error(op, e))
+    }
+
+    fn name_error(&self, op: &str, e: QueueError) -> QueueError {
+        match e {
+            QueueError::Backend(msg) => QueueError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
             other => other,
-        })
+        }
     }
 
     /// One attempt at receiving, without waiting. When nothing was received, also says how
@@ -110,12 +130,16 @@ impl SqliteQueue {
         max: usize,
         visibility_ms: i64,
     ) -> Result<(Vec<ReceivedMessage>, Option<Duration>), QueueError> {
+        // Idle long polls look several times a second; a plain read keeps them from taking the
+        // write lock (and a place in a commit group) that the store and senders on the same
+        // file need.
+        let q = queue.to_string();
+        if let Some(next) = self.read("receive", move |conn, now| next_visible(conn, &q, now)).await? {
+            return Ok((Vec::new(), next));
+        }
         let queue = queue.to_string();
         let max_receives = self.max_receives;
-        self.with_conn("receive", move |conn, now| {
-            receive_blocking(conn, &queue, max, visibility_ms, max_receives, now)
-        })
-        .await
+        self.write("receive", move |conn, now| deliver(conn, &queue, max, visibility_ms, max_receives, now)).await
     }
 }
 
@@ -140,30 +164,33 @@ fn is_dead_letter_queue(queue: &str) -> bool {
     queue.ends_with("-dlq")
 }
 
-fn receive_blocking(
-    conn: &mut Connection,
+/// `None` when a message of `queue` is visible now; otherwise how long (by the injected clock)
+/// until the earliest hidden one turns visible (`Some(None)` when the queue is empty). One
+/// lookup in the (queue, visible_at_ms) index answers both "anything visible?" and "when is
+/// the next?".
+fn next_visible(conn: &Connection, queue: &str, now: i64) -> Result<Option<Option<Duration>>, QueueError> {
+    let earliest: Option<i64> = conn
+        .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")
+        .and_then(|mut s| s.query_row(params![queue], |r| r.get(0)))
+        .map_err(db_err)?;
+    Ok(match earliest {
+        None => Some(None),
+        Some(at) if at > now => Some(Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))),
+        Some(_) => None,
+    })
+}
+
+/// The delivering part of a receive, inside the group commit: up to `max` visible messages of
+/// `queue` get a fresh receipt and are hidden for `visibility_ms`; those received too often
+/// move to the dead-letter queue instead.
+fn deliver(
+    tx: &Connection,
     queue: &str,
     max: usize,
     visibility_ms: i64,
     max_receives: u32,
     now: i64,
 ) -> Result<(Vec<ReceivedMessage>, Option<Duration>), QueueError> {
-    // Idle long polls look several times a second; a plain read keeps them from taking the
-    // write lock that the store and senders on the same file need. One lookup in the
-    // (queue, visible_at_ms) index answers both "anything visible?" and "when is the next?".
-    let earliest: Option<i64> = conn
-        .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")
-        .and_then(|mut s| s.query_row(params![queue], |r| r.get(0)))
-        .map_err(db_err)?;
-    match earliest {
-        None => return Ok((Vec::new(), None)),
-        Some(at) if at > now => {
-            let ms = u64::try_from(at - now).unwrap_or(0);
-            return Ok((Vec::new(), Some(Duration::from_millis(ms))));
-        }
-        Some(_) => {}
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let mut out = Vec::with_capacity(max);
     let redrive = !is_dead_letter_queue(queue);
     let dlq = dead_letter_queue(queue);
@@ -226,7 +253,6 @@ fn receive_blocking(
             }
         }
     }
-    tx.commit().map_err(db_err)?;
     // Something was visible, so a caller that got nothing (all dead-lettered) looks again
     // right away rather than sleeping.
     let next = if out.is_empty() { Some(Duration::ZERO) } else { None };
@@ -249,7 +275,7 @@ impl Queue for SqliteQueue {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let (queue, body, delay_ms, id2) = (queue.to_string(), body.to_string(), duration_ms(delay), id.clone());
-        self.with_conn("send", move |conn, now| {
+        self.write("send", move |conn, now| {
             conn.prepare_cached(
                 "INSERT INTO queue_messages (id, queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
@@ -304,9 +330,10 @@ impl Queue for SqliteQueue {
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
         validate_queue_name(queue)?;
         let (queue, receipt) = (queue.to_string(), receipt.to_string());
-        self.with_conn("ack", move |conn, _now| {
+        self.write("ack", move |conn, _now| {
             let n = conn
-                .execute("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2", params![queue, receipt])
+                .prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")
+                .and_then(|mut s| s.execute(params![queue, receipt]))
                 .map_err(db_err)?;
             if n == 0 {
                 return Err(QueueError::StaleReceipt(receipt));
@@ -320,12 +347,10 @@ impl Queue for SqliteQueue {
         validate_queue_name(queue)?;
         let visibility_ms = check_visibility(visibility)?;
         let (queue, receipt) = (queue.to_string(), receipt.to_string());
-        self.with_conn("extend", move |conn, now| {
+        self.write("extend", move |conn, now| {
             let n = conn
-                .execute(
-                    "UPDATE queue_messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2",
-                    params![queue, receipt, now.saturating_add(visibility_ms)],
-                )
+                .prepare_cached("UPDATE queue_messages SET visible_at_ms = ?3 WHERE queue = ?1 AND receipt = ?2")
+                .and_then(|mut s| s.execute(params![queue, receipt, now.saturating_add(visibility_ms)]))
                 .map_err(db_err)?;
             if n == 0 {
                 return Err(QueueError::StaleReceipt(receipt));
@@ -338,7 +363,7 @@ impl Queue for SqliteQueue {
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
         validate_queue_name(queue)?;
         let queue = queue.to_string();
-        self.with_conn("stats", move |conn, now| {
+        self.read("stats", move |conn, now| {
             let row = conn
                 .query_row(
                     "SELECT

@@ -1,18 +1,22 @@
 //! [`SqliteStore`]: the embedded [`Store`] on one SQLite file.
 //!
-//! One `records` table keyed by `(kind, key)` with a partial index per look-up. Every write runs
-//! in a `BEGIN IMMEDIATE` transaction, so the condition check and the write are atomic against
-//! every other connection to the file, including other processes. Expiry is decided by the
-//! injected [`Clock`] at read time; [`Store::purge_expired`] removes the rows later.
+//! One `records` table keyed by `(kind, key)` with a partial index per look-up. Every write
+//! (`put`, `delete`, `transact`, `increment`, `purge_expired`) is an operation of the file's
+//! group commit ([`SqliteDatabase`]): it runs in its own savepoint of a `BEGIN IMMEDIATE`
+//! transaction shared with the writes issued at the same time, so the condition check and the
+//! write are atomic against every other connection to the file, including other processes, and
+//! a failed condition undoes only its own call. Reads use separate read connections. Expiry is
+//! decided by the injected [`Clock`] at read time; [`Store::purge_expired`] removes the rows
+//! later.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::sqlite_common::{lock, open_connection};
+use super::sqlite_db::{OpError, SqliteDatabase};
 use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, Store, StoreError, Write};
 
 /// Longest key accepted, in bytes (DynamoDB's sort-key limit).
@@ -20,17 +24,22 @@ const MAX_KEY_BYTES: usize = 1024;
 /// Most writes in one [`Store::transact`] (DynamoDB's limit).
 const MAX_TRANSACT_WRITES: usize = 100;
 
-/// The [`Store`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`; calls
-/// are serialized on one connection and run on tokio's blocking pool.
+/// The [`Store`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`;
+/// concurrent writes share one commit (see [`SqliteDatabase`]), reads run on the blocking pool.
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: SqliteDatabase,
     clock: Arc<dyn Clock>,
-    path: PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.db.path()).finish_non_exhaustive()
+    }
+}
+
+impl OpError for StoreError {
+    fn backend(msg: String) -> Self {
+        StoreError::Backend(msg)
     }
 }
 
@@ -39,35 +48,49 @@ impl SqliteStore {
     /// shared with a [`super::SqliteQueue`]. Fails with [`StoreError::Backend`] naming the path
     /// when the directory is not writable or the file is not a SQLite database.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let conn = open_connection(path).map_err(StoreError::Backend)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock, path: path.to_path_buf() })
+        let db = SqliteDatabase::open(path).map_err(StoreError::Backend)?;
+        Ok(Self::on(db, clock))
+    }
+
+    /// The store on an open database, whose writer it shares with whatever else uses `db`
+    /// (e.g. a [`super::SqliteQueue`], as [`super::open_embedded`] sets them up).
+    pub fn on(db: SqliteDatabase, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    /// Runs `f` on the connection on the blocking pool; `now_ms` is read from the clock first so
-    /// every check inside one call sees one instant.
-    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    /// Runs the write `f` in the file's group commit; `now_ms` is read from the clock first so
+    /// every check inside one call sees one instant. Answers once `f`'s writes are durable.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, i64) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
         let now = self.clock.now_ms();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&conn);
-            f(&mut guard, now)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("{op} on {}: task failed: {e}", path.display())))?
-        .map_err(|e| match e {
-            StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", path.display())),
+        let result = self.db.write(move |conn| f(conn, now)).await;
+        result.map_err(|e| self.name_error(op, e))
+    }
+
+    /// Runs the read `f` on a read connection on the blocking pool.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let now = self.clock.now_ms();
+        let result = self.db.read(move |conn| f(conn, now)).await;
+        result.map_err(|e| self.name_error(op, e))
+    }
+
+    fn name_error(&self, op: &str, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
             other => other,
-        })
+        }
     }
 }
 
@@ -88,13 +111,11 @@ fn to_i64(version: u64) -> Result<i64, StoreError> {
 
 /// The version of the live record at `(kind, key)`, if any.
 fn live_version(conn: &Connection, kind: &str, key: &str, now: i64) -> Result<Option<u64>, StoreError> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT version FROM records
          WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
-        params![kind, key, now],
-        |r| r.get::<_, i64>(0),
     )
-    .optional()
+    .and_then(|mut stmt| stmt.query_row(params![kind, key, now], |r| r.get::<_, i64>(0)).optional())
     .map_err(db_err)
     .map(|v| v.map(|v| v as u64))
 }
@@ -123,30 +144,33 @@ fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> 
             let body = serde_json::to_string(&record.body).map_err(|e| {
                 StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key))
             })?;
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (kind, key) DO UPDATE SET
                      version = excluded.version, account = excluded.account, status = excluded.status,
                      time_ms = excluded.time_ms, expires_at_ms = excluded.expires_at_ms, body = excluded.body",
-                params![
-                    record.kind.as_str(),
-                    record.key,
-                    to_i64(version)?,
-                    record.index.account,
-                    record.index.status,
-                    record.index.time_ms,
-                    record.expires_at_ms,
-                    body
-                ],
             )
+            .map_err(db_err)?
+            .execute(params![
+                record.kind.as_str(),
+                record.key,
+                to_i64(version)?,
+                record.index.account,
+                record.index.status,
+                record.index.time_ms,
+                record.expires_at_ms,
+                body
+            ])
             .map_err(db_err)?;
             Ok(version)
         }
         Write::Delete(kind, key, condition) => {
             let current = live_version(conn, kind.as_str(), key, now)?;
             check(*condition, current, *kind, key)?;
-            conn.execute("DELETE FROM records WHERE kind = ?1 AND key = ?2", params![kind.as_str(), key])
+            conn.prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")
+                .map_err(db_err)?
+                .execute(params![kind.as_str(), key])
                 .map_err(db_err)?;
             Ok(0)
         }
@@ -160,12 +184,10 @@ fn write_key(write: &Write) -> (Kind, &str) {
     }
 }
 
-/// Runs `writes` in one immediate transaction: all of them or, on any error, none.
-fn transact_blocking(conn: &mut Connection, writes: &[Write], now: i64) -> Result<Vec<u64>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-    let versions = writes.iter().map(|w| apply(&tx, w, now)).collect::<Result<Vec<_>, _>>()?;
-    tx.commit().map_err(db_err)?;
-    Ok(versions)
+/// Applies `writes` in order inside the operation's savepoint: all of them or, on any error
+/// (which rolls the savepoint back), none.
+fn transact_in(conn: &Connection, writes: &[Write], now: i64) -> Result<Vec<u64>, StoreError> {
+    writes.iter().map(|w| apply(conn, w, now)).collect()
 }
 
 const RECORD_COLUMNS: &str = "key, version, account, status, time_ms, expires_at_ms, body";
@@ -257,7 +279,7 @@ impl Store for SqliteStore {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
         validate_key(key)?;
         let key = key.to_string();
-        self.with_conn("get", move |conn, now| {
+        self.read("get", move |conn, now| {
             let sql = format!(
                 "SELECT {RECORD_COLUMNS} FROM records
                  WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
@@ -275,14 +297,14 @@ impl Store for SqliteStore {
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
         validate_key(&record.key)?;
         let writes = vec![Write::Put(record, condition)];
-        let versions = self.with_conn("put", move |conn, now| transact_blocking(conn, &writes, now)).await?;
+        let versions = self.write("put", move |conn, now| transact_in(conn, &writes, now)).await?;
         Ok(versions.first().copied().unwrap_or_default())
     }
 
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError> {
         validate_key(key)?;
         let writes = vec![Write::Delete(kind, key.to_string(), condition)];
-        self.with_conn("delete", move |conn, now| transact_blocking(conn, &writes, now)).await?;
+        self.write("delete", move |conn, now| transact_in(conn, &writes, now)).await?;
         Ok(())
     }
 
@@ -306,53 +328,62 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        self.with_conn("transact", move |conn, now| transact_blocking(conn, &writes, now)).await
+        self.write("transact", move |conn, now| transact_in(conn, &writes, now)).await
     }
 
     async fn increment(&self, kind: Kind, key: &str, expires_at_ms: Option<i64>) -> Result<u64, StoreError> {
         validate_key(key)?;
         let key = key.to_string();
-        self.with_conn("increment", move |conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-            let current: Option<(i64, String)> = tx
-                .query_row(
+        self.write("increment", move |conn, now| {
+            let current: Option<(i64, String)> = conn
+                .prepare_cached(
                     "SELECT version, body FROM records
                      WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
-                    params![kind.as_str(), key, now],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .optional()
+                .and_then(|mut s| {
+                    s.query_row(params![kind.as_str(), key, now], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                })
                 .map_err(db_err)?;
             let (version, count) = match current {
                 Some((version, body)) => {
                     let count = serde_json::from_str::<serde_json::Value>(&body)
                         .ok()
                         .and_then(|b| b["count"].as_u64())
-                        .ok_or_else(|| StoreError::Corrupt { kind, key: key.clone(), reason: "not a counter".into() })?;
+                        .ok_or_else(|| StoreError::Corrupt {
+                            kind,
+                            key: key.clone(),
+                            reason: "not a counter".into(),
+                        })?;
                     (version + 1, count + 1)
                 }
                 None => (1, 1),
             };
-            tx.execute(
+            conn.prepare_cached(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4, ?5)
                  ON CONFLICT (kind, key) DO UPDATE SET
                      version = excluded.version, expires_at_ms = excluded.expires_at_ms, body = excluded.body",
-                params![kind.as_str(), key, version, expires_at_ms, serde_json::json!({ "count": count }).to_string()],
             )
+            .map_err(db_err)?
+            .execute(params![
+                kind.as_str(),
+                key,
+                version,
+                expires_at_ms,
+                serde_json::json!({ "count": count }).to_string()
+            ])
             .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
             Ok(count)
         })
         .await
     }
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.with_conn("query", move |conn, now| query_blocking(conn, &query, now)).await
+        self.read("query", move |conn, now| query_blocking(conn, &query, now)).await
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.with_conn("purge_expired", move |conn, now| {
+        self.write("purge_expired", move |conn, now| {
             let n = conn
                 .execute("DELETE FROM records WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1", params![now])
                 .map_err(db_err)?;
@@ -364,6 +395,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sqlite_common::open_connection;
     use super::*;
 
     /// Every look-up must be served by its index, not a scan of the kind.
@@ -395,5 +427,118 @@ mod tests {
                 assert!(!plan.contains("TEMP B-TREE"), "{index:?} sorts: {plan}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::adapters::SqliteQueue;
+    use crate::ports::{ManualClock, Queue};
+
+    fn rec(key: &str, body: serde_json::Value) -> Record {
+        Record::new(Kind("g"), key, body)
+    }
+
+    /// Polls `fut` once, which hands its operation to the writer, and keeps it for later.
+    fn enqueue<'a, T>(fut: BoxFuture<'a, T>) -> BoxFuture<'a, T> {
+        let mut fut = fut;
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(fut.poll_unpin(&mut cx), Poll::Pending), "answered before the group ran");
+        fut
+    }
+
+    /// Operations that fail (a condition, a whole transaction) inside one group commit are
+    /// answered with their own error and leave no trace, while the rest of the group, store
+    /// writes and a queue send on the same database, commits once; later operations of a
+    /// group see the earlier ones' writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_in_a_group_fails_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let db = SqliteDatabase::open(&dir.path().join("relaycast.db")).unwrap();
+        let store = SqliteStore::on(db.clone(), Arc::new(clock.clone()));
+        let queue = SqliteQueue::on(db.clone(), Arc::new(clock.clone()), 3).unwrap();
+        store.put(rec("taken", json!(0)), Condition::Absent).await.unwrap();
+        store.put(rec("cas", json!(0)), Condition::Absent).await.unwrap();
+
+        // Hold the writer inside a group until everything below is queued behind it.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (running_tx, running) = tokio::sync::oneshot::channel::<()>();
+        let held = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |_| {
+                    running_tx.send(()).unwrap();
+                    gate.recv().map_err(|e| StoreError::Backend(e.to_string()))
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        let commits_before = db.commits();
+
+        let new = enqueue(store.put(rec("new", json!("a")), Condition::Absent));
+        let taken = enqueue(store.put(rec("taken", json!("b")), Condition::Absent));
+        let failed_tx = enqueue(store.transact(vec![
+            Write::Put(rec("t1", json!("c")), Condition::Absent),
+            Write::Put(rec("cas", json!("c")), Condition::Version(7)),
+        ]));
+        let cas = enqueue(store.put(rec("cas", json!("d")), Condition::Version(1)));
+        let missing = enqueue(store.delete(Kind("g"), "missing", Condition::Version(3)));
+        let counter = enqueue(store.increment(Kind("g"), "calls", None));
+        let sent = enqueue(queue.send("jobs", "m", Duration::ZERO));
+        let ok_tx = enqueue(store.transact(vec![
+            Write::Put(rec("t2", json!("h")), Condition::Absent),
+            Write::Delete(Kind("g"), "taken".into(), Condition::Version(1)),
+        ]));
+        let new_again = enqueue(store.put(rec("new", json!("i")), Condition::Absent));
+
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert_eq!(new.await.unwrap(), 1);
+        assert!(matches!(taken.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        match failed_tx.await {
+            Err(StoreError::ConditionFailed { key, current: Some(1), .. }) => assert_eq!(key, "cas"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cas.await.unwrap(), 2);
+        assert!(matches!(missing.await, Err(StoreError::ConditionFailed { current: None, .. })));
+        assert_eq!(counter.await.unwrap(), 1);
+        sent.await.unwrap();
+        assert_eq!(ok_tx.await.unwrap(), vec![1, 0]);
+        assert!(matches!(new_again.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        // The held group, then one group for all nine.
+        assert_eq!(db.commits(), commits_before + 2);
+
+        let get = |key: &'static str| {
+            let store = &store;
+            async move { store.get(Kind("g"), key).await.unwrap().map(|r| (r.version, r.body)) }
+        };
+        assert_eq!(get("new").await, Some((1, json!("a"))));
+        assert_eq!(get("taken").await, None);
+        assert_eq!(get("t1").await, None, "a failed transaction leaves nothing");
+        assert_eq!(get("cas").await, Some((2, json!("d"))));
+        assert_eq!(get("t2").await, Some((1, json!("h"))));
+        assert_eq!(get("calls").await, Some((1, json!({ "count": 1 }))));
+        assert_eq!(queue.stats("jobs").await.unwrap().visible, 1);
+    }
+
+    /// A write that panics is answered with an error; the writer lives on.
+    #[tokio::test]
+    async fn a_panicking_operation_does_not_stop_the_writer() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = SqliteDatabase::open(&dir.path().join("relaycast.db")).unwrap();
+        let store = SqliteStore::on(db.clone(), Arc::new(ManualClock::new(0)));
+        let r: Result<(), StoreError> = db.write(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+        assert_eq!(store.put(rec("k", json!(1)), Condition::Absent).await.unwrap(), 1);
     }
 }

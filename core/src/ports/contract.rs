@@ -92,7 +92,7 @@ pub fn store_cases() -> Vec<StoreCase> {
     cases![StoreFixture;
         put_get_version, conditions, delete, transact_all_or_nothing, transact_limits, query_indexes,
         query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, concurrent_absent_one_winner,
-        increment_counts_atomically, invalid_requests]
+        concurrent_cas_one_winner_per_version, increment_counts_atomically, invalid_requests]
 }
 
 /// Every queue case.
@@ -529,6 +529,73 @@ pub mod store {
         assert_eq!(winners.len(), 1, "{winners:?}");
         let got = s.get(kind, "idem").await.unwrap().unwrap();
         assert_eq!((got.body, got.version), (json!(winners[0].0), 1));
+    }
+
+    /// Many concurrent compare-and-set writes on one key give exactly one winner per version:
+    /// 20 rounds of 32 writers all conditioned on the same version (one wins, every other is
+    /// told the version that beat it), then 32 writers racing read-then-write until 200 have
+    /// won (every version is won once, no version is skipped, the record is the last winner's).
+    pub async fn concurrent_cas_one_winner_per_version(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_cas_versions"));
+        assert_eq!(s.put(rec(kind, "k", json!({ "by": null })), Condition::Absent).await.unwrap(), 1);
+        for round in 1..=20u64 {
+            let tasks: Vec<_> = (0..32)
+                .map(|w| {
+                    let s = Arc::clone(&s);
+                    let body = json!({ "round": round, "by": w });
+                    tokio::spawn(async move { s.put(rec(kind, "k", body), Condition::Version(round)).await })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for (w, t) in tasks.into_iter().enumerate() {
+                match t.await.unwrap() {
+                    Ok(v) => winners.push((w, v)),
+                    Err(e) => assert_condition_failed::<u64>(Err(e), Some(round + 1)),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            assert_eq!(winners[0].1, round + 1);
+            let got = s.get(kind, "k").await.unwrap().unwrap();
+            assert_eq!((got.version, got.body), (round + 1, json!({ "round": round, "by": winners[0].0 })));
+        }
+
+        let base = 21u64;
+        let won = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..32)
+            .map(|w| {
+                let (s, won) = (Arc::clone(&s), Arc::clone(&won));
+                tokio::spawn(async move {
+                    loop {
+                        if won.lock().unwrap().len() >= 200 {
+                            return;
+                        }
+                        let cur = s.get(kind, "k").await.unwrap().unwrap();
+                        let body = json!({ "by": w, "over": cur.version });
+                        match s.put(rec(kind, "k", body), Condition::Version(cur.version)).await {
+                            Ok(v) => {
+                                assert_eq!(v, cur.version + 1, "a win writes the next version");
+                                won.lock().unwrap().push((v, w));
+                            }
+                            Err(StoreError::ConditionFailed { current: Some(c), .. }) => {
+                                assert!(c > cur.version, "lost to {c}, read {}", cur.version)
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut won = won.lock().unwrap().clone();
+        won.sort_unstable();
+        let versions: Vec<u64> = won.iter().map(|(v, _)| *v).collect();
+        let expected: Vec<u64> = (base + 1..=base + won.len() as u64).collect();
+        assert_eq!(versions, expected, "each version won exactly once");
+        let (last, by) = *won.last().unwrap();
+        let got = s.get(kind, "k").await.unwrap().unwrap();
+        assert_eq!((got.version, got.body), (last, json!({ "by": by, "over": last - 1 })));
     }
 
     /// Bad keys, limits and cursors are refused as invalid.

@@ -1,0 +1,331 @@
+//! [`SqliteDatabase`]: one SQLite file as the store and the queue use it, with **group commit**.
+//!
+//! Writes go to one writer thread that owns the file's write connection. A caller sends its
+//! operation (a closure over the connection) with a oneshot reply and awaits the reply. The
+//! writer takes every operation pending (up to [`MAX_GROUP`]), opens one `BEGIN IMMEDIATE`
+//! transaction, runs each operation inside its own `SAVEPOINT` (an operation that fails — a
+//! condition that does not hold, an invalid body, a database error — is rolled back alone and
+//! answered with its own error), then one `COMMIT`, so one fsync (`synchronous=FULL`) makes the
+//! whole group durable; only then is anybody answered. A lone writer is never made to wait for
+//! company: the writer starts a group as soon as it has one operation (a group of one is a plain
+//! transaction, no savepoint), and the operations that arrive during that group's fsync form
+//! the next group.
+//!
+//! Operations of a group run one after another in the order they arrived, each seeing the
+//! writes of those before it, so the group is equivalent to running them one by one; since none
+//! is answered before the commit, no caller can observe the difference. A crash before the
+//! `COMMIT` is durable loses the whole group, and no one in it had been answered.
+//!
+//! Reads (`get`, `query`, queue stats, the idle check of a receive) use a small pool of separate
+//! read connections on the blocking pool; WAL lets them run beside the writer, and each read
+//! statement starts a fresh read transaction, so it sees every commit that completed before it
+//! began, in particular every write whose call already returned.
+//!
+//! [`super::SqliteStore`] and [`super::SqliteQueue`] each open their own database by default;
+//! [`super::open_embedded`] opens one and gives it to both, so a store write and a queue send
+//! issued together share one commit.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::sqlite_common::open_connection;
+
+/// Most operations in one group commit.
+pub(crate) const MAX_GROUP: usize = 256;
+/// Read connections kept open between reads (more are opened while more reads run at once).
+const IDLE_READERS: usize = 4;
+
+/// An error of an operation run by the writer: either the operation's own (its condition, its
+/// input), which rolled back only that operation, or the database's.
+pub(crate) trait OpError: Send + 'static {
+    /// A backend failure with this message (a failed `BEGIN`/`COMMIT`, a stopped writer).
+    fn backend(msg: String) -> Self;
+}
+
+/// One operation queued for the writer, with the means to answer its caller.
+trait Job: Send {
+    /// Runs the operation inside the group's transaction; false when it failed, in which case
+    /// its savepoint is rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's fate is known: `Ok` when the commit is durable.
+    fn answer(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Op<T, E, F> {
+    f: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Op<T, E, F>
+where
+    T: Send + 'static,
+    E: OpError,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+            Ok(r) => r,
+            Err(_) => Err(E::backend("the operation panicked".into())),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let result = match (self.result, commit) {
+            // Its own failure: nothing of it was written, whatever became of the group.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(_)), Err(msg)) | (None, Err(msg)) => Err(E::backend(msg)),
+            (None, Ok(())) => Err(E::backend("the operation did not run".into())),
+        };
+        // The caller may have given up waiting; the write stands either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// One SQLite file: a writer thread doing group commits, and a pool of read connections.
+/// Cheap to clone; the writer stops once every clone is dropped and the pending operations are
+/// answered.
+#[derive(Clone)]
+pub struct SqliteDatabase {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// To the writer thread; dropping it (with the last clone) lets the writer answer what is
+    /// queued and exit.
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
+    /// Transactions the writer committed.
+    commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SqliteDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteDatabase").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if needed) the database at `path`, migrates its schema and starts its
+    /// writer thread. Errors name the path.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let writer = open_connection(path)?;
+        // Each operation's savepoint keeps the pages it changes that the group had already
+        // changed in a statement journal, which by default spills to a temporary file past
+        // 64 KiB: one file created and deleted per operation. In memory it is a copy. A larger
+        // page cache keeps a big group's dirty pages out of the WAL until the commit.
+        writer
+            .execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;")
+            .map_err(|e| format!("configuring SQLite database {}: {e}", path.display()))?;
+        let reader = open_reader(path)?;
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
+        let name = format!("sqlite-writer:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || writer_loop(&writer, &rx, &counter))
+            .map_err(|e| format!("starting the writer thread of SQLite database {}: {e}", path.display()))?;
+        let readers = Mutex::new(vec![reader]);
+        Ok(Self { inner: Arc::new(Inner { path: path.to_path_buf(), jobs: tx, readers, commits }) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many transactions the writer has committed so far (each one fsync); against the
+    /// number of writes answered, tells how well writes are grouped.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the write connection inside a group commit; answers once the commit holding
+    /// it is durable (or with `f`'s own error, nothing of it written). `f` must not begin or end
+    /// transactions itself.
+    pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: OpError,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Op { f: Some(f), result: None, reply });
+        if self.inner.jobs.send(job).is_err() {
+            return Err(E::backend("the database writer has stopped".into()));
+        }
+        answer.await.unwrap_or_else(|_| Err(E::backend("the database writer stopped before answering".into())))
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: OpError,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .unwrap_or_else(|e| Err(E::backend(format!("read task failed: {e}"))))
+    }
+}
+
+impl Inner {
+    fn with_reader<T, E: OpError>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path).map_err(E::backend)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        // A connection left inside a transaction (it should never be) is not reused.
+        if idle.len() < IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// A read connection to a database the writer has already opened and migrated.
+fn open_reader(path: &Path) -> Result<Connection, String> {
+    let ctx = |e: rusqlite::Error| format!("opening SQLite database {} for reading: {e}", path.display());
+    let conn = Connection::open(path).map_err(ctx)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(ctx)?;
+    conn.execute_batch("PRAGMA query_only = ON;").map_err(ctx)?;
+    Ok(conn)
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<(), String> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The writer thread: one group commit per turn, until every sender is gone.
+fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = VecDeque::with_capacity(MAX_GROUP);
+        group.push_back(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push_back(job),
+                Err(_) => break,
+            }
+        }
+        while !group.is_empty() {
+            if let Err(msg) = commit_some(conn, &mut group, commits) {
+                // The rest of this turn would fail the same way (a broken file, a lock held
+                // by another process past the busy timeout): answer it rather than spin.
+                for job in group.drain(..) {
+                    job.answer(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs operations from the front of `group` in one transaction and answers them: normally all
+/// of them, fewer only when an operation's error made SQLite abandon the transaction (then the
+/// rest stay in `group` for the next transaction). `Err` when beginning or committing failed;
+/// the operations taken were then answered with it. Counts the commit in `commits` before
+/// answering anybody.
+fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
+    if group.len() == 1 {
+        return commit_one(conn, group, commits);
+    }
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| format!("beginning a transaction: {e}"))?;
+    let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
+    let mut failed = None;
+    while let Some(mut job) = group.pop_front() {
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
+            failed = Some(format!("opening a savepoint: {e}"));
+            group.push_front(job);
+            break;
+        }
+        let ok = job.run(conn);
+        if conn.is_autocommit() {
+            // The operation's error rolled back the whole transaction (SQLite does so on e.g. a
+            // full disk), and the operations before it with it: it keeps its own error, they
+            // are answered with the reason, and the rest of the group starts over.
+            job.answer(Err("the transaction was rolled back by an error".into()));
+            for earlier in done {
+                earlier.answer(Err("the transaction was rolled back by another write's error".into()));
+            }
+            return Ok(());
+        }
+        let closed = if ok {
+            exec(conn, "RELEASE op")
+        } else {
+            exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
+        };
+        done.push(job);
+        if let Err(e) = closed {
+            failed = Some(format!("closing a savepoint: {e}"));
+            break;
+        }
+    }
+    let commit = match failed {
+        Some(msg) => Err(msg),
+        None => exec(conn, "COMMIT").map_err(|e| format!("committing: {e}")),
+    };
+    match &commit {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) if !conn.is_autocommit() => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Err(_) => {}
+    }
+    for job in done {
+        job.answer(commit.clone());
+    }
+    commit
+}
+
+/// A group of one (no concurrent writer): the operation's own transaction, no savepoint, as
+/// when every write committed alone.
+fn commit_one(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
+    let Some(mut job) = group.pop_front() else { return Ok(()) };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let msg = format!("beginning a transaction: {e}");
+        job.answer(Err(msg.clone()));
+        return Err(msg);
+    }
+    if !job.run(conn) {
+        // Its own error: nothing of it is kept, and it is answered with that error.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        job.answer(Ok(()));
+        return Ok(());
+    }
+    let commit = exec(conn, "COMMIT").map_err(|e| format!("committing: {e}"));
+    match &commit {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) if !conn.is_autocommit() => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Err(_) => {}
+    }
+    job.answer(commit.clone());
+    commit
+}
