@@ -49,11 +49,12 @@ pub async fn authenticate(
     let window = timing.rate_window_ms.max(1) as i64;
     let window_start = now - now.rem_euclid(window);
     let key = format!("{}:{window_start}", account.name);
-    let calls = ports.store.increment(CALL_COUNT, &key, Some(window_start + window)).await?;
-    account.check_rate(u32::try_from(calls).unwrap_or(u32::MAX))?;
-
     let used = UsedRandom { key: params.nonce_key(), expires_at_ms: now + timing.replay_window_ms as i64 };
-    match ports.store.save(&used, Condition::Absent).await {
+    // Both writes at once, so they share one commit; the answers are then read in the seed's
+    // order (a rate-limited request also uses up its `r`, which a client never reuses anyway).
+    let (calls, replay) = tokio::join!(ports.store.increment(CALL_COUNT, &key, Some(window_start + window)), ports.store.save(&used, Condition::Absent));
+    account.check_rate(u32::try_from(calls?).unwrap_or(u32::MAX))?;
+    match replay {
         Ok(_) => Ok(account),
         Err(StoreError::ConditionFailed { .. }) => Err(RequestError::RandomRepeat.into()),
         Err(e) => Err(e.into()),
