@@ -63,7 +63,7 @@ where
     Ok((all, wall))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -80,7 +80,13 @@ fn report(figure: &str, concurrency: usize, latencies: &[Duration], wall: Durati
 }
 
 /// `cmd=1` creates, then exact-id queries and fuzzy-src queries over what was created.
-pub async fn bench_api(base_dir: Option<&std::path::Path>, requests: usize, concurrency: usize) -> Result<()> {
+/// With `creates_only`, stops after the creates (the `writes` bench).
+pub async fn bench_api(
+    base_dir: Option<&std::path::Path>,
+    requests: usize,
+    concurrency: usize,
+    creates_only: bool,
+) -> Result<()> {
     if requests == 0 || concurrency == 0 {
         bail!("--requests and --concurrency must be at least 1");
     }
@@ -124,6 +130,10 @@ pub async fn bench_api(base_dir: Option<&std::path::Path>, requests: usize, conc
     })
     .await?;
     report("cmd=1 create", concurrency, &lat, wall);
+    if creates_only {
+        host.shutdown().await;
+        return Ok(());
+    }
 
     let (c, b, s) = (client.clone(), base.clone(), signer.clone());
     let (lat, wall) = drive(requests, concurrency, move |i| {

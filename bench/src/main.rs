@@ -8,6 +8,7 @@
 mod api;
 mod record;
 mod relay;
+mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -110,6 +111,27 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         writers: usize,
     },
+    /// Every durable write path side by side against the raw SQLite single-commit ceiling of
+    /// the same run: store events (`transact` of 4 puts) at several concurrencies, the same
+    /// with a queue send on the embedded file, queue send+receive+ack, and API `cmd=1` creates
+    /// at 16 in flight.
+    Writes {
+        /// Sequential raw commits of the ceiling (measured at the start and at the end).
+        #[arg(long, default_value_t = 5_000)]
+        raw_commits: usize,
+        /// Events per concurrency.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Events in flight, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// Messages of the queue figure (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        queue_messages: usize,
+        /// Creates of the API figure (0: skip).
+        #[arg(long, default_value_t = 3_000)]
+        api_requests: usize,
+    },
 }
 
 /// Prints one figure as a JSON line and a human line.
@@ -138,74 +160,82 @@ pub(crate) fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
     }
 }
 
+/// One queue round on a fresh file: `messages` sends spread over `workers` producers, then
+/// `workers` consumers receiving batches of 10 and acking each. Returns (send time, receive+ack
+/// time).
+pub(crate) async fn queue_round(base: Option<&Path>, messages: usize, workers: usize) -> Result<(Duration, Duration)> {
+    let dir = temp_dir(base)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("relaycast.db"), clock)?);
+    let name = "bench";
+
+    // Sends are spread over the same number of tasks as consumers, as producers would be.
+    let started = Instant::now();
+    let per = messages.div_ceil(workers);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let queue = Arc::clone(&queue);
+        let n = per.min(messages.saturating_sub(w * per));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                queue
+                    .send(
+                        name,
+                        &format!("{{\"job\":{w},\"i\":{i},\"pad\":\"................................\"}}"),
+                        Duration::ZERO,
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let send_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let queue = Arc::clone(&queue);
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            loop {
+                let batch = queue.receive(name, 10, Duration::from_secs(60), Duration::ZERO).await?;
+                if batch.is_empty() {
+                    return anyhow::Ok(done);
+                }
+                for m in batch {
+                    queue.ack(name, &m.receipt).await?;
+                    done += 1;
+                }
+            }
+        }));
+    }
+    let mut received = 0;
+    for t in tasks {
+        received += t.await??;
+    }
+    let recv_time = started.elapsed();
+    if received != messages {
+        bail!("received {received} of {messages} messages");
+    }
+    let stats = queue.stats(name).await?;
+    if stats != Default::default() {
+        bail!("queue not empty after the run: {stats:?}");
+    }
+    Ok((send_time, recv_time))
+}
+
 async fn bench_queue(base: Option<&Path>, messages: usize, consumers: usize) -> Result<()> {
     if messages == 0 || consumers == 0 {
         bail!("--messages and --consumers must be positive");
     }
     for workers in [1, consumers] {
-        let dir = temp_dir(base)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let queue = Arc::new(SqliteQueue::open(&dir.path().join("relaycast.db"), clock)?);
-        let name = "bench";
-
-        // Sends are spread over the same number of tasks as consumers, as producers would be.
-        let started = Instant::now();
-        let per = messages.div_ceil(workers);
-        let mut tasks = Vec::new();
-        for w in 0..workers {
-            let queue = Arc::clone(&queue);
-            let n = per.min(messages.saturating_sub(w * per));
-            tasks.push(tokio::spawn(async move {
-                for i in 0..n {
-                    queue
-                        .send(
-                            name,
-                            &format!("{{\"job\":{w},\"i\":{i},\"pad\":\"................................\"}}"),
-                            Duration::ZERO,
-                        )
-                        .await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let send_time = started.elapsed();
+        let (send_time, recv_time) = queue_round(base, messages, workers).await?;
         report("queue", "send", workers, messages, send_time, json!({}));
-
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..workers {
-            let queue = Arc::clone(&queue);
-            tasks.push(tokio::spawn(async move {
-                let mut done = 0usize;
-                loop {
-                    let batch = queue.receive(name, 10, Duration::from_secs(60), Duration::ZERO).await?;
-                    if batch.is_empty() {
-                        return anyhow::Ok(done);
-                    }
-                    for m in batch {
-                        queue.ack(name, &m.receipt).await?;
-                        done += 1;
-                    }
-                }
-            }));
-        }
-        let mut received = 0;
-        for t in tasks {
-            received += t.await??;
-        }
-        let recv_time = started.elapsed();
-        if received != messages {
-            bail!("received {received} of {messages} messages");
-        }
         report("queue", "receive+ack", workers, messages, recv_time, json!({ "batch": 10 }));
         report("queue", "send+receive+ack", workers, messages, send_time + recv_time, json!({ "batch": 10 }));
-        let stats = queue.stats(name).await?;
-        if stats != Default::default() {
-            bail!("queue not empty after the run: {stats:?}");
-        }
     }
     Ok(())
 }
@@ -341,6 +371,7 @@ async fn main() -> Result<()> {
         Command::Api { .. } => "api",
         Command::Relay { .. } => "relay",
         Command::StoreCas { .. } => "store-cas",
+        Command::Writes { .. } => "writes",
     };
     record::start(bench, cli.out.clone(), cli.tag.as_deref(), cli.no_record)?;
     let result = run(cli).await;
@@ -353,7 +384,11 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
         Command::StoreCas { ops, writers } => bench_store(base, ops, writers).await,
-        Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency).await,
+        Command::Writes { raw_commits, events, concurrency, queue_messages, api_requests } => {
+            let opts = writes::WritesOptions { raw_commits, events, concurrency, queue_messages, api_requests };
+            writes::bench_writes(base, opts).await
+        }
+        Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency, false).await,
         Command::Relay {
             phases,
             destinations,
