@@ -79,7 +79,7 @@ pub struct RelayOptions {
 
 /// A child in its own process group; the group (and any descendants found under it) is
 /// killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     name: String,
     /// The child was waited for: its pid may be reused, so it is never signalled again.
@@ -87,7 +87,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
+    pub(crate) fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -106,11 +106,11 @@ impl Proc {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         if self.reaped {
             return false;
         }
@@ -122,7 +122,7 @@ impl Proc {
     }
 
     /// Kills the whole tree: every descendant (by pid and by group), then the child's group.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if self.reaped {
             return;
         }
@@ -180,7 +180,7 @@ fn proc_table() -> HashMap<u32, (u32, u64, u64)> {
 /// resolution: the process's CPU-time clock (`clock_getcpuclockid`). `/proc/PID/stat` counts
 /// in clock ticks (10 ms), which over a 20 s window is a 0.05 % step per reading: as large as
 /// the whole cost of an nginx push.
-fn process_cpu_s(pid: u32) -> Option<f64> {
+pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
     let mut id: libc::clockid_t = 0;
     // SAFETY: both calls only write to the locals passed by pointer.
     unsafe {
@@ -240,7 +240,7 @@ fn ticks(roots: &[u32]) -> (u64, usize) {
     (pids.iter().map(|p| table[p].1).sum(), pids.len())
 }
 
-fn process_rss_kb(pid: u32) -> u64 {
+pub(crate) fn process_rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -256,7 +256,7 @@ fn process_rss_kb(pid: u32) -> u64 {
 /// page shared by k processes 1/k to each, so the shared libraries of N ffmpeg processes are
 /// counted once over the N, not N times. USS (private clean + dirty) is what the process alone
 /// holds: what its exit would free.
-fn process_pss_uss_kb(pid: u32) -> (u64, u64) {
+pub(crate) fn process_pss_uss_kb(pid: u32) -> (u64, u64) {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
         return (0, 0);
     };
@@ -349,7 +349,7 @@ fn clock_ticks() -> f64 {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

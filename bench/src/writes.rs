@@ -55,7 +55,7 @@ fn emit(figure: &str, workers: usize, ops: usize, wall: Duration, latencies: &[D
 }
 
 /// The raw ceiling: `n` sequential single-row insert + commit through rusqlite.
-fn raw_commits(base: Option<&Path>, n: usize) -> Result<f64> {
+pub(crate) fn raw_commits(base: Option<&Path>, n: usize) -> Result<f64> {
     let dir = crate::temp_dir(base)?;
     let conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
