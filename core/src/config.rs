@@ -53,16 +53,16 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallbackSettings {
-    /// Deliveries in flight at once, in all. Default 64.
+    /// Deliveries in flight at once, in all. Default 128.
     pub concurrency: usize,
     /// Deliveries in flight at once to one endpoint (scheme, host and port), so that one dead
-    /// or slow receiver cannot hold up the others. Default 8.
+    /// or slow receiver cannot hold up the others; below `concurrency`. Default 32.
     pub endpoint_concurrency: usize,
 }
 
 impl Default for CallbackSettings {
     fn default() -> Self {
-        Self { concurrency: 64, endpoint_concurrency: 8 }
+        Self { concurrency: 128, endpoint_concurrency: 32 }
     }
 }
 
@@ -304,8 +304,11 @@ impl Settings {
         if self.queue.max_receives == 0 {
             return invalid("queue.max_receives", "must be at least 1");
         }
-        if self.callbacks.concurrency == 0 || self.callbacks.endpoint_concurrency == 0 {
-            return invalid("callbacks.concurrency", "callbacks.concurrency and callbacks.endpoint_concurrency must be at least 1");
+        if self.callbacks.endpoint_concurrency == 0 || self.callbacks.endpoint_concurrency >= self.callbacks.concurrency {
+            return invalid(
+                "callbacks.endpoint_concurrency",
+                "must be at least 1 and below callbacks.concurrency, so that one dead endpoint cannot take every delivery slot",
+            );
         }
         if self.timing.lease_heartbeat_ms == 0 || self.timing.lease_heartbeat_ms >= self.timing.lease_ttl_ms {
             return invalid("timing.lease_heartbeat_ms", "must be above 0 and below timing.lease_ttl_ms");
@@ -473,6 +476,8 @@ mod tests {
         let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"recorder\"]")])).unwrap_err().to_string();
         assert!(err.contains("recorder role is planned"), "{err}");
 
+        let err = Settings::load(None, env(&[("RELAYCAST_CALLBACKS__ENDPOINT_CONCURRENCY", "128")])).unwrap_err().to_string();
+        assert!(err.contains("callbacks.endpoint_concurrency"), "{err}");
         let err = Settings::load(None, env(&[("RELAYCAST_HTTP_ADDR", "localhost")])).unwrap_err().to_string();
         assert!(err.contains("http_addr"), "{err}");
     }

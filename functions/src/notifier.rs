@@ -57,30 +57,69 @@ pub enum Outcome {
 /// How long a notice waits for its predecessor before looking again.
 const ORDER_WAIT: Duration = Duration::from_secs(1);
 
-/// How long a notice waits for a free slot of its endpoint before looking again (plus jitter).
-const ENDPOINT_WAIT_MS: u64 = 1_000;
-
 /// Deliveries in flight per endpoint (scheme, host, port), capped so that one dead or slow
-/// receiver holds at most its own share of the notifier.
+/// receiver holds at most its own share of the notifier. A notice whose endpoint is at its cap
+/// goes back to the queue for about as long as that endpoint's deliveries take: briefly for a
+/// healthy endpoint, for half the callback timeout for one whose last attempt failed, so a dead
+/// receiver's backlog does not churn the queue.
 #[derive(Clone)]
 struct EndpointSlots {
     cap: usize,
-    slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    timeout_ms: u64,
+    slots: Arc<Mutex<HashMap<String, Endpoint>>>,
+}
+
+/// One endpoint's slots and how its last attempt went.
+#[derive(Clone)]
+struct Endpoint {
+    slots: Arc<tokio::sync::Semaphore>,
+    last_latency_ms: Arc<std::sync::atomic::AtomicU64>,
+    last_failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The shortest wait of a notice for a busy endpoint, ms.
+const BUSY_WAIT_MIN_MS: u64 = 50;
+
+fn endpoint_of(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_string())
 }
 
 impl EndpointSlots {
-    fn try_acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let endpoint = url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_string());
-        let semaphore = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget endpoints with nothing in flight so the map stays small.
-            if slots.len() > 10_000 {
-                let cap = self.cap;
-                slots.retain(|_, s| s.available_permits() < cap);
-            }
-            slots.entry(endpoint).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.cap))).clone()
-        };
-        semaphore.try_acquire_owned().ok()
+    fn endpoint(&self, url: &str) -> Endpoint {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget endpoints with nothing in flight so the map stays small.
+        if slots.len() > 10_000 {
+            let cap = self.cap;
+            slots.retain(|_, e| e.slots.available_permits() < cap);
+        }
+        slots
+            .entry(endpoint_of(url))
+            .or_insert_with(|| Endpoint {
+                slots: Arc::new(tokio::sync::Semaphore::new(self.cap)),
+                last_latency_ms: Default::default(),
+                last_failed: Default::default(),
+            })
+            .clone()
+    }
+
+    /// How long a notice waits before trying a busy endpoint again, ms (with jitter).
+    fn busy_wait_ms(&self, endpoint: &Endpoint) -> u64 {
+        use std::sync::atomic::Ordering;
+        let base = if endpoint.last_failed.load(Ordering::Relaxed) {
+            self.timeout_ms / 2
+        } else {
+            endpoint.last_latency_ms.load(Ordering::Relaxed).saturating_mul(2)
+        }
+        .max(BUSY_WAIT_MIN_MS);
+        base + rand::random::<u64>() % base
+    }
+}
+
+impl Endpoint {
+    fn record(&self, attempt: &Attempt) {
+        use std::sync::atomic::Ordering;
+        self.last_latency_ms.store(attempt.latency_ms, Ordering::Relaxed);
+        self.last_failed.store(attempt.error.is_some(), Ordering::Relaxed);
     }
 }
 
@@ -120,7 +159,11 @@ impl Notifier {
             .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| NotifierError::Client(e.to_string()))?;
-        let endpoints = EndpointSlots { cap: ctx.settings.callbacks.endpoint_concurrency.max(1), slots: Default::default() };
+        let endpoints = EndpointSlots {
+            cap: ctx.settings.callbacks.endpoint_concurrency.max(1),
+            timeout_ms: ctx.settings.timing.callback_timeout_ms,
+            slots: Default::default(),
+        };
         Ok(Self { ctx, client, endpoints })
     }
 
@@ -214,14 +257,16 @@ impl Notifier {
                 }
             }
         }
-        let Some(_endpoint_slot) = self.endpoints.try_acquire(&stored.value.url) else {
-            let wait = ENDPOINT_WAIT_MS + rand::random::<u64>() % ENDPOINT_WAIT_MS;
+        let endpoint = self.endpoints.endpoint(&stored.value.url);
+        let Ok(_endpoint_slot) = endpoint.slots.clone().try_acquire_owned() else {
+            let wait = self.endpoints.busy_wait_ms(&endpoint);
             ports.queue.send(CALLBACK_QUEUE, &stored.value.id, Duration::from_millis(wait)).await?;
             ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
             return Ok(Outcome::EndpointBusy);
         };
         let started_ms = ports.clock.now_ms();
         let attempt = self.post(&stored.value).await;
+        endpoint.record(&attempt);
         let result = match (&attempt.error, attempt.status) {
             (None, _) => Ok(()),
             (Some(e), _) => Err(e.clone()),
