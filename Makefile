@@ -23,6 +23,7 @@ bench:
 	./target/release/relaycast-bench queue
 	./target/release/relaycast-bench store-cas
 	./target/release/relaycast-bench api
+	./target/release/relaycast-bench writes
 	./target/release/relaycast-bench callbacks
 	./target/release/relaycast-bench relay --rounds 3
 

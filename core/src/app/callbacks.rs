@@ -232,8 +232,15 @@ async fn ingest(ports: &Ports, settings: &Settings, account: &str, parsed: Parse
             Ok(versions) => {
                 metrics::counter!("relaycast_stream_events_total", "kind" => event.kind.as_str(), "source" => event.source.as_str()).increment(1);
                 if let Some(entry) = entry {
+                    // Queued after the sender is answered: the event and its entry are durable
+                    // already, and the outbox sweep queues an entry a crash left pending.
                     let version = versions.last().copied().unwrap_or(1);
-                    queue_entry(ports, Versioned { value: entry, version }).await?;
+                    let ports = ports.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = queue_entry(&ports, Versioned { value: entry, version }).await {
+                            tracing::warn!(error = %e, "callback not queued; the outbox sweep will");
+                        }
+                    });
                 }
                 return Ok(Ingested { event: Some(event) });
             }
