@@ -267,10 +267,7 @@ impl Notifier {
         let started_ms = ports.clock.now_ms();
         let attempt = self.post(&stored.value).await;
         endpoint.record(&attempt);
-        let result = match (&attempt.error, attempt.status) {
-            (None, _) => Ok(()),
-            (Some(e), _) => Err(e.clone()),
-        };
+        let result = attempt.error.clone().map_or(Ok(()), Err);
         let logged = DeliveryAttempt { at_ms: started_ms, status: attempt.status, latency_ms: attempt.latency_ms, error: attempt.error.clone() };
         // Record the attempt on the latest version of the entry: the producer may have marked
         // it queued while we were posting, and losing that race must not leave it "queued"
