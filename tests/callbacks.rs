@@ -3,8 +3,9 @@
 //! hooks pointed at relaycast.
 
 mod support;
+#[path = "../workers/tests/support/mod.rs"]
+mod media;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -345,78 +346,9 @@ async fn kill_9_with_events_acknowledged_and_deliveries_pending_loses_nothing() 
     assert_eq!(live_names(&svc.api_as(BULK)).await.len(), 20, "the registry survived the crash");
 }
 
-/// Kills a child on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nginx(dir: &std::path::Path, rtmp_port: u16, http_port: u16, hook: &str) -> Proc {
-    let p = dir.display();
-    std::fs::create_dir_all(dir.join("rec")).unwrap();
-    let conf = format!(
-        r#"load_module {module};
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {p}/error.log info;
-pid {p}/nginx.pid;
-events {{ worker_connections 128; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{rtmp_port};
-        application live {{
-            live on;
-            record all;
-            record_path {p}/rec;
-            record_unique on;
-            on_publish {hook};
-            on_publish_done {hook};
-            on_record_done {hook};
-        }}
-    }}
-}}
-http {{
-    access_log off;
-    client_body_temp_path {p}/tmp;
-    server {{
-        listen 127.0.0.1:{http_port};
-        location /stat {{ rtmp_stat all; }}
-    }}
-}}
-"#,
-        module = relaycast_workers::test_peers::RTMP_MODULE
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx").arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", rtmp_port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not listen; see {p}/error.log");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proc(child)
-}
-
-fn publish(rtmp_port: u16, stream: &str) -> Proc {
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-c:a", "aac", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{stream}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
-    Proc(child)
-}
-
 #[tokio::test]
 async fn nginx_rtmp_hooks_keep_the_registry_and_forward_css_callbacks() {
-    relaycast_workers::require_peers!(Ffmpeg, NginxRtmp);
+    let _heavy = media::heavy(&[]).await;
     let svc = Service::start(&[]);
     let api = svc.api_as(BULK);
     let receiver = CallbackReceiver::start().await;
@@ -424,15 +356,13 @@ async fn nginx_rtmp_hooks_keep_the_registry_and_forward_css_callbacks() {
     let hooks = api.v1_ok("GET", "/v1/hooks", &[], None).await;
     let hook_url = format!("{}&domain=ingest.test", hooks["NginxRtmpUrl"].as_str().unwrap());
     assert!(hooks["NginxRtmpConfig"].as_str().unwrap().contains("on_publish_done"));
-    let dir = tempfile::tempdir().unwrap();
-    let (rtmp_port, http_port) = (free_port(), free_port());
-    let _nginx = start_nginx(dir.path(), rtmp_port, http_port, &hook_url);
+    let nginx = media::Nginx::start_with_hooks(&hook_url);
 
-    let mut cam = Some(publish(rtmp_port, "cam1"));
+    let mut cam = Some(media::Publisher::start_sized(&nginx.hooked_url("cam1"), 320, 240));
     eventually("cam1 in /v1/streams", Duration::from_secs(20), || async { live_names(&api).await.contains(&"cam1".to_string()).then_some(()) }).await;
     let push = eventually("the push callback", Duration::from_secs(10), || async { of_type(&receiver, 1, "cam1").into_iter().next() }).await;
     assert_signed(&push, KEY);
-    assert_eq!((push.body["app"].as_str(), push.body["appname"].as_str(), push.body["user_ip"].as_str()), (Some("ingest.test"), Some("live"), Some("127.0.0.1")));
+    assert_eq!((push.body["app"].as_str(), push.body["appname"].as_str(), push.body["user_ip"].as_str()), (Some("ingest.test"), Some("hooked"), Some("127.0.0.1")));
     assert_eq!(push.body["sequence"].as_str().unwrap().len(), 19);
 
     cam.take();
@@ -443,28 +373,21 @@ async fn nginx_rtmp_hooks_keep_the_registry_and_forward_css_callbacks() {
     assert!(stop.body["push_duration"].as_str().unwrap().parse::<i64>().unwrap() > 0);
     let record = eventually("the record callback", Duration::from_secs(10), || async { of_type(&receiver, 100, "cam1").into_iter().next() }).await;
     assert_eq!(record.body["file_format"], "flv", "{}", record.raw);
-    let sessions = api.v1_ok("GET", "/v1/streams/ingest.test/live/cam1/sessions", &[], None).await;
+    let sessions = api.v1_ok("GET", "/v1/streams/ingest.test/hooked/cam1/sessions", &[], None).await;
     assert_eq!(sessions["Sessions"][0]["StopReason"], "publisher stopped", "{sessions}");
 
     // Publish authorization on: a stream not on the allow-list is refused by nginx-rtmp itself.
     api.v1_ok("PUT", "/v1/publish-auth/ingest.test", &[], Some(json!({ "AllowedStreams": ["cam1"] }))).await;
-    let mut intruder = publish(rtmp_port, "intruder");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exited = loop {
-        if let Some(status) = intruder.0.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(exited.is_some_and(|s| !s.success()), "ffmpeg's publish of an unknown stream is refused: {exited:?}");
-    let stat = reqwest::get(format!("http://127.0.0.1:{http_port}/stat")).await.unwrap().text().await.unwrap();
-    assert!(!stat.contains("<name>intruder</name>"), "nginx-rtmp does not carry it");
+    let mut intruder = media::Publisher::start_sized(&nginx.hooked_url("intruder"), 320, 240);
+    let refused = eventually("ffmpeg's publish of an unknown stream refused", Duration::from_secs(15), || {
+        let running = intruder.is_running();
+        async move { (!running).then_some(()) }
+    });
+    refused.await;
+    assert!(nginx.stream("intruder").is_none(), "nginx-rtmp does not carry it");
     assert!(!live_names(&api).await.contains(&"intruder".to_string()));
     assert!(of_type(&receiver, 1, "intruder").is_empty());
-    let _allowed = publish(rtmp_port, "cam1");
+    let _allowed = media::Publisher::start_sized(&nginx.hooked_url("cam1"), 320, 240);
     eventually("cam1 allowed again", Duration::from_secs(20), || async { live_names(&api).await.contains(&"cam1".to_string()).then_some(()) }).await;
 }
 

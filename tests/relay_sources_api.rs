@@ -89,7 +89,7 @@ async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_hls_source_is_relayed_through_the_api_and_keeps_publishing() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam1"), 640, 360);
     let began = Instant::now();
@@ -131,7 +131,7 @@ async fn a_live_hls_source_is_relayed_through_the_api_and_keeps_publishing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_stream_headers_reach_the_http_request_of_a_vod_item() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let files = tempfile::tempdir().unwrap();
     media::mp4_file(files.path(), "clip2.mp4", "320x240", 10);
     let server = media::FileServer::start(files.path().to_path_buf()).await;
@@ -171,7 +171,7 @@ async fn pull_stream_headers_reach_the_http_request_of_a_vod_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the_primary_dies() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let files = tempfile::tempdir().unwrap();
     // 4 s long, and a different size from the primary's, to tell them apart on the wire.
     media::mp4_file(files.path(), "backup3.mp4", "320x240", 4);
@@ -230,7 +230,7 @@ async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let files = tempfile::tempdir().unwrap();
     media::mp4_file(files.path(), "orphan4.mp4", "320x240", 30);
     let server = media::FileServer::start(files.path().to_path_buf()).await;
@@ -287,7 +287,7 @@ async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
 /// buffer time, then plays on steadily from the buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_time_delays_an_hls_source_by_its_buffer_and_keeps_it_flowing() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam2"), 640, 360);
     nginx.wait_hls("cam2", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
@@ -318,7 +318,7 @@ async fn buffer_time_delays_an_hls_source_by_its_buffer_and_keeps_it_flowing() {
 /// child is left), exits 0, and the task goes on from the next process on the same data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_relay_and_the_next_process_takes_the_task_over() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start(&nginx.url("drainsrc"));
     nginx.wait_publishing("drainsrc", Duration::from_secs(10)).expect("source up");
@@ -354,7 +354,7 @@ async fn sigterm_drains_the_relay_and_the_next_process_takes_the_task_over() {
 /// nginx; when the clock passes `end`, the destination is unpublished and callback 1 comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_time_stops_the_media_and_calls_back_1() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start(&nginx.url("endsrc"));
     nginx.wait_publishing("endsrc", Duration::from_secs(10)).expect("source up");
@@ -479,7 +479,7 @@ impl Drop for EnhancedRtmpDestination {
 /// the source's death included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let mut camera = media::Publisher::start(&nginx.url("x265src"));
     nginx.wait_publishing("x265src", Duration::from_secs(10)).expect("source up");
@@ -546,7 +546,7 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_resolve_inside_are_refused_when_connecting() {
     use std::net::ToSocketAddrs;
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let loopback_only = (host.as_str(), 1935u16).to_socket_addrs().map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
     // What the test is about; without it, it would test nothing.
@@ -583,7 +583,7 @@ async fn names_that_resolve_inside_are_refused_when_connecting() {
 /// HTTP-FLV origin does): relayed to an RTMP destination, playable with the source's codecs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_http_flv_source_is_relayed() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let port = media::free_port();
     let src = format!("http://127.0.0.1:{port}/live/cam.flv");
     let mut cmd = std::process::Command::new("ffmpeg");
@@ -618,7 +618,7 @@ async fn a_live_http_flv_source_is_relayed() {
 /// with its own ffmpeg, a child of relaycast, and stopping the tasks lets go of the camera.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtsp_source_is_relayed_as_is_and_transcoded() {
-    let Some(_heavy) = media::heavy(&[media::Peer::GstRtspServer]).await else { return };
+    let _heavy = media::heavy(&[media::Peer::GstRtspServer]).await;
     let camera = media::RtspServer::start("cam", 640, 360);
     let src = camera.url();
     let nginx = media::Nginx::start();

@@ -52,8 +52,7 @@ async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
 }
 
 /// A publisher on `src` of a private nginx, a relaycast child with `env`, a signed client and a
-/// callback receiver, for one test at a time (`media::heavy`). `None` only when the test is
-/// skipped (`RELAYCAST_SKIP_MEDIA_TESTS` set and a peer missing).
+/// callback receiver, for one test at a time (`media::heavy`).
 struct SourceRig {
     nginx: media::Nginx,
     _publisher: media::Publisher,
@@ -66,8 +65,8 @@ struct SourceRig {
 }
 
 impl SourceRig {
-    async fn start(env: &[(&str, &str)]) -> Option<SourceRig> {
-        let heavy = media::heavy(&[]).await?;
+    async fn start(env: &[(&str, &str)]) -> SourceRig {
+        let heavy = media::heavy(&[]).await;
         let nginx = media::Nginx::start();
         let publisher = media::Publisher::start(&nginx.url("src"));
         assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
@@ -75,13 +74,13 @@ impl SourceRig {
         let relaycast = start_relaycast(&dir, env);
         let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
         let receiver = CallbackReceiver::start().await;
-        Some(SourceRig { nginx, _publisher: publisher, _dir: dir, relaycast, api, receiver, _heavy: heavy })
+        SourceRig { nginx, _publisher: publisher, _dir: dir, relaycast, api, receiver, _heavy: heavy }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_one_by_one() {
-    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let rig = SourceRig::start(&[]).await;
     let SourceRig { nginx, relaycast, api, receiver, .. } = rig;
 
     let forwards: Vec<String> = ["out1", "out2", "out3"].iter().map(|n| nginx.url(n)).collect();
@@ -156,7 +155,7 @@ async fn a_task_created_through_the_api_relays_to_three_destinations_and_stops_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_hands_its_task_to_the_next_one() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _publisher = media::Publisher::start(&nginx.url("src"));
     assert!(nginx.wait_publishing("src", Duration::from_secs(10)).is_some(), "test source not up");
@@ -190,7 +189,7 @@ async fn a_killed_worker_process_hands_its_task_to_the_next_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmitting_a_running_id_moves_the_relay_to_the_new_destination() {
-    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let rig = SourceRig::start(&[]).await;
     let SourceRig { nginx, api, receiver, .. } = rig;
 
     let (first, second) = (nginx.url("first"), nginx.url("second"));
@@ -247,7 +246,7 @@ async fn serve_png(png: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::Atom
 /// with callback 2 naming the watermark, and no ffmpeg is started for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watermarked_transcode_task_through_the_api() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let tmp = tempfile::tempdir().unwrap();
     let png_path = tmp.path().join("wm.png");
     let made = std::process::Command::new("ffmpeg")
@@ -321,7 +320,7 @@ async fn a_watermarked_transcode_task_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vod_playlist_with_loop_2_plays_six_items_then_calls_back_1() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let files = tempfile::tempdir().unwrap();
     for name in ["a.mp4", "b.mp4", "c.mp4"] {
         media::mp4_file(files.path(), name, "320x240", 2);
@@ -372,7 +371,7 @@ async fn a_vod_playlist_with_loop_2_plays_six_items_then_calls_back_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_destination_is_given_up_with_3_while_the_other_plays_on() {
-    let Some(rig) = SourceRig::start(&[("RELAYCAST_TIMING__PUSH_GIVE_UP_MS", "2000")]).await else { return };
+    let rig = SourceRig::start(&[("RELAYCAST_TIMING__PUSH_GIVE_UP_MS", "2000")]).await;
     let SourceRig { nginx, api, receiver, .. } = rig;
 
     let dead = format!("rtmp://127.0.0.1:{}/live/nobody", media::free_port());
@@ -427,7 +426,7 @@ async fn relay_status(api: &support::Api, id: &str) -> Option<Value> {
 /// destinations publishing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_shows_the_running_relays_figures() {
-    let Some(rig) = SourceRig::start(&[]).await else { return };
+    let rig = SourceRig::start(&[]).await;
     let SourceRig { nginx, api, receiver, .. } = rig;
 
     let forwards = vec![nginx.url("fig1"), nginx.url("fig2")];
@@ -502,7 +501,7 @@ async fn fail_over_to_the_backup(
 
 /// A primary (1280x720) and a backup (640x360) publishing on a private nginx, a relaycast
 /// child, a signed client and a callback receiver; `out` is the destination. One test at a
-/// time (`media::heavy`); `None` only when the test is skipped.
+/// time (`media::heavy`).
 struct FailoverRig {
     nginx: media::Nginx,
     primary: media::Publisher,
@@ -517,8 +516,8 @@ struct FailoverRig {
 }
 
 impl FailoverRig {
-    async fn start() -> Option<FailoverRig> {
-        let heavy = media::heavy(&[]).await?;
+    async fn start() -> FailoverRig {
+        let heavy = media::heavy(&[]).await;
         let nginx = media::Nginx::start();
         let primary = media::Publisher::start_sized(&nginx.url("primary"), 1280, 720);
         let backup = media::Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -529,7 +528,7 @@ impl FailoverRig {
         let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
         let receiver = CallbackReceiver::start().await;
         let out = nginx.url("out");
-        Some(FailoverRig { nginx, primary, _backup: backup, _dir: dir, _relaycast: relaycast, api, receiver, out, _heavy: heavy })
+        FailoverRig { nginx, primary, _backup: backup, _dir: dir, _relaycast: relaycast, api, receiver, out, _heavy: heavy }
     }
 }
 
@@ -546,7 +545,7 @@ fn failover_body(nginx: &media::Nginx, callback: &str, extend: Option<Value>) ->
 /// destination plays the primary again on the same publishing connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cmd_3_with_the_same_sources_switches_back_to_the_primary_on_the_same_connection() {
-    let Some(rig) = FailoverRig::start().await else { return };
+    let rig = FailoverRig::start().await;
     let FailoverRig { nginx, mut primary, api, receiver, out, .. } = rig;
 
     let (_primary, id) = fail_over_to_the_backup(&nginx, &api, &mut primary, &failover_body(&nginx, &receiver.url, None)).await;
@@ -587,7 +586,7 @@ async fn a_cmd_3_with_the_same_sources_switches_back_to_the_primary_on_the_same_
 /// configured seconds, the relay returns to it on its own, on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_switch_back_returns_to_the_primary_on_its_own() {
-    let Some(rig) = FailoverRig::start().await else { return };
+    let rig = FailoverRig::start().await;
     let FailoverRig { nginx, mut primary, api, receiver, out, .. } = rig;
 
     // A bad value is refused with the seed's message shape.
@@ -616,7 +615,7 @@ async fn auto_switch_back_returns_to_the_primary_on_its_own() {
 /// on with the next item to its end (1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlist_items_that_are_404_call_back_4_and_the_next_item_plays() {
-    let Some(_heavy) = media::heavy(&[]).await else { return };
+    let _heavy = media::heavy(&[]).await;
     let files = tempfile::tempdir().unwrap();
     // Long enough for a probe to find an item on the air: a probe started between two items
     // waits for the next one, and on a busy machine ffprobe itself takes a few seconds.

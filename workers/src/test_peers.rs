@@ -4,24 +4,16 @@
 //! [`crate::require_peers!`]) and, for the tests that run a whole media chain, [`heavy`].
 //!
 //! A missing peer is a test failure that names the peer and how to install it: a test that
-//! returned early would pass without testing anything. Only [`OPT_OUT`] set to a value other
-//! than `0` turns the tests whose peers are missing into skips; each skip is counted, and the
-//! test binary says how many it skipped when it exits. A peer that is present but fails (an
-//! ffmpeg that cannot encode, an openssl that cannot sign) is a failure even then: the
-//! helpers that run it panic with its error output.
+//! returned early would pass without testing anything, so there is no way to skip. A peer that
+//! is present but fails (an ffmpeg that cannot encode, an openssl that cannot sign) is a
+//! failure too: the helpers that run it panic with its error output.
 //!
 //! Not part of the relay: it is public (and hidden from the docs) only so that the other
 //! test crates of the workspace can share it.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
-
-/// The environment variable that lets tests whose peers are missing skip instead of fail.
-/// Never set by `make test` or `.ci/run`.
-pub const OPT_OUT: &str = "RELAYCAST_SKIP_MEDIA_TESTS";
+use std::sync::OnceLock;
 
 /// Where Debian's libnginx-mod-rtmp installs the module.
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -122,80 +114,26 @@ fn runs(program: &str, args: &[&str]) -> Option<String> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A test that panicked while holding it leaves valid data behind.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether [`OPT_OUT`] is set (to anything but `0` or nothing).
-pub fn opted_out() -> bool {
-    std::env::var_os(OPT_OUT).is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-static SKIPPED: AtomicUsize = AtomicUsize::new(0);
-static SKIPPED_FOR: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// How many tests of this process skipped so far.
-pub fn skipped() -> usize {
-    SKIPPED.load(Ordering::SeqCst)
-}
-
-extern "C" fn report_skips() {
-    let n = skipped();
-    if n > 0 {
-        let missing: Vec<String> = lock(&SKIPPED_FOR).iter().cloned().collect();
-        eprintln!(
-            "{n} media test{} skipped ({OPT_OUT} is set), missing: {}",
-            if n == 1 { "" } else { "s" },
-            missing.join(", ")
-        );
-    }
-}
-
-/// Whether the calling test may run: `true` when every peer in `peers` can run here. When one
-/// is missing, panics with what is missing and how to install it, unless [`OPT_OUT`] is set:
-/// then the skip is counted (and reported when the process exits) and `false` is returned, and
-/// the test must return at once.
+/// Fails the calling test, naming what is missing and how to install it, unless every peer in
+/// `peers` can run here.
 #[track_caller]
-pub fn require(peers: &[Peer]) -> bool {
-    let missing: Vec<(Peer, String)> = peers
+pub fn require(peers: &[Peer]) {
+    let missing: Vec<String> = peers
         .iter()
-        .filter_map(|&p| Some((p, p.missing()?)))
+        .filter_map(|&p| Some(format!("{p} ({})", p.missing()?)))
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let what = missing
-        .iter()
-        .map(|(p, why)| format!("{p} ({why})"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    if !opted_out() {
-        panic!(
-            "this test needs {what}. `make test` (or `scripts/install-deps.sh test`) installs \
-             what is missing; set {OPT_OUT}=1 only to skip the tests whose peers are missing"
-        );
-    }
-    static HOOK: Once = Once::new();
-    // SAFETY: `report_skips` is a plain `extern "C" fn()` that only reads statics and writes to
-    // stderr; libtest ends the process with `exit`, which runs it.
-    HOOK.call_once(|| unsafe {
-        libc::atexit(report_skips);
-    });
-    SKIPPED.fetch_add(1, Ordering::SeqCst);
-    lock(&SKIPPED_FOR).extend(missing.iter().map(|(p, _)| p.to_string()));
-    eprintln!("SKIPPED ({OPT_OUT} is set): needs {what}");
-    false
+    assert!(
+        missing.is_empty(),
+        "this test needs {}. `make test` (or `scripts/install-deps.sh test`) installs what is missing",
+        missing.join("; ")
+    );
 }
 
-/// Returns from the calling test when [`require`] says it may not run (only ever with
-/// [`OPT_OUT`] set; without it a missing peer panics).
+/// [`require`] for a list of [`Peer`] names.
 #[macro_export]
 macro_rules! require_peers {
     ($($peer:ident),+ $(,)?) => {
-        if !$crate::test_peers::require(&[$($crate::test_peers::Peer::$peer),+]) {
-            return;
-        }
+        $crate::test_peers::require(&[$($crate::test_peers::Peer::$peer),+])
     };
 }
 
@@ -210,23 +148,17 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub type HeavyGuard = tokio::sync::MutexGuard<'static, ()>;
 
 /// [`require`]s `peers`, then waits for the other heavy media tests of this process to finish.
-/// `None` only when the test is skipped (see [`require`]).
 #[track_caller]
-pub fn heavy(peers: &[Peer]) -> impl std::future::Future<Output = Option<HeavyGuard>> {
-    let run = require(peers);
-    async move {
-        if run {
-            Some(HEAVY.lock().await)
-        } else {
-            None
-        }
-    }
+pub fn heavy(peers: &[Peer]) -> impl std::future::Future<Output = HeavyGuard> {
+    require(peers);
+    HEAVY.lock()
 }
 
 /// [`heavy`] for a test that is not async.
 #[track_caller]
-pub fn heavy_blocking(peers: &[Peer]) -> Option<HeavyGuard> {
-    require(peers).then(|| HEAVY.blocking_lock())
+pub fn heavy_blocking(peers: &[Peer]) -> HeavyGuard {
+    require(peers);
+    HEAVY.blocking_lock()
 }
 
 #[cfg(test)]

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 #[test]
 fn nginx_publisher_probe_and_stat() {
-    let Some(_heavy) = relaycast_workers::test_peers::heavy_blocking(&[
+    let _heavy = relaycast_workers::test_peers::heavy_blocking(&[
         support::Peer::Ffmpeg,
         support::Peer::NginxRtmp,
         support::Peer::Procps,
-    ]) else {
-        return;
-    };
+    ]);
     let nginx = support::Nginx::start();
     let url = nginx.url("harness");
     let publisher = support::Publisher::start(&url);

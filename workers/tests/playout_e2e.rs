@@ -144,9 +144,7 @@ fn publisher_id(nginx: &Nginx, name: &str) -> Option<u64> {
 /// the destination keeps its publishing client, the player sees one stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_live_source_keeps_the_destination_connection() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _a = Publisher::start_sized(&nginx.url("old"), 640, 360);
     let _b = Publisher::start_sized(&nginx.url("new"), 320, 240);
@@ -223,9 +221,7 @@ async fn replace_live_source_keeps_the_destination_connection() {
 /// recorded has the trimmed length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_playlist_loops_trims_and_finishes() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "320x240", 2);
     mp4_file(files.path(), "b.mp4", "480x270", 3);
@@ -309,9 +305,7 @@ async fn vod_playlist_loops_trims_and_finishes() {
 /// with `AfterCurrentItem` waits for the current item's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "320x240", 2);
     mp4_file(files.path(), "c.mp4", "320x240", 2);
@@ -420,9 +414,7 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
 /// same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slate_holds_the_destination_until_the_source_returns() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let mut publisher = Publisher::start_sized(&nginx.url("src"), 640, 360);
     nginx
@@ -515,9 +507,7 @@ async fn slate_holds_the_destination_until_the_source_returns() {
 /// reports that every source failed, then finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_window_and_slate_timeout_end_the_session() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let mut publisher = Publisher::start_sized(&nginx.url("src"), 320, 240);
     nginx
@@ -638,9 +628,7 @@ async fn live_window_and_slate_timeout_end_the_session() {
 /// been up again for the clear time, on the same destination connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switches_back_to_the_primary_once_it_is_healthy() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let mut primary = Publisher::start_sized(&nginx.url("primary"), 640, 360);
     let backup = Publisher::start_sized(&nginx.url("backup"), 320, 240);
@@ -693,10 +681,7 @@ async fn switches_back_to_the_primary_once_it_is_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlist_start_index_applies_to_the_first_pass_only() {
     // One at a time too: the leftover check would see the other tests' processes.
-    let Some(_heavy) = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await
-    else {
-        return;
-    };
+    let _heavy = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await;
     let files = tempfile::tempdir().expect("temp dir");
     for name in ["a.mp4", "b.mp4", "c.mp4"] {
         mp4_file(files.path(), name, "160x120", 1);
@@ -732,10 +717,7 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
 /// first, the item playing goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_loops_counts_the_current_pass() {
-    let Some(_heavy) = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await
-    else {
-        return;
-    };
+    let _heavy = relaycast_workers::test_peers::heavy(&[Peer::Ffmpeg, Peer::Procps]).await;
     let files = tempfile::tempdir().expect("temp dir");
     mp4_file(files.path(), "a.mp4", "160x120", 1);
     let item = IngestSpec::local_file(files.path().join("a.mp4").display().to_string());

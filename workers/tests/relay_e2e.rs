@@ -54,9 +54,7 @@ fn assert_no_leftovers() {
 /// playable with the source's codecs and size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_one_source_to_three_destinations() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -134,9 +132,7 @@ async fn relays_one_source_to_three_destinations() {
 /// (b) Stopping one of three destinations leaves the other two on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_one_destination_leaves_the_others_alone() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -204,9 +200,7 @@ async fn stopping_one_destination_leaves_the_others_alone() {
 /// name, another resolution) without reconnecting any destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let mut primary = Publisher::start(&nginx.url("primary"));
     let _backup = Publisher::start_sized(&nginx.url("backup"), 640, 360);
@@ -388,9 +382,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
 /// same destination connection, and the destination's player sees no step back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let primary = Publisher::start(&nginx.url("quiet"));
     let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
@@ -463,9 +455,7 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
 /// reachable one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_destination_does_not_disturb_a_reachable_one() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -532,9 +522,7 @@ async fn unreachable_destination_does_not_disturb_a_reachable_one() {
 /// its first connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_restart_reconnects_with_backoff() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
     nginx
@@ -637,9 +625,7 @@ fn vod_file(dir: &std::path::Path, name: &str, size: &str, secs: u32) -> String 
 /// nginx received is checked from its own recording (`record all`), which is then decoded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_items_play_back_to_back_on_one_connection() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let files = tempfile::tempdir().expect("temp dir");
     let first = vod_file(files.path(), "one.flv", "640x360", 3);
     let second = vod_file(files.path(), "two.flv", "320x240", 2);
@@ -740,9 +726,7 @@ async fn vod_items_play_back_to_back_on_one_connection() {
 /// terminator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_destination_with_a_private_ca() {
-    let Some(_heavy) = support::heavy(&[support::Peer::Openssl]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[support::Peer::Openssl]).await;
     let certs = support::test_certs();
     let nginx = Nginx::start();
     let front = support::TlsFront::start(&certs, nginx.rtmp_port).await;
@@ -864,9 +848,7 @@ async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String
 /// file is refused by the protocol allow-list: nothing of the file reaches the timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
-    let Some(_heavy) = support::heavy(&[]).await else {
-        return;
-    };
+    let _heavy = support::heavy(&[]).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])

@@ -119,7 +119,7 @@ fn assert_no_leftovers() {
 /// all, and the watermark files live exactly as long as the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcodes_with_a_watermark() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let _heavy = support::heavy(&[]).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let (port, hits, server) = serve_png(make_png(tmp.path())).await;
     let nginx = Nginx::start();
@@ -189,7 +189,7 @@ async fn transcodes_with_a_watermark() {
 /// time expression alone. `libvorbis` (no FLV/RTMP form) is refused before ffmpeg starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_and_a_gop_by_time() {
-    let Some(_heavy) = support::heavy(&[]).await else { return };
+    let _heavy = support::heavy(&[]).await;
     let source = Source::new(SourceUrl::parse("rtmp://127.0.0.1/live/x", TaskType::Live).expect("src"));
     let vorbis = Fops { acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libvorbis), ..Fops::default() };
     let mut spec = IngestSpec::live(source.url.as_str());

@@ -77,12 +77,10 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
 }
 
 /// The start of a test that runs a media chain (nginx-rtmp, ffmpeg publishers and players, a
-/// relay): requires ffmpeg, nginx-rtmp and procps (the leak checks), and any `more` peers, and
-/// then waits until no other
-/// such test of this binary runs (see [`relaycast_workers::test_peers`]). The guard is held to
-/// the end of the test; `None` only when the test is to be skipped (`RELAYCAST_SKIP_MEDIA_TESTS`
-/// set and a peer missing), and then the test returns at once.
-pub async fn heavy(more: &[Peer]) -> Option<HeavyGuard> {
+/// relay): requires ffmpeg, nginx-rtmp and procps (the leak checks), and any `more` peers (a
+/// missing one fails the test), then waits until no other such test of this binary runs (see
+/// [`relaycast_workers::test_peers`]). The guard is held to the end of the test.
+pub async fn heavy(more: &[Peer]) -> HeavyGuard {
     let mut peers = vec![Peer::Ffmpeg, Peer::NginxRtmp, Peer::Procps];
     peers.extend_from_slice(more);
     relaycast_workers::test_peers::heavy(&peers).await
@@ -108,8 +106,25 @@ impl Nginx {
 
     /// Starts nginx on given ports (e.g. to bring a destination back on its old port).
     pub fn start_on(rtmp_port: u16, http_port: u16) -> Nginx {
+        Nginx::start_with(rtmp_port, http_port, None)
+    }
+
+    /// Starts nginx with one more application, `hooked` (live, recorded like `rec`), whose
+    /// `on_publish`, `on_publish_done` and `on_record_done` notify `hook_url`.
+    pub fn start_with_hooks(hook_url: &str) -> Nginx {
+        Nginx::start_with(free_port(), free_port(), Some(hook_url))
+    }
+
+    fn start_with(rtmp_port: u16, http_port: u16, hook_url: Option<&str>) -> Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = dir.path().display();
+        let hooked = hook_url
+            .map(|url| {
+                format!(
+                    "        application hooked {{\n            live on;\n            record all;\n            record_path {p}/rec;\n            record_unique on;\n            on_publish {url};\n            on_publish_done {url};\n            on_record_done {url};\n        }}\n"
+                )
+            })
+            .unwrap_or_default();
         let conf = format!(
             r#"load_module {RTMP_MODULE};
 daemon off;
@@ -138,7 +153,7 @@ rtmp {{
             record_path {p}/rec;
             record_unique off;
         }}
-    }}
+{hooked}    }}
 }}
 http {{
     access_log off;
@@ -195,6 +210,11 @@ http {{
     /// `rtmp://127.0.0.1:PORT/live/NAME`.
     pub fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp_port)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/hooked/NAME` (see [`Nginx::start_with_hooks`]).
+    pub fn hooked_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/hooked/{name}", self.rtmp_port)
     }
 
     /// `rtmp://127.0.0.1:PORT/rec/NAME`: like `live`, and nginx records what it receives.
@@ -436,6 +456,11 @@ impl Publisher {
     /// Kills the publisher (its group).
     pub fn kill(&mut self) {
         self.child.kill();
+    }
+
+    /// Whether ffmpeg is still publishing (it exits when the server refuses the stream).
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_running()
     }
 }
 
