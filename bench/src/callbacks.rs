@@ -41,35 +41,51 @@ const HEALTHY_DOMAIN: &str = "push.bench.example";
 const DEAD_DOMAIN: &str = "dead.bench.example";
 
 /// Options of `relaycast-bench callbacks`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct CallbacksOptions {
-    /// Which parts to run: baseline, inbound, open-loop, repeats, outbound.
+    /// Parts to run, comma-separated: baseline, inbound, open-loop, repeats, outbound.
+    #[arg(long, value_delimiter = ',', default_value = "baseline,inbound,open-loop,repeats,outbound")]
     pub phases: Vec<String>,
-    /// Sequential commits of the raw ceiling.
+    /// Sequential commits of the raw SQLite ceiling (about 3 s on this machine).
+    #[arg(long, default_value_t = 20_000)]
     pub raw_commits: usize,
-    /// Events in flight of the closed-loop inbound windows.
+    /// Events in flight of the closed-loop inbound windows, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
     pub concurrency: Vec<usize>,
-    /// Seconds of each inbound window (closed and open loop) and of the outbound window.
+    /// Seconds of each measuring window.
+    #[arg(long, default_value_t = 10)]
     pub window: u64,
     /// Events per second of the open-loop window.
+    #[arg(long, default_value_t = 2_000)]
     pub rate: u64,
-    /// Distinct events of the repeats check (each posted twice).
+    /// Distinct events of the repeats check (each posted twice; at most 1000).
+    #[arg(long, default_value_t = 1_000)]
     pub repeat_events: usize,
-    /// Events queued for the healthy receiver before the outbound window.
+    /// Events queued for the healthy receiver before each outbound window.
+    #[arg(long, default_value_t = 20_000)]
     pub outbound_events: usize,
-    /// Share of all queued events that go to the dead receiver in the second outbound run.
+    /// Share of all queued events that go to the dead receiver in the second outbound run
+    /// (0: no such run).
+    #[arg(long, default_value_t = 0.5)]
     pub dead_share: f64,
-    /// The dead receiver: `stall` (accepts, never answers) or `refused` (nothing listens).
+    /// The dead receiver: stall (accepts and never answers) or refused (nothing listens).
+    #[arg(long, default_value = "stall")]
     pub dead: String,
-    /// `callbacks.concurrency` of the service (None: its default).
+    /// `callbacks.concurrency` of the service (default: its own).
+    #[arg(long)]
     pub notifier_concurrency: Option<usize>,
-    /// `callbacks.endpoint_concurrency` of the service (None: its default).
+    /// `callbacks.endpoint_concurrency` of the service (default: its own).
+    #[arg(long)]
     pub endpoint_concurrency: Option<usize>,
-    /// Record each window with `perf record -e cpu-clock -g` into this directory.
+    /// Record every window with `perf record -e cpu-clock -g -p <relaycast>` into this
+    /// directory.
+    #[arg(long)]
     pub perf_dir: Option<PathBuf>,
     /// The relaycast binary (default: `relaycast` next to this binary).
+    #[arg(long)]
     pub relaycast_bin: Option<PathBuf>,
-    /// Directory for temporary files (the data dirs and the raw ceiling's file).
+    /// Directory for temporary files (the data dirs and the raw ceiling's file): the bench's `--dir`.
+    #[arg(skip)]
     pub dir: Option<PathBuf>,
 }
 

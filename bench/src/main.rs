@@ -116,49 +116,7 @@ enum Command {
     /// CSS push events into a `relaycast up` child (closed loop at N in flight, open loop at a
     /// fixed rate), a repeats check, and deliveries/s to an in-process receiver with and
     /// without a dead receiver; the service's CPU and PSS in every window.
-    Callbacks {
-        /// Parts to run, comma-separated: baseline, inbound, open-loop, repeats, outbound.
-        #[arg(long, value_delimiter = ',', default_value = "baseline,inbound,open-loop,repeats,outbound")]
-        phases: Vec<String>,
-        /// Sequential commits of the raw SQLite ceiling (about 3 s on this machine).
-        #[arg(long, default_value_t = 20_000)]
-        raw_commits: usize,
-        /// Events in flight of the closed-loop inbound windows, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
-        concurrency: Vec<usize>,
-        /// Seconds of each measuring window.
-        #[arg(long, default_value_t = 10)]
-        window: u64,
-        /// Events per second of the open-loop window.
-        #[arg(long, default_value_t = 2_000)]
-        rate: u64,
-        /// Distinct events of the repeats check (each posted twice; at most 1000).
-        #[arg(long, default_value_t = 1_000)]
-        repeat_events: usize,
-        /// Events queued for the healthy receiver before each outbound window.
-        #[arg(long, default_value_t = 20_000)]
-        outbound_events: usize,
-        /// Share of all queued events that go to the dead receiver in the second outbound run
-        /// (0: no such run).
-        #[arg(long, default_value_t = 0.5)]
-        dead_share: f64,
-        /// The dead receiver: stall (accepts and never answers) or refused (nothing listens).
-        #[arg(long, default_value = "stall")]
-        dead: String,
-        /// `callbacks.concurrency` of the service (default: its own).
-        #[arg(long)]
-        notifier_concurrency: Option<usize>,
-        /// `callbacks.endpoint_concurrency` of the service (default: its own).
-        #[arg(long)]
-        endpoint_concurrency: Option<usize>,
-        /// Record every window with `perf record -e cpu-clock -g -p <relaycast>` into this
-        /// directory.
-        #[arg(long)]
-        perf_dir: Option<std::path::PathBuf>,
-        /// The relaycast binary (default: `relaycast` next to this binary).
-        #[arg(long)]
-        relaycast_bin: Option<std::path::PathBuf>,
-    },
+    Callbacks(callbacks::CallbacksOptions),
     /// Every durable write path side by side against the raw SQLite single-commit ceiling of
     /// the same run: store events (`transact` of 4 puts) at several concurrencies, the same
     /// with a queue send on the embedded file, queue send+receive+ack, and API `cmd=1` creates
@@ -420,7 +378,7 @@ async fn main() -> Result<()> {
         Command::Relay { .. } => "relay",
         Command::StoreCas { .. } => "store-cas",
         Command::Writes { .. } => "writes",
-        Command::Callbacks { .. } => "callbacks",
+        Command::Callbacks(_) => "callbacks",
     };
     record::start(bench, cli.out.clone(), cli.tag.as_deref(), cli.no_record)?;
     let result = run(cli).await;
@@ -438,37 +396,8 @@ async fn run(cli: Cli) -> Result<()> {
             writes::bench_writes(base, opts).await
         }
         Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency, false).await,
-        Command::Callbacks {
-            phases,
-            raw_commits,
-            concurrency,
-            window,
-            rate,
-            repeat_events,
-            outbound_events,
-            dead_share,
-            dead,
-            notifier_concurrency,
-            endpoint_concurrency,
-            perf_dir,
-            relaycast_bin,
-        } => {
-            let opts = callbacks::CallbacksOptions {
-                phases,
-                raw_commits,
-                concurrency,
-                window,
-                rate,
-                repeat_events,
-                outbound_events,
-                dead_share,
-                dead,
-                notifier_concurrency,
-                endpoint_concurrency,
-                perf_dir,
-                relaycast_bin,
-                dir: cli.dir.clone(),
-            };
+        Command::Callbacks(mut opts) => {
+            opts.dir = cli.dir.clone();
             callbacks::bench_callbacks(opts).await
         }
         Command::Relay {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use relaycast_core::app::outbox::{queue_pending, OutboxError};
 use relaycast_core::domain::auth::{Account, SecretKey};
 use relaycast_core::domain::callbacks::sign::{css_sign, relaycast_signature, CSS_SIGN_VALIDITY_SECS, EVENT_ID_HEADER, SIGNATURE_HEADER};
-use relaycast_core::domain::callbacks::template::CallbackTemplate;
+use relaycast_core::app::callbacks::load_template;
 use relaycast_core::domain::outbox::{DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE};
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::check_url_host;
@@ -328,7 +328,10 @@ impl Notifier {
         match &entry.signing {
             Signing::Account => Ok((account_key().await?, None)),
             Signing::CallbackTemplate { template, css } => {
-                let key = store.load::<CallbackTemplate>(template).await.map_err(|e| e.to_string())?.and_then(|t| t.value.callback_key);
+                let key = load_template(&self.ctx.ports, &self.ctx.config_cache, template)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|t| t.callback_key);
                 match key {
                     Some(k) => Ok((Some(k.clone()), css.then_some(k))),
                     None => Ok((account_key().await?, None)),

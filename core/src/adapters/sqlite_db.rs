@@ -284,7 +284,16 @@ fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &
         Some(msg) => Err(msg),
         None => exec(conn, "COMMIT").map_err(|e| format!("committing: {e}")),
     };
-    match &commit {
+    settle(conn, &commit, commits);
+    for job in done {
+        job.answer(commit.clone());
+    }
+    commit
+}
+
+/// After a commit: counts it, or rolls back whatever a failed one left open.
+fn settle(conn: &Connection, commit: &Result<(), String>, commits: &AtomicU64) {
+    match commit {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -293,10 +302,6 @@ fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &
         }
         Err(_) => {}
     }
-    for job in done {
-        job.answer(commit.clone());
-    }
-    commit
 }
 
 /// A group of one (no concurrent writer): the operation's own transaction, no savepoint, as
@@ -317,15 +322,7 @@ fn commit_one(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &A
         return Ok(());
     }
     let commit = exec(conn, "COMMIT").map_err(|e| format!("committing: {e}"));
-    match &commit {
-        Ok(()) => {
-            commits.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) if !conn.is_autocommit() => {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        Err(_) => {}
-    }
+    settle(conn, &commit, commits);
     job.answer(commit.clone());
     commit
 }

@@ -91,6 +91,7 @@ const CONFIG_CACHE_ENTRIES: usize = 10_000;
 #[derive(Default)]
 pub struct ConfigCache {
     bindings: Mutex<HashMap<String, (Instant, Option<Binding>)>>,
+    templates: Mutex<HashMap<String, (Instant, Option<CallbackTemplate>)>>,
     tokens: Mutex<HashMap<String, (Instant, Option<String>)>>,
 }
 
@@ -111,8 +112,19 @@ impl ConfigCache {
     /// Forgets everything (after a template, rule or token changed).
     pub fn invalidate(&self) {
         self.bindings.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.templates.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// The callback template stored under `key` (the notifier signs every delivery with its key).
+pub async fn load_template(ports: &Ports, cache: &ConfigCache, key: &str) -> Result<Option<CallbackTemplate>, StoreError> {
+    if let Some(template) = cached(&cache.templates, key) {
+        return Ok(template);
+    }
+    let template = ports.store.load::<CallbackTemplate>(key).await?.map(|t| t.value);
+    remember(&cache.templates, key.to_string(), template.clone());
+    Ok(template)
 }
 
 /// The rule binding `stream`'s domain and app (the app's own rule first, then the domain's),
@@ -528,20 +540,10 @@ pub async fn deliveries_of_stream(ports: &Ports, account: &str, stream: &StreamP
 
 /// The account's dead letters (callbacks whose retries are used up), newest first.
 pub async fn dead_letters(ports: &Ports, account: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-    let mut out = Vec::new();
-    let mut query = Query::new(OutboxEntry::KIND, QueryIndex::Status(DeliveryState::Failed.as_str().into()));
+    let mut query = Query::new(OutboxEntry::KIND, QueryIndex::Status(OutboxEntry::dead_letter_index(account)));
     query.descending = true;
-    query.limit = 500;
-    loop {
-        let (page, next) = ports.store.query_typed::<OutboxEntry>(query.clone()).await?;
-        out.extend(page.into_iter().map(|v| v.value).filter(|e| e.account == account));
-        match next {
-            Some(cursor) if out.len() < limit => query.cursor = Some(cursor),
-            _ => break,
-        }
-    }
-    out.truncate(limit);
-    Ok(out)
+    query.limit = limit.clamp(1, 1000);
+    Ok(ports.store.query_typed::<OutboxEntry>(query).await?.0.into_iter().map(|v| v.value).collect())
 }
 
 /// Sends a dead letter again, with a fresh set of retries.

@@ -143,6 +143,11 @@ impl OutboxEntry {
         }
     }
 
+    /// The status index value of `account`'s dead letters.
+    pub fn dead_letter_index(account: &str) -> String {
+        format!("failed:{account}")
+    }
+
     /// The id receivers de-duplicate on.
     pub fn stable_event_id(&self) -> &str {
         self.event_id.as_deref().unwrap_or(&self.id)
@@ -212,12 +217,14 @@ impl Entity for OutboxEntry {
         self.id.clone()
     }
 
+    // Dead letters are indexed per account, so listing an account's is a look-up, not a scan
+    // of everybody's.
     fn index(&self) -> IndexKeys {
-        IndexKeys {
-            account: Some(self.account.clone()),
-            status: Some(self.state.as_str().into()),
-            time_ms: Some(self.created_ms),
-        }
+        let status = match self.state {
+            DeliveryState::Failed => Self::dead_letter_index(&self.account),
+            state => state.as_str().into(),
+        };
+        IndexKeys { account: Some(self.account.clone()), status: Some(status), time_ms: Some(self.created_ms) }
     }
 
     // Delivered entries are kept a week for the delivery log, dead letters a month for a
