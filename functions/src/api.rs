@@ -95,7 +95,6 @@ async fn forward_request(State(ctx): State<Context>, RawQuery(raw): RawQuery, bo
             refused = outcome.refused.len(),
             "forward request accepted"
         );
-        ctx.outbox_kick.notify_one();
         Ok(())
     }
     .await;

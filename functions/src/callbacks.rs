@@ -44,7 +44,6 @@ fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint: &'st
             match &ingested.event {
                 Some(event) => {
                     tracing::info!(endpoint, event = %event.id, kind = event.kind.as_str(), stream = %event.stream.joined(), account = %event.account, "stream event stored");
-                    ctx.outbox_kick.notify_one();
                     if event.kind == StreamEventKind::Publish {
                         // Nobody listening is fine: the registry holds the stream too.
                         let _ = ctx.stream_events.send(event.clone());

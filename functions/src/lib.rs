@@ -24,8 +24,6 @@ pub struct Context {
     pub ports: Ports,
     /// The settings in force.
     pub settings: Arc<Settings>,
-    /// Wakes the outbox sweep after a handler stored new notices.
-    pub outbox_kick: Arc<tokio::sync::Notify>,
     /// Push events as they are stored, for in-process consumers (automatic recording). The
     /// registry (`/v1/streams`) is the durable record; a consumer that starts late reads it.
     pub stream_events: tokio::sync::broadcast::Sender<StreamEvent>,
@@ -39,7 +37,6 @@ impl Context {
         Self {
             ports,
             settings,
-            outbox_kick: Arc::new(tokio::sync::Notify::new()),
             stream_events: tokio::sync::broadcast::channel(1024).0,
             config_cache: Arc::default(),
         }

@@ -54,6 +54,9 @@ pub enum Outcome {
     EndpointBusy,
 }
 
+/// Entries the outbox sweep queues per look; a full batch is followed by the next at once.
+const SWEEP_BATCH: usize = 500;
+
 /// How long a notice waits for its predecessor before looking again.
 const ORDER_WAIT: Duration = Duration::from_secs(1);
 
@@ -174,13 +177,16 @@ impl Notifier {
             let this = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                // Producers queue their own entries; the sweep only picks up what a crash left
+                // pending past the grace, so it needs no wake-up beyond its tick.
                 loop {
-                    if let Err(e) = queue_pending(&this.ctx.ports, 500).await {
-                        tracing::warn!(error = %e, "outbox sweep failed");
+                    match queue_pending(&this.ctx.ports, SWEEP_BATCH).await {
+                        Ok(n) if n == SWEEP_BATCH => continue,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = this.ctx.outbox_kick.notified() => {},
                         _ = tokio::time::sleep(tick) => {},
                     }
                 }

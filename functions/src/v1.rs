@@ -358,7 +358,6 @@ async fn redrive(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): 
     run(async {
         let account = account(&ctx, &raw).await?;
         let entry = uc::redrive(&ctx.ports, &account.name, &id).await?;
-        ctx.outbox_kick.notify_one();
         tracing::info!(account = %account.name, entry = %entry.id, "dead letter re-driven");
         Ok(json!({ "Delivery": entry.to_wire() }))
     })

@@ -16,10 +16,18 @@
 //! is answered before the commit, no caller can observe the difference. A crash before the
 //! `COMMIT` is durable loses the whole group, and no one in it had been answered.
 //!
-//! Reads (`get`, `query`, queue stats, the idle check of a receive) use a small pool of separate
-//! read connections on the blocking pool; WAL lets them run beside the writer, and each read
+//! Reads use a small pool of separate read connections: point look-ups (`get`) on the calling
+//! thread, scans (`query`, queue stats, the idle check of a receive) on the blocking pool; WAL lets them run beside the writer, and each read
 //! statement starts a fresh read transaction, so it sees every commit that completed before it
 //! began, in particular every write whose call already returned.
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a thread of their own with
+//! its own connection, woken every [`CHECKPOINT_EVERY`] commits, instead of inside the commit
+//! that crosses SQLite's auto-checkpoint size, where the copy and its fsync held up the writer
+//! and everybody waiting on it. A background checkpoint cannot reset the WAL while the writer
+//! keeps appending, so once the WAL has grown past [`WAL_RESET_FRAMES`] the writer runs one
+//! checkpoint itself right after a commit: it copies only the frames the background one has not,
+//! and lets the next transaction start the WAL over.
 //!
 //! [`super::SqliteStore`] and [`super::SqliteQueue`] each open their own database by default;
 //! [`super::open_embedded`] opens one and gives it to both, so a store write and a queue send
@@ -28,7 +36,7 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +50,11 @@ use super::sqlite_common::open_connection;
 pub(crate) const MAX_GROUP: usize = 256;
 /// Read connections kept open between reads (more are opened while more reads run at once).
 const IDLE_READERS: usize = 4;
+/// Commits between two background checkpoints.
+const CHECKPOINT_EVERY: u64 = 16;
+/// WAL frames (pages) past which the writer checkpoints itself so that the WAL starts over;
+/// 4096 frames of 4 KiB is 16 MiB, four times SQLite's auto-checkpoint size.
+const WAL_RESET_FRAMES: i64 = 4096;
 
 /// An error of an operation run by the writer: either the operation's own (its condition, its
 /// input), which rolled back only that operation, or the database's.
@@ -132,14 +145,19 @@ impl SqliteDatabase {
         writer
             .execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;")
             .map_err(|e| format!("configuring SQLite database {}: {e}", path.display()))?;
+        // Checkpoints are the checkpointer's (see the module doc).
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(|e| format!("configuring SQLite database {}: {e}", path.display()))?;
         let reader = open_reader(path)?;
+        let checkpointer = Checkpointer::start(path)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
-        let name = format!("sqlite-writer:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         std::thread::Builder::new()
-            .name(name)
-            .spawn(move || writer_loop(&writer, &rx, &counter))
+            .name(format!("sqlite-writer:{file}"))
+            .spawn(move || writer_loop(&writer, &rx, &counter, checkpointer))
             .map_err(|e| format!("starting the writer thread of SQLite database {}: {e}", path.display()))?;
         let readers = Mutex::new(vec![reader]);
         Ok(Self { inner: Arc::new(Inner { path: path.to_path_buf(), jobs: tx, readers, commits }) })
@@ -171,6 +189,17 @@ impl SqliteDatabase {
             return Err(E::backend("the database writer has stopped".into()));
         }
         answer.await.unwrap_or_else(|_| Err(E::backend("the database writer stopped before answering".into())))
+    }
+
+    /// Runs the point read `f` on a read connection on the calling thread. A look-up by key
+    /// costs a few microseconds, less than the hand-off to the blocking pool and back, and a
+    /// WAL reader does not wait for the writer, so it does not hold up the runtime.
+    pub(crate) fn read_here<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: OpError,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        self.inner.with_reader(f)
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -217,8 +246,63 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), String> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// The background checkpoints of one file, as the writer sees them.
+struct Checkpointer {
+    /// Wakes the checkpoint thread; it stops once this is dropped (with the writer).
+    wake: mpsc::SyncSender<()>,
+    /// WAL frames the last checkpoint found (0 once the writer has reset it).
+    wal_frames: Arc<AtomicI64>,
+    /// Commits since the checkpoint thread was last woken.
+    since_wake: u64,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, String> {
+        let ctx = |e: rusqlite::Error| format!("opening SQLite database {} for checkpoints: {e}", path.display());
+        let conn = Connection::open(path).map_err(ctx)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(ctx)?;
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let frames = Arc::clone(&wal_frames);
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        std::thread::Builder::new()
+            .name(format!("sqlite-checkpoint:{file}"))
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    if let Some(log) = checkpoint(&conn) {
+                        frames.store(log, Ordering::Relaxed);
+                    }
+                }
+            })
+            .map_err(|e| format!("starting the checkpoint thread of SQLite database {}: {e}", path.display()))?;
+        Ok(Self { wake, wal_frames, since_wake: 0 })
+    }
+
+    /// After each commit of the writer: wakes the checkpoint thread every [`CHECKPOINT_EVERY`]
+    /// commits, and checkpoints on `conn` itself when the WAL has grown past
+    /// [`WAL_RESET_FRAMES`].
+    fn after_commit(&mut self, conn: &Connection) {
+        self.since_wake += 1;
+        if self.since_wake >= CHECKPOINT_EVERY {
+            self.since_wake = 0;
+            // Full means a wake-up is pending already.
+            let _ = self.wake.try_send(());
+        }
+        if self.wal_frames.load(Ordering::Relaxed) > WAL_RESET_FRAMES {
+            self.wal_frames.store(0, Ordering::Relaxed);
+            checkpoint(conn);
+        }
+    }
+}
+
+/// A passive checkpoint (it never waits for the writer or readers); the WAL's size in frames,
+/// or `None` when it failed (the next one tries again; the WAL only grows meanwhile).
+fn checkpoint(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).ok()
+}
+
 /// The writer thread: one group commit per turn, until every sender is gone.
-fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
+fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64, mut checkpointer: Checkpointer) {
     while let Ok(first) = jobs.recv() {
         let mut group = VecDeque::with_capacity(MAX_GROUP);
         group.push_back(first);
@@ -229,7 +313,12 @@ fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: 
             }
         }
         while !group.is_empty() {
-            if let Err(msg) = commit_some(conn, &mut group, commits) {
+            let before = commits.load(Ordering::Relaxed);
+            let turn = commit_some(conn, &mut group, commits);
+            if commits.load(Ordering::Relaxed) != before {
+                checkpointer.after_commit(conn);
+            }
+            if let Err(msg) = turn {
                 // The rest of this turn would fail the same way (a broken file, a lock held
                 // by another process past the busy timeout): answer it rather than spin.
                 for job in group.drain(..) {
