@@ -337,7 +337,7 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
                     for _ in 0..mine {
                         loop {
                             let cur = store.get(KIND, "counter").await?.context("counter vanished")?;
-                            let next = cur.body["n"].as_u64().unwrap_or(0) + 1;
+                            let next = cur.body.value()["n"].as_u64().unwrap_or(0) + 1;
                             match store
                                 .put(
                                     Record::new(KIND, "counter", json!({ "n": next })),
@@ -360,8 +360,8 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
             }
             let elapsed = started.elapsed();
             let end = store.get(KIND, "counter").await?.context("counter vanished")?;
-            if end.body["n"].as_u64() != Some(n as u64) {
-                bail!("counter ended at {} instead of {n}", end.body["n"]);
+            if end.body.value()["n"].as_u64() != Some(n as u64) {
+                bail!("counter ended at {} instead of {n}", end.body.value()["n"]);
             }
             report("store-cas", "contended-counter", workers, n, elapsed, json!({ "conflicts": conflicts }));
         }

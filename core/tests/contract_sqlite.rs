@@ -178,7 +178,7 @@ async fn durable_across_unclean_drop() {
     let store = SqliteStore::open(&path, Arc::new(clock.clone())).unwrap();
     let queue = SqliteQueue::open(&path, Arc::new(clock.clone())).unwrap();
     let first = store.get(kind, "task-000").await.unwrap().unwrap();
-    assert_eq!((first.body, first.version), (json!({ "i": "updated" }), 2));
+    assert_eq!((first.body.value(), first.version), (json!({ "i": "updated" }), 2));
     assert!(store.get(kind, "task-199").await.unwrap().is_none());
     let mut q = Query::new(kind, QueryIndex::Account("acc".into()));
     q.limit = 1000;
@@ -284,7 +284,7 @@ fn durable_across_process_abort() {
         let queue = SqliteQueue::open(&path, Arc::new(clock.clone())).unwrap();
         for i in 0..100 {
             let r = store.get(Kind("crash"), &format!("r{i:03}")).await.unwrap();
-            assert_eq!(r.map(|r| r.body), Some(json!(i)), "record r{i:03}");
+            assert_eq!(r.map(|r| r.body.value()), Some(json!(i)), "record r{i:03}");
         }
         let st = queue.stats("crash-jobs").await.unwrap();
         assert_eq!((st.visible, st.in_flight), (20, 5), "25 unacked messages, 5 of them in flight");

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::sqlite_db::{OpError, SqliteDatabase};
-use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, Store, StoreError, Write};
+use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store, StoreError, Write};
 
 /// Longest key accepted, in bytes (DynamoDB's sort-key limit).
 const MAX_KEY_BYTES: usize = 1024;
@@ -133,35 +133,10 @@ fn check(condition: Condition, current: Option<u64>, kind: Kind, key: &str) -> R
     }
 }
 
-/// A write with its body already encoded: encoding (and dropping the body) is the caller's
-/// work, not the writer thread's, which every write of the file waits on.
-enum EncodedWrite {
-    /// A put: the record with its body taken out, the body as JSON, the condition.
-    Put(Record, String, Condition),
-    /// A delete.
-    Delete(Kind, String, Condition),
-}
-
-fn encode(writes: Vec<Write>) -> Result<Vec<EncodedWrite>, StoreError> {
-    writes
-        .into_iter()
-        .map(|w| match w {
-            Write::Put(mut record, condition) => {
-                let body = serde_json::to_string(&record.body).map_err(|e| {
-                    StoreError::Invalid(format!("body of {}/{} does not encode: {e}", record.kind, record.key))
-                })?;
-                record.body = serde_json::Value::Null;
-                Ok(EncodedWrite::Put(record, body, condition))
-            }
-            Write::Delete(kind, key, condition) => Ok(EncodedWrite::Delete(kind, key, condition)),
-        })
-        .collect()
-}
-
 /// Applies one write inside an open transaction; returns the new version (0 for a delete).
-fn apply(conn: &Connection, write: &EncodedWrite, now: i64) -> Result<u64, StoreError> {
+fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> {
     match write {
-        EncodedWrite::Put(record, body, condition) => {
+        Write::Put(record, condition) => {
             let current = live_version(conn, record.kind.as_str(), &record.key, now)?;
             check(*condition, current, record.kind, &record.key)?;
             // An expired row is gone: a write over it starts a new life at version 1.
@@ -182,12 +157,12 @@ fn apply(conn: &Connection, write: &EncodedWrite, now: i64) -> Result<u64, Store
                 record.index.status,
                 record.index.time_ms,
                 record.expires_at_ms,
-                body
+                record.body.as_str()
             ])
             .map_err(db_err)?;
             Ok(version)
         }
-        EncodedWrite::Delete(kind, key, condition) => {
+        Write::Delete(kind, key, condition) => {
             let current = live_version(conn, kind.as_str(), key, now)?;
             check(*condition, current, *kind, key)?;
             conn.prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")
@@ -208,7 +183,7 @@ fn write_key(write: &Write) -> (Kind, &str) {
 
 /// Applies `writes` in order inside the operation's savepoint: all of them or, on any error
 /// (which rolls the savepoint back), none.
-fn transact_in(conn: &Connection, writes: &[EncodedWrite], now: i64) -> Result<Vec<u64>, StoreError> {
+fn transact_in(conn: &Connection, writes: &[Write], now: i64) -> Result<Vec<u64>, StoreError> {
     writes.iter().map(|w| apply(conn, w, now)).collect()
 }
 
@@ -220,10 +195,8 @@ fn read_record(kind: Kind, row: &Row<'_>) -> rusqlite::Result<Result<Record, Sto
     let index = IndexKeys { account: row.get(2)?, status: row.get(3)?, time_ms: row.get(4)? };
     let version = row.get::<_, i64>(1)? as u64;
     let expires_at_ms = row.get(5)?;
-    Ok(match serde_json::from_str(&body) {
-        Ok(body) => Ok(Record { kind, key, version, index, expires_at_ms, body }),
-        Err(e) => Err(StoreError::Corrupt { kind, key, reason: e.to_string() }),
-    })
+    // Not parsed here: the entity decoding it tells a corrupt body (`StoreError::Corrupt`).
+    Ok(Ok(Record { kind, key, version, index, expires_at_ms, body: RecordBody::from_stored(body) }))
 }
 
 /// The opaque paging cursor: hex of `time_ms:key` of the last record returned. Positional, so
@@ -318,14 +291,14 @@ impl Store for SqliteStore {
 
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
         validate_key(&record.key)?;
-        let writes = encode(vec![Write::Put(record, condition)])?;
+        let writes = vec![Write::Put(record, condition)];
         let versions = self.write("put", move |conn, now| transact_in(conn, &writes, now)).await?;
         Ok(versions.first().copied().unwrap_or_default())
     }
 
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError> {
         validate_key(key)?;
-        let writes = vec![EncodedWrite::Delete(kind, key.to_string(), condition)];
+        let writes = vec![Write::Delete(kind, key.to_string(), condition)];
         self.write("delete", move |conn, now| transact_in(conn, &writes, now)).await?;
         Ok(())
     }
@@ -350,7 +323,6 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let writes = encode(writes)?;
         self.write("transact", move |conn, now| transact_in(conn, &writes, now)).await
     }
 
@@ -543,7 +515,7 @@ mod group_commit_tests {
 
         let get = |key: &'static str| {
             let store = &store;
-            async move { store.get(Kind("g"), key).await.unwrap().map(|r| (r.version, r.body)) }
+            async move { store.get(Kind("g"), key).await.unwrap().map(|r| (r.version, r.body.value())) }
         };
         assert_eq!(get("new").await, Some((1, json!("a"))));
         assert_eq!(get("taken").await, None);

@@ -181,12 +181,12 @@ pub mod store {
         let (s, kind) = (f.store, Kind("c_put"));
         assert_eq!(s.get(kind, "a").await.unwrap(), None);
         let mut r = indexed(kind, "a", Some("acc"), Some("on"), Some(5));
-        r.body = json!({ "n": 1, "s": "x", "nested": [1, 2, { "z": null }] });
+        r.body = json!({ "n": 1, "s": "x", "nested": [1, 2, { "z": null }] }).into();
         r.expires_at_ms = Some(f.clock.now_ms() + 60_000);
         assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 1);
         let got = s.get(kind, "a").await.unwrap().expect("written record");
         assert_eq!(got, Record { version: 1, ..r.clone() });
-        r.body = json!({ "n": 2 });
+        r.body = json!({ "n": 2 }).into();
         r.index = IndexKeys::default();
         r.expires_at_ms = None;
         assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 2);
@@ -204,7 +204,7 @@ pub mod store {
         assert_eq!(s.put(rec(kind, "k", json!(3)), Condition::Version(1)).await.unwrap(), 2);
         assert_condition_failed(s.put(rec(kind, "k", json!(4)), Condition::Version(1)).await, Some(2));
         let got = s.get(kind, "k").await.unwrap().unwrap();
-        assert_eq!((got.body, got.version), (json!(3), 2));
+        assert_eq!((got.body.value(), got.version), (json!(3), 2));
         assert_condition_failed(s.put(rec(kind, "missing", json!(5)), Condition::Version(1)).await, None);
         assert_eq!(s.get(kind, "missing").await.unwrap(), None);
     }
@@ -249,7 +249,7 @@ pub mod store {
             .await;
         assert_condition_failed(r, Some(1));
         let a = s.get(kind, "a").await.unwrap().unwrap();
-        assert_eq!((a.body, a.version), (json!("a"), 1));
+        assert_eq!((a.body.value(), a.version), (json!("a"), 1));
         assert_eq!(s.get(kind, "c").await.unwrap(), None);
         assert_eq!(s.get(kind, "b").await.unwrap().unwrap().body, json!("b"));
 
@@ -467,7 +467,7 @@ pub mod store {
                     let mut conflicts = 0u32;
                     loop {
                         let cur = s.get(kind, "counter").await.unwrap().unwrap();
-                        let n = cur.body["n"].as_i64().unwrap();
+                        let n = cur.body.value()["n"].as_i64().unwrap();
                         match s.put(rec(kind, "counter", json!({ "n": n + 1 })), Condition::Version(cur.version)).await
                         {
                             Ok(_) => return conflicts,
@@ -504,7 +504,7 @@ pub mod store {
         }
         seen.sort_unstable();
         assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
-        assert_eq!(s.get(kind, "calls").await.unwrap().unwrap().body["count"], 20);
+        assert_eq!(s.get(kind, "calls").await.unwrap().unwrap().body.value()["count"], 20);
         f.clock.advance_ms(60_000);
         assert_eq!(s.get(kind, "calls").await.unwrap(), None);
         assert_eq!(s.increment(kind, "calls", None).await.unwrap(), 1);
@@ -528,7 +528,7 @@ pub mod store {
         }
         assert_eq!(winners.len(), 1, "{winners:?}");
         let got = s.get(kind, "idem").await.unwrap().unwrap();
-        assert_eq!((got.body, got.version), (json!(winners[0].0), 1));
+        assert_eq!((got.body.value(), got.version), (json!(winners[0].0), 1));
     }
 
     /// Many concurrent compare-and-set writes on one key give exactly one winner per version:
@@ -556,7 +556,7 @@ pub mod store {
             assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
             assert_eq!(winners[0].1, round + 1);
             let got = s.get(kind, "k").await.unwrap().unwrap();
-            assert_eq!((got.version, got.body), (round + 1, json!({ "round": round, "by": winners[0].0 })));
+            assert_eq!((got.version, got.body.value()), (round + 1, json!({ "round": round, "by": winners[0].0 })));
         }
 
         let base = 21u64;
@@ -595,7 +595,7 @@ pub mod store {
         assert_eq!(versions, expected, "each version won exactly once");
         let (last, by) = *won.last().unwrap();
         let got = s.get(kind, "k").await.unwrap().unwrap();
-        assert_eq!((got.version, got.body), (last, json!({ "by": by, "over": last - 1 })));
+        assert_eq!((got.version, got.body.value()), (last, json!({ "by": by, "over": last - 1 })));
     }
 
     /// Bad keys, limits and cursors are refused as invalid.

@@ -61,13 +61,64 @@ pub struct Record {
     /// When the record stops existing, in Unix ms; `None` for never.
     pub expires_at_ms: Option<i64>,
     /// The payload.
-    pub body: serde_json::Value,
+    pub body: RecordBody,
 }
 
 impl Record {
     /// A record not yet written.
-    pub fn new(kind: Kind, key: impl Into<String>, body: serde_json::Value) -> Self {
-        Self { kind, key: key.into(), version: 0, index: IndexKeys::default(), expires_at_ms: None, body }
+    pub fn new(kind: Kind, key: impl Into<String>, body: impl Into<RecordBody>) -> Self {
+        Self { kind, key: key.into(), version: 0, index: IndexKeys::default(), expires_at_ms: None, body: body.into() }
+    }
+}
+
+/// A record's payload as JSON text. An entity is encoded straight to text on the way in and
+/// decoded straight from it on the way out, with no `serde_json::Value` tree in between: on a
+/// busy store those trees were a good part of all allocations.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordBody(String);
+
+impl RecordBody {
+    /// Encodes `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_string(value).map(Self)
+    }
+
+    /// A body an adapter reads back from where it stored one (it was JSON when written).
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Decodes the body.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// The body as a JSON value (`Null` when the text is not JSON).
+    pub fn value(&self) -> serde_json::Value {
+        self.decode().unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for RecordBody {
+    fn from(value: serde_json::Value) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl PartialEq<serde_json::Value> for RecordBody {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.decode::<serde_json::Value>().is_ok_and(|v| &v == other)
+    }
+}
+
+impl std::fmt::Debug for RecordBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -215,8 +266,7 @@ pub trait Entity: Serialize + DeserializeOwned + Send + Sync {
 
     /// The record to write for this value.
     fn to_record(&self) -> Result<Record, StoreError> {
-        let body = serde_json::to_value(self)
-            .map_err(|e| StoreError::Invalid(format!("{} does not encode: {e}", Self::KIND)))?;
+        let body = RecordBody::encode(self).map_err(|e| StoreError::Invalid(format!("{} does not encode: {e}", Self::KIND)))?;
         Ok(Record {
             kind: Self::KIND,
             key: self.key(),
@@ -230,7 +280,7 @@ pub trait Entity: Serialize + DeserializeOwned + Send + Sync {
     /// Decodes a record of this kind.
     fn from_record(record: Record) -> Result<Versioned<Self>, StoreError> {
         let version = record.version;
-        let value = serde_json::from_value(record.body).map_err(|e| StoreError::Corrupt {
+        let value = record.body.decode().map_err(|e| StoreError::Corrupt {
             kind: Self::KIND,
             key: record.key,
             reason: e.to_string(),
