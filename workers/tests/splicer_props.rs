@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use relaycast_workers::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
-use relaycast_workers::splicer::{Splicer, SplicerConfig};
+use relaycast_workers::media::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
+use relaycast_workers::splice::splicer::{Splicer, SplicerConfig};
 
 /// One generated tag of a source: what it is and its timestamp step from the previous tag.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ fn source_tags(steps: &[Gen], start: u32) -> Vec<FlvTag> {
         .collect()
 }
 
-fn drain(sub: &mut relaycast_workers::splicer::Subscription) -> Vec<FlvTag> {
+fn drain(sub: &mut relaycast_workers::splice::splicer::Subscription) -> Vec<FlvTag> {
     let mut v = Vec::new();
     while let Some(t) = sub.try_recv() {
         v.push(t);
@@ -97,7 +97,7 @@ proptest! {
         ),
         late_join in 0usize..6,
     ) {
-        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 4096 });
+        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 4096, ..SplicerConfig::default() });
         let mut early = splicer.subscribe();
         let mut late = None;
         let mut expected_pictures = 0u64;
@@ -190,7 +190,7 @@ proptest! {
             stream.push(0x47);
             stream.extend_from_slice(p);
         }
-        let mut d = relaycast_workers::mpegts::TsToFlv::new();
+        let mut d = relaycast_workers::media::mpegts::TsToFlv::new();
         for c in stream.chunks(cut) {
             prop_assert!(d.push(c).is_ok());
         }

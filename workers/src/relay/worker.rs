@@ -24,11 +24,11 @@ use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{IngestSpec, SourceKind};
-use crate::pusher::PusherState;
-use crate::playout;
-use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
-use crate::transcode::{self, WatermarkFetcher, Watermarks};
+use crate::ingest::transcode::{self, WatermarkFetcher, Watermarks};
+use crate::ingest::{egress, IngestSpec, SourceKind};
+use crate::relay::playout;
+use crate::relay::pusher::PusherState;
+use crate::relay::session::{FinishCause, PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
 
 /// What happened to one job message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,7 +425,7 @@ impl TaskRunner {
             .collect::<Result<_, String>>()?;
         playout::apply_sources(&mut sources, task);
         for spec in &mut sources {
-            crate::egress::pin(spec).await;
+            egress::pin(spec).await;
         }
         Ok(sources)
     }
@@ -440,20 +440,20 @@ impl TaskRunner {
         let sources = self.build_sources(task).await.map_err(StartError::Source)?;
         let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
         let mut spec = SessionSpec::new(sources, destinations);
-        playout::apply_task(&mut spec, task);
-        spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        playout::apply_task(&mut spec.source, task);
+        spec.source.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
         spec.allow_private_targets = settings.allow_private_targets;
-        spec.standby_failover_after =
+        spec.source.standby_failover_after =
             Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time
         // (platforms would otherwise end the broadcast), then the task fails.
-        spec.slate = Some(SlateConfig {
+        spec.source.slate = Some(SlateConfig {
             timeout: Duration::from_millis(settings.timing.slate_duration_ms),
             image: settings.slate_image.clone(),
             ffmpeg_path: settings.ffmpeg_path.clone(),
             hevc: task.fops.vcodec == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
         });
-        spec.playout_events = Some(playout_events);
+        spec.source.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| {
             let reason = e.to_string();
             match e {

@@ -13,7 +13,7 @@
 //!
 //! The ingest writes FLV (the splicer parses FLV tags). ffmpeg 5.1's FLV muxer cannot carry
 //! HEVC, so a `libx265` ingest writes MPEG-TS instead ([`Container::MpegTs`]), which
-//! [`crate::mpegts`] turns into Enhanced RTMP (`hvc1`) tags. Vorbis has no FLV or RTMP form at
+//! [`crate::media::mpegts`] turns into Enhanced RTMP (`hvc1`) tags. Vorbis has no FLV or RTMP form at
 //! all: `libvorbis` is refused with a clear error instead of a session that fails in a loop.
 
 use std::collections::{HashMap, HashSet};
@@ -769,7 +769,7 @@ mod tests {
     #[tokio::test]
     async fn system_ffmpeg_has_what_the_mapping_needs() {
         crate::require_peers!(Ffmpeg);
-        let ffmpeg = Path::new(crate::ingest::DEFAULT_FFMPEG);
+        let ffmpeg = Path::new(crate::process::DEFAULT_FFMPEG);
         let f = Fops { vcodec: Some(VideoCodec::Libx264), acodec: Some(AudioCodec::Libfaac), ..Fops::default() };
         check_encoders(ffmpeg, &f).await.expect("libx264 + aac");
         let f = Fops { acodec: Some(AudioCodec::Libmp3lame), ..Fops::default() };

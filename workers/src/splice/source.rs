@@ -1,58 +1,47 @@
-//! A relay session: one relay task's data plane.
+//! The source side of a task: one supervisor that pulls the task's sources one at a time
+//! (walking the ordered list on failure) and feeds a [`Splicer`], whoever consumes it.
 //!
-//! One supervisor task owns the ingest (one ffmpeg at a time, walking the ordered sources on
-//! failure) and feeds the splicer; one [`Pusher`] per destination publishes the splicer's
-//! timeline. A source failover, a manual switch, or a VOD item ending only replaces the
-//! ingest: pusher connections stay up and see one continuous timeline.
-//!
-//! The same splice carries the playout features:
-//! - [`RelaySession::replace_sources`] (`cmd=3`): the new list's first item is pulled beside
-//!   the current source and takes over at its keyframe ([`ApplyAt::Now`]), or when the
-//!   current VOD item ends ([`ApplyAt::AfterCurrentItem`]);
+//! A source failover, a manual switch, or a VOD item ending only replaces the ingest: the
+//! splicer's subscribers see one continuous timeline. The same splice carries the playout
+//! features:
+//! - [`SourceSupervisor::replace_sources`] (`cmd=3`): the new list's first item is pulled
+//!   beside the current source and takes over at its keyframe ([`ApplyAt::Now`]), or when
+//!   the current VOD item ends ([`ApplyAt::AfterCurrentItem`]);
 //! - VOD playlists (every source [`SourceKind::Vod`]): items in order, paced in real time,
-//!   [`SessionSpec::loops`] passes from [`SessionSpec::start_index`], each item cut to its
+//!   [`SourceSpec::loops`] passes from [`SourceSpec::start_index`], each item cut to its
 //!   [`IngestSpec::window`] (`relofftime`); a failing item is reported and skipped;
-//! - the slate ([`SessionSpec::slate`]): while every live source is down the destinations get
-//!   black (or an image) and silence at the stream's format, until a source is back or the
-//!   slate times out;
-//! - [`SessionSpec::switch_back_after`]: automatic return to the primary.
+//! - hot standby ([`SourceSpec::hot_standby`]): a natively pulled next source kept connected
+//!   beside the running one, replayed from its latest keyframe on a failover;
+//! - the slate ([`SourceSpec::slate`], [`super::slate`]): while every live source is down the
+//!   subscribers get black (or an image) and silence at the stream's format, until a source is
+//!   back or the slate times out;
+//! - [`SourceSpec::switch_back_after`]: automatic return to the primary.
 //!
-//! Their events ([`PlayoutEvent`]) go to [`SessionSpec::playout_events`].
-//!
-//! These types are local to the workers; the control plane maps its task model onto
-//! [`SessionSpec`] and [`SessionEvent`].
+//! Consumers subscribe to [`SourceSupervisor::splicer`] with their own
+//! [`SubscribeOptions`]: a relay session's pushers, or a recorder's file sinks, which never
+//! drop, see the switches and gaps, and leave the slate out.
 //!
 //! ```no_run
 //! use relaycast_workers::ingest::IngestSpec;
-//! use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
+//! use relaycast_workers::splice::source::{SourceSpec, SourceSupervisor};
+//! use relaycast_workers::splice::splicer::{SpliceItem, SubscribeOptions};
 //!
-//! # async fn relay() -> Result<(), relaycast_workers::session::SessionError> {
-//! let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-//! let spec = SessionSpec::new(
-//!     vec![
-//!         IngestSpec::live("rtmp://origin.example/live/main"),   // primary
-//!         IngestSpec::live("rtmp://backup.example/live/main"),   // backup
-//!     ],
-//!     vec!["rtmp://cdn-a.example/app/key?auth=x".into(), "rtmp://cdn-b.example/live/k".into()],
-//! );
-//! let session = RelaySession::start(spec, events_tx)?;
-//! session.add_destination("rtmp://cdn-c.example/live/k")?;
-//! session.stop_destination("rtmp://cdn-b.example/live/k").await?;
-//! session.switch_to_source(0).await?; // back to the primary, same connections
-//! println!("{:?}", session.status());
-//! while let Some(ev) = events.recv().await {
-//!     if let SessionEvent::SourceFailed { index, reason } = &ev {
-//!         eprintln!("source {index} failed: {reason}");
+//! # async fn record() -> Result<(), relaycast_workers::splice::source::SourceError> {
+//! let spec = SourceSpec::new(vec![IngestSpec::live("rtmp://origin.example/live/main")]);
+//! let source = SourceSupervisor::start(spec, |event| println!("{event:?}"))?;
+//! let mut sink = source.subscribe(SubscribeOptions::file_sink());
+//! while let Some(item) = sink.recv_item().await {
+//!     match item {
+//!         SpliceItem::Tag(tag) => { /* write it */ let _ = tag; }
+//!         SpliceItem::Switch(_) | SpliceItem::Gap(_) => { /* e.g. an HLS discontinuity */ }
 //!     }
 //! #   break;
 //! }
-//! session.stop().await;
+//! source.stop().await;
 //! # Ok(())
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -60,23 +49,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::flv::FlvTag;
-use crate::ingest::{Container, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
-use crate::pusher::{Pusher, PusherConfig, PusherEvent, PusherStatus, RtmpUrl};
-
-fn destination(url: &str) -> Result<RtmpUrl, SessionError> {
-    RtmpUrl::parse_parts(url).map_err(|reason| SessionError::InvalidDestination { url: url.to_string(), reason })
-}
-use crate::splicer::{Splicer, SplicerConfig, VideoShape};
+use crate::ingest::{egress, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
+use crate::media::flv::FlvTag;
+use crate::splice::slate::{self, SlateConfig};
+use crate::splice::splicer::{Origin, Splicer, SplicerConfig, SubscribeOptions, Subscription, VideoShape};
 
 /// How long an ingest gets to exit after SIGINT before its group is killed.
-const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Errors of the session API. Invalid sources and destinations are the caller's fault;
-/// [`SessionError::Stopped`] means the session is gone.
+/// Errors of the source supervisor's API. Invalid sources are the caller's fault;
+/// [`SourceError::Stopped`] means the supervisor is gone.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// A session needs at least one source.
+pub enum SourceError {
+    /// A supervisor needs at least one source.
     #[error("a relay session needs at least one source")]
     NoSources,
     /// A source was refused.
@@ -87,20 +72,6 @@ pub enum SessionError {
         /// Why.
         source: IngestError,
     },
-    /// A destination URL was refused.
-    #[error("invalid destination URL: {reason}")]
-    InvalidDestination {
-        /// The URL as given (not in the message: it holds the stream key).
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The destination is already being relayed to.
-    #[error("destination {0} is already in this session")]
-    DuplicateDestination(String),
-    /// No such destination in this session.
-    #[error("destination {0} is not in this session")]
-    UnknownDestination(String),
     /// `switch_to_source` with an index past the source list.
     #[error("source index {index} out of range (the session has {len} sources)")]
     SourceOutOfRange {
@@ -109,7 +80,7 @@ pub enum SessionError {
         /// Number of sources.
         len: usize,
     },
-    /// The session has stopped.
+    /// The supervisor has stopped.
     #[error("the relay session has stopped")]
     Stopped,
 }
@@ -146,36 +117,8 @@ pub enum ApplyAt {
     AfterCurrentItem,
 }
 
-/// The slate: what destinations get while every source is down, so their connections and
-/// players stay up. Encoded by an ffmpeg with lavfi inputs at the stream's last size and frame
-/// rate (black, or `image`) with silent AAC.
-#[derive(Debug, Clone)]
-pub struct SlateConfig {
-    /// How long the slate may run before the session gives up and reports that every source
-    /// failed ([`PlayoutEvent::SourcesExhausted`], then `Finished`). Default 5 min.
-    pub timeout: Duration,
-    /// An operator-provided still image (local path) instead of black. Never a user URL.
-    pub image: Option<PathBuf>,
-    /// The ffmpeg that encodes the slate. Default [`crate::ingest::DEFAULT_FFMPEG`].
-    pub ffmpeg_path: PathBuf,
-    /// Encode the slate in HEVC (for a stream transcoded to HEVC, so the destinations see
-    /// no codec change); H.264 otherwise. Default false.
-    pub hevc: bool,
-}
-
-impl Default for SlateConfig {
-    fn default() -> Self {
-        SlateConfig {
-            timeout: Duration::from_secs(300),
-            image: None,
-            ffmpeg_path: PathBuf::from(crate::ingest::DEFAULT_FFMPEG),
-            hevc: false,
-        }
-    }
-}
-
-/// Playlist, replacement and slate events, in order, on [`SessionSpec::playout_events`].
-/// (They are a channel of their own so that code matching [`SessionEvent`] exhaustively keeps
+/// Playlist, replacement and slate events, in order, on [`SourceSpec::playout_events`].
+/// (They are a channel of their own so that code matching [`SourceEvent`] exhaustively keeps
 /// compiling.) Map to the seed's callbacks: `ItemFailed` → code 4, `ItemStarted` and
 /// `SourcesReplaced` → code 5, `SourcesExhausted` → code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,14 +137,14 @@ pub enum PlayoutEvent {
         /// ffmpeg's reason.
         reason: String,
     },
-    /// A `replace_sources` took effect: the session now ingests the new list.
+    /// A `replace_sources` took effect: the supervisor now ingests the new list.
     SourcesReplaced {
         /// Length of the new list.
         sources: usize,
         /// The item it started with (0-based).
         index: usize,
     },
-    /// Every source is down: the destinations get the slate.
+    /// Every source is down: the subscribers get the slate.
     SlateStarted,
     /// The slate stopped (a source is back, or the session ends).
     SlateEnded,
@@ -211,7 +154,7 @@ pub enum PlayoutEvent {
         /// Why.
         reason: String,
     },
-    /// The session ended; the same reason as [`SessionEvent::Finished`]. Always last.
+    /// The supervisor ended; the same reason as [`SourceEvent::Finished`]. Always last.
     Finished {
         /// Why, for the task's state.
         cause: FinishCause,
@@ -220,10 +163,10 @@ pub enum PlayoutEvent {
     },
 }
 
-/// Why a session ended, see [`PlayoutEvent::Finished`].
+/// Why a supervisor ended, see [`PlayoutEvent::Finished`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishCause {
-    /// [`RelaySession::stop`] (or the handle was dropped).
+    /// [`SourceSupervisor::stop`] (or the handle was dropped).
     Stopped,
     /// The playlist played its passes (`loop` reached).
     PlaylistFinished,
@@ -235,13 +178,11 @@ pub enum FinishCause {
     SourceEnded,
 }
 
-/// What to relay.
+/// What to pull, and how to fail over.
 #[derive(Debug, Clone)]
-pub struct SessionSpec {
+pub struct SourceSpec {
     /// Ordered sources: primary first, then backups (or playlist items for VOD).
     pub sources: Vec<IngestSpec>,
-    /// Destination RTMP URLs.
-    pub destinations: Vec<String>,
     /// No tag from a running source for this long means it is down. Default 3 s.
     pub stall_timeout: Duration,
     /// A newly started source must produce its first tag within this. Default 10 s.
@@ -263,8 +204,6 @@ pub struct SessionSpec {
     /// a network problem on our side would silence both. Default 1 s; `None` waits for
     /// `stall_timeout` in every case.
     pub standby_failover_after: Option<Duration>,
-    /// Pusher tunables (backoff etc.).
-    pub pusher: PusherConfig,
     /// Splicer tunables.
     pub splicer: SplicerConfig,
     /// VOD playlists (every source [`SourceKind::Vod`]): how many passes. Default one.
@@ -273,35 +212,33 @@ pub struct SessionSpec {
     /// `index` minus one); later passes start at the first item. Past the end means the
     /// last item. Default 0.
     pub start_index: usize,
-    /// What to send while every live source is down; `None` = nothing (destinations idle
-    /// on an open connection while the sources are retried). Default a black slate for
-    /// 5 min. Only used once the stream has had a picture.
+    /// What to send while every live source is down; `None` = nothing (subscribers idle
+    /// while the sources are retried). Default a black slate for 5 min. Only used once the
+    /// stream has had a picture.
     pub slate: Option<SlateConfig>,
-    /// Live: once the session runs on a backup, go back to the primary (source 0) when it
+    /// Live: once the supervisor runs on a backup, go back to the primary (source 0) when it
     /// has delivered data for this long without a break (it is pulled beside the backup
     /// meanwhile). `None` = stay on the backup until told otherwise. Default `None`.
     pub switch_back_after: Option<Duration>,
     /// Where [`PlayoutEvent`]s go. Default `None`.
     pub playout_events: Option<mpsc::UnboundedSender<PlayoutEvent>>,
-    /// Let every source and destination of the session (replacements included) reach
-    /// addresses inside the operator's network: the operator's `allow_private_targets`.
-    /// Default false.
+    /// Let every source (replacements included) reach addresses inside the operator's
+    /// network: the operator's `allow_private_targets`. A relay session sets it from
+    /// its own flag. Default false.
     pub allow_private_targets: bool,
 }
 
-impl SessionSpec {
+impl SourceSpec {
     /// A spec with default timings.
-    pub fn new(sources: Vec<IngestSpec>, destinations: Vec<String>) -> Self {
-        SessionSpec {
+    pub fn new(sources: Vec<IngestSpec>) -> Self {
+        SourceSpec {
             sources,
-            destinations,
             stall_timeout: Duration::from_secs(3),
             startup_timeout: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             standby_after: Duration::from_secs(1),
             hot_standby: true,
             standby_failover_after: Some(Duration::from_secs(1)),
-            pusher: PusherConfig::default(),
             splicer: SplicerConfig::default(),
             loops: Loops::Count(1),
             start_index: 0,
@@ -311,17 +248,11 @@ impl SessionSpec {
             allow_private_targets: false,
         }
     }
-
-    /// [`SessionSpec::new`] with private targets allowed: for tests and benchmarks whose
-    /// sources and destinations run on 127.0.0.1.
-    pub fn on_loopback(sources: Vec<IngestSpec>, destinations: Vec<String>) -> Self {
-        SessionSpec { allow_private_targets: true, ..SessionSpec::new(sources, destinations) }
-    }
 }
 
-/// What happened in a session, in order.
+/// What happened on the source side, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionEvent {
+pub enum SourceEvent {
     /// The first source was started.
     Started,
     /// A source failed (stalled, exited, never produced data).
@@ -338,26 +269,16 @@ pub enum SessionEvent {
         /// New source.
         to: usize,
     },
-    /// A destination failed; its pusher retries with backoff on its own.
-    DestinationFailed {
-        /// Destination URL.
-        url: String,
-        /// Why.
-        reason: String,
-        /// Whether the destination is at fault rather than relaycast.
-        destination_error: bool,
-    },
-    /// A destination publishes again after a failure.
-    DestinationRecovered {
-        /// Destination URL.
-        url: String,
-    },
-    /// The session ended (stopped, or the last VOD item ended).
+    /// The supervisor ended (stopped, or the last VOD item ended).
     Finished {
         /// Why.
         reason: String,
     },
 }
+
+/// Where a supervisor's [`SourceEvent`]s go: called on the supervisor's task, so it must not
+/// block (send on a channel).
+type EventSink = Box<dyn Fn(SourceEvent) + Send + Sync>;
 
 /// State of the current source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,15 +289,15 @@ pub enum SourceState {
     Running,
     /// Between a failure and the next attempt.
     Retrying,
-    /// Every source is down; the destinations get the slate while the sources are retried.
+    /// Every source is down; the subscribers get the slate while the sources are retried.
     Slate,
-    /// The session is over.
+    /// The supervisor is over.
     Stopped,
 }
 
-/// A snapshot of a session.
+/// A snapshot of the source side.
 #[derive(Debug, Clone)]
-pub struct SessionStatus {
+pub struct SourceStatus {
     /// Index of the source being ingested.
     pub current_source: usize,
     /// Its state.
@@ -391,8 +312,6 @@ pub struct SessionStatus {
     pub position_ms: u32,
     /// The current ingest ffmpeg's last progress line (its own time, speed, frames).
     pub source_progress: Option<IngestProgress>,
-    /// One entry per destination.
-    pub destinations: Vec<PusherStatus>,
     /// Length of the current source list (changes with `replace_sources`).
     pub sources: usize,
     /// VOD playlists: the current pass, from 1.
@@ -424,8 +343,7 @@ enum Order {
 }
 
 struct Shared {
-    status: Mutex<SessionStatus>,
-    pushers: Mutex<BTreeMap<String, Pusher>>,
+    status: Mutex<SourceStatus>,
     /// Length of the source list the supervisor works on (for `switch_to_source` checks).
     n_sources: AtomicUsize,
 }
@@ -434,43 +352,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Handle to a running relay session. Dropping it without [`RelaySession::stop`] still ends
-/// everything: the supervisor sees its order channel close and stops the ingest, and dropped
-/// pushers cancel themselves.
-pub struct RelaySession {
+/// Handle to a running source supervisor. Dropping it without [`SourceSupervisor::stop`]
+/// still ends it: the supervisor sees its order channel close and stops the ingest.
+pub struct SourceSupervisor {
     orders: mpsc::Sender<Order>,
     shared: Arc<Shared>,
     splicer: Splicer,
-    pusher_config: PusherConfig,
     allow_private_targets: bool,
-    pusher_events: mpsc::UnboundedSender<PusherEvent>,
-    supervisor: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<()>>,
 }
 
-impl RelaySession {
-    /// Validates `spec`, starts the pushers and the first source. Must be called inside a
-    /// Tokio runtime.
+impl SourceSupervisor {
+    /// Validates `spec` and starts the first source; `events` hears what happens. Must be
+    /// called inside a Tokio runtime.
     pub fn start(
-        mut spec: SessionSpec,
-        events: mpsc::UnboundedSender<SessionEvent>,
-    ) -> Result<RelaySession, SessionError> {
+        mut spec: SourceSpec,
+        events: impl Fn(SourceEvent) + Send + Sync + 'static,
+    ) -> Result<SourceSupervisor, SourceError> {
         validate_sources(&spec.sources)?;
-        spec.pusher.allow_private_targets = spec.allow_private_targets;
         for s in &mut spec.sources {
             s.allow_private_targets = spec.allow_private_targets;
         }
-        let mut urls = Vec::new();
-        for d in &spec.destinations {
-            let u = destination(d)?;
-            if urls.iter().any(|x: &RtmpUrl| x == &u) {
-                return Err(SessionError::DuplicateDestination(u.to_string()));
-            }
-            urls.push(u);
-        }
-
         let splicer = Splicer::new(spec.splicer.clone());
         let shared = Arc::new(Shared {
-            status: Mutex::new(SessionStatus {
+            status: Mutex::new(SourceStatus {
                 current_source: 0,
                 source_state: SourceState::Starting,
                 switches: 0,
@@ -478,196 +383,115 @@ impl RelaySession {
                 fps: 0.0,
                 position_ms: 0,
                 source_progress: None,
-                destinations: Vec::new(),
                 sources: spec.sources.len(),
                 loop_number: 1,
             }),
-            pushers: Mutex::new(BTreeMap::new()),
             n_sources: AtomicUsize::new(spec.sources.len()),
         });
-
-        // Pusher events become session events on one forwarding task.
-        let (pusher_events, mut pusher_rx) = mpsc::unbounded_channel::<PusherEvent>();
-        let fwd = events.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = pusher_rx.recv().await {
-                let ev = match ev {
-                    PusherEvent::Failed {
-                        url,
-                        reason,
-                        destination_error,
-                    } => SessionEvent::DestinationFailed {
-                        url,
-                        reason,
-                        destination_error,
-                    },
-                    PusherEvent::Recovered { url } => SessionEvent::DestinationRecovered { url },
-                };
-                let _ = fwd.send(ev);
-            }
-        });
-
-        // Pushers connect while the ingest starts, so the first keyframe finds them ready.
-        {
-            let mut pushers = lock(&shared.pushers);
-            for u in urls {
-                let p = Pusher::spawn(
-                    u.clone(),
-                    splicer.clone(),
-                    spec.pusher.clone(),
-                    Some(pusher_events.clone()),
-                );
-                pushers.insert(u.to_string(), p);
-            }
-        }
-
         let (orders, order_rx) = mpsc::channel(8);
-        let pusher_config = spec.pusher.clone();
         let allow_private_targets = spec.allow_private_targets;
         let deadline = live_deadline(&spec.sources);
         let supervisor = Supervisor {
             spec,
             splicer: splicer.clone(),
             shared: shared.clone(),
-            events,
+            events: Box::new(events),
             orders: order_rx,
             deadline,
             after_item: None,
             loop_number: 1,
         };
-        let supervisor = tokio::spawn(supervisor.run());
-        Ok(RelaySession {
-            orders,
-            shared,
-            splicer,
-            pusher_config,
-            allow_private_targets,
-            pusher_events,
-            supervisor: Some(supervisor),
-        })
+        let task = tokio::spawn(supervisor.run());
+        Ok(SourceSupervisor { orders, shared, splicer, allow_private_targets, task: Some(task) })
     }
 
-    /// Adds a destination; it gets the cached headers and starts at the next keyframe.
-    pub fn add_destination(&self, url: &str) -> Result<(), SessionError> {
-        if self.orders.is_closed() {
-            return Err(SessionError::Stopped);
-        }
-        let u = destination(url)?;
-        let mut pushers = lock(&self.shared.pushers);
-        if pushers.contains_key(u.as_str()) {
-            return Err(SessionError::DuplicateDestination(u.to_string()));
-        }
-        let p = Pusher::spawn(
-            u.clone(),
-            self.splicer.clone(),
-            self.pusher_config.clone(),
-            Some(self.pusher_events.clone()),
-        );
-        pushers.insert(u.to_string(), p);
-        Ok(())
+    /// The splicer this supervisor feeds: the one timeline of the task.
+    pub fn splicer(&self) -> &Splicer {
+        &self.splicer
     }
 
-    /// Stops one destination (a clean `deleteStream`); the others are not touched.
-    pub async fn stop_destination(&self, url: &str) -> Result<(), SessionError> {
-        let p = lock(&self.shared.pushers)
-            .remove(url)
-            .ok_or_else(|| SessionError::UnknownDestination(url.to_string()))?;
-        p.stop().await;
-        Ok(())
+    /// A new consumer of the timeline, see [`Splicer::subscribe_with`].
+    pub fn subscribe(&self, options: SubscribeOptions) -> Subscription {
+        self.splicer.subscribe_with(options)
     }
 
-    /// Switches the ingest to source `index` (e.g. back to the primary). Pushers stay
-    /// connected; the new source continues the same timeline.
-    pub async fn switch_to_source(&self, index: usize) -> Result<(), SessionError> {
+    /// Whether the supervisor has ended (its order channel is closed).
+    pub fn is_stopped(&self) -> bool {
+        self.orders.is_closed()
+    }
+
+    /// Switches the ingest to source `index` (e.g. back to the primary); the new source
+    /// continues the same timeline.
+    pub async fn switch_to_source(&self, index: usize) -> Result<(), SourceError> {
         let len = self.shared.n_sources.load(Ordering::Relaxed);
         if index >= len {
-            return Err(SessionError::SourceOutOfRange { index, len });
+            return Err(SourceError::SourceOutOfRange { index, len });
         }
-        self.orders
-            .send(Order::Switch(index))
-            .await
-            .map_err(|_| SessionError::Stopped)
+        self.orders.send(Order::Switch(index)).await.map_err(|_| SourceError::Stopped)
     }
 
-    /// Replaces the source list (`cmd=3`) without touching any destination connection:
-    /// the new list's first item is pulled beside the current source and takes over at its first keyframe, on the same timeline (as a
+    /// Replaces the source list (`cmd=3`): the new list's first item is pulled beside the
+    /// current source and takes over at its first keyframe, on the same timeline (as a
     /// failover does). A playlist starts its pass count over. See [`ApplyAt`] for `when`.
-    pub async fn replace_sources(
-        &self,
-        sources: Vec<IngestSpec>,
-        when: ApplyAt,
-    ) -> Result<(), SessionError> {
+    pub async fn replace_sources(&self, sources: Vec<IngestSpec>, when: ApplyAt) -> Result<(), SourceError> {
         self.replace_playlist(sources, None, None, when).await
     }
 
     /// Changes a playlist's loop count alone (a `cmd=3` that changes only `extendParam.loop`):
     /// the pass under way counts as the first of the new count (the seed), the item playing
     /// is not interrupted.
-    pub async fn set_loops(&self, loops: Loops) -> Result<(), SessionError> {
-        self.orders
-            .send(Order::SetLoops(loops))
-            .await
-            .map_err(|_| SessionError::Stopped)
+    pub async fn set_loops(&self, loops: Loops) -> Result<(), SourceError> {
+        self.orders.send(Order::SetLoops(loops)).await.map_err(|_| SourceError::Stopped)
     }
 
-    /// [`RelaySession::replace_sources`] that also sets the playlist's `loops` and 0-based
-    /// `start_index` (a `cmd=3` carrying `extendParam.loop` / `index`). `loops: None` keeps
-    /// the current count; `start_index: None` starts at the new list's first item. Either
-    /// way the pass count starts over (the seed: the current item is not counted).
+    /// [`SourceSupervisor::replace_sources`] that also sets the playlist's `loops` and
+    /// 0-based `start_index` (a `cmd=3` carrying `extendParam.loop` / `index`). `loops: None`
+    /// keeps the current count; `start_index: None` starts at the new list's first item.
+    /// Either way the pass count starts over (the seed: the current item is not counted).
     pub async fn replace_playlist(
         &self,
         mut sources: Vec<IngestSpec>,
         loops: Option<Loops>,
         start_index: Option<usize>,
         when: ApplyAt,
-    ) -> Result<(), SessionError> {
+    ) -> Result<(), SourceError> {
         validate_sources(&sources)?;
         for s in &mut sources {
             s.allow_private_targets = self.allow_private_targets;
         }
-        let r = Replacement {
-            sources,
-            loops,
-            start_index,
-        };
-        self.orders
-            .send(Order::Replace(r, when))
-            .await
-            .map_err(|_| SessionError::Stopped)
+        let r = Replacement { sources, loops, start_index };
+        self.orders.send(Order::Replace(r, when)).await.map_err(|_| SourceError::Stopped)
     }
 
-    /// A snapshot of the session.
-    pub fn status(&self) -> SessionStatus {
+    /// A snapshot of the source side.
+    pub fn status(&self) -> SourceStatus {
         let mut st = lock(&self.shared.status).clone();
         st.position_ms = self.splicer.stats().last_timestamp;
-        st.destinations = lock(&self.shared.pushers)
-            .values()
-            .map(Pusher::status)
-            .collect();
         st
     }
 
-    /// Stops gracefully: pushers send `deleteStream`, the ingest gets SIGINT (then SIGKILL),
-    /// and `Finished` is emitted.
+    /// Stops gracefully: the ingest gets SIGINT (then SIGKILL), the splicer closes (every
+    /// subscription drains and ends) and `Finished` is emitted.
     pub async fn stop(mut self) {
-        let pushers: Vec<Pusher> = std::mem::take(&mut *lock(&self.shared.pushers))
-            .into_values()
-            .collect();
-        futures::future::join_all(pushers.into_iter().map(Pusher::stop)).await;
+        self.shutdown().await;
+    }
+
+    /// [`SourceSupervisor::stop`] for an owner that cannot give the handle away.
+    pub(crate) async fn shutdown(&mut self) {
         let _ = self.orders.send(Order::Stop).await;
-        if let Some(task) = self.supervisor.take() {
+        if let Some(task) = self.task.take() {
             let _ = task.await;
         }
     }
 }
 
-fn validate_sources(sources: &[IngestSpec]) -> Result<(), SessionError> {
+pub(crate) fn validate_sources(sources: &[IngestSpec]) -> Result<(), SourceError> {
     if sources.is_empty() {
-        return Err(SessionError::NoSources);
+        return Err(SourceError::NoSources);
     }
     for (index, s) in sources.iter().enumerate() {
         s.args()
-            .map_err(|source| SessionError::InvalidSource { index, source })?;
+            .map_err(|source| SourceError::InvalidSource { index, source })?;
     }
     Ok(())
 }
@@ -681,13 +505,6 @@ fn live_deadline(sources: &[IngestSpec]) -> Option<Instant> {
     }
     let len = sources.iter().find_map(|s| s.window)?.length()?;
     Some(Instant::now() + len)
-}
-
-impl Drop for RelaySession {
-    fn drop(&mut self) {
-        // Dropped pushers cancel themselves; the supervisor ends when `orders` closes.
-        lock(&self.shared.pushers).clear();
-    }
 }
 
 /// How one ingest run ended.
@@ -821,10 +638,10 @@ async fn candidate_next(c: &mut Option<Candidate>) -> Option<IngestEvent> {
 }
 
 struct Supervisor {
-    spec: SessionSpec,
+    spec: SourceSpec,
     splicer: Splicer,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<SessionEvent>,
+    events: EventSink,
     orders: mpsc::Receiver<Order>,
     /// End of a live `relofftime` duration.
     deadline: Option<Instant>,
@@ -865,61 +682,9 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// ffmpeg arguments of the slate: black (or `image`) at the stream's size and rate with
-/// silent stereo AAC, H.264 with a 2 s GOP so a player joining during the slate starts fast.
-fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
-    // x264 with 4:2:0 needs even dimensions.
-    let even = |v: u32| (v.clamp(2, 7680) / 2 * 2).to_string();
-    let (w, h) = (even(shape.width), even(shape.height));
-    let fps = if shape.fps.is_finite() {
-        shape.fps.clamp(1.0, 120.0)
-    } else {
-        25.0
-    };
-    let fps_s = format!("{fps:.3}");
-    let gop = ((fps * 2.0).round() as u32).max(1).to_string();
-    let mut a: Vec<String> = vec!["-hide_banner".into(), "-nostdin".into(), "-re".into()];
-    match &cfg.image {
-        Some(img) => {
-            a.extend(["-protocol_whitelist".into(), "file".into()]);
-            a.extend([
-                "-loop".into(),
-                "1".into(),
-                "-framerate".into(),
-                fps_s.clone(),
-            ]);
-            a.extend(["-i".into(), img.display().to_string()]);
-        }
-        None => {
-            a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
-            a.push(format!("color=c=black:s={w}x{h}:r={fps_s}"));
-        }
-    }
-    a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
-    a.push("anullsrc=r=44100:cl=stereo".into());
-    a.extend(["-map".into(), "0:v:0".into(), "-map".into(), "1:a:0".into()]);
-    if cfg.image.is_some() {
-        a.extend(["-vf".into(), format!("scale={w}:{h},setsar=1")]);
-    }
-    let encoder = if cfg.hevc { "libx265" } else { "libx264" };
-    a.extend(["-c:v", encoder, "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"].map(String::from));
-    if cfg.hevc {
-        a.extend(["-x265-params", "log-level=error"].map(String::from));
-    }
-    a.extend(["-r".into(), fps_s, "-g".into(), gop]);
-    a.extend(["-c:a", "aac", "-b:a", "64k"].map(String::from));
-    // The container the ingest of a stream like this one writes (see `Container`).
-    if cfg.hevc {
-        a.extend(["-f", "mpegts"].map(String::from));
-    } else {
-        a.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
-    }
-    a
-}
-
 impl Supervisor {
-    fn emit(&self, ev: SessionEvent) {
-        let _ = self.events.send(ev);
+    fn emit(&self, ev: SourceEvent) {
+        (self.events)(ev);
     }
 
     fn playout(&self, ev: PlayoutEvent) {
@@ -928,7 +693,7 @@ impl Supervisor {
         }
     }
 
-    fn set_status(&self, f: impl FnOnce(&mut SessionStatus)) {
+    fn set_status(&self, f: impl FnOnce(&mut SourceStatus)) {
         f(&mut lock(&self.shared.status));
     }
 
@@ -994,7 +759,7 @@ impl Supervisor {
         Ok(0)
     }
 
-    #[tracing::instrument(name = "relay_session", skip_all)]
+    #[tracing::instrument(name = "source_supervisor", skip_all)]
     async fn run(mut self) {
         let mut index = self.first_index();
         let mut previous: Option<usize> = None;
@@ -1013,9 +778,9 @@ impl Supervisor {
                 index = c.index;
             }
             match previous {
-                None => self.emit(SessionEvent::Started),
+                None => self.emit(SourceEvent::Started),
                 Some(from) if from != index || dead_in_a_row == 0 => {
-                    self.emit(SessionEvent::SwitchedSource { from, to: index });
+                    self.emit(SourceEvent::SwitchedSource { from, to: index });
                     self.set_status(|s| s.switches += 1);
                     metrics::counter!("relaycast_relay_source_switches_total").increment(1);
                 }
@@ -1112,14 +877,14 @@ impl Supervisor {
                     let reason = redact_reason(&reason, &self.spec.sources[index]);
                     tracing::warn!(index, %reason, "source failed");
                     metrics::counter!("relaycast_relay_source_failures_total").increment(1);
-                    self.emit(SessionEvent::SourceFailed { index, reason: reason.clone() });
+                    self.emit(SourceEvent::SourceFailed { index, reason: reason.clone() });
                     if let Some(c) = next {
                         dead_in_a_row = 0;
                         adopted = Some(c);
                         continue;
                     }
                     dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
-                    refused_in_a_row = if !produced && crate::egress::is_refusal(&reason) { refused_in_a_row + 1 } else { 0 };
+                    refused_in_a_row = if !produced && egress::is_refusal(&reason) { refused_in_a_row + 1 } else { 0 };
                     index = (index + 1) % n;
                     if refused_in_a_row >= n {
                         let reason = format!("every source was refused; {reason}");
@@ -1130,7 +895,7 @@ impl Supervisor {
                         continue;
                     }
                     // Everything is down. With a picture to keep, the slate holds the
-                    // destinations while the sources are retried.
+                    // subscribers while the sources are retried.
                     if let Some(cfg) = self
                         .spec
                         .slate
@@ -1187,7 +952,7 @@ impl Supervisor {
             cause,
             reason: finish_reason.clone(),
         });
-        self.emit(SessionEvent::Finished {
+        self.emit(SourceEvent::Finished {
             reason: finish_reason,
         });
     }
@@ -1202,17 +967,9 @@ impl Supervisor {
             height: 720,
             fps: 25.0,
         });
-        let container = if cfg.hevc { Container::MpegTs } else { Container::Flv };
-        let mut slate = match Ingest::start_trusted(&cfg.ffmpeg_path, &slate_args(cfg, shape), container) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                // Without a slate the sources are still retried for the slate time.
-                tracing::error!(error = %e, "cannot start the slate");
-                None
-            }
-        };
+        let mut slate = slate::start(cfg, shape);
         tracing::info!(?shape, "every source is down: slate");
-        self.splicer.begin_source();
+        self.splicer.begin(Origin::Slate);
         self.set_status(|s| {
             s.source_state = SourceState::Slate;
             s.bitrate_kbps = 0.0;
@@ -1330,7 +1087,7 @@ impl Supervisor {
                 }
             },
         };
-        self.splicer.begin_source();
+        self.splicer.begin(Origin::Source(index));
         for tag in prebuffer {
             self.splicer.push(tag);
         }
@@ -1524,7 +1281,7 @@ impl Supervisor {
                             c.stop();
                             break Outcome::Replace(r);
                         }
-                        self.emit(SessionEvent::SourceFailed {
+                        self.emit(SourceEvent::SourceFailed {
                             index: c.index,
                             reason: format!("no keyframe within {:?}", self.spec.startup_timeout),
                         });
@@ -1562,7 +1319,7 @@ impl Supervisor {
                                 tracing::debug!(%reason, "hot standby ended");
                                 hot_retry_at = Instant::now() + self.spec.retry_delay;
                             } else {
-                                self.emit(SessionEvent::SourceFailed {
+                                self.emit(SourceEvent::SourceFailed {
                                     index: c.index,
                                     reason: format!("ingest ended: {reason}"),
                                 });
@@ -1637,149 +1394,3 @@ impl Supervisor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn rejects_bad_specs() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        assert!(matches!(
-            RelaySession::start(SessionSpec::new(vec![], vec![]), tx.clone()),
-            Err(SessionError::NoSources)
-        ));
-        let spec = SessionSpec::new(
-            vec![
-                IngestSpec::live("rtmp://h/live/a"),
-                IngestSpec::live("file:///etc/passwd"),
-            ],
-            vec![],
-        );
-        assert!(matches!(
-            RelaySession::start(spec, tx.clone()),
-            Err(SessionError::InvalidSource { index: 1, .. })
-        ));
-        let spec = SessionSpec::new(
-            vec![IngestSpec::live("rtmp://h/live/a")],
-            vec!["rtmp://d/live/x".into(), "rtmp://d/live/x".into()],
-        );
-        assert!(matches!(
-            RelaySession::start(spec, tx.clone()),
-            Err(SessionError::DuplicateDestination(_))
-        ));
-        let spec = SessionSpec::new(
-            vec![IngestSpec::live("rtmp://h/live/a")],
-            vec!["udp://x".into()],
-        );
-        assert!(matches!(
-            RelaySession::start(spec, tx),
-            Err(SessionError::InvalidDestination { .. })
-        ));
-    }
-
-    #[test]
-    fn loops_and_slate_args() {
-        assert_eq!(Loops::from_seed(-1), Some(Loops::Infinite));
-        assert_eq!(Loops::from_seed(100), Some(Loops::Count(100)));
-        for bad in [0, 101, -2] {
-            assert_eq!(Loops::from_seed(bad), None);
-        }
-        let shape = VideoShape {
-            width: 853,
-            height: 480,
-            fps: 29.97,
-        };
-        let a = slate_args(&SlateConfig::default(), shape).join(" ");
-        // Even size for 4:2:0, the stream's rate, a 2 s GOP, silence, FLV.
-        assert!(a.contains("color=c=black:s=852x480:r=29.970"), "{a}");
-        assert!(a.contains("anullsrc=r=44100:cl=stereo"), "{a}");
-        assert!(a.contains("-g 60"), "{a}");
-        assert!(a.ends_with("-f flv -flvflags no_duration_filesize"), "{a}");
-        let cfg = SlateConfig {
-            image: Some(PathBuf::from("/srv/slate.png")),
-            ..SlateConfig::default()
-        };
-        let a = slate_args(&cfg, shape).join(" ");
-        assert!(a.contains("-protocol_whitelist file -loop 1 -framerate 29.970 -i /srv/slate.png"));
-        assert!(a.contains("scale=852:480"), "{a}");
-        let hevc = SlateConfig { hevc: true, ..SlateConfig::default() };
-        let a = slate_args(&hevc, shape).join(" ");
-        assert!(a.contains("-c:v libx265") && a.ends_with("-f mpegts"), "{a}");
-    }
-
-    #[tokio::test]
-    async fn replace_sources_validates() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut spec =
-            SessionSpec::new(vec![IngestSpec::live("rtmp://127.0.0.1:9/live/a")], vec![]);
-        spec.startup_timeout = Duration::from_secs(30);
-        let session = RelaySession::start(spec, tx).expect("start");
-        assert!(matches!(
-            session.replace_sources(vec![], ApplyAt::Now).await,
-            Err(SessionError::NoSources)
-        ));
-        assert!(matches!(
-            session
-                .replace_sources(vec![IngestSpec::vod("concat:a|b")], ApplyAt::Now)
-                .await,
-            Err(SessionError::InvalidSource { index: 0, .. })
-        ));
-        session.stop().await;
-    }
-
-    use crate::test_util::closed_port;
-
-    /// Every source down: each failure is reported, the session cycles through the sources
-    /// with a pause, and a stop during the pause ends it promptly.
-    #[tokio::test]
-    async fn all_sources_down_cycles_and_stops() {
-        crate::require_peers!(Ffmpeg);
-        let src = |p: u16| IngestSpec::live(format!("rtmp://127.0.0.1:{p}/live/x"));
-        let mut spec = SessionSpec::new(vec![src(closed_port()), src(closed_port())], vec![]);
-        spec.retry_delay = Duration::from_secs(30);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let session = RelaySession::start(spec, tx).expect("start");
-        let mut seen = Vec::new();
-        let ok = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(ev) = rx.recv().await {
-                seen.push(ev);
-                if seen
-                    .iter()
-                    .filter(|e| matches!(e, SessionEvent::SourceFailed { .. }))
-                    .count()
-                    == 2
-                {
-                    break;
-                }
-            }
-        })
-        .await;
-        assert!(ok.is_ok(), "events: {seen:?}");
-        assert_eq!(seen[0], SessionEvent::Started);
-        assert!(matches!(
-            seen[1],
-            SessionEvent::SourceFailed { index: 0, .. }
-        ));
-        assert_eq!(seen[2], SessionEvent::SwitchedSource { from: 0, to: 1 });
-        assert!(matches!(
-            seen[3],
-            SessionEvent::SourceFailed { index: 1, .. }
-        ));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(session.status().source_state, SourceState::Retrying);
-        let t = Instant::now();
-        session.stop().await;
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "stop waited out the retry delay"
-        );
-        let mut rest = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            rest.push(e);
-        }
-        assert!(
-            matches!(rest.last(), Some(SessionEvent::Finished { .. })),
-            "{rest:?}"
-        );
-    }
-}

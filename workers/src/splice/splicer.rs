@@ -1,27 +1,45 @@
 //! The splicer: one continuous output timeline across ingest switches, and a fan-out to
 //! independent subscribers.
 //!
-//! Every ingest (primary, backup, next playlist item) is an ffmpeg whose FLV starts its own
-//! clock. The splicer rebases each source so the output timestamps continue from the last
-//! output timestamp plus one frame interval, forwards the new source's own sequence headers
-//! (so decoders follow a codec or resolution change) and drops its `onMetaData` (a second
-//! metadata mid-stream confuses players and nginx-rtmp alike).
+//! Every ingest (primary, backup, next playlist item, the slate) is an ffmpeg or a native pull
+//! whose FLV starts its own clock. The splicer rebases each source so the output timestamps
+//! continue from the last output timestamp plus one frame interval, forwards the new source's
+//! own sequence headers (so decoders follow a codec or resolution change) and drops its
+//! `onMetaData` (a second metadata mid-stream confuses players and nginx-rtmp alike).
 //!
-//! Fan-out is through one bounded channel per subscriber, filled with `try_send` from the
-//! ingest path: a slow subscriber never blocks the ingest or the others. When its buffer is
-//! full it drops everything up to the next video keyframe (partial GOPs only produce decoder
-//! errors), then resumes. A new subscriber first gets the cached metadata and sequence
-//! headers, then tags from the next keyframe on.
+//! Fan-out is through one channel per subscriber, filled without waiting from the ingest path:
+//! no subscriber ever blocks the ingest or the others. What a subscriber gets is its own
+//! [`SubscribeOptions`]:
+//!
+//! - [`OnLag::DropToKeyframe`] (a pusher): a bounded buffer; when it is full everything up to
+//!   the next video keyframe is dropped (partial GOPs only produce decoder errors), then the
+//!   subscriber resumes. A live destination wants the present, not a backlog.
+//! - [`OnLag::NeverDrop`] (a file sink): an unbounded buffer whose size is accounted
+//!   ([`Subscription::backlog`]). Blocking the ingest for a slow disk would stall every other
+//!   subscriber and, through TCP, the origin; so the sink's backlog grows instead, up to an
+//!   optional byte limit past which the subscription is ended ([`Subscription::overflowed`]),
+//!   never thinned: a recording is complete or visibly cut, never silently holed.
+//! - `see_switches_and_gaps`: [`SpliceItem::Switch`] in front of the first tag of another
+//!   source, and [`SpliceItem::Gap`] when no tag reached the subscriber for
+//!   [`SplicerConfig::gap_after`] (HLS discontinuities, a recording's resume timeout).
+//! - `include_slate: false`: tags of the slate ([`Origin::Slate`]) are left out.
+//!
+//! A new subscriber first gets the cached metadata and sequence headers, then tags from the
+//! next keyframe on.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::flv::{FlvTag, TagType};
+use crate::media::flv::{FlvTag, TagType};
+use crate::media::metadata::metadata_from_script;
 
 /// Default per-subscriber buffer in tags (~7 s of 25 fps video + 44.1 kHz AAC).
 pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 512;
+/// Default [`SplicerConfig::gap_after`].
+pub const DEFAULT_GAP_AFTER: Duration = Duration::from_secs(1);
 /// Assumed frame interval before the splicer has seen two video frames, in ms (25 fps).
 const DEFAULT_FRAME_INTERVAL_MS: u32 = 40;
 /// A jump backwards in a source's timestamps larger than this (ms) is a discontinuity (the
@@ -34,16 +52,106 @@ const MAX_FORWARD_JUMP_MS: i64 = 10_000;
 /// Configuration of a [`Splicer`].
 #[derive(Debug, Clone)]
 pub struct SplicerConfig {
-    /// Buffer of each subscriber, in tags. Default [`DEFAULT_SUBSCRIBER_CAPACITY`].
+    /// Buffer of each [`OnLag::DropToKeyframe`] subscriber, in tags. Default
+    /// [`DEFAULT_SUBSCRIBER_CAPACITY`].
     pub subscriber_capacity: usize,
+    /// A subscriber that sees gaps gets [`SpliceItem::Gap`] when no tag reached it for longer
+    /// than this (wall time). Default [`DEFAULT_GAP_AFTER`] (1 s).
+    pub gap_after: Duration,
 }
 
 impl Default for SplicerConfig {
     fn default() -> Self {
         SplicerConfig {
             subscriber_capacity: DEFAULT_SUBSCRIBER_CAPACITY,
+            gap_after: DEFAULT_GAP_AFTER,
         }
     }
+}
+
+/// What a subscriber does when it cannot keep up, see [`SubscribeOptions::on_lag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLag {
+    /// A bounded buffer ([`SplicerConfig::subscriber_capacity`]); when full, drop up to the
+    /// next video keyframe. For pushers.
+    DropToKeyframe,
+    /// Never drop: an unbounded, accounted buffer. Past `max_backlog_bytes` (when set) the
+    /// subscription ends instead ([`Subscription::overflowed`]). For file sinks.
+    NeverDrop {
+        /// Most body bytes queued for the subscriber before it is cut off; `None` = no limit.
+        max_backlog_bytes: Option<u64>,
+    },
+}
+
+/// Per-subscriber policy. The default is what a pusher gets: drop to the next keyframe when
+/// behind, tags only, the slate included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Behaviour when behind. Default [`OnLag::DropToKeyframe`].
+    pub on_lag: OnLag,
+    /// Receive [`SpliceItem::Switch`] and [`SpliceItem::Gap`] markers (read them with
+    /// [`Subscription::recv_item`]). Default false.
+    pub see_switches_and_gaps: bool,
+    /// Receive the slate's tags. Default true.
+    pub include_slate: bool,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions { on_lag: OnLag::DropToKeyframe, see_switches_and_gaps: false, include_slate: true }
+    }
+}
+
+impl SubscribeOptions {
+    /// A file sink's options: never drop (no backlog limit), see switches and gaps, no slate.
+    pub fn file_sink() -> Self {
+        SubscribeOptions {
+            on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
+            see_switches_and_gaps: true,
+            include_slate: false,
+        }
+    }
+}
+
+/// Where the tags of a segment of the timeline come from, see [`Splicer::begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Source `index` of the supervisor's current list.
+    Source(usize),
+    /// The slate (every source down).
+    Slate,
+}
+
+/// A source switch: the tags that follow come from another ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    /// The new origin; `None` when the feeder did not say ([`Splicer::begin_source`]).
+    pub to: Option<Origin>,
+    /// Position on the timeline, ms.
+    pub timestamp: u32,
+}
+
+/// A hole in what a subscriber received: nothing reached it for `wall` (every source down,
+/// or the slate left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Position on the timeline where the tags resume, ms.
+    pub timestamp: u32,
+    /// How long nothing was delivered (wall time).
+    pub wall: Duration,
+}
+
+/// One item of a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpliceItem {
+    /// A tag on the timeline.
+    Tag(FlvTag),
+    /// A source switch (only with `see_switches_and_gaps`); comes before the new source's
+    /// first tag.
+    Switch(Switch),
+    /// A gap (only with `see_switches_and_gaps`); comes before the tag that ends it, and before
+    /// the switch when both apply.
+    Gap(Gap),
 }
 
 /// Picture format of the stream, see [`Splicer::video_shape`].
@@ -84,12 +192,91 @@ enum SubState {
     Live,
 }
 
+/// What is queued for a [`OnLag::NeverDrop`] subscriber, shared by the splicer (adds) and the
+/// subscription (takes).
+#[derive(Default)]
+struct Backlog {
+    tags: AtomicU64,
+    bytes: AtomicU64,
+    peak_bytes: AtomicU64,
+    overflowed: AtomicBool,
+}
+
+fn item_bytes(item: &SpliceItem) -> u64 {
+    match item {
+        SpliceItem::Tag(t) => t.data.len() as u64,
+        _ => 0,
+    }
+}
+
+enum Tx {
+    Bounded(mpsc::Sender<SpliceItem>),
+    Unbounded { tx: mpsc::UnboundedSender<SpliceItem>, backlog: Arc<Backlog>, max_bytes: Option<u64> },
+}
+
+enum Rx {
+    Bounded(mpsc::Receiver<SpliceItem>),
+    Unbounded(mpsc::UnboundedReceiver<SpliceItem>),
+}
+
+/// Why an item could not be queued.
+enum SendError {
+    /// A bounded buffer is full: drop to the next keyframe.
+    Full,
+    /// The subscription is gone, or a never-drop backlog passed its limit: remove it.
+    Gone,
+}
+
+impl Tx {
+    fn send(&self, item: SpliceItem) -> Result<(), SendError> {
+        match self {
+            Tx::Bounded(tx) => tx.try_send(item).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full,
+                mpsc::error::TrySendError::Closed(_) => SendError::Gone,
+            }),
+            Tx::Unbounded { tx, backlog, max_bytes } => {
+                let n = item_bytes(&item);
+                let queued = backlog.bytes.load(Ordering::Relaxed) + n;
+                if max_bytes.is_some_and(|max| queued > max) {
+                    backlog.overflowed.store(true, Ordering::Relaxed);
+                    return Err(SendError::Gone);
+                }
+                tx.send(item).map_err(|_| SendError::Gone)?;
+                backlog.tags.fetch_add(1, Ordering::Relaxed);
+                let bytes = backlog.bytes.fetch_add(n, Ordering::Relaxed) + n;
+                backlog.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Tx::Bounded(tx) => tx.is_closed(),
+            Tx::Unbounded { tx, .. } => tx.is_closed(),
+        }
+    }
+
+    /// Room for this many more items.
+    fn capacity(&self) -> usize {
+        match self {
+            Tx::Bounded(tx) => tx.capacity(),
+            Tx::Unbounded { .. } => usize::MAX,
+        }
+    }
+}
+
 struct Subscriber {
-    tx: mpsc::Sender<FlvTag>,
+    tx: Tx,
+    options: SubscribeOptions,
     state: SubState,
     /// Header generation this subscriber last received, to know whether it missed a switch
     /// while it was dropping frames.
     header_gen: u64,
+    /// The segment whose switch this subscriber was told about (or joined in).
+    segment: u64,
+    /// When a tag last reached it (only kept for subscribers that see gaps).
+    last_delivery: Option<Instant>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -102,6 +289,10 @@ struct Inner {
     audio_header: Option<FlvTag>,
     /// Bumped whenever a cached sequence header changes.
     header_gen: u64,
+    /// Bumped by every [`Splicer::begin`]: a segment is one ingest's stretch of the timeline.
+    segment: u64,
+    /// Where the current segment comes from.
+    origin: Option<Origin>,
     /// Whether any output has been produced (the first source starts at 0).
     started: bool,
     /// Added to a source timestamp to get the output timestamp; `None` = rebase on next tag.
@@ -125,27 +316,91 @@ pub struct Splicer {
 }
 
 /// A subscription: tags on the continuous timeline, starting with cached metadata and
-/// sequence headers and then a keyframe. Ends (`recv` returns `None`) when the splicer closes.
+/// sequence headers and then a keyframe, with markers if asked for ([`SubscribeOptions`]).
+/// Ends (`recv` returns `None`) when the splicer closes, or a never-drop backlog overflows.
 pub struct Subscription {
-    rx: mpsc::Receiver<FlvTag>,
+    rx: Rx,
+    backlog: Option<Arc<Backlog>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Subscription {
-    /// Next tag; `None` once the splicer is closed and the buffer drained.
+    /// Next tag, markers skipped; `None` once the splicer is closed and the buffer drained.
     pub async fn recv(&mut self) -> Option<FlvTag> {
-        self.rx.recv().await
+        loop {
+            if let SpliceItem::Tag(t) = self.recv_item().await? {
+                return Some(t);
+            }
+        }
     }
 
-    /// Non-blocking receive, for tests.
+    /// Non-blocking [`Subscription::recv`].
     pub fn try_recv(&mut self) -> Option<FlvTag> {
-        self.rx.try_recv().ok()
+        loop {
+            if let SpliceItem::Tag(t) = self.try_recv_item()? {
+                return Some(t);
+            }
+        }
     }
 
-    /// Tags dropped for this subscriber because it was too slow.
+    /// Next item, markers included; `None` once the subscription has ended and is drained.
+    pub async fn recv_item(&mut self) -> Option<SpliceItem> {
+        let item = match &mut self.rx {
+            Rx::Bounded(rx) => rx.recv().await,
+            Rx::Unbounded(rx) => rx.recv().await,
+        };
+        self.taken(item)
+    }
+
+    /// Non-blocking [`Subscription::recv_item`].
+    pub fn try_recv_item(&mut self) -> Option<SpliceItem> {
+        let item = match &mut self.rx {
+            Rx::Bounded(rx) => rx.try_recv().ok(),
+            Rx::Unbounded(rx) => rx.try_recv().ok(),
+        };
+        self.taken(item)
+    }
+
+    fn taken(&self, item: Option<SpliceItem>) -> Option<SpliceItem> {
+        if let (Some(item), Some(b)) = (&item, &self.backlog) {
+            b.tags.fetch_sub(1, Ordering::Relaxed);
+            b.bytes.fetch_sub(item_bytes(item), Ordering::Relaxed);
+        }
+        item
+    }
+
+    /// Tags dropped for this subscriber because it was too slow (or that it skipped while
+    /// waiting for its first keyframe).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// A never-drop subscriber's queue: items and body bytes waiting now, and the most bytes
+    /// ever waiting. `None` for a drop-to-keyframe subscriber.
+    pub fn backlog(&self) -> Option<BacklogStats> {
+        self.backlog.as_ref().map(|b| BacklogStats {
+            items: b.tags.load(Ordering::Relaxed),
+            bytes: b.bytes.load(Ordering::Relaxed),
+            peak_bytes: b.peak_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Whether a never-drop subscription was ended because its backlog passed
+    /// `max_backlog_bytes` (what it received before is complete; nothing after was sent).
+    pub fn overflowed(&self) -> bool {
+        self.backlog.as_ref().is_some_and(|b| b.overflowed.load(Ordering::Relaxed))
+    }
+}
+
+/// See [`Subscription::backlog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogStats {
+    /// Items queued.
+    pub items: u64,
+    /// Body bytes queued.
+    pub bytes: u64,
+    /// Most body bytes ever queued at once.
+    pub peak_bytes: u64,
 }
 
 impl Default for Splicer {
@@ -174,12 +429,25 @@ impl Splicer {
 
     /// Announces that the tags pushed from now on come from a new ingest: the next tag is
     /// rebased to `last output + one frame interval`, and video is held back until the new
-    /// source's first keyframe.
+    /// source's first keyframe. Switch markers say nothing about where it comes from; see
+    /// [`Splicer::begin`].
     pub fn begin_source(&self) {
+        self.begin_segment(None);
+    }
+
+    /// [`Splicer::begin_source`], naming the new ingest: subscribers that see switches learn
+    /// it, and the tags of [`Origin::Slate`] are left out for those that do not want the slate.
+    pub fn begin(&self, origin: Origin) {
+        self.begin_segment(Some(origin));
+    }
+
+    fn begin_segment(&self, origin: Option<Origin>) {
         let mut s = self.lock();
         s.offset = None;
         s.last_video_in = None;
         s.source_keyframe_seen = false;
+        s.segment += 1;
+        s.origin = origin;
         s.stats.sources += 1;
     }
 
@@ -236,23 +504,40 @@ impl Splicer {
         s.fan_out(&out);
     }
 
+    /// Adds a subscriber with the default (pusher) options, see [`Splicer::subscribe_with`].
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with(SubscribeOptions::default())
+    }
+
     /// Adds a subscriber. It receives the cached metadata and sequence headers at once, then
     /// tags from the next video keyframe on.
-    pub fn subscribe(&self) -> Subscription {
+    pub fn subscribe_with(&self, options: SubscribeOptions) -> Subscription {
         let mut s = self.lock();
-        let cap = s.config.subscriber_capacity.max(8);
-        let (tx, rx) = mpsc::channel(cap);
         let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx, backlog) = match options.on_lag {
+            OnLag::DropToKeyframe => {
+                let (tx, rx) = mpsc::channel(s.config.subscriber_capacity.max(8));
+                (Tx::Bounded(tx), Rx::Bounded(rx), None)
+            }
+            OnLag::NeverDrop { max_backlog_bytes } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let backlog = Arc::new(Backlog::default());
+                (Tx::Unbounded { tx, backlog: backlog.clone(), max_bytes: max_backlog_bytes }, Rx::Unbounded(rx), Some(backlog))
+            }
+        };
         if !s.closed {
             let mut sub = Subscriber {
                 tx,
+                options,
                 state: SubState::AwaitKeyframe,
                 header_gen: s.header_gen,
+                segment: s.segment,
+                last_delivery: None,
                 dropped: dropped.clone(),
             };
             // A fresh channel has room for the three cached tags.
             for t in s.cached_headers() {
-                let _ = sub.tx.try_send(t);
+                let _ = sub.tx.send(SpliceItem::Tag(t));
             }
             if !s.has_video() {
                 sub.state = SubState::Live;
@@ -261,7 +546,7 @@ impl Splicer {
             s.stats.subscribers = s.subscribers.len();
         }
         // When closed, `tx` is dropped here and the subscription ends at once.
-        Subscription { rx, dropped }
+        Subscription { rx, backlog, dropped }
     }
 
     /// The stream's last known picture: width, height (from the newest `onMetaData`) and frame
@@ -269,7 +554,7 @@ impl Splicer {
     /// size. The slate is encoded to match it, so players see no format change but colour.
     pub fn video_shape(&self) -> Option<VideoShape> {
         let s = self.lock();
-        let meta = crate::pusher::metadata_from_script(&s.metadata.as_ref()?.data)?;
+        let meta = metadata_from_script(&s.metadata.as_ref()?.data)?;
         let (width, height) = (meta.video_width?, meta.video_height?);
         if width == 0 || height == 0 {
             return None;
@@ -303,6 +588,21 @@ impl Splicer {
         st.frame_interval_ms = s.frame_interval;
         st
     }
+}
+
+/// What every subscriber's delivery of one tag shares.
+struct Delivery<'a> {
+    tag: &'a FlvTag,
+    is_key: bool,
+    is_header: bool,
+    header_gen: u64,
+    /// Cached headers, built only when a subscriber resumes after missing a header change.
+    headers: &'a [FlvTag],
+    segment: u64,
+    origin: Option<Origin>,
+    /// Now, taken once per tag and only when a subscriber sees gaps.
+    now: Option<Instant>,
+    gap_after: Duration,
 }
 
 impl Inner {
@@ -372,7 +672,6 @@ impl Inner {
     fn fan_out(&mut self, tag: &FlvTag) {
         let gen = self.header_gen;
         let is_key = tag.is_key_picture();
-        let is_header = tag.is_sequence_header() || tag.is_metadata();
         // Only a subscriber resuming at this keyframe after missing a header change needs the
         // cached headers; do not build them for every tag.
         let resync = is_key
@@ -380,65 +679,111 @@ impl Inner {
                 .subscribers
                 .iter()
                 .any(|s| s.state == SubState::AwaitKeyframe && s.header_gen != gen);
-        let headers = if resync {
-            self.cached_headers()
-        } else {
-            Vec::new()
+        let headers = if resync { self.cached_headers() } else { Vec::new() };
+        let now = self.subscribers.iter().any(|s| s.options.see_switches_and_gaps).then(Instant::now);
+        let d = Delivery {
+            tag,
+            is_key,
+            is_header: tag.is_sequence_header() || tag.is_metadata(),
+            header_gen: gen,
+            headers: &headers,
+            segment: self.segment,
+            origin: self.origin,
+            now,
+            gap_after: self.config.gap_after,
         };
-        self.subscribers.retain_mut(|sub| {
-            if sub.tx.is_closed() {
-                return false;
-            }
-            if sub.state == SubState::AwaitKeyframe {
-                if is_header {
-                    // Keep headers current even while waiting: they are tiny and a switch
-                    // may have happened.
-                    if sub.tx.try_send(tag.clone()).is_ok() {
-                        sub.header_gen = gen;
-                    }
-                    return true;
-                }
-                if !is_key {
-                    sub.dropped.fetch_add(1, Ordering::Relaxed);
-                    return true;
-                }
-                if sub.header_gen != gen {
-                    // It missed a header change while dropping: resend all, or keep waiting.
-                    if sub.tx.capacity() < headers.len() + 1 {
-                        sub.dropped.fetch_add(1, Ordering::Relaxed);
-                        return true;
-                    }
-                    for h in &headers {
-                        let _ = sub.tx.try_send(h.clone());
-                    }
-                    sub.header_gen = gen;
-                }
-                sub.state = SubState::Live;
-            }
-            match sub.tx.try_send(tag.clone()) {
-                Ok(()) => {
-                    if is_header {
-                        sub.header_gen = gen;
-                    }
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    sub.dropped.fetch_add(1, Ordering::Relaxed);
-                    sub.state = SubState::AwaitKeyframe;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        self.subscribers.retain_mut(|sub| sub.deliver(&d));
         self.stats.subscribers = self.subscribers.len();
+    }
+}
+
+impl Subscriber {
+    /// Offers one tag; returns whether the subscriber stays.
+    fn deliver(&mut self, d: &Delivery<'_>) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if d.origin == Some(Origin::Slate) && !self.options.include_slate {
+            return true;
+        }
+        if self.state == SubState::AwaitKeyframe {
+            if d.is_header {
+                // Keep headers current even while waiting: they are tiny and a switch
+                // may have happened.
+                match self.send_marked(d, d.tag.clone()) {
+                    Ok(()) => self.header_gen = d.header_gen,
+                    Err(SendError::Gone) => return false,
+                    Err(SendError::Full) => {}
+                }
+                return true;
+            }
+            if !d.is_key {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            if self.header_gen != d.header_gen {
+                // It missed a header change while dropping: resend all, or keep waiting.
+                if self.tx.capacity() < d.headers.len() + 1 {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                for h in d.headers {
+                    if let Err(SendError::Gone) = self.send_marked(d, h.clone()) {
+                        return false;
+                    }
+                }
+                self.header_gen = d.header_gen;
+            }
+            self.state = SubState::Live;
+        }
+        match self.send_marked(d, d.tag.clone()) {
+            Ok(()) => {
+                if d.is_header {
+                    self.header_gen = d.header_gen;
+                }
+                true
+            }
+            Err(SendError::Full) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.state = SubState::AwaitKeyframe;
+                true
+            }
+            Err(SendError::Gone) => false,
+        }
+    }
+
+    /// Sends `tag`, preceded by the gap and switch markers that are due for a subscriber that
+    /// sees them. A subscriber that has received nothing yet gets no marker: there is nothing
+    /// before its first tag to switch from or to have a gap after.
+    fn send_marked(&mut self, d: &Delivery<'_>, tag: FlvTag) -> Result<(), SendError> {
+        if !self.options.see_switches_and_gaps {
+            return self.tx.send(SpliceItem::Tag(tag));
+        }
+        let now = d.now.unwrap_or_else(Instant::now);
+        if let Some(last) = self.last_delivery {
+            let wall = now.saturating_duration_since(last);
+            if wall > d.gap_after {
+                self.tx.send(SpliceItem::Gap(Gap { timestamp: tag.timestamp, wall }))?;
+                // Counted as delivered, so a full buffer does not report the gap twice.
+                self.last_delivery = Some(now);
+            }
+            if self.segment != d.segment {
+                self.tx.send(SpliceItem::Switch(Switch { to: d.origin, timestamp: tag.timestamp }))?;
+                self.segment = d.segment;
+            }
+        }
+        self.segment = d.segment;
+        self.tx.send(SpliceItem::Tag(tag))?;
+        self.last_delivery = Some(now);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flv::test_media::ffmpeg_flv;
-    use crate::flv::{FlvItem, FlvParser};
+    use crate::media::flv::test_media::ffmpeg_flv;
+    use crate::media::flv::{FlvItem, FlvParser};
 
     fn tags_of(flv: &[u8]) -> Vec<FlvTag> {
         let mut p = FlvParser::new();
@@ -473,6 +818,7 @@ mod tests {
         let (a, b) = (tags_of(&a), tags_of(&b));
         let splicer = Splicer::new(SplicerConfig {
             subscriber_capacity: 10_000,
+            ..SplicerConfig::default()
         });
         let mut sub = splicer.subscribe();
         splicer.begin_source();
@@ -571,6 +917,7 @@ mod tests {
         let a = tags_of(&a);
         let splicer = Splicer::new(SplicerConfig {
             subscriber_capacity: 20,
+            ..SplicerConfig::default()
         });
         let mut slow = splicer.subscribe();
         let mut fast = splicer.subscribe();
