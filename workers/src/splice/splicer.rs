@@ -993,4 +993,101 @@ mod tests {
         let first_frame = out.iter().find(|t| t.is_video_frame()).expect("frame");
         assert_eq!(first_frame.timestamp, end + 40, "no gap after the switch");
     }
+
+    fn key(ts: u32, size: usize) -> FlvTag {
+        let mut body = vec![0u8; size.max(5)];
+        body[0] = 0x17;
+        body[1] = 1;
+        FlvTag::new(TagType::Video, ts, bytes::Bytes::from(body))
+    }
+
+    fn never_drop(max_backlog_bytes: Option<u64>) -> SubscribeOptions {
+        SubscribeOptions { on_lag: OnLag::NeverDrop { max_backlog_bytes }, ..SubscribeOptions::default() }
+    }
+
+    #[test]
+    fn a_quiet_spell_is_a_gap_for_subscribers_that_see_gaps() {
+        let splicer = Splicer::new(SplicerConfig { gap_after: Duration::from_millis(30), ..SplicerConfig::default() });
+        let mut sink = splicer.subscribe_with(SubscribeOptions::file_sink());
+        let mut plain = splicer.subscribe();
+        splicer.begin(Origin::Source(0));
+        splicer.push(key(0, 10));
+        splicer.push(key(40, 10));
+        std::thread::sleep(Duration::from_millis(60));
+        splicer.push(key(80, 10));
+        let items: Vec<SpliceItem> = std::iter::from_fn(|| sink.try_recv_item()).collect();
+        assert_eq!(items.len(), 4, "{items:?}");
+        match &items[2] {
+            SpliceItem::Gap(g) => {
+                assert!(g.wall >= Duration::from_millis(60), "{g:?}");
+                assert_eq!(g.timestamp, 80);
+            }
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert!(matches!(&items[3], SpliceItem::Tag(t) if t.timestamp == 80));
+        // Without markers: the tags alone.
+        assert_eq!(drain(&mut plain).len(), 3);
+    }
+
+    #[test]
+    fn a_never_drop_backlog_is_accounted_and_ends_past_its_limit() {
+        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 8, ..SplicerConfig::default() });
+        let mut unlimited = splicer.subscribe_with(never_drop(None));
+        let mut limited = splicer.subscribe_with(never_drop(Some(1_000)));
+        let pusher = splicer.subscribe();
+        splicer.begin_source();
+        for i in 0..20 {
+            splicer.push(key(i * 40, 100));
+        }
+        // Nothing read yet: 20 tags of 100 bytes wait for the unlimited one, none dropped.
+        let b = unlimited.backlog().expect("accounted");
+        assert_eq!((b.items, b.bytes, b.peak_bytes), (20, 2_000, 2_000));
+        assert_eq!(unlimited.dropped(), 0);
+        assert!(pusher.backlog().is_none());
+        assert!(pusher.dropped() > 0, "the bounded one dropped");
+        // The limited one got its first 10 tags whole, then was cut off: it drains and ends.
+        assert!(limited.overflowed());
+        assert_eq!(drain(&mut limited).len(), 10);
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        assert!(rt.block_on(limited.recv()).is_none());
+        assert_eq!(splicer.stats().subscribers, 2);
+        assert_eq!(drain(&mut unlimited).len(), 20);
+        let b = unlimited.backlog().expect("accounted");
+        assert_eq!((b.items, b.bytes, b.peak_bytes), (0, 0, 2_000));
+        assert!(!unlimited.overflowed());
+    }
+
+    #[test]
+    fn the_slate_is_left_out_and_its_end_is_a_switch() {
+        let splicer = Splicer::default();
+        let mut sink = splicer.subscribe_with(SubscribeOptions::file_sink());
+        let mut pusher = splicer.subscribe_with(SubscribeOptions { see_switches_and_gaps: true, ..SubscribeOptions::default() });
+        splicer.begin(Origin::Source(0));
+        splicer.push(key(0, 10));
+        splicer.begin(Origin::Slate);
+        splicer.push(key(0, 11));
+        splicer.push(key(40, 11));
+        splicer.begin(Origin::Source(1));
+        splicer.push(key(0, 12));
+        let sink_items: Vec<SpliceItem> = std::iter::from_fn(|| sink.try_recv_item()).collect();
+        let sizes: Vec<String> = sink_items
+            .iter()
+            .map(|i| match i {
+                SpliceItem::Tag(t) => t.data.len().to_string(),
+                SpliceItem::Switch(s) => format!("switch {:?}", s.to),
+                SpliceItem::Gap(_) => "gap".into(),
+            })
+            .collect();
+        assert_eq!(sizes, ["10", "switch Some(Source(1))", "12"]);
+        let pusher_items: Vec<SpliceItem> = std::iter::from_fn(|| pusher.try_recv_item()).collect();
+        let switches: Vec<Option<Origin>> = pusher_items
+            .iter()
+            .filter_map(|i| match i {
+                SpliceItem::Switch(s) => Some(s.to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(switches, [Some(Origin::Slate), Some(Origin::Source(1))]);
+        assert_eq!(pusher_items.len(), 4 + 2);
+    }
 }
