@@ -5,6 +5,7 @@
 //! sends `connect(app)` and then `publish` or `play` of the stream key. URLs are core's
 //! [`RtmpUrl`], the one RTMP URL parser, so whatever the API accepts a client can open.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -137,46 +138,58 @@ pub(crate) async fn open_client(
     allow_private: bool,
     request: ClientRequest,
 ) -> Result<ClientConn, RtmpError> {
+    let addrs = resolve_checked(url, allow_private).await?;
+    let mut stream = connect(url, &addrs, tls).await?;
+    let pending = handshake(&mut stream).await?;
+    let session = request_connection(url, &mut stream).await?;
+    await_acceptance(url, request, stream, session, pending).await
+}
+
+/// The host's addresses, refused when any is internal (unless `allow_private`).
+async fn resolve_checked(url: &RtmpUrl, allow_private: bool) -> Result<Vec<SocketAddr>, RtmpError> {
     let addr = url.addr();
-    let resolved = tokio::net::lookup_host(addr.as_str()).await.map(|a| a.collect::<Vec<_>>());
-    let addrs: Vec<std::net::SocketAddr> = match resolved {
+    let resolved = tokio::net::lookup_host(addr.as_str()).await.map(|a| a.collect::<Vec<SocketAddr>>());
+    let addrs = match resolved {
         Ok(a) => a,
         Err(source) => return Err(RtmpError::Connect { addr, source }),
     };
     let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
     relaycast_core::domain::targets::check_resolved(url.host(), &ips, allow_private)
         .map_err(|e| RtmpError::InternalTarget(e.to_string()))?;
-    let tcp = TcpStream::connect(&addrs[..])
-        .await
-        .map_err(|source| RtmpError::Connect { addr, source })?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream: BoxConn = if url.tls() {
-        let tls_err = |reason: String| RtmpError::Tls {
-            host: url.host().to_string(),
-            reason,
-        };
-        let config = match tls {
-            Some(c) => c.clone(),
-            None => default_tls_config().map_err(tls_err)?,
-        };
-        let name = rustls::pki_types::ServerName::try_from(url.host().to_string())
-            .map_err(|e| tls_err(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| tls_err(e.to_string()))?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
+    Ok(addrs)
+}
 
+/// TCP to the checked addresses, inside TLS for `rtmps` (`tls`, else Mozilla's roots).
+async fn connect(url: &RtmpUrl, addrs: &[SocketAddr], tls: Option<&Arc<rustls::ClientConfig>>) -> Result<BoxConn, RtmpError> {
+    let tcp = TcpStream::connect(addrs)
+        .await
+        .map_err(|source| RtmpError::Connect { addr: url.addr(), source })?;
+    let _ = tcp.set_nodelay(true);
+    if !url.tls() {
+        return Ok(Box::new(tcp));
+    }
+    let tls_err = |reason: String| RtmpError::Tls { host: url.host().to_string(), reason };
+    let config = match tls {
+        Some(c) => c.clone(),
+        None => default_tls_config().map_err(tls_err)?,
+    };
+    let name = rustls::pki_types::ServerName::try_from(url.host().to_string()).map_err(|e| tls_err(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_err(e.to_string()))?;
+    Ok(Box::new(tls))
+}
+
+/// The client side of the RTMP handshake; returns what the server sent past its end.
+async fn handshake(stream: &mut BoxConn) -> Result<Vec<u8>, RtmpError> {
     let mut handshake = Handshake::new(PeerType::Client);
     let p0p1 = handshake
         .generate_outbound_p0_and_p1()
         .map_err(|e| RtmpError::Handshake(format!("{e:?}")))?;
     stream.write_all(&p0p1).await?;
     let mut buf = vec![0u8; 8192];
-    let mut pending = loop {
+    loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(RtmpError::Closed);
@@ -188,16 +201,16 @@ pub(crate) async fn open_client(
             HandshakeProcessResult::InProgress { response_bytes } => {
                 stream.write_all(&response_bytes).await?;
             }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
                 stream.write_all(&response_bytes).await?;
-                break remaining_bytes;
+                return Ok(remaining_bytes);
             }
         }
-    };
+    }
+}
 
+/// A client session with `tcUrl` set, and its `connect(app)` sent.
+async fn request_connection(url: &RtmpUrl, stream: &mut BoxConn) -> Result<ClientSession, RtmpError> {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(url.tc_url());
     let (mut session, initial) = ClientSession::new(config)?;
@@ -206,77 +219,31 @@ pub(crate) async fn open_client(
     let connect = session.request_connection(url.app().to_string())?;
     collect_packets(vec![connect], &mut out);
     stream.write_all(&out).await?;
+    Ok(session)
+}
 
-    let stage = match request {
-        ClientRequest::Publish => "publish",
-        ClientRequest::Play => "play",
-    };
+/// Reads the server's answers until the `publish` or `play` (sent once `connect` is
+/// accepted) is accepted too, or refused.
+async fn await_acceptance(
+    url: &RtmpUrl,
+    request: ClientRequest,
+    mut stream: BoxConn,
+    mut session: ClientSession,
+    mut pending: Vec<u8>,
+) -> Result<ClientConn, RtmpError> {
+    let mut buf = vec![0u8; 8192];
     let mut requested = false;
     loop {
         if !pending.is_empty() {
             let results = session.handle_input(&pending)?;
             pending.clear();
             let mut out = Vec::new();
-            let mut accepted = false;
-            let mut events = Vec::new();
-            for r in results {
-                match r {
-                    ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                    ClientSessionResult::RaisedEvent(ev) => match ev {
-                        ClientSessionEvent::ConnectionRequestAccepted => {
-                            let req = match request {
-                                ClientRequest::Publish => session.request_publishing(
-                                    url.stream_key().to_string(),
-                                    PublishRequestType::Live,
-                                )?,
-                                ClientRequest::Play => {
-                                    session.request_playback(url.stream_key().to_string())?
-                                }
-                            };
-                            collect_packets(vec![req], &mut out);
-                            requested = true;
-                        }
-                        ClientSessionEvent::ConnectionRequestRejected { description } => {
-                            return Err(RtmpError::Rejected {
-                                stage: "connect",
-                                description,
-                            });
-                        }
-                        ClientSessionEvent::PublishRequestAccepted
-                            if request == ClientRequest::Publish =>
-                        {
-                            accepted = true
-                        }
-                        ClientSessionEvent::PlaybackRequestAccepted
-                            if request == ClientRequest::Play =>
-                        {
-                            accepted = true
-                        }
-                        // e.g. NetStream.Publish.BadName when the name is taken, or
-                        // NetStream.Play.StreamNotFound.
-                        ClientSessionEvent::UnhandleableOnStatusCode { code }
-                            if requested && !accepted && is_failure_status(&code) =>
-                        {
-                            return Err(RtmpError::Rejected {
-                                stage,
-                                description: code,
-                            });
-                        }
-                        ev if accepted => events.push(ev),
-                        _ => {}
-                    },
-                    ClientSessionResult::UnhandleableMessageReceived(_) => {}
-                }
-            }
+            let answer = answer_results(url, request, &mut session, results, &mut requested, &mut out)?;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
             }
-            if accepted {
-                return Ok(ClientConn {
-                    stream,
-                    session,
-                    events,
-                });
+            if let Some(events) = answer {
+                return Ok(ClientConn { stream, session, events });
             }
         }
         let n = stream.read(&mut buf).await?;
@@ -285,6 +252,60 @@ pub(crate) async fn open_client(
         }
         pending.extend_from_slice(&buf[..n]);
     }
+}
+
+/// Handles one batch of session results while waiting for acceptance: packets to send go to
+/// `out`, an accepted `connect` sends the `publish` or `play` request. Returns the events that
+/// came with an acceptance (a play's metadata and headers often do), or `None` while waiting.
+fn answer_results(
+    url: &RtmpUrl,
+    request: ClientRequest,
+    session: &mut ClientSession,
+    results: Vec<ClientSessionResult>,
+    requested: &mut bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Vec<ClientSessionEvent>>, RtmpError> {
+    let stage = match request {
+        ClientRequest::Publish => "publish",
+        ClientRequest::Play => "play",
+    };
+    let mut accepted = false;
+    let mut events = Vec::new();
+    for r in results {
+        let ev = match r {
+            ClientSessionResult::OutboundResponse(p) => {
+                out.extend_from_slice(&p.bytes);
+                continue;
+            }
+            ClientSessionResult::RaisedEvent(ev) => ev,
+            ClientSessionResult::UnhandleableMessageReceived(_) => continue,
+        };
+        match ev {
+            ClientSessionEvent::ConnectionRequestAccepted => {
+                let req = match request {
+                    ClientRequest::Publish => {
+                        session.request_publishing(url.stream_key().to_string(), PublishRequestType::Live)?
+                    }
+                    ClientRequest::Play => session.request_playback(url.stream_key().to_string())?,
+                };
+                collect_packets(vec![req], out);
+                *requested = true;
+            }
+            ClientSessionEvent::ConnectionRequestRejected { description } => {
+                return Err(RtmpError::Rejected { stage: "connect", description });
+            }
+            ClientSessionEvent::PublishRequestAccepted if request == ClientRequest::Publish => accepted = true,
+            ClientSessionEvent::PlaybackRequestAccepted if request == ClientRequest::Play => accepted = true,
+            // e.g. NetStream.Publish.BadName when the name is taken, or
+            // NetStream.Play.StreamNotFound.
+            ClientSessionEvent::UnhandleableOnStatusCode { code } if *requested && !accepted && is_failure_status(&code) => {
+                return Err(RtmpError::Rejected { stage, description: code });
+            }
+            ev if accepted => events.push(ev),
+            _ => {}
+        }
+    }
+    Ok(accepted.then_some(events))
 }
 
 /// Whether an `onStatus` code reports a failure (as opposed to e.g. `NetStream.Play.Reset`).

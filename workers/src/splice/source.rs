@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -651,6 +652,42 @@ struct Supervisor {
     loop_number: u32,
 }
 
+/// Where the supervisor's walk over the sources is: the source to run next and the failure
+/// counts that tell when everything is down.
+struct Walk {
+    index: usize,
+    /// The source that ran last (`None` before the first).
+    previous: Option<usize>,
+    /// A candidate that takes over as the next source.
+    adopted: Option<Candidate>,
+    /// Sources that failed in a row without ever producing a tag.
+    dead_in_a_row: usize,
+    /// Of those, the ones the egress guard refused: retrying them cannot help.
+    refused_in_a_row: usize,
+    /// Playlist items that failed in a row without producing a tag.
+    items_failed: usize,
+}
+
+impl Walk {
+    fn new(index: usize) -> Self {
+        Walk { index, previous: None, adopted: None, dead_in_a_row: 0, refused_in_a_row: 0, items_failed: 0 }
+    }
+}
+
+/// How the supervisor ends, and why in words.
+type Finish = (FinishCause, String);
+
+/// After a source's run: go on with the walk, or finish.
+type Step = ControlFlow<Finish>;
+
+fn stopped() -> Finish {
+    (FinishCause::Stopped, "stopped".to_string())
+}
+
+fn duration_reached() -> Finish {
+    (FinishCause::Duration, "relay duration (relofftime) reached".to_string())
+}
+
 /// Rolling one-second rate meter over the tags.
 struct Meter {
     since: Instant,
@@ -761,200 +798,198 @@ impl Supervisor {
 
     #[tracing::instrument(name = "source_supervisor", skip_all)]
     async fn run(mut self) {
-        let mut index = self.first_index();
-        let mut previous: Option<usize> = None;
-        let mut adopted: Option<Candidate> = None;
-        // Sources that failed in a row without ever producing a tag.
-        let mut dead_in_a_row = 0usize;
-        // Of those, the ones the egress guard refused: retrying them cannot help.
-        let mut refused_in_a_row = 0usize;
-        // Playlist items that failed in a row without producing a tag.
-        let mut items_failed = 0usize;
+        let mut walk = Walk::new(self.first_index());
         let finish = loop {
-            if let Some(c) = adopted.as_mut() {
-                if let Some(r) = c.replaces.take() {
-                    self.apply_replacement(r);
-                }
-                index = c.index;
-            }
-            match previous {
-                None => self.emit(SourceEvent::Started),
-                Some(from) if from != index || dead_in_a_row == 0 => {
-                    self.emit(SourceEvent::SwitchedSource { from, to: index });
-                    self.set_status(|s| s.switches += 1);
-                    metrics::counter!("relaycast_relay_source_switches_total").increment(1);
-                }
-                Some(_) => {}
-            }
+            self.announce(&mut walk);
             let playlist = self.is_playlist();
-            if playlist {
-                self.playout(PlayoutEvent::ItemStarted {
-                    index,
-                    loop_number: self.loop_number,
-                });
-            }
-            let loop_number = self.loop_number;
-            self.set_status(|s| {
-                s.current_source = index;
-                s.source_state = SourceState::Starting;
-                s.source_progress = None;
-                s.loop_number = loop_number;
-                // Rates of the previous source would be stale.
-                s.bitrate_kbps = 0.0;
-                s.fps = 0.0;
-            });
-            let (outcome, produced) = self.run_source(index, adopted.take()).await;
-            previous = Some(index);
-            let n = self.spec.sources.len();
-            match outcome {
-                Outcome::Stop => break (FinishCause::Stopped, "stopped".to_string()),
-                Outcome::Deadline => {
-                    break (
-                        FinishCause::Duration,
-                        "relay duration (relofftime) reached".to_string(),
-                    )
-                }
-                Outcome::Exhausted(reason) => {
-                    self.playout(PlayoutEvent::SourcesExhausted {
-                        reason: reason.clone(),
-                    });
-                    break (FinishCause::SourcesExhausted, reason);
-                }
-                Outcome::Switch(to) => {
-                    dead_in_a_row = 0;
-                    index = to;
-                }
-                Outcome::Adopt(c) => {
-                    dead_in_a_row = 0;
-                    refused_in_a_row = 0;
-                    adopted = Some(c);
-                }
-                Outcome::Replace(r) => {
-                    dead_in_a_row = 0;
-                    refused_in_a_row = 0;
-                    items_failed = 0;
-                    index = self.apply_replacement(r);
-                }
-                Outcome::Ended if playlist => {
-                    items_failed = 0;
-                    match self.next_item(index) {
-                        Ok(i) => index = i,
-                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
-                    }
-                }
-                Outcome::Failed { reason, next } if playlist => {
-                    let reason = redact_reason(&reason, &self.spec.sources[index]);
-                    tracing::warn!(index, %reason, "playlist item failed");
-                    metrics::counter!("relaycast_relay_item_failures_total").increment(1);
-                    self.playout(PlayoutEvent::ItemFailed { index, reason });
-                    if let Some(c) = next {
-                        // A manual switch was warming up: it plays next.
-                        items_failed = 0;
-                        adopted = Some(c);
-                        continue;
-                    }
-                    items_failed = if produced { 0 } else { items_failed + 1 };
-                    if items_failed >= n && self.after_item.is_none() {
-                        let reason = format!("every playlist item failed ({n} in a row)");
-                        self.playout(PlayoutEvent::SourcesExhausted {
-                            reason: reason.clone(),
-                        });
-                        break (FinishCause::SourcesExhausted, reason);
-                    }
-                    match self.next_item(index) {
-                        Ok(i) => index = i,
-                        Err(reason) => break (FinishCause::PlaylistFinished, reason),
-                    }
-                }
-                Outcome::Ended => {
-                    dead_in_a_row = 0;
-                    if index + 1 >= n {
-                        break (FinishCause::SourceEnded, "last source ended".to_string());
-                    }
-                    index += 1;
-                }
-                Outcome::Failed { reason, next } => {
-                    let reason = redact_reason(&reason, &self.spec.sources[index]);
-                    tracing::warn!(index, %reason, "source failed");
-                    metrics::counter!("relaycast_relay_source_failures_total").increment(1);
-                    self.emit(SourceEvent::SourceFailed { index, reason: reason.clone() });
-                    if let Some(c) = next {
-                        dead_in_a_row = 0;
-                        adopted = Some(c);
-                        continue;
-                    }
-                    dead_in_a_row = if produced { 1 } else { dead_in_a_row + 1 };
-                    refused_in_a_row = if !produced && egress::is_refusal(&reason) { refused_in_a_row + 1 } else { 0 };
-                    index = (index + 1) % n;
-                    if refused_in_a_row >= n {
-                        let reason = format!("every source was refused; {reason}");
-                        self.playout(PlayoutEvent::SourcesExhausted { reason: reason.clone() });
-                        break (FinishCause::SourcesExhausted, reason);
-                    }
-                    if dead_in_a_row < n {
-                        continue;
-                    }
-                    // Everything is down. With a picture to keep, the slate holds the
-                    // subscribers while the sources are retried.
-                    if let Some(cfg) = self
-                        .spec
-                        .slate
-                        .clone()
-                        .filter(|_| self.splicer.has_output())
-                    {
-                        match self.run_slate(&cfg, index).await {
-                            Outcome::Adopt(c) => {
-                                dead_in_a_row = 0;
-                                adopted = Some(c);
-                                continue;
-                            }
-                            Outcome::Deadline => {
-                                break (
-                                    FinishCause::Duration,
-                                    "relay duration (relofftime) reached".to_string(),
-                                )
-                            }
-                            Outcome::Exhausted(reason) => {
-                                self.playout(PlayoutEvent::SourcesExhausted {
-                                    reason: reason.clone(),
-                                });
-                                break (FinishCause::SourcesExhausted, reason);
-                            }
-                            _ => break (FinishCause::Stopped, "stopped".to_string()),
-                        }
-                    }
-                    // No slate: wait a little before starting over, but keep obeying
-                    // orders meanwhile.
-                    self.set_status(|s| s.source_state = SourceState::Retrying);
-                    tokio::select! {
-                        order = self.orders.recv() => match order {
-                            Some(Order::Switch(to)) if to < n => { index = to; dead_in_a_row = 0; }
-                            Some(Order::Switch(_)) => {}
-                            Some(Order::Replace(r, _)) => {
-                                index = self.apply_replacement(r);
-                                dead_in_a_row = 0;
-                            }
-                            Some(Order::SetLoops(l)) => self.set_loops(l),
-                            Some(Order::Stop) | None => break (FinishCause::Stopped, "stopped".to_string()),
-                        },
-                        _ = tokio::time::sleep(self.spec.retry_delay) => {}
-                        _ = sleep_until_opt(self.deadline) => {
-                            break (FinishCause::Duration, "relay duration (relofftime) reached".to_string())
-                        }
-                    }
-                }
+            let (outcome, produced) = self.run_source(walk.index, walk.adopted.take()).await;
+            walk.previous = Some(walk.index);
+            if let ControlFlow::Break(finish) = self.next_step(&mut walk, outcome, produced, playlist).await {
+                break finish;
             }
         };
         self.splicer.close();
         self.set_status(|s| s.source_state = SourceState::Stopped);
-        let (cause, finish_reason) = finish;
-        self.playout(PlayoutEvent::Finished {
-            cause,
-            reason: finish_reason.clone(),
+        let (cause, reason) = finish;
+        self.playout(PlayoutEvent::Finished { cause, reason: reason.clone() });
+        self.emit(SourceEvent::Finished { reason });
+    }
+
+    /// Before a source runs: takes up an adopted candidate's replacement list, tells what
+    /// starts (first source, a switch, the next playlist item) and resets the status.
+    fn announce(&mut self, walk: &mut Walk) {
+        if let Some(c) = walk.adopted.as_mut() {
+            if let Some(r) = c.replaces.take() {
+                self.apply_replacement(r);
+            }
+            walk.index = c.index;
+        }
+        let index = walk.index;
+        match walk.previous {
+            None => self.emit(SourceEvent::Started),
+            Some(from) if from != index || walk.dead_in_a_row == 0 => {
+                self.emit(SourceEvent::SwitchedSource { from, to: index });
+                self.set_status(|s| s.switches += 1);
+                metrics::counter!("relaycast_relay_source_switches_total").increment(1);
+            }
+            Some(_) => {}
+        }
+        if self.is_playlist() {
+            self.playout(PlayoutEvent::ItemStarted { index, loop_number: self.loop_number });
+        }
+        let loop_number = self.loop_number;
+        self.set_status(|s| {
+            s.current_source = index;
+            s.source_state = SourceState::Starting;
+            s.source_progress = None;
+            s.loop_number = loop_number;
+            // Rates of the previous source would be stale.
+            s.bitrate_kbps = 0.0;
+            s.fps = 0.0;
         });
-        self.emit(SourceEvent::Finished {
-            reason: finish_reason,
-        });
+    }
+
+    /// What follows a source's run: the next source to run, or how the supervisor ends.
+    async fn next_step(&mut self, walk: &mut Walk, outcome: Outcome, produced: bool, playlist: bool) -> Step {
+        match outcome {
+            Outcome::Stop => ControlFlow::Break(stopped()),
+            Outcome::Deadline => ControlFlow::Break(duration_reached()),
+            Outcome::Exhausted(reason) => ControlFlow::Break(self.exhausted(reason)),
+            Outcome::Switch(to) => {
+                walk.dead_in_a_row = 0;
+                walk.index = to;
+                ControlFlow::Continue(())
+            }
+            Outcome::Adopt(c) => {
+                walk.dead_in_a_row = 0;
+                walk.refused_in_a_row = 0;
+                walk.adopted = Some(c);
+                ControlFlow::Continue(())
+            }
+            Outcome::Replace(r) => {
+                walk.dead_in_a_row = 0;
+                walk.refused_in_a_row = 0;
+                walk.items_failed = 0;
+                walk.index = self.apply_replacement(r);
+                ControlFlow::Continue(())
+            }
+            Outcome::Ended if playlist => {
+                walk.items_failed = 0;
+                self.advance_playlist(walk)
+            }
+            Outcome::Failed { reason, next } if playlist => self.item_failed(walk, reason, next, produced),
+            Outcome::Ended => {
+                walk.dead_in_a_row = 0;
+                if walk.index + 1 >= self.spec.sources.len() {
+                    return ControlFlow::Break((FinishCause::SourceEnded, "last source ended".to_string()));
+                }
+                walk.index += 1;
+                ControlFlow::Continue(())
+            }
+            Outcome::Failed { reason, next } => self.live_source_failed(walk, reason, next, produced).await,
+        }
+    }
+
+    /// Reports `reason` as every source failing for good.
+    fn exhausted(&self, reason: String) -> Finish {
+        self.playout(PlayoutEvent::SourcesExhausted { reason: reason.clone() });
+        (FinishCause::SourcesExhausted, reason)
+    }
+
+    /// The next playlist item, or the playlist's end.
+    fn advance_playlist(&mut self, walk: &mut Walk) -> Step {
+        match self.next_item(walk.index) {
+            Ok(i) => {
+                walk.index = i;
+                ControlFlow::Continue(())
+            }
+            Err(reason) => ControlFlow::Break((FinishCause::PlaylistFinished, reason)),
+        }
+    }
+
+    /// A playlist item failed: reported and skipped; every item failing in a row ends it.
+    fn item_failed(&mut self, walk: &mut Walk, reason: String, next: Option<Candidate>, produced: bool) -> Step {
+        let n = self.spec.sources.len();
+        let index = walk.index;
+        let reason = redact_reason(&reason, &self.spec.sources[index]);
+        tracing::warn!(index, %reason, "playlist item failed");
+        metrics::counter!("relaycast_relay_item_failures_total").increment(1);
+        self.playout(PlayoutEvent::ItemFailed { index, reason });
+        if let Some(c) = next {
+            // A manual switch was warming up: it plays next.
+            walk.items_failed = 0;
+            walk.adopted = Some(c);
+            return ControlFlow::Continue(());
+        }
+        walk.items_failed = if produced { 0 } else { walk.items_failed + 1 };
+        if walk.items_failed >= n && self.after_item.is_none() {
+            return ControlFlow::Break(self.exhausted(format!("every playlist item failed ({n} in a row)")));
+        }
+        self.advance_playlist(walk)
+    }
+
+    /// A live source failed: the next one runs (a warm candidate at once); once every source
+    /// is down, the slate or a pause before starting over.
+    async fn live_source_failed(&mut self, walk: &mut Walk, reason: String, next: Option<Candidate>, produced: bool) -> Step {
+        let n = self.spec.sources.len();
+        let index = walk.index;
+        let reason = redact_reason(&reason, &self.spec.sources[index]);
+        tracing::warn!(index, %reason, "source failed");
+        metrics::counter!("relaycast_relay_source_failures_total").increment(1);
+        self.emit(SourceEvent::SourceFailed { index, reason: reason.clone() });
+        if let Some(c) = next {
+            walk.dead_in_a_row = 0;
+            walk.adopted = Some(c);
+            return ControlFlow::Continue(());
+        }
+        walk.dead_in_a_row = if produced { 1 } else { walk.dead_in_a_row + 1 };
+        walk.refused_in_a_row =
+            if !produced && egress::is_refusal(&reason) { walk.refused_in_a_row + 1 } else { 0 };
+        walk.index = (index + 1) % n;
+        if walk.refused_in_a_row >= n {
+            return ControlFlow::Break(self.exhausted(format!("every source was refused; {reason}")));
+        }
+        if walk.dead_in_a_row < n {
+            return ControlFlow::Continue(());
+        }
+        self.all_sources_down(walk, n).await
+    }
+
+    /// Everything is down. With a picture to keep, the slate holds the subscribers while
+    /// the sources are retried; without, a pause before starting over, obeying orders
+    /// meanwhile.
+    async fn all_sources_down(&mut self, walk: &mut Walk, n: usize) -> Step {
+        if let Some(cfg) = self.spec.slate.clone().filter(|_| self.splicer.has_output()) {
+            return match self.run_slate(&cfg, walk.index).await {
+                Outcome::Adopt(c) => {
+                    walk.dead_in_a_row = 0;
+                    walk.adopted = Some(c);
+                    ControlFlow::Continue(())
+                }
+                Outcome::Deadline => ControlFlow::Break(duration_reached()),
+                Outcome::Exhausted(reason) => ControlFlow::Break(self.exhausted(reason)),
+                _ => ControlFlow::Break(stopped()),
+            };
+        }
+        self.set_status(|s| s.source_state = SourceState::Retrying);
+        tokio::select! {
+            order = self.orders.recv() => match order {
+                Some(Order::Switch(to)) if to < n => {
+                    walk.index = to;
+                    walk.dead_in_a_row = 0;
+                }
+                Some(Order::Switch(_)) => {}
+                Some(Order::Replace(r, _)) => {
+                    walk.index = self.apply_replacement(r);
+                    walk.dead_in_a_row = 0;
+                }
+                Some(Order::SetLoops(l)) => self.set_loops(l),
+                Some(Order::Stop) | None => return ControlFlow::Break(stopped()),
+            },
+            _ = tokio::time::sleep(self.spec.retry_delay) => {}
+            _ = sleep_until_opt(self.deadline) => return ControlFlow::Break(duration_reached()),
+        }
+        ControlFlow::Continue(())
     }
 
     /// Every source is down: feeds the slate to the splicer and retries the sources (from
@@ -1066,26 +1101,53 @@ impl Supervisor {
     /// Runs one source until it fails, ends, or an order arrives, with at most one candidate
     /// ingest beside it. Returns whether the source produced any tag.
     async fn run_source(&mut self, index: usize, adopted: Option<Candidate>) -> (Outcome, bool) {
+        let mut run = match self.open_source(index, adopted) {
+            Ok(run) => run,
+            Err(reason) => return (Outcome::Failed { reason, next: None }, false),
+        };
+        let outcome = loop {
+            let t = run.timers(&self.spec);
+            let step = tokio::select! {
+                order = self.orders.recv() => self.on_order(&mut run, order),
+                _ = tokio::time::sleep_until(t.deadline.into()) => Some(run.stalled(t.wait)),
+                _ = tokio::time::sleep_until(t.standby_at.into()), if t.want_standby => {
+                    self.start_standby(&mut run);
+                    None
+                }
+                _ = sleep_until_opt(self.deadline) => Some(Outcome::Deadline),
+                _ = sleep_until_opt(t.quiet_failover_at), if t.quiet_failover_at.is_some() => run.quiet_failover(),
+                _ = sleep_until_opt(t.probe_at), if t.probe_at.is_some() => {
+                    self.start_probe(&mut run);
+                    None
+                }
+                _ = sleep_until_opt(t.probe_ready), if t.probe_ready.is_some() => self.on_probe_ready(&mut run),
+                _ = tokio::time::sleep_until(t.switch_deadline.unwrap_or(t.deadline).into()), if t.switch_deadline.is_some() => {
+                    self.on_switch_timeout(&mut run)
+                }
+                ev = candidate_next(&mut run.candidate) => self.on_candidate_event(&mut run, ev),
+                ev = run.ingest.next() => self.on_ingest_event(&mut run, ev),
+            };
+            if let Some(outcome) = step {
+                break outcome;
+            }
+        };
+        let produced = run.produced;
+        run.finish(&outcome).await;
+        (outcome, produced)
+    }
+
+    /// Starts source `index` (or takes over the adopted candidate, replaying its buffer onto
+    /// the timeline); why not, when it cannot start.
+    fn open_source(&mut self, index: usize, adopted: Option<Candidate>) -> Result<SourceRun, String> {
         let n = self.spec.sources.len();
         let kind = self.spec.sources[index].kind;
-        let (mut ingest, prebuffer, mut produced) = match adopted {
+        let (ingest, prebuffer, produced) = match adopted {
             Some(mut c) => {
                 let produced = c.has_keyframe();
                 let buf = c.take_buffer();
                 (c.ingest, buf, produced)
             }
-            None => match Ingest::start(&self.spec.sources[index]) {
-                Ok(i) => (i, Vec::new(), false),
-                Err(e) => {
-                    return (
-                        Outcome::Failed {
-                            reason: e.to_string(),
-                            next: None,
-                        },
-                        false,
-                    )
-                }
-            },
+            None => (Ingest::start(&self.spec.sources[index]).map_err(|e| e.to_string())?, Vec::new(), false),
         };
         self.splicer.begin(Origin::Source(index));
         for tag in prebuffer {
@@ -1094,12 +1156,6 @@ impl Supervisor {
         if produced {
             self.set_status(|s| s.source_state = SourceState::Running);
         }
-        let mut last_tag = Instant::now();
-        let mut candidate: Option<Candidate> = None;
-        // A standby is tried once per quiet spell, not restarted in a loop.
-        let mut standby_tried = false;
-        let mut meter = Meter::new();
-        let mut next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
         // A live task's backup may be a file (looping): failover rules apply on it too.
         let live_session = !self.is_playlist();
         // While the primary is probed for a switch back, the probe is the second pull.
@@ -1108,289 +1164,382 @@ impl Supervisor {
             && live_session
             && (self.spec.switch_back_after.is_none() || index == 0)
             && self.spec.sources[(index + 1) % n].native_rtmp_url().is_some();
-        let mut hot_retry_at = Instant::now();
-        // The quiet spell (by its last tag) already checked against the standby.
-        let mut quiet_checked: Option<Instant> = None;
-        let outcome = loop {
-            // Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
-            let wait = if produced {
-                self.spec.stall_timeout
-            } else {
-                self.spec.startup_timeout
-            };
-            let deadline = last_tag + wait;
-            let standby_at = if hot {
-                hot_retry_at
-            } else {
-                last_tag + self.spec.standby_after
-            };
-            // A VOD item going quiet is not replaced by the next item: items play in order.
-            let want_standby = produced
-                && n > 1
-                && live_session
-                && candidate.is_none()
-                && (hot || !standby_tried);
-            let switch_deadline = candidate
-                .as_ref()
-                .filter(|c| c.role == CandidateRole::Switch)
-                .map(|c| c.started + self.spec.startup_timeout);
-            // Switch back to the primary: pull it beside the backup, adopt it once it has
-            // been healthy for the clear time.
-            let probe_at = match self.spec.switch_back_after {
-                Some(_)
-                    if index != 0
-                        && live_session
-                        && produced
-                        && candidate.is_none() =>
-                {
-                    Some(next_probe)
-                }
-                _ => None,
-            };
-            // Fail over early when the primary is quiet but its warm standby is not.
-            let quiet_failover_at = match (self.spec.standby_failover_after, candidate.as_ref()) {
-                (Some(after), Some(c))
-                    if hot
-                        && c.role == CandidateRole::Standby
-                        && c.has_keyframe()
-                        && quiet_checked != Some(last_tag) =>
-                {
-                    Some(last_tag + after)
-                }
-                _ => None,
-            };
-            let probe_ready = match (self.spec.switch_back_after, candidate.as_ref()) {
-                (Some(clear), Some(c)) if c.role == CandidateRole::Probe => {
-                    c.first_tag.map(|t| t + clear)
-                }
-                _ => None,
-            };
-            tokio::select! {
-                order = self.orders.recv() => match order {
-                    Some(Order::Switch(to)) if to >= n => {
-                        tracing::warn!(to, n, "switch to a source that is not in the list; ignored");
-                    }
-                    Some(Order::Switch(_)) if candidate.as_ref().is_some_and(|c| c.replaces.is_some()) => {
-                        tracing::warn!("switch during a source replacement; ignored");
-                    }
-                    Some(Order::Switch(to)) if to == index => {
-                        if let Some(c) = candidate.take() { c.stop(); }
-                    }
-                    Some(Order::Replace(r, ApplyAt::AfterCurrentItem)) if kind == SourceKind::Vod => {
-                        self.after_item = Some(r);
-                    }
-                    Some(Order::Replace(r, _)) => {
-                        if let Some(c) = candidate.take() { c.stop(); }
-                        let start = r.first_index();
-                        match Candidate::start(start, CandidateRole::Switch, &r.sources[start]) {
-                            Ok(mut c) => {
-                                c.replaces = Some(r);
-                                candidate = Some(c);
-                            }
-                            Err(_) => break Outcome::Replace(r),
-                        }
-                    }
-                    Some(Order::Switch(to)) => {
-                        match candidate.take() {
-                            Some(c) if c.index == to && c.has_keyframe() => break Outcome::Adopt(c),
-                            Some(mut c) if c.index == to => {
-                                // Already warming up as a standby: keep it, adopt at its keyframe.
-                                c.role = CandidateRole::Switch;
-                                c.started = Instant::now();
-                                candidate = Some(c);
-                            }
-                            other => {
-                                if let Some(c) = other { c.stop(); }
-                                match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
-                                    Ok(c) => candidate = Some(c),
-                                    // Cannot even start it: switch the plain way and let it fail there.
-                                    Err(_) => break Outcome::Switch(to),
-                                }
-                            }
-                        }
-                    }
-                    Some(Order::SetLoops(l)) => self.set_loops(l),
-                    Some(Order::Stop) | None => break Outcome::Stop,
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    // Hand over any candidate, even one still starting: restarting that
-                    // source from scratch would only lose time.
-                    let next = candidate.take();
-                    break Outcome::Failed {
-                        reason: format!("no data from the source for {wait:?}"),
-                        next,
-                    };
-                }
-                _ = tokio::time::sleep_until(standby_at.into()), if want_standby => {
-                    standby_tried = true;
-                    let to = (index + 1) % n;
-                    if let Ok(c) = Candidate::start(to, CandidateRole::Standby, &self.spec.sources[to]) {
-                        if hot {
-                            tracing::debug!(from = index, to, "hot standby on the next source");
-                        } else {
-                            tracing::info!(from = index, to, "source quiet, warming up the next one");
-                        }
-                        candidate = Some(c);
-                    }
-                    hot_retry_at = Instant::now() + self.spec.retry_delay;
-                }
-                _ = sleep_until_opt(self.deadline) => break Outcome::Deadline,
-                _ = sleep_until_opt(quiet_failover_at), if quiet_failover_at.is_some() => {
-                    quiet_checked = Some(last_tag);
-                    let flowing = candidate
-                        .as_ref()
-                        .and_then(|c| c.last_tag)
-                        .is_some_and(|t| t.elapsed() < STANDBY_FLOWING);
-                    if flowing {
-                        let quiet = last_tag.elapsed();
-                        break Outcome::Failed {
-                            reason: format!("no data from the source for {quiet:.1?} while the backup delivers"),
-                            next: candidate.take(),
-                        };
-                    }
-                }
-                _ = sleep_until_opt(probe_at), if probe_at.is_some() => {
-                    next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
-                    if let Ok(c) = Candidate::start(0, CandidateRole::Probe, &self.spec.sources[0]) {
-                        candidate = Some(c);
-                    }
-                }
-                _ = sleep_until_opt(probe_ready), if probe_ready.is_some() => {
-                    let stall = self.spec.stall_timeout;
-                    match candidate.take() {
-                        // Data, but not lately: not healthy. Try again later.
-                        Some(c) if c.last_tag.is_none_or(|t| t.elapsed() > stall) => c.stop(),
-                        Some(c) if c.has_keyframe() => {
-                            tracing::info!(from = index, "primary healthy again: switching back");
-                            break Outcome::Adopt(c);
-                        }
-                        // Healthy but no keyframe yet: adopt at the keyframe.
-                        Some(mut c) => {
-                            c.role = CandidateRole::Switch;
-                            c.started = Instant::now();
-                            candidate = Some(c);
-                        }
-                        None => {}
-                    }
-                }
-                _ = tokio::time::sleep_until(switch_deadline.unwrap_or(deadline).into()), if switch_deadline.is_some() => {
-                    if let Some(mut c) = candidate.take() {
-                        if let Some(r) = c.replaces.take() {
-                            // The new list does not start in time: switch to it the plain way
-                            // (it fails over within itself, then the slate).
-                            c.stop();
-                            break Outcome::Replace(r);
-                        }
-                        self.emit(SourceEvent::SourceFailed {
-                            index: c.index,
-                            reason: format!("no keyframe within {:?}", self.spec.startup_timeout),
-                        });
-                        c.stop();
-                    }
-                }
-                ev = candidate_next(&mut candidate) => match ev {
-                    Some(IngestEvent::Tag(tag)) => {
-                        if let Some(c) = candidate.as_mut() {
-                            c.buffer(tag);
-                            if c.role == CandidateRole::Switch && c.has_keyframe() {
-                                if let Some(c) = candidate.take() {
-                                    break Outcome::Adopt(c);
-                                }
-                            }
-                        }
-                    }
-                    Some(IngestEvent::Progress(_)) => {}
-                    ended @ (Some(IngestEvent::Exited { .. }) | None) => {
-                        let reason = match ended {
-                            Some(IngestEvent::Exited { reason, .. }) => reason,
-                            _ => "no exit status".to_string(),
-                        };
-                        if let Some(mut c) = candidate.take() {
-                            if let Some(r) = c.replaces.take() {
-                                c.stop();
-                                break Outcome::Replace(r);
-                            }
-                            if c.role == CandidateRole::Probe {
-                                // The primary is still down: try again later, quietly.
-                                tracing::debug!(%reason, "primary probe failed");
-                            } else if hot && c.role == CandidateRole::Standby {
-                                // A backup that is not up (yet): not news while the
-                                // running source is fine.
-                                tracing::debug!(%reason, "hot standby ended");
-                                hot_retry_at = Instant::now() + self.spec.retry_delay;
-                            } else {
-                                self.emit(SourceEvent::SourceFailed {
-                                    index: c.index,
-                                    reason: format!("ingest ended: {reason}"),
-                                });
-                            }
-                            c.stop();
-                        }
-                    }
-                },
-                ev = ingest.next() => match ev {
-                    Some(IngestEvent::Tag(tag)) => {
-                        if !produced {
-                            produced = true;
-                            self.set_status(|s| s.source_state = SourceState::Running);
-                        }
-                        last_tag = Instant::now();
-                        standby_tried = false;
-                        if !hot && candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
-                            // The source came back: the standby is not needed.
-                            if let Some(c) = candidate.take() { c.stop(); }
-                        }
-                        meter.bytes += tag.data.len() as u64;
-                        if tag.is_video_frame() {
-                            meter.frames += 1;
-                        }
-                        self.splicer.push(tag);
-                        let dt = meter.since.elapsed();
-                        if dt >= Duration::from_secs(1) {
-                            let secs = dt.as_secs_f64();
-                            let (kbps, fps) = (meter.bytes as f64 * 8.0 / 1000.0 / secs, meter.frames as f64 / secs);
-                            self.set_status(|s| { s.bitrate_kbps = kbps; s.fps = fps; });
-                            meter = Meter::new();
-                        }
-                    }
-                    Some(IngestEvent::Progress(p)) => self.set_status(|s| s.source_progress = Some(p)),
-                    Some(IngestEvent::Exited { success, reason }) => {
-                        if success && kind == SourceKind::Vod && produced {
-                            match candidate.take() {
-                                // A replacement (or switch) was warming up: it plays next.
-                                Some(c) if c.has_keyframe() && c.role != CandidateRole::Standby => {
-                                    break Outcome::Adopt(c);
-                                }
-                                Some(mut c) => {
-                                    let r = c.replaces.take();
-                                    c.stop();
-                                    if let Some(r) = r {
-                                        break Outcome::Replace(r);
-                                    }
-                                }
-                                None => {}
-                            }
-                            break Outcome::Ended;
-                        }
-                        let next = candidate.take();
-                        break Outcome::Failed { reason: format!("ingest ended: {reason}"), next };
-                    }
-                    None => break Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None },
-                },
+        let now = Instant::now();
+        Ok(SourceRun {
+            index,
+            n,
+            kind,
+            ingest,
+            produced,
+            last_tag: now,
+            candidate: None,
+            standby_tried: false,
+            meter: Meter::new(),
+            next_probe: now + PROBE_INTERVAL.max(self.spec.retry_delay),
+            live_session,
+            hot,
+            hot_retry_at: now,
+            quiet_checked: None,
+        })
+    }
+
+    /// An order while a source runs. A switch or a replacement starts its source as a
+    /// candidate beside the current one (make before break).
+    fn on_order(&mut self, run: &mut SourceRun, order: Option<Order>) -> Option<Outcome> {
+        let n = run.n;
+        match order {
+            Some(Order::Switch(to)) if to >= n => {
+                tracing::warn!(to, n, "switch to a source that is not in the list; ignored");
             }
-        };
-        if let Some(c) = candidate.take() {
+            Some(Order::Switch(_)) if run.candidate.as_ref().is_some_and(|c| c.replaces.is_some()) => {
+                tracing::warn!("switch during a source replacement; ignored");
+            }
+            Some(Order::Switch(to)) if to == run.index => run.drop_candidate(),
+            Some(Order::Replace(r, ApplyAt::AfterCurrentItem)) if run.kind == SourceKind::Vod => {
+                self.after_item = Some(r);
+            }
+            Some(Order::Replace(r, _)) => return run.prepare_replacement(r),
+            Some(Order::Switch(to)) => return self.prepare_switch(run, to),
+            Some(Order::SetLoops(l)) => self.set_loops(l),
+            Some(Order::Stop) | None => return Some(Outcome::Stop),
+        }
+        None
+    }
+
+    /// A manual switch to `to`: adopt a candidate of it that has a keyframe, keep warming
+    /// one that has not, or start one.
+    fn prepare_switch(&self, run: &mut SourceRun, to: usize) -> Option<Outcome> {
+        match run.candidate.take() {
+            Some(c) if c.index == to && c.has_keyframe() => return Some(Outcome::Adopt(c)),
+            Some(mut c) if c.index == to => {
+                // Already warming up as a standby: keep it, adopt at its keyframe.
+                c.role = CandidateRole::Switch;
+                c.started = Instant::now();
+                run.candidate = Some(c);
+            }
+            other => {
+                if let Some(c) = other {
+                    c.stop();
+                }
+                match Candidate::start(to, CandidateRole::Switch, &self.spec.sources[to]) {
+                    Ok(c) => run.candidate = Some(c),
+                    // Cannot even start it: switch the plain way and let it fail there.
+                    Err(_) => return Some(Outcome::Switch(to)),
+                }
+            }
+        }
+        None
+    }
+
+    /// The running source went quiet (or, hot, it is time to retry the standby): start the
+    /// next source beside it.
+    fn start_standby(&self, run: &mut SourceRun) {
+        run.standby_tried = true;
+        let to = (run.index + 1) % run.n;
+        if let Ok(c) = Candidate::start(to, CandidateRole::Standby, &self.spec.sources[to]) {
+            if run.hot {
+                tracing::debug!(from = run.index, to, "hot standby on the next source");
+            } else {
+                tracing::info!(from = run.index, to, "source quiet, warming up the next one");
+            }
+            run.candidate = Some(c);
+        }
+        run.hot_retry_at = Instant::now() + self.spec.retry_delay;
+    }
+
+    /// Time to pull the primary beside the backup, for a switch back.
+    fn start_probe(&self, run: &mut SourceRun) {
+        run.next_probe = Instant::now() + PROBE_INTERVAL.max(self.spec.retry_delay);
+        if let Ok(c) = Candidate::start(0, CandidateRole::Probe, &self.spec.sources[0]) {
+            run.candidate = Some(c);
+        }
+    }
+
+    /// The probed primary has had data for the clear time: switch back if it is still
+    /// delivering.
+    fn on_probe_ready(&self, run: &mut SourceRun) -> Option<Outcome> {
+        let stall = self.spec.stall_timeout;
+        match run.candidate.take() {
+            // Data, but not lately: not healthy. Try again later.
+            Some(c) if c.last_tag.is_none_or(|t| t.elapsed() > stall) => c.stop(),
+            Some(c) if c.has_keyframe() => {
+                tracing::info!(from = run.index, "primary healthy again: switching back");
+                return Some(Outcome::Adopt(c));
+            }
+            // Healthy but no keyframe yet: adopt at the keyframe.
+            Some(mut c) => {
+                c.role = CandidateRole::Switch;
+                c.started = Instant::now();
+                run.candidate = Some(c);
+            }
+            None => {}
+        }
+        None
+    }
+
+    /// A switch (or replacement) candidate had no keyframe within the startup timeout.
+    fn on_switch_timeout(&self, run: &mut SourceRun) -> Option<Outcome> {
+        if let Some(mut c) = run.candidate.take() {
+            if let Some(r) = c.replaces.take() {
+                // The new list does not start in time: switch to it the plain way
+                // (it fails over within itself, then the slate).
+                c.stop();
+                return Some(Outcome::Replace(r));
+            }
+            self.emit(SourceEvent::SourceFailed {
+                index: c.index,
+                reason: format!("no keyframe within {:?}", self.spec.startup_timeout),
+            });
             c.stop();
         }
-        if matches!(outcome, Outcome::Stop) {
-            // A stop order is graceful: wait until ffmpeg has exited (or been killed).
-            ingest.stop(INGEST_STOP_DEADLINE).await;
-        } else {
-            // Stopping may take up to the deadline; do it off the critical path so the next
-            // source starts at once (the old ffmpeg no longer feeds the splicer).
-            tokio::spawn(ingest.stop(INGEST_STOP_DEADLINE));
+        None
+    }
+
+    /// The candidate's ingest produced an event: buffer its tags (a switch is adopted at its
+    /// keyframe), or see it end.
+    fn on_candidate_event(&self, run: &mut SourceRun, ev: Option<IngestEvent>) -> Option<Outcome> {
+        let reason = match ev {
+            Some(IngestEvent::Tag(tag)) => {
+                let c = run.candidate.as_mut()?;
+                c.buffer(tag);
+                if c.role == CandidateRole::Switch && c.has_keyframe() {
+                    return run.candidate.take().map(Outcome::Adopt);
+                }
+                return None;
+            }
+            Some(IngestEvent::Progress(_)) => return None,
+            Some(IngestEvent::Exited { reason, .. }) => reason,
+            None => "no exit status".to_string(),
+        };
+        let mut c = run.candidate.take()?;
+        if let Some(r) = c.replaces.take() {
+            c.stop();
+            return Some(Outcome::Replace(r));
         }
-        (outcome, produced)
+        if c.role == CandidateRole::Probe {
+            // The primary is still down: try again later, quietly.
+            tracing::debug!(%reason, "primary probe failed");
+        } else if run.hot && c.role == CandidateRole::Standby {
+            // A backup that is not up (yet): not news while the running source is fine.
+            tracing::debug!(%reason, "hot standby ended");
+            run.hot_retry_at = Instant::now() + self.spec.retry_delay;
+        } else {
+            self.emit(SourceEvent::SourceFailed { index: c.index, reason: format!("ingest ended: {reason}") });
+        }
+        c.stop();
+        None
+    }
+
+    /// The running source's ingest produced an event.
+    fn on_ingest_event(&self, run: &mut SourceRun, ev: Option<IngestEvent>) -> Option<Outcome> {
+        match ev {
+            Some(IngestEvent::Tag(tag)) => {
+                self.on_tag(run, tag);
+                None
+            }
+            Some(IngestEvent::Progress(p)) => {
+                self.set_status(|s| s.source_progress = Some(p));
+                None
+            }
+            Some(IngestEvent::Exited { success, reason }) => Some(run.exited(success, reason)),
+            None => Some(Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None }),
+        }
+    }
+
+    /// A tag of the running source: onto the timeline, and into the watchdog and the meter.
+    fn on_tag(&self, run: &mut SourceRun, tag: FlvTag) {
+        if !run.produced {
+            run.produced = true;
+            self.set_status(|s| s.source_state = SourceState::Running);
+        }
+        run.last_tag = Instant::now();
+        run.standby_tried = false;
+        if !run.hot && run.candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
+            // The source came back: the standby is not needed.
+            run.drop_candidate();
+        }
+        run.meter.bytes += tag.data.len() as u64;
+        if tag.is_video_frame() {
+            run.meter.frames += 1;
+        }
+        self.splicer.push(tag);
+        let dt = run.meter.since.elapsed();
+        if dt >= Duration::from_secs(1) {
+            let secs = dt.as_secs_f64();
+            let (kbps, fps) = (run.meter.bytes as f64 * 8.0 / 1000.0 / secs, run.meter.frames as f64 / secs);
+            self.set_status(|s| {
+                s.bitrate_kbps = kbps;
+                s.fps = fps;
+            });
+            run.meter = Meter::new();
+        }
     }
 }
 
+/// One source's run: its ingest, at most one candidate beside it, and the watchdog state.
+struct SourceRun {
+    index: usize,
+    /// Length of the source list.
+    n: usize,
+    kind: SourceKind,
+    ingest: Ingest,
+    /// Whether the source has produced a tag (an adopted candidate with a keyframe has).
+    produced: bool,
+    /// Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
+    last_tag: Instant,
+    candidate: Option<Candidate>,
+    /// A standby is tried once per quiet spell, not restarted in a loop.
+    standby_tried: bool,
+    meter: Meter,
+    next_probe: Instant,
+    /// Failover rules apply (not a VOD playlist).
+    live_session: bool,
+    /// The next source is natively pulled and kept connected beside this one.
+    hot: bool,
+    hot_retry_at: Instant,
+    /// The quiet spell (by its last tag) already checked against the standby.
+    quiet_checked: Option<Instant>,
+}
+
+/// When each of a source run's timers fires, from its state at one turn of its loop.
+struct Timers {
+    /// No tag for this long fails the source (startup or stall timeout).
+    wait: Duration,
+    deadline: Instant,
+    standby_at: Instant,
+    want_standby: bool,
+    /// A switch candidate's keyframe deadline.
+    switch_deadline: Option<Instant>,
+    /// Pull the primary beside the backup (switch back).
+    probe_at: Option<Instant>,
+    /// Fail over early: the source is quiet while its warm standby is not.
+    quiet_failover_at: Option<Instant>,
+    /// The probed primary has been healthy for the clear time.
+    probe_ready: Option<Instant>,
+}
+
+impl SourceRun {
+    fn timers(&self, spec: &SourceSpec) -> Timers {
+        let wait = if self.produced { spec.stall_timeout } else { spec.startup_timeout };
+        let standby_at = if self.hot { self.hot_retry_at } else { self.last_tag + spec.standby_after };
+        // A VOD item going quiet is not replaced by the next item: items play in order.
+        let want_standby =
+            self.produced && self.n > 1 && self.live_session && self.candidate.is_none() && (self.hot || !self.standby_tried);
+        let switch_deadline = self
+            .candidate
+            .as_ref()
+            .filter(|c| c.role == CandidateRole::Switch)
+            .map(|c| c.started + spec.startup_timeout);
+        let probe_at = match spec.switch_back_after {
+            Some(_) if self.index != 0 && self.live_session && self.produced && self.candidate.is_none() => {
+                Some(self.next_probe)
+            }
+            _ => None,
+        };
+        let quiet_failover_at = match (spec.standby_failover_after, self.candidate.as_ref()) {
+            (Some(after), Some(c))
+                if self.hot
+                    && c.role == CandidateRole::Standby
+                    && c.has_keyframe()
+                    && self.quiet_checked != Some(self.last_tag) =>
+            {
+                Some(self.last_tag + after)
+            }
+            _ => None,
+        };
+        let probe_ready = match (spec.switch_back_after, self.candidate.as_ref()) {
+            (Some(clear), Some(c)) if c.role == CandidateRole::Probe => c.first_tag.map(|t| t + clear),
+            _ => None,
+        };
+        Timers {
+            wait,
+            deadline: self.last_tag + wait,
+            standby_at,
+            want_standby,
+            switch_deadline,
+            probe_at,
+            quiet_failover_at,
+            probe_ready,
+        }
+    }
+
+    fn drop_candidate(&mut self) {
+        if let Some(c) = self.candidate.take() {
+            c.stop();
+        }
+    }
+
+    /// No tag for `wait`. Hands over any candidate, even one still starting: restarting that
+    /// source from scratch would only lose time.
+    fn stalled(&mut self, wait: Duration) -> Outcome {
+        Outcome::Failed { reason: format!("no data from the source for {wait:?}"), next: self.candidate.take() }
+    }
+
+    /// The source has been quiet for `standby_failover_after` while its standby has a
+    /// keyframe: it is down if the standby is delivering (else our own network is at fault).
+    fn quiet_failover(&mut self) -> Option<Outcome> {
+        self.quiet_checked = Some(self.last_tag);
+        let flowing = self
+            .candidate
+            .as_ref()
+            .and_then(|c| c.last_tag)
+            .is_some_and(|t| t.elapsed() < STANDBY_FLOWING);
+        if !flowing {
+            return None;
+        }
+        let quiet = self.last_tag.elapsed();
+        Some(Outcome::Failed {
+            reason: format!("no data from the source for {quiet:.1?} while the backup delivers"),
+            next: self.candidate.take(),
+        })
+    }
+
+    /// A replacement list (`cmd=3`): its first item starts as a candidate that takes over at
+    /// its keyframe, or the plain way when it cannot start.
+    fn prepare_replacement(&mut self, r: Replacement) -> Option<Outcome> {
+        self.drop_candidate();
+        let start = r.first_index();
+        match Candidate::start(start, CandidateRole::Switch, &r.sources[start]) {
+            Ok(mut c) => {
+                c.replaces = Some(r);
+                self.candidate = Some(c);
+                None
+            }
+            Err(_) => Some(Outcome::Replace(r)),
+        }
+    }
+
+    /// The running ingest exited. A VOD item that played to its end hands over to a warm
+    /// replacement or switch, or ends; anything else is a failure.
+    fn exited(&mut self, success: bool, reason: String) -> Outcome {
+        if success && self.kind == SourceKind::Vod && self.produced {
+            match self.candidate.take() {
+                // A replacement (or switch) was warming up: it plays next.
+                Some(c) if c.has_keyframe() && c.role != CandidateRole::Standby => return Outcome::Adopt(c),
+                Some(mut c) => {
+                    let r = c.replaces.take();
+                    c.stop();
+                    if let Some(r) = r {
+                        return Outcome::Replace(r);
+                    }
+                }
+                None => {}
+            }
+            return Outcome::Ended;
+        }
+        Outcome::Failed { reason: format!("ingest ended: {reason}"), next: self.candidate.take() }
+    }
+
+    /// Ends the run: the candidate stops, and the ingest (gracefully on a stop order).
+    async fn finish(mut self, outcome: &Outcome) {
+        self.drop_candidate();
+        if matches!(outcome, Outcome::Stop) {
+            // A stop order is graceful: wait until ffmpeg has exited (or been killed).
+            self.ingest.stop(INGEST_STOP_DEADLINE).await;
+        } else {
+            // Stopping may take up to the deadline; do it off the critical path so the next
+            // source starts at once (the old ffmpeg no longer feeds the splicer).
+            tokio::spawn(self.ingest.stop(INGEST_STOP_DEADLINE));
+        }
+    }
+}
