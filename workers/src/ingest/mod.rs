@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::media::flv::{FlvItem, FlvParser, FlvTag};
 use crate::media::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
-use relaycast_core::domain::relay::types::RtmpUrl;
+use relaycast_core::domain::relay::types::{redact_url, RtmpUrl};
 use crate::ingest::egress::{EgressProxy, REFUSAL_MARK};
 use crate::ingest::rtmp_pull::RtmpPull;
 
@@ -273,29 +273,9 @@ impl IngestSpec {
         RtmpUrl::parse(&format!("rtmp://{}", &self.url[7..])).ok()
     }
 
-    /// The URL without user info and query string, for logs: both often carry credentials.
+    /// The URL for logs, without its credentials ([`redact_url`]).
     pub fn redacted_url(&self) -> String {
-        let (without_query, had_query) = match self.url.split_once('?') {
-            Some((u, _)) => (u, true),
-            None => (self.url.as_str(), false),
-        };
-        let mut out = match without_query.split_once("://") {
-            Some((scheme, rest)) => {
-                let rest = match rest.split_once('/') {
-                    Some((auth, path)) => {
-                        let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-                        format!("{host}/{path}")
-                    }
-                    None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
-                };
-                format!("{scheme}://{rest}")
-            }
-            None => without_query.to_string(),
-        };
-        if had_query {
-            out.push_str("?***");
-        }
-        out
+        redact_url(&self.url)
     }
 
     /// The ffmpeg `-protocol_whitelist` for this source's scheme: only what the scheme needs,
