@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ingest::{Container, Ingest};
+#[cfg(doc)]
+use crate::splice::source::PlayoutEvent;
 use crate::splice::splicer::VideoShape;
 
 /// The slate: what subscribers get while every source is down, so destinations' connections
@@ -15,8 +17,8 @@ use crate::splice::splicer::VideoShape;
 /// rate (black, or `image`) with silent AAC.
 #[derive(Debug, Clone)]
 pub struct SlateConfig {
-    /// How long the slate may run before the session gives up and reports that every source
-    /// failed ([`PlayoutEvent::SourcesExhausted`](super::source::PlayoutEvent::SourcesExhausted), then `Finished`). Default 5 min.
+    /// How long the slate may run before the supervisor gives up and reports that every
+    /// source failed ([`PlayoutEvent::SourcesExhausted`], then `Finished`). Default 5 min.
     pub timeout: Duration,
     /// An operator-provided still image (local path) instead of black. Never a user URL.
     pub image: Option<PathBuf>,

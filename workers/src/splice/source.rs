@@ -63,7 +63,7 @@ pub(crate) const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// A supervisor needs at least one source.
-    #[error("a relay session needs at least one source")]
+    #[error("at least one source is needed")]
     NoSources,
     /// A source was refused.
     #[error("source {index}: {source}")]
@@ -74,7 +74,7 @@ pub enum SourceError {
         source: IngestError,
     },
     /// `switch_to_source` with an index past the source list.
-    #[error("source index {index} out of range (the session has {len} sources)")]
+    #[error("source index {index} out of range (the list has {len} sources)")]
     SourceOutOfRange {
         /// Requested index.
         index: usize,
@@ -82,7 +82,7 @@ pub enum SourceError {
         len: usize,
     },
     /// The supervisor has stopped.
-    #[error("the relay session has stopped")]
+    #[error("the source supervisor has stopped")]
     Stopped,
 }
 
@@ -147,7 +147,7 @@ pub enum PlayoutEvent {
     },
     /// Every source is down: the subscribers get the slate.
     SlateStarted,
-    /// The slate stopped (a source is back, or the session ends).
+    /// The slate stopped (a source is back, or the supervisor ends).
     SlateEnded,
     /// Every source failed for good (slate timeout, or every playlist item failed in a row);
     /// `Finished` follows.
@@ -497,8 +497,8 @@ pub(crate) fn validate_sources(sources: &[IngestSpec]) -> Result<(), SourceError
     Ok(())
 }
 
-/// When a live session must end: the first `relofftime` (`0-N`) of its sources is a relay
-/// duration for the whole session, whichever source is on (as the control plane's model has
+/// When a live supervisor must end: the first `relofftime` (`0-N`) of its sources is a relay
+/// duration for the whole run, whichever source is on (as the control plane's model has
 /// it).
 fn live_deadline(sources: &[IngestSpec]) -> Option<Instant> {
     if sources.first()?.kind != SourceKind::Live {
