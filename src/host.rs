@@ -92,7 +92,7 @@ impl Host {
             });
         }
         if roles.contains(&Role::Relay) {
-            let worker = relaycast_workers::relay_worker::RelayWorker::new(ports.clone(), settings.clone(), shutdown.clone());
+            let worker = relaycast_workers::relay::worker::RelayWorker::new(ports.clone(), settings.clone(), shutdown.clone());
             tasks.spawn(async move {
                 worker.run().await;
                 Ok(())

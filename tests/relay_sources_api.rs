@@ -386,13 +386,13 @@ async fn the_end_time_stops_the_media_and_calls_back_1() {
 /// and as "not a keyframe"), while the platforms that take HEVC (YouTube, for one) do.
 struct EnhancedRtmpDestination {
     port: u16,
-    tags: std::sync::Arc<std::sync::Mutex<Vec<relaycast_workers::flv::FlvTag>>>,
+    tags: std::sync::Arc<std::sync::Mutex<Vec<relaycast_workers::media::flv::FlvTag>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl EnhancedRtmpDestination {
     async fn start() -> Self {
-        use relaycast_workers::flv::{FlvTag, TagType};
+        use relaycast_workers::media::flv::{FlvTag, TagType};
         use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
         use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent as E, ServerSessionResult as R};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -462,7 +462,7 @@ impl EnhancedRtmpDestination {
         format!("rtmp://127.0.0.1:{}/live/hevc", self.port)
     }
 
-    fn tags(&self) -> Vec<relaycast_workers::flv::FlvTag> {
+    fn tags(&self) -> Vec<relaycast_workers::media::flv::FlvTag> {
         self.tags.lock().unwrap().clone()
     }
 }
@@ -517,13 +517,13 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     let tags = destination.tags();
     let video: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
     eprintln!("libx265: {before} frames from the source, {} in all with the slate", video.len());
-    assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
+    assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::media::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
     assert!(tags.iter().any(|t| t.is_video_sequence_header()), "no HEVC sequence start");
     assert!(tags.iter().any(|t| t.is_audio_sequence_header()), "no AAC header");
 
     // Decode what arrived with ffmpeg, from its Annex B form.
     let path = dir.path().join("out.hevc");
-    std::fs::write(&path, relaycast_workers::mpegts::annex_b_from_flv(&tags)).unwrap();
+    std::fs::write(&path, relaycast_workers::media::mpegts::annex_b_from_flv(&tags)).unwrap();
     let probe = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-f", "hevc", "-count_frames", "-select_streams", "v:0"])
         .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0"])

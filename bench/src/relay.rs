@@ -37,7 +37,7 @@ use rml_rtmp::sessions::{
 };
 use relaycast_core::domain::relay::types::{Fops, Resolution, Source, SourceUrl, TaskType, VideoCodec};
 use relaycast_workers::ingest::IngestSpec;
-use relaycast_workers::transcode::{self, Watermarks};
+use relaycast_workers::ingest::transcode::{self, Watermarks};
 use serde_json::{json, Value};
 
 use crate::record::emit;

@@ -1,33 +1,38 @@
 //! relaycast long-running workers.
 //!
-//! The relay data plane lives here: one ingest per relay task, an ffmpeg writing FLV to a
-//! pipe or a native RTMP play ([`ingest`], [`rtmp_pull`]), the [`flv`] demuxer cuts it into tags, the [`splicer`] puts every source onto
-//! one continuous timeline and fans tags out, and one Rust-native RTMP [`pusher`] per
-//! destination publishes them. [`session`] ties these together for one relay task.
-//! [`transcode`] turns a task's `fops` and watermarks into the ingest's output arguments;
-//! [`playout`] maps a relay task's playlist settings onto a session.
-//! [`process`] holds the process-group handling shared by everything that runs a child;
-//! [`egress`] guards where an ingest ffmpeg may connect (a checking proxy, pinned addresses).
+//! The data plane, in layers whose dependencies run one way (each uses only those below it):
+//!
+//! ```text
+//! relay/   pushers, the relay session, the relay worker, reconcile (task record ↔ session)
+//!   │
+//! splice/  splicer (one timeline, per-subscriber policy), source supervisor, slate
+//!   │
+//! ingest/  ffmpeg ingest, native RTMP pull, pacing (bufferTime), transcode, egress guard
+//!   │
+//! media/   FLV, onMetaData (both ways), MPEG-TS → Enhanced RTMP, RTMP client
+//! ```
+//!
+//! One relay task: an ingest pulls a source ([`ingest`]: an ffmpeg writing FLV to a pipe, or
+//! a native RTMP play), the [`media::flv`] demuxer cuts it into tags, the
+//! [`splice::source::SourceSupervisor`] walks the sources (failover, hot standby, playlists,
+//! the slate) and feeds the [`splice::splicer`], which puts every source onto one continuous
+//! timeline and fans tags out to subscribers; the [`relay::session`] subscribes one
+//! Rust-native RTMP [`relay::pusher`] per destination, and the [`relay::worker`] drives
+//! sessions from task records. A recorder is a second consumer of the same source side.
+//! [`process`] holds the process-group handling shared by everything that runs a child.
 //!
 //! Tests: unit tests generate real FLV with the system ffmpeg; `tests/relay_e2e.rs` and
 //! `tests/playout_e2e.rs` run a private nginx-rtmp (`tests/support`) with ffmpeg publishers
 //! and ffprobe players. Every test that needs such a peer goes through `test_peers`, which
 //! fails it when the peer is missing.
 
-pub mod egress;
-pub mod flv;
 pub mod ingest;
-pub mod mpegts;
-pub mod playout;
+pub mod media;
 pub mod process;
-pub mod pusher;
-pub mod relay_worker;
-pub mod rtmp_pull;
-pub mod session;
-pub mod splicer;
+pub mod relay;
+pub mod splice;
 #[doc(hidden)]
 pub mod test_peers;
-pub mod transcode;
 
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -7,6 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Default path of the system ffmpeg.
+pub const DEFAULT_FFMPEG: &str = "/usr/bin/ffmpeg";
+
 /// Puts the command's child in a new process group whose id is the child's pid.
 pub fn own_process_group(cmd: &mut Command) -> &mut Command {
     cmd.process_group(0)

@@ -30,7 +30,7 @@ pub const RTSP_SERVER_SCRIPT: &str =
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Peer {
     /// `ffmpeg` and `ffprobe` on `PATH`, and ffmpeg at the relay's default path
-    /// ([`crate::ingest::DEFAULT_FFMPEG`]), which the sessions under test run.
+    /// ([`crate::process::DEFAULT_FFMPEG`]), which the sessions under test run.
     Ffmpeg,
     /// `nginx` with the RTMP module ([`RTMP_MODULE`]).
     NginxRtmp,
@@ -59,7 +59,7 @@ impl Peer {
             Peer::Ffmpeg => runs("ffmpeg", &["-version"])
                 .or_else(|| runs("ffprobe", &["-version"]))
                 .or_else(|| {
-                    let default = crate::ingest::DEFAULT_FFMPEG;
+                    let default = crate::process::DEFAULT_FFMPEG;
                     (!Path::new(default).exists()).then(|| {
                         format!("{default} (the relay's default ffmpeg_path) does not exist")
                     })

@@ -9,9 +9,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use relaycast_workers::flv::{FlvItem, FlvParser, FlvTag};
+use relaycast_workers::media::flv::{FlvItem, FlvParser, FlvTag};
 use relaycast_workers::ingest::{IngestSpec, TimeWindow};
-use relaycast_workers::session::{
+use relaycast_workers::relay::session::{
     ApplyAt, FinishCause, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec,
     SlateConfig, SourceState,
 };
@@ -158,7 +158,7 @@ async fn replace_live_source_keeps_the_destination_connection() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("old"))], vec![dest.clone()]);
-    spec.playout_events = Some(ptx);
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let player = support::Player::start(&dest);
     wait_size(&dest, (640, 360), Duration::from_secs(10)).expect("old source on r1");
@@ -240,8 +240,8 @@ async fn vod_playlist_loops_trims_and_finishes() {
         ],
         vec![nginx.rec_url("pl")],
     );
-    spec.loops = Loops::Count(2);
-    spec.playout_events = Some(ptx);
+    spec.source.loops = Loops::Count(2);
+    spec.source.playout_events = Some(ptx);
     let started = Instant::now();
     let session = RelaySession::start(spec, tx).expect("session starts");
     let mut playout = Vec::new();
@@ -321,8 +321,8 @@ async fn vod_item_404_is_skipped_and_replacement_waits_for_the_item() {
         ],
         vec![nginx.rec_url("pl404")],
     );
-    spec.loops = Loops::Infinite;
-    spec.playout_events = Some(ptx);
+    spec.source.loops = Loops::Infinite;
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let mut playout = Vec::new();
     // First pass: a, the 404, c.
@@ -424,13 +424,13 @@ async fn slate_holds_the_destination_until_the_source_returns() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], vec![dest.clone()]);
-    spec.stall_timeout = Duration::from_millis(1500);
-    spec.retry_delay = Duration::from_millis(500);
-    spec.slate = Some(SlateConfig {
+    spec.source.stall_timeout = Duration::from_millis(1500);
+    spec.source.retry_delay = Duration::from_millis(500);
+    spec.source.slate = Some(SlateConfig {
         timeout: Duration::from_secs(60),
         ..SlateConfig::default()
     });
-    spec.playout_events = Some(ptx);
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let player = support::Player::start(&dest);
     wait_size(&dest, (640, 360), Duration::from_secs(10)).expect("source on s1");
@@ -519,7 +519,7 @@ async fn live_window_and_slate_timeout_end_the_session() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::on_loopback(vec![src], vec![nginx.url("w1")]);
-    spec.playout_events = Some(ptx);
+    spec.source.playout_events = Some(ptx);
     let t = Instant::now();
     let windowed = RelaySession::start(spec, tx).expect("session starts");
     let mut playout = Vec::new();
@@ -564,13 +564,13 @@ async fn live_window_and_slate_timeout_end_the_session() {
     // limits below follow from these two settings.
     let stall = Duration::from_millis(1500);
     let slate_timeout = Duration::from_secs(12);
-    spec.stall_timeout = stall;
-    spec.slate = Some(SlateConfig {
+    spec.source.stall_timeout = stall;
+    spec.source.slate = Some(SlateConfig {
         timeout: slate_timeout,
         image: Some(image),
         ..SlateConfig::default()
     });
-    spec.playout_events = Some(ptx);
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     wait_size(&nginx.url("w2"), (320, 240), Duration::from_secs(10)).expect("w2 playable");
     publisher.kill();
@@ -647,8 +647,8 @@ async fn switches_back_to_the_primary_once_it_is_healthy() {
         ],
         vec![dest.clone()],
     );
-    spec.stall_timeout = Duration::from_millis(1500);
-    spec.switch_back_after = Some(Duration::from_secs(2));
+    spec.source.stall_timeout = Duration::from_millis(1500);
+    spec.source.switch_back_after = Some(Duration::from_secs(2));
     let session = RelaySession::start(spec, tx).expect("session starts");
     wait_size(&dest, (640, 360), Duration::from_secs(10)).expect("primary on sb");
     let id = publisher_id(&nginx, "sb").expect("sb publisher");
@@ -690,9 +690,9 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::on_loopback(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
-    spec.loops = Loops::Count(2);
-    spec.start_index = 1;
-    spec.playout_events = Some(ptx);
+    spec.source.loops = Loops::Count(2);
+    spec.source.start_index = 1;
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let mut playout = Vec::new();
     let done = wait_playout(&mut prx, &mut playout, Duration::from_secs(15), |e| {
@@ -724,8 +724,8 @@ async fn set_loops_counts_the_current_pass() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut spec = SessionSpec::on_loopback(vec![item], vec![]);
-    spec.loops = Loops::Infinite;
-    spec.playout_events = Some(ptx);
+    spec.source.loops = Loops::Infinite;
+    spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let mut playout = Vec::new();
     // Into the second pass, then: two passes in all from now on.

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use relaycast_workers::flv::{FlvItem, FlvParser};
+use relaycast_workers::media::flv::{FlvItem, FlvParser};
 use relaycast_workers::ingest::IngestSpec;
-use relaycast_workers::pusher::PusherState;
-use relaycast_workers::session::{RelaySession, SessionEvent, SessionSpec};
+use relaycast_workers::relay::pusher::PusherState;
+use relaycast_workers::relay::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
 use tokio::sync::mpsc;
 
@@ -219,7 +219,7 @@ async fn primary_failure_fails_over_to_backup_on_the_same_connections() {
         ],
         dests.clone(),
     );
-    let stall = spec.stall_timeout;
+    let stall = spec.source.stall_timeout;
     let session = RelaySession::start(spec, tx).expect("session starts");
     // A player stays on c1 through the failover and the switch back.
     let player = support::Player::start(&dests[0]);
@@ -395,7 +395,7 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
         vec![IngestSpec::live(nginx.url("quiet")), IngestSpec::live(nginx.url("spare"))],
         vec![dest.clone()],
     );
-    let stall = spec.stall_timeout;
+    let stall = spec.source.stall_timeout;
     let session = RelaySession::start(spec, tx).expect("session starts");
     support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
     let before = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");

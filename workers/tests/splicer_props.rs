@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use relaycast_workers::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
-use relaycast_workers::splicer::{Splicer, SplicerConfig};
+use relaycast_workers::media::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
+use relaycast_workers::splice::splicer::{OnLag, Origin, SpliceItem, Splicer, SplicerConfig, SubscribeOptions, Subscription};
 
 /// One generated tag of a source: what it is and its timestamp step from the previous tag.
 #[derive(Debug, Clone)]
@@ -75,12 +75,30 @@ fn source_tags(steps: &[Gen], start: u32) -> Vec<FlvTag> {
         .collect()
 }
 
-fn drain(sub: &mut relaycast_workers::splicer::Subscription) -> Vec<FlvTag> {
+fn drain(sub: &mut Subscription) -> Vec<FlvTag> {
     let mut v = Vec::new();
     while let Some(t) = sub.try_recv() {
         v.push(t);
     }
     v
+}
+
+fn drain_items(sub: &mut Subscription) -> Vec<SpliceItem> {
+    let mut v = Vec::new();
+    while let Some(i) = sub.try_recv_item() {
+        v.push(i);
+    }
+    v
+}
+
+fn tags_only(items: &[SpliceItem]) -> Vec<FlvTag> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            SpliceItem::Tag(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 proptest! {
@@ -97,7 +115,7 @@ proptest! {
         ),
         late_join in 0usize..6,
     ) {
-        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 4096 });
+        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 4096, ..SplicerConfig::default() });
         let mut early = splicer.subscribe();
         let mut late = None;
         let mut expected_pictures = 0u64;
@@ -146,6 +164,91 @@ proptest! {
         prop_assert_eq!(splicer.stats().video_frames_out, expected_pictures);
     }
 
+    /// Per-subscriber options. Over arbitrary sources with slate segments between them, and
+    /// a drop-to-keyframe subscriber with a tiny buffer that never reads:
+    /// - a never-drop subscriber (read only at the end) gets exactly what a subscriber with
+    ///   room for everything gets, and drops nothing, while the tiny one does drop;
+    /// - a subscriber without the slate gets the same tags minus those of slate segments;
+    /// - a file sink (never drop, markers, no slate) gets those tags too, and one switch marker
+    ///   in front of the first tag of every other source it sees, naming that source.
+    #[test]
+    fn subscriber_options_hold_for_any_sources(
+        segments in prop::collection::vec(
+            (prop::collection::vec(gen_tag(), 0..50), any::<u32>(), any::<bool>()),
+            1..7,
+        ),
+    ) {
+        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 8, gap_after: std::time::Duration::from_secs(3600) });
+        let mut roomy = splicer.subscribe_with(SubscribeOptions {
+            on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
+            ..SubscribeOptions::default()
+        });
+        let mut tiny = splicer.subscribe();
+        let mut never = splicer.subscribe_with(SubscribeOptions {
+            on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
+            ..SubscribeOptions::default()
+        });
+        let mut no_slate = splicer.subscribe_with(SubscribeOptions {
+            on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
+            include_slate: false,
+            ..SubscribeOptions::default()
+        });
+        let mut sink = splicer.subscribe_with(SubscribeOptions::file_sink());
+        // What `roomy` got, each tag with its segment (index, whether slate), read after every push.
+        let mut log: Vec<(FlvTag, usize, bool)> = Vec::new();
+        let mut pushed_video = 0usize;
+        for (i, (steps, start, slate)) in segments.iter().enumerate() {
+            splicer.begin(if *slate { Origin::Slate } else { Origin::Source(i) });
+            for tag in source_tags(steps, *start) {
+                pushed_video += usize::from(tag.is_video_frame());
+                splicer.push(tag);
+                while let Some(t) = roomy.try_recv() {
+                    log.push((t, i, *slate));
+                }
+            }
+        }
+        let never_out = drain(&mut never);
+        let all: Vec<FlvTag> = log.iter().map(|(t, _, _)| t.clone()).collect();
+        prop_assert_eq!(&never_out, &all);
+        prop_assert_eq!(never.dropped(), 0);
+        prop_assert_eq!(never.backlog().map(|b| (b.items, b.bytes)), Some((0, 0)));
+        let tiny_out = drain(&mut tiny);
+        prop_assert!(tiny_out.len() <= 8);
+        if all.len() > 8 + 3 && pushed_video > 0 {
+            prop_assert!(tiny.dropped() > 0 || tiny_out.len() == all.len());
+        }
+
+        let expected: Vec<FlvTag> = log.iter().filter(|(_, _, slate)| !slate).map(|(t, _, _)| t.clone()).collect();
+        prop_assert_eq!(&drain(&mut no_slate), &expected);
+
+        let items = drain_items(&mut sink);
+        prop_assert_eq!(&tags_only(&items), &expected);
+        prop_assert!(!items.iter().any(|i| matches!(i, SpliceItem::Gap(_))), "no gap within an hour");
+        // Expected switches: a change of (non-slate) segment between consecutive tags.
+        let segs: Vec<usize> = log.iter().filter(|(_, _, slate)| !slate).map(|(_, s, _)| *s).collect();
+        let mut want = Vec::new();
+        for w in segs.windows(2) {
+            if w[0] != w[1] {
+                want.push(w[1]);
+            }
+        }
+        let mut got = Vec::new();
+        for (k, item) in items.iter().enumerate() {
+            if let SpliceItem::Switch(sw) = item {
+                let Some(Origin::Source(i)) = sw.to else {
+                    return Err(TestCaseError::fail(format!("switch to {:?}", sw.to)));
+                };
+                got.push(i);
+                // Right before a tag, stamped with its position.
+                match items.get(k + 1) {
+                    Some(SpliceItem::Tag(t)) => prop_assert_eq!(t.timestamp, sw.timestamp),
+                    other => return Err(TestCaseError::fail(format!("switch followed by {other:?}"))),
+                }
+            }
+        }
+        prop_assert_eq!(got, want);
+    }
+
     /// The parser gives the same tags however the byte stream is cut into reads.
     #[test]
     fn parsing_does_not_depend_on_how_the_stream_is_cut(
@@ -190,7 +293,7 @@ proptest! {
             stream.push(0x47);
             stream.extend_from_slice(p);
         }
-        let mut d = relaycast_workers::mpegts::TsToFlv::new();
+        let mut d = relaycast_workers::media::mpegts::TsToFlv::new();
         for c in stream.chunks(cut) {
             prop_assert!(d.push(c).is_ok());
         }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use relaycast_core::domain::relay::types::{Fops, Gravity, Resolution, Source, SourceUrl, TaskType, VideoCodec, WmImages};
 use relaycast_workers::ingest::IngestSpec;
-use relaycast_workers::session::{RelaySession, SessionSpec};
-use relaycast_workers::transcode::{self, WatermarkFetcher, Watermarks};
+use relaycast_workers::relay::session::{RelaySession, SessionSpec};
+use relaycast_workers::ingest::transcode::{self, WatermarkFetcher, Watermarks};
 use support::{Nginx, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;

@@ -13,7 +13,7 @@ use clap::Parser;
 use relaycast_core::adapters::{open_embedded, prepare_data_dir, EmbeddedError};
 use relaycast_core::config::{ConfigError, LogFormat, Settings};
 use relaycast_core::ports::SystemClock;
-use relaycast_workers::relay_worker::RelayWorker;
+use relaycast_workers::relay::worker::RelayWorker;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

@@ -360,6 +360,37 @@ impl RtmpUrl {
     }
 }
 
+/// A URL for logs, errors and callback messages, without the parts that are often
+/// credentials: user info and the query string (shown as `?***`), and for an RTMP URL the
+/// stream key as well ([`RtmpUrl::redacted`]). The one redactor: every layer that names a
+/// user's URL goes through it. Anything that is not a URL (a local path) is kept as is.
+pub fn redact_url(url: &str) -> String {
+    if let Ok(u) = RtmpUrl::parse_parts(url) {
+        return u.redacted();
+    }
+    let (without_query, had_query) = match url.split_once('?') {
+        Some((u, _)) => (u, true),
+        None => (url, false),
+    };
+    let mut out = match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = match rest.split_once('/') {
+                Some((auth, path)) => {
+                    let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+                    format!("{host}/{path}")
+                }
+                None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
+            };
+            format!("{scheme}://{rest}")
+        }
+        None => without_query.to_string(),
+    };
+    if had_query {
+        out.push_str("?***");
+    }
+    out
+}
+
 fn parse_port(p: &str) -> Result<u16, &'static str> {
     match p.parse::<u16>() {
         Ok(0) | Err(_) => Err("invalid port"),
@@ -935,6 +966,10 @@ mod tests {
         assert_eq!((d.host(), d.port(), d.tls(), d.app(), d.stream_key()), ("push.example.com", 443, true, "app", "key?x=1"));
         assert_eq!(d.tc_url(), "rtmps://push.example.com:443/app");
         assert_eq!(d.redacted(), "rtmps://push.example.com:443/app/***");
+        assert_eq!(redact_url(d.as_str()), d.redacted());
+        assert_eq!(redact_url("https://user:pw@cdn.example/live/a.m3u8?token=x"), "https://cdn.example/live/a.m3u8?***");
+        assert_eq!(redact_url("http://u@h"), "http://h");
+        assert_eq!(redact_url("/srv/media/a.mp4"), "/srv/media/a.mp4");
         assert!(!format!("{d:?}").contains("key?x=1"));
         let d = RtmpUrl::parse("rtmp://h/app/inst/key/").unwrap();
         assert_eq!((d.app(), d.stream_key(), d.port()), ("app/inst", "key", 1935));

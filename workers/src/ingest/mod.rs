@@ -1,5 +1,5 @@
 //! Ingest: one ffmpeg that pulls a source and writes FLV to its stdout, or, for an
-//! `rtmp://` live source relayed as is, a native RTMP play ([`crate::rtmp_pull`]).
+//! `rtmp://` live source relayed as is, a native RTMP play ([`crate::ingest::rtmp_pull`]).
 //!
 //! ffmpeg is spawned through `ffmpeg-sidecar` (its command builder and its stderr log parser),
 //! always pointed at a configured binary (the crate is built without its downloader).
@@ -22,15 +22,19 @@ use ffmpeg_sidecar::log_parser::FfmpegLogParser;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::flv::{FlvItem, FlvParser, FlvTag};
-use crate::mpegts::TsToFlv;
+use crate::media::flv::{FlvItem, FlvParser, FlvTag};
+use crate::media::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
-use relaycast_core::domain::relay::types::RtmpUrl;
-use crate::egress::{EgressProxy, REFUSAL_MARK};
-use crate::rtmp_pull::RtmpPull;
+use relaycast_core::domain::relay::types::{redact_url, RtmpUrl};
+use crate::ingest::egress::{EgressProxy, REFUSAL_MARK};
+use crate::ingest::rtmp_pull::RtmpPull;
 
-/// Default path of the system ffmpeg.
-pub const DEFAULT_FFMPEG: &str = "/usr/bin/ffmpeg";
+pub use crate::process::DEFAULT_FFMPEG;
+
+pub mod egress;
+pub mod rtmp_pull;
+pub mod transcode;
+
 /// stderr events (progress, exit) buffered between the stderr thread and the async side.
 /// Progress beyond this is dropped rather than stalling ffmpeg on a full stderr pipe.
 const EVENT_BUFFER: usize = 64;
@@ -177,17 +181,17 @@ pub struct IngestSpec {
     /// reaches the destinations smoothly. Adds this much latency. Default none.
     pub buffer: Option<Duration>,
     /// What ffmpeg writes to stdout. Default FLV; MPEG-TS for what FLV cannot carry (HEVC),
-    /// cut into the same tags by [`crate::mpegts::TsToFlv`].
+    /// cut into the same tags by [`crate::media::mpegts::TsToFlv`].
     pub container: Container,
     /// Let a natively pulled source resolve inside the operator's network (ffmpeg resolves
     /// names itself; the API checks the URL as written). The relay worker sets it from
     /// `allow_private_targets`. Default false.
     pub allow_private_targets: bool,
-    /// Why this source may not be opened, found before ffmpeg starts ([`crate::egress::pin`]):
+    /// Why this source may not be opened, found before ffmpeg starts ([`crate::ingest::egress::pin`]):
     /// starting it fails with this reason, so the session moves on to a backup. Default none.
     pub refused: Option<String>,
     /// The RTMP `tcUrl` ffmpeg sends when the URL was pinned to an address
-    /// ([`crate::egress::pin`]). Default none.
+    /// ([`crate::ingest::egress::pin`]). Default none.
     pub tc_url: Option<String>,
 }
 
@@ -269,29 +273,9 @@ impl IngestSpec {
         RtmpUrl::parse(&format!("rtmp://{}", &self.url[7..])).ok()
     }
 
-    /// The URL without user info and query string, for logs: both often carry credentials.
+    /// The URL for logs, without its credentials ([`redact_url`]).
     pub fn redacted_url(&self) -> String {
-        let (without_query, had_query) = match self.url.split_once('?') {
-            Some((u, _)) => (u, true),
-            None => (self.url.as_str(), false),
-        };
-        let mut out = match without_query.split_once("://") {
-            Some((scheme, rest)) => {
-                let rest = match rest.split_once('/') {
-                    Some((auth, path)) => {
-                        let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-                        format!("{host}/{path}")
-                    }
-                    None => rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string(),
-                };
-                format!("{scheme}://{rest}")
-            }
-            None => without_query.to_string(),
-        };
-        if had_query {
-            out.push_str("?***");
-        }
-        out
+        redact_url(&self.url)
     }
 
     /// The ffmpeg `-protocol_whitelist` for this source's scheme: only what the scheme needs,
@@ -944,7 +928,7 @@ mod tests {
     }
 
     fn tag_at(ts: u32) -> IngestEvent {
-        IngestEvent::Tag(FlvTag::new(crate::flv::TagType::Audio, ts, bytes::Bytes::from_static(&[0xaf, 1])))
+        IngestEvent::Tag(FlvTag::new(crate::media::flv::TagType::Audio, ts, bytes::Bytes::from_static(&[0xaf, 1])))
     }
 
     fn ts_of(ev: &IngestEvent) -> u32 {

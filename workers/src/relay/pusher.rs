@@ -5,94 +5,23 @@
 //! connection takes a fresh subscription: cached metadata and sequence headers first, then
 //! the next keyframe, which is exactly what a new RTMP publish needs.
 
-use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rml_amf0::Amf0Value;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
-    ClientSessionResult, PublishRequestType, StreamMetadata,
-};
+use rml_rtmp::sessions::{ClientSession, ClientSessionEvent, ClientSessionResult};
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-pub use relaycast_core::domain::relay::types::RtmpUrl;
+pub use crate::media::rtmp::RtmpUrl;
 
-use crate::flv::{FlvTag, TagType};
-use crate::splicer::Splicer;
-
-/// Errors of one publish attempt. [`PusherError::is_destination_error`] tells failures of the
-/// destination (refused, rejected, gone) from our own bugs.
-#[derive(Debug, thiserror::Error)]
-pub enum PusherError {
-    /// TCP connect failed (refused, unreachable, DNS).
-    #[error("connect to {addr} failed: {source}")]
-    Connect {
-        /// `host:port`.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A network step did not finish in time.
-    #[error("timed out while {0}")]
-    Timeout(&'static str),
-    /// The destination closed the connection.
-    #[error("destination closed the connection")]
-    Closed,
-    /// Reading or writing the socket failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The RTMP handshake failed.
-    #[error("rtmp handshake failed: {0}")]
-    Handshake(String),
-    /// The server refused `connect` or `publish`.
-    #[error("destination rejected the {stage}: {description}")]
-    Rejected {
-        /// `connect` or `publish`.
-        stage: &'static str,
-        /// The server's description.
-        description: String,
-    },
-    /// The TLS handshake of an `rtmps://` destination failed (certificate, protocol).
-    #[error("tls with {host} failed: {reason}")]
-    Tls {
-        /// The server name.
-        host: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The RTMP session state machine reported an error (a protocol error on either side).
-    #[error("rtmp session error: {0}")]
-    Session(String),
-    /// The host resolved to an address inside the operator's network, and
-    /// `allow_private_targets` is off.
-    #[error("{0}")]
-    InternalTarget(String),
-}
-
-impl PusherError {
-    /// Whether the failure lies with the destination (its address, its server, its network)
-    /// rather than with relaycast. Only [`PusherError::Session`] is counted as ours.
-    pub fn is_destination_error(&self) -> bool {
-        !matches!(self, PusherError::Session(_))
-    }
-}
-
-impl From<ClientSessionError> for PusherError {
-    fn from(e: ClientSessionError) -> Self {
-        PusherError::Session(format!("{e:?}"))
-    }
-}
+use crate::media::flv::{FlvTag, TagType};
+use crate::media::metadata::metadata_from_script;
+use crate::media::rtmp::{collect_packets, is_failure_status, open_client, ClientConn, ClientRequest, ConnReader, ConnWriter, RtmpError};
+use crate::splice::splicer::Splicer;
 
 /// Tunables of a pusher.
 #[derive(Debug, Clone)]
@@ -173,7 +102,7 @@ pub enum PusherEvent {
         url: String,
         /// What went wrong.
         reason: String,
-        /// Whether the destination is at fault (see [`PusherError::is_destination_error`]).
+        /// Whether the destination is at fault (see [`RtmpError::is_destination_error`]).
         destination_error: bool,
     },
     /// Publishing again after a failure.
@@ -289,31 +218,6 @@ fn set_state(shared: &Mutex<Shared>, state: PusherState) {
     }
 }
 
-/// A destination connection: plain TCP or TLS over TCP.
-pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
-pub(crate) type BoxConn = Box<dyn Conn>;
-type ConnReader = ReadHalf<BoxConn>;
-type ConnWriter = WriteHalf<BoxConn>;
-
-/// The default TLS configuration: Mozilla's roots, ring, TLS 1.2 and 1.3.
-fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-}
-
 /// How one publish attempt ended without error.
 enum Ended {
     Cancelled,
@@ -393,14 +297,14 @@ impl Worker {
         &self,
         failing: &mut bool,
         published_for: &mut Duration,
-    ) -> Result<Ended, PusherError> {
+    ) -> Result<Ended, RtmpError> {
         let setup = tokio::time::timeout(
             self.config.connect_timeout,
             open_client(&self.url, self.config.tls.as_ref(), self.config.allow_private_targets, ClientRequest::Publish),
         );
         let ClientConn { stream, mut session, .. } = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
-            r = setup => r.map_err(|_| PusherError::Timeout("connecting and publishing"))??,
+            r = setup => r.map_err(|_| RtmpError::Timeout("connecting and publishing"))??,
         };
         let (mut rd, mut wr) = tokio::io::split(stream);
         // Subscribe only once publishing is accepted, so the first tags are the cached
@@ -455,7 +359,7 @@ impl Worker {
                 }
                 n = rd.read(&mut buf) => {
                     match n {
-                        Ok(0) => break Err(PusherError::Closed),
+                        Ok(0) => break Err(RtmpError::Closed),
                         Ok(n) => {
                             let results = match session.handle_input(&buf[..n]) {
                                 Ok(r) => r,
@@ -501,7 +405,7 @@ impl Worker {
         .await;
     }
 
-    fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), PusherError> {
+    fn check_events(&self, results: &[ClientSessionResult]) -> Result<(), RtmpError> {
         for r in results {
             if let ClientSessionResult::RaisedEvent(
                 ClientSessionEvent::UnhandleableOnStatusCode { code },
@@ -510,7 +414,7 @@ impl Worker {
                 // The server ends a publish with an onStatus error (e.g. kicked by a
                 // "drop_idle_publisher" or an auth callback).
                 if is_failure_status(code) {
-                    return Err(PusherError::Rejected {
+                    return Err(RtmpError::Rejected {
                         stage: "publish",
                         description: code.clone(),
                     });
@@ -524,7 +428,7 @@ impl Worker {
         &self,
         wr: &mut ConnWriter,
         results: Vec<ClientSessionResult>,
-    ) -> Result<(), PusherError> {
+    ) -> Result<(), RtmpError> {
         let mut out = Vec::new();
         collect_packets(results, &mut out);
         if out.is_empty() {
@@ -533,15 +437,15 @@ impl Worker {
         self.write(wr, &out).await
     }
 
-    async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), PusherError> {
+    async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), RtmpError> {
         self.write_counted(wr, bytes, 0).await
     }
 
     /// Writes `bytes` carrying `tags` media tags and counts both under one lock.
-    async fn write_counted(&self, wr: &mut ConnWriter, bytes: &[u8], tags: u64) -> Result<(), PusherError> {
+    async fn write_counted(&self, wr: &mut ConnWriter, bytes: &[u8], tags: u64) -> Result<(), RtmpError> {
         tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
             .await
-            .map_err(|_| PusherError::Timeout("writing to the destination"))??;
+            .map_err(|_| RtmpError::Timeout("writing to the destination"))??;
         {
             let mut g = lock(&self.shared);
             g.status.bytes_sent += bytes.len() as u64;
@@ -550,191 +454,6 @@ impl Worker {
         self.bytes_total.increment(bytes.len() as u64);
         Ok(())
     }
-}
-
-/// What a client asks for once its `connect` is accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClientRequest {
-    /// `publish(stream_key)`: a pusher.
-    Publish,
-    /// `play(stream_key)`: a native RTMP ingest.
-    Play,
-}
-
-/// An RTMP client connection whose publish or play request was accepted.
-pub(crate) struct ClientConn {
-    pub(crate) stream: BoxConn,
-    pub(crate) session: ClientSession,
-    /// Events the server sent in the same read as the acceptance (a play's metadata and
-    /// sequence headers often come with it).
-    pub(crate) events: Vec<ClientSessionEvent>,
-}
-
-/// TCP (and TLS for `rtmps`) connect, handshake, `connect(app)`, then `publish` or `play`
-/// of the stream key. The caller bounds it with a timeout. The host is resolved here and,
-/// unless `allow_private`, refused when any of its addresses is internal: the API only sees
-/// the name, which may point inside the operator's network.
-pub(crate) async fn open_client(
-    url: &RtmpUrl,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    allow_private: bool,
-    request: ClientRequest,
-) -> Result<ClientConn, PusherError> {
-    let addr = url.addr();
-    let resolved = tokio::net::lookup_host(addr.as_str()).await.map(|a| a.collect::<Vec<_>>());
-    let addrs: Vec<std::net::SocketAddr> = match resolved {
-        Ok(a) => a,
-        Err(source) => return Err(PusherError::Connect { addr, source }),
-    };
-    let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
-    relaycast_core::domain::targets::check_resolved(url.host(), &ips, allow_private)
-        .map_err(|e| PusherError::InternalTarget(e.to_string()))?;
-    let tcp = TcpStream::connect(&addrs[..])
-        .await
-        .map_err(|source| PusherError::Connect { addr, source })?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream: BoxConn = if url.tls() {
-        let tls_err = |reason: String| PusherError::Tls {
-            host: url.host().to_string(),
-            reason,
-        };
-        let config = match tls {
-            Some(c) => c.clone(),
-            None => default_tls_config().map_err(tls_err)?,
-        };
-        let name = rustls::pki_types::ServerName::try_from(url.host().to_string())
-            .map_err(|e| tls_err(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| tls_err(e.to_string()))?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
-
-    let mut handshake = Handshake::new(PeerType::Client);
-    let p0p1 = handshake
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| PusherError::Handshake(format!("{e:?}")))?;
-    stream.write_all(&p0p1).await?;
-    let mut buf = vec![0u8; 8192];
-    let mut pending = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(PusherError::Closed);
-        }
-        match handshake
-            .process_bytes(&buf[..n])
-            .map_err(|e| PusherError::Handshake(format!("{e:?}")))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                stream.write_all(&response_bytes).await?;
-                break remaining_bytes;
-            }
-        }
-    };
-
-    let mut config = ClientSessionConfig::new();
-    config.tc_url = Some(url.tc_url());
-    let (mut session, initial) = ClientSession::new(config)?;
-    let mut out = Vec::new();
-    collect_packets(initial, &mut out);
-    let connect = session.request_connection(url.app().to_string())?;
-    collect_packets(vec![connect], &mut out);
-    stream.write_all(&out).await?;
-
-    let stage = match request {
-        ClientRequest::Publish => "publish",
-        ClientRequest::Play => "play",
-    };
-    let mut requested = false;
-    loop {
-        if !pending.is_empty() {
-            let results = session.handle_input(&pending)?;
-            pending.clear();
-            let mut out = Vec::new();
-            let mut accepted = false;
-            let mut events = Vec::new();
-            for r in results {
-                match r {
-                    ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                    ClientSessionResult::RaisedEvent(ev) => match ev {
-                        ClientSessionEvent::ConnectionRequestAccepted => {
-                            let req = match request {
-                                ClientRequest::Publish => session.request_publishing(
-                                    url.stream_key().to_string(),
-                                    PublishRequestType::Live,
-                                )?,
-                                ClientRequest::Play => {
-                                    session.request_playback(url.stream_key().to_string())?
-                                }
-                            };
-                            collect_packets(vec![req], &mut out);
-                            requested = true;
-                        }
-                        ClientSessionEvent::ConnectionRequestRejected { description } => {
-                            return Err(PusherError::Rejected {
-                                stage: "connect",
-                                description,
-                            });
-                        }
-                        ClientSessionEvent::PublishRequestAccepted
-                            if request == ClientRequest::Publish =>
-                        {
-                            accepted = true
-                        }
-                        ClientSessionEvent::PlaybackRequestAccepted
-                            if request == ClientRequest::Play =>
-                        {
-                            accepted = true
-                        }
-                        // e.g. NetStream.Publish.BadName when the name is taken, or
-                        // NetStream.Play.StreamNotFound.
-                        ClientSessionEvent::UnhandleableOnStatusCode { code }
-                            if requested && !accepted && is_failure_status(&code) =>
-                        {
-                            return Err(PusherError::Rejected {
-                                stage,
-                                description: code,
-                            });
-                        }
-                        ev if accepted => events.push(ev),
-                        _ => {}
-                    },
-                    ClientSessionResult::UnhandleableMessageReceived(_) => {}
-                }
-            }
-            if !out.is_empty() {
-                stream.write_all(&out).await?;
-            }
-            if accepted {
-                return Ok(ClientConn {
-                    stream,
-                    session,
-                    events,
-                });
-            }
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(PusherError::Closed);
-        }
-        pending.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// Whether an `onStatus` code reports a failure (as opposed to e.g. `NetStream.Play.Reset`).
-pub(crate) fn is_failure_status(code: &str) -> bool {
-    ["Failed", "BadName", "Reject", "NotFound"]
-        .iter()
-        .any(|w| code.contains(w))
 }
 
 /// Most tags written in one batch.
@@ -748,7 +467,7 @@ fn encode_tag(
     session: &mut ClientSession,
     tag: &FlvTag,
     out: &mut Vec<u8>,
-) -> Result<bool, PusherError> {
+) -> Result<bool, RtmpError> {
     let ts = RtmpTimestamp::new(tag.timestamp);
     let result = match tag.tag_type {
         TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
@@ -767,74 +486,11 @@ fn encode_tag(
     }
 }
 
-fn collect_packets(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
-    for r in results {
-        if let ClientSessionResult::OutboundResponse(p) = r {
-            out.extend_from_slice(&p.bytes);
-        }
-    }
-}
-
-/// Converts an FLV `onMetaData` body into `rml_rtmp`'s metadata (which is all its publish API
-/// accepts). Returns `None` for other script data.
-pub fn metadata_from_script(data: &Bytes) -> Option<StreamMetadata> {
-    let values = rml_amf0::deserialize(&mut Cursor::new(&data[..])).ok()?;
-    let mut it = values.into_iter();
-    let mut name = it.next()?.get_string()?;
-    if name == "@setDataFrame" {
-        name = it.next()?.get_string()?;
-    }
-    if name != "onMetaData" {
-        return None;
-    }
-    let props: HashMap<String, Amf0Value> = it.next()?.get_object_properties()?;
-    let num = |k: &str| match props.get(k) {
-        Some(Amf0Value::Number(n)) if n.is_finite() && *n >= 0.0 => Some(*n),
-        _ => None,
-    };
-    let mut m = StreamMetadata::new();
-    m.video_width = num("width").map(|n| n as u32);
-    m.video_height = num("height").map(|n| n as u32);
-    m.video_codec_id = num("videocodecid").map(|n| n as u32);
-    m.video_frame_rate = num("framerate").map(|n| n as f32);
-    m.video_bitrate_kbps = num("videodatarate").map(|n| n as u32);
-    m.audio_codec_id = num("audiocodecid").map(|n| n as u32);
-    m.audio_bitrate_kbps = num("audiodatarate").map(|n| n as u32);
-    m.audio_sample_rate = num("audiosamplerate").map(|n| n as u32);
-    m.audio_channels = num("audiochannels").map(|n| n as u32);
-    m.audio_is_stereo = match props.get("stereo") {
-        Some(Amf0Value::Boolean(b)) => Some(*b),
-        _ => None,
-    };
-    m.encoder = match props.get("encoder") {
-        Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    Some(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn converts_ffmpeg_metadata() {
-        crate::require_peers!(Ffmpeg);
-        let flv = crate::flv::test_media::ffmpeg_flv(320, 240, 1);
-        let mut p = crate::flv::FlvParser::new();
-        let items = p.feed(&flv).expect("flv");
-        let meta = items
-            .into_iter()
-            .find_map(|i| match i {
-                crate::flv::FlvItem::Tag(t) if t.is_metadata() => Some(t),
-                _ => None,
-            })
-            .expect("metadata tag");
-        let m = metadata_from_script(&meta.data).expect("parsed");
-        assert_eq!((m.video_width, m.video_height), (Some(320), Some(240)));
-        assert_eq!(m.video_codec_id, Some(7));
-        assert_eq!(m.audio_codec_id, Some(10));
-    }
+    use bytes::Bytes;
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 
     #[tokio::test]
     async fn unreachable_destination_backs_off_and_stops_promptly() {
@@ -999,8 +655,9 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(stalling_server(listener));
 
-        let splicer = Splicer::new(crate::splicer::SplicerConfig {
+        let splicer = Splicer::new(crate::splice::splicer::SplicerConfig {
             subscriber_capacity: 64,
+            ..Default::default()
         });
         let mut other = splicer.subscribe();
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -12,19 +12,17 @@
 //! channel's back-pressure stops reading the socket (TCP then slows the origin) instead of
 //! buffering without bound.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rml_amf0::Amf0Value;
-use rml_rtmp::sessions::{ClientSessionEvent, ClientSessionResult, StreamMetadata};
+use rml_rtmp::sessions::{ClientSessionEvent, ClientSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::flv::{FlvTag, TagType};
+use crate::media::flv::{FlvTag, TagType};
+use crate::media::metadata::metadata_script;
 use crate::ingest::{IngestEvent, IngestProgress};
-use crate::pusher::{open_client, ClientConn, ClientRequest, PusherError, RtmpUrl};
+use crate::media::rtmp::{is_failure_status, open_client, ClientConn, ClientRequest, RtmpError, RtmpUrl};
 
 /// Events queued between the connection task and the session: about 3 s of 25 fps video
 /// with AAC, so a burst after a stall fits.
@@ -39,7 +37,7 @@ fn ends_play(code: &str) -> bool {
     code == "NetStream.Play.UnpublishNotify"
         || code == "NetStream.Play.Stop"
         || code == "NetStream.Play.Complete"
-        || crate::pusher::is_failure_status(code)
+        || is_failure_status(code)
 }
 
 /// A running native pull. Dropping it closes the connection.
@@ -147,7 +145,7 @@ async fn pull(
     timeout: Duration,
     allow_private: bool,
     tx: &mpsc::Sender<IngestEvent>,
-) -> Result<String, PusherError> {
+) -> Result<String, RtmpError> {
     let open = tokio::time::timeout(timeout, open_client(url, None, allow_private, ClientRequest::Play));
     let ClientConn {
         mut stream,
@@ -155,7 +153,7 @@ async fn pull(
         events,
     } = open
         .await
-        .map_err(|_| PusherError::Timeout("connecting and starting to play"))??;
+        .map_err(|_| RtmpError::Timeout("connecting and starting to play"))??;
     let mut progress = Progress {
         since: Instant::now(),
         frames: 0,
@@ -199,7 +197,7 @@ async fn pull(
         }
         let n = tokio::time::timeout(timeout, stream.read(&mut buf))
             .await
-            .map_err(|_| PusherError::Timeout("reading from the source"))??;
+            .map_err(|_| RtmpError::Timeout("reading from the source"))??;
         if n == 0 {
             return Ok("the source closed the connection".into());
         }
@@ -218,64 +216,9 @@ async fn pull(
     }
 }
 
-/// An FLV `onMetaData` body from the metadata `rml_rtmp` parsed (the pushers turn it back
-/// into the same [`StreamMetadata`], so nothing they would publish is lost).
-pub fn metadata_script(m: &StreamMetadata) -> Bytes {
-    let mut props: HashMap<String, Amf0Value> = HashMap::new();
-    let mut num = |k: &str, v: Option<f64>| {
-        if let Some(v) = v {
-            props.insert(k.to_string(), Amf0Value::Number(v));
-        }
-    };
-    num("width", m.video_width.map(f64::from));
-    num("height", m.video_height.map(f64::from));
-    num("videocodecid", m.video_codec_id.map(f64::from));
-    num("framerate", m.video_frame_rate.map(f64::from));
-    num("videodatarate", m.video_bitrate_kbps.map(f64::from));
-    num("audiocodecid", m.audio_codec_id.map(f64::from));
-    num("audiodatarate", m.audio_bitrate_kbps.map(f64::from));
-    num("audiosamplerate", m.audio_sample_rate.map(f64::from));
-    num("audiochannels", m.audio_channels.map(f64::from));
-    if let Some(b) = m.audio_is_stereo {
-        props.insert("stereo".into(), Amf0Value::Boolean(b));
-    }
-    if let Some(e) = &m.encoder {
-        props.insert("encoder".into(), Amf0Value::Utf8String(e.clone()));
-    }
-    let values = vec![
-        Amf0Value::Utf8String("onMetaData".into()),
-        Amf0Value::Object(props),
-    ];
-    Bytes::from(rml_amf0::serialize(&values).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pusher::metadata_from_script;
-
-    #[test]
-    fn metadata_round_trips_through_the_script_tag() {
-        let mut m = StreamMetadata::new();
-        m.video_width = Some(1280);
-        m.video_height = Some(720);
-        m.video_codec_id = Some(7);
-        m.video_frame_rate = Some(25.0);
-        m.audio_codec_id = Some(10);
-        m.audio_sample_rate = Some(44100);
-        m.audio_is_stereo = Some(true);
-        m.encoder = Some("Lavf59".into());
-        let tag = FlvTag::new(TagType::Script, 0, metadata_script(&m));
-        assert!(tag.is_metadata());
-        let back = metadata_from_script(&tag.data).expect("parses");
-        assert_eq!(back.video_width, Some(1280));
-        assert_eq!(back.video_height, Some(720));
-        assert_eq!(back.video_codec_id, Some(7));
-        assert_eq!(back.video_frame_rate, Some(25.0));
-        assert_eq!(back.audio_sample_rate, Some(44100));
-        assert_eq!(back.audio_is_stereo, Some(true));
-        assert_eq!(back.encoder.as_deref(), Some("Lavf59"));
-    }
 
     #[test]
     fn positions_and_end_codes() {

@@ -2,7 +2,7 @@
 //! `extendParam.loop`, `extendParam.index` and `waitCrtUrlFinish`.
 //!
 //! The relay worker builds one [`IngestSpec`] per task source (in the task's order) and then
-//! calls [`apply_task`] on the [`SessionSpec`] at start, and [`replacement`] for a `cmd=3`,
+//! calls [`apply_task`] on the session's [`SourceSpec`] at start, and [`replacement`] for a `cmd=3`,
 //! so the mapping rules live in one place next to the session that enforces them.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use relaycast_core::domain::relay::task::RelayTask;
 use relaycast_core::domain::relay::types::{LoopCount, RelOffTime, TaskType};
 
 use crate::ingest::{IngestSpec, SourceKind, TimeWindow};
-use crate::session::{ApplyAt, Loops, SessionSpec};
+use crate::splice::source::{ApplyAt, Loops, SourceSpec};
 
 /// `extendParam.loop` as the session's [`Loops`].
 pub fn loops(l: LoopCount) -> Loops {
@@ -83,7 +83,7 @@ pub fn is_media_file(url: &str) -> bool {
 /// Sets a new session's playout from the task: source windows, the loop count, and the
 /// item to start with, which is the task's playback position (`extendParam.index` at the
 /// start of a run; on a resume after a manual stop, where it stopped).
-pub fn apply_task(spec: &mut SessionSpec, task: &RelayTask) {
+pub fn apply_task(spec: &mut SourceSpec, task: &RelayTask) {
     apply_sources(&mut spec.sources, task);
     spec.loops = loops(task.extend.loop_count);
     spec.start_index = task.position.index;
@@ -95,7 +95,7 @@ pub fn apply_task(spec: &mut SessionSpec, task: &RelayTask) {
 }
 
 /// A live task's `extendParam.autoSwitchBack` as the session's
-/// [`SessionSpec::switch_back_after`]: `None` (manual) when unset or for a playlist.
+/// [`SourceSpec::switch_back_after`]: `None` (manual) when unset or for a playlist.
 pub fn switch_back_after(task: &RelayTask) -> Option<Duration> {
     match task.task_type {
         TaskType::Live => task
@@ -106,7 +106,7 @@ pub fn switch_back_after(task: &RelayTask) -> Option<Duration> {
     }
 }
 
-/// What a `cmd=3` hands to [`crate::session::RelaySession::replace_playlist`] besides the new
+/// What a `cmd=3` hands to [`crate::relay::session::RelaySession::replace_playlist`] besides the new
 /// sources (run those through [`apply_sources`] first): the loop count, the 1-based
 /// `extendParam.index` made 0-based (`None` = the first item), and when.
 pub fn replacement(task: &RelayTask) -> (Option<Loops>, Option<usize>, ApplyAt) {
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn auto_switch_back_maps_onto_the_session() {
-        let mut spec = SessionSpec::new(vec![IngestSpec::live("rtmp://h/live/a")], vec![]);
+        let mut spec = SourceSpec::new(vec![IngestSpec::live("rtmp://h/live/a")]);
         apply_task(&mut spec, &task(TaskType::Live, Some(8)));
         assert_eq!(spec.switch_back_after, Some(Duration::from_secs(8)));
         apply_task(&mut spec, &task(TaskType::Live, None));

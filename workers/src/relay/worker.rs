@@ -16,19 +16,19 @@ use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, r
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
-use relaycast_core::domain::relay::state::{Action, DestState, PlaybackPosition, StopCause, TaskState};
-use relaycast_core::domain::relay::events::item_warning_detail;
+use relaycast_core::domain::relay::state::{Action, TaskState};
 use relaycast_core::domain::relay::task::{ForwardStats, RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
 use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{IngestSpec, SourceKind};
-use crate::pusher::PusherState;
-use crate::playout;
-use crate::session::{FinishCause, PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
-use crate::transcode::{self, WatermarkFetcher, Watermarks};
+use crate::ingest::transcode::{self, WatermarkFetcher, Watermarks};
+use crate::ingest::{egress, IngestSpec, SourceKind};
+use crate::relay::playout;
+use crate::relay::pusher::PusherState;
+use crate::relay::reconcile::{self, DownSince, PlayoutStep, RecordStep};
+use crate::relay::session::{PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
 
 /// What happened to one job message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +153,19 @@ struct TaskRunner {
     key: String,
 }
 
+/// What a run of a task keeps between events.
+struct Run {
+    /// The task record as last read or written.
+    task: RelayTask,
+    /// The revision of the sources the session runs.
+    sources_revision: u64,
+    /// The task's creation time: another means a `cmd=1` replaced it.
+    generation: i64,
+    down_since: DownSince,
+    /// A destination that has not published for this long is given up (`push_give_up_ms`).
+    give_up: Duration,
+}
+
 /// How a session of a task ended.
 enum RunEnd {
     /// The task record no longer wants a worker (stopped, expired, superseded).
@@ -207,191 +220,188 @@ impl TaskRunner {
         Ok(apply_to_task(&self.worker.ports, settings, &self.account, &self.id, action).await?.map(|v| v.value))
     }
 
-    /// Runs sessions for the task until it ends here.
-    async fn supervise(&self, mut task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
+    /// Runs sessions for the task until it ends here: starts one, then answers the lease
+    /// heartbeat, the record's changes and the session's events until the run is over.
+    async fn supervise(&self, task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
         let timing = &self.worker.settings.timing;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (playout_tx, mut playout) = mpsc::unbounded_channel();
-        // A destination that cannot be used fails on its own (callback 3) and the session starts
-        // without it; anything else at start is the source's failure (callback 2).
-        let session = loop {
-            match self.start_session(&task, events_tx.clone(), playout_tx.clone()).await {
-                Ok(s) => break s,
-                Err(StartError::Destination { url, reason }) => {
-                    let Some(recorded) = task.active_destinations().find(|d| d.url.as_str() == url).map(|d| d.url.clone()) else {
-                        self.apply(Action::SourceFailed { reason }).await?;
-                        return Ok(RunEnd::TaskEnded);
-                    };
-                    match self.apply(Action::PushFailed { url: recorded, reason }).await? {
-                        Some(t) if t.state.is_active() && t.active_destinations().next().is_some() => task = t,
-                        _ => return Ok(RunEnd::TaskEnded),
-                    }
-                }
-                Err(StartError::Source(reason)) => {
-                    self.apply(Action::SourceFailed { reason }).await?;
-                    return Ok(RunEnd::TaskEnded);
-                }
-            }
+        let Some((session, task)) = self.start_first_session(task, &events_tx, &playout_tx).await? else {
+            return Ok(RunEnd::TaskEnded);
         };
-        let mut sources_revision = task.sources_revision;
-        let generation = task.created_ms;
+        let mut run = Run {
+            sources_revision: task.sources_revision,
+            generation: task.created_ms,
+            task,
+            down_since: DownSince::new(),
+            give_up: Duration::from_millis(timing.push_give_up_ms),
+        };
         let mut heartbeat = tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
         // The task record is re-read this often, so cmd=2/3 reach a running session quickly.
         let mut watch = tokio::time::interval(Duration::from_millis(500));
-        let mut dest_down_since: HashMap<String, Instant> = HashMap::new();
-        let give_up = Duration::from_millis(timing.push_give_up_ms);
         let end = loop {
-            tokio::select! {
-                _ = stop.cancelled() => break RunEnd::Draining,
-                _ = heartbeat.tick() => {
-                    if !self.worker.leases.renew(guard).await? {
-                        break RunEnd::LeaseLost;
-                    }
-                    let status = session.status();
-                    let stats = run_stats(&status, self.worker.ports.clock.now_ms());
-                    record_run_stats(&self.worker.ports, &self.account, &self.id, stats).await?;
-                }
-                _ = watch.tick() => {
-                    let Some(current) = self.worker.ports.store.load::<RelayTask>(&self.key).await? else { break RunEnd::TaskEnded };
-                    task = current.value;
-                    if !task.state.is_active() {
-                        break RunEnd::TaskEnded;
-                    }
-                    if task.created_ms != generation {
-                        break RunEnd::Superseded;
-                    }
-                    // One snapshot per tick: each one clones every pusher's status under its lock.
-                    let status = session.status();
-                    // Destinations stopped by cmd=2, or given up: stop their pushers only.
-                    let mut changed = false;
-                    for d in &task.destinations {
-                        let pusher = status.destinations.iter().find(|p| p.url == d.url.as_str());
-                        match d.state {
-                            DestState::Stopped { .. } if pusher.is_some_and(|p| p.state != PusherState::Stopped) => {
-                                let _ = session.stop_destination(d.url.as_str()).await;
-                                changed = true;
-                            }
-                            DestState::Pending if pusher.is_none() => {
-                                let _ = session.add_destination(d.url.as_str());
-                                changed = true;
-                            }
-                            _ => {}
-                        }
-                    }
-                    // New sources (cmd=3): swapped inside the session, now or after the current
-                    // item; destination connections stay up.
-                    if task.sources_revision != sources_revision {
-                        sources_revision = task.sources_revision;
-                        let sources = match self.build_sources(&task).await {
-                            Ok(s) => s,
-                            Err(reason) => {
-                                self.apply(Action::SourceFailed { reason }).await?;
-                                break RunEnd::TaskEnded;
-                            }
-                        };
-                        let (loops, index, when) = playout::replacement(&task);
-                        if let Err(e) = session.replace_playlist(sources, loops, index, when).await {
-                            self.apply(Action::SourceFailed { reason: e.to_string() }).await?;
-                            break RunEnd::TaskEnded;
-                        }
-                    }
-                    // Only a destination stopped or added above makes the snapshot stale.
-                    let status = if changed { session.status() } else { status };
-                    for p in &status.destinations {
-                        let recorded = task.destinations.iter().find(|d| d.url.as_str() == p.url).cloned();
-                        let Some(recorded) = recorded else { continue };
-                        match (p.state, &recorded.state) {
-                            (PusherState::Publishing, DestState::Pending | DestState::Reconnecting { .. }) => {
-                                dest_down_since.remove(&p.url);
-                                if task.state == TaskState::Starting {
-                                    task = self.apply(Action::Started).await?.unwrap_or(task);
-                                }
-                                task = self.apply(Action::PushConnected { url: recorded.url.clone() }).await?.unwrap_or(task);
-                            }
-                            (PusherState::Backoff | PusherState::Connecting, DestState::Pushing) => {
-                                dest_down_since.entry(p.url.clone()).or_insert_with(Instant::now);
-                                task = self.apply(Action::PushReconnecting { url: recorded.url.clone() }).await?.unwrap_or(task);
-                            }
-                            (PusherState::Backoff | PusherState::Connecting, DestState::Pending | DestState::Reconnecting { .. }) => {
-                                let since = *dest_down_since.entry(p.url.clone()).or_insert_with(Instant::now);
-                                if since.elapsed() >= give_up {
-                                    let reason = p.last_error.clone().unwrap_or_else(|| "destination unreachable".into());
-                                    let _ = session.stop_destination(&p.url).await;
-                                    task = self.apply(Action::PushFailed { url: recorded.url.clone(), reason }).await?.unwrap_or(task);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                Some(event) = playout.recv() => {
-                    match event {
-                        PlayoutEvent::ItemStarted { index, loop_number } => {
-                            let position = PlaybackPosition { index, loops_done: loop_number.saturating_sub(1), offset_ms: 0 };
-                            task = self.apply(Action::ItemAdvanced { position }).await?.unwrap_or(task);
-                        }
-                        PlayoutEvent::ItemFailed { index, reason } => {
-                            let file = task.sources.get(index).map(|s| s.url.to_string()).unwrap_or_default();
-                            let detail = item_warning_detail(&reason);
-                            task = self.apply(Action::ItemWarning { file, detail }).await?.unwrap_or(task);
-                        }
-                        PlayoutEvent::SlateStarted => {
-                            if matches!(task.state, TaskState::Running | TaskState::Retrying { .. }) {
-                                let reason = "every source is down; destinations are on the slate".to_string();
-                                task = self.apply(Action::SourceInterrupted { reason }).await?.unwrap_or(task);
-                            }
-                        }
-                        PlayoutEvent::SlateEnded => {
-                            if matches!(task.state, TaskState::Retrying { .. }) {
-                                task = self.apply(Action::SourceRecovered).await?.unwrap_or(task);
-                            }
-                        }
-                        PlayoutEvent::SourcesExhausted { reason } => {
-                            self.apply(Action::SourceFailed { reason }).await?;
-                            break RunEnd::TaskEnded;
-                        }
-                        // cmd=3 already reported the new list (5) when it was accepted.
-                        PlayoutEvent::SourcesReplaced { .. } => {}
-                        PlayoutEvent::Finished { cause, reason } => {
-                            tracing::info!(task = %self.key, ?cause, %reason, "session finished");
-                            let action = match cause {
-                                FinishCause::PlaylistFinished => Action::Finished { cause: StopCause::LoopsDone },
-                                FinishCause::Duration => Action::Finished { cause: StopCause::RelOffTime },
-                                FinishCause::SourcesExhausted | FinishCause::SourceEnded => Action::SourceFailed { reason },
-                                // Only we stop sessions: the loop already knows why.
-                                FinishCause::Stopped => continue,
-                            };
-                            self.apply(action).await?;
-                            break RunEnd::TaskEnded;
-                        }
-                    }
-                }
+            let end = tokio::select! {
+                _ = stop.cancelled() => Some(RunEnd::Draining),
+                _ = heartbeat.tick() => self.on_heartbeat(&session, guard).await?,
+                _ = watch.tick() => self.on_watch(&session, &mut run).await?,
+                Some(event) = playout.recv() => self.on_playout(&mut run, event).await?,
                 Some(event) = events.recv() => {
-                    match event {
-                        SessionEvent::SourceFailed { index, reason } => {
-                            tracing::warn!(task = %self.key, index, %reason, "source failed");
-                            if matches!(task.state, TaskState::Running | TaskState::Retrying { .. }) {
-                                task = self.apply(Action::SourceInterrupted { reason }).await?.unwrap_or(task);
-                            }
-                        }
-                        SessionEvent::SwitchedSource { from, to } => {
-                            tracing::info!(task = %self.key, from, to, "source switched");
-                            if matches!(task.state, TaskState::Retrying { .. }) {
-                                task = self.apply(Action::SourceRecovered).await?.unwrap_or(task);
-                            }
-                        }
-                        // How a session ends is reported on the playout channel.
-                        SessionEvent::Finished { .. } => {}
-                        SessionEvent::DestinationFailed { url, reason, .. } => {
-                            tracing::warn!(task = %self.key, %url, %reason, "destination failed");
-                        }
-                        SessionEvent::Started | SessionEvent::DestinationRecovered { .. } => {}
-                    }
+                    self.on_session_event(&mut run, event).await?;
+                    None
                 }
+            };
+            if let Some(end) = end {
+                break end;
             }
         };
         session.stop().await;
         Ok(end)
+    }
+
+    /// Starts the task's session. A destination that cannot be used fails on its own
+    /// (callback 3) and the session starts without it; anything else at start is the
+    /// source's failure (callback 2). `None` when the task ended on the way.
+    async fn start_first_session(
+        &self,
+        mut task: RelayTask,
+        events: &mpsc::UnboundedSender<SessionEvent>,
+        playout: &mpsc::UnboundedSender<PlayoutEvent>,
+    ) -> Result<Option<(RelaySession, RelayTask)>, AppError> {
+        loop {
+            match self.start_session(&task, events.clone(), playout.clone()).await {
+                Ok(s) => return Ok(Some((s, task))),
+                Err(StartError::Destination { url, reason }) => {
+                    let Some(recorded) = task.active_destinations().find(|d| d.url.as_str() == url).map(|d| d.url.clone()) else {
+                        self.apply(Action::SourceFailed { reason }).await?;
+                        return Ok(None);
+                    };
+                    match self.apply(Action::PushFailed { url: recorded, reason }).await? {
+                        Some(t) if t.state.is_active() && t.active_destinations().next().is_some() => task = t,
+                        _ => return Ok(None),
+                    }
+                }
+                Err(StartError::Source(reason)) => {
+                    self.apply(Action::SourceFailed { reason }).await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Renews the lease and writes the run's figures back (the query's `relay` object).
+    async fn on_heartbeat(&self, session: &RelaySession, guard: &mut LeaseGuard) -> Result<Option<RunEnd>, AppError> {
+        if !self.worker.leases.renew(guard).await? {
+            return Ok(Some(RunEnd::LeaseLost));
+        }
+        let stats = run_stats(&session.status(), self.worker.ports.clock.now_ms());
+        record_run_stats(&self.worker.ports, &self.account, &self.id, stats).await?;
+        Ok(None)
+    }
+
+    /// Re-reads the task record and reconciles the session with it ([`reconcile`]):
+    /// destinations stopped or added, new sources, then what the pushers' states mean for
+    /// the record.
+    async fn on_watch(&self, session: &RelaySession, run: &mut Run) -> Result<Option<RunEnd>, AppError> {
+        let Some(current) = self.worker.ports.store.load::<RelayTask>(&self.key).await? else {
+            return Ok(Some(RunEnd::TaskEnded));
+        };
+        run.task = current.value;
+        if !run.task.state.is_active() {
+            return Ok(Some(RunEnd::TaskEnded));
+        }
+        if run.task.created_ms != run.generation {
+            return Ok(Some(RunEnd::Superseded));
+        }
+        // One snapshot per tick: each one clones every pusher's status under its lock.
+        let status = session.status();
+        let plan = reconcile::plan_session(&run.task, &status, run.sources_revision);
+        for url in &plan.stop {
+            let _ = session.stop_destination(url).await;
+        }
+        for url in &plan.add {
+            let _ = session.add_destination(url);
+        }
+        if plan.replace_sources {
+            run.sources_revision = run.task.sources_revision;
+            if let Some(end) = self.replace_sources(session, &run.task).await? {
+                return Ok(Some(end));
+            }
+        }
+        // Only a destination stopped or added above makes the snapshot stale.
+        let status = if plan.changes_destinations() { session.status() } else { status };
+        for p in &status.destinations {
+            for step in reconcile::destination_steps(&run.task, p, &mut run.down_since, Instant::now(), run.give_up) {
+                if let Some(t) = self.record(session, step).await? {
+                    run.task = t;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// New sources (cmd=3): swapped inside the session, now or after the current item;
+    /// destination connections stay up. Sources that cannot be built fail the task.
+    async fn replace_sources(&self, session: &RelaySession, task: &RelayTask) -> Result<Option<RunEnd>, AppError> {
+        let sources = match self.build_sources(task).await {
+            Ok(s) => s,
+            Err(reason) => {
+                self.apply(Action::SourceFailed { reason }).await?;
+                return Ok(Some(RunEnd::TaskEnded));
+            }
+        };
+        let (loops, index, when) = playout::replacement(task);
+        if let Err(e) = session.replace_playlist(sources, loops, index, when).await {
+            self.apply(Action::SourceFailed { reason: e.to_string() }).await?;
+            return Ok(Some(RunEnd::TaskEnded));
+        }
+        Ok(None)
+    }
+
+    /// Carries out one [`RecordStep`]; returns the updated record.
+    async fn record(&self, session: &RelaySession, step: RecordStep) -> Result<Option<RelayTask>, AppError> {
+        match step {
+            RecordStep::Apply(action) => self.apply(action).await,
+            RecordStep::GiveUp { url, reason } => {
+                let _ = session.stop_destination(url.as_str()).await;
+                self.apply(Action::PushFailed { url, reason }).await
+            }
+        }
+    }
+
+    async fn on_playout(&self, run: &mut Run, event: PlayoutEvent) -> Result<Option<RunEnd>, AppError> {
+        if let PlayoutEvent::Finished { cause, reason } = &event {
+            tracing::info!(task = %self.key, ?cause, %reason, "session finished");
+        }
+        match reconcile::on_playout_event(&run.task, event) {
+            PlayoutStep::Nothing => Ok(None),
+            PlayoutStep::Apply(action) => {
+                if let Some(t) = self.apply(action).await? {
+                    run.task = t;
+                }
+                Ok(None)
+            }
+            PlayoutStep::End(action) => {
+                self.apply(action).await?;
+                Ok(Some(RunEnd::TaskEnded))
+            }
+        }
+    }
+
+    async fn on_session_event(&self, run: &mut Run, event: SessionEvent) -> Result<(), AppError> {
+        match &event {
+            SessionEvent::SourceFailed { index, reason } => tracing::warn!(task = %self.key, index, %reason, "source failed"),
+            SessionEvent::SwitchedSource { from, to } => tracing::info!(task = %self.key, from, to, "source switched"),
+            SessionEvent::DestinationFailed { url, reason, .. } => {
+                tracing::warn!(task = %self.key, %url, %reason, "destination failed")
+            }
+            SessionEvent::Started | SessionEvent::DestinationRecovered { .. } | SessionEvent::Finished { .. } => {}
+        }
+        if let Some(action) = reconcile::on_session_event(&run.task, &event) {
+            if let Some(t) = self.apply(action).await? {
+                run.task = t;
+            }
+        }
+        Ok(())
     }
 
     /// The ingest of every source of the task: copy or transcode, watermarks fetched once,
@@ -425,7 +435,7 @@ impl TaskRunner {
             .collect::<Result<_, String>>()?;
         playout::apply_sources(&mut sources, task);
         for spec in &mut sources {
-            crate::egress::pin(spec).await;
+            egress::pin(spec).await;
         }
         Ok(sources)
     }
@@ -440,20 +450,20 @@ impl TaskRunner {
         let sources = self.build_sources(task).await.map_err(StartError::Source)?;
         let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
         let mut spec = SessionSpec::new(sources, destinations);
-        playout::apply_task(&mut spec, task);
-        spec.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
+        playout::apply_task(&mut spec.source, task);
+        spec.source.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
         spec.allow_private_targets = settings.allow_private_targets;
-        spec.standby_failover_after =
+        spec.source.standby_failover_after =
             Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time
         // (platforms would otherwise end the broadcast), then the task fails.
-        spec.slate = Some(SlateConfig {
+        spec.source.slate = Some(SlateConfig {
             timeout: Duration::from_millis(settings.timing.slate_duration_ms),
             image: settings.slate_image.clone(),
             ffmpeg_path: settings.ffmpeg_path.clone(),
             hevc: task.fops.vcodec == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
         });
-        spec.playout_events = Some(playout_events);
+        spec.source.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| {
             let reason = e.to_string();
             match e {

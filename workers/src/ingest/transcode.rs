@@ -13,7 +13,7 @@
 //!
 //! The ingest writes FLV (the splicer parses FLV tags). ffmpeg 5.1's FLV muxer cannot carry
 //! HEVC, so a `libx265` ingest writes MPEG-TS instead ([`Container::MpegTs`]), which
-//! [`crate::mpegts`] turns into Enhanced RTMP (`hvc1`) tags. Vorbis has no FLV or RTMP form at
+//! [`crate::media::mpegts`] turns into Enhanced RTMP (`hvc1`) tags. Vorbis has no FLV or RTMP form at
 //! all: `libvorbis` is refused with a clear error instead of a session that fails in a loop.
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use relaycast_core::domain::relay::types::{AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition};
+use relaycast_core::domain::relay::types::{redact_url, AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition};
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::{check_url_host, TargetError};
 
@@ -328,7 +328,7 @@ pub fn apply(spec: &mut IngestSpec, fops: &Fops, source: &Source, watermarks: &W
         Some(w) => w
             .urls()
             .iter()
-            .map(|u| watermarks.get(u).cloned().ok_or_else(|| TranscodeError::WatermarkNotFetched(redact(u.as_str()))))
+            .map(|u| watermarks.get(u).cloned().ok_or_else(|| TranscodeError::WatermarkNotFetched(redact_url(u.as_str()))))
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
@@ -408,25 +408,6 @@ pub async fn check_encoders(ffmpeg: &Path, fops: &Fops) -> Result<(), TranscodeE
         None => Ok(()),
     }
 }
-
-/// The URL without query string and user info, for errors and logs.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let had_query = u.query().is_some();
-            u.set_query(None);
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            let mut s = u.to_string();
-            if had_query {
-                s.push_str("?***");
-            }
-            s
-        }
-        Err(_) => "<invalid url>".into(),
-    }
-}
-
 
 /// Downloads watermark images safely (see the module doc).
 #[derive(Clone)]
@@ -542,7 +523,7 @@ impl Watermarks {
             let (bytes, kind) = fetcher
                 .fetch(url)
                 .await
-                .map_err(|source| TranscodeError::Watermark { url: redact(url.as_str()), source })?;
+                .map_err(|source| TranscodeError::Watermark { url: redact_url(url.as_str()), source })?;
             let dir = match &out.dir {
                 Some(d) => d.clone(),
                 None => {
@@ -769,7 +750,7 @@ mod tests {
     #[tokio::test]
     async fn system_ffmpeg_has_what_the_mapping_needs() {
         crate::require_peers!(Ffmpeg);
-        let ffmpeg = Path::new(crate::ingest::DEFAULT_FFMPEG);
+        let ffmpeg = Path::new(crate::process::DEFAULT_FFMPEG);
         let f = Fops { vcodec: Some(VideoCodec::Libx264), acodec: Some(AudioCodec::Libfaac), ..Fops::default() };
         check_encoders(ffmpeg, &f).await.expect("libx264 + aac");
         let f = Fops { acodec: Some(AudioCodec::Libmp3lame), ..Fops::default() };

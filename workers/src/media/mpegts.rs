@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::flv::{FlvTag, TagType};
+use crate::media::flv::{FlvTag, TagType};
 
 const PACKET: usize = 188;
 const SYNC: u8 = 0x47;
@@ -230,8 +230,8 @@ impl TsToFlv {
                     let mut m = rml_rtmp::sessions::StreamMetadata::new();
                     m.video_width = Some(w);
                     m.video_height = Some(h);
-                    m.video_codec_id = Some(u32::from(crate::flv::VIDEO_CODEC_HEVC));
-                    let script = crate::rtmp_pull::metadata_script(&m);
+                    m.video_codec_id = Some(u32::from(crate::media::flv::VIDEO_CODEC_HEVC));
+                    let script = crate::media::metadata::metadata_script(&m);
                     self.tags.push_back(FlvTag::new(TagType::Script, dts_ms, script));
                 }
                 let mut d = vec![EX_HEADER | (FRAME_KEY << 4) | PACKET_SEQUENCE_START];
@@ -462,7 +462,7 @@ fn hvcc(params: &[Vec<u8>]) -> Option<Vec<u8>> {
 pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u8> {
     let mut out = Vec::new();
     for t in tags {
-        if t.tag_type != TagType::Video || t.video_codec() != Some(crate::flv::VIDEO_CODEC_HEVC) {
+        if t.tag_type != TagType::Video || t.video_codec() != Some(crate::media::flv::VIDEO_CODEC_HEVC) {
             continue;
         }
         let d = &t.data;
@@ -504,7 +504,7 @@ mod tests {
     /// `secs` of x265 + AAC in MPEG-TS from the system ffmpeg; panics with ffmpeg's error
     /// output when it cannot make them (an ffmpeg without libx265, for one).
     fn hevc_aac_ts(secs: u32, size: &str) -> Vec<u8> {
-        let out = std::process::Command::new(crate::ingest::DEFAULT_FFMPEG)
+        let out = std::process::Command::new(crate::process::DEFAULT_FFMPEG)
             .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
             .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
@@ -538,7 +538,7 @@ mod tests {
         };
         let tags = cut(64 * 1024);
         let meta = tags.iter().find(|t| t.is_metadata()).expect("onMetaData");
-        let m = crate::pusher::metadata_from_script(&meta.data).expect("metadata");
+        let m = crate::media::metadata::metadata_from_script(&meta.data).expect("metadata");
         assert_eq!((m.video_width, m.video_height, m.video_codec_id), (Some(320), Some(240), Some(12)));
         let video: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Video).collect();
         assert!(video[0].is_video_sequence_header(), "first video tag is the sequence start");
@@ -555,7 +555,7 @@ mod tests {
 
         // What the tags carry decodes: 75 frames of 320x240 HEVC, no error.
         let es = annex_b_from_flv(&tags);
-        let mut child = std::process::Command::new(crate::ingest::DEFAULT_FFMPEG)
+        let mut child = std::process::Command::new(crate::process::DEFAULT_FFMPEG)
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "hevc", "-i", "pipe:0"])
             .args(["-f", "framemd5", "pipe:1"])
             .stdin(std::process::Stdio::piped())
@@ -584,7 +584,7 @@ mod tests {
         d.push(&ts).expect("valid TS");
         d.finish();
         let meta = std::iter::from_fn(|| d.next_tag()).find(|t| t.is_metadata()).expect("onMetaData");
-        let m = crate::pusher::metadata_from_script(&meta.data).expect("metadata");
+        let m = crate::media::metadata::metadata_from_script(&meta.data).expect("metadata");
         assert_eq!((m.video_width, m.video_height), (Some(320), Some(180)));
     }
 
