@@ -15,7 +15,7 @@ use relaycast_core::app::callbacks::load_template;
 use relaycast_core::domain::outbox::{DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE};
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::check_url_host;
-use relaycast_core::ports::{Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
+use relaycast_core::ports::{queue, Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -172,7 +172,7 @@ impl Notifier {
 
     /// Runs the sweep and the delivery loop until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tick = Duration::from_millis(self.ctx.settings.timing.scheduler_tick_ms.max(100));
+        let sweep_every = Duration::from_millis(self.ctx.settings.timing.scheduler_tick_ms.max(100));
         let sweeper = {
             let this = self.clone();
             let shutdown = shutdown.clone();
@@ -187,7 +187,7 @@ impl Notifier {
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(tick) => {},
+                        _ = tokio::time::sleep(sweep_every) => {},
                     }
                 }
             })
@@ -237,7 +237,7 @@ impl Notifier {
         // never sent the same notice twice at once.
         let timeout = self.ctx.settings.timing.callback_timeout_ms;
         let visibility = Duration::from_millis(timeout + timeout.min(10_000));
-        self.ctx.ports.queue.receive(CALLBACK_QUEUE, max, visibility, Duration::from_secs(1)).await
+        self.ctx.ports.queue.receive(CALLBACK_QUEUE, max, visibility, queue::MAX_WAIT).await
     }
 
     /// One attempt for one delivery message.

@@ -16,8 +16,8 @@
 //! is answered before the commit, no caller can observe the difference. A crash before the
 //! `COMMIT` is durable loses the whole group, and no one in it had been answered.
 //!
-//! Reads use a small pool of separate read connections: point look-ups (`get`) on the calling
-//! thread, scans (`query`, queue stats, the idle check of a receive) on the blocking pool; WAL lets them run beside the writer, and each read
+//! Reads (`get`, `query`, queue stats, the idle check of a receive) use a small pool of separate
+//! read connections, on the calling thread; WAL lets them run beside the writer, and each read
 //! statement starts a fresh read transaction, so it sees every commit that completed before it
 //! began, in particular every write whose call already returned.
 //!
@@ -191,28 +191,16 @@ impl SqliteDatabase {
         answer.await.unwrap_or_else(|_| Err(E::backend("the database writer stopped before answering".into())))
     }
 
-    /// Runs the point read `f` on a read connection on the calling thread. A look-up by key
-    /// costs a few microseconds, less than the hand-off to the blocking pool and back, and a
-    /// WAL reader does not wait for the writer, so it does not hold up the runtime.
-    pub(crate) fn read_here<T, E, F>(&self, f: F) -> Result<T, E>
+    /// Runs the read `f` on a read connection on the calling thread. A look-up by key or a page
+    /// of an index costs microseconds to a few hundred (bodies are text, copied out, not
+    /// parsed), less than the hand-off to the blocking pool and back, and a WAL reader does
+    /// not wait for the writer, so it does not hold up the runtime.
+    pub(crate) fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         E: OpError,
         F: FnOnce(&Connection) -> Result<T, E>,
     {
         self.inner.with_reader(f)
-    }
-
-    /// Runs `f` on a read connection on the blocking pool.
-    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: OpError,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.with_reader(f))
-            .await
-            .unwrap_or_else(|e| Err(E::backend(format!("read task failed: {e}"))))
     }
 }
 

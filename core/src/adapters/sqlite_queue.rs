@@ -36,6 +36,10 @@ const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// process (or another adapter on the same file) is seen. It used to be 50 ms, which made an
 /// idle `relaycast up` wake ~40 times a second for nothing.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest fallback poll: each empty look within one long poll doubles the nap, up to this,
+/// so an idle queue is read about once every two seconds and a send from another process is
+/// still seen within that.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The [`Queue`] on a SQLite file (WAL, `synchronous=FULL`). Cheap to share behind an `Arc`.
 pub struct SqliteQueue {
@@ -104,14 +108,13 @@ impl SqliteQueue {
         result.map_err(|e| self.name_error(op, e))
     }
 
-    /// Runs the read `f` on a read connection.
+    /// Runs the read `f` on a read connection (on the calling thread: see [`SqliteDatabase::read`]).
     async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, QueueError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection, i64) -> Result<T, QueueError> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, QueueError>,
     {
         let now = self.clock.now_ms();
-        let result = self.db.read(move |conn| f(conn, now)).await;
+        let result = self.db.read(|conn| f(conn, now));
         result.map_err(|e| self.name_error(op, e))
     }
 
@@ -306,6 +309,7 @@ impl Queue for SqliteQueue {
         let visibility_ms = check_visibility(visibility)?;
         // Long polling waits in real time: a test's manual clock only decides visibility.
         let deadline = tokio::time::Instant::now() + wait;
+        let mut poll = POLL_INTERVAL;
         loop {
             // Registered before looking, so a send between the look and the wait still wakes us.
             let notified = self.sent.notified();
@@ -319,7 +323,8 @@ impl Queue for SqliteQueue {
             // Sleep until the earliest delayed or in-flight message turns visible, a send here
             // wakes us, or the fallback poll for other processes' sends; never past the
             // deadline. A message just due gets 1 ms, so clock rounding cannot spin the loop.
-            let mut nap = (deadline - now).min(POLL_INTERVAL);
+            let mut nap = (deadline - now).min(poll);
+            poll = (poll * 2).min(MAX_POLL_INTERVAL);
             if let Some(d) = next_visible {
                 nap = nap.min(d.max(Duration::from_millis(1)));
             }

@@ -75,14 +75,13 @@ impl SqliteStore {
         result.map_err(|e| self.name_error(op, e))
     }
 
-    /// Runs the read `f` on a read connection on the blocking pool.
+    /// Runs the read `f` on a read connection (on the calling thread: see [`SqliteDatabase::read`]).
     async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError>,
     {
         let now = self.clock.now_ms();
-        let result = self.db.read(move |conn| f(conn, now)).await;
+        let result = self.db.read(|conn| f(conn, now));
         result.map_err(|e| self.name_error(op, e))
     }
 
@@ -273,8 +272,7 @@ fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreE
 impl Store for SqliteStore {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError> {
         validate_key(key)?;
-        let now = self.clock.now_ms();
-        let result = self.db.read_here(|conn| {
+        self.read("get", |conn, now| {
             let sql = format!(
                 "SELECT {RECORD_COLUMNS} FROM records
                  WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
@@ -285,8 +283,8 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db_err)?;
             found.transpose()
-        });
-        result.map_err(|e| self.name_error("get", e))
+        })
+        .await
     }
 
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {

@@ -77,13 +77,17 @@ pub enum QueueError {
 /// Named at-least-once queues. See the module documentation for the semantics every adapter
 /// gives (checked by `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`)). A message whose `send` returned `Ok` is
 /// durable; queues exist implicitly.
+/// The longest long poll a `receive` may ask for (SQS's limit).
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Enqueues `body`, visible after `delay` (at most 15 minutes, SQS's limit). Returns its id.
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError>;
 
     /// Up to `max` (1..=10) visible messages, each then hidden for `visibility`. Waits up to
-    /// `wait` for one to arrive when none is visible (long polling); returns empty after that.
+    /// `wait` (at most [`MAX_WAIT`]) for one to arrive when none is visible (long polling);
+    /// returns empty after that.
     async fn receive(
         &self,
         queue: &str,

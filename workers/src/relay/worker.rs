@@ -19,7 +19,7 @@ use relaycast_core::domain::lease::{LeaseGuard, Leases};
 use relaycast_core::domain::relay::state::{Action, TaskState};
 use relaycast_core::domain::relay::task::{ForwardStats, RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
-use relaycast_core::ports::{Ports, ReceivedMessage, TypedStore};
+use relaycast_core::ports::{queue, Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +81,7 @@ impl RelayWorker {
         loop {
             let received = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                r = self.ports.queue.receive(RELAY_QUEUE, 1, visibility, Duration::from_secs(1)) => r,
+                r = self.ports.queue.receive(RELAY_QUEUE, 1, visibility, queue::MAX_WAIT) => r,
             };
             match received {
                 Ok(messages) => {
