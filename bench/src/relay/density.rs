@@ -55,22 +55,22 @@ pub(super) fn phase_density(ctx: &Ctx) -> Result<()> {
         "tasks", "relaycast", "nginx push net", "rc/push", "machine busy", "PSS/task", "dropped rc", "dropped push", "delay rc p50/99", "push p50/99"
     );
     for r in &rows {
-        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-        let u = |k: &str| r[k].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        // A figure with `d` decimals, or `-` where the run has none (no push contender).
+        let f = |k: &str, d: usize| r[k].as_f64().map(|v| format!("{v:.d$}")).unwrap_or_else(|| "-".into());
+        let of = |p: &str| format!("{} of {}", f(&format!("{p}_frames_dropped"), 0), f(&format!("{p}_frames_expected"), 0));
+        let delay = |p: &str| format!("{}/{} ms", f(&format!("{p}_delay_p50_ms"), 1), f(&format!("{p}_delay_p99_ms"), 1));
         println!(
-            "# {:>5} | {:>8.2}% | {:>13.2}% | {:>7.2} | {:>11.1}% | {:>7.3} MB | {:>17} | {:>17} | {:>6.1}/{:>6.1} ms | {:>6.1}/{:>6.1} ms",
-            u("tasks"),
-            f("relaycast_cpu_pct_of_one_core"),
-            f("nginx_push_net_cpu_pct_of_one_core"),
-            f("cpu_ratio_relaycast_over_nginx_push_net"),
-            f("machine_busy_pct"),
-            f("relaycast_pss_mb_per_task"),
-            format!("{} of {}", u("relaycast_frames_dropped"), u("relaycast_frames_expected")),
-            format!("{} of {}", u("nginx_push_frames_dropped"), u("nginx_push_frames_expected")),
-            f("relaycast_delay_p50_ms"),
-            f("relaycast_delay_p99_ms"),
-            f("nginx_push_delay_p50_ms"),
-            f("nginx_push_delay_p99_ms"),
+            "# {:>5} | {:>8}% | {:>13}% | {:>7} | {:>11}% | {:>7} MB | {:>17} | {:>17} | {:>15} | {:>15}",
+            f("tasks", 0),
+            f("relaycast_cpu_pct_of_one_core", 2),
+            f("nginx_push_net_cpu_pct_of_one_core", 2),
+            f("cpu_ratio_relaycast_over_nginx_push_net", 2),
+            f("machine_busy_pct", 1),
+            f("relaycast_pss_mb_per_task", 3),
+            of("relaycast"),
+            of("nginx_push"),
+            delay("relaycast"),
+            delay("nginx_push"),
         );
     }
     Ok(())
@@ -138,6 +138,13 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
         let twins: Vec<Player> = sample.iter().map(|i| Player::start(b.rtmp, &format!("s{i}"))).collect();
         (Watch::start(p, &dst, "np", &sample), twins)
     });
+    // A player joining mid-GOP gets video from the next keyframe on (up to 2 s later): the
+    // window starts only once every player is receiving, or its first second would count as
+    // dropped frames.
+    watch_rc.wait_receiving(within)?;
+    if let Some((watch, _)) = &watch_push {
+        watch.wait_receiving(within)?;
+    }
     std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
 
     let mut trees: Vec<Vec<u32>> = vec![vec![rc.proc.pid()], vec![src.proc.pid()], vec![dst.proc.pid()]];
@@ -234,6 +241,19 @@ impl Watch {
             })
             .collect();
         Watch { streams }
+    }
+
+    /// Waits until every player has received a video frame.
+    fn wait_receiving(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        let players = || self.streams.iter().flat_map(|(s, d)| std::iter::once(s).chain(d));
+        while players().any(|p| p.snapshot().is_empty()) {
+            if Instant::now() > until {
+                bail!("a sampled player received no video in {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// Stops the players and counts what each destination got of `sent` (the frames published
