@@ -68,10 +68,12 @@ enum Command {
     /// machine: CPU, RSS and PSS for N destinations (relaycast vs N separate `ffmpeg -c copy`
     /// vs one ffmpeg `tee` vs nginx-rtmp `push`), a transcode task against a plain ffmpeg doing
     /// the same transcode, time from create to first frame, failover gap and reconnects, added
-    /// end-to-end delay. Needs nginx with libnginx-mod-rtmp, ffmpeg, and a release `relaycast`
-    /// binary.
+    /// end-to-end delay; N copy relays at once in one service against nginx-rtmp pushing the
+    /// same fan-out (density), and the idle service. Needs nginx with libnginx-mod-rtmp, ffmpeg,
+    /// and a release `relaycast` binary.
     Relay {
-        /// Measurements to run, comma-separated: cpu, transcode, first-frame, failover, delay.
+        /// Measurements to run, comma-separated: cpu, transcode, first-frame, failover, delay,
+        /// density, idle (the default runs the first five).
         #[arg(long, value_delimiter = ',', default_value = "cpu,transcode,first-frame,failover,delay")]
         phases: Vec<String>,
         /// Destination counts of the cpu phase, comma-separated.
@@ -101,6 +103,21 @@ enum Command {
         /// The relaycast binary (default: `relaycast` next to this binary).
         #[arg(long)]
         relaycast_bin: Option<std::path::PathBuf>,
+        /// Task counts of the density phase, comma-separated; one window each, from scratch.
+        /// Each task pulls one 500 kbit/s 360p stream and pushes it to 2 destinations.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
+        density_tasks: Vec<usize>,
+        /// Streams per density window with players on their source and both destinations
+        /// (frames dropped and added delay are counted on these).
+        #[arg(long, default_value_t = 4)]
+        density_sample: usize,
+        /// Run the density phase without the nginx-rtmp push contender (relaycast alone, for
+        /// the most tasks the machine holds).
+        #[arg(long)]
+        density_relaycast_only: bool,
+        /// Seconds of the idle phase's window.
+        #[arg(long, default_value_t = 30)]
+        idle_window: u64,
     },
     /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
     /// writer, once with several concurrent writers; plus a contended counter.
@@ -411,6 +428,10 @@ async fn run(cli: Cli) -> Result<()> {
             failover_runs,
             stall_timeout_ms,
             relaycast_bin,
+            density_tasks,
+            density_sample,
+            density_relaycast_only,
+            idle_window,
         } => {
             let opts = relay::RelayOptions {
                 phases,
@@ -423,6 +444,10 @@ async fn run(cli: Cli) -> Result<()> {
                 failover_runs,
                 stall_timeout_ms,
                 relaycast_bin,
+                density_tasks,
+                density_sample,
+                density_relaycast_only,
+                idle_window,
                 dir: cli.dir.clone(),
             };
             tokio::task::spawn_blocking(move || relay::bench_relay(opts)).await?

@@ -12,12 +12,16 @@
 //!   publisher ids), relaycast against a naive ffmpeg restart loop (`-rw_timeout 2 s`).
 //! - **delay**: the added end-to-end delay of a copy relay: the same video tag (matched by a
 //!   hash of its payload) received by a player on the source and a player on the destination.
+//! - **density**: N copy relays (360p, 500 kbit/s, 2 destinations each) in one `relaycast up`
+//!   against nginx-rtmp pushing the same N × 2, at several N (`density.rs`).
+//! - **idle**: CPU and memory of a `relaycast up` with no task.
 //!
 //! Everything runs on 127.0.0.1: a private nginx-rtmp with a generated config on free ports,
 //! a publisher looping a pre-encoded file with `-c copy` (so no encoder CPU runs during the
 //! measurement), and in-process RTMP players (`rml_rtmp`) that note the wall-clock arrival of
 //! every video tag. Every child runs in its own process group and is killed on drop.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -42,6 +46,9 @@ use serde_json::{json, Value};
 
 use crate::record::emit;
 
+mod density;
+mod flv_publisher;
+
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const ACCOUNT: &str = "bench";
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -49,7 +56,8 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 /// Options of `relaycast-bench relay`.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
-    /// Which measurements to run: any of `cpu`, `first-frame`, `failover`, `delay`.
+    /// Which measurements to run: any of `cpu`, `transcode`, `first-frame`, `failover`,
+    /// `delay`, `density`, `idle`.
     pub phases: Vec<String>,
     /// Destination counts of the cpu phase.
     pub destinations: Vec<usize>,
@@ -69,6 +77,16 @@ pub struct RelayOptions {
     pub stall_timeout_ms: Option<u64>,
     /// The relaycast binary (default: `relaycast` next to this binary).
     pub relaycast_bin: Option<PathBuf>,
+    /// Task counts of the density phase (each task: one pull, 2 destinations).
+    pub density_tasks: Vec<usize>,
+    /// Streams of each density window whose source and destinations get players (frames and
+    /// delay are counted on these; every destination's rate is checked from nginx's `/stat`).
+    pub density_sample: usize,
+    /// Density without the nginx-rtmp contender: relaycast alone on the machine (for the most
+    /// tasks it holds).
+    pub density_relaycast_only: bool,
+    /// Seconds of the idle phase's window.
+    pub idle_window: u64,
     /// Directory for temporary files.
     pub dir: Option<PathBuf>,
 }
@@ -332,10 +350,12 @@ impl Quiet {
 
     /// `own_pct`: the CPU of everything the bench measured in the window (% of one core), so
     /// that the rest is what other processes (and the bench's own bookkeeping) used.
-    fn json(&self, secs: f64, own_pct: f64) -> Value {
+    /// Also returns the machine's busy time in % of one core.
+    fn json(&self, secs: f64, own_pct: f64) -> (Value, f64) {
         let busy = machine_busy_ticks().saturating_sub(self.busy0) as f64 / clock_ticks() / secs * 100.0;
-        json!({ "machine_busy_pct_of_one_core": r2(busy), "outside_contenders_pct_of_one_core": r2(busy - own_pct),
-                "loadavg_start": self.load0, "loadavg_end": crate::record::loadavg() })
+        let v = json!({ "machine_busy_pct_of_one_core": r2(busy), "outside_contenders_pct_of_one_core": r2(busy - own_pct),
+                        "loadavg_start": self.load0, "loadavg_end": crate::record::loadavg() });
+        (v, busy)
     }
 }
 
@@ -417,13 +437,18 @@ impl Nginx {
     /// A private nginx-rtmp in `dir/name`, single process (`master_process off`: the worker's
     /// CPU is the process's), with `live_extra` added to the `live` application (`push` lines).
     fn start_named(dir: &Path, name: &str, live_extra: &str) -> Result<Nginx> {
+        Self::start_with(dir, name, live_extra, 1024)
+    }
+
+    /// [`start_named`](Self::start_named) with room for `connections` connections.
+    fn start_with(dir: &Path, name: &str, live_extra: &str, connections: usize) -> Result<Nginx> {
         let (rtmp, http) = (free_port()?, free_port()?);
         let p = dir.join(name);
         std::fs::create_dir_all(&p)?;
         let pd = p.display();
         let conf = format!(
             "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {pd}/error.log warn;\npid {pd}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+             error_log {pd}/error.log warn;\npid {pd}/nginx.pid;\nevents {{ worker_connections {connections}; }}\n\
              rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on;\n{live_extra}  }} }} }}\n\
              http {{ access_log off; client_body_temp_path {pd}/body; proxy_temp_path {pd}/proxy;\n\
              fastcgi_temp_path {pd}/fcgi; uwsgi_temp_path {pd}/uwsgi; scgi_temp_path {pd}/scgi;\n\
@@ -727,115 +752,142 @@ impl Drop for Player {
 }
 
 fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool) -> Result<()> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(
-        &hs.generate_outbound_p0_and_p1()
-            .map_err(|e| anyhow!("{e:?}"))?,
-    )?;
-    let mut buf = vec![0u8; 65536];
-    let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
-        match s.read(buf) {
-            Ok(0) => bail!("closed"),
-            Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
+    let mut c = RtmpClient::connect(port, stop)?;
+    c.drive(stop, None, |session, event| match event {
+        ClientSessionEvent::ConnectionRequestAccepted => {
+            Ok(Step::Send(session.request_playback(stream.to_string()).map_err(|e| anyhow!("{e:?}"))?))
+        }
+        ClientSessionEvent::VideoDataReceived { data, .. } => {
+            let at = Instant::now();
+            if let (Some((key, hash)), Ok(mut t)) = (video_frame_hash(&data), tags.lock()) {
+                t.push(VTag { at, key, hash });
             }
-            Err(e) => Err(e.into()),
+            Ok(Step::Continue)
         }
-    };
-    let leftover = loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let Some(n) = read(&mut s, &mut buf)? else {
-            continue;
+        _ => Ok(Step::Continue),
+    })
+}
+
+/// For an FLV video tag body carrying H.264 NAL units (AVC packet type 1, not a sequence
+/// header): whether it is a keyframe, and a hash of its payload (after the 5-byte header), by
+/// which the same frame is found at a source and at a destination.
+fn video_frame_hash(data: &[u8]) -> Option<(bool, u64)> {
+    if data.len() <= 5 || data[1] != 1 {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data[5..].hash(&mut h);
+    // Frame type in the high nibble: 1 = key.
+    Some((data[0] >> 4 == 1, h.finish()))
+}
+
+/// What a [`RtmpClient::drive`] callback asks for after an event.
+enum Step {
+    /// Nothing to send; go on.
+    Continue,
+    /// Send this (a request the event called for) and go on.
+    Send(ClientSessionResult),
+    /// Stop driving: the session is where the caller wants it.
+    Done,
+}
+
+/// A client connection to the bench's nginx-rtmp (127.0.0.1, application `live`) with an
+/// `rml_rtmp` session, shared by the players and the density publisher.
+struct RtmpClient {
+    socket: TcpStream,
+    session: ClientSession,
+    /// Session results not yet acted on.
+    results: Vec<ClientSessionResult>,
+    /// Bytes read but not yet handed to the session.
+    pending: Vec<u8>,
+}
+
+/// One read with the socket's 100 ms timeout: `None` when nothing came.
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> Result<Option<usize>> {
+    match s.read(buf) {
+        Ok(0) => bail!("closed"),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl RtmpClient {
+    /// Connects, does the handshake and asks to connect to `live` (the request is sent by the
+    /// first [`drive`](Self::drive)).
+    fn connect(port: u16, stop: &AtomicBool) -> Result<RtmpClient> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut hs = Handshake::new(PeerType::Client);
+        s.write_all(&hs.generate_outbound_p0_and_p1().map_err(|e| anyhow!("{e:?}"))?)?;
+        let mut buf = vec![0u8; 65536];
+        let leftover = loop {
+            if stop.load(Ordering::Relaxed) {
+                bail!("stopped");
+            }
+            let Some(n) = read_some(&mut s, &mut buf)? else { continue };
+            match hs.process_bytes(&buf[..n]).map_err(|e| anyhow!("{e:?}"))? {
+                HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes)?,
+                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                    s.write_all(&response_bytes)?;
+                    break remaining_bytes;
+                }
+            }
         };
-        match hs.process_bytes(&buf[..n]).map_err(|e| anyhow!("{e:?}"))? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes)?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                s.write_all(&response_bytes)?;
-                break remaining_bytes;
-            }
-        }
-    };
-    let mut config = ClientSessionConfig::new();
-    config.tc_url = Some(format!("rtmp://127.0.0.1:{port}/live"));
-    let (mut session, initial) = ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
-    let mut results = initial;
-    results.push(
-        session
-            .request_connection("live".into())
-            .map_err(|e| anyhow!("{e:?}"))?,
-    );
-    let mut pending = leftover;
-    loop {
-        let mut out = Vec::new();
-        let mut more = Vec::new();
-        for r in results.drain(..) {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    more.push(
-                        session
-                            .request_playback(stream.to_string())
-                            .map_err(|e| anyhow!("{e:?}"))?,
-                    );
-                }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived {
-                    data,
-                    ..
-                }) => {
-                    let at = Instant::now();
-                    // FLV video: frame type in the high nibble (1 = key); AVC packet type 1 = NALUs.
-                    let key = data.len() > 5 && data[0] >> 4 == 1 && data[1] == 1;
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    data.get(5..).unwrap_or_default().hash(&mut h);
-                    if data.len() > 5 && data[1] == 1 {
-                        if let Ok(mut t) = tags.lock() {
-                            t.push(VTag {
-                                at,
-                                key,
-                                hash: h.finish(),
-                            });
+        let mut config = ClientSessionConfig::new();
+        config.tc_url = Some(format!("rtmp://127.0.0.1:{port}/live"));
+        let (mut session, mut results) = ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
+        results.push(session.request_connection("live".into()).map_err(|e| anyhow!("{e:?}"))?);
+        Ok(RtmpClient { socket: s, session, results, pending: leftover })
+    }
+
+    /// Runs the session: writes what it produces, feeds it what the socket reads and hands
+    /// every event to `on_event`, until `on_event` answers [`Step::Done`] (Ok), `stop` is set
+    /// (Ok), `deadline` passes or the connection fails (errors).
+    fn drive(
+        &mut self,
+        stop: &AtomicBool,
+        deadline: Option<Instant>,
+        mut on_event: impl FnMut(&mut ClientSession, ClientSessionEvent) -> Result<Step>,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut out = Vec::new();
+            let mut done = false;
+            for r in std::mem::take(&mut self.results) {
+                let r = match r {
+                    ClientSessionResult::RaisedEvent(event) => match on_event(&mut self.session, event)? {
+                        Step::Continue => continue,
+                        Step::Send(r) => r,
+                        Step::Done => {
+                            done = true;
+                            continue;
                         }
-                    }
+                    },
+                    r => r,
+                };
+                if let ClientSessionResult::OutboundResponse(p) = r {
+                    out.extend_from_slice(&p.bytes);
                 }
-                _ => {}
             }
-        }
-        for r in more {
-            if let ClientSessionResult::OutboundResponse(p) = r {
-                out.extend_from_slice(&p.bytes);
+            if !out.is_empty() {
+                self.socket.write_all(&out)?;
             }
-        }
-        if !out.is_empty() {
-            s.write_all(&out)?;
-        }
-        if !pending.is_empty() {
-            results = session
-                .handle_input(&pending)
-                .map_err(|e| anyhow!("{e:?}"))?;
-            pending.clear();
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if let Some(n) = read(&mut s, &mut buf)? {
-            pending.extend_from_slice(&buf[..n]);
+            if done || stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if !self.pending.is_empty() {
+                self.results = self.session.handle_input(&self.pending).map_err(|e| anyhow!("{e:?}"))?;
+                self.pending.clear();
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                bail!("the RTMP session did not get there in time");
+            }
+            if let Some(n) = read_some(&mut self.socket, &mut buf)? {
+                self.pending.extend_from_slice(&buf[..n]);
+            }
         }
     }
 }
@@ -844,43 +896,40 @@ fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool
 // Source, contenders
 // ---------------------------------------------------------------------------------------------
 
-/// 20 s of testsrc2 1280x720 25 fps, libx264 2.5 Mbps GOP 2 s + AAC 128 kbit/s, as FLV.
-fn source_file(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("source.flv");
-    eprintln!("# encoding the 20 s source file (once, before any measurement)");
+/// A pre-encoded source: 20 s of testsrc2 with a 440 Hz tone, libx264 CBR-like, GOP 2 s, AAC,
+/// as FLV; encoded once per run, before any measurement, so no encoder runs during one.
+struct SourceSpec {
+    /// File name in the run's temp dir.
+    file: &'static str,
+    /// `WIDTHxHEIGHT`.
+    size: &'static str,
+    /// Video bitrate in kbit/s (also the maxrate; the buffer is twice it).
+    video_kbps: u32,
+    /// AAC bitrate in kbit/s.
+    audio_kbps: u32,
+}
+
+/// The cpu, transcode, first-frame, failover and delay phases: 720p25 at 2.5 Mbit/s.
+const SOURCE_720P: SourceSpec = SourceSpec { file: "source.flv", size: "1280x720", video_kbps: 2500, audio_kbps: 128 };
+/// The density phase: 360p25 at 500 kbit/s in all (436 video + 64 AAC).
+const SOURCE_360P: SourceSpec = SourceSpec { file: "source-360p.flv", size: "640x360", video_kbps: 436, audio_kbps: 64 };
+
+fn encode_source(dir: &Path, spec: &SourceSpec) -> Result<PathBuf> {
+    let path = dir.join(spec.file);
+    eprintln!("# encoding the 20 s {} source file (once, before any measurement)", spec.size);
+    let (v, a) = (format!("{}k", spec.video_kbps), format!("{}k", spec.audio_kbps));
     let ok = ffmpeg()
-        .args(["-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "20",
-        ])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-b:v",
-            "2500k",
-            "-maxrate",
-            "2500k",
-            "-bufsize",
-            "5000k",
-            "-g",
-            "50",
-            "-keyint_min",
-            "50",
-            "-sc_threshold",
-            "0",
-        ])
-        .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+        .args(["-y", "-f", "lavfi", "-i", &format!("testsrc2=size={}:rate=25", spec.size)])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "20"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
+        .args(["-b:v", &v, "-maxrate", &v, "-bufsize", &format!("{}k", 2 * spec.video_kbps)])
+        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-b:a", &a, "-f", "flv"])
         .arg(&path)
         .status()?
         .success();
     if !ok {
-        bail!("encoding the source file failed");
+        bail!("encoding the {} source file failed", spec.size);
     }
     Ok(path)
 }
@@ -945,7 +994,10 @@ fn r2(x: f64) -> f64 {
 struct Ctx {
     dir: tempfile::TempDir,
     nginx: Nginx,
-    file: PathBuf,
+    /// The 720p source, encoded when a phase first needs it.
+    file: OnceCell<PathBuf>,
+    /// The 360p source of the density phase, likewise.
+    file_360p: OnceCell<PathBuf>,
     bin: PathBuf,
     opts: RelayOptions,
 }
@@ -953,6 +1005,24 @@ struct Ctx {
 impl Ctx {
     fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// The 720p source file (encoded on first use: the idle and density phases need none).
+    fn file(&self) -> Result<PathBuf> {
+        Self::encoded(&self.file, self.dir.path(), &SOURCE_720P)
+    }
+
+    /// The 360p 500 kbit/s source file of the density phase.
+    fn file_360p(&self) -> Result<PathBuf> {
+        Self::encoded(&self.file_360p, self.dir.path(), &SOURCE_360P)
+    }
+
+    fn encoded(cell: &OnceCell<PathBuf>, dir: &Path, spec: &SourceSpec) -> Result<PathBuf> {
+        if let Some(p) = cell.get() {
+            return Ok(p.clone());
+        }
+        let p = encode_source(dir, spec)?;
+        Ok(cell.get_or_init(|| p).clone())
     }
 }
 
@@ -976,11 +1046,11 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
     }
     let dir = crate::temp_dir(opts.dir.as_deref())?;
     let nginx = Nginx::start(dir.path())?;
-    let file = source_file(dir.path())?;
     let ctx = Ctx {
         dir,
         nginx,
-        file,
+        file: OnceCell::new(),
+        file_360p: OnceCell::new(),
         bin,
         opts: opts.clone(),
     };
@@ -993,6 +1063,13 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
         "relaycast_bin": ctx.bin.display().to_string(),
     });
     emit(&json!({ "bench": "relay", "figure": "machine", "machine": machine }));
+    // The source files are encoded before the first phase, so that no encoder runs in a window.
+    if opts.phases.iter().any(|p| p != "density" && p != "idle") {
+        ctx.file()?;
+    }
+    if opts.phases.iter().any(|p| p == "density") {
+        ctx.file_360p()?;
+    }
     for phase in &opts.phases {
         emit(&json!({ "bench": "relay", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1,
                       "loadavg": crate::record::loadavg() }));
@@ -1002,7 +1079,9 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
             "failover" => phase_failover(&ctx)?,
             "delay" => phase_delay(&ctx)?,
             "transcode" => phase_transcode(&ctx)?,
-            other => bail!("unknown phase {other} (cpu, transcode, first-frame, failover, delay)"),
+            "density" => density::phase_density(&ctx)?,
+            "idle" => phase_idle(&ctx)?,
+            other => bail!("unknown phase {other} (cpu, transcode, first-frame, failover, delay, density, idle)"),
         }
         emit(&json!({ "bench": "relay", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1,
                       "loadavg": crate::record::loadavg() }));
@@ -1018,38 +1097,50 @@ fn first_line(tool: &str, args: &[&str]) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// idle: a `relaycast up` with no task
+// ---------------------------------------------------------------------------------------------
+
+fn phase_idle(ctx: &Ctx) -> Result<()> {
+    measure_idle(ctx, ctx.opts.idle_window)
+}
+
+/// CPU and memory of a `relaycast up` with no task, over `window_s` seconds after the warm-up:
+/// from its CPU clock and from `/proc` ticks (the raw tick count too: at 100 Hz one tick over
+/// 30 s is 0.033 % of a core, so a figure near 0.05 % is a handful of ticks).
+fn measure_idle(ctx: &Ctx, window_s: u64) -> Result<()> {
+    let idle = Relaycast::start(&ctx.bin, ctx.dir.path(), "rc_idle", ctx.opts.stall_timeout_ms)?;
+    std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
+    let pid = [idle.proc.pid()];
+    let (t0, c0, k0) = (Instant::now(), cpu_s(&pid).0, ticks(&pid).0);
+    let mut m = MemSamples::default();
+    while t0.elapsed() < Duration::from_secs(window_s) {
+        std::thread::sleep(Duration::from_secs(1));
+        m.push(mem(&pid));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_s(&pid).0 - c0) / secs * 100.0;
+    let k = ticks(&pid).0.saturating_sub(k0);
+    let cpu_ticks = k as f64 / clock_ticks() / secs * 100.0;
+    let m = m.median();
+    emit(&json!({ "bench": "relay", "figure": "relaycast idle (no task)", "window_s": r2(secs), "cpu_pct_of_one_core": r3(cpu),
+                  "cpu_pct_ticks": r3(cpu_ticks), "ticks": k, "clock_ticks_per_s": clock_ticks(),
+                  "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss) }));
+    println!("# relaycast idle (no task), {secs:.0} s: {cpu:.3} % of a core ({k} ticks = {cpu_ticks:.3} %), PSS {:.1} MB", m.pss);
+    idle.shutdown(Duration::from_secs(6));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // cpu: CPU and RSS, side by side
 // ---------------------------------------------------------------------------------------------
 
 fn phase_cpu(ctx: &Ctx) -> Result<()> {
     let phase_name = "cpu";
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file, &nginx.url("src"), &ctx.log("publisher-src"))?;
+    let _pub = publisher(&ctx.file()?, &nginx.url("src"), &ctx.log("publisher-src"))?;
     nginx.wait_publishing(&["src".to_string()], 100_000, Duration::from_secs(15))?;
-    let hz = clock_ticks();
-    {
-        // The fixed cost: an idle `relaycast up` (no task) over the same window.
-        let idle = Relaycast::start(
-            &ctx.bin,
-            ctx.dir.path(),
-            "rc_idle",
-            ctx.opts.stall_timeout_ms,
-        )?;
-        std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
-        let (t0, c0, k0) = (Instant::now(), cpu_s(&[idle.proc.pid()]).0, ticks(&[idle.proc.pid()]).0);
-        let mut m = MemSamples::default();
-        while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
-            std::thread::sleep(Duration::from_secs(1));
-            m.push(mem(&[idle.proc.pid()]));
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = (cpu_s(&[idle.proc.pid()]).0 - c0) / secs * 100.0;
-        let cpu_ticks = ticks(&[idle.proc.pid()]).0.saturating_sub(k0) as f64 / hz / secs * 100.0;
-        let m = m.median();
-        emit(&json!({ "bench": "relay", "figure": "relaycast idle (no task)", "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks),
-                      "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss) }));
-        idle.shutdown(Duration::from_secs(6));
-    }
+    // The fixed cost: an idle `relaycast up` (no task) over the same window.
+    measure_idle(ctx, ctx.opts.window)?;
     let mut results: HashMap<(&'static str, usize), Vec<Sample>> = HashMap::new();
     for round in 1..=ctx.opts.rounds {
         for &n in &ctx.opts.destinations {
@@ -1128,7 +1219,7 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let stats0: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed0 = ngx_push.stat();
             let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
-            let w = measure_window(ctx, &trees, rc.proc.pid(), phase_name, n, round);
+            let w = measure_window(ctx, &trees, rc.proc.pid(), json!({ "phase": phase_name, "destinations": n, "round": round }));
             let stats1: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed1 = ngx_push.stat();
             let (secs, own_mem) = (w.secs, w.own_mem);
@@ -1283,11 +1374,14 @@ struct Window {
     mem: Vec<Mem>,
     own_cpu_pct: f64,
     own_mem: Mem,
+    /// The whole machine's busy time (every CPU, every process), in % of one core.
+    machine_busy_pct: f64,
 }
 
 /// Measures `trees` for one window of `ctx.opts.window` seconds and emits the window's load line
-/// (the machine's busy time outside the contenders, the load average at both ends).
-fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, phase: &str, n: usize, round: usize) -> Window {
+/// (the machine's busy time outside the contenders, the load average at both ends), labelled
+/// with the fields of `labels` (phase, destinations, round...).
+fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, labels: Value) -> Window {
     let hz = clock_ticks();
     let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
     let own0 = own(relaycast_pid);
@@ -1309,12 +1403,12 @@ fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, phase: &str, 
     let own1 = own(relaycast_pid);
     let secs = t0.elapsed().as_secs_f64();
     let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
-    let mut q = quiet.json(secs, measured);
+    let (mut q, machine_busy_pct) = quiet.json(secs, measured);
     q["bench"] = json!("relay");
     q["figure"] = json!("window load");
-    q["phase"] = json!(phase);
-    q["destinations"] = json!(n);
-    q["round"] = json!(round);
+    if let (Some(obj), Value::Object(more)) = (q.as_object_mut(), labels) {
+        obj.extend(more);
+    }
     emit(&q);
     Window {
         secs,
@@ -1324,6 +1418,7 @@ fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, phase: &str, 
         mem: mems.iter().map(MemSamples::median).collect(),
         own_cpu_pct: (own1 - own0) / secs * 100.0,
         own_mem: own_mem.median(),
+        machine_busy_pct,
     }
 }
 
@@ -1388,7 +1483,7 @@ fn plain_transcode_args(src: &str, fops: &Fops, dests: &[String]) -> Result<Vec<
 fn phase_transcode(ctx: &Ctx) -> Result<()> {
     let phase_name = "transcode";
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
+    let _pub = publisher(&ctx.file()?, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
     nginx.wait_publishing(&["tcsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let (wire, fops) = transcode_fops();
     const RCT: &str = "relaycast transcode";
@@ -1416,7 +1511,7 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
                 vec![(RCT, vec![rc.proc.pid()], &rc_names), (FFT, vec![plain.pid()], &ff_names)];
             let stat0 = nginx.stat();
             let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
-            let w = measure_window(ctx, &trees, rc.proc.pid(), phase_name, n, round);
+            let w = measure_window(ctx, &trees, rc.proc.pid(), json!({ "phase": phase_name, "destinations": n, "round": round }));
             let stat1 = nginx.stat();
             let (secs, own_mem) = (w.secs, w.own_mem);
             emit(&json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
@@ -1471,7 +1566,7 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
 
 fn phase_first_frame(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file, &nginx.url("ffsrc"), &ctx.log("publisher-ffsrc"))?;
+    let _pub = publisher(&ctx.file()?, &nginx.url("ffsrc"), &ctx.log("publisher-ffsrc"))?;
     nginx.wait_publishing(&["ffsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let rc = Relaycast::start(
         &ctx.bin,
@@ -1629,8 +1724,8 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
     let mut seen_log_lines = 0;
     for run in 1..=ctx.opts.failover_runs {
         let (p, b) = (format!("fo_p_{run}"), format!("fo_b_{run}"));
-        let mut primary = publisher(&ctx.file, &nginx.url(&p), &ctx.log("publisher-primary"))?;
-        let _backup = publisher(&ctx.file, &nginx.url(&b), &ctx.log("publisher-backup"))?;
+        let mut primary = publisher(&ctx.file()?, &nginx.url(&p), &ctx.log("publisher-primary"))?;
+        let _backup = publisher(&ctx.file()?, &nginx.url(&b), &ctx.log("publisher-backup"))?;
         nginx.wait_publishing(&[p.clone(), b.clone()], 100_000, Duration::from_secs(15))?;
         let (d_rc, d_ff) = (format!("fo_rc_{run}"), format!("fo_ff_{run}"));
         let p_rc = Player::start(nginx.rtmp, &d_rc);
@@ -1745,7 +1840,7 @@ fn delays(src: &[VTag], dest: &[VTag]) -> Vec<f64> {
 
 fn phase_delay(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file, &nginx.url("dlsrc"), &ctx.log("publisher-dlsrc"))?;
+    let _pub = publisher(&ctx.file()?, &nginx.url("dlsrc"), &ctx.log("publisher-dlsrc"))?;
     nginx.wait_publishing(&["dlsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let rc = Relaycast::start(
         &ctx.bin,
