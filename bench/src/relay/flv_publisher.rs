@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use relaycast_workers::flv::{FlvItem, FlvParser, FlvTag, TagType};
-use relaycast_workers::pusher::metadata_from_script;
+use relaycast_workers::media::flv::{FlvItem, FlvParser, FlvTag, TagType};
+use relaycast_workers::media::metadata::metadata_from_script;
 use rml_rtmp::sessions::{ClientSessionEvent, ClientSessionResult, PublishRequestType};
 use rml_rtmp::time::RtmpTimestamp;
 
