@@ -287,6 +287,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn version(&self, kind: Kind, key: &str) -> Result<Option<u64>, StoreError> {
+        validate_key(key)?;
+        self.read("version", |conn, now| live_version(conn, kind.as_str(), key, now)).await
+    }
+
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
         validate_key(&record.key)?;
         let writes = vec![Write::Put(record, condition)];

@@ -400,6 +400,11 @@ pub async fn record_run_stats(ports: &Ports, account: &str, id: &TaskId, stats: 
             return Ok(());
         }
         let mut task = current.value;
+        // Figures that did not move (a stalled source) are not written again just to change
+        // the report's time: the lease already says the worker is alive.
+        if (RunStats { reported_at_ms: task.stats.reported_at_ms, ..stats.clone() }) == task.stats {
+            return Ok(());
+        }
         task.stats = stats.clone();
         match ports.store.save(&task, Condition::Version(current.version)).await {
             Ok(_) => return Ok(()),

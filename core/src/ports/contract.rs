@@ -191,6 +191,8 @@ pub mod store {
         r.expires_at_ms = None;
         assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 2);
         assert_eq!(s.get(kind, "a").await.unwrap(), Some(Record { version: 2, ..r }));
+        assert_eq!(s.version(kind, "a").await.unwrap(), Some(2));
+        assert_eq!(s.version(kind, "nothing").await.unwrap(), None);
         // Same key in another kind is another record.
         assert_eq!(s.get(Kind("c_put_other"), "a").await.unwrap(), None);
     }
@@ -432,6 +434,7 @@ pub mod store {
         clock.advance_ms(999);
         assert!(s.get(kind, "lease").await.unwrap().is_some());
         assert!(s.get(kind, "e2").await.unwrap().is_none());
+        assert_eq!(s.version(kind, "e2").await.unwrap(), None, "an expired record has no version");
         clock.advance_ms(1); // exactly at expires_at_ms: gone
         assert!(s.get(kind, "lease").await.unwrap().is_none());
         assert_eq!(keys(&s.query(acc.clone()).await.unwrap().records), ["e3", "forever"]);

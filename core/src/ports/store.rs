@@ -216,6 +216,12 @@ pub trait Store: Send + Sync + 'static {
     /// The live record, or `None`.
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Record>, StoreError>;
 
+    /// The live record's version only, or `None`: how a reader holding a copy tells whether it
+    /// changed without reading (and decoding) the whole record again.
+    async fn version(&self, kind: Kind, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(kind, key).await?.map(|r| r.version))
+    }
+
     /// Creates or replaces `record` if `condition` holds; returns the new version.
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError>;
 

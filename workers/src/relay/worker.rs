@@ -19,7 +19,7 @@ use relaycast_core::domain::lease::{LeaseGuard, Leases};
 use relaycast_core::domain::relay::state::{Action, TaskState};
 use relaycast_core::domain::relay::task::{ForwardStats, RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
-use relaycast_core::ports::{queue, Ports, ReceivedMessage, TypedStore};
+use relaycast_core::ports::{queue, Entity, Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +157,8 @@ struct TaskRunner {
 struct Run {
     /// The task record as last read or written.
     task: RelayTask,
+    /// The version of the record `task` was last read at (0: read it again).
+    version: u64,
     /// The revision of the sources the session runs.
     sources_revision: u64,
     /// The task's creation time: another means a `cmd=1` replaced it.
@@ -230,6 +232,7 @@ impl TaskRunner {
             return Ok(RunEnd::TaskEnded);
         };
         let mut run = Run {
+            version: 0,
             sources_revision: task.sources_revision,
             generation: task.created_ms,
             task,
@@ -302,15 +305,23 @@ impl TaskRunner {
     /// destinations stopped or added, new sources, then what the pushers' states mean for
     /// the record.
     async fn on_watch(&self, session: &RelaySession, run: &mut Run) -> Result<Option<RunEnd>, AppError> {
-        let Some(current) = self.worker.ports.store.load::<RelayTask>(&self.key).await? else {
+        // The version first: the record (up to hundreds of KB of sources) is read and decoded
+        // again only when somebody changed it.
+        let Some(version) = self.worker.ports.store.version(RelayTask::KIND, &self.key).await? else {
             return Ok(Some(RunEnd::TaskEnded));
         };
-        run.task = current.value;
-        if !run.task.state.is_active() {
-            return Ok(Some(RunEnd::TaskEnded));
-        }
-        if run.task.created_ms != run.generation {
-            return Ok(Some(RunEnd::Superseded));
+        if version != run.version {
+            let Some(current) = self.worker.ports.store.load::<RelayTask>(&self.key).await? else {
+                return Ok(Some(RunEnd::TaskEnded));
+            };
+            run.task = current.value;
+            run.version = current.version;
+            if !run.task.state.is_active() {
+                return Ok(Some(RunEnd::TaskEnded));
+            }
+            if run.task.created_ms != run.generation {
+                return Ok(Some(RunEnd::Superseded));
+            }
         }
         // One snapshot per tick: each one clones every pusher's status under its lock.
         let status = session.status();
