@@ -557,7 +557,25 @@ fn chunks_of(session: &mut ClientSession, t: ChunkedTag, stream_id: u32) -> Resu
 mod tests {
     use super::*;
     use crate::media::flv::FlvTag;
+    use bytes::Bytes;
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+    /// A pusher on the shared stream id writes the splicer's bytes as they are (the same
+    /// buffer, not a copy); one whose server gave another id encodes its own, with that id.
+    #[test]
+    fn shared_chunks_only_on_the_shared_stream_id() {
+        let (mut session, _) = ClientSession::new(rml_rtmp::sessions::ClientSessionConfig::new()).expect("session");
+        let tag = FlvTag::new(TagType::Video, 40, Bytes::from(vec![0x27u8; 5000]));
+        let shared = encode_media(&tag, SHARED_STREAM_ID).expect("chunks");
+        let mine = chunks_of(&mut session, ChunkedTag { tag: tag.clone(), chunks: Some(shared.clone()) }, SHARED_STREAM_ID)
+            .expect("ok")
+            .expect("bytes");
+        assert_eq!(mine.as_ptr(), shared.as_ptr(), "the shared buffer itself");
+        let own = chunks_of(&mut session, ChunkedTag { tag, chunks: Some(shared.clone()) }, 7).expect("ok").expect("bytes");
+        assert_eq!(own.len(), shared.len());
+        assert_eq!(&own[8..12], &7u32.to_le_bytes(), "its own message stream id");
+        assert_eq!(&own[12..], &shared[12..]);
+    }
 
     #[tokio::test]
     async fn unreachable_destination_backs_off_and_stops_promptly() {
