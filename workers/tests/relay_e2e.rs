@@ -945,7 +945,7 @@ async fn several_destinations_receive_identical_playable_streams() {
         .collect();
     let common = firsts
         .iter()
-        .find(|k| recordings.iter().all(|r| r.iter().any(|t| t.is_key_picture() && &t.data == *k)))
+        .find(|k| recordings.iter().all(|r| r.iter().any(|t| t.is_key_picture() && t.data == **k)))
         .expect("a keyframe in every recording")
         .clone();
     let tails: Vec<Vec<(bool, bytes::Bytes, u32)>> = recordings
