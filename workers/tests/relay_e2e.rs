@@ -880,3 +880,100 @@ async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
     assert_eq!(frames, 0, "a local file was read through the playlist");
     assert!(!success, "the ingest must fail");
 }
+
+/// (i) Several destinations get the same bytes: the splicer encodes each tag's RTMP chunks
+/// once and every pusher writes them as they are. Three destinations of one VOD task, each
+/// recorded by nginx (`record all`): from the first keyframe all three have, the recordings
+/// hold the same audio and video messages (payloads and timestamp steps), to the end, and
+/// each decodes without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_destinations_receive_identical_playable_streams() {
+    let _heavy = support::heavy(&[]).await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let item = vod_file(files.path(), "same.flv", "640x360", 4);
+    let nginx = Nginx::start();
+    let names = ["same1", "same2", "same3"];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = RelaySession::start(
+        SessionSpec::on_loopback(vec![IngestSpec::local_file(item)], names.iter().map(|n| nginx.rec_url(n)).collect()),
+        tx,
+    )
+    .expect("session starts");
+    let finished = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, SessionEvent::Finished { .. }) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "the VOD task did not finish");
+    session.stop().await;
+    // nginx closes a recording when its publisher leaves.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // (is video, payload, timestamp) of every audio and video message of each recording.
+    let mut recordings = Vec::new();
+    for name in names {
+        let flv = nginx.recording(name);
+        let path = files.path().join(format!("{name}.flv"));
+        std::fs::write(&path, &flv).expect("write recording");
+        let decode = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-nostdin", "-i"])
+            .arg(&path)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg decode");
+        let errors = String::from_utf8_lossy(&decode.stderr).to_string();
+        assert!(decode.status.success() && errors.trim().is_empty(), "{name}: {errors}");
+        let mut parser = FlvParser::new();
+        parser.push(&flv);
+        let mut tags = Vec::new();
+        while let Ok(Some(item)) = parser.next_item() {
+            if let FlvItem::Tag(t) = item {
+                if !t.is_metadata() {
+                    tags.push(t);
+                }
+            }
+        }
+        recordings.push(tags);
+    }
+    // The first keyframe every recording holds: the latest of their first keyframes.
+    let firsts: Vec<_> = recordings
+        .iter()
+        .map(|r| r.iter().find(|t| t.is_key_picture()).expect("a keyframe").data.clone())
+        .collect();
+    let common = firsts
+        .iter()
+        .find(|k| recordings.iter().all(|r| r.iter().any(|t| t.is_key_picture() && t.data == **k)))
+        .expect("a keyframe in every recording")
+        .clone();
+    let tails: Vec<Vec<(bool, bytes::Bytes, u32)>> = recordings
+        .iter()
+        .map(|r| {
+            let at = r.iter().position(|t| t.is_key_picture() && t.data == common).expect("aligned");
+            // Audio may lead the keyframe by a few ms: align on the video.
+            let base = r[at].timestamp;
+            r[at..]
+                .iter()
+                .filter(|t| !t.is_sequence_header())
+                .map(|t| (t.is_video_frame(), t.data.clone(), t.timestamp.wrapping_sub(base)))
+                .collect()
+        })
+        .collect();
+    let frames = tails[0].iter().filter(|t| t.0).count();
+    eprintln!(
+        "(i) recordings of {:?} messages; {} from the common keyframe, {frames} video frames",
+        recordings.iter().map(Vec::len).collect::<Vec<_>>(),
+        tails[0].len()
+    );
+    assert!(frames >= 75, "at least 3 of the 4 s: {frames} frames");
+    for (name, t) in names.iter().zip(&tails).skip(1) {
+        assert_eq!(t.len(), tails[0].len(), "{name}: message count");
+        for (i, (a, b)) in t.iter().zip(&tails[0]).enumerate() {
+            assert_eq!(a, b, "{name}: message {i} differs");
+        }
+    }
+    drop(nginx);
+    assert_no_leftovers();
+}

@@ -213,6 +213,9 @@ async fn handshake(stream: &mut BoxConn) -> Result<Vec<u8>, RtmpError> {
 async fn request_connection(url: &RtmpUrl, stream: &mut BoxConn) -> Result<ClientSession, RtmpError> {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(url.tc_url());
+    // Every client announces the same outgoing chunk size right after `connect`, so the
+    // chunks a splicer encodes once fit every pusher's connection.
+    config.chunk_size = crate::media::chunks::CHUNK_SIZE;
     let (mut session, initial) = ClientSession::new(config)?;
     let mut out = Vec::new();
     collect_packets(initial, &mut out);
@@ -306,6 +309,22 @@ fn answer_results(
         }
     }
     Ok(accepted.then_some(events))
+}
+
+/// The message stream id of an accepted publish: the id the server answered to
+/// `createStream` (which `rml_rtmp` keeps to itself). Read from a video message the session
+/// serializes, and never sends: its first message on the video chunk stream always has a full
+/// (type 0) header, which carries the id. The session's idea of that chunk stream is then wrong,
+/// so after this call video (and audio) must go out through [`crate::media::chunks`], which
+/// writes only full first headers there.
+pub(crate) fn publish_stream_id(session: &mut ClientSession) -> Result<u32, RtmpError> {
+    let probe = session.publish_video_data(bytes::Bytes::from_static(&[0x17]), rml_rtmp::time::RtmpTimestamp::new(0), false)?;
+    match probe {
+        ClientSessionResult::OutboundResponse(p) if p.bytes.len() >= 12 && p.bytes[0] == crate::media::chunks::VIDEO_CSID => {
+            Ok(u32::from_le_bytes([p.bytes[8], p.bytes[9], p.bytes[10], p.bytes[11]]))
+        }
+        _ => Err(RtmpError::Session("no full header on the video chunk stream".into())),
+    }
 }
 
 /// Whether an `onStatus` code reports a failure (as opposed to e.g. `NetStream.Play.Reset`).

@@ -4,12 +4,22 @@
 //! so a destination that fails, stalls or is stopped never touches another one. A fresh
 //! connection takes a fresh subscription: cached metadata and sequence headers first, then
 //! the next keyframe, which is exactly what a new RTMP publish needs.
+//!
+//! The cost of a tag: audio and video arrive with their RTMP chunks already encoded by the
+//! splicer, once for every pusher of the timeline ([`crate::media::chunks`]); a pusher queues
+//! those shared `Bytes` and writes everything pending with vectored writes. It is woken only
+//! by its subscription (something to write), its socket (acknowledgements, pings) or a stop.
+//! A destination whose server gave the publish another message stream id than
+//! [`SHARED_STREAM_ID`] encodes its own chunks, in the same format; `onMetaData` always goes
+//! through the connection's own `rml_rtmp` session.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use rml_rtmp::sessions::{ClientSession, ClientSessionEvent, ClientSessionResult};
-use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::media::rtmp::RtmpUrl;
 
-use crate::media::flv::{FlvTag, TagType};
+use crate::media::chunks::{encode_media, SHARED_STREAM_ID};
+use crate::media::flv::TagType;
 use crate::media::metadata::metadata_from_script;
-use crate::media::rtmp::{collect_packets, is_failure_status, open_client, ClientConn, ClientRequest, ConnReader, ConnWriter, RtmpError};
-use crate::splice::splicer::Splicer;
+use crate::media::rtmp::{collect_packets, is_failure_status, open_client, publish_stream_id, ClientConn, ClientRequest, ConnReader, ConnWriter, RtmpError};
+use crate::splice::splicer::{ChunkedTag, Splicer, SubscribeOptions};
 
 /// Tunables of a pusher.
 #[derive(Debug, Clone)]
@@ -306,10 +317,18 @@ impl Worker {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
             r = setup => r.map_err(|_| RtmpError::Timeout("connecting and publishing"))??,
         };
+        // The id the server gave the publish: the splicer's shared chunks carry
+        // SHARED_STREAM_ID, so a destination that answered another one gets chunks of its own.
+        let stream_id = publish_stream_id(&mut session)?;
+        let shared = stream_id == SHARED_STREAM_ID;
+        if !shared {
+            tracing::info!(stream_id, "publish stream id is not {SHARED_STREAM_ID}: this pusher encodes its own chunks");
+        }
         let (mut rd, mut wr) = tokio::io::split(stream);
         // Subscribe only once publishing is accepted, so the first tags are the cached
         // headers followed by a keyframe, not a backlog from the connect time.
-        let mut sub = self.splicer.subscribe();
+        let options = if shared { SubscribeOptions::pusher() } else { SubscribeOptions::default() };
+        let mut sub = self.splicer.subscribe_with(options);
         set_state(&self.shared, PusherState::Publishing);
         let started = Instant::now();
         if *failing {
@@ -320,40 +339,47 @@ impl Worker {
         }
         tracing::info!("publishing");
         let mut buf = vec![0u8; 8192];
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut pending: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_TAGS as usize);
+        // One registration with the token for the whole publish, not one per wake-up.
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
         let result = loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => {
+                _ = &mut cancelled => {
                     // Best effort goodbye; the peer may already be gone.
                     self.goodbye(&mut session, &mut rd, &mut wr).await;
                     break Ok(Ended::Cancelled);
                 }
-                tag = sub.recv() => {
+                tag = sub.recv_chunked() => {
                     let Some(tag) = tag else {
                         // The session ended (e.g. the last VOD item): end the publish cleanly.
                         self.goodbye(&mut session, &mut rd, &mut wr).await;
                         break Ok(Ended::TimelineClosed);
                     };
-                    // Whatever else is already queued goes out in the same write: one
-                    // syscall per burst instead of one per tag.
-                    out.clear();
+                    // Whatever else is already queued goes out in the same vectored write:
+                    // one syscall per burst instead of one per tag.
                     let mut tags = 0u64;
+                    let mut bytes = 0usize;
                     let mut next = Some(tag);
                     let mut failed = None;
                     while let Some(tag) = next.take() {
-                        match encode_tag(&mut session, &tag, &mut out) {
-                            Ok(true) => tags += 1,
-                            Ok(false) => {}
+                        match chunks_of(&mut session, tag, stream_id) {
+                            Ok(Some(b)) => {
+                                bytes += b.len();
+                                pending.push_back(b);
+                                tags += 1;
+                            }
+                            Ok(None) => {}
                             Err(e) => { failed = Some(e); break; }
                         }
-                        if tags < MAX_BATCH_TAGS && out.len() < MAX_BATCH_BYTES {
-                            next = sub.try_recv();
+                        if tags < MAX_BATCH_TAGS && bytes < MAX_BATCH_BYTES {
+                            next = sub.try_recv_chunked();
                         }
                     }
                     if let Some(e) = failed {
                         break Err(e);
                     }
-                    if let Err(e) = self.write_counted(&mut wr, &out, tags).await {
+                    if let Err(e) = self.write_pending(&mut wr, &mut pending, tags).await {
                         break Err(e);
                     }
                 }
@@ -438,22 +464,65 @@ impl Worker {
     }
 
     async fn write(&self, wr: &mut ConnWriter, bytes: &[u8]) -> Result<(), RtmpError> {
-        self.write_counted(wr, bytes, 0).await
-    }
-
-    /// Writes `bytes` carrying `tags` media tags and counts both under one lock.
-    async fn write_counted(&self, wr: &mut ConnWriter, bytes: &[u8], tags: u64) -> Result<(), RtmpError> {
         tokio::time::timeout(self.config.write_timeout, wr.write_all(bytes))
             .await
             .map_err(|_| RtmpError::Timeout("writing to the destination"))??;
-        {
-            let mut g = lock(&self.shared);
-            g.status.bytes_sent += bytes.len() as u64;
-            g.status.tags_sent += tags;
-        }
-        self.bytes_total.increment(bytes.len() as u64);
+        self.count(bytes.len(), 0);
         Ok(())
     }
+
+    /// Writes everything `pending` holds (carrying `tags` media tags) and counts both under
+    /// one lock. The write timeout bounds the whole batch, as it bounded one `write_all`.
+    async fn write_pending(&self, wr: &mut ConnWriter, pending: &mut VecDeque<Bytes>, tags: u64) -> Result<(), RtmpError> {
+        let len: usize = pending.iter().map(Bytes::len).sum();
+        tokio::time::timeout(self.config.write_timeout, write_all_vectored(wr, pending))
+            .await
+            .map_err(|_| RtmpError::Timeout("writing to the destination"))??;
+        self.count(len, tags);
+        Ok(())
+    }
+
+    fn count(&self, bytes: usize, tags: u64) {
+        {
+            let mut g = lock(&self.shared);
+            g.status.bytes_sent += bytes as u64;
+            g.status.tags_sent += tags;
+        }
+        self.bytes_total.increment(bytes as u64);
+    }
+}
+
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Writes every buffer of `pending` with vectored writes, taking partial writes into account;
+/// `pending` is empty when it returns `Ok`.
+async fn write_all_vectored(wr: &mut ConnWriter, pending: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !pending.is_empty() {
+        let mut n = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut k = 0;
+            for b in pending.iter().take(MAX_IOV) {
+                iov[k] = IoSlice::new(b);
+                k += 1;
+            }
+            wr.write_vectored(&iov[..k]).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = pending.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                pending.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Most tags written in one batch.
@@ -461,36 +530,52 @@ const MAX_BATCH_TAGS: u64 = 64;
 /// Most bytes written in one batch.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// Serialises one tag as RTMP chunks onto `out`. Returns whether a message was produced
-/// (script data other than `onMetaData` is not relayed).
-fn encode_tag(
-    session: &mut ClientSession,
-    tag: &FlvTag,
-    out: &mut Vec<u8>,
-) -> Result<bool, RtmpError> {
-    let ts = RtmpTimestamp::new(tag.timestamp);
-    let result = match tag.tag_type {
-        TagType::Video => session.publish_video_data(tag.data.clone(), ts, false)?,
-        TagType::Audio => session.publish_audio_data(tag.data.clone(), ts, false)?,
-        TagType::Script => match metadata_from_script(&tag.data) {
-            Some(meta) => session.publish_metadata(&meta)?,
-            None => return Ok(false),
-        },
-    };
-    match result {
-        ClientSessionResult::OutboundResponse(p) => {
-            out.extend_from_slice(&p.bytes);
-            Ok(true)
+/// The bytes of one tag on this connection: the splicer's shared chunks when the publish
+/// stream is the shared one, else chunks of its own (same format, its own stream id);
+/// `onMetaData` through the session. `None` for what is not relayed (script data other than
+/// `onMetaData`).
+fn chunks_of(session: &mut ClientSession, t: ChunkedTag, stream_id: u32) -> Result<Option<Bytes>, RtmpError> {
+    let ChunkedTag { tag, chunks } = t;
+    match tag.tag_type {
+        TagType::Video | TagType::Audio => Ok(match chunks {
+            Some(c) if stream_id == SHARED_STREAM_ID => Some(c),
+            _ => encode_media(&tag, stream_id),
+        }),
+        TagType::Script => {
+            let Some(meta) = metadata_from_script(&tag.data) else {
+                return Ok(None);
+            };
+            match session.publish_metadata(&meta)? {
+                ClientSessionResult::OutboundResponse(p) => Ok(Some(Bytes::from(p.bytes))),
+                _ => Ok(None),
+            }
         }
-        _ => Ok(false),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::flv::FlvTag;
     use bytes::Bytes;
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+    /// A pusher on the shared stream id writes the splicer's bytes as they are (the same
+    /// buffer, not a copy); one whose server gave another id encodes its own, with that id.
+    #[test]
+    fn shared_chunks_only_on_the_shared_stream_id() {
+        let (mut session, _) = ClientSession::new(rml_rtmp::sessions::ClientSessionConfig::new()).expect("session");
+        let tag = FlvTag::new(TagType::Video, 40, Bytes::from(vec![0x27u8; 5000]));
+        let shared = encode_media(&tag, SHARED_STREAM_ID).expect("chunks");
+        let mine = chunks_of(&mut session, ChunkedTag { tag: tag.clone(), chunks: Some(shared.clone()) }, SHARED_STREAM_ID)
+            .expect("ok")
+            .expect("bytes");
+        assert_eq!(mine.as_ptr(), shared.as_ptr(), "the shared buffer itself");
+        let own = chunks_of(&mut session, ChunkedTag { tag, chunks: Some(shared.clone()) }, 7).expect("ok").expect("bytes");
+        assert_eq!(own.len(), shared.len());
+        assert_eq!(&own[8..12], &7u32.to_le_bytes(), "its own message stream id");
+        assert_eq!(&own[12..], &shared[12..]);
+    }
 
     #[tokio::test]
     async fn unreachable_destination_backs_off_and_stops_promptly() {

@@ -23,6 +23,9 @@
 //!   source, and [`SpliceItem::Gap`] when no tag reached the subscriber for
 //!   [`SplicerConfig::gap_after`] (HLS discontinuities, a recording's resume timeout).
 //! - `include_slate: false`: tags of the slate ([`Origin::Slate`]) are left out.
+//! - `rtmp_chunks` (pushers): every audio and video tag comes with its RTMP chunks
+//!   ([`crate::media::chunks`]), encoded once per tag for all such subscribers and shared
+//!   (`Bytes`, refcounted): a tag costs one encoding, then one socket write per destination.
 //!
 //! A new subscriber first gets the cached metadata and sequence headers, then tags from the
 //! next keyframe on.
@@ -31,8 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::media::chunks::{encode_media, SHARED_STREAM_ID};
 use crate::media::flv::{FlvTag, TagType};
 use crate::media::metadata::metadata_from_script;
 
@@ -94,11 +99,15 @@ pub struct SubscribeOptions {
     pub see_switches_and_gaps: bool,
     /// Receive the slate's tags. Default true.
     pub include_slate: bool,
+    /// Receive every audio and video tag with its RTMP chunks on message stream
+    /// [`SHARED_STREAM_ID`] (read them with [`Subscription::recv_chunked`]), encoded once per
+    /// tag for every subscriber that asks. Default false.
+    pub rtmp_chunks: bool,
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { on_lag: OnLag::DropToKeyframe, see_switches_and_gaps: false, include_slate: true }
+        SubscribeOptions { on_lag: OnLag::DropToKeyframe, see_switches_and_gaps: false, include_slate: true, rtmp_chunks: false }
     }
 }
 
@@ -109,8 +118,24 @@ impl SubscribeOptions {
             on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
             see_switches_and_gaps: true,
             include_slate: false,
+            rtmp_chunks: false,
         }
     }
+
+    /// A pusher's options: the default ones, with the shared RTMP chunks.
+    pub fn pusher() -> Self {
+        SubscribeOptions { rtmp_chunks: true, ..SubscribeOptions::default() }
+    }
+}
+
+/// A tag with its shared RTMP chunks, see [`SubscribeOptions::rtmp_chunks`].
+#[derive(Debug, Clone)]
+pub struct ChunkedTag {
+    /// The tag.
+    pub tag: FlvTag,
+    /// Its chunks on message stream [`SHARED_STREAM_ID`] (`None` for script tags, and for a
+    /// subscriber that did not ask for chunks).
+    pub chunks: Option<Bytes>,
 }
 
 /// Where the tags of a segment of the timeline come from, see [`Splicer::begin`].
@@ -209,14 +234,18 @@ fn item_bytes(item: &SpliceItem) -> u64 {
     }
 }
 
+/// What a subscriber's channel carries: an item and, for a tag sent to a subscriber that
+/// asked for them, its shared RTMP chunks.
+type Queued = (SpliceItem, Option<Bytes>);
+
 enum Tx {
-    Bounded(mpsc::Sender<SpliceItem>),
-    Unbounded { tx: mpsc::UnboundedSender<SpliceItem>, backlog: Arc<Backlog>, max_bytes: Option<u64> },
+    Bounded(mpsc::Sender<Queued>),
+    Unbounded { tx: mpsc::UnboundedSender<Queued>, backlog: Arc<Backlog>, max_bytes: Option<u64> },
 }
 
 enum Rx {
-    Bounded(mpsc::Receiver<SpliceItem>),
-    Unbounded(mpsc::UnboundedReceiver<SpliceItem>),
+    Bounded(mpsc::Receiver<Queued>),
+    Unbounded(mpsc::UnboundedReceiver<Queued>),
 }
 
 /// Why an item could not be queued.
@@ -229,8 +258,12 @@ enum SendError {
 
 impl Tx {
     fn send(&self, item: SpliceItem) -> Result<(), SendError> {
+        self.send_with(item, None)
+    }
+
+    fn send_with(&self, item: SpliceItem, chunks: Option<Bytes>) -> Result<(), SendError> {
         match self {
-            Tx::Bounded(tx) => tx.try_send(item).map_err(|e| match e {
+            Tx::Bounded(tx) => tx.try_send((item, chunks)).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Gone,
             }),
@@ -241,7 +274,7 @@ impl Tx {
                     backlog.overflowed.store(true, Ordering::Relaxed);
                     return Err(SendError::Gone);
                 }
-                tx.send(item).map_err(|_| SendError::Gone)?;
+                tx.send((item, chunks)).map_err(|_| SendError::Gone)?;
                 backlog.tags.fetch_add(1, Ordering::Relaxed);
                 let bytes = backlog.bytes.fetch_add(n, Ordering::Relaxed) + n;
                 backlog.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
@@ -345,6 +378,34 @@ impl Subscription {
 
     /// Next item, markers included; `None` once the subscription has ended and is drained.
     pub async fn recv_item(&mut self) -> Option<SpliceItem> {
+        self.recv_queued().await.map(|(item, _)| item)
+    }
+
+    /// Non-blocking [`Subscription::recv_item`].
+    pub fn try_recv_item(&mut self) -> Option<SpliceItem> {
+        self.try_recv_queued().map(|(item, _)| item)
+    }
+
+    /// Next tag with its shared RTMP chunks ([`SubscribeOptions::rtmp_chunks`]), markers
+    /// skipped; `None` once the subscription has ended and is drained.
+    pub async fn recv_chunked(&mut self) -> Option<ChunkedTag> {
+        loop {
+            if let (SpliceItem::Tag(tag), chunks) = self.recv_queued().await? {
+                return Some(ChunkedTag { tag, chunks });
+            }
+        }
+    }
+
+    /// Non-blocking [`Subscription::recv_chunked`].
+    pub fn try_recv_chunked(&mut self) -> Option<ChunkedTag> {
+        loop {
+            if let (SpliceItem::Tag(tag), chunks) = self.try_recv_queued()? {
+                return Some(ChunkedTag { tag, chunks });
+            }
+        }
+    }
+
+    async fn recv_queued(&mut self) -> Option<Queued> {
         let item = match &mut self.rx {
             Rx::Bounded(rx) => rx.recv().await,
             Rx::Unbounded(rx) => rx.recv().await,
@@ -352,8 +413,7 @@ impl Subscription {
         self.taken(item)
     }
 
-    /// Non-blocking [`Subscription::recv_item`].
-    pub fn try_recv_item(&mut self) -> Option<SpliceItem> {
+    fn try_recv_queued(&mut self) -> Option<Queued> {
         let item = match &mut self.rx {
             Rx::Bounded(rx) => rx.try_recv().ok(),
             Rx::Unbounded(rx) => rx.try_recv().ok(),
@@ -361,8 +421,8 @@ impl Subscription {
         self.taken(item)
     }
 
-    fn taken(&self, item: Option<SpliceItem>) -> Option<SpliceItem> {
-        if let (Some(item), Some(b)) = (&item, &self.backlog) {
+    fn taken(&self, item: Option<Queued>) -> Option<Queued> {
+        if let (Some((item, _)), Some(b)) = (&item, &self.backlog) {
             b.tags.fetch_sub(1, Ordering::Relaxed);
             b.bytes.fetch_sub(item_bytes(item), Ordering::Relaxed);
         }
@@ -535,9 +595,11 @@ impl Splicer {
                 last_delivery: None,
                 dropped: dropped.clone(),
             };
-            // A fresh channel has room for the three cached tags.
+            // A fresh channel has room for the three cached tags. Their chunks are this
+            // subscriber's own (stamped with the current position), encoded here.
             for t in s.cached_headers() {
-                let _ = sub.tx.send(SpliceItem::Tag(t));
+                let chunks = if options.rtmp_chunks { encode_media(&t, SHARED_STREAM_ID) } else { None };
+                let _ = sub.tx.send_with(SpliceItem::Tag(t), chunks);
             }
             if !s.has_video() {
                 sub.state = SubState::Live;
@@ -593,11 +655,14 @@ impl Splicer {
 /// What every subscriber's delivery of one tag shares.
 struct Delivery<'a> {
     tag: &'a FlvTag,
+    /// The tag's RTMP chunks, encoded once when any subscriber asked for them.
+    chunks: Option<Bytes>,
     is_key: bool,
     is_header: bool,
     header_gen: u64,
-    /// Cached headers, built only when a subscriber resumes after missing a header change.
-    headers: &'a [FlvTag],
+    /// Cached headers (with their chunks when any subscriber wants chunks), built only when a
+    /// subscriber resumes after missing a header change.
+    headers: &'a [(FlvTag, Option<Bytes>)],
     segment: u64,
     origin: Option<Origin>,
     /// Now, taken once per tag and only when a subscriber sees gaps.
@@ -679,10 +744,20 @@ impl Inner {
                 .subscribers
                 .iter()
                 .any(|s| s.state == SubState::AwaitKeyframe && s.header_gen != gen);
-        let headers = if resync { self.cached_headers() } else { Vec::new() };
+        let chunked = self.subscribers.iter().any(|s| s.options.rtmp_chunks);
+        let encode = |t: &FlvTag| if chunked { encode_media(t, SHARED_STREAM_ID) } else { None };
+        let headers: Vec<(FlvTag, Option<Bytes>)> = if resync {
+            self.cached_headers().into_iter().map(|h| {
+                let c = encode(&h);
+                (h, c)
+            }).collect()
+        } else {
+            Vec::new()
+        };
         let now = self.subscribers.iter().any(|s| s.options.see_switches_and_gaps).then(Instant::now);
         let d = Delivery {
             tag,
+            chunks: encode(tag),
             is_key,
             is_header: tag.is_sequence_header() || tag.is_metadata(),
             header_gen: gen,
@@ -710,7 +785,7 @@ impl Subscriber {
             if d.is_header {
                 // Keep headers current even while waiting: they are tiny and a switch
                 // may have happened.
-                match self.send_marked(d, d.tag.clone()) {
+                match self.send_marked(d, d.tag.clone(), &d.chunks) {
                     Ok(()) => self.header_gen = d.header_gen,
                     Err(SendError::Gone) => return false,
                     Err(SendError::Full) => {}
@@ -727,8 +802,8 @@ impl Subscriber {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
-                for h in d.headers {
-                    if let Err(SendError::Gone) = self.send_marked(d, h.clone()) {
+                for (h, chunks) in d.headers {
+                    if let Err(SendError::Gone) = self.send_marked(d, h.clone(), chunks) {
                         return false;
                     }
                 }
@@ -736,7 +811,7 @@ impl Subscriber {
             }
             self.state = SubState::Live;
         }
-        match self.send_marked(d, d.tag.clone()) {
+        match self.send_marked(d, d.tag.clone(), &d.chunks) {
             Ok(()) => {
                 if d.is_header {
                     self.header_gen = d.header_gen;
@@ -755,9 +830,10 @@ impl Subscriber {
     /// Sends `tag`, preceded by the gap and switch markers that are due for a subscriber that
     /// sees them. A subscriber that has received nothing yet gets no marker: there is nothing
     /// before its first tag to switch from or to have a gap after.
-    fn send_marked(&mut self, d: &Delivery<'_>, tag: FlvTag) -> Result<(), SendError> {
+    fn send_marked(&mut self, d: &Delivery<'_>, tag: FlvTag, chunks: &Option<Bytes>) -> Result<(), SendError> {
+        let chunks = if self.options.rtmp_chunks { chunks.clone() } else { None };
         if !self.options.see_switches_and_gaps {
-            return self.tx.send(SpliceItem::Tag(tag));
+            return self.tx.send_with(SpliceItem::Tag(tag), chunks);
         }
         let now = d.now.unwrap_or_else(Instant::now);
         if let Some(last) = self.last_delivery {
@@ -773,7 +849,7 @@ impl Subscriber {
             }
         }
         self.segment = d.segment;
-        self.tx.send(SpliceItem::Tag(tag))?;
+        self.tx.send_with(SpliceItem::Tag(tag), chunks)?;
         self.last_delivery = Some(now);
         Ok(())
     }
