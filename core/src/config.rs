@@ -176,8 +176,11 @@ pub struct TimingSettings {
     /// A source that delivers nothing for this long is down; fail over. Default 3 000.
     pub source_stall_timeout_ms: u64,
     /// A live source quiet this long while its backup, pulled beside it as a hot standby,
-    /// delivers is down: fail over without waiting for the stall timeout. 0 turns this off.
-    /// Default 1 000.
+    /// delivers is down: fail over without waiting for the stall timeout (destinations'
+    /// players see about this long without a new frame, and no reconnect). Adaptive: a
+    /// source whose delivery jitters gets 1.5 × the largest gap between its tags over the
+    /// last 10 s when that is more (at most 3/4 of `source_stall_timeout_ms`). 0 turns this
+    /// off. Default 400.
     pub standby_failover_ms: u64,
     /// A destination that cannot publish for this long is given up (callback code 3) while the
     /// others go on. Default 300 000 (5 min).
@@ -204,7 +207,7 @@ impl Default for TimingSettings {
             stream_callback_retries: 12,
             start_timeout_ms: 60_000,
             source_stall_timeout_ms: 3_000,
-            standby_failover_ms: 1_000,
+            standby_failover_ms: 400,
             push_give_up_ms: 300_000,
             slate_duration_ms: 300_000,
             drain_timeout_ms: 10_000,

@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -202,8 +203,11 @@ pub struct SourceSpec {
     pub hot_standby: bool,
     /// A running live source quiet for this long while its hot standby has a keyframe and
     /// is delivering (a tag in the last 500 ms) is taken as down, before `stall_timeout`:
-    /// a network problem on our side would silence both. Default 1 s; `None` waits for
-    /// `stall_timeout` in every case.
+    /// a network problem on our side would silence both. Adaptive: a source whose delivery
+    /// jitters gets 1.5 × the largest gap between its tags over the last 10 s when that is
+    /// more (at most 3/4 of `stall_timeout`), so its usual pauses are no failover. Default
+    /// 400 ms (the standby's GOP is replayed from its keyframe at once, so destinations
+    /// see about that long without a new frame); `None` waits for `stall_timeout` in every case.
     pub standby_failover_after: Option<Duration>,
     /// Splicer tunables.
     pub splicer: SplicerConfig,
@@ -239,7 +243,7 @@ impl SourceSpec {
             retry_delay: Duration::from_secs(1),
             standby_after: Duration::from_secs(1),
             hot_standby: true,
-            standby_failover_after: Some(Duration::from_secs(1)),
+            standby_failover_after: Some(DEFAULT_STANDBY_FAILOVER),
             splicer: SplicerConfig::default(),
             loops: Loops::Count(1),
             start_index: 0,
@@ -566,6 +570,51 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A standby whose latest tag is this recent is delivering.
 const STANDBY_FLOWING: Duration = Duration::from_millis(500);
+
+/// [`SourceSpec::standby_failover_after`] by default.
+pub const DEFAULT_STANDBY_FAILOVER: Duration = Duration::from_millis(400);
+
+/// How far back a source's inter-tag gaps count for its quiet failover threshold.
+const GAP_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a source may be quiet, while its hot standby delivers, before it is taken as
+/// down: the configured `after`, or 1.5 × `recent_gap` (the largest gap between its tags
+/// over [`GAP_WINDOW`], the current quiet spell not included) when that is more, so a source
+/// whose delivery jitters is not failed over for its usual pauses. The adaptive part is
+/// capped at 3/4 of the stall timeout: past that the quiet failover would be no earlier than
+/// the plain stall.
+fn quiet_threshold(after: Duration, stall: Duration, recent_gap: Duration) -> Duration {
+    after.max((recent_gap * 3 / 2).min(stall * 3 / 4))
+}
+
+/// The largest gap between a source's consecutive tags over the last [`GAP_WINDOW`]: a
+/// monotonic queue (arrival times ascending, gaps strictly descending), so the largest gap in
+/// the window is its first entry that is not too old.
+#[derive(Debug, Default)]
+struct RecentGaps {
+    q: VecDeque<(Instant, Duration)>,
+}
+
+impl RecentGaps {
+    /// A tag arrived at `at`, `gap` after the one before.
+    fn push(&mut self, at: Instant, gap: Duration) {
+        while self.q.back().is_some_and(|&(_, g)| g <= gap) {
+            self.q.pop_back();
+        }
+        while self.q.front().is_some_and(|&(t, _)| at.saturating_duration_since(t) > GAP_WINDOW) {
+            self.q.pop_front();
+        }
+        self.q.push_back((at, gap));
+    }
+
+    /// The largest gap that ended within [`GAP_WINDOW`] before `now` (zero when none).
+    fn max_at(&self, now: Instant) -> Duration {
+        self.q
+            .iter()
+            .find(|&&(t, _)| now.saturating_duration_since(t) <= GAP_WINDOW)
+            .map_or(Duration::ZERO, |&(_, g)| g)
+    }
+}
 
 /// At most this many tags are held for a candidate (a long GOP is cut, not buffered).
 const CANDIDATE_MAX_TAGS: usize = 2_000;
@@ -1172,6 +1221,8 @@ impl Supervisor {
             ingest,
             produced,
             last_tag: now,
+            seen_tag: false,
+            gaps: RecentGaps::default(),
             candidate: None,
             standby_tried: false,
             meter: Meter::new(),
@@ -1352,7 +1403,12 @@ impl Supervisor {
             run.produced = true;
             self.set_status(|s| s.source_state = SourceState::Running);
         }
-        run.last_tag = Instant::now();
+        let now = Instant::now();
+        if run.seen_tag {
+            run.gaps.push(now, now.saturating_duration_since(run.last_tag));
+        }
+        run.seen_tag = true;
+        run.last_tag = now;
         run.standby_tried = false;
         if !run.hot && run.candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
             // The source came back: the standby is not needed.
@@ -1387,6 +1443,10 @@ struct SourceRun {
     produced: bool,
     /// Only tags move the watchdog: ffmpeg keeps printing progress while its input hangs.
     last_tag: Instant,
+    /// Whether a tag arrived in this run (`last_tag` is then that tag's, not the start's).
+    seen_tag: bool,
+    /// The gaps between this run's tags, for its quiet failover threshold.
+    gaps: RecentGaps,
     candidate: Option<Candidate>,
     /// A standby is tried once per quiet spell, not restarted in a loop.
     standby_tried: bool,
@@ -1443,7 +1503,7 @@ impl SourceRun {
                     && c.has_keyframe()
                     && self.quiet_checked != Some(self.last_tag) =>
             {
-                Some(self.last_tag + after)
+                Some(self.last_tag + self.quiet_after(after, spec.stall_timeout))
             }
             _ => None,
         };
@@ -1463,6 +1523,11 @@ impl SourceRun {
         }
     }
 
+    /// This source's quiet failover threshold now, see [`quiet_threshold`].
+    fn quiet_after(&self, after: Duration, stall: Duration) -> Duration {
+        quiet_threshold(after, stall, self.gaps.max_at(Instant::now()))
+    }
+
     fn drop_candidate(&mut self) {
         if let Some(c) = self.candidate.take() {
             c.stop();
@@ -1475,8 +1540,9 @@ impl SourceRun {
         Outcome::Failed { reason: format!("no data from the source for {wait:?}"), next: self.candidate.take() }
     }
 
-    /// The source has been quiet for `standby_failover_after` while its standby has a
-    /// keyframe: it is down if the standby is delivering (else our own network is at fault).
+    /// The source has been quiet for its threshold ([`quiet_threshold`] of
+    /// `standby_failover_after`) while its standby has a keyframe: it is down if the standby
+    /// is delivering (else our own network is at fault).
     fn quiet_failover(&mut self) -> Option<Outcome> {
         self.quiet_checked = Some(self.last_tag);
         let flowing = self
@@ -1488,6 +1554,7 @@ impl SourceRun {
             return None;
         }
         let quiet = self.last_tag.elapsed();
+        tracing::debug!(?quiet, recent_gap = ?self.gaps.max_at(Instant::now()), "quiet while the standby delivers");
         Some(Outcome::Failed {
             reason: format!("no data from the source for {quiet:.1?} while the backup delivers"),
             next: self.candidate.take(),
@@ -1541,5 +1608,47 @@ impl SourceRun {
             // source starts at once (the old ffmpeg no longer feeds the splicer).
             tokio::spawn(self.ingest.stop(INGEST_STOP_DEADLINE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn recent_gaps_keep_the_largest_in_the_window() {
+        let t0 = Instant::now();
+        let mut g = RecentGaps::default();
+        assert_eq!(g.max_at(t0), Duration::ZERO);
+        g.push(t0, 40 * MS);
+        g.push(t0 + 100 * MS, 300 * MS);
+        g.push(t0 + 200 * MS, 20 * MS);
+        assert_eq!(g.max_at(t0 + 300 * MS), 300 * MS);
+        // A smaller, later gap outlives the big one.
+        g.push(t0 + 5 * GAP_WINDOW / 10, 100 * MS);
+        assert_eq!(g.max_at(t0 + GAP_WINDOW + 50 * MS), 300 * MS);
+        assert_eq!(g.max_at(t0 + GAP_WINDOW + 150 * MS), 100 * MS);
+        assert_eq!(g.max_at(t0 + 2 * GAP_WINDOW), Duration::ZERO);
+        // Entries stay few: the queue holds descending gaps only.
+        for i in 0..1_000u32 {
+            g.push(t0 + GAP_WINDOW * 3 + i * 20 * MS, 40 * MS);
+        }
+        assert_eq!(g.q.len(), 1);
+    }
+
+    #[test]
+    fn quiet_threshold_follows_the_jitter_within_bounds() {
+        let stall = Duration::from_secs(3);
+        let after = DEFAULT_STANDBY_FAILOVER;
+        // A steady source: the configured threshold.
+        assert_eq!(quiet_threshold(after, stall, 40 * MS), after);
+        // A source that pauses up to 340 ms: 1.5 times that.
+        assert_eq!(quiet_threshold(after, stall, 340 * MS), 510 * MS);
+        // Never as late as the stall timeout.
+        assert_eq!(quiet_threshold(after, stall, Duration::from_secs(5)), stall * 3 / 4);
+        // A configured threshold above the cap stays as configured.
+        assert_eq!(quiet_threshold(Duration::from_millis(2800), stall, Duration::ZERO), Duration::from_millis(2800));
     }
 }

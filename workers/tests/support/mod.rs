@@ -40,6 +40,11 @@ impl ChildGuard {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The child's stdout, when it was spawned with `Stdio::piped()` (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// Kills the group and reaps the child.
     pub fn kill(&mut self) {
         kill_group(self.child.id());
@@ -586,10 +591,39 @@ pub fn leftover_children() -> Vec<String> {
 }
 
 /// A player on a stream for the whole of a test: decodes everything (decoder errors go to
-/// `errors.log`) and records the stream as received (`-c copy` to `recording.flv`).
+/// `errors.log`), records the stream as received (`-c copy` to `recording.flv`), and notes
+/// when each video frame arrived (wall clock, see [`Player::finish_timed`]).
 pub struct Player {
     child: ChildGuard,
     dir: tempfile::TempDir,
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Reads the player's video-only FLV copy from its stdout as ffmpeg writes it (one flush per
+/// packet) and notes the arrival of every video frame.
+fn note_arrivals(
+    mut out: impl Read,
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    use relaycast_workers::media::flv::{FlvItem, FlvParser};
+    let mut parser = FlvParser::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let now = Instant::now();
+        parser.push(&buf[..n]);
+        while let Ok(Some(item)) = parser.next_item() {
+            if let FlvItem::Tag(t) = item {
+                if t.is_video_frame() {
+                    arrivals.lock().unwrap_or_else(|e| e.into_inner()).push(now);
+                }
+            }
+        }
+    }
 }
 
 impl Player {
@@ -613,12 +647,19 @@ impl Player {
                 .args(["-map", "0", "-c", "copy", "-copyts", "-f", "flv"])
                 .arg(dir.path().join("recording.flv"))
                 .args(["-map", "0", "-f", "null", "-"])
+                // Video alone (no interleaving wait on audio), flushed per packet: the
+                // arrival clock.
+                .args(["-map", "0:v", "-c", "copy", "-flush_packets", "1", "-f", "flv", "pipe:1"])
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(errors),
-        )
-        .expect("spawn player ffmpeg");
-        Player { child, dir }
+        );
+        let mut child = child.expect("spawn player ffmpeg");
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.take_stdout().expect("player stdout");
+        let noted = arrivals.clone();
+        let reader = std::thread::spawn(move || note_arrivals(out, noted));
+        Player { child, dir, arrivals, reader: Some(reader) }
     }
 
     /// Waits up to `within` for the player to end by itself (the stream was unpublished and
@@ -636,18 +677,187 @@ impl Player {
 
     /// Stops the player gently (so the recording is complete) and returns its decoder
     /// errors and the recorded FLV.
-    pub fn finish(mut self) -> (String, Vec<u8>) {
+    pub fn finish(self) -> (String, Vec<u8>) {
+        let (errors, flv, _) = self.finish_timed();
+        (errors, flv)
+    }
+
+    /// How many video frames have reached the player so far. ffmpeg holds its output back
+    /// while it probes the stream, so the first ones come in a burst.
+    pub fn frames_arrived(&self) -> usize {
+        self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Waits up to `within` until the player passes frames on as they come (past its probing
+    /// burst); returns whether it does.
+    pub fn wait_live(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.frames_arrived() == 0 {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        true
+    }
+
+    /// [`Player::finish`], with the wall-clock arrival of every video frame in order.
+    pub fn finish_timed(mut self) -> (String, Vec<u8>, Vec<Instant>) {
         relaycast_workers::process::signal_group(self.child.pid(), libc_sigint());
         let until = Instant::now() + Duration::from_secs(3);
         while self.child.is_running() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child.kill();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         let errors =
             std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default();
         let flv = std::fs::read(self.dir.path().join("recording.flv")).unwrap_or_default();
-        (errors, flv)
+        let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap_or_else(|e| e.into_inner()));
+        (errors, flv, arrivals)
     }
+}
+
+/// The largest pause between consecutive arrivals (zero for fewer than two), and where
+/// it ended.
+pub fn largest_gap(arrivals: &[Instant]) -> (Duration, Option<Instant>) {
+    arrivals
+        .windows(2)
+        .map(|w| (w[1].saturating_duration_since(w[0]), Some(w[1])))
+        .max_by_key(|&(gap, _)| gap)
+        .unwrap_or((Duration::ZERO, None))
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a local RTMP server whose delivery jitters: every
+/// read from the server is passed on to the client after a random delay of up to
+/// `max_delay`, in order (a chunk is released at the later of the previous release and its
+/// arrival plus its delay); the client's bytes go to the server at once. Runs on the current
+/// Tokio runtime until dropped.
+pub struct JitterProxy {
+    /// The proxy's port on 127.0.0.1.
+    pub port: u16,
+    max_gap: std::sync::Arc<std::sync::Mutex<Duration>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JitterProxy {
+    /// Proxies to `127.0.0.1:backend`.
+    pub async fn start(backend: u16, max_delay: Duration) -> JitterProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let max_gap = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let gaps = max_gap.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let gaps = gaps.clone();
+                conns.spawn(async move {
+                    if let Ok(origin) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await {
+                        jitter_pipe(client, origin, max_delay, gaps).await;
+                    }
+                });
+            }
+        });
+        JitterProxy { port, max_gap, task }
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME` through the proxy.
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
+    }
+
+    /// The largest pause so far between two releases of server bytes to a client, after
+    /// each connection's first 2 s (its handshake and start).
+    pub fn max_release_gap(&self) -> Duration {
+        *self.max_gap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for JitterProxy {
+    fn drop(&mut self) {
+        // Dropping the task drops its JoinSet: every connection is aborted too.
+        self.task.abort();
+    }
+}
+
+/// A small xorshift generator: enough randomness for delays, no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn seeded() -> XorShift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        XorShift(nanos | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..=max`, at millisecond resolution.
+    fn delay(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis() as u64;
+        Duration::from_millis(self.next() % (ms + 1))
+    }
+}
+
+async fn jitter_pipe(
+    client: tokio::net::TcpStream,
+    origin: tokio::net::TcpStream,
+    max_delay: Duration,
+    max_gap: std::sync::Arc<std::sync::Mutex<Duration>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = client.set_nodelay(true);
+    let _ = origin.set_nodelay(true);
+    let (mut client_rd, mut client_wr) = client.into_split();
+    let (mut origin_rd, mut origin_wr) = origin.into_split();
+    let upstream = async move {
+        let _ = tokio::io::copy(&mut client_rd, &mut origin_wr).await;
+        let _ = origin_wr.shutdown().await;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut rng = XorShift::seeded();
+        let mut release = tokio::time::Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match origin_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            release = release.max(tokio::time::Instant::now() + rng.delay(max_delay));
+            if tx.send((release, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        let start = Instant::now();
+        let mut last: Option<Instant> = None;
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if client_wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+            let now = Instant::now();
+            if let Some(prev) = last.filter(|_| start.elapsed() > Duration::from_secs(2)) {
+                let gap = now.saturating_duration_since(prev);
+                let mut m = max_gap.lock().unwrap_or_else(|e| e.into_inner());
+                *m = (*m).max(gap);
+            }
+            last = Some(now);
+        }
+        let _ = client_wr.shutdown().await;
+    };
+    tokio::join!(upstream, reader, writer);
 }
 
 fn libc_sigint() -> i32 {
