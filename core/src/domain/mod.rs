@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod error;
 pub mod lease;
 pub mod outbox;
+pub mod recording;
 pub mod relay;
 pub mod targets;
 
