@@ -29,6 +29,7 @@
 pub mod ingest;
 pub mod media;
 pub mod process;
+pub mod recorder;
 pub mod relay;
 pub mod splice;
 #[doc(hidden)]

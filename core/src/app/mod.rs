@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod callbacks;
 pub mod outbox;
+pub mod recording;
 pub mod relay;
 
 use crate::domain::RequestError;

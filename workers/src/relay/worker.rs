@@ -64,7 +64,7 @@ impl RelayWorker {
     /// A worker over `ports`; `shutdown` drains it.
     pub fn new(ports: Ports, settings: Arc<Settings>, shutdown: CancellationToken) -> Self {
         let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
-        let worker_id = format!("relay-{}-{}", std::process::id(), uuid_like());
+        let worker_id = format!("relay-{}-{}", std::process::id(), crate::process::instance_id());
         Self { ports, settings, leases, worker_id, running: Arc::new(Mutex::new(HashMap::new())), shutdown }
     }
 
@@ -585,15 +585,3 @@ where
     }
 }
 
-fn uuid_like() -> String {
-    let n: u64 = rand_u64();
-    format!("{n:016x}")
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS: good enough for an instance id, no extra dependency.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
-}

@@ -10,6 +10,7 @@
 //! Everything is pure: times are parameters.
 
 pub mod media;
+pub mod progress;
 pub mod template;
 
 use serde::{Deserialize, Serialize};
