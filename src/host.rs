@@ -98,6 +98,13 @@ impl Host {
                 Ok(())
             });
         }
+        if roles.contains(&Role::Recorder) {
+            let recorder = relaycast_workers::recorder::worker::RecorderWorker::new(ports.clone(), settings.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                recorder.run().await;
+                Ok(())
+            });
+        }
         if roles.contains(&Role::Notifier) {
             let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone())
                 .map_err(|e| HostError::Adapter { what: "the notifier", reason: e.to_string() })?;

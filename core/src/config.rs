@@ -20,9 +20,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Where the embedded store, queue and objects live. Default `./relaycast-data`.
     pub data_dir: PathBuf,
-    /// Which parts this process runs: `api`, `notifier`, `scheduler`, `relay`; `workers` means
-    /// every worker (today the relay), `all` everything. Default `["all"]`. (`recorder` is
-    /// refused until cloud recording exists.)
+    /// Which parts this process runs: `api`, `notifier`, `scheduler`, `relay`, `recorder`;
+    /// `workers` means every worker (relay and recorder), `all` everything. Default `["all"]`.
     pub roles: Vec<String>,
     /// Log line format: `text` or `json`. Default `text`.
     pub log_format: LogFormat,
@@ -226,6 +225,8 @@ pub enum Role {
     Scheduler,
     /// Runs relay jobs.
     Relay,
+    /// Runs record jobs.
+    Recorder,
 }
 
 /// Why settings are unusable.
@@ -328,14 +329,9 @@ impl Settings {
                 "notifier" => &[Role::Notifier],
                 "scheduler" => &[Role::Scheduler],
                 "relay" => &[Role::Relay],
-                "recorder" => {
-                    return Err(ConfigError::Invalid {
-                        key: "roles".into(),
-                        reason: "the recorder role is planned: cloud recording does not exist yet".into(),
-                    })
-                }
-                "workers" => &[Role::Relay],
-                "all" => &[Role::Api, Role::Notifier, Role::Scheduler, Role::Relay],
+                "recorder" => &[Role::Recorder],
+                "workers" => &[Role::Relay, Role::Recorder],
+                "all" => &[Role::Api, Role::Notifier, Role::Scheduler, Role::Relay, Role::Recorder],
                 other => {
                     return Err(ConfigError::Invalid {
                         key: "roles".into(),
@@ -476,8 +472,8 @@ mod tests {
         let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"api\", \"dancer\"]")])).unwrap_err().to_string();
         assert!(err.contains("dancer"), "{err}");
 
-        let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"recorder\"]")])).unwrap_err().to_string();
-        assert!(err.contains("recorder role is planned"), "{err}");
+        let roles = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"workers\"]")])).unwrap().roles().unwrap();
+        assert_eq!(roles, [Role::Relay, Role::Recorder]);
 
         let err = Settings::load(None, env(&[("RELAYCAST_CALLBACKS__ENDPOINT_CONCURRENCY", "128")])).unwrap_err().to_string();
         assert!(err.contains("callbacks.endpoint_concurrency"), "{err}");

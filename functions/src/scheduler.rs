@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use relaycast_core::app::relay::{apply_to_task, enqueue_job, list_tasks, relay_lease_resource, RELAY_LEASE_PREFIX};
 use relaycast_core::app::AppError;
+use relaycast_core::app::recording::{enqueue_record_job, RECORD_LEASE_PREFIX};
 use relaycast_core::domain::lease::Leases;
+use relaycast_core::domain::recording::{Recording, RecordingState};
 use relaycast_core::domain::relay::state::{Action, StopCause, TaskState};
 use relaycast_core::domain::relay::task::RelayTask;
 use relaycast_core::ports::{Entity, Query, QueryIndex, TypedStore};
@@ -122,6 +124,16 @@ pub async fn run_tick(ctx: &Context, purge: bool) -> Result<TickReport, AppError
     // each) and hand the tasks that should still run to another worker.
     for stale in leases.stale(500).await? {
         if !leases.reap(&stale).await? {
+            continue;
+        }
+        if let Some(recording_key) = stale.resource.strip_prefix(RECORD_LEASE_PREFIX) {
+            // A recorder died mid-recording: the next one takes it over from its progress.
+            if let Some(recording) = ports.store.load::<Recording>(recording_key).await? {
+                if recording.value.state != RecordingState::Finished && enqueue_record_job(ports, &recording.value).await {
+                    tracing::warn!(recording = %recording_key, holder = %stale.holder, "recorder lease went stale; recording re-queued");
+                    report.requeued += 1;
+                }
+            }
             continue;
         }
         let Some(task_key) = stale.resource.strip_prefix(RELAY_LEASE_PREFIX) else { continue };

@@ -32,6 +32,7 @@ pub mod process;
 pub mod recorder;
 pub mod relay;
 pub mod splice;
+pub mod standalone;
 #[doc(hidden)]
 pub mod test_peers;
 
