@@ -1307,3 +1307,40 @@ pub fn processes_with_arg(needle: &str) -> Vec<(u32, u32)> {
         })
         .collect()
 }
+
+/// What ffprobe says of a recorded file.
+#[derive(Debug, Clone, Default)]
+pub struct FileProbe {
+    /// The container's duration, seconds.
+    pub duration: f64,
+    /// `format_name`, e.g. `mov,mp4,m4a,3gp,3g2,mj2`, `hls`, `flv`, `aac`.
+    pub format: String,
+    /// Codec names, video first when there is video.
+    pub codecs: Vec<String>,
+    /// Frames ffmpeg decoded with an error (`ffmpeg -v error -f null`), as its error lines.
+    pub decode_errors: Vec<String>,
+}
+
+/// Probes a recorded file or URL with ffprobe (duration, format, codecs) and decodes it all
+/// once with ffmpeg to collect errors. Panics when ffprobe cannot read it.
+pub fn probe_file(url: &str) -> FileProbe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration,format_name:stream=codec_name,codec_type", "-of", "json"])
+        .arg(url)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let mut streams: Vec<(String, String)> = v["streams"]
+        .as_array()
+        .map(|a| a.iter().map(|s| (s["codec_type"].as_str().unwrap_or("").to_string(), s["codec_name"].as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default();
+    streams.sort_by_key(|(t, _)| t != "video");
+    let decode = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-v", "error", "-i"]).arg(url).args(["-f", "null", "-"]).output().expect("run ffmpeg");
+    FileProbe {
+        duration: v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
+        format: v["format"]["format_name"].as_str().unwrap_or("").to_string(),
+        codecs: streams.into_iter().map(|(_, c)| c).collect(),
+        decode_errors: String::from_utf8_lossy(&decode.stderr).lines().map(str::to_string).collect(),
+    }
+}

@@ -1,0 +1,141 @@
+//! The recorder on the embedded ports with a real nginx-rtmp origin and ffmpeg publishers: a
+//! recording is pulled through the relay's source side, cut into durable parts, finalized into
+//! files that ffprobe reads, and noticed for the media library.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relaycast_core::adapters::open_embedded;
+use relaycast_core::app::recording::{get_recording, start_recording, stop_recording};
+use relaycast_core::config::Settings;
+use relaycast_core::domain::callbacks::StreamPath;
+use relaycast_core::domain::recording::progress::RecordingProgress;
+use relaycast_core::domain::recording::{FormatSpec, ObjectCreated, RecordFile, RecordFormat, Recording, RecordingMode, RecordingSpec, RecordingState, OBJECT_NOTICE_QUEUE};
+use relaycast_core::ports::{Ports, SystemClock, TypedStore};
+use relaycast_workers::recorder::worker::RecorderWorker;
+use support::{probe_file, Nginx, Publisher};
+use tokio_util::sync::CancellationToken;
+
+struct Rig {
+    ports: Ports,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::load(None, std::iter::empty()).unwrap();
+        settings.data_dir = dir.path().to_path_buf();
+        settings.timing.lease_ttl_ms = 3_000;
+        settings.timing.lease_heartbeat_ms = 1_000;
+        let ports = open_embedded(&settings, Arc::new(SystemClock)).unwrap().ports;
+        let shutdown = CancellationToken::new();
+        let worker = RecorderWorker::new(ports.clone(), Arc::new(settings), shutdown.clone()).on_loopback();
+        let worker = tokio::spawn(worker.run());
+        Rig { ports, dir, shutdown, worker }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.worker).await;
+    }
+
+    fn object_path(&self, key: &str) -> String {
+        self.dir.path().join("objects/objects").join(key).display().to_string()
+    }
+}
+
+fn recording(id: &str, url: &str, formats: &[(RecordFormat, u32)], resume_secs: u32) -> Recording {
+    Recording {
+        account: "acme".into(),
+        id: id.into(),
+        mode: RecordingMode::Specific,
+        record_id: Some(format!("{id}_rec")),
+        stream: Some(StreamPath::parse("push.test", "live", "cam1").unwrap()),
+        source_url: url.into(),
+        stream_param: String::new(),
+        spec: RecordingSpec {
+            template_id: Some(7),
+            formats: formats.iter().map(|&(format, max_file_secs)| FormatSpec { format, max_file_secs, storage_secs: 0 }).collect(),
+            resume_timeout_secs: resume_secs,
+            namespace: 0,
+            file_name_pattern: None,
+            notify_url: None,
+            callback_key: None,
+            snapshot_interval_secs: None,
+        },
+        created_ms: 0,
+        end_time_ms: None,
+        stop_requested_ms: None,
+        stream_stopped_ms: None,
+        state: RecordingState::Pending,
+        error: None,
+        files: vec![],
+    }
+}
+
+async fn wait_finished(ports: &Ports, id: &str, within: Duration) -> Recording {
+    let until = Instant::now() + within;
+    loop {
+        let r = get_recording(ports, "acme", id).await.unwrap();
+        if r.state == RecordingState::Finished {
+            return r;
+        }
+        assert!(Instant::now() < until, "recording {id} not finished: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn notices(ports: &Ports) -> Vec<ObjectCreated> {
+    let messages = ports.queue.receive(OBJECT_NOTICE_QUEUE, 10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    messages.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_stopped_recording_leaves_playable_flv_files_split_at_the_max_length() {
+    let _heavy = support::heavy(&[]).await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
+    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    let rig = Rig::start();
+    start_recording(&rig.ports, recording("r1", &nginx.url("cam1"), &[(RecordFormat::Flv, 6)], 0)).await.unwrap();
+
+    // Parts become durable while it records.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let progress = rig.ports.store.load::<RecordingProgress>("acme/r1").await.unwrap();
+        if progress.is_some_and(|p| p.value.open.iter().any(|f| !f.parts.is_empty())) {
+            break;
+        }
+        assert!(Instant::now() < until, "no part stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop_recording(&rig.ports, "acme", "r1").await.unwrap();
+    let done = wait_finished(&rig.ports, "r1", Duration::from_secs(15)).await;
+    assert_eq!(done.error, None);
+    // About 14 s in files of at most 6 s (cut at the next 2 s keyframe): three files.
+    assert!((2..=3).contains(&done.files.len()), "{:?}", done.files);
+    let mut total = 0.0;
+    for key in &done.files {
+        assert!(key.starts_with("record/0/acme/r1/r1_rec_main_") && key.ends_with(".flv"), "{key}");
+        let file = rig.ports.store.load::<RecordFile>(key).await.unwrap().expect("record file").value;
+        let probe = probe_file(&rig.object_path(key));
+        assert_eq!(probe.codecs, ["h264", "aac"], "{key}");
+        assert!(probe.decode_errors.is_empty(), "{key}: {:?}", probe.decode_errors);
+        assert!(probe.duration <= 8.5, "{key}: {}", probe.duration);
+        assert!((probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0, "{key}: {} vs {}", probe.duration, file.duration_ms);
+        total += probe.duration;
+    }
+    assert!(total >= 12.0, "{total}");
+    let noticed: Vec<String> = notices(&rig.ports).await.into_iter().map(|n| n.key).collect();
+    assert_eq!(noticed, done.files, "one notice per file, in order");
+    // The parts are gone once in their files.
+    let left = rig.ports.objects.list("record/0/acme/r1/flv/").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    rig.stop().await;
+}
