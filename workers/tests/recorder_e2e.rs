@@ -139,3 +139,27 @@ async fn a_stopped_recording_leaves_playable_flv_files_split_at_the_max_length()
     assert!(left.is_empty(), "{left:?}");
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn a_publisher_that_drops_within_the_resume_timeout_continues_the_same_file() {
+    let _heavy = support::heavy(&[]).await;
+    let nginx = Nginx::start();
+    let mut publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
+    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    let rig = Rig::start();
+    start_recording(&rig.ports, recording("r2", &nginx.url("cam1"), &[(RecordFormat::Flv, 600)], 30)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    publisher.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _back = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
+    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop_recording(&rig.ports, "acme", "r2").await.unwrap();
+    let done = wait_finished(&rig.ports, "r2", Duration::from_secs(15)).await;
+    assert_eq!(done.files.len(), 1, "{:?}", done.files);
+    let probe = probe_file(&rig.object_path(&done.files[0]));
+    assert!(probe.decode_errors.is_empty(), "{:?}", probe.decode_errors);
+    // What was published, without the 5 s the publisher was away.
+    assert!((13.0..=18.5).contains(&probe.duration), "{}", probe.duration);
+    rig.stop().await;
+}
