@@ -430,14 +430,37 @@ pub(crate) mod test_media {
     /// caller [`crate::test_peers::require`]s ffmpeg first; an ffmpeg that fails here panics
     /// with its error output.
     pub fn ffmpeg_flv(width: u32, height: u32, secs: u32) -> Vec<u8> {
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(["-f", "lavfi", "-i"])
-            .arg(format!("testsrc2=size={width}x{height}:rate=25"))
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-t", &secs.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
-            .args(["-c:a", "aac", "-f", "flv", "-"])
+        ffmpeg_media_flv(Some((width, height, 50)), true, secs)
+    }
+
+    /// [`ffmpeg_flv`] with a choice of tracks: `video` is `(width, height, GOP in frames)` of
+    /// 25 fps H.264, `audio` a 44.1 kHz AAC sine.
+    pub fn ffmpeg_media_flv(video: Option<(u32, u32, u32)>, audio: bool, secs: u32) -> Vec<u8> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+        if let Some((width, height, _)) = video {
+            cmd.args(["-f", "lavfi", "-i"])
+                .arg(format!("testsrc2=size={width}x{height}:rate=25"));
+        }
+        if audio {
+            cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+        }
+        cmd.args(["-t", &secs.to_string()]);
+        if let Some((_, _, gop)) = video {
+            cmd.args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                &gop.to_string(),
+            ]);
+        }
+        if audio {
+            cmd.args(["-c:a", "aac"]);
+        }
+        let out = cmd
+            .args(["-f", "flv", "-"])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));

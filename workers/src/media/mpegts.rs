@@ -335,7 +335,7 @@ fn annex_b_units(au: &[u8]) -> Vec<&[u8]> {
 }
 
 /// The NAL payload without emulation prevention bytes (00 00 03 → 00 00).
-fn rbsp(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn rbsp(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &b in nal {
@@ -349,30 +349,36 @@ fn rbsp(nal: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads bits MSB first, with the Exp-Golomb codes of H.265 headers.
-struct Bits<'a> {
+/// Reads bits MSB first, with the Exp-Golomb codes of H.265 headers (shared with the fMP4
+/// muxer, which reads H.264 SPSs and AudioSpecificConfigs).
+pub(crate) struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-impl Bits<'_> {
-    fn bit(&mut self) -> Option<u32> {
+impl<'a> Bits<'a> {
+    /// A reader at the first bit of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Bits { data, pos: 0 }
+    }
+
+    pub(crate) fn bit(&mut self) -> Option<u32> {
         let byte = *self.data.get(self.pos / 8)?;
         let b = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Some(u32::from(b))
     }
 
-    fn bits(&mut self, n: usize) -> Option<u32> {
+    pub(crate) fn bits(&mut self, n: usize) -> Option<u32> {
         (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
     }
 
-    fn skip(&mut self, n: usize) -> Option<()> {
+    pub(crate) fn skip(&mut self, n: usize) -> Option<()> {
         self.pos += n;
         (self.pos <= self.data.len() * 8).then_some(())
     }
 
-    fn ue(&mut self) -> Option<u32> {
+    pub(crate) fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;
@@ -385,7 +391,7 @@ impl Bits<'_> {
 }
 
 /// The displayed picture size from an HEVC SPS: the coded size less the conformance window.
-fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
     let r = rbsp(sps);
     let mut b = Bits { data: r.get(2..)?, pos: 0 };
     b.skip(4)?;
