@@ -163,3 +163,58 @@ async fn a_publisher_that_drops_within_the_resume_timeout_continues_the_same_fil
     assert!((13.0..=18.5).contains(&probe.duration), "{}", probe.duration);
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn every_format_is_recorded_to_a_file_ffprobe_reads_with_its_duration() {
+    let _heavy = support::heavy(&[]).await;
+    let nginx = Nginx::start();
+    let _publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
+    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    let rig = Rig::start();
+    let formats = [(RecordFormat::Hls, 60), (RecordFormat::Mp4, 60), (RecordFormat::Flv, 60), (RecordFormat::Aac, 60)];
+    start_recording(&rig.ports, recording("r3", &nginx.url("cam1"), &formats, 0)).await.unwrap();
+    let started = Instant::now();
+    let until = Instant::now() + Duration::from_secs(20);
+    while rig.ports.store.load::<RecordingProgress>("acme/r3").await.unwrap().is_none_or(|p| p.value.open.is_empty()) {
+        assert!(Instant::now() < until, "no part stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()) + Duration::from_secs(6)).await;
+    stop_recording(&rig.ports, "acme", "r3").await.unwrap();
+    let done = wait_finished(&rig.ports, "r3", Duration::from_secs(20)).await;
+    assert_eq!(done.error, None);
+    assert_eq!(done.files.len(), 4, "{:?}", done.files);
+    let mut durations = Vec::new();
+    for key in &done.files {
+        let file = rig.ports.store.load::<RecordFile>(key).await.unwrap().expect("record file").value;
+        let probe = probe_file(&rig.object_path(key));
+        assert!(probe.decode_errors.is_empty(), "{key}: {:?}", probe.decode_errors);
+        let want: &[&str] = if file.format == RecordFormat::Aac { &["aac"] } else { &["h264", "aac"] };
+        assert_eq!(probe.codecs, want, "{key}");
+        assert!((probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0, "{key}: ffprobe {} s, recorded {} ms", probe.duration, file.duration_ms);
+        if file.format != RecordFormat::Aac {
+            assert_eq!((file.video_codec.as_deref(), file.resolution.as_deref()), (Some("h264"), Some("320x240")), "{key}");
+        }
+        durations.push(probe.duration);
+        match file.format {
+            RecordFormat::Hls => {
+                assert!(key.ends_with(".m3u8") && probe.format == "hls", "{key} {}", probe.format);
+                assert!(!file.parts.is_empty());
+            }
+            RecordFormat::Mp4 => {
+                assert!(probe.format.starts_with("mov,mp4"), "{}", probe.format);
+                // Faststart: the index before the media.
+                let bytes = std::fs::read(rig.object_path(key)).unwrap();
+                let moov = bytes.windows(4).position(|w| w == b"moov").unwrap();
+                let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+                assert!(moov < mdat, "moov at {moov}, mdat at {mdat}");
+            }
+            _ => {}
+        }
+    }
+    for d in &durations {
+        assert!((14.0..=22.0).contains(d), "{durations:?}");
+        assert!((d - durations[0]).abs() < 1.0, "formats disagree: {durations:?}");
+    }
+    rig.stop().await;
+}

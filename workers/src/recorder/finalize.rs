@@ -14,6 +14,7 @@ use relaycast_core::ports::{Condition, Ports, TypedStore};
 use tokio::io::AsyncWriteExt;
 
 use super::RecorderError;
+use crate::media::hls::{HlsSegment, MediaPlaylist};
 
 /// Longest a faststart remux may take.
 const REMUX_TIMEOUT: Duration = Duration::from_secs(600);
@@ -112,19 +113,15 @@ async fn init_bytes(ports: &Ports, file: &OpenFile) -> Result<u64, RecorderError
 fn hls_playlist(playlist_key: &str, file: &OpenFile) -> String {
     let dir = playlist_key.rsplit_once('/').map_or("", |(d, _)| d);
     let relative = |key: &str| key.strip_prefix(dir).map(|k| k.trim_start_matches('/').to_string()).unwrap_or_else(|| key.to_string());
-    let target = file.parts.iter().map(|p| p.duration_ms.div_ceil(1000)).max().unwrap_or(1).max(1);
-    let mut out = format!("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut map = String::new();
+    let mut segments = Vec::with_capacity(file.parts.len());
     for (i, part) in file.parts.iter().enumerate() {
-        if part.discontinuity && i > 0 {
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
         if let Some(init) = &part.init_key {
-            out.push_str(&format!("#EXT-X-MAP:URI=\"{}\"\n", relative(init)));
+            map = relative(init);
         }
-        out.push_str(&format!("#EXTINF:{:.3},\n{}\n", part.duration_ms as f64 / 1000.0, relative(&part.key)));
+        segments.push(HlsSegment { uri: relative(&part.key), duration_ms: part.duration_ms, map_uri: map.clone(), discontinuity: part.discontinuity && i > 0 });
     }
-    out.push_str("#EXT-X-ENDLIST\n");
-    out
+    MediaPlaylist { segments, ended: true }.render()
 }
 
 /// Writes the file's parts (with their init segments when `with_init`) one after another to

@@ -3,12 +3,14 @@
 //!
 //! - [`sink`]: per-format sinks cutting the timeline into durable parts and files;
 //! - [`session`]: one recording under a lease: pull, cut, store, finalize, take over;
+//! - [`formats`]: the fMP4 (HLS, MP4) and AAC part writers;
 //! - [`finalize`]: parts into a finished object, its record file and its notice;
 //! - [`worker`]: record jobs, leases, heartbeats, drain.
 //!
 //! Uses `splice` and below; nothing here uses `relay`.
 
 pub mod finalize;
+pub mod formats;
 pub mod session;
 pub mod sink;
 pub mod worker;
@@ -16,6 +18,7 @@ pub mod worker;
 use relaycast_core::domain::recording::RecordFormat;
 use relaycast_core::ports::{ObjectStoreError, QueueError, StoreError};
 
+use formats::{AacWriter, Fmp4Writer};
 use sink::{FlvWriter, PartWriter};
 
 /// What can go wrong while recording.
@@ -41,8 +44,9 @@ pub enum RecorderError {
 /// The writer of a format.
 pub fn writer_for(format: RecordFormat) -> Box<dyn PartWriter> {
     match format {
+        RecordFormat::Hls => Box::new(Fmp4Writer::hls()),
+        RecordFormat::Mp4 => Box::new(Fmp4Writer::mp4()),
         RecordFormat::Flv => Box::new(FlvWriter::new()),
-        // The fMP4 and ADTS writers land with the media muxers.
-        _ => Box::new(FlvWriter::new()),
+        RecordFormat::Aac => Box::new(AacWriter::new()),
     }
 }

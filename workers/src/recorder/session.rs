@@ -18,9 +18,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::finalize::finalize_file;
-use super::sink::{FormatSink, SinkStep};
+use super::sink::{FormatSink, SinkStep, StartGate};
 use super::{writer_for, RecorderError};
 use crate::ingest::IngestSpec;
+use crate::media::flv::FlvTag;
 use crate::splice::source::{SourceSpec, SourceSupervisor};
 use crate::splice::splicer::{OnLag, SpliceItem, SubscribeOptions};
 
@@ -203,6 +204,7 @@ impl Session {
         let mut sub = supervisor.subscribe(options);
         let mut tick = tokio::time::interval(TICK);
         let mut last_media_ms: Option<i64> = None;
+        let mut gate = StartGate::new();
         let outcome = loop {
             tokio::select! {
                 biased;
@@ -227,16 +229,8 @@ impl Session {
                 item = sub.recv_item() => match item {
                     Some(SpliceItem::Tag(tag)) => {
                         last_media_ms = Some(ports.clock.now_ms());
-                        for i in 0..self.sinks.len() {
-                            let steps = match self.sinks[i].push(&tag) {
-                                Ok(steps) => steps,
-                                Err(e) => {
-                                    tracing::warn!(recording = %self.recording.id, error = %e, "format dropped from the recording");
-                                    metrics::counter!("relaycast_record_format_errors_total").increment(1);
-                                    continue;
-                                }
-                            };
-                            if !self.apply(i, steps).await? {
+                        for tag in gate.pass(tag) {
+                            if !self.feed(&tag).await? {
                                 break;
                             }
                         }
@@ -255,6 +249,24 @@ impl Session {
         };
         supervisor.stop().await;
         Ok(outcome)
+    }
+
+    /// Gives a tag to every sink and stores what they cut; `false` when the lease was lost.
+    async fn feed(&mut self, tag: &FlvTag) -> Result<bool, RecorderError> {
+        for i in 0..self.sinks.len() {
+            let steps = match self.sinks[i].push(tag) {
+                Ok(steps) => steps,
+                Err(e) => {
+                    tracing::warn!(recording = %self.recording.id, format = self.sinks[i].format.as_str(), error = %e, "tag refused by a format");
+                    metrics::counter!("relaycast_record_format_errors_total").increment(1);
+                    continue;
+                }
+            };
+            if !self.apply(i, steps).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn end_with(&mut self, error: Option<String>) -> Result<Recorded, RecorderError> {

@@ -112,6 +112,8 @@ pub struct FormatSink {
     init_pending: bool,
     /// A video tag has been seen: parts and files are cut at keyframes only.
     has_video: bool,
+    /// Timeline position of the part in progress's first tag.
+    part_start: Option<u32>,
 }
 
 impl FormatSink {
@@ -128,6 +130,7 @@ impl FormatSink {
             discontinuity: false,
             init_pending: true,
             has_video: false,
+            part_start: None,
         }
     }
 
@@ -158,8 +161,9 @@ impl FormatSink {
             self.has_video = true;
         }
         let boundary = if self.has_video { tag.tag_type == TagType::Video && tag.is_key_picture() } else { tag.tag_type == TagType::Audio && !tag.is_sequence_header() };
-        if boundary {
-            let pending = self.writer.pending_ms();
+        if let (true, Some(start)) = (boundary, self.part_start) {
+            // Up to this tag, which the cut leaves for the next part.
+            let pending = u64::from(tag.timestamp.saturating_sub(start));
             let file_full = self.max_file_ms.is_some_and(|max| self.file_ms + pending >= max) && pending > 0;
             if file_full || pending >= PART_TARGET_MS {
                 self.cut(Some(tag.timestamp), &mut steps)?;
@@ -168,7 +172,11 @@ impl FormatSink {
                 self.close_file(&mut steps);
             }
         }
-        match self.writer.push(tag)? {
+        let pushed = self.writer.push(tag)?;
+        if pushed == Pushed::Taken && self.part_start.is_none() && !tag.is_sequence_header() {
+            self.part_start = Some(tag.timestamp);
+        }
+        match pushed {
             Pushed::Taken | Pushed::Ignored => {}
             Pushed::ConfigChanged => {
                 self.cut(Some(tag.timestamp), &mut steps)?;
@@ -189,6 +197,7 @@ impl FormatSink {
     }
 
     fn cut(&mut self, next_dts: Option<u32>, steps: &mut Vec<SinkStep>) -> Result<(), SinkError> {
+        self.part_start = None;
         if let Some(body) = self.writer.take_part(next_dts)? {
             let init = if self.init_pending { self.writer.init_segment() } else { None };
             self.init_pending = false;
@@ -218,11 +227,59 @@ impl FormatSink {
     }
 }
 
+/// Holds a recording back until its first video keyframe, so that every format starts at the
+/// same picture: a new subscriber of the splicer gets audio at once but video only from the
+/// next keyframe, and an FLV or AAC file would otherwise begin with seconds the MP4 and HLS
+/// files do not have. Headers and metadata are kept; audio from before the keyframe is
+/// dropped. A stream with no video after [`AUDIO_ONLY_AFTER_MS`] is audio only: what was held
+/// is released.
+#[derive(Debug, Default)]
+pub struct StartGate {
+    open: bool,
+    held: Vec<FlvTag>,
+}
+
+/// How long a stream may deliver audio without any video before it is taken as audio only.
+pub const AUDIO_ONLY_AFTER_MS: u32 = 10_000;
+
+impl StartGate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tags to record now, given the next one of the timeline.
+    pub fn pass(&mut self, tag: FlvTag) -> Vec<FlvTag> {
+        if self.open {
+            return vec![tag];
+        }
+        let is_frame = |t: &FlvTag| t.tag_type != TagType::Script && !t.is_sequence_header();
+        if tag.tag_type == TagType::Video && tag.is_key_picture() {
+            self.open = true;
+            let mut out: Vec<FlvTag> = std::mem::take(&mut self.held).into_iter().filter(|t| !is_frame(t) || t.timestamp >= tag.timestamp).collect();
+            out.push(tag);
+            return out;
+        }
+        if tag.tag_type == TagType::Video && is_frame(&tag) {
+            return Vec::new(); // a picture that needs an earlier keyframe
+        }
+        let first = self.held.iter().find(|t| is_frame(t)).map(|t| t.timestamp);
+        let audio_only = first.is_some_and(|f| tag.timestamp.saturating_sub(f) >= AUDIO_ONLY_AFTER_MS);
+        self.held.push(tag);
+        if audio_only {
+            self.open = true;
+            return std::mem::take(&mut self.held);
+        }
+        Vec::new()
+    }
+}
+
 /// FLV, appended tag by tag: each part is a run of tags, the first part of a file starts with
 /// the FLV header, the latest `onMetaData` and the sequence headers, so concatenated parts are
 /// a playable file. Times restart at 0 in every file.
 #[derive(Default)]
 pub struct FlvWriter {
+    info: super::formats::VideoInfo,
     metadata: Option<FlvTag>,
     video_header: Option<FlvTag>,
     audio_header: Option<FlvTag>,
@@ -255,6 +312,7 @@ impl PartWriter for FlvWriter {
     }
 
     fn push(&mut self, tag: &FlvTag) -> Result<Pushed, SinkError> {
+        self.info.observe(tag);
         if tag.is_metadata() {
             self.metadata = Some(tag.clone());
             return Ok(Pushed::Ignored);
@@ -302,6 +360,10 @@ impl PartWriter for FlvWriter {
         let bytes = std::mem::take(&mut self.pending).freeze();
         Ok(Some(PartBody { bytes, duration_ms: u64::from(end.saturating_sub(start)) }))
     }
+
+    fn video_info(&self) -> (Option<String>, Option<String>) {
+        self.info.get()
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +374,28 @@ mod tests {
     fn tags_of(flv: &[u8]) -> Vec<FlvTag> {
         let mut parser = FlvParser::new();
         parser.feed(flv).unwrap().into_iter().filter_map(|i| if let FlvItem::Tag(t) = i { Some(t) } else { None }).collect()
+    }
+
+    #[test]
+    fn the_gate_opens_at_the_first_keyframe_or_for_audio_only_streams() {
+        let audio = |ts| FlvTag::new(TagType::Audio, ts, Bytes::from_static(&[0xaf, 0x01, 0x21]));
+        let header = FlvTag::new(TagType::Audio, 0, Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]));
+        let inter = FlvTag::new(TagType::Video, 40, Bytes::from_static(&[0x27, 0x01, 0, 0, 0]));
+        let key = FlvTag::new(TagType::Video, 1_000, Bytes::from_static(&[0x17, 0x01, 0, 0, 0]));
+        let mut gate = StartGate::new();
+        assert!(gate.pass(header.clone()).is_empty());
+        assert!(gate.pass(audio(0)).is_empty());
+        assert!(gate.pass(inter).is_empty());
+        assert!(gate.pass(audio(1_000)).is_empty());
+        let out = gate.pass(key.clone());
+        assert_eq!(out, vec![header.clone(), audio(1_000), key]);
+        assert_eq!(gate.pass(audio(1_023)), vec![audio(1_023)]);
+
+        let mut gate = StartGate::new();
+        for ts in (0..AUDIO_ONLY_AFTER_MS).step_by(500) {
+            assert!(gate.pass(audio(ts)).is_empty());
+        }
+        assert_eq!(gate.pass(audio(AUDIO_ONLY_AFTER_MS)).len(), 21);
     }
 
     #[test]
