@@ -133,7 +133,8 @@ pub async fn active_recordings(ports: &Ports, account: &str, limit: usize) -> Re
 
 /// Which recording a live stream is recorded by now (automatic recording): a push while it is
 /// unfinished continues it (within the resume timeout), a stop starts its resume timeout.
-/// Key: `{account}/{domain}/{app}/{stream}`.
+/// Key: `{domain}/{app}/{stream}` (a push domain belongs to one account), so a stop finds the
+/// recording even after its domain was unbound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamRecording {
     /// The account the stream's domain belongs to.
@@ -146,8 +147,8 @@ pub struct StreamRecording {
 
 impl StreamRecording {
     /// The store key of `stream`'s pointer.
-    pub fn store_key(account: &str, stream: &StreamPath) -> String {
-        format!("{account}/{}", stream.joined())
+    pub fn store_key(stream: &StreamPath) -> String {
+        stream.joined()
     }
 }
 
@@ -155,7 +156,7 @@ impl Entity for StreamRecording {
     const KIND: Kind = Kind("stream_recording");
 
     fn key(&self) -> String {
-        Self::store_key(&self.account, &self.stream)
+        Self::store_key(&self.stream)
     }
 }
 
@@ -174,7 +175,7 @@ pub enum PushOutcome {
 pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<PushOutcome, RecordingError> {
     let Some(stream) = new_recording.stream.clone() else { return Err(RecordingError::NotFound("stream".into())) };
     let account = new_recording.account.clone();
-    let pointer_key = StreamRecording::store_key(&account, &stream);
+    let pointer_key = StreamRecording::store_key(&stream);
     for _ in 0..8 {
         let pointer = ports.store.load::<StreamRecording>(&pointer_key).await?;
         if let Some(p) = &pointer {
@@ -211,10 +212,10 @@ pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<P
 
 /// A stream's stop: its automatic recording ends once the resume timeout passed without a
 /// new push. Returns the recording it applies to.
-pub async fn on_stream_stop(ports: &Ports, account: &str, stream: &StreamPath) -> Result<Option<String>, StoreError> {
-    let Some(pointer) = ports.store.load::<StreamRecording>(&StreamRecording::store_key(account, stream)).await? else { return Ok(None) };
+pub async fn on_stream_stop(ports: &Ports, stream: &StreamPath) -> Result<Option<String>, StoreError> {
+    let Some(pointer) = ports.store.load::<StreamRecording>(&StreamRecording::store_key(stream)).await? else { return Ok(None) };
     let now = ports.clock.now_ms();
-    let key = Recording::store_key(account, &pointer.value.recording_id);
+    let key = Recording::store_key(&pointer.value.account, &pointer.value.recording_id);
     let updated = update_recording(ports, &key, |r| {
         if r.state == RecordingState::Finished || r.stream_stopped_ms.is_some() {
             return false;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_core::app::recording::{finish_recording, save_progress};
+use relaycast_core::app::recording::{finish_recording, save_progress, update_recording};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::recording::progress::{OpenFile, Part, RecordingProgress};
 use relaycast_core::domain::recording::{RecordFormat, Recording, RecordingMode, RecordingState};
@@ -114,6 +114,14 @@ pub async fn run(
     if resumed {
         tracing::info!(recording = %recording.id, generation = tracked.progress.generation, "recording taken over; continuing it");
     }
+    update_recording(ports, &key, |r| {
+        let pending = r.state == RecordingState::Pending;
+        if pending {
+            r.state = RecordingState::Recording;
+        }
+        pending
+    })
+    .await?;
     let mut session = Session { ctx: ctx.clone(), recording, tracked, sinks: Vec::new(), seq: 0 };
     if !session.finalize_closing().await? {
         return Ok(SessionEnd::LeaseLost);

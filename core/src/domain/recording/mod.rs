@@ -11,6 +11,7 @@
 
 pub mod media;
 pub mod progress;
+pub mod request;
 pub mod template;
 
 use serde::{Deserialize, Serialize};
