@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod notifier;
 pub mod scheduler;
 pub mod v1;
+pub mod v1_record;
 
 use std::sync::Arc;
 
@@ -45,5 +46,5 @@ impl Context {
 
 /// Every HTTP function, mounted on one router (the same router a Lambda host serves).
 pub fn http_routes(ctx: Context) -> Router {
-    api::routes().merge(callbacks::routes()).merge(v1::routes()).with_state(ctx)
+    api::routes().merge(callbacks::routes()).merge(v1::routes()).merge(v1_record::routes()).with_state(ctx)
 }

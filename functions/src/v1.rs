@@ -45,8 +45,8 @@ pub fn routes() -> Router<Context> {
         .route("/v1/callbacks/dead-letters/{id}/redrive", post(redrive))
 }
 
-/// A `/v1` failure on its way to the wire.
-enum V1Error {
+/// A `/v1` failure on its way to the wire (shared by every `/v1` module).
+pub(crate) enum V1Error {
     Refused(ApiRefusal),
     Auth(relaycast_core::domain::RequestError),
     Internal(String),
@@ -110,11 +110,13 @@ fn error_response(e: V1Error) -> Response {
     (status, Json(json!({ "Response": { "Error": { "Code": code, "Message": message }, "RequestId": request_id() } }))).into_response()
 }
 
-async fn account(ctx: &Context, raw: &Option<String>) -> Result<Account, V1Error> {
+/// The signed account of a `/v1` request.
+pub(crate) async fn account(ctx: &Context, raw: &Option<String>) -> Result<Account, V1Error> {
     Ok(auth(ctx, &query_pairs(raw)).await?)
 }
 
-async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, V1Error> {
+/// The request body as `T`; an empty body is `{}`.
+pub(crate) async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, V1Error> {
     let bytes = axum::body::to_bytes(body, MAX_V1_BODY_BYTES)
         .await
         .map_err(|_| ApiRefusal::invalid("body", format!("larger than {MAX_V1_BODY_BYTES} bytes")))?;
@@ -122,7 +124,8 @@ async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, V1Error> {
     serde_json::from_slice(bytes).map_err(|e| V1Error::Refused(ApiRefusal::from_json(&e)))
 }
 
-fn param(raw: &Option<String>, name: &str) -> Option<String> {
+/// A query parameter, `None` when absent or empty.
+pub(crate) fn param(raw: &Option<String>, name: &str) -> Option<String> {
     query_pairs(raw).into_iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
 }
 
@@ -130,12 +133,13 @@ fn limit(raw: &Option<String>) -> usize {
     param(raw, "Limit").or_else(|| param(raw, "limit")).and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 1000)
 }
 
-fn template_id(raw: &str) -> Result<u64, V1Error> {
+/// A `TemplateId` path segment.
+pub(crate) fn template_id(raw: &str) -> Result<u64, V1Error> {
     raw.parse().map_err(|_| V1Error::Refused(ApiRefusal::invalid("TemplateId", "not an integer")))
 }
 
 /// Runs a handler body and maps its failure to the envelope.
-async fn run<F>(f: F) -> Response
+pub(crate) async fn run<F>(f: F) -> Response
 where
     F: std::future::Future<Output = Result<Value, V1Error>>,
 {
@@ -235,7 +239,8 @@ async fn delete_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
     .await
 }
 
-fn utc_offset(ctx: &Context) -> i32 {
+/// The offset rule times are shown in (Beijing time unless configured).
+pub(crate) fn utc_offset(ctx: &Context) -> i32 {
     ctx.settings.utc_offset().map(|o| o.local_minus_utc()).unwrap_or(8 * 3600)
 }
 

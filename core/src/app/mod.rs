@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod callbacks;
 pub mod outbox;
+pub mod record_templates;
 pub mod recording;
 pub mod relay;
 

@@ -135,7 +135,9 @@ pub struct CallbackTemplate {
     pub updated_ms: i64,
 }
 
-fn name_chars_ok(s: &str, allow_space: bool) -> bool {
+/// Whether `s` is made of CJK, ASCII letters, digits, `_` and `-` (and spaces when
+/// `allow_space`): Tencent's character set for template names and descriptions.
+pub(crate) fn name_chars_ok(s: &str, allow_space: bool) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_space && c == ' ') || is_cjk(c))
 }
 
