@@ -113,6 +113,12 @@ impl Host {
                 notifier.run(stop).await;
                 Ok(())
             });
+            // Object notices become media records and the record notices it delivers.
+            let (ctx, stop) = (ctx.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                relaycast_functions::recordings::run(ctx, stop).await;
+                Ok(())
+            });
         }
         let router = router.layer(axum::middleware::from_fn(observe_requests));
         let stop = shutdown.clone();

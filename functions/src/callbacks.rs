@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use relaycast_core::app::callbacks::{ingest_css, ingest_hook, CallbackError, HookDialect, Ingested};
+use relaycast_core::app::recording::on_stream_event;
 use relaycast_core::domain::callbacks::hooks::HookOrigin;
 use relaycast_core::domain::callbacks::{InboundError, StreamEventKind, MAX_INBOUND_BODY_BYTES};
 use serde_json::json;
@@ -38,15 +39,19 @@ async fn read_body(body: Body) -> Result<Bytes, InboundError> {
     axum::body::to_bytes(body, MAX_INBOUND_BODY_BYTES).await.map_err(|_| InboundError::TooLarge)
 }
 
-fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint: &'static str) -> Response {
+async fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint: &'static str) -> Response {
     match result {
         Ok(ingested) => {
             match &ingested.event {
                 Some(event) => {
                     tracing::info!(endpoint, event = %event.id, kind = event.kind.as_str(), stream = %event.stream.joined(), account = %event.account, "stream event stored");
-                    if event.kind == StreamEventKind::Publish {
-                        // Nobody listening is fine: the registry holds the stream too.
-                        let _ = ctx.stream_events.send(event.clone());
+                    if matches!(event.kind, StreamEventKind::Publish | StreamEventKind::Unpublish) {
+                        // Before the answer, so a push and its stop are applied in order; the
+                        // event is stored whatever happens here.
+                        if let Err(e) = on_stream_event(&ctx.ports, event).await {
+                            metrics::counter!("relaycast_recording_trigger_errors_total").increment(1);
+                            tracing::error!(stream = %event.stream.joined(), error = %e, "automatic recording not updated");
+                        }
                     }
                 }
                 None => {
@@ -76,7 +81,7 @@ async fn css(State(ctx): State<Context>, body: Body) -> Response {
         ingest_css(&ctx.ports, &ctx.settings, &ctx.config_cache, &body).await
     }
     .await;
-    answer(&ctx, result, "css")
+    answer(&ctx, result, "css").await
 }
 
 fn hook_query(raw: &Option<String>) -> (Option<String>, Option<String>) {
@@ -95,10 +100,10 @@ async fn hook(ctx: Context, dialect: HookDialect, raw: Option<String>, request: 
 
 async fn nginx_rtmp(State(ctx): State<Context>, RawQuery(raw): RawQuery, request: Request) -> Response {
     let result = hook(ctx.clone(), HookDialect::NginxRtmp, raw, request).await;
-    answer(&ctx, result, "nginx-rtmp")
+    answer(&ctx, result, "nginx-rtmp").await
 }
 
 async fn srs(State(ctx): State<Context>, RawQuery(raw): RawQuery, request: Request) -> Response {
     let result = hook(ctx.clone(), HookDialect::Srs, raw, request).await;
-    answer(&ctx, result, "srs")
+    answer(&ctx, result, "srs").await
 }

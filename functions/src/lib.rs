@@ -6,16 +6,18 @@
 pub mod api;
 pub mod callbacks;
 pub mod notifier;
+pub mod recordings;
 pub mod scheduler;
 pub mod v1;
+pub mod v1_media;
 pub mod v1_record;
+pub mod v1_recordings;
 
 use std::sync::Arc;
 
 use axum::Router;
 use relaycast_core::app::callbacks::ConfigCache;
 use relaycast_core::config::Settings;
-use relaycast_core::domain::callbacks::StreamEvent;
 use relaycast_core::ports::Ports;
 
 /// What every handler gets: the adapters and the settings.
@@ -25,9 +27,6 @@ pub struct Context {
     pub ports: Ports,
     /// The settings in force.
     pub settings: Arc<Settings>,
-    /// Push events as they are stored, for in-process consumers (automatic recording). The
-    /// registry (`/v1/streams`) is the durable record; a consumer that starts late reads it.
-    pub stream_events: tokio::sync::broadcast::Sender<StreamEvent>,
     /// Callback rules, templates and hook tokens as this process last read them.
     pub config_cache: Arc<ConfigCache>,
 }
@@ -38,7 +37,6 @@ impl Context {
         Self {
             ports,
             settings,
-            stream_events: tokio::sync::broadcast::channel(1024).0,
             config_cache: Arc::default(),
         }
     }
@@ -46,5 +44,5 @@ impl Context {
 
 /// Every HTTP function, mounted on one router (the same router a Lambda host serves).
 pub fn http_routes(ctx: Context) -> Router {
-    api::routes().merge(callbacks::routes()).merge(v1::routes()).merge(v1_record::routes()).with_state(ctx)
+    api::routes().merge(callbacks::routes()).merge(v1::routes()).merge(v1_record::routes()).merge(v1_recordings::routes()).merge(v1_media::routes()).with_state(ctx)
 }

@@ -12,6 +12,7 @@ use relaycast_core::app::outbox::{queue_pending, OutboxError};
 use relaycast_core::domain::auth::{Account, SecretKey};
 use relaycast_core::domain::callbacks::sign::{css_sign, relaycast_signature, CSS_SIGN_VALIDITY_SECS, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use relaycast_core::app::callbacks::load_template;
+use relaycast_core::domain::recording::Recording;
 use relaycast_core::domain::outbox::{DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE};
 use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::check_url_host;
@@ -340,6 +341,13 @@ impl Notifier {
                     .and_then(|t| t.callback_key);
                 match key {
                     Some(k) => Ok((Some(k.clone()), css.then_some(k))),
+                    None => Ok((account_key().await?, None)),
+                }
+            }
+            Signing::RecordingKey { recording } => {
+                let key = self.ctx.ports.store.load::<Recording>(recording).await.map_err(|e| e.to_string())?.and_then(|r| r.value.spec.callback_key);
+                match key {
+                    Some(k) => Ok((Some(k.clone()), Some(k))),
                     None => Ok((account_key().await?, None)),
                 }
             }

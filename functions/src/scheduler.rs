@@ -32,6 +32,8 @@ pub struct TickReport {
     pub undelivered: usize,
     /// Expired records removed.
     pub purged: u64,
+    /// Recording files deleted at the end of their storage time.
+    pub media_expired: usize,
 }
 
 /// Runs ticks until `shutdown`.
@@ -143,6 +145,12 @@ pub async fn run_tick(ctx: &Context, purge: bool) -> Result<TickReport, AppError
                 report.requeued += 1;
             }
         }
+    }
+
+    // Retention: recording files whose storage time passed, files and records.
+    match relaycast_core::app::media::expire_due(ports, 100).await {
+        Ok(n) => report.media_expired = n,
+        Err(e) => tracing::warn!(error = %e, "media retention sweep failed"),
     }
 
     if purge {

@@ -129,7 +129,7 @@ pub(crate) fn param(raw: &Option<String>, name: &str) -> Option<String> {
     query_pairs(raw).into_iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
 }
 
-fn limit(raw: &Option<String>) -> usize {
+pub(crate) fn limit(raw: &Option<String>) -> usize {
     param(raw, "Limit").or_else(|| param(raw, "limit")).and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 1000)
 }
 

@@ -84,6 +84,13 @@ impl DirObjectStore {
         mac
     }
 
+    /// `expires=…&sig=…` of a playback URL of `key` valid until `expires` (Unix seconds): how
+    /// the host signs the segment URIs of a playlist it serves with the playlist's own expiry.
+    pub fn signed_query(&self, key: &str, expires: i64) -> String {
+        let sig = hex::encode(self.mac(key, expires).finalize().into_bytes());
+        format!("expires={expires}&sig={sig}")
+    }
+
     /// Whether `sig` (hex) is a valid signature of `key` until `expires` (Unix seconds) and
     /// `expires` has not passed. The comparison is constant-time.
     pub fn verify_playback_signature(&self, key: &str, expires: i64, sig: &str) -> bool {
@@ -281,6 +288,19 @@ impl ObjectStore for DirObjectStore {
         Ok(Some(ObjectReader { meta: meta_from(key, &md), body: Box::pin(file) }))
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: Option<u64>) -> Result<Option<ObjectReader>, ObjectStoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let Some(object) = self.get(key).await? else { return Ok(None) };
+        let path = self.dirs.object_path(key);
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_ctx("opening", &path, e))?;
+        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| io_ctx("seeking in", &path, e))?;
+        let body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match len {
+            Some(len) => Box::pin(file.take(len)),
+            None => Box::pin(file),
+        };
+        Ok(Some(ObjectReader { meta: object.meta, body }))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
         validate_object_key(key)?;
         let path = self.dirs.object_path(key);
@@ -321,7 +341,6 @@ impl ObjectStore for DirObjectStore {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         // Rounded up so the URL is valid for at least `ttl`.
         let expires = (now_ms.saturating_add(ttl_ms) + 999).div_euclid(1000);
-        let sig = hex::encode(self.mac(key, expires).finalize().into_bytes());
-        Ok(format!("{}/objects/{key}?expires={expires}&sig={sig}", self.public_base_url))
+        Ok(format!("{}/objects/{key}?{}", self.public_base_url, self.signed_query(key, expires)))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod callbacks;
+pub mod media;
 pub mod outbox;
 pub mod record_templates;
 pub mod recording;

@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::record_templates::{get_domain, get_template, recording_binding, RecordError};
 use super::AppError;
+use crate::config::Settings;
+use crate::domain::api_error::ApiRefusal;
+use crate::domain::callbacks::{StreamEvent, StreamEventKind};
+use crate::domain::recording::request::{RecordSource, RecordTaskInput};
 use crate::domain::callbacks::StreamPath;
 use crate::domain::recording::progress::RecordingProgress;
-use crate::domain::recording::{Recording, RecordingState};
+use crate::domain::recording::{Recording, RecordingMode, RecordingState};
 use crate::ports::{Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
 
 /// The queue of record jobs.
@@ -56,6 +61,9 @@ pub async fn enqueue_record_job(ports: &Ports, recording: &Recording) -> bool {
 /// Why a recording could not be started or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
+    /// The request breaks a rule (Tencent's code and message).
+    #[error(transparent)]
+    Refused(#[from] ApiRefusal),
     /// A recording with this id exists already.
     #[error("recording {0} exists already")]
     Exists(String),
@@ -71,6 +79,74 @@ impl From<StoreError> for RecordingError {
     fn from(e: StoreError) -> Self {
         RecordingError::App(e.into())
     }
+}
+
+impl From<RecordError> for RecordingError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Refused(r) => RecordingError::Refused(r),
+            RecordError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A new recording id: 32 hex digits, time-ordered.
+fn new_recording_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// Specific recording (`POST /v1/recordings`): checks the request against the account's
+/// template and domain, stores the recording and queues its job.
+pub async fn create_specific_recording(ports: &Ports, settings: &Settings, account: &str, input: RecordTaskInput) -> Result<Recording, RecordingError> {
+    let template_id = input.template_id.ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
+    let template = get_template(ports, account, template_id).await?.value;
+    let source = match input.source()? {
+        RecordSource::Stream { stream, .. } => {
+            let domain = get_domain(ports, account, &stream.domain).await?.value;
+            let pull_url = domain.pull_url(&stream);
+            RecordSource::Stream { stream, pull_url }
+        }
+        url => url,
+    };
+    let recording = input.into_recording(account, new_recording_id(), &template, source, settings.allow_private_targets, ports.clock.now_ms())?;
+    Ok(start_recording(ports, recording).await?.value)
+}
+
+/// What a stream's push or stop means for automatic recording (seed 003): a push on a domain
+/// bound to a template records the stream (or continues its recording within the resume
+/// timeout); a stop starts the resume timeout of its recording, bound or not (unbinding
+/// stops nothing in progress). Other events mean nothing here.
+pub async fn on_stream_event(ports: &Ports, event: &StreamEvent) -> Result<(), RecordingError> {
+    match event.kind {
+        StreamEventKind::Publish => {
+            let Some(binding) = recording_binding(ports, &event.stream).await? else { return Ok(()) };
+            let recording = Recording {
+                account: binding.account.clone(),
+                id: new_recording_id(),
+                mode: RecordingMode::Auto,
+                record_id: None,
+                stream: Some(event.stream.clone()),
+                source_url: binding.pull_url.clone(),
+                stream_param: event.params.clone(),
+                spec: binding.template.spec(),
+                created_ms: ports.clock.now_ms(),
+                end_time_ms: None,
+                stop_requested_ms: None,
+                stream_stopped_ms: None,
+                state: RecordingState::Pending,
+                error: None,
+                files: Vec::new(),
+            };
+            on_stream_push(ports, recording).await?;
+        }
+        StreamEventKind::Unpublish => {
+            if let Some(id) = on_stream_stop(ports, &event.stream).await? {
+                tracing::info!(recording = %id, stream = %event.stream.joined(), "stream stopped; its recording ends after the resume timeout");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Stores a new recording and queues its job.

@@ -65,6 +65,13 @@ pub enum Signing {
         /// Add CSS's `t` and `sign` to the JSON body.
         css: bool,
     },
+    /// The `CallbackKey` of the recording template a recording (store key `recording`) was
+    /// started with: record notices to its `RecordNotifyUrl`, CSS-form; the account's key
+    /// signs the header when the template had none.
+    RecordingKey {
+        /// The recording's store key.
+        recording: String,
+    },
 }
 
 /// One delivery attempt, for the delivery log.

@@ -66,6 +66,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Opens the object for reading, or `None` when there is none.
     async fn get(&self, key: &str) -> Result<Option<ObjectReader>, ObjectStoreError>;
 
+    /// Opens bytes `offset..offset + len` of the object (to its end when `len` is `None`), or
+    /// `None` when there is none; `meta` is the whole object's. For HTTP range requests (a
+    /// player seeking in a recording). The default reads and skips; stores that can seek do.
+    async fn get_range(&self, key: &str, offset: u64, len: Option<u64>) -> Result<Option<ObjectReader>, ObjectStoreError> {
+        use tokio::io::AsyncReadExt;
+        let Some(mut object) = self.get(key).await? else { return Ok(None) };
+        tokio::io::copy(&mut (&mut object.body).take(offset), &mut tokio::io::sink()).await?;
+        let body: Pin<Box<dyn AsyncRead + Send>> = match len {
+            Some(len) => Box::pin(object.body.take(len)),
+            None => object.body,
+        };
+        Ok(Some(ObjectReader { meta: object.meta, body }))
+    }
+
     /// Deletes the object; deleting a missing one is not an error.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
 
