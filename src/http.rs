@@ -17,7 +17,7 @@ use relaycast_core::ports::{ObjectStore, Queue};
 use serde::Deserialize;
 
 /// Queues whose depth `/metrics` reports.
-pub const OBSERVED_QUEUES: &[&str] = &["relay-jobs", "record-jobs", "callbacks"];
+pub const OBSERVED_QUEUES: &[&str] = &["relay-jobs", "record-jobs", "callbacks", "object-notices"];
 
 /// What the host routes need.
 #[derive(Clone)]

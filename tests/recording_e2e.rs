@@ -189,3 +189,173 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
     let done = rig.api.v1_ok("GET", &format!("/v1/recordings/{}", recording["TaskId"].as_str().unwrap()), &[], None).await;
     assert_eq!(done["Recording"]["Status"], "finished", "{done}");
 }
+
+#[tokio::test]
+async fn a_drop_within_the_resume_timeout_is_one_file_and_a_longer_one_two() {
+    let rig = Rig::start("all").await;
+    let patient = rig.template("resume30", json!({ "HlsParam": { "Enable": 1 }, "HlsSpecialParam": { "FlowContinueDuration": 30 } })).await;
+    let hasty = rig.template("resume3", json!({ "HlsParam": { "Enable": 1 }, "HlsSpecialParam": { "FlowContinueDuration": 3 } })).await;
+    for (stream, template) in [("cam2", patient), ("cam3", hasty)] {
+        rig.api.v1_ok("POST", "/v1/record-rules", &[], Some(json!({ "DomainName": "ingest.test", "AppName": "hooked", "StreamName": stream, "TemplateId": template }))).await;
+    }
+    let (mut cam2, mut cam3) = (rig.publish("cam2"), rig.publish("cam3"));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cam2.kill();
+    cam3.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cam2 = rig.publish("cam2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cam3 = rig.publish("cam3");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    drop((cam2, cam3));
+    // cam2's recording is still within its 30 s: stop it through the API.
+    let active = rig.api.v1_ok("GET", "/v1/recordings", &[], None).await;
+    let cam2_recordings: Vec<&Value> = active["Recordings"].as_array().unwrap().iter().filter(|r| r["StreamName"] == "cam2").collect();
+    assert_eq!(cam2_recordings.len(), 1, "one recording across the drop: {active}");
+    rig.api.v1_ok("DELETE", &format!("/v1/recordings/{}", cam2_recordings[0]["TaskId"].as_str().unwrap()), &[], None).await;
+
+    let cam2_files = rig.wait_notices("cam2", 1, Duration::from_secs(20)).await;
+    let cam3_files = rig.wait_notices("cam3", 2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rig.notices("cam2").len(), 1, "one playlist across a 5 s drop");
+    assert_eq!(rig.notices("cam3").len(), 2, "a drop past the resume timeout ends the file");
+    let probe = media::probe_file(cam2_files[0].body["video_url"].as_str().unwrap());
+    assert!(probe.decode_errors.is_empty(), "{:?}", probe.decode_errors);
+    // 8 s + 11 s published, without the 5 s away (and the GOP the recorder waits for at start).
+    assert!((15.0..=20.5).contains(&probe.duration), "{}", probe.duration);
+    for file in cam3_files {
+        let probe = media::probe_file(file.body["video_url"].as_str().unwrap());
+        assert!((4.0..=9.5).contains(&probe.duration), "{}", probe.duration);
+    }
+}
+
+#[tokio::test]
+async fn a_recorder_killed_mid_stream_loses_at_most_a_segment_and_the_next_one_continues() {
+    let rig = Rig::start("api,notifier,scheduler").await;
+    let data = rig.dir.path();
+    let config = data.join("relaycast.toml");
+    let recorder = |_: ()| {
+        let env = [("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"), ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"), ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000")];
+        RelaycastProcess::start(&data.join("data"), &env, &["--config", config.to_str().unwrap(), "--roles", "recorder"])
+    };
+    let mut first = recorder(());
+    let template = rig.template("crash", json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 3600 } })).await;
+    rig.bind("hooked", template).await;
+    let publisher = rig.publish("cam4");
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    first.kill9();
+    let killed = Instant::now();
+    let _second = recorder(());
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    drop(publisher);
+    let published = killed.elapsed() + Duration::from_secs(13);
+
+    // The dead recorder's MP4 is finalized by the next one; the HLS playlist goes on.
+    let notices = rig.wait_notices("cam4", 3, Duration::from_secs(30)).await;
+    let of = |format: &str| notices.iter().filter(|n| n.body["file_format"] == format).collect::<Vec<_>>();
+    assert_eq!((of("hls").len(), of("mp4").len()), (1, 2), "{:?}", notices.iter().map(|n| &n.raw).collect::<Vec<_>>());
+    let hls = media::probe_file(of("hls")[0].body["video_url"].as_str().unwrap());
+    assert!(hls.decode_errors.is_empty(), "{:?}", hls.decode_errors);
+    // Lost: the segment in progress at the kill (at most 4 s of media and a GOP), and the
+    // seconds no recorder ran (lease time-out, take-over, the next keyframe).
+    let lost = published.as_secs_f64() - hls.duration;
+    eprintln!("published {published:?}, HLS {} s, lost {lost:.1} s", hls.duration);
+    assert!(lost <= 4.0 + 2.0 + 6.0, "{lost}");
+    let mut mp4: Vec<f64> = of("mp4").iter().map(|n| media::probe_file(n.body["video_url"].as_str().unwrap()).duration).collect();
+    mp4.sort_by(f64::total_cmp);
+    assert!(mp4[0] >= 6.0 && mp4[1] >= 6.0, "both MP4 files play: {mp4:?}");
+    let playlist = String::from_utf8(get(of("hls")[0].body["video_url"].as_str().unwrap(), None).await.2).unwrap();
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "the take-over is a discontinuity: {playlist}");
+}
+
+#[tokio::test]
+async fn specific_recording_by_record_id_search_delete_namespaces_and_retention() {
+    let rig = Rig::start("all").await;
+    let ns5 = rig.template("ns5", json!({ "Mp4Param": { "Enable": 1, "VodSubAppId": 5, "StorageTime": 4 } })).await;
+    let ns0 = rig.template("ns0", json!({ "FlvParam": { "Enable": 1 } })).await;
+    let publisher = rig.publish("cam5");
+    let mut ids = Vec::new();
+    for (template, record_id) in [(ns5, "1001_rex"), (ns0, "1002_amy")] {
+        let body = json!({ "DomainName": "ingest.test", "AppName": "hooked", "StreamName": "cam5", "TemplateId": template, "RecordId": record_id });
+        ids.push(rig.api.v1_ok("POST", "/v1/recordings", &[], Some(body)).await["TaskId"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for id in &ids {
+        rig.api.v1_ok("DELETE", &format!("/v1/recordings/{id}"), &[], None).await;
+    }
+    let notices = rig.wait_notices("cam5", 2, Duration::from_secs(20)).await;
+    drop(publisher);
+    for n in &notices {
+        let url = n.body["video_url"].as_str().unwrap();
+        let (prefix, format) = if n.body["file_format"] == "mp4" { ("1001_rex_main_", "mp4") } else { ("1002_amy_main_", "flv") };
+        assert!(url.contains(&format!("/{prefix}")) && url.contains(&format!(".{format}?")), "the seed's file name: {url}");
+        assert!(media::probe_file(url).duration >= 4.0);
+    }
+    // Namespaces never mix.
+    let in5 = rig.search(json!({ "SubAppId": 5, "NamePrefixes": ["1001_rex_main_"] })).await;
+    assert_eq!(in5["TotalCount"], 1, "{in5}");
+    assert_eq!(rig.search(json!({ "NamePrefixes": ["1001_rex"] })).await["TotalCount"], 0, "namespace 0 does not list namespace 5");
+    let in0 = rig.search(json!({ "Text": "amy", "Sort": { "Field": "CreateTime", "Order": "Asc" }, "Limit": 5 })).await;
+    assert_eq!(in0["TotalCount"], 1, "{in0}");
+    let flv = &in0["MediaInfoSet"][0];
+    assert_eq!(flv["BasicInfo"]["SourceInfo"]["LiveRecordInfo"]["StreamId"], "cam5");
+    // DeleteMedia: the record and the file go.
+    let file_id = flv["FileId"].as_str().unwrap();
+    let url = flv["BasicInfo"]["MediaUrl"].as_str().unwrap().to_string();
+    assert_eq!(get(&url, None).await.0, 200);
+    rig.api.v1_ok("DELETE", &format!("/v1/media/{file_id}"), &[], None).await;
+    assert_eq!(get(&url, None).await.0, 404);
+    let (status, body) = rig.api.v1("GET", &format!("/v1/media/{file_id}"), &[], None).await;
+    assert_eq!((status, body["Response"]["Error"]["Code"].as_str()), (404, Some("ResourceNotFound")), "{body}");
+    // Retention: StorageTime 4 s, then the file and its record are gone.
+    let mp4 = &in5["MediaInfoSet"][0];
+    let mp4_url = mp4["BasicInfo"]["MediaUrl"].as_str().unwrap().to_string();
+    let mp4_id = mp4["FileId"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = rig.api.v1("GET", &format!("/v1/media/{mp4_id}"), &[("SubAppId", "5")], None).await;
+        if status == 404 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let log: Vec<String> = rig.relaycast.stderr_text().lines().filter(|l| l.contains("media") || l.contains("scheduler") || l.contains("WARN")).map(str::to_string).collect();
+            panic!("the MP4 past its storage time is still there: {body}\n{}", log.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!("deleted {:?} after the search", t0.elapsed());
+    // Its playback URL lived no longer than the file (403 once it expired); the file itself is
+    // gone from the disk.
+    assert!(matches!(get(&mp4_url, None).await.0, 403 | 404));
+    let stored = rig.dir.path().join("data/objects/objects").join(mp4["BasicInfo"]["StoragePath"].as_str().unwrap());
+    assert!(!stored.exists(), "{} still exists", stored.display());
+}
+
+#[tokio::test]
+async fn bad_recording_requests_are_refused_and_store_nothing() {
+    let svc = support::Service::start(&[("RELAYCAST_ALLOW_PRIVATE_TARGETS", "false")]);
+    let api = svc.api();
+    let template = api.v1_ok("POST", "/v1/record-templates", &[], Some(json!({ "TemplateName": "t", "Mp4Param": { "Enable": 1 } }))).await["TemplateId"].as_u64().unwrap();
+    let now = support::now_ms() / 1000;
+    let cases = [
+        (json!({ "SourceUrl": "rtmp://10.1.2.3/live/x", "TemplateId": template }), "InvalidParameterValue", "private"),
+        (json!({ "SourceUrl": "rtmp://127.0.0.1/live/x", "TemplateId": template }), "InvalidParameterValue", "private"),
+        (json!({ "SourceUrl": "file:///etc/passwd", "TemplateId": template }), "InvalidParameterValue", "SourceUrl"),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "RecordId": "../../x" }), "InvalidParameterValue", "RecordId"),
+        (json!({ "DomainName": "ingest.test", "StreamName": "..", "TemplateId": template }), "InvalidParameterValue", "StreamName"),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now - 10 }), "InvalidParameterValue", "EndTime"),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now + 2 * 86_400 }), "InvalidParameterValue", "EndTime"),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x" }), "MissingParameter", "TemplateId"),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": 999_999 }), "ResourceNotFound", ""),
+        (json!({ "DomainName": "nope.test", "StreamName": "x", "TemplateId": template }), "ResourceNotFound", ""),
+        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "Shell": "; rm -rf /" }), "UnknownParameter", "Shell"),
+    ];
+    for (body, code, mention) in cases {
+        let (status, answer) = api.v1("POST", "/v1/recordings", &[], Some(body.clone())).await;
+        let error = &answer["Response"]["Error"];
+        assert!(status >= 400 && error["Code"].as_str().is_some_and(|c| c.starts_with(code)), "{body} -> {status} {answer}");
+        assert!(error["Message"].as_str().unwrap().contains(mention), "{body} -> {answer}");
+    }
+    let listed = api.v1_ok("GET", "/v1/recordings", &[], None).await;
+    assert_eq!(listed["TotalNum"], 0, "nothing stored: {listed}");
+}

@@ -84,6 +84,10 @@ impl RelaycastProcess {
     pub fn stdout_text(&self) -> String {
         self.stdout.lock().unwrap().join("\n")
     }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
 }
 
 impl Drop for RelaycastProcess {

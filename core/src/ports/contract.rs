@@ -107,7 +107,7 @@ pub fn queue_cases() -> Vec<QueueCase> {
 pub fn object_cases() -> Vec<ObjectCase> {
     use objects::*;
     cases![ObjectFixture;
-        put_get_bytes, put_file, overwrite, list_by_prefix_in_order, delete_idempotent, invalid_keys, playback_url]
+        put_get_bytes, put_file, overwrite, list_by_prefix_in_order, delete_idempotent, invalid_keys, get_range, playback_url]
 }
 
 async fn run<F, Fx, Fut>(suite: &str, cases: Vec<Case<Fx>>, mut factory: F)
@@ -961,6 +961,32 @@ pub mod objects {
             invalid(o.playback_url(key, Duration::from_secs(60)).await.map(drop));
         }
         assert!(o.list("").await.unwrap().is_empty());
+    }
+
+    /// A range read yields exactly the bytes asked for, fewer at the end, none past it; the
+    /// metadata is the whole object's.
+    pub async fn get_range(f: ObjectFixture) {
+        let o = f.objects;
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        o.put_bytes("r/a.mp4", bytes::Bytes::from(data.clone()), "video/mp4").await.unwrap();
+        let range = |offset: u64, len: Option<u64>| {
+            let o = o.clone();
+            async move {
+                let mut reader = o.get_range("r/a.mp4", offset, len).await.unwrap().expect("the object exists");
+                assert_eq!(reader.meta.size, 10_000);
+                let mut buf = Vec::new();
+                reader.body.read_to_end(&mut buf).await.unwrap();
+                buf
+            }
+        };
+        assert_eq!(range(0, Some(100)).await, &data[..100]);
+        assert_eq!(range(4321, Some(1000)).await, &data[4321..5321]);
+        assert_eq!(range(9990, Some(100)).await, &data[9990..]);
+        assert_eq!(range(9000, None).await, &data[9000..]);
+        assert!(range(10_000, Some(10)).await.is_empty());
+        assert!(range(20_000, Some(10)).await.is_empty());
+        assert!(o.get_range("r/missing.mp4", 0, Some(1)).await.unwrap().is_none());
+        assert!(matches!(o.get_range("../x", 0, Some(1)).await, Err(ObjectStoreError::InvalidKey(_))));
     }
 
     /// A playback URL names the key.

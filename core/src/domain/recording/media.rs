@@ -73,7 +73,7 @@ impl MediaRecord {
                 "ExpireTime": f.expires_ms.map_or_else(|| "9999-12-31T23:59:59Z".to_string(), iso_utc),
                 "Type": f.format.extension(),
                 "MediaUrl": url,
-                "Category": if audio_only { "Audio" } else { "Video" },
+                "Category": category(f.format),
                 "Status": "Normal",
                 "StorageRegion": "local",
                 "StoragePath": f.object_key,
@@ -124,7 +124,7 @@ impl MediaRecord {
             ("end_time", json!(f.end_ms.div_euclid(1000))),
             ("start_time_usec", json!(f.start_ms.rem_euclid(1000) * 1000)),
             ("end_time_usec", json!(f.end_ms.rem_euclid(1000) * 1000)),
-            ("duration", json!(f.duration_ms / 1000)),
+            ("duration", json!((f.duration_ms + 500) / 1000)),
             ("file_size", json!(f.size)),
             ("stream_param", json!(f.stream_param)),
             ("video_url", json!(video_url)),
@@ -179,6 +179,15 @@ impl Entity for MediaExpiry {
     }
 }
 
+/// `BasicInfo.Category` of a format.
+fn category(format: RecordFormat) -> &'static str {
+    if format == RecordFormat::Aac {
+        "Audio"
+    } else {
+        "Video"
+    }
+}
+
 /// `{After, Before}` of §5.1, ISO 8601.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -220,6 +229,8 @@ pub struct SearchMediaInput {
     pub text: Option<String>,
     /// `mp4`, `m3u8`, `flv`, `aac`.
     pub media_types: Option<Vec<String>>,
+    /// `Video`, `Audio` (AAC files) or `Image`.
+    pub categories: Option<Vec<String>>,
     /// Only `Record` exists here.
     pub source_types: Option<Vec<String>>,
     /// Creation time range.
@@ -244,6 +255,7 @@ pub struct MediaSearch {
     stream_domains: Vec<String>,
     text: Option<String>,
     media_types: Vec<String>,
+    categories: Vec<String>,
     /// Created at or after, Unix ms.
     pub after_ms: Option<i64>,
     /// Created before, Unix ms.
@@ -279,6 +291,7 @@ fn refuse(field: &str, reason: impl std::fmt::Display) -> ApiRefusal {
         "Offset" | "Limit" => "InvalidParameterValue.Offset",
         "Sort" => "InvalidParameterValue.Sort",
         "CreateTime" => "InvalidParameterValue.StartTime",
+        "Categories" => "InvalidParameterValue.Categories",
         _ => "InvalidParameterValue",
     };
     ApiRefusal { code, message: format!("{field}: {reason}"), status: 400 }
@@ -323,6 +336,13 @@ impl SearchMediaInput {
             stream_domains: filter("StreamDomains", self.stream_domains, MAX_NAME_FILTER)?,
             text: self.text.filter(|t| !t.is_empty()),
             media_types: filter("MediaTypes", self.media_types, 16)?,
+            categories: {
+                let categories = filter("Categories", self.categories, 16)?;
+                if let Some(c) = categories.iter().find(|c| !matches!(c.as_str(), "Video" | "Audio" | "Image")) {
+                    return Err(refuse("Categories", format!("{c:?} is not Video, Audio or Image")));
+                }
+                categories
+            },
             after_ms: range.after.as_deref().map(|a| parse_iso("CreateTime", a)).transpose()?,
             before_ms: range.before.as_deref().map(|b| parse_iso("CreateTime", b)).transpose()?,
             descending,
@@ -349,6 +369,7 @@ impl MediaSearch {
             && any(&self.stream_ids, &|v| *v == f.stream_id)
             && any(&self.stream_domains, &|v| v.eq_ignore_ascii_case(domain))
             && any(&self.media_types, &|v| v.eq_ignore_ascii_case(f.format.extension()) || v.eq_ignore_ascii_case(f.format.as_str()))
+            && any(&self.categories, &|v| *v == category(f.format))
             && self.text.as_ref().is_none_or(|t| contains(&f.name, t) || contains(&f.stream_id, t) || f.record_id.as_deref().is_some_and(|r| contains(r, t)))
             && self.after_ms.is_none_or(|a| m.created_ms >= a)
             && self.before_ms.is_none_or(|b| m.created_ms < b)
@@ -419,7 +440,7 @@ mod tests {
         for field in ["event_type", "appid", "app", "appname", "stream_id", "channel_id", "file_id", "record_file_id", "record_temp_id", "file_format", "task_id", "start_time", "end_time", "start_time_usec", "end_time_usec", "duration", "file_size", "stream_param", "video_url", "media_start_time", "record_bps", "callback_ext"] {
             assert!(n.contains_key(field), "{field}");
         }
-        assert_eq!((n["event_type"].clone(), n["start_time"].clone(), n["start_time_usec"].clone(), n["duration"].clone()), (json!(100), json!(1_545_047_010), json!(500_000), json!(19)));
+        assert_eq!((n["event_type"].clone(), n["start_time"].clone(), n["start_time_usec"].clone(), n["duration"].clone()), (json!(100), json!(1_545_047_010), json!(500_000), json!(20)));
         let ext: Value = serde_json::from_str(n["callback_ext"].as_str().unwrap()).unwrap();
         assert_eq!(ext["resolution"], "1280x720");
         assert_eq!(m.to_wire("u")["BasicInfo"]["ExpireTime"], "9999-12-31T23:59:59Z");
