@@ -116,12 +116,13 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
     // The domain's callback template gets the record notices too.
     let cb = rig
         .api
-        .v1_ok("POST", "/v1/callback-templates", &[], Some(json!({ "TemplateName": "cb", "RecordNotifyUrl": rig.receiver.url, "CallbackKey": TEMPLATE_KEY })))
+        .v1_ok("POST", "/v1/callback-templates", &[], Some(json!({ "TemplateName": "cb", "RecordNotifyUrl": rig.receiver.url, "SnapshotNotifyUrl": rig.receiver.url, "CallbackKey": TEMPLATE_KEY })))
         .await["TemplateId"]
         .as_u64()
         .unwrap();
     rig.api.v1_ok("POST", "/v1/callback-rules", &[], Some(json!({ "DomainName": "ingest.test", "TemplateId": cb }))).await;
-    let template = rig.template("hlsmp4", json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 3600 } })).await;
+    let params = json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 3600 }, "SnapshotParam": { "Enable": 1, "Interval": 5 } });
+    let template = rig.template("hlsmp4", params).await;
     rig.bind("hooked", template).await;
 
     let publisher = rig.publish("cam1");
@@ -183,6 +184,17 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
             assert_eq!(get(&format!("{base}{segment}"), None).await.0, 200);
         }
     }
+    // A snapshot every 5 s: JPEGs of the stream's size, noticed as event 200.
+    let snapshots: Vec<Received> = rig.receiver.received().into_iter().filter(|r| r.body["event_type"] == 200 && r.body["stream_id"] == "cam1").collect();
+    assert!((2..=5).contains(&snapshots.len()), "{} snapshots in 20 s", snapshots.len());
+    let shot = &snapshots[0];
+    assert_signed(shot, TEMPLATE_KEY);
+    assert_eq!((shot.body["width"].as_u64(), shot.body["height"].as_u64()), (Some(320), Some(240)), "{}", shot.raw);
+    assert!(shot.body["pic_url"].as_str().unwrap().contains("/cam1-screenshot-") && shot.body["pic_url"].as_str().unwrap().ends_with("-320x240.jpg"), "{}", shot.raw);
+    let (status, headers, jpeg) = get(shot.body["pic_full_url"].as_str().unwrap(), None).await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap(), &jpeg[..2]), (200, "image/jpeg", &[0xff, 0xd8][..]));
+    assert_eq!(jpeg.len() as u64, shot.body["file_size"].as_u64().unwrap());
+
     // The media library lists both files of the stream, each once.
     let found = rig.search(json!({ "StreamIds": ["cam1"] })).await;
     assert_eq!(found["TotalCount"], 2, "{found}");

@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::domain::api_error::ApiRefusal;
 use crate::domain::callbacks::event::RetryClass;
 use crate::domain::outbox::{OutboxEntry, Signing};
-use crate::domain::recording::media::{MediaExpiry, MediaRecord, MediaSearch, MEDIA_EXPIRY_INDEX};
+use crate::domain::recording::media::{MediaExpiry, MediaRecord, MediaSearch, Snapshot, MEDIA_EXPIRY_INDEX};
 use crate::domain::recording::{ObjectCreated, RecordFile, Recording};
 use crate::ports::{Condition, Entity, ObjectStoreError, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
 
@@ -118,6 +118,28 @@ pub async fn handle_object_created(ports: &Ports, settings: &Settings, cache: &C
     metrics::counter!("relaycast_media_records_total", "format" => media.file.format.as_str()).increment(1);
     tracing::info!(file = %media.file_id, key = %media.file.object_key, notices = entries.len(), "media record made");
     Ok(NoticeOutcome::Recorded { file_id: media.file_id, notices: entries.len() })
+}
+
+/// A snapshot landed in the object store: its notice (event 200) goes to the stream domain's
+/// callback template (`SnapshotNotifyUrl`). Returns how many notices were queued.
+pub async fn snapshot_taken(ports: &Ports, settings: &Settings, cache: &ConfigCache, account: &str, snapshot: &Snapshot) -> Result<usize, MediaError> {
+    let Some(stream) = &snapshot.stream else { return Ok(0) };
+    let Some((_, Some(template))) = find_binding(ports, cache, stream).await? else { return Ok(0) };
+    let Some(url) = template.urls.snapshot_notify_url.as_deref() else { return Ok(0) };
+    let now = ports.clock.now_ms();
+    let full_url = ports.objects.playback_url(&snapshot.object_key, PLAYBACK_TTL).await?;
+    let body = Value::Object(snapshot.notice(&full_url)).to_string();
+    let stream_key = format!("snapshot/{}", crate::domain::recording::media::file_id_of(&snapshot.object_key));
+    let mut entry = OutboxEntry::new(account, &stream_key, 1, url, body, retry_policy(settings, RetryClass::Other), now);
+    entry.signing = Signing::CallbackTemplate { template: template.key(), css: true };
+    entry.event_kind = Some("snapshot".into());
+    let version = match ports.store.save(&entry, Condition::Absent).await {
+        Ok(v) => v,
+        Err(StoreError::ConditionFailed { .. }) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    queue_entry(ports, Versioned { value: entry, version }).await.map_err(|e| MediaError::Store(StoreError::Backend(e.to_string())))?;
+    Ok(1)
 }
 
 /// One page of a search, with the total and each record's playback URL.

@@ -5,6 +5,7 @@
 //! - [`session`]: one recording under a lease: pull, cut, store, finalize, take over;
 //! - [`formats`]: the fMP4 (HLS, MP4) and AAC part writers;
 //! - [`finalize`]: parts into a finished object, its record file and its notice;
+//! - [`snapshot`]: a JPEG of a keyframe every so often (event 200);
 //! - [`worker`]: record jobs, leases, heartbeats, drain.
 //!
 //! Uses `splice` and below; nothing here uses `relay`.
@@ -13,6 +14,7 @@ pub mod finalize;
 pub mod formats;
 pub mod session;
 pub mod sink;
+pub mod snapshot;
 pub mod worker;
 
 use relaycast_core::domain::recording::RecordFormat;

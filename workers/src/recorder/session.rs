@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relaycast_core::app::recording::{finish_recording, save_progress, update_recording};
+use relaycast_core::app::callbacks::ConfigCache;
+use relaycast_core::app::media::snapshot_taken;
 use relaycast_core::config::Settings;
+use relaycast_core::domain::recording::media::Snapshot;
 use relaycast_core::domain::recording::progress::{OpenFile, Part, RecordingProgress};
 use relaycast_core::domain::recording::{RecordFormat, Recording, RecordingMode, RecordingState};
 use relaycast_core::ports::{Entity, Ports, TypedStore};
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::finalize::finalize_file;
 use super::sink::{FormatSink, SinkStep, StartGate};
+use super::snapshot::{decode_jpeg, SnapshotFrame, SnapshotPicker};
 use super::{writer_for, RecorderError};
 use crate::ingest::IngestSpec;
 use crate::media::flv::FlvTag;
@@ -60,6 +64,8 @@ pub struct SessionContext {
     pub ffmpeg: PathBuf,
     /// Reach loopback sources (tests and benchmarks only).
     pub on_loopback: bool,
+    /// Callback templates as this process last read them (snapshot notices).
+    pub config_cache: Arc<ConfigCache>,
 }
 
 /// The progress record and its version, written compare-and-set: a write that fails means
@@ -213,6 +219,8 @@ impl Session {
         let mut tick = tokio::time::interval(TICK);
         let mut last_media_ms: Option<i64> = None;
         let mut gate = StartGate::new();
+        let mut snapshots = self.recording.spec.snapshot_interval_secs.map(|s| SnapshotPicker::new(Duration::from_secs(u64::from(s))));
+        let mut snapshot_running: Option<tokio::task::JoinHandle<()>> = None;
         let outcome = loop {
             tokio::select! {
                 biased;
@@ -238,6 +246,12 @@ impl Session {
                     Some(SpliceItem::Tag(tag)) => {
                         last_media_ms = Some(ports.clock.now_ms());
                         for tag in gate.pass(tag) {
+                            if let Some(frame) = snapshots.as_mut().and_then(|p| p.observe(&tag)) {
+                                // One at a time: a decode still running skips this one.
+                                if snapshot_running.as_ref().is_none_or(|h| h.is_finished()) {
+                                    snapshot_running = Some(tokio::spawn(take_snapshot(self.ctx.clone(), self.recording.clone(), frame)));
+                                }
+                            }
                             if !self.feed(&tag).await? {
                                 break;
                             }
@@ -376,6 +390,33 @@ impl Session {
             }
         }
         Ok(true)
+    }
+}
+
+/// Decodes, stores and notices one snapshot; a failure is logged and costs only it.
+async fn take_snapshot(ctx: SessionContext, recording: Recording, frame: SnapshotFrame) {
+    let taken_ms = ctx.ports.clock.now_ms();
+    let jpeg = match decode_jpeg(&ctx.ffmpeg, &frame).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(recording = %recording.id, error = %e, "snapshot not taken");
+            return;
+        }
+    };
+    let (width, height) = frame.size.unwrap_or((0, 0));
+    let key = Snapshot::object_key(&recording.object_prefix(), recording.stream_id(), taken_ms, width, height);
+    let size = jpeg.len() as u64;
+    if let Err(e) = ctx.ports.objects.put_bytes(&key, jpeg, "image/jpeg").await {
+        tracing::warn!(recording = %recording.id, error = %e, "snapshot not stored");
+        return;
+    }
+    let snapshot = Snapshot { stream: recording.stream.clone(), stream_id: recording.stream_id().to_string(), stream_param: recording.stream_param.clone(), object_key: key.clone(), size, width, height, taken_ms };
+    match snapshot_taken(&ctx.ports, &ctx.settings, &ctx.config_cache, &recording.account, &snapshot).await {
+        Ok(notices) => {
+            metrics::counter!("relaycast_snapshots_total").increment(1);
+            tracing::debug!(recording = %recording.id, key = %key, notices, "snapshot taken");
+        }
+        Err(e) => tracing::warn!(recording = %recording.id, error = %e, "snapshot not noticed"),
     }
 }
 

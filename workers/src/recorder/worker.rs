@@ -56,7 +56,7 @@ impl RecorderWorker {
         let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
         let worker_id = format!("recorder-{}-{}", std::process::id(), crate::process::instance_id());
         let ffmpeg = PathBuf::from(crate::ingest::DEFAULT_FFMPEG);
-        let ctx = SessionContext { ports, settings, ffmpeg, on_loopback: false };
+        let ctx = SessionContext { ports, settings, ffmpeg, on_loopback: false, config_cache: Arc::default() };
         Self { ctx, leases, worker_id, running: Arc::new(Mutex::new(HashMap::new())), shutdown }
     }
 

@@ -188,6 +188,70 @@ fn category(format: RecordFormat) -> &'static str {
     }
 }
 
+/// A snapshot of a live stream (SCHEMAS.md §2.5): a JPEG in the object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: Option<StreamPath>,
+    /// The stream id the notice carries.
+    pub stream_id: String,
+    /// The push URL query.
+    pub stream_param: String,
+    /// The object key.
+    pub object_key: String,
+    /// Bytes.
+    pub size: u64,
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// When it was taken, Unix ms.
+    pub taken_ms: i64,
+}
+
+impl Snapshot {
+    /// The object key of a snapshot under `prefix`, in Tencent's observed naming:
+    /// `YYYY-MM-DD/{stream}-screenshot-{HH}-{MM}-{SS}-{W}x{H}.jpg` (UTC).
+    pub fn object_key(prefix: &str, stream_id: &str, taken_ms: i64, width: u32, height: u32) -> String {
+        let t = super::CalendarTime::from_unix_ms(taken_ms);
+        format!(
+            "{prefix}/snapshots/{:04}-{:02}-{:02}/{}-screenshot-{:02}-{:02}-{:02}-{width}x{height}.jpg",
+            t.year,
+            t.month,
+            t.day,
+            super::key_part(stream_id),
+            t.hour,
+            t.minute,
+            t.second
+        )
+    }
+
+    /// The snapshot notice (event 200); `pic_url` is the key's path, `pic_full_url` a
+    /// playback URL of it.
+    pub fn notice(&self, full_url: &str) -> Map<String, Value> {
+        let stream = self.stream.as_ref();
+        let mut out = Map::new();
+        for (k, v) in [
+            ("event_type", json!(200)),
+            ("app", json!(stream.map(|s| s.domain.as_str()).unwrap_or(""))),
+            ("appname", json!(stream.map(|s| s.app.as_str()).unwrap_or(""))),
+            ("stream_id", json!(self.stream_id)),
+            ("channel_id", json!(self.stream_id)),
+            ("stream_param", json!(self.stream_param)),
+            ("create_time", json!(self.taken_ms.div_euclid(1000))),
+            ("file_size", json!(self.size)),
+            ("width", json!(self.width)),
+            ("height", json!(self.height)),
+            ("pic_url", json!(format!("/{}", self.object_key))),
+            ("pic_full_url", json!(full_url)),
+            ("event_id", json!(format!("snapshot-{}", file_id_of(&self.object_key)))),
+        ] {
+            out.insert(k.into(), v);
+        }
+        out
+    }
+}
+
 /// `{After, Before}` of §5.1, ISO 8601.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
