@@ -78,7 +78,7 @@ pub async fn handle_object_created(ports: &Ports, settings: &Settings, cache: &C
     let mut entries = Vec::new();
     if let Some(recording) = ports.store.load::<Recording>(&recording_key).await? {
         if let Some(notify) = &recording.value.spec.notify_url {
-            let mut entry = OutboxEntry::new(&media.file.account, &stream_key("recording"), 1, notify, body.clone(), policy.clone(), now);
+            let mut entry = OutboxEntry::new(&media.file.account, &stream_key("recording"), 1, notify, body.clone(), policy, now);
             entry.signing = Signing::RecordingKey { recording: recording_key.clone() };
             entries.push(entry);
         }
@@ -86,7 +86,7 @@ pub async fn handle_object_created(ports: &Ports, settings: &Settings, cache: &C
     if let Some(stream) = &media.file.stream {
         if let Some((_, Some(template))) = find_binding(ports, cache, stream).await? {
             if let Some(notify) = template.urls.record_notify_url.as_deref() {
-                let mut entry = OutboxEntry::new(&media.file.account, &stream_key("template"), 1, notify, body.clone(), policy.clone(), now);
+                let mut entry = OutboxEntry::new(&media.file.account, &stream_key("template"), 1, notify, body.clone(), policy, now);
                 entry.signing = Signing::CallbackTemplate { template: template.key(), css: true };
                 entries.push(entry);
             }

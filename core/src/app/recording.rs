@@ -239,8 +239,8 @@ impl Entity for StreamRecording {
 /// What a push on a stream did to its automatic recording.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushOutcome {
-    /// A new recording was started.
-    Started(Recording),
+    /// A new recording was started (its id).
+    Started(String),
     /// The stream's recording, still within its resume timeout, continues.
     Resumed(String),
 }
@@ -277,7 +277,7 @@ pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<P
                 enqueue_record_job(ports, &new_recording).await;
                 metrics::counter!("relaycast_recordings_started_total", "mode" => "auto").increment(1);
                 tracing::info!(account = %account, recording = %new_recording.id, stream = %stream.joined(), "automatic recording started");
-                return Ok(PushOutcome::Started(new_recording));
+                return Ok(PushOutcome::Started(new_recording.id));
             }
             Err(StoreError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(e.into()),

@@ -147,7 +147,7 @@ impl AacWriter {
     }
 
     fn frame_ms(&self) -> f64 {
-        self.adts.config().map_or(1024.0 / 44.1, |c| 1024_000.0 / f64::from(c.sample_rate.max(1)))
+        self.adts.config().map_or(1024.0 / 44.1, |c| 1_024_000.0 / f64::from(c.sample_rate.max(1)))
     }
 }
 
