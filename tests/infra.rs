@@ -33,7 +33,12 @@ fn template_passes_cfn_lint() {
 #[test]
 fn template_has_the_queues_indexes_and_table_settings_the_code_uses() {
     let text = std::fs::read_to_string(template()).unwrap();
-    let queues = [relaycast_core::app::relay::RELAY_QUEUE, relaycast_core::domain::outbox::CALLBACK_QUEUE];
+    let queues = [
+        relaycast_core::app::relay::RELAY_QUEUE,
+        relaycast_core::app::recording::RECORD_QUEUE,
+        relaycast_core::domain::recording::OBJECT_NOTICE_QUEUE,
+        relaycast_core::domain::outbox::CALLBACK_QUEUE,
+    ];
     for queue in queues {
         assert!(relaycast::http::OBSERVED_QUEUES.contains(&queue), "{queue} is not observed");
     }

@@ -154,6 +154,22 @@ fn events_for(receiver: &CallbackReceiver, file_id: &str) -> Vec<Received> {
     receiver.received().into_iter().filter(|r| r.body["event_type"] == 100 && r.body["file_id"] == file_id).collect()
 }
 
+/// Waits until no callback is pending or queued: the test moves the manual clock, and a jump
+/// while a delivery is in flight would make its queue message visible again (a legitimate
+/// at-least-once repeat that the counts below would take for a second notice).
+async fn settle(ports: &Ports) {
+    use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry};
+    use relaycast_core::ports::{Entity, Query, QueryIndex};
+    eventually("every callback delivered", Duration::from_secs(10), || async {
+        let mut open = 0;
+        for state in [DeliveryState::Pending, DeliveryState::Queued] {
+            open += ports.store.query(Query::new(OutboxEntry::KIND, QueryIndex::Status(state.as_str().into()))).await.unwrap().records.len();
+        }
+        (open == 0).then_some(())
+    })
+    .await;
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
 }
@@ -243,6 +259,7 @@ async fn recording_files_become_searchable_playable_deletable_media_with_signed_
     assert_eq!((past.status().as_u16(), past.headers()["content-range"].to_str().unwrap()), (416, "bytes */1000"));
 
     // B: an HLS playlist of cam1 with its init and media segments as separate objects.
+    settle(&ports).await;
     h.clock.set_ms(t0 + 60_000);
     let mut b = file("cam1_B", "cam1", RecordFormat::Hls, 0);
     let dir = "record/0/bulk/rec-1/cam1_B";
@@ -276,12 +293,14 @@ async fn recording_files_become_searchable_playable_deletable_media_with_signed_
     assert_eq!(unsigned.status(), 403, "segments need their signature");
 
     // C: an audio file of another stream and recording; D: in namespace 1.
+    settle(&ports).await;
     h.clock.set_ms(t0 + 120_000);
     let mut c = file("lobby_C", "lobby", RecordFormat::Aac, 0);
     c.recording = "rec-2";
     c.record_id = Some("rid-frontdesk");
     notify(&ports, &write_file(&ports, &c).await).await;
     wait_media(&api, &c.key, 0).await;
+    settle(&ports).await;
     h.clock.set_ms(t0 + 180_000);
     let d = file("cam1_D", "cam1", RecordFormat::Mp4, 1);
     notify(&ports, &write_file(&ports, &d).await).await;
@@ -350,6 +369,7 @@ async fn recording_files_become_searchable_playable_deletable_media_with_signed_
     assert_eq!(search(&api, json!({})).await.0, 2);
 
     // Retention: E is kept 30 s (StorageTime); once that passed the scheduler deletes it.
+    settle(&ports).await;
     h.clock.set_ms(t0 + 240_000);
     let mut e = file("cam3_E", "cam3", RecordFormat::Mp4, 0);
     e.expires_ms = Some(t0 + 270_000);
@@ -357,9 +377,11 @@ async fn recording_files_become_searchable_playable_deletable_media_with_signed_
     let e_info = wait_media(&api, &e.key, 0).await;
     assert_eq!(e_info["BasicInfo"]["ExpireTime"], iso(t0 + 270_000));
     let e_url = e_info["BasicInfo"]["MediaUrl"].as_str().unwrap().to_string();
+    settle(&ports).await;
     h.clock.set_ms(t0 + 269_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(http().get(&e_url).send().await.unwrap().status(), 200, "not due yet");
+    settle(&ports).await;
     h.clock.set_ms(t0 + 270_001);
     let e_id = file_id_of(&e.key);
     eventually("retention to delete E", Duration::from_secs(10), || async {

@@ -419,7 +419,7 @@ mod tests {
         let s = Settings::load(None, env(&[])).unwrap();
         assert_eq!(s.http_addr, "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./relaycast-data"));
-        assert_eq!(s.roles().unwrap().len(), 4);
+        assert_eq!(s.roles().unwrap().len(), 5);
         assert_eq!((s.timing.callback_retries, s.timing.callback_retry_interval_ms), (5, 120_000));
     }
 

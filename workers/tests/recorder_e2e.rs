@@ -90,19 +90,29 @@ async fn wait_finished(ports: &Ports, id: &str, within: Duration) -> Recording {
     }
 }
 
+/// Whether ffprobe's first video frame of `path` is a keyframe.
+fn first_video_frame_is_key(path: &str) -> bool {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).lines().next().map(str::trim) == Some("1")
+}
+
 async fn notices(ports: &Ports) -> Vec<ObjectCreated> {
     let messages = ports.queue.receive(OBJECT_NOTICE_QUEUE, 10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
     messages.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect()
 }
 
 #[tokio::test]
-async fn a_stopped_recording_leaves_playable_flv_files_split_at_the_max_length() {
+async fn a_stopped_recording_leaves_playable_files_split_at_the_max_length_on_keyframes() {
     let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
     assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
     let rig = Rig::start();
-    start_recording(&rig.ports, recording("r1", &nginx.url("cam1"), &[(RecordFormat::Flv, 6)], 0)).await.unwrap();
+    start_recording(&rig.ports, recording("r1", &nginx.url("cam1"), &[(RecordFormat::Mp4, 6), (RecordFormat::Flv, 6)], 0)).await.unwrap();
 
     // Parts become durable while it records.
     let until = Instant::now() + Duration::from_secs(20);
@@ -118,11 +128,14 @@ async fn a_stopped_recording_leaves_playable_flv_files_split_at_the_max_length()
     stop_recording(&rig.ports, "acme", "r1").await.unwrap();
     let done = wait_finished(&rig.ports, "r1", Duration::from_secs(15)).await;
     assert_eq!(done.error, None);
-    // About 14 s in files of at most 6 s (cut at the next 2 s keyframe): three files.
-    assert!((2..=3).contains(&done.files.len()), "{:?}", done.files);
+    // About 14 s in files of at most 6 s (cut at the next 2 s keyframe): two or three of each
+    // format.
+    let of = |ext: &str| done.files.iter().filter(|k| k.ends_with(ext)).count();
+    assert!((2..=3).contains(&of(".flv")) && of(".mp4") == of(".flv"), "{:?}", done.files);
     let mut total = 0.0;
     for key in &done.files {
-        assert!(key.starts_with("record/0/acme/r1/r1_rec_main_") && key.ends_with(".flv"), "{key}");
+        assert!(key.starts_with("record/0/acme/r1/r1_rec_main_"), "{key}");
+        assert!(first_video_frame_is_key(&rig.object_path(key)), "{key} starts on a keyframe");
         let file = rig.ports.store.load::<RecordFile>(key).await.unwrap().expect("record file").value;
         let probe = probe_file(&rig.object_path(key));
         assert_eq!(probe.codecs, ["h264", "aac"], "{key}");
@@ -131,12 +144,14 @@ async fn a_stopped_recording_leaves_playable_flv_files_split_at_the_max_length()
         assert!((probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0, "{key}: {} vs {}", probe.duration, file.duration_ms);
         total += probe.duration;
     }
-    assert!(total >= 12.0, "{total}");
+    assert!(total >= 2.0 * 12.0, "{total}");
     let noticed: Vec<String> = notices(&rig.ports).await.into_iter().map(|n| n.key).collect();
     assert_eq!(noticed, done.files, "one notice per file, in order");
     // The parts are gone once in their files.
-    let left = rig.ports.objects.list("record/0/acme/r1/flv/").await.unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    for format in ["flv", "mp4"] {
+        let left = rig.ports.objects.list(&format!("record/0/acme/r1/{format}/")).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
     rig.stop().await;
 }
 

@@ -239,7 +239,9 @@ impl Session {
                 _ = tick.tick() => {
                     if let Some(reason) = self.due_to_end(ports.clock.now_ms(), last_media_ms, started_ms) {
                         tracing::info!(recording = %self.recording.id, %reason, "recording ends");
-                        break self.end_with(None).await?;
+                        // A source that never delivered is a failed recording, not an empty one.
+                        let error = last_media_ms.is_none().then(|| format!("{reason} ({})", relaycast_core::domain::relay::types::redact_url(&self.recording.source_url)));
+                        break self.end_with(error).await?;
                     }
                 }
                 item = sub.recv_item() => match item {
@@ -276,11 +278,17 @@ impl Session {
     /// Gives a tag to every sink and stores what they cut; `false` when the lease was lost.
     async fn feed(&mut self, tag: &FlvTag) -> Result<bool, RecorderError> {
         for i in 0..self.sinks.len() {
+            if self.sinks[i].is_disabled() {
+                continue;
+            }
             let steps = match self.sinks[i].push(tag) {
                 Ok(steps) => steps,
                 Err(e) => {
-                    tracing::warn!(recording = %self.recording.id, format = self.sinks[i].format.as_str(), error = %e, "tag refused by a format");
+                    // The stream cannot go into this format (e.g. AAC of MP3 audio): the other
+                    // formats go on; this one keeps what it has.
+                    tracing::warn!(recording = %self.recording.id, format = self.sinks[i].format.as_str(), error = %e, "format dropped from the recording");
                     metrics::counter!("relaycast_record_format_errors_total").increment(1);
+                    self.sinks[i].disable();
                     continue;
                 }
             };

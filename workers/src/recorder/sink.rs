@@ -114,6 +114,8 @@ pub struct FormatSink {
     has_video: bool,
     /// Timeline position of the part in progress's first tag.
     part_start: Option<u32>,
+    /// The stream cannot go into this format: it takes no more tags.
+    disabled: bool,
 }
 
 impl FormatSink {
@@ -131,7 +133,19 @@ impl FormatSink {
             init_pending: true,
             has_video: false,
             part_start: None,
+            disabled: false,
         }
+    }
+
+    /// Takes no more tags (the stream cannot go into this format); what it stored stays, and
+    /// [`flush`](Self::flush) still ends the part in progress.
+    pub fn disable(&mut self) {
+        self.disabled = true;
+    }
+
+    /// Whether [`disable`](Self::disable) was called.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
     }
 
     /// Continues a file another recorder left (HLS after a take-over): the next part starts a
