@@ -137,8 +137,9 @@ enum Command {
         /// Seconds of warm-up once every recording has stored a part of each format.
         #[arg(long, default_value_t = 5)]
         warmup: u64,
-        /// Seconds of the CPU/PSS window.
-        #[arg(long, default_value_t = 20)]
+        /// Seconds of the CPU/PSS window: a multiple of the recorder's 4 s part, or its bytes
+        /// written (a part is stored when it is cut) count one part more or less per format.
+        #[arg(long, default_value_t = 32)]
         window: u64,
         /// Runs of the finalize phase.
         #[arg(long, default_value_t = 2)]

@@ -9,7 +9,8 @@
 //!   `-c copy` outputs: an HLS playlist of fMP4 segments (4 s, the recorder's part length) and a
 //!   fragmented MP4 ([`ffmpeg_recorder_args`]). Per contender: CPU time of its process tree over
 //!   the window, median PSS, bytes written per second (the objects dir against the ffmpeg output
-//!   dirs) with the sources' rate from nginx's `/stat` as the reference.
+//!   dirs) with the sources' rate from nginx's `/stat` as the reference; and a second recorder
+//!   with no recording in the same window (the recorder's fixed cost).
 //! - **finalize**: one recording of `--finalize-secs` (HLS + MP4); the time from the stop
 //!   request to each of its `RecordFile` rows being in the store and to the recording being
 //!   `Finished` (the store polled every 10 ms), and the recorder's own MP4 finalize time (parts
@@ -44,6 +45,7 @@ const BENCH: &str = "record";
 const ACCOUNT: &str = "bench";
 const RC: &str = "relaycast recorder (1 process)";
 const FF: &str = "ffmpeg x N (hls fmp4 + fragmented mp4)";
+const IDLE: &str = "relaycast recorder idle (no recording, same window)";
 /// File length of the recordings' formats (no split within a window).
 const MAX_FILE_SECS: u32 = 3600;
 
@@ -266,6 +268,7 @@ struct Row {
 fn phase_cpu(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
     let mut results: Vec<(usize, Row, Row)> = Vec::new();
+    let mut idles: Vec<(usize, f64, f64)> = Vec::new();
     for round in 1..=ctx.opts.rounds {
         for &n in &ctx.opts.streams {
             let streams: Vec<String> = (0..n).map(|k| format!("s{k}")).collect();
@@ -276,6 +279,8 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             nginx.wait_publishing(&streams, 100_000, Duration::from_secs(20))?;
 
             let rec = Recorder::start(ctx, &format!("rec_{n}_{round}"))?;
+            // The recorder's fixed cost: one with no recording, in the same window.
+            let idle = Recorder::start(ctx, &format!("rec_idle_{n}_{round}"))?;
             let ids: Vec<String> = (0..n).map(|k| format!("r{n}x{round}s{k}")).collect();
             for (id, s) in ids.iter().zip(&streams) {
                 ctx.rt.block_on(start_recording(&rec.ports, recording(id, s, &nginx.url(s))?))?;
@@ -296,7 +301,8 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let (rb0, fb0, st0) = (dir_bytes(&objects), dir_bytes(&ff_root), nginx.stat());
             let ff_pids: Vec<u32> = ffs.iter().map(Proc::pid).collect();
             let rec_pid = [rec.proc.pid()];
-            let trees: Vec<&[u32]> = vec![&rec_pid, &ff_pids];
+            let idle_pid = [idle.proc.pid()];
+            let trees: Vec<&[u32]> = vec![&rec_pid, &ff_pids, &idle_pid];
             let w = measure_window_for(BENCH, ctx.opts.window, &trees, rec.proc.pid(), json!({ "phase": "cpu", "streams": n, "round": round }));
             let (rb1, fb1, st1) = (dir_bytes(&objects), dir_bytes(&ff_root), nginx.stat());
             let secs = w.secs;
@@ -317,6 +323,9 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                               "source_min_kbps": source_kbps.round(),
                               "written_over_source": r2(row.written_kbps_per_stream / source_kbps) }));
             }
+            emit(&json!({ "bench": BENCH, "figure": "cpu+pss", "contender": IDLE, "streams": n, "round": round, "window_s": r2(secs),
+                          "cpu_pct_of_one_core": r3(w.cpu_pct[2]), "cpu_pct_ticks": r3(w.cpu_ticks_pct[2]),
+                          "pss_mb_median": r2(w.mem[2].pss), "rss_mb_median": r2(w.mem[2].rss), "uss_mb_median": r2(w.mem[2].uss) }));
             emit(&json!({ "bench": BENCH, "figure": "window ratios", "streams": n, "round": round,
                           "cpu_ratio_recorder_over_ffmpeg": r2(rows[0].1.cpu_per_stream / rows[1].1.cpu_per_stream),
                           "pss_ratio_recorder_over_ffmpeg": r2(rows[0].1.pss_per_stream / rows[1].1.pss_per_stream),
@@ -327,6 +336,8 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                 }
             }
             results.push((n, rows[0].1, rows[1].1));
+            idles.push((n, w.cpu_pct[2], w.mem[2].pss));
+            idle.shutdown(Duration::from_secs(10));
             drop(ffs);
             rec.shutdown(Duration::from_secs(10));
             drop(pubs);
@@ -344,7 +355,10 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
         let per = |f: &dyn Fn(&(usize, Row, Row)) -> f64| rs.iter().map(|r| r2(f(r))).collect::<Vec<_>>();
         let cpu = Spread::of(rs.iter().map(|r| r.1.cpu_per_stream / r.2.cpu_per_stream).collect());
         let pss = Spread::of(rs.iter().map(|r| r.1.pss_per_stream / r.2.pss_per_stream).collect());
+        let mut idle_cpu: Vec<f64> = idles.iter().filter(|r| r.0 == n).map(|r| r.1).collect();
+        let mut idle_pss: Vec<f64> = idles.iter().filter(|r| r.0 == n).map(|r| r.2).collect();
         let line: Value = json!({ "bench": BENCH, "figure": "cpu+pss summary", "streams": n, "rounds": rs.len(),
+            "recorder_idle_cpu_pct": r3(median(&mut idle_cpu)), "recorder_idle_pss_mb": r2(median(&mut idle_pss)),
             "recorder_cpu_pct_per_stream": r3(med_of(&|r| r.1.cpu_per_stream)), "ffmpeg_cpu_pct_per_stream": r3(med_of(&|r| r.2.cpu_per_stream)),
             "recorder_cpu_pct_per_stream_per_round": per(&|r| r.1.cpu_per_stream), "ffmpeg_cpu_pct_per_stream_per_round": per(&|r| r.2.cpu_per_stream),
             "recorder_pss_mb_per_stream": r2(med_of(&|r| r.1.pss_per_stream)), "ffmpeg_pss_mb_per_stream": r2(med_of(&|r| r.2.pss_per_stream)),
