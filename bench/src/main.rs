@@ -119,6 +119,38 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         idle_window: u64,
     },
+    /// The cloud recorder against plain ffmpeg, side by side: ONE standalone `recorder`
+    /// recording N streams as HLS + MP4 against N `ffmpeg -c copy` writing the same two outputs
+    /// (CPU and PSS per recorded stream, bytes written), and the time from a stop request to
+    /// the files being finalized. Needs nginx with libnginx-mod-rtmp, ffmpeg, and a release
+    /// `recorder` binary.
+    Record {
+        /// Measurements to run, comma-separated: cpu, finalize.
+        #[arg(long, value_delimiter = ',', default_value = "cpu,finalize")]
+        phases: Vec<String>,
+        /// Stream counts of the cpu phase, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        streams: Vec<usize>,
+        /// Rounds of the cpu phase (every stream count once per round).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Seconds of warm-up once every recording has stored a part of each format.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Seconds of the CPU/PSS window: a multiple of the recorder's 4 s part, or its bytes
+        /// written (a part is stored when it is cut) count one part more or less per format.
+        #[arg(long, default_value_t = 32)]
+        window: u64,
+        /// Runs of the finalize phase.
+        #[arg(long, default_value_t = 2)]
+        finalize_runs: usize,
+        /// Length of the finalize phase's recording, seconds.
+        #[arg(long, default_value_t = 60)]
+        finalize_secs: u64,
+        /// The recorder binary (default: `recorder` next to this binary).
+        #[arg(long)]
+        recorder_bin: Option<std::path::PathBuf>,
+    },
     /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
     /// writer, once with several concurrent writers; plus a contended counter.
     StoreCas {
@@ -396,6 +428,7 @@ async fn main() -> Result<()> {
         Command::StoreCas { .. } => "store-cas",
         Command::Writes { .. } => "writes",
         Command::Callbacks(_) => "callbacks",
+        Command::Record { .. } => "record",
     };
     record::start(bench, cli.out.clone(), cli.tag.as_deref(), cli.no_record)?;
     let result = run(cli).await;
@@ -416,6 +449,21 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Callbacks(mut opts) => {
             opts.dir = cli.dir.clone();
             callbacks::bench_callbacks(opts).await
+        }
+        Command::Record { phases, streams, rounds, warmup, window, finalize_runs, finalize_secs, recorder_bin } => {
+            let opts = relay::recording::RecordOptions {
+                phases,
+                streams,
+                rounds,
+                warmup,
+                window,
+                finalize_runs,
+                finalize_secs,
+                recorder_bin,
+                dir: cli.dir.clone(),
+            };
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || relay::recording::bench_record(opts, rt)).await?
         }
         Command::Relay {
             phases,

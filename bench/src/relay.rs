@@ -48,6 +48,7 @@ use crate::record::emit;
 
 mod density;
 mod flv_publisher;
+pub mod recording;
 
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const ACCOUNT: &str = "bench";
@@ -1382,6 +1383,11 @@ struct Window {
 /// (the machine's busy time outside the contenders, the load average at both ends), labelled
 /// with the fields of `labels` (phase, destinations, round...).
 fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, labels: Value) -> Window {
+    measure_window_for("relay", ctx.opts.window, trees, relaycast_pid, labels)
+}
+
+/// [`measure_window`] for `window_s` seconds, its load line under `bench`.
+fn measure_window_for(bench: &str, window_s: u64, trees: &[&[u32]], relaycast_pid: u32, labels: Value) -> Window {
     let hz = clock_ticks();
     let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
     let own0 = own(relaycast_pid);
@@ -1391,7 +1397,7 @@ fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, labels: Value
     let t0 = Instant::now();
     let mut mems: Vec<MemSamples> = vec![MemSamples::default(); trees.len()];
     let mut own_mem = MemSamples::default();
-    while t0.elapsed() < Duration::from_secs(ctx.opts.window) {
+    while t0.elapsed() < Duration::from_secs(window_s) {
         std::thread::sleep(Duration::from_secs(1));
         for (i, t) in trees.iter().enumerate() {
             mems[i].push(mem(t));
@@ -1404,7 +1410,7 @@ fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, labels: Value
     let secs = t0.elapsed().as_secs_f64();
     let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
     let (mut q, machine_busy_pct) = quiet.json(secs, measured);
-    q["bench"] = json!("relay");
+    q["bench"] = json!(bench);
     q["figure"] = json!("window load");
     if let (Some(obj), Value::Object(more)) = (q.as_object_mut(), labels) {
         obj.extend(more);
