@@ -46,6 +46,36 @@ pub struct Settings {
     pub timing: TimingSettings,
     /// Callback delivery limits.
     pub callbacks: CallbackSettings,
+    /// The AWS resources to run on (DynamoDB, SQS, S3). Absent, the default: the embedded
+    /// adapters in `data_dir`.
+    pub aws: Option<AwsSettings>,
+}
+
+/// Where the AWS adapters find their resources (the outputs of `infra/relaycast.yaml`).
+/// Region and credentials come from the standard AWS chain (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// profiles, the ECS or Lambda role); `endpoint_url` points every client elsewhere (moto, a VPC
+/// endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// The region, when the standard chain should not decide it.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// One endpoint for DynamoDB, SQS and S3 instead of AWS's own (e.g. `http://127.0.0.1:5000`).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// The records table, e.g. `relaycast-records`.
+    pub table: String,
+    /// Prefix of the SQS queue names: queue `relay-jobs` is `{queue_prefix}relay-jobs`, its
+    /// dead-letter queue `{queue_prefix}relay-jobs-dlq`. Default `relaycast-`.
+    #[serde(default = "default_queue_prefix")]
+    pub queue_prefix: String,
+    /// The recordings bucket.
+    pub bucket: String,
+}
+
+fn default_queue_prefix() -> String {
+    "relaycast-".into()
 }
 
 /// How the notifier shares its work among customer endpoints.
@@ -82,6 +112,7 @@ impl Default for Settings {
             queue: QueueSettings::default(),
             timing: TimingSettings::default(),
             callbacks: CallbackSettings::default(),
+            aws: None,
         }
     }
 }
@@ -313,6 +344,16 @@ impl Settings {
                 "callbacks.endpoint_concurrency",
                 "must be at least 1 and below callbacks.concurrency, so that one dead endpoint cannot take every delivery slot",
             );
+        }
+        if let Some(aws) = &self.aws {
+            if aws.table.is_empty() || aws.bucket.is_empty() {
+                return invalid("aws", "aws.table and aws.bucket must name the stack's table and bucket");
+            }
+            if let Some(endpoint) = &aws.endpoint_url {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return invalid("aws.endpoint_url", "must be an http:// or https:// URL");
+                }
+            }
         }
         if self.timing.lease_heartbeat_ms == 0 || self.timing.lease_heartbeat_ms >= self.timing.lease_ttl_ms {
             return invalid("timing.lease_heartbeat_ms", "must be above 0 and below timing.lease_ttl_ms");

@@ -1,0 +1,28 @@
+//! The AWS adapter set: [`DynamoStore`](store) for the `Store` port, [`SqsQueue`](queue) for the
+//! `Queue` port, [`S3ObjectStore`](objects) for the `ObjectStore` port. Each passes the same port
+//! contract suite (`relaycast_core::ports::contract`) as the embedded adapters, against moto's
+//! server mode in the tests. The resources themselves (table, queues, bucket) are made by
+//! `infra/relaycast.yaml`; [`provision`] makes the same ones for tests.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use relaycast_core::config::AwsSettings;
+
+pub mod objects;
+pub mod queue;
+pub mod store;
+
+#[cfg(feature = "moto")]
+pub mod moto;
+
+/// The SDK configuration of every client: the standard chain (environment, profile, the ECS or
+/// Lambda role), with the region and endpoint of `settings` when they are set.
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint.clone());
+    }
+    loader.load().await
+}
