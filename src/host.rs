@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_core::adapters::{open_embedded, prepare_data_dir, Embedded, EmbeddedError};
+use relaycast_adapters::{open_ports, OpenError, Opened};
 use relaycast_core::config::{Role, Settings};
 use relaycast_core::domain::auth::{Account, SecretKey};
 use relaycast_core::ports::{Clock, Condition, Ports, StoreError, TypedStore};
@@ -29,9 +29,12 @@ pub enum HostError {
     /// The data directory cannot be created or written.
     #[error("data directory {path} is not usable: {reason}")]
     DataDir { path: PathBuf, reason: String },
-    /// An embedded adapter could not be opened.
+    /// An adapter could not be opened.
     #[error("cannot open {what}: {reason}")]
     Adapter { what: &'static str, reason: String },
+    /// The adapter set could not be opened.
+    #[error(transparent)]
+    Open(OpenError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(String),
@@ -56,22 +59,32 @@ impl Host {
     /// Binds, opens the data directory and the embedded adapters, and starts every part the
     /// roles ask for. Checks that can fail run before anything is written: a bad config or a
     /// port in use leaves the data directory untouched.
-    pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<RunningHost, HostError> {
+    pub async fn start(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RunningHost, HostError> {
         settings.validate()?;
         let roles = settings.roles()?;
-        let listener = TcpListener::bind(&settings.http_addr)
-            .await
-            .map_err(|e| HostError::Bind { addr: settings.http_addr.clone(), reason: e.to_string() })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| HostError::Bind { addr: settings.http_addr.clone(), reason: e.to_string() })?;
+        let listener =
+            TcpListener::bind(&settings.http_addr)
+                .await
+                .map_err(|e| HostError::Bind {
+                    addr: settings.http_addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        let addr = listener.local_addr().map_err(|e| HostError::Bind {
+            addr: settings.http_addr.clone(),
+            reason: e.to_string(),
+        })?;
         let mut settings = settings;
         // With port 0 the public URL must name the port actually bound.
         settings.http_addr = addr.to_string();
         let settings = Arc::new(settings);
 
-        prepare_data_dir(&settings.data_dir)?;
-        let Embedded { ports, objects } = open_embedded(&settings, clock)?;
+        let Opened {
+            ports,
+            local_objects: objects,
+        } = open_ports(&settings, clock).await?;
 
         provision_accounts(&ports, &settings).await?;
 
@@ -80,7 +93,11 @@ impl Host {
         let metrics = crate::telemetry::metrics_handle();
 
         let ctx = relaycast_functions::Context::new(ports.clone(), settings.clone());
-        let mut router = host_routes(HostState { queue: ports.queue.clone(), objects, metrics });
+        let mut router = host_routes(HostState {
+            queue: ports.queue.clone(),
+            objects,
+            metrics,
+        });
         if roles.contains(&Role::Api) {
             router = router.merge(relaycast_functions::http_routes(ctx.clone()));
         }
@@ -92,22 +109,35 @@ impl Host {
             });
         }
         if roles.contains(&Role::Relay) {
-            let worker = relaycast_workers::relay::worker::RelayWorker::new(ports.clone(), settings.clone(), shutdown.clone());
+            let worker = relaycast_workers::relay::worker::RelayWorker::new(
+                ports.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            );
             tasks.spawn(async move {
                 worker.run().await;
                 Ok(())
             });
         }
         if roles.contains(&Role::Recorder) {
-            let recorder = relaycast_workers::recorder::worker::RecorderWorker::new(ports.clone(), settings.clone(), shutdown.clone());
+            let recorder = relaycast_workers::recorder::worker::RecorderWorker::new(
+                ports.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            );
             tasks.spawn(async move {
                 recorder.run().await;
                 Ok(())
             });
         }
         if roles.contains(&Role::Notifier) {
-            let notifier = relaycast_functions::notifier::Notifier::new(ctx.clone())
-                .map_err(|e| HostError::Adapter { what: "the notifier", reason: e.to_string() })?;
+            let notifier =
+                relaycast_functions::notifier::Notifier::new(ctx.clone()).map_err(|e| {
+                    HostError::Adapter {
+                        what: "the notifier",
+                        reason: e.to_string(),
+                    }
+                })?;
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 notifier.run(stop).await;
@@ -124,14 +154,23 @@ impl Host {
         let stop = shutdown.clone();
         tasks.spawn(async move {
             // The peer address reaches handlers (the inbound hooks record the ingest node's IP).
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(|e| HostError::Serve(e.to_string()))
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|e| HostError::Serve(e.to_string()))
         });
 
         tracing::info!(%addr, roles = ?roles, data_dir = %settings.data_dir.display(), "relaycast up");
-        Ok(RunningHost { addr, ports, settings, shutdown, tasks })
+        Ok(RunningHost {
+            addr,
+            ports,
+            settings,
+            shutdown,
+            tasks,
+        })
     }
 }
 
@@ -192,11 +231,16 @@ async fn shutdown_signal() {
     }
 }
 
-impl From<EmbeddedError> for HostError {
-    fn from(e: EmbeddedError) -> Self {
+impl From<OpenError> for HostError {
+    fn from(e: OpenError) -> Self {
         match e {
-            EmbeddedError::DataDir { path, reason } => HostError::DataDir { path, reason },
-            EmbeddedError::Adapter { what, reason } => HostError::Adapter { what, reason },
+            OpenError::Embedded(relaycast_embedded::EmbeddedError::DataDir { path, reason }) => {
+                HostError::DataDir { path, reason }
+            }
+            OpenError::Embedded(relaycast_embedded::EmbeddedError::Adapter { what, reason }) => {
+                HostError::Adapter { what, reason }
+            }
+            other => HostError::Open(other),
         }
     }
 }
@@ -204,23 +248,42 @@ impl From<EmbeddedError> for HostError {
 /// Stores the accounts the config declares (the config wins over what is stored), or, when it
 /// declares none and none exists, creates a development account and prints it once.
 async fn provision_accounts(ports: &Ports, settings: &Settings) -> Result<(), HostError> {
-    let fail = |e: StoreError| HostError::Adapter { what: "store", reason: e.to_string() };
+    let fail = |e: StoreError| HostError::Adapter {
+        what: "store",
+        reason: e.to_string(),
+    };
     for declared in &settings.accounts {
         let account = Account {
             name: declared.name.clone(),
             secret_key: declared.key.clone(),
             api_enabled: declared.api_enabled,
             call_limit_per_window: declared.call_limit,
-            allowed_push_hosts: (!declared.allowed_push_hosts.is_empty()).then(|| declared.allowed_push_hosts.clone()),
+            allowed_push_hosts: (!declared.allowed_push_hosts.is_empty())
+                .then(|| declared.allowed_push_hosts.clone()),
         };
-        ports.store.save(&account, Condition::Any).await.map_err(fail)?;
+        ports
+            .store
+            .save(&account, Condition::Any)
+            .await
+            .map_err(fail)?;
     }
-    if settings.accounts.is_empty() && ports.store.load::<Account>(DEV_ACCOUNT).await.map_err(fail)?.is_none() {
+    if settings.accounts.is_empty()
+        && ports
+            .store
+            .load::<Account>(DEV_ACCOUNT)
+            .await
+            .map_err(fail)?
+            .is_none()
+    {
         let account = Account::new(DEV_ACCOUNT, SecretKey::generate());
         match ports.store.save(&account, Condition::Absent).await {
             Ok(_) => {
                 // Printed once, on creation: the key is not shown again.
-                println!("development account created: n={} key={}", account.name, account.secret_key.expose());
+                println!(
+                    "development account created: n={} key={}",
+                    account.name,
+                    account.secret_key.expose()
+                );
             }
             Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) => return Err(fail(e)),

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use relaycast_core::adapters::DirObjectStore;
 use relaycast_core::ports::{ObjectStore, Queue};
+use relaycast_embedded::DirObjectStore;
 use serde::Deserialize;
 
 /// Queues whose depth `/metrics` reports.
@@ -24,19 +24,26 @@ pub const OBSERVED_QUEUES: &[&str] = &["relay-jobs", "record-jobs", "callbacks",
 pub struct HostState {
     /// The queue, for depth gauges.
     pub queue: Arc<dyn Queue>,
-    /// The local object store, served under `/objects/`.
-    pub objects: Arc<DirObjectStore>,
+    /// The local object store, served under `/objects/`; `None` on adapters whose playback URLs
+    /// point elsewhere (S3 presigned URLs), and then there is no `/objects/` route.
+    pub objects: Option<Arc<DirObjectStore>>,
     /// The metrics registry.
     pub metrics: PrometheusHandle,
 }
 
 /// `/healthz`, `/metrics`, `/objects/*key`.
 pub fn host_routes(state: HostState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(render_metrics))
-        .route("/objects/{*key}", get(serve_object))
-        .with_state(state)
+        .route("/metrics", get(render_metrics));
+    let router = match &state.objects {
+        Some(objects) => router.route(
+            "/objects/{*key}",
+            get(serve_object).with_state(objects.clone()),
+        ),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -49,14 +56,21 @@ async fn render_metrics(State(state): State<HostState>) -> Response {
         // last value and the error is logged.
         match state.queue.stats(name).await {
             Ok(stats) => {
-                metrics::gauge!("relaycast_queue_visible_messages", "queue" => *name).set(stats.visible as f64);
-                metrics::gauge!("relaycast_queue_in_flight_messages", "queue" => *name).set(stats.in_flight as f64);
-                metrics::gauge!("relaycast_queue_delayed_messages", "queue" => *name).set(stats.delayed as f64);
+                metrics::gauge!("relaycast_queue_visible_messages", "queue" => *name)
+                    .set(stats.visible as f64);
+                metrics::gauge!("relaycast_queue_in_flight_messages", "queue" => *name)
+                    .set(stats.in_flight as f64);
+                metrics::gauge!("relaycast_queue_delayed_messages", "queue" => *name)
+                    .set(stats.delayed as f64);
             }
             Err(e) => tracing::warn!(queue = name, error = %e, "queue stats unavailable"),
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -65,11 +79,16 @@ struct SignedQuery {
     sig: Option<String>,
 }
 
-async fn serve_object(State(state): State<HostState>, Path(key): Path<String>, Query(q): Query<SignedQuery>, headers: HeaderMap) -> Response {
+async fn serve_object(
+    State(objects): State<Arc<DirObjectStore>>,
+    Path(key): Path<String>,
+    Query(q): Query<SignedQuery>,
+    headers: HeaderMap,
+) -> Response {
     let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
         return (StatusCode::FORBIDDEN, "missing expires or sig").into_response();
     };
-    if !state.objects.verify_playback_signature(&key, expires, &sig) {
+    if !objects.verify_playback_signature(&key, expires, &sig) {
         return (StatusCode::FORBIDDEN, "signature invalid or expired").into_response();
     }
     let failed = |e: relaycast_core::ports::ObjectStoreError| {
@@ -77,20 +96,23 @@ async fn serve_object(State(state): State<HostState>, Path(key): Path<String>, Q
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     };
     if key.ends_with(".m3u8") {
-        return match read_small(&state, &key).await {
-            Ok(Some(text)) => playlist_response(&state, &key, &text, expires),
+        return match read_small(&objects, &key).await {
+            Ok(Some(text)) => playlist_response(&objects, &key, &text, expires),
             Ok(None) => StatusCode::NOT_FOUND.into_response(),
             Err(e) => failed(e),
         };
     }
-    let size = match state.objects.list(&key).await {
+    let size = match objects.list(&key).await {
         Ok(list) => match list.into_iter().find(|m| m.key == key) {
             Some(meta) => meta.size,
             None => return StatusCode::NOT_FOUND.into_response(),
         },
         Err(e) => return failed(e),
     };
-    let range = match headers.get(header::RANGE).map(|v| parse_range(v.to_str().unwrap_or(""), size)) {
+    let range = match headers
+        .get(header::RANGE)
+        .map(|v| parse_range(v.to_str().unwrap_or(""), size))
+    {
         None => None,
         Some(Some(range)) => Some(range),
         Some(None) => {
@@ -102,17 +124,24 @@ async fn serve_object(State(state): State<HostState>, Path(key): Path<String>, Q
         }
     };
     let (offset, len) = range.map_or((0, size), |(a, b)| (a, b - a + 1));
-    match state.objects.get_range(&key, offset, Some(len)).await {
+    match objects.get_range(&key, offset, Some(len)).await {
         Ok(Some(object)) => {
             let builder = Response::builder()
                 .header(header::CONTENT_TYPE, content_type_of(&key))
                 .header(header::ACCEPT_RANGES, "bytes")
                 .header(header::CONTENT_LENGTH, len);
             let builder = match range {
-                Some((a, b)) => builder.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", object.meta.size)),
+                Some((a, b)) => builder.status(StatusCode::PARTIAL_CONTENT).header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {a}-{b}/{}", object.meta.size),
+                ),
                 None => builder,
             };
-            builder.body(Body::from_stream(tokio_util::io::ReaderStream::new(object.body))).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            builder
+                .body(Body::from_stream(tokio_util::io::ReaderStream::new(
+                    object.body,
+                )))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => failed(e),
@@ -122,28 +151,44 @@ async fn serve_object(State(state): State<HostState>, Path(key): Path<String>, Q
 /// Longest playlist the host rewrites (a day of 4 s segments is about 2 MB).
 const MAX_PLAYLIST_BYTES: u64 = 8 * 1024 * 1024;
 
-async fn read_small(state: &HostState, key: &str) -> Result<Option<String>, relaycast_core::ports::ObjectStoreError> {
+async fn read_small(
+    objects: &DirObjectStore,
+    key: &str,
+) -> Result<Option<String>, relaycast_core::ports::ObjectStoreError> {
     use tokio::io::AsyncReadExt;
-    let Some(object) = state.objects.get(key).await? else { return Ok(None) };
+    let Some(object) = objects.get(key).await? else {
+        return Ok(None);
+    };
     let mut text = String::new();
-    object.body.take(MAX_PLAYLIST_BYTES).read_to_string(&mut text).await?;
+    object
+        .body
+        .take(MAX_PLAYLIST_BYTES)
+        .read_to_string(&mut text)
+        .await?;
     Ok(Some(text))
 }
 
 /// A playlist with every relative URI (segments, `EXT-X-MAP`) made a signed URL of this host
 /// with the playlist's own expiry: the segments are objects of their own, and a player that
 /// followed a bare relative URI would be refused.
-fn playlist_response(state: &HostState, key: &str, text: &str, expires: i64) -> Response {
+fn playlist_response(objects: &DirObjectStore, key: &str, text: &str, expires: i64) -> Response {
     let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
     let sign = |uri: &str| -> String {
         if uri.contains("://") || uri.starts_with('/') {
             return uri.to_string();
         }
-        let target = if dir.is_empty() { uri.to_string() } else { format!("{dir}/{uri}") };
+        let target = if dir.is_empty() {
+            uri.to_string()
+        } else {
+            format!("{dir}/{uri}")
+        };
         if relaycast_core::ports::validate_object_key(&target).is_err() {
             return uri.to_string();
         }
-        format!("/objects/{target}?{}", state.objects.signed_query(&target, expires))
+        format!(
+            "/objects/{target}?{}",
+            objects.signed_query(&target, expires)
+        )
     };
     let mut out = String::with_capacity(text.len() * 2);
     for line in text.lines() {
@@ -157,7 +202,14 @@ fn playlist_response(state: &HostState, key: &str, text: &str, expires: i64) -> 
         }
         out.push('\n');
     }
-    ([(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache")], out).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        out,
+    )
+        .into_response()
 }
 
 /// A single `bytes=` range of an object of `size` bytes as inclusive `(first, last)`; `None`
@@ -211,7 +263,8 @@ pub async fn observe_requests(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
     metrics::counter!("relaycast_http_requests_total", "route" => route.clone(), "status" => status.clone()).increment(1);
-    metrics::histogram!("relaycast_http_request_duration_seconds", "route" => route.clone()).record(elapsed.as_secs_f64());
+    metrics::histogram!("relaycast_http_request_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
     tracing::info!(%method, route, status, ms = elapsed.as_millis() as u64, "http request");
     response
 }
@@ -227,7 +280,15 @@ mod tests {
         assert_eq!(parse_range("bytes=500-", 1000), Some((500, 999)));
         assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
         assert_eq!(parse_range("bytes=-5000", 1000), Some((0, 999)));
-        for bad in ["bytes=1000-", "bytes=5-1", "bytes=-0", "bytes=0-1,5-6", "items=0-1", "bytes=x-1", "bytes=-"] {
+        for bad in [
+            "bytes=1000-",
+            "bytes=5-1",
+            "bytes=-0",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=x-1",
+            "bytes=-",
+        ] {
             assert_eq!(parse_range(bad, 1000), None, "{bad}");
         }
     }

@@ -47,7 +47,12 @@ fn main() -> ExitCode {
             println!("relaycast {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Up { config, roles, http_addr, data_dir } => {
+        Command::Up {
+            config,
+            roles,
+            http_addr,
+            data_dir,
+        } => {
             let settings = match Settings::load(config.as_deref(), std::env::vars()) {
                 Ok(mut s) => {
                     if let Some(roles) = roles {

@@ -11,8 +11,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging(settings: &Settings) {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let filter =
+            EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         let _ = match settings.log_format {
             LogFormat::Json => builder.json().flatten_event(true).try_init(),
             LogFormat::Text => builder.try_init(),

@@ -18,13 +18,23 @@ async fn up_serves_health_and_prometheus_metrics() {
     let relaycast = RelaycastProcess::start(&dir.path().join("data"), &[], &[]);
     let client = reqwest::Client::new();
 
-    let health: serde_json::Value = client.get(relaycast.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = client
+        .get(relaycast.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
 
     let metrics = client.get(relaycast.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("relaycast_queue_visible_messages{queue=\"relay-jobs\"}"), "{text}");
+    assert!(
+        text.contains("relaycast_queue_visible_messages{queue=\"relay-jobs\"}"),
+        "{text}"
+    );
     assert!(text.contains("relaycast_http_requests_total"), "{text}");
 }
 
@@ -46,7 +56,10 @@ fn assert_one_line_failure_of(program: &str, code: i32, stderr: &str, needle: &s
     assert_ne!(code, 0, "must fail: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "exactly one line expected: {stderr}");
-    assert!(lines[0].starts_with(&format!("{program}: error:")), "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{program}: error:")),
+        "{stderr}"
+    );
     assert!(lines[0].contains(needle), "{needle} not in {stderr}");
 }
 
@@ -60,12 +73,18 @@ fn bad_starts_fail_with_one_clear_line_and_write_nothing() {
 
     // A config file that does not parse.
     std::fs::write(&config, "http_addr = [\n").unwrap();
-    let (code, _, err) = run_relaycast(&["up", "--config", config_s], &[("RELAYCAST_DATA_DIR", data_s)]);
+    let (code, _, err) = run_relaycast(
+        &["up", "--config", config_s],
+        &[("RELAYCAST_DATA_DIR", data_s)],
+    );
     assert_one_line_failure(code, &err, "relaycast.toml");
 
     // An unknown key.
     std::fs::write(&config, "http_adr = \"127.0.0.1:1\"\n").unwrap();
-    let (code, _, err) = run_relaycast(&["up", "--config", config_s], &[("RELAYCAST_DATA_DIR", data_s)]);
+    let (code, _, err) = run_relaycast(
+        &["up", "--config", config_s],
+        &[("RELAYCAST_DATA_DIR", data_s)],
+    );
     assert_one_line_failure(code, &err, "http_adr");
 
     // A missing config file.
@@ -77,7 +96,10 @@ fn bad_starts_fail_with_one_clear_line_and_write_nothing() {
     let busy_addr = busy.local_addr().unwrap().to_string();
     let (code, _, err) = run_relaycast(
         &["up"],
-        &[("RELAYCAST_DATA_DIR", data_s), ("RELAYCAST_HTTP_ADDR", busy_addr.as_str())],
+        &[
+            ("RELAYCAST_DATA_DIR", data_s),
+            ("RELAYCAST_HTTP_ADDR", busy_addr.as_str()),
+        ],
     );
     assert_one_line_failure(code, &err, &busy_addr);
 
@@ -90,18 +112,28 @@ fn bad_starts_fail_with_one_clear_line_and_write_nothing() {
     let addr = format!("127.0.0.1:{}", free_port());
     let (code, _, err) = run_relaycast(
         &["up"],
-        &[("RELAYCAST_DATA_DIR", bad_data.to_str().unwrap()), ("RELAYCAST_HTTP_ADDR", addr.as_str())],
+        &[
+            ("RELAYCAST_DATA_DIR", bad_data.to_str().unwrap()),
+            ("RELAYCAST_HTTP_ADDR", addr.as_str()),
+        ],
     );
     assert_one_line_failure(code, &err, "data directory");
 
     // An unknown role.
-    let (code, _, err) = run_relaycast(&["up", "--roles", "api,juggler"], &[("RELAYCAST_DATA_DIR", data_s)]);
+    let (code, _, err) = run_relaycast(
+        &["up", "--roles", "api,juggler"],
+        &[("RELAYCAST_DATA_DIR", data_s)],
+    );
     assert_one_line_failure(code, &err, "juggler");
 }
 
 /// A client that never goes through a proxy from the test's environment.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
@@ -111,7 +143,10 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -120,17 +155,31 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 async fn relaycast_config_env_var_chooses_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("chosen.toml");
-    std::fs::write(&config, format!("roles = [\"api\"]\n[[accounts]]\nname = \"{}\"\nkey = \"{}\"\n", ACME.0, ACME.1))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "roles = [\"api\"]\n[[accounts]]\nname = \"{}\"\nkey = \"{}\"\n",
+            ACME.0, ACME.1
+        ),
+    )
+    .unwrap();
     let config_s = config.to_str().unwrap();
 
     // The file is read: the account it declares can call the API, and with an account declared
     // no development account is created.
-    let relaycast = RelaycastProcess::start(&dir.path().join("data"), &[("RELAYCAST_CONFIG", config_s)], &[]);
+    let relaycast = RelaycastProcess::start(
+        &dir.path().join("data"),
+        &[("RELAYCAST_CONFIG", config_s)],
+        &[],
+    );
     let api = Api::new(&relaycast.url(""), ACME.0, ACME.1);
     assert_eq!(api.task("no-such-task").await, None);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!relaycast.stdout_text().contains("development account"), "{}", relaycast.stdout_text());
+    assert!(
+        !relaycast.stdout_text().contains("development account"),
+        "{}",
+        relaycast.stdout_text()
+    );
     drop(relaycast);
 
     // A broken file named only by RELAYCAST_CONFIG fails the start, naming that file.
@@ -139,7 +188,10 @@ async fn relaycast_config_env_var_chooses_the_config_file() {
     let data = dir.path().join("data2");
     let (code, _, err) = run_relaycast(
         &["up"],
-        &[("RELAYCAST_CONFIG", broken.to_str().unwrap()), ("RELAYCAST_DATA_DIR", data.to_str().unwrap())],
+        &[
+            ("RELAYCAST_CONFIG", broken.to_str().unwrap()),
+            ("RELAYCAST_DATA_DIR", data.to_str().unwrap()),
+        ],
     );
     assert_one_line_failure(code, &err, "broken-by-env.toml");
     assert!(!data.exists(), "nothing may be written by a failed start");
@@ -160,12 +212,19 @@ async fn development_account_is_created_printed_once_and_kept() {
     let data = dir.path().join("data");
 
     let mut first = RelaycastProcess::start(&data, &[], &["--roles", "api"]);
-    let key = wait_for("the development account line", Duration::from_secs(5), || {
-        dev_account_keys(&first.stdout_text()).pop()
-    });
+    let key = wait_for(
+        "the development account line",
+        Duration::from_secs(5),
+        || dev_account_keys(&first.stdout_text()).pop(),
+    );
     assert_eq!(key.len(), 32, "{key}");
     assert!(key.chars().all(|c| c.is_ascii_alphanumeric()), "{key}");
-    assert_eq!(dev_account_keys(&first.stdout_text()).len(), 1, "{}", first.stdout_text());
+    assert_eq!(
+        dev_account_keys(&first.stdout_text()).len(),
+        1,
+        "{}",
+        first.stdout_text()
+    );
     let api = Api::new(&first.url(""), "dev", &key);
     assert_eq!(api.task("no-such-task").await, None);
     first.kill9();
@@ -176,10 +235,17 @@ async fn development_account_is_created_printed_once_and_kept() {
     let api = Api::new(&second.url(""), "dev", &key);
     assert_eq!(api.task("no-such-task").await, None);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(dev_account_keys(&second.stdout_text()).is_empty(), "{}", second.stdout_text());
+    assert!(
+        dev_account_keys(&second.stdout_text()).is_empty(),
+        "{}",
+        second.stdout_text()
+    );
     let wrong = Api::new(&second.url(""), "dev", "00000000000000000000000000000000");
     let (status, body) = wrong.query(&[("id", "no-such-task")]).await;
-    assert!(status != 200 || body["http_code"] != "200", "a wrong key must be refused: {status} {body}");
+    assert!(
+        status != 200 || body["http_code"] != "200",
+        "a wrong key must be refused: {status} {body}"
+    );
 }
 
 #[tokio::test]
@@ -189,14 +255,30 @@ async fn object_playback_urls_are_served_by_the_host() {
     let relaycast = RelaycastProcess::start(&data, &[], &["--roles", "api"]);
 
     // The data directory's object store, opened the way every relaycast process opens it.
-    let settings = Settings { data_dir: data.clone(), http_addr: relaycast.addr.clone(), ..Settings::default() };
-    let objects = relaycast_core::adapters::embedded::open_object_store(&settings, Arc::new(SystemClock)).unwrap();
+    let settings = Settings {
+        data_dir: data.clone(),
+        http_addr: relaycast.addr.clone(),
+        ..Settings::default()
+    };
+    let objects =
+        relaycast_embedded::embedded::open_object_store(&settings, Arc::new(SystemClock)).unwrap();
     let key = "recordings/dev/show1/part-0001.mp4";
-    let body: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    objects.put_bytes(key, body.clone().into(), "video/mp4").await.unwrap();
+    let body: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    objects
+        .put_bytes(key, body.clone().into(), "video/mp4")
+        .await
+        .unwrap();
 
-    let url = objects.playback_url(key, Duration::from_secs(60)).await.unwrap();
-    assert!(url.starts_with(&relaycast.url(&format!("/objects/{key}?"))), "{url}");
+    let url = objects
+        .playback_url(key, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        url.starts_with(&relaycast.url(&format!("/objects/{key}?"))),
+        "{url}"
+    );
     let response = client().get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200, "{url}");
     assert_eq!(response.headers()["content-type"], "video/mp4");
@@ -206,8 +288,19 @@ async fn object_playback_urls_are_served_by_the_host() {
     let flipped = if url.ends_with('0') { '1' } else { '0' };
     let tampered = format!("{}{flipped}", &url[..url.len() - 1]);
     assert_eq!(client().get(&tampered).send().await.unwrap().status(), 403);
-    assert_eq!(client().get(relaycast.url(&format!("/objects/{key}"))).send().await.unwrap().status(), 403);
-    let missing = objects.playback_url("recordings/none.mp4", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        client()
+            .get(relaycast.url(&format!("/objects/{key}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let missing = objects
+        .playback_url("recordings/none.mp4", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(client().get(&missing).send().await.unwrap().status(), 404);
 }
 
@@ -219,11 +312,21 @@ async fn jobs_in_flight_is_on_metrics_when_the_relay_role_runs() {
     // The worker sets the gauge after each receive (a receive waits up to 1 s for a job).
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let text = client.get(relaycast.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = client
+            .get(relaycast.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if text.contains("relaycast_jobs_in_flight{worker=\"relay\"} 0") {
             break;
         }
-        assert!(Instant::now() < deadline, "relaycast_jobs_in_flight never appeared: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "relaycast_jobs_in_flight never appeared: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -249,7 +352,9 @@ fn relay_bin() -> PathBuf {
 /// `relay` with only PATH and `env` in its environment.
 fn relay_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(relay_bin());
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -272,7 +377,14 @@ fn relay_worker_with_a_bad_config_fails_with_one_clear_line() {
     let config = dir.path().join("relay.toml");
     let config_s = config.to_str().unwrap();
 
-    std::fs::write(&config, format!("data_dir = {:?}\nlease_tttl_ms = 5\n", data.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlease_tttl_ms = 5\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let (code, _, err) = run_relay(&["--config", config_s], &[]);
     assert_eq!(code, 2, "{err}");
     assert_one_line_failure_of("relay", code, &err, "lease_tttl_ms");
@@ -320,7 +432,14 @@ fn relay_worker_runs_on_the_data_dir_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("relay.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\nlog_format = \"json\"\n", data.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlog_format = \"json\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
 
     let mut cmd = relay_command(&["--config", config.to_str().unwrap()], &[]);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -334,11 +453,22 @@ fn relay_worker_runs_on_the_data_dir_and_stops_on_sigterm() {
         }
         text().contains("relay worker started").then_some(())
     });
-    assert!(data.join("relaycast.db").is_file(), "the embedded store is in the data directory");
+    assert!(
+        data.join("relaycast.db").is_file(),
+        "the embedded store is in the data directory"
+    );
 
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = wait_for("relay to exit after SIGTERM", Duration::from_secs(15), || child.0.try_wait().unwrap());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_for(
+        "relay to exit after SIGTERM",
+        Duration::from_secs(15),
+        || child.0.try_wait().unwrap(),
+    );
     assert_eq!(status.code(), Some(0), "{status}: {}", text());
     std::thread::sleep(Duration::from_millis(100));
     assert!(text().contains("relay stopped"), "{}", text());

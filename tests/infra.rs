@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn template() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("infra").join("relaycast.yaml")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("infra")
+        .join("relaycast.yaml")
 }
 
 /// cfn-lint is a test peer like ffmpeg: a missing one fails the test (see
@@ -40,16 +42,26 @@ fn template_has_the_queues_indexes_and_table_settings_the_code_uses() {
         relaycast_core::domain::outbox::CALLBACK_QUEUE,
     ];
     for queue in queues {
-        assert!(relaycast::http::OBSERVED_QUEUES.contains(&queue), "{queue} is not observed");
+        assert!(
+            relaycast::http::OBSERVED_QUEUES.contains(&queue),
+            "{queue} is not observed"
+        );
     }
     for queue in relaycast::http::OBSERVED_QUEUES {
         let dlq = relaycast_core::ports::dead_letter_queue(queue);
         for name in [queue.to_string(), dlq] {
-            assert!(text.contains(&format!("QueueName: !Sub \"${{NamePrefix}}-{name}\"")), "no queue {name}");
+            assert!(
+                text.contains(&format!("QueueName: !Sub \"${{NamePrefix}}-{name}\"")),
+                "no queue {name}"
+            );
         }
     }
     let redrives = text.matches("maxReceiveCount: 5").count();
-    assert_eq!(redrives, relaycast::http::OBSERVED_QUEUES.len(), "one redrive policy per queue");
+    assert_eq!(
+        redrives,
+        relaycast::http::OBSERVED_QUEUES.len(),
+        "one redrive policy per queue"
+    );
     for needle in [
         "BillingMode: PAY_PER_REQUEST",
         "IndexName: records_by_account",

@@ -2,15 +2,18 @@
 //! hooks reach relaycast, ffmpeg publishers, ffprobe on the files through relaycast's playback
 //! URLs, and a real HTTP receiver of the record notices.
 
-mod support;
 #[path = "../workers/tests/support/mod.rs"]
 mod media;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use support::{assert_relaycast_signature, eventually, write_config, Api, CallbackReceiver, Received, RelaycastProcess, ACME};
+use support::{
+    assert_relaycast_signature, eventually, write_config, Api, CallbackReceiver, Received,
+    RelaycastProcess, ACME,
+};
 
 const RECORD_KEY: &str = "reckey123";
 const TEMPLATE_KEY: &str = "cbkey-456";
@@ -24,7 +27,11 @@ fn start_relaycast(dir: &std::path::Path, roles: &str) -> RelaycastProcess {
         ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
         ("RELAYCAST_LOG_FILTER", "info"),
     ];
-    RelaycastProcess::start(&dir.join("data"), &env, &["--config", config.to_str().unwrap(), "--roles", roles])
+    RelaycastProcess::start(
+        &dir.join("data"),
+        &env,
+        &["--config", config.to_str().unwrap(), "--roles", roles],
+    )
 }
 
 /// The stack of one test: an nginx-rtmp origin hooked to relaycast, relaycast, a signed client
@@ -45,45 +52,95 @@ impl Rig {
         let relaycast = start_relaycast(dir.path(), roles);
         let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
         let hooks = api.v1_ok("GET", "/v1/hooks", &[], None).await;
-        let nginx = media::Nginx::start_with_hooks(&format!("{}&domain=ingest.test", hooks["NginxRtmpUrl"].as_str().unwrap()));
+        let nginx = media::Nginx::start_with_hooks(&format!(
+            "{}&domain=ingest.test",
+            hooks["NginxRtmpUrl"].as_str().unwrap()
+        ));
         let receiver = CallbackReceiver::start().await;
         let pull = format!("rtmp://127.0.0.1:{}/{{app}}/{{stream}}", nginx.rtmp_port);
-        api.v1_ok("POST", "/v1/domains", &[], Some(json!({ "DomainName": "ingest.test", "PullUrlTemplate": pull }))).await;
-        Rig { nginx, relaycast, api, receiver, dir, _heavy: heavy }
+        api.v1_ok(
+            "POST",
+            "/v1/domains",
+            &[],
+            Some(json!({ "DomainName": "ingest.test", "PullUrlTemplate": pull })),
+        )
+        .await;
+        Rig {
+            nginx,
+            relaycast,
+            api,
+            receiver,
+            dir,
+            _heavy: heavy,
+        }
     }
 
     /// A recording template with `params` (Tencent's fields) and the record callback.
     async fn template(&self, name: &str, params: Value) -> u64 {
         let mut body = json!({ "TemplateName": name, "RecordNotifyUrl": self.receiver.url, "CallbackKey": RECORD_KEY });
-        body.as_object_mut().unwrap().extend(params.as_object().unwrap().clone());
-        self.api.v1_ok("POST", "/v1/record-templates", &[], Some(body)).await["TemplateId"].as_u64().unwrap()
+        body.as_object_mut()
+            .unwrap()
+            .extend(params.as_object().unwrap().clone());
+        self.api
+            .v1_ok("POST", "/v1/record-templates", &[], Some(body))
+            .await["TemplateId"]
+            .as_u64()
+            .unwrap()
     }
 
     async fn bind(&self, app: &str, template: u64) {
-        self.api.v1_ok("POST", "/v1/record-rules", &[], Some(json!({ "DomainName": "ingest.test", "AppName": app, "TemplateId": template }))).await;
+        self.api
+            .v1_ok(
+                "POST",
+                "/v1/record-rules",
+                &[],
+                Some(
+                    json!({ "DomainName": "ingest.test", "AppName": app, "TemplateId": template }),
+                ),
+            )
+            .await;
     }
 
     fn publish(&self, stream: &str) -> media::Publisher {
         let p = media::Publisher::start_sized(&self.nginx.hooked_url(stream), 320, 240);
-        assert!(self.nginx.wait_publishing(stream, Duration::from_secs(10)).is_some(), "{stream} not published");
+        assert!(
+            self.nginx
+                .wait_publishing(stream, Duration::from_secs(10))
+                .is_some(),
+            "{stream} not published"
+        );
         p
     }
 
     /// The record notices (event 100 with our `file_id`) of `stream` received so far.
     fn notices(&self, stream: &str) -> Vec<Received> {
-        self.receiver.received().into_iter().filter(|r| r.body["event_type"] == 100 && r.body["stream_id"] == stream && r.body["task_id"].as_str().is_some_and(|t| !t.is_empty())).collect()
+        self.receiver
+            .received()
+            .into_iter()
+            .filter(|r| {
+                r.body["event_type"] == 100
+                    && r.body["stream_id"] == stream
+                    && r.body["task_id"].as_str().is_some_and(|t| !t.is_empty())
+            })
+            .collect()
     }
 
     async fn wait_notices(&self, stream: &str, n: usize, within: Duration) -> Vec<Received> {
-        eventually(&format!("{n} record notices of {stream}"), within, || async {
-            let got = self.notices(stream);
-            (got.len() >= n).then_some(got)
-        })
+        eventually(
+            &format!("{n} record notices of {stream}"),
+            within,
+            || async {
+                let got = self.notices(stream);
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 
     async fn search(&self, body: Value) -> Value {
-        self.api.v1_ok("POST", "/v1/media/search", &[], Some(body)).await
+        self.api
+            .v1_ok("POST", "/v1/media/search", &[], Some(body))
+            .await
     }
 }
 
@@ -93,7 +150,12 @@ fn css_sign(key: &str, t: i64) -> String {
 
 fn assert_signed(r: &Received, key: &str) {
     let t = r.body["t"].as_i64().expect("t");
-    assert_eq!(r.body["sign"], css_sign(key, t), "sign = md5(CallbackKey + t): {}", r.raw);
+    assert_eq!(
+        r.body["sign"],
+        css_sign(key, t),
+        "sign = md5(CallbackKey + t): {}",
+        r.raw
+    );
     assert_relaycast_signature(r, key);
 }
 
@@ -120,19 +182,36 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
         .await["TemplateId"]
         .as_u64()
         .unwrap();
-    rig.api.v1_ok("POST", "/v1/callback-rules", &[], Some(json!({ "DomainName": "ingest.test", "TemplateId": cb }))).await;
+    rig.api
+        .v1_ok(
+            "POST",
+            "/v1/callback-rules",
+            &[],
+            Some(json!({ "DomainName": "ingest.test", "TemplateId": cb })),
+        )
+        .await;
     let params = json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 3600 }, "SnapshotParam": { "Enable": 1, "Interval": 5 } });
     let template = rig.template("hlsmp4", params).await;
     rig.bind("hooked", template).await;
 
     let publisher = rig.publish("cam1");
     let published = Instant::now();
-    let recording = eventually("the automatic recording", Duration::from_secs(10), || async {
-        let list = rig.api.v1_ok("GET", "/v1/recordings", &[], None).await;
-        list["Recordings"].as_array().and_then(|r| r.first().cloned())
-    })
+    let recording = eventually(
+        "the automatic recording",
+        Duration::from_secs(10),
+        || async {
+            let list = rig.api.v1_ok("GET", "/v1/recordings", &[], None).await;
+            list["Recordings"]
+                .as_array()
+                .and_then(|r| r.first().cloned())
+        },
+    )
     .await;
-    assert_eq!((recording["Mode"].as_str(), recording["StreamName"].as_str()), (Some("auto"), Some("cam1")), "{recording}");
+    assert_eq!(
+        (recording["Mode"].as_str(), recording["StreamName"].as_str()),
+        (Some("auto"), Some("cam1")),
+        "{recording}"
+    );
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(published.elapsed())).await;
     drop(publisher);
     let stopped = Instant::now();
@@ -140,29 +219,84 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
     // Two files, each noticed to the template's RecordNotifyUrl and to the domain's template.
     let notices = rig.wait_notices("cam1", 4, Duration::from_secs(20)).await;
     let latency = stopped.elapsed();
-    assert_eq!(notices.len(), 4, "{:?}", notices.iter().map(|n| &n.raw).collect::<Vec<_>>());
-    let mut formats: Vec<&str> = notices.iter().map(|n| n.body["file_format"].as_str().unwrap()).collect();
+    assert_eq!(
+        notices.len(),
+        4,
+        "{:?}",
+        notices.iter().map(|n| &n.raw).collect::<Vec<_>>()
+    );
+    let mut formats: Vec<&str> = notices
+        .iter()
+        .map(|n| n.body["file_format"].as_str().unwrap())
+        .collect();
     formats.sort();
     assert_eq!(formats, ["hls", "hls", "mp4", "mp4"]);
-    let by_key = |key: &str| notices.iter().filter(|n| (key == RECORD_KEY) == (n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap()))).count();
-    assert_eq!((by_key(RECORD_KEY), by_key(TEMPLATE_KEY)), (2, 2), "one notice per file to each endpoint");
+    let by_key = |key: &str| {
+        notices
+            .iter()
+            .filter(|n| {
+                (key == RECORD_KEY)
+                    == (n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap()))
+            })
+            .count()
+    };
+    assert_eq!(
+        (by_key(RECORD_KEY), by_key(TEMPLATE_KEY)),
+        (2, 2),
+        "one notice per file to each endpoint"
+    );
     for n in &notices {
-        let key = if n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap()) { RECORD_KEY } else { TEMPLATE_KEY };
+        let key = if n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap()) {
+            RECORD_KEY
+        } else {
+            TEMPLATE_KEY
+        };
         assert_signed(n, key);
-        assert_eq!((n.body["app"].as_str(), n.body["appname"].as_str(), n.body["record_temp_id"].as_str()), (Some("ingest.test"), Some("hooked"), Some(template.to_string().as_str())), "{}", n.raw);
+        assert_eq!(
+            (
+                n.body["app"].as_str(),
+                n.body["appname"].as_str(),
+                n.body["record_temp_id"].as_str()
+            ),
+            (
+                Some("ingest.test"),
+                Some("hooked"),
+                Some(template.to_string().as_str())
+            ),
+            "{}",
+            n.raw
+        );
     }
     eprintln!("stream end to record callback: {latency:?}");
-    assert!(latency < Duration::from_secs(6), "record callback {latency:?} after the stream ended");
+    assert!(
+        latency < Duration::from_secs(6),
+        "record callback {latency:?} after the stream ended"
+    );
 
-    for n in notices.iter().filter(|n| n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap())) {
+    for n in notices
+        .iter()
+        .filter(|n| n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap()))
+    {
         let url = n.body["video_url"].as_str().unwrap();
         let probe = media::probe_file(url);
-        assert!(probe.decode_errors.is_empty(), "{url}: {:?}", probe.decode_errors);
+        assert!(
+            probe.decode_errors.is_empty(),
+            "{url}: {:?}",
+            probe.decode_errors
+        );
         assert_eq!(probe.codecs, ["h264", "aac"], "{url}");
         // 20 s published; the recording starts at the first keyframe after the pull connected
         // (GOP 2 s).
-        assert!((17.0..=21.0).contains(&probe.duration), "{url}: {}", probe.duration);
-        assert!((probe.duration - n.body["duration"].as_f64().unwrap()).abs() <= 1.0, "{}", n.raw);
+        assert!(
+            (17.0..=21.0).contains(&probe.duration),
+            "{url}: {}",
+            probe.duration
+        );
+        assert!(
+            (probe.duration - n.body["duration"].as_f64().unwrap()).abs() <= 1.0,
+            "{}",
+            n.raw
+        );
         if n.body["file_format"] == "mp4" {
             let (status, headers, body) = get(url, Some("bytes=0-99")).await;
             assert_eq!(status, 206);
@@ -170,35 +304,84 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
             assert_eq!(&body[4..8], b"ftyp");
             assert_eq!(headers["content-type"], "video/mp4");
             let total = n.body["file_size"].as_u64().unwrap();
-            assert_eq!(headers["content-range"], format!("bytes 0-99/{total}").as_str());
+            assert_eq!(
+                headers["content-range"],
+                format!("bytes 0-99/{total}").as_str()
+            );
             let (status, _, tail) = get(url, Some("bytes=-10")).await;
             assert_eq!((status, tail.len()), (206, 10));
             assert_eq!(get(url, Some(&format!("bytes={total}-"))).await.0, 416);
         } else {
             let (status, headers, body) = get(url, None).await;
-            assert_eq!((status, headers["content-type"].to_str().unwrap()), (200, "application/vnd.apple.mpegurl"));
+            assert_eq!(
+                (status, headers["content-type"].to_str().unwrap()),
+                (200, "application/vnd.apple.mpegurl")
+            );
             let playlist = String::from_utf8(body).unwrap();
             let segment = playlist.lines().find(|l| !l.starts_with('#')).unwrap();
-            assert!(segment.starts_with("/objects/") && segment.contains("sig="), "{playlist}");
+            assert!(
+                segment.starts_with("/objects/") && segment.contains("sig="),
+                "{playlist}"
+            );
             let base = url.split("/objects/").next().unwrap();
             assert_eq!(get(&format!("{base}{segment}"), None).await.0, 200);
         }
     }
     // A snapshot every 5 s: JPEGs of the stream's size, noticed as event 200.
-    let snapshots: Vec<Received> = rig.receiver.received().into_iter().filter(|r| r.body["event_type"] == 200 && r.body["stream_id"] == "cam1").collect();
-    assert!((2..=5).contains(&snapshots.len()), "{} snapshots in 20 s", snapshots.len());
+    let snapshots: Vec<Received> = rig
+        .receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.body["event_type"] == 200 && r.body["stream_id"] == "cam1")
+        .collect();
+    assert!(
+        (2..=5).contains(&snapshots.len()),
+        "{} snapshots in 20 s",
+        snapshots.len()
+    );
     let shot = &snapshots[0];
     assert_signed(shot, TEMPLATE_KEY);
-    assert_eq!((shot.body["width"].as_u64(), shot.body["height"].as_u64()), (Some(320), Some(240)), "{}", shot.raw);
-    assert!(shot.body["pic_url"].as_str().unwrap().contains("/cam1-screenshot-") && shot.body["pic_url"].as_str().unwrap().ends_with("-320x240.jpg"), "{}", shot.raw);
+    assert_eq!(
+        (shot.body["width"].as_u64(), shot.body["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{}",
+        shot.raw
+    );
+    assert!(
+        shot.body["pic_url"]
+            .as_str()
+            .unwrap()
+            .contains("/cam1-screenshot-")
+            && shot.body["pic_url"]
+                .as_str()
+                .unwrap()
+                .ends_with("-320x240.jpg"),
+        "{}",
+        shot.raw
+    );
     let (status, headers, jpeg) = get(shot.body["pic_full_url"].as_str().unwrap(), None).await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap(), &jpeg[..2]), (200, "image/jpeg", &[0xff, 0xd8][..]));
+    assert_eq!(
+        (
+            status,
+            headers["content-type"].to_str().unwrap(),
+            &jpeg[..2]
+        ),
+        (200, "image/jpeg", &[0xff, 0xd8][..])
+    );
     assert_eq!(jpeg.len() as u64, shot.body["file_size"].as_u64().unwrap());
 
     // The media library lists both files of the stream, each once.
     let found = rig.search(json!({ "StreamIds": ["cam1"] })).await;
     assert_eq!(found["TotalCount"], 2, "{found}");
-    let done = rig.api.v1_ok("GET", &format!("/v1/recordings/{}", recording["TaskId"].as_str().unwrap()), &[], None).await;
+    let done = rig
+        .api
+        .v1_ok(
+            "GET",
+            &format!("/v1/recordings/{}", recording["TaskId"].as_str().unwrap()),
+            &[],
+            None,
+        )
+        .await;
     assert_eq!(done["Recording"]["Status"], "finished", "{done}");
 }
 
@@ -222,19 +405,50 @@ async fn a_drop_within_the_resume_timeout_is_one_file_and_a_longer_one_two() {
     drop((cam2, cam3));
     // cam2's recording is still within its 30 s: stop it through the API.
     let active = rig.api.v1_ok("GET", "/v1/recordings", &[], None).await;
-    let cam2_recordings: Vec<&Value> = active["Recordings"].as_array().unwrap().iter().filter(|r| r["StreamName"] == "cam2").collect();
-    assert_eq!(cam2_recordings.len(), 1, "one recording across the drop: {active}");
-    rig.api.v1_ok("DELETE", &format!("/v1/recordings/{}", cam2_recordings[0]["TaskId"].as_str().unwrap()), &[], None).await;
+    let cam2_recordings: Vec<&Value> = active["Recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["StreamName"] == "cam2")
+        .collect();
+    assert_eq!(
+        cam2_recordings.len(),
+        1,
+        "one recording across the drop: {active}"
+    );
+    rig.api
+        .v1_ok(
+            "DELETE",
+            &format!(
+                "/v1/recordings/{}",
+                cam2_recordings[0]["TaskId"].as_str().unwrap()
+            ),
+            &[],
+            None,
+        )
+        .await;
 
     let cam2_files = rig.wait_notices("cam2", 1, Duration::from_secs(20)).await;
     let cam3_files = rig.wait_notices("cam3", 2, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(rig.notices("cam2").len(), 1, "one playlist across a 5 s drop");
-    assert_eq!(rig.notices("cam3").len(), 2, "a drop past the resume timeout ends the file");
+    assert_eq!(
+        rig.notices("cam2").len(),
+        1,
+        "one playlist across a 5 s drop"
+    );
+    assert_eq!(
+        rig.notices("cam3").len(),
+        2,
+        "a drop past the resume timeout ends the file"
+    );
     let probe = media::probe_file(cam2_files[0].body["video_url"].as_str().unwrap());
     assert!(probe.decode_errors.is_empty(), "{:?}", probe.decode_errors);
     // 8 s + 11 s published, without the 5 s away (and the GOP the recorder waits for at start).
-    assert!((15.0..=20.5).contains(&probe.duration), "{}", probe.duration);
+    assert!(
+        (15.0..=20.5).contains(&probe.duration),
+        "{}",
+        probe.duration
+    );
     for file in cam3_files {
         let probe = media::probe_file(file.body["video_url"].as_str().unwrap());
         assert!((4.0..=9.5).contains(&probe.duration), "{}", probe.duration);
@@ -247,8 +461,16 @@ async fn a_recorder_killed_mid_stream_loses_at_most_a_segment_and_the_next_one_c
     let data = rig.dir.path();
     let config = data.join("relaycast.toml");
     let recorder = |_: ()| {
-        let env = [("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"), ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"), ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000")];
-        RelaycastProcess::start(&data.join("data"), &env, &["--config", config.to_str().unwrap(), "--roles", "recorder"])
+        let env = [
+            ("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"),
+            ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
+            ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
+        ];
+        RelaycastProcess::start(
+            &data.join("data"),
+            &env,
+            &["--config", config.to_str().unwrap(), "--roles", "recorder"],
+        )
     };
     let mut first = recorder(());
     let template = rig.template("crash", json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 3600 } })).await;
@@ -264,74 +486,163 @@ async fn a_recorder_killed_mid_stream_loses_at_most_a_segment_and_the_next_one_c
 
     // The dead recorder's MP4 is finalized by the next one; the HLS playlist goes on.
     let notices = rig.wait_notices("cam4", 3, Duration::from_secs(30)).await;
-    let of = |format: &str| notices.iter().filter(|n| n.body["file_format"] == format).collect::<Vec<_>>();
-    assert_eq!((of("hls").len(), of("mp4").len()), (1, 2), "{:?}", notices.iter().map(|n| &n.raw).collect::<Vec<_>>());
+    let of = |format: &str| {
+        notices
+            .iter()
+            .filter(|n| n.body["file_format"] == format)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (of("hls").len(), of("mp4").len()),
+        (1, 2),
+        "{:?}",
+        notices.iter().map(|n| &n.raw).collect::<Vec<_>>()
+    );
     let hls = media::probe_file(of("hls")[0].body["video_url"].as_str().unwrap());
     assert!(hls.decode_errors.is_empty(), "{:?}", hls.decode_errors);
     // Lost: the segment in progress at the kill (at most 4 s of media and a GOP), and the
     // seconds no recorder ran (lease time-out, take-over, the next keyframe).
     let lost = published.as_secs_f64() - hls.duration;
-    eprintln!("published {published:?}, HLS {} s, lost {lost:.1} s", hls.duration);
+    eprintln!(
+        "published {published:?}, HLS {} s, lost {lost:.1} s",
+        hls.duration
+    );
     assert!(lost <= 4.0 + 2.0 + 6.0, "{lost}");
-    let mut mp4: Vec<f64> = of("mp4").iter().map(|n| media::probe_file(n.body["video_url"].as_str().unwrap()).duration).collect();
+    let mut mp4: Vec<f64> = of("mp4")
+        .iter()
+        .map(|n| media::probe_file(n.body["video_url"].as_str().unwrap()).duration)
+        .collect();
     mp4.sort_by(f64::total_cmp);
-    assert!(mp4[0] >= 6.0 && mp4[1] >= 6.0, "both MP4 files play: {mp4:?}");
-    let playlist = String::from_utf8(get(of("hls")[0].body["video_url"].as_str().unwrap(), None).await.2).unwrap();
-    assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "the take-over is a discontinuity: {playlist}");
+    assert!(
+        mp4[0] >= 6.0 && mp4[1] >= 6.0,
+        "both MP4 files play: {mp4:?}"
+    );
+    let playlist = String::from_utf8(
+        get(of("hls")[0].body["video_url"].as_str().unwrap(), None)
+            .await
+            .2,
+    )
+    .unwrap();
+    assert!(
+        playlist.contains("#EXT-X-DISCONTINUITY"),
+        "the take-over is a discontinuity: {playlist}"
+    );
 }
 
 #[tokio::test]
 async fn specific_recording_by_record_id_search_delete_namespaces_and_retention() {
     let rig = Rig::start("all").await;
-    let ns5 = rig.template("ns5", json!({ "Mp4Param": { "Enable": 1, "VodSubAppId": 5, "StorageTime": 4 } })).await;
-    let ns0 = rig.template("ns0", json!({ "FlvParam": { "Enable": 1 } })).await;
+    let ns5 = rig
+        .template(
+            "ns5",
+            json!({ "Mp4Param": { "Enable": 1, "VodSubAppId": 5, "StorageTime": 4 } }),
+        )
+        .await;
+    let ns0 = rig
+        .template("ns0", json!({ "FlvParam": { "Enable": 1 } }))
+        .await;
     let publisher = rig.publish("cam5");
     let mut ids = Vec::new();
     for (template, record_id) in [(ns5, "1001_rex"), (ns0, "1002_amy")] {
         let body = json!({ "DomainName": "ingest.test", "AppName": "hooked", "StreamName": "cam5", "TemplateId": template, "RecordId": record_id });
-        ids.push(rig.api.v1_ok("POST", "/v1/recordings", &[], Some(body)).await["TaskId"].as_str().unwrap().to_string());
+        ids.push(
+            rig.api
+                .v1_ok("POST", "/v1/recordings", &[], Some(body))
+                .await["TaskId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
     for id in &ids {
-        rig.api.v1_ok("DELETE", &format!("/v1/recordings/{id}"), &[], None).await;
+        rig.api
+            .v1_ok("DELETE", &format!("/v1/recordings/{id}"), &[], None)
+            .await;
     }
     let notices = rig.wait_notices("cam5", 2, Duration::from_secs(20)).await;
     drop(publisher);
     for n in &notices {
         let url = n.body["video_url"].as_str().unwrap();
-        let (prefix, format) = if n.body["file_format"] == "mp4" { ("1001_rex_main_", "mp4") } else { ("1002_amy_main_", "flv") };
-        assert!(url.contains(&format!("/{prefix}")) && url.contains(&format!(".{format}?")), "the seed's file name: {url}");
+        let (prefix, format) = if n.body["file_format"] == "mp4" {
+            ("1001_rex_main_", "mp4")
+        } else {
+            ("1002_amy_main_", "flv")
+        };
+        assert!(
+            url.contains(&format!("/{prefix}")) && url.contains(&format!(".{format}?")),
+            "the seed's file name: {url}"
+        );
         assert!(media::probe_file(url).duration >= 4.0);
     }
     // Namespaces never mix.
-    let in5 = rig.search(json!({ "SubAppId": 5, "NamePrefixes": ["1001_rex_main_"] })).await;
+    let in5 = rig
+        .search(json!({ "SubAppId": 5, "NamePrefixes": ["1001_rex_main_"] }))
+        .await;
     assert_eq!(in5["TotalCount"], 1, "{in5}");
-    assert_eq!(rig.search(json!({ "NamePrefixes": ["1001_rex"] })).await["TotalCount"], 0, "namespace 0 does not list namespace 5");
-    let in0 = rig.search(json!({ "Text": "amy", "Sort": { "Field": "CreateTime", "Order": "Asc" }, "Limit": 5 })).await;
+    assert_eq!(
+        rig.search(json!({ "NamePrefixes": ["1001_rex"] })).await["TotalCount"],
+        0,
+        "namespace 0 does not list namespace 5"
+    );
+    let in0 = rig
+        .search(
+            json!({ "Text": "amy", "Sort": { "Field": "CreateTime", "Order": "Asc" }, "Limit": 5 }),
+        )
+        .await;
     assert_eq!(in0["TotalCount"], 1, "{in0}");
     let flv = &in0["MediaInfoSet"][0];
-    assert_eq!(flv["BasicInfo"]["SourceInfo"]["LiveRecordInfo"]["StreamId"], "cam5");
+    assert_eq!(
+        flv["BasicInfo"]["SourceInfo"]["LiveRecordInfo"]["StreamId"],
+        "cam5"
+    );
     // DeleteMedia: the record and the file go.
     let file_id = flv["FileId"].as_str().unwrap();
     let url = flv["BasicInfo"]["MediaUrl"].as_str().unwrap().to_string();
     assert_eq!(get(&url, None).await.0, 200);
-    rig.api.v1_ok("DELETE", &format!("/v1/media/{file_id}"), &[], None).await;
+    rig.api
+        .v1_ok("DELETE", &format!("/v1/media/{file_id}"), &[], None)
+        .await;
     assert_eq!(get(&url, None).await.0, 404);
-    let (status, body) = rig.api.v1("GET", &format!("/v1/media/{file_id}"), &[], None).await;
-    assert_eq!((status, body["Response"]["Error"]["Code"].as_str()), (404, Some("ResourceNotFound")), "{body}");
+    let (status, body) = rig
+        .api
+        .v1("GET", &format!("/v1/media/{file_id}"), &[], None)
+        .await;
+    assert_eq!(
+        (status, body["Response"]["Error"]["Code"].as_str()),
+        (404, Some("ResourceNotFound")),
+        "{body}"
+    );
     // Retention: StorageTime 4 s, then the file and its record are gone.
     let mp4 = &in5["MediaInfoSet"][0];
     let mp4_url = mp4["BasicInfo"]["MediaUrl"].as_str().unwrap().to_string();
     let mp4_id = mp4["FileId"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     loop {
-        let (status, body) = rig.api.v1("GET", &format!("/v1/media/{mp4_id}"), &[("SubAppId", "5")], None).await;
+        let (status, body) = rig
+            .api
+            .v1(
+                "GET",
+                &format!("/v1/media/{mp4_id}"),
+                &[("SubAppId", "5")],
+                None,
+            )
+            .await;
         if status == 404 {
             break;
         }
         if t0.elapsed() > Duration::from_secs(20) {
-            let log: Vec<String> = rig.relaycast.stderr_text().lines().filter(|l| l.contains("media") || l.contains("scheduler") || l.contains("WARN")).map(str::to_string).collect();
-            panic!("the MP4 past its storage time is still there: {body}\n{}", log.join("\n"));
+            let log: Vec<String> = rig
+                .relaycast
+                .stderr_text()
+                .lines()
+                .filter(|l| l.contains("media") || l.contains("scheduler") || l.contains("WARN"))
+                .map(str::to_string)
+                .collect();
+            panic!(
+                "the MP4 past its storage time is still there: {body}\n{}",
+                log.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -339,7 +650,11 @@ async fn specific_recording_by_record_id_search_delete_namespaces_and_retention(
     // Its playback URL lived no longer than the file (403 once it expired); the file itself is
     // gone from the disk.
     assert!(matches!(get(&mp4_url, None).await.0, 403 | 404));
-    let stored = rig.dir.path().join("data/objects/objects").join(mp4["BasicInfo"]["StoragePath"].as_str().unwrap());
+    let stored = rig
+        .dir
+        .path()
+        .join("data/objects/objects")
+        .join(mp4["BasicInfo"]["StoragePath"].as_str().unwrap());
     assert!(!stored.exists(), "{} still exists", stored.display());
 }
 
@@ -347,26 +662,87 @@ async fn specific_recording_by_record_id_search_delete_namespaces_and_retention(
 async fn bad_recording_requests_are_refused_and_store_nothing() {
     let svc = support::Service::start(&[("RELAYCAST_ALLOW_PRIVATE_TARGETS", "false")]);
     let api = svc.api();
-    let template = api.v1_ok("POST", "/v1/record-templates", &[], Some(json!({ "TemplateName": "t", "Mp4Param": { "Enable": 1 } }))).await["TemplateId"].as_u64().unwrap();
+    let template = api
+        .v1_ok(
+            "POST",
+            "/v1/record-templates",
+            &[],
+            Some(json!({ "TemplateName": "t", "Mp4Param": { "Enable": 1 } })),
+        )
+        .await["TemplateId"]
+        .as_u64()
+        .unwrap();
     let now = support::now_ms() / 1000;
     let cases = [
-        (json!({ "SourceUrl": "rtmp://10.1.2.3/live/x", "TemplateId": template }), "InvalidParameterValue", "private"),
-        (json!({ "SourceUrl": "rtmp://127.0.0.1/live/x", "TemplateId": template }), "InvalidParameterValue", "private"),
-        (json!({ "SourceUrl": "file:///etc/passwd", "TemplateId": template }), "InvalidParameterValue", "SourceUrl"),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "RecordId": "../../x" }), "InvalidParameterValue", "RecordId"),
-        (json!({ "DomainName": "ingest.test", "StreamName": "..", "TemplateId": template }), "InvalidParameterValue", "StreamName"),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now - 10 }), "InvalidParameterValue", "EndTime"),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now + 2 * 86_400 }), "InvalidParameterValue", "EndTime"),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x" }), "MissingParameter", "TemplateId"),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": 999_999 }), "ResourceNotFound", ""),
-        (json!({ "DomainName": "nope.test", "StreamName": "x", "TemplateId": template }), "ResourceNotFound", ""),
-        (json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "Shell": "; rm -rf /" }), "UnknownParameter", "Shell"),
+        (
+            json!({ "SourceUrl": "rtmp://10.1.2.3/live/x", "TemplateId": template }),
+            "InvalidParameterValue",
+            "private",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://127.0.0.1/live/x", "TemplateId": template }),
+            "InvalidParameterValue",
+            "private",
+        ),
+        (
+            json!({ "SourceUrl": "file:///etc/passwd", "TemplateId": template }),
+            "InvalidParameterValue",
+            "SourceUrl",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "RecordId": "../../x" }),
+            "InvalidParameterValue",
+            "RecordId",
+        ),
+        (
+            json!({ "DomainName": "ingest.test", "StreamName": "..", "TemplateId": template }),
+            "InvalidParameterValue",
+            "StreamName",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now - 10 }),
+            "InvalidParameterValue",
+            "EndTime",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "EndTime": now + 2 * 86_400 }),
+            "InvalidParameterValue",
+            "EndTime",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x" }),
+            "MissingParameter",
+            "TemplateId",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": 999_999 }),
+            "ResourceNotFound",
+            "",
+        ),
+        (
+            json!({ "DomainName": "nope.test", "StreamName": "x", "TemplateId": template }),
+            "ResourceNotFound",
+            "",
+        ),
+        (
+            json!({ "SourceUrl": "rtmp://example.com/live/x", "TemplateId": template, "Shell": "; rm -rf /" }),
+            "UnknownParameter",
+            "Shell",
+        ),
     ];
     for (body, code, mention) in cases {
-        let (status, answer) = api.v1("POST", "/v1/recordings", &[], Some(body.clone())).await;
+        let (status, answer) = api
+            .v1("POST", "/v1/recordings", &[], Some(body.clone()))
+            .await;
         let error = &answer["Response"]["Error"];
-        assert!(status >= 400 && error["Code"].as_str().is_some_and(|c| c.starts_with(code)), "{body} -> {status} {answer}");
-        assert!(error["Message"].as_str().unwrap().contains(mention), "{body} -> {answer}");
+        assert!(
+            status >= 400 && error["Code"].as_str().is_some_and(|c| c.starts_with(code)),
+            "{body} -> {status} {answer}"
+        );
+        assert!(
+            error["Message"].as_str().unwrap().contains(mention),
+            "{body} -> {answer}"
+        );
     }
     let listed = api.v1_ok("GET", "/v1/recordings", &[], None).await;
     assert_eq!(listed["TotalNum"], 0, "nothing stored: {listed}");

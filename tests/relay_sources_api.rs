@@ -5,9 +5,9 @@
 //! private nginx-rtmp (apps `live` and `hls`), checked with ffprobe and nginx-rtmp's stat page.
 //! The tests run one at a time (`media::heavy`).
 
-mod support;
 #[path = "../workers/tests/support/mod.rs"]
 mod media;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,21 @@ fn start_relaycast(dir: &tempfile::TempDir) -> RelaycastProcess {
         ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
         ("RELAYCAST_LOG_FILTER", "info"),
     ];
-    RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()])
+    RelaycastProcess::start(
+        &dir.path().join("data"),
+        &env,
+        &["--config", config.to_str().unwrap()],
+    )
 }
 
 /// A `cmd=1` of one task of `kind` (`live` or `video`) with these `src` and `forward` entries.
-fn create_body(kind: &str, id: &str, sources: Vec<Value>, forwards: &[&str], callback: &str) -> Value {
+fn create_body(
+    kind: &str,
+    id: &str,
+    sources: Vec<Value>,
+    forwards: &[&str],
+    callback: &str,
+) -> Value {
     json!({
         "transcallbackurl": callback,
         "cmd": "1",
@@ -43,13 +53,19 @@ fn create_body(kind: &str, id: &str, sources: Vec<Value>, forwards: &[&str], cal
 
 /// ffprobes `url` until a probe satisfies `want` or `within` runs out; the last probe seen
 /// (if any) is returned on failure for the message.
-async fn probe_until(url: &str, within: Duration, want: impl Fn(&media::Probe) -> bool + Send + 'static) -> Result<(media::Probe, Duration), Option<media::Probe>> {
+async fn probe_until(
+    url: &str,
+    within: Duration,
+    want: impl Fn(&media::Probe) -> bool + Send + 'static,
+) -> Result<(media::Probe, Duration), Option<media::Probe>> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
         let start = Instant::now();
         let mut last = None;
         while start.elapsed() < within {
-            let left = within.saturating_sub(start.elapsed()).max(Duration::from_millis(500));
+            let left = within
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(500));
             if let Some(p) = media::ffprobe(&url, left.min(Duration::from_secs(8))) {
                 if p.video_codec.is_some() && p.width > 0 && want(&p) {
                     return Ok((p, start.elapsed()));
@@ -68,23 +84,34 @@ async fn probe_until(url: &str, within: Duration, want: impl Fn(&media::Probe) -
 
 /// The destination's publishing client, with the stream's bytes received so far.
 fn publisher(nginx: &media::Nginx, name: &str) -> Option<(media::ClientStat, u64)> {
-    nginx.stream(name).and_then(|s| Some((s.publisher?, s.bytes_in)))
+    nginx
+        .stream(name)
+        .and_then(|s| Some((s.publisher?, s.bytes_in)))
 }
 
 /// Asserts `name` is still published by the same client `id`, and that bytes keep arriving
 /// (over `window`).
 async fn assert_still_publishing(nginx: &media::Nginx, name: &str, id: u64, window: Duration) {
-    let (first, bytes) = publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
+    let (first, bytes) =
+        publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
     assert_eq!(first.id, id, "{name} reconnected");
     tokio::time::sleep(window).await;
-    let (later, later_bytes) = publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
+    let (later, later_bytes) =
+        publisher(nginx, name).unwrap_or_else(|| panic!("{name} lost its publisher"));
     assert_eq!(later.id, id, "{name} reconnected");
     assert!(later.time_ms > first.time_ms, "{name}: uptime must grow");
-    assert!(later_bytes > bytes, "{name}: no bytes arrived in {window:?} ({bytes} -> {later_bytes})");
+    assert!(
+        later_bytes > bytes,
+        "{name}: no bytes arrived in {window:?} ({bytes} -> {later_bytes})"
+    );
 }
 
 async fn codes(receiver: &CallbackReceiver, id: &str) -> Vec<String> {
-    receiver.bodies_for(id).iter().map(|b| b["code"].as_str().unwrap_or_default().to_string()).collect()
+    receiver
+        .bodies_for(id)
+        .iter()
+        .map(|b| b["code"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +120,9 @@ async fn a_live_hls_source_is_relayed_through_the_api_and_keeps_publishing() {
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam1"), 640, 360);
     let began = Instant::now();
-    nginx.wait_hls("cam1", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    nginx
+        .wait_hls("cam1", 2, Duration::from_secs(30))
+        .expect("nginx never served the HLS playlist");
     eprintln!("HLS playlist with 2 segments after {:?}", began.elapsed());
 
     let dir = tempfile::tempdir().unwrap();
@@ -104,29 +133,76 @@ async fn a_live_hls_source_is_relayed_through_the_api_and_keeps_publishing() {
     let src = nginx.hls_playlist_url("cam1");
     let out = nginx.url("hlsout1");
     let created = Instant::now();
-    let (status, body) = api.forward(&create_body("live", "hls1", vec![json!({ "url": src })], &[&out], &receiver.url)).await;
-    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+    let (status, body) = api
+        .forward(&create_body(
+            "live",
+            "hls1",
+            vec![json!({ "url": src })],
+            &[&out],
+            &receiver.url,
+        ))
+        .await;
+    assert_eq!(
+        (status, body["http_code"].as_str()),
+        (200, Some("200")),
+        "{body}"
+    );
 
-    let (probe, took) = probe_until(&out, Duration::from_secs(30), |_| true).await.unwrap_or_else(|last| panic!("HLS relay never playable (last probe {last:?})"));
-    eprintln!("HLS source: create to destination playable {:?} ({took:?} of probing): {probe:?}", created.elapsed());
+    let (probe, took) = probe_until(&out, Duration::from_secs(30), |_| true)
+        .await
+        .unwrap_or_else(|last| panic!("HLS relay never playable (last probe {last:?})"));
+    eprintln!(
+        "HLS source: create to destination playable {:?} ({took:?} of probing): {probe:?}",
+        created.elapsed()
+    );
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
     assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
     assert_eq!((probe.width, probe.height), (640, 360));
 
     // An HLS source needs an ffmpeg ingest (not the native RTMP pull), a child of relaycast.
     let ingests = media::processes_with_arg(&src);
-    eprintln!("ingest processes for {src}: {ingests:?} (relaycast pid {})", relaycast.child.id());
-    assert!(ingests.iter().any(|&(_, ppid)| ppid == relaycast.child.id()), "no ffmpeg child of relaycast pulls {src}: {ingests:?}");
+    eprintln!(
+        "ingest processes for {src}: {ingests:?} (relaycast pid {})",
+        relaycast.child.id()
+    );
+    assert!(
+        ingests
+            .iter()
+            .any(|&(_, ppid)| ppid == relaycast.child.id()),
+        "no ffmpeg child of relaycast pulls {src}: {ingests:?}"
+    );
 
     // It keeps publishing on the same connection, across many HLS segments.
     let (first, _) = publisher(&nginx, "hlsout1").expect("destination publishing");
     assert_still_publishing(&nginx, "hlsout1", first.id, Duration::from_secs(8)).await;
-    let (probe, _) = probe_until(&out, Duration::from_secs(15), |_| true).await.unwrap_or_else(|last| panic!("not playable later (last probe {last:?})"));
-    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
-    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "hls1").await.contains(&"0".to_string()).then_some(()) }).await;
-    let bad: Vec<_> = receiver.bodies_for("hls1").into_iter().filter(|b| b["code"] != "0").collect();
-    assert!(bad.is_empty(), "unexpected callbacks while the HLS source is up: {bad:?}");
-    eprintln!("HLS relay still on client {} after {:?}", first.id, created.elapsed());
+    let (probe, _) = probe_until(&out, Duration::from_secs(15), |_| true)
+        .await
+        .unwrap_or_else(|last| panic!("not playable later (last probe {last:?})"));
+    assert_eq!(
+        (probe.video_codec.as_deref(), probe.audio_codec.as_deref()),
+        (Some("h264"), Some("aac"))
+    );
+    eventually("callback 0", Duration::from_secs(10), || async {
+        codes(&receiver, "hls1")
+            .await
+            .contains(&"0".to_string())
+            .then_some(())
+    })
+    .await;
+    let bad: Vec<_> = receiver
+        .bodies_for("hls1")
+        .into_iter()
+        .filter(|b| b["code"] != "0")
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "unexpected callbacks while the HLS source is up: {bad:?}"
+    );
+    eprintln!(
+        "HLS relay still on client {} after {:?}",
+        first.id,
+        created.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,18 +227,42 @@ async fn pull_stream_headers_reach_the_http_request_of_a_vod_item() {
     });
     let out = nginx.url("hdrout2");
     let created = Instant::now();
-    let (status, body) = api.forward(&create_body("video", "hdr2", vec![src], &[&out], &receiver.url)).await;
-    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
+    let (status, body) = api
+        .forward(&create_body(
+            "video",
+            "hdr2",
+            vec![src],
+            &[&out],
+            &receiver.url,
+        ))
+        .await;
+    assert_eq!(
+        (status, body["http_code"].as_str()),
+        (200, Some("200")),
+        "{body}"
+    );
 
-    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("VOD item never playable (last probe {last:?})"));
-    eprintln!("VOD item with pull headers: create to playable {:?}: {probe:?}", created.elapsed());
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true)
+        .await
+        .unwrap_or_else(|last| panic!("VOD item never playable (last probe {last:?})"));
+    eprintln!(
+        "VOD item with pull headers: create to playable {:?}: {probe:?}",
+        created.elapsed()
+    );
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
     assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
     assert_eq!((probe.width, probe.height), (320, 240));
 
-    let requests: Vec<_> = server.requests().into_iter().filter(|r| r.path == "/clip2.mp4").collect();
+    let requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/clip2.mp4")
+        .collect();
     eprintln!("requests for the item: {requests:#?}");
-    assert!(!requests.is_empty(), "the file server saw no request for the item");
+    assert!(
+        !requests.is_empty(),
+        "the file server saw no request for the item"
+    );
     for r in &requests {
         assert_eq!(r.header("Referer"), Some(referer), "{r:?}");
         assert_eq!(r.header("X-Relay-Test"), Some("token-42"), "{r:?}");
@@ -178,7 +278,12 @@ async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the
     let server = media::FileServer::start(files.path().to_path_buf()).await;
     let nginx = media::Nginx::start();
     let mut camera = media::Publisher::start_sized(&nginx.url("primary3"), 640, 360);
-    assert!(nginx.wait_publishing("primary3", Duration::from_secs(10)).is_some(), "test source not up");
+    assert!(
+        nginx
+            .wait_publishing("primary3", Duration::from_secs(10))
+            .is_some(),
+        "test source not up"
+    );
     let dir = tempfile::tempdir().unwrap();
     let relaycast = start_relaycast(&dir);
     let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
@@ -186,31 +291,66 @@ async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the
 
     let backup = server.url("backup3.mp4");
     let out = nginx.url("out3");
-    let sources = vec![json!({ "url": nginx.url("primary3") }), json!({ "url": backup })];
-    let (status, body) = api.forward(&create_body("live", "loop3", sources, &[&out], &receiver.url)).await;
-    assert_eq!((status, body["http_code"].as_str()), (200, Some("200")), "{body}");
-    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| p.width == 640).await.unwrap_or_else(|last| panic!("primary never relayed (last probe {last:?})"));
-    assert_eq!((probe.video_codec.as_deref(), probe.height), (Some("h264"), 360));
+    let sources = vec![
+        json!({ "url": nginx.url("primary3") }),
+        json!({ "url": backup }),
+    ];
+    let (status, body) = api
+        .forward(&create_body(
+            "live",
+            "loop3",
+            sources,
+            &[&out],
+            &receiver.url,
+        ))
+        .await;
+    assert_eq!(
+        (status, body["http_code"].as_str()),
+        (200, Some("200")),
+        "{body}"
+    );
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| p.width == 640)
+        .await
+        .unwrap_or_else(|last| panic!("primary never relayed (last probe {last:?})"));
+    assert_eq!(
+        (probe.video_codec.as_deref(), probe.height),
+        (Some("h264"), 360)
+    );
     let (before, _) = publisher(&nginx, "out3").expect("destination publishing");
 
     camera.kill();
     let killed = Instant::now();
-    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| (p.width, p.height) == (320, 240))
-        .await
-        .unwrap_or_else(|last| panic!("the backup file never reached the destination (last probe {last:?})"));
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |p| {
+        (p.width, p.height) == (320, 240)
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!("the backup file never reached the destination (last probe {last:?})")
+    });
     let failover = killed.elapsed();
     eprintln!("primary killed: destination plays the backup file after {failover:?}: {probe:?}");
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
     assert_eq!(probe.audio_codec.as_deref(), Some("aac"));
-    let (now, _) = publisher(&nginx, "out3").expect("destination lost its publisher during the failover");
-    assert_eq!(now.id, before.id, "the destination reconnected on the failover");
+    let (now, _) =
+        publisher(&nginx, "out3").expect("destination lost its publisher during the failover");
+    assert_eq!(
+        now.id, before.id,
+        "the destination reconnected on the failover"
+    );
 
     // Well past the 4 s file: it loops on the same connection.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_still_publishing(&nginx, "out3", before.id, Duration::from_secs(3)).await;
-    let (probe, _) = probe_until(&out, Duration::from_secs(10), |p| (p.width, p.height) == (320, 240))
-        .await
-        .unwrap_or_else(|last| panic!("the backup no longer plays {:?} after the kill (last probe {last:?})", killed.elapsed()));
+    let (probe, _) = probe_until(&out, Duration::from_secs(10), |p| {
+        (p.width, p.height) == (320, 240)
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!(
+            "the backup no longer plays {:?} after the kill (last probe {last:?})",
+            killed.elapsed()
+        )
+    });
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
     let (after, _) = publisher(&nginx, "out3").expect("publishing");
     eprintln!(
@@ -218,13 +358,20 @@ async fn a_looping_backup_file_holds_the_destination_on_its_connection_after_the
         killed.elapsed(),
         after.id,
         after.time_ms,
-        server.requests().iter().filter(|r| r.path == "/backup3.mp4").count()
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/backup3.mp4")
+            .count()
     );
     assert_eq!(after.id, before.id);
     let item = api.task("loop3").await.expect("task");
     assert_eq!(item["code"], "0", "the task must still be running: {item}");
     let codes = codes(&receiver, "loop3").await;
-    assert!(!codes.contains(&"1".to_string()), "the task finished: {codes:?}");
+    assert!(
+        !codes.contains(&"1".to_string()),
+        "the task finished: {codes:?}"
+    );
     eprintln!("callbacks: {codes:?}");
 }
 
@@ -236,7 +383,9 @@ async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
     let server = media::FileServer::start(files.path().to_path_buf()).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam4"), 640, 360);
-    nginx.wait_hls("cam4", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    nginx
+        .wait_hls("cam4", 2, Duration::from_secs(30))
+        .expect("nginx never served the HLS playlist");
     let dir = tempfile::tempdir().unwrap();
     let mut relaycast = start_relaycast(&dir);
     let pid = relaycast.child.id();
@@ -248,37 +397,79 @@ async fn no_ingest_ffmpeg_outlives_a_sigkilled_relaycast() {
     let hls = nginx.hls_playlist_url("cam4");
     let mp4 = server.url("orphan4.mp4");
     let (outa, outb) = (nginx.url("orphan4a"), nginx.url("orphan4b"));
-    assert_eq!(api.forward(&create_body("live", "orphan4a", vec![json!({ "url": hls })], &[&outa], &receiver.url)).await.0, 200);
-    assert_eq!(api.forward(&create_body("video", "orphan4b", vec![json!({ "url": mp4 })], &[&outb], &receiver.url)).await.0, 200);
+    assert_eq!(
+        api.forward(&create_body(
+            "live",
+            "orphan4a",
+            vec![json!({ "url": hls })],
+            &[&outa],
+            &receiver.url
+        ))
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.forward(&create_body(
+            "video",
+            "orphan4b",
+            vec![json!({ "url": mp4 })],
+            &[&outb],
+            &receiver.url
+        ))
+        .await
+        .0,
+        200
+    );
     for out in [&outa, &outb] {
-        probe_until(out, Duration::from_secs(30), |_| true).await.unwrap_or_else(|last| panic!("{out} never playable (last probe {last:?})"));
+        probe_until(out, Duration::from_secs(30), |_| true)
+            .await
+            .unwrap_or_else(|last| panic!("{out} never playable (last probe {last:?})"));
     }
     for src in [&hls, &mp4] {
         let procs = media::processes_with_arg(src);
         eprintln!("before the kill, processes pulling {src}: {procs:?} (relaycast pid {pid})");
-        assert!(procs.iter().any(|&(_, ppid)| ppid == pid), "no ffmpeg child of relaycast pulls {src}: {procs:?}");
+        assert!(
+            procs.iter().any(|&(_, ppid)| ppid == pid),
+            "no ffmpeg child of relaycast pulls {src}: {procs:?}"
+        );
     }
 
     relaycast.kill9();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(2);
     let left = loop {
-        let left: Vec<_> = [&hls, &mp4].iter().flat_map(|src| media::processes_with_arg(src)).collect();
+        let left: Vec<_> = [&hls, &mp4]
+            .iter()
+            .flat_map(|src| media::processes_with_arg(src))
+            .collect();
         if left.is_empty() || Instant::now() >= deadline {
             break left;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    eprintln!("after SIGKILL: {} ingest process(es) left after {:?}", left.len(), killed.elapsed());
+    eprintln!(
+        "after SIGKILL: {} ingest process(es) left after {:?}",
+        left.len(),
+        killed.elapsed()
+    );
     for &(p, _) in &left {
-        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
         eprintln!("  left: pid {p}: {cmdline}");
         // Do not leak it into the next test even when this one fails.
         relaycast_workers::process::kill_group(p);
     }
-    assert!(left.is_empty(), "ffmpeg outlived the SIGKILLed worker by 2 s: {left:?}");
+    assert!(
+        left.is_empty(),
+        "ffmpeg outlived the SIGKILLed worker by 2 s: {left:?}"
+    );
     eventually("destinations released", Duration::from_secs(15), || async {
-        ["orphan4a", "orphan4b"].iter().all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none())).then_some(())
+        ["orphan4a", "orphan4b"]
+            .iter()
+            .all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none()))
+            .then_some(())
     })
     .await;
 }
@@ -290,25 +481,48 @@ async fn buffer_time_delays_an_hls_source_by_its_buffer_and_keeps_it_flowing() {
     let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start_sized(&nginx.hls_publish_url("cam2"), 640, 360);
-    nginx.wait_hls("cam2", 2, Duration::from_secs(30)).expect("nginx never served the HLS playlist");
+    nginx
+        .wait_hls("cam2", 2, Duration::from_secs(30))
+        .expect("nginx never served the HLS playlist");
     let dir = tempfile::tempdir().unwrap();
     let relaycast = start_relaycast(&dir);
     let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
     let receiver = CallbackReceiver::start().await;
 
     let out = nginx.url("buffered");
-    let mut body = create_body("live", "buf1", vec![json!({ "url": nginx.hls_playlist_url("cam2") })], &[&out], &receiver.url);
+    let mut body = create_body(
+        "live",
+        "buf1",
+        vec![json!({ "url": nginx.hls_playlist_url("cam2") })],
+        &[&out],
+        &receiver.url,
+    );
     body["list"][0]["fops"] = json!({ "bufferTime": "4" });
     let created = Instant::now();
     let (status, reply) = api.forward(&body).await;
-    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
-    let first_bytes = eventually("first bytes at the destination", Duration::from_secs(30), || async {
-        publisher(&nginx, "buffered").filter(|(_, bytes)| *bytes > 0).map(|_| created.elapsed())
-    })
+    assert_eq!(
+        (status, reply["http_code"].as_str()),
+        (200, Some("200")),
+        "{reply}"
+    );
+    let first_bytes = eventually(
+        "first bytes at the destination",
+        Duration::from_secs(30),
+        || async {
+            publisher(&nginx, "buffered")
+                .filter(|(_, bytes)| *bytes > 0)
+                .map(|_| created.elapsed())
+        },
+    )
     .await;
     eprintln!("bufferTime 4 s: create to the destination's first bytes {first_bytes:?}");
-    assert!(first_bytes >= Duration::from_secs(4), "the buffer was not held: {first_bytes:?}");
-    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
+    assert!(
+        first_bytes >= Duration::from_secs(4),
+        "the buffer was not held: {first_bytes:?}"
+    );
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true)
+        .await
+        .unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
     assert_eq!((probe.width, probe.height), (640, 360));
     let (client, _) = publisher(&nginx, "buffered").expect("publishing");
     assert_still_publishing(&nginx, "buffered", client.id, Duration::from_secs(6)).await;
@@ -321,27 +535,48 @@ async fn sigterm_drains_the_relay_and_the_next_process_takes_the_task_over() {
     let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start(&nginx.url("drainsrc"));
-    nginx.wait_publishing("drainsrc", Duration::from_secs(10)).expect("source up");
+    nginx
+        .wait_publishing("drainsrc", Duration::from_secs(10))
+        .expect("source up");
     let dir = tempfile::tempdir().unwrap();
     let mut first = start_relaycast(&dir);
     let api = Api::new(&format!("http://{}", first.addr), ACME.0, ACME.1);
     let receiver = CallbackReceiver::start().await;
     let out = nginx.url("drained");
-    let body = create_body("live", "drain1", vec![json!({ "url": nginx.url("drainsrc") })], &[&out], &receiver.url);
+    let body = create_body(
+        "live",
+        "drain1",
+        vec![json!({ "url": nginx.url("drainsrc") })],
+        &[&out],
+        &receiver.url,
+    );
     assert_eq!(api.forward(&body).await.0, 200);
-    probe_until(&out, Duration::from_secs(15), |_| true).await.expect("relaying before the SIGTERM");
+    probe_until(&out, Duration::from_secs(15), |_| true)
+        .await
+        .expect("relaying before the SIGTERM");
 
     let pid = first.child.id();
     let asked = Instant::now();
-    let status = first.terminate(Duration::from_secs(15)).expect("relaycast exits after SIGTERM");
+    let status = first
+        .terminate(Duration::from_secs(15))
+        .expect("relaycast exits after SIGTERM");
     eprintln!("SIGTERM to exit: {:?}, {status}", asked.elapsed());
     assert!(status.success(), "exit status {status}");
-    assert!(nginx.stream("drained").is_none_or(|s| s.publisher.is_none()), "the destination is still published");
-    assert!(media::processes_with_arg(&nginx.url("drainsrc")).iter().all(|&(_, ppid)| ppid != pid));
+    assert!(
+        nginx
+            .stream("drained")
+            .is_none_or(|s| s.publisher.is_none()),
+        "the destination is still published"
+    );
+    assert!(media::processes_with_arg(&nginx.url("drainsrc"))
+        .iter()
+        .all(|&(_, ppid)| ppid != pid));
 
     let second = start_relaycast(&dir);
     let restarted = Instant::now();
-    probe_until(&out, Duration::from_secs(20), |_| true).await.expect("the next process relays the task");
+    probe_until(&out, Duration::from_secs(20), |_| true)
+        .await
+        .expect("the next process relays the task");
     eprintln!("next process to playable: {:?}", restarted.elapsed());
     let api = Api::new(&format!("http://{}", second.addr), ACME.0, ACME.1);
     let item = api.task("drain1").await.expect("task");
@@ -357,25 +592,54 @@ async fn the_end_time_stops_the_media_and_calls_back_1() {
     let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start(&nginx.url("endsrc"));
-    nginx.wait_publishing("endsrc", Duration::from_secs(10)).expect("source up");
+    nginx
+        .wait_publishing("endsrc", Duration::from_secs(10))
+        .expect("source up");
     let h = support::InProcess::start_with(|s| s.roles = vec!["all".into()]).await;
     let receiver = CallbackReceiver::start().await;
     let out = nginx.url("ending");
     let t0 = h.now_ms();
-    let mut body = create_body("live", "end1", vec![json!({ "url": nginx.url("endsrc") })], &[&out], &receiver.url);
+    let mut body = create_body(
+        "live",
+        "end1",
+        vec![json!({ "url": nginx.url("endsrc") })],
+        &[&out],
+        &receiver.url,
+    );
     body["list"][0]["end"] = json!((t0 + 6 * 60_000).to_string());
     assert_eq!(h.api.forward(&body).await.0, 200);
-    probe_until(&out, Duration::from_secs(15), |_| true).await.expect("relaying before the end");
-    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "end1").await.contains(&"0".to_string()).then_some(()) }).await;
+    probe_until(&out, Duration::from_secs(15), |_| true)
+        .await
+        .expect("relaying before the end");
+    eventually("callback 0", Duration::from_secs(10), || async {
+        codes(&receiver, "end1")
+            .await
+            .contains(&"0".to_string())
+            .then_some(())
+    })
+    .await;
 
     h.clock.advance_ms(6 * 60_000 + 1_000);
     let ended = Instant::now();
-    eventually("the destination unpublished at the end", Duration::from_secs(10), || async {
-        nginx.stream("ending").is_none_or(|s| s.publisher.is_none()).then_some(())
-    })
+    eventually(
+        "the destination unpublished at the end",
+        Duration::from_secs(10),
+        || async {
+            nginx
+                .stream("ending")
+                .is_none_or(|s| s.publisher.is_none())
+                .then_some(())
+        },
+    )
     .await;
     eprintln!("end time to destination unpublished: {:?}", ended.elapsed());
-    eventually("callback 1", Duration::from_secs(10), || async { codes(&receiver, "end1").await.contains(&"1".to_string()).then_some(()) }).await;
+    eventually("callback 1", Duration::from_secs(10), || async {
+        codes(&receiver, "end1")
+            .await
+            .contains(&"1".to_string())
+            .then_some(())
+    })
+    .await;
     h.stop().await;
 }
 
@@ -394,18 +658,24 @@ impl EnhancedRtmpDestination {
     async fn start() -> Self {
         use relaycast_workers::media::flv::{FlvTag, TagType};
         use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-        use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent as E, ServerSessionResult as R};
+        use rml_rtmp::sessions::{
+            ServerSession, ServerSessionConfig, ServerSessionEvent as E, ServerSessionResult as R,
+        };
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let tags = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let keep = tags.clone();
         let task = tokio::spawn(async move {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let mut hs = Handshake::new(PeerType::Server);
             let mut buf = vec![0u8; 65536];
             let mut pending = loop {
-                let Ok(n) = sock.read(&mut buf).await else { return };
+                let Ok(n) = sock.read(&mut buf).await else {
+                    return;
+                };
                 if n == 0 {
                     return;
                 }
@@ -413,18 +683,25 @@ impl EnhancedRtmpDestination {
                     Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
                         let _ = sock.write_all(&response_bytes).await;
                     }
-                    Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
+                    Ok(HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    }) => {
                         let _ = sock.write_all(&response_bytes).await;
                         break remaining_bytes;
                     }
                     Err(_) => return,
                 }
             };
-            let Ok((mut session, initial)) = ServerSession::new(ServerSessionConfig::new()) else { return };
+            let Ok((mut session, initial)) = ServerSession::new(ServerSessionConfig::new()) else {
+                return;
+            };
             let mut queue: std::collections::VecDeque<R> = initial.into();
             loop {
                 if !pending.is_empty() {
-                    let Ok(results) = session.handle_input(&pending) else { return };
+                    let Ok(results) = session.handle_input(&pending) else {
+                        return;
+                    };
                     pending.clear();
                     queue.extend(results);
                 }
@@ -432,16 +709,31 @@ impl EnhancedRtmpDestination {
                 while let Some(r) = queue.pop_front() {
                     match r {
                         R::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                        R::RaisedEvent(E::ConnectionRequested { request_id, .. } | E::PublishStreamRequested { request_id, .. }) => {
+                        R::RaisedEvent(
+                            E::ConnectionRequested { request_id, .. }
+                            | E::PublishStreamRequested { request_id, .. },
+                        ) => {
                             if let Ok(more) = session.accept_request(request_id) {
                                 queue.extend(more);
                             }
                         }
-                        R::RaisedEvent(E::VideoDataReceived { data, timestamp, .. }) => {
-                            keep.lock().unwrap().push(FlvTag::new(TagType::Video, timestamp.value, data));
+                        R::RaisedEvent(E::VideoDataReceived {
+                            data, timestamp, ..
+                        }) => {
+                            keep.lock().unwrap().push(FlvTag::new(
+                                TagType::Video,
+                                timestamp.value,
+                                data,
+                            ));
                         }
-                        R::RaisedEvent(E::AudioDataReceived { data, timestamp, .. }) => {
-                            keep.lock().unwrap().push(FlvTag::new(TagType::Audio, timestamp.value, data));
+                        R::RaisedEvent(E::AudioDataReceived {
+                            data, timestamp, ..
+                        }) => {
+                            keep.lock().unwrap().push(FlvTag::new(
+                                TagType::Audio,
+                                timestamp.value,
+                                data,
+                            ));
                         }
                         _ => {}
                     }
@@ -482,61 +774,151 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
     let _heavy = media::heavy(&[]).await;
     let nginx = media::Nginx::start();
     let mut camera = media::Publisher::start(&nginx.url("x265src"));
-    nginx.wait_publishing("x265src", Duration::from_secs(10)).expect("source up");
+    nginx
+        .wait_publishing("x265src", Duration::from_secs(10))
+        .expect("source up");
     let dir = tempfile::tempdir().unwrap();
     let relaycast = start_relaycast(&dir);
     let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
     let receiver = CallbackReceiver::start().await;
     let destination = EnhancedRtmpDestination::start().await;
-    let mut body = create_body("live", "x265", vec![json!({ "url": nginx.url("x265src") })], &[&destination.url()], &receiver.url);
+    let mut body = create_body(
+        "live",
+        "x265",
+        vec![json!({ "url": nginx.url("x265src") })],
+        &[&destination.url()],
+        &receiver.url,
+    );
     body["list"][0]["fops"] = json!({ "vcodec": "libx265", "res": "640x360", "fps": "25", "bps": "600000", "forced_gopInterval": "1000" });
     let created = Instant::now();
     let (status, reply) = api.forward(&body).await;
-    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
-    let first = eventually("HEVC frames at the destination", Duration::from_secs(20), || async {
-        destination.tags().iter().any(|t| t.is_video_frame()).then(|| created.elapsed())
-    })
+    assert_eq!(
+        (status, reply["http_code"].as_str()),
+        (200, Some("200")),
+        "{reply}"
+    );
+    let first = eventually(
+        "HEVC frames at the destination",
+        Duration::from_secs(20),
+        || async {
+            destination
+                .tags()
+                .iter()
+                .any(|t| t.is_video_frame())
+                .then(|| created.elapsed())
+        },
+    )
     .await;
     eprintln!("libx265: create to the first HEVC frame at the destination {first:?}");
     // Four seconds of the source's frames keep coming (a deadline, not a pace: x265 on a busy
     // 2-core machine may run a little behind real time).
-    let frames = || destination.tags().iter().filter(|t| t.is_video_frame()).count();
+    let frames = || {
+        destination
+            .tags()
+            .iter()
+            .filter(|t| t.is_video_frame())
+            .count()
+    };
     let flowing = Instant::now();
-    let before = eventually("100 HEVC frames from the source", Duration::from_secs(30), || async {
-        let n = frames();
-        (n >= 100).then_some(n)
-    })
+    let before = eventually(
+        "100 HEVC frames from the source",
+        Duration::from_secs(30),
+        || async {
+            let n = frames();
+            (n >= 100).then_some(n)
+        },
+    )
     .await;
-    eprintln!("libx265: {before} frames {:?} after the first", flowing.elapsed());
+    eprintln!(
+        "libx265: {before} frames {:?} after the first",
+        flowing.elapsed()
+    );
     // The source dies: after the stall timeout the slate keeps the destination fed, in HEVC
     // too, on the same connection: three more seconds of frames.
     camera.kill();
     let killed = Instant::now();
-    eventually("75 HEVC frames of the slate", Duration::from_secs(30), || async { (frames() >= before + 75).then_some(()) }).await;
-    eprintln!("libx265: the slate's 75 frames {:?} after the source died", killed.elapsed());
+    eventually(
+        "75 HEVC frames of the slate",
+        Duration::from_secs(30),
+        || async { (frames() >= before + 75).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "libx265: the slate's 75 frames {:?} after the source died",
+        killed.elapsed()
+    );
     let tags = destination.tags();
     let video: Vec<_> = tags.iter().filter(|t| t.is_video_frame()).collect();
-    eprintln!("libx265: {before} frames from the source, {} in all with the slate", video.len());
-    assert!(tags.iter().filter(|t| t.tag_type == relaycast_workers::media::flv::TagType::Video).all(|t| t.video_codec() == Some(12)), "not all video is HEVC");
-    assert!(tags.iter().any(|t| t.is_video_sequence_header()), "no HEVC sequence start");
-    assert!(tags.iter().any(|t| t.is_audio_sequence_header()), "no AAC header");
+    eprintln!(
+        "libx265: {before} frames from the source, {} in all with the slate",
+        video.len()
+    );
+    assert!(
+        tags.iter()
+            .filter(|t| t.tag_type == relaycast_workers::media::flv::TagType::Video)
+            .all(|t| t.video_codec() == Some(12)),
+        "not all video is HEVC"
+    );
+    assert!(
+        tags.iter().any(|t| t.is_video_sequence_header()),
+        "no HEVC sequence start"
+    );
+    assert!(
+        tags.iter().any(|t| t.is_audio_sequence_header()),
+        "no AAC header"
+    );
 
     // Decode what arrived with ffmpeg, from its Annex B form.
     let path = dir.path().join("out.hevc");
-    std::fs::write(&path, relaycast_workers::media::mpegts::annex_b_from_flv(&tags)).unwrap();
+    std::fs::write(
+        &path,
+        relaycast_workers::media::mpegts::annex_b_from_flv(&tags),
+    )
+    .unwrap();
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-f", "hevc", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "hevc",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .expect("ffprobe");
     let text = String::from_utf8_lossy(&probe.stdout).trim().to_string();
-    eprintln!("ffprobe of the received HEVC: {text} ({} video tags)", video.len());
+    eprintln!(
+        "ffprobe of the received HEVC: {text} ({} video tags)",
+        video.len()
+    );
     let fields: Vec<&str> = text.split(',').collect();
-    assert_eq!(fields.get(..3), Some(&["hevc", "640", "360"][..]), "{text}; {}", String::from_utf8_lossy(&probe.stderr));
+    assert_eq!(
+        fields.get(..3),
+        Some(&["hevc", "640", "360"][..]),
+        "{text}; {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let frames: usize = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(0);
-    assert!(frames + 2 >= video.len(), "{frames} frames decoded of {}", video.len());
-    eventually("callback 0", Duration::from_secs(10), || async { codes(&receiver, "x265").await.contains(&"0".to_string()).then_some(()) }).await;
+    assert!(
+        frames + 2 >= video.len(),
+        "{frames} frames decoded of {}",
+        video.len()
+    );
+    eventually("callback 0", Duration::from_secs(10), || async {
+        codes(&receiver, "x265")
+            .await
+            .contains(&"0".to_string())
+            .then_some(())
+    })
+    .await;
 }
 
 /// With `allow_private_targets` off, a source or destination whose NAME resolves inside the
@@ -547,8 +929,14 @@ async fn a_libx265_transcode_reaches_the_destination_as_hevc() {
 async fn names_that_resolve_inside_are_refused_when_connecting() {
     use std::net::ToSocketAddrs;
     let _heavy = media::heavy(&[]).await;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-    let loopback_only = (host.as_str(), 1935u16).to_socket_addrs().map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let loopback_only = (host.as_str(), 1935u16)
+        .to_socket_addrs()
+        .map(|mut a| a.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
     // What the test is about; without it, it would test nothing.
     assert!(
         !host.is_empty() && loopback_only,
@@ -556,11 +944,20 @@ async fn names_that_resolve_inside_are_refused_when_connecting() {
     );
     let nginx = media::Nginx::start();
     let _camera = media::Publisher::start(&nginx.url("inside"));
-    nginx.wait_publishing("inside", Duration::from_secs(10)).expect("source up");
+    nginx
+        .wait_publishing("inside", Duration::from_secs(10))
+        .expect("source up");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    let env = [("RELAYCAST_ALLOW_PRIVATE_TARGETS", "false"), ("RELAYCAST_LOG_FILTER", "info")];
-    let relaycast = RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()]);
+    let env = [
+        ("RELAYCAST_ALLOW_PRIVATE_TARGETS", "false"),
+        ("RELAYCAST_LOG_FILTER", "info"),
+    ];
+    let relaycast = RelaycastProcess::start(
+        &dir.path().join("data"),
+        &env,
+        &["--config", config.to_str().unwrap()],
+    );
     let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
     let by_name = |name: &str| format!("rtmp://{host}:{}/live/{name}", nginx.rtmp_port);
 
@@ -570,13 +967,26 @@ async fn names_that_resolve_inside_are_refused_when_connecting() {
         "list": [{ "id": "inside", "src": [{ "url": by_name("inside") }], "forward": [{ "url": by_name("leak") }] }]
     });
     let (status, reply) = api.forward(&body).await;
-    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+    assert_eq!(
+        (status, reply["http_code"].as_str()),
+        (200, Some("200")),
+        "{reply}"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     let pulls = nginx.stream("inside").map(|s| s.nclients).unwrap_or(0);
-    assert_eq!(pulls, 1, "the source was pulled (only its publisher should be there)");
-    assert!(nginx.stream("leak").is_none_or(|s| s.publisher.is_none()), "published to an internal destination");
+    assert_eq!(
+        pulls, 1,
+        "the source was pulled (only its publisher should be there)"
+    );
+    assert!(
+        nginx.stream("leak").is_none_or(|s| s.publisher.is_none()),
+        "published to an internal destination"
+    );
     let logs = relaycast.stdout_text() + &relaycast.stderr.lock().unwrap().join("\n");
-    assert!(logs.contains("private") || logs.contains("internal"), "no refusal in the logs");
+    assert!(
+        logs.contains("private") || logs.contains("internal"),
+        "no refusal in the logs"
+    );
 }
 
 /// A live HTTP-FLV source (ffmpeg itself serving `http://…/live.flv` to one client, as an
@@ -590,10 +1000,22 @@ async fn a_live_http_flv_source_is_relayed() {
     cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-c:a", "aac"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+        ])
         .args(["-f", "flv", "-listen", "1"])
         .arg(&src);
-    let _origin = media::ChildGuard::spawn("http-flv origin ffmpeg", &mut cmd).expect("start the HTTP-FLV origin");
+    let _origin = media::ChildGuard::spawn("http-flv origin ffmpeg", &mut cmd)
+        .expect("start the HTTP-FLV origin");
     let nginx = media::Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let relaycast = start_relaycast(&dir);
@@ -601,11 +1023,31 @@ async fn a_live_http_flv_source_is_relayed() {
     let receiver = CallbackReceiver::start().await;
     let out = nginx.url("fromflv");
     let created = Instant::now();
-    let (status, reply) = api.forward(&create_body("live", "httpflv", vec![json!({ "url": src })], &[&out], &receiver.url)).await;
-    assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
-    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true).await.unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
-    eprintln!("HTTP-FLV source: create to playable {:?}: {probe:?}", created.elapsed());
-    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    let (status, reply) = api
+        .forward(&create_body(
+            "live",
+            "httpflv",
+            vec![json!({ "url": src })],
+            &[&out],
+            &receiver.url,
+        ))
+        .await;
+    assert_eq!(
+        (status, reply["http_code"].as_str()),
+        (200, Some("200")),
+        "{reply}"
+    );
+    let (probe, _) = probe_until(&out, Duration::from_secs(20), |_| true)
+        .await
+        .unwrap_or_else(|last| panic!("never playable (last probe {last:?})"));
+    eprintln!(
+        "HTTP-FLV source: create to playable {:?}: {probe:?}",
+        created.elapsed()
+    );
+    assert_eq!(
+        (probe.video_codec.as_deref(), probe.audio_codec.as_deref()),
+        (Some("h264"), Some("aac"))
+    );
     assert_eq!((probe.width, probe.height), (480, 270));
     let (client, _) = publisher(&nginx, "fromflv").expect("publishing");
     assert_still_publishing(&nginx, "fromflv", client.id, Duration::from_secs(4)).await;
@@ -628,13 +1070,29 @@ async fn an_rtsp_source_is_relayed_as_is_and_transcoded() {
     let receiver = CallbackReceiver::start().await;
 
     let (copy_out, x264_out) = (nginx.url("rtspcopy"), nginx.url("rtspx264"));
-    let copy = create_body("live", "rtspcopy", vec![json!({ "url": src })], &[&copy_out], &receiver.url);
-    let mut x264 = create_body("live", "rtspx264", vec![json!({ "url": src })], &[&x264_out], &receiver.url);
+    let copy = create_body(
+        "live",
+        "rtspcopy",
+        vec![json!({ "url": src })],
+        &[&copy_out],
+        &receiver.url,
+    );
+    let mut x264 = create_body(
+        "live",
+        "rtspx264",
+        vec![json!({ "url": src })],
+        &[&x264_out],
+        &receiver.url,
+    );
     x264["list"][0]["fops"] = json!({ "vcodec": "libx264", "res": "320x180", "fps": "25", "bps": "400000", "forced_gopInterval": "1000" });
     let created = Instant::now();
     for body in [&copy, &x264] {
         let (status, reply) = api.forward(body).await;
-        assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "{reply}");
+        assert_eq!(
+            (status, reply["http_code"].as_str()),
+            (200, Some("200")),
+            "{reply}"
+        );
     }
 
     let (probe, _) = probe_until(&copy_out, Duration::from_secs(30), |_| true)
@@ -643,46 +1101,90 @@ async fn an_rtsp_source_is_relayed_as_is_and_transcoded() {
             let calls = receiver.bodies_for("rtspcopy");
             panic!("the copy relay never played (last probe {last:?}); callbacks {calls:?}; RTSP server log:\n{}", camera.log())
         });
-    eprintln!("RTSP copy: create to playable {:?}: {probe:?}", created.elapsed());
-    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    eprintln!(
+        "RTSP copy: create to playable {:?}: {probe:?}",
+        created.elapsed()
+    );
+    assert_eq!(
+        (probe.video_codec.as_deref(), probe.audio_codec.as_deref()),
+        (Some("h264"), Some("aac"))
+    );
     assert_eq!((probe.width, probe.height), (640, 360));
     assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
 
-    let (probe, _) = probe_until(&x264_out, Duration::from_secs(30), |p| (p.width, p.height) == (320, 180))
-        .await
-        .unwrap_or_else(|last| panic!("the transcode never played 320x180 (last probe {last:?}); RTSP server log:\n{}", camera.log()));
-    eprintln!("RTSP transcode: create to playable {:?}: {probe:?}", created.elapsed());
-    assert_eq!((probe.video_codec.as_deref(), probe.audio_codec.as_deref()), (Some("h264"), Some("aac")));
+    let (probe, _) = probe_until(&x264_out, Duration::from_secs(30), |p| {
+        (p.width, p.height) == (320, 180)
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!(
+            "the transcode never played 320x180 (last probe {last:?}); RTSP server log:\n{}",
+            camera.log()
+        )
+    });
+    eprintln!(
+        "RTSP transcode: create to playable {:?}: {probe:?}",
+        created.elapsed()
+    );
+    assert_eq!(
+        (probe.video_codec.as_deref(), probe.audio_codec.as_deref()),
+        (Some("h264"), Some("aac"))
+    );
     assert!((probe.fps - 25.0).abs() < 0.5, "fps {}", probe.fps);
 
     // RTSP needs an ffmpeg ingest: one per task, children of relaycast, on the camera's URL.
-    let ingests: Vec<_> = media::processes_with_arg(&src).into_iter().filter(|&(_, ppid)| ppid == relaycast.child.id()).collect();
-    assert_eq!(ingests.len(), 2, "one ffmpeg child of relaycast per task should pull {src}: {ingests:?}");
+    let ingests: Vec<_> = media::processes_with_arg(&src)
+        .into_iter()
+        .filter(|&(_, ppid)| ppid == relaycast.child.id())
+        .collect();
+    assert_eq!(
+        ingests.len(),
+        2,
+        "one ffmpeg child of relaycast per task should pull {src}: {ingests:?}"
+    );
 
     for name in ["rtspcopy", "rtspx264"] {
-        let (client, _) = publisher(&nginx, name).unwrap_or_else(|| panic!("{name} not publishing"));
+        let (client, _) =
+            publisher(&nginx, name).unwrap_or_else(|| panic!("{name} not publishing"));
         assert_still_publishing(&nginx, name, client.id, Duration::from_secs(4)).await;
     }
-    eventually("callback 0 for both tasks", Duration::from_secs(10), || async {
-        let mut all = true;
-        for id in ["rtspcopy", "rtspx264"] {
-            all &= codes(&receiver, id).await.contains(&"0".to_string());
-        }
-        all.then_some(())
-    })
+    eventually(
+        "callback 0 for both tasks",
+        Duration::from_secs(10),
+        || async {
+            let mut all = true;
+            for id in ["rtspcopy", "rtspx264"] {
+                all &= codes(&receiver, id).await.contains(&"0".to_string());
+            }
+            all.then_some(())
+        },
+    )
     .await;
     for id in ["rtspcopy", "rtspx264"] {
-        let bad: Vec<_> = receiver.bodies_for(id).into_iter().filter(|b| b["code"] != "0").collect();
-        assert!(bad.is_empty(), "{id}: unexpected callbacks while the camera is up: {bad:?}");
+        let bad: Vec<_> = receiver
+            .bodies_for(id)
+            .into_iter()
+            .filter(|b| b["code"] != "0")
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{id}: unexpected callbacks while the camera is up: {bad:?}"
+        );
     }
 
     for id in ["rtspcopy", "rtspx264"] {
         let stop = json!({ "cmd": "2", "type": "live", "list": [{ "id": id }] });
         assert_eq!(api.forward(&stop).await.0, 200);
     }
-    eventually("the camera let go and both destinations released", Duration::from_secs(15), || async {
-        let released = ["rtspcopy", "rtspx264"].iter().all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none()));
-        (released && media::processes_with_arg(&src).is_empty()).then_some(())
-    })
+    eventually(
+        "the camera let go and both destinations released",
+        Duration::from_secs(15),
+        || async {
+            let released = ["rtspcopy", "rtspx264"]
+                .iter()
+                .all(|n| nginx.stream(n).is_none_or(|s| s.publisher.is_none()));
+            (released && media::processes_with_arg(&src).is_empty()).then_some(())
+        },
+    )
     .await;
 }

@@ -24,7 +24,11 @@ fn start_guarded(dir: &tempfile::TempDir) -> RelaycastProcess {
         ("RELAYCAST_TIMING__SLATE_DURATION_MS", "2000"),
         ("RELAYCAST_LOG_FILTER", "info"),
     ];
-    RelaycastProcess::start(&dir.path().join("data"), &env, &["--config", config.to_str().unwrap()])
+    RelaycastProcess::start(
+        &dir.path().join("data"),
+        &env,
+        &["--config", config.to_str().unwrap()],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,8 +53,15 @@ async fn destinations_a_pusher_cannot_use_or_internal_in_disguise_are_refused_at
             "list": [{ "id": format!("bad{i}"), "src": [{ "url": "rtmp://origin.example.com/live/a" }], "forward": [{ "url": forward }] }]
         });
         let (status, reply) = api.forward(&body).await;
-        assert_eq!((status, reply["http_code"].as_str()), (400, Some("1001")), "{forward}: {reply}");
-        assert_eq!(reply["msg"], "params forward is error", "{forward}: {reply}");
+        assert_eq!(
+            (status, reply["http_code"].as_str()),
+            (400, Some("1001")),
+            "{forward}: {reply}"
+        );
+        assert_eq!(
+            reply["msg"], "params forward is error",
+            "{forward}: {reply}"
+        );
     }
     // Sources in a numeric disguise are refused the same way, with the source's message.
     let body = json!({
@@ -58,7 +69,11 @@ async fn destinations_a_pusher_cannot_use_or_internal_in_disguise_are_refused_at
         "list": [{ "id": "badsrc", "src": [{ "url": "rtsp://0/cam" }], "forward": [{ "url": "rtmp://push.example.com/live/key" }] }]
     });
     let (_, reply) = api.forward(&body).await;
-    assert_eq!((reply["http_code"].as_str(), reply["msg"].as_str()), (Some("1001"), Some("params src is error")), "{reply}");
+    assert_eq!(
+        (reply["http_code"].as_str(), reply["msg"].as_str()),
+        (Some("1001"), Some("params src is error")),
+        "{reply}"
+    );
 }
 
 /// A TCP listener on 127.0.0.1 that counts the connections it gets (it answers nothing).
@@ -85,9 +100,14 @@ impl Counter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_ffmpeg_opens_by_the_own_host_name_never_reach_it() {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-    let resolves_to_loopback =
-        (host.as_str(), 80u16).to_socket_addrs().map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let resolves_to_loopback = (host.as_str(), 80u16)
+        .to_socket_addrs()
+        .map(|mut a| a.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
     assert!(
         !host.is_empty() && resolves_to_loopback,
         "this test needs the machine's host name ({host:?}) to resolve to loopback only, as /etc/hosts has it on Debian"
@@ -98,10 +118,22 @@ async fn sources_ffmpeg_opens_by_the_own_host_name_never_reach_it() {
     // The account with a large call limit: the test polls the query.
     let api = Api::new(&format!("http://{}", relaycast.addr), BULK.0, BULK.1);
     let sources = [
-        ("flvbyname", format!("http://{host}:{}/live/cam.flv", origin.port)),
-        ("hlsbyname", format!("http://{host}:{}/hls/cam.m3u8", origin.port)),
-        ("httpsbyname", format!("https://{host}:{}/hls/cam.m3u8", origin.port)),
-        ("rtmpsbyname", format!("rtmps://{host}:{}/live/cam", origin.port)),
+        (
+            "flvbyname",
+            format!("http://{host}:{}/live/cam.flv", origin.port),
+        ),
+        (
+            "hlsbyname",
+            format!("http://{host}:{}/hls/cam.m3u8", origin.port),
+        ),
+        (
+            "httpsbyname",
+            format!("https://{host}:{}/hls/cam.m3u8", origin.port),
+        ),
+        (
+            "rtmpsbyname",
+            format!("rtmps://{host}:{}/live/cam", origin.port),
+        ),
         ("rtspbyname", format!("rtsp://{host}:{}/cam", origin.port)),
     ];
     // The destination is named the same way (the pushers refuse it when they resolve it), so
@@ -113,22 +145,35 @@ async fn sources_ffmpeg_opens_by_the_own_host_name_never_reach_it() {
             "list": [{ "id": id, "src": [{ "url": src }], "forward": [{ "url": forward }] }]
         });
         let (status, reply) = api.forward(&body).await;
-        assert_eq!((status, reply["http_code"].as_str()), (200, Some("200")), "the API sees only a name: {reply}");
+        assert_eq!(
+            (status, reply["http_code"].as_str()),
+            (200, Some("200")),
+            "the API sees only a name: {reply}"
+        );
     }
     // The callback URL would have to be internal to reach this test, so the callback is read
     // where the query shows it: a task's `code` and `msg` are those of its last callback.
     for (id, _) in &sources {
-        let task = eventually(&format!("{id} fails with callback 2"), Duration::from_secs(60), || async {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            api.task(id).await.filter(|t| t["code"] == "2")
-        })
+        let task = eventually(
+            &format!("{id} fails with callback 2"),
+            Duration::from_secs(60),
+            || async {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                api.task(id).await.filter(|t| t["code"] == "2")
+            },
+        )
         .await;
         let msg = task["msg"].as_str().unwrap_or_default();
         assert!(msg.starts_with("live_pull 실패:"), "{id}: {msg}");
         assert!(
-            msg.contains(&format!("relaycast refused host {host}")) && msg.contains("private or internal address"),
+            msg.contains(&format!("relaycast refused host {host}"))
+                && msg.contains("private or internal address"),
             "{id}: callback 2 must name the reason: {msg}"
         );
     }
-    assert_eq!(origin.accepted.load(Ordering::SeqCst), 0, "a source by name reached the loopback origin");
+    assert_eq!(
+        origin.accepted.load(Ordering::SeqCst),
+        0,
+        "a source by name reached the loopback origin"
+    );
 }

@@ -30,7 +30,11 @@ impl Signer {
 
 /// Runs `requests` calls of `make(i)` with `concurrency` in flight; returns sorted latencies and
 /// the wall time.
-async fn drive<F, Fut>(requests: usize, concurrency: usize, make: F) -> Result<(Vec<Duration>, Duration)>
+async fn drive<F, Fut>(
+    requests: usize,
+    concurrency: usize,
+    make: F,
+) -> Result<(Vec<Duration>, Duration)>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -74,8 +78,10 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn report(figure: &str, concurrency: usize, latencies: &[Duration], wall: Duration) {
     let rate = latencies.len() as f64 / wall.as_secs_f64();
     let (p50, p99) = (percentile(latencies, 0.50), percentile(latencies, 0.99));
-    crate::record::emit(&json!({ "bench": "api", "figure": figure, "concurrency": concurrency, "requests": latencies.len(),
-                "req_per_s": rate.round(), "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0 }));
+    crate::record::emit(
+        &json!({ "bench": "api", "figure": figure, "concurrency": concurrency, "requests": latencies.len(),
+                "req_per_s": rate.round(), "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0 }),
+    );
     println!("# api {figure} (concurrency {concurrency}): {} requests, {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms", latencies.len());
 }
 
@@ -106,10 +112,16 @@ pub async fn bench_api(
         }],
         ..Default::default()
     };
-    let host = Host::start(settings, Arc::new(SystemClock)).await.context("starting the host")?;
+    let host = Host::start(settings, Arc::new(SystemClock))
+        .await
+        .context("starting the host")?;
     let base = format!("http://{}", host.addr);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let signer = Arc::new(Signer { seq: AtomicU64::new(0) });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let signer = Arc::new(Signer {
+        seq: AtomicU64::new(0),
+    });
 
     let (c, b, s) = (client.clone(), base.clone(), signer.clone());
     let (lat, wall) = drive(requests, concurrency, move |i| {
@@ -120,8 +132,13 @@ pub async fn bench_api(
                 "src": [{"url": format!("rtmp://127.0.0.1:1935/live/src{i}")}],
                 "forward": [{"url": format!("rtmp://127.0.0.1:1935/live/out{i}")}]
             }]});
-            let resp: serde_json::Value =
-                c.post(s.url(&b, "/api/cdn/v2/forwardRequest.action", "")).json(&body).send().await?.json().await?;
+            let resp: serde_json::Value = c
+                .post(s.url(&b, "/api/cdn/v2/forwardRequest.action", ""))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
             if resp["http_code"] != "200" {
                 bail!("create refused: {resp}");
             }
@@ -139,7 +156,11 @@ pub async fn bench_api(
     let (lat, wall) = drive(requests, concurrency, move |i| {
         let (c, b, s) = (c.clone(), b.clone(), s.clone());
         async move {
-            let url = s.url(&b, "/api/cdn/v2/forwardQueryByPage.action", &format!("&id=task{}", i % requests.max(1)));
+            let url = s.url(
+                &b,
+                "/api/cdn/v2/forwardQueryByPage.action",
+                &format!("&id=task{}", i % requests.max(1)),
+            );
             let resp: serde_json::Value = c.get(url).send().await?.json().await?;
             if resp["total"] != 1 {
                 bail!("query by id failed: {resp}");
@@ -155,7 +176,11 @@ pub async fn bench_api(
     let (lat, wall) = drive(fuzzy, concurrency, move |i| {
         let (c, b, s) = (c.clone(), b.clone(), s.clone());
         async move {
-            let url = s.url(&b, "/api/cdn/v2/forwardQueryByPage.action", &format!("&src=live/src{}&pageSize=10", i % 100));
+            let url = s.url(
+                &b,
+                "/api/cdn/v2/forwardQueryByPage.action",
+                &format!("&src=live/src{}&pageSize=10", i % 100),
+            );
             let resp: serde_json::Value = c.get(url).send().await?.json().await?;
             if resp["total"].as_u64().unwrap_or(0) == 0 {
                 bail!("fuzzy query found nothing: {resp}");
@@ -164,7 +189,12 @@ pub async fn bench_api(
         }
     })
     .await?;
-    report(&format!("query by src over {requests} tasks"), concurrency, &lat, wall);
+    report(
+        &format!("query by src over {requests} tasks"),
+        concurrency,
+        &lat,
+        wall,
+    );
 
     host.shutdown().await;
     Ok(())

@@ -44,7 +44,11 @@ const DEAD_DOMAIN: &str = "dead.bench.example";
 #[derive(Debug, Clone, clap::Args)]
 pub struct CallbacksOptions {
     /// Parts to run, comma-separated: baseline, inbound, open-loop, repeats, outbound.
-    #[arg(long, value_delimiter = ',', default_value = "baseline,inbound,open-loop,repeats,outbound")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,inbound,open-loop,repeats,outbound"
+    )]
     pub phases: Vec<String>,
     /// Sequential commits of the raw SQLite ceiling (about 3 s on this machine).
     #[arg(long, default_value_t = 20_000)]
@@ -111,7 +115,12 @@ struct Service {
 
 impl Service {
     /// Starts `relaycast up` with `roles` on `data` (created if missing; reused across restarts).
-    async fn start(bin: &Path, dir: &Path, roles: &str, opts: &CallbacksOptions) -> Result<Service> {
+    async fn start(
+        bin: &Path,
+        dir: &Path,
+        roles: &str,
+        opts: &CallbacksOptions,
+    ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("relaycast.toml");
         let mut callbacks = String::new();
@@ -146,7 +155,12 @@ impl Service {
             .pool_max_idle_per_host(512)
             .timeout(Duration::from_secs(60))
             .build()?;
-        let mut svc = Service { base: format!("http://{addr}"), proc, seq: AtomicU64::new(0), client };
+        let mut svc = Service {
+            base: format!("http://{addr}"),
+            proc,
+            seq: AtomicU64::new(0),
+            client,
+        };
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             if !svc.proc.running() {
@@ -184,8 +198,18 @@ impl Service {
     }
 
     /// A signed `/v1` call; returns `Response`.
-    async fn v1(&self, method: reqwest::Method, path: &str, extra: &str, body: Option<Value>) -> Result<Value> {
-        let r = format!("cb{}x{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed));
+    async fn v1(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        extra: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let r = format!(
+            "cb{}x{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
         let k = hex::encode(Md5::digest(format!("{r}{KEY}").as_bytes()));
         let url = format!("{}{path}?n={ACCOUNT}&r={r}&k={k}{extra}", self.base);
         let mut req = self.client.request(method.clone(), url);
@@ -212,16 +236,31 @@ impl Service {
             )
             .await?;
         let id = t["TemplateId"].as_u64().context("TemplateId")?;
-        self.v1(reqwest::Method::POST, "/v1/callback-rules", "", Some(json!({ "DomainName": domain, "TemplateId": id }))).await?;
+        self.v1(
+            reqwest::Method::POST,
+            "/v1/callback-rules",
+            "",
+            Some(json!({ "DomainName": domain, "TemplateId": id })),
+        )
+        .await?;
         Ok(id)
     }
 
     /// The sum of every series of a counter on `/metrics` (0 when it has none yet).
     async fn counter(&self, name: &str) -> Result<f64> {
-        let text = self.client.get(format!("{}/metrics", self.base)).send().await?.text().await?;
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
         Ok(text
             .lines()
-            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
             .sum())
     }
@@ -251,17 +290,26 @@ impl Receiver {
         let s = state.clone();
         let app = axum::Router::new().route(
             "/cb",
-            post(move |headers: axum::http::HeaderMap, _body: axum::body::Bytes| {
-                let s = s.clone();
-                async move {
-                    let at = Instant::now();
-                    s.posts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(id) = headers.get("x-relaycast-event-id").and_then(|v| v.to_str().ok()) {
-                        s.first.lock().unwrap_or_else(|p| p.into_inner()).entry(id.to_string()).or_insert(at);
+            post(
+                move |headers: axum::http::HeaderMap, _body: axum::body::Bytes| {
+                    let s = s.clone();
+                    async move {
+                        let at = Instant::now();
+                        s.posts.fetch_add(1, Ordering::Relaxed);
+                        if let Some(id) = headers
+                            .get("x-relaycast-event-id")
+                            .and_then(|v| v.to_str().ok())
+                        {
+                            s.first
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(id.to_string())
+                                .or_insert(at);
+                        }
+                        axum::http::StatusCode::OK
                     }
-                    axum::http::StatusCode::OK
-                }
-            }),
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/cb", listener.local_addr()?);
@@ -272,7 +320,11 @@ impl Receiver {
     }
 
     fn distinct(&self) -> usize {
-        self.state.first.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.state
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     fn posts(&self) -> u64 {
@@ -281,7 +333,14 @@ impl Receiver {
 
     /// First arrivals, sorted.
     fn arrivals(&self) -> Vec<Instant> {
-        let mut v: Vec<Instant> = self.state.first.lock().unwrap_or_else(|p| p.into_inner()).values().copied().collect();
+        let mut v: Vec<Instant> = self
+            .state
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .copied()
+            .collect();
         v.sort();
         v
     }
@@ -307,7 +366,11 @@ impl DeadReceiver {
         match kind {
             "refused" => {
                 let port = free_port()?;
-                Ok(DeadReceiver { url: format!("http://127.0.0.1:{port}/cb"), connections, task: None })
+                Ok(DeadReceiver {
+                    url: format!("http://127.0.0.1:{port}/cb"),
+                    connections,
+                    task: None,
+                })
             }
             "stall" => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -323,7 +386,11 @@ impl DeadReceiver {
                         });
                     }
                 });
-                Ok(DeadReceiver { url, connections, task: Some(task) })
+                Ok(DeadReceiver {
+                    url,
+                    connections,
+                    task: Some(task),
+                })
             }
             other => bail!("--dead must be stall or refused, not {other}"),
         }
@@ -343,7 +410,10 @@ impl Drop for DeadReceiver {
 // ---------------------------------------------------------------------------------------------
 
 fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A CSS push event as SCHEMAS.md §2.3 shows it (the shape of `tests/callbacks.rs`), signed
@@ -373,11 +443,19 @@ enum Answer {
 }
 
 async fn post_event(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Answer {
-    match client.post(url).header("content-type", "application/json").body(body).send().await {
+    match client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
         Ok(r) => {
             let status = r.status().as_u16();
             let text = r.text().await.unwrap_or_default();
-            if status == 200 && serde_json::from_str::<Value>(&text).ok() == Some(json!({ "code": 0 })) {
+            if status == 200
+                && serde_json::from_str::<Value>(&text).ok() == Some(json!({ "code": 0 }))
+            {
                 Answer::Stored
             } else if status == 200 {
                 Answer::Status(0)
@@ -437,7 +515,18 @@ impl Meter {
         let perf = perf_dir.and_then(|d| {
             let file = d.join(format!("perf-{name}.data"));
             let child = Command::new("perf")
-                .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+                .args([
+                    "record",
+                    "-q",
+                    "-e",
+                    "cpu-clock",
+                    "-F",
+                    "999",
+                    "-g",
+                    "-p",
+                    &pid.to_string(),
+                    "-o",
+                ])
                 .arg(&file)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -446,7 +535,16 @@ impl Meter {
                 .ok()?;
             Some((child, file))
         });
-        Meter { pid, started: Instant::now(), cpu0: process_cpu_s(pid).unwrap_or(0.0), own0: own_cpu_s(), load0: crate::record::loadavg(), pss, sampler, perf }
+        Meter {
+            pid,
+            started: Instant::now(),
+            cpu0: process_cpu_s(pid).unwrap_or(0.0),
+            own0: own_cpu_s(),
+            load0: crate::record::loadavg(),
+            pss,
+            sampler,
+            perf,
+        }
     }
 
     /// `{relaycast_cpu_pct, relaycast_pss_mb (median, max), bench_cpu_pct, loadavg_*}`.
@@ -497,7 +595,10 @@ fn merge(mut a: Value, b: Value) -> Value {
 }
 
 fn lat_json(sorted: &[Duration]) -> Value {
-    let max = sorted.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+    let max = sorted
+        .last()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
     json!({ "p50_ms": r2(percentile(sorted, 0.50)), "p99_ms": r2(percentile(sorted, 0.99)), "max_ms": r2(max) })
 }
 
@@ -515,17 +616,28 @@ struct Ctx {
 
 impl Ctx {
     fn data(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}-{}", self.runs.fetch_add(1, Ordering::Relaxed)))
+        self.dir.path().join(format!(
+            "{name}-{}",
+            self.runs.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     fn ratio(&self, rate: f64) -> Value {
-        self.raw.map(|r| json!((rate / r * 1000.0).round() / 1000.0)).unwrap_or(Value::Null)
+        self.raw
+            .map(|r| json!((rate / r * 1000.0).round() / 1000.0))
+            .unwrap_or(Value::Null)
     }
 
     /// A fresh full service (api, notifier, scheduler) with the healthy receiver bound.
     async fn fresh(&self, name: &str) -> Result<(Service, Receiver)> {
         let receiver = Receiver::start().await?;
-        let svc = Service::start(&self.bin, &self.data(name), "api,notifier,scheduler", &self.opts).await?;
+        let svc = Service::start(
+            &self.bin,
+            &self.data(name),
+            "api,notifier,scheduler",
+            &self.opts,
+        )
+        .await?;
         svc.bind(HEALTHY_DOMAIN, &receiver.url).await?;
         Ok((svc, receiver))
     }
@@ -546,7 +658,12 @@ fn next_stream() -> (String, u64) {
 
 /// `concurrency` workers POST new push events for `window`; returns (latencies of the events
 /// stored within the window, answers of everything sent, stored in all).
-async fn closed_loop(svc: &Service, domain: &'static str, concurrency: usize, window: Duration) -> Result<(Vec<Duration>, HashMap<Answer, u64>, u64)> {
+async fn closed_loop(
+    svc: &Service,
+    domain: &'static str,
+    concurrency: usize,
+    window: Duration,
+) -> Result<(Vec<Duration>, HashMap<Answer, u64>, u64)> {
     let url = format!("{}/callbacks/css", svc.base);
     let deadline = Instant::now() + window;
     let mut tasks = Vec::new();
@@ -593,12 +710,16 @@ async fn closed_loop(svc: &Service, domain: &'static str, concurrency: usize, wi
 /// Checks that the service stored exactly the events it acknowledged.
 async fn check_stored(svc: &Service, acknowledged: u64) -> Result<Value> {
     let stored = svc.counter("relaycast_stream_events_total").await?;
-    let repeated = svc.counter("relaycast_stream_events_repeated_total").await?;
+    let repeated = svc
+        .counter("relaycast_stream_events_repeated_total")
+        .await?;
     let ok = stored as u64 == acknowledged && repeated == 0.0;
     if !ok {
         eprintln!("# WARNING: {acknowledged} events acknowledged, the service counted {stored} stored and {repeated} repeated");
     }
-    Ok(json!({ "acknowledged": acknowledged, "service_stored_counter": stored, "service_repeated_counter": repeated, "stored_matches": ok }))
+    Ok(
+        json!({ "acknowledged": acknowledged, "service_stored_counter": stored, "service_repeated_counter": repeated, "stored_matches": ok }),
+    )
 }
 
 async fn phase_inbound(ctx: &Ctx) -> Result<()> {
@@ -608,7 +729,11 @@ async fn phase_inbound(ctx: &Ctx) -> Result<()> {
         // A short warm-up on the same service (connections, caches), not counted.
         closed_loop(&svc, HEALTHY_DOMAIN, c, Duration::from_secs(1)).await?;
         let before = svc.counter("relaycast_stream_events_total").await? as u64;
-        let meter = Meter::start(svc.pid(), ctx.opts.perf_dir.as_deref(), &format!("inbound-c{c}"));
+        let meter = Meter::start(
+            svc.pid(),
+            ctx.opts.perf_dir.as_deref(),
+            &format!("inbound-c{c}"),
+        );
         let (lat, answers, stored) = closed_loop(&svc, HEALTHY_DOMAIN, c, window).await?;
         let m = meter.finish();
         let rate = lat.len() as f64 / window.as_secs_f64();
@@ -647,7 +772,9 @@ async fn phase_open_loop(ctx: &Ctx) -> Result<()> {
     for i in 0..n {
         let due = t0 + Duration::from_nanos(i * 1_000_000_000 / rate);
         tokio::time::sleep_until(due).await;
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         if tokio::time::Instant::now() > due + Duration::from_millis(5) {
             late_sends += 1;
         }
@@ -694,10 +821,17 @@ async fn phase_open_loop(ctx: &Ctx) -> Result<()> {
     let rank = |p: f64| -> Value {
         let total = n as usize;
         let idx = ((total as f64 - 1.0) * p).round() as usize;
-        from_due.get(idx).map(|d| json!(r2(d.as_secs_f64() * 1000.0))).unwrap_or(Value::Null)
+        from_due
+            .get(idx)
+            .map(|d| json!(r2(d.as_secs_f64() * 1000.0)))
+            .unwrap_or(Value::Null)
     };
     let (p50, p99) = (rank(0.50), rank(0.99));
-    let check = if unanswered == 0 { check_stored(&svc, before + from_due.len() as u64).await? } else { json!("not checked: some events unanswered") };
+    let check = if unanswered == 0 {
+        check_stored(&svc, before + from_due.len() as u64).await?
+    } else {
+        json!("not checked: some events unanswered")
+    };
     let line = json!({
         "bench": "callbacks", "figure": "inbound: open loop, time to the 200", "target_events_per_s": rate, "events": n,
         "sent_over_s": r2(send_window.as_secs_f64()), "answers_waited_for_s": r2(all_done.as_secs_f64()),
@@ -739,7 +873,8 @@ async fn phase_repeats(ctx: &Ctx) -> Result<()> {
                 let t = now_s() + 600;
                 let a = css_push(HEALTHY_DOMAIN, &stream, i, event_time, t);
                 let b = css_push(HEALTHY_DOMAIN, &stream, i, event_time, t + 1);
-                let (x, y) = tokio::join!(post_event(&client, &url, a), post_event(&client, &url, b));
+                let (x, y) =
+                    tokio::join!(post_event(&client, &url, a), post_event(&client, &url, b));
                 *answers.entry(x).or_default() += 1;
                 *answers.entry(y).or_default() += 1;
             }
@@ -758,9 +893,19 @@ async fn phase_repeats(ctx: &Ctx) -> Result<()> {
     // Give late duplicates a moment to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stored = svc.counter("relaycast_stream_events_total").await?;
-    let repeated = svc.counter("relaycast_stream_events_repeated_total").await?;
-    let listed = svc.v1(reqwest::Method::GET, "/v1/streams", "&Limit=1000", None).await?["TotalNum"].as_u64().unwrap_or(0);
-    let ok = stored as usize == n && repeated as usize == n && listed as usize == n && receiver.distinct() == n && receiver.posts() as usize == n
+    let repeated = svc
+        .counter("relaycast_stream_events_repeated_total")
+        .await?;
+    let listed = svc
+        .v1(reqwest::Method::GET, "/v1/streams", "&Limit=1000", None)
+        .await?["TotalNum"]
+        .as_u64()
+        .unwrap_or(0);
+    let ok = stored as usize == n
+        && repeated as usize == n
+        && listed as usize == n
+        && receiver.distinct() == n
+        && receiver.posts() as usize == n
         && answers.get(&Answer::Stored).copied().unwrap_or(0) as usize == 2 * n;
     emit(&json!({
         "bench": "callbacks", "figure": "repeats: each event posted twice at once", "events": n, "posts": 2 * n,
@@ -784,7 +929,11 @@ async fn phase_repeats(ctx: &Ctx) -> Result<()> {
 /// same data and counts deliveries at the healthy receiver.
 async fn outbound_run(ctx: &Ctx, healthy: usize, dead: usize) -> Result<()> {
     let receiver = Receiver::start().await?;
-    let dead_rx = if dead > 0 { Some(DeadReceiver::start(&ctx.opts.dead).await?) } else { None };
+    let dead_rx = if dead > 0 {
+        Some(DeadReceiver::start(&ctx.opts.dead).await?)
+    } else {
+        None
+    };
     let dir = ctx.data("outbound");
     let svc = Service::start(&ctx.bin, &dir, "api", &ctx.opts).await?;
     svc.bind(HEALTHY_DOMAIN, &receiver.url).await?;
@@ -812,7 +961,14 @@ async fn outbound_run(ctx: &Ctx, healthy: usize, dead: usize) -> Result<()> {
                 let domain = if is_dead { DEAD_DOMAIN } else { HEALTHY_DOMAIN };
                 let (stream, seq) = next_stream();
                 let now = now_s();
-                if post_event(&client, &url, css_push(domain, &stream, seq, now, now + 600)).await != Answer::Stored {
+                if post_event(
+                    &client,
+                    &url,
+                    css_push(domain, &stream, seq, now, now + 600),
+                )
+                .await
+                    != Answer::Stored
+                {
                     failed += 1;
                 }
             }
@@ -831,7 +987,11 @@ async fn outbound_run(ctx: &Ctx, healthy: usize, dead: usize) -> Result<()> {
     // The notifier on the same data: a burst of `total` queued deliveries.
     let started = Instant::now();
     let svc = Service::start(&ctx.bin, &dir, "api,notifier,scheduler", &ctx.opts).await?;
-    let meter_name = if dead > 0 { "outbound-dead" } else { "outbound-healthy" };
+    let meter_name = if dead > 0 {
+        "outbound-dead"
+    } else {
+        "outbound-healthy"
+    };
     let meter = Meter::start(svc.pid(), ctx.opts.perf_dir.as_deref(), meter_name);
     let window = Duration::from_secs(ctx.opts.window);
     let give_up = started + window + Duration::from_secs(120);
@@ -839,7 +999,11 @@ async fn outbound_run(ctx: &Ctx, healthy: usize, dead: usize) -> Result<()> {
     while receiver.distinct() == 0 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let first = receiver.arrivals().first().copied().unwrap_or_else(Instant::now);
+    let first = receiver
+        .arrivals()
+        .first()
+        .copied()
+        .unwrap_or_else(Instant::now);
     let window_end = first + window;
     while receiver.distinct() < healthy && Instant::now() < window_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -862,9 +1026,16 @@ async fn outbound_run(ctx: &Ctx, healthy: usize, dead: usize) -> Result<()> {
     while receiver.distinct() < healthy && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let drained = (receiver.distinct() >= healthy).then(|| (receiver.arrivals().last().copied().unwrap_or(first) - started).as_secs_f64());
-    let dead_conns = dead_rx.as_ref().map(|d| d.connections.load(Ordering::Relaxed));
-    let figure = if dead > 0 { "outbound: healthy deliveries/s with a dead receiver" } else { "outbound: healthy deliveries/s, healthy receiver alone" };
+    let drained = (receiver.distinct() >= healthy)
+        .then(|| (receiver.arrivals().last().copied().unwrap_or(first) - started).as_secs_f64());
+    let dead_conns = dead_rx
+        .as_ref()
+        .map(|d| d.connections.load(Ordering::Relaxed));
+    let figure = if dead > 0 {
+        "outbound: healthy deliveries/s with a dead receiver"
+    } else {
+        "outbound: healthy deliveries/s, healthy receiver alone"
+    };
     let line = json!({
         "bench": "callbacks", "figure": figure, "healthy_events": healthy, "dead_events": dead, "dead_receiver": dead_rx.as_ref().map(|_| ctx.opts.dead.clone()),
         "fill_s": r2(fill_s), "fill_events_per_s": (total as f64 / fill_s).round(),
@@ -898,10 +1069,16 @@ async fn phase_outbound(ctx: &Ctx) -> Result<()> {
 pub async fn bench_callbacks(opts: CallbacksOptions) -> Result<()> {
     let bin = match &opts.relaycast_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("relaycast"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("relaycast"),
     };
     if !bin.exists() {
-        bail!("{} not found: build it with cargo build --release -p relaycast", bin.display());
+        bail!(
+            "{} not found: build it with cargo build --release -p relaycast",
+            bin.display()
+        );
     }
     if let Some(d) = &opts.perf_dir {
         std::fs::create_dir_all(d)?;
@@ -912,14 +1089,24 @@ pub async fn bench_callbacks(opts: CallbacksOptions) -> Result<()> {
         "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string())),
         "relaycast_bin": bin.display().to_string(), "data_dir": dir.path().display().to_string(),
         "notifier_concurrency": opts.notifier_concurrency, "endpoint_concurrency": opts.endpoint_concurrency }));
-    let mut ctx = Ctx { bin, dir, opts: opts.clone(), raw: None, runs: AtomicU64::new(0) };
+    let mut ctx = Ctx {
+        bin,
+        dir,
+        opts: opts.clone(),
+        raw: None,
+        runs: AtomicU64::new(0),
+    };
     for phase in &opts.phases {
-        emit(&json!({ "bench": "callbacks", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": "callbacks", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }),
+        );
         match phase.as_str() {
             "baseline" => {
                 let dir = ctx.dir.path().to_path_buf();
                 let n = opts.raw_commits;
-                let rate = tokio::task::spawn_blocking(move || crate::writes::raw_commits(Some(&dir), n)).await??;
+                let rate =
+                    tokio::task::spawn_blocking(move || crate::writes::raw_commits(Some(&dir), n))
+                        .await??;
                 // The first ceiling of the run is the one every ratio uses.
                 ctx.raw.get_or_insert(rate);
             }
@@ -927,9 +1114,13 @@ pub async fn bench_callbacks(opts: CallbacksOptions) -> Result<()> {
             "open-loop" => phase_open_loop(&ctx).await?,
             "repeats" => phase_repeats(&ctx).await?,
             "outbound" => phase_outbound(&ctx).await?,
-            other => bail!("unknown phase {other} (baseline, inbound, open-loop, repeats, outbound)"),
+            other => {
+                bail!("unknown phase {other} (baseline, inbound, open-loop, repeats, outbound)")
+            }
         }
-        emit(&json!({ "bench": "callbacks", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": "callbacks", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }),
+        );
     }
     Ok(())
 }

@@ -17,12 +17,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use relaycast_core::adapters::{SqliteQueue, SqliteStore};
-use relaycast_core::ports::{Clock, Condition, Kind, Queue, Record, Store, StoreError, SystemClock};
+use relaycast_core::ports::{
+    Clock, Condition, Kind, Queue, Record, Store, StoreError, SystemClock,
+};
+use relaycast_embedded::{SqliteQueue, SqliteStore};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "relaycast-bench", about = "Throughput of relaycast's embedded adapters and the relay data plane against ffmpeg")]
+#[command(
+    name = "relaycast-bench",
+    about = "Throughput of relaycast's embedded adapters and the relay data plane against ffmpeg"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +79,11 @@ enum Command {
     Relay {
         /// Measurements to run, comma-separated: cpu, transcode, first-frame, failover, delay,
         /// density, idle (the default runs the first five).
-        #[arg(long, value_delimiter = ',', default_value = "cpu,transcode,first-frame,failover,delay")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "cpu,transcode,first-frame,failover,delay"
+        )]
         phases: Vec<String>,
         /// Destination counts of the cpu phase, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,3,10")]
@@ -190,7 +199,14 @@ enum Command {
 }
 
 /// Prints one figure as a JSON line and a human line.
-fn report(bench: &str, figure: &str, workers: usize, ops: usize, elapsed: Duration, extra: serde_json::Value) {
+fn report(
+    bench: &str,
+    figure: &str,
+    workers: usize,
+    ops: usize,
+    elapsed: Duration,
+    extra: serde_json::Value,
+) {
     let secs = elapsed.as_secs_f64();
     let rate = ops as f64 / secs;
     let mut line = json!({
@@ -205,12 +221,15 @@ fn report(bench: &str, figure: &str, workers: usize, ops: usize, elapsed: Durati
         obj.extend(more);
     }
     record::emit(&line);
-    println!("# {bench} {figure} ({workers} worker(s)): {ops} ops in {secs:.3} s = {rate:.0} ops/s");
+    println!(
+        "# {bench} {figure} ({workers} worker(s)): {ops} ops in {secs:.3} s = {rate:.0} ops/s"
+    );
 }
 
 pub(crate) fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
     match base {
-        Some(b) => tempfile::TempDir::new_in(b).with_context(|| format!("creating a temp dir in {}", b.display())),
+        Some(b) => tempfile::TempDir::new_in(b)
+            .with_context(|| format!("creating a temp dir in {}", b.display())),
         None => tempfile::TempDir::new().context("creating a temp dir"),
     }
 }
@@ -218,7 +237,11 @@ pub(crate) fn temp_dir(base: Option<&Path>) -> Result<tempfile::TempDir> {
 /// One queue round on a fresh file: `messages` sends spread over `workers` producers, then
 /// `workers` consumers receiving batches of 10 and acking each. Returns (send time, receive+ack
 /// time).
-pub(crate) async fn queue_round(base: Option<&Path>, messages: usize, workers: usize) -> Result<(Duration, Duration)> {
+pub(crate) async fn queue_round(
+    base: Option<&Path>,
+    messages: usize,
+    workers: usize,
+) -> Result<(Duration, Duration)> {
     let dir = temp_dir(base)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let queue = Arc::new(SqliteQueue::open(&dir.path().join("relaycast.db"), clock)?);
@@ -256,7 +279,9 @@ pub(crate) async fn queue_round(base: Option<&Path>, messages: usize, workers: u
         tasks.push(tokio::spawn(async move {
             let mut done = 0usize;
             loop {
-                let batch = queue.receive(name, 10, Duration::from_secs(60), Duration::ZERO).await?;
+                let batch = queue
+                    .receive(name, 10, Duration::from_secs(60), Duration::ZERO)
+                    .await?;
                 if batch.is_empty() {
                     return anyhow::Ok(done);
                 }
@@ -289,8 +314,22 @@ async fn bench_queue(base: Option<&Path>, messages: usize, consumers: usize) -> 
     for workers in [1, consumers] {
         let (send_time, recv_time) = queue_round(base, messages, workers).await?;
         report("queue", "send", workers, messages, send_time, json!({}));
-        report("queue", "receive+ack", workers, messages, recv_time, json!({ "batch": 10 }));
-        report("queue", "send+receive+ack", workers, messages, send_time + recv_time, json!({ "batch": 10 }));
+        report(
+            "queue",
+            "receive+ack",
+            workers,
+            messages,
+            recv_time,
+            json!({ "batch": 10 }),
+        );
+        report(
+            "queue",
+            "send+receive+ack",
+            workers,
+            messages,
+            send_time + recv_time,
+            json!({ "batch": 10 }),
+        );
     }
     Ok(())
 }
@@ -314,11 +353,22 @@ fn sqlite_baseline(base: Option<&Path>, n: usize) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("running sqlite3 (the command-line tool) for the baseline")?;
-    child.stdin.take().context("sqlite3 stdin")?.write_all(sql.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("sqlite3 stdin")?
+        .write_all(sql.as_bytes())?;
     if !child.wait()?.success() {
         bail!("sqlite3 failed");
     }
-    report("store-cas", "baseline: sqlite3 CLI single-insert commits", 1, n, started.elapsed(), json!({ "tool": "sqlite3" }));
+    report(
+        "store-cas",
+        "baseline: sqlite3 CLI single-insert commits",
+        1,
+        n,
+        started.elapsed(),
+        json!({ "tool": "sqlite3" }),
+    );
     Ok(())
 }
 
@@ -332,7 +382,9 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = Arc::new(SqliteStore::open(&dir.path().join("relaycast.db"), clock)?);
         let per = ops.div_ceil(workers);
-        let ranges: Vec<_> = (0..workers).map(|w| (w * per)..((w + 1) * per).min(ops)).collect();
+        let ranges: Vec<_> = (0..workers)
+            .map(|w| (w * per)..((w + 1) * per).min(ops))
+            .collect();
 
         // Insert-if-absent, each writer on its own keys.
         let started = Instant::now();
@@ -341,7 +393,11 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 for i in range {
-                    let r = Record::new(KIND, format!("task-{i:08}"), json!({ "n": 0, "state": "created" }));
+                    let r = Record::new(
+                        KIND,
+                        format!("task-{i:08}"),
+                        json!({ "n": 0, "state": "created" }),
+                    );
                     store.put(r, Condition::Absent).await?;
                 }
                 anyhow::Ok(())
@@ -350,7 +406,14 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
         for t in tasks {
             t.await??;
         }
-        report("store-cas", "insert-if-absent", workers, ops, started.elapsed(), json!({}));
+        report(
+            "store-cas",
+            "insert-if-absent",
+            workers,
+            ops,
+            started.elapsed(),
+            json!({}),
+        );
 
         // Compare-and-set updates: read the version, write conditioned on it.
         let started = Instant::now();
@@ -370,12 +433,24 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
         for t in tasks {
             t.await??;
         }
-        report("store-cas", "get+compare-and-set", workers, ops, started.elapsed(), json!({}));
+        report(
+            "store-cas",
+            "get+compare-and-set",
+            workers,
+            ops,
+            started.elapsed(),
+            json!({}),
+        );
 
         if workers > 1 {
             // All writers on one record: throughput of successful increments under conflicts.
             let n = (ops / 10).max(workers);
-            store.put(Record::new(KIND, "counter", json!({ "n": 0 })), Condition::Absent).await?;
+            store
+                .put(
+                    Record::new(KIND, "counter", json!({ "n": 0 })),
+                    Condition::Absent,
+                )
+                .await?;
             let started = Instant::now();
             let mut tasks = Vec::new();
             for w in 0..workers {
@@ -385,7 +460,10 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
                     let mut conflicts = 0usize;
                     for _ in 0..mine {
                         loop {
-                            let cur = store.get(KIND, "counter").await?.context("counter vanished")?;
+                            let cur = store
+                                .get(KIND, "counter")
+                                .await?
+                                .context("counter vanished")?;
                             let next = cur.body.value()["n"].as_u64().unwrap_or(0) + 1;
                             match store
                                 .put(
@@ -408,11 +486,21 @@ async fn bench_store(base: Option<&Path>, ops: usize, writers: usize) -> Result<
                 conflicts += t.await??;
             }
             let elapsed = started.elapsed();
-            let end = store.get(KIND, "counter").await?.context("counter vanished")?;
+            let end = store
+                .get(KIND, "counter")
+                .await?
+                .context("counter vanished")?;
             if end.body.value()["n"].as_u64() != Some(n as u64) {
                 bail!("counter ended at {} instead of {n}", end.body.value()["n"]);
             }
-            report("store-cas", "contended-counter", workers, n, elapsed, json!({ "conflicts": conflicts }));
+            report(
+                "store-cas",
+                "contended-counter",
+                workers,
+                n,
+                elapsed,
+                json!({ "conflicts": conflicts }),
+            );
         }
     }
     Ok(())
@@ -439,18 +527,45 @@ async fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let base = cli.dir.as_deref();
     match cli.command {
-        Command::Queue { messages, consumers } => bench_queue(base, messages, consumers).await,
+        Command::Queue {
+            messages,
+            consumers,
+        } => bench_queue(base, messages, consumers).await,
         Command::StoreCas { ops, writers } => bench_store(base, ops, writers).await,
-        Command::Writes { raw_commits, events, concurrency, queue_messages, api_requests } => {
-            let opts = writes::WritesOptions { raw_commits, events, concurrency, queue_messages, api_requests };
+        Command::Writes {
+            raw_commits,
+            events,
+            concurrency,
+            queue_messages,
+            api_requests,
+        } => {
+            let opts = writes::WritesOptions {
+                raw_commits,
+                events,
+                concurrency,
+                queue_messages,
+                api_requests,
+            };
             writes::bench_writes(base, opts).await
         }
-        Command::Api { requests, concurrency } => api::bench_api(base, requests, concurrency, false).await,
+        Command::Api {
+            requests,
+            concurrency,
+        } => api::bench_api(base, requests, concurrency, false).await,
         Command::Callbacks(mut opts) => {
             opts.dir = cli.dir.clone();
             callbacks::bench_callbacks(opts).await
         }
-        Command::Record { phases, streams, rounds, warmup, window, finalize_runs, finalize_secs, recorder_bin } => {
+        Command::Record {
+            phases,
+            streams,
+            rounds,
+            warmup,
+            window,
+            finalize_runs,
+            finalize_secs,
+            recorder_bin,
+        } => {
             let opts = relay::recording::RecordOptions {
                 phases,
                 streams,

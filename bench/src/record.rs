@@ -27,7 +27,10 @@ static SINK: Mutex<Option<Sink>> = Mutex::new(None);
 pub fn emit(v: &Value) {
     println!("{v}");
     if let Ok(mut s) = SINK.lock() {
-        if let Some(Sink { file: Some((f, _)), .. }) = s.as_mut() {
+        if let Some(Sink {
+            file: Some((f, _)), ..
+        }) = s.as_mut()
+        {
             let _ = writeln!(f, "{v}");
             let _ = f.flush();
         }
@@ -47,8 +50,15 @@ fn git_commit(dir: &Path) -> (Option<String>, bool) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = out(&["rev-parse", "--short", "HEAD"]);
-    let dirty = out(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty = out(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)docs",
+    ])
+    .is_some_and(|s| !s.is_empty());
     (commit, dirty)
 }
 
@@ -76,7 +86,10 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 /// (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ`) now, in UTC.
 pub fn utc_now() -> (String, String) {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let (y, m, d) = civil(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
     let date = format!("{y:04}-{m:02}-{d:02}");
@@ -85,7 +98,9 @@ pub fn utc_now() -> (String, String) {
 }
 
 pub fn loadavg() -> Option<String> {
-    std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Opens the run's record. `out`: an explicit file; otherwise `docs/perf-data/` of the git
@@ -100,17 +115,20 @@ pub fn start(bench: &str, out: Option<PathBuf>, tag: Option<&str>, disabled: boo
     } else if let Some(p) = out {
         Some(p)
     } else {
-        top.map(|t| t.join("docs/perf-data")).filter(|d| d.is_dir()).map(|d| {
-            let mut name = format!("{bench}-{date}-{}", commit.as_deref().unwrap_or("nocommit"));
-            if dirty {
-                name.push_str("-dirty");
-            }
-            if let Some(t) = tag {
-                name.push('-');
-                name.push_str(t);
-            }
-            d.join(format!("{name}.jsonl"))
-        })
+        top.map(|t| t.join("docs/perf-data"))
+            .filter(|d| d.is_dir())
+            .map(|d| {
+                let mut name =
+                    format!("{bench}-{date}-{}", commit.as_deref().unwrap_or("nocommit"));
+                if dirty {
+                    name.push_str("-dirty");
+                }
+                if let Some(t) = tag {
+                    name.push('-');
+                    name.push_str(t);
+                }
+                d.join(format!("{name}.jsonl"))
+            })
     };
     let file = match path {
         Some(p) => {
@@ -124,8 +142,11 @@ pub fn start(bench: &str, out: Option<PathBuf>, tag: Option<&str>, disabled: boo
         }
         None => None,
     };
-    *SINK.lock().map_err(|_| anyhow::anyhow!("record lock"))? =
-        Some(Sink { file, started: Instant::now(), bench: bench.to_string() });
+    *SINK.lock().map_err(|_| anyhow::anyhow!("record lock"))? = Some(Sink {
+        file,
+        started: Instant::now(),
+        bench: bench.to_string(),
+    });
     emit(&json!({
         "bench": bench, "figure": "run", "commit": commit, "dirty": dirty, "utc": iso,
         "args": std::env::args().collect::<Vec<_>>(), "loadavg": loadavg(),

@@ -35,13 +35,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use md5::{Digest, Md5};
+use relaycast_core::domain::relay::types::{
+    Fops, Resolution, Source, SourceUrl, TaskType, VideoCodec,
+};
+use relaycast_workers::ingest::transcode::{self, Watermarks};
+use relaycast_workers::ingest::IngestSpec;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
 };
-use relaycast_core::domain::relay::types::{Fops, Resolution, Source, SourceUrl, TaskType, VideoCodec};
-use relaycast_workers::ingest::IngestSpec;
-use relaycast_workers::ingest::transcode::{self, Watermarks};
 use serde_json::{json, Value};
 
 use crate::record::emit;
@@ -190,7 +192,10 @@ fn proc_table() -> HashMap<u32, (u32, u64, u64)> {
             continue;
         }
         let n = |k: usize| f[k].parse::<u64>().unwrap_or(0);
-        out.insert(pid, (n(1) as u32, n(11) + n(12) + n(13) + n(14), n(13) + n(14)));
+        out.insert(
+            pid,
+            (n(1) as u32, n(11) + n(12) + n(13) + n(14), n(13) + n(14)),
+        );
     }
     out
 }
@@ -286,7 +291,10 @@ pub(crate) fn process_pss_uss_kb(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    (field("Pss:"), field("Private_Clean:") + field("Private_Dirty:"))
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
 }
 
 /// One memory sample of a process tree, in MB: summed VmRSS, PSS and USS.
@@ -299,16 +307,23 @@ struct Mem {
 
 fn mem_one(pid: u32) -> Mem {
     let (pss, uss) = process_pss_uss_kb(pid);
-    Mem { rss: process_rss_kb(pid) as f64 / 1024.0, pss: pss as f64 / 1024.0, uss: uss as f64 / 1024.0 }
+    Mem {
+        rss: process_rss_kb(pid) as f64 / 1024.0,
+        pss: pss as f64 / 1024.0,
+        uss: uss as f64 / 1024.0,
+    }
 }
 
 fn mem(roots: &[u32]) -> Mem {
     let table = proc_table();
-    tree(roots, &table).iter().map(|p| mem_one(*p)).fold(Mem::default(), |a, b| Mem {
-        rss: a.rss + b.rss,
-        pss: a.pss + b.pss,
-        uss: a.uss + b.uss,
-    })
+    tree(roots, &table)
+        .iter()
+        .map(|p| mem_one(*p))
+        .fold(Mem::default(), |a, b| Mem {
+            rss: a.rss + b.rss,
+            pss: a.pss + b.pss,
+            uss: a.uss + b.uss,
+        })
 }
 
 /// Memory samples of a window; medians of each.
@@ -324,7 +339,11 @@ impl MemSamples {
         let mut r: Vec<f64> = self.0.iter().map(|m| m.rss).collect();
         let mut p: Vec<f64> = self.0.iter().map(|m| m.pss).collect();
         let mut u: Vec<f64> = self.0.iter().map(|m| m.uss).collect();
-        Mem { rss: median(&mut r), pss: median(&mut p), uss: median(&mut u) }
+        Mem {
+            rss: median(&mut r),
+            pss: median(&mut p),
+            uss: median(&mut u),
+        }
     }
 }
 
@@ -332,8 +351,14 @@ impl MemSamples {
 /// clock ticks, from `/proc/stat`: all but idle and iowait.
 fn machine_busy_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
 }
@@ -346,14 +371,18 @@ struct Quiet {
 
 impl Quiet {
     fn start() -> Quiet {
-        Quiet { busy0: machine_busy_ticks(), load0: crate::record::loadavg() }
+        Quiet {
+            busy0: machine_busy_ticks(),
+            load0: crate::record::loadavg(),
+        }
     }
 
     /// `own_pct`: the CPU of everything the bench measured in the window (% of one core), so
     /// that the rest is what other processes (and the bench's own bookkeeping) used.
     /// Also returns the machine's busy time in % of one core.
     fn json(&self, secs: f64, own_pct: f64) -> (Value, f64) {
-        let busy = machine_busy_ticks().saturating_sub(self.busy0) as f64 / clock_ticks() / secs * 100.0;
+        let busy =
+            machine_busy_ticks().saturating_sub(self.busy0) as f64 / clock_ticks() / secs * 100.0;
         let v = json!({ "machine_busy_pct_of_one_core": r2(busy), "outside_contenders_pct_of_one_core": r2(busy - own_pct),
                         "loadavg_start": self.load0, "loadavg_end": crate::record::loadavg() });
         (v, busy)
@@ -653,7 +682,13 @@ impl Relaycast {
     }
 
     /// `cmd=1` with `fops` (a transcode) if given.
-    fn create_with(&self, id: &str, sources: &[String], forwards: &[String], fops: Option<&Value>) -> Result<()> {
+    fn create_with(
+        &self,
+        id: &str,
+        sources: &[String],
+        forwards: &[String],
+        fops: Option<&Value>,
+    ) -> Result<()> {
         let mut item = json!({
             "id": id,
             "src": sources.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>(),
@@ -662,7 +697,8 @@ impl Relaycast {
         if let Some(f) = fops {
             item["fops"] = f.clone();
         }
-        self.forward(&json!({ "cmd": "1", "type": "live", "list": [item] })).map(|_| ())
+        self.forward(&json!({ "cmd": "1", "type": "live", "list": [item] }))
+            .map(|_| ())
     }
 
     /// SIGTERM (relaycast drains: stops its ingest ffmpeg and reaps it), then the tree is
@@ -755,9 +791,11 @@ impl Drop for Player {
 fn play_once(port: u16, stream: &str, tags: &Mutex<Vec<VTag>>, stop: &AtomicBool) -> Result<()> {
     let mut c = RtmpClient::connect(port, stop)?;
     c.drive(stop, None, |session, event| match event {
-        ClientSessionEvent::ConnectionRequestAccepted => {
-            Ok(Step::Send(session.request_playback(stream.to_string()).map_err(|e| anyhow!("{e:?}"))?))
-        }
+        ClientSessionEvent::ConnectionRequestAccepted => Ok(Step::Send(
+            session
+                .request_playback(stream.to_string())
+                .map_err(|e| anyhow!("{e:?}"))?,
+        )),
         ClientSessionEvent::VideoDataReceived { data, .. } => {
             let at = Instant::now();
             if let (Some((key, hash)), Ok(mut t)) = (video_frame_hash(&data), tags.lock()) {
@@ -808,7 +846,14 @@ fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> Result<Option<usize>> {
     match s.read(buf) {
         Ok(0) => bail!("closed"),
         Ok(n) => Ok(Some(n)),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -821,16 +866,26 @@ impl RtmpClient {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         let mut hs = Handshake::new(PeerType::Client);
-        s.write_all(&hs.generate_outbound_p0_and_p1().map_err(|e| anyhow!("{e:?}"))?)?;
+        s.write_all(
+            &hs.generate_outbound_p0_and_p1()
+                .map_err(|e| anyhow!("{e:?}"))?,
+        )?;
         let mut buf = vec![0u8; 65536];
         let leftover = loop {
             if stop.load(Ordering::Relaxed) {
                 bail!("stopped");
             }
-            let Some(n) = read_some(&mut s, &mut buf)? else { continue };
+            let Some(n) = read_some(&mut s, &mut buf)? else {
+                continue;
+            };
             match hs.process_bytes(&buf[..n]).map_err(|e| anyhow!("{e:?}"))? {
-                HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes)?,
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    s.write_all(&response_bytes)?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
                     s.write_all(&response_bytes)?;
                     break remaining_bytes;
                 }
@@ -838,9 +893,19 @@ impl RtmpClient {
         };
         let mut config = ClientSessionConfig::new();
         config.tc_url = Some(format!("rtmp://127.0.0.1:{port}/live"));
-        let (mut session, mut results) = ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
-        results.push(session.request_connection("live".into()).map_err(|e| anyhow!("{e:?}"))?);
-        Ok(RtmpClient { socket: s, session, results, pending: leftover })
+        let (mut session, mut results) =
+            ClientSession::new(config).map_err(|e| anyhow!("{e:?}"))?;
+        results.push(
+            session
+                .request_connection("live".into())
+                .map_err(|e| anyhow!("{e:?}"))?,
+        );
+        Ok(RtmpClient {
+            socket: s,
+            session,
+            results,
+            pending: leftover,
+        })
     }
 
     /// Runs the session: writes what it produces, feeds it what the socket reads and hands
@@ -858,14 +923,16 @@ impl RtmpClient {
             let mut done = false;
             for r in std::mem::take(&mut self.results) {
                 let r = match r {
-                    ClientSessionResult::RaisedEvent(event) => match on_event(&mut self.session, event)? {
-                        Step::Continue => continue,
-                        Step::Send(r) => r,
-                        Step::Done => {
-                            done = true;
-                            continue;
+                    ClientSessionResult::RaisedEvent(event) => {
+                        match on_event(&mut self.session, event)? {
+                            Step::Continue => continue,
+                            Step::Send(r) => r,
+                            Step::Done => {
+                                done = true;
+                                continue;
+                            }
                         }
-                    },
+                    }
                     r => r,
                 };
                 if let ClientSessionResult::OutboundResponse(p) = r {
@@ -879,7 +946,10 @@ impl RtmpClient {
                 return Ok(());
             }
             if !self.pending.is_empty() {
-                self.results = self.session.handle_input(&self.pending).map_err(|e| anyhow!("{e:?}"))?;
+                self.results = self
+                    .session
+                    .handle_input(&self.pending)
+                    .map_err(|e| anyhow!("{e:?}"))?;
                 self.pending.clear();
                 continue;
             }
@@ -911,19 +981,57 @@ struct SourceSpec {
 }
 
 /// The cpu, transcode, first-frame, failover and delay phases: 720p25 at 2.5 Mbit/s.
-const SOURCE_720P: SourceSpec = SourceSpec { file: "source.flv", size: "1280x720", video_kbps: 2500, audio_kbps: 128 };
+const SOURCE_720P: SourceSpec = SourceSpec {
+    file: "source.flv",
+    size: "1280x720",
+    video_kbps: 2500,
+    audio_kbps: 128,
+};
 /// The density phase: 360p25 at 500 kbit/s in all (436 video + 64 AAC).
-const SOURCE_360P: SourceSpec = SourceSpec { file: "source-360p.flv", size: "640x360", video_kbps: 436, audio_kbps: 64 };
+const SOURCE_360P: SourceSpec = SourceSpec {
+    file: "source-360p.flv",
+    size: "640x360",
+    video_kbps: 436,
+    audio_kbps: 64,
+};
 
 fn encode_source(dir: &Path, spec: &SourceSpec) -> Result<PathBuf> {
     let path = dir.join(spec.file);
-    eprintln!("# encoding the 20 s {} source file (once, before any measurement)", spec.size);
-    let (v, a) = (format!("{}k", spec.video_kbps), format!("{}k", spec.audio_kbps));
+    eprintln!(
+        "# encoding the 20 s {} source file (once, before any measurement)",
+        spec.size
+    );
+    let (v, a) = (
+        format!("{}k", spec.video_kbps),
+        format!("{}k", spec.audio_kbps),
+    );
     let ok = ffmpeg()
-        .args(["-y", "-f", "lavfi", "-i", &format!("testsrc2=size={}:rate=25", spec.size)])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "20"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
-        .args(["-b:v", &v, "-maxrate", &v, "-bufsize", &format!("{}k", 2 * spec.video_kbps)])
+        .args([
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={}:rate=25", spec.size),
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v",
+            &v,
+            "-maxrate",
+            &v,
+            "-bufsize",
+            &format!("{}k", 2 * spec.video_kbps),
+        ])
         .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
         .args(["-c:a", "aac", "-b:a", &a, "-f", "flv"])
         .arg(&path)
@@ -1072,8 +1180,10 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
         ctx.file_360p()?;
     }
     for phase in &opts.phases {
-        emit(&json!({ "bench": "relay", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1,
-                      "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": "relay", "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1,
+                      "loadavg": crate::record::loadavg() }),
+        );
         match phase.as_str() {
             "cpu" => phase_cpu(&ctx)?,
             "first-frame" => phase_first_frame(&ctx)?,
@@ -1084,17 +1194,30 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
             "idle" => phase_idle(&ctx)?,
             other => bail!("unknown phase {other} (cpu, transcode, first-frame, failover, delay, density, idle)"),
         }
-        emit(&json!({ "bench": "relay", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1,
-                      "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": "relay", "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1,
+                      "loadavg": crate::record::loadavg() }),
+        );
     }
     Ok(())
 }
 
 /// The first line a tool prints on stdout or stderr (`nginx -v` writes to stderr).
 fn first_line(tool: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(tool).args(args).stdin(Stdio::null()).output().ok()?;
-    let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
-    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_string())
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,7 +1232,12 @@ fn phase_idle(ctx: &Ctx) -> Result<()> {
 /// from its CPU clock and from `/proc` ticks (the raw tick count too: at 100 Hz one tick over
 /// 30 s is 0.033 % of a core, so a figure near 0.05 % is a handful of ticks).
 fn measure_idle(ctx: &Ctx, window_s: u64) -> Result<()> {
-    let idle = Relaycast::start(&ctx.bin, ctx.dir.path(), "rc_idle", ctx.opts.stall_timeout_ms)?;
+    let idle = Relaycast::start(
+        &ctx.bin,
+        ctx.dir.path(),
+        "rc_idle",
+        ctx.opts.stall_timeout_ms,
+    )?;
     std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
     let pid = [idle.proc.pid()];
     let (t0, c0, k0) = (Instant::now(), cpu_s(&pid).0, ticks(&pid).0);
@@ -1123,9 +1251,11 @@ fn measure_idle(ctx: &Ctx, window_s: u64) -> Result<()> {
     let k = ticks(&pid).0.saturating_sub(k0);
     let cpu_ticks = k as f64 / clock_ticks() / secs * 100.0;
     let m = m.median();
-    emit(&json!({ "bench": "relay", "figure": "relaycast idle (no task)", "window_s": r2(secs), "cpu_pct_of_one_core": r3(cpu),
+    emit(
+        &json!({ "bench": "relay", "figure": "relaycast idle (no task)", "window_s": r2(secs), "cpu_pct_of_one_core": r3(cpu),
                   "cpu_pct_ticks": r3(cpu_ticks), "ticks": k, "clock_ticks_per_s": clock_ticks(),
-                  "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss) }));
+                  "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss) }),
+    );
     println!("# relaycast idle (no task), {secs:.0} s: {cpu:.3} % of a core ({k} ticks = {cpu_ticks:.3} %), PSS {:.1} MB", m.pss);
     idle.shutdown(Duration::from_secs(6));
     Ok(())
@@ -1162,8 +1292,13 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                 .iter()
                 .map(|d| format!("    push {};\n", nginx.url(d)))
                 .collect();
-            let ngx_push = Nginx::start_named(ctx.dir.path(), &format!("nginx_push_{n}_{round}"), &push_lines)?;
-            let ngx_base = Nginx::start_named(ctx.dir.path(), &format!("nginx_nopush_{n}_{round}"), "")?;
+            let ngx_push = Nginx::start_named(
+                ctx.dir.path(),
+                &format!("nginx_push_{n}_{round}"),
+                &push_lines,
+            )?;
+            let ngx_base =
+                Nginx::start_named(ctx.dir.path(), &format!("nginx_nopush_{n}_{round}"), "")?;
             let feeder = Proc::spawn(
                 "feeder (tee to the push and no-push nginx)",
                 ffmpeg().args([
@@ -1175,7 +1310,11 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                     "copy",
                     "-f",
                     "tee",
-                    &format!("[f=flv]{}|[f=flv]{}", ngx_push.url("src"), ngx_base.url("src")),
+                    &format!(
+                        "[f=flv]{}|[f=flv]{}",
+                        ngx_push.url("src"),
+                        ngx_base.url("src")
+                    ),
                 ]),
                 &ctx.log(&format!("feeder_{n}_{round}")),
             )?;
@@ -1200,8 +1339,13 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                 &urls(&tee_names),
                 &ctx.log(&format!("tee_{n}_{round}")),
             )?;
-            let all: Vec<String> =
-                [rc_names.clone(), sep_names.clone(), tee_names.clone(), np_names.clone()].concat();
+            let all: Vec<String> = [
+                rc_names.clone(),
+                sep_names.clone(),
+                tee_names.clone(),
+                np_names.clone(),
+            ]
+            .concat();
             nginx.wait_publishing(&all, 50_000, Duration::from_secs(30))?;
             let src = ["src".to_string()];
             ngx_push.wait_publishing(&src, 50_000, Duration::from_secs(10))?;
@@ -1211,29 +1355,50 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             // (name, process roots, which nginx's stat shows what it delivers, stream names)
             let contenders: Vec<(&'static str, Vec<u32>, &Nginx, Vec<String>)> = vec![
                 (RC, vec![rc.proc.pid()], nginx, rc_names.clone()),
-                (SEP, seps.iter().map(Proc::pid).collect(), nginx, sep_names.clone()),
+                (
+                    SEP,
+                    seps.iter().map(Proc::pid).collect(),
+                    nginx,
+                    sep_names.clone(),
+                ),
                 (TEE, vec![tee.pid()], nginx, tee_names.clone()),
-                (PUSH_GROSS, vec![ngx_push.proc.pid()], nginx, np_names.clone()),
+                (
+                    PUSH_GROSS,
+                    vec![ngx_push.proc.pid()],
+                    nginx,
+                    np_names.clone(),
+                ),
                 // What the no-push nginx "delivers" is what it receives: the feed.
                 (NOPUSH, vec![ngx_base.proc.pid()], &ngx_base, src.to_vec()),
             ];
-            let stats0: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
+            let stats0: Vec<HashMap<String, StreamStat>> =
+                contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed0 = ngx_push.stat();
             let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
-            let w = measure_window(ctx, &trees, rc.proc.pid(), json!({ "phase": phase_name, "destinations": n, "round": round }));
-            let stats1: Vec<HashMap<String, StreamStat>> = contenders.iter().map(|c| c.2.stat()).collect();
+            let w = measure_window(
+                ctx,
+                &trees,
+                rc.proc.pid(),
+                json!({ "phase": phase_name, "destinations": n, "round": round }),
+            );
+            let stats1: Vec<HashMap<String, StreamStat>> =
+                contenders.iter().map(|c| c.2.stat()).collect();
             let push_feed1 = ngx_push.stat();
             let (secs, own_mem) = (w.secs, w.own_mem);
-            emit(&json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+            emit(
+                &json!({ "bench": "relay", "figure": "relaycast process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
                           "cpu_pct_of_one_core": r2(w.own_cpu_pct),
-                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
+                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }),
+            );
             let mut window: HashMap<&str, Sample> = HashMap::new();
             for (i, (name, _, _, dests)) in contenders.iter().enumerate() {
                 let (cpu, cpu_ticks, m) = (w.cpu_pct[i], w.cpu_ticks_pct[i], w.mem[i]);
                 let min_kbps = min_kbps(&stats0[i], &stats1[i], dests, secs);
-                emit(&json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
+                emit(
+                    &json!({ "bench": "relay", "figure": "cpu+rss", "contender": name, "destinations": n, "round": round,
                               "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
-                              "processes": w.processes[i], "min_kbps_per_destination": min_kbps.round() }));
+                              "processes": w.processes[i], "min_kbps_per_destination": min_kbps.round() }),
+                );
                 if min_kbps < 1500.0 {
                     eprintln!(
                         "# WARNING: {name} delivered only {min_kbps:.0} kbit/s to one destination"
@@ -1244,20 +1409,28 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             // The push nginx received the same feed as the no-push one.
             let feed_push = min_kbps(&push_feed0, &push_feed1, &src, secs);
             let feed_base = min_kbps(&stats0[4], &stats1[4], &src, secs);
-            emit(&json!({ "bench": "relay", "figure": "nginx push feed", "destinations": n, "round": round,
-                          "push_nginx_received_kbps": feed_push.round(), "nopush_nginx_received_kbps": feed_base.round() }));
+            emit(
+                &json!({ "bench": "relay", "figure": "nginx push feed", "destinations": n, "round": round,
+                          "push_nginx_received_kbps": feed_push.round(), "nopush_nginx_received_kbps": feed_base.round() }),
+            );
             if (feed_push - feed_base).abs() > 0.05 * feed_base {
                 eprintln!("# WARNING: the push and no-push nginx received {feed_push:.0} and {feed_base:.0} kbit/s");
             }
             let (g, b) = (window[PUSH_GROSS], window[NOPUSH]);
             let net = Sample {
                 cpu: g.cpu - b.cpu,
-                mem: Mem { rss: g.mem.rss - b.mem.rss, pss: g.mem.pss - b.mem.pss, uss: g.mem.uss - b.mem.uss },
+                mem: Mem {
+                    rss: g.mem.rss - b.mem.rss,
+                    pss: g.mem.pss - b.mem.pss,
+                    uss: g.mem.uss - b.mem.uss,
+                },
             };
-            emit(&json!({ "bench": "relay", "figure": "cpu+rss", "contender": PUSH, "destinations": n, "round": round,
+            emit(
+                &json!({ "bench": "relay", "figure": "cpu+rss", "contender": PUSH, "destinations": n, "round": round,
                           "window_s": r2(secs), "cpu_pct_of_one_core": r2(net.cpu), "rss_mb_median": r2(net.mem.rss),
                           "pss_mb_median": r2(net.mem.pss), "uss_mb_median": r2(net.mem.uss), "net_of": NOPUSH,
-                          "min_kbps_per_destination": min_kbps(&stats0[3], &stats1[3], &np_names, secs).round() }));
+                          "min_kbps_per_destination": min_kbps(&stats0[3], &stats1[3], &np_names, secs).round() }),
+            );
             window.insert(PUSH, net);
             for name in [RC, SEP, TEE, PUSH, PUSH_GROSS, NOPUSH] {
                 results.entry((name, n)).or_default().push(window[name]);
@@ -1277,7 +1450,14 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
     );
     println!(
         "# {:>5} | {:>22} | {:>22} | {:>22} | {:>22} | {:>14} | {:>14} | {:>14}",
-        "dests", "relaycast", "ffmpeg x N", "ffmpeg tee", "nginx push (net)", "rc/tee", "rc/(xN)", "rc/push"
+        "dests",
+        "relaycast",
+        "ffmpeg x N",
+        "ffmpeg tee",
+        "nginx push (net)",
+        "rc/tee",
+        "rc/(xN)",
+        "rc/push"
     );
     for &n in &ctx.opts.destinations {
         let get = |name: &str| results.get(&(name, n)).cloned().unwrap_or_default();
@@ -1286,13 +1466,20 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
         let pss = |a: &Sample| a.mem.pss;
         let rss = |a: &Sample| a.mem.rss;
         let mut line = json!({ "bench": "relay", "figure": "cpu+rss summary", "destinations": n, "rounds": rc.len() });
-        for (key, v) in [("relaycast", &rc), ("ffmpeg_per_destination", &sep), ("ffmpeg_tee", &tee), ("nginx_push_net", &push),
-                         ("nginx_push_gross", &get(PUSH_GROSS)), ("nginx_nopush", &get(NOPUSH))] {
+        for (key, v) in [
+            ("relaycast", &rc),
+            ("ffmpeg_per_destination", &sep),
+            ("ffmpeg_tee", &tee),
+            ("nginx_push_net", &push),
+            ("nginx_push_gross", &get(PUSH_GROSS)),
+            ("nginx_nopush", &get(NOPUSH)),
+        ] {
             line[format!("{key}_cpu_pct")] = json!(r2(med(v, cpu)));
             line[format!("{key}_rss_mb")] = json!(r2(med(v, rss)));
             line[format!("{key}_pss_mb")] = json!(r2(med(v, pss)));
             line[format!("{key}_uss_mb")] = json!(r2(med(v, |s| s.mem.uss)));
-            line[format!("{key}_cpu_pct_per_round")] = json!(v.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>());
+            line[format!("{key}_cpu_pct_per_round")] =
+                json!(v.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>());
         }
         for (key, other) in [("tee", &tee), ("separate", &sep), ("nginx_push", &push)] {
             let c = Spread::of(ratios(&rc, other, cpu));
@@ -1303,11 +1490,24 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             line[format!("rss_ratio_relaycast_over_{key}")] = r.json();
         }
         emit(&line);
-        let cell = |v: &[Sample]| format!("{:>6.2}% {:>5.1} ({:>5.1}) MB", med(v, cpu), med(v, pss), med(v, rss));
+        let cell = |v: &[Sample]| {
+            format!(
+                "{:>6.2}% {:>5.1} ({:>5.1}) MB",
+                med(v, cpu),
+                med(v, pss),
+                med(v, rss)
+            )
+        };
         let rat = |other: &[Sample]| Spread::of(ratios(&rc, other, cpu)).short();
         println!(
             "# {n:>5} | {} | {} | {} | {} | {:>14} | {:>14} | {:>14}",
-            cell(&rc), cell(&sep), cell(&tee), cell(&push), rat(&tee), rat(&sep), rat(&push)
+            cell(&rc),
+            cell(&sep),
+            cell(&tee),
+            cell(&push),
+            rat(&tee),
+            rat(&sep),
+            rat(&push)
         );
     }
     Ok(())
@@ -1351,7 +1551,12 @@ impl Spread {
         let median = median(&mut v);
         let min = per_round.iter().copied().fold(f64::INFINITY, f64::min);
         let max = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Spread { per_round, median, min, max }
+        Spread {
+            per_round,
+            median,
+            min,
+            max,
+        }
     }
 
     fn json(&self) -> Value {
@@ -1387,7 +1592,13 @@ fn measure_window(ctx: &Ctx, trees: &[&[u32]], relaycast_pid: u32, labels: Value
 }
 
 /// [`measure_window`] for `window_s` seconds, its load line under `bench`.
-fn measure_window_for(bench: &str, window_s: u64, trees: &[&[u32]], relaycast_pid: u32, labels: Value) -> Window {
+fn measure_window_for(
+    bench: &str,
+    window_s: u64,
+    trees: &[&[u32]],
+    relaycast_pid: u32,
+    labels: Value,
+) -> Window {
     let hz = clock_ticks();
     let own = |pid: u32| process_cpu_s(pid).unwrap_or(0.0);
     let own0 = own(relaycast_pid);
@@ -1408,7 +1619,13 @@ fn measure_window_for(bench: &str, window_s: u64, trees: &[&[u32]], relaycast_pi
     let after_ticks: Vec<u64> = trees.iter().map(|t| ticks(t).0).collect();
     let own1 = own(relaycast_pid);
     let secs = t0.elapsed().as_secs_f64();
-    let measured: f64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum::<f64>() / secs * 100.0;
+    let measured: f64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.0 - b.0)
+        .sum::<f64>()
+        / secs
+        * 100.0;
     let (mut q, machine_busy_pct) = quiet.json(secs, measured);
     q["bench"] = json!(bench);
     q["figure"] = json!("window load");
@@ -1418,8 +1635,16 @@ fn measure_window_for(bench: &str, window_s: u64, trees: &[&[u32]], relaycast_pi
     emit(&q);
     Window {
         secs,
-        cpu_pct: before.iter().zip(&after).map(|(b, a)| (a.0 - b.0) / secs * 100.0).collect(),
-        cpu_ticks_pct: before_ticks.iter().zip(&after_ticks).map(|(b, a)| a.saturating_sub(*b) as f64 / hz / secs * 100.0).collect(),
+        cpu_pct: before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (a.0 - b.0) / secs * 100.0)
+            .collect(),
+        cpu_ticks_pct: before_ticks
+            .iter()
+            .zip(&after_ticks)
+            .map(|(b, a)| a.saturating_sub(*b) as f64 / hz / secs * 100.0)
+            .collect(),
         processes: after.iter().map(|a| a.1).collect(),
         mem: mems.iter().map(MemSamples::median).collect(),
         own_cpu_pct: (own1 - own0) / secs * 100.0,
@@ -1429,7 +1654,12 @@ fn measure_window_for(bench: &str, window_s: u64, trees: &[&[u32]], relaycast_pi
 }
 
 /// The lowest rate (kbit/s) any of `dests` received between two stat snapshots `secs` apart.
-fn min_kbps(s0: &HashMap<String, StreamStat>, s1: &HashMap<String, StreamStat>, dests: &[String], secs: f64) -> f64 {
+fn min_kbps(
+    s0: &HashMap<String, StreamStat>,
+    s1: &HashMap<String, StreamStat>,
+    dests: &[String],
+    secs: f64,
+) -> f64 {
     dests
         .iter()
         .map(|d| {
@@ -1450,7 +1680,10 @@ fn transcode_fops() -> (Value, Fops) {
     let fops = Fops {
         vcodec: Some(VideoCodec::Libx264),
         bps: Some(800_000),
-        res: Some(Resolution { width: 640, height: 360 }),
+        res: Some(Resolution {
+            width: 640,
+            height: 360,
+        }),
         fps: Some(25.0),
         forced_gop_interval_ms: Some(1000),
         ..Fops::default()
@@ -1463,9 +1696,13 @@ fn transcode_fops() -> (Value, Fops) {
 fn plain_transcode_args(src: &str, fops: &Fops, dests: &[String]) -> Result<Vec<String>> {
     let source = Source::new(SourceUrl::parse(src, TaskType::Live).map_err(|e| anyhow!("{e:?}"))?);
     let mut spec = IngestSpec::live(src);
-    transcode::apply(&mut spec, fops, &source, &Watermarks::default()).map_err(|e| anyhow!("{e}"))?;
+    transcode::apply(&mut spec, fops, &source, &Watermarks::default())
+        .map_err(|e| anyhow!("{e}"))?;
     let mut a = spec.args().map_err(|e| anyhow!("{e}"))?;
-    let f = a.iter().rposition(|x| x == "-f").context("no -f in the ingest's arguments")?;
+    let f = a
+        .iter()
+        .rposition(|x| x == "-f")
+        .context("no -f in the ingest's arguments")?;
     if a.get(f + 1).map(String::as_str) != Some("flv") {
         bail!("the ingest does not write FLV for this transcode: {a:?}");
     }
@@ -1489,7 +1726,11 @@ fn plain_transcode_args(src: &str, fops: &Fops, dests: &[String]) -> Result<Vec<
 fn phase_transcode(ctx: &Ctx) -> Result<()> {
     let phase_name = "transcode";
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file()?, &nginx.url("tcsrc"), &ctx.log("publisher-tcsrc"))?;
+    let _pub = publisher(
+        &ctx.file()?,
+        &nginx.url("tcsrc"),
+        &ctx.log("publisher-tcsrc"),
+    )?;
     nginx.wait_publishing(&["tcsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let (wire, fops) = transcode_fops();
     const RCT: &str = "relaycast transcode";
@@ -1497,14 +1738,30 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
     let mut results: HashMap<(&'static str, usize), Vec<Sample>> = HashMap::new();
     for round in 1..=ctx.opts.rounds {
         for &n in &ctx.opts.transcode_destinations {
-            let names = |p: &str| (0..n).map(|i| format!("{p}_{n}_{round}_{i}")).collect::<Vec<_>>();
+            let names = |p: &str| {
+                (0..n)
+                    .map(|i| format!("{p}_{n}_{round}_{i}"))
+                    .collect::<Vec<_>>()
+            };
             let (rc_names, ff_names) = (names("tc_rc"), names("tc_ff"));
             let urls = |v: &[String]| v.iter().map(|s| nginx.url(s)).collect::<Vec<_>>();
-            let rc = Relaycast::start(&ctx.bin, ctx.dir.path(), &format!("rc_tc_{n}_{round}"), ctx.opts.stall_timeout_ms)?;
-            rc.create_with(&format!("tc{n}r{round}"), &[nginx.url("tcsrc")], &urls(&rc_names), Some(&wire))?;
+            let rc = Relaycast::start(
+                &ctx.bin,
+                ctx.dir.path(),
+                &format!("rc_tc_{n}_{round}"),
+                ctx.opts.stall_timeout_ms,
+            )?;
+            rc.create_with(
+                &format!("tc{n}r{round}"),
+                &[nginx.url("tcsrc")],
+                &urls(&rc_names),
+                Some(&wire),
+            )?;
             let args = plain_transcode_args(&nginx.url("tcsrc"), &fops, &urls(&ff_names))?;
             if round == 1 && n == ctx.opts.transcode_destinations[0] {
-                emit(&json!({ "bench": "relay", "figure": "transcode setup", "fops": wire, "plain_ffmpeg_args": args }));
+                emit(
+                    &json!({ "bench": "relay", "figure": "transcode setup", "fops": wire, "plain_ffmpeg_args": args }),
+                );
             }
             let mut cmd = Command::new("ffmpeg");
             cmd.args(&args);
@@ -1513,28 +1770,45 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
             nginx.wait_publishing(&all, 50_000, Duration::from_secs(60))?;
             std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
 
-            let contenders: Vec<(&'static str, Vec<u32>, &Vec<String>)> =
-                vec![(RCT, vec![rc.proc.pid()], &rc_names), (FFT, vec![plain.pid()], &ff_names)];
+            let contenders: Vec<(&'static str, Vec<u32>, &Vec<String>)> = vec![
+                (RCT, vec![rc.proc.pid()], &rc_names),
+                (FFT, vec![plain.pid()], &ff_names),
+            ];
             let stat0 = nginx.stat();
             let trees: Vec<&[u32]> = contenders.iter().map(|c| c.1.as_slice()).collect();
-            let w = measure_window(ctx, &trees, rc.proc.pid(), json!({ "phase": phase_name, "destinations": n, "round": round }));
+            let w = measure_window(
+                ctx,
+                &trees,
+                rc.proc.pid(),
+                json!({ "phase": phase_name, "destinations": n, "round": round }),
+            );
             let stat1 = nginx.stat();
             let (secs, own_mem) = (w.secs, w.own_mem);
-            emit(&json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
+            emit(
+                &json!({ "bench": "relay", "figure": "relaycast transcode, process alone (without its ingest ffmpeg)", "destinations": n, "round": round,
                           "cpu_pct_of_one_core": r2(w.own_cpu_pct),
-                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }));
+                          "rss_mb_median": r2(own_mem.rss), "pss_mb_median": r2(own_mem.pss), "uss_mb_median": r2(own_mem.uss) }),
+            );
             for (i, (name, _, dests)) in contenders.iter().enumerate() {
                 let (cpu, cpu_ticks, m) = (w.cpu_pct[i], w.cpu_ticks_pct[i], w.mem[i]);
                 let kbps = min_kbps(&stat0, &stat1, dests, secs);
-                let sizes: Vec<Option<(u64, u64)>> = dests.iter().map(|d| stat1.get(d).and_then(|s| s.video_size)).collect();
+                let sizes: Vec<Option<(u64, u64)>> = dests
+                    .iter()
+                    .map(|d| stat1.get(d).and_then(|s| s.video_size))
+                    .collect();
                 let all_360p = sizes.iter().all(|s| *s == Some((640, 360)));
-                emit(&json!({ "bench": "relay", "figure": "transcode cpu+rss", "contender": name, "destinations": n, "round": round,
+                emit(
+                    &json!({ "bench": "relay", "figure": "transcode cpu+rss", "contender": name, "destinations": n, "round": round,
                               "window_s": r2(secs), "cpu_pct_of_one_core": r2(cpu), "cpu_pct_ticks": r2(cpu_ticks), "rss_mb_median": r2(m.rss), "pss_mb_median": r2(m.pss), "uss_mb_median": r2(m.uss),
-                              "processes": w.processes[i], "min_kbps_per_destination": kbps.round(), "every_destination_640x360": all_360p }));
+                              "processes": w.processes[i], "min_kbps_per_destination": kbps.round(), "every_destination_640x360": all_360p }),
+                );
                 if kbps < 400.0 || !all_360p {
                     eprintln!("# WARNING: {name}: {kbps:.0} kbit/s at the slowest destination, sizes {sizes:?}");
                 }
-                results.entry((name, n)).or_default().push(Sample { cpu, mem: m });
+                results
+                    .entry((name, n))
+                    .or_default()
+                    .push(Sample { cpu, mem: m });
             }
             drop(plain);
             rc.shutdown(Duration::from_secs(6));
@@ -1550,13 +1824,15 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
         let (rc, ff) = (get(RCT), get(FFT));
         let cpu = Spread::of(ratios(&rc, &ff, |s| s.cpu));
         let pss = Spread::of(ratios(&rc, &ff, |s| s.mem.pss));
-        emit(&json!({ "bench": "relay", "figure": "transcode summary", "destinations": n, "rounds": rc.len(),
+        emit(
+            &json!({ "bench": "relay", "figure": "transcode summary", "destinations": n, "rounds": rc.len(),
                       "relaycast_cpu_pct": r2(med(&rc, |s| s.cpu)), "relaycast_pss_mb": r2(med(&rc, |s| s.mem.pss)), "relaycast_rss_mb": r2(med(&rc, |s| s.mem.rss)),
                       "relaycast_uss_mb": r2(med(&rc, |s| s.mem.uss)), "ffmpeg_uss_mb": r2(med(&ff, |s| s.mem.uss)),
                       "ffmpeg_cpu_pct": r2(med(&ff, |s| s.cpu)), "ffmpeg_pss_mb": r2(med(&ff, |s| s.mem.pss)), "ffmpeg_rss_mb": r2(med(&ff, |s| s.mem.rss)),
                       "relaycast_cpu_pct_per_round": rc.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>(),
                       "ffmpeg_cpu_pct_per_round": ff.iter().map(|s| r2(s.cpu)).collect::<Vec<_>>(),
-                      "cpu_ratio_relaycast_over_ffmpeg": cpu.json(), "pss_ratio_relaycast_over_ffmpeg": pss.json() }));
+                      "cpu_ratio_relaycast_over_ffmpeg": cpu.json(), "pss_ratio_relaycast_over_ffmpeg": pss.json() }),
+        );
         println!(
             "# {n:>5} dest(s) | relaycast {:>6.2}% {:>5.1} ({:>5.1}) MB | ffmpeg {:>6.2}% {:>5.1} ({:>5.1}) MB | cpu ratio {}",
             med(&rc, |s| s.cpu), med(&rc, |s| s.mem.pss), med(&rc, |s| s.mem.rss),
@@ -1572,7 +1848,11 @@ fn phase_transcode(ctx: &Ctx) -> Result<()> {
 
 fn phase_first_frame(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file()?, &nginx.url("ffsrc"), &ctx.log("publisher-ffsrc"))?;
+    let _pub = publisher(
+        &ctx.file()?,
+        &nginx.url("ffsrc"),
+        &ctx.log("publisher-ffsrc"),
+    )?;
     nginx.wait_publishing(&["ffsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let rc = Relaycast::start(
         &ctx.bin,
@@ -1612,8 +1892,10 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (a, b, c) = (secs(&p_rc), secs(&p_ff), secs(&p_src));
-        emit(&json!({ "bench": "relay", "figure": "first-frame", "run": run, "relaycast_s": a.map(r3), "ffmpeg_copy_s": b.map(r3),
-                    "source_direct_s": c.map(r3), "create_call_ms": r2(api_ms) }));
+        emit(
+            &json!({ "bench": "relay", "figure": "first-frame", "run": run, "relaycast_s": a.map(r3), "ffmpeg_copy_s": b.map(r3),
+                    "source_direct_s": c.map(r3), "create_call_ms": r2(api_ms) }),
+        );
         t_rc.extend(a);
         t_ff.extend(b);
         t_src.extend(c);
@@ -1624,9 +1906,11 @@ fn phase_first_frame(ctx: &Ctx) -> Result<()> {
     }
     rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff, m_src) = (median(&mut t_rc), median(&mut t_ff), median(&mut t_src));
-    emit(&json!({ "bench": "relay", "figure": "first-frame summary", "runs": ctx.opts.first_frame_runs,
+    emit(
+        &json!({ "bench": "relay", "figure": "first-frame summary", "runs": ctx.opts.first_frame_runs,
                 "relaycast_median_s": r3(m_rc), "ffmpeg_copy_median_s": r3(m_ff), "source_direct_median_s": r3(m_src),
-                "ratio_relaycast_over_ffmpeg": r2(m_rc / m_ff) }));
+                "ratio_relaycast_over_ffmpeg": r2(m_rc / m_ff) }),
+    );
     println!(
         "# first frame (create -> first keyframe at a waiting player), median of {}: relaycast {m_rc:.2} s, ffmpeg -c copy {m_ff:.2} s, source direct {m_src:.2} s",
         ctx.opts.first_frame_runs
@@ -1809,9 +2093,11 @@ fn phase_failover(ctx: &Ctx) -> Result<()> {
     }
     rc.shutdown(Duration::from_secs(6));
     let (m_rc, m_ff) = (median(&mut g_rc), median(&mut g_ff));
-    emit(&json!({ "bench": "relay", "figure": "failover summary", "runs": ctx.opts.failover_runs,
+    emit(
+        &json!({ "bench": "relay", "figure": "failover summary", "runs": ctx.opts.failover_runs,
                 "relaycast_gap_median_s": r3(m_rc), "naive_ffmpeg_gap_median_s": r3(m_ff),
-                "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) }));
+                "stall_timeout_ms": ctx.opts.stall_timeout_ms.unwrap_or(3000) }),
+    );
     println!("# failover (largest video arrival gap at a destination player), median of {}: relaycast {m_rc:.2} s, naive ffmpeg loop {m_ff:.2} s", ctx.opts.failover_runs);
     Ok(())
 }
@@ -1846,7 +2132,11 @@ fn delays(src: &[VTag], dest: &[VTag]) -> Vec<f64> {
 
 fn phase_delay(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
-    let _pub = publisher(&ctx.file()?, &nginx.url("dlsrc"), &ctx.log("publisher-dlsrc"))?;
+    let _pub = publisher(
+        &ctx.file()?,
+        &nginx.url("dlsrc"),
+        &ctx.log("publisher-dlsrc"),
+    )?;
     nginx.wait_publishing(&["dlsrc".to_string()], 100_000, Duration::from_secs(15))?;
     let rc = Relaycast::start(
         &ctx.bin,
@@ -1878,8 +2168,10 @@ fn phase_delay(ctx: &Ctx) -> Result<()> {
         let mut d = delays(&s, tags);
         let n = d.len();
         let (p50, p95) = (median(&mut d), percentile(&mut d, 0.95));
-        emit(&json!({ "bench": "relay", "figure": "added delay", "contender": name, "matched_video_tags": n,
-                    "received_video_tags": tags.len(), "median_ms": r2(p50), "p95_ms": r2(p95) }));
+        emit(
+            &json!({ "bench": "relay", "figure": "added delay", "contender": name, "matched_video_tags": n,
+                    "received_video_tags": tags.len(), "median_ms": r2(p50), "p95_ms": r2(p95) }),
+        );
         out.push((name, p50, p95, n));
     }
     println!(

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use relaycast_core::adapters::{open_embedded, SqliteStore};
 use relaycast_core::config::Settings;
 use relaycast_core::ports::{Clock, Condition, IndexKeys, Kind, Record, Store, SystemClock, Write};
+use relaycast_embedded::{open_embedded, SqliteStore};
 use serde_json::json;
 
 use crate::api::percentile;
@@ -33,7 +33,14 @@ pub struct WritesOptions {
     pub api_requests: usize,
 }
 
-fn emit(figure: &str, workers: usize, ops: usize, wall: Duration, latencies: &[Duration], raw: Option<f64>) -> f64 {
+fn emit(
+    figure: &str,
+    workers: usize,
+    ops: usize,
+    wall: Duration,
+    latencies: &[Duration],
+    raw: Option<f64>,
+) -> f64 {
     let rate = ops as f64 / wall.as_secs_f64();
     let (p50, p99) = (percentile(latencies, 0.50), percentile(latencies, 0.99));
     let mut line = json!({
@@ -48,9 +55,18 @@ fn emit(figure: &str, workers: usize, ops: usize, wall: Duration, latencies: &[D
         line["vs_raw_commit"] = json!((rate / raw * 1000.0).round() / 1000.0);
     }
     crate::record::emit(&line);
-    let ratio = raw.map(|r| format!(", {:.2}x raw commits", rate / r)).unwrap_or_default();
-    let lat = if latencies.is_empty() { String::new() } else { format!(", p50 {p50:.2} ms, p99 {p99:.2} ms") };
-    println!("# writes {figure} ({workers} in flight): {ops} in {:.3} s = {rate:.0}/s{lat}{ratio}", wall.as_secs_f64());
+    let ratio = raw
+        .map(|r| format!(", {:.2}x raw commits", rate / r))
+        .unwrap_or_default();
+    let lat = if latencies.is_empty() {
+        String::new()
+    } else {
+        format!(", p50 {p50:.2} ms, p99 {p99:.2} ms")
+    };
+    println!(
+        "# writes {figure} ({workers} in flight): {ops} in {:.3} s = {rate:.0}/s{lat}{ratio}",
+        wall.as_secs_f64()
+    );
     rate
 }
 
@@ -62,20 +78,32 @@ pub(crate) fn raw_commits(base: Option<&Path>, n: usize) -> Result<f64> {
     if !mode.eq_ignore_ascii_case("wal") {
         bail!("no WAL: {mode}");
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT NOT NULL);")?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
+    )?;
     let mut latencies = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
         let t = Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE")?;
         conn.prepare_cached("INSERT INTO t (k, v) VALUES (?1, ?2)")?
-            .execute(rusqlite::params![format!("k{i:08}"), "{\"state\":\"created\",\"pad\":\"................\"}"])?;
+            .execute(rusqlite::params![
+                format!("k{i:08}"),
+                "{\"state\":\"created\",\"pad\":\"................\"}"
+            ])?;
         conn.execute_batch("COMMIT")?;
         latencies.push(t.elapsed());
     }
     let wall = started.elapsed();
     latencies.sort();
-    Ok(emit("raw sqlite: single-row insert + commit, sequential", 1, n, wall, &latencies, None))
+    Ok(emit(
+        "raw sqlite: single-row insert + commit, sequential",
+        1,
+        n,
+        wall,
+        &latencies,
+        None,
+    ))
 }
 
 const TASKS: Kind = Kind("bench_tasks");
@@ -87,23 +115,47 @@ const CLAIMS: Kind = Kind("bench_claims");
 /// the writer's 64, replaced), and a new event, outbox entry and claim.
 fn event_writes(w: usize, i: usize) -> Vec<Write> {
     let now = 1_700_000_000_000 + i as i64;
-    let index = IndexKeys { account: Some(format!("acc{}", w % 4)), status: Some("running".into()), time_ms: Some(now) };
+    let index = IndexKeys {
+        account: Some(format!("acc{}", w % 4)),
+        status: Some("running".into()),
+        time_ms: Some(now),
+    };
     let task = Record {
         index: index.clone(),
-        ..Record::new(TASKS, format!("task-{w}-{}", i % 64), json!({
-            "id": format!("task-{w}-{}", i % 64), "state": "running", "src": "rtmp://127.0.0.1/live/src",
-            "forward": [{"url": "rtmp://127.0.0.1/live/out", "state": "pushing"}], "seq": i,
-        }))
+        ..Record::new(
+            TASKS,
+            format!("task-{w}-{}", i % 64),
+            json!({
+                "id": format!("task-{w}-{}", i % 64), "state": "running", "src": "rtmp://127.0.0.1/live/src",
+                "forward": [{"url": "rtmp://127.0.0.1/live/out", "state": "pushing"}], "seq": i,
+            }),
+        )
     };
     let event = Record {
         index: index.clone(),
-        ..Record::new(EVENTS, format!("ev-{i:08}"), json!({ "task": format!("task-{w}"), "code": "1", "at": now }))
+        ..Record::new(
+            EVENTS,
+            format!("ev-{i:08}"),
+            json!({ "task": format!("task-{w}"), "code": "1", "at": now }),
+        )
     };
     let outbox = Record {
-        index: IndexKeys { account: None, status: Some("pending".into()), time_ms: Some(now) },
-        ..Record::new(OUTBOX, format!("ob-{i:08}"), json!({ "url": "http://127.0.0.1:9/cb", "body": {"code": "1", "id": i} }))
+        index: IndexKeys {
+            account: None,
+            status: Some("pending".into()),
+            time_ms: Some(now),
+        },
+        ..Record::new(
+            OUTBOX,
+            format!("ob-{i:08}"),
+            json!({ "url": "http://127.0.0.1:9/cb", "body": {"code": "1", "id": i} }),
+        )
     };
-    let claim = Record::new(CLAIMS, format!("cl-{i:08}"), json!({ "task": format!("task-{w}") }));
+    let claim = Record::new(
+        CLAIMS,
+        format!("cl-{i:08}"),
+        json!({ "task": format!("task-{w}") }),
+    );
     vec![
         Write::Put(task, Condition::Any),
         Write::Put(event, Condition::Absent),
@@ -160,7 +212,14 @@ async fn store_events(base: Option<&Path>, events: usize, workers: usize, raw: f
         }
     })
     .await?;
-    emit("store event: transact of 4 puts", workers, events, wall, &lat, Some(raw));
+    emit(
+        "store event: transact of 4 puts",
+        workers,
+        events,
+        wall,
+        &lat,
+        Some(raw),
+    );
     for i in [0, events - 1] {
         if store.get(CLAIMS, &format!("cl-{i:08}")).await?.is_none() {
             bail!("the claim of event {i} is missing");
@@ -169,22 +228,43 @@ async fn store_events(base: Option<&Path>, events: usize, workers: usize, raw: f
     Ok(())
 }
 
-async fn embedded_events(base: Option<&Path>, events: usize, workers: usize, raw: f64) -> Result<()> {
+async fn embedded_events(
+    base: Option<&Path>,
+    events: usize,
+    workers: usize,
+    raw: f64,
+) -> Result<()> {
     let dir = crate::temp_dir(base)?;
-    let settings = Settings { data_dir: dir.path().join("data"), ..Default::default() };
-    relaycast_core::adapters::prepare_data_dir(&settings.data_dir)?;
+    let settings = Settings {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    relaycast_embedded::prepare_data_dir(&settings.data_dir)?;
     let ports = open_embedded(&settings, Arc::new(SystemClock))?.ports;
     let (store, queue) = (ports.store.clone(), ports.queue.clone());
     let (lat, wall) = drive(events, workers, move |w, i| {
         let (store, queue) = (store.clone(), queue.clone());
         async move {
             store.transact(event_writes(w, i)).await?;
-            queue.send("bench-outbox", &format!("{{\"outbox\":\"ob-{i:08}\"}}"), Duration::ZERO).await?;
+            queue
+                .send(
+                    "bench-outbox",
+                    &format!("{{\"outbox\":\"ob-{i:08}\"}}"),
+                    Duration::ZERO,
+                )
+                .await?;
             Ok(())
         }
     })
     .await?;
-    emit("embedded event: transact of 4 puts + queue send (one file)", workers, events, wall, &lat, Some(raw));
+    emit(
+        "embedded event: transact of 4 puts + queue send (one file)",
+        workers,
+        events,
+        wall,
+        &lat,
+        Some(raw),
+    );
     let st = ports.queue.stats("bench-outbox").await?;
     if st.visible != events as u64 {
         bail!("{} of {events} messages queued", st.visible);
@@ -198,15 +278,26 @@ pub async fn bench_writes(base: Option<&Path>, o: WritesOptions) -> Result<()> {
     }
     let raw = raw_commits(base, o.raw_commits).context("raw SQLite ceiling")?;
     for &c in &o.concurrency {
-        store_events(base, o.events, c, raw).await.with_context(|| format!("store events at {c}"))?;
+        store_events(base, o.events, c, raw)
+            .await
+            .with_context(|| format!("store events at {c}"))?;
     }
     for &c in &o.concurrency {
-        embedded_events(base, o.events, c, raw).await.with_context(|| format!("embedded events at {c}"))?;
+        embedded_events(base, o.events, c, raw)
+            .await
+            .with_context(|| format!("embedded events at {c}"))?;
     }
     if o.queue_messages > 0 {
         for workers in [1, 16] {
             let (send, recv) = crate::queue_round(base, o.queue_messages, workers).await?;
-            emit("queue send+receive+ack, per message", workers, o.queue_messages, send + recv, &[], Some(raw));
+            emit(
+                "queue send+receive+ack, per message",
+                workers,
+                o.queue_messages,
+                send + recv,
+                &[],
+                Some(raw),
+            );
         }
     }
     if o.api_requests > 0 {

@@ -91,7 +91,10 @@ pub struct CallbackSettings {
 
 impl Default for CallbackSettings {
     fn default() -> Self {
-        Self { concurrency: 128, endpoint_concurrency: 32 }
+        Self {
+            concurrency: 128,
+            endpoint_concurrency: 32,
+        }
     }
 }
 
@@ -167,7 +170,10 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { max_receives: 5, visibility_timeout_ms: 60_000 }
+        Self {
+            max_receives: 5,
+            visibility_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -287,10 +293,15 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let mut table = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse { origin: path.display().to_string(), reason: one_line(&e) })?
+                    .map_err(|e| ConfigError::Parse {
+                        origin: path.display().to_string(),
+                        reason: one_line(&e),
+                    })?
             }
             None => toml::Table::new(),
         };
@@ -300,24 +311,44 @@ impl Settings {
             .collect();
         overrides.sort();
         for (name, value) in overrides {
-            let path: Vec<String> =
-                name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, env_value(&value))
-                .map_err(|reason| ConfigError::Parse { origin: format!("environment {name}"), reason })?;
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            set_path(&mut table, &path, env_value(&value)).map_err(|reason| {
+                ConfigError::Parse {
+                    origin: format!("environment {name}"),
+                    reason,
+                }
+            })?;
         }
-        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "environment".into());
-        let settings: Settings = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, reason: one_line(&e) })?;
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "environment".into());
+        let settings: Settings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin,
+                    reason: one_line(&e),
+                })?;
         settings.validate()?;
         Ok(settings)
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
         if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("http_addr", "must be an IP address and port such as 127.0.0.1:8080");
+            return invalid(
+                "http_addr",
+                "must be an IP address and port such as 127.0.0.1:8080",
+            );
         }
         self.roles()?;
         if self.utc_offset().is_none() {
@@ -328,18 +359,29 @@ impl Settings {
                 return invalid("accounts.name", "must be 1 to 64 characters");
             }
             if account.key.expose().len() < 8 {
-                return invalid("accounts.key", &format!("key of account {} must be at least 8 characters", account.name));
+                return invalid(
+                    "accounts.key",
+                    &format!(
+                        "key of account {} must be at least 8 characters",
+                        account.name
+                    ),
+                );
             }
         }
         if let Some(image) = &self.slate_image {
             if !image.is_file() {
-                return invalid("slate_image", &format!("{} is not a readable file", image.display()));
+                return invalid(
+                    "slate_image",
+                    &format!("{} is not a readable file", image.display()),
+                );
             }
         }
         if self.queue.max_receives == 0 {
             return invalid("queue.max_receives", "must be at least 1");
         }
-        if self.callbacks.endpoint_concurrency == 0 || self.callbacks.endpoint_concurrency >= self.callbacks.concurrency {
+        if self.callbacks.endpoint_concurrency == 0
+            || self.callbacks.endpoint_concurrency >= self.callbacks.concurrency
+        {
             return invalid(
                 "callbacks.endpoint_concurrency",
                 "must be at least 1 and below callbacks.concurrency, so that one dead endpoint cannot take every delivery slot",
@@ -347,7 +389,10 @@ impl Settings {
         }
         if let Some(aws) = &self.aws {
             if aws.table.is_empty() || aws.bucket.is_empty() {
-                return invalid("aws", "aws.table and aws.bucket must name the stack's table and bucket");
+                return invalid(
+                    "aws",
+                    "aws.table and aws.bucket must name the stack's table and bucket",
+                );
             }
             if let Some(endpoint) = &aws.endpoint_url {
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -355,8 +400,13 @@ impl Settings {
                 }
             }
         }
-        if self.timing.lease_heartbeat_ms == 0 || self.timing.lease_heartbeat_ms >= self.timing.lease_ttl_ms {
-            return invalid("timing.lease_heartbeat_ms", "must be above 0 and below timing.lease_ttl_ms");
+        if self.timing.lease_heartbeat_ms == 0
+            || self.timing.lease_heartbeat_ms >= self.timing.lease_ttl_ms
+        {
+            return invalid(
+                "timing.lease_heartbeat_ms",
+                "must be above 0 and below timing.lease_ttl_ms",
+            );
         }
         Ok(())
     }
@@ -389,7 +439,10 @@ impl Settings {
             }
         }
         if roles.is_empty() {
-            return Err(ConfigError::Invalid { key: "roles".into(), reason: "at least one role is needed".into() });
+            return Err(ConfigError::Invalid {
+                key: "roles".into(),
+                reason: "at least one role is needed".into(),
+            });
         }
         Ok(roles)
     }
@@ -412,7 +465,9 @@ impl Settings {
 
     /// The base URL for links to this host.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.http_addr))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
     }
 }
 
@@ -434,7 +489,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(inner) => set_path(inner, rest, value),
                 _ => Err(format!("{first} is not a table")),
@@ -444,7 +501,10 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -452,7 +512,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -461,7 +524,13 @@ mod tests {
         assert_eq!(s.http_addr, "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./relaycast-data"));
         assert_eq!(s.roles().unwrap().len(), 5);
-        assert_eq!((s.timing.callback_retries, s.timing.callback_retry_interval_ms), (5, 120_000));
+        assert_eq!(
+            (
+                s.timing.callback_retries,
+                s.timing.callback_retry_interval_ms
+            ),
+            (5, 120_000)
+        );
     }
 
     #[test]
@@ -490,8 +559,14 @@ mod tests {
         assert!(s.allow_private_targets);
         assert_eq!(s.roles().unwrap(), vec![Role::Api]);
         assert_eq!(s.accounts[0].call_limit, 100);
-        assert_eq!(s.accounts[0].key.expose(), "0123456789abcdef0123456789abcdef");
-        assert!(!format!("{s:?}").contains("0123456789abcdef"), "a key must never print");
+        assert_eq!(
+            s.accounts[0].key.expose(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "a key must never print"
+        );
     }
 
     #[test]
@@ -499,26 +574,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "htp_addr = \"x\"\n").unwrap();
-        let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("htp_addr"), "{err}");
 
         std::fs::write(&path, "http_addr = [\n").unwrap();
-        let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid config"), "{err}");
         assert!(!err.contains('\n'));
 
-        let err = Settings::load(None, env(&[("RELAYCAST_NOPE", "1")])).unwrap_err().to_string();
+        let err = Settings::load(None, env(&[("RELAYCAST_NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
 
-        let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"api\", \"dancer\"]")])).unwrap_err().to_string();
+        let err = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"api\", \"dancer\"]")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dancer"), "{err}");
 
-        let roles = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"workers\"]")])).unwrap().roles().unwrap();
+        let roles = Settings::load(None, env(&[("RELAYCAST_ROLES", "[\"workers\"]")]))
+            .unwrap()
+            .roles()
+            .unwrap();
         assert_eq!(roles, [Role::Relay, Role::Recorder]);
 
-        let err = Settings::load(None, env(&[("RELAYCAST_CALLBACKS__ENDPOINT_CONCURRENCY", "128")])).unwrap_err().to_string();
+        let err = Settings::load(
+            None,
+            env(&[("RELAYCAST_CALLBACKS__ENDPOINT_CONCURRENCY", "128")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("callbacks.endpoint_concurrency"), "{err}");
-        let err = Settings::load(None, env(&[("RELAYCAST_HTTP_ADDR", "localhost")])).unwrap_err().to_string();
+        let err = Settings::load(None, env(&[("RELAYCAST_HTTP_ADDR", "localhost")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http_addr"), "{err}");
     }
 
@@ -527,7 +620,10 @@ mod tests {
         let mut s = Settings::default();
         assert_eq!(s.utc_offset().unwrap().local_minus_utc(), 8 * 3600);
         s.display_utc_offset = "-05:30".into();
-        assert_eq!(s.utc_offset().unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(
+            s.utc_offset().unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
         s.display_utc_offset = "8".into();
         assert!(s.utc_offset().is_none());
     }

@@ -1,13 +1,12 @@
-//! relaycast core: the domain (models, rules, state machine, signatures), the **ports** every
-//! function and worker talks through, and the adapters that implement them.
-//!
-//! Handlers and workers depend on the traits in [`ports`] only; the host chooses adapters once
-//! (embedded SQLite + directory by default, AWS at scale) and hands them around as [`Ports`].
+//! relaycast core: the domain (models, rules, state machine, signatures) and the **ports** every
+//! function and worker talks through. It links no backend: the adapters live in crates of their
+//! own (`adapters/embedded`: SQLite and a directory; `adapters/aws`: DynamoDB, SQS and S3), and a
+//! host picks one set once (`relaycast_adapters::open_ports`) and hands it around as [`Ports`].
 
-pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod guarded_dns;
 pub mod ports;
 
 pub use ports::Ports;

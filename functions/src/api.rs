@@ -52,7 +52,8 @@ fn error_response(error: ApiError, call_time: i64) -> Response {
     match error {
         AppError::Request(e) => {
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            metrics::counter!("relaycast_api_refusals_total", "http_code" => e.http_code()).increment(1);
+            metrics::counter!("relaycast_api_refusals_total", "http_code" => e.http_code())
+                .increment(1);
             (status, Json(e.to_wire(call_time))).into_response()
         }
         other => {
@@ -65,21 +66,43 @@ fn error_response(error: ApiError, call_time: i64) -> Response {
 
 pub(crate) fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub(crate) async fn auth(ctx: &Context, pairs: &[(String, String)]) -> Result<Account, ApiError> {
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    Ok(authenticate(&ctx.ports, &ctx.settings.timing, get("n"), get("r"), get("k")).await?)
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    Ok(authenticate(
+        &ctx.ports,
+        &ctx.settings.timing,
+        get("n"),
+        get("r"),
+        get("k"),
+    )
+    .await?)
 }
 
 /// Reads at most `limit` bytes; a larger body is refused as a format error of the body.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| RequestError::field("body"))
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| RequestError::field("body"))
 }
 
-async fn forward_request(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn forward_request(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     let call_time = ctx.ports.clock.now_ms();
     let result: Result<(), ApiError> = async {
         let account = auth(&ctx, &query_pairs(&raw)).await?;
@@ -124,7 +147,9 @@ async fn forward_query(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> R
         let format = ctx
             .settings
             .utc_offset()
-            .map(|o| TimeFormat { utc_offset_secs: o.local_minus_utc() })
+            .map(|o| TimeFormat {
+                utc_offset_secs: o.local_minus_utc(),
+            })
             .unwrap_or_default();
         let page = run_query(&tasks, &params, &format);
         Ok((StatusCode::OK, Json(page)).into_response())

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use relaycast_core::app::callbacks::{ingest_css, ingest_hook, CallbackError, HookDialect, Ingested};
+use relaycast_core::app::callbacks::{
+    ingest_css, ingest_hook, CallbackError, HookDialect, Ingested,
+};
 use relaycast_core::app::recording::on_stream_event;
 use relaycast_core::domain::callbacks::hooks::HookOrigin;
 use relaycast_core::domain::callbacks::{InboundError, StreamEventKind, MAX_INBOUND_BODY_BYTES};
@@ -36,20 +38,30 @@ pub fn routes() -> Router<Context> {
 
 /// Reads the body, refusing one over the limit without buffering more than it.
 async fn read_body(body: Body) -> Result<Bytes, InboundError> {
-    axum::body::to_bytes(body, MAX_INBOUND_BODY_BYTES).await.map_err(|_| InboundError::TooLarge)
+    axum::body::to_bytes(body, MAX_INBOUND_BODY_BYTES)
+        .await
+        .map_err(|_| InboundError::TooLarge)
 }
 
-async fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint: &'static str) -> Response {
+async fn answer(
+    ctx: &Context,
+    result: Result<Ingested, CallbackError>,
+    endpoint: &'static str,
+) -> Response {
     match result {
         Ok(ingested) => {
             match &ingested.event {
                 Some(event) => {
                     tracing::info!(endpoint, event = %event.id, kind = event.kind.as_str(), stream = %event.stream.joined(), account = %event.account, "stream event stored");
-                    if matches!(event.kind, StreamEventKind::Publish | StreamEventKind::Unpublish) {
+                    if matches!(
+                        event.kind,
+                        StreamEventKind::Publish | StreamEventKind::Unpublish
+                    ) {
                         // Before the answer, so a push and its stop are applied in order; the
                         // event is stored whatever happens here.
                         if let Err(e) = on_stream_event(&ctx.ports, event).await {
-                            metrics::counter!("relaycast_recording_trigger_errors_total").increment(1);
+                            metrics::counter!("relaycast_recording_trigger_errors_total")
+                                .increment(1);
                             tracing::error!(stream = %event.stream.joined(), error = %e, "automatic recording not updated");
                         }
                     }
@@ -65,7 +77,11 @@ async fn answer(ctx: &Context, result: Result<Ingested, CallbackError>, endpoint
             metrics::counter!("relaycast_stream_events_refused_total", "endpoint" => endpoint, "reason" => e.code()).increment(1);
             tracing::info!(endpoint, reason = e.code(), error = %e, "stream event refused");
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, Json(json!({ "code": e.http_status(), "error": e.code(), "msg": e.to_string() }))).into_response()
+            (
+                status,
+                Json(json!({ "code": e.http_status(), "error": e.code(), "msg": e.to_string() })),
+            )
+                .into_response()
         }
         Err(e) => {
             // Ours, not the sender's: nothing was acknowledged, so it must retry.
@@ -85,20 +101,53 @@ async fn css(State(ctx): State<Context>, body: Body) -> Response {
 }
 
 fn hook_query(raw: &Option<String>) -> (Option<String>, Option<String>) {
-    let pairs: Vec<(String, String)> = raw.as_deref().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pairs: Vec<(String, String)> = raw
+        .as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     (get("token"), get("domain").filter(|d| !d.is_empty()))
 }
 
-async fn hook(ctx: Context, dialect: HookDialect, raw: Option<String>, request: Request) -> Result<Ingested, CallbackError> {
-    let sender_ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+async fn hook(
+    ctx: Context,
+    dialect: HookDialect,
+    raw: Option<String>,
+    request: Request,
+) -> Result<Ingested, CallbackError> {
+    let sender_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     let (token, domain) = hook_query(&raw);
     let body = read_body(request.into_body()).await?;
     let origin = HookOrigin { domain, sender_ip };
-    ingest_hook(&ctx.ports, &ctx.settings, &ctx.config_cache, dialect, token.as_deref(), &origin, &body).await
+    ingest_hook(
+        &ctx.ports,
+        &ctx.settings,
+        &ctx.config_cache,
+        dialect,
+        token.as_deref(),
+        &origin,
+        &body,
+    )
+    .await
 }
 
-async fn nginx_rtmp(State(ctx): State<Context>, RawQuery(raw): RawQuery, request: Request) -> Response {
+async fn nginx_rtmp(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
     let result = hook(ctx.clone(), HookDialect::NginxRtmp, raw, request).await;
     answer(&ctx, result, "nginx-rtmp").await
 }

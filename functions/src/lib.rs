@@ -44,5 +44,11 @@ impl Context {
 
 /// Every HTTP function, mounted on one router (the same router a Lambda host serves).
 pub fn http_routes(ctx: Context) -> Router {
-    api::routes().merge(callbacks::routes()).merge(v1::routes()).merge(v1_record::routes()).merge(v1_recordings::routes()).merge(v1_media::routes()).with_state(ctx)
+    api::routes()
+        .merge(callbacks::routes())
+        .merge(v1::routes())
+        .merge(v1_record::routes())
+        .merge(v1_recordings::routes())
+        .merge(v1_media::routes())
+        .with_state(ctx)
 }

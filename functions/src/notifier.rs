@@ -8,15 +8,21 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use relaycast_core::app::callbacks::load_template;
 use relaycast_core::app::outbox::{queue_pending, OutboxError};
 use relaycast_core::domain::auth::{Account, SecretKey};
-use relaycast_core::domain::callbacks::sign::{css_sign, relaycast_signature, CSS_SIGN_VALIDITY_SECS, EVENT_ID_HEADER, SIGNATURE_HEADER};
-use relaycast_core::app::callbacks::load_template;
+use relaycast_core::domain::callbacks::sign::{
+    css_sign, relaycast_signature, CSS_SIGN_VALIDITY_SECS, EVENT_ID_HEADER, SIGNATURE_HEADER,
+};
+use relaycast_core::domain::outbox::{
+    DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE,
+};
 use relaycast_core::domain::recording::Recording;
-use relaycast_core::domain::outbox::{DeliveryAttempt, DeliveryState, OutboxEntry, Signing, CALLBACK_QUEUE};
-use relaycast_core::adapters::GuardedResolver;
 use relaycast_core::domain::targets::check_url_host;
-use relaycast_core::ports::{queue, Condition, QueueError, ReceivedMessage, StoreError, TypedStore};
+use relaycast_core::guarded_dns::GuardedResolver;
+use relaycast_core::ports::{
+    queue, Condition, QueueError, ReceivedMessage, StoreError, TypedStore,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -85,7 +91,9 @@ struct Endpoint {
 const BUSY_WAIT_MIN_MS: u64 = 50;
 
 fn endpoint_of(url: &str) -> String {
-    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_string())
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
 }
 
 impl EndpointSlots {
@@ -112,7 +120,10 @@ impl EndpointSlots {
         let base = if endpoint.last_failed.load(Ordering::Relaxed) {
             self.timeout_ms / 2
         } else {
-            endpoint.last_latency_ms.load(Ordering::Relaxed).saturating_mul(2)
+            endpoint
+                .last_latency_ms
+                .load(Ordering::Relaxed)
+                .saturating_mul(2)
         }
         .max(BUSY_WAIT_MIN_MS);
         base + rand::random::<u64>() % base
@@ -122,8 +133,10 @@ impl EndpointSlots {
 impl Endpoint {
     fn record(&self, attempt: &Attempt) {
         use std::sync::atomic::Ordering;
-        self.last_latency_ms.store(attempt.latency_ms, Ordering::Relaxed);
-        self.last_failed.store(attempt.error.is_some(), Ordering::Relaxed);
+        self.last_latency_ms
+            .store(attempt.latency_ms, Ordering::Relaxed);
+        self.last_failed
+            .store(attempt.error.is_some(), Ordering::Relaxed);
     }
 }
 
@@ -157,7 +170,9 @@ impl Notifier {
     pub fn new(ctx: Context) -> Result<Self, NotifierError> {
         let allow_private = ctx.settings.allow_private_targets;
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(ctx.settings.timing.callback_timeout_ms))
+            .timeout(Duration::from_millis(
+                ctx.settings.timing.callback_timeout_ms,
+            ))
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
@@ -168,12 +183,17 @@ impl Notifier {
             timeout_ms: ctx.settings.timing.callback_timeout_ms,
             slots: Default::default(),
         };
-        Ok(Self { ctx, client, endpoints })
+        Ok(Self {
+            ctx,
+            client,
+            endpoints,
+        })
     }
 
     /// Runs the sweep and the delivery loop until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let sweep_every = Duration::from_millis(self.ctx.settings.timing.scheduler_tick_ms.max(100));
+        let sweep_every =
+            Duration::from_millis(self.ctx.settings.timing.scheduler_tick_ms.max(100));
         let sweeper = {
             let this = self.clone();
             let shutdown = shutdown.clone();
@@ -196,7 +216,9 @@ impl Notifier {
         // Deliveries run concurrently, up to a bound, and the loop never waits for a batch to
         // finish: a customer endpoint that stalls for its whole timeout holds up only its own
         // notices. Order within a task is kept by `deliver` (an entry waits for its predecessor).
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.ctx.settings.callbacks.concurrency.max(1)));
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.ctx.settings.callbacks.concurrency.max(1),
+        ));
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -211,7 +233,9 @@ impl Notifier {
             match batch {
                 Ok(messages) => {
                     for message in messages {
-                        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            break;
+                        };
                         let this = self.clone();
                         tokio::spawn(async move {
                             if let Err(e) = this.deliver(message).await {
@@ -238,7 +262,11 @@ impl Notifier {
         // never sent the same notice twice at once.
         let timeout = self.ctx.settings.timing.callback_timeout_ms;
         let visibility = Duration::from_millis(timeout + timeout.min(10_000));
-        self.ctx.ports.queue.receive(CALLBACK_QUEUE, max, visibility, queue::MAX_WAIT).await
+        self.ctx
+            .ports
+            .queue
+            .receive(CALLBACK_QUEUE, max, visibility, queue::MAX_WAIT)
+            .await
     }
 
     /// One attempt for one delivery message.
@@ -249,7 +277,10 @@ impl Notifier {
             ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
             return Ok(Outcome::Skipped);
         };
-        if matches!(stored.value.state, DeliveryState::Delivered | DeliveryState::Failed) {
+        if matches!(
+            stored.value.state,
+            DeliveryState::Delivered | DeliveryState::Failed
+        ) {
             ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
             return Ok(Outcome::Skipped);
         }
@@ -257,8 +288,14 @@ impl Notifier {
         // still being delivered (or retried) waits for it.
         if let Some(previous) = previous_entry_id(&stored.value.id) {
             if let Some(prev) = ports.store.load::<OutboxEntry>(&previous).await? {
-                if matches!(prev.value.state, DeliveryState::Pending | DeliveryState::Queued) {
-                    ports.queue.send(CALLBACK_QUEUE, &stored.value.id, ORDER_WAIT).await?;
+                if matches!(
+                    prev.value.state,
+                    DeliveryState::Pending | DeliveryState::Queued
+                ) {
+                    ports
+                        .queue
+                        .send(CALLBACK_QUEUE, &stored.value.id, ORDER_WAIT)
+                        .await?;
                     ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
                     return Ok(Outcome::Waiting);
                 }
@@ -267,7 +304,14 @@ impl Notifier {
         let endpoint = self.endpoints.endpoint(&stored.value.url);
         let Ok(_endpoint_slot) = endpoint.slots.clone().try_acquire_owned() else {
             let wait = self.endpoints.busy_wait_ms(&endpoint);
-            ports.queue.send(CALLBACK_QUEUE, &stored.value.id, Duration::from_millis(wait)).await?;
+            ports
+                .queue
+                .send(
+                    CALLBACK_QUEUE,
+                    &stored.value.id,
+                    Duration::from_millis(wait),
+                )
+                .await?;
             ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
             return Ok(Outcome::EndpointBusy);
         };
@@ -275,7 +319,12 @@ impl Notifier {
         let attempt = self.post(&stored.value).await;
         endpoint.record(&attempt);
         let result = attempt.error.clone().map_or(Ok(()), Err);
-        let logged = DeliveryAttempt { at_ms: started_ms, status: attempt.status, latency_ms: attempt.latency_ms, error: attempt.error.clone() };
+        let logged = DeliveryAttempt {
+            at_ms: started_ms,
+            status: attempt.status,
+            latency_ms: attempt.latency_ms,
+            error: attempt.error.clone(),
+        };
         // Record the attempt on the latest version of the entry: the producer may have marked
         // it queued while we were posting, and losing that race must not leave it "queued"
         // for ever (its successors wait for it).
@@ -291,29 +340,46 @@ impl Notifier {
                 }
                 Err(error) => entry.record_failure(error.clone(), now),
             };
-            match ports.store.save(&entry, Condition::Version(current.version)).await {
+            match ports
+                .store
+                .save(&entry, Condition::Version(current.version))
+                .await
+            {
                 Ok(_) => break (entry, retry_in),
-                Err(StoreError::ConditionFailed { .. }) => match ports.store.load::<OutboxEntry>(&entry.id).await? {
-                    Some(latest) if matches!(latest.value.state, DeliveryState::Pending | DeliveryState::Queued) => current = latest,
-                    // A duplicate message's delivery finished it first.
-                    _ => {
-                        ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-                        return Ok(Outcome::Skipped);
+                Err(StoreError::ConditionFailed { .. }) => {
+                    match ports.store.load::<OutboxEntry>(&entry.id).await? {
+                        Some(latest)
+                            if matches!(
+                                latest.value.state,
+                                DeliveryState::Pending | DeliveryState::Queued
+                            ) =>
+                        {
+                            current = latest
+                        }
+                        // A duplicate message's delivery finished it first.
+                        _ => {
+                            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+                            return Ok(Outcome::Skipped);
+                        }
                     }
-                },
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         let outcome = match (&result, retry_in) {
             (Ok(()), _) => {
-                metrics::counter!("relaycast_callbacks_total", "result" => "delivered").increment(1);
+                metrics::counter!("relaycast_callbacks_total", "result" => "delivered")
+                    .increment(1);
                 tracing::info!(url = %entry.url, attempts = entry.attempts, "callback delivered");
                 Outcome::Delivered
             }
             (Err(error), Some(delay_ms)) => {
                 metrics::counter!("relaycast_callbacks_total", "result" => "retry").increment(1);
                 tracing::warn!(url = %entry.url, attempts = entry.attempts, %error, delay_ms, "callback failed; will retry");
-                ports.queue.send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms)).await?;
+                ports
+                    .queue
+                    .send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms))
+                    .await?;
                 Outcome::Retrying
             }
             (Err(error), None) => {
@@ -327,10 +393,17 @@ impl Notifier {
     }
 
     /// The keys that sign `entry`: the header's, and CSS's `sign` when the body takes one.
-    async fn signing_keys(&self, entry: &OutboxEntry) -> Result<(Option<SecretKey>, Option<SecretKey>), String> {
+    async fn signing_keys(
+        &self,
+        entry: &OutboxEntry,
+    ) -> Result<(Option<SecretKey>, Option<SecretKey>), String> {
         let store = &self.ctx.ports.store;
         let account_key = || async {
-            store.load::<Account>(&entry.account).await.map(|a| a.map(|a| a.value.secret_key)).map_err(|e| e.to_string())
+            store
+                .load::<Account>(&entry.account)
+                .await
+                .map(|a| a.map(|a| a.value.secret_key))
+                .map_err(|e| e.to_string())
         };
         match &entry.signing {
             Signing::Account => Ok((account_key().await?, None)),
@@ -345,7 +418,14 @@ impl Notifier {
                 }
             }
             Signing::RecordingKey { recording } => {
-                let key = self.ctx.ports.store.load::<Recording>(recording).await.map_err(|e| e.to_string())?.and_then(|r| r.value.spec.callback_key);
+                let key = self
+                    .ctx
+                    .ports
+                    .store
+                    .load::<Recording>(recording)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|r| r.value.spec.callback_key);
                 match key {
                     Some(k) => Ok((Some(k.clone()), Some(k))),
                     None => Ok((account_key().await?, None)),
@@ -357,7 +437,9 @@ impl Notifier {
     /// The exact bytes to send: the stored body, with CSS's `t` (an expiry time, so fresh at
     /// every attempt) and `sign` when the entry is a CSS-form event.
     fn body_for(entry: &OutboxEntry, css_key: Option<&SecretKey>, now_secs: i64) -> String {
-        let Some(key) = css_key else { return entry.body.clone() };
+        let Some(key) = css_key else {
+            return entry.body.clone();
+        };
         match serde_json::from_str::<serde_json::Value>(&entry.body) {
             Ok(serde_json::Value::Object(mut map)) => {
                 let t = now_secs + CSS_SIGN_VALIDITY_SECS;
@@ -371,7 +453,11 @@ impl Notifier {
 
     async fn post(&self, entry: &OutboxEntry) -> Attempt {
         let started = Instant::now();
-        let fail = |status: Option<u16>, error: String| Attempt { status, error: Some(error), latency_ms: started.elapsed().as_millis() as u64 };
+        let fail = |status: Option<u16>, error: String| Attempt {
+            status,
+            error: Some(error),
+            latency_ms: started.elapsed().as_millis() as u64,
+        };
         let url = match url::Url::parse(&entry.url) {
             Ok(u) => u,
             Err(e) => return fail(None, format!("invalid callback url: {e}")),
@@ -391,18 +477,29 @@ impl Notifier {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(EVENT_ID_HEADER, entry.stable_event_id());
         if let Some(key) = &header_key {
-            request = request.header(SIGNATURE_HEADER, relaycast_signature(key, now_secs, body.as_bytes()));
+            request = request.header(
+                SIGNATURE_HEADER,
+                relaycast_signature(key, now_secs, body.as_bytes()),
+            );
         }
         let response = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
-                let reason = if e.is_timeout() { "no answer within the timeout".to_string() } else { e.to_string() };
+                let reason = if e.is_timeout() {
+                    "no answer within the timeout".to_string()
+                } else {
+                    e.to_string()
+                };
                 return fail(None, reason);
             }
         };
         let status = response.status().as_u16();
         if response.status() == reqwest::StatusCode::OK {
-            Attempt { status: Some(status), error: None, latency_ms: started.elapsed().as_millis() as u64 }
+            Attempt {
+                status: Some(status),
+                error: None,
+                latency_ms: started.elapsed().as_millis() as u64,
+            }
         } else {
             fail(Some(status), format!("endpoint answered HTTP {status}"))
         }

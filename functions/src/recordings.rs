@@ -42,11 +42,18 @@ pub async fn run(ctx: Context, stop: CancellationToken) {
             match handle(&ctx, &message.body).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "object notice handled");
-                    if let Err(e) = ctx.ports.queue.ack(OBJECT_NOTICE_QUEUE, &message.receipt).await {
+                    if let Err(e) = ctx
+                        .ports
+                        .queue
+                        .ack(OBJECT_NOTICE_QUEUE, &message.receipt)
+                        .await
+                    {
                         tracing::warn!(error = %e, "object notice ack failed; it will come back");
                     }
                 }
-                Err(e) => tracing::warn!(body = %message.body, error = %e, "object notice failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(body = %message.body, error = %e, "object notice failed; will retry")
+                }
             }
         }
     }

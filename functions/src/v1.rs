@@ -31,15 +31,29 @@ pub fn routes() -> Router<Context> {
     Router::new()
         .route("/v1/hooks", get(hooks))
         .route("/v1/hooks/rotate", post(rotate_hooks))
-        .route("/v1/callback-templates", get(list_templates).post(create_template))
-        .route("/v1/callback-templates/{id}", get(get_template).put(modify_template).delete(delete_template))
+        .route(
+            "/v1/callback-templates",
+            get(list_templates).post(create_template),
+        )
+        .route(
+            "/v1/callback-templates/{id}",
+            get(get_template)
+                .put(modify_template)
+                .delete(delete_template),
+        )
         .route("/v1/callback-rules", get(list_rules).post(create_rule))
         .route("/v1/callback-rules/{domain}", delete(delete_domain_rule))
         .route("/v1/callback-rules/{domain}/{app}", delete(delete_app_rule))
         .route("/v1/publish-auth", get(list_publish_auth))
-        .route("/v1/publish-auth/{domain}", put(put_publish_auth).delete(delete_publish_auth))
+        .route(
+            "/v1/publish-auth/{domain}",
+            put(put_publish_auth).delete(delete_publish_auth),
+        )
         .route("/v1/streams", get(live_streams))
-        .route("/v1/streams/{domain}/{app}/{stream}/sessions", get(stream_sessions))
+        .route(
+            "/v1/streams/{domain}/{app}/{stream}/sessions",
+            get(stream_sessions),
+        )
         .route("/v1/callbacks/deliveries", get(deliveries))
         .route("/v1/callbacks/dead-letters", get(dead_letters))
         .route("/v1/callbacks/dead-letters/{id}/redrive", post(redrive))
@@ -103,7 +117,11 @@ fn error_response(e: V1Error) -> Response {
         V1Error::Auth(r) => (r.http_status(), "AuthFailure".to_string(), r.to_string()),
         V1Error::Internal(reason) => {
             tracing::error!(error = %reason, "v1 request failed");
-            (500, "InternalError".to_string(), "internal error".to_string())
+            (
+                500,
+                "InternalError".to_string(),
+                "internal error".to_string(),
+            )
         }
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -119,23 +137,38 @@ pub(crate) async fn account(ctx: &Context, raw: &Option<String>) -> Result<Accou
 pub(crate) async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, V1Error> {
     let bytes = axum::body::to_bytes(body, MAX_V1_BODY_BYTES)
         .await
-        .map_err(|_| ApiRefusal::invalid("body", format!("larger than {MAX_V1_BODY_BYTES} bytes")))?;
-    let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+        .map_err(|_| {
+            ApiRefusal::invalid("body", format!("larger than {MAX_V1_BODY_BYTES} bytes"))
+        })?;
+    let bytes = if bytes.is_empty() {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
     serde_json::from_slice(bytes).map_err(|e| V1Error::Refused(ApiRefusal::from_json(&e)))
 }
 
 /// A query parameter, `None` when absent or empty.
 pub(crate) fn param(raw: &Option<String>, name: &str) -> Option<String> {
-    query_pairs(raw).into_iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
+    query_pairs(raw)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
 }
 
 pub(crate) fn limit(raw: &Option<String>) -> usize {
-    param(raw, "Limit").or_else(|| param(raw, "limit")).and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 1000)
+    param(raw, "Limit")
+        .or_else(|| param(raw, "limit"))
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000)
 }
 
 /// A `TemplateId` path segment.
 pub(crate) fn template_id(raw: &str) -> Result<u64, V1Error> {
-    raw.parse().map_err(|_| V1Error::Refused(ApiRefusal::invalid("TemplateId", "not an integer")))
+    raw.parse()
+        .map_err(|_| V1Error::Refused(ApiRefusal::invalid("TemplateId", "not an integer")))
 }
 
 /// Runs a handler body and maps its failure to the envelope.
@@ -197,7 +230,11 @@ async fn list_templates(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> 
     .await
 }
 
-async fn create_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn create_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: CallbackTemplateInput = json_body(body).await?;
@@ -209,7 +246,11 @@ async fn create_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, bo
     .await
 }
 
-async fn get_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn get_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let t = uc::get_template(&ctx.ports, &account.name, template_id(&id)?).await?;
@@ -218,18 +259,34 @@ async fn get_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(
     .await
 }
 
-async fn modify_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>, body: Body) -> Response {
+async fn modify_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: CallbackTemplateInput = json_body(body).await?;
-        let t = uc::modify_template(&ctx.ports, &ctx.settings, &account.name, template_id(&id)?, input).await?;
+        let t = uc::modify_template(
+            &ctx.ports,
+            &ctx.settings,
+            &account.name,
+            template_id(&id)?,
+            input,
+        )
+        .await?;
         ctx.config_cache.invalidate();
         Ok(json!({ "Template": t.to_wire() }))
     })
     .await
 }
 
-async fn delete_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn delete_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_template(&ctx.ports, &account.name, template_id(&id)?).await?;
@@ -241,7 +298,10 @@ async fn delete_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
 
 /// The offset rule times are shown in (Beijing time unless configured).
 pub(crate) fn utc_offset(ctx: &Context) -> i32 {
-    ctx.settings.utc_offset().map(|o| o.local_minus_utc()).unwrap_or(8 * 3600)
+    ctx.settings
+        .utc_offset()
+        .map(|o| o.local_minus_utc())
+        .unwrap_or(8 * 3600)
 }
 
 async fn list_rules(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Response {
@@ -265,7 +325,11 @@ async fn create_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: 
     .await
 }
 
-async fn delete_domain_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>) -> Response {
+async fn delete_domain_rule(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_rule(&ctx.ports, &account.name, &domain, "").await?;
@@ -275,7 +339,11 @@ async fn delete_domain_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery,
     .await
 }
 
-async fn delete_app_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path((domain, app)): Path<(String, String)>) -> Response {
+async fn delete_app_rule(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path((domain, app)): Path<(String, String)>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_rule(&ctx.ports, &account.name, &domain, &app).await?;
@@ -294,7 +362,12 @@ async fn list_publish_auth(State(ctx): State<Context>, RawQuery(raw): RawQuery) 
     .await
 }
 
-async fn put_publish_auth(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>, body: Body) -> Response {
+async fn put_publish_auth(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: PublishAuthInput = json_body(body).await?;
@@ -305,7 +378,11 @@ async fn put_publish_auth(State(ctx): State<Context>, RawQuery(raw): RawQuery, P
     .await
 }
 
-async fn delete_publish_auth(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>) -> Response {
+async fn delete_publish_auth(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_publish_auth(&ctx.ports, &account.name, &domain).await?;
@@ -324,10 +401,15 @@ async fn live_streams(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Re
 }
 
 fn stream_path(domain: &str, app: &str, stream: &str) -> Result<StreamPath, V1Error> {
-    StreamPath::parse(domain, app, stream).map_err(|e| V1Error::Refused(ApiRefusal::invalid("stream", e)))
+    StreamPath::parse(domain, app, stream)
+        .map_err(|e| V1Error::Refused(ApiRefusal::invalid("stream", e)))
 }
 
-async fn stream_sessions(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path((domain, app, stream)): Path<(String, String, String)>) -> Response {
+async fn stream_sessions(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path((domain, app, stream)): Path<(String, String, String)>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let path = stream_path(&domain, &app, &stream)?;
@@ -340,9 +422,22 @@ async fn stream_sessions(State(ctx): State<Context>, RawQuery(raw): RawQuery, Pa
 async fn deliveries(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
-        let entries = match (param(&raw, "event_id"), param(&raw, "domain"), param(&raw, "app"), param(&raw, "stream")) {
+        let entries = match (
+            param(&raw, "event_id"),
+            param(&raw, "domain"),
+            param(&raw, "app"),
+            param(&raw, "stream"),
+        ) {
             (Some(id), _, _, _) => uc::deliveries_of_event(&ctx.ports, &account.name, &id).await?,
-            (None, Some(d), Some(a), Some(s)) => uc::deliveries_of_stream(&ctx.ports, &account.name, &stream_path(&d, &a, &s)?, limit(&raw) as u64).await?,
+            (None, Some(d), Some(a), Some(s)) => {
+                uc::deliveries_of_stream(
+                    &ctx.ports,
+                    &account.name,
+                    &stream_path(&d, &a, &s)?,
+                    limit(&raw) as u64,
+                )
+                .await?
+            }
             _ => return Err(ApiRefusal::missing("event_id (or domain, app and stream)").into()),
         };
         Ok(json!({ "Deliveries": entries.iter().map(|e| e.to_wire()).collect::<Vec<_>>() }))
@@ -359,7 +454,11 @@ async fn dead_letters(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Re
     .await
 }
 
-async fn redrive(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn redrive(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let entry = uc::redrive(&ctx.ports, &account.name, &id).await?;

@@ -17,7 +17,9 @@ use crate::Context;
 
 /// The media routes.
 pub fn routes() -> Router<Context> {
-    Router::new().route("/v1/media/search", post(search)).route("/v1/media/{file_id}", get(show).delete(remove))
+    Router::new()
+        .route("/v1/media/search", post(search))
+        .route("/v1/media/{file_id}", get(show).delete(remove))
 }
 
 impl From<MediaError> for V1Error {
@@ -32,7 +34,9 @@ impl From<MediaError> for V1Error {
 fn namespace(raw: &Option<String>) -> Result<u64, V1Error> {
     match param(raw, "SubAppId") {
         None => Ok(0),
-        Some(v) => v.parse().map_err(|_| V1Error::Refused(ApiRefusal::invalid("SubAppId", "not an integer"))),
+        Some(v) => v
+            .parse()
+            .map_err(|_| V1Error::Refused(ApiRefusal::invalid("SubAppId", "not an integer"))),
     }
 }
 
@@ -47,16 +51,25 @@ async fn search(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body)
     .await
 }
 
-async fn show(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(file_id): Path<String>) -> Response {
+async fn show(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(file_id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
-        let (media, url) = uc::get_media(&ctx.ports, &account.name, namespace(&raw)?, &file_id).await?;
+        let (media, url) =
+            uc::get_media(&ctx.ports, &account.name, namespace(&raw)?, &file_id).await?;
         Ok(json!({ "MediaInfo": media.to_wire(&url) }))
     })
     .await
 }
 
-async fn remove(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(file_id): Path<String>) -> Response {
+async fn remove(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(file_id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_media(&ctx.ports, &account.name, namespace(&raw)?, &file_id).await?;

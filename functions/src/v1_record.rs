@@ -9,7 +9,9 @@ use axum::routing::get;
 use axum::Router;
 use relaycast_core::app::record_templates::{self as uc, RecordError};
 use relaycast_core::domain::api_error::ApiRefusal;
-use relaycast_core::domain::recording::template::{RecordDomainInput, RecordRuleInput, RecordingTemplateInput};
+use relaycast_core::domain::recording::template::{
+    RecordDomainInput, RecordRuleInput, RecordingTemplateInput,
+};
 use serde_json::{json, Value};
 
 use crate::api::query_pairs;
@@ -19,11 +21,25 @@ use crate::Context;
 /// The recording control-plane routes.
 pub fn routes() -> Router<Context> {
     Router::new()
-        .route("/v1/record-templates", get(list_templates).post(create_template))
-        .route("/v1/record-templates/{id}", get(get_template).put(modify_template).delete(delete_template))
+        .route(
+            "/v1/record-templates",
+            get(list_templates).post(create_template),
+        )
+        .route(
+            "/v1/record-templates/{id}",
+            get(get_template)
+                .put(modify_template)
+                .delete(delete_template),
+        )
         .route("/v1/domains", get(list_domains).post(create_domain))
-        .route("/v1/domains/{domain}", get(get_domain).put(modify_domain).delete(delete_domain))
-        .route("/v1/record-rules", get(list_rules).post(create_rule).delete(delete_rule))
+        .route(
+            "/v1/domains/{domain}",
+            get(get_domain).put(modify_domain).delete(delete_domain),
+        )
+        .route(
+            "/v1/record-rules",
+            get(list_rules).post(create_rule).delete(delete_rule),
+        )
 }
 
 impl From<RecordError> for V1Error {
@@ -38,7 +54,11 @@ impl From<RecordError> for V1Error {
 /// A query parameter that must be present but may be `""` (DeleteLiveRecordRule matches the
 /// three names exactly, so "any" has to be said explicitly).
 fn exact_param(raw: &Option<String>, name: &str) -> Result<String, V1Error> {
-    query_pairs(raw).into_iter().find(|(k, _)| k == name).map(|(_, v)| v).ok_or_else(|| V1Error::Refused(ApiRefusal::missing(name)))
+    query_pairs(raw)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .ok_or_else(|| V1Error::Refused(ApiRefusal::missing(name)))
 }
 
 async fn list_templates(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Response {
@@ -50,7 +70,11 @@ async fn list_templates(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> 
     .await
 }
 
-async fn create_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn create_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: RecordingTemplateInput = json_body(body).await?;
@@ -61,7 +85,11 @@ async fn create_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, bo
     .await
 }
 
-async fn get_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn get_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let t = uc::get_template(&ctx.ports, &account.name, template_id(&id)?).await?;
@@ -70,17 +98,33 @@ async fn get_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(
     .await
 }
 
-async fn modify_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>, body: Body) -> Response {
+async fn modify_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: RecordingTemplateInput = json_body(body).await?;
-        let t = uc::modify_template(&ctx.ports, &ctx.settings, &account.name, template_id(&id)?, input).await?;
+        let t = uc::modify_template(
+            &ctx.ports,
+            &ctx.settings,
+            &account.name,
+            template_id(&id)?,
+            input,
+        )
+        .await?;
         Ok(json!({ "Template": t.to_wire() }))
     })
     .await
 }
 
-async fn delete_template(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn delete_template(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let id = template_id(&id)?;
@@ -101,7 +145,11 @@ async fn list_domains(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Re
     .await
 }
 
-async fn create_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn create_domain(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: RecordDomainInput = json_body(body).await?;
@@ -112,7 +160,11 @@ async fn create_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, body
     .await
 }
 
-async fn get_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>) -> Response {
+async fn get_domain(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let d = uc::get_domain(&ctx.ports, &account.name, &domain).await?;
@@ -121,7 +173,12 @@ async fn get_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(do
     .await
 }
 
-async fn modify_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>, body: Body) -> Response {
+async fn modify_domain(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+    body: Body,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: RecordDomainInput = json_body(body).await?;
@@ -131,7 +188,11 @@ async fn modify_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path
     .await
 }
 
-async fn delete_domain(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(domain): Path<String>) -> Response {
+async fn delete_domain(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(domain): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         uc::delete_domain(&ctx.ports, &account.name, &domain).await?;
@@ -168,7 +229,10 @@ async fn delete_rule(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Res
         if domain.is_empty() {
             return Err(ApiRefusal::missing("DomainName").into());
         }
-        let (app, stream) = (exact_param(&raw, "AppName")?, exact_param(&raw, "StreamName")?);
+        let (app, stream) = (
+            exact_param(&raw, "AppName")?,
+            exact_param(&raw, "StreamName")?,
+        );
         uc::delete_rule(&ctx.ports, &account.name, &domain, &app, &stream).await?;
         Ok::<Value, V1Error>(json!({}))
     })

@@ -27,8 +27,14 @@ impl From<RecordingError> for V1Error {
     fn from(e: RecordingError) -> Self {
         match e {
             RecordingError::Refused(r) => V1Error::Refused(r),
-            RecordingError::NotFound(id) => V1Error::Refused(ApiRefusal::not_found("ResourceNotFound.TaskNotFound", format!("recording {id} does not exist"))),
-            RecordingError::Exists(id) => V1Error::Refused(ApiRefusal::conflict("FailedOperation.TaskAlreadyExist", format!("recording {id} exists already"))),
+            RecordingError::NotFound(id) => V1Error::Refused(ApiRefusal::not_found(
+                "ResourceNotFound.TaskNotFound",
+                format!("recording {id} does not exist"),
+            )),
+            RecordingError::Exists(id) => V1Error::Refused(ApiRefusal::conflict(
+                "FailedOperation.TaskAlreadyExist",
+                format!("recording {id} exists already"),
+            )),
             other => V1Error::Internal(other.to_string()),
         }
     }
@@ -38,7 +44,8 @@ async fn create(State(ctx): State<Context>, RawQuery(raw): RawQuery, body: Body)
     run(async {
         let account = account(&ctx, &raw).await?;
         let input: RecordTaskInput = json_body(body).await?;
-        let recording = uc::create_specific_recording(&ctx.ports, &ctx.settings, &account.name, input).await?;
+        let recording =
+            uc::create_specific_recording(&ctx.ports, &ctx.settings, &account.name, input).await?;
         Ok(json!({ "TaskId": recording.id }))
     })
     .await
@@ -53,7 +60,11 @@ async fn list(State(ctx): State<Context>, RawQuery(raw): RawQuery) -> Response {
     .await
 }
 
-async fn show(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn show(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let recording = uc::get_recording(&ctx.ports, &account.name, &id).await?;
@@ -62,7 +73,11 @@ async fn show(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Pat
     .await
 }
 
-async fn stop(State(ctx): State<Context>, RawQuery(raw): RawQuery, Path(id): Path<String>) -> Response {
+async fn stop(
+    State(ctx): State<Context>,
+    RawQuery(raw): RawQuery,
+    Path(id): Path<String>,
+) -> Response {
     run(async {
         let account = account(&ctx, &raw).await?;
         let recording = uc::stop_recording(&ctx.ports, &account.name, &id).await?;

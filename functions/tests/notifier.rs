@@ -8,11 +8,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use relaycast_core::adapters::{DirObjectStore, SqliteQueue, SqliteStore};
 use relaycast_core::app::outbox::{queue_pending, SWEEP_GRACE_MS};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::outbox::{DeliveryState, OutboxEntry, RetryPolicy, CALLBACK_QUEUE};
 use relaycast_core::ports::{Condition, ManualClock, Ports, TypedStore};
+use relaycast_embedded::{DirObjectStore, SqliteQueue, SqliteStore};
 use relaycast_functions::notifier::{Notifier, Outcome};
 use relaycast_functions::Context;
 
@@ -53,10 +53,21 @@ fn context(dir: &tempfile::TempDir, clock: &ManualClock, allow_private: bool) ->
     let ports = Ports {
         store: Arc::new(SqliteStore::open(&db, c.clone()).unwrap()),
         queue: Arc::new(SqliteQueue::open(&db, c.clone()).unwrap()),
-        objects: Arc::new(DirObjectStore::open(&dir.path().join("o"), "http://x".into(), vec![1; 32], c.clone()).unwrap()),
+        objects: Arc::new(
+            DirObjectStore::open(
+                &dir.path().join("o"),
+                "http://x".into(),
+                vec![1; 32],
+                c.clone(),
+            )
+            .unwrap(),
+        ),
         clock: c,
     };
-    let mut settings = Settings { allow_private_targets: allow_private, ..Default::default() };
+    let mut settings = Settings {
+        allow_private_targets: allow_private,
+        ..Default::default()
+    };
     settings.timing.callback_timeout_ms = 300;
     Context::new(ports, Arc::new(settings))
 }
@@ -68,15 +79,27 @@ async fn store_entry(ctx: &Context, seq: u64, url: &str) -> String {
         seq,
         url,
         format!("{{\"seq\":{seq}}}"),
-        RetryPolicy { interval_ms: 60_000, retries: 2 },
+        RetryPolicy {
+            interval_ms: 60_000,
+            retries: 2,
+        },
         ctx.ports.clock.now_ms(),
     );
-    ctx.ports.store.save(&entry, Condition::Absent).await.unwrap();
+    ctx.ports
+        .store
+        .save(&entry, Condition::Absent)
+        .await
+        .unwrap();
     entry.id
 }
 
 async fn attempt(ctx: &Context, notifier: &Notifier) -> Vec<Outcome> {
-    let messages = ctx.ports.queue.receive(CALLBACK_QUEUE, 10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    let messages = ctx
+        .ports
+        .queue
+        .receive(CALLBACK_QUEUE, 10, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
     let mut outcomes = Vec::new();
     for m in messages {
         outcomes.push(notifier.deliver(m).await.unwrap());
@@ -85,7 +108,13 @@ async fn attempt(ctx: &Context, notifier: &Notifier) -> Vec<Outcome> {
 }
 
 async fn state(ctx: &Context, id: &str) -> OutboxEntry {
-    ctx.ports.store.load::<OutboxEntry>(id).await.unwrap().unwrap().value
+    ctx.ports
+        .store
+        .load::<OutboxEntry>(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
 }
 
 #[tokio::test]
@@ -103,8 +132,14 @@ async fn delivers_in_order_and_only_once() {
     assert_eq!(queue_pending(&ctx.ports, 10).await.unwrap(), 2);
     // A second sweep (or a crash replay) queues nothing twice.
     assert_eq!(queue_pending(&ctx.ports, 10).await.unwrap(), 0);
-    assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Delivered, Outcome::Delivered]);
-    assert_eq!(*ep.bodies.lock().unwrap(), vec!["{\"seq\":1}".to_string(), "{\"seq\":2}".to_string()]);
+    assert_eq!(
+        attempt(&ctx, &notifier).await,
+        vec![Outcome::Delivered, Outcome::Delivered]
+    );
+    assert_eq!(
+        *ep.bodies.lock().unwrap(),
+        vec!["{\"seq\":1}".to_string(), "{\"seq\":2}".to_string()]
+    );
     assert_eq!(state(&ctx, &a).await.state, DeliveryState::Delivered);
     assert_eq!(state(&ctx, &b).await.state, DeliveryState::Delivered);
 }
@@ -127,7 +162,10 @@ async fn errors_and_stalls_are_retried_on_schedule_then_given_up() {
     assert!(attempt(&ctx, &notifier).await.is_empty());
     clock.advance_ms(1_000);
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Retrying]);
-    assert_eq!(state(&ctx, &id).await.last_error.as_deref(), Some("no answer within the timeout"));
+    assert_eq!(
+        state(&ctx, &id).await.last_error.as_deref(),
+        Some("no answer within the timeout")
+    );
     clock.advance_ms(60_000);
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Delivered]);
     assert_eq!(state(&ctx, &id).await.attempts, 3);
@@ -144,7 +182,10 @@ async fn errors_and_stalls_are_retried_on_schedule_then_given_up() {
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::GaveUp]);
     let entry = state(&ctx, &id).await;
     assert_eq!((entry.state, entry.attempts), (DeliveryState::Failed, 3));
-    assert_eq!(entry.last_error.as_deref(), Some("endpoint answered HTTP 201"));
+    assert_eq!(
+        entry.last_error.as_deref(),
+        Some("endpoint answered HTTP 201")
+    );
     clock.advance_ms(600_000);
     assert!(attempt(&ctx, &notifier).await.is_empty());
 }
@@ -160,6 +201,13 @@ async fn internal_targets_are_refused_unless_allowed() {
     clock.advance_ms(SWEEP_GRACE_MS);
     queue_pending(&ctx.ports, 10).await.unwrap();
     assert_eq!(attempt(&ctx, &notifier).await, vec![Outcome::Retrying]);
-    assert!(ep.bodies.lock().unwrap().is_empty(), "nothing may reach 127.0.0.1");
-    assert!(state(&ctx, &id).await.last_error.unwrap().contains("private"));
+    assert!(
+        ep.bodies.lock().unwrap().is_empty(),
+        "nothing may reach 127.0.0.1"
+    );
+    assert!(state(&ctx, &id)
+        .await
+        .last_error
+        .unwrap()
+        .contains("private"));
 }

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `relaycast up` child process; killed on drop.
@@ -35,7 +39,12 @@ impl RelaycastProcess {
     }
 
     /// Starts without waiting for health.
-    pub fn spawn(data_dir: &Path, addr: &str, env: &[(&str, &str)], args: &[&str]) -> RelaycastProcess {
+    pub fn spawn(
+        data_dir: &Path,
+        addr: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> RelaycastProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
         cmd.arg("up").args(args);
         cmd.env_clear()
@@ -52,7 +61,13 @@ impl RelaycastProcess {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         pump(child.stdout.take().unwrap(), stdout.clone());
         pump(child.stderr.take().unwrap(), stderr.clone());
-        RelaycastProcess { child, addr: addr.to_string(), data_dir: data_dir.to_path_buf(), stdout, stderr }
+        RelaycastProcess {
+            child,
+            addr: addr.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            stdout,
+            stderr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -63,14 +78,21 @@ impl RelaycastProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("relaycast exited early with {status}; stderr: {:?}", self.stderr.lock().unwrap());
+                panic!(
+                    "relaycast exited early with {status}; stderr: {:?}",
+                    self.stderr.lock().unwrap()
+                );
             }
             if let Ok(status) = http_status(&self.url("/healthz")) {
                 if status == 200 {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "relaycast not healthy in time; stderr: {:?}", self.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "relaycast not healthy in time; stderr: {:?}",
+                self.stderr.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -108,7 +130,9 @@ fn pump(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>
 /// Runs `relaycast` to completion and returns (exit code, stdout, stderr).
 pub fn run_relaycast(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -124,13 +148,21 @@ pub fn run_relaycast(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Strin
 pub fn http_status(url: &str) -> Result<u16, String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").ok_or("not http")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut stream = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).map_err(|e| e.to_string())?;
-    std::str::from_utf8(&head[9..12]).map_err(|e| e.to_string())?.parse().map_err(|_| "bad status".into())
+    std::str::from_utf8(&head[9..12])
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|_| "bad status".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,8 +195,12 @@ pub const BULK: (&str, &str) = ("bulk", "66666666666666667777777777777777");
 
 /// The seed's worked signature example: account `n` (the seed's example URL's), its secret key,
 /// and the example's `r` and `k = md5(r + key)`.
-pub const SEED_AUTH_EXAMPLE: SeedAuthExample =
-    SeedAuthExample { n: "your_account", key: "012f37a3f2952", r: "1409284800", k: "b9fed80be752551834eec3e52fa94115" };
+pub const SEED_AUTH_EXAMPLE: SeedAuthExample = SeedAuthExample {
+    n: "your_account",
+    key: "012f37a3f2952",
+    r: "1409284800",
+    k: "b9fed80be752551834eec3e52fa94115",
+};
 
 /// See [`SEED_AUTH_EXAMPLE`].
 pub struct SeedAuthExample {
@@ -190,14 +226,20 @@ impl SeedAuthExample {
 
     /// The query pairs `n`, `r`, `k` exactly as in the seed's example URL.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        vec![("n".into(), self.n.into()), ("r".into(), self.r.into()), ("k".into(), self.k.into())]
+        vec![
+            ("n".into(), self.n.into()),
+            ("r".into(), self.r.into()),
+            ("k".into(), self.k.into()),
+        ]
     }
 }
 
 /// Writes a config file declaring the test accounts, with private targets allowed (every peer
 /// of these tests is on 127.0.0.1). Returns its path.
 pub fn write_config(dir: &Path) -> PathBuf {
-    let account = |(name, key): (&str, &str), extra: &str| format!("[[accounts]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n");
+    let account = |(name, key): (&str, &str), extra: &str| {
+        format!("[[accounts]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n")
+    };
     let text = [
         "allow_private_targets = true\n".to_string(),
         account(ACME, ""),
@@ -234,15 +276,28 @@ impl Service {
     pub fn start(env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path());
-        let mut all: Vec<(String, String)> = FAST_TIMING.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut all: Vec<(String, String)> = FAST_TIMING
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let process = Self::spawn(dir.path(), &config, &all);
-        Service { process, config, env: all, _dir: dir }
+        Service {
+            process,
+            config,
+            env: all,
+            _dir: dir,
+        }
     }
 
     fn spawn(dir: &Path, config: &Path, env: &[(String, String)]) -> RelaycastProcess {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let args = ["--config", config.to_str().unwrap(), "--roles", "api,notifier,scheduler"];
+        let args = [
+            "--config",
+            config.to_str().unwrap(),
+            "--roles",
+            "api,notifier,scheduler",
+        ];
         RelaycastProcess::start(&dir.join("data"), &env, &args)
     }
 
@@ -280,15 +335,32 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, account: &str, key: &str) -> Api {
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-        Api { base: base.trim_end_matches('/').to_string(), account: account.to_string(), key: key.to_string(), client }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            account: account.to_string(),
+            key: key.to_string(),
+            client,
+        }
     }
 
     /// A random string never used before by this test binary (at most 32 characters).
     pub fn fresh_r() -> String {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        format!("{}x{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos)
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "{}x{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            nanos
+        )
     }
 
     /// `md5(r + key)`, 32 lower-case hex digits.
@@ -301,7 +373,11 @@ impl Api {
     pub fn auth_pairs(&self) -> Vec<(String, String)> {
         let r = Self::fresh_r();
         let k = self.sign(&r);
-        vec![("n".into(), self.account.clone()), ("r".into(), r), ("k".into(), k)]
+        vec![
+            ("n".into(), self.account.clone()),
+            ("r".into(), r),
+            ("k".into(), k),
+        ]
     }
 
     fn url(&self, path: &str, pairs: &[(String, String)]) -> reqwest::Url {
@@ -323,8 +399,16 @@ impl Api {
     }
 
     /// `POST forwardRequest.action` with exactly these query pairs (for the auth rows).
-    pub async fn forward_signed_as(&self, pairs: &[(String, String)], body: Vec<u8>) -> (u16, Value) {
-        let req = self.client.post(self.url(FORWARD_PATH, pairs)).header("content-type", "application/json").body(body);
+    pub async fn forward_signed_as(
+        &self,
+        pairs: &[(String, String)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let req = self
+            .client
+            .post(self.url(FORWARD_PATH, pairs))
+            .header("content-type", "application/json")
+            .body(body);
         answer(req.send().await.expect("forwardRequest.action")).await
     }
 
@@ -337,23 +421,44 @@ impl Api {
 
     /// `GET forwardQueryByPage.action` with exactly these query pairs.
     pub async fn query_signed_as(&self, pairs: &[(String, String)]) -> (u16, Value) {
-        answer(self.client.get(self.url(QUERY_PATH, pairs)).send().await.expect("forwardQueryByPage.action")).await
+        answer(
+            self.client
+                .get(self.url(QUERY_PATH, pairs))
+                .send()
+                .await
+                .expect("forwardQueryByPage.action"),
+        )
+        .await
     }
 
     /// A `/v1` call: `method` on `path` (with extra query `params`), signed, with a JSON body.
-    pub async fn v1(&self, method: &str, path: &str, params: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+    pub async fn v1(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut pairs = self.auth_pairs();
         pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.client.request(method, self.url(path, &pairs));
         if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         answer(req.send().await.expect("v1 call")).await
     }
 
     /// A `/v1` call that must succeed; returns `Response`.
-    pub async fn v1_ok(&self, method: &str, path: &str, params: &[(&str, &str)], body: Option<Value>) -> Value {
+    pub async fn v1_ok(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Value {
         let (status, v) = self.v1(method, path, params, body).await;
         assert_eq!(status, 200, "{method} {path}: {v}");
         assert!(v["Response"]["RequestId"].is_string(), "{v}");
@@ -375,7 +480,10 @@ impl Api {
 async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Polls `f` until it returns `Some`, failing after `timeout` with `what`.
@@ -389,7 +497,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -441,34 +552,71 @@ impl CallbackReceiver {
         let s = state.clone();
         let app = axum::Router::new().route(
             "/cb",
-            post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
-                let s = s.clone();
-                async move {
-                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-                    let content_type = header("content-type").unwrap_or_default();
-                    let (signature, event_id) = (header("x-relaycast-signature"), header("x-relaycast-event-id"));
-                    let uri = uri.to_string();
-                    let at = Instant::now();
-                    let stalled = s.stall.load(Ordering::SeqCst);
-                    let failed = !stalled && s.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                    let closed = !stalled && !failed && s.closes_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                    let answered = if stalled || closed { 0 } else if failed { 500 } else { 200 };
-                    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-                    s.received.lock().unwrap().push(Received { raw: body, body: json, at, answered, uri, content_type, signature, event_id });
-                    if closed {
-                        // Dropping the connection mid-request: hyper closes it with no answer.
-                        panic!("receiver closes this connection without answering");
+            post(
+                move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                    let s = s.clone();
+                    async move {
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                        };
+                        let content_type = header("content-type").unwrap_or_default();
+                        let (signature, event_id) = (
+                            header("x-relaycast-signature"),
+                            header("x-relaycast-event-id"),
+                        );
+                        let uri = uri.to_string();
+                        let at = Instant::now();
+                        let stalled = s.stall.load(Ordering::SeqCst);
+                        let failed = !stalled
+                            && s.failures_left
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        let closed = !stalled
+                            && !failed
+                            && s.closes_left
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        let answered = if stalled || closed {
+                            0
+                        } else if failed {
+                            500
+                        } else {
+                            200
+                        };
+                        let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+                        s.received.lock().unwrap().push(Received {
+                            raw: body,
+                            body: json,
+                            at,
+                            answered,
+                            uri,
+                            content_type,
+                            signature,
+                            event_id,
+                        });
+                        if closed {
+                            // Dropping the connection mid-request: hyper closes it with no answer.
+                            panic!("receiver closes this connection without answering");
+                        }
+                        if stalled {
+                            tokio::time::sleep(Duration::from_secs(120)).await;
+                        }
+                        let delay = s.delay_ms.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        axum::http::StatusCode::from_u16(if answered == 0 { 200 } else { answered })
+                            .unwrap()
                     }
-                    if stalled {
-                        tokio::time::sleep(Duration::from_secs(120)).await;
-                    }
-                    let delay = s.delay_ms.load(Ordering::SeqCst);
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
-                    axum::http::StatusCode::from_u16(if answered == 0 { 200 } else { answered }).unwrap()
-                }
-            }),
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/cb", listener.local_addr().unwrap());
@@ -506,23 +654,34 @@ impl CallbackReceiver {
     /// Every delivery attempt about task `id` so far, in arrival order (retries and duplicates
     /// included).
     pub fn attempts_for(&self, id: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.body["id"] == id).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.body["id"] == id)
+            .collect()
     }
 
     /// The distinct events received so far about task `id`, in order of first arrival: what a
     /// customer deduplicating at-least-once deliveries sees.
     pub fn bodies_for(&self, id: &str) -> Vec<Value> {
         let mut seen = std::collections::HashSet::new();
-        self.attempts_for(id).into_iter().filter(|r| seen.insert(r.raw.clone())).map(|r| r.body).collect()
+        self.attempts_for(id)
+            .into_iter()
+            .filter(|r| seen.insert(r.raw.clone()))
+            .map(|r| r.body)
+            .collect()
     }
 
     /// Waits until `n` distinct events about task `id` arrived and returns them (all that
     /// arrived, see [`CallbackReceiver::bodies_for`]).
     pub async fn wait_for(&self, id: &str, n: usize) -> Vec<Value> {
-        eventually(&format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)), Duration::from_secs(20), || async {
-            let got = self.bodies_for(id);
-            (got.len() >= n).then_some(got)
-        })
+        eventually(
+            &format!("{n} callback(s) about {id}; got {:?}", self.bodies_for(id)),
+            Duration::from_secs(20),
+            || async {
+                let got = self.bodies_for(id);
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 }
@@ -531,15 +690,28 @@ impl CallbackReceiver {
 /// promises: `t=<secs>,v1=<hex HMAC-SHA256(key, "<t>." + raw body)>`, `t` recent.
 pub fn assert_relaycast_signature(r: &Received, key: &str) {
     use hmac::Mac;
-    let header = r.signature.as_deref().expect("X-Relaycast-Signature is sent");
+    let header = r
+        .signature
+        .as_deref()
+        .expect("X-Relaycast-Signature is sent");
     let (t, v1) = header.split_once(',').expect("t=…,v1=…");
     let t = t.strip_prefix("t=").expect("t=");
     let age = now_ms() / 1000 - t.parse::<i64>().expect("t is a number");
-    assert!((0..300).contains(&age), "t is the time of sending: {header}");
+    assert!(
+        (0..300).contains(&age),
+        "t is the time of sending: {header}"
+    );
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(format!("{t}.{}", r.raw).as_bytes());
-    assert_eq!(v1.strip_prefix("v1=").expect("v1="), hex::encode(mac.finalize().into_bytes()), "HMAC-SHA256 over t.body");
-    assert!(r.event_id.as_deref().is_some_and(|id| !id.is_empty()), "X-Relaycast-Event-Id is sent");
+    assert_eq!(
+        v1.strip_prefix("v1=").expect("v1="),
+        hex::encode(mac.finalize().into_bytes()),
+        "HMAC-SHA256 over t.body"
+    );
+    assert!(
+        r.event_id.as_deref().is_some_and(|id| !id.is_empty()),
+        "X-Relaycast-Event-Id is sent"
+    );
 }
 
 impl Drop for CallbackReceiver {
@@ -562,12 +734,20 @@ pub fn format_time(ms: i64, offset_s: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Unix ms now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// The seed's example request body (`cmd=1`), verbatim except that its markdown-mangled
@@ -634,16 +814,32 @@ pub fn cmd_body(cmd: &str, id: &str, item: Value, callback: Option<&str>) -> Val
 /// Asserts the seed's accepted answer: exactly `{"http_code":"200","msg":"작업 수신 성공!","call_time":<ms>}`.
 pub fn assert_accepted(status: u16, body: &Value) {
     assert_eq!(status, 200, "{body}");
-    let obj = body.as_object().unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(obj.keys().map(String::as_str).collect::<Vec<_>>(), ["call_time", "http_code", "msg"], "{body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(
+        obj.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["call_time", "http_code", "msg"],
+        "{body}"
+    );
     assert_eq!(body["http_code"], "200", "{body}");
     assert_eq!(body["msg"], "작업 수신 성공!", "{body}");
     assert_ms(&body["call_time"]);
 }
 
 /// Asserts a refusal: this HTTP status, business code and exact message, and a `call_time`.
-pub fn assert_refused(status: u16, body: &Value, want_status: u16, want_code: &str, want_msg: &str) {
-    assert_eq!((status, body["http_code"].as_str(), body["msg"].as_str()), (want_status, Some(want_code), Some(want_msg)), "{body}");
+pub fn assert_refused(
+    status: u16,
+    body: &Value,
+    want_status: u16,
+    want_code: &str,
+    want_msg: &str,
+) {
+    assert_eq!(
+        (status, body["http_code"].as_str(), body["msg"].as_str()),
+        (want_status, Some(want_code), Some(want_msg)),
+        "{body}"
+    );
     assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{body}");
     assert_ms(&body["call_time"]);
 }
@@ -676,7 +872,8 @@ impl InProcess {
     pub async fn start_with(tune: impl FnOnce(&mut relaycast_core::config::Settings)) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path());
-        let mut settings = relaycast_core::config::Settings::load(Some(&config), Vec::new()).unwrap();
+        let mut settings =
+            relaycast_core::config::Settings::load(Some(&config), Vec::new()).unwrap();
         settings.http_addr = "127.0.0.1:0".into();
         settings.data_dir = dir.path().join("data");
         settings.roles = vec!["api".into(), "notifier".into(), "scheduler".into()];
@@ -685,9 +882,16 @@ impl InProcess {
         settings.timing.drain_timeout_ms = 2_000;
         tune(&mut settings);
         let clock = relaycast_core::ports::ManualClock::starting_now();
-        let host = relaycast::Host::start(settings, Arc::new(clock.clone())).await.unwrap();
+        let host = relaycast::Host::start(settings, Arc::new(clock.clone()))
+            .await
+            .unwrap();
         let api = Api::new(&format!("http://{}", host.addr), ACME.0, ACME.1);
-        InProcess { host: Some(host), clock, api, _dir: dir }
+        InProcess {
+            host: Some(host),
+            clock,
+            api,
+            _dir: dir,
+        }
     }
 
     /// The running host (its ports and settings).
@@ -727,5 +931,7 @@ impl RelaycastProcess {
 }
 
 fn sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }

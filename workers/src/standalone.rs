@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_core::adapters::{open_embedded, prepare_data_dir, EmbeddedError};
-use relaycast_core::config::{ConfigError, LogFormat, Settings};
-use relaycast_core::ports::SystemClock;
 use crate::recorder::worker::RecorderWorker;
 use crate::relay::worker::RelayWorker;
+use relaycast_adapters::{open_ports, OpenError};
+use relaycast_core::config::{ConfigError, LogFormat, Settings};
+use relaycast_core::ports::SystemClock;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +23,7 @@ enum WorkerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Embedded(#[from] EmbeddedError),
+    Adapters(#[from] OpenError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -55,7 +55,12 @@ pub fn main(kind: WorkerKind, config: Option<&Path>) -> ExitCode {
     init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
-        Err(e) => return fail(kind, &WorkerError::Runtime(format!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return fail(
+                kind,
+                &WorkerError::Runtime(format!("cannot start the async runtime: {e}")),
+            )
+        }
     };
     match runtime.block_on(run(kind, settings)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,20 +70,20 @@ pub fn main(kind: WorkerKind, config: Option<&Path>) -> ExitCode {
 
 async fn run(kind: WorkerKind, settings: Settings) -> Result<(), WorkerError> {
     let name = kind.name();
-    prepare_data_dir(&settings.data_dir)?;
-    let embedded = open_embedded(&settings, Arc::new(SystemClock))?;
+    let opened = open_ports(&settings, Arc::new(SystemClock)).await?;
     let settings = Arc::new(settings);
     let stop_signal = shutdown_signal()?;
     let shutdown = CancellationToken::new();
     let mut running = match kind {
         WorkerKind::Relay => {
-            let worker = RelayWorker::new(embedded.ports, settings.clone(), shutdown.clone());
-            tracing::info!(worker = %worker.worker_id, data_dir = %settings.data_dir.display(), "relay up");
+            let worker = RelayWorker::new(opened.ports.clone(), settings.clone(), shutdown.clone());
+            tracing::info!(worker = %worker.worker_id, backend = relaycast_adapters::backend_name(&settings), "relay up");
             tokio::spawn(worker.run())
         }
         WorkerKind::Recorder => {
-            let worker = RecorderWorker::new(embedded.ports, settings.clone(), shutdown.clone());
-            tracing::info!(worker = %worker.worker_id, data_dir = %settings.data_dir.display(), "recorder up");
+            let worker =
+                RecorderWorker::new(opened.ports.clone(), settings.clone(), shutdown.clone());
+            tracing::info!(worker = %worker.worker_id, backend = relaycast_adapters::backend_name(&settings), "recorder up");
             tokio::spawn(worker.run())
         }
     };
@@ -99,9 +104,16 @@ async fn run(kind: WorkerKind, settings: Settings) -> Result<(), WorkerError> {
     let drain = Duration::from_millis(settings.timing.drain_timeout_ms);
     match tokio::time::timeout(drain, &mut running).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(WorkerError::Runtime(format!("the {name} worker failed while draining: {e}"))),
+        Ok(Err(e)) => {
+            return Err(WorkerError::Runtime(format!(
+                "the {name} worker failed while draining: {e}"
+            )))
+        }
         Err(_) => {
-            tracing::warn!(timeout_ms = settings.timing.drain_timeout_ms, "drain timed out; aborting");
+            tracing::warn!(
+                timeout_ms = settings.timing.drain_timeout_ms,
+                "drain timed out; aborting"
+            );
             running.abort();
         }
     }
@@ -119,8 +131,11 @@ fn fail(kind: WorkerKind, e: &WorkerError) -> ExitCode {
 
 /// Logs to stderr as `relaycast up` does: `log_filter` and `log_format` from the settings.
 fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match settings.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

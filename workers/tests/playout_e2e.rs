@@ -9,8 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use relaycast_workers::media::flv::{FlvItem, FlvParser, FlvTag};
 use relaycast_workers::ingest::{IngestSpec, TimeWindow};
+use relaycast_workers::media::flv::{FlvItem, FlvParser, FlvTag};
 use relaycast_workers::relay::session::{
     ApplyAt, FinishCause, Loops, PlayoutEvent, RelaySession, SessionEvent, SessionSpec,
     SlateConfig, SourceState,
@@ -157,7 +157,8 @@ async fn replace_live_source_keeps_the_destination_connection() {
     let dest = nginx.url("r1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("old"))], vec![dest.clone()]);
+    let mut spec =
+        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("old"))], vec![dest.clone()]);
     spec.source.playout_events = Some(ptx);
     let session = RelaySession::start(spec, tx).expect("session starts");
     let player = support::Player::start(&dest);
@@ -423,7 +424,8 @@ async fn slate_holds_the_destination_until_the_source_returns() {
     let dest = nginx.url("s1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], vec![dest.clone()]);
+    let mut spec =
+        SessionSpec::on_loopback(vec![IngestSpec::live(nginx.url("src"))], vec![dest.clone()]);
     spec.source.stall_timeout = Duration::from_millis(1500);
     spec.source.retry_delay = Duration::from_millis(500);
     spec.source.slate = Some(SlateConfig {
@@ -689,7 +691,8 @@ async fn playlist_start_index_applies_to_the_first_pass_only() {
     let item = |n: &str| IngestSpec::local_file(files.path().join(n).display().to_string());
     let (tx, _rx) = mpsc::unbounded_channel();
     let (ptx, mut prx) = mpsc::unbounded_channel();
-    let mut spec = SessionSpec::on_loopback(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
+    let mut spec =
+        SessionSpec::on_loopback(vec![item("a.mp4"), item("b.mp4"), item("c.mp4")], vec![]);
     spec.source.loops = Loops::Count(2);
     spec.source.start_index = 1;
     spec.source.playout_events = Some(ptx);

@@ -7,13 +7,16 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relaycast_core::adapters::open_embedded;
 use relaycast_core::app::recording::{get_recording, start_recording, stop_recording};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::callbacks::StreamPath;
 use relaycast_core::domain::recording::progress::RecordingProgress;
-use relaycast_core::domain::recording::{FormatSpec, ObjectCreated, RecordFile, RecordFormat, Recording, RecordingMode, RecordingSpec, RecordingState, OBJECT_NOTICE_QUEUE};
+use relaycast_core::domain::recording::{
+    FormatSpec, ObjectCreated, RecordFile, RecordFormat, Recording, RecordingMode, RecordingSpec,
+    RecordingState, OBJECT_NOTICE_QUEUE,
+};
 use relaycast_core::ports::{Ports, SystemClock, TypedStore};
+use relaycast_embedded::open_embedded;
 use relaycast_workers::recorder::worker::RecorderWorker;
 use support::{probe_file, Nginx, Publisher};
 use tokio_util::sync::CancellationToken;
@@ -32,11 +35,19 @@ impl Rig {
         settings.data_dir = dir.path().to_path_buf();
         settings.timing.lease_ttl_ms = 3_000;
         settings.timing.lease_heartbeat_ms = 1_000;
-        let ports = open_embedded(&settings, Arc::new(SystemClock)).unwrap().ports;
+        let ports = open_embedded(&settings, Arc::new(SystemClock))
+            .unwrap()
+            .ports;
         let shutdown = CancellationToken::new();
-        let worker = RecorderWorker::new(ports.clone(), Arc::new(settings), shutdown.clone()).on_loopback();
+        let worker =
+            RecorderWorker::new(ports.clone(), Arc::new(settings), shutdown.clone()).on_loopback();
         let worker = tokio::spawn(worker.run());
-        Rig { ports, dir, shutdown, worker }
+        Rig {
+            ports,
+            dir,
+            shutdown,
+            worker,
+        }
     }
 
     async fn stop(self) {
@@ -45,7 +56,12 @@ impl Rig {
     }
 
     fn object_path(&self, key: &str) -> String {
-        self.dir.path().join("objects/objects").join(key).display().to_string()
+        self.dir
+            .path()
+            .join("objects/objects")
+            .join(key)
+            .display()
+            .to_string()
     }
 }
 
@@ -60,7 +76,14 @@ fn recording(id: &str, url: &str, formats: &[(RecordFormat, u32)], resume_secs: 
         stream_param: String::new(),
         spec: RecordingSpec {
             template_id: Some(7),
-            formats: formats.iter().map(|&(format, max_file_secs)| FormatSpec { format, max_file_secs, storage_secs: 0 }).collect(),
+            formats: formats
+                .iter()
+                .map(|&(format, max_file_secs)| FormatSpec {
+                    format,
+                    max_file_secs,
+                    storage_secs: 0,
+                })
+                .collect(),
             resume_timeout_secs: resume_secs,
             namespace: 0,
             file_name_pattern: None,
@@ -93,16 +116,43 @@ async fn wait_finished(ports: &Ports, id: &str, within: Duration) -> Recording {
 /// Whether ffprobe's first video frame of `path` is a keyframe.
 fn first_video_frame_is_key(path: &str) -> bool {
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "frame=key_frame",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout).lines().next().map(str::trim) == Some("1")
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::trim)
+        == Some("1")
 }
 
 async fn notices(ports: &Ports) -> Vec<ObjectCreated> {
-    let messages = ports.queue.receive(OBJECT_NOTICE_QUEUE, 10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
-    messages.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect()
+    let messages = ports
+        .queue
+        .receive(
+            OBJECT_NOTICE_QUEUE,
+            10,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    messages
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -110,14 +160,31 @@ async fn a_stopped_recording_leaves_playable_files_split_at_the_max_length_on_ke
     let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
-    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    assert!(nginx
+        .wait_publishing("cam1", Duration::from_secs(10))
+        .is_some());
     let rig = Rig::start();
-    start_recording(&rig.ports, recording("r1", &nginx.url("cam1"), &[(RecordFormat::Mp4, 6), (RecordFormat::Flv, 6)], 0)).await.unwrap();
+    start_recording(
+        &rig.ports,
+        recording(
+            "r1",
+            &nginx.url("cam1"),
+            &[(RecordFormat::Mp4, 6), (RecordFormat::Flv, 6)],
+            0,
+        ),
+    )
+    .await
+    .unwrap();
 
     // Parts become durable while it records.
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        let progress = rig.ports.store.load::<RecordingProgress>("acme/r1").await.unwrap();
+        let progress = rig
+            .ports
+            .store
+            .load::<RecordingProgress>("acme/r1")
+            .await
+            .unwrap();
         if progress.is_some_and(|p| p.value.open.iter().any(|f| !f.parts.is_empty())) {
             break;
         }
@@ -131,25 +198,57 @@ async fn a_stopped_recording_leaves_playable_files_split_at_the_max_length_on_ke
     // About 14 s in files of at most 6 s (cut at the next 2 s keyframe): two or three of each
     // format.
     let of = |ext: &str| done.files.iter().filter(|k| k.ends_with(ext)).count();
-    assert!((2..=3).contains(&of(".flv")) && of(".mp4") == of(".flv"), "{:?}", done.files);
+    assert!(
+        (2..=3).contains(&of(".flv")) && of(".mp4") == of(".flv"),
+        "{:?}",
+        done.files
+    );
     let mut total = 0.0;
     for key in &done.files {
         assert!(key.starts_with("record/0/acme/r1/r1_rec_main_"), "{key}");
-        assert!(first_video_frame_is_key(&rig.object_path(key)), "{key} starts on a keyframe");
-        let file = rig.ports.store.load::<RecordFile>(key).await.unwrap().expect("record file").value;
+        assert!(
+            first_video_frame_is_key(&rig.object_path(key)),
+            "{key} starts on a keyframe"
+        );
+        let file = rig
+            .ports
+            .store
+            .load::<RecordFile>(key)
+            .await
+            .unwrap()
+            .expect("record file")
+            .value;
         let probe = probe_file(&rig.object_path(key));
         assert_eq!(probe.codecs, ["h264", "aac"], "{key}");
-        assert!(probe.decode_errors.is_empty(), "{key}: {:?}", probe.decode_errors);
+        assert!(
+            probe.decode_errors.is_empty(),
+            "{key}: {:?}",
+            probe.decode_errors
+        );
         assert!(probe.duration <= 8.5, "{key}: {}", probe.duration);
-        assert!((probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0, "{key}: {} vs {}", probe.duration, file.duration_ms);
+        assert!(
+            (probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0,
+            "{key}: {} vs {}",
+            probe.duration,
+            file.duration_ms
+        );
         total += probe.duration;
     }
     assert!(total >= 2.0 * 12.0, "{total}");
-    let noticed: Vec<String> = notices(&rig.ports).await.into_iter().map(|n| n.key).collect();
+    let noticed: Vec<String> = notices(&rig.ports)
+        .await
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
     assert_eq!(noticed, done.files, "one notice per file, in order");
     // The parts are gone once in their files.
     for format in ["flv", "mp4"] {
-        let left = rig.ports.objects.list(&format!("record/0/acme/r1/{format}/")).await.unwrap();
+        let left = rig
+            .ports
+            .objects
+            .list(&format!("record/0/acme/r1/{format}/"))
+            .await
+            .unwrap();
         assert!(left.is_empty(), "{left:?}");
     }
     rig.stop().await;
@@ -160,14 +259,23 @@ async fn a_publisher_that_drops_within_the_resume_timeout_continues_the_same_fil
     let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let mut publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
-    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    assert!(nginx
+        .wait_publishing("cam1", Duration::from_secs(10))
+        .is_some());
     let rig = Rig::start();
-    start_recording(&rig.ports, recording("r2", &nginx.url("cam1"), &[(RecordFormat::Flv, 600)], 30)).await.unwrap();
+    start_recording(
+        &rig.ports,
+        recording("r2", &nginx.url("cam1"), &[(RecordFormat::Flv, 600)], 30),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     publisher.kill();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _back = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
-    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    assert!(nginx
+        .wait_publishing("cam1", Duration::from_secs(10))
+        .is_some());
     tokio::time::sleep(Duration::from_secs(8)).await;
     stop_recording(&rig.ports, "acme", "r2").await.unwrap();
     let done = wait_finished(&rig.ports, "r2", Duration::from_secs(15)).await;
@@ -175,7 +283,11 @@ async fn a_publisher_that_drops_within_the_resume_timeout_continues_the_same_fil
     let probe = probe_file(&rig.object_path(&done.files[0]));
     assert!(probe.decode_errors.is_empty(), "{:?}", probe.decode_errors);
     // What was published, without the 5 s the publisher was away.
-    assert!((13.0..=18.5).contains(&probe.duration), "{}", probe.duration);
+    assert!(
+        (13.0..=18.5).contains(&probe.duration),
+        "{}",
+        probe.duration
+    );
     rig.stop().await;
 }
 
@@ -184,36 +296,83 @@ async fn every_format_is_recorded_to_a_file_ffprobe_reads_with_its_duration() {
     let _heavy = support::heavy(&[]).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start_sized(&nginx.url("cam1"), 320, 240);
-    assert!(nginx.wait_publishing("cam1", Duration::from_secs(10)).is_some());
+    assert!(nginx
+        .wait_publishing("cam1", Duration::from_secs(10))
+        .is_some());
     let rig = Rig::start();
-    let formats = [(RecordFormat::Hls, 60), (RecordFormat::Mp4, 60), (RecordFormat::Flv, 60), (RecordFormat::Aac, 60)];
-    start_recording(&rig.ports, recording("r3", &nginx.url("cam1"), &formats, 0)).await.unwrap();
+    let formats = [
+        (RecordFormat::Hls, 60),
+        (RecordFormat::Mp4, 60),
+        (RecordFormat::Flv, 60),
+        (RecordFormat::Aac, 60),
+    ];
+    start_recording(&rig.ports, recording("r3", &nginx.url("cam1"), &formats, 0))
+        .await
+        .unwrap();
     let started = Instant::now();
     let until = Instant::now() + Duration::from_secs(20);
-    while rig.ports.store.load::<RecordingProgress>("acme/r3").await.unwrap().is_none_or(|p| p.value.open.is_empty()) {
+    while rig
+        .ports
+        .store
+        .load::<RecordingProgress>("acme/r3")
+        .await
+        .unwrap()
+        .is_none_or(|p| p.value.open.is_empty())
+    {
         assert!(Instant::now() < until, "no part stored");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()) + Duration::from_secs(6)).await;
+    tokio::time::sleep(
+        Duration::from_secs(12).saturating_sub(started.elapsed()) + Duration::from_secs(6),
+    )
+    .await;
     stop_recording(&rig.ports, "acme", "r3").await.unwrap();
     let done = wait_finished(&rig.ports, "r3", Duration::from_secs(20)).await;
     assert_eq!(done.error, None);
     assert_eq!(done.files.len(), 4, "{:?}", done.files);
     let mut durations = Vec::new();
     for key in &done.files {
-        let file = rig.ports.store.load::<RecordFile>(key).await.unwrap().expect("record file").value;
+        let file = rig
+            .ports
+            .store
+            .load::<RecordFile>(key)
+            .await
+            .unwrap()
+            .expect("record file")
+            .value;
         let probe = probe_file(&rig.object_path(key));
-        assert!(probe.decode_errors.is_empty(), "{key}: {:?}", probe.decode_errors);
-        let want: &[&str] = if file.format == RecordFormat::Aac { &["aac"] } else { &["h264", "aac"] };
+        assert!(
+            probe.decode_errors.is_empty(),
+            "{key}: {:?}",
+            probe.decode_errors
+        );
+        let want: &[&str] = if file.format == RecordFormat::Aac {
+            &["aac"]
+        } else {
+            &["h264", "aac"]
+        };
         assert_eq!(probe.codecs, want, "{key}");
-        assert!((probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0, "{key}: ffprobe {} s, recorded {} ms", probe.duration, file.duration_ms);
+        assert!(
+            (probe.duration - file.duration_ms as f64 / 1000.0).abs() < 1.0,
+            "{key}: ffprobe {} s, recorded {} ms",
+            probe.duration,
+            file.duration_ms
+        );
         if file.format != RecordFormat::Aac {
-            assert_eq!((file.video_codec.as_deref(), file.resolution.as_deref()), (Some("h264"), Some("320x240")), "{key}");
+            assert_eq!(
+                (file.video_codec.as_deref(), file.resolution.as_deref()),
+                (Some("h264"), Some("320x240")),
+                "{key}"
+            );
         }
         durations.push(probe.duration);
         match file.format {
             RecordFormat::Hls => {
-                assert!(key.ends_with(".m3u8") && probe.format == "hls", "{key} {}", probe.format);
+                assert!(
+                    key.ends_with(".m3u8") && probe.format == "hls",
+                    "{key} {}",
+                    probe.format
+                );
                 assert!(!file.parts.is_empty());
             }
             RecordFormat::Mp4 => {
@@ -229,7 +388,10 @@ async fn every_format_is_recorded_to_a_file_ffprobe_reads_with_its_duration() {
     }
     for d in &durations {
         assert!((14.0..=22.0).contains(d), "{durations:?}");
-        assert!((d - durations[0]).abs() < 1.0, "formats disagree: {durations:?}");
+        assert!(
+            (d - durations[0]).abs() < 1.0,
+            "formats disagree: {durations:?}"
+        );
     }
     rig.stop().await;
 }

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use relaycast_workers::media::flv::{FlvItem, FlvParser};
 use relaycast_workers::ingest::IngestSpec;
+use relaycast_workers::media::flv::{FlvItem, FlvParser};
 use relaycast_workers::relay::pusher::PusherState;
 use relaycast_workers::relay::session::{RelaySession, SessionEvent, SessionSpec};
 use support::{Nginx, Publisher};
@@ -388,20 +388,31 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     let primary = Publisher::start(&nginx.url("quiet"));
     let _backup = Publisher::start_sized(&nginx.url("spare"), 640, 360);
     for name in ["quiet", "spare"] {
-        nginx.wait_publishing(name, Duration::from_secs(10)).expect("published");
+        nginx
+            .wait_publishing(name, Duration::from_secs(10))
+            .expect("published");
     }
     let dest = nginx.url("q1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let spec = SessionSpec::on_loopback(
-        vec![IngestSpec::live(nginx.url("quiet")), IngestSpec::live(nginx.url("spare"))],
+        vec![
+            IngestSpec::live(nginx.url("quiet")),
+            IngestSpec::live(nginx.url("spare")),
+        ],
         vec![dest.clone()],
     );
     let stall = spec.source.stall_timeout;
     let session = RelaySession::start(spec, tx).expect("session starts");
     support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
-    let before = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
+    let before = nginx
+        .stream("q1")
+        .and_then(|s| s.publisher)
+        .expect("publisher");
     let player = support::Player::start(&dest);
-    assert!(player.wait_live(Duration::from_secs(10)), "the player got no frame");
+    assert!(
+        player.wait_live(Duration::from_secs(10)),
+        "the player got no frame"
+    );
     let live = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -427,10 +438,18 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     );
     let (p, _) = support::wait_playable(&dest, Duration::from_secs(10)).expect("playable");
     assert_eq!((p.width, p.height), (640, 360));
-    let after = nginx.stream("q1").and_then(|s| s.publisher).expect("publisher");
+    let after = nginx
+        .stream("q1")
+        .and_then(|s| s.publisher)
+        .expect("publisher");
     assert_eq!(before.id, after.id, "the destination reconnected");
     let events = drain(&mut rx);
-    assert!(events.iter().any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::SourceFailed { index: 0, .. })),
+        "{events:?}"
+    );
 
     let (errors, flv, arrivals) = player.finish_timed();
     let mut parser = FlvParser::new();
@@ -444,7 +463,11 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
         }
     }
     let backwards = frames.windows(2).filter(|w| w[1] < w[0]).count();
-    eprintln!("(c') player: {} frames, {backwards} steps back, errors {:?}", frames.len(), errors.trim());
+    eprintln!(
+        "(c') player: {} frames, {backwards} steps back, errors {:?}",
+        frames.len(),
+        errors.trim()
+    );
     assert!(errors.trim().is_empty(), "decoder errors: {errors}");
     assert_eq!(backwards, 0);
 
@@ -453,9 +476,15 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     // run as the largest pause before the freeze beyond one frame interval (40 ms at 25 fps),
     // at most 100 ms: the player's arrivals pass through two nginx hops, the player ffmpeg
     // and its pipe, on a small shared machine.
-    let steady: Vec<Instant> = arrivals.iter().copied().filter(|&t| t > live && t < frozen).collect();
+    let steady: Vec<Instant> = arrivals
+        .iter()
+        .copied()
+        .filter(|&t| t > live && t < frozen)
+        .collect();
     let (steady_gap, _) = support::largest_gap(&steady);
-    let noise = steady_gap.saturating_sub(Duration::from_millis(40)).min(Duration::from_millis(100));
+    let noise = steady_gap
+        .saturating_sub(Duration::from_millis(40))
+        .min(Duration::from_millis(100));
     let timed: Vec<Instant> = arrivals.iter().copied().filter(|&t| t > live).collect();
     let (gap, at) = support::largest_gap(&timed);
     let at = at.map(|t| t.saturating_duration_since(frozen).as_secs_f64() - gap.as_secs_f64());
@@ -466,7 +495,10 @@ async fn a_silent_primary_fails_over_while_its_connection_stays_open() {
     );
     assert!(timed.len() > 100, "too few frames timed: {}", timed.len());
     let allowed = Duration::from_millis(500) + noise;
-    assert!(gap <= allowed, "the player waited {gap:?} for a frame (allowed {allowed:?})");
+    assert!(
+        gap <= allowed,
+        "the player waited {gap:?} for a frame (allowed {allowed:?})"
+    );
     primary.thaw();
     session.stop().await;
     drop((primary, _backup));
@@ -484,21 +516,32 @@ async fn a_jittery_primary_does_not_fail_over() {
     let _primary = Publisher::start(&nginx.url("jittery"));
     let _backup = Publisher::start_sized(&nginx.url("steady"), 640, 360);
     for name in ["jittery", "steady"] {
-        nginx.wait_publishing(name, Duration::from_secs(10)).expect("published");
+        nginx
+            .wait_publishing(name, Duration::from_secs(10))
+            .expect("published");
     }
     let proxy = support::JitterProxy::start(nginx.rtmp_port, Duration::from_millis(300)).await;
     let dest = nginx.url("j1");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let spec = SessionSpec::on_loopback(
-        vec![IngestSpec::live(proxy.url("jittery")), IngestSpec::live(nginx.url("steady"))],
+        vec![
+            IngestSpec::live(proxy.url("jittery")),
+            IngestSpec::live(nginx.url("steady")),
+        ],
         vec![dest.clone()],
     );
     let session = RelaySession::start(spec, tx).expect("session starts");
     let (p, _) = support::wait_playable(&dest, Duration::from_secs(15)).expect("playable");
     assert_eq!((p.width, p.height), (1280, 720), "starts on the primary");
-    let before = nginx.stream("j1").and_then(|s| s.publisher).expect("publisher");
+    let before = nginx
+        .stream("j1")
+        .and_then(|s| s.publisher)
+        .expect("publisher");
     let player = support::Player::start(&dest);
-    assert!(player.wait_live(Duration::from_secs(10)), "the player got no frame");
+    assert!(
+        player.wait_live(Duration::from_secs(10)),
+        "the player got no frame"
+    );
     let live = Instant::now();
 
     let start = Instant::now();
@@ -514,7 +557,10 @@ async fn a_jittery_primary_does_not_fail_over() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let events = drain(&mut rx);
-    let failed: Vec<_> = events.iter().filter(|e| matches!(e, SessionEvent::SourceFailed { .. })).collect();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::SourceFailed { .. }))
+        .collect();
     let (errors, _, arrivals) = player.finish_timed();
     let arrivals: Vec<Instant> = arrivals.into_iter().filter(|&t| t > live).collect();
     let (gap, _) = support::largest_gap(&arrivals);
@@ -525,15 +571,28 @@ async fn a_jittery_primary_does_not_fail_over() {
         arrivals.len()
     );
     assert!(standby_seen, "the backup was never pulled as a hot standby");
-    assert_eq!(left_primary, None, "the session left the jittery primary: {failed:?}");
+    assert_eq!(
+        left_primary, None,
+        "the session left the jittery primary: {failed:?}"
+    );
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(proxy.max_release_gap() >= Duration::from_millis(100), "hardly any jitter");
+    assert!(
+        proxy.max_release_gap() >= Duration::from_millis(100),
+        "hardly any jitter"
+    );
     let (p, _) = support::wait_playable(&dest, Duration::from_secs(10)).expect("still playable");
     assert_eq!((p.width, p.height), (1280, 720), "still the primary");
-    let after = nginx.stream("j1").and_then(|s| s.publisher).expect("publisher");
+    let after = nginx
+        .stream("j1")
+        .and_then(|s| s.publisher)
+        .expect("publisher");
     assert_eq!(before.id, after.id, "the destination reconnected");
     assert!(errors.trim().is_empty(), "decoder errors: {errors}");
-    assert!(arrivals.len() > 300, "too few frames reached the player: {}", arrivals.len());
+    assert!(
+        arrivals.len() > 300,
+        "too few frames reached the player: {}",
+        arrivals.len()
+    );
     session.stop().await;
     drop(proxy);
     drop((_primary, _backup));
@@ -890,7 +949,10 @@ async fn rtmps_destination_with_a_private_ca() {
     let (tx3, _rx3) = mpsc::unbounded_channel();
     let pulled = RelaySession::start(
         SessionSpec::on_loopback(
-            vec![IngestSpec::live(format!("rtmps://127.0.0.1:{}/live/src", front.port))],
+            vec![IngestSpec::live(format!(
+                "rtmps://127.0.0.1:{}/live/src",
+                front.port
+            ))],
             vec![nginx.url("g4")],
         ),
         tx3,
@@ -915,7 +977,10 @@ async fn rtmps_destination_with_a_private_ca() {
 async fn run_ingest(spec: &IngestSpec, within: Duration) -> (usize, bool, String) {
     use relaycast_workers::ingest::{Ingest, IngestEvent};
     // The test's HTTP server is on 127.0.0.1.
-    let spec = IngestSpec { allow_private_targets: true, ..spec.clone() };
+    let spec = IngestSpec {
+        allow_private_targets: true,
+        ..spec.clone()
+    };
     let mut ingest = Ingest::start(&spec).expect("ingest starts");
     let mut frames = 0;
     let outcome = tokio::time::timeout(within, async {
@@ -943,8 +1008,24 @@ async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "3"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "3",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+        ])
         .args(["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"])
         .arg(dir.path().join("vod.m3u8"))
         .status()
@@ -960,12 +1041,20 @@ async fn vod_hls_plays_and_a_playlist_cannot_reach_local_files() {
     std::fs::write(dir.path().join("evil.m3u8"), evil).expect("write playlist");
     let server = support::FileServer::start(dir.path().to_path_buf()).await;
 
-    let (frames, success, reason) = run_ingest(&IngestSpec::vod(server.url("vod.m3u8")), Duration::from_secs(20)).await;
+    let (frames, success, reason) = run_ingest(
+        &IngestSpec::vod(server.url("vod.m3u8")),
+        Duration::from_secs(20),
+    )
+    .await;
     eprintln!("(h) VOD HLS: {frames} frames, success {success}: {reason}");
     assert!(success, "{reason}");
     assert!(frames >= 70, "3 s at 25 fps expected, got {frames} frames");
 
-    let (frames, success, reason) = run_ingest(&IngestSpec::vod(server.url("evil.m3u8")), Duration::from_secs(20)).await;
+    let (frames, success, reason) = run_ingest(
+        &IngestSpec::vod(server.url("evil.m3u8")),
+        Duration::from_secs(20),
+    )
+    .await;
     eprintln!("(h) file: segment: {frames} frames, success {success}: {reason}");
     assert_eq!(frames, 0, "a local file was read through the playlist");
     assert!(!success, "the ingest must fail");
@@ -985,7 +1074,10 @@ async fn several_destinations_receive_identical_playable_streams() {
     let names = ["same1", "same2", "same3"];
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = RelaySession::start(
-        SessionSpec::on_loopback(vec![IngestSpec::local_file(item)], names.iter().map(|n| nginx.rec_url(n)).collect()),
+        SessionSpec::on_loopback(
+            vec![IngestSpec::local_file(item)],
+            names.iter().map(|n| nginx.rec_url(n)).collect(),
+        ),
         tx,
     )
     .expect("session starts");
@@ -1015,7 +1107,10 @@ async fn several_destinations_receive_identical_playable_streams() {
             .output()
             .expect("ffmpeg decode");
         let errors = String::from_utf8_lossy(&decode.stderr).to_string();
-        assert!(decode.status.success() && errors.trim().is_empty(), "{name}: {errors}");
+        assert!(
+            decode.status.success() && errors.trim().is_empty(),
+            "{name}: {errors}"
+        );
         let mut parser = FlvParser::new();
         parser.push(&flv);
         let mut tags = Vec::new();
@@ -1031,23 +1126,42 @@ async fn several_destinations_receive_identical_playable_streams() {
     // The first keyframe every recording holds: the latest of their first keyframes.
     let firsts: Vec<_> = recordings
         .iter()
-        .map(|r| r.iter().find(|t| t.is_key_picture()).expect("a keyframe").data.clone())
+        .map(|r| {
+            r.iter()
+                .find(|t| t.is_key_picture())
+                .expect("a keyframe")
+                .data
+                .clone()
+        })
         .collect();
     let common = firsts
         .iter()
-        .find(|k| recordings.iter().all(|r| r.iter().any(|t| t.is_key_picture() && t.data == **k)))
+        .find(|k| {
+            recordings
+                .iter()
+                .all(|r| r.iter().any(|t| t.is_key_picture() && t.data == **k))
+        })
         .expect("a keyframe in every recording")
         .clone();
     let tails: Vec<Vec<(bool, bytes::Bytes, u32)>> = recordings
         .iter()
         .map(|r| {
-            let at = r.iter().position(|t| t.is_key_picture() && t.data == common).expect("aligned");
+            let at = r
+                .iter()
+                .position(|t| t.is_key_picture() && t.data == common)
+                .expect("aligned");
             // Audio may lead the keyframe by a few ms: align on the video.
             let base = r[at].timestamp;
             r[at..]
                 .iter()
                 .filter(|t| !t.is_sequence_header())
-                .map(|t| (t.is_video_frame(), t.data.clone(), t.timestamp.wrapping_sub(base)))
+                .map(|t| {
+                    (
+                        t.is_video_frame(),
+                        t.data.clone(),
+                        t.timestamp.wrapping_sub(base),
+                    )
+                })
                 .collect()
         })
         .collect();

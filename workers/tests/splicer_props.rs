@@ -5,7 +5,9 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use relaycast_workers::media::flv::{FlvHeader, FlvItem, FlvParser, FlvTag, TagType};
-use relaycast_workers::splice::splicer::{OnLag, Origin, SpliceItem, Splicer, SplicerConfig, SubscribeOptions, Subscription};
+use relaycast_workers::splice::splicer::{
+    OnLag, Origin, SpliceItem, Splicer, SplicerConfig, SubscribeOptions, Subscription,
+};
 
 /// One generated tag of a source: what it is and its timestamp step from the previous tag.
 #[derive(Debug, Clone)]

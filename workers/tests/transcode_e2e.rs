@@ -11,17 +11,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relaycast_core::domain::relay::types::{Fops, Gravity, Resolution, Source, SourceUrl, TaskType, VideoCodec, WmImages};
+use relaycast_core::domain::relay::types::{
+    Fops, Gravity, Resolution, Source, SourceUrl, TaskType, VideoCodec, WmImages,
+};
+use relaycast_workers::ingest::transcode::{self, WatermarkFetcher, Watermarks};
 use relaycast_workers::ingest::IngestSpec;
 use relaycast_workers::relay::session::{RelaySession, SessionSpec};
-use relaycast_workers::ingest::transcode::{self, WatermarkFetcher, Watermarks};
 use support::{Nginx, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Serves `body` at every path; counts requests.
 async fn serve_png(body: Vec<u8>) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let hits = Arc::new(AtomicUsize::new(0));
     let body = Arc::new(body);
@@ -39,7 +43,10 @@ async fn serve_png(body: Vec<u8>) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHa
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(&body).await;
             });
@@ -52,7 +59,19 @@ async fn serve_png(body: Vec<u8>) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHa
 fn make_png(dir: &std::path::Path) -> Vec<u8> {
     let path = dir.join("wm.png");
     let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "color=c=red:s=96x48", "-frames:v", "1"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=96x48",
+            "-frames:v",
+            "1",
+        ])
         .arg(&path)
         .stdin(Stdio::null())
         .status()
@@ -65,8 +84,22 @@ fn make_png(dir: &std::path::Path) -> Vec<u8> {
 /// Key frame times (s) of the first `secs` seconds of `url`'s video.
 fn keyframe_times(url: &str, secs: u32) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-rw_timeout", "10000000", "-select_streams", "v", "-read_intervals", &format!("%+{secs}")])
-        .args(["-show_entries", "frame=key_frame,best_effort_timestamp_time", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-select_streams",
+            "v",
+            "-read_intervals",
+            &format!("%+{secs}"),
+        ])
+        .args([
+            "-show_entries",
+            "frame=key_frame,best_effort_timestamp_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(url)
         .stdin(Stdio::null())
         .output()
@@ -86,13 +119,38 @@ fn keyframe_times(url: &str, secs: u32) -> Vec<f64> {
 /// error output when it cannot decode one.
 fn mean_rgb(url: &str, x: u32, y: u32, w: u32, h: u32) -> [f64; 3] {
     let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i", url])
-        .args(["-frames:v", "1", "-vf", &format!("crop={w}:{h}:{x}:{y}"), "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+            url,
+        ])
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            &format!("crop={w}:{h}:{x}:{y}"),
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("run ffmpeg");
     let px = out.stdout;
-    assert_eq!(px.len(), (w * h * 3) as usize, "no frame of {url} ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        px.len(),
+        (w * h * 3) as usize,
+        "no frame of {url} ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut sum = [0f64; 3];
     for c in px.chunks_exact(3) {
         for i in 0..3 {
@@ -124,25 +182,37 @@ async fn transcodes_with_a_watermark() {
     let (port, hits, server) = serve_png(make_png(tmp.path())).await;
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
-    nginx.wait_publishing("src", Duration::from_secs(10)).expect("source published");
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
 
     let mut source = Source::new(SourceUrl::parse(&nginx.url("src"), TaskType::Live).expect("src"));
-    source.wm_image = Some(WmImages::parse(&format!("http://127.0.0.1:{port}/logo.png")).expect("wm"));
+    source.wm_image =
+        Some(WmImages::parse(&format!("http://127.0.0.1:{port}/logo.png")).expect("wm"));
     source.wm_gravity = Some(Gravity::BottomRight);
     let fops = Fops {
         vcodec: Some(VideoCodec::Libx264),
         bps: Some(800_000),
-        res: Some(Resolution { width: 640, height: 360 }),
+        res: Some(Resolution {
+            width: 640,
+            height: 360,
+        }),
         fps: Some(25.0),
         forced_gop_interval_ms: Some(1000),
         ..Fops::default()
     };
-    transcode::check_encoders(std::path::Path::new("/usr/bin/ffmpeg"), &fops).await.expect("encoders");
+    transcode::check_encoders(std::path::Path::new("/usr/bin/ffmpeg"), &fops)
+        .await
+        .expect("encoders");
     // The operator's default refuses the loopback image; tests allow private targets.
     let strict = WatermarkFetcher::new(false).expect("client");
-    assert!(Watermarks::fetch(&strict, std::slice::from_ref(&source)).await.is_err());
+    assert!(Watermarks::fetch(&strict, std::slice::from_ref(&source))
+        .await
+        .is_err());
     let fetcher = WatermarkFetcher::new(true).expect("client");
-    let watermarks = Watermarks::fetch(&fetcher, &[source.clone(), source.clone()]).await.expect("watermark fetched");
+    let watermarks = Watermarks::fetch(&fetcher, &[source.clone(), source.clone()])
+        .await
+        .expect("watermark fetched");
     assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once");
     let wm_dir = watermarks.dir().expect("dir").to_path_buf();
     let mut ingest = IngestSpec::live(source.url.as_str());
@@ -151,7 +221,11 @@ async fn transcodes_with_a_watermark() {
 
     let dest = nginx.url("t1");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]), tx).expect("session");
+    let session = RelaySession::start(
+        SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]),
+        tx,
+    )
+    .expect("session");
     let Some((probe, took)) = support::wait_playable(&dest, Duration::from_secs(20)) else {
         while let Ok(e) = rx.try_recv() {
             eprintln!("session event: {e:?}");
@@ -167,15 +241,24 @@ async fn transcodes_with_a_watermark() {
     // The red 96x48 watermark at bottom-right with a 10 px margin; the pattern elsewhere.
     let inside = mean_rgb(&dest, 640 - 96 - 10 + 8, 360 - 48 - 10 + 8, 80, 32);
     eprintln!("watermark box mean RGB {inside:?}");
-    assert!(inside[0] > 180.0 && inside[1] < 80.0 && inside[2] < 80.0, "watermark not there: {inside:?}");
+    assert!(
+        inside[0] > 180.0 && inside[1] < 80.0 && inside[2] < 80.0,
+        "watermark not there: {inside:?}"
+    );
 
     let keys = keyframe_times(&dest, 6);
     let gaps: Vec<f64> = keys.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("keyframes at {keys:?}, gaps {gaps:?}");
     assert!(gaps.len() >= 3, "too few keyframes: {keys:?}");
-    assert!(gaps.iter().all(|g| (g - 1.0).abs() < 0.1), "GOP not 1 s: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| (g - 1.0).abs() < 0.1),
+        "GOP not 1 s: {gaps:?}"
+    );
 
-    assert!(wm_dir.exists(), "watermark files live as long as the session");
+    assert!(
+        wm_dir.exists(),
+        "watermark files live as long as the session"
+    );
     session.stop().await;
     assert!(!wm_dir.exists(), "watermark files deleted with the session");
     server.abort();
@@ -190,15 +273,22 @@ async fn transcodes_with_a_watermark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_and_a_gop_by_time() {
     let _heavy = support::heavy(&[]).await;
-    let source = Source::new(SourceUrl::parse("rtmp://127.0.0.1/live/x", TaskType::Live).expect("src"));
-    let vorbis = Fops { acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libvorbis), ..Fops::default() };
+    let source =
+        Source::new(SourceUrl::parse("rtmp://127.0.0.1/live/x", TaskType::Live).expect("src"));
+    let vorbis = Fops {
+        acodec: Some(relaycast_core::domain::relay::types::AudioCodec::Libvorbis),
+        ..Fops::default()
+    };
     let mut spec = IngestSpec::live(source.url.as_str());
-    let e = transcode::apply(&mut spec, &vorbis, &source, &Watermarks::default()).expect_err("refused");
+    let e =
+        transcode::apply(&mut spec, &vorbis, &source, &Watermarks::default()).expect_err("refused");
     eprintln!("refused: {e}");
 
     let nginx = Nginx::start();
     let _publisher = Publisher::start(&nginx.url("src"));
-    nginx.wait_publishing("src", Duration::from_secs(10)).expect("source published");
+    nginx
+        .wait_publishing("src", Duration::from_secs(10))
+        .expect("source published");
     let source = Source::new(SourceUrl::parse(&nginx.url("src"), TaskType::Live).expect("src"));
     let fops = Fops {
         vcodec: Some(VideoCodec::Libx264),
@@ -206,13 +296,20 @@ async fn mp3_audio_and_a_gop_by_time() {
         forced_gop_interval_ms: Some(1500),
         ..Fops::default()
     };
-    transcode::check_encoders(std::path::Path::new("/usr/bin/ffmpeg"), &fops).await.expect("encoders");
+    transcode::check_encoders(std::path::Path::new("/usr/bin/ffmpeg"), &fops)
+        .await
+        .expect("encoders");
     let mut ingest = IngestSpec::live(source.url.as_str());
     transcode::apply(&mut ingest, &fops, &source, &Watermarks::default()).expect("apply");
     let dest = nginx.url("mp3");
     let (tx, _rx) = mpsc::unbounded_channel();
-    let session = RelaySession::start(SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]), tx).expect("session");
-    let (probe, took) = support::wait_playable(&dest, Duration::from_secs(20)).expect("destination playable");
+    let session = RelaySession::start(
+        SessionSpec::on_loopback(vec![ingest], vec![dest.clone()]),
+        tx,
+    )
+    .expect("session");
+    let (probe, took) =
+        support::wait_playable(&dest, Duration::from_secs(20)).expect("destination playable");
     eprintln!("mp3 variant: {probe:?} playable after {took:?}");
     assert_eq!(probe.video_codec.as_deref(), Some("h264"));
     assert_eq!(probe.audio_codec.as_deref(), Some("mp3"));
@@ -222,7 +319,10 @@ async fn mp3_audio_and_a_gop_by_time() {
     let gaps: Vec<f64> = keys.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("keyframes at {keys:?}, gaps {gaps:?}");
     assert!(gaps.len() >= 2, "too few keyframes: {keys:?}");
-    assert!(gaps.iter().all(|g| (g - 1.5).abs() < 0.1), "GOP not 1.5 s: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| (g - 1.5).abs() < 0.1),
+        "GOP not 1.5 s: {gaps:?}"
+    );
     session.stop().await;
     drop(_publisher);
     drop(nginx);

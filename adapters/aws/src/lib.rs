@@ -26,3 +26,25 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     }
     loader.load().await
 }
+
+/// Why the AWS adapters could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// A resource named by the settings is missing or unreachable.
+    #[error("cannot open the AWS {what}: {reason}")]
+    Open { what: &'static str, reason: String },
+}
+
+/// Opens the DynamoDB store, the SQS queues (dead-lettering after `max_receives`, as the stack's
+/// redrive policies do) and the S3 object store that `settings` name.
+pub async fn open_aws(
+    settings: &AwsSettings,
+    clock: std::sync::Arc<dyn relaycast_core::ports::Clock>,
+    max_receives: u32,
+) -> Result<relaycast_core::Ports, AwsError> {
+    let _ = (settings, clock, max_receives);
+    Err(AwsError::Open {
+        what: "adapters",
+        reason: "being written (issue 12)".into(),
+    })
+}

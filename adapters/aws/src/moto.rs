@@ -18,7 +18,10 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts moto on a free port of 127.0.0.1 and waits until it answers.
     pub fn start() -> MotoServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -35,7 +38,10 @@ impl MotoServer {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
             }
-            assert!(Instant::now() < deadline, "moto's server did not listen on 127.0.0.1:{port} within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto's server did not listen on 127.0.0.1:{port} within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -28,7 +28,8 @@ use serde_json::{json, Map, Value};
 
 use super::flv_publisher::{FlvPublisher, Sent};
 use super::{
-    delays, measure_window, mem, min_kbps, percentile, process_cpu_s, r2, r3, Ctx, Nginx, Player, Relaycast, VTag,
+    delays, measure_window, mem, min_kbps, percentile, process_cpu_s, r2, r3, Ctx, Nginx, Player,
+    Relaycast, VTag,
 };
 use crate::record::emit;
 
@@ -52,13 +53,38 @@ pub(super) fn phase_density(ctx: &Ctx) -> Result<()> {
     println!("# density: N tasks x {DESTS} destinations, 360p 500 kbit/s copy relays, {} s windows, CPU in % of one core", ctx.opts.window);
     println!(
         "# {:>5} | {:>9} | {:>14} | {:>7} | {:>12} | {:>10} | {:>17} | {:>17} | {:>15} | {:>15}",
-        "tasks", "relaycast", "nginx push net", "rc/push", "machine busy", "PSS/task", "dropped rc", "dropped push", "delay rc p50/99", "push p50/99"
+        "tasks",
+        "relaycast",
+        "nginx push net",
+        "rc/push",
+        "machine busy",
+        "PSS/task",
+        "dropped rc",
+        "dropped push",
+        "delay rc p50/99",
+        "push p50/99"
     );
     for r in &rows {
         // A figure with `d` decimals, or `-` where the run has none (no push contender).
-        let f = |k: &str, d: usize| r[k].as_f64().map(|v| format!("{v:.d$}")).unwrap_or_else(|| "-".into());
-        let of = |p: &str| format!("{} of {}", f(&format!("{p}_frames_dropped"), 0), f(&format!("{p}_frames_expected"), 0));
-        let delay = |p: &str| format!("{}/{} ms", f(&format!("{p}_delay_p50_ms"), 1), f(&format!("{p}_delay_p99_ms"), 1));
+        let f = |k: &str, d: usize| {
+            r[k].as_f64()
+                .map(|v| format!("{v:.d$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let of = |p: &str| {
+            format!(
+                "{} of {}",
+                f(&format!("{p}_frames_dropped"), 0),
+                f(&format!("{p}_frames_expected"), 0)
+            )
+        };
+        let delay = |p: &str| {
+            format!(
+                "{}/{} ms",
+                f(&format!("{p}_delay_p50_ms"), 1),
+                f(&format!("{p}_delay_p99_ms"), 1)
+            )
+        };
         println!(
             "# {:>5} | {:>8}% | {:>13}% | {:>7} | {:>11}% | {:>7} MB | {:>17} | {:>17} | {:>15} | {:>15}",
             f("tasks", 0),
@@ -77,7 +103,9 @@ pub(super) fn phase_density(ctx: &Ctx) -> Result<()> {
 }
 
 fn dest_names(prefix: &str, stream: usize) -> Vec<String> {
-    (0..DESTS).map(|d| format!("{prefix}{stream}_{d}")).collect()
+    (0..DESTS)
+        .map(|d| format!("{prefix}{stream}_{d}"))
+        .collect()
 }
 
 /// One density window at `n` tasks; emits and returns its line.
@@ -98,13 +126,20 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
             .map(|(i, d)| format!("    push {} name=s{i};\n", dst.url(&d)))
             .collect();
         let p = Nginx::start_with(dir, &format!("density{n}_push"), &lines, conns)?;
-        Some((p, Nginx::start_with(dir, &format!("density{n}_nopush"), "", conns)?))
+        Some((
+            p,
+            Nginx::start_with(dir, &format!("density{n}_nopush"), "", conns)?,
+        ))
     } else {
         None
     };
     let mut targets: Vec<(u16, String)> = streams.iter().map(|s| (src.rtmp, s.clone())).collect();
     if let Some((p, b)) = &push {
-        targets.extend(streams.iter().flat_map(|s| [(p.rtmp, s.clone()), (b.rtmp, s.clone())]));
+        targets.extend(
+            streams
+                .iter()
+                .flat_map(|s| [(p.rtmp, s.clone()), (b.rtmp, s.clone())]),
+        );
     }
     let publisher = FlvPublisher::start(file, &targets)?;
     let within = Duration::from_secs(30 + n as u64 / 5);
@@ -114,7 +149,12 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
         b.wait_publishing(&streams, 20_000, within)?;
     }
 
-    let rc = Relaycast::start(&ctx.bin, dir, &format!("rc_density_{n}"), ctx.opts.stall_timeout_ms)?;
+    let rc = Relaycast::start(
+        &ctx.bin,
+        dir,
+        &format!("rc_density_{n}"),
+        ctx.opts.stall_timeout_ms,
+    )?;
     let pss_before = mem(&[rc.proc.pid()]).pss;
     let t_create = Instant::now();
     for (i, s) in streams.iter().enumerate() {
@@ -135,7 +175,10 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
     let watch_push = push.as_ref().map(|(p, b)| {
         // The same players on the no-push nginx, so that the net figure does not charge the
         // push for serving the sample's source players.
-        let twins: Vec<Player> = sample.iter().map(|i| Player::start(b.rtmp, &format!("s{i}"))).collect();
+        let twins: Vec<Player> = sample
+            .iter()
+            .map(|i| Player::start(b.rtmp, &format!("s{i}")))
+            .collect();
         (Watch::start(p, &dst, "np", &sample), twins)
     });
     // A player joining mid-GOP gets video from the next keyframe on (up to 2 s later): the
@@ -147,7 +190,11 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
     }
     std::thread::sleep(Duration::from_secs(ctx.opts.warmup));
 
-    let mut trees: Vec<Vec<u32>> = vec![vec![rc.proc.pid()], vec![src.proc.pid()], vec![dst.proc.pid()]];
+    let mut trees: Vec<Vec<u32>> = vec![
+        vec![rc.proc.pid()],
+        vec![src.proc.pid()],
+        vec![dst.proc.pid()],
+    ];
     if let Some((p, b)) = &push {
         trees.extend([vec![p.proc.pid()], vec![b.proc.pid()]]);
     }
@@ -155,7 +202,12 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
     let bench_cpu = || process_cpu_s(std::process::id()).unwrap_or(0.0);
     let (pub0, bench0, stat0) = (publisher.cpu_s(), bench_cpu(), dst.stat());
     let w0 = Instant::now();
-    let w = measure_window(ctx, &roots, rc.proc.pid(), json!({ "phase": "density", "tasks": n }));
+    let w = measure_window(
+        ctx,
+        &roots,
+        rc.proc.pid(),
+        json!({ "phase": "density", "tasks": n }),
+    );
     let w1 = Instant::now();
     let (pub1, bench1, stat1) = (publisher.cpu_s(), bench_cpu(), dst.stat());
     // Frames sent near the end of the window get their time to arrive.
@@ -170,7 +222,9 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
         drop(twins);
         watch.finish(&sent, w0, w1)
     });
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let (rc_cpu, rc_mem) = (w.cpu_pct[0], w.mem[0]);
     let mut line = Map::new();
     line.extend([
@@ -180,27 +234,58 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
         ("destinations".into(), json!(n * DESTS)),
         ("window_s".into(), json!(r2(secs))),
         ("relaycast_cpu_pct_of_one_core".into(), json!(r2(rc_cpu))),
-        ("relaycast_cpu_pct_per_task".into(), json!(r3(rc_cpu / n as f64))),
+        (
+            "relaycast_cpu_pct_per_task".into(),
+            json!(r3(rc_cpu / n as f64)),
+        ),
         ("relaycast_processes".into(), json!(w.processes[0])),
         ("relaycast_pss_mb".into(), json!(r2(rc_mem.pss))),
-        ("relaycast_pss_mb_per_task".into(), json!(r3(rc_mem.pss / n as f64))),
-        ("relaycast_pss_mb_before_tasks".into(), json!(r2(pss_before))),
-        ("relaycast_pss_mb_per_task_over_idle".into(), json!(r3((rc_mem.pss - pss_before) / n as f64))),
+        (
+            "relaycast_pss_mb_per_task".into(),
+            json!(r3(rc_mem.pss / n as f64)),
+        ),
+        (
+            "relaycast_pss_mb_before_tasks".into(),
+            json!(r2(pss_before)),
+        ),
+        (
+            "relaycast_pss_mb_per_task_over_idle".into(),
+            json!(r3((rc_mem.pss - pss_before) / n as f64)),
+        ),
         ("relaycast_rss_mb".into(), json!(r2(rc_mem.rss))),
         ("relaycast_uss_mb".into(), json!(r2(rc_mem.uss))),
-        ("machine_busy_pct".into(), json!(r2(w.machine_busy_pct / nproc as f64))),
-        ("machine_busy_pct_of_one_core".into(), json!(r2(w.machine_busy_pct))),
+        (
+            "machine_busy_pct".into(),
+            json!(r2(w.machine_busy_pct / nproc as f64)),
+        ),
+        (
+            "machine_busy_pct_of_one_core".into(),
+            json!(r2(w.machine_busy_pct)),
+        ),
         ("nproc".into(), json!(nproc)),
         ("source_nginx_cpu_pct".into(), json!(r2(w.cpu_pct[1]))),
         ("destination_nginx_cpu_pct".into(), json!(r2(w.cpu_pct[2]))),
         ("publisher_cpu_pct".into(), json!(r2(publisher_cpu))),
-        ("bench_players_and_bookkeeping_cpu_pct".into(), json!(r2(bench_all_cpu - publisher_cpu))),
+        (
+            "bench_players_and_bookkeeping_cpu_pct".into(),
+            json!(r2(bench_all_cpu - publisher_cpu)),
+        ),
         ("publisher_streams".into(), json!(publisher.streams())),
-        ("publisher_failed_connections".into(), json!(publisher.failed())),
+        (
+            "publisher_failed_connections".into(),
+            json!(publisher.failed()),
+        ),
         ("create_calls_s".into(), json!(r3(create_s))),
-        ("create_to_all_destinations_publishing_s".into(), json!(r3(all_publishing_s))),
+        (
+            "create_to_all_destinations_publishing_s".into(),
+            json!(r3(all_publishing_s)),
+        ),
     ]);
-    rc_delivery.fields("relaycast", min_kbps(&stat0, &stat1, &all_dests("rc"), secs), &mut line);
+    rc_delivery.fields(
+        "relaycast",
+        min_kbps(&stat0, &stat1, &all_dests("rc"), secs),
+        &mut line,
+    );
     if let Some(d) = &push_delivery {
         let (gross, base) = (w.cpu_pct[3], w.cpu_pct[4]);
         let net = gross - base;
@@ -208,16 +293,32 @@ fn run(ctx: &Ctx, file: &Path, n: usize) -> Result<Value> {
             ("nginx_push_net_cpu_pct_of_one_core".into(), json!(r2(net))),
             ("nginx_push_gross_cpu_pct".into(), json!(r2(gross))),
             ("nginx_nopush_cpu_pct".into(), json!(r2(base))),
-            ("cpu_ratio_relaycast_over_nginx_push_net".into(), json!(r2(rc_cpu / net))),
-            ("nginx_push_net_pss_mb".into(), json!(r2(w.mem[3].pss - w.mem[4].pss))),
+            (
+                "cpu_ratio_relaycast_over_nginx_push_net".into(),
+                json!(r2(rc_cpu / net)),
+            ),
+            (
+                "nginx_push_net_pss_mb".into(),
+                json!(r2(w.mem[3].pss - w.mem[4].pss)),
+            ),
         ]);
-        d.fields("nginx_push", min_kbps(&stat0, &stat1, &all_dests("np"), secs), &mut line);
+        d.fields(
+            "nginx_push",
+            min_kbps(&stat0, &stat1, &all_dests("np"), secs),
+            &mut line,
+        );
     }
     let line = Value::Object(line);
     emit(&line);
-    for (who, key) in [("relaycast", "relaycast_min_kbps_per_destination"), ("nginx push", "nginx_push_min_kbps_per_destination")] {
+    for (who, key) in [
+        ("relaycast", "relaycast_min_kbps_per_destination"),
+        ("nginx push", "nginx_push_min_kbps_per_destination"),
+    ] {
         if line[key].as_f64().is_some_and(|k| k < MIN_KBPS) {
-            eprintln!("# WARNING: density {n}: {who} delivered only {} kbit/s to one destination", line[key]);
+            eprintln!(
+                "# WARNING: density {n}: {who} delivered only {} kbit/s to one destination",
+                line[key]
+            );
         }
     }
     rc.shutdown(Duration::from_secs(10));
@@ -236,7 +337,10 @@ impl Watch {
         let streams = sample
             .iter()
             .map(|&i| {
-                let dests = dest_names(prefix, i).iter().map(|d| Player::start(dest.rtmp, d)).collect();
+                let dests = dest_names(prefix, i)
+                    .iter()
+                    .map(|d| Player::start(dest.rtmp, d))
+                    .collect();
                 (Player::start(source.rtmp, &format!("s{i}")), dests)
             })
             .collect();
@@ -246,7 +350,11 @@ impl Watch {
     /// Waits until every player has received a video frame.
     fn wait_receiving(&self, within: Duration) -> Result<()> {
         let until = Instant::now() + within;
-        let players = || self.streams.iter().flat_map(|(s, d)| std::iter::once(s).chain(d));
+        let players = || {
+            self.streams
+                .iter()
+                .flat_map(|(s, d)| std::iter::once(s).chain(d))
+        };
         while players().any(|p| p.snapshot().is_empty()) {
             if Instant::now() > until {
                 bail!("a sampled player received no video in {within:?}");
@@ -288,12 +396,18 @@ impl Delivery {
             arrivals.entry(t.hash).or_default().push(t.at);
         }
         let arrived = |s: &Sent| {
-            arrivals.get(&s.hash).is_some_and(|v| v.iter().any(|a| *a >= s.at && *a <= s.at + ARRIVAL_WITHIN))
+            arrivals
+                .get(&s.hash)
+                .is_some_and(|v| v.iter().any(|a| *a >= s.at && *a <= s.at + ARRIVAL_WITHIN))
         };
         self.destinations += 1;
         self.expected += sent.len();
         self.received += sent.iter().filter(|s| arrived(s)).count();
-        let in_window: Vec<VTag> = dest.iter().copied().filter(|t| t.at >= w0 && t.at <= w1).collect();
+        let in_window: Vec<VTag> = dest
+            .iter()
+            .copied()
+            .filter(|t| t.at >= w0 && t.at <= w1)
+            .collect();
         self.delays_ms.extend(delays(source, &in_window));
     }
 
@@ -311,6 +425,10 @@ impl Delivery {
             ("delay_max_ms", json!(r2(percentile(&mut d, 1.0)))),
             ("min_kbps_per_destination", json!(min_kbps.round())),
         ];
-        line.extend(values.into_iter().map(|(k, v)| (format!("{prefix}_{k}"), v)));
+        line.extend(
+            values
+                .into_iter()
+                .map(|(k, v)| (format!("{prefix}_{k}"), v)),
+        );
     }
 }

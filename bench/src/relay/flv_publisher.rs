@@ -66,19 +66,33 @@ impl FlvPublisher {
         let never = AtomicBool::new(false);
         let mut conns = Vec::with_capacity(targets.len());
         for (port, name) in targets {
-            let mut client = RtmpClient::connect(*port, &never).with_context(|| format!("publishing {name}"))?;
+            let mut client =
+                RtmpClient::connect(*port, &never).with_context(|| format!("publishing {name}"))?;
             client
-                .drive(&never, Some(Instant::now() + Duration::from_secs(10)), |session, event| match event {
-                    ClientSessionEvent::ConnectionRequestAccepted => Ok(Step::Send(
-                        session.request_publishing(name.clone(), PublishRequestType::Live).map_err(|e| anyhow!("{e:?}"))?,
-                    )),
-                    ClientSessionEvent::PublishRequestAccepted => Ok(Step::Done),
-                    ClientSessionEvent::ConnectionRequestRejected { description } => bail!("connect rejected: {description}"),
-                    _ => Ok(Step::Continue),
-                })
+                .drive(
+                    &never,
+                    Some(Instant::now() + Duration::from_secs(10)),
+                    |session, event| match event {
+                        ClientSessionEvent::ConnectionRequestAccepted => Ok(Step::Send(
+                            session
+                                .request_publishing(name.clone(), PublishRequestType::Live)
+                                .map_err(|e| anyhow!("{e:?}"))?,
+                        )),
+                        ClientSessionEvent::PublishRequestAccepted => Ok(Step::Done),
+                        ClientSessionEvent::ConnectionRequestRejected { description } => {
+                            bail!("connect rejected: {description}")
+                        }
+                        _ => Ok(Step::Continue),
+                    },
+                )
                 .with_context(|| format!("publishing {name} on port {port}"))?;
-            client.socket.set_write_timeout(Some(Duration::from_secs(5)))?;
-            let mut conn = Conn { client, name: name.clone() };
+            client
+                .socket
+                .set_write_timeout(Some(Duration::from_secs(5)))?;
+            let mut conn = Conn {
+                client,
+                name: name.clone(),
+            };
             for tag in &head {
                 conn.send(tag, tag.timestamp)?;
             }
@@ -90,7 +104,12 @@ impl FlvPublisher {
         let thread = std::thread::Builder::new()
             .name("flv-publisher".into())
             .spawn(move || pace(conns, &media, loop_ms, &sh, &st))?;
-        Ok(FlvPublisher { shared, stop, thread: Some(thread), streams: targets.len() })
+        Ok(FlvPublisher {
+            shared,
+            stop,
+            thread: Some(thread),
+            streams: targets.len(),
+        })
     }
 
     /// CPU seconds the pacing thread has used so far.
@@ -109,8 +128,15 @@ impl FlvPublisher {
 
     /// The video frames sent in `[from, to]`.
     pub(super) fn sent_between(&self, from: Instant, to: Instant) -> Vec<Sent> {
-        let sent = self.shared.sent.lock().map(|s| s.clone()).unwrap_or_default();
-        sent.into_iter().filter(|s| s.at >= from && s.at <= to).collect()
+        let sent = self
+            .shared
+            .sent
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        sent.into_iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .collect()
     }
 }
 
@@ -158,7 +184,10 @@ impl Conn {
         c.socket.set_nonblocking(false)?;
         read?;
         if !c.pending.is_empty() {
-            let results = c.session.handle_input(&c.pending).map_err(|e| anyhow!("{e:?}"))?;
+            let results = c
+                .session
+                .handle_input(&c.pending)
+                .map_err(|e| anyhow!("{e:?}"))?;
             c.pending.clear();
             for r in results {
                 if let ClientSessionResult::OutboundResponse(p) = r {
@@ -174,7 +203,9 @@ impl Conn {
 /// (timestamps from 0), and the length of one loop in ms (last video timestamp plus one frame).
 fn read_flv(file: &Path) -> Result<(Vec<FlvTag>, Vec<FlvTag>, u32)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let items = FlvParser::new().feed(&bytes).map_err(|e| anyhow!("parsing {}: {e}", file.display()))?;
+    let items = FlvParser::new()
+        .feed(&bytes)
+        .map_err(|e| anyhow!("parsing {}: {e}", file.display()))?;
     let (mut head, mut media) = (Vec::new(), Vec::new());
     for item in items {
         if let FlvItem::Tag(t) = item {
@@ -185,11 +216,18 @@ fn read_flv(file: &Path) -> Result<(Vec<FlvTag>, Vec<FlvTag>, u32)> {
             }
         }
     }
-    let first = media.first().context("no media tags in the source file")?.timestamp;
+    let first = media
+        .first()
+        .context("no media tags in the source file")?
+        .timestamp;
     for t in &mut media {
         t.timestamp = t.timestamp.saturating_sub(first);
     }
-    let video: Vec<u32> = media.iter().filter(|t| t.tag_type == TagType::Video).map(|t| t.timestamp).collect();
+    let video: Vec<u32> = media
+        .iter()
+        .filter(|t| t.tag_type == TagType::Video)
+        .map(|t| t.timestamp)
+        .collect();
     let [.., before, last] = video[..] else {
         bail!("fewer than two video tags in the source file")
     };
@@ -232,7 +270,9 @@ fn pace(mut conns: Vec<Conn>, media: &[FlvTag], loop_ms: u32, shared: &Shared, s
                 last_drain = at;
             }
             conns.retain_mut(|c| {
-                let r = c.send(tag, ts).and_then(|()| if drain { c.drain() } else { Ok(()) });
+                let r = c
+                    .send(tag, ts)
+                    .and_then(|()| if drain { c.drain() } else { Ok(()) });
                 if let Err(e) = &r {
                     eprintln!("# WARNING: publisher: {} failed: {e:#}", c.name);
                     shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +280,9 @@ fn pace(mut conns: Vec<Conn>, media: &[FlvTag], loop_ms: u32, shared: &Shared, s
                 r.is_ok()
             });
             if tag.tag_type == TagType::Video {
-                if let (Some((_, hash)), Ok(mut sent)) = (video_frame_hash(&tag.data), shared.sent.lock()) {
+                if let (Some((_, hash)), Ok(mut sent)) =
+                    (video_frame_hash(&tag.data), shared.sent.lock())
+                {
                     sent.push(Sent { at, hash });
                 }
             }

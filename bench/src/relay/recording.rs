@@ -25,19 +25,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use relaycast_core::adapters::open_embedded;
 use relaycast_core::app::recording::{get_recording, start_recording, stop_recording};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::callbacks::StreamPath;
 use relaycast_core::domain::recording::progress::RecordingProgress;
-use relaycast_core::domain::recording::{FormatSpec, RecordFile, RecordFormat, Recording, RecordingMode, RecordingSpec, RecordingState};
+use relaycast_core::domain::recording::{
+    FormatSpec, RecordFile, RecordFormat, Recording, RecordingMode, RecordingSpec, RecordingState,
+};
 use relaycast_core::ports::{Entity, Ports, Query, QueryIndex, SystemClock, TypedStore};
+use relaycast_embedded::open_embedded;
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
 use super::{
-    encode_source, ffmpeg, first_line, measure_window_for, median, min_kbps, publisher, r2, r3, Nginx, Proc, Spread, RTMP_MODULE,
-    SOURCE_720P,
+    encode_source, ffmpeg, first_line, measure_window_for, median, min_kbps, publisher, r2, r3,
+    Nginx, Proc, Spread, RTMP_MODULE, SOURCE_720P,
 };
 use crate::record::emit;
 
@@ -94,10 +96,16 @@ pub fn bench_record(opts: RecordOptions, rt: Handle) -> Result<()> {
     }
     let bin = match &opts.recorder_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("recorder"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("recorder"),
     };
     if !bin.exists() {
-        bail!("{} not found: build it with cargo build --release -p relaycast-workers --bin recorder", bin.display());
+        bail!(
+            "{} not found: build it with cargo build --release -p relaycast-workers --bin recorder",
+            bin.display()
+        );
     }
     let dir = crate::temp_dir(opts.dir.as_deref())?;
     let nginx = Nginx::start(dir.path())?;
@@ -109,15 +117,26 @@ pub fn bench_record(opts: RecordOptions, rt: Handle) -> Result<()> {
         "recorder_bin": bin.display().to_string(),
         "ffmpeg_contender_args": ffmpeg_recorder_args("rtmp://127.0.0.1:PORT/live/sK", Path::new("OUT")),
     }}));
-    let ctx = Ctx { dir, nginx, file, bin, opts: opts.clone(), rt };
+    let ctx = Ctx {
+        dir,
+        nginx,
+        file,
+        bin,
+        opts: opts.clone(),
+        rt,
+    };
     for phase in &opts.phases {
-        emit(&json!({ "bench": BENCH, "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": BENCH, "figure": "phase start", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }),
+        );
         match phase.as_str() {
             "cpu" => phase_cpu(&ctx)?,
             "finalize" => phase_finalize(&ctx)?,
             other => bail!("unknown phase {other} (cpu, finalize)"),
         }
-        emit(&json!({ "bench": BENCH, "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }));
+        emit(
+            &json!({ "bench": BENCH, "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }),
+        );
     }
     Ok(())
 }
@@ -130,10 +149,36 @@ pub fn bench_record(opts: RecordOptions, rt: Handle) -> Result<()> {
 fn ffmpeg_recorder_args(src: &str, out: &Path) -> Vec<String> {
     let o = |name: &str| out.join(name).display().to_string();
     [
-        "-i", src,
-        "-map", "0", "-c", "copy", "-f", "hls", "-hls_time", "4", "-hls_list_size", "0", "-hls_playlist_type", "event",
-        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4", "-hls_segment_filename", &o("seg_%05d.m4s"), &o("index.m3u8"),
-        "-map", "0", "-c", "copy", "-movflags", "+frag_keyframe+empty_moov", "-f", "mp4", &o("out.mp4"),
+        "-i",
+        src,
+        "-map",
+        "0",
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "4",
+        "-hls_list_size",
+        "0",
+        "-hls_playlist_type",
+        "event",
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_fmp4_init_filename",
+        "init.mp4",
+        "-hls_segment_filename",
+        &o("seg_%05d.m4s"),
+        &o("index.m3u8"),
+        "-map",
+        "0",
+        "-c",
+        "copy",
+        "-movflags",
+        "+frag_keyframe+empty_moov",
+        "-f",
+        "mp4",
+        &o("out.mp4"),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -166,7 +211,10 @@ impl Recorder {
         }
         let mut proc = Proc::spawn("recorder", &mut cmd, &log)?;
         let until = Instant::now() + Duration::from_secs(20);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("recorder up") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("recorder up")
+        {
             if !proc.running() || Instant::now() > until {
                 bail!("the recorder did not come up; see {}", log.display());
             }
@@ -174,7 +222,12 @@ impl Recorder {
         }
         let settings = Settings::load(None, envs.iter().map(|(k, v)| (k.to_string(), v.clone())))?;
         let ports = open_embedded(&settings, Arc::new(SystemClock))?.ports;
-        Ok(Recorder { proc, data, log, ports })
+        Ok(Recorder {
+            proc,
+            data,
+            log,
+            ports,
+        })
     }
 
     /// SIGTERM (the recorder stores its parts and hands its recordings over), then the tree is
@@ -200,12 +253,22 @@ fn recording(id: &str, stream: &str, url: &str) -> Result<Recording> {
         id: id.into(),
         mode: RecordingMode::Specific,
         record_id: Some(format!("{id}_rec")),
-        stream: Some(StreamPath::parse("push.bench", "live", stream).map_err(|e| anyhow::anyhow!("{e:?}"))?),
+        stream: Some(
+            StreamPath::parse("push.bench", "live", stream)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        ),
         source_url: url.into(),
         stream_param: String::new(),
         spec: RecordingSpec {
             template_id: None,
-            formats: [RecordFormat::Hls, RecordFormat::Mp4].into_iter().map(|format| FormatSpec { format, max_file_secs: MAX_FILE_SECS, storage_secs: 0 }).collect(),
+            formats: [RecordFormat::Hls, RecordFormat::Mp4]
+                .into_iter()
+                .map(|format| FormatSpec {
+                    format,
+                    max_file_secs: MAX_FILE_SECS,
+                    storage_secs: 0,
+                })
+                .collect(),
             resume_timeout_secs: 0,
             namespace: 0,
             file_name_pattern: None,
@@ -225,7 +288,9 @@ fn recording(id: &str, stream: &str, url: &str) -> Result<Recording> {
 
 /// Bytes of every file under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.file_type() {
             Ok(t) if t.is_dir() => dir_bytes(&e.path()),
@@ -242,8 +307,12 @@ fn wait_parts(ctx: &Ctx, ports: &Ports, ids: &[String], within: Duration) -> Res
         let mut missing = Vec::new();
         for id in ids {
             let key = Recording::store_key(ACCOUNT, id);
-            let p = ctx.rt.block_on(ports.store.load::<RecordingProgress>(&key))?;
-            let ok = p.is_some_and(|p| p.value.open.len() >= 2 && p.value.open.iter().all(|f| !f.parts.is_empty()));
+            let p = ctx
+                .rt
+                .block_on(ports.store.load::<RecordingProgress>(&key))?;
+            let ok = p.is_some_and(|p| {
+                p.value.open.len() >= 2 && p.value.open.iter().all(|f| !f.parts.is_empty())
+            });
             if !ok {
                 missing.push(id.clone());
             }
@@ -274,7 +343,13 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let streams: Vec<String> = (0..n).map(|k| format!("s{k}")).collect();
             let pubs: Vec<Proc> = streams
                 .iter()
-                .map(|s| publisher(&ctx.file, &nginx.url(s), &ctx.log(&format!("publisher_{n}_{round}"))))
+                .map(|s| {
+                    publisher(
+                        &ctx.file,
+                        &nginx.url(s),
+                        &ctx.log(&format!("publisher_{n}_{round}")),
+                    )
+                })
                 .collect::<Result<_>>()?;
             nginx.wait_publishing(&streams, 100_000, Duration::from_secs(20))?;
 
@@ -283,7 +358,10 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let idle = Recorder::start(ctx, &format!("rec_idle_{n}_{round}"))?;
             let ids: Vec<String> = (0..n).map(|k| format!("r{n}x{round}s{k}")).collect();
             for (id, s) in ids.iter().zip(&streams) {
-                ctx.rt.block_on(start_recording(&rec.ports, recording(id, s, &nginx.url(s))?))?;
+                ctx.rt.block_on(start_recording(
+                    &rec.ports,
+                    recording(id, s, &nginx.url(s))?,
+                ))?;
             }
             let ff_root = ctx.dir.path().join(format!("ff_{n}_{round}"));
             let ffs: Vec<Proc> = streams
@@ -291,7 +369,11 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
                 .map(|s| {
                     let out = ff_root.join(s);
                     std::fs::create_dir_all(&out)?;
-                    Proc::spawn("ffmpeg recorder", ffmpeg().args(ffmpeg_recorder_args(&nginx.url(s), &out)), &ctx.log(&format!("ff_{n}_{round}")))
+                    Proc::spawn(
+                        "ffmpeg recorder",
+                        ffmpeg().args(ffmpeg_recorder_args(&nginx.url(s), &out)),
+                        &ctx.log(&format!("ff_{n}_{round}")),
+                    )
                 })
                 .collect::<Result<_>>()?;
             let first_parts = wait_parts(ctx, &rec.ports, &ids, Duration::from_secs(40))?;
@@ -303,33 +385,60 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             let rec_pid = [rec.proc.pid()];
             let idle_pid = [idle.proc.pid()];
             let trees: Vec<&[u32]> = vec![&rec_pid, &ff_pids, &idle_pid];
-            let w = measure_window_for(BENCH, ctx.opts.window, &trees, rec.proc.pid(), json!({ "phase": "cpu", "streams": n, "round": round }));
+            let w = measure_window_for(
+                BENCH,
+                ctx.opts.window,
+                &trees,
+                rec.proc.pid(),
+                json!({ "phase": "cpu", "streams": n, "round": round }),
+            );
             let (rb1, fb1, st1) = (dir_bytes(&objects), dir_bytes(&ff_root), nginx.stat());
             let secs = w.secs;
             let source_kbps = min_kbps(&st0, &st1, &streams, secs);
-            let kbps = |b0: u64, b1: u64| b1.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs / n as f64;
+            let kbps =
+                |b0: u64, b1: u64| b1.saturating_sub(b0) as f64 * 8.0 / 1000.0 / secs / n as f64;
             let rows = [
-                (RC, Row { cpu_per_stream: w.cpu_pct[0] / n as f64, pss_per_stream: w.mem[0].pss / n as f64, written_kbps_per_stream: kbps(rb0, rb1) }),
-                (FF, Row { cpu_per_stream: w.cpu_pct[1] / n as f64, pss_per_stream: w.mem[1].pss / n as f64, written_kbps_per_stream: kbps(fb0, fb1) }),
+                (
+                    RC,
+                    Row {
+                        cpu_per_stream: w.cpu_pct[0] / n as f64,
+                        pss_per_stream: w.mem[0].pss / n as f64,
+                        written_kbps_per_stream: kbps(rb0, rb1),
+                    },
+                ),
+                (
+                    FF,
+                    Row {
+                        cpu_per_stream: w.cpu_pct[1] / n as f64,
+                        pss_per_stream: w.mem[1].pss / n as f64,
+                        written_kbps_per_stream: kbps(fb0, fb1),
+                    },
+                ),
             ];
             for (i, (name, row)) in rows.iter().enumerate() {
                 let m = w.mem[i];
-                emit(&json!({ "bench": BENCH, "figure": "cpu+pss", "contender": name, "streams": n, "round": round, "window_s": r2(secs),
+                emit(
+                    &json!({ "bench": BENCH, "figure": "cpu+pss", "contender": name, "streams": n, "round": round, "window_s": r2(secs),
                               "cpu_pct_of_one_core": r2(w.cpu_pct[i]), "cpu_pct_ticks": r2(w.cpu_ticks_pct[i]),
                               "cpu_pct_per_stream": r3(row.cpu_per_stream),
                               "pss_mb_median": r2(m.pss), "rss_mb_median": r2(m.rss), "uss_mb_median": r2(m.uss),
                               "pss_mb_per_stream": r2(row.pss_per_stream), "processes": w.processes[i],
                               "written_kbps_per_stream": row.written_kbps_per_stream.round(),
                               "source_min_kbps": source_kbps.round(),
-                              "written_over_source": r2(row.written_kbps_per_stream / source_kbps) }));
+                              "written_over_source": r2(row.written_kbps_per_stream / source_kbps) }),
+                );
             }
-            emit(&json!({ "bench": BENCH, "figure": "cpu+pss", "contender": IDLE, "streams": n, "round": round, "window_s": r2(secs),
+            emit(
+                &json!({ "bench": BENCH, "figure": "cpu+pss", "contender": IDLE, "streams": n, "round": round, "window_s": r2(secs),
                           "cpu_pct_of_one_core": r3(w.cpu_pct[2]), "cpu_pct_ticks": r3(w.cpu_ticks_pct[2]),
-                          "pss_mb_median": r2(w.mem[2].pss), "rss_mb_median": r2(w.mem[2].rss), "uss_mb_median": r2(w.mem[2].uss) }));
-            emit(&json!({ "bench": BENCH, "figure": "window ratios", "streams": n, "round": round,
+                          "pss_mb_median": r2(w.mem[2].pss), "rss_mb_median": r2(w.mem[2].rss), "uss_mb_median": r2(w.mem[2].uss) }),
+            );
+            emit(
+                &json!({ "bench": BENCH, "figure": "window ratios", "streams": n, "round": round,
                           "cpu_ratio_recorder_over_ffmpeg": r2(rows[0].1.cpu_per_stream / rows[1].1.cpu_per_stream),
                           "pss_ratio_recorder_over_ffmpeg": r2(rows[0].1.pss_per_stream / rows[1].1.pss_per_stream),
-                          "first_parts_s": r2(first_parts.as_secs_f64()), "machine_busy_pct_of_one_core": r2(w.machine_busy_pct) }));
+                          "first_parts_s": r2(first_parts.as_secs_f64()), "machine_busy_pct_of_one_core": r2(w.machine_busy_pct) }),
+            );
             for (name, row) in &rows {
                 if row.written_kbps_per_stream < 1.5 * source_kbps {
                     eprintln!("# WARNING: {name} wrote only {:.0} kbit/s per stream for 2 outputs of a {source_kbps:.0} kbit/s source", row.written_kbps_per_stream);
@@ -344,17 +453,32 @@ fn phase_cpu(ctx: &Ctx) -> Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    println!("# record cpu+pss: {} round(s), {} s windows, per recorded stream, CPU in % of one core", ctx.opts.rounds, ctx.opts.window);
-    println!("# {:>7} | {:>26} | {:>26} | {:>18} | {:>18}", "streams", "recorder cpu/pss/kbps", "ffmpeg cpu/pss/kbps", "cpu rec/ff", "pss rec/ff");
+    println!(
+        "# record cpu+pss: {} round(s), {} s windows, per recorded stream, CPU in % of one core",
+        ctx.opts.rounds, ctx.opts.window
+    );
+    println!(
+        "# {:>7} | {:>26} | {:>26} | {:>18} | {:>18}",
+        "streams", "recorder cpu/pss/kbps", "ffmpeg cpu/pss/kbps", "cpu rec/ff", "pss rec/ff"
+    );
     for &n in &ctx.opts.streams {
         let rs: Vec<&(usize, Row, Row)> = results.iter().filter(|r| r.0 == n).collect();
         let med_of = |f: &dyn Fn(&(usize, Row, Row)) -> f64| {
             let mut v: Vec<f64> = rs.iter().map(|r| f(r)).collect();
             median(&mut v)
         };
-        let per = |f: &dyn Fn(&(usize, Row, Row)) -> f64| rs.iter().map(|r| r2(f(r))).collect::<Vec<_>>();
-        let cpu = Spread::of(rs.iter().map(|r| r.1.cpu_per_stream / r.2.cpu_per_stream).collect());
-        let pss = Spread::of(rs.iter().map(|r| r.1.pss_per_stream / r.2.pss_per_stream).collect());
+        let per =
+            |f: &dyn Fn(&(usize, Row, Row)) -> f64| rs.iter().map(|r| r2(f(r))).collect::<Vec<_>>();
+        let cpu = Spread::of(
+            rs.iter()
+                .map(|r| r.1.cpu_per_stream / r.2.cpu_per_stream)
+                .collect(),
+        );
+        let pss = Spread::of(
+            rs.iter()
+                .map(|r| r.1.pss_per_stream / r.2.pss_per_stream)
+                .collect(),
+        );
         let mut idle_cpu: Vec<f64> = idles.iter().filter(|r| r.0 == n).map(|r| r.1).collect();
         let mut idle_pss: Vec<f64> = idles.iter().filter(|r| r.0 == n).map(|r| r.2).collect();
         let line: Value = json!({ "bench": BENCH, "figure": "cpu+pss summary", "streams": n, "rounds": rs.len(),
@@ -388,35 +512,66 @@ fn finalize_took_ms(log: &Path) -> Vec<(String, u64)> {
 fn phase_finalize(ctx: &Ctx) -> Result<()> {
     let nginx = &ctx.nginx;
     let stream = "s0".to_string();
-    let _pub = publisher(&ctx.file, &nginx.url(&stream), &ctx.log("publisher_finalize"))?;
-    nginx.wait_publishing(std::slice::from_ref(&stream), 100_000, Duration::from_secs(20))?;
+    let _pub = publisher(
+        &ctx.file,
+        &nginx.url(&stream),
+        &ctx.log("publisher_finalize"),
+    )?;
+    nginx.wait_publishing(
+        std::slice::from_ref(&stream),
+        100_000,
+        Duration::from_secs(20),
+    )?;
     let mut rows = Vec::new();
     for run in 1..=ctx.opts.finalize_runs {
         let rec = Recorder::start(ctx, &format!("rec_finalize_{run}"))?;
         let id = format!("fin{run}");
         let started = Instant::now();
-        ctx.rt.block_on(start_recording(&rec.ports, recording(&id, &stream, &nginx.url(&stream))?))?;
-        wait_parts(ctx, &rec.ports, std::slice::from_ref(&id), Duration::from_secs(40))?;
-        std::thread::sleep(Duration::from_secs(ctx.opts.finalize_secs).saturating_sub(started.elapsed()));
+        ctx.rt.block_on(start_recording(
+            &rec.ports,
+            recording(&id, &stream, &nginx.url(&stream))?,
+        ))?;
+        wait_parts(
+            ctx,
+            &rec.ports,
+            std::slice::from_ref(&id),
+            Duration::from_secs(40),
+        )?;
+        std::thread::sleep(
+            Duration::from_secs(ctx.opts.finalize_secs).saturating_sub(started.elapsed()),
+        );
         let stop = Instant::now();
         ctx.rt.block_on(stop_recording(&rec.ports, ACCOUNT, &id))?;
-        let (mut hls, mut mp4, mut finished): (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
+        let (mut hls, mut mp4, mut finished): (Option<f64>, Option<f64>, Option<f64>) =
+            (None, None, None);
         let mut files: Vec<RecordFile> = Vec::new();
         while finished.is_none() || hls.is_none() || mp4.is_none() {
             if stop.elapsed() > Duration::from_secs(60) {
                 bail!("recording {id} not finalized 60 s after its stop: hls {hls:?} mp4 {mp4:?} finished {finished:?}");
             }
             let query = Query::new(RecordFile::KIND, QueryIndex::Account(ACCOUNT.into()));
-            let (found, _) = ctx.rt.block_on(rec.ports.store.query_typed::<RecordFile>(query))?;
+            let (found, _) = ctx
+                .rt
+                .block_on(rec.ports.store.query_typed::<RecordFile>(query))?;
             let at = stop.elapsed().as_secs_f64();
-            files = found.into_iter().map(|v| v.value).filter(|f| f.recording_id == id).collect();
+            files = found
+                .into_iter()
+                .map(|v| v.value)
+                .filter(|f| f.recording_id == id)
+                .collect();
             if hls.is_none() && files.iter().any(|f| f.format == RecordFormat::Hls) {
                 hls = Some(at);
             }
             if mp4.is_none() && files.iter().any(|f| f.format == RecordFormat::Mp4) {
                 mp4 = Some(at);
             }
-            if finished.is_none() && ctx.rt.block_on(get_recording(&rec.ports, ACCOUNT, &id))?.state == RecordingState::Finished {
+            if finished.is_none()
+                && ctx
+                    .rt
+                    .block_on(get_recording(&rec.ports, ACCOUNT, &id))?
+                    .state
+                    == RecordingState::Finished
+            {
                 finished = Some(at);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -425,14 +580,25 @@ fn phase_finalize(ctx: &Ctx) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
         let took = finalize_took_ms(&rec.log);
         let took_of = |f: &str| took.iter().find(|(k, _)| k == f).map(|(_, v)| *v);
-        let (hls_s, mp4_s, fin_s) = (hls.unwrap_or(f64::NAN), mp4.unwrap_or(f64::NAN), finished.unwrap_or(f64::NAN));
+        let (hls_s, mp4_s, fin_s) = (
+            hls.unwrap_or(f64::NAN),
+            mp4.unwrap_or(f64::NAN),
+            finished.unwrap_or(f64::NAN),
+        );
         let durations: Vec<Value> = files.iter().map(|f| json!({ "format": f.format.as_str(), "duration_ms": f.duration_ms, "size": f.size })).collect();
-        emit(&json!({ "bench": BENCH, "figure": "finalize", "run": run, "recording_s": r2(stop.duration_since(started).as_secs_f64()),
+        emit(
+            &json!({ "bench": BENCH, "figure": "finalize", "run": run, "recording_s": r2(stop.duration_since(started).as_secs_f64()),
                       "stop_to_hls_record_file_s": r3(hls_s), "stop_to_mp4_record_file_s": r3(mp4_s), "stop_to_finished_s": r3(fin_s),
                       "recorder_hls_finalize_ms": took_of("hls"), "recorder_mp4_finalize_ms": took_of("mp4"), "files": durations,
-                      "loadavg": crate::record::loadavg() }));
+                      "loadavg": crate::record::loadavg() }),
+        );
         println!("# finalize run {run}: stop → HLS file {hls_s:.3} s, MP4 file {mp4_s:.3} s, finished {fin_s:.3} s; recorder MP4 finalize (concat + remux) {:?} ms", took_of("mp4"));
-        rows.push((hls_s, mp4_s, fin_s, took_of("mp4").map(|v| v as f64).unwrap_or(f64::NAN)));
+        rows.push((
+            hls_s,
+            mp4_s,
+            fin_s,
+            took_of("mp4").map(|v| v as f64).unwrap_or(f64::NAN),
+        ));
         rec.shutdown(Duration::from_secs(10));
     }
     let col = |f: fn(&(f64, f64, f64, f64)) -> f64| {
@@ -444,10 +610,12 @@ fn phase_finalize(ctx: &Ctx) -> Result<()> {
     let (m, mp) = col(|r| r.1);
     let (f, fp) = col(|r| r.2);
     let (t, tp) = col(|r| r.3);
-    emit(&json!({ "bench": BENCH, "figure": "finalize summary", "runs": rows.len(), "recording_s": ctx.opts.finalize_secs,
+    emit(
+        &json!({ "bench": BENCH, "figure": "finalize summary", "runs": rows.len(), "recording_s": ctx.opts.finalize_secs,
                   "stop_to_hls_record_file_s": h, "stop_to_hls_record_file_s_per_run": hp,
                   "stop_to_mp4_record_file_s": m, "stop_to_mp4_record_file_s_per_run": mp,
                   "stop_to_finished_s": f, "stop_to_finished_s_per_run": fp,
-                  "recorder_mp4_finalize_ms": t, "recorder_mp4_finalize_ms_per_run": tp }));
+                  "recorder_mp4_finalize_ms": t, "recorder_mp4_finalize_ms_per_run": tp }),
+    );
     Ok(())
 }

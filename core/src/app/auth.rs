@@ -41,7 +41,12 @@ pub async fn authenticate(
 ) -> Result<Account, AppError> {
     let params = AuthParams::parse(n, r, k)?;
     // An unknown account gets the same answer as a disabled one: never reveal which names exist.
-    let account = ports.store.load::<Account>(&params.account).await?.ok_or(RequestError::NoRight)?.value;
+    let account = ports
+        .store
+        .load::<Account>(&params.account)
+        .await?
+        .ok_or(RequestError::NoRight)?
+        .value;
     account.check_enabled()?;
     params.verify(&account.secret_key)?;
 
@@ -49,10 +54,18 @@ pub async fn authenticate(
     let window = timing.rate_window_ms.max(1) as i64;
     let window_start = now - now.rem_euclid(window);
     let key = format!("{}:{window_start}", account.name);
-    let used = UsedRandom { key: params.nonce_key(), expires_at_ms: now + timing.replay_window_ms as i64 };
+    let used = UsedRandom {
+        key: params.nonce_key(),
+        expires_at_ms: now + timing.replay_window_ms as i64,
+    };
     // Both writes at once, so they share one commit; the answers are then read in the seed's
     // order (a rate-limited request also uses up its `r`, which a client never reuses anyway).
-    let (calls, replay) = tokio::join!(ports.store.increment(CALL_COUNT, &key, Some(window_start + window)), ports.store.save(&used, Condition::Absent));
+    let (calls, replay) = tokio::join!(
+        ports
+            .store
+            .increment(CALL_COUNT, &key, Some(window_start + window)),
+        ports.store.save(&used, Condition::Absent)
+    );
     account.check_rate(u32::try_from(calls?).unwrap_or(u32::MAX))?;
     match replay {
         Ok(_) => Ok(account),

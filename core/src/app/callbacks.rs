@@ -17,10 +17,17 @@ use crate::domain::callbacks::hooks::{parse_nginx_rtmp, parse_srs, HookOrigin};
 use crate::domain::callbacks::publish_auth::{PublishAuthInput, PublishAuthRule};
 use crate::domain::callbacks::registry::{Admission, LiveStream, StreamSession};
 use crate::domain::callbacks::sign::verify_css_sign;
-use crate::domain::callbacks::template::{CallbackRule, CallbackRuleInput, CallbackTemplate, CallbackTemplateInput, MAX_TEMPLATES};
-use crate::domain::callbacks::{InboundError, ParsedEvent, RetryClass, StreamEvent, StreamEventKind, StreamPath, MAX_INBOUND_BODY_BYTES};
+use crate::domain::callbacks::template::{
+    CallbackRule, CallbackRuleInput, CallbackTemplate, CallbackTemplateInput, MAX_TEMPLATES,
+};
+use crate::domain::callbacks::{
+    InboundError, ParsedEvent, RetryClass, StreamEvent, StreamEventKind, StreamPath,
+    MAX_INBOUND_BODY_BYTES,
+};
 use crate::domain::outbox::{DeliveryState, OutboxEntry, RetryPolicy, Signing};
-use crate::ports::{Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
+use crate::ports::{
+    Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write,
+};
 
 /// What can go wrong in a callbacks use case.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +72,10 @@ pub fn retry_policy(settings: &Settings, class: RetryClass) -> RetryPolicy {
             interval_ms: settings.timing.stream_callback_retry_interval_ms,
             retries: settings.timing.stream_callback_retries,
         },
-        RetryClass::Other => RetryPolicy { interval_ms: settings.timing.callback_retry_interval_ms, retries: settings.timing.callback_retries },
+        RetryClass::Other => RetryPolicy {
+            interval_ms: settings.timing.callback_retry_interval_ms,
+            retries: settings.timing.callback_retries,
+        },
     }
 }
 
@@ -97,7 +107,9 @@ pub struct ConfigCache {
 
 fn cached<V: Clone>(map: &Mutex<HashMap<String, (Instant, V)>>, key: &str) -> Option<V> {
     let map = map.lock().unwrap_or_else(|p| p.into_inner());
-    map.get(key).filter(|(at, _)| at.elapsed() < CONFIG_CACHE_TTL).map(|(_, v)| v.clone())
+    map.get(key)
+        .filter(|(at, _)| at.elapsed() < CONFIG_CACHE_TTL)
+        .map(|(_, v)| v.clone())
 }
 
 fn remember<V>(map: &Mutex<HashMap<String, (Instant, V)>>, key: String, value: V) {
@@ -111,34 +123,65 @@ fn remember<V>(map: &Mutex<HashMap<String, (Instant, V)>>, key: String, value: V
 impl ConfigCache {
     /// Forgets everything (after a template, rule or token changed).
     pub fn invalidate(&self) {
-        self.bindings.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.templates.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.bindings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
 /// The callback template stored under `key` (the notifier signs every delivery with its key).
-pub async fn load_template(ports: &Ports, cache: &ConfigCache, key: &str) -> Result<Option<CallbackTemplate>, StoreError> {
+pub async fn load_template(
+    ports: &Ports,
+    cache: &ConfigCache,
+    key: &str,
+) -> Result<Option<CallbackTemplate>, StoreError> {
     if let Some(template) = cached(&cache.templates, key) {
         return Ok(template);
     }
-    let template = ports.store.load::<CallbackTemplate>(key).await?.map(|t| t.value);
+    let template = ports
+        .store
+        .load::<CallbackTemplate>(key)
+        .await?
+        .map(|t| t.value);
     remember(&cache.templates, key.to_string(), template.clone());
     Ok(template)
 }
 
 /// The rule binding `stream`'s domain and app (the app's own rule first, then the domain's),
 /// with its template.
-pub async fn find_binding(ports: &Ports, cache: &ConfigCache, stream: &StreamPath) -> Result<Option<Binding>, StoreError> {
+pub async fn find_binding(
+    ports: &Ports,
+    cache: &ConfigCache,
+    stream: &StreamPath,
+) -> Result<Option<Binding>, StoreError> {
     let key = format!("{}/{}", stream.domain, stream.app);
     if let Some(binding) = cached(&cache.bindings, &key) {
         return Ok(binding);
     }
     let mut found = None;
     for app in [stream.app.as_str(), ""] {
-        if let Some(rule) = ports.store.load::<CallbackRule>(&CallbackRule::store_key(&stream.domain, app)).await? {
+        if let Some(rule) = ports
+            .store
+            .load::<CallbackRule>(&CallbackRule::store_key(&stream.domain, app))
+            .await?
+        {
             let rule = rule.value;
-            let template = ports.store.load::<CallbackTemplate>(&CallbackTemplate::store_key(&rule.account, rule.template_id)).await?;
+            let template = ports
+                .store
+                .load::<CallbackTemplate>(&CallbackTemplate::store_key(
+                    &rule.account,
+                    rule.template_id,
+                ))
+                .await?;
             found = Some((rule, template.map(|t| t.value)));
             break;
         }
@@ -149,15 +192,29 @@ pub async fn find_binding(ports: &Ports, cache: &ConfigCache, stream: &StreamPat
 
 /// Takes one Tencent CSS event: matched to its account through the callback rule of its
 /// domain, checked with `sign = md5(CallbackKey + t)`, then stored once.
-pub async fn ingest_css(ports: &Ports, settings: &Settings, cache: &ConfigCache, body: &[u8]) -> Result<Ingested, CallbackError> {
+pub async fn ingest_css(
+    ports: &Ports,
+    settings: &Settings,
+    cache: &ConfigCache,
+    body: &[u8],
+) -> Result<Ingested, CallbackError> {
     check_size(body)?;
     let (parsed, auth) = parse_css_event(body)?;
     let (rule, template) = find_binding(ports, cache, &parsed.stream)
         .await?
         .ok_or_else(|| InboundError::UnknownDomain(parsed.stream.domain.clone()))?;
-    let template = template.ok_or_else(|| InboundError::UnknownDomain(parsed.stream.domain.clone()))?;
-    let key = template.callback_key.clone().ok_or_else(|| InboundError::NoCallbackKey(parsed.stream.domain.clone()))?;
-    verify_css_sign(&key, auth.t, &auth.sign, ports.clock.now_ms().div_euclid(1000))?;
+    let template =
+        template.ok_or_else(|| InboundError::UnknownDomain(parsed.stream.domain.clone()))?;
+    let key = template
+        .callback_key
+        .clone()
+        .ok_or_else(|| InboundError::NoCallbackKey(parsed.stream.domain.clone()))?;
+    verify_css_sign(
+        &key,
+        auth.t,
+        &auth.sign,
+        ports.clock.now_ms().div_euclid(1000),
+    )?;
     ingest(ports, settings, &rule.account, parsed, Some(template)).await
 }
 
@@ -183,7 +240,9 @@ pub async fn ingest_hook(
 ) -> Result<Ingested, CallbackError> {
     check_size(body)?;
     let account = match token {
-        Some(t) if !t.is_empty() => account_of_hook_token(ports, cache, t).await?.ok_or(InboundError::BadToken)?,
+        Some(t) if !t.is_empty() => account_of_hook_token(ports, cache, t)
+            .await?
+            .ok_or(InboundError::BadToken)?,
         _ => return Err(InboundError::BadToken.into()),
     };
     let parsed = match dialect {
@@ -193,14 +252,26 @@ pub async fn ingest_hook(
     let binding = find_binding(ports, cache, &parsed.stream).await?;
     let template = match binding {
         Some((rule, _)) if rule.account != account => {
-            return Err(InboundError::PublishRefused(format!("push domain {} belongs to another account", parsed.stream.domain)).into());
+            return Err(InboundError::PublishRefused(format!(
+                "push domain {} belongs to another account",
+                parsed.stream.domain
+            ))
+            .into());
         }
         Some((_, template)) => template,
         None => None,
     };
     if parsed.kind == StreamEventKind::Publish {
-        if let Some(rule) = ports.store.load::<PublishAuthRule>(&PublishAuthRule::store_key(&account, &parsed.stream.domain)).await? {
-            if let Err(reason) = rule.value.check(&parsed.stream.stream, &parsed.params, ports.clock.now_ms().div_euclid(1000)) {
+        if let Some(rule) = ports
+            .store
+            .load::<PublishAuthRule>(&PublishAuthRule::store_key(&account, &parsed.stream.domain))
+            .await?
+        {
+            if let Err(reason) = rule.value.check(
+                &parsed.stream.stream,
+                &parsed.params,
+                ports.clock.now_ms().div_euclid(1000),
+            ) {
                 metrics::counter!("relaycast_publish_refused_total").increment(1);
                 return Err(InboundError::PublishRefused(reason).into());
             }
@@ -213,27 +284,48 @@ const MAX_ATTEMPTS: u32 = 16;
 
 /// Stores `parsed` for `account` once: the event, the stream's registry record and sessions,
 /// and the outbox entry for `template`'s URL, in one transaction; then queues the delivery.
-async fn ingest(ports: &Ports, settings: &Settings, account: &str, parsed: ParsedEvent, template: Option<CallbackTemplate>) -> Result<Ingested, CallbackError> {
+async fn ingest(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    parsed: ParsedEvent,
+    template: Option<CallbackTemplate>,
+) -> Result<Ingested, CallbackError> {
     let now = ports.clock.now_ms();
     // A repeat is told by the registry (a push or stop already applied) or by the event's id
     // being stored already (the transaction's `Absent` on it fails, and writes nothing).
     let key = LiveStream::store_key(account, &parsed.stream);
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 + u64::from(attempt) * 3))).await;
+            tokio::time::sleep(Duration::from_millis(
+                rand::random::<u64>() % (2 + u64::from(attempt) * 3),
+            ))
+            .await;
         }
         let (mut stream, condition) = match ports.store.load::<LiveStream>(&key).await? {
             Some(v) => (v.value, Condition::Version(v.version)),
-            None => (LiveStream::new(account, parsed.stream.clone()), Condition::Absent),
+            None => (
+                LiveStream::new(account, parsed.stream.clone()),
+                Condition::Absent,
+            ),
         };
         let mut admitted = parsed.clone();
-        let Admission::Apply { sessions, duration_ms } = stream.admit(&mut admitted, now) else {
+        let Admission::Apply {
+            sessions,
+            duration_ms,
+        } = stream.admit(&mut admitted, now)
+        else {
             return Ok(Ingested { event: None });
         };
         let mut event = StreamEvent::new(account, admitted, now);
         event.duration_ms = duration_ms;
-        let entry = template.as_ref().and_then(|t| outbox_entry(settings, t, &mut stream, &mut event, now));
-        let mut writes = vec![Write::Put(event.to_record()?, Condition::Absent), Write::Put(stream.to_record()?, condition)];
+        let entry = template
+            .as_ref()
+            .and_then(|t| outbox_entry(settings, t, &mut stream, &mut event, now));
+        let mut writes = vec![
+            Write::Put(event.to_record()?, Condition::Absent),
+            Write::Put(stream.to_record()?, condition),
+        ];
         for session in &sessions {
             writes.push(Write::Put(session.to_record()?, Condition::Any));
         }
@@ -249,14 +341,24 @@ async fn ingest(ports: &Ports, settings: &Settings, account: &str, parsed: Parse
                     let version = versions.last().copied().unwrap_or(1);
                     let ports = ports.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = queue_entry(&ports, Versioned { value: entry, version }).await {
+                        if let Err(e) = queue_entry(
+                            &ports,
+                            Versioned {
+                                value: entry,
+                                version,
+                            },
+                        )
+                        .await
+                        {
                             tracing::warn!(error = %e, "callback not queued; the outbox sweep will");
                         }
                     });
                 }
                 return Ok(Ingested { event: Some(event) });
             }
-            Err(StoreError::ConditionFailed { kind, .. }) if kind == StreamEvent::KIND => return Ok(Ingested { event: None }),
+            Err(StoreError::ConditionFailed { kind, .. }) if kind == StreamEvent::KIND => {
+                return Ok(Ingested { event: None })
+            }
             Err(StoreError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -266,14 +368,31 @@ async fn ingest(ports: &Ports, settings: &Settings, account: &str, parsed: Parse
 
 /// The outbox entry delivering `event` to `template`'s URL for its kind, if it has one; takes
 /// the stream's next outbox number so the stream's callbacks go out in order.
-fn outbox_entry(settings: &Settings, template: &CallbackTemplate, stream: &mut LiveStream, event: &mut StreamEvent, now: i64) -> Option<OutboxEntry> {
+fn outbox_entry(
+    settings: &Settings,
+    template: &CallbackTemplate,
+    stream: &mut LiveStream,
+    event: &mut StreamEvent,
+    now: i64,
+) -> Option<OutboxEntry> {
     let url = template.urls.for_kind(event.kind)?;
     let body = serde_json::Value::Object(render_css_payload(event)?).to_string();
     let seq = stream.next_outbox_seq();
-    let mut entry = OutboxEntry::new(&event.account, &outbox_stream(&event.stream), seq, url, body, retry_policy(settings, event.kind.retry_class()), now);
+    let mut entry = OutboxEntry::new(
+        &event.account,
+        &outbox_stream(&event.stream),
+        seq,
+        url,
+        body,
+        retry_policy(settings, event.kind.retry_class()),
+        now,
+    );
     entry.event_id = Some(event.id.clone());
     entry.event_kind = Some(event.kind.as_str().into());
-    entry.signing = Signing::CallbackTemplate { template: template.key(), css: true };
+    entry.signing = Signing::CallbackTemplate {
+        template: template.key(),
+        css: true,
+    };
     event.deliveries.push(entry.id.clone());
     Some(entry)
 }
@@ -323,7 +442,11 @@ fn token_digest(token: &str) -> String {
 }
 
 /// The account a hook token belongs to.
-pub async fn account_of_hook_token(ports: &Ports, cache: &ConfigCache, token: &str) -> Result<Option<String>, StoreError> {
+pub async fn account_of_hook_token(
+    ports: &Ports,
+    cache: &ConfigCache,
+    token: &str,
+) -> Result<Option<String>, StoreError> {
     if token.len() > 128 {
         return Ok(None);
     }
@@ -331,7 +454,11 @@ pub async fn account_of_hook_token(ports: &Ports, cache: &ConfigCache, token: &s
     if let Some(account) = cached(&cache.tokens, &digest) {
         return Ok(account);
     }
-    let account = ports.store.load::<HookToken>(&digest).await?.map(|t| t.value.account);
+    let account = ports
+        .store
+        .load::<HookToken>(&digest)
+        .await?
+        .map(|t| t.value.account);
     remember(&cache.tokens, digest, account.clone());
     Ok(account)
 }
@@ -341,15 +468,33 @@ pub async fn hook_token(ports: &Ports, account: &str) -> Result<SecretKey, Callb
     if let Some(s) = ports.store.load::<HookSettings>(account).await? {
         return Ok(s.value.token);
     }
-    let settings = HookSettings { account: account.into(), token: SecretKey::generate(), created_ms: ports.clock.now_ms() };
-    let lookup = HookToken { digest: token_digest(settings.token.expose()), account: account.into() };
-    match ports.store.transact(vec![Write::Put(settings.to_record()?, Condition::Absent), Write::Put(lookup.to_record()?, Condition::Absent)]).await {
+    let settings = HookSettings {
+        account: account.into(),
+        token: SecretKey::generate(),
+        created_ms: ports.clock.now_ms(),
+    };
+    let lookup = HookToken {
+        digest: token_digest(settings.token.expose()),
+        account: account.into(),
+    };
+    match ports
+        .store
+        .transact(vec![
+            Write::Put(settings.to_record()?, Condition::Absent),
+            Write::Put(lookup.to_record()?, Condition::Absent),
+        ])
+        .await
+    {
         Ok(_) => Ok(settings.token),
         // Made concurrently: use that one.
-        Err(StoreError::ConditionFailed { .. }) => match ports.store.load::<HookSettings>(account).await? {
-            Some(s) => Ok(s.value.token),
-            None => Err(CallbackError::Contention(format!("hook token of {account}"))),
-        },
+        Err(StoreError::ConditionFailed { .. }) => {
+            match ports.store.load::<HookSettings>(account).await? {
+                Some(s) => Ok(s.value.token),
+                None => Err(CallbackError::Contention(format!(
+                    "hook token of {account}"
+                ))),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -357,14 +502,29 @@ pub async fn hook_token(ports: &Ports, account: &str) -> Result<SecretKey, Callb
 /// Replaces the account's hook token; the old one stops working at once.
 pub async fn rotate_hook_token(ports: &Ports, account: &str) -> Result<SecretKey, CallbackError> {
     hook_token(ports, account).await?;
-    let current = ports.store.load::<HookSettings>(account).await?.ok_or_else(|| CallbackError::Contention(account.into()))?;
-    let fresh = HookSettings { account: account.into(), token: SecretKey::generate(), created_ms: ports.clock.now_ms() };
-    let lookup = HookToken { digest: token_digest(fresh.token.expose()), account: account.into() };
+    let current = ports
+        .store
+        .load::<HookSettings>(account)
+        .await?
+        .ok_or_else(|| CallbackError::Contention(account.into()))?;
+    let fresh = HookSettings {
+        account: account.into(),
+        token: SecretKey::generate(),
+        created_ms: ports.clock.now_ms(),
+    };
+    let lookup = HookToken {
+        digest: token_digest(fresh.token.expose()),
+        account: account.into(),
+    };
     ports
         .store
         .transact(vec![
             Write::Put(fresh.to_record()?, Condition::Version(current.version)),
-            Write::Delete(HookToken::KIND, token_digest(current.value.token.expose()), Condition::Any),
+            Write::Delete(
+                HookToken::KIND,
+                token_digest(current.value.token.expose()),
+                Condition::Any,
+            ),
             Write::Put(lookup.to_record()?, Condition::Absent),
         ])
         .await?;
@@ -380,41 +540,92 @@ async fn list_of<T: Entity>(ports: &Ports, account: &str) -> Result<Vec<Versione
 }
 
 /// The account's callback templates, oldest first.
-pub async fn list_templates(ports: &Ports, account: &str) -> Result<Vec<CallbackTemplate>, StoreError> {
-    Ok(list_of::<CallbackTemplate>(ports, account).await?.into_iter().map(|v| v.value).collect())
+pub async fn list_templates(
+    ports: &Ports,
+    account: &str,
+) -> Result<Vec<CallbackTemplate>, StoreError> {
+    Ok(list_of::<CallbackTemplate>(ports, account)
+        .await?
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 fn template_not_found(id: u64) -> ApiRefusal {
-    ApiRefusal::not_found("ResourceNotFound.TemplateNotFound", format!("callback template {id} does not exist"))
+    ApiRefusal::not_found(
+        "ResourceNotFound.TemplateNotFound",
+        format!("callback template {id} does not exist"),
+    )
 }
 
 /// One template of the account.
-pub async fn get_template(ports: &Ports, account: &str, id: u64) -> Result<Versioned<CallbackTemplate>, CallbackError> {
-    Ok(ports.store.load::<CallbackTemplate>(&CallbackTemplate::store_key(account, id)).await?.ok_or_else(|| template_not_found(id))?)
+pub async fn get_template(
+    ports: &Ports,
+    account: &str,
+    id: u64,
+) -> Result<Versioned<CallbackTemplate>, CallbackError> {
+    Ok(ports
+        .store
+        .load::<CallbackTemplate>(&CallbackTemplate::store_key(account, id))
+        .await?
+        .ok_or_else(|| template_not_found(id))?)
 }
 
 /// Creates a template (CreateLiveCallbackTemplate); returns it with its `TemplateId`.
-pub async fn create_template(ports: &Ports, settings: &Settings, account: &str, input: CallbackTemplateInput) -> Result<CallbackTemplate, CallbackError> {
+pub async fn create_template(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    input: CallbackTemplateInput,
+) -> Result<CallbackTemplate, CallbackError> {
     if list_templates(ports, account).await?.len() >= MAX_TEMPLATES {
-        return Err(ApiRefusal::conflict("InternalError.ConfOutLimit", format!("an account has at most {MAX_TEMPLATES} callback templates")).into());
+        return Err(ApiRefusal::conflict(
+            "InternalError.ConfOutLimit",
+            format!("an account has at most {MAX_TEMPLATES} callback templates"),
+        )
+        .into());
     }
     let now = ports.clock.now_ms();
     // Validate before taking an id, so refused requests do not use up ids.
-    CallbackTemplate::create(account, 0, input.clone(), settings.allow_private_targets, now)?;
-    let id = ports.store.increment(Kind("callback_template_id"), account, None).await?;
-    let template = CallbackTemplate::create(account, id, input, settings.allow_private_targets, now)?;
+    CallbackTemplate::create(
+        account,
+        0,
+        input.clone(),
+        settings.allow_private_targets,
+        now,
+    )?;
+    let id = ports
+        .store
+        .increment(Kind("callback_template_id"), account, None)
+        .await?;
+    let template =
+        CallbackTemplate::create(account, id, input, settings.allow_private_targets, now)?;
     ports.store.save(&template, Condition::Absent).await?;
     Ok(template)
 }
 
 /// Modifies a template (ModifyLiveCallbackTemplate).
-pub async fn modify_template(ports: &Ports, settings: &Settings, account: &str, id: u64, input: CallbackTemplateInput) -> Result<CallbackTemplate, CallbackError> {
+pub async fn modify_template(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    id: u64,
+    input: CallbackTemplateInput,
+) -> Result<CallbackTemplate, CallbackError> {
     let current = get_template(ports, account, id).await?;
     let mut template = current.value;
     template.modify(input, settings.allow_private_targets, ports.clock.now_ms())?;
-    match ports.store.save(&template, Condition::Version(current.version)).await {
+    match ports
+        .store
+        .save(&template, Condition::Version(current.version))
+        .await
+    {
         Ok(_) => Ok(template),
-        Err(StoreError::ConditionFailed { .. }) => Err(ApiRefusal::conflict("FailedOperation", "the template was changed meanwhile; try again").into()),
+        Err(StoreError::ConditionFailed { .. }) => Err(ApiRefusal::conflict(
+            "FailedOperation",
+            "the template was changed meanwhile; try again",
+        )
+        .into()),
         Err(e) => Err(e.into()),
     }
 }
@@ -422,31 +633,56 @@ pub async fn modify_template(ports: &Ports, settings: &Settings, account: &str, 
 /// Deletes a template no rule uses (DeleteLiveCallbackTemplate).
 pub async fn delete_template(ports: &Ports, account: &str, id: u64) -> Result<(), CallbackError> {
     get_template(ports, account, id).await?;
-    if let Some(rule) = list_rules(ports, account).await?.into_iter().find(|r| r.template_id == id) {
+    if let Some(rule) = list_rules(ports, account)
+        .await?
+        .into_iter()
+        .find(|r| r.template_id == id)
+    {
         return Err(ApiRefusal::conflict(
             "FailedOperation.ConfInUsed",
-            format!("callback template {id} is bound to {}/{}; delete the rule first", rule.domain, rule.app),
+            format!(
+                "callback template {id} is bound to {}/{}; delete the rule first",
+                rule.domain, rule.app
+            ),
         )
         .into());
     }
-    ports.store.delete(CallbackTemplate::KIND, &CallbackTemplate::store_key(account, id), Condition::Any).await?;
+    ports
+        .store
+        .delete(
+            CallbackTemplate::KIND,
+            &CallbackTemplate::store_key(account, id),
+            Condition::Any,
+        )
+        .await?;
     Ok(())
 }
 
 /// The account's callback rules.
 pub async fn list_rules(ports: &Ports, account: &str) -> Result<Vec<CallbackRule>, StoreError> {
-    Ok(list_of::<CallbackRule>(ports, account).await?.into_iter().map(|v| v.value).collect())
+    Ok(list_of::<CallbackRule>(ports, account)
+        .await?
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// Binds a template to a domain and app (CreateLiveCallbackRule); one rule per domain+app.
-pub async fn create_rule(ports: &Ports, account: &str, input: CallbackRuleInput) -> Result<CallbackRule, CallbackError> {
+pub async fn create_rule(
+    ports: &Ports,
+    account: &str,
+    input: CallbackRuleInput,
+) -> Result<CallbackRule, CallbackError> {
     let rule = CallbackRule::parse(account, input, ports.clock.now_ms())?;
     get_template(ports, account, rule.template_id).await?;
     match ports.store.save(&rule, Condition::Absent).await {
         Ok(_) => Ok(rule),
         Err(StoreError::ConditionFailed { .. }) => Err(ApiRefusal::conflict(
             "ResourceInUse",
-            format!("a callback rule for domain {} and app {:?} exists already", rule.domain, rule.app),
+            format!(
+                "a callback rule for domain {} and app {:?} exists already",
+                rule.domain, rule.app
+            ),
         )
         .into()),
         Err(e) => Err(e.into()),
@@ -454,64 +690,143 @@ pub async fn create_rule(ports: &Ports, account: &str, input: CallbackRuleInput)
 }
 
 /// Removes the account's rule of a domain and app (DeleteLiveCallbackRule).
-pub async fn delete_rule(ports: &Ports, account: &str, domain: &str, app: &str) -> Result<(), CallbackError> {
+pub async fn delete_rule(
+    ports: &Ports,
+    account: &str,
+    domain: &str,
+    app: &str,
+) -> Result<(), CallbackError> {
     let key = CallbackRule::store_key(&domain.to_ascii_lowercase(), app);
     match ports.store.load::<CallbackRule>(&key).await? {
         Some(rule) if rule.value.account == account => {
-            ports.store.delete(CallbackRule::KIND, &key, Condition::Version(rule.version)).await?;
+            ports
+                .store
+                .delete(CallbackRule::KIND, &key, Condition::Version(rule.version))
+                .await?;
             Ok(())
         }
-        _ => Err(ApiRefusal::not_found("ResourceNotFound.RuleNotFound", format!("no callback rule for domain {domain} and app {app:?}")).into()),
+        _ => Err(ApiRefusal::not_found(
+            "ResourceNotFound.RuleNotFound",
+            format!("no callback rule for domain {domain} and app {app:?}"),
+        )
+        .into()),
     }
 }
 
 // ---- publish authorization -------------------------------------------------------------------
 
 /// Stores the publish authorization rule of a domain.
-pub async fn put_publish_auth(ports: &Ports, account: &str, domain: &str, input: PublishAuthInput) -> Result<PublishAuthRule, CallbackError> {
+pub async fn put_publish_auth(
+    ports: &Ports,
+    account: &str,
+    domain: &str,
+    input: PublishAuthInput,
+) -> Result<PublishAuthRule, CallbackError> {
     let rule = PublishAuthRule::parse(account, domain, input, ports.clock.now_ms())?;
     ports.store.save(&rule, Condition::Any).await?;
     Ok(rule)
 }
 
 /// The account's publish authorization rules.
-pub async fn list_publish_auth(ports: &Ports, account: &str) -> Result<Vec<PublishAuthRule>, StoreError> {
-    Ok(list_of::<PublishAuthRule>(ports, account).await?.into_iter().map(|v| v.value).collect())
+pub async fn list_publish_auth(
+    ports: &Ports,
+    account: &str,
+) -> Result<Vec<PublishAuthRule>, StoreError> {
+    Ok(list_of::<PublishAuthRule>(ports, account)
+        .await?
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// Removes a domain's rule: publishes on it are no longer checked.
-pub async fn delete_publish_auth(ports: &Ports, account: &str, domain: &str) -> Result<(), CallbackError> {
+pub async fn delete_publish_auth(
+    ports: &Ports,
+    account: &str,
+    domain: &str,
+) -> Result<(), CallbackError> {
     let key = PublishAuthRule::store_key(account, &domain.to_ascii_lowercase());
-    if ports.store.get(PublishAuthRule::KIND, &key).await?.is_none() {
-        return Err(ApiRefusal::not_found("ResourceNotFound.RuleNotFound", format!("no publish authorization rule for {domain}")).into());
+    if ports
+        .store
+        .get(PublishAuthRule::KIND, &key)
+        .await?
+        .is_none()
+    {
+        return Err(ApiRefusal::not_found(
+            "ResourceNotFound.RuleNotFound",
+            format!("no publish authorization rule for {domain}"),
+        )
+        .into());
     }
-    ports.store.delete(PublishAuthRule::KIND, &key, Condition::Any).await?;
+    ports
+        .store
+        .delete(PublishAuthRule::KIND, &key, Condition::Any)
+        .await?;
     Ok(())
 }
 
 // ---- registry, delivery log, dead letters ----------------------------------------------------
 
 /// The account's live streams, newest first.
-pub async fn live_streams(ports: &Ports, account: &str, limit: usize) -> Result<Vec<LiveStream>, StoreError> {
-    let mut query = Query::new(LiveStream::KIND, QueryIndex::Status(LiveStream::live_index(account)));
+pub async fn live_streams(
+    ports: &Ports,
+    account: &str,
+    limit: usize,
+) -> Result<Vec<LiveStream>, StoreError> {
+    let mut query = Query::new(
+        LiveStream::KIND,
+        QueryIndex::Status(LiveStream::live_index(account)),
+    );
     query.descending = true;
     query.limit = limit.clamp(1, 1000);
-    Ok(ports.store.query_typed::<LiveStream>(query).await?.0.into_iter().map(|v| v.value).collect())
+    Ok(ports
+        .store
+        .query_typed::<LiveStream>(query)
+        .await?
+        .0
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// A stream's sessions, newest first.
-pub async fn stream_sessions(ports: &Ports, account: &str, stream: &StreamPath, limit: usize) -> Result<Vec<StreamSession>, StoreError> {
-    let mut query = Query::new(StreamSession::KIND, QueryIndex::Status(StreamSession::index_of(account, stream)));
+pub async fn stream_sessions(
+    ports: &Ports,
+    account: &str,
+    stream: &StreamPath,
+    limit: usize,
+) -> Result<Vec<StreamSession>, StoreError> {
+    let mut query = Query::new(
+        StreamSession::KIND,
+        QueryIndex::Status(StreamSession::index_of(account, stream)),
+    );
     query.descending = true;
     query.limit = limit.clamp(1, 1000);
-    Ok(ports.store.query_typed::<StreamSession>(query).await?.0.into_iter().map(|v| v.value).collect())
+    Ok(ports
+        .store
+        .query_typed::<StreamSession>(query)
+        .await?
+        .0
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// The outbox entries (with their attempts) of one event of the account.
-pub async fn deliveries_of_event(ports: &Ports, account: &str, event_id: &str) -> Result<Vec<OutboxEntry>, CallbackError> {
+pub async fn deliveries_of_event(
+    ports: &Ports,
+    account: &str,
+    event_id: &str,
+) -> Result<Vec<OutboxEntry>, CallbackError> {
     let event = match ports.store.load::<StreamEvent>(event_id).await? {
         Some(e) if e.value.account == account => e.value,
-        _ => return Err(ApiRefusal::not_found("ResourceNotFound.EventNotFound", format!("event {event_id} does not exist")).into()),
+        _ => {
+            return Err(ApiRefusal::not_found(
+                "ResourceNotFound.EventNotFound",
+                format!("event {event_id} does not exist"),
+            )
+            .into())
+        }
     };
     let mut entries = Vec::new();
     for id in &event.deliveries {
@@ -523,9 +838,22 @@ pub async fn deliveries_of_event(ports: &Ports, account: &str, event_id: &str) -
 }
 
 /// The last `limit` callbacks of a stream, newest first.
-pub async fn deliveries_of_stream(ports: &Ports, account: &str, stream: &StreamPath, limit: u64) -> Result<Vec<OutboxEntry>, CallbackError> {
-    let Some(live) = ports.store.load::<LiveStream>(&LiveStream::store_key(account, stream)).await? else {
-        return Err(ApiRefusal::not_found("ResourceNotFound.StreamNotFound", format!("stream {} has no events", stream.joined())).into());
+pub async fn deliveries_of_stream(
+    ports: &Ports,
+    account: &str,
+    stream: &StreamPath,
+    limit: u64,
+) -> Result<Vec<OutboxEntry>, CallbackError> {
+    let Some(live) = ports
+        .store
+        .load::<LiveStream>(&LiveStream::store_key(account, stream))
+        .await?
+    else {
+        return Err(ApiRefusal::not_found(
+            "ResourceNotFound.StreamNotFound",
+            format!("stream {} has no events", stream.joined()),
+        )
+        .into());
     };
     let last = live.value.outbox_seq;
     let mut entries = Vec::new();
@@ -539,30 +867,73 @@ pub async fn deliveries_of_stream(ports: &Ports, account: &str, stream: &StreamP
 }
 
 /// The account's dead letters (callbacks whose retries are used up), newest first.
-pub async fn dead_letters(ports: &Ports, account: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-    let mut query = Query::new(OutboxEntry::KIND, QueryIndex::Status(OutboxEntry::dead_letter_index(account)));
+pub async fn dead_letters(
+    ports: &Ports,
+    account: &str,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let mut query = Query::new(
+        OutboxEntry::KIND,
+        QueryIndex::Status(OutboxEntry::dead_letter_index(account)),
+    );
     query.descending = true;
     query.limit = limit.clamp(1, 1000);
-    Ok(ports.store.query_typed::<OutboxEntry>(query).await?.0.into_iter().map(|v| v.value).collect())
+    Ok(ports
+        .store
+        .query_typed::<OutboxEntry>(query)
+        .await?
+        .0
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// Sends a dead letter again, with a fresh set of retries.
 pub async fn redrive(ports: &Ports, account: &str, id: &str) -> Result<OutboxEntry, CallbackError> {
-    let not_found = || ApiRefusal::not_found("ResourceNotFound.DeadLetterNotFound", format!("dead letter {id} does not exist"));
+    let not_found = || {
+        ApiRefusal::not_found(
+            "ResourceNotFound.DeadLetterNotFound",
+            format!("dead letter {id} does not exist"),
+        )
+    };
     let current = match ports.store.load::<OutboxEntry>(id).await? {
         Some(e) if e.value.account == account => e,
         _ => return Err(not_found().into()),
     };
     if current.value.state != DeliveryState::Failed {
-        return Err(ApiRefusal::conflict("FailedOperation.NotDeadLetter", format!("callback {id} is {}, not a dead letter", current.value.state.as_str())).into());
+        return Err(ApiRefusal::conflict(
+            "FailedOperation.NotDeadLetter",
+            format!(
+                "callback {id} is {}, not a dead letter",
+                current.value.state.as_str()
+            ),
+        )
+        .into());
     }
     let mut entry = current.value;
     entry.redrive();
-    let version = match ports.store.save(&entry, Condition::Version(current.version)).await {
+    let version = match ports
+        .store
+        .save(&entry, Condition::Version(current.version))
+        .await
+    {
         Ok(v) => v,
-        Err(StoreError::ConditionFailed { .. }) => return Err(ApiRefusal::conflict("FailedOperation", "the callback changed meanwhile; try again").into()),
+        Err(StoreError::ConditionFailed { .. }) => {
+            return Err(ApiRefusal::conflict(
+                "FailedOperation",
+                "the callback changed meanwhile; try again",
+            )
+            .into())
+        }
         Err(e) => return Err(e.into()),
     };
-    queue_entry(ports, Versioned { value: entry.clone(), version }).await?;
+    queue_entry(
+        ports,
+        Versioned {
+            value: entry.clone(),
+            version,
+        },
+    )
+    .await?;
     Ok(entry)
 }

@@ -9,12 +9,14 @@ use super::record_templates::{get_domain, get_template, recording_binding, Recor
 use super::AppError;
 use crate::config::Settings;
 use crate::domain::api_error::ApiRefusal;
-use crate::domain::callbacks::{StreamEvent, StreamEventKind};
-use crate::domain::recording::request::{RecordSource, RecordTaskInput};
 use crate::domain::callbacks::StreamPath;
+use crate::domain::callbacks::{StreamEvent, StreamEventKind};
 use crate::domain::recording::progress::RecordingProgress;
+use crate::domain::recording::request::{RecordSource, RecordTaskInput};
 use crate::domain::recording::{Recording, RecordingMode, RecordingState};
-use crate::ports::{Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
+use crate::ports::{
+    Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write,
+};
 
 /// The queue of record jobs.
 pub const RECORD_QUEUE: &str = "record-jobs";
@@ -47,7 +49,10 @@ pub fn record_lease_resource(recording_key: &str) -> String {
 /// Queues a record job; `false` (logged) when the queue refused it (the scheduler's sweep of
 /// pending recordings queues it again).
 pub async fn enqueue_record_job(ports: &Ports, recording: &Recording) -> bool {
-    let job = RecordJob { account: recording.account.clone(), id: recording.id.clone() };
+    let job = RecordJob {
+        account: recording.account.clone(),
+        id: recording.id.clone(),
+    };
     let body = serde_json::json!(job).to_string();
     match ports.queue.send(RECORD_QUEUE, &body, Duration::ZERO).await {
         Ok(_) => true,
@@ -97,8 +102,15 @@ fn new_recording_id() -> String {
 
 /// Specific recording (`POST /v1/recordings`): checks the request against the account's
 /// template and domain, stores the recording and queues its job.
-pub async fn create_specific_recording(ports: &Ports, settings: &Settings, account: &str, input: RecordTaskInput) -> Result<Recording, RecordingError> {
-    let template_id = input.template_id.ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
+pub async fn create_specific_recording(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    input: RecordTaskInput,
+) -> Result<Recording, RecordingError> {
+    let template_id = input
+        .template_id
+        .ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
     let template = get_template(ports, account, template_id).await?.value;
     let source = match input.source()? {
         RecordSource::Stream { stream, .. } => {
@@ -108,7 +120,14 @@ pub async fn create_specific_recording(ports: &Ports, settings: &Settings, accou
         }
         url => url,
     };
-    let recording = input.into_recording(account, new_recording_id(), &template, source, settings.allow_private_targets, ports.clock.now_ms())?;
+    let recording = input.into_recording(
+        account,
+        new_recording_id(),
+        &template,
+        source,
+        settings.allow_private_targets,
+        ports.clock.now_ms(),
+    )?;
     Ok(start_recording(ports, recording).await?.value)
 }
 
@@ -119,7 +138,9 @@ pub async fn create_specific_recording(ports: &Ports, settings: &Settings, accou
 pub async fn on_stream_event(ports: &Ports, event: &StreamEvent) -> Result<(), RecordingError> {
     match event.kind {
         StreamEventKind::Publish => {
-            let Some(binding) = recording_binding(ports, &event.stream).await? else { return Ok(()) };
+            let Some(binding) = recording_binding(ports, &event.stream).await? else {
+                return Ok(());
+            };
             let recording = Recording {
                 account: binding.account.clone(),
                 id: new_recording_id(),
@@ -150,38 +171,67 @@ pub async fn on_stream_event(ports: &Ports, event: &StreamEvent) -> Result<(), R
 }
 
 /// Stores a new recording and queues its job.
-pub async fn start_recording(ports: &Ports, recording: Recording) -> Result<Versioned<Recording>, RecordingError> {
+pub async fn start_recording(
+    ports: &Ports,
+    recording: Recording,
+) -> Result<Versioned<Recording>, RecordingError> {
     let version = match ports.store.save(&recording, Condition::Absent).await {
         Ok(v) => v,
-        Err(StoreError::ConditionFailed { .. }) => return Err(RecordingError::Exists(recording.id)),
+        Err(StoreError::ConditionFailed { .. }) => {
+            return Err(RecordingError::Exists(recording.id))
+        }
         Err(e) => return Err(e.into()),
     };
     enqueue_record_job(ports, &recording).await;
     metrics::counter!("relaycast_recordings_started_total", "mode" => format!("{:?}", recording.mode).to_lowercase()).increment(1);
     tracing::info!(account = %recording.account, recording = %recording.id, source = %crate::domain::relay::types::redact_url(&recording.source_url), "recording started");
-    Ok(Versioned { value: recording, version })
+    Ok(Versioned {
+        value: recording,
+        version,
+    })
 }
 
 /// Changes a stored recording with `change` (compare-and-set, retried); `None` when it does
 /// not exist. `change` returns `false` to write nothing.
-pub async fn update_recording(ports: &Ports, key: &str, mut change: impl FnMut(&mut Recording) -> bool) -> Result<Option<Versioned<Recording>>, StoreError> {
+pub async fn update_recording(
+    ports: &Ports,
+    key: &str,
+    mut change: impl FnMut(&mut Recording) -> bool,
+) -> Result<Option<Versioned<Recording>>, StoreError> {
     for _ in 0..16 {
-        let Some(mut current) = ports.store.load::<Recording>(key).await? else { return Ok(None) };
+        let Some(mut current) = ports.store.load::<Recording>(key).await? else {
+            return Ok(None);
+        };
         if !change(&mut current.value) {
             return Ok(Some(current));
         }
-        match ports.store.save(&current.value, Condition::Version(current.version)).await {
-            Ok(version) => return Ok(Some(Versioned { value: current.value, version })),
+        match ports
+            .store
+            .save(&current.value, Condition::Version(current.version))
+            .await
+        {
+            Ok(version) => {
+                return Ok(Some(Versioned {
+                    value: current.value,
+                    version,
+                }))
+            }
             Err(StoreError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(StoreError::Backend(format!("recording {key} kept changing under a compare-and-set")))
+    Err(StoreError::Backend(format!(
+        "recording {key} kept changing under a compare-and-set"
+    )))
 }
 
 /// Asks a recording to stop; its recorder finalizes the files. Stopping a finished one is a
 /// no-op.
-pub async fn stop_recording(ports: &Ports, account: &str, id: &str) -> Result<Recording, RecordingError> {
+pub async fn stop_recording(
+    ports: &Ports,
+    account: &str,
+    id: &str,
+) -> Result<Recording, RecordingError> {
     let now = ports.clock.now_ms();
     let key = Recording::store_key(account, id);
     let updated = update_recording(ports, &key, |r| {
@@ -192,19 +242,44 @@ pub async fn stop_recording(ports: &Ports, account: &str, id: &str) -> Result<Re
         true
     })
     .await?;
-    updated.map(|v| v.value).ok_or_else(|| RecordingError::NotFound(id.to_string()))
+    updated
+        .map(|v| v.value)
+        .ok_or_else(|| RecordingError::NotFound(id.to_string()))
 }
 
 /// One recording of an account.
-pub async fn get_recording(ports: &Ports, account: &str, id: &str) -> Result<Recording, RecordingError> {
-    ports.store.load::<Recording>(&Recording::store_key(account, id)).await?.map(|v| v.value).ok_or_else(|| RecordingError::NotFound(id.to_string()))
+pub async fn get_recording(
+    ports: &Ports,
+    account: &str,
+    id: &str,
+) -> Result<Recording, RecordingError> {
+    ports
+        .store
+        .load::<Recording>(&Recording::store_key(account, id))
+        .await?
+        .map(|v| v.value)
+        .ok_or_else(|| RecordingError::NotFound(id.to_string()))
 }
 
 /// An account's unfinished recordings, oldest first.
-pub async fn active_recordings(ports: &Ports, account: &str, limit: usize) -> Result<Vec<Recording>, StoreError> {
-    let mut query = Query::new(Recording::KIND, QueryIndex::Status(Recording::active_status(account)));
+pub async fn active_recordings(
+    ports: &Ports,
+    account: &str,
+    limit: usize,
+) -> Result<Vec<Recording>, StoreError> {
+    let mut query = Query::new(
+        Recording::KIND,
+        QueryIndex::Status(Recording::active_status(account)),
+    );
     query.limit = limit.clamp(1, 1000);
-    Ok(ports.store.query_typed::<Recording>(query).await?.0.into_iter().map(|v| v.value).collect())
+    Ok(ports
+        .store
+        .query_typed::<Recording>(query)
+        .await?
+        .0
+        .into_iter()
+        .map(|v| v.value)
+        .collect())
 }
 
 /// Which recording a live stream is recorded by now (automatic recording): a push while it is
@@ -248,8 +323,13 @@ pub enum PushOutcome {
 /// A push on a stream whose domain is bound to a recording template: continues its unfinished
 /// recording, or starts `new_recording` (stored with the stream's pointer in one transaction,
 /// so two pushes racing start one recording).
-pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<PushOutcome, RecordingError> {
-    let Some(stream) = new_recording.stream.clone() else { return Err(RecordingError::NotFound("stream".into())) };
+pub async fn on_stream_push(
+    ports: &Ports,
+    new_recording: Recording,
+) -> Result<PushOutcome, RecordingError> {
+    let Some(stream) = new_recording.stream.clone() else {
+        return Err(RecordingError::NotFound("stream".into()));
+    };
     let account = new_recording.account.clone();
     let pointer_key = StreamRecording::store_key(&stream);
     for _ in 0..8 {
@@ -264,18 +344,30 @@ pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<P
                 true
             })
             .await?;
-            if let Some(r) = resumed.filter(|r| r.value.state != RecordingState::Finished && r.value.stop_requested_ms.is_none()) {
+            if let Some(r) = resumed.filter(|r| {
+                r.value.state != RecordingState::Finished && r.value.stop_requested_ms.is_none()
+            }) {
                 tracing::info!(recording = %r.value.id, stream = %stream.joined(), "push within the resume timeout; the recording continues");
                 return Ok(PushOutcome::Resumed(r.value.id));
             }
         }
-        let next = StreamRecording { account: account.clone(), stream: stream.clone(), recording_id: new_recording.id.clone() };
-        let condition = pointer.as_ref().map_or(Condition::Absent, |p| Condition::Version(p.version));
-        let writes = vec![Write::Put(new_recording.to_record()?, Condition::Absent), Write::Put(next.to_record()?, condition)];
+        let next = StreamRecording {
+            account: account.clone(),
+            stream: stream.clone(),
+            recording_id: new_recording.id.clone(),
+        };
+        let condition = pointer
+            .as_ref()
+            .map_or(Condition::Absent, |p| Condition::Version(p.version));
+        let writes = vec![
+            Write::Put(new_recording.to_record()?, Condition::Absent),
+            Write::Put(next.to_record()?, condition),
+        ];
         match ports.store.transact(writes).await {
             Ok(_) => {
                 enqueue_record_job(ports, &new_recording).await;
-                metrics::counter!("relaycast_recordings_started_total", "mode" => "auto").increment(1);
+                metrics::counter!("relaycast_recordings_started_total", "mode" => "auto")
+                    .increment(1);
                 tracing::info!(account = %account, recording = %new_recording.id, stream = %stream.joined(), "automatic recording started");
                 return Ok(PushOutcome::Started(new_recording.id));
             }
@@ -288,8 +380,17 @@ pub async fn on_stream_push(ports: &Ports, new_recording: Recording) -> Result<P
 
 /// A stream's stop: its automatic recording ends once the resume timeout passed without a
 /// new push. Returns the recording it applies to.
-pub async fn on_stream_stop(ports: &Ports, stream: &StreamPath) -> Result<Option<String>, StoreError> {
-    let Some(pointer) = ports.store.load::<StreamRecording>(&StreamRecording::store_key(stream)).await? else { return Ok(None) };
+pub async fn on_stream_stop(
+    ports: &Ports,
+    stream: &StreamPath,
+) -> Result<Option<String>, StoreError> {
+    let Some(pointer) = ports
+        .store
+        .load::<StreamRecording>(&StreamRecording::store_key(stream))
+        .await?
+    else {
+        return Ok(None);
+    };
     let now = ports.clock.now_ms();
     let key = Recording::store_key(&pointer.value.account, &pointer.value.recording_id);
     let updated = update_recording(ports, &key, |r| {
@@ -305,7 +406,11 @@ pub async fn on_stream_stop(ports: &Ports, stream: &StreamPath) -> Result<Option
 
 /// Saves a recorder's progress if it still holds the recording (its token is the newest and
 /// nobody wrote since `version`); `Ok(None)` when it lost it.
-pub async fn save_progress(ports: &Ports, progress: &RecordingProgress, version: Option<u64>) -> Result<Option<u64>, StoreError> {
+pub async fn save_progress(
+    ports: &Ports,
+    progress: &RecordingProgress,
+    version: Option<u64>,
+) -> Result<Option<u64>, StoreError> {
     let condition = version.map_or(Condition::Absent, Condition::Version);
     match ports.store.save(progress, condition).await {
         Ok(v) => Ok(Some(v)),
@@ -315,7 +420,12 @@ pub async fn save_progress(ports: &Ports, progress: &RecordingProgress, version:
 }
 
 /// Marks a recording finished (with `error` when it failed) and adds its files.
-pub async fn finish_recording(ports: &Ports, key: &str, files: &[String], error: Option<String>) -> Result<(), StoreError> {
+pub async fn finish_recording(
+    ports: &Ports,
+    key: &str,
+    files: &[String],
+    error: Option<String>,
+) -> Result<(), StoreError> {
     update_recording(ports, key, |r| {
         if r.state == RecordingState::Finished {
             return false;

@@ -22,7 +22,9 @@ use crate::domain::relay::task::{RelayTask, RunStats};
 use crate::domain::relay::types::{Source, TaskId};
 use crate::domain::relay::wire::{Command, ForwardRequest};
 use crate::domain::RequestError;
-use crate::ports::{Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write};
+use crate::ports::{
+    Condition, Entity, Kind, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write,
+};
 
 /// The queue of relay jobs.
 pub const RELAY_QUEUE: &str = "relay-jobs";
@@ -137,13 +139,21 @@ pub async fn execute_forward_request(
 /// [`check_request`] over every task the request names, as stored now. Each item's plan checks
 /// again on the state it writes over; only a concurrent re-creation of a named task with
 /// another type between the two can still refuse a later item after an earlier one was written.
-async fn check_whole_request(ports: &Ports, account: &Account, req: &ForwardRequest) -> Result<(), AppError> {
+async fn check_whole_request(
+    ports: &Ports,
+    account: &Account,
+    req: &ForwardRequest,
+) -> Result<(), AppError> {
     if !check_request_applies(req) {
         return Ok(());
     }
     let mut existing = BTreeMap::new();
     for id in request_ids(req) {
-        if let Some(v) = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, &id)).await? {
+        if let Some(v) = ports
+            .store
+            .load::<RelayTask>(&RelayTask::store_key(&account.name, &id))
+            .await?
+        {
             existing.insert(id, v.value);
         }
     }
@@ -152,26 +162,51 @@ async fn check_whole_request(ports: &Ports, account: &Account, req: &ForwardRequ
 
 /// One request per list item.
 fn split_items(req: &ForwardRequest) -> Vec<ForwardRequest> {
-    let one = |command| ForwardRequest { task_type: req.task_type, callback_url: req.callback_url.clone(), command };
+    let one = |command| ForwardRequest {
+        task_type: req.task_type,
+        callback_url: req.callback_url.clone(),
+        command,
+    };
     match &req.command {
-        Command::CreateTasks(items) => items.iter().map(|i| one(Command::CreateTasks(vec![i.clone()]))).collect(),
-        Command::StopTasks(items) => items.iter().map(|i| one(Command::StopTasks(vec![i.clone()]))).collect(),
-        Command::UpdateSources(items) => items.iter().map(|i| one(Command::UpdateSources(vec![i.clone()]))).collect(),
-        Command::ResumeTasks(items) => items.iter().map(|i| one(Command::ResumeTasks(vec![i.clone()]))).collect(),
+        Command::CreateTasks(items) => items
+            .iter()
+            .map(|i| one(Command::CreateTasks(vec![i.clone()])))
+            .collect(),
+        Command::StopTasks(items) => items
+            .iter()
+            .map(|i| one(Command::StopTasks(vec![i.clone()])))
+            .collect(),
+        Command::UpdateSources(items) => items
+            .iter()
+            .map(|i| one(Command::UpdateSources(vec![i.clone()])))
+            .collect(),
+        Command::ResumeTasks(items) => items
+            .iter()
+            .map(|i| one(Command::ResumeTasks(vec![i.clone()])))
+            .collect(),
     }
 }
 
 /// Compare-and-set attempts before a request gives up with a server error.
 const MAX_ATTEMPTS: u32 = 30;
 
-async fn execute_item(ports: &Ports, settings: &Settings, account: &Account, req: &ForwardRequest) -> Result<RequestOutcome, AppError> {
+async fn execute_item(
+    ports: &Ports,
+    settings: &Settings,
+    account: &Account,
+    req: &ForwardRequest,
+) -> Result<RequestOutcome, AppError> {
     let ids = request_ids(req);
     for attempt in 0..MAX_ATTEMPTS {
         let now = ports.clock.now_ms();
         let mut existing = BTreeMap::new();
         let mut versions = BTreeMap::new();
         for id in &ids {
-            if let Some(v) = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, id)).await? {
+            if let Some(v) = ports
+                .store
+                .load::<RelayTask>(&RelayTask::store_key(&account.name, id))
+                .await?
+            {
                 versions.insert(id.clone(), v.version);
                 existing.insert(id.clone(), v.value);
             }
@@ -182,14 +217,20 @@ async fn execute_item(ports: &Ports, settings: &Settings, account: &Account, req
             if ids.contains(&claim.value.task_id) {
                 continue;
             }
-            let holder = ports.store.load::<RelayTask>(&RelayTask::store_key(&account.name, &claim.value.task_id)).await?;
+            let holder = ports
+                .store
+                .load::<RelayTask>(&RelayTask::store_key(&account.name, &claim.value.task_id))
+                .await?;
             if let Some(holder) = holder.filter(|h| h.value.state.is_active()) {
                 active.push(holder.value);
             }
         }
         let fx = plan(&account.name, req, &existing, &active, now)?;
-        let was_starting: Vec<TaskId> =
-            existing.values().filter(|t| t.state == TaskState::Starting).map(|t| t.id.clone()).collect();
+        let was_starting: Vec<TaskId> = existing
+            .values()
+            .filter(|t| t.state == TaskState::Starting)
+            .map(|t| t.id.clone())
+            .collect();
         match persist_effects(ports, settings, &fx, &versions, &claims, &was_starting, now).await {
             Ok(outcome) => return Ok(outcome),
             Err(AppError::Store(StoreError::ConditionFailed { .. })) => {
@@ -208,13 +249,23 @@ async fn execute_item(ports: &Ports, settings: &Settings, account: &Account, req
 /// `resetUrl`s).
 fn claimed_urls(req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>) -> Vec<String> {
     let mut urls: Vec<String> = match &req.command {
-        Command::CreateTasks(items) => items.iter().flat_map(|t| t.forwards.iter().map(|f| f.to_string())).collect(),
+        Command::CreateTasks(items) => items
+            .iter()
+            .flat_map(|t| t.forwards.iter().map(|f| f.to_string()))
+            .collect(),
         Command::ResumeTasks(items) => items
             .iter()
             .flat_map(|t| {
-                let stored = existing.get(&t.id).map(|task| task.forward_urls()).unwrap_or_default();
+                let stored = existing
+                    .get(&t.id)
+                    .map(|task| task.forward_urls())
+                    .unwrap_or_default();
                 let resets = t.forwards.iter().filter_map(|(_, reset)| reset.clone());
-                stored.into_iter().chain(resets).map(|u| u.to_string()).collect::<Vec<_>>()
+                stored
+                    .into_iter()
+                    .chain(resets)
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
             })
             .collect(),
         Command::StopTasks(_) | Command::UpdateSources(_) => Vec::new(),
@@ -227,7 +278,10 @@ fn claimed_urls(req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>) ->
 async fn load_claims(ports: &Ports, account: &str, urls: &[String]) -> Result<Claims, AppError> {
     let mut claims = BTreeMap::new();
     for url in urls {
-        let claim = ports.store.load::<DestinationClaim>(&DestinationClaim::key_of(account, url)).await?;
+        let claim = ports
+            .store
+            .load::<DestinationClaim>(&DestinationClaim::key_of(account, url))
+            .await?;
         claims.insert(url.clone(), claim);
     }
     Ok(claims)
@@ -244,16 +298,24 @@ async fn persist_effects(
     was_starting: &[TaskId],
     now: i64,
 ) -> Result<RequestOutcome, AppError> {
-    let mut outcome = RequestOutcome { refused: fx.refused.clone(), ..Default::default() };
+    let mut outcome = RequestOutcome {
+        refused: fx.refused.clone(),
+        ..Default::default()
+    };
     let mut stored_entries = Vec::new();
     for task in &fx.tasks {
-        let condition = versions.get(&task.id).map_or(Condition::Absent, |v| Condition::Version(*v));
+        let condition = versions
+            .get(&task.id)
+            .map_or(Condition::Absent, |v| Condition::Version(*v));
         let events: Vec<&TaskEvent> = fx.events.iter().filter(|e| e.task_id == task.id).collect();
         let mut claim_writes = Vec::new();
         if task.state.is_active() {
             for dest in task.active_destinations() {
                 let url = dest.url.to_string();
-                let claim = DestinationClaim { key: DestinationClaim::key_of(&task.account, &url), task_id: task.id.clone() };
+                let claim = DestinationClaim {
+                    key: DestinationClaim::key_of(&task.account, &url),
+                    task_id: task.id.clone(),
+                };
                 let condition = match claims.get(&url) {
                     Some(Some(read)) => Condition::Version(read.version),
                     Some(None) => Condition::Absent,
@@ -268,23 +330,43 @@ async fn persist_effects(
                 claim_writes.push(Write::Put(claim.to_record()?, condition));
             }
         }
-        stored_entries.extend(write_task(ports, settings, task, condition, &events, claim_writes, now).await?);
+        stored_entries.extend(
+            write_task(ports, settings, task, condition, &events, claim_writes, now).await?,
+        );
         outcome.tasks_written += 1;
     }
     // Events of tasks that were not written (90 task not exists, a refused create): alone.
-    for event in fx.events.iter().filter(|e| !fx.tasks.iter().any(|t| t.id == e.task_id)) {
+    for event in fx
+        .events
+        .iter()
+        .filter(|e| !fx.tasks.iter().any(|t| t.id == e.task_id))
+    {
         if let Some(entry) = outbox_entry(settings, event, now) {
             let version = ports.store.save(&entry, Condition::Any).await?;
-            stored_entries.push(Versioned { value: entry, version });
+            stored_entries.push(Versioned {
+                value: entry,
+                version,
+            });
         }
     }
     outcome.events = fx.events.len();
     // A task already starting has its job queued: only tasks that start now need one.
-    for task in fx.tasks.iter().filter(|t| t.state == TaskState::Starting && !was_starting.contains(&t.id)) {
+    for task in fx
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Starting && !was_starting.contains(&t.id))
+    {
         if enqueue_job(ports, task).await {
             outcome.jobs += 1;
         } else {
-            apply_to_task(ports, settings, &task.account, &task.id, Action::DeliveryFailed).await?;
+            apply_to_task(
+                ports,
+                settings,
+                &task.account,
+                &task.id,
+                Action::DeliveryFailed,
+            )
+            .await?;
         }
     }
     for entry in stored_entries {
@@ -303,14 +385,21 @@ async fn write_task(
     extra: Vec<Write>,
     now: i64,
 ) -> Result<Vec<Versioned<OutboxEntry>>, AppError> {
-    let entries: Vec<OutboxEntry> = events.iter().filter_map(|e| outbox_entry(settings, e, now)).collect();
+    let entries: Vec<OutboxEntry> = events
+        .iter()
+        .filter_map(|e| outbox_entry(settings, e, now))
+        .collect();
     let mut writes = vec![Write::Put(task.to_record()?, condition)];
     for entry in &entries {
         writes.push(Write::Put(entry.to_record()?, Condition::Absent));
     }
     writes.extend(extra);
     let versions = ports.store.transact(writes).await?;
-    Ok(entries.into_iter().zip(versions.into_iter().skip(1)).map(|(value, version)| Versioned { value, version }).collect())
+    Ok(entries
+        .into_iter()
+        .zip(versions.into_iter().skip(1))
+        .map(|(value, version)| Versioned { value, version })
+        .collect())
 }
 
 /// The outbox entry of an event, when its task has a callback URL.
@@ -333,7 +422,10 @@ fn outbox_entry(settings: &Settings, event: &TaskEvent, now: i64) -> Option<Outb
 /// Hands a starting task to the workers; `false` when the queue refused (the seed's code 92 for
 /// a request; the scheduler re-queues starting tasks that no worker took up).
 pub async fn enqueue_job(ports: &Ports, task: &RelayTask) -> bool {
-    let job = RelayJob { account: task.account.clone(), id: task.id.to_string() };
+    let job = RelayJob {
+        account: task.account.clone(),
+        id: task.id.to_string(),
+    };
     let body = serde_json::json!(job).to_string();
     match ports.queue.send(RELAY_QUEUE, &body, Duration::ZERO).await {
         Ok(_) => true,
@@ -358,9 +450,14 @@ pub async fn apply_to_task(
     let key = RelayTask::store_key(account, id);
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 + u64::from(attempt) * 3))).await;
+            tokio::time::sleep(Duration::from_millis(
+                rand::random::<u64>() % (2 + u64::from(attempt) * 3),
+            ))
+            .await;
         }
-        let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(None) };
+        let Some(current) = ports.store.load::<RelayTask>(&key).await? else {
+            return Ok(None);
+        };
         let now = ports.clock.now_ms();
         let mut task = current.value.clone();
         let events = match task.apply(action.clone(), now) {
@@ -371,7 +468,17 @@ pub async fn apply_to_task(
             }
         };
         let event_refs: Vec<&TaskEvent> = events.iter().collect();
-        match write_task(ports, settings, &task, Condition::Version(current.version), &event_refs, Vec::new(), now).await {
+        match write_task(
+            ports,
+            settings,
+            &task,
+            Condition::Version(current.version),
+            &event_refs,
+            Vec::new(),
+            now,
+        )
+        .await
+        {
             Ok(entries) => {
                 let version = current.version + 1;
                 for entry in entries {
@@ -380,7 +487,10 @@ pub async fn apply_to_task(
                 if task.state == TaskState::Starting && current.value.state != TaskState::Starting {
                     enqueue_job(ports, &task).await;
                 }
-                return Ok(Some(Versioned { value: task, version }));
+                return Ok(Some(Versioned {
+                    value: task,
+                    version,
+                }));
             }
             Err(AppError::Store(StoreError::ConditionFailed { .. })) => continue,
             Err(e) => return Err(e),
@@ -392,21 +502,36 @@ pub async fn apply_to_task(
 /// Writes a worker's figures onto the task without a state change (compare-and-set, retried):
 /// bitrate, fps, position, the current source and each destination's pusher, for the query
 /// APIs. A task that is no longer active keeps what it had (a late report of a stopped run).
-pub async fn record_run_stats(ports: &Ports, account: &str, id: &TaskId, stats: RunStats) -> Result<(), AppError> {
+pub async fn record_run_stats(
+    ports: &Ports,
+    account: &str,
+    id: &TaskId,
+    stats: RunStats,
+) -> Result<(), AppError> {
     let key = RelayTask::store_key(account, id);
     for _ in 0..10 {
-        let Some(current) = ports.store.load::<RelayTask>(&key).await? else { return Ok(()) };
+        let Some(current) = ports.store.load::<RelayTask>(&key).await? else {
+            return Ok(());
+        };
         if !current.value.state.is_active() {
             return Ok(());
         }
         let mut task = current.value;
         // Figures that did not move (a stalled source) are not written again just to change
         // the report's time: the lease already says the worker is alive.
-        if (RunStats { reported_at_ms: task.stats.reported_at_ms, ..stats.clone() }) == task.stats {
+        if (RunStats {
+            reported_at_ms: task.stats.reported_at_ms,
+            ..stats.clone()
+        }) == task.stats
+        {
             return Ok(());
         }
         task.stats = stats.clone();
-        match ports.store.save(&task, Condition::Version(current.version)).await {
+        match ports
+            .store
+            .save(&task, Condition::Version(current.version))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(StoreError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -469,7 +594,10 @@ fn refuse_internal_targets(req: &ForwardRequest) -> Result<(), RequestError> {
             if s.url.is_internal() {
                 return Err(RequestError::BadSrc);
             }
-            if s.wm_image.as_ref().is_some_and(|w| w.urls().iter().any(|u| u.is_internal())) {
+            if s.wm_image
+                .as_ref()
+                .is_some_and(|w| w.urls().iter().any(|u| u.is_internal()))
+            {
                 return Err(RequestError::field("wmImage"));
             }
         }
@@ -490,7 +618,11 @@ fn refuse_internal_targets(req: &ForwardRequest) -> Result<(), RequestError> {
             }
         }
         Command::ResumeTasks(items) => {
-            if items.iter().flat_map(|t| &t.forwards).any(|(_, reset)| reset.as_ref().is_some_and(|r| r.is_internal())) {
+            if items
+                .iter()
+                .flat_map(|t| &t.forwards)
+                .any(|(_, reset)| reset.as_ref().is_some_and(|r| r.is_internal()))
+            {
                 return Err(RequestError::BadForward);
             }
         }

@@ -17,23 +17,43 @@ pub struct ApiRefusal {
 impl ApiRefusal {
     /// `InvalidParameterValue` (400) about `field`.
     pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
-        Self { code: "InvalidParameterValue", message: format!("{field}: {reason}"), status: 400 }
+        Self {
+            code: "InvalidParameterValue",
+            message: format!("{field}: {reason}"),
+            status: 400,
+        }
     }
     /// `MissingParameter` (400).
     pub fn missing(field: &str) -> Self {
-        Self { code: "MissingParameter", message: format!("{field} is required"), status: 400 }
+        Self {
+            code: "MissingParameter",
+            message: format!("{field} is required"),
+            status: 400,
+        }
     }
     /// `UnknownParameter` (400), for fields we do not take.
     pub fn unknown(message: impl Into<String>) -> Self {
-        Self { code: "UnknownParameter", message: message.into(), status: 400 }
+        Self {
+            code: "UnknownParameter",
+            message: message.into(),
+            status: 400,
+        }
     }
     /// A `ResourceNotFound.*` (404).
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: 404 }
+        Self {
+            code,
+            message: message.into(),
+            status: 404,
+        }
     }
     /// A conflict with stored state (409), e.g. `FailedOperation.ConfInUsed`.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: 409 }
+        Self {
+            code,
+            message: message.into(),
+            status: 409,
+        }
     }
     /// The body of a JSON request did not parse as the action's parameters: unknown fields are
     /// `UnknownParameter`, the rest `InvalidParameterValue`.
@@ -42,7 +62,11 @@ impl ApiRefusal {
         if text.starts_with("unknown field") {
             Self::unknown(text)
         } else {
-            Self { code: "InvalidParameterValue", message: format!("the body does not parse: {text}"), status: 400 }
+            Self {
+                code: "InvalidParameterValue",
+                message: format!("the body does not parse: {text}"),
+                status: 400,
+            }
         }
     }
 }

@@ -41,13 +41,19 @@ impl AuthParams {
     /// gt 32 or key.length ne 32`) of the query parameters.
     pub fn parse(n: Option<&str>, r: Option<&str>, k: Option<&str>) -> Result<Self, RequestError> {
         let (n, r, k) = match (n, r, k) {
-            (Some(n), Some(r), Some(k)) if !n.is_empty() && !r.is_empty() && !k.is_empty() => (n, r, k),
+            (Some(n), Some(r), Some(k)) if !n.is_empty() && !r.is_empty() && !k.is_empty() => {
+                (n, r, k)
+            }
             _ => return Err(RequestError::AuthMissing),
         };
         if r.chars().count() > MAX_RANDOM_LEN || k.chars().count() != 32 {
             return Err(RequestError::AuthLength);
         }
-        Ok(Self { account: n.to_string(), random: r.to_string(), signature: k.to_ascii_lowercase() })
+        Ok(Self {
+            account: n.to_string(),
+            random: r.to_string(),
+            signature: k.to_ascii_lowercase(),
+        })
     }
 
     /// Checks `k == md5(r + key)` in constant time (`k is error` otherwise).
@@ -91,11 +97,23 @@ pub fn rate_window_start(now_ms: i64) -> i64 {
 /// The text an HMAC-SHA256 request signature covers: method, path, query and the SHA-256 of the
 /// body, one per line. Hashing the body keeps the canonical string small and unambiguous.
 pub fn hmac_canonical(method: &str, path: &str, query: &str, body: &[u8]) -> String {
-    format!("{}\n{}\n{}\n{}", method.to_ascii_uppercase(), path, query, hex::encode(Sha256::digest(body)))
+    format!(
+        "{}\n{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        path,
+        query,
+        hex::encode(Sha256::digest(body))
+    )
 }
 
 /// The HMAC-SHA256 signature (lower-case hex) of a request, keyed by the account's secret.
-pub fn hmac_signature(key: &SecretKey, method: &str, path: &str, query: &str, body: &[u8]) -> String {
+pub fn hmac_signature(
+    key: &SecretKey,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> String {
     let mut mac = new_mac(key);
     mac.update(hmac_canonical(method, path, query, body).as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -113,7 +131,8 @@ pub fn verify_hmac_signature(
     let sig = hex::decode(signature_hex.trim()).map_err(|_| RequestError::BadSignature)?;
     let mut mac = new_mac(key);
     mac.update(hmac_canonical(method, path, query, body).as_bytes());
-    mac.verify_slice(&sig).map_err(|_| RequestError::BadSignature)
+    mac.verify_slice(&sig)
+        .map_err(|_| RequestError::BadSignature)
 }
 
 fn new_mac(key: &SecretKey) -> Hmac<Sha256> {
@@ -211,8 +230,13 @@ impl Account {
     }
 
     /// Refuses when a destination host is not in the account's allowed hosts.
-    pub fn check_push_hosts<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> Result<(), RequestError> {
-        let Some(allowed) = &self.allowed_push_hosts else { return Ok(()) };
+    pub fn check_push_hosts<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), RequestError> {
+        let Some(allowed) = &self.allowed_push_hosts else {
+            return Ok(());
+        };
         for host in hosts {
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
                 return Err(RequestError::HostNotRelated);
@@ -230,7 +254,11 @@ impl Entity for Account {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.name.clone()), status: None, time_ms: None }
+        IndexKeys {
+            account: Some(self.name.clone()),
+            status: None,
+            time_ms: None,
+        }
     }
 }
 
@@ -244,25 +272,53 @@ mod tests {
 
     #[test]
     fn the_seed_worked_example_signs_to_its_k() {
-        assert_eq!(sign_k("1409284800", &key()), "b9fed80be752551834eec3e52fa94115");
-        let p = AuthParams::parse(Some("acc"), Some("1409284800"), Some("b9fed80be752551834eec3e52fa94115")).unwrap();
+        assert_eq!(
+            sign_k("1409284800", &key()),
+            "b9fed80be752551834eec3e52fa94115"
+        );
+        let p = AuthParams::parse(
+            Some("acc"),
+            Some("1409284800"),
+            Some("b9fed80be752551834eec3e52fa94115"),
+        )
+        .unwrap();
         assert_eq!(p.verify(&key()), Ok(()));
         // Upper-case hex is the same signature.
-        let p = AuthParams::parse(Some("acc"), Some("1409284800"), Some("B9FED80BE752551834EEC3E52FA94115")).unwrap();
+        let p = AuthParams::parse(
+            Some("acc"),
+            Some("1409284800"),
+            Some("B9FED80BE752551834EEC3E52FA94115"),
+        )
+        .unwrap();
         assert_eq!(p.verify(&key()), Ok(()));
     }
 
     #[test]
     fn a_wrong_k_is_refused() {
-        let p = AuthParams::parse(Some("acc"), Some("1409284801"), Some("b9fed80be752551834eec3e52fa94115")).unwrap();
+        let p = AuthParams::parse(
+            Some("acc"),
+            Some("1409284801"),
+            Some("b9fed80be752551834eec3e52fa94115"),
+        )
+        .unwrap();
         let e = p.verify(&key()).unwrap_err();
-        assert_eq!((e.http_status(), e.http_code(), e.msg().as_str()), (403, "1002", "k is error"));
+        assert_eq!(
+            (e.http_status(), e.http_code(), e.msg().as_str()),
+            (403, "1002", "k is error")
+        );
     }
 
     #[test]
     fn missing_or_empty_parameters_are_refused() {
         let k = Some("b9fed80be752551834eec3e52fa94115");
-        for (n, r, k) in [(None, Some("1"), k), (Some("a"), None, k), (Some("a"), Some("1"), None), (Some(""), Some("1"), k), (Some("a"), Some(""), k), (Some("a"), Some("1"), Some(""))] {
+        for (n, r, k) in [
+            (None, Some("1"), k),
+            (Some("a"), None, k),
+            (Some("a"), Some("1"), None),
+            (Some(""), Some("1"), k),
+            (Some("a"), Some(""), k),
+            (Some("a"), Some("1"), Some("")),
+        ] {
             let e = AuthParams::parse(n, r, k).unwrap_err();
             assert_eq!(e.msg(), "apiName, n, r, k not exist or empty");
         }
@@ -274,22 +330,42 @@ mod tests {
         assert!(AuthParams::parse(Some("a"), Some(&"r".repeat(32)), Some(k)).is_ok());
         let e = AuthParams::parse(Some("a"), Some(&"r".repeat(33)), Some(k)).unwrap_err();
         assert_eq!(e.msg(), "random.length gt 32 or key.length ne 32");
-        assert_eq!(AuthParams::parse(Some("a"), Some("1"), Some(&k[..31])), Err(RequestError::AuthLength));
-        assert_eq!(AuthParams::parse(Some("a"), Some("1"), Some(&format!("{k}0"))), Err(RequestError::AuthLength));
+        assert_eq!(
+            AuthParams::parse(Some("a"), Some("1"), Some(&k[..31])),
+            Err(RequestError::AuthLength)
+        );
+        assert_eq!(
+            AuthParams::parse(Some("a"), Some("1"), Some(&format!("{k}0"))),
+            Err(RequestError::AuthLength)
+        );
     }
 
     #[test]
     fn stateful_refusals_have_the_seed_messages() {
         assert_eq!(RequestError::RandomRepeat.msg(), "random is repeat");
-        assert_eq!(RequestError::RateLimited.msg(), "frequency is great than limitCount");
+        assert_eq!(
+            RequestError::RateLimited.msg(),
+            "frequency is great than limitCount"
+        );
         let mut acc = Account::new("acc", key());
         assert_eq!(acc.check_rate(100), Ok(()));
-        assert_eq!(acc.check_rate(101).unwrap_err().msg(), "frequency is great than limitCount");
+        assert_eq!(
+            acc.check_rate(101).unwrap_err().msg(),
+            "frequency is great than limitCount"
+        );
         acc.api_enabled = false;
-        assert_eq!(acc.check_enabled().unwrap_err().msg(), "you do not have right to access this api");
+        assert_eq!(
+            acc.check_enabled().unwrap_err().msg(),
+            "you do not have right to access this api"
+        );
         acc.allowed_push_hosts = Some(vec!["Push.Example.com".into()]);
         assert_eq!(acc.check_push_hosts(["push.example.com"]), Ok(()));
-        assert_eq!(acc.check_push_hosts(["push.example.com", "evil.example"]).unwrap_err().msg(), "user and host not relation");
+        assert_eq!(
+            acc.check_push_hosts(["push.example.com", "evil.example"])
+                .unwrap_err()
+                .msg(),
+            "user and host not relation"
+        );
     }
 
     #[test]
@@ -307,25 +383,65 @@ mod tests {
         assert_eq!((rec.kind.as_str(), rec.key.as_str()), ("account", "acc"));
         assert_eq!(Account::from_record(rec).unwrap().value, acc);
         // Older records without the optional fields get the defaults.
-        let old: Account = serde_json::from_str(r#"{"name":"a","secret_key":"s","api_enabled":true}"#).unwrap();
-        assert_eq!((old.call_limit_per_window, old.allowed_push_hosts), (100, None));
+        let old: Account =
+            serde_json::from_str(r#"{"name":"a","secret_key":"s","api_enabled":true}"#).unwrap();
+        assert_eq!(
+            (old.call_limit_per_window, old.allowed_push_hosts),
+            (100, None)
+        );
     }
 
     #[test]
     fn hmac_signatures_cover_method_path_query_and_body() {
-        let sig = hmac_signature(&key(), "post", "/api/cdn/v2/forwardRequest.action", "n=a", b"{}");
+        let sig = hmac_signature(
+            &key(),
+            "post",
+            "/api/cdn/v2/forwardRequest.action",
+            "n=a",
+            b"{}",
+        );
         assert_eq!(sig.len(), 64);
-        assert_eq!(verify_hmac_signature(&key(), "POST", "/api/cdn/v2/forwardRequest.action", "n=a", b"{}", &sig), Ok(()));
-        for (m, p, q, b) in [("GET", "/api/cdn/v2/forwardRequest.action", "n=a", &b"{}"[..]), ("POST", "/x", "n=a", b"{}"), ("POST", "/api/cdn/v2/forwardRequest.action", "n=b", b"{}"), ("POST", "/api/cdn/v2/forwardRequest.action", "n=a", b"{ }")] {
-            assert_eq!(verify_hmac_signature(&key(), m, p, q, b, &sig), Err(RequestError::BadSignature));
+        assert_eq!(
+            verify_hmac_signature(
+                &key(),
+                "POST",
+                "/api/cdn/v2/forwardRequest.action",
+                "n=a",
+                b"{}",
+                &sig
+            ),
+            Ok(())
+        );
+        for (m, p, q, b) in [
+            (
+                "GET",
+                "/api/cdn/v2/forwardRequest.action",
+                "n=a",
+                &b"{}"[..],
+            ),
+            ("POST", "/x", "n=a", b"{}"),
+            ("POST", "/api/cdn/v2/forwardRequest.action", "n=b", b"{}"),
+            ("POST", "/api/cdn/v2/forwardRequest.action", "n=a", b"{ }"),
+        ] {
+            assert_eq!(
+                verify_hmac_signature(&key(), m, p, q, b, &sig),
+                Err(RequestError::BadSignature)
+            );
         }
-        assert_eq!(verify_hmac_signature(&key(), "POST", "/", "", b"", "not hex"), Err(RequestError::BadSignature));
+        assert_eq!(
+            verify_hmac_signature(&key(), "POST", "/", "", b"", "not hex"),
+            Err(RequestError::BadSignature)
+        );
     }
 
     #[test]
     fn rate_windows_are_five_minutes() {
         assert_eq!(rate_window_start(1_000_000), 900_000);
         assert_eq!(rate_window_start(900_000), 900_000);
-        assert!(constant_time_eq(b"ab", b"ab") && !constant_time_eq(b"ab", b"ac") && !constant_time_eq(b"a", b"ab"));
+        assert!(
+            constant_time_eq(b"ab", b"ab")
+                && !constant_time_eq(b"ab", b"ac")
+                && !constant_time_eq(b"a", b"ab")
+        );
     }
 }

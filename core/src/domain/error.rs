@@ -149,10 +149,19 @@ mod tests {
     #[test]
     fn request_errors_are_400_1001_with_the_seed_message() {
         let e = RequestError::BadCmd;
-        assert_eq!((e.http_status(), e.http_code(), e.msg().as_str()), (400, "1001", "cmd가 잘못되었습니다"));
-        assert_eq!(RequestError::field("res").msg(), "params res format is error");
+        assert_eq!(
+            (e.http_status(), e.http_code(), e.msg().as_str()),
+            (400, "1001", "cmd가 잘못되었습니다")
+        );
+        assert_eq!(
+            RequestError::field("res").msg(),
+            "params res format is error"
+        );
         assert_eq!(RequestError::EndInPast.msg(), "params end plan is error!");
-        assert_eq!(RequestError::IntervalTooBrief.msg(), "params start and end interval Too Brief!");
+        assert_eq!(
+            RequestError::IntervalTooBrief.msg(),
+            "params start and end interval Too Brief!"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{Clock, Condition, Entity, IndexKeys, Kind, Query, QueryIndex, Store, StoreError, TypedStore};
+use crate::ports::{
+    Clock, Condition, Entity, IndexKeys, Kind, Query, QueryIndex, Store, StoreError, TypedStore,
+};
 
 /// A lease row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +37,11 @@ impl Entity for Lease {
 
     // Not a store TTL: the reaper must still see stale leases to re-queue their work.
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: None, status: Some(HELD.into()), time_ms: Some(self.expires_at_ms) }
+        IndexKeys {
+            account: None,
+            status: Some(HELD.into()),
+            time_ms: Some(self.expires_at_ms),
+        }
     }
 }
 
@@ -58,18 +64,28 @@ pub struct Leases {
 impl Leases {
     /// Leases in `store` that go stale `ttl_ms` after their last renewal.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_ms: u64) -> Self {
-        Self { store, clock, ttl_ms: ttl_ms as i64 }
+        Self {
+            store,
+            clock,
+            ttl_ms: ttl_ms as i64,
+        }
     }
 
     /// Takes the lease on `resource` for `holder` if it is free, stale, or already `holder`'s.
     /// `None` when another holder has a live lease.
-    pub async fn acquire(&self, resource: &str, holder: &str) -> Result<Option<LeaseGuard>, StoreError> {
+    pub async fn acquire(
+        &self,
+        resource: &str,
+        holder: &str,
+    ) -> Result<Option<LeaseGuard>, StoreError> {
         let now = self.clock.now_ms();
         let current = self.store.load::<Lease>(resource).await?;
         let (condition, token) = match &current {
             None => (Condition::Absent, 1),
             Some(v) if v.value.holder == holder => (Condition::Version(v.version), v.value.token),
-            Some(v) if v.value.expires_at_ms <= now => (Condition::Version(v.version), v.value.token + 1),
+            Some(v) if v.value.expires_at_ms <= now => {
+                (Condition::Version(v.version), v.value.token + 1)
+            }
             Some(_) => return Ok(None),
         };
         let lease = Lease {
@@ -90,7 +106,11 @@ impl Leases {
     pub async fn renew(&self, guard: &mut LeaseGuard) -> Result<bool, StoreError> {
         let mut lease = guard.lease.clone();
         lease.expires_at_ms = self.clock.now_ms() + self.ttl_ms;
-        match self.store.save(&lease, Condition::Version(guard.version)).await {
+        match self
+            .store
+            .save(&lease, Condition::Version(guard.version))
+            .await
+        {
             Ok(version) => {
                 guard.lease = lease;
                 guard.version = version;
@@ -104,12 +124,25 @@ impl Leases {
     /// The live holder of `resource`, if any (a stale lease has none).
     pub async fn holder(&self, resource: &str) -> Result<Option<String>, StoreError> {
         let now = self.clock.now_ms();
-        Ok(self.store.load::<Lease>(resource).await?.filter(|l| l.value.expires_at_ms > now).map(|l| l.value.holder))
+        Ok(self
+            .store
+            .load::<Lease>(resource)
+            .await?
+            .filter(|l| l.value.expires_at_ms > now)
+            .map(|l| l.value.holder))
     }
 
     /// Gives the lease up; a lease already lost is not an error.
     pub async fn release(&self, guard: LeaseGuard) -> Result<(), StoreError> {
-        match self.store.delete(Lease::KIND, &guard.lease.resource, Condition::Version(guard.version)).await {
+        match self
+            .store
+            .delete(
+                Lease::KIND,
+                &guard.lease.resource,
+                Condition::Version(guard.version),
+            )
+            .await
+        {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -132,7 +165,15 @@ impl Leases {
         if current.value != *stale || current.value.expires_at_ms > self.clock.now_ms() {
             return Ok(false);
         }
-        match self.store.delete(Lease::KIND, &stale.resource, Condition::Version(current.version)).await {
+        match self
+            .store
+            .delete(
+                Lease::KIND,
+                &stale.resource,
+                Condition::Version(current.version),
+            )
+            .await
+        {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed { .. }) => Ok(false),
             Err(e) => Err(e),

@@ -131,7 +131,15 @@ pub struct OutboxEntry {
 
 impl OutboxEntry {
     /// A new pending entry.
-    pub fn new(account: &str, stream: &str, seq: u64, url: &str, body: String, policy: RetryPolicy, now_ms: i64) -> Self {
+    pub fn new(
+        account: &str,
+        stream: &str,
+        seq: u64,
+        url: &str,
+        body: String,
+        policy: RetryPolicy,
+        now_ms: i64,
+    ) -> Self {
         Self {
             id: format!("{account}:{stream}:{seq:020}"),
             account: account.into(),
@@ -231,13 +239,21 @@ impl Entity for OutboxEntry {
             DeliveryState::Failed => Self::dead_letter_index(&self.account),
             state => state.as_str().into(),
         };
-        IndexKeys { account: Some(self.account.clone()), status: Some(status), time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: Some(status),
+            time_ms: Some(self.created_ms),
+        }
     }
 
     // Delivered entries are kept a week for the delivery log, dead letters a month for a
     // redrive; then they expire.
     fn expires_at_ms(&self) -> Option<i64> {
-        let keep = if self.state == DeliveryState::Failed { 30 } else { 7 };
+        let keep = if self.state == DeliveryState::Failed {
+            30
+        } else {
+            7
+        };
         self.finished_ms.map(|t| t + keep * 24 * 3_600_000)
     }
 }
@@ -248,7 +264,10 @@ mod tests {
 
     #[test]
     fn retries_then_fails() {
-        let policy = RetryPolicy { interval_ms: 120_000, retries: 2 };
+        let policy = RetryPolicy {
+            interval_ms: 120_000,
+            retries: 2,
+        };
         let mut e = OutboxEntry::new("acme", "t1", 7, "http://x/cb", "{}".into(), policy, 0);
         assert_eq!(e.id, "acme:t1:00000000000000000007");
         assert_eq!(e.record_failure("503".into(), 1), Some(120_000));

@@ -62,7 +62,10 @@ pub fn host_is_internal(host: &str) -> bool {
         return is_internal_ip(ip);
     }
     let name = bare.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local")
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.ends_with(".internal")
+        || name.ends_with(".local")
 }
 
 /// The address a host written as a number stands for: an IP literal, or one of the IPv4 forms
@@ -74,7 +77,11 @@ pub fn numeric_host(host: &str) -> Option<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip);
     }
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X') {
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+    {
         return None;
     }
     match url::Url::parse(&format!("http://{host}/")).ok()?.host()? {
@@ -95,7 +102,11 @@ pub fn check_url_host(url: &url::Url, allow_private: bool) -> Result<(), TargetE
 
 /// Checks the addresses a name resolved to, right before connecting (defeats DNS names that
 /// point inside).
-pub fn check_resolved(host: &str, addrs: &[IpAddr], allow_private: bool) -> Result<(), TargetError> {
+pub fn check_resolved(
+    host: &str,
+    addrs: &[IpAddr],
+    allow_private: bool,
+) -> Result<(), TargetError> {
     if allow_private {
         return Ok(());
     }
@@ -111,7 +122,20 @@ mod tests {
 
     #[test]
     fn internal_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "255.255.255.255"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "255.255.255.255",
+        ] {
             assert!(is_internal_ip(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
@@ -132,7 +156,15 @@ mod tests {
 
     #[test]
     fn numeric_hosts_are_read_as_addresses() {
-        for host in ["0", "2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0x7f000001", "0.0.0.0"] {
+        for host in [
+            "0",
+            "2130706433",
+            "0x7f.1",
+            "0177.0.0.1",
+            "127.1",
+            "0x7f000001",
+            "0.0.0.0",
+        ] {
             assert!(host_is_internal(host), "{host}");
         }
         assert_eq!(numeric_host("127.1"), Some("127.0.0.1".parse().unwrap()));

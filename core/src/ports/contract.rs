@@ -27,8 +27,8 @@ use tokio::io::AsyncReadExt;
 
 use super::queue::MAX_MESSAGE_BYTES;
 use super::{
-    dead_letter_queue, Clock, Condition, IndexKeys, Kind, ManualClock, ObjectStore, ObjectStoreError, Query,
-    QueryIndex, Queue, QueueError, Record, Store, StoreError, Write,
+    dead_letter_queue, Clock, Condition, IndexKeys, Kind, ManualClock, ObjectStore,
+    ObjectStoreError, Query, QueryIndex, Queue, QueueError, Record, Store, StoreError, Write,
 };
 
 /// A boxed case future.
@@ -119,7 +119,10 @@ where
         eprintln!("{suite} contract: {name}");
         let started = Instant::now();
         case(factory().await).await;
-        eprintln!("{suite} contract: {name} ok ({} ms)", started.elapsed().as_millis());
+        eprintln!(
+            "{suite} contract: {name} ok ({} ms)",
+            started.elapsed().as_millis()
+        );
     }
 }
 
@@ -158,9 +161,19 @@ pub mod store {
         Record::new(kind, key, body)
     }
 
-    fn indexed(kind: Kind, key: &str, account: Option<&str>, status: Option<&str>, time_ms: Option<i64>) -> Record {
+    fn indexed(
+        kind: Kind,
+        key: &str,
+        account: Option<&str>,
+        status: Option<&str>,
+        time_ms: Option<i64>,
+    ) -> Record {
         Record {
-            index: IndexKeys { account: account.map(Into::into), status: status.map(Into::into), time_ms },
+            index: IndexKeys {
+                account: account.map(Into::into),
+                status: status.map(Into::into),
+                time_ms,
+            },
             ..rec(kind, key, json!({ "k": key }))
         }
     }
@@ -169,10 +182,17 @@ pub mod store {
         records.iter().map(|r| r.key.as_str()).collect()
     }
 
-    fn assert_condition_failed<T: std::fmt::Debug>(r: Result<T, StoreError>, expected_current: Option<u64>) {
+    fn assert_condition_failed<T: std::fmt::Debug>(
+        r: Result<T, StoreError>,
+        expected_current: Option<u64>,
+    ) {
         match r {
-            Err(StoreError::ConditionFailed { current, .. }) => assert_eq!(current, expected_current),
-            other => panic!("expected ConditionFailed(current {expected_current:?}), got {other:?}"),
+            Err(StoreError::ConditionFailed { current, .. }) => {
+                assert_eq!(current, expected_current)
+            }
+            other => {
+                panic!("expected ConditionFailed(current {expected_current:?}), got {other:?}")
+            }
         }
     }
 
@@ -185,12 +205,21 @@ pub mod store {
         r.expires_at_ms = Some(f.clock.now_ms() + 60_000);
         assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 1);
         let got = s.get(kind, "a").await.unwrap().expect("written record");
-        assert_eq!(got, Record { version: 1, ..r.clone() });
+        assert_eq!(
+            got,
+            Record {
+                version: 1,
+                ..r.clone()
+            }
+        );
         r.body = json!({ "n": 2 }).into();
         r.index = IndexKeys::default();
         r.expires_at_ms = None;
         assert_eq!(s.put(r.clone(), Condition::Any).await.unwrap(), 2);
-        assert_eq!(s.get(kind, "a").await.unwrap(), Some(Record { version: 2, ..r }));
+        assert_eq!(
+            s.get(kind, "a").await.unwrap(),
+            Some(Record { version: 2, ..r })
+        );
         assert_eq!(s.version(kind, "a").await.unwrap(), Some(2));
         assert_eq!(s.version(kind, "nothing").await.unwrap(), None);
         // Same key in another kind is another record.
@@ -200,14 +229,34 @@ pub mod store {
     /// Absent and Version conditions; a failed one changes nothing.
     pub async fn conditions(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_cond"));
-        assert_eq!(s.put(rec(kind, "k", json!(1)), Condition::Absent).await.unwrap(), 1);
-        assert_condition_failed(s.put(rec(kind, "k", json!(2)), Condition::Absent).await, Some(1));
+        assert_eq!(
+            s.put(rec(kind, "k", json!(1)), Condition::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_condition_failed(
+            s.put(rec(kind, "k", json!(2)), Condition::Absent).await,
+            Some(1),
+        );
         assert_eq!(s.get(kind, "k").await.unwrap().unwrap().body, json!(1));
-        assert_eq!(s.put(rec(kind, "k", json!(3)), Condition::Version(1)).await.unwrap(), 2);
-        assert_condition_failed(s.put(rec(kind, "k", json!(4)), Condition::Version(1)).await, Some(2));
+        assert_eq!(
+            s.put(rec(kind, "k", json!(3)), Condition::Version(1))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_condition_failed(
+            s.put(rec(kind, "k", json!(4)), Condition::Version(1)).await,
+            Some(2),
+        );
         let got = s.get(kind, "k").await.unwrap().unwrap();
         assert_eq!((got.body.value(), got.version), (json!(3), 2));
-        assert_condition_failed(s.put(rec(kind, "missing", json!(5)), Condition::Version(1)).await, None);
+        assert_condition_failed(
+            s.put(rec(kind, "missing", json!(5)), Condition::Version(1))
+                .await,
+            None,
+        );
         assert_eq!(s.get(kind, "missing").await.unwrap(), None);
     }
 
@@ -215,7 +264,9 @@ pub mod store {
     pub async fn delete(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_del"));
         s.delete(kind, "nothing", Condition::Any).await.unwrap();
-        s.put(rec(kind, "k", json!(1)), Condition::Any).await.unwrap();
+        s.put(rec(kind, "k", json!(1)), Condition::Any)
+            .await
+            .unwrap();
         assert_condition_failed(s.delete(kind, "k", Condition::Version(7)).await, Some(1));
         assert_condition_failed(s.delete(kind, "k", Condition::Absent).await, Some(1));
         assert!(s.get(kind, "k").await.unwrap().is_some());
@@ -223,13 +274,20 @@ pub mod store {
         assert_eq!(s.get(kind, "k").await.unwrap(), None);
         assert_condition_failed(s.delete(kind, "k", Condition::Version(1)).await, None);
         // A record re-created after a delete starts again at version 1.
-        assert_eq!(s.put(rec(kind, "k", json!(2)), Condition::Absent).await.unwrap(), 1);
+        assert_eq!(
+            s.put(rec(kind, "k", json!(2)), Condition::Absent)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     /// A transaction applies every write or none.
     pub async fn transact_all_or_nothing(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_tx"));
-        s.put(rec(kind, "old", json!("old")), Condition::Any).await.unwrap();
+        s.put(rec(kind, "old", json!("old")), Condition::Any)
+            .await
+            .unwrap();
         let versions = s
             .transact(vec![
                 Write::Put(rec(kind, "a", json!("a")), Condition::Absent),
@@ -261,13 +319,22 @@ pub mod store {
     /// At most 100 writes, one per key.
     pub async fn transact_limits(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_txlim"));
-        let many = (0..101).map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any)).collect();
-        assert!(matches!(s.transact(many).await, Err(StoreError::Invalid(_))));
-        let dup =
-            vec![Write::Put(rec(kind, "d", json!(1)), Condition::Any), Write::Delete(kind, "d".into(), Condition::Any)];
+        let many = (0..101)
+            .map(|i| Write::Put(rec(kind, &format!("k{i}"), json!(i)), Condition::Any))
+            .collect();
+        assert!(matches!(
+            s.transact(many).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let dup = vec![
+            Write::Put(rec(kind, "d", json!(1)), Condition::Any),
+            Write::Delete(kind, "d".into(), Condition::Any),
+        ];
         assert!(matches!(s.transact(dup).await, Err(StoreError::Invalid(_))));
         assert_eq!(s.get(kind, "d").await.unwrap(), None);
-        let ok = (0..100).map(|i| Write::Put(rec(kind, &format!("k{i:03}"), json!(i)), Condition::Any)).collect();
+        let ok = (0..100)
+            .map(|i| Write::Put(rec(kind, &format!("k{i:03}"), json!(i)), Condition::Any))
+            .collect();
         assert_eq!(s.transact(ok).await.unwrap(), vec![1; 100]);
     }
 
@@ -282,10 +349,23 @@ pub mod store {
             ("t6", None, None, Some(50)),                     // only in All
         ];
         for (key, account, status, time) in rows {
-            s.put(indexed(kind, key, account, status, time), Condition::Any).await.unwrap();
+            s.put(indexed(kind, key, account, status, time), Condition::Any)
+                .await
+                .unwrap();
         }
         // Another kind with the same index values must not leak in.
-        s.put(indexed(Kind("c_q_other"), "x", Some("acc1"), Some("running"), Some(120)), Condition::Any).await.unwrap();
+        s.put(
+            indexed(
+                Kind("c_q_other"),
+                "x",
+                Some("acc1"),
+                Some("running"),
+                Some(120),
+            ),
+            Condition::Any,
+        )
+        .await
+        .unwrap();
     }
 
     /// Look-ups by account, status and all, with time bounds, ordered by time then key.
@@ -293,33 +373,72 @@ pub mod store {
         let (s, kind) = (f.store, Kind("c_q"));
         seed_index_records(&s, kind).await;
         let q = |index| Query::new(kind, index);
-        let page = s.query(q(QueryIndex::Account("acc1".into()))).await.unwrap();
+        let page = s
+            .query(q(QueryIndex::Account("acc1".into())))
+            .await
+            .unwrap();
         assert_eq!(keys(&page.records), ["t1", "t2", "t0", "t4"]);
         assert!(page.next_cursor.is_none());
         assert_eq!(page.records[0].version, 1);
         assert_eq!(page.records[0].body, json!({ "k": "t1" }));
-        let page = s.query(q(QueryIndex::Status("running".into()))).await.unwrap();
+        let page = s
+            .query(q(QueryIndex::Status("running".into())))
+            .await
+            .unwrap();
         assert_eq!(keys(&page.records), ["t1", "t3", "t0", "t4"]);
         let page = s.query(q(QueryIndex::All)).await.unwrap();
         assert_eq!(keys(&page.records), ["t6", "t1", "t3", "t2", "t0", "t4"]);
-        let page = s.query(q(QueryIndex::Account("nobody".into()))).await.unwrap();
+        let page = s
+            .query(q(QueryIndex::Account("nobody".into())))
+            .await
+            .unwrap();
         assert!(page.records.is_empty() && page.next_cursor.is_none());
 
         // [from, to)
         let mut bounded = q(QueryIndex::All);
         bounded.time_from_ms = Some(100);
         bounded.time_to_ms = Some(300);
-        assert_eq!(keys(&s.query(bounded.clone()).await.unwrap().records), ["t1", "t3", "t2"]);
+        assert_eq!(
+            keys(&s.query(bounded.clone()).await.unwrap().records),
+            ["t1", "t3", "t2"]
+        );
         bounded.index = QueryIndex::Status("running".into());
-        assert_eq!(keys(&s.query(bounded.clone()).await.unwrap().records), ["t1", "t3"]);
+        assert_eq!(
+            keys(&s.query(bounded.clone()).await.unwrap().records),
+            ["t1", "t3"]
+        );
         bounded.time_to_ms = None;
         bounded.index = QueryIndex::Account("acc1".into());
-        assert_eq!(keys(&s.query(bounded).await.unwrap().records), ["t1", "t2", "t0", "t4"]);
+        assert_eq!(
+            keys(&s.query(bounded).await.unwrap().records),
+            ["t1", "t2", "t0", "t4"]
+        );
 
         // A record that changes index values moves between look-ups.
-        s.put(indexed(kind, "t1", Some("acc2"), Some("stopped"), Some(100)), Condition::Version(1)).await.unwrap();
-        assert_eq!(keys(&s.query(q(QueryIndex::Account("acc1".into()))).await.unwrap().records), ["t2", "t0", "t4"]);
-        assert_eq!(keys(&s.query(q(QueryIndex::Status("running".into()))).await.unwrap().records), ["t3", "t0", "t4"]);
+        s.put(
+            indexed(kind, "t1", Some("acc2"), Some("stopped"), Some(100)),
+            Condition::Version(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            keys(
+                &s.query(q(QueryIndex::Account("acc1".into())))
+                    .await
+                    .unwrap()
+                    .records
+            ),
+            ["t2", "t0", "t4"]
+        );
+        assert_eq!(
+            keys(
+                &s.query(q(QueryIndex::Status("running".into())))
+                    .await
+                    .unwrap()
+                    .records
+            ),
+            ["t3", "t0", "t4"]
+        );
     }
 
     /// Descending look-ups, bounded and paged.
@@ -328,7 +447,10 @@ pub mod store {
         seed_index_records(&s, kind).await;
         let mut q = Query::new(kind, QueryIndex::Account("acc1".into()));
         q.descending = true;
-        assert_eq!(keys(&s.query(q.clone()).await.unwrap().records), ["t4", "t0", "t2", "t1"]);
+        assert_eq!(
+            keys(&s.query(q.clone()).await.unwrap().records),
+            ["t4", "t0", "t2", "t1"]
+        );
         q.limit = 3;
         let first = s.query(q.clone()).await.unwrap();
         assert_eq!(keys(&first.records), ["t4", "t0", "t2"]);
@@ -341,7 +463,10 @@ pub mod store {
         bounded.descending = true;
         bounded.time_from_ms = Some(100);
         bounded.time_to_ms = Some(300);
-        assert_eq!(keys(&s.query(bounded).await.unwrap().records), ["t2", "t3", "t1"]);
+        assert_eq!(
+            keys(&s.query(bounded).await.unwrap().records),
+            ["t2", "t3", "t1"]
+        );
     }
 
     /// 250 records in pages of 100, both directions.
@@ -350,7 +475,10 @@ pub mod store {
         // Several records per time value, so the cursor has to carry the key too.
         let mut writes = Vec::new();
         for i in 0..250 {
-            writes.push(Write::Put(indexed(kind, &format!("k{i:03}"), Some("acc"), None, Some(i / 3)), Condition::Any));
+            writes.push(Write::Put(
+                indexed(kind, &format!("k{i:03}"), Some("acc"), None, Some(i / 3)),
+                Condition::Any,
+            ));
             if writes.len() == 25 {
                 s.transact(std::mem::take(&mut writes)).await.unwrap();
             }
@@ -394,15 +522,30 @@ pub mod store {
     pub async fn paging_stable_under_inserts(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_pstable"));
         for i in 0..10 {
-            s.put(indexed(kind, &format!("m{i}"), None, Some("s"), Some(i * 10)), Condition::Any).await.unwrap();
+            s.put(
+                indexed(kind, &format!("m{i}"), None, Some("s"), Some(i * 10)),
+                Condition::Any,
+            )
+            .await
+            .unwrap();
         }
         let mut q = Query::new(kind, QueryIndex::Status("s".into()));
         q.limit = 4;
         let first = s.query(q.clone()).await.unwrap();
         assert_eq!(keys(&first.records), ["m0", "m1", "m2", "m3"]);
         // One before the cursor (not seen by later pages), one after it (seen).
-        s.put(indexed(kind, "early", None, Some("s"), Some(5)), Condition::Any).await.unwrap();
-        s.put(indexed(kind, "late", None, Some("s"), Some(55)), Condition::Any).await.unwrap();
+        s.put(
+            indexed(kind, "early", None, Some("s"), Some(5)),
+            Condition::Any,
+        )
+        .await
+        .unwrap();
+        s.put(
+            indexed(kind, "late", None, Some("s"), Some(55)),
+            Condition::Any,
+        )
+        .await
+        .unwrap();
         q.cursor = first.next_cursor;
         let mut rest = Vec::new();
         loop {
@@ -424,25 +567,47 @@ pub mod store {
             expires_at_ms: Some(now + ttl),
             ..indexed(kind, key, Some("acc"), None, Some(1))
         };
-        s.put(expiring("lease", 1_000), Condition::Absent).await.unwrap();
+        s.put(expiring("lease", 1_000), Condition::Absent)
+            .await
+            .unwrap();
         s.put(expiring("e2", 500), Condition::Any).await.unwrap();
         s.put(expiring("e3", 2_000), Condition::Any).await.unwrap();
-        s.put(indexed(kind, "forever", Some("acc"), None, Some(1)), Condition::Any).await.unwrap();
+        s.put(
+            indexed(kind, "forever", Some("acc"), None, Some(1)),
+            Condition::Any,
+        )
+        .await
+        .unwrap();
         let acc = Query::new(kind, QueryIndex::Account("acc".into()));
         assert_eq!(s.query(acc.clone()).await.unwrap().records.len(), 4);
 
         clock.advance_ms(999);
         assert!(s.get(kind, "lease").await.unwrap().is_some());
         assert!(s.get(kind, "e2").await.unwrap().is_none());
-        assert_eq!(s.version(kind, "e2").await.unwrap(), None, "an expired record has no version");
+        assert_eq!(
+            s.version(kind, "e2").await.unwrap(),
+            None,
+            "an expired record has no version"
+        );
         clock.advance_ms(1); // exactly at expires_at_ms: gone
         assert!(s.get(kind, "lease").await.unwrap().is_none());
-        assert_eq!(keys(&s.query(acc.clone()).await.unwrap().records), ["e3", "forever"]);
-        assert_condition_failed(s.put(expiring("lease", 5_000), Condition::Version(1)).await, None);
+        assert_eq!(
+            keys(&s.query(acc.clone()).await.unwrap().records),
+            ["e3", "forever"]
+        );
+        assert_condition_failed(
+            s.put(expiring("lease", 5_000), Condition::Version(1)).await,
+            None,
+        );
         assert_condition_failed(s.delete(kind, "e2", Condition::Version(1)).await, None);
 
         // Taking over an expired lease.
-        assert_eq!(s.put(expiring("lease", 5_000), Condition::Absent).await.unwrap(), 1);
+        assert_eq!(
+            s.put(expiring("lease", 5_000), Condition::Absent)
+                .await
+                .unwrap(),
+            1
+        );
         assert!(s.get(kind, "lease").await.unwrap().is_some());
 
         let purged = s.purge_expired().await.unwrap();
@@ -462,7 +627,9 @@ pub mod store {
     /// 20 tasks increment one counter by compare-and-set; it ends at exactly 20.
     pub async fn concurrent_cas(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_cas"));
-        s.put(rec(kind, "counter", json!({ "n": 0 })), Condition::Absent).await.unwrap();
+        s.put(rec(kind, "counter", json!({ "n": 0 })), Condition::Absent)
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let s = Arc::clone(&s);
@@ -471,7 +638,12 @@ pub mod store {
                     loop {
                         let cur = s.get(kind, "counter").await.unwrap().unwrap();
                         let n = cur.body.value()["n"].as_i64().unwrap();
-                        match s.put(rec(kind, "counter", json!({ "n": n + 1 })), Condition::Version(cur.version)).await
+                        match s
+                            .put(
+                                rec(kind, "counter", json!({ "n": n + 1 })),
+                                Condition::Version(cur.version),
+                            )
+                            .await
                         {
                             Ok(_) => return conflicts,
                             Err(StoreError::ConditionFailed { .. }) => conflicts += 1,
@@ -498,7 +670,9 @@ pub mod store {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let s = Arc::clone(&s);
-                tokio::spawn(async move { s.increment(kind, "calls", Some(expires)).await.unwrap() })
+                tokio::spawn(
+                    async move { s.increment(kind, "calls", Some(expires)).await.unwrap() },
+                )
             })
             .collect();
         let mut seen = Vec::new();
@@ -507,7 +681,10 @@ pub mod store {
         }
         seen.sort_unstable();
         assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
-        assert_eq!(s.get(kind, "calls").await.unwrap().unwrap().body.value()["count"], 20);
+        assert_eq!(
+            s.get(kind, "calls").await.unwrap().unwrap().body.value()["count"],
+            20
+        );
         f.clock.advance_ms(60_000);
         assert_eq!(s.get(kind, "calls").await.unwrap(), None);
         assert_eq!(s.increment(kind, "calls", None).await.unwrap(), 1);
@@ -518,14 +695,18 @@ pub mod store {
         let tasks: Vec<_> = (0..10)
             .map(|i| {
                 let s = Arc::clone(&s);
-                tokio::spawn(async move { s.put(rec(kind, "idem", json!(i)), Condition::Absent).await })
+                tokio::spawn(
+                    async move { s.put(rec(kind, "idem", json!(i)), Condition::Absent).await },
+                )
             })
             .collect();
         let mut winners = Vec::new();
         for (i, t) in tasks.into_iter().enumerate() {
             match t.await.unwrap() {
                 Ok(v) => winners.push((i, v)),
-                Err(StoreError::ConditionFailed { current: Some(1), .. }) => {}
+                Err(StoreError::ConditionFailed {
+                    current: Some(1), ..
+                }) => {}
                 Err(e) => panic!("{e}"),
             }
         }
@@ -540,13 +721,20 @@ pub mod store {
     /// won (every version is won once, no version is skipped, the record is the last winner's).
     pub async fn concurrent_cas_one_winner_per_version(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_cas_versions"));
-        assert_eq!(s.put(rec(kind, "k", json!({ "by": null })), Condition::Absent).await.unwrap(), 1);
+        assert_eq!(
+            s.put(rec(kind, "k", json!({ "by": null })), Condition::Absent)
+                .await
+                .unwrap(),
+            1
+        );
         for round in 1..=20u64 {
             let tasks: Vec<_> = (0..32)
                 .map(|w| {
                     let s = Arc::clone(&s);
                     let body = json!({ "round": round, "by": w });
-                    tokio::spawn(async move { s.put(rec(kind, "k", body), Condition::Version(round)).await })
+                    tokio::spawn(async move {
+                        s.put(rec(kind, "k", body), Condition::Version(round)).await
+                    })
                 })
                 .collect();
             let mut winners = Vec::new();
@@ -559,7 +747,10 @@ pub mod store {
             assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
             assert_eq!(winners[0].1, round + 1);
             let got = s.get(kind, "k").await.unwrap().unwrap();
-            assert_eq!((got.version, got.body.value()), (round + 1, json!({ "round": round, "by": winners[0].0 })));
+            assert_eq!(
+                (got.version, got.body.value()),
+                (round + 1, json!({ "round": round, "by": winners[0].0 }))
+            );
         }
 
         let base = 21u64;
@@ -574,12 +765,17 @@ pub mod store {
                         }
                         let cur = s.get(kind, "k").await.unwrap().unwrap();
                         let body = json!({ "by": w, "over": cur.version });
-                        match s.put(rec(kind, "k", body), Condition::Version(cur.version)).await {
+                        match s
+                            .put(rec(kind, "k", body), Condition::Version(cur.version))
+                            .await
+                        {
                             Ok(v) => {
                                 assert_eq!(v, cur.version + 1, "a win writes the next version");
                                 won.lock().unwrap().push((v, w));
                             }
-                            Err(StoreError::ConditionFailed { current: Some(c), .. }) => {
+                            Err(StoreError::ConditionFailed {
+                                current: Some(c), ..
+                            }) => {
                                 assert!(c > cur.version, "lost to {c}, read {}", cur.version)
                             }
                             Err(e) => panic!("{e}"),
@@ -598,7 +794,10 @@ pub mod store {
         assert_eq!(versions, expected, "each version won exactly once");
         let (last, by) = *won.last().unwrap();
         let got = s.get(kind, "k").await.unwrap().unwrap();
-        assert_eq!((got.version, got.body.value()), (last, json!({ "by": by, "over": last - 1 })));
+        assert_eq!(
+            (got.version, got.body.value()),
+            (last, json!({ "by": by, "over": last - 1 }))
+        );
     }
 
     /// Bad keys, limits and cursors are refused as invalid.
@@ -606,14 +805,28 @@ pub mod store {
         let (s, kind) = (f.store, Kind("c_inv"));
         assert!(matches!(s.get(kind, "").await, Err(StoreError::Invalid(_))));
         let long = "k".repeat(1025);
-        assert!(matches!(s.put(rec(kind, &long, json!(1)), Condition::Any).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.put(rec(kind, &long, json!(1)), Condition::Any).await,
+            Err(StoreError::Invalid(_))
+        ));
         let ok_long = "k".repeat(1024);
-        assert_eq!(s.put(rec(kind, &ok_long, json!(1)), Condition::Any).await.unwrap(), 1);
+        assert_eq!(
+            s.put(rec(kind, &ok_long, json!(1)), Condition::Any)
+                .await
+                .unwrap(),
+            1
+        );
         let mut q = Query::new(kind, QueryIndex::All);
         q.limit = 0;
-        assert!(matches!(s.query(q.clone()).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.query(q.clone()).await,
+            Err(StoreError::Invalid(_))
+        ));
         q.limit = 1001;
-        assert!(matches!(s.query(q.clone()).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.query(q.clone()).await,
+            Err(StoreError::Invalid(_))
+        ));
         q.limit = 10;
         q.cursor = Some("not a cursor!".into());
         assert!(matches!(s.query(q).await, Err(StoreError::Invalid(_))));
@@ -628,11 +841,17 @@ pub mod queue {
     const NOW: Duration = Duration::ZERO;
 
     fn assert_stale(r: Result<(), QueueError>) {
-        assert!(matches!(r, Err(QueueError::StaleReceipt(_))), "expected StaleReceipt, got {r:?}");
+        assert!(
+            matches!(r, Err(QueueError::StaleReceipt(_))),
+            "expected StaleReceipt, got {r:?}"
+        );
     }
 
     fn assert_invalid<T: std::fmt::Debug>(r: Result<T, QueueError>) {
-        assert!(matches!(r, Err(QueueError::Invalid(_))), "expected Invalid, got {r:?}");
+        assert!(
+            matches!(r, Err(QueueError::Invalid(_))),
+            "expected Invalid, got {r:?}"
+        );
     }
 
     /// Send, receive, ack; an acked message is gone and its receipt stale.
@@ -645,7 +864,15 @@ pub mod queue {
         let got = q.receive("jobs", 10, VIS, NOW).await.unwrap();
         assert_eq!(got.len(), 1);
         let m = &got[0];
-        assert_eq!((m.id.as_str(), m.body.as_str(), m.receive_count, m.sent_at_ms), (id.as_str(), "hello", 1, sent_at));
+        assert_eq!(
+            (
+                m.id.as_str(),
+                m.body.as_str(),
+                m.receive_count,
+                m.sent_at_ms
+            ),
+            (id.as_str(), "hello", 1, sent_at)
+        );
         let st = q.stats("jobs").await.unwrap();
         assert_eq!((st.visible, st.in_flight, st.delayed), (0, 1, 0));
         assert!(q.receive("jobs", 10, VIS, NOW).await.unwrap().is_empty());
@@ -660,10 +887,15 @@ pub mod queue {
     /// A delayed message is invisible until its delay passes.
     pub async fn delay(f: QueueFixture) {
         let (q, clock) = (f.queue, f.clock);
-        q.send("delayed", "later", Duration::from_secs(10)).await.unwrap();
+        q.send("delayed", "later", Duration::from_secs(10))
+            .await
+            .unwrap();
         q.send("delayed", "now", NOW).await.unwrap();
         let got = q.receive("delayed", 10, VIS, NOW).await.unwrap();
-        assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["now"]);
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["now"]
+        );
         let st = q.stats("delayed").await.unwrap();
         assert_eq!((st.visible, st.in_flight, st.delayed), (0, 1, 1));
         clock.advance_ms(9_999);
@@ -672,7 +904,10 @@ pub mod queue {
         let got = q.receive("delayed", 10, VIS, NOW).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].body.as_str(), got[0].receive_count), ("later", 1));
-        assert_invalid(q.send("delayed", "x", Duration::from_secs(15 * 60 + 1)).await);
+        assert_invalid(
+            q.send("delayed", "x", Duration::from_secs(15 * 60 + 1))
+                .await,
+        );
     }
 
     /// An unacked message comes back after its visibility timeout, with a new receipt; the old
@@ -687,7 +922,14 @@ pub mod queue {
         let st = q.stats("vis").await.unwrap();
         assert_eq!((st.visible, st.in_flight), (1, 0));
         let second = q.receive("vis", 1, VIS, NOW).await.unwrap().remove(0);
-        assert_eq!((second.id.as_str(), second.body.as_str(), second.receive_count), (id.as_str(), "job", 2));
+        assert_eq!(
+            (
+                second.id.as_str(),
+                second.body.as_str(),
+                second.receive_count
+            ),
+            (id.as_str(), "job", 2)
+        );
         assert_ne!(first.receipt, second.receipt);
         assert_eq!(first.sent_at_ms, second.sent_at_ms);
         assert_stale(q.ack("vis", &first.receipt).await);
@@ -700,9 +942,15 @@ pub mod queue {
     pub async fn extend(f: QueueFixture) {
         let (q, clock) = (f.queue, f.clock);
         q.send("ext", "long job", NOW).await.unwrap();
-        let m = q.receive("ext", 1, Duration::from_secs(10), NOW).await.unwrap().remove(0);
+        let m = q
+            .receive("ext", 1, Duration::from_secs(10), NOW)
+            .await
+            .unwrap()
+            .remove(0);
         clock.advance_ms(5_000);
-        q.extend("ext", &m.receipt, Duration::from_secs(20)).await.unwrap();
+        q.extend("ext", &m.receipt, Duration::from_secs(20))
+            .await
+            .unwrap();
         clock.advance_ms(19_999); // 10 s past the original timeout
         assert!(q.receive("ext", 1, VIS, NOW).await.unwrap().is_empty());
         assert_eq!(q.stats("ext").await.unwrap().in_flight, 1);
@@ -710,16 +958,26 @@ pub mod queue {
         let again = q.receive("ext", 1, VIS, NOW).await.unwrap().remove(0);
         assert_eq!(again.receive_count, 2);
         // Extending with zero makes it visible at once.
-        q.extend("ext", &again.receipt, Duration::ZERO).await.unwrap();
-        assert_eq!(q.receive("ext", 1, VIS, NOW).await.unwrap()[0].receive_count, 3);
-        assert_invalid(q.extend("ext", &again.receipt, Duration::from_secs(13 * 3600)).await);
+        q.extend("ext", &again.receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            q.receive("ext", 1, VIS, NOW).await.unwrap()[0].receive_count,
+            3
+        );
+        assert_invalid(
+            q.extend("ext", &again.receipt, Duration::from_secs(13 * 3600))
+                .await,
+        );
     }
 
     /// After `max_receives` deliveries the message moves to the dead-letter queue.
     pub async fn dead_letter(f: QueueFixture) {
         let (q, clock) = (f.queue, f.clock);
         let id = q.send("poison", "bad job", NOW).await.unwrap();
-        q.send("poison", "good job", Duration::from_secs(900)).await.unwrap();
+        q.send("poison", "good job", Duration::from_secs(900))
+            .await
+            .unwrap();
         for n in 1..=f.max_receives {
             let got = q.receive("poison", 10, VIS, NOW).await.unwrap();
             assert_eq!(got.len(), 1, "delivery {n}");
@@ -733,7 +991,10 @@ pub mod queue {
         assert_eq!(q.stats(&dlq).await.unwrap().visible, 1);
         let dead = q.receive(&dlq, 10, VIS, NOW).await.unwrap();
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].id.as_str(), dead[0].body.as_str()), (id.as_str(), "bad job"));
+        assert_eq!(
+            (dead[0].id.as_str(), dead[0].body.as_str()),
+            (id.as_str(), "bad job")
+        );
         q.ack(&dlq, &dead[0].receipt).await.unwrap();
         assert_eq!(q.stats(&dlq).await.unwrap(), Default::default());
     }
@@ -745,7 +1006,10 @@ pub mod queue {
             let q = Arc::clone(&q);
             tokio::spawn(async move {
                 let started = Instant::now();
-                let got = q.receive("lp", 10, VIS, Duration::from_secs(5)).await.unwrap();
+                let got = q
+                    .receive("lp", 10, VIS, Duration::from_secs(5))
+                    .await
+                    .unwrap();
                 (got, started.elapsed())
             })
         };
@@ -754,17 +1018,27 @@ pub mod queue {
         let (got, waited) = waiter.await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "wake up");
-        assert!(waited >= Duration::from_millis(100), "returned before the send: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(100),
+            "returned before the send: {waited:?}"
+        );
         assert!(waited < Duration::from_secs(2), "woke late: {waited:?}");
     }
 
     /// A long poll on an empty queue returns empty after about `wait`.
     pub async fn long_poll_times_out(f: QueueFixture) {
         let started = Instant::now();
-        let got = f.queue.receive("lp-empty", 10, VIS, Duration::from_millis(300)).await.unwrap();
+        let got = f
+            .queue
+            .receive("lp-empty", 10, VIS, Duration::from_millis(300))
+            .await
+            .unwrap();
         let waited = started.elapsed();
         assert!(got.is_empty());
-        assert!(waited >= Duration::from_millis(250), "returned early: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "returned early: {waited:?}"
+        );
         assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
     }
 
@@ -775,7 +1049,9 @@ pub mod queue {
         for i in 0..15 {
             ids.push(q.send("batch", &format!("m{i}"), NOW).await.unwrap());
         }
-        q.send("batch", "delayed", Duration::from_secs(60)).await.unwrap();
+        q.send("batch", "delayed", Duration::from_secs(60))
+            .await
+            .unwrap();
         let st = q.stats("batch").await.unwrap();
         assert_eq!((st.visible, st.in_flight, st.delayed), (15, 0, 1));
         let a = q.receive("batch", 10, VIS, NOW).await.unwrap();
@@ -843,7 +1119,13 @@ pub mod queue {
     /// Bad names and oversized bodies are refused.
     pub async fn invalid_requests(f: QueueFixture) {
         let q = f.queue;
-        for name in ["", "has space", "dots.not.allowed", "slash/no", &"x".repeat(81)] {
+        for name in [
+            "",
+            "has space",
+            "dots.not.allowed",
+            "slash/no",
+            &"x".repeat(81),
+        ] {
             assert_invalid(q.send(name, "x", NOW).await);
             assert_invalid(q.receive(name, 1, VIS, NOW).await);
             assert_invalid(q.ack(name, "r").await);
@@ -851,7 +1133,9 @@ pub mod queue {
         }
         q.send(&"x".repeat(80), "ok", NOW).await.unwrap();
         assert_invalid(q.send("big", &"b".repeat(MAX_MESSAGE_BYTES + 1), NOW).await);
-        q.send("big", &"b".repeat(MAX_MESSAGE_BYTES), NOW).await.unwrap();
+        q.send("big", &"b".repeat(MAX_MESSAGE_BYTES), NOW)
+            .await
+            .unwrap();
         let m = q.receive("big", 1, VIS, NOW).await.unwrap().remove(0);
         assert_eq!(m.body.len(), MAX_MESSAGE_BYTES);
     }
@@ -873,13 +1157,23 @@ pub mod objects {
     /// Bytes round-trip; a missing key reads as `None`.
     pub async fn put_get_bytes(f: ObjectFixture) {
         let o = f.objects;
-        let meta = o.put_bytes("snap/a.jpg", bytes::Bytes::from_static(b"jpeg bytes"), "image/jpeg").await.unwrap();
+        let meta = o
+            .put_bytes(
+                "snap/a.jpg",
+                bytes::Bytes::from_static(b"jpeg bytes"),
+                "image/jpeg",
+            )
+            .await
+            .unwrap();
         assert_eq!((meta.key.as_str(), meta.size), ("snap/a.jpg", 10));
         assert!(meta.modified_ms > 0);
         assert_eq!(read(&o, "snap/a.jpg").await.unwrap(), b"jpeg bytes");
         assert!(o.get("snap/missing.jpg").await.unwrap().is_none());
         assert!(o.get("snap/a.jpg/below-a-file").await.unwrap().is_none());
-        let empty = o.put_bytes("empty", bytes::Bytes::new(), "application/octet-stream").await.unwrap();
+        let empty = o
+            .put_bytes("empty", bytes::Bytes::new(), "application/octet-stream")
+            .await
+            .unwrap();
         assert_eq!(empty.size, 0);
         assert_eq!(read(&o, "empty").await.unwrap(), b"");
     }
@@ -890,20 +1184,37 @@ pub mod objects {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let src = f.scratch.join("segment.mp4");
         tokio::fs::write(&src, &data).await.unwrap();
-        let meta = o.put_file("rec/2026/task1/part-0001.mp4", &src, "video/mp4").await.unwrap();
+        let meta = o
+            .put_file("rec/2026/task1/part-0001.mp4", &src, "video/mp4")
+            .await
+            .unwrap();
         assert_eq!(meta.size, data.len() as u64);
-        assert_eq!(read(&o, "rec/2026/task1/part-0001.mp4").await.unwrap(), data);
+        assert_eq!(
+            read(&o, "rec/2026/task1/part-0001.mp4").await.unwrap(),
+            data
+        );
         assert!(src.exists(), "put_file must not consume its source");
         let missing = f.scratch.join("does-not-exist");
-        assert!(o.put_file("rec/x.mp4", &missing, "video/mp4").await.is_err());
+        assert!(o
+            .put_file("rec/x.mp4", &missing, "video/mp4")
+            .await
+            .is_err());
         assert!(o.get("rec/x.mp4").await.unwrap().is_none());
     }
 
     /// A second put replaces the object.
     pub async fn overwrite(f: ObjectFixture) {
         let o = f.objects;
-        o.put_bytes("k.txt", bytes::Bytes::from_static(b"first version"), "text/plain").await.unwrap();
-        o.put_bytes("k.txt", bytes::Bytes::from_static(b"second"), "text/plain").await.unwrap();
+        o.put_bytes(
+            "k.txt",
+            bytes::Bytes::from_static(b"first version"),
+            "text/plain",
+        )
+        .await
+        .unwrap();
+        o.put_bytes("k.txt", bytes::Bytes::from_static(b"second"), "text/plain")
+            .await
+            .unwrap();
         assert_eq!(read(&o, "k.txt").await.unwrap(), b"second");
         assert_eq!(o.list("k").await.unwrap().len(), 1);
     }
@@ -911,13 +1222,31 @@ pub mod objects {
     /// `list` filters by prefix and returns keys in lexicographic order.
     pub async fn list_by_prefix_in_order(f: ObjectFixture) {
         let o = f.objects;
-        for key in ["l/b.ts", "l/a.ts", "l/a/c.ts", "l-x.ts", "m/z.ts", "l/a0.ts", "la.ts"] {
-            o.put_bytes(key, bytes::Bytes::from(key.as_bytes().to_vec()), "video/mp2t").await.unwrap();
+        for key in [
+            "l/b.ts", "l/a.ts", "l/a/c.ts", "l-x.ts", "m/z.ts", "l/a0.ts", "la.ts",
+        ] {
+            o.put_bytes(
+                key,
+                bytes::Bytes::from(key.as_bytes().to_vec()),
+                "video/mp2t",
+            )
+            .await
+            .unwrap();
         }
-        let keys = |v: Vec<super::super::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
-        assert_eq!(keys(o.list("l/").await.unwrap()), ["l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts"]);
-        assert_eq!(keys(o.list("l/a").await.unwrap()), ["l/a.ts", "l/a/c.ts", "l/a0.ts"]);
-        assert_eq!(keys(o.list("l").await.unwrap()), ["l-x.ts", "l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts", "la.ts"]);
+        let keys =
+            |v: Vec<super::super::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(o.list("l/").await.unwrap()),
+            ["l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts"]
+        );
+        assert_eq!(
+            keys(o.list("l/a").await.unwrap()),
+            ["l/a.ts", "l/a/c.ts", "l/a0.ts"]
+        );
+        assert_eq!(
+            keys(o.list("l").await.unwrap()),
+            ["l-x.ts", "l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts", "la.ts"]
+        );
         assert_eq!(
             keys(o.list("").await.unwrap()),
             ["l-x.ts", "l/a.ts", "l/a/c.ts", "l/a0.ts", "l/b.ts", "la.ts", "m/z.ts"]
@@ -930,18 +1259,30 @@ pub mod objects {
     /// Deleting removes the object; deleting again, or something never stored, is fine.
     pub async fn delete_idempotent(f: ObjectFixture) {
         let o = f.objects;
-        o.put_bytes("d/one.flv", bytes::Bytes::from_static(b"1"), "video/x-flv").await.unwrap();
-        o.put_bytes("d/two.flv", bytes::Bytes::from_static(b"2"), "video/x-flv").await.unwrap();
+        o.put_bytes("d/one.flv", bytes::Bytes::from_static(b"1"), "video/x-flv")
+            .await
+            .unwrap();
+        o.put_bytes("d/two.flv", bytes::Bytes::from_static(b"2"), "video/x-flv")
+            .await
+            .unwrap();
         o.delete("d/one.flv").await.unwrap();
         assert!(o.get("d/one.flv").await.unwrap().is_none());
         o.delete("d/one.flv").await.unwrap();
         o.delete("never/was.flv").await.unwrap();
-        let left: Vec<_> = o.list("d/").await.unwrap().into_iter().map(|m| m.key).collect();
+        let left: Vec<_> = o
+            .list("d/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(left, ["d/two.flv"]);
         o.delete("d/two.flv").await.unwrap();
         assert!(o.list("").await.unwrap().is_empty());
         // The key can be used again, also as a directory.
-        o.put_bytes("d", bytes::Bytes::from_static(b"now a file"), "text/plain").await.unwrap();
+        o.put_bytes("d", bytes::Bytes::from_static(b"now a file"), "text/plain")
+            .await
+            .unwrap();
         assert_eq!(read(&o, "d").await.unwrap(), b"now a file");
     }
 
@@ -950,11 +1291,29 @@ pub mod objects {
         let o = f.objects;
         let src = f.scratch.join("src.bin");
         tokio::fs::write(&src, b"x").await.unwrap();
-        for key in ["../x", "/abs", "a//b", "", "a/./b", "a/../../b", "trailing/", "sp ace", "a\\b", "ü"] {
+        for key in [
+            "../x",
+            "/abs",
+            "a//b",
+            "",
+            "a/./b",
+            "a/../../b",
+            "trailing/",
+            "sp ace",
+            "a\\b",
+            "ü",
+        ] {
             let invalid = |r: Result<(), ObjectStoreError>| {
-                assert!(matches!(r, Err(ObjectStoreError::InvalidKey(_))), "key {key:?}: {r:?}")
+                assert!(
+                    matches!(r, Err(ObjectStoreError::InvalidKey(_))),
+                    "key {key:?}: {r:?}"
+                )
             };
-            invalid(o.put_bytes(key, bytes::Bytes::from_static(b"x"), "text/plain").await.map(drop));
+            invalid(
+                o.put_bytes(key, bytes::Bytes::from_static(b"x"), "text/plain")
+                    .await
+                    .map(drop),
+            );
             invalid(o.put_file(key, &src, "text/plain").await.map(drop));
             invalid(o.get(key).await.map(drop));
             invalid(o.delete(key).await);
@@ -968,11 +1327,17 @@ pub mod objects {
     pub async fn get_range(f: ObjectFixture) {
         let o = f.objects;
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        o.put_bytes("r/a.mp4", bytes::Bytes::from(data.clone()), "video/mp4").await.unwrap();
+        o.put_bytes("r/a.mp4", bytes::Bytes::from(data.clone()), "video/mp4")
+            .await
+            .unwrap();
         let range = |offset: u64, len: Option<u64>| {
             let o = o.clone();
             async move {
-                let mut reader = o.get_range("r/a.mp4", offset, len).await.unwrap().expect("the object exists");
+                let mut reader = o
+                    .get_range("r/a.mp4", offset, len)
+                    .await
+                    .unwrap()
+                    .expect("the object exists");
                 assert_eq!(reader.meta.size, 10_000);
                 let mut buf = Vec::new();
                 reader.body.read_to_end(&mut buf).await.unwrap();
@@ -985,18 +1350,35 @@ pub mod objects {
         assert_eq!(range(9000, None).await, &data[9000..]);
         assert!(range(10_000, Some(10)).await.is_empty());
         assert!(range(20_000, Some(10)).await.is_empty());
-        assert!(o.get_range("r/missing.mp4", 0, Some(1)).await.unwrap().is_none());
-        assert!(matches!(o.get_range("../x", 0, Some(1)).await, Err(ObjectStoreError::InvalidKey(_))));
+        assert!(o
+            .get_range("r/missing.mp4", 0, Some(1))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            o.get_range("../x", 0, Some(1)).await,
+            Err(ObjectStoreError::InvalidKey(_))
+        ));
     }
 
     /// A playback URL names the key.
     pub async fn playback_url(f: ObjectFixture) {
         let o = f.objects;
-        o.put_bytes("rec/p.m3u8", bytes::Bytes::from_static(b"#EXTM3U\n"), "application/vnd.apple.mpegurl")
+        o.put_bytes(
+            "rec/p.m3u8",
+            bytes::Bytes::from_static(b"#EXTM3U\n"),
+            "application/vnd.apple.mpegurl",
+        )
+        .await
+        .unwrap();
+        let url = o
+            .playback_url("rec/p.m3u8", Duration::from_secs(3600))
             .await
             .unwrap();
-        let url = o.playback_url("rec/p.m3u8", Duration::from_secs(3600)).await.unwrap();
-        assert!(url.starts_with("http://") || url.starts_with("https://"), "{url}");
+        assert!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{url}"
+        );
         assert!(url.contains("rec/p.m3u8"), "{url}");
     }
 }

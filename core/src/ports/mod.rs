@@ -14,9 +14,14 @@ pub mod store;
 use std::sync::Arc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use object_store::{validate_object_key, ObjectMeta, ObjectReader, ObjectStore, ObjectStoreError};
+pub use object_store::{
+    validate_object_key, ObjectMeta, ObjectReader, ObjectStore, ObjectStoreError,
+};
 pub use queue::{dead_letter_queue, Queue, QueueError, QueueStats, ReceivedMessage};
-pub use store::{Condition, Entity, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store, StoreError, TypedStore, Versioned, Write};
+pub use store::{
+    Condition, Entity, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store,
+    StoreError, TypedStore, Versioned, Write,
+};
 
 /// The set of adapters a process runs with, chosen once by the host and shared by every
 /// handler and worker.

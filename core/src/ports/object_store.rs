@@ -29,8 +29,12 @@ pub struct ObjectReader {
 /// Keys are S3-compatible and safe as relative paths: 1..=1024 bytes of `[A-Za-z0-9._-/]`, no
 /// leading `/`, no empty, `.` or `..` segment.
 pub fn validate_object_key(key: &str) -> Result<(), ObjectStoreError> {
-    let chars_ok = key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
-    let segments_ok = key.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    let chars_ok = key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    let segments_ok = key
+        .split('/')
+        .all(|s| !s.is_empty() && s != "." && s != "..");
     if !key.is_empty() && key.len() <= 1024 && chars_ok && segments_ok {
         Ok(())
     } else {
@@ -58,10 +62,20 @@ pub enum ObjectStoreError {
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores the file at `path` under `key`, streaming it (recordings can be gigabytes).
-    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<ObjectMeta, ObjectStoreError>;
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<ObjectMeta, ObjectStoreError>;
 
     /// Stores `bytes` under `key`.
-    async fn put_bytes(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> Result<ObjectMeta, ObjectStoreError>;
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: bytes::Bytes,
+        content_type: &str,
+    ) -> Result<ObjectMeta, ObjectStoreError>;
 
     /// Opens the object for reading, or `None` when there is none.
     async fn get(&self, key: &str) -> Result<Option<ObjectReader>, ObjectStoreError>;
@@ -69,15 +83,25 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Opens bytes `offset..offset + len` of the object (to its end when `len` is `None`), or
     /// `None` when there is none; `meta` is the whole object's. For HTTP range requests (a
     /// player seeking in a recording). The default reads and skips; stores that can seek do.
-    async fn get_range(&self, key: &str, offset: u64, len: Option<u64>) -> Result<Option<ObjectReader>, ObjectStoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ObjectReader>, ObjectStoreError> {
         use tokio::io::AsyncReadExt;
-        let Some(mut object) = self.get(key).await? else { return Ok(None) };
+        let Some(mut object) = self.get(key).await? else {
+            return Ok(None);
+        };
         tokio::io::copy(&mut (&mut object.body).take(offset), &mut tokio::io::sink()).await?;
         let body: Pin<Box<dyn AsyncRead + Send>> = match len {
             Some(len) => Box::pin(object.body.take(len)),
             None => object.body,
         };
-        Ok(Some(ObjectReader { meta: object.meta, body }))
+        Ok(Some(ObjectReader {
+            meta: object.meta,
+            body,
+        }))
     }
 
     /// Deletes the object; deleting a missing one is not an error.

@@ -22,11 +22,15 @@ pub fn dead_letter_queue(queue: &str) -> String {
 pub fn validate_queue_name(queue: &str) -> Result<(), QueueError> {
     let ok = !queue.is_empty()
         && queue.len() <= 80
-        && queue.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && queue
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(QueueError::Invalid(format!("queue name {queue:?} must be 1-80 characters of A-Z a-z 0-9 - _")))
+        Err(QueueError::Invalid(format!(
+            "queue name {queue:?} must be 1-80 characters of A-Z a-z 0-9 - _"
+        )))
     }
 }
 
@@ -100,7 +104,12 @@ pub trait Queue: Send + Sync + 'static {
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
 
     /// Hides the message of this delivery for `visibility` from now.
-    async fn extend(&self, queue: &str, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
+    async fn extend(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
 
     /// Approximate counts.
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;

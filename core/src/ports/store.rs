@@ -67,7 +67,14 @@ pub struct Record {
 impl Record {
     /// A record not yet written.
     pub fn new(kind: Kind, key: impl Into<String>, body: impl Into<RecordBody>) -> Self {
-        Self { kind, key: key.into(), version: 0, index: IndexKeys::default(), expires_at_ms: None, body: body.into() }
+        Self {
+            kind,
+            key: key.into(),
+            version: 0,
+            index: IndexKeys::default(),
+            expires_at_ms: None,
+            body: body.into(),
+        }
     }
 }
 
@@ -112,7 +119,8 @@ impl From<serde_json::Value> for RecordBody {
 
 impl PartialEq<serde_json::Value> for RecordBody {
     fn eq(&self, other: &serde_json::Value) -> bool {
-        self.decode::<serde_json::Value>().is_ok_and(|v| &v == other)
+        self.decode::<serde_json::Value>()
+            .is_ok_and(|v| &v == other)
     }
 }
 
@@ -175,7 +183,15 @@ pub struct Query {
 impl Query {
     /// The first page (of up to 100) of `index` over `kind`, oldest first, no time bounds.
     pub fn new(kind: Kind, index: QueryIndex) -> Self {
-        Self { kind, index, time_from_ms: None, time_to_ms: None, descending: false, limit: 100, cursor: None }
+        Self {
+            kind,
+            index,
+            time_from_ms: None,
+            time_to_ms: None,
+            descending: false,
+            limit: 100,
+            cursor: None,
+        }
     }
 }
 
@@ -193,13 +209,21 @@ pub struct Page {
 pub enum StoreError {
     /// A [`Condition`] did not hold; nothing was written. `current` is the live version, if any.
     #[error("conditional write on {kind}/{key} failed (current version {current:?})")]
-    ConditionFailed { kind: Kind, key: String, current: Option<u64> },
+    ConditionFailed {
+        kind: Kind,
+        key: String,
+        current: Option<u64>,
+    },
     /// The request itself is invalid (key too long, bad cursor, limit out of range).
     #[error("invalid store request: {0}")]
     Invalid(String),
     /// A stored body did not decode as the expected type.
     #[error("stored record {kind}/{key} does not decode: {reason}")]
-    Corrupt { kind: Kind, key: String, reason: String },
+    Corrupt {
+        kind: Kind,
+        key: String,
+        reason: String,
+    },
     /// The backend failed (I/O, database, network).
     #[error("store backend error: {0}")]
     Backend(String),
@@ -239,7 +263,12 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically adds one to the counter record `kind/key` (body `{"count": n}`), creating it
     /// at 1 when there is no live one, and sets its expiry; returns the new count. Counters under
     /// contention (an account's calls per window) must not need compare-and-set retries.
-    async fn increment(&self, kind: Kind, key: &str, expires_at_ms: Option<i64>) -> Result<u64, StoreError>;
+    async fn increment(
+        &self,
+        kind: Kind,
+        key: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<u64, StoreError>;
 
     /// Physically removes records that expired before now; returns how many. Adapters whose
     /// backend expires records itself may do nothing.
@@ -272,7 +301,8 @@ pub trait Entity: Serialize + DeserializeOwned + Send + Sync {
 
     /// The record to write for this value.
     fn to_record(&self) -> Result<Record, StoreError> {
-        let body = RecordBody::encode(self).map_err(|e| StoreError::Invalid(format!("{} does not encode: {e}", Self::KIND)))?;
+        let body = RecordBody::encode(self)
+            .map_err(|e| StoreError::Invalid(format!("{} does not encode: {e}", Self::KIND)))?;
         Ok(Record {
             kind: Self::KIND,
             key: self.key(),
@@ -303,7 +333,10 @@ pub trait TypedStore {
     /// Writes `value` if `condition` holds; returns the new version.
     async fn save<T: Entity>(&self, value: &T, condition: Condition) -> Result<u64, StoreError>;
     /// Decodes a page of a look-up over `T`'s kind.
-    async fn query_typed<T: Entity>(&self, query: Query) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError>;
+    async fn query_typed<T: Entity>(
+        &self,
+        query: Query,
+    ) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError>;
 }
 
 #[async_trait]
@@ -319,10 +352,17 @@ impl<S: Store + ?Sized> TypedStore for S {
         self.put(value.to_record()?, condition).await
     }
 
-    async fn query_typed<T: Entity>(&self, mut query: Query) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError> {
+    async fn query_typed<T: Entity>(
+        &self,
+        mut query: Query,
+    ) -> Result<(Vec<Versioned<T>>, Option<String>), StoreError> {
         query.kind = T::KIND;
         let page = self.query(query).await?;
-        let values = page.records.into_iter().map(T::from_record).collect::<Result<_, _>>()?;
+        let values = page
+            .records
+            .into_iter()
+            .map(T::from_record)
+            .collect::<Result<_, _>>()?;
         Ok((values, page.next_cursor))
     }
 }

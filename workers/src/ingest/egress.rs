@@ -62,9 +62,13 @@ impl EgressProxy {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name("egress-proxy".into()).spawn(move || {
-            runtime.block_on(async move {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("egress-proxy".into())
+            .spawn(move || {
+                runtime.block_on(async move {
                 let listener = match TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "egress proxy cannot listen"),
@@ -85,7 +89,7 @@ impl EgressProxy {
                     }
                 }
             })
-        })?;
+            })?;
         Ok(EgressProxy { addr })
     }
 
@@ -101,7 +105,11 @@ enum Target {
     /// `CONNECT host:port`: a tunnel (TLS inside).
     Tunnel { host: String, port: u16 },
     /// `GET http://host:port/path`: forwarded with the head rewritten to origin form.
-    Forward { host: String, port: u16, head: Vec<u8> },
+    Forward {
+        host: String,
+        port: u16,
+        head: Vec<u8>,
+    },
 }
 
 /// Why a proxied connection failed.
@@ -138,7 +146,11 @@ async fn serve(mut client: TcpStream, allow_private: bool) -> Result<(), ProxyEr
         Err(e) => return answer(&mut client, 502, &e).await,
     };
     match target {
-        Target::Tunnel { .. } => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?,
+        Target::Tunnel { .. } => {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await?
+        }
         Target::Forward { head, .. } => upstream.write_all(&head).await?,
     }
     upstream.write_all(&rest).await?;
@@ -148,8 +160,14 @@ async fn serve(mut client: TcpStream, allow_private: bool) -> Result<(), ProxyEr
 
 /// Answers an error and closes. The reason goes into the status line, which ffmpeg logs.
 async fn answer(client: &mut TcpStream, status: u16, error: &ProxyError) -> Result<(), ProxyError> {
-    let reason: String = error.to_string().chars().filter(|c| !c.is_control()).take(300).collect();
-    let msg = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let reason: String = error
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    let msg =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     client.write_all(msg.as_bytes()).await?;
     let _ = client.shutdown().await;
     Ok(())
@@ -162,7 +180,9 @@ async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), ProxyEr
     loop {
         let n = client.read(&mut chunk).await?;
         if n == 0 {
-            return Err(ProxyError::BadRequest("connection closed before the request head".into()));
+            return Err(ProxyError::BadRequest(
+                "connection closed before the request head".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -176,7 +196,14 @@ async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), ProxyEr
 }
 
 /// Headers that concern the hop to the proxy, not the origin.
-const HOP_HEADERS: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "upgrade"];
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "upgrade",
+];
 
 fn parse_request(head: &[u8]) -> Result<Target, ProxyError> {
     let bad = |m: &str| ProxyError::BadRequest(m.to_string());
@@ -191,12 +218,16 @@ fn parse_request(head: &[u8]) -> Result<Target, ProxyError> {
         let (host, port) = split_authority(target).ok_or_else(|| bad("CONNECT needs host:port"))?;
         return Ok(Target::Tunnel { host, port });
     }
-    let url = url::Url::parse(target).map_err(|_| bad("a proxy request needs an absolute http:// URL"))?;
+    let url = url::Url::parse(target)
+        .map_err(|_| bad("a proxy request needs an absolute http:// URL"))?;
     if url.scheme() != "http" {
         return Err(bad("only http:// is forwarded; https goes through CONNECT"));
     }
     let host = url.host_str().ok_or_else(|| bad("URL without a host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
     let mut origin_form = url.path().to_string();
     if let Some(q) = url.query() {
@@ -216,7 +247,11 @@ fn parse_request(head: &[u8]) -> Result<Target, ProxyError> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    Ok(Target::Forward { host, port, head: out })
+    Ok(Target::Forward {
+        host,
+        port,
+        head: out,
+    })
 }
 
 /// `host:port` or `[v6]:port`.
@@ -234,7 +269,11 @@ fn split_authority(s: &str) -> Option<(String, u16)> {
 
 /// Resolves `host`, refuses it when any address is internal (unless allowed), and connects to
 /// the checked addresses only.
-async fn connect_checked(host: &str, port: u16, allow_private: bool) -> Result<TcpStream, ProxyError> {
+async fn connect_checked(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<TcpStream, ProxyError> {
     let addrs = resolve(host, port).await?;
     let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
     check_resolved(host, &ips, allow_private).map_err(|e| ProxyError::Refused(e.to_string()))?;
@@ -249,7 +288,10 @@ async fn connect_checked(host: &str, port: u16, allow_private: bool) -> Result<T
             Err(_) => last = Some("connect timed out".into()),
         }
     }
-    Err(ProxyError::Unreachable(format!("{host}:{port} ({})", last.unwrap_or_default())))
+    Err(ProxyError::Unreachable(format!(
+        "{host}:{port} ({})",
+        last.unwrap_or_default()
+    )))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
@@ -275,15 +317,22 @@ pub async fn pin(spec: &mut IngestSpec) {
     if spec.native_rtmp_url().is_some() || spec.allow_local_files {
         return;
     }
-    let Ok(url) = url::Url::parse(&spec.url) else { return };
+    let Ok(url) = url::Url::parse(&spec.url) else {
+        return;
+    };
     let scheme = url.scheme().to_ascii_lowercase();
     if scheme != "rtsp" && scheme != "rtmp" {
         return;
     }
-    let Some(host) = url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
+    let Some(host) = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+    else {
         return;
     };
-    let port = url.port().unwrap_or(if scheme == "rtsp" { 554 } else { 1935 });
+    let port = url
+        .port()
+        .unwrap_or(if scheme == "rtsp" { 554 } else { 1935 });
     let ip = match resolve(&host, port).await {
         Ok(addrs) => {
             let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
@@ -328,19 +377,36 @@ mod tests {
     #[test]
     fn requests_are_rewritten_to_origin_form() {
         let head = b"GET http://cdn.example:8080/live/a.m3u8?t=1 HTTP/1.1\r\nHost: cdn.example:8080\r\nUser-Agent: Lavf\r\nConnection: keep-alive\r\nX-Token: abc\r\n\r\n";
-        let Target::Forward { host, port, head } = parse_request(head).unwrap() else { panic!("forward") };
+        let Target::Forward { host, port, head } = parse_request(head).unwrap() else {
+            panic!("forward")
+        };
         assert_eq!((host.as_str(), port), ("cdn.example", 8080));
         let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("GET /live/a.m3u8?t=1 HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.starts_with("GET /live/a.m3u8?t=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
         assert!(head.contains("X-Token: abc\r\n") && head.contains("Host: cdn.example:8080\r\n"));
         assert!(!head.contains("keep-alive") && head.ends_with("Connection: close\r\n\r\n"));
 
         assert_eq!(
             parse_request(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap(),
-            Target::Tunnel { host: "::1".into(), port: 443 }
+            Target::Tunnel {
+                host: "::1".into(),
+                port: 443
+            }
         );
-        for bad in [&b"GET /relative HTTP/1.1\r\n\r\n"[..], b"GET ftp://h/x HTTP/1.1\r\n\r\n", b"CONNECT h HTTP/1.1\r\n\r\n", b"CONNECT h:0 HTTP/1.1\r\n\r\n"] {
-            assert!(parse_request(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"GET /relative HTTP/1.1\r\n\r\n"[..],
+            b"GET ftp://h/x HTTP/1.1\r\n\r\n",
+            b"CONNECT h HTTP/1.1\r\n\r\n",
+            b"CONNECT h:0 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                parse_request(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -362,11 +428,19 @@ mod tests {
             let mut buf = vec![0u8; 4096];
             let n = c.read(&mut buf).await.unwrap();
             let got = String::from_utf8_lossy(&buf[..n]).to_string();
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
             got
         });
         let open = EgressProxy::shared(true).unwrap();
-        let answer = proxy_get(open, &format!("GET http://127.0.0.1:{port}/x.flv HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")).await;
+        let answer = proxy_get(
+            open,
+            &format!(
+                "GET http://127.0.0.1:{port}/x.flv HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+            ),
+        )
+        .await;
         assert!(answer.ends_with("ok"), "{answer}");
         assert!(server.await.unwrap().starts_with("GET /x.flv HTTP/1.1\r\n"));
 
@@ -379,7 +453,10 @@ mod tests {
             "CONNECT 0x7f.1:443 HTTP/1.1\r\n\r\n".to_string(),
         ] {
             let answer = proxy_get(guarded, &request).await;
-            assert!(answer.starts_with(&format!("HTTP/1.1 403 {REFUSAL_MARK} host ")), "{request}: {answer}");
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 403 {REFUSAL_MARK} host ")),
+                "{request}: {answer}"
+            );
             assert!(answer.contains("private or internal address"), "{answer}");
         }
     }
@@ -388,13 +465,24 @@ mod tests {
     async fn pins_rtsp_and_rtmp_to_checked_addresses() {
         let mut spec = IngestSpec::live("rtsp://localhost:8554/cam?x=1");
         pin(&mut spec).await;
-        assert!(spec.refused.as_deref().is_some_and(|r| r.starts_with(REFUSAL_MARK)), "{:?}", spec.refused);
+        assert!(
+            spec.refused
+                .as_deref()
+                .is_some_and(|r| r.starts_with(REFUSAL_MARK)),
+            "{:?}",
+            spec.refused
+        );
 
         let mut spec = IngestSpec::live("rtsp://localhost:8554/cam?x=1");
         spec.allow_private_targets = true;
         pin(&mut spec).await;
         assert_eq!(spec.refused, None);
-        assert!(["rtsp://127.0.0.1:8554/cam?x=1", "rtsp://[::1]:8554/cam?x=1"].contains(&spec.url.as_str()), "{}", spec.url);
+        assert!(
+            ["rtsp://127.0.0.1:8554/cam?x=1", "rtsp://[::1]:8554/cam?x=1"]
+                .contains(&spec.url.as_str()),
+            "{}",
+            spec.url
+        );
 
         // An rtmp source that ffmpeg pulls (a transcode) keeps its name in the tcUrl.
         let mut spec = IngestSpec::live("rtmp://localhost/live/key");
@@ -402,7 +490,11 @@ mod tests {
         spec.allow_private_targets = true;
         pin(&mut spec).await;
         assert_eq!(spec.tc_url.as_deref(), Some("rtmp://localhost:1935/live"));
-        assert!(spec.url.ends_with(":1935/live/key") && !spec.url.contains("localhost"), "{}", spec.url);
+        assert!(
+            spec.url.ends_with(":1935/live/key") && !spec.url.contains("localhost"),
+            "{}",
+            spec.url
+        );
 
         // Natively pulled and HTTP sources are not touched (the pull and the proxy check them).
         for url in ["rtmp://localhost/live/key", "http://localhost/a.m3u8"] {

@@ -22,12 +22,12 @@ use ffmpeg_sidecar::log_parser::FfmpegLogParser;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use crate::ingest::egress::{EgressProxy, REFUSAL_MARK};
+use crate::ingest::rtmp_pull::RtmpPull;
 use crate::media::flv::{FlvItem, FlvParser, FlvTag};
 use crate::media::mpegts::TsToFlv;
 use crate::process::{kill_group, signal_group, GroupGuard};
 use relaycast_core::domain::relay::types::{redact_url, RtmpUrl};
-use crate::ingest::egress::{EgressProxy, REFUSAL_MARK};
-use crate::ingest::rtmp_pull::RtmpPull;
 
 pub use crate::process::DEFAULT_FFMPEG;
 
@@ -263,7 +263,10 @@ impl IngestSpec {
         let copy = !self.codec_args.is_empty()
             && pairs.remainder().is_empty()
             && pairs.all(|kv| ["-c", "-c:v", "-c:a"].contains(&kv[0].as_str()) && kv[1] == "copy");
-        let plain = self.url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtmp://"));
+        let plain = self
+            .url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("rtmp://"));
         if !(self.native_rtmp && plain && copy && self.kind == SourceKind::Live)
             || self.filter_complex.is_some()
             || self.url.chars().any(|c| c.is_control())
@@ -374,7 +377,9 @@ impl IngestSpec {
         a.extend(["-map".into(), video, "-map".into(), "0:a:0?".into()]);
         a.extend(self.codec_args.iter().cloned());
         match self.container {
-            Container::Flv => a.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from)),
+            Container::Flv => {
+                a.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from))
+            }
             Container::MpegTs => a.extend(["-f", "mpegts"].map(String::from)),
         }
         Ok(a)
@@ -416,7 +421,11 @@ pub enum IngestEvent {
 enum StderrEvent {
     Progress(IngestProgress),
     /// ffmpeg was reaped: exit status 0, the status as text, the last error it logged.
-    Exited { success: bool, status: String, last_error: String },
+    Exited {
+        success: bool,
+        status: String,
+        last_error: String,
+    },
 }
 
 /// The exit when the stderr thread ended without reporting one (it panicked).
@@ -442,19 +451,31 @@ impl Ingest {
     #[tracing::instrument(skip_all, fields(url = %spec.redacted_url()))]
     pub fn start(spec: &IngestSpec) -> Result<Ingest, IngestError> {
         if let Some(reason) = &spec.refused {
-            return Err(IngestError::InvalidSource { url: spec.redacted_url(), reason: reason.clone() });
+            return Err(IngestError::InvalidSource {
+                url: spec.redacted_url(),
+                reason: reason.clone(),
+            });
         }
         let pacer = spec.buffer.filter(|b| !b.is_zero()).map(Pacer::new);
         let backend = match spec.native_rtmp_url() {
             Some(url) => {
                 tracing::debug!("native RTMP ingest");
-                Backend::Rtmp(RtmpPull::start(url, spec.rw_timeout, spec.allow_private_targets))
+                Backend::Rtmp(RtmpPull::start(
+                    url,
+                    spec.rw_timeout,
+                    spec.allow_private_targets,
+                ))
             }
             None => {
                 // Whatever ffmpeg opens over HTTP or TLS goes through the guarded proxy.
-                let proxy = EgressProxy::shared(spec.allow_private_targets)
-                    .map_err(|source| IngestError::Spawn { path: spec.ffmpeg_path.clone(), source })?;
-                let mut ffmpeg = FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?, Some(&proxy.url()))?;
+                let proxy = EgressProxy::shared(spec.allow_private_targets).map_err(|source| {
+                    IngestError::Spawn {
+                        path: spec.ffmpeg_path.clone(),
+                        source,
+                    }
+                })?;
+                let mut ffmpeg =
+                    FfmpegIngest::spawn(&spec.ffmpeg_path, &spec.args()?, Some(&proxy.url()))?;
                 if spec.container == Container::MpegTs {
                     ffmpeg.demux = Demux::Ts(TsToFlv::new());
                 }
@@ -612,11 +633,14 @@ impl Pacer {
     fn release_time(&mut self, ts: u32, now: Instant) -> Instant {
         if let Some((at, base)) = self.anchor {
             let ahead = i64::from(ts) - i64::from(base);
-            if (0..=PACER_MAX_JUMP_MS).contains(&ahead) || (-PACER_MAX_JUMP_MS..0).contains(&ahead) {
+            if (0..=PACER_MAX_JUMP_MS).contains(&ahead) || (-PACER_MAX_JUMP_MS..0).contains(&ahead)
+            {
                 let due = if ahead >= 0 {
                     at + self.delay + Duration::from_millis(ahead as u64)
                 } else {
-                    (at + self.delay).checked_sub(Duration::from_millis((-ahead) as u64)).unwrap_or(at)
+                    (at + self.delay)
+                        .checked_sub(Duration::from_millis((-ahead) as u64))
+                        .unwrap_or(at)
                 };
                 // Still in time: keep the schedule. Late (the source stalled longer than the
                 // buffer): start again from here, so the buffer fills up anew.
@@ -665,7 +689,11 @@ struct FfmpegIngest {
 
 impl FfmpegIngest {
     /// Spawns ffmpeg with `args`; with `http_proxy` set to `proxy` (and no `no_proxy`) when given.
-    fn spawn(ffmpeg_path: &std::path::Path, args: &[String], proxy: Option<&str>) -> Result<FfmpegIngest, IngestError> {
+    fn spawn(
+        ffmpeg_path: &std::path::Path,
+        args: &[String],
+        proxy: Option<&str>,
+    ) -> Result<FfmpegIngest, IngestError> {
         let spawn_err = |source| IngestError::Spawn {
             path: ffmpeg_path.to_path_buf(),
             source,
@@ -675,7 +703,13 @@ impl FfmpegIngest {
         cmd.pipe_stdout();
         if let Some(proxy) = proxy {
             let inner = cmd.as_inner_mut();
-            for var in ["no_proxy", "NO_PROXY", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"] {
+            for var in [
+                "no_proxy",
+                "NO_PROXY",
+                "HTTP_PROXY",
+                "https_proxy",
+                "HTTPS_PROXY",
+            ] {
                 inner.env_remove(var);
             }
             inner.env("http_proxy", proxy);
@@ -727,7 +761,9 @@ impl FfmpegIngest {
                             FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, msg)
                             | FfmpegEvent::Error(msg),
                         ) => last_error = msg,
-                        Ok(FfmpegEvent::Log(_, msg)) if refusal.is_none() && msg.contains(REFUSAL_MARK) => {
+                        Ok(FfmpegEvent::Log(_, msg))
+                            if refusal.is_none() && msg.contains(REFUSAL_MARK) =>
+                        {
                             refusal = msg.find(REFUSAL_MARK).map(|i| msg[i..].trim().to_string());
                         }
                         Ok(_) => {}
@@ -744,7 +780,11 @@ impl FfmpegIngest {
                     Err(e) => (false, e.to_string()),
                 };
                 let last_error = refusal.unwrap_or(last_error);
-                let _ = tx.blocking_send(StderrEvent::Exited { success, status, last_error });
+                let _ = tx.blocking_send(StderrEvent::Exited {
+                    success,
+                    status,
+                    last_error,
+                });
             });
         if let Err(e) = thread {
             // The guard kills the group on drop. The child went down with the closure
@@ -780,7 +820,11 @@ impl FfmpegIngest {
                     Some(e) => e,
                     None => match self.rx.recv().await {
                         Some(StderrEvent::Progress(p)) => return Some(IngestEvent::Progress(p)),
-                        Some(StderrEvent::Exited { success, status, last_error }) => (success, status, last_error),
+                        Some(StderrEvent::Exited {
+                            success,
+                            status,
+                            last_error,
+                        }) => (success, status, last_error),
                         None => no_exit_status(),
                     },
                 };
@@ -911,7 +955,9 @@ mod tests {
         copy.codec_args = ["-c:v", "copy", "-c:a", "copy"].map(String::from).to_vec();
         assert!(copy.native_rtmp_url().is_some());
         let mut t = s.clone();
-        t.codec_args = ["-c:v", "libx264", "-c:a", "copy"].map(String::from).to_vec();
+        t.codec_args = ["-c:v", "libx264", "-c:a", "copy"]
+            .map(String::from)
+            .to_vec();
         assert!(t.native_rtmp_url().is_none(), "a transcode needs ffmpeg");
         let mut f = s.clone();
         f.filter_complex = Some("[0:v]null[vout]".into());
@@ -919,16 +965,27 @@ mod tests {
         let mut off = s.clone();
         off.native_rtmp = false;
         assert!(off.native_rtmp_url().is_none());
-        for url in ["rtmps://h/live/a", "http://h/live/a.flv", "rtmp://u:p@h/live/a", "rtmp://h/live/a\n"] {
+        for url in [
+            "rtmps://h/live/a",
+            "http://h/live/a.flv",
+            "rtmp://u:p@h/live/a",
+            "rtmp://h/live/a\n",
+        ] {
             let mut o = s.clone();
             o.url = url.to_string();
             assert!(o.native_rtmp_url().is_none(), "{url}");
         }
-        assert!(IngestSpec::vod("rtmp://h/live/a").native_rtmp_url().is_none());
+        assert!(IngestSpec::vod("rtmp://h/live/a")
+            .native_rtmp_url()
+            .is_none());
     }
 
     fn tag_at(ts: u32) -> IngestEvent {
-        IngestEvent::Tag(FlvTag::new(crate::media::flv::TagType::Audio, ts, bytes::Bytes::from_static(&[0xaf, 1])))
+        IngestEvent::Tag(FlvTag::new(
+            crate::media::flv::TagType::Audio,
+            ts,
+            bytes::Bytes::from_static(&[0xaf, 1]),
+        ))
     }
 
     fn ts_of(ev: &IngestEvent) -> u32 {
@@ -949,7 +1006,10 @@ mod tests {
         for ts in (0..4_000).step_by(40) {
             p.hold(tag_at(ts), t0);
         }
-        assert!(p.due(t0 + ms(1_999)).is_none(), "nothing before the buffer time");
+        assert!(
+            p.due(t0 + ms(1_999)).is_none(),
+            "nothing before the buffer time"
+        );
         assert_eq!(p.due(t0 + ms(2_000)).map(|e| ts_of(&e)), Some(0));
         assert!(p.due(t0 + ms(2_010)).is_none(), "paced, not flushed");
         let mut out = Vec::new();
@@ -962,14 +1022,24 @@ mod tests {
         // within the buffer, so its tags keep the schedule.
         p.hold(tag_at(4_000), t0 + ms(3_500));
         assert_eq!(p.next_release(), Some(t0 + ms(4_040)));
-        assert_eq!(p.held.back().map(|(t, _)| *t), Some(t0 + ms(6_000)), "due at 2 s + 4 s");
+        assert_eq!(
+            p.held.back().map(|(t, _)| *t),
+            Some(t0 + ms(6_000)),
+            "due at 2 s + 4 s"
+        );
         while p.due(t0 + ms(6_000)).is_some() {}
         assert!(p.next_release().is_none());
         // A stall far longer than the buffer: the schedule starts over from the arrival.
         p.hold(tag_at(4_040), t0 + ms(20_000));
         assert_eq!(p.next_release(), Some(t0 + ms(22_000)));
         // The exit follows the last tag.
-        p.hold(IngestEvent::Exited { success: true, reason: "end".into() }, t0 + ms(20_001));
+        p.hold(
+            IngestEvent::Exited {
+                success: true,
+                reason: "end".into(),
+            },
+            t0 + ms(20_001),
+        );
         assert_eq!(p.held.back().map(|(t, _)| *t), Some(t0 + ms(22_000)));
     }
 

@@ -19,10 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::ingest::{IngestEvent, IngestProgress};
 use crate::media::flv::{FlvTag, TagType};
 use crate::media::metadata::metadata_script;
-use crate::ingest::{IngestEvent, IngestProgress};
-use crate::media::rtmp::{is_failure_status, open_client, ClientConn, ClientRequest, RtmpError, RtmpUrl};
+use crate::media::rtmp::{
+    is_failure_status, open_client, ClientConn, ClientRequest, RtmpError, RtmpUrl,
+};
 
 /// Events queued between the connection task and the session: about 3 s of 25 fps video
 /// with AAC, so a burst after a stall fits.
@@ -146,7 +148,10 @@ async fn pull(
     allow_private: bool,
     tx: &mpsc::Sender<IngestEvent>,
 ) -> Result<String, RtmpError> {
-    let open = tokio::time::timeout(timeout, open_client(url, None, allow_private, ClientRequest::Play));
+    let open = tokio::time::timeout(
+        timeout,
+        open_client(url, None, allow_private, ClientRequest::Play),
+    );
     let ClientConn {
         mut stream,
         mut session,
@@ -173,9 +178,11 @@ async fn pull(
                 ClientSessionEvent::AudioDataReceived { timestamp, data } => {
                     FlvTag::new(TagType::Audio, timestamp.value, data)
                 }
-                ClientSessionEvent::StreamMetadataReceived { metadata } => {
-                    FlvTag::new(TagType::Script, progress.last_ts, metadata_script(&metadata))
-                }
+                ClientSessionEvent::StreamMetadataReceived { metadata } => FlvTag::new(
+                    TagType::Script,
+                    progress.last_ts,
+                    metadata_script(&metadata),
+                ),
                 ClientSessionEvent::UnhandleableOnStatusCode { code } if ends_play(&code) => {
                     return Ok(format!("the source ended ({code})"));
                 }

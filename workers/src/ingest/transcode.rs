@@ -21,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use relaycast_core::domain::relay::types::{redact_url, AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition};
-use relaycast_core::adapters::GuardedResolver;
+use relaycast_core::domain::relay::types::{
+    redact_url, AudioCodec, Fops, Gravity, HttpUrl, Source, VideoCodec, WmPosition,
+};
 use relaycast_core::domain::targets::{check_url_host, TargetError};
+use relaycast_core::guarded_dns::GuardedResolver;
 
 use crate::ingest::{Container, IngestSpec, FILTER_VIDEO_OUT};
 
@@ -163,7 +165,9 @@ pub struct WatermarkImage {
 /// meaning in ffmpeg's filter syntax (`:`, `,`, `;`, `[`, `'`, `\`, … would need escaping).
 fn filter_safe_path(path: &Path) -> Option<&str> {
     let s = path.to_str()?;
-    let ok = s.starts_with('/') && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
+    let ok = s.starts_with('/')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
     ok.then_some(s)
 }
 
@@ -244,7 +248,11 @@ fn container_for(fops: &Fops) -> Container {
 
 /// Builds the output arguments for `fops` with `images` placed at `placement`. Pure: the
 /// encoders' presence is checked by [`check_encoders`].
-pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement) -> Result<OutputArgs, TranscodeError> {
+pub fn output_args(
+    fops: &Fops,
+    images: &[WatermarkImage],
+    placement: Placement,
+) -> Result<OutputArgs, TranscodeError> {
     let mut a: Vec<String> = Vec::new();
     let s = |v: &str| v.to_string();
     match fops.vcodec {
@@ -254,8 +262,19 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         Some(v @ (VideoCodec::Libx264 | VideoCodec::Libx265)) => {
             // x265 costs several times x264's CPU at the same preset: ultrafast keeps a live
             // relay in real time on a small machine.
-            let preset = if v == VideoCodec::Libx265 { "ultrafast" } else { "veryfast" };
-            a.extend([s("-c:v"), s(v.ffmpeg_name()), s("-preset"), s(preset), s("-tune"), s("zerolatency")]);
+            let preset = if v == VideoCodec::Libx265 {
+                "ultrafast"
+            } else {
+                "veryfast"
+            };
+            a.extend([
+                s("-c:v"),
+                s(v.ffmpeg_name()),
+                s("-preset"),
+                s(preset),
+                s("-tune"),
+                s("zerolatency"),
+            ]);
             if v == VideoCodec::Libx265 {
                 // x265 writes its banner and statistics to stderr, line by line, otherwise.
                 a.extend([s("-x265-params"), s("log-level=error")]);
@@ -264,7 +283,14 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
             a.extend([s("-pix_fmt"), s("yuv420p")]);
             if let Some(bps) = fops.bps {
                 // Constrained rate: a relay's viewers and CDNs want a steady bitrate.
-                a.extend([s("-b:v"), bps.to_string(), s("-maxrate"), bps.to_string(), s("-bufsize"), (bps.saturating_mul(2)).to_string()]);
+                a.extend([
+                    s("-b:v"),
+                    bps.to_string(),
+                    s("-maxrate"),
+                    bps.to_string(),
+                    s("-bufsize"),
+                    (bps.saturating_mul(2)).to_string(),
+                ]);
             }
             if let (Some(res), true) = (fops.res, images.is_empty()) {
                 // With watermarks the scale is in the filter graph, before the overlays.
@@ -279,16 +305,28 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
                     // The encoder's own GOP at the output rate, and no extra keyframes at scene
                     // cuts, so the spacing is regular.
                     let frames = ((secs * fps).round() as u64).max(1).to_string();
-                    a.extend([s("-g"), frames.clone(), s("-keyint_min"), frames, s("-sc_threshold"), s("0")]);
+                    a.extend([
+                        s("-g"),
+                        frames.clone(),
+                        s("-keyint_min"),
+                        frames,
+                        s("-sc_threshold"),
+                        s("0"),
+                    ]);
                 }
                 // By time as well: holds when the output rate is the source's (unknown here).
-                a.extend([s("-force_key_frames"), format!("expr:gte(t,n_forced*{})", num(secs))]);
+                a.extend([
+                    s("-force_key_frames"),
+                    format!("expr:gte(t,n_forced*{})", num(secs)),
+                ]);
             }
         }
     }
     match fops.acodec {
         None => a.extend([s("-c:a"), s("copy")]),
-        Some(AudioCodec::Libvorbis) => return Err(TranscodeError::NotFlvCompatible("libvorbis", "Vorbis")),
+        Some(AudioCodec::Libvorbis) => {
+            return Err(TranscodeError::NotFlvCompatible("libvorbis", "Vorbis"))
+        }
         Some(c @ AudioCodec::Libmp3lame) => {
             // FLV's MP3 rates are 44.1/22.05/11.025 kHz; a 48 kHz source would not fit.
             a.extend([s("-c:a"), s(c.ffmpeg_name()), s("-ar"), s("44100")]);
@@ -296,14 +334,22 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
         Some(c @ AudioCodec::Libfaac) => a.extend([s("-c:a"), s(c.ffmpeg_name())]),
     }
     if images.is_empty() {
-        return Ok(OutputArgs { codec_args: a, filter_complex: None, container: container_for(fops) });
+        return Ok(OutputArgs {
+            codec_args: a,
+            filter_complex: None,
+            container: container_for(fops),
+        });
     }
     let mut graph = Vec::new();
     for (i, img) in images.iter().enumerate() {
-        let path = filter_safe_path(&img.path).ok_or_else(|| TranscodeError::UnsafePath(img.path.clone()))?;
+        let path = filter_safe_path(&img.path)
+            .ok_or_else(|| TranscodeError::UnsafePath(img.path.clone()))?;
         // One frame, decoded once: overlay repeats the last frame of an ended input (its
         // default eof_action), so the image is not decoded again for every video frame.
-        graph.push(format!("movie=filename={path}:format_name={}[img{i}]", img.kind.ffmpeg_format()));
+        graph.push(format!(
+            "movie=filename={path}:format_name={}[img{i}]",
+            img.kind.ffmpeg_format()
+        ));
     }
     let mut last = s("0:v:0");
     if let Some(res) = fops.res {
@@ -314,21 +360,39 @@ pub fn output_args(fops: &Fops, images: &[WatermarkImage], placement: Placement)
     let xy = placement.overlay_xy();
     for i in 0..images.len() {
         // Layers in URL order at the same anchor; a later image is drawn over earlier ones.
-        let out = if i + 1 == images.len() { s(FILTER_VIDEO_OUT) } else { format!("wm{i}") };
+        let out = if i + 1 == images.len() {
+            s(FILTER_VIDEO_OUT)
+        } else {
+            format!("wm{i}")
+        };
         graph.push(format!("[{last}][img{i}]overlay={xy}[{out}]"));
         last = out;
     }
-    Ok(OutputArgs { codec_args: a, filter_complex: Some(graph.join(";")), container: container_for(fops) })
+    Ok(OutputArgs {
+        codec_args: a,
+        filter_complex: Some(graph.join(";")),
+        container: container_for(fops),
+    })
 }
 
 /// Sets the output side of `spec` for `fops` and `source`'s watermarks (fetched into
 /// `watermarks`, which the spec then keeps alive).
-pub fn apply(spec: &mut IngestSpec, fops: &Fops, source: &Source, watermarks: &Watermarks) -> Result<(), TranscodeError> {
+pub fn apply(
+    spec: &mut IngestSpec,
+    fops: &Fops,
+    source: &Source,
+    watermarks: &Watermarks,
+) -> Result<(), TranscodeError> {
     let images = match &source.wm_image {
         Some(w) => w
             .urls()
             .iter()
-            .map(|u| watermarks.get(u).cloned().ok_or_else(|| TranscodeError::WatermarkNotFetched(redact_url(u.as_str()))))
+            .map(|u| {
+                watermarks
+                    .get(u)
+                    .cloned()
+                    .ok_or_else(|| TranscodeError::WatermarkNotFetched(redact_url(u.as_str())))
+            })
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
@@ -369,7 +433,9 @@ pub fn parse_encoders(listing: &str) -> HashSet<String> {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let flags = f.next()?;
-            (flags.len() == 6).then(|| f.next().map(str::to_string)).flatten()
+            (flags.len() == 6)
+                .then(|| f.next().map(str::to_string))
+                .flatten()
         })
         .collect()
 }
@@ -381,11 +447,17 @@ pub async fn check_encoders(ffmpeg: &Path, fops: &Fops) -> Result<(), TranscodeE
     if wanted.is_empty() {
         return Ok(());
     }
-    let cached = encoder_cache().lock().ok().and_then(|c| c.get(ffmpeg).cloned());
+    let cached = encoder_cache()
+        .lock()
+        .ok()
+        .and_then(|c| c.get(ffmpeg).cloned());
     let encoders = match cached {
         Some(e) => e,
         None => {
-            let probe_err = |reason: String| TranscodeError::EncoderProbe { path: ffmpeg.to_path_buf(), reason };
+            let probe_err = |reason: String| TranscodeError::EncoderProbe {
+                path: ffmpeg.to_path_buf(),
+                reason,
+            };
             let out = tokio::process::Command::new(ffmpeg)
                 .args(["-hide_banner", "-nostdin", "-encoders"])
                 .stdin(std::process::Stdio::null())
@@ -425,7 +497,11 @@ impl WatermarkFetcher {
     }
 
     /// A fetcher with another size cap and timeout (tests).
-    pub fn with_limits(allow_private: bool, max_bytes: usize, timeout: Duration) -> Result<Self, FetchError> {
+    pub fn with_limits(
+        allow_private: bool,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Self, FetchError> {
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             let ok_scheme = matches!(attempt.url().scheme(), "http" | "https");
             if attempt.previous().len() >= MAX_REDIRECTS {
@@ -446,7 +522,12 @@ impl WatermarkFetcher {
             .user_agent(concat!("relaycast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Http(e.to_string()))?;
-        Ok(Self { client, allow_private, max_bytes, timeout })
+        Ok(Self {
+            client,
+            allow_private,
+            max_bytes,
+            timeout,
+        })
     }
 
     /// Fetches one image: the body and its sniffed format.
@@ -481,13 +562,20 @@ impl WatermarkFetcher {
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
-        if resp.content_length().is_some_and(|n| n > self.max_bytes as u64) {
-            return Err(FetchError::TooBig { limit: self.max_bytes });
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(FetchError::TooBig {
+                limit: self.max_bytes,
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
             if body.len() + chunk.len() > self.max_bytes {
-                return Err(FetchError::TooBig { limit: self.max_bytes });
+                return Err(FetchError::TooBig {
+                    limit: self.max_bytes,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -507,35 +595,61 @@ pub struct Watermarks {
 impl Watermarks {
     /// Fetches every distinct watermark URL of `sources` (once each, in order). No watermark:
     /// no request and no temp directory.
-    pub async fn fetch(fetcher: &WatermarkFetcher, sources: &[Source]) -> Result<Self, TranscodeError> {
-        match tokio::time::timeout(WATERMARKS_TOTAL_TIMEOUT, Self::fetch_all(fetcher, sources)).await {
+    pub async fn fetch(
+        fetcher: &WatermarkFetcher,
+        sources: &[Source],
+    ) -> Result<Self, TranscodeError> {
+        match tokio::time::timeout(WATERMARKS_TOTAL_TIMEOUT, Self::fetch_all(fetcher, sources))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(TranscodeError::WatermarksTimeout(WATERMARKS_TOTAL_TIMEOUT)),
         }
     }
 
-    async fn fetch_all(fetcher: &WatermarkFetcher, sources: &[Source]) -> Result<Self, TranscodeError> {
+    async fn fetch_all(
+        fetcher: &WatermarkFetcher,
+        sources: &[Source],
+    ) -> Result<Self, TranscodeError> {
         let mut out = Watermarks::default();
-        for url in sources.iter().filter_map(|s| s.wm_image.as_ref()).flat_map(|w| w.urls()) {
+        for url in sources
+            .iter()
+            .filter_map(|s| s.wm_image.as_ref())
+            .flat_map(|w| w.urls())
+        {
             if out.images.contains_key(url.as_str()) {
                 continue;
             }
-            let (bytes, kind) = fetcher
-                .fetch(url)
-                .await
-                .map_err(|source| TranscodeError::Watermark { url: redact_url(url.as_str()), source })?;
+            let (bytes, kind) =
+                fetcher
+                    .fetch(url)
+                    .await
+                    .map_err(|source| TranscodeError::Watermark {
+                        url: redact_url(url.as_str()),
+                        source,
+                    })?;
             let dir = match &out.dir {
                 Some(d) => d.clone(),
                 None => {
-                    let d = Arc::new(tempfile::Builder::new().prefix("relaycast-wm-").tempdir().map_err(TranscodeError::TempFiles)?);
+                    let d = Arc::new(
+                        tempfile::Builder::new()
+                            .prefix("relaycast-wm-")
+                            .tempdir()
+                            .map_err(TranscodeError::TempFiles)?,
+                    );
                     out.dir = Some(d.clone());
                     d
                 }
             };
             // Our own file names: nothing from the URL reaches the path.
-            let path = dir.path().join(format!("wm{}.{}", out.images.len(), kind.extension()));
-            tokio::fs::write(&path, &bytes).await.map_err(TranscodeError::TempFiles)?;
-            out.images.insert(url.as_str().to_string(), WatermarkImage { path, kind });
+            let path = dir
+                .path()
+                .join(format!("wm{}.{}", out.images.len(), kind.extension()));
+            tokio::fs::write(&path, &bytes)
+                .await
+                .map_err(TranscodeError::TempFiles)?;
+            out.images
+                .insert(url.as_str().to_string(), WatermarkImage { path, kind });
         }
         Ok(out)
     }
@@ -568,20 +682,34 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn img(i: usize) -> WatermarkImage {
-        WatermarkImage { path: PathBuf::from(format!("/tmp/wm/wm{i}.png")), kind: ImageKind::Png }
+        WatermarkImage {
+            path: PathBuf::from(format!("/tmp/wm/wm{i}.png")),
+            kind: ImageKind::Png,
+        }
     }
 
     fn x264() -> Fops {
-        Fops { vcodec: Some(VideoCodec::Libx264), ..Fops::default() }
+        Fops {
+            vcodec: Some(VideoCodec::Libx264),
+            ..Fops::default()
+        }
     }
 
     fn after<'a>(a: &'a [String], flag: &str) -> Option<&'a str> {
-        a.iter().position(|x| x == flag).and_then(|i| a.get(i + 1)).map(String::as_str)
+        a.iter()
+            .position(|x| x == flag)
+            .and_then(|i| a.get(i + 1))
+            .map(String::as_str)
     }
 
     #[test]
     fn copy_relay_is_unchanged() {
-        let o = output_args(&Fops::default(), &[], Placement::Gravity(Gravity::default())).expect("args");
+        let o = output_args(
+            &Fops::default(),
+            &[],
+            Placement::Gravity(Gravity::default()),
+        )
+        .expect("args");
         assert_eq!(o.codec_args, ["-c:v", "copy", "-c:a", "copy"]);
         assert!(o.filter_complex.is_none());
         // And the spec built from it still never decodes.
@@ -589,7 +717,9 @@ mod tests {
         let src = Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
         apply(&mut spec, &Fops::default(), &src, &Watermarks::default()).expect("apply");
         let args = spec.args().expect("args");
-        assert!(!args.iter().any(|a| a == "-filter_complex" || a.starts_with("lib")));
+        assert!(!args
+            .iter()
+            .any(|a| a == "-filter_complex" || a.starts_with("lib")));
         assert_eq!(args.iter().filter(|a| *a == "-i").count(), 1);
     }
 
@@ -607,57 +737,138 @@ mod tests {
 
     #[test]
     fn bitrate_size_and_fps() {
-        let f = Fops { bps: Some(1_200_000), res: Some(Resolution { width: 640, height: 360 }), fps: Some(29.97), ..x264() };
-        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args;
+        let f = Fops {
+            bps: Some(1_200_000),
+            res: Some(Resolution {
+                width: 640,
+                height: 360,
+            }),
+            fps: Some(29.97),
+            ..x264()
+        };
+        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+            .expect("args")
+            .codec_args;
         assert_eq!(after(&a, "-b:v"), Some("1200000"));
         assert_eq!(after(&a, "-maxrate"), Some("1200000"));
         assert_eq!(after(&a, "-bufsize"), Some("2400000"));
         assert_eq!(after(&a, "-s"), Some("640x360"));
         assert_eq!(after(&a, "-r"), Some("29.97"));
-        let f = Fops { fps: Some(25.0), ..x264() };
-        assert_eq!(after(&output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args, "-r"), Some("25"));
+        let f = Fops {
+            fps: Some(25.0),
+            ..x264()
+        };
+        assert_eq!(
+            after(
+                &output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+                    .expect("args")
+                    .codec_args,
+                "-r"
+            ),
+            Some("25")
+        );
     }
 
     #[test]
     fn gop_in_frames_at_output_fps_and_by_time() {
-        let f = Fops { fps: Some(25.0), forced_gop_interval_ms: Some(3000), ..x264() };
-        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args;
+        let f = Fops {
+            fps: Some(25.0),
+            forced_gop_interval_ms: Some(3000),
+            ..x264()
+        };
+        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+            .expect("args")
+            .codec_args;
         assert_eq!(after(&a, "-g"), Some("75"));
         assert_eq!(after(&a, "-keyint_min"), Some("75"));
         assert_eq!(after(&a, "-sc_threshold"), Some("0"));
-        assert_eq!(after(&a, "-force_key_frames"), Some("expr:gte(t,n_forced*3)"));
+        assert_eq!(
+            after(&a, "-force_key_frames"),
+            Some("expr:gte(t,n_forced*3)")
+        );
         // No output fps: the time expression alone.
-        let f = Fops { forced_gop_interval_ms: Some(500), ..x264() };
-        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args;
+        let f = Fops {
+            forced_gop_interval_ms: Some(500),
+            ..x264()
+        };
+        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+            .expect("args")
+            .codec_args;
         assert!(after(&a, "-g").is_none());
-        assert_eq!(after(&a, "-force_key_frames"), Some("expr:gte(t,n_forced*0.5)"));
+        assert_eq!(
+            after(&a, "-force_key_frames"),
+            Some("expr:gte(t,n_forced*0.5)")
+        );
         // Never zero frames.
-        let f = Fops { fps: Some(10.0), forced_gop_interval_ms: Some(1), ..x264() };
-        assert_eq!(after(&output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args, "-g"), Some("1"));
+        let f = Fops {
+            fps: Some(10.0),
+            forced_gop_interval_ms: Some(1),
+            ..x264()
+        };
+        assert_eq!(
+            after(
+                &output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+                    .expect("args")
+                    .codec_args,
+                "-g"
+            ),
+            Some("1")
+        );
     }
 
     #[test]
     fn audio_encoders() {
-        let f = Fops { acodec: Some(AudioCodec::Libfaac), ..Fops::default() };
-        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args;
+        let f = Fops {
+            acodec: Some(AudioCodec::Libfaac),
+            ..Fops::default()
+        };
+        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+            .expect("args")
+            .codec_args;
         assert_eq!(a, ["-c:v", "copy", "-c:a", "aac"]);
-        let f = Fops { acodec: Some(AudioCodec::Libmp3lame), ..x264() };
-        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("args").codec_args;
+        let f = Fops {
+            acodec: Some(AudioCodec::Libmp3lame),
+            ..x264()
+        };
+        let a = output_args(&f, &[], Placement::Gravity(Gravity::TopRight))
+            .expect("args")
+            .codec_args;
         assert_eq!(after(&a, "-c:a"), Some("libmp3lame"));
         assert_eq!(after(&a, "-ar"), Some("44100"));
     }
 
     #[test]
     fn hevc_goes_through_mpegts_and_vorbis_is_refused_clearly() {
-        let f = Fops { vcodec: Some(VideoCodec::Libx265), ..x264() };
+        let f = Fops {
+            vcodec: Some(VideoCodec::Libx265),
+            ..x264()
+        };
         let o = output_args(&f, &[], Placement::Gravity(Gravity::TopRight)).expect("x265");
         assert_eq!(o.container, Container::MpegTs);
         assert_eq!(after(&o.codec_args, "-c:v"), Some("libx265"));
         assert_eq!(after(&o.codec_args, "-pix_fmt"), Some("yuv420p"));
-        assert_eq!(output_args(&x264(), &[], Placement::Gravity(Gravity::TopRight)).expect("x264").container, Container::Flv);
-        let f = Fops { acodec: Some(AudioCodec::Libvorbis), ..Fops::default() };
-        assert!(matches!(output_args(&f, &[], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::NotFlvCompatible("libvorbis", _))));
-        assert!(matches!(output_args(&Fops::default(), &[img(0)], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::WatermarkNeedsEncoder)));
+        assert_eq!(
+            output_args(&x264(), &[], Placement::Gravity(Gravity::TopRight))
+                .expect("x264")
+                .container,
+            Container::Flv
+        );
+        let f = Fops {
+            acodec: Some(AudioCodec::Libvorbis),
+            ..Fops::default()
+        };
+        assert!(matches!(
+            output_args(&f, &[], Placement::Gravity(Gravity::TopRight)),
+            Err(TranscodeError::NotFlvCompatible("libvorbis", _))
+        ));
+        assert!(matches!(
+            output_args(
+                &Fops::default(),
+                &[img(0)],
+                Placement::Gravity(Gravity::TopRight)
+            ),
+            Err(TranscodeError::WatermarkNeedsEncoder)
+        ));
     }
 
     #[test]
@@ -683,21 +894,45 @@ mod tests {
 
     #[test]
     fn position_and_default_placement() {
-        let p = Placement::Position(WmPosition { x_percent: 30, y_percent: 40 });
+        let p = Placement::Position(WmPosition {
+            x_percent: 30,
+            y_percent: 40,
+        });
         assert_eq!(p.overlay_xy(), "x=W*30/100:y=H*40/100");
-        let mut src = Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
+        let mut src =
+            Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
         assert_eq!(Placement::of(&src), Placement::Gravity(Gravity::TopRight));
         src.wm_gravity = Some(Gravity::BottomLeft);
         assert_eq!(Placement::of(&src), Placement::Gravity(Gravity::BottomLeft));
         src.wm_gravity = None;
-        src.wm_position = Some(WmPosition { x_percent: 5, y_percent: 0 });
-        assert_eq!(Placement::of(&src), Placement::Position(WmPosition { x_percent: 5, y_percent: 0 }));
+        src.wm_position = Some(WmPosition {
+            x_percent: 5,
+            y_percent: 0,
+        });
+        assert_eq!(
+            Placement::of(&src),
+            Placement::Position(WmPosition {
+                x_percent: 5,
+                y_percent: 0
+            })
+        );
     }
 
     #[test]
     fn several_images_scale_first_then_stack() {
-        let f = Fops { res: Some(Resolution { width: 640, height: 360 }), ..x264() };
-        let o = output_args(&f, &[img(0), img(1), img(2)], Placement::Gravity(Gravity::BottomRight)).expect("args");
+        let f = Fops {
+            res: Some(Resolution {
+                width: 640,
+                height: 360,
+            }),
+            ..x264()
+        };
+        let o = output_args(
+            &f,
+            &[img(0), img(1), img(2)],
+            Placement::Gravity(Gravity::BottomRight),
+        )
+        .expect("args");
         assert_eq!(
             o.filter_complex.as_deref(),
             Some(concat!(
@@ -717,8 +952,26 @@ mod tests {
     #[test]
     fn spec_args_with_watermarks() {
         let mut spec = IngestSpec::live("rtmp://h/live/a");
-        let f = Fops { res: Some(Resolution { width: 640, height: 360 }), fps: Some(25.0), ..x264() };
-        let o = output_args(&f, &[img(0), WatermarkImage { path: "/tmp/wm/wm1.jpg".into(), kind: ImageKind::Jpeg }], Placement::Gravity(Gravity::TopLeft)).expect("args");
+        let f = Fops {
+            res: Some(Resolution {
+                width: 640,
+                height: 360,
+            }),
+            fps: Some(25.0),
+            ..x264()
+        };
+        let o = output_args(
+            &f,
+            &[
+                img(0),
+                WatermarkImage {
+                    path: "/tmp/wm/wm1.jpg".into(),
+                    kind: ImageKind::Jpeg,
+                },
+            ],
+            Placement::Gravity(Gravity::TopLeft),
+        )
+        .expect("args");
         spec.codec_args = o.codec_args;
         spec.filter_complex = o.filter_complex;
         let a = spec.args().expect("args").join(" ");
@@ -733,9 +986,26 @@ mod tests {
 
     #[test]
     fn paths_with_filter_syntax_are_refused() {
-        for bad in ["/tmp/a:b/wm0.png", "/tmp/a,b.png", "/tmp/x;y.png", "tmp/rel.png", "/tmp/[x].png", "/tmp/it's.png", "/tmp/a b.png"] {
-            let i = WatermarkImage { path: bad.into(), kind: ImageKind::Png };
-            assert!(matches!(output_args(&x264(), &[i], Placement::Gravity(Gravity::TopRight)), Err(TranscodeError::UnsafePath(_))), "{bad}");
+        for bad in [
+            "/tmp/a:b/wm0.png",
+            "/tmp/a,b.png",
+            "/tmp/x;y.png",
+            "tmp/rel.png",
+            "/tmp/[x].png",
+            "/tmp/it's.png",
+            "/tmp/a b.png",
+        ] {
+            let i = WatermarkImage {
+                path: bad.into(),
+                kind: ImageKind::Png,
+            };
+            assert!(
+                matches!(
+                    output_args(&x264(), &[i], Placement::Gravity(Gravity::TopRight)),
+                    Err(TranscodeError::UnsafePath(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -751,26 +1021,48 @@ mod tests {
     async fn system_ffmpeg_has_what_the_mapping_needs() {
         crate::require_peers!(Ffmpeg);
         let ffmpeg = Path::new(crate::process::DEFAULT_FFMPEG);
-        let f = Fops { vcodec: Some(VideoCodec::Libx264), acodec: Some(AudioCodec::Libfaac), ..Fops::default() };
+        let f = Fops {
+            vcodec: Some(VideoCodec::Libx264),
+            acodec: Some(AudioCodec::Libfaac),
+            ..Fops::default()
+        };
         check_encoders(ffmpeg, &f).await.expect("libx264 + aac");
-        let f = Fops { acodec: Some(AudioCodec::Libmp3lame), ..Fops::default() };
+        let f = Fops {
+            acodec: Some(AudioCodec::Libmp3lame),
+            ..Fops::default()
+        };
         check_encoders(ffmpeg, &f).await.expect("libmp3lame");
-        check_encoders(Path::new("/nonexistent/ffmpeg"), &Fops::default()).await.expect("copy needs nothing");
-        assert!(matches!(check_encoders(Path::new("/nonexistent/ffmpeg"), &f).await, Err(TranscodeError::EncoderProbe { .. })));
+        check_encoders(Path::new("/nonexistent/ffmpeg"), &Fops::default())
+            .await
+            .expect("copy needs nothing");
+        assert!(matches!(
+            check_encoders(Path::new("/nonexistent/ffmpeg"), &f).await,
+            Err(TranscodeError::EncoderProbe { .. })
+        ));
     }
 
     #[test]
     fn sniffs_png_and_jpeg_only() {
-        assert_eq!(ImageKind::sniff(b"\x89PNG\r\n\x1a\n...."), Some(ImageKind::Png));
-        assert_eq!(ImageKind::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(ImageKind::Jpeg));
+        assert_eq!(
+            ImageKind::sniff(b"\x89PNG\r\n\x1a\n...."),
+            Some(ImageKind::Png)
+        );
+        assert_eq!(
+            ImageKind::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some(ImageKind::Jpeg)
+        );
         for bad in [&b"GIF89a"[..], b"<html>", b"", b"\x89PN"] {
             assert_eq!(ImageKind::sniff(bad), None);
         }
     }
 
     /// A one-route-per-path HTTP/1.0 server on 127.0.0.1 for the fetcher tests.
-    async fn serve(routes: Vec<(&'static str, u16, Vec<u8>)>) -> (u16, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn serve(
+        routes: Vec<(&'static str, u16, Vec<u8>)>,
+    ) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let routes = Arc::new(routes);
         let task = tokio::spawn(async move {
@@ -791,7 +1083,10 @@ mod tests {
                         Some((_, s, b)) => (*s, b.clone()),
                         None => (404, b"not found".to_vec()),
                     };
-                    let head = format!("HTTP/1.0 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let head = format!(
+                        "HTTP/1.0 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     let _ = sock.write_all(head.as_bytes()).await;
                     let _ = sock.write_all(&body).await;
                 });
@@ -816,20 +1111,48 @@ mod tests {
             ("/err.png", 500, png(100)),
         ])
         .await;
-        let u = |p: &str| HttpUrl::parse(&format!("http://127.0.0.1:{port}{p}"), "wmImage").expect("url");
+        let u = |p: &str| {
+            HttpUrl::parse(&format!("http://127.0.0.1:{port}{p}"), "wmImage").expect("url")
+        };
         let f = WatermarkFetcher::with_limits(true, 1000, Duration::from_secs(5)).expect("client");
         assert_eq!(f.fetch(&u("/ok.png")).await.expect("png").1, ImageKind::Png);
-        assert_eq!(f.fetch(&u("/ok.jpg")).await.expect("jpeg").1, ImageKind::Jpeg);
-        assert!(matches!(f.fetch(&u("/big.png")).await, Err(FetchError::TooBig { limit: 1000 })));
-        assert!(matches!(f.fetch(&u("/page.png")).await, Err(FetchError::NotImage)));
-        assert!(matches!(f.fetch(&u("/missing.png")).await, Err(FetchError::Status(404))));
-        assert!(matches!(f.fetch(&u("/err.png")).await, Err(FetchError::Status(500))));
+        assert_eq!(
+            f.fetch(&u("/ok.jpg")).await.expect("jpeg").1,
+            ImageKind::Jpeg
+        );
+        assert!(matches!(
+            f.fetch(&u("/big.png")).await,
+            Err(FetchError::TooBig { limit: 1000 })
+        ));
+        assert!(matches!(
+            f.fetch(&u("/page.png")).await,
+            Err(FetchError::NotImage)
+        ));
+        assert!(matches!(
+            f.fetch(&u("/missing.png")).await,
+            Err(FetchError::Status(404))
+        ));
+        assert!(matches!(
+            f.fetch(&u("/err.png")).await,
+            Err(FetchError::Status(500))
+        ));
         // Internal addresses: refused before any connection unless the operator allows them.
         let strict = WatermarkFetcher::new(false).expect("client");
-        assert!(matches!(strict.fetch(&u("/ok.png")).await, Err(FetchError::Refused(_))));
-        for url in ["http://localhost:1/x.png", "http://169.254.169.254/latest/x.png", "http://[::1]:1/x.png", "http://10.0.0.1/x.png"] {
+        assert!(matches!(
+            strict.fetch(&u("/ok.png")).await,
+            Err(FetchError::Refused(_))
+        ));
+        for url in [
+            "http://localhost:1/x.png",
+            "http://169.254.169.254/latest/x.png",
+            "http://[::1]:1/x.png",
+            "http://10.0.0.1/x.png",
+        ] {
             let url = HttpUrl::parse(url, "wmImage").expect("url");
-            assert!(matches!(strict.fetch(&url).await, Err(FetchError::Refused(_))), "{url}");
+            assert!(
+                matches!(strict.fetch(&url).await, Err(FetchError::Refused(_))),
+                "{url}"
+            );
         }
         server.abort();
     }
@@ -838,17 +1161,23 @@ mod tests {
     async fn resolver_refuses_names_that_resolve_inside() {
         use reqwest::dns::Resolve;
         use std::str::FromStr;
-        let r = GuardedResolver { allow_private: false };
+        let r = GuardedResolver {
+            allow_private: false,
+        };
         let name = reqwest::dns::Name::from_str("localhost").expect("name");
         assert!(r.resolve(name).await.is_err());
-        let r = GuardedResolver { allow_private: true };
+        let r = GuardedResolver {
+            allow_private: true,
+        };
         let name = reqwest::dns::Name::from_str("localhost").expect("name");
         assert!(r.resolve(name).await.is_ok());
     }
 
     #[tokio::test]
     async fn slow_server_times_out() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         // Accepts and never answers.
         let hold = tokio::spawn(async move {
@@ -857,33 +1186,53 @@ mod tests {
                 socks.push(s);
             }
         });
-        let f = WatermarkFetcher::with_limits(true, 1000, Duration::from_millis(300)).expect("client");
-        let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/slow.png"), "wmImage").expect("url");
+        let f =
+            WatermarkFetcher::with_limits(true, 1000, Duration::from_millis(300)).expect("client");
+        let url =
+            HttpUrl::parse(&format!("http://127.0.0.1:{port}/slow.png"), "wmImage").expect("url");
         assert!(matches!(f.fetch(&url).await, Err(FetchError::Timeout(_))));
         hold.abort();
     }
 
     #[tokio::test]
     async fn each_url_is_fetched_once_and_files_go_with_the_last_owner() {
-        let (port, server) = serve(vec![("/a.png", 200, png(64)), ("/b.jpg", 200, vec![0xFF, 0xD8, 0xFF, 0])]).await;
+        let (port, server) = serve(vec![
+            ("/a.png", 200, png(64)),
+            ("/b.jpg", 200, vec![0xFF, 0xD8, 0xFF, 0]),
+        ])
+        .await;
         let base = format!("http://127.0.0.1:{port}");
         let mk = |wm: &str| {
-            let mut s = Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
+            let mut s =
+                Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).expect("url"));
             s.wm_image = Some(WmImages::parse(wm).expect("wm"));
             s
         };
         let a = mk(&format!("{base}/a.png;{base}/b.jpg"));
         let b = mk(&format!("{base}/a.png"));
         let f = WatermarkFetcher::new(true).expect("client");
-        let wms = Watermarks::fetch(&f, &[a.clone(), b.clone()]).await.expect("fetch");
+        let wms = Watermarks::fetch(&f, &[a.clone(), b.clone()])
+            .await
+            .expect("fetch");
         assert_eq!(wms.len(), 2);
         let dir = wms.dir().expect("dir").to_path_buf();
-        let names: HashSet<String> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, HashSet::from(["wm0.png".to_string(), "wm1.jpg".to_string()]));
+        let names: HashSet<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            HashSet::from(["wm0.png".to_string(), "wm1.jpg".to_string()])
+        );
         let mut spec = IngestSpec::live("rtmp://h/live/a");
         apply(&mut spec, &x264(), &a, &wms).expect("apply");
         let graph = spec.filter_complex.clone().expect("graph");
-        assert!(graph.contains(&format!("{}/wm0.png", dir.display())) && graph.contains(&format!("{}/wm1.jpg", dir.display())), "{graph}");
+        assert!(
+            graph.contains(&format!("{}/wm0.png", dir.display()))
+                && graph.contains(&format!("{}/wm1.jpg", dir.display())),
+            "{graph}"
+        );
         drop(wms);
         assert!(dir.exists(), "the spec keeps the files");
         drop(spec);
@@ -891,7 +1240,10 @@ mod tests {
         // A failing image fails the whole set, naming the image without its query.
         let c = mk(&format!("{base}/nope.png?token=secret"));
         let e = Watermarks::fetch(&f, &[c]).await.expect_err("404");
-        assert!(e.to_string().contains("/nope.png?***") && !e.to_string().contains("secret"), "{e}");
+        assert!(
+            e.to_string().contains("/nope.png?***") && !e.to_string().contains("secret"),
+            "{e}"
+        );
         server.abort();
     }
 }

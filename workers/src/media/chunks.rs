@@ -88,7 +88,11 @@ mod tests {
     use rml_rtmp::time::RtmpTimestamp;
 
     fn body(len: usize, seed: u8) -> Bytes {
-        Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect::<Vec<u8>>(),
+        )
     }
 
     /// Everything the deserializer makes of `bytes`.
@@ -108,20 +112,34 @@ mod tests {
     /// whatever the receiver decoded before on the same chunk streams.
     #[test]
     fn shared_chunks_decode_to_the_same_messages() {
-        let sizes = [0usize, 1, 100, 4095, 4096, 4097, 8192, 8193, 100_000, 300_001];
+        let sizes = [
+            0usize, 1, 100, 4095, 4096, 4097, 8192, 8193, 100_000, 300_001,
+        ];
         let mut tags = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
-            let kind = if i % 2 == 0 { TagType::Video } else { TagType::Audio };
-            let ts = if i < 6 { i as u32 * 40 } else { MAX_TIMESTAMP_FIELD - 80 + i as u32 * 40 };
+            let kind = if i % 2 == 0 {
+                TagType::Video
+            } else {
+                TagType::Audio
+            };
+            let ts = if i < 6 {
+                i as u32 * 40
+            } else {
+                MAX_TIMESTAMP_FIELD - 80 + i as u32 * 40
+            };
             tags.push(FlvTag::new(kind, ts, body(n, i as u8)));
         }
         // A receiver that has already seen other traffic on the same chunk streams: an
         // rml_rtmp serializer's compressed chunks (as a session writes them before the
         // shared bytes start) in front of ours.
         let mut de = ChunkDeserializer::new();
-        de.set_max_chunk_size(CHUNK_SIZE as usize).expect("chunk size");
+        de.set_max_chunk_size(CHUNK_SIZE as usize)
+            .expect("chunk size");
         let mut ser = ChunkSerializer::new();
-        let mut wire = ser.set_max_chunk_size(CHUNK_SIZE, RtmpTimestamp::new(0)).expect("set").bytes;
+        let mut wire = ser
+            .set_max_chunk_size(CHUNK_SIZE, RtmpTimestamp::new(0))
+            .expect("set")
+            .bytes;
         // The SetChunkSize message is for the deserializer's owner to act on; the test did.
         let mut de_probe = ChunkDeserializer::new();
         assert_eq!(decode(&mut de_probe, &wire).len(), 1);
@@ -133,7 +151,11 @@ mod tests {
                 message_stream_id: 1,
                 data: body(5000, ts as u8),
             };
-            wire.extend_from_slice(&ser.serialize(&payload, false, false).expect("serialize").bytes);
+            wire.extend_from_slice(
+                &ser.serialize(&payload, false, false)
+                    .expect("serialize")
+                    .bytes,
+            );
         }
         assert_eq!(decode(&mut de, &wire).len(), 3);
 
@@ -156,10 +178,14 @@ mod tests {
             all.extend_from_slice(&encode_media(t, SHARED_STREAM_ID).expect("media"));
         }
         let mut de2 = ChunkDeserializer::new();
-        de2.set_max_chunk_size(CHUNK_SIZE as usize).expect("chunk size");
+        de2.set_max_chunk_size(CHUNK_SIZE as usize)
+            .expect("chunk size");
         let again = decode(&mut de2, &all);
         assert_eq!(again.len(), tags.len());
-        assert!(again.iter().zip(&got).all(|(a, b)| a.data == b.data && a.timestamp == b.timestamp));
+        assert!(again
+            .iter()
+            .zip(&got)
+            .all(|(a, b)| a.data == b.data && a.timestamp == b.timestamp));
     }
 
     #[test]
@@ -167,9 +193,13 @@ mod tests {
         let t = FlvTag::new(TagType::Video, 0x01_0203, body(4100, 0));
         let b = encode_media(&t, 3).expect("video");
         assert_eq!(b.len(), 12 + 4100 + 1);
-        assert_eq!(&b[..12], &[0x04, 0x01, 0x02, 0x03, 0x00, 0x10, 0x04, 9, 3, 0, 0, 0]);
+        assert_eq!(
+            &b[..12],
+            &[0x04, 0x01, 0x02, 0x03, 0x00, 0x10, 0x04, 9, 3, 0, 0, 0]
+        );
         assert_eq!(b[12 + 4096], 0xc4);
-        let ext = encode_media(&FlvTag::new(TagType::Audio, 0x0100_0000, body(4100, 0)), 1).expect("audio");
+        let ext = encode_media(&FlvTag::new(TagType::Audio, 0x0100_0000, body(4100, 0)), 1)
+            .expect("audio");
         assert_eq!(ext.len(), 12 + 4 + 4100 + 1 + 4);
         assert_eq!(&ext[1..4], &[0xff, 0xff, 0xff]);
         assert_eq!(&ext[12..16], &[1, 0, 0, 0]);

@@ -51,7 +51,6 @@ pub fn metadata_from_script(data: &Bytes) -> Option<StreamMetadata> {
     Some(m)
 }
 
-
 /// An FLV `onMetaData` body from the metadata `rml_rtmp` parsed (a pusher turns it back into
 /// the same [`StreamMetadata`] with [`metadata_from_script`], so nothing it would publish is lost).
 pub fn metadata_script(m: &StreamMetadata) -> Bytes {

@@ -148,7 +148,9 @@ impl TsToFlv {
     }
 
     fn pat(&mut self, start: bool, payload: &[u8]) {
-        let Some(s) = Self::section(start, payload) else { return };
+        let Some(s) = Self::section(start, payload) else {
+            return;
+        };
         for entry in s.get(8..).unwrap_or_default().chunks_exact(4) {
             let program = u16::from_be_bytes([entry[0], entry[1]]);
             if program != 0 {
@@ -159,8 +161,12 @@ impl TsToFlv {
     }
 
     fn pmt(&mut self, start: bool, payload: &[u8]) {
-        let Some(s) = Self::section(start, payload) else { return };
-        let (Some(&hi), Some(&lo)) = (s.get(10), s.get(11)) else { return };
+        let Some(s) = Self::section(start, payload) else {
+            return;
+        };
+        let (Some(&hi), Some(&lo)) = (s.get(10), s.get(11)) else {
+            return;
+        };
         let info_len = (usize::from(hi & 0x0f) << 8) | usize::from(lo);
         let mut at = 12 + info_len;
         while let Some(e) = s.get(at..at + 5) {
@@ -186,22 +192,35 @@ impl TsToFlv {
         }
         let flags = payload[7];
         let header_len = usize::from(payload[8]);
-        let pts = payload.get(9..14).filter(|_| flags & 0x80 != 0).map(timestamp);
-        let dts = payload.get(14..19).filter(|_| flags & 0x40 != 0).map(timestamp);
+        let pts = payload
+            .get(9..14)
+            .filter(|_| flags & 0x80 != 0)
+            .map(timestamp);
+        let dts = payload
+            .get(14..19)
+            .filter(|_| flags & 0x40 != 0)
+            .map(timestamp);
         let data = payload.get(9 + header_len..).unwrap_or_default().to_vec();
         self.pes.insert(pid, Pes { data, pts, dts });
     }
 
     fn flush(&mut self, pid: u16) {
-        let Some(pes) = self.pes.remove(&pid) else { return };
-        let (Some(kind), Some(pts)) = (self.streams.get(&pid).copied(), pes.pts) else { return };
+        let Some(pes) = self.pes.remove(&pid) else {
+            return;
+        };
+        let (Some(kind), Some(pts)) = (self.streams.get(&pid).copied(), pes.pts) else {
+            return;
+        };
         let dts = pes.dts.unwrap_or(pts);
         let base = *self.base.get_or_insert(dts);
         let ms = |t: u64| (t.wrapping_sub(base) / 90) as u32;
         match kind {
             Kind::Hevc => self.hevc(&pes.data, ms(dts), ms(pts).wrapping_sub(ms(dts)) as i32),
             Kind::Aac => self.aac(&pes.data, ms(pts)),
-            Kind::Mp3 => self.tags.push_back(FlvTag::new(TagType::Audio, ms(pts), mp3_tag(&pes.data))),
+            Kind::Mp3 => {
+                self.tags
+                    .push_back(FlvTag::new(TagType::Audio, ms(pts), mp3_tag(&pes.data)))
+            }
         }
     }
 
@@ -226,18 +245,24 @@ impl TsToFlv {
             if let Some(hvcc) = hvcc(&params) {
                 // FLV has no other place for the picture size: players and the slate read it
                 // from onMetaData.
-                if let Some((w, h)) = params.iter().find(|n| (n[0] >> 1) & 0x3f == NAL_SPS).and_then(|sps| sps_size(sps)) {
+                if let Some((w, h)) = params
+                    .iter()
+                    .find(|n| (n[0] >> 1) & 0x3f == NAL_SPS)
+                    .and_then(|sps| sps_size(sps))
+                {
                     let mut m = rml_rtmp::sessions::StreamMetadata::new();
                     m.video_width = Some(w);
                     m.video_height = Some(h);
                     m.video_codec_id = Some(u32::from(crate::media::flv::VIDEO_CODEC_HEVC));
                     let script = crate::media::metadata::metadata_script(&m);
-                    self.tags.push_back(FlvTag::new(TagType::Script, dts_ms, script));
+                    self.tags
+                        .push_back(FlvTag::new(TagType::Script, dts_ms, script));
                 }
                 let mut d = vec![EX_HEADER | (FRAME_KEY << 4) | PACKET_SEQUENCE_START];
                 d.extend_from_slice(b"hvc1");
                 d.extend_from_slice(&hvcc);
-                self.tags.push_back(FlvTag::new(TagType::Video, dts_ms, Bytes::from(d)));
+                self.tags
+                    .push_back(FlvTag::new(TagType::Video, dts_ms, Bytes::from(d)));
                 self.param_sets = Some(params);
             }
         }
@@ -250,7 +275,8 @@ impl TsToFlv {
         d.extend_from_slice(b"hvc1");
         d.extend_from_slice(&cts_ms.to_be_bytes()[1..]);
         d.extend_from_slice(&frame);
-        self.tags.push_back(FlvTag::new(TagType::Video, dts_ms, Bytes::from(d)));
+        self.tags
+            .push_back(FlvTag::new(TagType::Video, dts_ms, Bytes::from(d)));
     }
 
     fn aac(&mut self, data: &[u8], pts_ms: u32) {
@@ -264,22 +290,30 @@ impl TsToFlv {
             let profile = (h[2] >> 6) & 0x3;
             let freq = (h[2] >> 2) & 0xf;
             let channels = ((h[2] & 0x1) << 2) | (h[3] >> 6);
-            let len = (usize::from(h[3] & 0x3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+            let len =
+                (usize::from(h[3] & 0x3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
             let header = if protection_absent { 7 } else { 9 };
-            let Some(raw) = data.get(at + header..at + len) else { break };
+            let Some(raw) = data.get(at + header..at + len) else {
+                break;
+            };
             let object = profile + 1;
-            let config = [(object << 3) | (freq >> 1), ((freq & 1) << 7) | (channels << 3)];
+            let config = [
+                (object << 3) | (freq >> 1),
+                ((freq & 1) << 7) | (channels << 3),
+            ];
             if self.aac_config != Some(config) {
                 self.aac_config = Some(config);
                 let d = vec![0xaf, 0x00, config[0], config[1]];
-                self.tags.push_back(FlvTag::new(TagType::Audio, pts_ms, Bytes::from(d)));
+                self.tags
+                    .push_back(FlvTag::new(TagType::Audio, pts_ms, Bytes::from(d)));
             }
             let rate = sample_rate(freq).unwrap_or(44_100);
             let ts = pts_ms.wrapping_add((u64::from(n) * 1024 * 1000 / u64::from(rate)) as u32);
             let mut d = Vec::with_capacity(raw.len() + 2);
             d.extend_from_slice(&[0xaf, 0x01]);
             d.extend_from_slice(raw);
-            self.tags.push_back(FlvTag::new(TagType::Audio, ts, Bytes::from(d)));
+            self.tags
+                .push_back(FlvTag::new(TagType::Audio, ts, Bytes::from(d)));
             n += 1;
             at += len.max(header);
         }
@@ -296,7 +330,10 @@ fn timestamp(b: &[u8]) -> u64 {
 }
 
 fn sample_rate(index: u8) -> Option<u32> {
-    const RATES: [u32; 13] = [96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000, 7_350];
+    const RATES: [u32; 13] = [
+        96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025,
+        8_000, 7_350,
+    ];
     RATES.get(usize::from(index)).copied()
 }
 
@@ -393,7 +430,10 @@ impl<'a> Bits<'a> {
 /// The displayed picture size from an HEVC SPS: the coded size less the conformance window.
 pub(crate) fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
     let r = rbsp(sps);
-    let mut b = Bits { data: r.get(2..)?, pos: 0 };
+    let mut b = Bits {
+        data: r.get(2..)?,
+        pos: 0,
+    };
     b.skip(4)?;
     let sub_layers = b.bits(3)? as usize;
     b.skip(1)?;
@@ -468,7 +508,9 @@ fn hvcc(params: &[Vec<u8>]) -> Option<Vec<u8>> {
 pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u8> {
     let mut out = Vec::new();
     for t in tags {
-        if t.tag_type != TagType::Video || t.video_codec() != Some(crate::media::flv::VIDEO_CODEC_HEVC) {
+        if t.tag_type != TagType::Video
+            || t.video_codec() != Some(crate::media::flv::VIDEO_CODEC_HEVC)
+        {
             continue;
         }
         let d = &t.data;
@@ -483,7 +525,9 @@ pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u
                 for _ in 0..count {
                     let Some(l) = d.get(at..at + 2) else { break };
                     let len = usize::from(u16::from_be_bytes([l[0], l[1]]));
-                    let Some(unit) = d.get(at + 2..at + 2 + len) else { break };
+                    let Some(unit) = d.get(at + 2..at + 2 + len) else {
+                        break;
+                    };
                     out.extend_from_slice(&[0, 0, 0, 1]);
                     out.extend_from_slice(unit);
                     at += 2 + len;
@@ -493,7 +537,9 @@ pub fn annex_b_from_flv<'a>(tags: impl IntoIterator<Item = &'a FlvTag>) -> Vec<u
             let mut at = 8;
             while let Some(l) = d.get(at..at + 4) {
                 let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-                let Some(unit) = d.get(at + 4..at + 4 + len) else { break };
+                let Some(unit) = d.get(at + 4..at + 4 + len) else {
+                    break;
+                };
                 out.extend_from_slice(&[0, 0, 0, 1]);
                 out.extend_from_slice(unit);
                 at += 4 + len;
@@ -512,11 +558,25 @@ mod tests {
     fn hevc_aac_ts(secs: u32, size: &str) -> Vec<u8> {
         let out = std::process::Command::new(crate::process::DEFAULT_FFMPEG)
             .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=25"),
+            ])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
             .args(["-t", &secs.to_string()])
-            .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25"])
-            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "pipe:1"])
+            .args([
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error:keyint=25",
+            ])
+            .args([
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "pipe:1",
+            ])
             .output()
             .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
         assert!(
@@ -545,16 +605,28 @@ mod tests {
         let tags = cut(64 * 1024);
         let meta = tags.iter().find(|t| t.is_metadata()).expect("onMetaData");
         let m = crate::media::metadata::metadata_from_script(&meta.data).expect("metadata");
-        assert_eq!((m.video_width, m.video_height, m.video_codec_id), (Some(320), Some(240), Some(12)));
-        let video: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Video).collect();
-        assert!(video[0].is_video_sequence_header(), "first video tag is the sequence start");
+        assert_eq!(
+            (m.video_width, m.video_height, m.video_codec_id),
+            (Some(320), Some(240), Some(12))
+        );
+        let video: Vec<_> = tags
+            .iter()
+            .filter(|t| t.tag_type == TagType::Video)
+            .collect();
+        assert!(
+            video[0].is_video_sequence_header(),
+            "first video tag is the sequence start"
+        );
         assert_eq!(video[0].video_codec(), Some(12));
         let frames: Vec<_> = video.iter().filter(|t| t.is_video_frame()).collect();
         assert_eq!(frames.len(), 75, "3 s at 25 fps");
         assert!(frames[0].is_keyframe());
         assert_eq!(frames.iter().filter(|t| t.is_keyframe()).count(), 3);
         assert!(frames.windows(2).all(|w| w[1].timestamp >= w[0].timestamp));
-        let audio: Vec<_> = tags.iter().filter(|t| t.tag_type == TagType::Audio).collect();
+        let audio: Vec<_> = tags
+            .iter()
+            .filter(|t| t.tag_type == TagType::Audio)
+            .collect();
         assert!(audio[0].is_audio_sequence_header());
         assert!(audio.len() > 100, "{} audio tags", audio.len());
         assert_eq!(cut(188 * 3 + 7).len(), tags.len());
@@ -562,7 +634,16 @@ mod tests {
         // What the tags carry decodes: 75 frames of 320x240 HEVC, no error.
         let es = annex_b_from_flv(&tags);
         let mut child = std::process::Command::new(crate::process::DEFAULT_FFMPEG)
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "hevc", "-i", "pipe:0"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-f",
+                "hevc",
+                "-i",
+                "pipe:0",
+            ])
             .args(["-f", "framemd5", "pipe:1"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -575,7 +656,11 @@ mod tests {
         let _ = writer.join();
         let text = String::from_utf8_lossy(&out.stdout);
         let decoded = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(decoded, 75, "decoded frames");
         assert!(text.contains("320x240"), "{text}");
     }
@@ -589,7 +674,9 @@ mod tests {
         let mut d = TsToFlv::new();
         d.push(&ts).expect("valid TS");
         d.finish();
-        let meta = std::iter::from_fn(|| d.next_tag()).find(|t| t.is_metadata()).expect("onMetaData");
+        let meta = std::iter::from_fn(|| d.next_tag())
+            .find(|t| t.is_metadata())
+            .expect("onMetaData");
         let m = crate::media::metadata::metadata_from_script(&meta.data).expect("metadata");
         assert_eq!((m.video_width, m.video_height), (Some(320), Some(180)));
     }
@@ -604,7 +691,10 @@ mod tests {
     fn annex_b_and_rbsp() {
         let au = [0, 0, 0, 1, 0x40, 1, 0xaa, 0, 0, 1, 0x42, 1, 0, 0, 3, 1];
         let units = annex_b_units(&au);
-        assert_eq!(units, vec![&[0x40, 1, 0xaa][..], &[0x42, 1, 0, 0, 3, 1][..]]);
+        assert_eq!(
+            units,
+            vec![&[0x40, 1, 0xaa][..], &[0x42, 1, 0, 0, 3, 1][..]]
+        );
         assert_eq!(rbsp(units[1]), vec![0x42, 1, 0, 0, 1]);
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
+    ClientSessionResult, PublishRequestType,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -83,7 +83,6 @@ impl From<ClientSessionError> for RtmpError {
     }
 }
 
-
 /// A destination connection: plain TCP or TLS over TCP.
 pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
@@ -108,7 +107,6 @@ pub(crate) fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, String> 
         })
         .clone()
 }
-
 
 /// What a client asks for once its `connect` is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +146,9 @@ pub(crate) async fn open_client(
 /// The host's addresses, refused when any is internal (unless `allow_private`).
 async fn resolve_checked(url: &RtmpUrl, allow_private: bool) -> Result<Vec<SocketAddr>, RtmpError> {
     let addr = url.addr();
-    let resolved = tokio::net::lookup_host(addr.as_str()).await.map(|a| a.collect::<Vec<SocketAddr>>());
+    let resolved = tokio::net::lookup_host(addr.as_str())
+        .await
+        .map(|a| a.collect::<Vec<SocketAddr>>());
     let addrs = match resolved {
         Ok(a) => a,
         Err(source) => return Err(RtmpError::Connect { addr, source }),
@@ -160,20 +160,31 @@ async fn resolve_checked(url: &RtmpUrl, allow_private: bool) -> Result<Vec<Socke
 }
 
 /// TCP to the checked addresses, inside TLS for `rtmps` (`tls`, else Mozilla's roots).
-async fn connect(url: &RtmpUrl, addrs: &[SocketAddr], tls: Option<&Arc<rustls::ClientConfig>>) -> Result<BoxConn, RtmpError> {
+async fn connect(
+    url: &RtmpUrl,
+    addrs: &[SocketAddr],
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<BoxConn, RtmpError> {
     let tcp = TcpStream::connect(addrs)
         .await
-        .map_err(|source| RtmpError::Connect { addr: url.addr(), source })?;
+        .map_err(|source| RtmpError::Connect {
+            addr: url.addr(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     if !url.tls() {
         return Ok(Box::new(tcp));
     }
-    let tls_err = |reason: String| RtmpError::Tls { host: url.host().to_string(), reason };
+    let tls_err = |reason: String| RtmpError::Tls {
+        host: url.host().to_string(),
+        reason,
+    };
     let config = match tls {
         Some(c) => c.clone(),
         None => default_tls_config().map_err(tls_err)?,
     };
-    let name = rustls::pki_types::ServerName::try_from(url.host().to_string()).map_err(|e| tls_err(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(url.host().to_string())
+        .map_err(|e| tls_err(e.to_string()))?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
@@ -201,7 +212,10 @@ async fn handshake(stream: &mut BoxConn) -> Result<Vec<u8>, RtmpError> {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 stream.write_all(&response_bytes).await?;
             }
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
                 stream.write_all(&response_bytes).await?;
                 return Ok(remaining_bytes);
             }
@@ -210,7 +224,10 @@ async fn handshake(stream: &mut BoxConn) -> Result<Vec<u8>, RtmpError> {
 }
 
 /// A client session with `tcUrl` set, and its `connect(app)` sent.
-async fn request_connection(url: &RtmpUrl, stream: &mut BoxConn) -> Result<ClientSession, RtmpError> {
+async fn request_connection(
+    url: &RtmpUrl,
+    stream: &mut BoxConn,
+) -> Result<ClientSession, RtmpError> {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(url.tc_url());
     // Every client announces the same outgoing chunk size right after `connect`, so the
@@ -241,12 +258,23 @@ async fn await_acceptance(
             let results = session.handle_input(&pending)?;
             pending.clear();
             let mut out = Vec::new();
-            let answer = answer_results(url, request, &mut session, results, &mut requested, &mut out)?;
+            let answer = answer_results(
+                url,
+                request,
+                &mut session,
+                results,
+                &mut requested,
+                &mut out,
+            )?;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
             }
             if let Some(events) = answer {
-                return Ok(ClientConn { stream, session, events });
+                return Ok(ClientConn {
+                    stream,
+                    session,
+                    events,
+                });
             }
         }
         let n = stream.read(&mut buf).await?;
@@ -286,23 +314,38 @@ fn answer_results(
         match ev {
             ClientSessionEvent::ConnectionRequestAccepted => {
                 let req = match request {
-                    ClientRequest::Publish => {
-                        session.request_publishing(url.stream_key().to_string(), PublishRequestType::Live)?
+                    ClientRequest::Publish => session.request_publishing(
+                        url.stream_key().to_string(),
+                        PublishRequestType::Live,
+                    )?,
+                    ClientRequest::Play => {
+                        session.request_playback(url.stream_key().to_string())?
                     }
-                    ClientRequest::Play => session.request_playback(url.stream_key().to_string())?,
                 };
                 collect_packets(vec![req], out);
                 *requested = true;
             }
             ClientSessionEvent::ConnectionRequestRejected { description } => {
-                return Err(RtmpError::Rejected { stage: "connect", description });
+                return Err(RtmpError::Rejected {
+                    stage: "connect",
+                    description,
+                });
             }
-            ClientSessionEvent::PublishRequestAccepted if request == ClientRequest::Publish => accepted = true,
-            ClientSessionEvent::PlaybackRequestAccepted if request == ClientRequest::Play => accepted = true,
+            ClientSessionEvent::PublishRequestAccepted if request == ClientRequest::Publish => {
+                accepted = true
+            }
+            ClientSessionEvent::PlaybackRequestAccepted if request == ClientRequest::Play => {
+                accepted = true
+            }
             // e.g. NetStream.Publish.BadName when the name is taken, or
             // NetStream.Play.StreamNotFound.
-            ClientSessionEvent::UnhandleableOnStatusCode { code } if *requested && !accepted && is_failure_status(&code) => {
-                return Err(RtmpError::Rejected { stage, description: code });
+            ClientSessionEvent::UnhandleableOnStatusCode { code }
+                if *requested && !accepted && is_failure_status(&code) =>
+            {
+                return Err(RtmpError::Rejected {
+                    stage,
+                    description: code,
+                });
             }
             ev if accepted => events.push(ev),
             _ => {}
@@ -318,12 +361,25 @@ fn answer_results(
 /// so after this call video (and audio) must go out through [`crate::media::chunks`], which
 /// writes only full first headers there.
 pub(crate) fn publish_stream_id(session: &mut ClientSession) -> Result<u32, RtmpError> {
-    let probe = session.publish_video_data(bytes::Bytes::from_static(&[0x17]), rml_rtmp::time::RtmpTimestamp::new(0), false)?;
+    let probe = session.publish_video_data(
+        bytes::Bytes::from_static(&[0x17]),
+        rml_rtmp::time::RtmpTimestamp::new(0),
+        false,
+    )?;
     match probe {
-        ClientSessionResult::OutboundResponse(p) if p.bytes.len() >= 12 && p.bytes[0] == crate::media::chunks::VIDEO_CSID => {
-            Ok(u32::from_le_bytes([p.bytes[8], p.bytes[9], p.bytes[10], p.bytes[11]]))
+        ClientSessionResult::OutboundResponse(p)
+            if p.bytes.len() >= 12 && p.bytes[0] == crate::media::chunks::VIDEO_CSID =>
+        {
+            Ok(u32::from_le_bytes([
+                p.bytes[8],
+                p.bytes[9],
+                p.bytes[10],
+                p.bytes[11],
+            ]))
         }
-        _ => Err(RtmpError::Session("no full header on the video chunk stream".into())),
+        _ => Err(RtmpError::Session(
+            "no full header on the video chunk stream".into(),
+        )),
     }
 }
 
@@ -334,7 +390,6 @@ pub(crate) fn is_failure_status(code: &str) -> bool {
         .any(|w| code.contains(w))
 }
 
-
 /// Appends the bytes of every outbound packet among `results` to `out`.
 pub(crate) fn collect_packets(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
     for r in results {
@@ -343,4 +398,3 @@ pub(crate) fn collect_packets(results: Vec<ClientSessionResult>, out: &mut Vec<u
         }
     }
 }
-

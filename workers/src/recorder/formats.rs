@@ -55,7 +55,10 @@ impl VideoInfo {
 }
 
 fn mux_error(format: &'static str, e: impl std::fmt::Display) -> SinkError {
-    SinkError::Mux { format, reason: e.to_string() }
+    SinkError::Mux {
+        format,
+        reason: e.to_string(),
+    }
 }
 
 /// Fragmented MP4 parts: HLS segments ([`Timeline::Absolute`], one playlist across files'
@@ -81,7 +84,13 @@ impl Fmp4Writer {
     }
 
     fn new(format: &'static str, timeline: Timeline) -> Self {
-        Fmp4Writer { format, muxer: Fmp4Muxer::new(), timeline, info: VideoInfo::default(), first_media_ts: None }
+        Fmp4Writer {
+            format,
+            muxer: Fmp4Muxer::new(),
+            timeline,
+            info: VideoInfo::default(),
+            first_media_ts: None,
+        }
     }
 }
 
@@ -98,11 +107,19 @@ impl PartWriter for Fmp4Writer {
                 self.muxer.seal_tracks();
             }
         }
-        Ok(match self.muxer.push(tag).map_err(|e| mux_error(self.format, e))? {
-            fmp4::Pushed::Ignored => Pushed::Ignored,
-            fmp4::Pushed::ConfigChanged => Pushed::ConfigChanged,
-            fmp4::Pushed::Config | fmp4::Pushed::Sample | fmp4::Pushed::Keyframe => Pushed::Taken,
-        })
+        Ok(
+            match self
+                .muxer
+                .push(tag)
+                .map_err(|e| mux_error(self.format, e))?
+            {
+                fmp4::Pushed::Ignored => Pushed::Ignored,
+                fmp4::Pushed::ConfigChanged => Pushed::ConfigChanged,
+                fmp4::Pushed::Config | fmp4::Pushed::Sample | fmp4::Pushed::Keyframe => {
+                    Pushed::Taken
+                }
+            },
+        )
     }
 
     fn pending_ms(&self) -> u64 {
@@ -119,7 +136,10 @@ impl PartWriter for Fmp4Writer {
             bytes.extend_from_slice(&fragment.bytes);
             duration_ms += fragment.duration_ms;
         }
-        Ok((!bytes.is_empty()).then(|| PartBody { bytes: bytes.freeze(), duration_ms }))
+        Ok((!bytes.is_empty()).then(|| PartBody {
+            bytes: bytes.freeze(),
+            duration_ms,
+        }))
     }
 
     fn init_segment(&self) -> Option<Bytes> {
@@ -147,7 +167,9 @@ impl AacWriter {
     }
 
     fn frame_ms(&self) -> f64 {
-        self.adts.config().map_or(1024.0 / 44.1, |c| 1_024_000.0 / f64::from(c.sample_rate.max(1)))
+        self.adts.config().map_or(1024.0 / 44.1, |c| {
+            1_024_000.0 / f64::from(c.sample_rate.max(1))
+        })
     }
 }
 
@@ -159,7 +181,10 @@ impl PartWriter for AacWriter {
         if tag.tag_type != TagType::Audio {
             return Ok(Pushed::Ignored);
         }
-        match self.adts.push(tag).map_err(|e| SinkError::Unsupported { format: "aac", reason: e.to_string() })? {
+        match self.adts.push(tag).map_err(|e| SinkError::Unsupported {
+            format: "aac",
+            reason: e.to_string(),
+        })? {
             Some(frame) => {
                 self.pending.extend_from_slice(&frame);
                 self.frames += 1;
@@ -179,7 +204,10 @@ impl PartWriter for AacWriter {
         }
         let duration_ms = self.pending_ms();
         self.frames = 0;
-        Ok(Some(PartBody { bytes: std::mem::take(&mut self.pending).freeze(), duration_ms }))
+        Ok(Some(PartBody {
+            bytes: std::mem::take(&mut self.pending).freeze(),
+            duration_ms,
+        }))
     }
 
     fn video_info(&self) -> (Option<String>, Option<String>) {

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_core::app::recording::{finish_recording, save_progress, update_recording};
 use relaycast_core::app::callbacks::ConfigCache;
 use relaycast_core::app::media::snapshot_taken;
+use relaycast_core::app::recording::{finish_recording, save_progress, update_recording};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::recording::media::Snapshot;
 use relaycast_core::domain::recording::progress::{OpenFile, Part, RecordingProgress};
@@ -101,8 +101,14 @@ pub async fn run(
     let ports = &ctx.ports;
     let key = recording.key();
     let mut tracked = match ports.store.load::<RecordingProgress>(&key).await? {
-        Some(v) => Tracked { progress: v.value, version: Some(v.version) },
-        None => Tracked { progress: RecordingProgress::new(&recording), version: None },
+        Some(v) => Tracked {
+            progress: v.value,
+            version: Some(v.version),
+        },
+        None => Tracked {
+            progress: RecordingProgress::new(&recording),
+            version: None,
+        },
     };
     if tracked.progress.lease_token > token {
         return Ok(SessionEnd::LeaseLost);
@@ -111,7 +117,9 @@ pub async fn run(
     tracked.progress.lease_token = token;
     tracked.progress.generation += 1;
     // What the previous recorder had open ends here, except the HLS playlist, which goes on.
-    let (hls, others): (Vec<OpenFile>, Vec<OpenFile>) = std::mem::take(&mut tracked.progress.open).into_iter().partition(|f| f.format == RecordFormat::Hls);
+    let (hls, others): (Vec<OpenFile>, Vec<OpenFile>) = std::mem::take(&mut tracked.progress.open)
+        .into_iter()
+        .partition(|f| f.format == RecordFormat::Hls);
     tracked.progress.open = hls;
     tracked.progress.closing.extend(others);
     if !tracked.save(ports).await? {
@@ -128,7 +136,13 @@ pub async fn run(
         pending
     })
     .await?;
-    let mut session = Session { ctx: ctx.clone(), recording, tracked, sinks: Vec::new(), seq: 0 };
+    let mut session = Session {
+        ctx: ctx.clone(),
+        recording,
+        tracked,
+        sinks: Vec::new(),
+        seq: 0,
+    };
     if !session.finalize_closing().await? {
         return Ok(SessionEnd::LeaseLost);
     }
@@ -178,29 +192,53 @@ impl Session {
         let resume_ms = i64::from(r.spec.resume_timeout_secs) * 1000;
         if r.mode == RecordingMode::Auto {
             if let Some(stopped) = r.stream_stopped_ms {
-                if now >= stopped + resume_ms.max(STOP_GRACE_MS) && last_media_ms.is_none_or(|m| m <= stopped + STOP_GRACE_MS) {
+                if now >= stopped + resume_ms.max(STOP_GRACE_MS)
+                    && last_media_ms.is_none_or(|m| m <= stopped + STOP_GRACE_MS)
+                {
                     return Some("stream ended".into());
                 }
             }
         }
         let idle_limit = resume_ms.max(MIN_IDLE_END.as_millis() as i64);
         match last_media_ms {
-            Some(last) if now - last >= idle_limit => Some("source silent past the resume timeout".into()),
-            None if now - started_ms >= (NOTHING_YET_END.as_millis() as i64).max(idle_limit) => Some("the source produced nothing".into()),
+            Some(last) if now - last >= idle_limit => {
+                Some("source silent past the resume timeout".into())
+            }
+            None if now - started_ms >= (NOTHING_YET_END.as_millis() as i64).max(idle_limit) => {
+                Some("the source produced nothing".into())
+            }
             _ => None,
         }
     }
 
-    async fn record(&mut self, control: &mut watch::Receiver<Recording>, lease_lost: &CancellationToken, drain: &CancellationToken) -> Result<Recorded, RecorderError> {
+    async fn record(
+        &mut self,
+        control: &mut watch::Receiver<Recording>,
+        lease_lost: &CancellationToken,
+        drain: &CancellationToken,
+    ) -> Result<Recorded, RecorderError> {
         let ports = self.ctx.ports.clone();
         let started_ms = ports.clock.now_ms();
-        if let Some(reason) = self.due_to_end(started_ms, None, started_ms).filter(|r| r != "the source produced nothing") {
+        if let Some(reason) = self
+            .due_to_end(started_ms, None, started_ms)
+            .filter(|r| r != "the source produced nothing")
+        {
             tracing::info!(recording = %self.recording.id, %reason, "recording ends before it starts");
             return Ok(Recorded::Ended(None));
         }
         for f in &self.recording.spec.formats {
-            let mut sink = FormatSink::new(f.format, writer_for(f.format), Some(u64::from(f.max_file_secs) * 1000));
-            if let Some(open) = self.tracked.progress.open.iter().find(|o| o.format == f.format) {
+            let mut sink = FormatSink::new(
+                f.format,
+                writer_for(f.format),
+                Some(u64::from(f.max_file_secs) * 1000),
+            );
+            if let Some(open) = self
+                .tracked
+                .progress
+                .open
+                .iter()
+                .find(|o| o.format == f.format)
+            {
                 sink.resume(open.duration_ms());
             }
             self.sinks.push(sink);
@@ -209,17 +247,27 @@ impl Session {
         ingest.ffmpeg_path = self.ctx.ffmpeg.clone();
         let mut spec = SourceSpec::new(vec![ingest]);
         spec.slate = None;
-        spec.allow_private_targets = self.ctx.settings.allow_private_targets || self.ctx.on_loopback;
+        spec.allow_private_targets =
+            self.ctx.settings.allow_private_targets || self.ctx.on_loopback;
         let id = self.recording.id.clone();
-        let supervisor = SourceSupervisor::start(spec, move |event| tracing::debug!(recording = %id, ?event, "recording source"))
-            .map_err(|e| RecorderError::Source(e.to_string()))?;
+        let supervisor = SourceSupervisor::start(
+            spec,
+            move |event| tracing::debug!(recording = %id, ?event, "recording source"),
+        )
+        .map_err(|e| RecorderError::Source(e.to_string()))?;
         let mut options = SubscribeOptions::file_sink();
-        options.on_lag = OnLag::NeverDrop { max_backlog_bytes: Some(MAX_BACKLOG_BYTES) };
+        options.on_lag = OnLag::NeverDrop {
+            max_backlog_bytes: Some(MAX_BACKLOG_BYTES),
+        };
         let mut sub = supervisor.subscribe(options);
         let mut tick = tokio::time::interval(TICK);
         let mut last_media_ms: Option<i64> = None;
         let mut gate = StartGate::new();
-        let mut snapshots = self.recording.spec.snapshot_interval_secs.map(|s| SnapshotPicker::new(Duration::from_secs(u64::from(s))));
+        let mut snapshots = self
+            .recording
+            .spec
+            .snapshot_interval_secs
+            .map(|s| SnapshotPicker::new(Duration::from_secs(u64::from(s))));
         let mut snapshot_running: Option<tokio::task::JoinHandle<()>> = None;
         let outcome = loop {
             tokio::select! {
@@ -300,7 +348,11 @@ impl Session {
     }
 
     async fn end_with(&mut self, error: Option<String>) -> Result<Recorded, RecorderError> {
-        Ok(if self.flush_all().await? { Recorded::Ended(error) } else { Recorded::LeaseLost })
+        Ok(if self.flush_all().await? {
+            Recorded::Ended(error)
+        } else {
+            Recorded::LeaseLost
+        })
     }
 
     /// Stores every sink's part in progress; `false` when the lease was lost.
@@ -327,7 +379,11 @@ impl Session {
         let format = self.sinks[sink].format;
         for step in steps {
             match step {
-                SinkStep::Part { body, init, discontinuity } => {
+                SinkStep::Part {
+                    body,
+                    init,
+                    discontinuity,
+                } => {
                     let now = ports.clock.now_ms();
                     let progress = &mut self.tracked.progress;
                     let index = match progress.open.iter().position(|f| f.format == format) {
@@ -335,13 +391,26 @@ impl Session {
                         None => {
                             let next = next_file_index(progress, format);
                             let (video_codec, resolution) = self.sinks[sink].video_info();
-                            progress.open.push(OpenFile { format, index: next, start_ms: now - body.duration_ms as i64, end_ms: now, parts: Vec::new(), video_codec, resolution });
+                            progress.open.push(OpenFile {
+                                format,
+                                index: next,
+                                start_ms: now - body.duration_ms as i64,
+                                end_ms: now,
+                                parts: Vec::new(),
+                                video_codec,
+                                resolution,
+                            });
                             progress.open.len() - 1
                         }
                     };
                     let generation = progress.generation;
                     let file_index = progress.open[index].index;
-                    let dir = format!("{}/{}/{:04}", self.recording.object_prefix(), format.as_str(), file_index);
+                    let dir = format!(
+                        "{}/{}/{:04}",
+                        self.recording.object_prefix(),
+                        format.as_str(),
+                        file_index
+                    );
                     self.seq += 1;
                     let init_key = match init {
                         Some(init) => {
@@ -351,19 +420,33 @@ impl Session {
                         }
                         None => None,
                     };
-                    let key = format!("{dir}/g{generation}_{:06}.{}", self.seq, part_extension(format));
+                    let key = format!(
+                        "{dir}/g{generation}_{:06}.{}",
+                        self.seq,
+                        part_extension(format)
+                    );
                     let bytes = body.bytes.len() as u64;
-                    ports.objects.put_bytes(&key, body.bytes, "application/octet-stream").await?;
+                    ports
+                        .objects
+                        .put_bytes(&key, body.bytes, "application/octet-stream")
+                        .await?;
                     let file = &mut self.tracked.progress.open[index];
                     if file.video_codec.is_none() {
                         (file.video_codec, file.resolution) = self.sinks[sink].video_info();
                     }
                     file.end_ms = now;
-                    file.parts.push(Part { key, bytes, duration_ms: body.duration_ms, discontinuity, init_key });
+                    file.parts.push(Part {
+                        key,
+                        bytes,
+                        duration_ms: body.duration_ms,
+                        discontinuity,
+                        init_key,
+                    });
                     if format == RecordFormat::Hls {
                         self.tracked.progress.timeline_ms += body.duration_ms;
                     }
-                    metrics::counter!("relaycast_record_parts_total", "format" => format.as_str()).increment(1);
+                    metrics::counter!("relaycast_record_parts_total", "format" => format.as_str())
+                        .increment(1);
                     if !self.tracked.save(&ports).await? {
                         self.tracked.version = None;
                         return Ok(false);
@@ -389,7 +472,8 @@ impl Session {
     /// when the lease was lost.
     async fn finalize_closing(&mut self) -> Result<bool, RecorderError> {
         while let Some(file) = self.tracked.progress.closing.first().cloned() {
-            let key = finalize_file(&self.ctx.ports, &self.ctx.ffmpeg, &self.recording, &file).await?;
+            let key =
+                finalize_file(&self.ctx.ports, &self.ctx.ffmpeg, &self.recording, &file).await?;
             let progress = &mut self.tracked.progress;
             progress.closing.remove(0);
             progress.finalized.extend(key);
@@ -412,14 +496,37 @@ async fn take_snapshot(ctx: SessionContext, recording: Recording, frame: Snapsho
         }
     };
     let (width, height) = frame.size.unwrap_or((0, 0));
-    let key = Snapshot::object_key(&recording.object_prefix(), recording.stream_id(), taken_ms, width, height);
+    let key = Snapshot::object_key(
+        &recording.object_prefix(),
+        recording.stream_id(),
+        taken_ms,
+        width,
+        height,
+    );
     let size = jpeg.len() as u64;
     if let Err(e) = ctx.ports.objects.put_bytes(&key, jpeg, "image/jpeg").await {
         tracing::warn!(recording = %recording.id, error = %e, "snapshot not stored");
         return;
     }
-    let snapshot = Snapshot { stream: recording.stream.clone(), stream_id: recording.stream_id().to_string(), stream_param: recording.stream_param.clone(), object_key: key.clone(), size, width, height, taken_ms };
-    match snapshot_taken(&ctx.ports, &ctx.settings, &ctx.config_cache, &recording.account, &snapshot).await {
+    let snapshot = Snapshot {
+        stream: recording.stream.clone(),
+        stream_id: recording.stream_id().to_string(),
+        stream_param: recording.stream_param.clone(),
+        object_key: key.clone(),
+        size,
+        width,
+        height,
+        taken_ms,
+    };
+    match snapshot_taken(
+        &ctx.ports,
+        &ctx.settings,
+        &ctx.config_cache,
+        &recording.account,
+        &snapshot,
+    )
+    .await
+    {
         Ok(notices) => {
             metrics::counter!("relaycast_snapshots_total").increment(1);
             tracing::debug!(recording = %recording.id, key = %key, notices, "snapshot taken");
@@ -429,8 +536,19 @@ async fn take_snapshot(ctx: SessionContext, recording: Recording, frame: Snapsho
 }
 
 fn next_file_index(progress: &RecordingProgress, format: RecordFormat) -> u32 {
-    let used = progress.closing.iter().chain(progress.open.iter()).filter(|f| f.format == format).map(|f| f.index + 1).max().unwrap_or(0);
-    let finalized = progress.finalized.iter().filter(|k| k.ends_with(&format!(".{}", format.extension()))).count() as u32;
+    let used = progress
+        .closing
+        .iter()
+        .chain(progress.open.iter())
+        .filter(|f| f.format == format)
+        .map(|f| f.index + 1)
+        .max()
+        .unwrap_or(0);
+    let finalized = progress
+        .finalized
+        .iter()
+        .filter(|k| k.ends_with(&format!(".{}", format.extension())))
+        .count() as u32;
     used.max(finalized)
 }
 

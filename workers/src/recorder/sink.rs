@@ -120,9 +120,17 @@ pub struct FormatSink {
 
 impl FormatSink {
     /// A sink writing `format` through `writer`; `max_file_ms` splits files (ignored for HLS).
-    pub fn new(format: RecordFormat, mut writer: Box<dyn PartWriter>, max_file_ms: Option<u64>) -> Self {
+    pub fn new(
+        format: RecordFormat,
+        mut writer: Box<dyn PartWriter>,
+        max_file_ms: Option<u64>,
+    ) -> Self {
         writer.start_file();
-        let max_file_ms = if format == RecordFormat::Hls { None } else { max_file_ms };
+        let max_file_ms = if format == RecordFormat::Hls {
+            None
+        } else {
+            max_file_ms
+        };
         FormatSink {
             format,
             writer,
@@ -174,11 +182,18 @@ impl FormatSink {
         if tag.tag_type == TagType::Video && tag.is_video_frame() {
             self.has_video = true;
         }
-        let boundary = if self.has_video { tag.tag_type == TagType::Video && tag.is_key_picture() } else { tag.tag_type == TagType::Audio && !tag.is_sequence_header() };
+        let boundary = if self.has_video {
+            tag.tag_type == TagType::Video && tag.is_key_picture()
+        } else {
+            tag.tag_type == TagType::Audio && !tag.is_sequence_header()
+        };
         if let (true, Some(start)) = (boundary, self.part_start) {
             // Up to this tag, which the cut leaves for the next part.
             let pending = u64::from(tag.timestamp.saturating_sub(start));
-            let file_full = self.max_file_ms.is_some_and(|max| self.file_ms + pending >= max) && pending > 0;
+            let file_full = self
+                .max_file_ms
+                .is_some_and(|max| self.file_ms + pending >= max)
+                && pending > 0;
             if file_full || pending >= PART_TARGET_MS {
                 self.cut(Some(tag.timestamp), &mut steps)?;
             }
@@ -196,7 +211,10 @@ impl FormatSink {
                 self.cut(Some(tag.timestamp), &mut steps)?;
                 self.close_file(&mut steps);
                 if let Pushed::ConfigChanged = self.writer.push(tag)? {
-                    return Err(SinkError::Mux { format: self.format.as_str(), reason: "a new file refused the new configuration".into() });
+                    return Err(SinkError::Mux {
+                        format: self.format.as_str(),
+                        reason: "a new file refused the new configuration".into(),
+                    });
                 }
             }
         }
@@ -213,11 +231,19 @@ impl FormatSink {
     fn cut(&mut self, next_dts: Option<u32>, steps: &mut Vec<SinkStep>) -> Result<(), SinkError> {
         self.part_start = None;
         if let Some(body) = self.writer.take_part(next_dts)? {
-            let init = if self.init_pending { self.writer.init_segment() } else { None };
+            let init = if self.init_pending {
+                self.writer.init_segment()
+            } else {
+                None
+            };
             self.init_pending = false;
             self.file_ms += body.duration_ms;
             self.file_has_parts = true;
-            steps.push(SinkStep::Part { body, init, discontinuity: std::mem::take(&mut self.discontinuity) });
+            steps.push(SinkStep::Part {
+                body,
+                init,
+                discontinuity: std::mem::take(&mut self.discontinuity),
+            });
         }
         Ok(())
     }
@@ -270,7 +296,10 @@ impl StartGate {
         let is_frame = |t: &FlvTag| t.tag_type != TagType::Script && !t.is_sequence_header();
         if tag.tag_type == TagType::Video && tag.is_key_picture() {
             self.open = true;
-            let mut out: Vec<FlvTag> = std::mem::take(&mut self.held).into_iter().filter(|t| !is_frame(t) || t.timestamp >= tag.timestamp).collect();
+            let mut out: Vec<FlvTag> = std::mem::take(&mut self.held)
+                .into_iter()
+                .filter(|t| !is_frame(t) || t.timestamp >= tag.timestamp)
+                .collect();
             out.push(tag);
             return out;
         }
@@ -278,7 +307,8 @@ impl StartGate {
             return Vec::new(); // a picture that needs an earlier keyframe
         }
         let first = self.held.iter().find(|t| is_frame(t)).map(|t| t.timestamp);
-        let audio_only = first.is_some_and(|f| tag.timestamp.saturating_sub(f) >= AUDIO_ONLY_AFTER_MS);
+        let audio_only =
+            first.is_some_and(|f| tag.timestamp.saturating_sub(f) >= AUDIO_ONLY_AFTER_MS);
         self.held.push(tag);
         if audio_only {
             self.open = true;
@@ -315,7 +345,8 @@ impl FlvWriter {
 
     fn put(&mut self, tag: &FlvTag) {
         let base = *self.file_base.get_or_insert(tag.timestamp);
-        tag.with_timestamp(tag.timestamp.saturating_sub(base)).write_to(&mut self.pending);
+        tag.with_timestamp(tag.timestamp.saturating_sub(base))
+            .write_to(&mut self.pending);
     }
 }
 
@@ -335,7 +366,11 @@ impl PartWriter for FlvWriter {
             return Ok(Pushed::Ignored);
         }
         if tag.is_sequence_header() {
-            let slot = if tag.tag_type == TagType::Video { &mut self.video_header } else { &mut self.audio_header };
+            let slot = if tag.tag_type == TagType::Video {
+                &mut self.video_header
+            } else {
+                &mut self.audio_header
+            };
             let same = slot.as_ref().is_some_and(|h| h.data == tag.data);
             *slot = Some(tag.clone());
             if same || self.new_file {
@@ -349,7 +384,14 @@ impl PartWriter for FlvWriter {
             // Both flags set: the audio header may arrive after the first video tag, and
             // players read the tags, not the flags.
             FlvHeader::default().write_to(&mut self.pending);
-            for cached in [self.metadata.clone(), self.video_header.clone(), self.audio_header.clone()].into_iter().flatten() {
+            for cached in [
+                self.metadata.clone(),
+                self.video_header.clone(),
+                self.audio_header.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 self.put(&cached.with_timestamp(tag.timestamp));
             }
         }
@@ -365,14 +407,20 @@ impl PartWriter for FlvWriter {
     }
 
     fn pending_ms(&self) -> u64 {
-        self.part_start.map_or(0, |s| u64::from(self.last_dts.saturating_sub(s)))
+        self.part_start
+            .map_or(0, |s| u64::from(self.last_dts.saturating_sub(s)))
     }
 
     fn take_part(&mut self, next_dts: Option<u32>) -> Result<Option<PartBody>, SinkError> {
-        let Some(start) = self.part_start.take() else { return Ok(None) };
+        let Some(start) = self.part_start.take() else {
+            return Ok(None);
+        };
         let end = next_dts.unwrap_or(self.last_dts.saturating_add(self.frame_ms.clamp(1, 1000)));
         let bytes = std::mem::take(&mut self.pending).freeze();
-        Ok(Some(PartBody { bytes, duration_ms: u64::from(end.saturating_sub(start)) }))
+        Ok(Some(PartBody {
+            bytes,
+            duration_ms: u64::from(end.saturating_sub(start)),
+        }))
     }
 
     fn video_info(&self) -> (Option<String>, Option<String>) {
@@ -387,15 +435,38 @@ mod tests {
 
     fn tags_of(flv: &[u8]) -> Vec<FlvTag> {
         let mut parser = FlvParser::new();
-        parser.feed(flv).unwrap().into_iter().filter_map(|i| if let FlvItem::Tag(t) = i { Some(t) } else { None }).collect()
+        parser
+            .feed(flv)
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| {
+                if let FlvItem::Tag(t) = i {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn the_gate_opens_at_the_first_keyframe_or_for_audio_only_streams() {
         let audio = |ts| FlvTag::new(TagType::Audio, ts, Bytes::from_static(&[0xaf, 0x01, 0x21]));
-        let header = FlvTag::new(TagType::Audio, 0, Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]));
-        let inter = FlvTag::new(TagType::Video, 40, Bytes::from_static(&[0x27, 0x01, 0, 0, 0]));
-        let key = FlvTag::new(TagType::Video, 1_000, Bytes::from_static(&[0x17, 0x01, 0, 0, 0]));
+        let header = FlvTag::new(
+            TagType::Audio,
+            0,
+            Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]),
+        );
+        let inter = FlvTag::new(
+            TagType::Video,
+            40,
+            Bytes::from_static(&[0x27, 0x01, 0, 0, 0]),
+        );
+        let key = FlvTag::new(
+            TagType::Video,
+            1_000,
+            Bytes::from_static(&[0x17, 0x01, 0, 0, 0]),
+        );
         let mut gate = StartGate::new();
         assert!(gate.pass(header.clone()).is_empty());
         assert!(gate.pass(audio(0)).is_empty());
@@ -431,7 +502,10 @@ mod tests {
             }
         }
         // Files close at the first keyframe at or after 5 s: 6 s, 6 s.
-        let durations: Vec<u64> = files.iter().map(|f| f.iter().map(|p| p.duration_ms).sum()).collect();
+        let durations: Vec<u64> = files
+            .iter()
+            .map(|f| f.iter().map(|p| p.duration_ms).sum())
+            .collect();
         assert_eq!(durations.len(), 2, "{durations:?}");
         for d in &durations {
             assert!((5_900..=6_100).contains(d), "{durations:?}");
@@ -442,8 +516,15 @@ mod tests {
             let tags = tags_of(&bytes);
             let first_frame = tags.iter().find(|t| t.is_video_frame()).unwrap();
             assert!(first_frame.is_key_picture());
-            assert!(first_frame.timestamp < 100, "file starts at {}", first_frame.timestamp);
-            assert!(tags.iter().any(|t| t.is_video_sequence_header()) && tags.iter().any(|t| t.is_audio_sequence_header()));
+            assert!(
+                first_frame.timestamp < 100,
+                "file starts at {}",
+                first_frame.timestamp
+            );
+            assert!(
+                tags.iter().any(|t| t.is_video_sequence_header())
+                    && tags.iter().any(|t| t.is_audio_sequence_header())
+            );
         }
     }
 }

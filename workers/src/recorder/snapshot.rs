@@ -35,7 +35,11 @@ pub struct SnapshotFrame {
 impl SnapshotPicker {
     /// One snapshot every `interval`.
     pub fn new(interval: Duration) -> Self {
-        SnapshotPicker { interval_ms: interval.as_millis().clamp(1000, u128::from(u32::MAX)) as u32, header: None, last: None }
+        SnapshotPicker {
+            interval_ms: interval.as_millis().clamp(1000, u128::from(u32::MAX)) as u32,
+            header: None,
+            last: None,
+        }
     }
 
     /// The frame to snapshot, when `tag` is the keyframe that is due.
@@ -47,7 +51,11 @@ impl SnapshotPicker {
             self.header = Some(tag.clone());
             return None;
         }
-        if !tag.is_key_picture() || self.last.is_some_and(|l| tag.timestamp.saturating_sub(l) < self.interval_ms) {
+        if !tag.is_key_picture()
+            || self
+                .last
+                .is_some_and(|l| tag.timestamp.saturating_sub(l) < self.interval_ms)
+        {
             return None;
         }
         let header = self.header.as_ref()?;
@@ -59,17 +67,43 @@ impl SnapshotPicker {
             _ => None,
         };
         let mut flv = BytesMut::new();
-        FlvHeader { version: 1, has_audio: false, has_video: true }.write_to(&mut flv);
+        FlvHeader {
+            version: 1,
+            has_audio: false,
+            has_video: true,
+        }
+        .write_to(&mut flv);
         header.with_timestamp(0).write_to(&mut flv);
         tag.with_timestamp(0).write_to(&mut flv);
-        Some(SnapshotFrame { flv: flv.freeze(), size: size.map(|(w, h)| (w as u32, h as u32)) })
+        Some(SnapshotFrame {
+            flv: flv.freeze(),
+            size: size.map(|(w, h)| (w as u32, h as u32)),
+        })
     }
 }
 
 /// Decodes a snapshot frame into a JPEG with ffmpeg.
 pub async fn decode_jpeg(ffmpeg: &PathBuf, frame: &SnapshotFrame) -> Result<Bytes, String> {
     let mut child = tokio::process::Command::new(ffmpeg)
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-f", "flv", "-i", "pipe:0", "-frames:v", "1", "-q:v", "3", "-f", "image2", "-c:v", "mjpeg", "pipe:1"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "flv",
+            "-i",
+            "pipe:0",
+            "-frames:v",
+            "1",
+            "-q:v",
+            "3",
+            "-f",
+            "image2",
+            "-c:v",
+            "mjpeg",
+            "pipe:1",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -82,10 +116,16 @@ pub async fn decode_jpeg(ffmpeg: &PathBuf, frame: &SnapshotFrame) -> Result<Byte
         let _ = stdin.write_all(&flv).await;
         let _ = stdin.shutdown().await;
     });
-    let out = tokio::time::timeout(DECODE_TIMEOUT, child.wait_with_output()).await.map_err(|_| "the snapshot decode took too long".to_string())?.map_err(|e| e.to_string())?;
+    let out = tokio::time::timeout(DECODE_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| "the snapshot decode took too long".to_string())?
+        .map_err(|e| e.to_string())?;
     let _ = feed.await;
     if !out.status.success() || out.stdout.len() < 4 || out.stdout[..2] != [0xff, 0xd8] {
-        return Err(format!("the snapshot decode failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "the snapshot decode failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(Bytes::from(out.stdout))
 }

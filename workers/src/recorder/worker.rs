@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relaycast_core::app::recording::{enqueue_record_job, finish_recording, record_lease_resource, RecordJob, RECORD_QUEUE};
+use relaycast_core::app::recording::{
+    enqueue_record_job, finish_recording, record_lease_resource, RecordJob, RECORD_QUEUE,
+};
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
@@ -53,11 +55,31 @@ struct Running {
 impl RecorderWorker {
     /// A recorder over `ports`; `shutdown` drains it.
     pub fn new(ports: Ports, settings: Arc<Settings>, shutdown: CancellationToken) -> Self {
-        let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
-        let worker_id = format!("recorder-{}-{}", std::process::id(), crate::process::instance_id());
+        let leases = Leases::new(
+            ports.store.clone(),
+            ports.clock.clone(),
+            settings.timing.lease_ttl_ms,
+        );
+        let worker_id = format!(
+            "recorder-{}-{}",
+            std::process::id(),
+            crate::process::instance_id()
+        );
         let ffmpeg = PathBuf::from(crate::ingest::DEFAULT_FFMPEG);
-        let ctx = SessionContext { ports, settings, ffmpeg, on_loopback: false, config_cache: Arc::default() };
-        Self { ctx, leases, worker_id, running: Arc::new(Mutex::new(HashMap::new())), shutdown }
+        let ctx = SessionContext {
+            ports,
+            settings,
+            ffmpeg,
+            on_loopback: false,
+            config_cache: Arc::default(),
+        };
+        Self {
+            ctx,
+            leases,
+            worker_id,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            shutdown,
+        }
     }
 
     /// Lets sessions reach loopback sources (tests and benchmarks).
@@ -86,11 +108,19 @@ impl RecorderWorker {
                         match self.try_execute_job(&message).await {
                             Ok(outcome) => {
                                 tracing::info!(job = %message.body, ?outcome, "record job");
-                                if let Err(e) = self.ctx.ports.queue.ack(RECORD_QUEUE, &message.receipt).await {
+                                if let Err(e) = self
+                                    .ctx
+                                    .ports
+                                    .queue
+                                    .ack(RECORD_QUEUE, &message.receipt)
+                                    .await
+                                {
                                     tracing::warn!(error = %e, "record job ack failed; it will come back");
                                 }
                             }
-                            Err(e) => tracing::warn!(job = %message.body, error = %e, "record job failed; will retry"),
+                            Err(e) => {
+                                tracing::warn!(job = %message.body, error = %e, "record job failed; will retry")
+                            }
                         }
                     }
                 }
@@ -109,21 +139,38 @@ impl RecorderWorker {
 
     /// Handles one job message (the caller acknowledges it on `Ok`).
     pub async fn try_execute_job(&self, message: &ReceivedMessage) -> Result<JobOutcome, AppError> {
-        let Ok(job) = serde_json::from_str::<RecordJob>(&message.body) else { return Ok(JobOutcome::Malformed) };
+        let Ok(job) = serde_json::from_str::<RecordJob>(&message.body) else {
+            return Ok(JobOutcome::Malformed);
+        };
         let key = job.recording_key();
-        let Some(recording) = self.ctx.ports.store.load::<Recording>(&key).await? else { return Ok(JobOutcome::NothingToDo) };
+        let Some(recording) = self.ctx.ports.store.load::<Recording>(&key).await? else {
+            return Ok(JobOutcome::NothingToDo);
+        };
         if recording.value.state == RecordingState::Finished {
             return Ok(JobOutcome::NothingToDo);
         }
-        if self.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false) {
+        if self
+            .running
+            .lock()
+            .map(|r| r.contains_key(&key))
+            .unwrap_or(false)
+        {
             return Ok(JobOutcome::Started);
         }
-        let Some(guard) = self.leases.acquire(&record_lease_resource(&key), &self.worker_id).await? else {
+        let Some(guard) = self
+            .leases
+            .acquire(&record_lease_resource(&key), &self.worker_id)
+            .await?
+        else {
             return Ok(JobOutcome::HeldElsewhere);
         };
         let drain = self.shutdown.child_token();
-        let runner = Runner { worker: self.clone(), key: key.clone() };
-        let done = tokio::spawn(runner.run(recording.value, recording.version, guard, drain.clone()));
+        let runner = Runner {
+            worker: self.clone(),
+            key: key.clone(),
+        };
+        let done =
+            tokio::spawn(runner.run(recording.value, recording.version, guard, drain.clone()));
         if let Ok(mut running) = self.running.lock() {
             running.insert(key, Running { drain, done });
         }
@@ -131,7 +178,11 @@ impl RecorderWorker {
     }
 
     async fn drain(&self) {
-        let running: Vec<(String, Running)> = self.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+        let running: Vec<(String, Running)> = self
+            .running
+            .lock()
+            .map(|mut r| r.drain().collect())
+            .unwrap_or_default();
         tracing::info!(recordings = running.len(), "recorder draining");
         for (_, r) in &running {
             r.drain.cancel();
@@ -148,17 +199,29 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(self, recording: Recording, version: u64, mut guard: LeaseGuard, drain: CancellationToken) {
+    async fn run(
+        self,
+        recording: Recording,
+        version: u64,
+        mut guard: LeaseGuard,
+        drain: CancellationToken,
+    ) {
         let ports = self.worker.ctx.ports.clone();
         let (control_tx, control) = watch::channel(recording.clone());
         let lease_lost = CancellationToken::new();
         let session_done = CancellationToken::new();
         let heartbeat = {
-            let (worker, key, lease_lost, session_done) = (self.worker.clone(), self.key.clone(), lease_lost.clone(), session_done.clone());
+            let (worker, key, lease_lost, session_done) = (
+                self.worker.clone(),
+                self.key.clone(),
+                lease_lost.clone(),
+                session_done.clone(),
+            );
             let mut guard_slot = guard.clone();
             tokio::spawn(async move {
                 let timing = &worker.ctx.settings.timing;
-                let mut beat = tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
+                let mut beat =
+                    tokio::time::interval(Duration::from_millis(timing.lease_heartbeat_ms));
                 let mut watch = tokio::time::interval(Duration::from_millis(500));
                 let mut seen = version;
                 loop {
@@ -188,7 +251,15 @@ impl Runner {
             })
         };
         let token = guard.lease.token;
-        let end = session::run(self.worker.ctx.clone(), recording, control, token, lease_lost.clone(), drain).await;
+        let end = session::run(
+            self.worker.ctx.clone(),
+            recording,
+            control,
+            token,
+            lease_lost.clone(),
+            drain,
+        )
+        .await;
         session_done.cancel();
         if let Ok(g) = heartbeat.await {
             guard = g;

@@ -64,7 +64,9 @@ pub fn apply_sources(sources: &mut [IngestSpec], task: &RelayTask) {
 /// Whether a URL names an HLS playlist (`.m3u8`).
 pub fn is_hls(url: &str) -> bool {
     let path = url.split(['?', '#']).next().unwrap_or(url);
-    path.rsplit('/').next().is_some_and(|name| name.to_ascii_lowercase().ends_with(".m3u8"))
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.to_ascii_lowercase().ends_with(".m3u8"))
 }
 
 /// Whether a URL names a media file by its path's extension (query and fragment ignored).
@@ -123,9 +125,14 @@ mod tests {
 
     #[test]
     fn media_files_are_told_from_streams() {
-        assert!(is_media_file("https://cdn.example/slates/holding.MP4?token=x"));
+        assert!(is_media_file(
+            "https://cdn.example/slates/holding.MP4?token=x"
+        ));
         assert!(is_media_file("http://h/a/b.mkv"));
-        assert!(!is_media_file("http://cdn/live/stream.flv"), "HTTP-FLV is a live stream");
+        assert!(
+            !is_media_file("http://cdn/live/stream.flv"),
+            "HTTP-FLV is a live stream"
+        );
         assert!(!is_media_file("https://h/live/stream.m3u8"));
         assert!(!is_media_file("rtmp://h/live/stream"));
         assert!(!is_media_file("http://h.mp4/live/stream"));

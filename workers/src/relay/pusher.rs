@@ -31,7 +31,10 @@ pub use crate::media::rtmp::RtmpUrl;
 use crate::media::chunks::{encode_media, SHARED_STREAM_ID};
 use crate::media::flv::TagType;
 use crate::media::metadata::metadata_from_script;
-use crate::media::rtmp::{collect_packets, is_failure_status, open_client, publish_stream_id, ClientConn, ClientRequest, ConnReader, ConnWriter, RtmpError};
+use crate::media::rtmp::{
+    collect_packets, is_failure_status, open_client, publish_stream_id, ClientConn, ClientRequest,
+    ConnReader, ConnWriter, RtmpError,
+};
 use crate::splice::splicer::{ChunkedTag, Splicer, SubscribeOptions};
 
 /// Tunables of a pusher.
@@ -311,9 +314,18 @@ impl Worker {
     ) -> Result<Ended, RtmpError> {
         let setup = tokio::time::timeout(
             self.config.connect_timeout,
-            open_client(&self.url, self.config.tls.as_ref(), self.config.allow_private_targets, ClientRequest::Publish),
+            open_client(
+                &self.url,
+                self.config.tls.as_ref(),
+                self.config.allow_private_targets,
+                ClientRequest::Publish,
+            ),
         );
-        let ClientConn { stream, mut session, .. } = tokio::select! {
+        let ClientConn {
+            stream,
+            mut session,
+            ..
+        } = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(Ended::Cancelled),
             r = setup => r.map_err(|_| RtmpError::Timeout("connecting and publishing"))??,
         };
@@ -322,12 +334,19 @@ impl Worker {
         let stream_id = publish_stream_id(&mut session)?;
         let shared = stream_id == SHARED_STREAM_ID;
         if !shared {
-            tracing::info!(stream_id, "publish stream id is not {SHARED_STREAM_ID}: this pusher encodes its own chunks");
+            tracing::info!(
+                stream_id,
+                "publish stream id is not {SHARED_STREAM_ID}: this pusher encodes its own chunks"
+            );
         }
         let (mut rd, mut wr) = tokio::io::split(stream);
         // Subscribe only once publishing is accepted, so the first tags are the cached
         // headers followed by a keyframe, not a backlog from the connect time.
-        let options = if shared { SubscribeOptions::pusher() } else { SubscribeOptions::default() };
+        let options = if shared {
+            SubscribeOptions::pusher()
+        } else {
+            SubscribeOptions::default()
+        };
         let mut sub = self.splicer.subscribe_with(options);
         set_state(&self.shared, PusherState::Publishing);
         let started = Instant::now();
@@ -473,7 +492,12 @@ impl Worker {
 
     /// Writes everything `pending` holds (carrying `tags` media tags) and counts both under
     /// one lock. The write timeout bounds the whole batch, as it bounded one `write_all`.
-    async fn write_pending(&self, wr: &mut ConnWriter, pending: &mut VecDeque<Bytes>, tags: u64) -> Result<(), RtmpError> {
+    async fn write_pending(
+        &self,
+        wr: &mut ConnWriter,
+        pending: &mut VecDeque<Bytes>,
+        tags: u64,
+    ) -> Result<(), RtmpError> {
         let len: usize = pending.iter().map(Bytes::len).sum();
         tokio::time::timeout(self.config.write_timeout, write_all_vectored(wr, pending))
             .await
@@ -497,7 +521,10 @@ const MAX_IOV: usize = 64;
 
 /// Writes every buffer of `pending` with vectored writes, taking partial writes into account;
 /// `pending` is empty when it returns `Ok`.
-async fn write_all_vectored(wr: &mut ConnWriter, pending: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+async fn write_all_vectored(
+    wr: &mut ConnWriter,
+    pending: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
     while !pending.is_empty() {
         let mut n = {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -512,7 +539,9 @@ async fn write_all_vectored(wr: &mut ConnWriter, pending: &mut VecDeque<Bytes>) 
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while n > 0 {
-            let Some(front) = pending.front_mut() else { break };
+            let Some(front) = pending.front_mut() else {
+                break;
+            };
             if n >= front.len() {
                 n -= front.len();
                 pending.pop_front();
@@ -534,7 +563,11 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// stream is the shared one, else chunks of its own (same format, its own stream id);
 /// `onMetaData` through the session. `None` for what is not relayed (script data other than
 /// `onMetaData`).
-fn chunks_of(session: &mut ClientSession, t: ChunkedTag, stream_id: u32) -> Result<Option<Bytes>, RtmpError> {
+fn chunks_of(
+    session: &mut ClientSession,
+    t: ChunkedTag,
+    stream_id: u32,
+) -> Result<Option<Bytes>, RtmpError> {
     let ChunkedTag { tag, chunks } = t;
     match tag.tag_type {
         TagType::Video | TagType::Audio => Ok(match chunks {
@@ -564,16 +597,37 @@ mod tests {
     /// buffer, not a copy); one whose server gave another id encodes its own, with that id.
     #[test]
     fn shared_chunks_only_on_the_shared_stream_id() {
-        let (mut session, _) = ClientSession::new(rml_rtmp::sessions::ClientSessionConfig::new()).expect("session");
+        let (mut session, _) =
+            ClientSession::new(rml_rtmp::sessions::ClientSessionConfig::new()).expect("session");
         let tag = FlvTag::new(TagType::Video, 40, Bytes::from(vec![0x27u8; 5000]));
         let shared = encode_media(&tag, SHARED_STREAM_ID).expect("chunks");
-        let mine = chunks_of(&mut session, ChunkedTag { tag: tag.clone(), chunks: Some(shared.clone()) }, SHARED_STREAM_ID)
-            .expect("ok")
-            .expect("bytes");
+        let mine = chunks_of(
+            &mut session,
+            ChunkedTag {
+                tag: tag.clone(),
+                chunks: Some(shared.clone()),
+            },
+            SHARED_STREAM_ID,
+        )
+        .expect("ok")
+        .expect("bytes");
         assert_eq!(mine.as_ptr(), shared.as_ptr(), "the shared buffer itself");
-        let own = chunks_of(&mut session, ChunkedTag { tag, chunks: Some(shared.clone()) }, 7).expect("ok").expect("bytes");
+        let own = chunks_of(
+            &mut session,
+            ChunkedTag {
+                tag,
+                chunks: Some(shared.clone()),
+            },
+            7,
+        )
+        .expect("ok")
+        .expect("bytes");
         assert_eq!(own.len(), shared.len());
-        assert_eq!(&own[8..12], &7u32.to_le_bytes(), "its own message stream id");
+        assert_eq!(
+            &own[8..12],
+            &7u32.to_le_bytes(),
+            "its own message stream id"
+        );
         assert_eq!(&own[12..], &shared[12..]);
     }
 

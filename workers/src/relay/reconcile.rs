@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use relaycast_core::domain::relay::events::item_warning_detail;
-use relaycast_core::domain::relay::state::{Action, DestState, PlaybackPosition, StopCause, TaskState};
+use relaycast_core::domain::relay::state::{
+    Action, DestState, PlaybackPosition, StopCause, TaskState,
+};
 use relaycast_core::domain::relay::task::RelayTask;
 use relaycast_core::domain::relay::types::RtmpUrl;
 
@@ -43,12 +45,18 @@ impl SessionPlan {
 
 /// The session changes that bring `status` in line with `task`; `sources_revision` is the
 /// revision of the sources the session runs.
-pub fn plan_session(task: &RelayTask, status: &SessionStatus, sources_revision: u64) -> SessionPlan {
+pub fn plan_session(
+    task: &RelayTask,
+    status: &SessionStatus,
+    sources_revision: u64,
+) -> SessionPlan {
     let mut plan = SessionPlan::default();
     for d in &task.destinations {
         let pusher = status.destinations.iter().find(|p| p.url == d.url.as_str());
         match d.state {
-            DestState::Stopped { .. } if pusher.is_some_and(|p| p.state != PusherState::Stopped) => {
+            DestState::Stopped { .. }
+                if pusher.is_some_and(|p| p.state != PusherState::Stopped) =>
+            {
                 plan.stop.push(d.url.as_str().to_string());
             }
             DestState::Pending if pusher.is_none() => plan.add.push(d.url.as_str().to_string()),
@@ -89,7 +97,11 @@ pub fn destination_steps(
     now: Instant,
     give_up: Duration,
 ) -> Vec<RecordStep> {
-    let Some(recorded) = task.destinations.iter().find(|d| d.url.as_str() == pusher.url) else {
+    let Some(recorded) = task
+        .destinations
+        .iter()
+        .find(|d| d.url.as_str() == pusher.url)
+    else {
         return Vec::new();
     };
     let url = recorded.url.clone();
@@ -107,10 +119,16 @@ pub fn destination_steps(
             down_since.entry(pusher.url.clone()).or_insert(now);
             vec![RecordStep::Apply(Action::PushReconnecting { url })]
         }
-        (PusherState::Backoff | PusherState::Connecting, DestState::Pending | DestState::Reconnecting { .. }) => {
+        (
+            PusherState::Backoff | PusherState::Connecting,
+            DestState::Pending | DestState::Reconnecting { .. },
+        ) => {
             let since = *down_since.entry(pusher.url.clone()).or_insert(now);
             if now.saturating_duration_since(since) >= give_up {
-                let reason = pusher.last_error.clone().unwrap_or_else(|| "destination unreachable".into());
+                let reason = pusher
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "destination unreachable".into());
                 vec![RecordStep::GiveUp { url, reason }]
             } else {
                 Vec::new()
@@ -139,11 +157,19 @@ fn interrupted(task: &RelayTask) -> bool {
 pub fn on_playout_event(task: &RelayTask, event: PlayoutEvent) -> PlayoutStep {
     match event {
         PlayoutEvent::ItemStarted { index, loop_number } => {
-            let position = PlaybackPosition { index, loops_done: loop_number.saturating_sub(1), offset_ms: 0 };
+            let position = PlaybackPosition {
+                index,
+                loops_done: loop_number.saturating_sub(1),
+                offset_ms: 0,
+            };
             PlayoutStep::Apply(Action::ItemAdvanced { position })
         }
         PlayoutEvent::ItemFailed { index, reason } => {
-            let file = task.sources.get(index).map(|s| s.url.to_string()).unwrap_or_default();
+            let file = task
+                .sources
+                .get(index)
+                .map(|s| s.url.to_string())
+                .unwrap_or_default();
             let detail = item_warning_detail(&reason);
             PlayoutStep::Apply(Action::ItemWarning { file, detail })
         }
@@ -155,13 +181,21 @@ pub fn on_playout_event(task: &RelayTask, event: PlayoutEvent) -> PlayoutStep {
             PlayoutStep::Apply(Action::SourceRecovered)
         }
         PlayoutEvent::SlateStarted | PlayoutEvent::SlateEnded => PlayoutStep::Nothing,
-        PlayoutEvent::SourcesExhausted { reason } => PlayoutStep::End(Action::SourceFailed { reason }),
+        PlayoutEvent::SourcesExhausted { reason } => {
+            PlayoutStep::End(Action::SourceFailed { reason })
+        }
         // cmd=3 already reported the new list (5) when it was accepted.
         PlayoutEvent::SourcesReplaced { .. } => PlayoutStep::Nothing,
         PlayoutEvent::Finished { cause, reason } => match cause {
-            FinishCause::PlaylistFinished => PlayoutStep::End(Action::Finished { cause: StopCause::LoopsDone }),
-            FinishCause::Duration => PlayoutStep::End(Action::Finished { cause: StopCause::RelOffTime }),
-            FinishCause::SourcesExhausted | FinishCause::SourceEnded => PlayoutStep::End(Action::SourceFailed { reason }),
+            FinishCause::PlaylistFinished => PlayoutStep::End(Action::Finished {
+                cause: StopCause::LoopsDone,
+            }),
+            FinishCause::Duration => PlayoutStep::End(Action::Finished {
+                cause: StopCause::RelOffTime,
+            }),
+            FinishCause::SourcesExhausted | FinishCause::SourceEnded => {
+                PlayoutStep::End(Action::SourceFailed { reason })
+            }
             // Only the worker stops sessions: it already knows why.
             FinishCause::Stopped => PlayoutStep::Nothing,
         },
@@ -173,7 +207,9 @@ pub fn on_playout_event(task: &RelayTask, event: PlayoutEvent) -> PlayoutStep {
 pub fn on_session_event(task: &RelayTask, event: &SessionEvent) -> Option<Action> {
     match event {
         SessionEvent::SourceFailed { reason, .. } if interrupted(task) => {
-            Some(Action::SourceInterrupted { reason: reason.clone() })
+            Some(Action::SourceInterrupted {
+                reason: reason.clone(),
+            })
         }
         SessionEvent::SwitchedSource { .. } if matches!(task.state, TaskState::Retrying { .. }) => {
             Some(Action::SourceRecovered)
@@ -186,7 +222,9 @@ pub fn on_session_event(task: &RelayTask, event: &SessionEvent) -> Option<Action
 mod tests {
     use super::*;
     use relaycast_core::domain::relay::state::StopKind;
-    use relaycast_core::domain::relay::types::{ExtendParam, Fops, Source, SourceUrl, TaskId, TaskType};
+    use relaycast_core::domain::relay::types::{
+        ExtendParam, Fops, Source, SourceUrl, TaskId, TaskType,
+    };
     use relaycast_core::domain::relay::wire::NewRelayTask;
 
     use crate::relay::session::SourceState;
@@ -197,8 +235,13 @@ mod tests {
     fn task(destinations: &[&str]) -> RelayTask {
         let new = NewRelayTask {
             id: TaskId::parse("t").unwrap(),
-            sources: vec![Source::new(SourceUrl::parse("rtmp://h/live/a", TaskType::Live).unwrap())],
-            forwards: destinations.iter().map(|d| RtmpUrl::parse(d).unwrap()).collect(),
+            sources: vec![Source::new(
+                SourceUrl::parse("rtmp://h/live/a", TaskType::Live).unwrap(),
+            )],
+            forwards: destinations
+                .iter()
+                .map(|d| RtmpUrl::parse(d).unwrap())
+                .collect(),
             start_ms: None,
             end_ms: None,
             fops: Fops::default(),
@@ -208,7 +251,11 @@ mod tests {
     }
 
     fn set_dest(task: &mut RelayTask, url: &str, state: DestState) {
-        let d = task.destinations.iter_mut().find(|d| d.url.as_str() == url).expect("destination");
+        let d = task
+            .destinations
+            .iter_mut()
+            .find(|d| d.url.as_str() == url)
+            .expect("destination");
         d.state = state;
     }
 
@@ -243,15 +290,34 @@ mod tests {
     #[test]
     fn stopped_destinations_lose_their_pusher_and_pending_ones_get_one() {
         let mut t = task(&[A, B]);
-        set_dest(&mut t, A, DestState::Stopped { kind: StopKind::Manual });
+        set_dest(
+            &mut t,
+            A,
+            DestState::Stopped {
+                kind: StopKind::Manual,
+            },
+        );
         // B is pending with no pusher (added by an edit).
         let st = status(vec![pusher(A, PusherState::Publishing)]);
         let plan = plan_session(&t, &st, t.sources_revision);
-        assert_eq!(plan, SessionPlan { stop: vec![A.into()], add: vec![B.into()], replace_sources: false });
+        assert_eq!(
+            plan,
+            SessionPlan {
+                stop: vec![A.into()],
+                add: vec![B.into()],
+                replace_sources: false
+            }
+        );
         assert!(plan.changes_destinations());
         // Already stopped pushers are left alone; a running pending one is not added twice.
-        let st = status(vec![pusher(A, PusherState::Stopped), pusher(B, PusherState::Connecting)]);
-        assert_eq!(plan_session(&t, &st, t.sources_revision), SessionPlan::default());
+        let st = status(vec![
+            pusher(A, PusherState::Stopped),
+            pusher(B, PusherState::Connecting),
+        ]);
+        assert_eq!(
+            plan_session(&t, &st, t.sources_revision),
+            SessionPlan::default()
+        );
     }
 
     #[test]
@@ -269,14 +335,33 @@ mod tests {
         let t = task(&[A]);
         assert_eq!(t.state, TaskState::Starting);
         let mut down = DownSince::from([(A.to_string(), Instant::now())]);
-        let steps = destination_steps(&t, &pusher(A, PusherState::Publishing), &mut down, Instant::now(), Duration::from_secs(60));
+        let steps = destination_steps(
+            &t,
+            &pusher(A, PusherState::Publishing),
+            &mut down,
+            Instant::now(),
+            Duration::from_secs(60),
+        );
         let url = RtmpUrl::parse(A).unwrap();
-        assert_eq!(steps, [RecordStep::Apply(Action::Started), RecordStep::Apply(Action::PushConnected { url })]);
+        assert_eq!(
+            steps,
+            [
+                RecordStep::Apply(Action::Started),
+                RecordStep::Apply(Action::PushConnected { url })
+            ]
+        );
         assert!(down.is_empty(), "a publishing destination is not down");
         // Already pushing: nothing to record.
         let mut t = task(&[A]);
         set_dest(&mut t, A, DestState::Pushing);
-        assert!(destination_steps(&t, &pusher(A, PusherState::Publishing), &mut down, Instant::now(), Duration::from_secs(60)).is_empty());
+        assert!(destination_steps(
+            &t,
+            &pusher(A, PusherState::Publishing),
+            &mut down,
+            Instant::now(),
+            Duration::from_secs(60)
+        )
+        .is_empty());
     }
 
     #[test]
@@ -288,48 +373,124 @@ mod tests {
         set_dest(&mut t, A, DestState::Pushing);
         let url = RtmpUrl::parse(A).unwrap();
         let steps = destination_steps(&t, &pusher(A, PusherState::Backoff), &mut down, t0, give_up);
-        assert_eq!(steps, [RecordStep::Apply(Action::PushReconnecting { url: url.clone() })]);
+        assert_eq!(
+            steps,
+            [RecordStep::Apply(Action::PushReconnecting {
+                url: url.clone()
+            })]
+        );
         assert_eq!(down.get(A), Some(&t0));
         set_dest(&mut t, A, DestState::Reconnecting { attempt: 1 });
         let later = t0 + Duration::from_secs(59);
-        assert!(destination_steps(&t, &pusher(A, PusherState::Connecting), &mut down, later, give_up).is_empty());
-        let steps = destination_steps(&t, &pusher(A, PusherState::Connecting), &mut down, t0 + give_up, give_up);
-        assert_eq!(steps, [RecordStep::GiveUp { url, reason: "connection refused".into() }]);
+        assert!(destination_steps(
+            &t,
+            &pusher(A, PusherState::Connecting),
+            &mut down,
+            later,
+            give_up
+        )
+        .is_empty());
+        let steps = destination_steps(
+            &t,
+            &pusher(A, PusherState::Connecting),
+            &mut down,
+            t0 + give_up,
+            give_up,
+        );
+        assert_eq!(
+            steps,
+            [RecordStep::GiveUp {
+                url,
+                reason: "connection refused".into()
+            }]
+        );
         // A pusher the record does not list is not the record's business.
-        assert!(destination_steps(&t, &pusher(B, PusherState::Backoff), &mut down, t0, give_up).is_empty());
+        assert!(
+            destination_steps(&t, &pusher(B, PusherState::Backoff), &mut down, t0, give_up)
+                .is_empty()
+        );
     }
 
     #[test]
     fn playout_and_session_events_map_onto_the_record() {
         let mut t = task(&[A]);
         // A slate only interrupts a running task; a switch only recovers a retrying one.
-        assert_eq!(on_playout_event(&t, PlayoutEvent::SlateStarted), PlayoutStep::Nothing);
+        assert_eq!(
+            on_playout_event(&t, PlayoutEvent::SlateStarted),
+            PlayoutStep::Nothing
+        );
         t.state = TaskState::Running;
-        assert!(matches!(on_playout_event(&t, PlayoutEvent::SlateStarted), PlayoutStep::Apply(Action::SourceInterrupted { .. })));
-        let failed = SessionEvent::SourceFailed { index: 0, reason: "gone".into() };
-        assert_eq!(on_session_event(&t, &failed), Some(Action::SourceInterrupted { reason: "gone".into() }));
-        assert_eq!(on_session_event(&t, &SessionEvent::SwitchedSource { from: 0, to: 1 }), None);
-        t.state = TaskState::Retrying { reason: "gone".into() };
-        assert_eq!(on_session_event(&t, &SessionEvent::SwitchedSource { from: 0, to: 1 }), Some(Action::SourceRecovered));
-        assert_eq!(on_playout_event(&t, PlayoutEvent::SlateEnded), PlayoutStep::Apply(Action::SourceRecovered));
+        assert!(matches!(
+            on_playout_event(&t, PlayoutEvent::SlateStarted),
+            PlayoutStep::Apply(Action::SourceInterrupted { .. })
+        ));
+        let failed = SessionEvent::SourceFailed {
+            index: 0,
+            reason: "gone".into(),
+        };
+        assert_eq!(
+            on_session_event(&t, &failed),
+            Some(Action::SourceInterrupted {
+                reason: "gone".into()
+            })
+        );
+        assert_eq!(
+            on_session_event(&t, &SessionEvent::SwitchedSource { from: 0, to: 1 }),
+            None
+        );
+        t.state = TaskState::Retrying {
+            reason: "gone".into(),
+        };
+        assert_eq!(
+            on_session_event(&t, &SessionEvent::SwitchedSource { from: 0, to: 1 }),
+            Some(Action::SourceRecovered)
+        );
+        assert_eq!(
+            on_playout_event(&t, PlayoutEvent::SlateEnded),
+            PlayoutStep::Apply(Action::SourceRecovered)
+        );
         // How a run ends.
-        let finished = |cause| PlayoutEvent::Finished { cause, reason: "why".into() };
+        let finished = |cause| PlayoutEvent::Finished {
+            cause,
+            reason: "why".into(),
+        };
         assert_eq!(
             on_playout_event(&t, finished(FinishCause::PlaylistFinished)),
-            PlayoutStep::End(Action::Finished { cause: StopCause::LoopsDone })
+            PlayoutStep::End(Action::Finished {
+                cause: StopCause::LoopsDone
+            })
         );
         assert_eq!(
             on_playout_event(&t, finished(FinishCause::Duration)),
-            PlayoutStep::End(Action::Finished { cause: StopCause::RelOffTime })
+            PlayoutStep::End(Action::Finished {
+                cause: StopCause::RelOffTime
+            })
         );
         assert_eq!(
             on_playout_event(&t, finished(FinishCause::SourceEnded)),
-            PlayoutStep::End(Action::SourceFailed { reason: "why".into() })
+            PlayoutStep::End(Action::SourceFailed {
+                reason: "why".into()
+            })
         );
-        assert_eq!(on_playout_event(&t, finished(FinishCause::Stopped)), PlayoutStep::Nothing);
         assert_eq!(
-            on_playout_event(&t, PlayoutEvent::ItemStarted { index: 2, loop_number: 3 }),
-            PlayoutStep::Apply(Action::ItemAdvanced { position: PlaybackPosition { index: 2, loops_done: 2, offset_ms: 0 } })
+            on_playout_event(&t, finished(FinishCause::Stopped)),
+            PlayoutStep::Nothing
+        );
+        assert_eq!(
+            on_playout_event(
+                &t,
+                PlayoutEvent::ItemStarted {
+                    index: 2,
+                    loop_number: 3
+                }
+            ),
+            PlayoutStep::Apply(Action::ItemAdvanced {
+                position: PlaybackPosition {
+                    index: 2,
+                    loops_done: 2,
+                    offset_ms: 0
+                }
+            })
         );
     }
 }

@@ -43,13 +43,16 @@ use tokio::sync::mpsc;
 use crate::ingest::{IngestError, IngestProgress, IngestSpec};
 use crate::relay::pusher::{Pusher, PusherConfig, PusherEvent, PusherStatus, RtmpUrl};
 pub use crate::splice::slate::SlateConfig;
-pub use crate::splice::source::{ApplyAt, FinishCause, Loops, PlayoutEvent, SourceState};
 pub use crate::splice::source::SourceSpec;
 use crate::splice::source::{validate_sources, SourceError, SourceEvent, SourceSupervisor};
+pub use crate::splice::source::{ApplyAt, FinishCause, Loops, PlayoutEvent, SourceState};
 use crate::splice::splicer::{SubscribeOptions, Subscription};
 
 fn destination(url: &str) -> Result<RtmpUrl, SessionError> {
-    RtmpUrl::parse_parts(url).map_err(|reason| SessionError::InvalidDestination { url: url.to_string(), reason })
+    RtmpUrl::parse_parts(url).map_err(|reason| SessionError::InvalidDestination {
+        url: url.to_string(),
+        reason,
+    })
 }
 
 /// Errors of the session API. Invalid sources and destinations are the caller's fault;
@@ -98,8 +101,12 @@ impl From<SourceError> for SessionError {
     fn from(e: SourceError) -> Self {
         match e {
             SourceError::NoSources => SessionError::NoSources,
-            SourceError::InvalidSource { index, source } => SessionError::InvalidSource { index, source },
-            SourceError::SourceOutOfRange { index, len } => SessionError::SourceOutOfRange { index, len },
+            SourceError::InvalidSource { index, source } => {
+                SessionError::InvalidSource { index, source }
+            }
+            SourceError::SourceOutOfRange { index, len } => {
+                SessionError::SourceOutOfRange { index, len }
+            }
             SourceError::Stopped => SessionError::Stopped,
         }
     }
@@ -134,7 +141,10 @@ impl SessionSpec {
     /// [`SessionSpec::new`] with private targets allowed: for tests and benchmarks whose
     /// sources and destinations run on 127.0.0.1.
     pub fn on_loopback(sources: Vec<IngestSpec>, destinations: Vec<String>) -> Self {
-        SessionSpec { allow_private_targets: true, ..SessionSpec::new(sources, destinations) }
+        SessionSpec {
+            allow_private_targets: true,
+            ..SessionSpec::new(sources, destinations)
+        }
     }
 }
 
@@ -182,7 +192,9 @@ impl From<SourceEvent> for SessionEvent {
     fn from(e: SourceEvent) -> Self {
         match e {
             SourceEvent::Started => SessionEvent::Started,
-            SourceEvent::SourceFailed { index, reason } => SessionEvent::SourceFailed { index, reason },
+            SourceEvent::SourceFailed { index, reason } => {
+                SessionEvent::SourceFailed { index, reason }
+            }
             SourceEvent::SwitchedSource { from, to } => SessionEvent::SwitchedSource { from, to },
             SourceEvent::Finished { reason } => SessionEvent::Finished { reason },
         }
@@ -192,9 +204,15 @@ impl From<SourceEvent> for SessionEvent {
 impl From<PusherEvent> for SessionEvent {
     fn from(e: PusherEvent) -> Self {
         match e {
-            PusherEvent::Failed { url, reason, destination_error } => {
-                SessionEvent::DestinationFailed { url, reason, destination_error }
-            }
+            PusherEvent::Failed {
+                url,
+                reason,
+                destination_error,
+            } => SessionEvent::DestinationFailed {
+                url,
+                reason,
+                destination_error,
+            },
             PusherEvent::Recovered { url } => SessionEvent::DestinationRecovered { url },
         }
     }
@@ -288,7 +306,12 @@ impl RelaySession {
     }
 
     fn spawn_pusher(&self, url: RtmpUrl) -> Pusher {
-        Pusher::spawn(url, self.source.splicer().clone(), self.pusher_config.clone(), Some(self.pusher_events.clone()))
+        Pusher::spawn(
+            url,
+            self.source.splicer().clone(),
+            self.pusher_config.clone(),
+            Some(self.pusher_events.clone()),
+        )
     }
 
     /// Adds a destination; it gets the cached headers and starts at the next keyframe.
@@ -329,7 +352,11 @@ impl RelaySession {
     /// the new list's first item is pulled beside the current source and takes over at its
     /// first keyframe, on the same timeline (as a failover does). A playlist starts its pass
     /// count over. See [`ApplyAt`] for `when`.
-    pub async fn replace_sources(&self, sources: Vec<IngestSpec>, when: ApplyAt) -> Result<(), SessionError> {
+    pub async fn replace_sources(
+        &self,
+        sources: Vec<IngestSpec>,
+        when: ApplyAt,
+    ) -> Result<(), SessionError> {
         Ok(self.source.replace_sources(sources, when).await?)
     }
 
@@ -347,7 +374,10 @@ impl RelaySession {
         start_index: Option<usize>,
         when: ApplyAt,
     ) -> Result<(), SessionError> {
-        Ok(self.source.replace_playlist(sources, loops, start_index, when).await?)
+        Ok(self
+            .source
+            .replace_playlist(sources, loops, start_index, when)
+            .await?)
     }
 
     /// A snapshot of the session.
@@ -370,7 +400,9 @@ impl RelaySession {
     /// Stops gracefully: pushers send `deleteStream`, the ingest gets SIGINT (then SIGKILL),
     /// and `Finished` is emitted.
     pub async fn stop(mut self) {
-        let pushers: Vec<Pusher> = std::mem::take(&mut *lock(&self.pushers)).into_values().collect();
+        let pushers: Vec<Pusher> = std::mem::take(&mut *lock(&self.pushers))
+            .into_values()
+            .collect();
         futures::future::join_all(pushers.into_iter().map(Pusher::stop)).await;
         self.source.shutdown().await;
     }

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relaycast_core::app::relay::{apply_to_task, enqueue_job, record_run_stats, relay_lease_resource, RelayJob, RELAY_QUEUE};
+use relaycast_core::app::relay::{
+    apply_to_task, enqueue_job, record_run_stats, relay_lease_resource, RelayJob, RELAY_QUEUE,
+};
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
@@ -28,7 +30,9 @@ use crate::ingest::{egress, IngestSpec, SourceKind};
 use crate::relay::playout;
 use crate::relay::pusher::PusherState;
 use crate::relay::reconcile::{self, DownSince, PlayoutStep, RecordStep};
-use crate::relay::session::{PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig};
+use crate::relay::session::{
+    PlayoutEvent, RelaySession, SessionError, SessionEvent, SessionSpec, SessionStatus, SlateConfig,
+};
 
 /// What happened to one job message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +67,24 @@ struct RunningTask {
 impl RelayWorker {
     /// A worker over `ports`; `shutdown` drains it.
     pub fn new(ports: Ports, settings: Arc<Settings>, shutdown: CancellationToken) -> Self {
-        let leases = Leases::new(ports.store.clone(), ports.clock.clone(), settings.timing.lease_ttl_ms);
-        let worker_id = format!("relay-{}-{}", std::process::id(), crate::process::instance_id());
-        Self { ports, settings, leases, worker_id, running: Arc::new(Mutex::new(HashMap::new())), shutdown }
+        let leases = Leases::new(
+            ports.store.clone(),
+            ports.clock.clone(),
+            settings.timing.lease_ttl_ms,
+        );
+        let worker_id = format!(
+            "relay-{}-{}",
+            std::process::id(),
+            crate::process::instance_id()
+        );
+        Self {
+            ports,
+            settings,
+            leases,
+            worker_id,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            shutdown,
+        }
     }
 
     /// How many tasks run here now.
@@ -89,12 +108,16 @@ impl RelayWorker {
                         match self.try_execute_job(&message).await {
                             Ok(outcome) => {
                                 tracing::info!(job = %message.body, ?outcome, receive = message.receive_count, "relay job");
-                                if let Err(e) = self.ports.queue.ack(RELAY_QUEUE, &message.receipt).await {
+                                if let Err(e) =
+                                    self.ports.queue.ack(RELAY_QUEUE, &message.receipt).await
+                                {
                                     tracing::warn!(error = %e, "relay job ack failed; it will come back");
                                 }
                             }
                             // Not acknowledged: the job comes back after its visibility timeout.
-                            Err(e) => tracing::warn!(job = %message.body, error = %e, "relay job failed; will retry"),
+                            Err(e) => {
+                                tracing::warn!(job = %message.body, error = %e, "relay job failed; will retry")
+                            }
                         }
                     }
                 }
@@ -106,27 +129,46 @@ impl RelayWorker {
                     }
                 }
             }
-            metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay").set(self.running_tasks() as f64);
+            metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay")
+                .set(self.running_tasks() as f64);
         }
         self.drain().await;
     }
 
     /// Handles one job message (the caller acknowledges it on `Ok`).
     pub async fn try_execute_job(&self, message: &ReceivedMessage) -> Result<JobOutcome, AppError> {
-        let Ok(job) = serde_json::from_str::<RelayJob>(&message.body) else { return Ok(JobOutcome::Malformed) };
+        let Ok(job) = serde_json::from_str::<RelayJob>(&message.body) else {
+            return Ok(JobOutcome::Malformed);
+        };
         let key = job.task_key();
-        let Some(task) = self.ports.store.load::<RelayTask>(&key).await? else { return Ok(JobOutcome::NothingToDo) };
+        let Some(task) = self.ports.store.load::<RelayTask>(&key).await? else {
+            return Ok(JobOutcome::NothingToDo);
+        };
         if !task.value.state.is_active() || task.value.state == TaskState::Scheduled {
             return Ok(JobOutcome::NothingToDo);
         }
-        if self.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false) {
+        if self
+            .running
+            .lock()
+            .map(|r| r.contains_key(&key))
+            .unwrap_or(false)
+        {
             return Ok(JobOutcome::Started);
         }
-        let Some(guard) = self.leases.acquire(&relay_lease_resource(&key), &self.worker_id).await? else {
+        let Some(guard) = self
+            .leases
+            .acquire(&relay_lease_resource(&key), &self.worker_id)
+            .await?
+        else {
             return Ok(JobOutcome::HeldElsewhere);
         };
         let stop = self.shutdown.child_token();
-        let runner = TaskRunner { worker: self.clone(), account: job.account.clone(), id: task.value.id.clone(), key: key.clone() };
+        let runner = TaskRunner {
+            worker: self.clone(),
+            account: job.account.clone(),
+            id: task.value.id.clone(),
+            key: key.clone(),
+        };
         let done = spawn_dedicated(runner.run(task.value, guard, stop.clone()));
         if let Ok(mut running) = self.running.lock() {
             running.insert(key, RunningTask { stop, done });
@@ -135,7 +177,11 @@ impl RelayWorker {
     }
 
     async fn drain(&self) {
-        let tasks: Vec<(String, RunningTask)> = self.running.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+        let tasks: Vec<(String, RunningTask)> = self
+            .running
+            .lock()
+            .map(|mut r| r.drain().collect())
+            .unwrap_or_default();
         tracing::info!(tasks = tasks.len(), "relay worker draining");
         for (_, task) in &tasks {
             task.stop.cancel();
@@ -219,16 +265,32 @@ impl TaskRunner {
 
     async fn apply(&self, action: Action) -> Result<Option<RelayTask>, AppError> {
         let settings = &self.worker.settings;
-        Ok(apply_to_task(&self.worker.ports, settings, &self.account, &self.id, action).await?.map(|v| v.value))
+        Ok(apply_to_task(
+            &self.worker.ports,
+            settings,
+            &self.account,
+            &self.id,
+            action,
+        )
+        .await?
+        .map(|v| v.value))
     }
 
     /// Runs sessions for the task until it ends here: starts one, then answers the lease
     /// heartbeat, the record's changes and the session's events until the run is over.
-    async fn supervise(&self, task: RelayTask, guard: &mut LeaseGuard, stop: &CancellationToken) -> Result<RunEnd, AppError> {
+    async fn supervise(
+        &self,
+        task: RelayTask,
+        guard: &mut LeaseGuard,
+        stop: &CancellationToken,
+    ) -> Result<RunEnd, AppError> {
         let timing = &self.worker.settings.timing;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (playout_tx, mut playout) = mpsc::unbounded_channel();
-        let Some((session, task)) = self.start_first_session(task, &events_tx, &playout_tx).await? else {
+        let Some((session, task)) = self
+            .start_first_session(task, &events_tx, &playout_tx)
+            .await?
+        else {
             return Ok(RunEnd::TaskEnded);
         };
         let mut run = Run {
@@ -271,15 +333,32 @@ impl TaskRunner {
         playout: &mpsc::UnboundedSender<PlayoutEvent>,
     ) -> Result<Option<(RelaySession, RelayTask)>, AppError> {
         loop {
-            match self.start_session(&task, events.clone(), playout.clone()).await {
+            match self
+                .start_session(&task, events.clone(), playout.clone())
+                .await
+            {
                 Ok(s) => return Ok(Some((s, task))),
                 Err(StartError::Destination { url, reason }) => {
-                    let Some(recorded) = task.active_destinations().find(|d| d.url.as_str() == url).map(|d| d.url.clone()) else {
+                    let Some(recorded) = task
+                        .active_destinations()
+                        .find(|d| d.url.as_str() == url)
+                        .map(|d| d.url.clone())
+                    else {
                         self.apply(Action::SourceFailed { reason }).await?;
                         return Ok(None);
                     };
-                    match self.apply(Action::PushFailed { url: recorded, reason }).await? {
-                        Some(t) if t.state.is_active() && t.active_destinations().next().is_some() => task = t,
+                    match self
+                        .apply(Action::PushFailed {
+                            url: recorded,
+                            reason,
+                        })
+                        .await?
+                    {
+                        Some(t)
+                            if t.state.is_active() && t.active_destinations().next().is_some() =>
+                        {
+                            task = t
+                        }
                         _ => return Ok(None),
                     }
                 }
@@ -292,7 +371,11 @@ impl TaskRunner {
     }
 
     /// Renews the lease and writes the run's figures back (the query's `relay` object).
-    async fn on_heartbeat(&self, session: &RelaySession, guard: &mut LeaseGuard) -> Result<Option<RunEnd>, AppError> {
+    async fn on_heartbeat(
+        &self,
+        session: &RelaySession,
+        guard: &mut LeaseGuard,
+    ) -> Result<Option<RunEnd>, AppError> {
         if !self.worker.leases.renew(guard).await? {
             return Ok(Some(RunEnd::LeaseLost));
         }
@@ -304,10 +387,20 @@ impl TaskRunner {
     /// Re-reads the task record and reconciles the session with it ([`reconcile`]):
     /// destinations stopped or added, new sources, then what the pushers' states mean for
     /// the record.
-    async fn on_watch(&self, session: &RelaySession, run: &mut Run) -> Result<Option<RunEnd>, AppError> {
+    async fn on_watch(
+        &self,
+        session: &RelaySession,
+        run: &mut Run,
+    ) -> Result<Option<RunEnd>, AppError> {
         // The version first: the record (up to hundreds of KB of sources) is read and decoded
         // again only when somebody changed it.
-        let Some(version) = self.worker.ports.store.version(RelayTask::KIND, &self.key).await? else {
+        let Some(version) = self
+            .worker
+            .ports
+            .store
+            .version(RelayTask::KIND, &self.key)
+            .await?
+        else {
             return Ok(Some(RunEnd::TaskEnded));
         };
         if version != run.version {
@@ -339,9 +432,19 @@ impl TaskRunner {
             }
         }
         // Only a destination stopped or added above makes the snapshot stale.
-        let status = if plan.changes_destinations() { session.status() } else { status };
+        let status = if plan.changes_destinations() {
+            session.status()
+        } else {
+            status
+        };
         for p in &status.destinations {
-            for step in reconcile::destination_steps(&run.task, p, &mut run.down_since, Instant::now(), run.give_up) {
+            for step in reconcile::destination_steps(
+                &run.task,
+                p,
+                &mut run.down_since,
+                Instant::now(),
+                run.give_up,
+            ) {
                 if let Some(t) = self.record(session, step).await? {
                     run.task = t;
                 }
@@ -352,7 +455,11 @@ impl TaskRunner {
 
     /// New sources (cmd=3): swapped inside the session, now or after the current item;
     /// destination connections stay up. Sources that cannot be built fail the task.
-    async fn replace_sources(&self, session: &RelaySession, task: &RelayTask) -> Result<Option<RunEnd>, AppError> {
+    async fn replace_sources(
+        &self,
+        session: &RelaySession,
+        task: &RelayTask,
+    ) -> Result<Option<RunEnd>, AppError> {
         let sources = match self.build_sources(task).await {
             Ok(s) => s,
             Err(reason) => {
@@ -362,14 +469,21 @@ impl TaskRunner {
         };
         let (loops, index, when) = playout::replacement(task);
         if let Err(e) = session.replace_playlist(sources, loops, index, when).await {
-            self.apply(Action::SourceFailed { reason: e.to_string() }).await?;
+            self.apply(Action::SourceFailed {
+                reason: e.to_string(),
+            })
+            .await?;
             return Ok(Some(RunEnd::TaskEnded));
         }
         Ok(None)
     }
 
     /// Carries out one [`RecordStep`]; returns the updated record.
-    async fn record(&self, session: &RelaySession, step: RecordStep) -> Result<Option<RelayTask>, AppError> {
+    async fn record(
+        &self,
+        session: &RelaySession,
+        step: RecordStep,
+    ) -> Result<Option<RelayTask>, AppError> {
         match step {
             RecordStep::Apply(action) => self.apply(action).await,
             RecordStep::GiveUp { url, reason } => {
@@ -379,7 +493,11 @@ impl TaskRunner {
         }
     }
 
-    async fn on_playout(&self, run: &mut Run, event: PlayoutEvent) -> Result<Option<RunEnd>, AppError> {
+    async fn on_playout(
+        &self,
+        run: &mut Run,
+        event: PlayoutEvent,
+    ) -> Result<Option<RunEnd>, AppError> {
         if let PlayoutEvent::Finished { cause, reason } = &event {
             tracing::info!(task = %self.key, ?cause, %reason, "session finished");
         }
@@ -400,12 +518,18 @@ impl TaskRunner {
 
     async fn on_session_event(&self, run: &mut Run, event: SessionEvent) -> Result<(), AppError> {
         match &event {
-            SessionEvent::SourceFailed { index, reason } => tracing::warn!(task = %self.key, index, %reason, "source failed"),
-            SessionEvent::SwitchedSource { from, to } => tracing::info!(task = %self.key, from, to, "source switched"),
+            SessionEvent::SourceFailed { index, reason } => {
+                tracing::warn!(task = %self.key, index, %reason, "source failed")
+            }
+            SessionEvent::SwitchedSource { from, to } => {
+                tracing::info!(task = %self.key, from, to, "source switched")
+            }
             SessionEvent::DestinationFailed { url, reason, .. } => {
                 tracing::warn!(task = %self.key, %url, %reason, "destination failed")
             }
-            SessionEvent::Started | SessionEvent::DestinationRecovered { .. } | SessionEvent::Finished { .. } => {}
+            SessionEvent::Started
+            | SessionEvent::DestinationRecovered { .. }
+            | SessionEvent::Finished { .. } => {}
         }
         if let Some(action) = reconcile::on_session_event(&run.task, &event) {
             if let Some(t) = self.apply(action).await? {
@@ -419,13 +543,22 @@ impl TaskRunner {
     /// pull headers, and the playlist's `relofftime` windows.
     async fn build_sources(&self, task: &RelayTask) -> Result<Vec<IngestSpec>, String> {
         let settings = &self.worker.settings;
-        let kind = if task.task_type == TaskType::Video { SourceKind::Vod } else { SourceKind::Live };
+        let kind = if task.task_type == TaskType::Video {
+            SourceKind::Vod
+        } else {
+            SourceKind::Live
+        };
         // Before any ffmpeg starts: a missing encoder or a bad watermark fails the task with its
         // reason. Watermarks are fetched once per session; the specs keep their files.
-        transcode::check_encoders(&settings.ffmpeg_path, &task.fops).await.map_err(|e| e.to_string())?;
+        transcode::check_encoders(&settings.ffmpeg_path, &task.fops)
+            .await
+            .map_err(|e| e.to_string())?;
         let watermarks = if task.sources.iter().any(|s| s.wm_image.is_some()) {
-            let fetcher = WatermarkFetcher::new(settings.allow_private_targets).map_err(|e| e.to_string())?;
-            Watermarks::fetch(&fetcher, &task.sources).await.map_err(|e| e.to_string())?
+            let fetcher =
+                WatermarkFetcher::new(settings.allow_private_targets).map_err(|e| e.to_string())?;
+            Watermarks::fetch(&fetcher, &task.sources)
+                .await
+                .map_err(|e| e.to_string())?
         } else {
             Watermarks::default()
         };
@@ -439,8 +572,13 @@ impl TaskRunner {
                 };
                 spec.ffmpeg_path = settings.ffmpeg_path.clone();
                 spec.allow_private_targets = settings.allow_private_targets;
-                spec.headers = s.pull_stream_headers.iter().map(|h| (h.header_key.clone(), h.header_value.clone())).collect();
-                transcode::apply(&mut spec, &task.fops, s, &watermarks).map_err(|e| e.to_string())?;
+                spec.headers = s
+                    .pull_stream_headers
+                    .iter()
+                    .map(|h| (h.header_key.clone(), h.header_value.clone()))
+                    .collect();
+                transcode::apply(&mut spec, &task.fops, s, &watermarks)
+                    .map_err(|e| e.to_string())?;
                 Ok(spec)
             })
             .collect::<Result<_, String>>()?;
@@ -459,26 +597,32 @@ impl TaskRunner {
     ) -> Result<RelaySession, StartError> {
         let settings = &self.worker.settings;
         let sources = self.build_sources(task).await.map_err(StartError::Source)?;
-        let destinations = task.active_destinations().map(|d| d.url.to_string()).collect();
+        let destinations = task
+            .active_destinations()
+            .map(|d| d.url.to_string())
+            .collect();
         let mut spec = SessionSpec::new(sources, destinations);
         playout::apply_task(&mut spec.source, task);
         spec.source.stall_timeout = Duration::from_millis(settings.timing.source_stall_timeout_ms);
         spec.allow_private_targets = settings.allow_private_targets;
-        spec.source.standby_failover_after =
-            Some(settings.timing.standby_failover_ms).filter(|&ms| ms > 0).map(Duration::from_millis);
+        spec.source.standby_failover_after = Some(settings.timing.standby_failover_ms)
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
         // Every source down: destinations stay connected on a slate for the configured time
         // (platforms would otherwise end the broadcast), then the task fails.
         spec.source.slate = Some(SlateConfig {
             timeout: Duration::from_millis(settings.timing.slate_duration_ms),
             image: settings.slate_image.clone(),
             ffmpeg_path: settings.ffmpeg_path.clone(),
-            hevc: task.fops.vcodec == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
+            hevc: task.fops.vcodec
+                == Some(relaycast_core::domain::relay::types::VideoCodec::Libx265),
         });
         spec.source.playout_events = Some(playout_events);
         RelaySession::start(spec, events).map_err(|e| {
             let reason = e.to_string();
             match e {
-                SessionError::InvalidDestination { url, .. } | SessionError::DuplicateDestination(url) => {
+                SessionError::InvalidDestination { url, .. }
+                | SessionError::DuplicateDestination(url) => {
                     StartError::Destination { url, reason }
                 }
                 _ => StartError::Source(reason),
@@ -508,7 +652,11 @@ fn run_stats(status: &SessionStatus, now_ms: i64) -> RunStats {
         forwards: status
             .destinations
             .iter()
-            .map(|p| ForwardStats { url: p.url.clone(), state: pusher_state_name(p.state).to_string(), reconnects: p.reconnects })
+            .map(|p| ForwardStats {
+                url: p.url.clone(),
+                state: pusher_state_name(p.state).to_string(),
+                reconnects: p.reconnects,
+            })
             .collect(),
     }
 }
@@ -527,7 +675,12 @@ fn pusher_state_name(state: PusherState) -> &'static str {
 /// [`transcode::output_args`]): a copy unless a re-encode is asked for; an error for a codec
 /// the FLV output cannot carry.
 pub fn codec_args(task: &RelayTask) -> Result<Vec<String>, transcode::TranscodeError> {
-    transcode::output_args(&task.fops, &[], transcode::Placement::Gravity(Default::default())).map(|o| o.codec_args)
+    transcode::output_args(
+        &task.fops,
+        &[],
+        transcode::Placement::Gravity(Default::default()),
+    )
+    .map(|o| o.codec_args)
 }
 
 /// How long a task's runtime waits, after the task, for the work it spawned to finish (an
@@ -544,7 +697,10 @@ fn spawn_dedicated<F>(fut: F) -> tokio::task::JoinHandle<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build a task runtime; using the shared one");
@@ -554,22 +710,26 @@ where
     // The future goes over a channel once the thread runs, so a failed spawn leaves it here.
     let (fut_tx, fut_rx) = std::sync::mpsc::sync_channel::<F>(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new().name("relay-task".into()).spawn(move || {
-        if let Ok(fut) = fut_rx.recv() {
-            runtime.block_on(fut);
-            // Fire-and-forget work (an ingest's SIGINT-then-SIGKILL stop) would be dropped with
-            // the runtime: let it finish first, bounded.
-            let handle = runtime.handle().clone();
-            runtime.block_on(async move {
-                let until = tokio::time::Instant::now() + DEDICATED_GRACE;
-                while handle.metrics().num_alive_tasks() > 0 && tokio::time::Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-        }
-        drop(runtime);
-        let _ = done_tx.send(());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("relay-task".into())
+        .spawn(move || {
+            if let Ok(fut) = fut_rx.recv() {
+                runtime.block_on(fut);
+                // Fire-and-forget work (an ingest's SIGINT-then-SIGKILL stop) would be dropped with
+                // the runtime: let it finish first, bounded.
+                let handle = runtime.handle().clone();
+                runtime.block_on(async move {
+                    let until = tokio::time::Instant::now() + DEDICATED_GRACE;
+                    while handle.metrics().num_alive_tasks() > 0
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+            }
+            drop(runtime);
+            let _ = done_tx.send(());
+        });
     match spawned {
         Ok(_) => match fut_tx.send(fut) {
             Ok(()) => tokio::spawn(async move {
@@ -584,4 +744,3 @@ where
         }
     }
 }
-

@@ -77,7 +77,19 @@ pub(crate) fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
         a.extend(["-vf".into(), format!("scale={w}:{h},setsar=1")]);
     }
     let encoder = if cfg.hevc { "libx265" } else { "libx264" };
-    a.extend(["-c:v", encoder, "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"].map(String::from));
+    a.extend(
+        [
+            "-c:v",
+            encoder,
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+        ]
+        .map(String::from),
+    );
     if cfg.hevc {
         a.extend(["-x265-params", "log-level=error"].map(String::from));
     }
@@ -95,7 +107,11 @@ pub(crate) fn slate_args(cfg: &SlateConfig, shape: VideoShape) -> Vec<String> {
 /// Starts the slate's ffmpeg for a stream of `shape`; `None` (logged) when it cannot start:
 /// the sources are still retried for the slate time.
 pub(crate) fn start(cfg: &SlateConfig, shape: VideoShape) -> Option<Ingest> {
-    let container = if cfg.hevc { Container::MpegTs } else { Container::Flv };
+    let container = if cfg.hevc {
+        Container::MpegTs
+    } else {
+        Container::Flv
+    };
     match Ingest::start_trusted(&cfg.ffmpeg_path, &slate_args(cfg, shape), container) {
         Ok(i) => Some(i),
         Err(e) => {
@@ -129,9 +145,14 @@ mod tests {
         let a = slate_args(&cfg, shape).join(" ");
         assert!(a.contains("-protocol_whitelist file -loop 1 -framerate 29.970 -i /srv/slate.png"));
         assert!(a.contains("scale=852:480"), "{a}");
-        let hevc = SlateConfig { hevc: true, ..SlateConfig::default() };
+        let hevc = SlateConfig {
+            hevc: true,
+            ..SlateConfig::default()
+        };
         let a = slate_args(&hevc, shape).join(" ");
-        assert!(a.contains("-c:v libx265") && a.ends_with("-f mpegts"), "{a}");
+        assert!(
+            a.contains("-c:v libx265") && a.ends_with("-f mpegts"),
+            "{a}"
+        );
     }
-
 }

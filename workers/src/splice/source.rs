@@ -51,10 +51,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::ingest::{egress, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind};
+use crate::ingest::{
+    egress, Ingest, IngestError, IngestEvent, IngestProgress, IngestSpec, SourceKind,
+};
 use crate::media::flv::FlvTag;
 use crate::splice::slate::{self, SlateConfig};
-use crate::splice::splicer::{Origin, Splicer, SplicerConfig, SubscribeOptions, Subscription, VideoShape};
+use crate::splice::splicer::{
+    Origin, Splicer, SplicerConfig, SubscribeOptions, Subscription, VideoShape,
+};
 
 /// How long an ingest gets to exit after SIGINT before its group is killed.
 pub(crate) const INGEST_STOP_DEADLINE: Duration = Duration::from_secs(2);
@@ -407,7 +411,13 @@ impl SourceSupervisor {
             loop_number: 1,
         };
         let task = tokio::spawn(supervisor.run());
-        Ok(SourceSupervisor { orders, shared, splicer, allow_private_targets, task: Some(task) })
+        Ok(SourceSupervisor {
+            orders,
+            shared,
+            splicer,
+            allow_private_targets,
+            task: Some(task),
+        })
     }
 
     /// The splicer this supervisor feeds: the one timeline of the task.
@@ -432,13 +442,20 @@ impl SourceSupervisor {
         if index >= len {
             return Err(SourceError::SourceOutOfRange { index, len });
         }
-        self.orders.send(Order::Switch(index)).await.map_err(|_| SourceError::Stopped)
+        self.orders
+            .send(Order::Switch(index))
+            .await
+            .map_err(|_| SourceError::Stopped)
     }
 
     /// Replaces the source list (`cmd=3`): the new list's first item is pulled beside the
     /// current source and takes over at its first keyframe, on the same timeline (as a
     /// failover does). A playlist starts its pass count over. See [`ApplyAt`] for `when`.
-    pub async fn replace_sources(&self, sources: Vec<IngestSpec>, when: ApplyAt) -> Result<(), SourceError> {
+    pub async fn replace_sources(
+        &self,
+        sources: Vec<IngestSpec>,
+        when: ApplyAt,
+    ) -> Result<(), SourceError> {
         self.replace_playlist(sources, None, None, when).await
     }
 
@@ -446,7 +463,10 @@ impl SourceSupervisor {
     /// the pass under way counts as the first of the new count (the seed), the item playing
     /// is not interrupted.
     pub async fn set_loops(&self, loops: Loops) -> Result<(), SourceError> {
-        self.orders.send(Order::SetLoops(loops)).await.map_err(|_| SourceError::Stopped)
+        self.orders
+            .send(Order::SetLoops(loops))
+            .await
+            .map_err(|_| SourceError::Stopped)
     }
 
     /// [`SourceSupervisor::replace_sources`] that also sets the playlist's `loops` and
@@ -464,8 +484,15 @@ impl SourceSupervisor {
         for s in &mut sources {
             s.allow_private_targets = self.allow_private_targets;
         }
-        let r = Replacement { sources, loops, start_index };
-        self.orders.send(Order::Replace(r, when)).await.map_err(|_| SourceError::Stopped)
+        let r = Replacement {
+            sources,
+            loops,
+            start_index,
+        };
+        self.orders
+            .send(Order::Replace(r, when))
+            .await
+            .map_err(|_| SourceError::Stopped)
     }
 
     /// A snapshot of the source side.
@@ -601,7 +628,11 @@ impl RecentGaps {
         while self.q.back().is_some_and(|&(_, g)| g <= gap) {
             self.q.pop_back();
         }
-        while self.q.front().is_some_and(|&(t, _)| at.saturating_duration_since(t) > GAP_WINDOW) {
+        while self
+            .q
+            .front()
+            .is_some_and(|&(t, _)| at.saturating_duration_since(t) > GAP_WINDOW)
+        {
             self.q.pop_front();
         }
         self.q.push_back((at, gap));
@@ -719,7 +750,14 @@ struct Walk {
 
 impl Walk {
     fn new(index: usize) -> Self {
-        Walk { index, previous: None, adopted: None, dead_in_a_row: 0, refused_in_a_row: 0, items_failed: 0 }
+        Walk {
+            index,
+            previous: None,
+            adopted: None,
+            dead_in_a_row: 0,
+            refused_in_a_row: 0,
+            items_failed: 0,
+        }
     }
 }
 
@@ -734,7 +772,10 @@ fn stopped() -> Finish {
 }
 
 fn duration_reached() -> Finish {
-    (FinishCause::Duration, "relay duration (relofftime) reached".to_string())
+    (
+        FinishCause::Duration,
+        "relay duration (relofftime) reached".to_string(),
+    )
 }
 
 /// Rolling one-second rate meter over the tags.
@@ -853,14 +894,19 @@ impl Supervisor {
             let playlist = self.is_playlist();
             let (outcome, produced) = self.run_source(walk.index, walk.adopted.take()).await;
             walk.previous = Some(walk.index);
-            if let ControlFlow::Break(finish) = self.next_step(&mut walk, outcome, produced, playlist).await {
+            if let ControlFlow::Break(finish) =
+                self.next_step(&mut walk, outcome, produced, playlist).await
+            {
                 break finish;
             }
         };
         self.splicer.close();
         self.set_status(|s| s.source_state = SourceState::Stopped);
         let (cause, reason) = finish;
-        self.playout(PlayoutEvent::Finished { cause, reason: reason.clone() });
+        self.playout(PlayoutEvent::Finished {
+            cause,
+            reason: reason.clone(),
+        });
         self.emit(SourceEvent::Finished { reason });
     }
 
@@ -884,7 +930,10 @@ impl Supervisor {
             Some(_) => {}
         }
         if self.is_playlist() {
-            self.playout(PlayoutEvent::ItemStarted { index, loop_number: self.loop_number });
+            self.playout(PlayoutEvent::ItemStarted {
+                index,
+                loop_number: self.loop_number,
+            });
         }
         let loop_number = self.loop_number;
         self.set_status(|s| {
@@ -899,7 +948,13 @@ impl Supervisor {
     }
 
     /// What follows a source's run: the next source to run, or how the supervisor ends.
-    async fn next_step(&mut self, walk: &mut Walk, outcome: Outcome, produced: bool, playlist: bool) -> Step {
+    async fn next_step(
+        &mut self,
+        walk: &mut Walk,
+        outcome: Outcome,
+        produced: bool,
+        playlist: bool,
+    ) -> Step {
         match outcome {
             Outcome::Stop => ControlFlow::Break(stopped()),
             Outcome::Deadline => ControlFlow::Break(duration_reached()),
@@ -926,22 +981,31 @@ impl Supervisor {
                 walk.items_failed = 0;
                 self.advance_playlist(walk)
             }
-            Outcome::Failed { reason, next } if playlist => self.item_failed(walk, reason, next, produced),
+            Outcome::Failed { reason, next } if playlist => {
+                self.item_failed(walk, reason, next, produced)
+            }
             Outcome::Ended => {
                 walk.dead_in_a_row = 0;
                 if walk.index + 1 >= self.spec.sources.len() {
-                    return ControlFlow::Break((FinishCause::SourceEnded, "last source ended".to_string()));
+                    return ControlFlow::Break((
+                        FinishCause::SourceEnded,
+                        "last source ended".to_string(),
+                    ));
                 }
                 walk.index += 1;
                 ControlFlow::Continue(())
             }
-            Outcome::Failed { reason, next } => self.live_source_failed(walk, reason, next, produced).await,
+            Outcome::Failed { reason, next } => {
+                self.live_source_failed(walk, reason, next, produced).await
+            }
         }
     }
 
     /// Reports `reason` as every source failing for good.
     fn exhausted(&self, reason: String) -> Finish {
-        self.playout(PlayoutEvent::SourcesExhausted { reason: reason.clone() });
+        self.playout(PlayoutEvent::SourcesExhausted {
+            reason: reason.clone(),
+        });
         (FinishCause::SourcesExhausted, reason)
     }
 
@@ -957,7 +1021,13 @@ impl Supervisor {
     }
 
     /// A playlist item failed: reported and skipped; every item failing in a row ends it.
-    fn item_failed(&mut self, walk: &mut Walk, reason: String, next: Option<Candidate>, produced: bool) -> Step {
+    fn item_failed(
+        &mut self,
+        walk: &mut Walk,
+        reason: String,
+        next: Option<Candidate>,
+        produced: bool,
+    ) -> Step {
         let n = self.spec.sources.len();
         let index = walk.index;
         let reason = redact_reason(&reason, &self.spec.sources[index]);
@@ -972,31 +1042,47 @@ impl Supervisor {
         }
         walk.items_failed = if produced { 0 } else { walk.items_failed + 1 };
         if walk.items_failed >= n && self.after_item.is_none() {
-            return ControlFlow::Break(self.exhausted(format!("every playlist item failed ({n} in a row)")));
+            return ControlFlow::Break(
+                self.exhausted(format!("every playlist item failed ({n} in a row)")),
+            );
         }
         self.advance_playlist(walk)
     }
 
     /// A live source failed: the next one runs (a warm candidate at once); once every source
     /// is down, the slate or a pause before starting over.
-    async fn live_source_failed(&mut self, walk: &mut Walk, reason: String, next: Option<Candidate>, produced: bool) -> Step {
+    async fn live_source_failed(
+        &mut self,
+        walk: &mut Walk,
+        reason: String,
+        next: Option<Candidate>,
+        produced: bool,
+    ) -> Step {
         let n = self.spec.sources.len();
         let index = walk.index;
         let reason = redact_reason(&reason, &self.spec.sources[index]);
         tracing::warn!(index, %reason, "source failed");
         metrics::counter!("relaycast_relay_source_failures_total").increment(1);
-        self.emit(SourceEvent::SourceFailed { index, reason: reason.clone() });
+        self.emit(SourceEvent::SourceFailed {
+            index,
+            reason: reason.clone(),
+        });
         if let Some(c) = next {
             walk.dead_in_a_row = 0;
             walk.adopted = Some(c);
             return ControlFlow::Continue(());
         }
         walk.dead_in_a_row = if produced { 1 } else { walk.dead_in_a_row + 1 };
-        walk.refused_in_a_row =
-            if !produced && egress::is_refusal(&reason) { walk.refused_in_a_row + 1 } else { 0 };
+        walk.refused_in_a_row = if !produced && egress::is_refusal(&reason) {
+            walk.refused_in_a_row + 1
+        } else {
+            0
+        };
         walk.index = (index + 1) % n;
         if walk.refused_in_a_row >= n {
-            return ControlFlow::Break(self.exhausted(format!("every source was refused; {reason}")));
+            return ControlFlow::Break(
+                self.exhausted(format!("every source was refused; {reason}")),
+            );
         }
         if walk.dead_in_a_row < n {
             return ControlFlow::Continue(());
@@ -1008,7 +1094,12 @@ impl Supervisor {
     /// the sources are retried; without, a pause before starting over, obeying orders
     /// meanwhile.
     async fn all_sources_down(&mut self, walk: &mut Walk, n: usize) -> Step {
-        if let Some(cfg) = self.spec.slate.clone().filter(|_| self.splicer.has_output()) {
+        if let Some(cfg) = self
+            .spec
+            .slate
+            .clone()
+            .filter(|_| self.splicer.has_output())
+        {
             return match self.run_slate(&cfg, walk.index).await {
                 Outcome::Adopt(c) => {
                     walk.dead_in_a_row = 0;
@@ -1187,7 +1278,11 @@ impl Supervisor {
 
     /// Starts source `index` (or takes over the adopted candidate, replaying its buffer onto
     /// the timeline); why not, when it cannot start.
-    fn open_source(&mut self, index: usize, adopted: Option<Candidate>) -> Result<SourceRun, String> {
+    fn open_source(
+        &mut self,
+        index: usize,
+        adopted: Option<Candidate>,
+    ) -> Result<SourceRun, String> {
         let n = self.spec.sources.len();
         let kind = self.spec.sources[index].kind;
         let (ingest, prebuffer, produced) = match adopted {
@@ -1196,7 +1291,11 @@ impl Supervisor {
                 let buf = c.take_buffer();
                 (c.ingest, buf, produced)
             }
-            None => (Ingest::start(&self.spec.sources[index]).map_err(|e| e.to_string())?, Vec::new(), false),
+            None => (
+                Ingest::start(&self.spec.sources[index]).map_err(|e| e.to_string())?,
+                Vec::new(),
+                false,
+            ),
         };
         self.splicer.begin(Origin::Source(index));
         for tag in prebuffer {
@@ -1212,7 +1311,9 @@ impl Supervisor {
             && n > 1
             && live_session
             && (self.spec.switch_back_after.is_none() || index == 0)
-            && self.spec.sources[(index + 1) % n].native_rtmp_url().is_some();
+            && self.spec.sources[(index + 1) % n]
+                .native_rtmp_url()
+                .is_some();
         let now = Instant::now();
         Ok(SourceRun {
             index,
@@ -1242,7 +1343,9 @@ impl Supervisor {
             Some(Order::Switch(to)) if to >= n => {
                 tracing::warn!(to, n, "switch to a source that is not in the list; ignored");
             }
-            Some(Order::Switch(_)) if run.candidate.as_ref().is_some_and(|c| c.replaces.is_some()) => {
+            Some(Order::Switch(_))
+                if run.candidate.as_ref().is_some_and(|c| c.replaces.is_some()) =>
+            {
                 tracing::warn!("switch during a source replacement; ignored");
             }
             Some(Order::Switch(to)) if to == run.index => run.drop_candidate(),
@@ -1291,7 +1394,11 @@ impl Supervisor {
             if run.hot {
                 tracing::debug!(from = run.index, to, "hot standby on the next source");
             } else {
-                tracing::info!(from = run.index, to, "source quiet, warming up the next one");
+                tracing::info!(
+                    from = run.index,
+                    to,
+                    "source quiet, warming up the next one"
+                );
             }
             run.candidate = Some(c);
         }
@@ -1375,7 +1482,10 @@ impl Supervisor {
             tracing::debug!(%reason, "hot standby ended");
             run.hot_retry_at = Instant::now() + self.spec.retry_delay;
         } else {
-            self.emit(SourceEvent::SourceFailed { index: c.index, reason: format!("ingest ended: {reason}") });
+            self.emit(SourceEvent::SourceFailed {
+                index: c.index,
+                reason: format!("ingest ended: {reason}"),
+            });
         }
         c.stop();
         None
@@ -1393,7 +1503,10 @@ impl Supervisor {
                 None
             }
             Some(IngestEvent::Exited { success, reason }) => Some(run.exited(success, reason)),
-            None => Some(Outcome::Failed { reason: "ingest ended without an exit status".into(), next: None }),
+            None => Some(Outcome::Failed {
+                reason: "ingest ended without an exit status".into(),
+                next: None,
+            }),
         }
     }
 
@@ -1405,12 +1518,18 @@ impl Supervisor {
         }
         let now = Instant::now();
         if run.seen_tag {
-            run.gaps.push(now, now.saturating_duration_since(run.last_tag));
+            run.gaps
+                .push(now, now.saturating_duration_since(run.last_tag));
         }
         run.seen_tag = true;
         run.last_tag = now;
         run.standby_tried = false;
-        if !run.hot && run.candidate.as_ref().is_some_and(|c| c.role == CandidateRole::Standby) {
+        if !run.hot
+            && run
+                .candidate
+                .as_ref()
+                .is_some_and(|c| c.role == CandidateRole::Standby)
+        {
             // The source came back: the standby is not needed.
             run.drop_candidate();
         }
@@ -1422,7 +1541,10 @@ impl Supervisor {
         let dt = run.meter.since.elapsed();
         if dt >= Duration::from_secs(1) {
             let secs = dt.as_secs_f64();
-            let (kbps, fps) = (run.meter.bytes as f64 * 8.0 / 1000.0 / secs, run.meter.frames as f64 / secs);
+            let (kbps, fps) = (
+                run.meter.bytes as f64 * 8.0 / 1000.0 / secs,
+                run.meter.frames as f64 / secs,
+            );
             self.set_status(|s| {
                 s.bitrate_kbps = kbps;
                 s.fps = fps;
@@ -1480,18 +1602,34 @@ struct Timers {
 
 impl SourceRun {
     fn timers(&self, spec: &SourceSpec) -> Timers {
-        let wait = if self.produced { spec.stall_timeout } else { spec.startup_timeout };
-        let standby_at = if self.hot { self.hot_retry_at } else { self.last_tag + spec.standby_after };
+        let wait = if self.produced {
+            spec.stall_timeout
+        } else {
+            spec.startup_timeout
+        };
+        let standby_at = if self.hot {
+            self.hot_retry_at
+        } else {
+            self.last_tag + spec.standby_after
+        };
         // A VOD item going quiet is not replaced by the next item: items play in order.
-        let want_standby =
-            self.produced && self.n > 1 && self.live_session && self.candidate.is_none() && (self.hot || !self.standby_tried);
+        let want_standby = self.produced
+            && self.n > 1
+            && self.live_session
+            && self.candidate.is_none()
+            && (self.hot || !self.standby_tried);
         let switch_deadline = self
             .candidate
             .as_ref()
             .filter(|c| c.role == CandidateRole::Switch)
             .map(|c| c.started + spec.startup_timeout);
         let probe_at = match spec.switch_back_after {
-            Some(_) if self.index != 0 && self.live_session && self.produced && self.candidate.is_none() => {
+            Some(_)
+                if self.index != 0
+                    && self.live_session
+                    && self.produced
+                    && self.candidate.is_none() =>
+            {
                 Some(self.next_probe)
             }
             _ => None,
@@ -1508,7 +1646,9 @@ impl SourceRun {
             _ => None,
         };
         let probe_ready = match (spec.switch_back_after, self.candidate.as_ref()) {
-            (Some(clear), Some(c)) if c.role == CandidateRole::Probe => c.first_tag.map(|t| t + clear),
+            (Some(clear), Some(c)) if c.role == CandidateRole::Probe => {
+                c.first_tag.map(|t| t + clear)
+            }
             _ => None,
         };
         Timers {
@@ -1537,7 +1677,10 @@ impl SourceRun {
     /// No tag for `wait`. Hands over any candidate, even one still starting: restarting that
     /// source from scratch would only lose time.
     fn stalled(&mut self, wait: Duration) -> Outcome {
-        Outcome::Failed { reason: format!("no data from the source for {wait:?}"), next: self.candidate.take() }
+        Outcome::Failed {
+            reason: format!("no data from the source for {wait:?}"),
+            next: self.candidate.take(),
+        }
     }
 
     /// The source has been quiet for its threshold ([`quiet_threshold`] of
@@ -1582,7 +1725,9 @@ impl SourceRun {
         if success && self.kind == SourceKind::Vod && self.produced {
             match self.candidate.take() {
                 // A replacement (or switch) was warming up: it plays next.
-                Some(c) if c.has_keyframe() && c.role != CandidateRole::Standby => return Outcome::Adopt(c),
+                Some(c) if c.has_keyframe() && c.role != CandidateRole::Standby => {
+                    return Outcome::Adopt(c)
+                }
                 Some(mut c) => {
                     let r = c.replaces.take();
                     c.stop();
@@ -1594,7 +1739,10 @@ impl SourceRun {
             }
             return Outcome::Ended;
         }
-        Outcome::Failed { reason: format!("ingest ended: {reason}"), next: self.candidate.take() }
+        Outcome::Failed {
+            reason: format!("ingest ended: {reason}"),
+            next: self.candidate.take(),
+        }
     }
 
     /// Ends the run: the candidate stops, and the ingest (gracefully on a stop order).
@@ -1647,8 +1795,14 @@ mod tests {
         // A source that pauses up to 340 ms: 1.5 times that.
         assert_eq!(quiet_threshold(after, stall, 340 * MS), 510 * MS);
         // Never as late as the stall timeout.
-        assert_eq!(quiet_threshold(after, stall, Duration::from_secs(5)), stall * 3 / 4);
+        assert_eq!(
+            quiet_threshold(after, stall, Duration::from_secs(5)),
+            stall * 3 / 4
+        );
         // A configured threshold above the cap stays as configured.
-        assert_eq!(quiet_threshold(Duration::from_millis(2800), stall, Duration::ZERO), Duration::from_millis(2800));
+        assert_eq!(
+            quiet_threshold(Duration::from_millis(2800), stall, Duration::ZERO),
+            Duration::from_millis(2800)
+        );
     }
 }

@@ -107,7 +107,12 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { on_lag: OnLag::DropToKeyframe, see_switches_and_gaps: false, include_slate: true, rtmp_chunks: false }
+        SubscribeOptions {
+            on_lag: OnLag::DropToKeyframe,
+            see_switches_and_gaps: false,
+            include_slate: true,
+            rtmp_chunks: false,
+        }
     }
 }
 
@@ -115,7 +120,9 @@ impl SubscribeOptions {
     /// A file sink's options: never drop (no backlog limit), see switches and gaps, no slate.
     pub fn file_sink() -> Self {
         SubscribeOptions {
-            on_lag: OnLag::NeverDrop { max_backlog_bytes: None },
+            on_lag: OnLag::NeverDrop {
+                max_backlog_bytes: None,
+            },
             see_switches_and_gaps: true,
             include_slate: false,
             rtmp_chunks: false,
@@ -124,7 +131,10 @@ impl SubscribeOptions {
 
     /// A pusher's options: the default ones, with the shared RTMP chunks.
     pub fn pusher() -> Self {
-        SubscribeOptions { rtmp_chunks: true, ..SubscribeOptions::default() }
+        SubscribeOptions {
+            rtmp_chunks: true,
+            ..SubscribeOptions::default()
+        }
     }
 }
 
@@ -240,7 +250,11 @@ type Queued = (SpliceItem, Option<Bytes>);
 
 enum Tx {
     Bounded(mpsc::Sender<Queued>),
-    Unbounded { tx: mpsc::UnboundedSender<Queued>, backlog: Arc<Backlog>, max_bytes: Option<u64> },
+    Unbounded {
+        tx: mpsc::UnboundedSender<Queued>,
+        backlog: Arc<Backlog>,
+        max_bytes: Option<u64>,
+    },
 }
 
 enum Rx {
@@ -267,7 +281,11 @@ impl Tx {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Gone,
             }),
-            Tx::Unbounded { tx, backlog, max_bytes } => {
+            Tx::Unbounded {
+                tx,
+                backlog,
+                max_bytes,
+            } => {
                 let n = item_bytes(&item);
                 let queued = backlog.bytes.load(Ordering::Relaxed) + n;
                 if max_bytes.is_some_and(|max| queued > max) {
@@ -448,7 +466,9 @@ impl Subscription {
     /// Whether a never-drop subscription was ended because its backlog passed
     /// `max_backlog_bytes` (what it received before is complete; nothing after was sent).
     pub fn overflowed(&self) -> bool {
-        self.backlog.as_ref().is_some_and(|b| b.overflowed.load(Ordering::Relaxed))
+        self.backlog
+            .as_ref()
+            .is_some_and(|b| b.overflowed.load(Ordering::Relaxed))
     }
 }
 
@@ -582,7 +602,15 @@ impl Splicer {
             OnLag::NeverDrop { max_backlog_bytes } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let backlog = Arc::new(Backlog::default());
-                (Tx::Unbounded { tx, backlog: backlog.clone(), max_bytes: max_backlog_bytes }, Rx::Unbounded(rx), Some(backlog))
+                (
+                    Tx::Unbounded {
+                        tx,
+                        backlog: backlog.clone(),
+                        max_bytes: max_backlog_bytes,
+                    },
+                    Rx::Unbounded(rx),
+                    Some(backlog),
+                )
             }
         };
         if !s.closed {
@@ -598,7 +626,11 @@ impl Splicer {
             // A fresh channel has room for the three cached tags. Their chunks are this
             // subscriber's own (stamped with the current position), encoded here.
             for t in s.cached_headers() {
-                let chunks = if options.rtmp_chunks { encode_media(&t, SHARED_STREAM_ID) } else { None };
+                let chunks = if options.rtmp_chunks {
+                    encode_media(&t, SHARED_STREAM_ID)
+                } else {
+                    None
+                };
                 let _ = sub.tx.send_with(SpliceItem::Tag(t), chunks);
             }
             if !s.has_video() {
@@ -608,7 +640,11 @@ impl Splicer {
             s.stats.subscribers = s.subscribers.len();
         }
         // When closed, `tx` is dropped here and the subscription ends at once.
-        Subscription { rx, backlog, dropped }
+        Subscription {
+            rx,
+            backlog,
+            dropped,
+        }
     }
 
     /// The stream's last known picture: width, height (from the newest `onMetaData`) and frame
@@ -745,16 +781,29 @@ impl Inner {
                 .iter()
                 .any(|s| s.state == SubState::AwaitKeyframe && s.header_gen != gen);
         let chunked = self.subscribers.iter().any(|s| s.options.rtmp_chunks);
-        let encode = |t: &FlvTag| if chunked { encode_media(t, SHARED_STREAM_ID) } else { None };
+        let encode = |t: &FlvTag| {
+            if chunked {
+                encode_media(t, SHARED_STREAM_ID)
+            } else {
+                None
+            }
+        };
         let headers: Vec<(FlvTag, Option<Bytes>)> = if resync {
-            self.cached_headers().into_iter().map(|h| {
-                let c = encode(&h);
-                (h, c)
-            }).collect()
+            self.cached_headers()
+                .into_iter()
+                .map(|h| {
+                    let c = encode(&h);
+                    (h, c)
+                })
+                .collect()
         } else {
             Vec::new()
         };
-        let now = self.subscribers.iter().any(|s| s.options.see_switches_and_gaps).then(Instant::now);
+        let now = self
+            .subscribers
+            .iter()
+            .any(|s| s.options.see_switches_and_gaps)
+            .then(Instant::now);
         let d = Delivery {
             tag,
             chunks: encode(tag),
@@ -830,8 +879,17 @@ impl Subscriber {
     /// Sends `tag`, preceded by the gap and switch markers that are due for a subscriber that
     /// sees them. A subscriber that has received nothing yet gets no marker: there is nothing
     /// before its first tag to switch from or to have a gap after.
-    fn send_marked(&mut self, d: &Delivery<'_>, tag: FlvTag, chunks: &Option<Bytes>) -> Result<(), SendError> {
-        let chunks = if self.options.rtmp_chunks { chunks.clone() } else { None };
+    fn send_marked(
+        &mut self,
+        d: &Delivery<'_>,
+        tag: FlvTag,
+        chunks: &Option<Bytes>,
+    ) -> Result<(), SendError> {
+        let chunks = if self.options.rtmp_chunks {
+            chunks.clone()
+        } else {
+            None
+        };
         if !self.options.see_switches_and_gaps {
             return self.tx.send_with(SpliceItem::Tag(tag), chunks);
         }
@@ -839,12 +897,18 @@ impl Subscriber {
         if let Some(last) = self.last_delivery {
             let wall = now.saturating_duration_since(last);
             if wall > d.gap_after {
-                self.tx.send(SpliceItem::Gap(Gap { timestamp: tag.timestamp, wall }))?;
+                self.tx.send(SpliceItem::Gap(Gap {
+                    timestamp: tag.timestamp,
+                    wall,
+                }))?;
                 // Counted as delivered, so a full buffer does not report the gap twice.
                 self.last_delivery = Some(now);
             }
             if self.segment != d.segment {
-                self.tx.send(SpliceItem::Switch(Switch { to: d.origin, timestamp: tag.timestamp }))?;
+                self.tx.send(SpliceItem::Switch(Switch {
+                    to: d.origin,
+                    timestamp: tag.timestamp,
+                }))?;
                 self.segment = d.segment;
             }
         }
@@ -1078,12 +1142,18 @@ mod tests {
     }
 
     fn never_drop(max_backlog_bytes: Option<u64>) -> SubscribeOptions {
-        SubscribeOptions { on_lag: OnLag::NeverDrop { max_backlog_bytes }, ..SubscribeOptions::default() }
+        SubscribeOptions {
+            on_lag: OnLag::NeverDrop { max_backlog_bytes },
+            ..SubscribeOptions::default()
+        }
     }
 
     #[test]
     fn a_quiet_spell_is_a_gap_for_subscribers_that_see_gaps() {
-        let splicer = Splicer::new(SplicerConfig { gap_after: Duration::from_millis(30), ..SplicerConfig::default() });
+        let splicer = Splicer::new(SplicerConfig {
+            gap_after: Duration::from_millis(30),
+            ..SplicerConfig::default()
+        });
         let mut sink = splicer.subscribe_with(SubscribeOptions::file_sink());
         let mut plain = splicer.subscribe();
         splicer.begin(Origin::Source(0));
@@ -1107,7 +1177,10 @@ mod tests {
 
     #[test]
     fn a_never_drop_backlog_is_accounted_and_ends_past_its_limit() {
-        let splicer = Splicer::new(SplicerConfig { subscriber_capacity: 8, ..SplicerConfig::default() });
+        let splicer = Splicer::new(SplicerConfig {
+            subscriber_capacity: 8,
+            ..SplicerConfig::default()
+        });
         let mut unlimited = splicer.subscribe_with(never_drop(None));
         let mut limited = splicer.subscribe_with(never_drop(Some(1_000)));
         let pusher = splicer.subscribe();
@@ -1124,7 +1197,9 @@ mod tests {
         // The limited one got its first 10 tags whole, then was cut off: it drains and ends.
         assert!(limited.overflowed());
         assert_eq!(drain(&mut limited).len(), 10);
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
         assert!(rt.block_on(limited.recv()).is_none());
         assert_eq!(splicer.stats().subscribers, 2);
         assert_eq!(drain(&mut unlimited).len(), 20);
@@ -1137,7 +1212,10 @@ mod tests {
     fn the_slate_is_left_out_and_its_end_is_a_switch() {
         let splicer = Splicer::default();
         let mut sink = splicer.subscribe_with(SubscribeOptions::file_sink());
-        let mut pusher = splicer.subscribe_with(SubscribeOptions { see_switches_and_gaps: true, ..SubscribeOptions::default() });
+        let mut pusher = splicer.subscribe_with(SubscribeOptions {
+            see_switches_and_gaps: true,
+            ..SubscribeOptions::default()
+        });
         splicer.begin(Origin::Source(0));
         splicer.push(key(0, 10));
         splicer.begin(Origin::Slate);

@@ -602,10 +602,7 @@ pub struct Player {
 
 /// Reads the player's video-only FLV copy from its stdout as ffmpeg writes it (one flush per
 /// packet) and notes the arrival of every video frame.
-fn note_arrivals(
-    mut out: impl Read,
-    arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
-) {
+fn note_arrivals(mut out: impl Read, arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
     use relaycast_workers::media::flv::{FlvItem, FlvParser};
     let mut parser = FlvParser::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -649,7 +646,17 @@ impl Player {
                 .args(["-map", "0", "-f", "null", "-"])
                 // Video alone (no interleaving wait on audio), flushed per packet: the
                 // arrival clock.
-                .args(["-map", "0:v", "-c", "copy", "-flush_packets", "1", "-f", "flv", "pipe:1"])
+                .args([
+                    "-map",
+                    "0:v",
+                    "-c",
+                    "copy",
+                    "-flush_packets",
+                    "1",
+                    "-f",
+                    "flv",
+                    "pipe:1",
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(errors),
@@ -659,7 +666,12 @@ impl Player {
         let out = child.take_stdout().expect("player stdout");
         let noted = arrivals.clone();
         let reader = std::thread::spawn(move || note_arrivals(out, noted));
-        Player { child, dir, arrivals, reader: Some(reader) }
+        Player {
+            child,
+            dir,
+            arrivals,
+            reader: Some(reader),
+        }
     }
 
     /// Waits up to `within` for the player to end by itself (the stream was unpublished and
@@ -685,7 +697,10 @@ impl Player {
     /// How many video frames have reached the player so far. ffmpeg holds its output back
     /// while it probes the stream, so the first ones come in a burst.
     pub fn frames_arrived(&self) -> usize {
-        self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Waits up to `within` until the player passes frames on as they come (past its probing
@@ -716,7 +731,8 @@ impl Player {
         let errors =
             std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default();
         let flv = std::fs::read(self.dir.path().join("recording.flv")).unwrap_or_default();
-        let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap_or_else(|e| e.into_inner()));
+        let arrivals =
+            std::mem::take(&mut *self.arrivals.lock().unwrap_or_else(|e| e.into_inner()));
         (errors, flv, arrivals)
     }
 }
@@ -746,7 +762,9 @@ pub struct JitterProxy {
 impl JitterProxy {
     /// Proxies to `127.0.0.1:backend`.
     pub async fn start(backend: u16, max_delay: Duration) -> JitterProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let max_gap = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
         let gaps = max_gap.clone();
@@ -755,13 +773,18 @@ impl JitterProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let gaps = gaps.clone();
                 conns.spawn(async move {
-                    if let Ok(origin) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await {
+                    if let Ok(origin) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                    {
                         jitter_pipe(client, origin, max_delay, gaps).await;
                     }
                 });
             }
         });
-        JitterProxy { port, max_gap, task }
+        JitterProxy {
+            port,
+            max_gap,
+            task,
+        }
     }
 
     /// `rtmp://127.0.0.1:PORT/live/NAME` through the proxy.
@@ -1325,22 +1348,56 @@ pub struct FileProbe {
 /// once with ffmpeg to collect errors. Panics when ffprobe cannot read it.
 pub fn probe_file(url: &str) -> FileProbe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration,format_name:stream=codec_name,codec_type", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration,format_name:stream=codec_name,codec_type",
+            "-of",
+            "json",
+        ])
         .arg(url)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
     let mut streams: Vec<(String, String)> = v["streams"]
         .as_array()
-        .map(|a| a.iter().map(|s| (s["codec_type"].as_str().unwrap_or("").to_string(), s["codec_name"].as_str().unwrap_or("").to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["codec_type"].as_str().unwrap_or("").to_string(),
+                        s["codec_name"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     streams.sort_by_key(|(t, _)| t != "video");
-    let decode = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-v", "error", "-i"]).arg(url).args(["-f", "null", "-"]).output().expect("run ffmpeg");
+    let decode = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(url)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
     FileProbe {
-        duration: v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
-        format: v["format"]["format_name"].as_str().unwrap_or("").to_string(),
+        duration: v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0),
+        format: v["format"]["format_name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         codecs: streams.into_iter().map(|(_, c)| c).collect(),
-        decode_errors: String::from_utf8_lossy(&decode.stderr).lines().map(str::to_string).collect(),
+        decode_errors: String::from_utf8_lossy(&decode.stderr)
+            .lines()
+            .map(str::to_string)
+            .collect(),
     }
 }

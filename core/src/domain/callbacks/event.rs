@@ -66,7 +66,9 @@ impl StreamEventKind {
     /// The retry schedule seed 002 gives this kind's callbacks.
     pub fn retry_class(self) -> RetryClass {
         match self {
-            Self::Publish | Self::Unpublish | Self::Record | Self::Porn => RetryClass::StreamLifecycle,
+            Self::Publish | Self::Unpublish | Self::Record | Self::Porn => {
+                RetryClass::StreamLifecycle
+            }
             _ => RetryClass::Other,
         }
     }
@@ -143,7 +145,11 @@ pub struct StreamPath {
 impl StreamPath {
     /// Checks and normalizes the three parts.
     pub fn parse(domain: &str, app: &str, stream: &str) -> Result<Self, InboundError> {
-        Ok(Self { domain: parse_domain(domain)?, app: parse_name("app", app)?, stream: parse_name("stream", stream)? })
+        Ok(Self {
+            domain: parse_domain(domain)?,
+            app: parse_name("app", app)?,
+            stream: parse_name("stream", stream)?,
+        })
     }
 
     /// `domain/app/stream`, the form used in store keys and URLs.
@@ -158,11 +164,15 @@ pub fn parse_domain(domain: &str) -> Result<String, InboundError> {
     let ok = !d.is_empty()
         && d.len() <= MAX_DOMAIN
         && d.split('.').all(|l| !l.is_empty() && l.len() <= 63)
-        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     if ok {
         Ok(d)
     } else {
-        Err(InboundError::Field { field: "domain", reason: format!("{domain:?} is not a host name") })
+        Err(InboundError::Field {
+            field: "domain",
+            reason: format!("{domain:?} is not a host name"),
+        })
     }
 }
 
@@ -170,13 +180,20 @@ pub fn parse_domain(domain: &str) -> Result<String, InboundError> {
 pub fn parse_name(field: &'static str, name: &str) -> Result<String, InboundError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.~!$&'()*+,;=@".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.~!$&'()*+,;=@".contains(&b))
         && name != "."
         && name != "..";
     if ok {
         Ok(name.to_string())
     } else {
-        Err(InboundError::Field { field, reason: format!("{name:?} is not a valid name (1-{MAX_NAME} of letters, digits and _-.~)") })
+        Err(InboundError::Field {
+            field,
+            reason: format!(
+                "{name:?} is not a valid name (1-{MAX_NAME} of letters, digits and _-.~)"
+            ),
+        })
     }
 }
 
@@ -263,7 +280,10 @@ impl StreamEvent {
     /// The stable id of `parsed` for `account`.
     pub fn id_of(account: &str, parsed: &ParsedEvent) -> String {
         let mut h = Sha256::new();
-        for part in std::iter::once(account).chain(std::iter::once(parsed.source.as_str())).chain(parsed.identity.iter().map(String::as_str)) {
+        for part in std::iter::once(account)
+            .chain(std::iter::once(parsed.source.as_str()))
+            .chain(parsed.identity.iter().map(String::as_str))
+        {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
@@ -302,7 +322,11 @@ impl Entity for StreamEvent {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.received_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.received_ms),
+        }
     }
 
     fn expires_at_ms(&self) -> Option<i64> {
@@ -317,8 +341,21 @@ mod tests {
     #[test]
     fn names_that_could_break_keys_or_paths_are_refused() {
         assert!(StreamPath::parse("Live.Example.com.", "live", "s-1_a.b~c").is_ok());
-        assert_eq!(StreamPath::parse("Live.Example.com", "live", "x").unwrap().domain, "live.example.com");
-        for (d, a, s) in [("a b", "live", "x"), ("ok.com", "li/ve", "x"), ("ok.com", "live", "a:b"), ("ok.com", "live", ""), ("ok.com", "..", "x"), ("", "live", "x"), ("ok.com", "live", "a\nb")] {
+        assert_eq!(
+            StreamPath::parse("Live.Example.com", "live", "x")
+                .unwrap()
+                .domain,
+            "live.example.com"
+        );
+        for (d, a, s) in [
+            ("a b", "live", "x"),
+            ("ok.com", "li/ve", "x"),
+            ("ok.com", "live", "a:b"),
+            ("ok.com", "live", ""),
+            ("ok.com", "..", "x"),
+            ("", "live", "x"),
+            ("ok.com", "live", "a\nb"),
+        ] {
             assert!(StreamPath::parse(d, a, s).is_err(), "{d:?} {a:?} {s:?}");
         }
     }
@@ -346,6 +383,10 @@ mod tests {
         assert_ne!(a, StreamEvent::id_of("other", &parsed));
         let mut moved = parsed.clone();
         moved.identity = vec!["1a".into(), "bc".into()];
-        assert_ne!(a, StreamEvent::id_of("acme", &moved), "parts are length-prefixed");
+        assert_ne!(
+            a,
+            StreamEvent::id_of("acme", &moved),
+            "parts are length-prefixed"
+        );
     }
 }

@@ -19,19 +19,45 @@ pub struct HookOrigin {
 }
 
 /// nginx-rtmp's own form fields; every other field is an argument of the client's URL.
-const NGINX_FIELDS: &[&str] = &["call", "addr", "clientid", "app", "name", "tcurl", "type", "flashver", "swfurl", "pageurl", "epoch", "path", "recorder", "time", "timestamp", "start", "duration", "reset"];
+const NGINX_FIELDS: &[&str] = &[
+    "call",
+    "addr",
+    "clientid",
+    "app",
+    "name",
+    "tcurl",
+    "type",
+    "flashver",
+    "swfurl",
+    "pageurl",
+    "epoch",
+    "path",
+    "recorder",
+    "time",
+    "timestamp",
+    "start",
+    "duration",
+    "reset",
+];
 
 fn host_of_tc_url(tc_url: &str) -> Option<String> {
     let url = url::Url::parse(tc_url).ok()?;
-    url.host_str().map(|h| h.trim_matches(['[', ']']).to_string())
+    url.host_str()
+        .map(|h| h.trim_matches(['[', ']']).to_string())
 }
 
-fn resolve_domain(origin: &HookOrigin, fallbacks: &[Option<String>]) -> Result<String, InboundError> {
+fn resolve_domain(
+    origin: &HookOrigin,
+    fallbacks: &[Option<String>],
+) -> Result<String, InboundError> {
     let domain = origin
         .domain
         .clone()
         .or_else(|| fallbacks.iter().flatten().find(|d| !d.is_empty()).cloned())
-        .ok_or(InboundError::Field { field: "domain", reason: "give it in the hook URL (?domain=) or send a tcUrl".into() })?;
+        .ok_or(InboundError::Field {
+            field: "domain",
+            reason: "give it in the hook URL (?domain=) or send a tcUrl".into(),
+        })?;
     parse_domain(&domain)
 }
 
@@ -44,8 +70,17 @@ pub fn parse_nginx_rtmp(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent,
     if pairs.is_empty() {
         return Err(InboundError::Malformed("empty form".into()));
     }
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
-    let call = get("call").ok_or(InboundError::Field { field: "call", reason: "missing".into() })?;
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let call = get("call").ok_or(InboundError::Field {
+        field: "call",
+        reason: "missing".into(),
+    })?;
     let kind = match call {
         "publish" => StreamEventKind::Publish,
         "publish_done" => StreamEventKind::Unpublish,
@@ -55,19 +90,33 @@ pub fn parse_nginx_rtmp(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent,
         "update_publish" | "update_play" => StreamEventKind::Update,
         other => return Err(InboundError::UnknownEvent(format!("call={other}"))),
     };
-    let app = get("app").ok_or(InboundError::Field { field: "app", reason: "missing".into() })?;
-    let name = get("name").ok_or(InboundError::Field { field: "name", reason: "missing".into() })?;
+    let app = get("app").ok_or(InboundError::Field {
+        field: "app",
+        reason: "missing".into(),
+    })?;
+    let name = get("name").ok_or(InboundError::Field {
+        field: "name",
+        reason: "missing".into(),
+    })?;
     let domain = resolve_domain(origin, &[get("tcurl").and_then(host_of_tc_url)])?;
     let stream = StreamPath::parse(&domain, app, name)?;
     let params = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs.iter().filter(|(k, _)| !NGINX_FIELDS.contains(&k.as_str())))
+        .extend_pairs(
+            pairs
+                .iter()
+                .filter(|(k, _)| !NGINX_FIELDS.contains(&k.as_str())),
+        )
         .finish();
     let client_id = get("clientid").map(str::to_string);
     let mut payload: Map<String, Value> = Map::new();
     for (k, v) in &pairs {
         payload.insert(k.clone(), Value::String(v.clone()));
     }
-    let mut identity = vec![call.to_string(), stream.joined(), client_id.clone().unwrap_or_default()];
+    let mut identity = vec![
+        call.to_string(),
+        stream.joined(),
+        client_id.clone().unwrap_or_default(),
+    ];
     if kind == StreamEventKind::Record {
         identity.push(get("path").unwrap_or_default().to_string());
     }
@@ -96,14 +145,20 @@ const SRS_DEFAULT_VHOST: &str = "__defaultVhost__";
 
 /// Reads one SRS HTTP callback (JSON).
 pub fn parse_srs(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent, InboundError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| InboundError::Malformed(format!("not JSON: {e}")))?;
-    let Value::Object(payload) = value else { return Err(InboundError::Malformed("not a JSON object".into())) };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| InboundError::Malformed(format!("not JSON: {e}")))?;
+    let Value::Object(payload) = value else {
+        return Err(InboundError::Malformed("not a JSON object".into()));
+    };
     let get = |name: &str| match payload.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let action = get("action").ok_or(InboundError::Field { field: "action", reason: "missing".into() })?;
+    let action = get("action").ok_or(InboundError::Field {
+        field: "action",
+        reason: "missing".into(),
+    })?;
     let kind = match action.as_str() {
         "on_publish" => StreamEventKind::Publish,
         "on_unpublish" => StreamEventKind::Unpublish,
@@ -113,13 +168,26 @@ pub fn parse_srs(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent, Inboun
         "on_stop" => StreamEventKind::PlayDone,
         other => return Err(InboundError::UnknownEvent(format!("action={other}"))),
     };
-    let app = get("app").ok_or(InboundError::Field { field: "app", reason: "missing".into() })?;
-    let name = get("stream").ok_or(InboundError::Field { field: "stream", reason: "missing".into() })?;
+    let app = get("app").ok_or(InboundError::Field {
+        field: "app",
+        reason: "missing".into(),
+    })?;
+    let name = get("stream").ok_or(InboundError::Field {
+        field: "stream",
+        reason: "missing".into(),
+    })?;
     let vhost = get("vhost").filter(|v| v != SRS_DEFAULT_VHOST);
-    let domain = resolve_domain(origin, &[vhost, get("tcUrl").and_then(|t| host_of_tc_url(&t))])?;
+    let domain = resolve_domain(
+        origin,
+        &[vhost, get("tcUrl").and_then(|t| host_of_tc_url(&t))],
+    )?;
     let stream = StreamPath::parse(&domain, &app, &name)?;
     let client_id = get("client_id");
-    let mut identity = vec![action.clone(), stream.joined(), client_id.clone().unwrap_or_default()];
+    let mut identity = vec![
+        action.clone(),
+        stream.joined(),
+        client_id.clone().unwrap_or_default(),
+    ];
     if matches!(kind, StreamEventKind::Record | StreamEventKind::HlsSegment) {
         identity.push(get("file").unwrap_or_default());
         identity.push(get("seq_no").unwrap_or_default());
@@ -131,7 +199,9 @@ pub fn parse_srs(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent, Inboun
         client_id,
         client_ip: get("ip"),
         node: origin.sender_ip.clone(),
-        params: get("param").map(|p| p.trim_start_matches('?').to_string()).unwrap_or_default(),
+        params: get("param")
+            .map(|p| p.trim_start_matches('?').to_string())
+            .unwrap_or_default(),
         event_time_ms: None,
         sequence: None,
         errcode: None,
@@ -143,7 +213,9 @@ pub fn parse_srs(body: &[u8], origin: &HookOrigin) -> Result<ParsedEvent, Inboun
 
 /// One query parameter of a push URL's query string (for publish authorization).
 pub fn param<'a>(params: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    url::form_urlencoded::parse(params.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
+    url::form_urlencoded::parse(params.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -159,28 +231,80 @@ mod tests {
         assert_eq!(e.client_id.as_deref(), Some("7"));
         assert_eq!(e.client_ip.as_deref(), Some("10.0.0.9"));
         assert_eq!(e.params, "txSecret=abc&txTime=65A0");
-        let with_domain = HookOrigin { domain: Some("push.acme.com".into()), sender_ip: None };
-        assert_eq!(parse_nginx_rtmp(body, &with_domain).unwrap().stream.domain, "push.acme.com");
+        let with_domain = HookOrigin {
+            domain: Some("push.acme.com".into()),
+            sender_ip: None,
+        };
+        assert_eq!(
+            parse_nginx_rtmp(body, &with_domain).unwrap().stream.domain,
+            "push.acme.com"
+        );
     }
 
     #[test]
     fn refuses_unknown_calls_and_broken_forms() {
-        let o = HookOrigin { domain: Some("d.com".into()), sender_ip: None };
-        assert!(matches!(parse_nginx_rtmp(b"call=connect&app=live&name=x", &o), Err(InboundError::UnknownEvent(_))));
-        assert!(matches!(parse_nginx_rtmp(b"", &o), Err(InboundError::Malformed(_))));
-        assert!(matches!(parse_nginx_rtmp(b"app=live&name=x", &o), Err(InboundError::Field { field: "call", .. })));
-        assert!(matches!(parse_nginx_rtmp(b"call=publish&app=live&name=x", &HookOrigin::default()), Err(InboundError::Field { field: "domain", .. })));
-        assert!(matches!(parse_nginx_rtmp(b"call=publish&app=live&name=a/b", &o), Err(InboundError::Field { field: "stream", .. })));
+        let o = HookOrigin {
+            domain: Some("d.com".into()),
+            sender_ip: None,
+        };
+        assert!(matches!(
+            parse_nginx_rtmp(b"call=connect&app=live&name=x", &o),
+            Err(InboundError::UnknownEvent(_))
+        ));
+        assert!(matches!(
+            parse_nginx_rtmp(b"", &o),
+            Err(InboundError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_nginx_rtmp(b"app=live&name=x", &o),
+            Err(InboundError::Field { field: "call", .. })
+        ));
+        assert!(matches!(
+            parse_nginx_rtmp(b"call=publish&app=live&name=x", &HookOrigin::default()),
+            Err(InboundError::Field {
+                field: "domain",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_nginx_rtmp(b"call=publish&app=live&name=a/b", &o),
+            Err(InboundError::Field {
+                field: "stream",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn reads_srs_hooks() {
         let body = br#"{"server_id":"vid-1","action":"on_publish","client_id":"341w361a","ip":"127.0.0.1","vhost":"__defaultVhost__","app":"live","tcUrl":"rtmp://srs.example.com/live","stream":"livestream","param":"?secret=x","stream_url":"/live/livestream","stream_id":"vid-2"}"#;
         let e = parse_srs(body, &HookOrigin::default()).unwrap();
-        assert_eq!((e.kind, e.stream.joined(), e.params.as_str()), (StreamEventKind::Publish, "srs.example.com/live/livestream".into(), "secret=x"));
+        assert_eq!(
+            (e.kind, e.stream.joined(), e.params.as_str()),
+            (
+                StreamEventKind::Publish,
+                "srs.example.com/live/livestream".into(),
+                "secret=x"
+            )
+        );
         let dvr = br#"{"action":"on_dvr","client_id":"1","ip":"1.2.3.4","vhost":"v.example.com","app":"live","stream":"s","file":"./objs/nginx/html/live/s.1.flv"}"#;
-        assert_eq!(parse_srs(dvr, &HookOrigin::default()).unwrap().stream.domain, "v.example.com");
-        assert!(matches!(parse_srs(br#"{"action":"on_connect","app":"a","stream":"s"}"#, &HookOrigin::default()), Err(InboundError::UnknownEvent(_))));
-        assert!(matches!(parse_srs(b"not json", &HookOrigin::default()), Err(InboundError::Malformed(_))));
+        assert_eq!(
+            parse_srs(dvr, &HookOrigin::default())
+                .unwrap()
+                .stream
+                .domain,
+            "v.example.com"
+        );
+        assert!(matches!(
+            parse_srs(
+                br#"{"action":"on_connect","app":"a","stream":"s"}"#,
+                &HookOrigin::default()
+            ),
+            Err(InboundError::UnknownEvent(_))
+        ));
+        assert!(matches!(
+            parse_srs(b"not json", &HookOrigin::default()),
+            Err(InboundError::Malformed(_))
+        ));
     }
 }

@@ -58,7 +58,11 @@ impl InboundError {
     /// 400 for the rest.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::BadSign | Self::Expired | Self::BadToken | Self::PublishRefused(_) | Self::NoCallbackKey(_) => 403,
+            Self::BadSign
+            | Self::Expired
+            | Self::BadToken
+            | Self::PublishRefused(_)
+            | Self::NoCallbackKey(_) => 403,
             Self::UnknownDomain(_) => 404,
             _ => 400,
         }

@@ -50,8 +50,13 @@ pub struct PublishAuthRule {
 fn key_of(field: &str, raw: Option<String>) -> Result<Option<SecretKey>, ApiRefusal> {
     match raw.filter(|k| !k.is_empty()) {
         None => Ok(None),
-        Some(k) if k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(SecretKey::new(k))),
-        Some(_) => Err(ApiRefusal::invalid(field, "1-128 printable ASCII characters without spaces")),
+        Some(k) if k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(SecretKey::new(k)))
+        }
+        Some(_) => Err(ApiRefusal::invalid(
+            field,
+            "1-128 printable ASCII characters without spaces",
+        )),
     }
 }
 
@@ -72,11 +77,19 @@ impl PublishAuthRule {
     }
 
     /// A rule from a `PUT`.
-    pub fn parse(account: &str, domain: &str, input: PublishAuthInput, now_ms: i64) -> Result<Self, ApiRefusal> {
+    pub fn parse(
+        account: &str,
+        domain: &str,
+        input: PublishAuthInput,
+        now_ms: i64,
+    ) -> Result<Self, ApiRefusal> {
         let domain = parse_domain(domain).map_err(|e| ApiRefusal::invalid("DomainName", e))?;
         let allowed = input.allowed_streams.unwrap_or_default();
         if allowed.len() > MAX_ALLOWED_STREAMS {
-            return Err(ApiRefusal::invalid("AllowedStreams", format!("at most {MAX_ALLOWED_STREAMS} names")));
+            return Err(ApiRefusal::invalid(
+                "AllowedStreams",
+                format!("at most {MAX_ALLOWED_STREAMS} names"),
+            ));
         }
         for s in &allowed {
             parse_name("stream", s).map_err(|e| ApiRefusal::invalid("AllowedStreams", e))?;
@@ -98,9 +111,16 @@ impl PublishAuthRule {
         if !self.enabled || self.allowed_streams.iter().any(|s| s == stream) {
             return Ok(());
         }
-        let keys: Vec<&SecretKey> = self.master_key.iter().chain(self.backup_key.iter()).collect();
+        let keys: Vec<&SecretKey> = self
+            .master_key
+            .iter()
+            .chain(self.backup_key.iter())
+            .collect();
         if keys.is_empty() {
-            return Err(format!("stream {stream} is not in the allow-list of {}", self.domain));
+            return Err(format!(
+                "stream {stream} is not in the allow-list of {}",
+                self.domain
+            ));
         }
         let secret = param(params, "txSecret").ok_or("txSecret is missing")?;
         let time = param(params, "txTime").ok_or("txTime is missing")?;
@@ -109,7 +129,10 @@ impl PublishAuthRule {
             return Err("txTime has passed".into());
         }
         let given = secret.to_ascii_lowercase();
-        if keys.iter().any(|k| constant_time_eq(tx_secret(k, stream, &time).as_bytes(), given.as_bytes())) {
+        if keys
+            .iter()
+            .any(|k| constant_time_eq(tx_secret(k, stream, &time).as_bytes(), given.as_bytes()))
+        {
             Ok(())
         } else {
             Err("txSecret does not match".into())
@@ -136,7 +159,11 @@ impl Entity for PublishAuthRule {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.updated_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.updated_ms),
+        }
     }
 }
 
@@ -153,18 +180,36 @@ mod tests {
         let r = rule(r#"{"AllowedStreams":["cam1"],"MasterAuthKey":"k1","BackupAuthKey":"k2"}"#);
         assert!(r.check("cam1", "", 0).is_ok());
         let time = format!("{:X}", 2_000);
-        let good = format!("txSecret={}&txTime={time}", tx_secret(&SecretKey::new("k2"), "cam2", &time));
+        let good = format!(
+            "txSecret={}&txTime={time}",
+            tx_secret(&SecretKey::new("k2"), "cam2", &time)
+        );
         assert!(r.check("cam2", &good, 1_000).is_ok());
-        assert_eq!(r.check("cam2", &good, 3_000), Err("txTime has passed".into()));
-        assert!(r.check("cam3", &good, 1_000).is_err(), "signed for another stream");
+        assert_eq!(
+            r.check("cam2", &good, 3_000),
+            Err("txTime has passed".into())
+        );
+        assert!(
+            r.check("cam3", &good, 1_000).is_err(),
+            "signed for another stream"
+        );
         assert!(r.check("cam2", "", 1_000).is_err());
         assert!(rule(r#"{"Enable":false}"#).check("x", "", 0).is_ok());
-        assert!(rule(r#"{}"#).check("x", "", 0).is_err(), "enabled with nothing to check: nobody");
+        assert!(
+            rule(r#"{}"#).check("x", "", 0).is_err(),
+            "enabled with nothing to check: nobody"
+        );
     }
 
     #[test]
     fn refuses_bad_input() {
-        assert!(PublishAuthRule::parse("a", "d.com", serde_json::from_str(r#"{"AllowedStreams":["a/b"]}"#).unwrap(), 0).is_err());
+        assert!(PublishAuthRule::parse(
+            "a",
+            "d.com",
+            serde_json::from_str(r#"{"AllowedStreams":["a/b"]}"#).unwrap(),
+            0
+        )
+        .is_err());
         assert!(serde_json::from_str::<PublishAuthInput>(r#"{"Foo":1}"#).is_err());
         assert!(!format!("{:?}", rule(r#"{"MasterAuthKey":"topsecret"}"#)).contains("topsecret"));
     }

@@ -116,7 +116,11 @@ impl Entity for StreamSession {
     const KIND: Kind = Kind("stream_session");
 
     fn key(&self) -> String {
-        format!("{}/{}", Self::index_of(&self.account, &self.stream), self.sequence)
+        format!(
+            "{}/{}",
+            Self::index_of(&self.account, &self.stream),
+            self.sequence
+        )
     }
 
     fn index(&self) -> IndexKeys {
@@ -179,7 +183,15 @@ impl LiveStream {
 
     /// A stream not seen before.
     pub fn new(account: &str, stream: StreamPath) -> Self {
-        Self { account: account.to_string(), stream, live: None, outbox_seq: 0, sessions: 0, last_event_ms: 0, stopped_early: Vec::new() }
+        Self {
+            account: account.to_string(),
+            stream,
+            live: None,
+            outbox_seq: 0,
+            sessions: 0,
+            last_event_ms: 0,
+            stopped_early: Vec::new(),
+        }
     }
 
     /// The status index value of a live stream of `account`.
@@ -201,74 +213,121 @@ impl LiveStream {
     pub fn admit(&mut self, event: &mut ParsedEvent, now_ms: i64) -> Admission {
         let at = event.event_time_ms.unwrap_or(now_ms);
         let hook = event.source != EventSource::Css;
-        let admission = match event.kind {
-            StreamEventKind::Publish => {
-                if self.live.as_ref().is_some_and(|l| Self::same_session(l, event)) {
-                    return Admission::Repeat;
-                }
-                if event.sequence.as_ref().is_some_and(|s| self.stopped_early.contains(s)) {
-                    // Its stop came first: pass the event on, but the stream is not live.
-                    self.last_event_ms = now_ms;
-                    return Admission::Apply { sessions: Vec::new(), duration_ms: None };
-                }
-                let mut sessions = Vec::new();
-                if let Some(old) = self.live.take() {
-                    sessions.push(StreamSession::opened(&self.account, &self.stream, &old).closed(at, "replaced by a new push".into(), Some(REPLACED_ERRCODE)));
-                }
-                let sequence = event.sequence.clone().unwrap_or_else(|| hook_sequence(event, now_ms));
-                let live = LiveSession {
-                    sequence: sequence.clone(),
-                    source: event.source,
-                    client_id: event.client_id.clone(),
-                    client_ip: event.client_ip.clone(),
-                    node: event.node.clone(),
-                    params: event.params.clone(),
-                    start_ms: at,
-                };
-                sessions.push(StreamSession::opened(&self.account, &self.stream, &live));
-                self.live = Some(live);
-                self.sessions += 1;
-                if hook {
-                    event.sequence = Some(sequence.clone());
-                    event.identity = vec!["publish".into(), self.stream.joined(), sequence];
-                }
-                Admission::Apply { sessions, duration_ms: None }
-            }
-            StreamEventKind::Unpublish => match self.live.take() {
-                Some(live) if Self::same_session(&live, event) => {
-                    let reason = stop_reason(event.errcode, event.errmsg.as_deref(), event.source);
-                    let closed = StreamSession::opened(&self.account, &self.stream, &live).closed(at, reason, event.errcode);
-                    let duration = closed.duration_ms;
-                    event.sequence = Some(live.sequence.clone());
-                    if hook {
-                        event.identity = vec!["unpublish".into(), self.stream.joined(), live.sequence];
-                    }
-                    Admission::Apply { sessions: vec![closed], duration_ms: duration }
-                }
-                other => {
-                    self.live = other;
-                    // A CSS stop of a session we never saw start is still an event to pass on
-                    // (the event id keeps it once); a hook's is a repeat of a stop applied.
-                    if hook {
+        let admission =
+            match event.kind {
+                StreamEventKind::Publish => {
+                    if self
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| Self::same_session(l, event))
+                    {
                         return Admission::Repeat;
                     }
-                    if let Some(seq) = event.sequence.clone().filter(|s| !self.stopped_early.contains(s)) {
-                        self.stopped_early.push(seq);
-                        if self.stopped_early.len() > MAX_STOPPED_EARLY {
-                            self.stopped_early.remove(0);
+                    if event
+                        .sequence
+                        .as_ref()
+                        .is_some_and(|s| self.stopped_early.contains(s))
+                    {
+                        // Its stop came first: pass the event on, but the stream is not live.
+                        self.last_event_ms = now_ms;
+                        return Admission::Apply {
+                            sessions: Vec::new(),
+                            duration_ms: None,
+                        };
+                    }
+                    let mut sessions = Vec::new();
+                    if let Some(old) = self.live.take() {
+                        sessions.push(
+                            StreamSession::opened(&self.account, &self.stream, &old).closed(
+                                at,
+                                "replaced by a new push".into(),
+                                Some(REPLACED_ERRCODE),
+                            ),
+                        );
+                    }
+                    let sequence = event
+                        .sequence
+                        .clone()
+                        .unwrap_or_else(|| hook_sequence(event, now_ms));
+                    let live = LiveSession {
+                        sequence: sequence.clone(),
+                        source: event.source,
+                        client_id: event.client_id.clone(),
+                        client_ip: event.client_ip.clone(),
+                        node: event.node.clone(),
+                        params: event.params.clone(),
+                        start_ms: at,
+                    };
+                    sessions.push(StreamSession::opened(&self.account, &self.stream, &live));
+                    self.live = Some(live);
+                    self.sessions += 1;
+                    if hook {
+                        event.sequence = Some(sequence.clone());
+                        event.identity = vec!["publish".into(), self.stream.joined(), sequence];
+                    }
+                    Admission::Apply {
+                        sessions,
+                        duration_ms: None,
+                    }
+                }
+                StreamEventKind::Unpublish => match self.live.take() {
+                    Some(live) if Self::same_session(&live, event) => {
+                        let reason =
+                            stop_reason(event.errcode, event.errmsg.as_deref(), event.source);
+                        let closed = StreamSession::opened(&self.account, &self.stream, &live)
+                            .closed(at, reason, event.errcode);
+                        let duration = closed.duration_ms;
+                        event.sequence = Some(live.sequence.clone());
+                        if hook {
+                            event.identity =
+                                vec!["unpublish".into(), self.stream.joined(), live.sequence];
+                        }
+                        Admission::Apply {
+                            sessions: vec![closed],
+                            duration_ms: duration,
                         }
                     }
-                    Admission::Apply { sessions: Vec::new(), duration_ms: None }
+                    other => {
+                        self.live = other;
+                        // A CSS stop of a session we never saw start is still an event to pass on
+                        // (the event id keeps it once); a hook's is a repeat of a stop applied.
+                        if hook {
+                            return Admission::Repeat;
+                        }
+                        if let Some(seq) = event
+                            .sequence
+                            .clone()
+                            .filter(|s| !self.stopped_early.contains(s))
+                        {
+                            self.stopped_early.push(seq);
+                            if self.stopped_early.len() > MAX_STOPPED_EARLY {
+                                self.stopped_early.remove(0);
+                            }
+                        }
+                        Admission::Apply {
+                            sessions: Vec::new(),
+                            duration_ms: None,
+                        }
+                    }
+                },
+                StreamEventKind::Update => {
+                    if !self
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| Self::same_session(l, event))
+                    {
+                        return Admission::Repeat;
+                    }
+                    Admission::Apply {
+                        sessions: Vec::new(),
+                        duration_ms: None,
+                    }
                 }
-            },
-            StreamEventKind::Update => {
-                if !self.live.as_ref().is_some_and(|l| Self::same_session(l, event)) {
-                    return Admission::Repeat;
-                }
-                Admission::Apply { sessions: Vec::new(), duration_ms: None }
-            }
-            _ => Admission::Apply { sessions: Vec::new(), duration_ms: None },
-        };
+                _ => Admission::Apply {
+                    sessions: Vec::new(),
+                    duration_ms: None,
+                },
+            };
         self.last_event_ms = now_ms;
         admission
     }
@@ -338,7 +397,11 @@ impl Entity for LiveStream {
         IndexKeys {
             account: Some(self.account.clone()),
             status: self.live.as_ref().map(|_| Self::live_index(&self.account)),
-            time_ms: Some(self.live.as_ref().map_or(self.last_event_ms, |l| l.start_ms)),
+            time_ms: Some(
+                self.live
+                    .as_ref()
+                    .map_or(self.last_event_ms, |l| l.start_ms),
+            ),
         }
     }
 }
@@ -366,30 +429,53 @@ mod tests {
     }
 
     fn css(kind: StreamEventKind, seq: &str) -> ParsedEvent {
-        ParsedEvent { source: EventSource::Css, client_id: None, sequence: Some(seq.into()), ..hook(kind, "") }
+        ParsedEvent {
+            source: EventSource::Css,
+            client_id: None,
+            sequence: Some(seq.into()),
+            ..hook(kind, "")
+        }
     }
 
     #[test]
     fn a_hook_push_opens_a_session_once_and_its_stop_closes_it() {
         let mut s = LiveStream::new("a", StreamPath::parse("d.com", "live", "s").unwrap());
         let mut p = hook(StreamEventKind::Publish, "7");
-        assert!(matches!(s.admit(&mut p, 1_000), Admission::Apply { ref sessions, .. } if sessions.len() == 1));
+        assert!(
+            matches!(s.admit(&mut p, 1_000), Admission::Apply { ref sessions, .. } if sessions.len() == 1)
+        );
         let seq = p.sequence.clone().unwrap();
         assert_eq!(seq.len(), 19);
-        assert_eq!(s.admit(&mut hook(StreamEventKind::Publish, "7"), 1_500), Admission::Repeat, "same connection again");
+        assert_eq!(
+            s.admit(&mut hook(StreamEventKind::Publish, "7"), 1_500),
+            Admission::Repeat,
+            "same connection again"
+        );
         let mut stop = hook(StreamEventKind::Unpublish, "7");
         match s.admit(&mut stop, 61_000) {
-            Admission::Apply { sessions, duration_ms } => {
+            Admission::Apply {
+                sessions,
+                duration_ms,
+            } => {
                 assert_eq!(duration_ms, Some(60_000));
-                assert_eq!(sessions[0].stop_reason.as_deref(), Some("publisher stopped"));
+                assert_eq!(
+                    sessions[0].stop_reason.as_deref(),
+                    Some("publisher stopped")
+                );
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(stop.sequence.as_deref(), Some(seq.as_str()));
         assert!(s.live.is_none());
-        assert_eq!(s.admit(&mut hook(StreamEventKind::Unpublish, "7"), 62_000), Admission::Repeat);
+        assert_eq!(
+            s.admit(&mut hook(StreamEventKind::Unpublish, "7"), 62_000),
+            Admission::Repeat
+        );
         // A later push on a reused connection id is a new session.
-        assert!(matches!(s.admit(&mut hook(StreamEventKind::Publish, "7"), 70_000), Admission::Apply { .. }));
+        assert!(matches!(
+            s.admit(&mut hook(StreamEventKind::Publish, "7"), 70_000),
+            Admission::Apply { .. }
+        ));
         assert_eq!(s.sessions, 2);
     }
 
@@ -397,7 +483,10 @@ mod tests {
     fn a_new_push_replaces_the_live_one_and_css_stops_match_by_sequence() {
         let mut s = LiveStream::new("a", StreamPath::parse("d.com", "live", "s").unwrap());
         s.admit(&mut css(StreamEventKind::Publish, "1"), 0);
-        assert_eq!(s.admit(&mut css(StreamEventKind::Publish, "1"), 5), Admission::Repeat);
+        assert_eq!(
+            s.admit(&mut css(StreamEventKind::Publish, "1"), 5),
+            Admission::Repeat
+        );
         match s.admit(&mut css(StreamEventKind::Publish, "2"), 10) {
             Admission::Apply { sessions, .. } => {
                 assert_eq!(sessions.len(), 2);
@@ -406,16 +495,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The stop of the replaced session does not end the live one.
-        assert!(matches!(s.admit(&mut css(StreamEventKind::Unpublish, "1"), 20), Admission::Apply { ref sessions, .. } if sessions.is_empty()));
+        assert!(
+            matches!(s.admit(&mut css(StreamEventKind::Unpublish, "1"), 20), Admission::Apply { ref sessions, .. } if sessions.is_empty())
+        );
         assert_eq!(s.live.as_ref().unwrap().sequence, "2");
         // A stop that overtook its push: the late push does not make the stream live.
         s.admit(&mut css(StreamEventKind::Unpublish, "3"), 21);
-        assert!(matches!(s.admit(&mut css(StreamEventKind::Publish, "3"), 22), Admission::Apply { ref sessions, .. } if sessions.is_empty()));
+        assert!(
+            matches!(s.admit(&mut css(StreamEventKind::Publish, "3"), 22), Admission::Apply { ref sessions, .. } if sessions.is_empty())
+        );
         assert_eq!(s.live.as_ref().unwrap().sequence, "2");
         let mut stop = css(StreamEventKind::Unpublish, "2");
         stop.errcode = Some(8);
         match s.admit(&mut stop, 30) {
-            Admission::Apply { sessions, .. } => assert_eq!(sessions[0].stop_reason.as_deref(), Some("no data for a long time")),
+            Admission::Apply { sessions, .. } => assert_eq!(
+                sessions[0].stop_reason.as_deref(),
+                Some("no data for a long time")
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -30,7 +30,12 @@ pub fn css_sign(key: &SecretKey, t: i64) -> String {
 
 /// Checks a CSS `sign`/`t` pair at `now_secs`: the expiry first (so a replay of an old event
 /// is refused whatever its signature), then the signature, in constant time.
-pub fn verify_css_sign(key: &SecretKey, t: i64, sign: &str, now_secs: i64) -> Result<(), super::InboundError> {
+pub fn verify_css_sign(
+    key: &SecretKey,
+    t: i64,
+    sign: &str,
+    now_secs: i64,
+) -> Result<(), super::InboundError> {
     if now_secs > t {
         return Err(super::InboundError::Expired);
     }
@@ -44,7 +49,8 @@ pub fn verify_css_sign(key: &SecretKey, t: i64, sign: &str, now_secs: i64) -> Re
 
 /// The value of [`SIGNATURE_HEADER`] for `body` sent at `t_secs`.
 pub fn relaycast_signature(key: &SecretKey, t_secs: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
+        .expect("HMAC takes any key length");
     mac.update(t_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -53,7 +59,13 @@ pub fn relaycast_signature(key: &SecretKey, t_secs: i64, body: &[u8]) -> String 
 
 /// Verifies a [`SIGNATURE_HEADER`] value, as a receiver would (used by our tests and as the
 /// reference for the documentation): `Ok(t)` when it matches and is at most `tolerance_secs` old.
-pub fn verify_relaycast_signature(key: &SecretKey, header: &str, body: &[u8], now_secs: i64, tolerance_secs: i64) -> Result<i64, String> {
+pub fn verify_relaycast_signature(
+    key: &SecretKey,
+    header: &str,
+    body: &[u8],
+    now_secs: i64,
+    tolerance_secs: i64,
+) -> Result<i64, String> {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -82,11 +94,28 @@ mod tests {
     #[test]
     fn css_sign_matches_the_documented_example() {
         let key = SecretKey::new("mykey");
-        assert_eq!(css_sign(&key, 1545030873), "f84ae4d84acdc8c7e4e793915145b8c4");
-        assert!(verify_css_sign(&key, 1545030873, "F84AE4D84ACDC8C7E4E793915145B8C4", 1545030000).is_ok());
-        assert_eq!(verify_css_sign(&key, 1545030873, "00", 1545030000), Err(super::super::InboundError::BadSign));
         assert_eq!(
-            verify_css_sign(&key, 1545030873, "f84ae4d84acdc8c7e4e793915145b8c4", 1545030874),
+            css_sign(&key, 1545030873),
+            "f84ae4d84acdc8c7e4e793915145b8c4"
+        );
+        assert!(verify_css_sign(
+            &key,
+            1545030873,
+            "F84AE4D84ACDC8C7E4E793915145B8C4",
+            1545030000
+        )
+        .is_ok());
+        assert_eq!(
+            verify_css_sign(&key, 1545030873, "00", 1545030000),
+            Err(super::super::InboundError::BadSign)
+        );
+        assert_eq!(
+            verify_css_sign(
+                &key,
+                1545030873,
+                "f84ae4d84acdc8c7e4e793915145b8c4",
+                1545030874
+            ),
             Err(super::super::InboundError::Expired)
         );
     }
@@ -96,9 +125,19 @@ mod tests {
         let key = SecretKey::new("k");
         let h = relaycast_signature(&key, 1_700_000_000, b"{\"a\":1}");
         assert!(h.starts_with("t=1700000000,v1="));
-        assert_eq!(verify_relaycast_signature(&key, &h, b"{\"a\":1}", 1_700_000_010, 300), Ok(1_700_000_000));
+        assert_eq!(
+            verify_relaycast_signature(&key, &h, b"{\"a\":1}", 1_700_000_010, 300),
+            Ok(1_700_000_000)
+        );
         assert!(verify_relaycast_signature(&key, &h, b"{\"a\":2}", 1_700_000_010, 300).is_err());
         assert!(verify_relaycast_signature(&key, &h, b"{\"a\":1}", 1_700_001_000, 300).is_err());
-        assert!(verify_relaycast_signature(&SecretKey::new("other"), &h, b"{\"a\":1}", 1_700_000_010, 300).is_err());
+        assert!(verify_relaycast_signature(
+            &SecretKey::new("other"),
+            &h,
+            b"{\"a\":1}",
+            1_700_000_010,
+            300
+        )
+        .is_err());
     }
 }

@@ -53,8 +53,14 @@ impl NotifyUrls {
             ("RecordNotifyUrl", &mut self.record_notify_url),
             ("RecordStatusNotifyUrl", &mut self.record_status_notify_url),
             ("SnapshotNotifyUrl", &mut self.snapshot_notify_url),
-            ("PornCensorshipNotifyUrl", &mut self.porn_censorship_notify_url),
-            ("PushExceptionNotifyUrl", &mut self.push_exception_notify_url),
+            (
+                "PornCensorshipNotifyUrl",
+                &mut self.porn_censorship_notify_url,
+            ),
+            (
+                "PushExceptionNotifyUrl",
+                &mut self.push_exception_notify_url,
+            ),
         ]
     }
 
@@ -138,7 +144,9 @@ pub struct CallbackTemplate {
 /// Whether `s` is made of CJK, ASCII letters, digits, `_` and `-` (and spaces when
 /// `allow_space`): Tencent's character set for template names and descriptions.
 pub(crate) fn name_chars_ok(s: &str, allow_space: bool) -> bool {
-    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_space && c == ' ') || is_cjk(c))
+    s.chars().all(|c| {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_space && c == ' ') || is_cjk(c)
+    })
 }
 
 fn is_cjk(c: char) -> bool {
@@ -148,14 +156,24 @@ fn is_cjk(c: char) -> bool {
 /// Checks a notify URL: http or https, a host, no user info, not internal unless allowed.
 pub fn check_notify_url(field: &str, raw: &str, allow_private: bool) -> Result<(), ApiRefusal> {
     if raw.len() > MAX_URL_BYTES {
-        return Err(ApiRefusal::invalid(field, format!("longer than {MAX_URL_BYTES} bytes")));
+        return Err(ApiRefusal::invalid(
+            field,
+            format!("longer than {MAX_URL_BYTES} bytes"),
+        ));
     }
-    let url = url::Url::parse(raw).map_err(|e| ApiRefusal::invalid(field, format!("not a URL: {e}")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| ApiRefusal::invalid(field, format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiRefusal::invalid(field, "only http and https URLs are accepted"));
+        return Err(ApiRefusal::invalid(
+            field,
+            "only http and https URLs are accepted",
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiRefusal::invalid(field, "user info in the URL is not accepted"));
+        return Err(ApiRefusal::invalid(
+            field,
+            "user info in the URL is not accepted",
+        ));
     }
     check_url_host(&url, allow_private).map_err(|e| ApiRefusal {
         code: "InvalidParameter.UrlNotSafe",
@@ -171,8 +189,19 @@ impl CallbackTemplate {
     }
 
     /// A new template from a create request.
-    pub fn create(account: &str, id: u64, input: CallbackTemplateInput, allow_private: bool, now_ms: i64) -> Result<Self, ApiRefusal> {
-        if input.template_name.as_deref().unwrap_or_default().is_empty() {
+    pub fn create(
+        account: &str,
+        id: u64,
+        input: CallbackTemplateInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<Self, ApiRefusal> {
+        if input
+            .template_name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
             return Err(ApiRefusal::missing("TemplateName"));
         }
         let mut t = Self {
@@ -191,10 +220,18 @@ impl CallbackTemplate {
 
     /// Applies a modify request: given fields replace the stored ones (`""` clears a URL or the
     /// key); the result must still have at least one URL.
-    pub fn modify(&mut self, mut input: CallbackTemplateInput, allow_private: bool, now_ms: i64) -> Result<(), ApiRefusal> {
+    pub fn modify(
+        &mut self,
+        mut input: CallbackTemplateInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<(), ApiRefusal> {
         if let Some(name) = input.template_name.take() {
             if name.is_empty() || name.len() > MAX_NAME_BYTES || !name_chars_ok(&name, false) {
-                return Err(ApiRefusal::invalid("TemplateName", format!("1-{MAX_NAME_BYTES} bytes of CJK, letters, digits, _ and -")));
+                return Err(ApiRefusal::invalid(
+                    "TemplateName",
+                    format!("1-{MAX_NAME_BYTES} bytes of CJK, letters, digits, _ and -"),
+                ));
             }
             self.name = name;
         }
@@ -205,7 +242,8 @@ impl CallbackTemplate {
             self.description = d;
         }
         let mut urls = input.take_urls();
-        for ((field, new), (_, stored)) in urls.fields_mut().into_iter().zip(self.urls.fields_mut()) {
+        for ((field, new), (_, stored)) in urls.fields_mut().into_iter().zip(self.urls.fields_mut())
+        {
             match new.take() {
                 None => {}
                 Some(u) if u.is_empty() => *stored = None,
@@ -219,13 +257,19 @@ impl CallbackTemplate {
             if key.is_empty() {
                 self.callback_key = None;
             } else if key.len() > MAX_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ApiRefusal::invalid("CallbackKey", format!("1-{MAX_KEY_BYTES} printable ASCII characters without spaces")));
+                return Err(ApiRefusal::invalid(
+                    "CallbackKey",
+                    format!("1-{MAX_KEY_BYTES} printable ASCII characters without spaces"),
+                ));
             } else {
                 self.callback_key = Some(SecretKey::new(key));
             }
         }
         if self.urls == NotifyUrls::default() {
-            return Err(ApiRefusal::invalid("StreamBeginNotifyUrl", "a template needs at least one notify URL"));
+            return Err(ApiRefusal::invalid(
+                "StreamBeginNotifyUrl",
+                "a template needs at least one notify URL",
+            ));
         }
         self.updated_ms = now_ms;
         Ok(())
@@ -240,7 +284,9 @@ impl CallbackTemplate {
             "Description": self.description,
             "CallbackKey": self.callback_key.as_ref().map(|k| k.expose()).unwrap_or_default(),
         });
-        if let (Value::Object(map), Ok(Value::Object(urls))) = (&mut v, serde_json::to_value(&self.urls)) {
+        if let (Value::Object(map), Ok(Value::Object(urls))) =
+            (&mut v, serde_json::to_value(&self.urls))
+        {
             map.extend(urls);
         }
         v
@@ -255,7 +301,11 @@ impl Entity for CallbackTemplate {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -297,14 +347,26 @@ impl CallbackRule {
 
     /// A rule from a create request (the template's existence is checked by the caller).
     pub fn parse(account: &str, input: CallbackRuleInput, now_ms: i64) -> Result<Self, ApiRefusal> {
-        let domain = input.domain_name.filter(|d| !d.is_empty()).ok_or_else(|| ApiRefusal::missing("DomainName"))?;
+        let domain = input
+            .domain_name
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ApiRefusal::missing("DomainName"))?;
         let domain = parse_domain(&domain).map_err(|e| ApiRefusal::invalid("DomainName", e))?;
         let app = match input.app_name.filter(|a| !a.is_empty()) {
             Some(a) => parse_name("app", &a).map_err(|e| ApiRefusal::invalid("AppName", e))?,
             None => String::new(),
         };
-        let template_id = input.template_id.ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
-        Ok(Self { account: account.to_string(), domain, app, template_id, created_ms: now_ms, updated_ms: now_ms })
+        let template_id = input
+            .template_id
+            .ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
+        Ok(Self {
+            account: account.to_string(),
+            domain,
+            app,
+            template_id,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        })
     }
 
     /// The rule as the API shows it (DescribeLiveCallbackRules).
@@ -321,9 +383,13 @@ impl CallbackRule {
 
 /// An ISO 8601 time with the offset, as Tencent shows rule times (`2022-05-16T10:59:38+08:00`).
 pub fn iso_time(ms: i64, utc_offset_secs: i32) -> String {
-    let offset = chrono::FixedOffset::east_opt(utc_offset_secs).unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    let offset = chrono::FixedOffset::east_opt(utc_offset_secs)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.with_timezone(&offset).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .map(|t| {
+            t.with_timezone(&offset)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
         .unwrap_or_default()
 }
 
@@ -335,7 +401,11 @@ impl Entity for CallbackRule {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -357,7 +427,10 @@ mod tests {
             5,
         )
         .unwrap();
-        assert_eq!(t.urls.for_kind(StreamEventKind::Publish), Some("https://cb.example.com/begin"));
+        assert_eq!(
+            t.urls.for_kind(StreamEventKind::Publish),
+            Some("https://cb.example.com/begin")
+        );
         assert_eq!(t.urls.for_kind(StreamEventKind::Unpublish), None);
         let wire = t.to_wire();
         assert_eq!(wire["TemplateId"], 1);
@@ -372,33 +445,87 @@ mod tests {
             Err(e) => e,
             Ok(i) => CallbackTemplate::create("a", 1, i, false, 0).unwrap_err(),
         };
-        assert_eq!(refuse(r#"{"TemplateName":"x","StreamBeginNotifyUrl":"http://a.com","Foo":1}"#).code, "UnknownParameter");
-        assert_eq!(refuse(r#"{"StreamBeginNotifyUrl":"http://a.com"}"#).code, "MissingParameter");
-        assert_eq!(refuse(r#"{"TemplateName":"x"}"#).code, "InvalidParameterValue");
-        assert!(refuse(r#"{"TemplateName":"x","StreamEndNotifyUrl":"ftp://a.com/x"}"#).message.contains("StreamEndNotifyUrl"));
-        assert_eq!(refuse(r#"{"TemplateName":"x","RecordNotifyUrl":"http://127.0.0.1/x"}"#).code, "InvalidParameter.UrlNotSafe");
-        assert_eq!(refuse(r#"{"TemplateName":"bad name!","RecordNotifyUrl":"http://a.com/x"}"#).message.split(':').next(), Some("TemplateName"));
-        assert_eq!(refuse(r#"{"TemplateName":"x","RecordNotifyUrl":"http://u:p@a.com/x"}"#).code, "InvalidParameterValue");
-        let ok = CallbackTemplate::create("a", 1, input(r#"{"TemplateName":"直播回调","RecordNotifyUrl":"http://127.0.0.1/x"}"#).unwrap(), true, 0);
-        assert!(ok.is_ok(), "CJK names, and internal URLs when the operator allows them");
+        assert_eq!(
+            refuse(r#"{"TemplateName":"x","StreamBeginNotifyUrl":"http://a.com","Foo":1}"#).code,
+            "UnknownParameter"
+        );
+        assert_eq!(
+            refuse(r#"{"StreamBeginNotifyUrl":"http://a.com"}"#).code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"x"}"#).code,
+            "InvalidParameterValue"
+        );
+        assert!(
+            refuse(r#"{"TemplateName":"x","StreamEndNotifyUrl":"ftp://a.com/x"}"#)
+                .message
+                .contains("StreamEndNotifyUrl")
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"x","RecordNotifyUrl":"http://127.0.0.1/x"}"#).code,
+            "InvalidParameter.UrlNotSafe"
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"bad name!","RecordNotifyUrl":"http://a.com/x"}"#)
+                .message
+                .split(':')
+                .next(),
+            Some("TemplateName")
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"x","RecordNotifyUrl":"http://u:p@a.com/x"}"#).code,
+            "InvalidParameterValue"
+        );
+        let ok = CallbackTemplate::create(
+            "a",
+            1,
+            input(r#"{"TemplateName":"直播回调","RecordNotifyUrl":"http://127.0.0.1/x"}"#).unwrap(),
+            true,
+            0,
+        );
+        assert!(
+            ok.is_ok(),
+            "CJK names, and internal URLs when the operator allows them"
+        );
     }
 
     #[test]
     fn modify_clears_with_empty_strings_but_keeps_one_url() {
         let mut t = CallbackTemplate::create("a", 1, input(r#"{"TemplateName":"x","RecordNotifyUrl":"http://a.com/r","SnapshotNotifyUrl":"http://a.com/s"}"#).unwrap(), false, 0).unwrap();
-        t.modify(input(r#"{"RecordNotifyUrl":""}"#).unwrap(), false, 1).unwrap();
+        t.modify(input(r#"{"RecordNotifyUrl":""}"#).unwrap(), false, 1)
+            .unwrap();
         assert_eq!(t.urls.record_notify_url, None);
-        assert!(t.modify(input(r#"{"SnapshotNotifyUrl":""}"#).unwrap(), false, 2).is_err());
+        assert!(t
+            .modify(input(r#"{"SnapshotNotifyUrl":""}"#).unwrap(), false, 2)
+            .is_err());
     }
 
     #[test]
     fn rules_need_a_domain_and_a_template() {
         let rule = |json: &str| CallbackRule::parse("a", serde_json::from_str(json).unwrap(), 0);
-        let r = rule(r#"{"DomainName":"Push.Example.com","AppName":"live","TemplateId":3}"#).unwrap();
+        let r =
+            rule(r#"{"DomainName":"Push.Example.com","AppName":"live","TemplateId":3}"#).unwrap();
         assert_eq!(r.key(), "push.example.com/live");
-        assert_eq!(rule(r#"{"DomainName":"push.example.com","TemplateId":3}"#).unwrap().key(), "push.example.com/");
-        assert_eq!(rule(r#"{"TemplateId":3}"#).unwrap_err().code, "MissingParameter");
-        assert_eq!(rule(r#"{"DomainName":"a b","TemplateId":3}"#).unwrap_err().code, "InvalidParameterValue");
-        assert_eq!(iso_time(1_652_669_978_000, 8 * 3600), "2022-05-16T10:59:38+08:00");
+        assert_eq!(
+            rule(r#"{"DomainName":"push.example.com","TemplateId":3}"#)
+                .unwrap()
+                .key(),
+            "push.example.com/"
+        );
+        assert_eq!(
+            rule(r#"{"TemplateId":3}"#).unwrap_err().code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            rule(r#"{"DomainName":"a b","TemplateId":3}"#)
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            iso_time(1_652_669_978_000, 8 * 3600),
+            "2022-05-16T10:59:38+08:00"
+        );
     }
 }

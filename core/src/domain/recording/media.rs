@@ -20,7 +20,9 @@ const MAX_NAME_FILTER: usize = 100;
 
 /// The `FileId` of the file at `object_key`: 20 hex digits of its SHA-256.
 pub fn file_id_of(object_key: &str) -> String {
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(object_key.as_bytes()));
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        object_key.as_bytes(),
+    ));
     digest[..20].to_string()
 }
 
@@ -38,7 +40,11 @@ pub struct MediaRecord {
 impl MediaRecord {
     /// The media record of `file`, created at `now_ms`.
     pub fn new(file: RecordFile, now_ms: i64) -> Self {
-        MediaRecord { file_id: file_id_of(&file.object_key), created_ms: now_ms, file }
+        MediaRecord {
+            file_id: file_id_of(&file.object_key),
+            created_ms: now_ms,
+            file,
+        }
     }
 
     /// The store key of `file_id` of `account`.
@@ -62,7 +68,13 @@ impl MediaRecord {
         let f = &self.file;
         let stream = f.stream.as_ref();
         let audio_only = f.format == RecordFormat::Aac;
-        let (width, height) = f.resolution.as_deref().and_then(|r| r.split_once('x')).map_or((0, 0), |(w, h)| (w.parse().unwrap_or(0), h.parse().unwrap_or(0)));
+        let (width, height) = f
+            .resolution
+            .as_deref()
+            .and_then(|r| r.split_once('x'))
+            .map_or((0, 0), |(w, h)| {
+                (w.parse().unwrap_or(0), h.parse().unwrap_or(0))
+            });
         json!({
             "FileId": self.file_id,
             "BasicInfo": {
@@ -111,13 +123,22 @@ impl MediaRecord {
         let fields = [
             ("event_type", json!(100)),
             ("appid", json!(0)),
-            ("app", json!(stream.map(|s| s.domain.as_str()).unwrap_or(""))),
-            ("appname", json!(stream.map(|s| s.app.as_str()).unwrap_or(""))),
+            (
+                "app",
+                json!(stream.map(|s| s.domain.as_str()).unwrap_or("")),
+            ),
+            (
+                "appname",
+                json!(stream.map(|s| s.app.as_str()).unwrap_or("")),
+            ),
             ("stream_id", json!(f.stream_id)),
             ("channel_id", json!(f.stream_id)),
             ("file_id", json!(self.file_id)),
             ("record_file_id", json!(self.file_id)),
-            ("record_temp_id", json!(f.template_id.map(|t| t.to_string()).unwrap_or_default())),
+            (
+                "record_temp_id",
+                json!(f.template_id.map(|t| t.to_string()).unwrap_or_default()),
+            ),
             ("file_format", json!(f.format.as_str())),
             ("task_id", json!(f.recording_id)),
             ("start_time", json!(f.start_ms.div_euclid(1000))),
@@ -148,7 +169,14 @@ impl Entity for MediaRecord {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.file.account.clone()), status: Some(Self::namespace_index(&self.file.account, self.file.namespace)), time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.file.account.clone()),
+            status: Some(Self::namespace_index(
+                &self.file.account,
+                self.file.namespace,
+            )),
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -175,7 +203,11 @@ impl Entity for MediaExpiry {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: None, status: Some(MEDIA_EXPIRY_INDEX.into()), time_ms: Some(self.due_ms) }
+        IndexKeys {
+            account: None,
+            status: Some(MEDIA_EXPIRY_INDEX.into()),
+            time_ms: Some(self.due_ms),
+        }
     }
 }
 
@@ -212,7 +244,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// The object key of a snapshot under `prefix`, in Tencent's observed naming:
     /// `YYYY-MM-DD/{stream}-screenshot-{HH}-{MM}-{SS}-{W}x{H}.jpg` (UTC).
-    pub fn object_key(prefix: &str, stream_id: &str, taken_ms: i64, width: u32, height: u32) -> String {
+    pub fn object_key(
+        prefix: &str,
+        stream_id: &str,
+        taken_ms: i64,
+        width: u32,
+        height: u32,
+    ) -> String {
         let t = super::CalendarTime::from_unix_ms(taken_ms);
         format!(
             "{prefix}/snapshots/{:04}-{:02}-{:02}/{}-screenshot-{:02}-{:02}-{:02}-{width}x{height}.jpg",
@@ -233,8 +271,14 @@ impl Snapshot {
         let mut out = Map::new();
         for (k, v) in [
             ("event_type", json!(200)),
-            ("app", json!(stream.map(|s| s.domain.as_str()).unwrap_or(""))),
-            ("appname", json!(stream.map(|s| s.app.as_str()).unwrap_or(""))),
+            (
+                "app",
+                json!(stream.map(|s| s.domain.as_str()).unwrap_or("")),
+            ),
+            (
+                "appname",
+                json!(stream.map(|s| s.app.as_str()).unwrap_or("")),
+            ),
             ("stream_id", json!(self.stream_id)),
             ("channel_id", json!(self.stream_id)),
             ("stream_param", json!(self.stream_param)),
@@ -244,7 +288,10 @@ impl Snapshot {
             ("height", json!(self.height)),
             ("pic_url", json!(format!("/{}", self.object_key))),
             ("pic_full_url", json!(full_url)),
-            ("event_id", json!(format!("snapshot-{}", file_id_of(&self.object_key)))),
+            (
+                "event_id",
+                json!(format!("snapshot-{}", file_id_of(&self.object_key))),
+            ),
         ] {
             out.insert(k.into(), v);
         }
@@ -333,13 +380,20 @@ pub struct MediaSearch {
     no_records: bool,
 }
 
-fn filter(field: &str, values: Option<Vec<String>>, max_len: usize) -> Result<Vec<String>, ApiRefusal> {
+fn filter(
+    field: &str,
+    values: Option<Vec<String>>,
+    max_len: usize,
+) -> Result<Vec<String>, ApiRefusal> {
     let values = values.unwrap_or_default();
     if values.len() > MAX_FILTER_VALUES {
         return Err(refuse(field, format!("at most {MAX_FILTER_VALUES} values")));
     }
     if let Some(v) = values.iter().find(|v| v.is_empty() || v.len() > max_len) {
-        return Err(refuse(field, format!("{v:?} must be 1-{max_len} characters")));
+        return Err(refuse(
+            field,
+            format!("{v:?} must be 1-{max_len} characters"),
+        ));
     }
     Ok(values)
 }
@@ -358,16 +412,29 @@ fn refuse(field: &str, reason: impl std::fmt::Display) -> ApiRefusal {
         "Categories" => "InvalidParameterValue.Categories",
         _ => "InvalidParameterValue",
     };
-    ApiRefusal { code, message: format!("{field}: {reason}"), status: 400 }
+    ApiRefusal {
+        code,
+        message: format!("{field}: {reason}"),
+        status: 400,
+    }
 }
 
 fn parse_iso(field: &str, raw: &str) -> Result<i64, ApiRefusal> {
-    chrono::DateTime::parse_from_rfc3339(raw).map(|t| t.timestamp_millis()).map_err(|_| refuse(field, format!("{raw:?} is not an ISO 8601 time like 2026-12-01T00:00:00Z")))
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            refuse(
+                field,
+                format!("{raw:?} is not an ISO 8601 time like 2026-12-01T00:00:00Z"),
+            )
+        })
 }
 
 /// ISO 8601 UTC with seconds, as Tencent writes times.
 pub fn iso_utc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 impl SearchMediaInput {
@@ -376,19 +443,42 @@ impl SearchMediaInput {
         let offset = self.offset.unwrap_or(0);
         let limit = self.limit.unwrap_or(10);
         if limit == 0 || offset.saturating_add(limit) > MAX_SEARCH_WINDOW {
-            return Err(refuse("Limit", format!("Limit must be at least 1 and Offset + Limit at most {MAX_SEARCH_WINDOW}")));
+            return Err(refuse(
+                "Limit",
+                format!("Limit must be at least 1 and Offset + Limit at most {MAX_SEARCH_WINDOW}"),
+            ));
         }
         if self.text.as_ref().is_some_and(|t| t.chars().count() > 64) {
             return Err(refuse("Text", "at most 64 characters"));
         }
         let source_types = filter("SourceTypes", self.source_types, 32)?;
-        if let Some(t) = source_types.iter().find(|t| !matches!(t.as_str(), "Record" | "Upload" | "VideoProcessing" | "TrtcRecord" | "WebPageRecord" | "Unknown")) {
+        if let Some(t) = source_types.iter().find(|t| {
+            !matches!(
+                t.as_str(),
+                "Record"
+                    | "Upload"
+                    | "VideoProcessing"
+                    | "TrtcRecord"
+                    | "WebPageRecord"
+                    | "Unknown"
+            )
+        }) {
             return Err(refuse("SourceTypes", format!("{t:?} is not a source type")));
         }
-        let descending = match self.sort.as_ref().map(|s| (s.field.as_deref().unwrap_or("CreateTime"), s.order.as_deref().unwrap_or("Desc"))) {
+        let descending = match self.sort.as_ref().map(|s| {
+            (
+                s.field.as_deref().unwrap_or("CreateTime"),
+                s.order.as_deref().unwrap_or("Desc"),
+            )
+        }) {
             None | Some(("CreateTime", "Desc")) => true,
             Some(("CreateTime", "Asc")) => false,
-            Some((field, order)) => return Err(refuse("Sort", format!("{field} {order}: sort by CreateTime, Asc or Desc"))),
+            Some((field, order)) => {
+                return Err(refuse(
+                    "Sort",
+                    format!("{field} {order}: sort by CreateTime, Asc or Desc"),
+                ))
+            }
         };
         let range = self.create_time.unwrap_or_default();
         Ok(MediaSearch {
@@ -402,13 +492,27 @@ impl SearchMediaInput {
             media_types: filter("MediaTypes", self.media_types, 16)?,
             categories: {
                 let categories = filter("Categories", self.categories, 16)?;
-                if let Some(c) = categories.iter().find(|c| !matches!(c.as_str(), "Video" | "Audio" | "Image")) {
-                    return Err(refuse("Categories", format!("{c:?} is not Video, Audio or Image")));
+                if let Some(c) = categories
+                    .iter()
+                    .find(|c| !matches!(c.as_str(), "Video" | "Audio" | "Image"))
+                {
+                    return Err(refuse(
+                        "Categories",
+                        format!("{c:?} is not Video, Audio or Image"),
+                    ));
                 }
                 categories
             },
-            after_ms: range.after.as_deref().map(|a| parse_iso("CreateTime", a)).transpose()?,
-            before_ms: range.before.as_deref().map(|b| parse_iso("CreateTime", b)).transpose()?,
+            after_ms: range
+                .after
+                .as_deref()
+                .map(|a| parse_iso("CreateTime", a))
+                .transpose()?,
+            before_ms: range
+                .before
+                .as_deref()
+                .map(|b| parse_iso("CreateTime", b))
+                .transpose()?,
             descending,
             offset,
             limit,
@@ -422,9 +526,16 @@ impl MediaSearch {
     /// Within one array the values are OR'ed, different filters AND'ed (§5.1).
     pub fn matches(&self, m: &MediaRecord) -> bool {
         let f = &m.file;
-        let any = |values: &[String], test: &dyn Fn(&String) -> bool| values.is_empty() || values.iter().any(test);
-        let contains = |hay: &str, needle: &str| hay.to_lowercase().contains(&needle.to_lowercase());
-        let domain = f.stream.as_ref().map(|s: &StreamPath| s.domain.as_str()).unwrap_or("");
+        let any = |values: &[String], test: &dyn Fn(&String) -> bool| {
+            values.is_empty() || values.iter().any(test)
+        };
+        let contains =
+            |hay: &str, needle: &str| hay.to_lowercase().contains(&needle.to_lowercase());
+        let domain = f
+            .stream
+            .as_ref()
+            .map(|s: &StreamPath| s.domain.as_str())
+            .unwrap_or("");
         !self.no_records
             && f.namespace == self.namespace
             && any(&self.file_ids, &|v| *v == m.file_id)
@@ -432,9 +543,16 @@ impl MediaSearch {
             && any(&self.name_prefixes, &|v| f.name.starts_with(v.as_str()))
             && any(&self.stream_ids, &|v| *v == f.stream_id)
             && any(&self.stream_domains, &|v| v.eq_ignore_ascii_case(domain))
-            && any(&self.media_types, &|v| v.eq_ignore_ascii_case(f.format.extension()) || v.eq_ignore_ascii_case(f.format.as_str()))
+            && any(&self.media_types, &|v| {
+                v.eq_ignore_ascii_case(f.format.extension())
+                    || v.eq_ignore_ascii_case(f.format.as_str())
+            })
             && any(&self.categories, &|v| *v == category(f.format))
-            && self.text.as_ref().is_none_or(|t| contains(&f.name, t) || contains(&f.stream_id, t) || f.record_id.as_deref().is_some_and(|r| contains(r, t)))
+            && self.text.as_ref().is_none_or(|t| {
+                contains(&f.name, t)
+                    || contains(&f.stream_id, t)
+                    || f.record_id.as_deref().is_some_and(|r| contains(r, t))
+            })
             && self.after_ms.is_none_or(|a| m.created_ms >= a)
             && self.before_ms.is_none_or(|b| m.created_ms < b)
     }
@@ -470,30 +588,77 @@ mod tests {
     }
 
     fn search(body: Value) -> Result<MediaSearch, ApiRefusal> {
-        serde_json::from_value::<SearchMediaInput>(body).unwrap().parse()
+        serde_json::from_value::<SearchMediaInput>(body)
+            .unwrap()
+            .parse()
     }
 
     #[test]
     fn filters_are_ored_within_and_anded_across() {
         let m = media("cam1_1_2", "cam1", 0, 1_000);
         assert!(search(json!({})).unwrap().matches(&m));
-        assert!(search(json!({"StreamIds": ["x", "cam1"]})).unwrap().matches(&m));
-        assert!(!search(json!({"StreamIds": ["cam1"], "Names": ["nope"]})).unwrap().matches(&m));
-        assert!(search(json!({"NamePrefixes": ["cam1_"], "Text": "REX"})).unwrap().matches(&m), "text matches the record id, any case");
-        assert!(!search(json!({"SubAppId": 7})).unwrap().matches(&m), "another namespace");
-        assert!(search(json!({"CreateTime": {"After": "1970-01-01T00:00:01Z"}})).unwrap().matches(&m));
-        assert!(!search(json!({"CreateTime": {"Before": "1970-01-01T00:00:01Z"}})).unwrap().matches(&m));
+        assert!(search(json!({"StreamIds": ["x", "cam1"]}))
+            .unwrap()
+            .matches(&m));
+        assert!(!search(json!({"StreamIds": ["cam1"], "Names": ["nope"]}))
+            .unwrap()
+            .matches(&m));
+        assert!(
+            search(json!({"NamePrefixes": ["cam1_"], "Text": "REX"}))
+                .unwrap()
+                .matches(&m),
+            "text matches the record id, any case"
+        );
+        assert!(
+            !search(json!({"SubAppId": 7})).unwrap().matches(&m),
+            "another namespace"
+        );
+        assert!(
+            search(json!({"CreateTime": {"After": "1970-01-01T00:00:01Z"}}))
+                .unwrap()
+                .matches(&m)
+        );
+        assert!(
+            !search(json!({"CreateTime": {"Before": "1970-01-01T00:00:01Z"}}))
+                .unwrap()
+                .matches(&m)
+        );
         assert!(search(json!({"MediaTypes": ["mp4"]})).unwrap().matches(&m));
         assert!(!search(json!({"FileIds": ["0000"]})).unwrap().matches(&m));
     }
 
     #[test]
     fn searches_outside_the_limits_are_refused() {
-        assert_eq!(search(json!({"Offset": 4990, "Limit": 11})).unwrap_err().code, "InvalidParameterValue.Offset");
-        assert_eq!(search(json!({"StreamIds": vec!["a"; 11]})).unwrap_err().code, "InvalidParameterValue.StreamIds");
-        assert_eq!(search(json!({"Names": ["x".repeat(101)]})).unwrap_err().code, "InvalidParameterValue.Names");
-        assert_eq!(search(json!({"Sort": {"Field": "Size", "Order": "Asc"}})).unwrap_err().code, "InvalidParameterValue.Sort");
-        assert_eq!(search(json!({"CreateTime": {"After": "yesterday"}})).unwrap_err().code, "InvalidParameterValue.StartTime");
+        assert_eq!(
+            search(json!({"Offset": 4990, "Limit": 11}))
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue.Offset"
+        );
+        assert_eq!(
+            search(json!({"StreamIds": vec!["a"; 11]}))
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue.StreamIds"
+        );
+        assert_eq!(
+            search(json!({"Names": ["x".repeat(101)]}))
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue.Names"
+        );
+        assert_eq!(
+            search(json!({"Sort": {"Field": "Size", "Order": "Asc"}}))
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue.Sort"
+        );
+        assert_eq!(
+            search(json!({"CreateTime": {"After": "yesterday"}}))
+                .unwrap_err()
+                .code,
+            "InvalidParameterValue.StartTime"
+        );
         assert!(serde_json::from_value::<SearchMediaInput>(json!({"Vids": []})).is_err());
     }
 
@@ -501,13 +666,47 @@ mod tests {
     fn the_record_notice_has_the_schema_fields() {
         let m = media("cam1_1_2", "cam1", 0, 1_000);
         let n = m.record_notice("http://h/objects/x.mp4?sig=1");
-        for field in ["event_type", "appid", "app", "appname", "stream_id", "channel_id", "file_id", "record_file_id", "record_temp_id", "file_format", "task_id", "start_time", "end_time", "start_time_usec", "end_time_usec", "duration", "file_size", "stream_param", "video_url", "media_start_time", "record_bps", "callback_ext"] {
+        for field in [
+            "event_type",
+            "appid",
+            "app",
+            "appname",
+            "stream_id",
+            "channel_id",
+            "file_id",
+            "record_file_id",
+            "record_temp_id",
+            "file_format",
+            "task_id",
+            "start_time",
+            "end_time",
+            "start_time_usec",
+            "end_time_usec",
+            "duration",
+            "file_size",
+            "stream_param",
+            "video_url",
+            "media_start_time",
+            "record_bps",
+            "callback_ext",
+        ] {
             assert!(n.contains_key(field), "{field}");
         }
-        assert_eq!((n["event_type"].clone(), n["start_time"].clone(), n["start_time_usec"].clone(), n["duration"].clone()), (json!(100), json!(1_545_047_010), json!(500_000), json!(20)));
+        assert_eq!(
+            (
+                n["event_type"].clone(),
+                n["start_time"].clone(),
+                n["start_time_usec"].clone(),
+                n["duration"].clone()
+            ),
+            (json!(100), json!(1_545_047_010), json!(500_000), json!(20))
+        );
         let ext: Value = serde_json::from_str(n["callback_ext"].as_str().unwrap()).unwrap();
         assert_eq!(ext["resolution"], "1280x720");
-        assert_eq!(m.to_wire("u")["BasicInfo"]["ExpireTime"], "9999-12-31T23:59:59Z");
+        assert_eq!(
+            m.to_wire("u")["BasicInfo"]["ExpireTime"],
+            "9999-12-31T23:59:59Z"
+        );
         assert_eq!(file_id_of("a"), file_id_of("a"));
         assert_ne!(file_id_of("a"), file_id_of("b"));
     }

@@ -36,7 +36,12 @@ pub enum RecordFormat {
 
 impl RecordFormat {
     /// Every format, in the order files are written.
-    pub const ALL: [RecordFormat; 4] = [RecordFormat::Hls, RecordFormat::Mp4, RecordFormat::Flv, RecordFormat::Aac];
+    pub const ALL: [RecordFormat; 4] = [
+        RecordFormat::Hls,
+        RecordFormat::Mp4,
+        RecordFormat::Flv,
+        RecordFormat::Aac,
+    ];
 
     /// `file_format` of the record callback (SCHEMAS.md §2.4), lower case.
     pub fn as_str(self) -> &'static str {
@@ -178,12 +183,21 @@ impl Recording {
     /// The stream id the files and notices carry: the stream name, else the record id, else
     /// our id.
     pub fn stream_id(&self) -> &str {
-        self.stream.as_ref().map(|s| s.stream.as_str()).or(self.record_id.as_deref()).unwrap_or(&self.id)
+        self.stream
+            .as_ref()
+            .map(|s| s.stream.as_str())
+            .or(self.record_id.as_deref())
+            .unwrap_or(&self.id)
     }
 
     /// The object key prefix of everything this recording writes.
     pub fn object_prefix(&self) -> String {
-        format!("record/{}/{}/{}", self.spec.namespace, key_part(&self.account), key_part(&self.id))
+        format!(
+            "record/{}/{}/{}",
+            self.spec.namespace,
+            key_part(&self.account),
+            key_part(&self.id)
+        )
     }
 }
 
@@ -195,8 +209,13 @@ impl Entity for Recording {
     }
 
     fn index(&self) -> IndexKeys {
-        let status = (self.state != RecordingState::Finished).then(|| Self::active_status(&self.account));
-        IndexKeys { account: Some(self.account.clone()), status, time_ms: Some(self.created_ms) }
+        let status =
+            (self.state != RecordingState::Finished).then(|| Self::active_status(&self.account));
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -255,7 +274,11 @@ impl Entity for RecordFile {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.start_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.start_ms),
+        }
     }
 }
 
@@ -278,13 +301,26 @@ pub const OBJECT_NOTICE_QUEUE: &str = "object-notices";
 /// short digest of the original is added so two names never map to one key. Never `.`, `..` or
 /// empty, so no user text can climb out of its prefix.
 pub fn key_part(text: &str) -> String {
-    let kept: String = text.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let kept: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let dots_only = kept.chars().all(|c| c == '.');
     if kept == text && !dots_only && kept.len() <= 128 {
         return kept;
     }
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
-    let head: String = kept.chars().take(96).map(|c| if c == '.' { '_' } else { c }).collect();
+    let head: String = kept
+        .chars()
+        .take(96)
+        .map(|c| if c == '.' { '_' } else { c })
+        .collect();
     format!("{head}_{}", &digest[..12])
 }
 
@@ -300,7 +336,9 @@ pub fn file_name(recording: &Recording, start_ms: i64, end_ms: i64) -> String {
         Some(pattern) => fill_pattern(pattern, recording, start_ms, end_ms),
         None => match (&recording.record_id, &recording.stream) {
             (Some(record_id), _) => format!("{record_id}_main_{start}_{end}"),
-            (None, Some(stream)) if recording.mode == RecordingMode::Auto => format!("{}_{start}_{end}", stream.stream),
+            (None, Some(stream)) if recording.mode == RecordingMode::Auto => {
+                format!("{}_{start}_{end}", stream.stream)
+            }
             (None, Some(stream)) => format!("{}_{}_{start}_{end}", stream.app, stream.stream),
             (None, None) => format!("{}_{start}_{end}", recording.id),
         },
@@ -366,7 +404,15 @@ impl CalendarTime {
         let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
         let year = yoe + era * 400 + i64::from(month <= 2);
-        CalendarTime { year, month, day, hour: sod / 3600, minute: sod / 60 % 60, second: sod % 60, millisecond }
+        CalendarTime {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: sod / 60 % 60,
+            second: sod % 60,
+            millisecond,
+        }
     }
 }
 
@@ -406,18 +452,37 @@ mod tests {
     #[test]
     fn files_are_named_as_the_seed_says() {
         let (s, e) = (1_545_047_010_123, 1_545_049_971_999);
-        assert_eq!(file_name(&recording(Some("1001_rex"), RecordingMode::Specific, None), s, e), "1001_rex_main_1545047010_1545049971");
-        assert_eq!(file_name(&recording(None, RecordingMode::Auto, None), s, e), "cam1_1545047010_1545049971");
-        assert_eq!(file_name(&recording(None, RecordingMode::Specific, None), s, e), "live_cam1_1545047010_1545049971");
+        assert_eq!(
+            file_name(
+                &recording(Some("1001_rex"), RecordingMode::Specific, None),
+                s,
+                e
+            ),
+            "1001_rex_main_1545047010_1545049971"
+        );
+        assert_eq!(
+            file_name(&recording(None, RecordingMode::Auto, None), s, e),
+            "cam1_1545047010_1545049971"
+        );
+        assert_eq!(
+            file_name(&recording(None, RecordingMode::Specific, None), s, e),
+            "live_cam1_1545047010_1545049971"
+        );
         let pattern = "{StreamID}_{StartYear}-{StartMonth}-{StartDay}-{StartHour}-{StartMinute}-{StartSecond}_{EndMillisecond}";
-        assert_eq!(file_name(&recording(None, RecordingMode::Auto, Some(pattern)), s, e), "cam1_2018-12-17-11-43-30_999");
+        assert_eq!(
+            file_name(&recording(None, RecordingMode::Auto, Some(pattern)), s, e),
+            "cam1_2018-12-17-11-43-30_999"
+        );
     }
 
     #[test]
     fn user_text_never_escapes_its_key_prefix() {
         for evil in ["..", ".", "../../etc", "a/b", "", "流", "x y"] {
             let part = key_part(evil);
-            assert!(!part.is_empty() && part != "." && part != ".." && !part.contains('/'), "{evil:?} -> {part:?}");
+            assert!(
+                !part.is_empty() && part != "." && part != ".." && !part.contains('/'),
+                "{evil:?} -> {part:?}"
+            );
             crate::ports::validate_object_key(&format!("p/{part}")).unwrap();
         }
         assert_ne!(key_part("a b"), key_part("a_b"));
@@ -433,6 +498,9 @@ mod tests {
         let t = CalendarTime::from_unix_ms(951_782_400_000); // 2000-02-29T00:00:00Z
         assert_eq!((t.year, t.month, t.day, t.hour), (2000, 2, 29, 0));
         let t = CalendarTime::from_unix_ms(-1);
-        assert_eq!((t.year, t.month, t.day, t.second, t.millisecond), (1969, 12, 31, 59, 999));
+        assert_eq!(
+            (t.year, t.month, t.day, t.second, t.millisecond),
+            (1969, 12, 31, 59, 999)
+        );
     }
 }

@@ -53,12 +53,19 @@ impl RecordTaskInput {
     /// The stream or URL to record, checked; the caller looks the domain's pull URL up.
     pub fn source(&self) -> Result<RecordSource, ApiRefusal> {
         match (&self.source_url, &self.domain_name, &self.stream_name) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiRefusal::invalid("SourceUrl", "give either SourceUrl or DomainName and StreamName, not both")),
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiRefusal::invalid(
+                "SourceUrl",
+                "give either SourceUrl or DomainName and StreamName, not both",
+            )),
             (Some(url), None, None) => Ok(RecordSource::Url(url.clone())),
             (None, Some(domain), Some(stream)) => {
                 let app = self.app_name.as_deref().unwrap_or("live");
-                let stream = StreamPath::parse(domain, app, stream).map_err(|e| ApiRefusal::invalid("StreamName", e))?;
-                Ok(RecordSource::Stream { stream, pull_url: None })
+                let stream = StreamPath::parse(domain, app, stream)
+                    .map_err(|e| ApiRefusal::invalid("StreamName", e))?;
+                Ok(RecordSource::Stream {
+                    stream,
+                    pull_url: None,
+                })
             }
             (None, None, _) => Err(ApiRefusal::missing("DomainName (or SourceUrl)")),
             (None, Some(_), None) => Err(ApiRefusal::missing("StreamName")),
@@ -67,27 +74,60 @@ impl RecordTaskInput {
 
     /// The recording this request starts, with id `id`, from `template`; `source` is what
     /// [`source`](Self::source) gave with the pull URL filled in.
-    pub fn into_recording(self, account: &str, id: String, template: &RecordingTemplate, source: RecordSource, allow_private: bool, now_ms: i64) -> Result<Recording, ApiRefusal> {
+    pub fn into_recording(
+        self,
+        account: &str,
+        id: String,
+        template: &RecordingTemplate,
+        source: RecordSource,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<Recording, ApiRefusal> {
         if let Some(record_id) = &self.record_id {
-            let ok = !record_id.is_empty() && record_id.len() <= MAX_RECORD_ID && record_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let ok = !record_id.is_empty()
+                && record_id.len() <= MAX_RECORD_ID
+                && record_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !ok {
-                return Err(ApiRefusal::invalid("RecordId", format!("1-{MAX_RECORD_ID} letters, digits, _ and -")));
+                return Err(ApiRefusal::invalid(
+                    "RecordId",
+                    format!("1-{MAX_RECORD_ID} letters, digits, _ and -"),
+                ));
             }
         }
         let end_time_ms = match self.end_time {
-            Some(end) if end * 1000 <= now_ms => return Err(ApiRefusal::invalid("EndTime", "must be in the future")),
-            Some(end) if end * 1000 > now_ms + MAX_TASK_SECS * 1000 => return Err(ApiRefusal::invalid("EndTime", "must be within 24 hours")),
+            Some(end) if end * 1000 <= now_ms => {
+                return Err(ApiRefusal::invalid("EndTime", "must be in the future"))
+            }
+            Some(end) if end * 1000 > now_ms + MAX_TASK_SECS * 1000 => {
+                return Err(ApiRefusal::invalid("EndTime", "must be within 24 hours"))
+            }
             Some(end) => Some(end * 1000),
             None => None,
         };
         let (stream, url) = match source {
-            RecordSource::Stream { stream, pull_url: Some(url) } => (Some(stream), url),
-            RecordSource::Stream { stream, pull_url: None } => {
-                return Err(ApiRefusal::invalid("DomainName", format!("{} has no PullUrlTemplate to record from", stream.domain)))
+            RecordSource::Stream {
+                stream,
+                pull_url: Some(url),
+            } => (Some(stream), url),
+            RecordSource::Stream {
+                stream,
+                pull_url: None,
+            } => {
+                return Err(ApiRefusal::invalid(
+                    "DomainName",
+                    format!("{} has no PullUrlTemplate to record from", stream.domain),
+                ))
             }
             RecordSource::Url(url) => (None, url),
         };
-        let source_url = SourceUrl::parse(&url, TaskType::Live).map_err(|_| ApiRefusal::invalid("SourceUrl", "not a live source URL the recorder can pull (rtmp, rtmps, http, https, rtsp, srt)"))?;
+        let source_url = SourceUrl::parse(&url, TaskType::Live).map_err(|_| {
+            ApiRefusal::invalid(
+                "SourceUrl",
+                "not a live source URL the recorder can pull (rtmp, rtmps, http, https, rtsp, srt)",
+            )
+        })?;
         if !allow_private && source_url.is_internal() {
             return Err(ApiRefusal::invalid("SourceUrl", "private, loopback and link-local addresses are refused (allow_private_targets is off)"));
         }

@@ -76,15 +76,31 @@ const MAX_PULL_URL_BYTES: usize = 2048;
 const MAX_CALLBACK_KEY_CHARS: usize = 32;
 
 fn invalid_parameter(code: &'static str, message: impl Into<String>) -> ApiRefusal {
-    ApiRefusal { code, message: message.into(), status: 400 }
+    ApiRefusal {
+        code,
+        message: message.into(),
+        status: 400,
+    }
 }
 
 /// `value` of `field` if it is in `range`, else `InvalidParameterValue` naming both.
-fn in_range(field: &str, value: i64, range: &RangeInclusive<i64>, unit: &str) -> Result<i64, ApiRefusal> {
+fn in_range(
+    field: &str,
+    value: i64,
+    range: &RangeInclusive<i64>,
+    unit: &str,
+) -> Result<i64, ApiRefusal> {
     if range.contains(&value) {
         Ok(value)
     } else {
-        Err(ApiRefusal::invalid(field, format!("{value} is out of range {}-{}{unit}", range.start(), range.end())))
+        Err(ApiRefusal::invalid(
+            field,
+            format!(
+                "{value} is out of range {}-{}{unit}",
+                range.start(),
+                range.end()
+            ),
+        ))
     }
 }
 
@@ -178,7 +194,11 @@ pub struct FormatParams {
 
 impl Default for FormatParams {
     fn default() -> Self {
-        Self { enabled: false, record_interval_secs: DEFAULT_RECORD_INTERVAL_SECS, storage_secs: 0 }
+        Self {
+            enabled: false,
+            record_interval_secs: DEFAULT_RECORD_INTERVAL_SECS,
+            storage_secs: 0,
+        }
     }
 }
 
@@ -193,7 +213,10 @@ pub struct SnapshotParams {
 
 impl Default for SnapshotParams {
     fn default() -> Self {
-        Self { enabled: false, interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS }
+        Self {
+            enabled: false,
+            interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
+        }
     }
 }
 
@@ -248,7 +271,12 @@ fn param_field(format: RecordFormat) -> &'static str {
 /// placeholders of [`VOD_FILE_NAME_PLACEHOLDERS`] (a stray brace is refused too, since it would
 /// reach the file name as is and likely hides a typo).
 pub fn check_vod_file_name(field: &str, pattern: &str) -> Result<(), ApiRefusal> {
-    let bad = |why: String| invalid_parameter("InvalidParameter.InvalidVodFileName", format!("{field}: {why}"));
+    let bad = |why: String| {
+        invalid_parameter(
+            "InvalidParameter.InvalidVodFileName",
+            format!("{field}: {why}"),
+        )
+    };
     if pattern.len() > MAX_FILE_NAME_BYTES {
         return Err(bad(format!("longer than {MAX_FILE_NAME_BYTES} bytes")));
     }
@@ -257,7 +285,14 @@ pub fn check_vod_file_name(field: &str, pattern: &str) -> Result<(), ApiRefusal>
     }
     for name in placeholders(pattern).map_err(bad)? {
         if !VOD_FILE_NAME_PLACEHOLDERS.contains(&name) {
-            return Err(bad(format!("{{{name}}} is not a placeholder; use {}", VOD_FILE_NAME_PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))));
+            return Err(bad(format!(
+                "{{{name}}} is not a placeholder; use {}",
+                VOD_FILE_NAME_PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
     }
     Ok(())
@@ -324,8 +359,19 @@ impl RecordingTemplate {
 
     /// A new template from a create request (`TemplateName` required; formats not given are
     /// off, with the defaults).
-    pub fn create(account: &str, id: u64, input: RecordingTemplateInput, allow_private: bool, now_ms: i64) -> Result<Self, ApiRefusal> {
-        if input.template_name.as_deref().unwrap_or_default().is_empty() {
+    pub fn create(
+        account: &str,
+        id: u64,
+        input: RecordingTemplateInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<Self, ApiRefusal> {
+        if input
+            .template_name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
             return Err(ApiRefusal::missing("TemplateName"));
         }
         let mut t = Self {
@@ -354,11 +400,19 @@ impl RecordingTemplate {
     /// format's parameters too (`{"FlvParam": {"Enable": 0}}` turns FLV off and keeps its
     /// interval); `""` clears `Description`, `VodFileName`, `RecordNotifyUrl` or `CallbackKey`.
     /// The result must still enable a format. A refusal changes nothing.
-    pub fn modify(&mut self, input: RecordingTemplateInput, allow_private: bool, now_ms: i64) -> Result<(), ApiRefusal> {
+    pub fn modify(
+        &mut self,
+        input: RecordingTemplateInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<(), ApiRefusal> {
         let mut t = self.clone();
         if let Some(name) = input.template_name {
             if name.is_empty() || name.len() > MAX_NAME_BYTES || !name_chars_ok(&name, false) {
-                return Err(ApiRefusal::invalid("TemplateName", format!("1-{MAX_NAME_BYTES} bytes of CJK, letters, digits, _ and -")));
+                return Err(ApiRefusal::invalid(
+                    "TemplateName",
+                    format!("1-{MAX_NAME_BYTES} bytes of CJK, letters, digits, _ and -"),
+                ));
             }
             t.name = name;
         }
@@ -386,10 +440,20 @@ impl RecordingTemplate {
                 stored.enabled = flag(&format!("{field}.Enable"), e)?;
             }
             if let Some(i) = given.record_interval {
-                stored.record_interval_secs = in_range(&format!("{field}.RecordInterval"), i, &RECORD_INTERVAL_SECS, " seconds")? as u32;
+                stored.record_interval_secs = in_range(
+                    &format!("{field}.RecordInterval"),
+                    i,
+                    &RECORD_INTERVAL_SECS,
+                    " seconds",
+                )? as u32;
             }
             if let Some(s) = given.storage_time {
-                stored.storage_secs = in_range(&format!("{field}.StorageTime"), s, &STORAGE_TIME_SECS, " seconds (0 = forever)")? as u64;
+                stored.storage_secs = in_range(
+                    &format!("{field}.StorageTime"),
+                    s,
+                    &STORAGE_TIME_SECS,
+                    " seconds (0 = forever)",
+                )? as u64;
             }
             if let Some(id) = given.vod_sub_app_id {
                 let id = in_range(&format!("{field}.VodSubAppId"), id, &(0..=i64::MAX), "")? as u64;
@@ -424,7 +488,12 @@ impl RecordingTemplate {
         }
         if let Some(hls) = input.hls_special_param {
             if let Some(d) = hls.flow_continue_duration {
-                t.resume_timeout_secs = in_range("HlsSpecialParam.FlowContinueDuration", d, &FLOW_CONTINUE_SECS, " seconds")? as u32;
+                t.resume_timeout_secs = in_range(
+                    "HlsSpecialParam.FlowContinueDuration",
+                    d,
+                    &FLOW_CONTINUE_SECS,
+                    " seconds",
+                )? as u32;
             }
         }
         if let Some(s) = input.snapshot_param {
@@ -432,7 +501,12 @@ impl RecordingTemplate {
                 t.snapshot.enabled = flag("SnapshotParam.Enable", e)?;
             }
             if let Some(i) = s.interval {
-                t.snapshot.interval_secs = in_range("SnapshotParam.Interval", i, &SNAPSHOT_INTERVAL_SECS, " seconds")? as u32;
+                t.snapshot.interval_secs = in_range(
+                    "SnapshotParam.Interval",
+                    i,
+                    &SNAPSHOT_INTERVAL_SECS,
+                    " seconds",
+                )? as u32;
             }
         }
         if let Some(url) = input.record_notify_url {
@@ -449,8 +523,13 @@ impl RecordingTemplate {
                 // The masked key a GET showed, sent back: keep the key.
             } else if key.is_empty() {
                 t.callback_key = None;
-            } else if key.chars().count() > MAX_CALLBACK_KEY_CHARS || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(ApiRefusal::invalid("CallbackKey", format!("1-{MAX_CALLBACK_KEY_CHARS} letters and digits")));
+            } else if key.chars().count() > MAX_CALLBACK_KEY_CHARS
+                || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(ApiRefusal::invalid(
+                    "CallbackKey",
+                    format!("1-{MAX_CALLBACK_KEY_CHARS} letters and digits"),
+                ));
             } else {
                 t.callback_key = Some(SecretKey::new(key));
             }
@@ -474,7 +553,11 @@ impl RecordingTemplate {
                 .filter(|f| self.format(**f).enabled)
                 .map(|f| {
                     let p = self.format(*f);
-                    FormatSpec { format: *f, max_file_secs: p.record_interval_secs, storage_secs: p.storage_secs }
+                    FormatSpec {
+                        format: *f,
+                        max_file_secs: p.record_interval_secs,
+                        storage_secs: p.storage_secs,
+                    }
                 })
                 .collect(),
             resume_timeout_secs: self.resume_timeout_secs,
@@ -526,7 +609,11 @@ impl Entity for RecordingTemplate {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -575,31 +662,52 @@ pub fn fill_pull_url(template: &str, app: &str, stream: &str) -> String {
 pub fn check_pull_url_template(raw: &str, allow_private: bool) -> Result<(), ApiRefusal> {
     const FIELD: &str = "PullUrlTemplate";
     if raw.len() > MAX_PULL_URL_BYTES {
-        return Err(ApiRefusal::invalid(FIELD, format!("longer than {MAX_PULL_URL_BYTES} bytes")));
+        return Err(ApiRefusal::invalid(
+            FIELD,
+            format!("longer than {MAX_PULL_URL_BYTES} bytes"),
+        ));
     }
     let names = placeholders(raw).map_err(|e| ApiRefusal::invalid(FIELD, e))?;
     if let Some(bad) = names.iter().find(|n| !PULL_URL_PLACEHOLDERS.contains(n)) {
-        return Err(ApiRefusal::invalid(FIELD, format!("{{{bad}}} is not a placeholder; use {{app}} and {{stream}}")));
+        return Err(ApiRefusal::invalid(
+            FIELD,
+            format!("{{{bad}}} is not a placeholder; use {{app}} and {{stream}}"),
+        ));
     }
     if !names.contains(&"stream") {
         return Err(ApiRefusal::invalid(FIELD, "must contain {stream}"));
     }
-    let (scheme, rest) = raw.split_once("://").ok_or_else(|| ApiRefusal::invalid(FIELD, "not a URL"))?;
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| ApiRefusal::invalid(FIELD, "not a URL"))?;
     let scheme = scheme.to_ascii_lowercase();
     if !PULL_URL_SCHEMES.contains(&scheme.as_str()) {
-        return Err(ApiRefusal::invalid(FIELD, "only rtmp, rtmps, http and https URLs are accepted"));
+        return Err(ApiRefusal::invalid(
+            FIELD,
+            "only rtmp, rtmps, http and https URLs are accepted",
+        ));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('{') {
-        return Err(ApiRefusal::invalid(FIELD, "placeholders may not be in the host or port"));
+        return Err(ApiRefusal::invalid(
+            FIELD,
+            "placeholders may not be in the host or port",
+        ));
     }
     let filled = fill_pull_url(raw, "live", "stream");
-    let source = SourceUrl::parse(&filled, TaskType::Live).map_err(|_| ApiRefusal::invalid(FIELD, "not a usable source URL with a host"))?;
+    let source = SourceUrl::parse(&filled, TaskType::Live)
+        .map_err(|_| ApiRefusal::invalid(FIELD, "not a usable source URL with a host"))?;
     if scheme.starts_with("rtmp") {
         RtmpUrl::parse_parts(&filled).map_err(|e| ApiRefusal::invalid(FIELD, e))?;
     }
     if !allow_private && source.is_internal() {
-        return Err(invalid_parameter("InvalidParameter.UrlNotSafe", format!("{FIELD}: host {} is a private or internal address", source.host())));
+        return Err(invalid_parameter(
+            "InvalidParameter.UrlNotSafe",
+            format!(
+                "{FIELD}: host {} is a private or internal address",
+                source.host()
+            ),
+        ));
     }
     Ok(())
 }
@@ -611,19 +719,50 @@ impl RecordDomain {
     }
 
     /// A domain from a create request.
-    pub fn create(account: &str, input: RecordDomainInput, allow_private: bool, now_ms: i64) -> Result<Self, ApiRefusal> {
-        let domain = input.domain_name.clone().filter(|d| !d.is_empty()).ok_or_else(|| ApiRefusal::missing("DomainName"))?;
-        let domain = parse_domain(&domain).map_err(|e| invalid_parameter("InvalidParameter.DomainFormatError", format!("DomainName: {e}")))?;
-        let mut d = Self { account: account.to_string(), domain, pull_url_template: None, created_ms: now_ms, updated_ms: now_ms };
+    pub fn create(
+        account: &str,
+        input: RecordDomainInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<Self, ApiRefusal> {
+        let domain = input
+            .domain_name
+            .clone()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ApiRefusal::missing("DomainName"))?;
+        let domain = parse_domain(&domain).map_err(|e| {
+            invalid_parameter(
+                "InvalidParameter.DomainFormatError",
+                format!("DomainName: {e}"),
+            )
+        })?;
+        let mut d = Self {
+            account: account.to_string(),
+            domain,
+            pull_url_template: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        };
         d.modify(input, allow_private, now_ms)?;
         Ok(d)
     }
 
     /// Applies a modify request (`PullUrlTemplate` replaced, `""` clears it).
-    pub fn modify(&mut self, input: RecordDomainInput, allow_private: bool, now_ms: i64) -> Result<(), ApiRefusal> {
+    pub fn modify(
+        &mut self,
+        input: RecordDomainInput,
+        allow_private: bool,
+        now_ms: i64,
+    ) -> Result<(), ApiRefusal> {
         if let Some(name) = input.domain_name.filter(|d| !d.is_empty()) {
             if parse_domain(&name).ok().as_deref() != Some(self.domain.as_str()) {
-                return Err(ApiRefusal::invalid("DomainName", format!("{name:?} is not the domain being modified ({})", self.domain)));
+                return Err(ApiRefusal::invalid(
+                    "DomainName",
+                    format!(
+                        "{name:?} is not the domain being modified ({})",
+                        self.domain
+                    ),
+                ));
             }
         }
         if let Some(t) = input.pull_url_template {
@@ -642,7 +781,9 @@ impl RecordDomain {
     /// Stream names were checked by [`StreamPath::parse`] (no `/`, `?`, `#` or spaces), so
     /// filling them in cannot change the URL's host or shape.
     pub fn pull_url(&self, stream: &StreamPath) -> Option<String> {
-        self.pull_url_template.as_deref().map(|t| fill_pull_url(t, &stream.app, &stream.stream))
+        self.pull_url_template
+            .as_deref()
+            .map(|t| fill_pull_url(t, &stream.app, &stream.stream))
     }
 
     /// The domain as the API shows it.
@@ -664,7 +805,11 @@ impl Entity for RecordDomain {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -716,19 +861,46 @@ impl RecordRule {
     /// The keys of the rules that can apply to `stream`, most specific first: the stream in its
     /// app, the stream name in any app, the app, the whole domain.
     pub fn lookup_keys(stream: &StreamPath) -> [String; 4] {
-        let (d, a, s) = (stream.domain.as_str(), stream.app.as_str(), stream.stream.as_str());
-        [Self::store_key(d, a, s), Self::store_key(d, "", s), Self::store_key(d, a, ""), Self::store_key(d, "", "")]
+        let (d, a, s) = (
+            stream.domain.as_str(),
+            stream.app.as_str(),
+            stream.stream.as_str(),
+        );
+        [
+            Self::store_key(d, a, s),
+            Self::store_key(d, "", s),
+            Self::store_key(d, a, ""),
+            Self::store_key(d, "", ""),
+        ]
     }
 
     /// A rule from a create request (the domain's and template's existence are checked by the
     /// caller).
     pub fn parse(account: &str, input: RecordRuleInput, now_ms: i64) -> Result<Self, ApiRefusal> {
-        let domain = input.domain_name.filter(|d| !d.is_empty()).ok_or_else(|| ApiRefusal::missing("DomainName"))?;
-        let domain = parse_domain(&domain).map_err(|e| invalid_parameter("InvalidParameter.DomainFormatError", format!("DomainName: {e}")))?;
+        let domain = input
+            .domain_name
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ApiRefusal::missing("DomainName"))?;
+        let domain = parse_domain(&domain).map_err(|e| {
+            invalid_parameter(
+                "InvalidParameter.DomainFormatError",
+                format!("DomainName: {e}"),
+            )
+        })?;
         let app = optional_name("AppName", "app", input.app_name)?;
         let stream = optional_name("StreamName", "stream", input.stream_name)?;
-        let template_id = input.template_id.ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
-        Ok(Self { account: account.to_string(), domain, app, stream, template_id, created_ms: now_ms, updated_ms: now_ms })
+        let template_id = input
+            .template_id
+            .ok_or_else(|| ApiRefusal::missing("TemplateId"))?;
+        Ok(Self {
+            account: account.to_string(),
+            domain,
+            app,
+            stream,
+            template_id,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        })
     }
 
     /// The rule as the API shows it (DescribeLiveRecordRules: times as `2024-04-17 11:55:21` in
@@ -746,7 +918,11 @@ impl RecordRule {
 }
 
 /// An app or stream name that may be `""` (any).
-pub fn optional_name(field: &str, kind: &'static str, name: Option<String>) -> Result<String, ApiRefusal> {
+pub fn optional_name(
+    field: &str,
+    kind: &'static str,
+    name: Option<String>,
+) -> Result<String, ApiRefusal> {
     match name.filter(|n| !n.is_empty()) {
         Some(n) => parse_name(kind, &n).map_err(|e| ApiRefusal::invalid(field, e)),
         None => Ok(String::new()),
@@ -755,8 +931,15 @@ pub fn optional_name(field: &str, kind: &'static str, name: Option<String>) -> R
 
 /// A time as DescribeLiveRecordRules shows it: `2024-04-17 11:55:21`, in the given offset.
 pub fn beijing_style_time(ms: i64, utc_offset_secs: i32) -> String {
-    let offset = chrono::FixedOffset::east_opt(utc_offset_secs).unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    let offset = chrono::FixedOffset::east_opt(utc_offset_secs)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&offset)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 impl Entity for RecordRule {
@@ -767,7 +950,11 @@ impl Entity for RecordRule {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.created_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.created_ms),
+        }
     }
 }
 
@@ -802,122 +989,293 @@ mod tests {
         assert_eq!(
             spec.formats,
             vec![
-                FormatSpec { format: RecordFormat::Hls, max_file_secs: DEFAULT_RECORD_INTERVAL_SECS, storage_secs: 0 },
-                FormatSpec { format: RecordFormat::Flv, max_file_secs: 2222, storage_secs: 2 },
+                FormatSpec {
+                    format: RecordFormat::Hls,
+                    max_file_secs: DEFAULT_RECORD_INTERVAL_SECS,
+                    storage_secs: 0
+                },
+                FormatSpec {
+                    format: RecordFormat::Flv,
+                    max_file_secs: 2222,
+                    storage_secs: 2
+                },
             ],
             "enabled formats only, in RecordFormat::ALL's order"
         );
         assert_eq!((spec.resume_timeout_secs, spec.namespace), (300, 251195406));
-        assert_eq!(spec.file_name_pattern.as_deref(), Some("{StreamID}_{StartYear}{StartMonth}"));
-        assert_eq!(spec.notify_url.as_deref(), Some("https://cb.example.com/rec"));
-        assert_eq!(spec.callback_key.as_ref().map(SecretKey::expose), Some("abcdefgh12345678"));
-        assert_eq!(spec.snapshot_interval_secs, Some(DEFAULT_SNAPSHOT_INTERVAL_SECS));
+        assert_eq!(
+            spec.file_name_pattern.as_deref(),
+            Some("{StreamID}_{StartYear}{StartMonth}")
+        );
+        assert_eq!(
+            spec.notify_url.as_deref(),
+            Some("https://cb.example.com/rec")
+        );
+        assert_eq!(
+            spec.callback_key.as_ref().map(SecretKey::expose),
+            Some("abcdefgh12345678")
+        );
+        assert_eq!(
+            spec.snapshot_interval_secs,
+            Some(DEFAULT_SNAPSHOT_INTERVAL_SECS)
+        );
 
         let wire = t.to_wire();
         assert_eq!(wire["TemplateId"], 7);
         assert_eq!(wire["FlvParam"]["RecordInterval"], 2222);
-        assert_eq!(wire["Mp4Param"], json!({"Enable":0,"RecordInterval":600,"StorageTime":0,"VodSubAppId":251195406,"VodFileName":"{StreamID}_{StartYear}{StartMonth}"}));
+        assert_eq!(
+            wire["Mp4Param"],
+            json!({"Enable":0,"RecordInterval":600,"StorageTime":0,"VodSubAppId":251195406,"VodFileName":"{StreamID}_{StartYear}{StartMonth}"})
+        );
         assert_eq!(wire["HlsSpecialParam"]["FlowContinueDuration"], 300);
-        assert_eq!(wire["CallbackKey"], "***5678", "the key is never shown in full");
+        assert_eq!(
+            wire["CallbackKey"], "***5678",
+            "the key is never shown in full"
+        );
         assert!(!wire.to_string().contains("abcdefgh"));
         assert!(!format!("{t:?}").contains("abcdefgh"), "nor printed");
     }
 
     #[test]
     fn ranges_are_checked_at_both_edges() {
-        let with = |field: &str, value: i64| format!(r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"Mp4Param":{{"Enable":1,"{field}":{value}}}}}"#);
-        for (field, lo, hi) in [("RecordInterval", 60, 7200), ("StorageTime", 0, 129_600_000)] {
+        let with = |field: &str, value: i64| {
+            format!(
+                r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"Mp4Param":{{"Enable":1,"{field}":{value}}}}}"#
+            )
+        };
+        for (field, lo, hi) in [
+            ("RecordInterval", 60, 7200),
+            ("StorageTime", 0, 129_600_000),
+        ] {
             assert!(create(&with(field, lo)).is_ok(), "{field}={lo}");
             assert!(create(&with(field, hi)).is_ok(), "{field}={hi}");
             for bad in [lo - 1, hi + 1] {
                 let e = refuse(&with(field, bad));
                 assert_eq!(e.code, "InvalidParameterValue", "{field}={bad}");
-                assert!(e.message.starts_with(&format!("Mp4Param.{field}:")) && e.message.contains(&format!("{lo}-{hi}")), "{}", e.message);
+                assert!(
+                    e.message.starts_with(&format!("Mp4Param.{field}:"))
+                        && e.message.contains(&format!("{lo}-{hi}")),
+                    "{}",
+                    e.message
+                );
             }
         }
-        let resume = |v: i64| format!(r#"{{"TemplateName":"t","AacParam":{{"Enable":1}},"HlsSpecialParam":{{"FlowContinueDuration":{v}}}}}"#);
+        let resume = |v: i64| {
+            format!(
+                r#"{{"TemplateName":"t","AacParam":{{"Enable":1}},"HlsSpecialParam":{{"FlowContinueDuration":{v}}}}}"#
+            )
+        };
         assert_eq!(create(&resume(0)).unwrap().resume_timeout_secs, 0);
         assert_eq!(create(&resume(1800)).unwrap().resume_timeout_secs, 1800);
-        assert!(refuse(&resume(1801)).message.contains("HlsSpecialParam.FlowContinueDuration"));
+        assert!(refuse(&resume(1801))
+            .message
+            .contains("HlsSpecialParam.FlowContinueDuration"));
         assert!(refuse(&resume(-1)).message.contains("0-1800"));
-        let snap = |v: i64| format!(r#"{{"TemplateName":"t","AacParam":{{"Enable":1}},"SnapshotParam":{{"Enable":1,"Interval":{v}}}}}"#);
-        assert_eq!(create(&snap(1)).unwrap().spec().snapshot_interval_secs, Some(1));
-        assert_eq!(create(&snap(3600)).unwrap().spec().snapshot_interval_secs, Some(3600));
+        let snap = |v: i64| {
+            format!(
+                r#"{{"TemplateName":"t","AacParam":{{"Enable":1}},"SnapshotParam":{{"Enable":1,"Interval":{v}}}}}"#
+            )
+        };
+        assert_eq!(
+            create(&snap(1)).unwrap().spec().snapshot_interval_secs,
+            Some(1)
+        );
+        assert_eq!(
+            create(&snap(3600)).unwrap().spec().snapshot_interval_secs,
+            Some(3600)
+        );
         assert!(refuse(&snap(0)).message.contains("SnapshotParam.Interval"));
         assert!(refuse(&snap(3601)).message.contains("1-3600"));
-        assert!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":2}}"#).message.contains("HlsParam.Enable"));
-        assert_eq!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodSubAppId":-1}}"#).code, "InvalidParameterValue");
+        assert!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":2}}"#)
+            .message
+            .contains("HlsParam.Enable"));
+        assert_eq!(
+            refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodSubAppId":-1}}"#).code,
+            "InvalidParameterValue"
+        );
     }
 
     #[test]
     fn names_formats_and_fields_are_checked() {
-        assert_eq!(refuse(r#"{"HlsParam":{"Enable":1}}"#).code, "MissingParameter");
-        assert_eq!(refuse(r#"{"TemplateName":"","HlsParam":{"Enable":1}}"#).code, "MissingParameter");
+        assert_eq!(
+            refuse(r#"{"HlsParam":{"Enable":1}}"#).code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"","HlsParam":{"Enable":1}}"#).code,
+            "MissingParameter"
+        );
         for bad in ["bad name", "a/b", "x!", &"n".repeat(256)] {
-            let e = refuse(&format!(r#"{{"TemplateName":"{bad}","HlsParam":{{"Enable":1}}}}"#));
+            let e = refuse(&format!(
+                r#"{{"TemplateName":"{bad}","HlsParam":{{"Enable":1}}}}"#
+            ));
             assert!(e.message.starts_with("TemplateName:"), "{bad}: {e}");
         }
-        assert!(create(&format!(r#"{{"TemplateName":"{}","HlsParam":{{"Enable":1}}}}"#, "n".repeat(255))).is_ok());
+        assert!(create(&format!(
+            r#"{{"TemplateName":"{}","HlsParam":{{"Enable":1}}}}"#,
+            "n".repeat(255)
+        ))
+        .is_ok());
         let e = refuse(r#"{"TemplateName":"t"}"#);
         assert!(e.message.contains("at least one format"), "{e}");
-        assert!(refuse(r#"{"TemplateName":"t","SnapshotParam":{"Enable":1},"HlsParam":{"Enable":0}}"#).message.contains("at least one format"));
-        assert_eq!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1},"Mp3Param":{"Enable":1}}"#).code, "UnknownParameter");
-        assert_eq!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"Procedure":"x"}}"#).code, "UnknownParameter");
+        assert!(refuse(
+            r#"{"TemplateName":"t","SnapshotParam":{"Enable":1},"HlsParam":{"Enable":0}}"#
+        )
+        .message
+        .contains("at least one format"));
+        assert_eq!(
+            refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1},"Mp3Param":{"Enable":1}}"#).code,
+            "UnknownParameter"
+        );
+        assert_eq!(
+            refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"Procedure":"x"}}"#).code,
+            "UnknownParameter"
+        );
         assert_eq!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1},"RecordNotifyUrl":"http://10.0.0.1/x"}"#).code, "InvalidParameter.UrlNotSafe");
-        assert!(refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1},"RecordNotifyUrl":"ftp://a.com/x"}"#).message.starts_with("RecordNotifyUrl"));
+        assert!(refuse(
+            r#"{"TemplateName":"t","HlsParam":{"Enable":1},"RecordNotifyUrl":"ftp://a.com/x"}"#
+        )
+        .message
+        .starts_with("RecordNotifyUrl"));
         let ok = RecordingTemplate::create("a", 1, input(r#"{"TemplateName":"t","HlsParam":{"Enable":1},"RecordNotifyUrl":"http://10.0.0.1/x"}"#).unwrap(), true, 0);
-        assert!(ok.is_ok(), "internal notify URLs when the operator allows them");
+        assert!(
+            ok.is_ok(),
+            "internal notify URLs when the operator allows them"
+        );
         for bad in ["has space", "sym!", &"k".repeat(33)] {
-            let e = refuse(&format!(r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"CallbackKey":"{bad}"}}"#));
+            let e = refuse(&format!(
+                r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"CallbackKey":"{bad}"}}"#
+            ));
             assert!(e.message.starts_with("CallbackKey:"), "{bad}: {e}");
         }
-        assert!(create(&format!(r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"CallbackKey":"{}"}}"#, "k".repeat(32))).is_ok());
+        assert!(create(&format!(
+            r#"{{"TemplateName":"t","HlsParam":{{"Enable":1}},"CallbackKey":"{}"}}"#,
+            "k".repeat(32)
+        ))
+        .is_ok());
     }
 
     #[test]
     fn file_names_take_only_the_listed_placeholders() {
-        let with = |name: &str| format!(r#"{{"TemplateName":"t","Mp4Param":{{"Enable":1,"VodFileName":"{name}"}}}}"#);
-        let all: String = VOD_FILE_NAME_PLACEHOLDERS.iter().map(|p| format!("{{{p}}}_")).collect();
-        assert_eq!(create(&with(&all)).unwrap().file_name_pattern.as_deref(), Some(all.as_str()));
-        assert_eq!(create(&with("plain-name")).unwrap().file_name_pattern.as_deref(), Some("plain-name"));
-        assert_eq!(create(&with("")).unwrap().file_name_pattern, None, "\"\" is the seed's naming");
-        for bad in ["{StreamId}", "{RandomID}", "{StreamID", "StreamID}", "{{StreamID}}", "{}", "{Start{Year}}"] {
-            assert_eq!(refuse(&with(bad)).code, "InvalidParameter.InvalidVodFileName", "{bad}");
+        let with = |name: &str| {
+            format!(r#"{{"TemplateName":"t","Mp4Param":{{"Enable":1,"VodFileName":"{name}"}}}}"#)
+        };
+        let all: String = VOD_FILE_NAME_PLACEHOLDERS
+            .iter()
+            .map(|p| format!("{{{p}}}_"))
+            .collect();
+        assert_eq!(
+            create(&with(&all)).unwrap().file_name_pattern.as_deref(),
+            Some(all.as_str())
+        );
+        assert_eq!(
+            create(&with("plain-name"))
+                .unwrap()
+                .file_name_pattern
+                .as_deref(),
+            Some("plain-name")
+        );
+        assert_eq!(
+            create(&with("")).unwrap().file_name_pattern,
+            None,
+            "\"\" is the seed's naming"
+        );
+        for bad in [
+            "{StreamId}",
+            "{RandomID}",
+            "{StreamID",
+            "StreamID}",
+            "{{StreamID}}",
+            "{}",
+            "{Start{Year}}",
+        ] {
+            assert_eq!(
+                refuse(&with(bad)).code,
+                "InvalidParameter.InvalidVodFileName",
+                "{bad}"
+            );
         }
-        assert_eq!(refuse(&with(&"x".repeat(257))).code, "InvalidParameter.InvalidVodFileName");
+        assert_eq!(
+            refuse(&with(&"x".repeat(257))).code,
+            "InvalidParameter.InvalidVodFileName"
+        );
     }
 
     #[test]
     fn one_namespace_and_one_file_name_per_template() {
-        let e = refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodSubAppId":1},"Mp4Param":{"Enable":1,"VodSubAppId":2}}"#);
-        assert!(e.message.starts_with("VodSubAppId:") && e.message.contains("HlsParam has 1") && e.message.contains("Mp4Param has 2"), "{e}");
-        let e = refuse(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodFileName":"a"},"FlvParam":{"Enable":1,"VodFileName":"b"}}"#);
+        let e = refuse(
+            r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodSubAppId":1},"Mp4Param":{"Enable":1,"VodSubAppId":2}}"#,
+        );
+        assert!(
+            e.message.starts_with("VodSubAppId:")
+                && e.message.contains("HlsParam has 1")
+                && e.message.contains("Mp4Param has 2"),
+            "{e}"
+        );
+        let e = refuse(
+            r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodFileName":"a"},"FlvParam":{"Enable":1,"VodFileName":"b"}}"#,
+        );
         assert!(e.message.starts_with("VodFileName:"), "{e}");
         // A format that names none takes the template's; a later value moves every format.
         let mut t = create(r#"{"TemplateName":"t","HlsParam":{"Enable":1,"VodSubAppId":5},"AacParam":{"Enable":1}}"#).unwrap();
         assert_eq!(t.spec().namespace, 5);
-        t.modify(input(r#"{"AacParam":{"VodSubAppId":9}}"#).unwrap(), false, 6).unwrap();
-        assert_eq!((t.spec().namespace, t.to_wire()["HlsParam"]["VodSubAppId"].as_u64()), (9, Some(9)));
+        t.modify(
+            input(r#"{"AacParam":{"VodSubAppId":9}}"#).unwrap(),
+            false,
+            6,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                t.spec().namespace,
+                t.to_wire()["HlsParam"]["VodSubAppId"].as_u64()
+            ),
+            (9, Some(9))
+        );
     }
 
     #[test]
     fn modify_merges_and_a_refusal_changes_nothing() {
         let mut t = create(r#"{"TemplateName":"t","FlvParam":{"Enable":1,"RecordInterval":600},"Mp4Param":{"Enable":1},"CallbackKey":"abcdefghijkl1234"}"#).unwrap();
         let before = t.clone();
-        let e = t.modify(input(r#"{"TemplateName":"renamed","FlvParam":{"RecordInterval":59}}"#).unwrap(), false, 9).unwrap_err();
+        let e = t
+            .modify(
+                input(r#"{"TemplateName":"renamed","FlvParam":{"RecordInterval":59}}"#).unwrap(),
+                false,
+                9,
+            )
+            .unwrap_err();
         assert!(e.message.starts_with("FlvParam.RecordInterval"));
         assert_eq!(t, before, "nothing of a refused modify is applied");
-        t.modify(input(r#"{"FlvParam":{"Enable":0}}"#).unwrap(), false, 9).unwrap();
-        assert_eq!((t.flv.enabled, t.flv.record_interval_secs, t.updated_ms), (false, 600, 9), "only the given field changes");
-        assert!(t.modify(input(r#"{"Mp4Param":{"Enable":0}}"#).unwrap(), false, 10).is_err(), "the last format cannot be turned off");
-        t.modify(input(r#"{"CallbackKey":"***1234"}"#).unwrap(), false, 11).unwrap();
-        assert_eq!(t.callback_key.as_ref().map(SecretKey::expose), Some("abcdefghijkl1234"), "the masked key sent back keeps the key");
-        t.modify(input(r#"{"CallbackKey":""}"#).unwrap(), false, 12).unwrap();
+        t.modify(input(r#"{"FlvParam":{"Enable":0}}"#).unwrap(), false, 9)
+            .unwrap();
+        assert_eq!(
+            (t.flv.enabled, t.flv.record_interval_secs, t.updated_ms),
+            (false, 600, 9),
+            "only the given field changes"
+        );
+        assert!(
+            t.modify(input(r#"{"Mp4Param":{"Enable":0}}"#).unwrap(), false, 10)
+                .is_err(),
+            "the last format cannot be turned off"
+        );
+        t.modify(input(r#"{"CallbackKey":"***1234"}"#).unwrap(), false, 11)
+            .unwrap();
+        assert_eq!(
+            t.callback_key.as_ref().map(SecretKey::expose),
+            Some("abcdefghijkl1234"),
+            "the masked key sent back keeps the key"
+        );
+        t.modify(input(r#"{"CallbackKey":""}"#).unwrap(), false, 12)
+            .unwrap();
         assert_eq!(t.callback_key, None);
     }
 
     fn domain(template: &str, allow_private: bool) -> Result<RecordDomain, ApiRefusal> {
-        let input = RecordDomainInput { domain_name: Some("Push.Example.com".into()), pull_url_template: Some(template.into()) };
+        let input = RecordDomainInput {
+            domain_name: Some("Push.Example.com".into()),
+            pull_url_template: Some(template.into()),
+        };
         RecordDomain::create("acme", input, allow_private, 0)
     }
 
@@ -926,7 +1284,10 @@ mod tests {
         let d = domain("rtmp://origin.example.com:1935/{app}/{stream}", false).unwrap();
         assert_eq!(d.domain, "push.example.com");
         let stream = StreamPath::parse("push.example.com", "live", "cam1").unwrap();
-        assert_eq!(d.pull_url(&stream).as_deref(), Some("rtmp://origin.example.com:1935/live/cam1"));
+        assert_eq!(
+            d.pull_url(&stream).as_deref(),
+            Some("rtmp://origin.example.com:1935/live/cam1")
+        );
         assert!(domain("https://origin.example.com/{app}/{stream}.flv?k=1", false).is_ok());
         assert!(domain("rtmps://origin.example.com/live/{stream}", false).is_ok());
         for bad in [
@@ -941,19 +1302,62 @@ mod tests {
             "rtmp://origin.example.com/{app}/{stream",
             "not a url {stream}",
         ] {
-            assert_eq!(domain(bad, false).unwrap_err().code, "InvalidParameterValue", "{bad}");
+            assert_eq!(
+                domain(bad, false).unwrap_err().code,
+                "InvalidParameterValue",
+                "{bad}"
+            );
         }
-        for private in ["rtmp://127.0.0.1/{app}/{stream}", "rtmp://0x7f.1/{app}/{stream}", "http://169.254.169.254/{stream}", "rtmp://origin.internal/{app}/{stream}"] {
-            assert_eq!(domain(private, false).unwrap_err().code, "InvalidParameter.UrlNotSafe", "{private}");
-            assert!(domain(private, true).is_ok(), "{private} when the operator allows private targets");
+        for private in [
+            "rtmp://127.0.0.1/{app}/{stream}",
+            "rtmp://0x7f.1/{app}/{stream}",
+            "http://169.254.169.254/{stream}",
+            "rtmp://origin.internal/{app}/{stream}",
+        ] {
+            assert_eq!(
+                domain(private, false).unwrap_err().code,
+                "InvalidParameter.UrlNotSafe",
+                "{private}"
+            );
+            assert!(
+                domain(private, true).is_ok(),
+                "{private} when the operator allows private targets"
+            );
         }
-        let no_name = RecordDomain::create("a", RecordDomainInput::default(), false, 0).unwrap_err();
+        let no_name =
+            RecordDomain::create("a", RecordDomainInput::default(), false, 0).unwrap_err();
         assert_eq!(no_name.code, "MissingParameter");
-        let bad_name = RecordDomain::create("a", RecordDomainInput { domain_name: Some("a b".into()), pull_url_template: None }, false, 0).unwrap_err();
+        let bad_name = RecordDomain::create(
+            "a",
+            RecordDomainInput {
+                domain_name: Some("a b".into()),
+                pull_url_template: None,
+            },
+            false,
+            0,
+        )
+        .unwrap_err();
         assert_eq!(bad_name.code, "InvalidParameter.DomainFormatError");
         let mut d = domain("rtmp://origin.example.com/{app}/{stream}", false).unwrap();
-        assert!(d.modify(RecordDomainInput { domain_name: Some("other.com".into()), pull_url_template: None }, false, 1).is_err());
-        d.modify(RecordDomainInput { domain_name: None, pull_url_template: Some(String::new()) }, false, 1).unwrap();
+        assert!(d
+            .modify(
+                RecordDomainInput {
+                    domain_name: Some("other.com".into()),
+                    pull_url_template: None
+                },
+                false,
+                1
+            )
+            .is_err());
+        d.modify(
+            RecordDomainInput {
+                domain_name: None,
+                pull_url_template: Some(String::new()),
+            },
+            false,
+            1,
+        )
+        .unwrap();
         assert_eq!(d.pull_url(&stream), None);
     }
 
@@ -961,17 +1365,61 @@ mod tests {
     fn rules_are_keyed_by_their_three_names() {
         let rule = |json: &str| RecordRule::parse("a", serde_json::from_str(json).unwrap(), 0);
         assert_eq!(rule(r#"{"DomainName":"Push.Example.com","AppName":"live","StreamName":"cam1","TemplateId":3}"#).unwrap().key(), "push.example.com/live/cam1");
-        assert_eq!(rule(r#"{"DomainName":"push.example.com","TemplateId":3}"#).unwrap().key(), "push.example.com//", "whole domain");
+        assert_eq!(
+            rule(r#"{"DomainName":"push.example.com","TemplateId":3}"#)
+                .unwrap()
+                .key(),
+            "push.example.com//",
+            "whole domain"
+        );
         assert_eq!(rule(r#"{"DomainName":"push.example.com","AppName":"","StreamName":"cam1","TemplateId":3}"#).unwrap().key(), "push.example.com//cam1");
-        assert_eq!(rule(r#"{"TemplateId":3}"#).unwrap_err().code, "MissingParameter");
-        assert_eq!(rule(r#"{"DomainName":"push.example.com"}"#).unwrap_err().code, "MissingParameter");
-        assert_eq!(rule(r#"{"DomainName":"a b","TemplateId":3}"#).unwrap_err().code, "InvalidParameter.DomainFormatError");
-        assert!(rule(r#"{"DomainName":"d.com","AppName":"a/b","TemplateId":3}"#).unwrap_err().message.starts_with("AppName"));
-        assert!(rule(r#"{"DomainName":"d.com","StreamName":"..","TemplateId":3}"#).unwrap_err().message.starts_with("StreamName"));
+        assert_eq!(
+            rule(r#"{"TemplateId":3}"#).unwrap_err().code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            rule(r#"{"DomainName":"push.example.com"}"#)
+                .unwrap_err()
+                .code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            rule(r#"{"DomainName":"a b","TemplateId":3}"#)
+                .unwrap_err()
+                .code,
+            "InvalidParameter.DomainFormatError"
+        );
+        assert!(
+            rule(r#"{"DomainName":"d.com","AppName":"a/b","TemplateId":3}"#)
+                .unwrap_err()
+                .message
+                .starts_with("AppName")
+        );
+        assert!(
+            rule(r#"{"DomainName":"d.com","StreamName":"..","TemplateId":3}"#)
+                .unwrap_err()
+                .message
+                .starts_with("StreamName")
+        );
         let stream = StreamPath::parse("d.com", "live", "cam1").unwrap();
-        assert_eq!(RecordRule::lookup_keys(&stream), ["d.com/live/cam1", "d.com//cam1", "d.com/live/", "d.com//"].map(String::from));
-        assert_eq!(beijing_style_time(1_713_326_121_000, 8 * 3600), "2024-04-17 11:55:21");
-        let wire = rule(r#"{"DomainName":"d.com","TemplateId":3}"#).unwrap().to_wire(8 * 3600);
-        assert_eq!((wire["AppName"].as_str(), wire["StreamName"].as_str(), wire["CreateTime"].as_str()), (Some(""), Some(""), Some("1970-01-01 08:00:00")));
+        assert_eq!(
+            RecordRule::lookup_keys(&stream),
+            ["d.com/live/cam1", "d.com//cam1", "d.com/live/", "d.com//"].map(String::from)
+        );
+        assert_eq!(
+            beijing_style_time(1_713_326_121_000, 8 * 3600),
+            "2024-04-17 11:55:21"
+        );
+        let wire = rule(r#"{"DomainName":"d.com","TemplateId":3}"#)
+            .unwrap()
+            .to_wire(8 * 3600);
+        assert_eq!(
+            (
+                wire["AppName"].as_str(),
+                wire["StreamName"].as_str(),
+                wire["CreateTime"].as_str()
+            ),
+            (Some(""), Some(""), Some("1970-01-01 08:00:00"))
+        );
     }
 }

@@ -108,7 +108,10 @@ pub fn render_forwards(forwards: &[RtmpUrl]) -> String {
         [] => String::new(),
         [one] => one.as_str().to_string(),
         many => {
-            let list: Vec<_> = many.iter().map(|u| serde_json::json!({ "url": u.as_str() })).collect();
+            let list: Vec<_> = many
+                .iter()
+                .map(|u| serde_json::json!({ "url": u.as_str() }))
+                .collect();
             serde_json::Value::Array(list).to_string()
         }
     }
@@ -146,7 +149,14 @@ impl TaskEvent {
     /// An event about a task that does not exist (`90 task not exists`), from the request alone.
     /// `seq` should be unique among such events of this id with different payloads (the plan
     /// uses the request time and the `cmd`).
-    pub fn task_not_exists(account: &str, id: TaskId, cmd: Cmd, callback_url: Option<HttpUrl>, now_ms: i64, seq: u64) -> Self {
+    pub fn task_not_exists(
+        account: &str,
+        id: TaskId,
+        cmd: Cmd,
+        callback_url: Option<HttpUrl>,
+        now_ms: i64,
+        seq: u64,
+    ) -> Self {
         Self {
             account: account.to_string(),
             task_id: id,
@@ -183,7 +193,11 @@ impl Entity for TaskEvent {
     }
 
     fn index(&self) -> IndexKeys {
-        IndexKeys { account: Some(self.account.clone()), status: None, time_ms: Some(self.event_time_ms) }
+        IndexKeys {
+            account: Some(self.account.clone()),
+            status: None,
+            time_ms: Some(self.event_time_ms),
+        }
     }
 }
 
@@ -216,14 +230,18 @@ pub struct TimeFormat {
 
 impl Default for TimeFormat {
     fn default() -> Self {
-        Self { utc_offset_secs: 8 * 3600 }
+        Self {
+            utc_offset_secs: 8 * 3600,
+        }
     }
 }
 
 impl TimeFormat {
     /// `YYYY-MM-DD HH:MM:SS`, or `""` for no time (or an offset/time out of range).
     pub fn format(&self, ms: Option<i64>) -> String {
-        let (Some(ms), Some(tz)) = (ms, FixedOffset::east_opt(self.utc_offset_secs)) else { return String::new() };
+        let (Some(ms), Some(tz)) = (ms, FixedOffset::east_opt(self.utc_offset_secs)) else {
+            return String::new();
+        };
         match tz.timestamp_millis_opt(ms).single() {
             Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
             None => String::new(),
@@ -313,7 +331,11 @@ impl RelayStatus {
                     (_, Some(f)) => f.state.clone(),
                     (_, None) => "pending".to_string(),
                 };
-                ForwardStatus { url: d.url.to_string(), state, reconnects: reported.map_or(0, |f| f.reconnects) }
+                ForwardStatus {
+                    url: d.url.to_string(),
+                    state,
+                    reconnects: reported.map_or(0, |f| f.reconnects),
+                }
             })
             .collect();
         Some(Self {
@@ -345,7 +367,10 @@ impl QueryItem {
             src: render_sources(&task.sources),
             forward: render_forwards(&forwards),
             cmd: task.last_cmd.as_str().to_string(),
-            code: task.last_code.map(|c| c.code().to_string()).unwrap_or_default(),
+            code: task
+                .last_code
+                .map(|c| c.code().to_string())
+                .unwrap_or_default(),
             msg: task.last_msg.clone(),
             start_time: tf.format(task.started_ms),
             end_time: tf.format(task.ended_ms),
@@ -373,21 +398,39 @@ mod tests {
             (CallbackCode::ListUpdated, 5, "리스트 업데이트 성공"),
             (CallbackCode::TaskNotExists, 90, "task not exists"),
             (CallbackCode::TaskRepeat, 91, "task repeat,task not start!"),
-            (CallbackCode::DeliveryFailed, 92, "task start delivery failed!"),
+            (
+                CallbackCode::DeliveryFailed,
+                92,
+                "task start delivery failed!",
+            ),
         ];
         for (c, n, m) in table {
             assert_eq!((c.code(), c.default_msg()), (n, m));
         }
-        assert_eq!(pull_failed_msg("connection refused"), "live_pull 실패:connection refused");
-        assert_eq!(item_warning_msg("a.mp4", "서버에서 404 반환"), "a.mp4: 서버에서 404 반환");
+        assert_eq!(
+            pull_failed_msg("connection refused"),
+            "live_pull 실패:connection refused"
+        );
+        assert_eq!(
+            item_warning_msg("a.mp4", "서버에서 404 반환"),
+            "a.mp4: 서버에서 404 반환"
+        );
         let ffmpeg = "ingest ended: http://h/a.mp4: Server returned 404 Not Found";
-        assert_eq!(item_warning_msg("http://h/a.mp4", &item_warning_detail(ffmpeg)), "http://h/a.mp4: 서버에서 404 반환");
-        assert_eq!(item_warning_detail("ingest ended: Invalid data found when processing input"), "ingest ended: Invalid data found when processing input");
+        assert_eq!(
+            item_warning_msg("http://h/a.mp4", &item_warning_detail(ffmpeg)),
+            "http://h/a.mp4: 서버에서 404 반환"
+        );
+        assert_eq!(
+            item_warning_detail("ingest ended: Invalid data found when processing input"),
+            "ingest ended: Invalid data found when processing input"
+        );
     }
 
     #[test]
     fn the_callback_payload_has_the_seed_shape() {
-        let src = vec![Source::new(SourceUrl::parse("http://source.example.com/live/stream1.flv", TaskType::Live).unwrap())];
+        let src = vec![Source::new(
+            SourceUrl::parse("http://source.example.com/live/stream1.flv", TaskType::Live).unwrap(),
+        )];
         let ev = TaskEvent {
             account: "acc".into(),
             task_id: TaskId::parse("task_unique_id_001").unwrap(),
@@ -417,22 +460,41 @@ mod tests {
         assert!(text.starts_with("{\"id\":") && text.ends_with("\"event_time\":1600402486054}"));
         assert_eq!(ev.key(), "acc:task_unique_id_001:00000000000000000003");
         assert_eq!(ev.index().time_ms, Some(1600402486054));
-        assert_eq!(TaskEvent::from_record(ev.to_record().unwrap()).unwrap().value, ev);
+        assert_eq!(
+            TaskEvent::from_record(ev.to_record().unwrap())
+                .unwrap()
+                .value,
+            ev
+        );
     }
 
     #[test]
     fn event_keys_sort_in_sequence_order() {
-        let mk = |seq| TaskEvent::task_not_exists("acc", TaskId::parse("t").unwrap(), Cmd::Stop, None, 0, seq).key();
+        let mk = |seq| {
+            TaskEvent::task_not_exists("acc", TaskId::parse("t").unwrap(), Cmd::Stop, None, 0, seq)
+                .key()
+        };
         assert!(mk(9) < mk(10) && mk(10) < mk(1_000_000));
-        let e = TaskEvent::task_not_exists("acc", TaskId::parse("t").unwrap(), Cmd::Stop, None, 5, 5);
-        assert_eq!((e.payload().code.as_str(), e.payload().msg.as_str(), e.payload().cmd.as_str()), ("90", "task not exists", "2"));
+        let e =
+            TaskEvent::task_not_exists("acc", TaskId::parse("t").unwrap(), Cmd::Stop, None, 5, 5);
+        assert_eq!(
+            (
+                e.payload().code.as_str(),
+                e.payload().msg.as_str(),
+                e.payload().cmd.as_str()
+            ),
+            ("90", "task not exists", "2")
+        );
     }
 
     #[test]
     fn forwards_render_plain_when_one_and_as_json_when_several() {
         assert_eq!(render_forwards(&[]), "");
         assert_eq!(render_forwards(&[dest("rtmp://h/a/1")]), "rtmp://h/a/1");
-        assert_eq!(render_forwards(&[dest("rtmp://h/a/1"), dest("rtmp://h/a/2")]), r#"[{"url":"rtmp://h/a/1"},{"url":"rtmp://h/a/2"}]"#);
+        assert_eq!(
+            render_forwards(&[dest("rtmp://h/a/1"), dest("rtmp://h/a/2")]),
+            r#"[{"url":"rtmp://h/a/1"},{"url":"rtmp://h/a/2"}]"#
+        );
     }
 
     #[test]
@@ -441,8 +503,17 @@ mod tests {
         // 2025-03-05 08:05:12 UTC is 16:05:12 in Beijing, as in the seed's query example.
         assert_eq!(tf.format(Some(1741161912000)), "2025-03-05 16:05:12");
         assert_eq!(tf.format(None), "");
-        assert_eq!(TimeFormat { utc_offset_secs: 0 }.format(Some(1741161912000)), "2025-03-05 08:05:12");
-        assert_eq!(TimeFormat { utc_offset_secs: 999_999 }.format(Some(0)), "");
+        assert_eq!(
+            TimeFormat { utc_offset_secs: 0 }.format(Some(1741161912000)),
+            "2025-03-05 08:05:12"
+        );
+        assert_eq!(
+            TimeFormat {
+                utc_offset_secs: 999_999
+            }
+            .format(Some(0)),
+            ""
+        );
         assert_eq!(tf.format(Some(i64::MAX)), "");
     }
 }

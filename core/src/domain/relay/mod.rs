@@ -25,9 +25,15 @@ pub const MIN_INTERVAL_MS: i64 = 5 * 60 * 1000;
 /// How long after a stop `cmd=5` may resume a task (seed: 48 hours).
 pub const RESUME_WINDOW_MS: i64 = 48 * 60 * 60 * 1000;
 
+pub use events::{CallbackCode, CallbackPayload, QueryItem, TaskEvent, TimeFormat};
 pub use plan::{plan, Effects};
 pub use query::{paginate, run_query, QueryFilter, QueryPage, QueryParams};
-pub use events::{CallbackCode, CallbackPayload, QueryItem, TaskEvent, TimeFormat};
-pub use state::{Action, ConsoleStatus, Decision, DestState, PlaybackPosition, StopCause, StopKind, TaskState, TransitionError};
+pub use state::{
+    Action, ConsoleStatus, Decision, DestState, PlaybackPosition, StopCause, StopKind, TaskState,
+    TransitionError,
+};
 pub use task::{conflicting_destination, Destination, RelayTask};
-pub use wire::{parse_forward_request, parse_forward_request_at, Command, ForwardRequest, NewRelayTask, ResumeTask, StopTask, UpdateSources};
+pub use wire::{
+    parse_forward_request, parse_forward_request_at, Command, ForwardRequest, NewRelayTask,
+    ResumeTask, StopTask, UpdateSources,
+};

@@ -27,7 +27,10 @@ pub struct Effects {
 impl Effects {
     /// The store writes: each task under `condition(task)` (the version it was loaded at, or
     /// `Absent` for a new one), each event as a new record.
-    pub fn writes(&self, condition: impl Fn(&RelayTask) -> Condition) -> Result<Vec<Write>, StoreError> {
+    pub fn writes(
+        &self,
+        condition: impl Fn(&RelayTask) -> Condition,
+    ) -> Result<Vec<Write>, StoreError> {
         let mut out = Vec::with_capacity(self.tasks.len() + self.events.len());
         for t in &self.tasks {
             out.push(Write::Put(t.to_record()?, condition(t)));
@@ -45,9 +48,16 @@ impl Effects {
 ///
 /// A handler that writes a request's items one at a time calls this with every named task
 /// before writing any of them, so such a request is refused whole, never half-applied.
-pub fn check_request(req: &ForwardRequest, existing: &BTreeMap<TaskId, RelayTask>) -> Result<(), RequestError> {
+pub fn check_request(
+    req: &ForwardRequest,
+    existing: &BTreeMap<TaskId, RelayTask>,
+) -> Result<(), RequestError> {
     if let Command::UpdateSources(items) = &req.command {
-        if items.iter().any(|it| existing.get(&it.id).is_some_and(|t| t.task_type != req.task_type)) {
+        if items.iter().any(|it| {
+            existing
+                .get(&it.id)
+                .is_some_and(|t| t.task_type != req.task_type)
+        }) {
             return Err(RequestError::BadType);
         }
     }
@@ -81,30 +91,88 @@ pub fn plan(
             let mut seen: Vec<RelayTask> = active.to_vec();
             for new in items {
                 let before = fx.tasks.len();
-                create(&mut fx, account, req.task_type, req.callback_url.clone(), new, existing.get(&new.id), &seen, now_ms);
-                seen.extend(fx.tasks[before..].iter().filter(|t| t.id == new.id && t.state.is_active()).cloned());
+                create(
+                    &mut fx,
+                    account,
+                    req.task_type,
+                    req.callback_url.clone(),
+                    new,
+                    existing.get(&new.id),
+                    &seen,
+                    now_ms,
+                );
+                seen.extend(
+                    fx.tasks[before..]
+                        .iter()
+                        .filter(|t| t.id == new.id && t.state.is_active())
+                        .cloned(),
+                );
             }
         }
         Command::StopTasks(items) => {
             for it in items {
-                change(&mut fx, account, Cmd::Stop, req.callback_url.as_ref(), &it.id, existing, Action::Stop { forwards: it.forwards.clone() }, now_ms);
+                change(
+                    &mut fx,
+                    account,
+                    Cmd::Stop,
+                    req.callback_url.as_ref(),
+                    &it.id,
+                    existing,
+                    Action::Stop {
+                        forwards: it.forwards.clone(),
+                    },
+                    now_ms,
+                );
             }
         }
         Command::UpdateSources(items) => {
             for it in items {
-                let action = Action::Update { sources: it.sources.clone(), fops: it.fops.clone(), extend: it.extend };
-                change(&mut fx, account, Cmd::Update, req.callback_url.as_ref(), &it.id, existing, action, now_ms);
+                let action = Action::Update {
+                    sources: it.sources.clone(),
+                    fops: it.fops.clone(),
+                    extend: it.extend,
+                };
+                change(
+                    &mut fx,
+                    account,
+                    Cmd::Update,
+                    req.callback_url.as_ref(),
+                    &it.id,
+                    existing,
+                    action,
+                    now_ms,
+                );
             }
         }
         Command::ResumeTasks(items) => {
             // A resumed destination must not be one another active task pushes to (91), as
             // for a new task; the request's own active tasks, and those it resumes, count too.
-            let mut seen: Vec<RelayTask> = active.iter().chain(existing.values().filter(|t| t.state.is_active())).cloned().collect();
+            let mut seen: Vec<RelayTask> = active
+                .iter()
+                .chain(existing.values().filter(|t| t.state.is_active()))
+                .cloned()
+                .collect();
             for it in items {
                 let before = fx.tasks.len();
-                let action = Action::Resume { forwards: it.forwards.clone() };
-                change_unless_taken(&mut fx, account, req.callback_url.as_ref(), &it.id, existing, action, &seen, now_ms);
-                seen.extend(fx.tasks[before..].iter().filter(|t| t.state.is_active()).cloned());
+                let action = Action::Resume {
+                    forwards: it.forwards.clone(),
+                };
+                change_unless_taken(
+                    &mut fx,
+                    account,
+                    req.callback_url.as_ref(),
+                    &it.id,
+                    existing,
+                    action,
+                    &seen,
+                    now_ms,
+                );
+                seen.extend(
+                    fx.tasks[before..]
+                        .iter()
+                        .filter(|t| t.state.is_active())
+                        .cloned(),
+                );
             }
         }
     }
@@ -123,7 +191,9 @@ fn taskless_seq(now_ms: i64, cmd: Cmd) -> u64 {
         Cmd::Update => 3,
         Cmd::Resume => 5,
     };
-    (now_ms.max(0) as u64).saturating_mul(10).saturating_add(cmd_digit)
+    (now_ms.max(0) as u64)
+        .saturating_mul(10)
+        .saturating_add(cmd_digit)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,9 +245,16 @@ fn create(
 
 /// The first active destination of `task` that another active task of `others` pushes to.
 fn taken_destination(task: &RelayTask, others: &[RelayTask]) -> Option<RtmpUrl> {
-    let others: Vec<&RelayTask> = others.iter().filter(|o| o.id != task.id && o.state.is_active()).collect();
+    let others: Vec<&RelayTask> = others
+        .iter()
+        .filter(|o| o.id != task.id && o.state.is_active())
+        .collect();
     task.active_destinations()
-        .find(|d| others.iter().any(|o| o.active_destinations().any(|od| od.url == d.url)))
+        .find(|d| {
+            others
+                .iter()
+                .any(|o| o.active_destinations().any(|od| od.url == d.url))
+        })
         .map(|d| d.url.clone())
 }
 
@@ -200,7 +277,16 @@ fn change_unless_taken(
         taken_destination(&attempt, others)
     });
     let Some(url) = conflict else {
-        return change(fx, account, Cmd::Resume, callback_url, id, existing, action, now_ms);
+        return change(
+            fx,
+            account,
+            Cmd::Resume,
+            callback_url,
+            id,
+            existing,
+            action,
+            now_ms,
+        );
     };
     let mut task = existing[id].clone();
     if let Some(url) = callback_url {
@@ -226,7 +312,14 @@ fn change(
     now_ms: i64,
 ) {
     let Some(task) = existing.get(id) else {
-        fx.events.push(TaskEvent::task_not_exists(account, id.clone(), cmd, callback_url.cloned(), now_ms, taskless_seq(now_ms, cmd)));
+        fx.events.push(TaskEvent::task_not_exists(
+            account,
+            id.clone(),
+            cmd,
+            callback_url.cloned(),
+            now_ms,
+            taskless_seq(now_ms, cmd),
+        ));
         fx.refused.push((id.clone(), TransitionError::NotActive));
         return;
     };
@@ -266,7 +359,9 @@ mod tests {
     }
 
     fn create_body(id: &str, dest: &str) -> ForwardRequest {
-        req(json!({"transcallbackurl": "http://cb.example/x", "cmd": "1", "type": "live", "list": [{"id": id, "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": dest}]}]}))
+        req(
+            json!({"transcallbackurl": "http://cb.example/x", "cmd": "1", "type": "live", "list": [{"id": id, "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": dest}]}]}),
+        )
     }
 
     fn stored(fx: &Effects) -> BTreeMap<TaskId, RelayTask> {
@@ -275,24 +370,54 @@ mod tests {
 
     #[test]
     fn create_writes_a_task_and_no_event() {
-        let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         assert_eq!((fx.tasks.len(), fx.events.len()), (1, 0));
         assert_eq!(fx.tasks[0].state, TaskState::Starting);
-        assert_eq!(fx.tasks[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
+        assert_eq!(
+            fx.tasks[0].callback_url.as_ref().map(HttpUrl::as_str),
+            Some("http://cb.example/x")
+        );
         let writes = fx.writes(|_| Condition::Absent).unwrap();
         assert_eq!(writes.len(), 1);
     }
 
     #[test]
     fn resubmitting_stops_the_old_task_and_continues_its_event_numbers() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].started(NOW).unwrap();
         let existing = stored(&fx);
-        let fx2 = plan("acc", &create_body("t1", "rtmp://d/live/2"), &existing, &fx.tasks, NOW + 1).unwrap();
+        let fx2 = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/2"),
+            &existing,
+            &fx.tasks,
+            NOW + 1,
+        )
+        .unwrap();
         assert_eq!(fx2.events.len(), 1);
-        assert_eq!((fx2.events[0].code, fx2.events[0].seq), (CallbackCode::Finished, 2));
+        assert_eq!(
+            (fx2.events[0].code, fx2.events[0].seq),
+            (CallbackCode::Finished, 2)
+        );
         assert_eq!(fx2.tasks.len(), 1);
-        assert_eq!((fx2.tasks[0].state.clone(), fx2.tasks[0].next_event_seq), (TaskState::Starting, 3));
+        assert_eq!(
+            (fx2.tasks[0].state.clone(), fx2.tasks[0].next_event_seq),
+            (TaskState::Starting, 3)
+        );
         assert_eq!(fx2.tasks[0].forward_urls()[0].as_str(), "rtmp://d/live/2");
         // Old and new events of one id never share a key.
         let mut t = fx2.tasks[0].clone();
@@ -302,27 +427,71 @@ mod tests {
 
     #[test]
     fn a_destination_used_by_another_active_task_is_refused_with_91() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].started(NOW).unwrap();
-        let fx2 = plan("acc", &create_body("t2", "rtmp://d/live/1"), &BTreeMap::new(), &fx.tasks, NOW).unwrap();
+        let fx2 = plan(
+            "acc",
+            &create_body("t2", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &fx.tasks,
+            NOW,
+        )
+        .unwrap();
         assert!(fx2.tasks.is_empty());
         assert_eq!(fx2.events.len(), 1);
-        assert_eq!((fx2.events[0].code.code(), fx2.events[0].msg.as_str()), (91, "task repeat,task not start!"));
-        assert_eq!(fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
+        assert_eq!(
+            (fx2.events[0].code.code(), fx2.events[0].msg.as_str()),
+            (91, "task repeat,task not start!")
+        );
+        assert_eq!(
+            fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str),
+            Some("http://cb.example/x")
+        );
         assert_eq!(fx2.refused.len(), 1);
     }
 
     #[test]
     fn a_refused_resubmission_without_a_callback_url_keeps_the_old_tasks() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].started(NOW).unwrap();
-        let other = plan("acc", &create_body("t2", "rtmp://d/live/2"), &BTreeMap::new(), &[], NOW).unwrap().tasks;
-        let resubmit = req(json!({"cmd": "1", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/2"}]}]}));
+        let other = plan(
+            "acc",
+            &create_body("t2", "rtmp://d/live/2"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap()
+        .tasks;
+        let resubmit = req(
+            json!({"cmd": "1", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/2"}]}]}),
+        );
         let fx2 = plan("acc", &resubmit, &stored(&fx), &other, NOW + 1).unwrap();
         assert_eq!(fx2.events[0].code.code(), 91);
-        assert_eq!(fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"));
+        assert_eq!(
+            fx2.events[0].callback_url.as_ref().map(HttpUrl::as_str),
+            Some("http://cb.example/x")
+        );
         assert_eq!(fx2.tasks[0].state, TaskState::Running);
-        assert_eq!(fx2.tasks[0].callback_url.as_ref().map(HttpUrl::as_str), Some("http://cb.example/x"), "the running task keeps its callbacks");
+        assert_eq!(
+            fx2.tasks[0].callback_url.as_ref().map(HttpUrl::as_str),
+            Some("http://cb.example/x"),
+            "the running task keeps its callbacks"
+        );
     }
 
     #[test]
@@ -332,44 +501,124 @@ mod tests {
             {"id": "b", "src": [{"url": "rtmp://s/live/b"}], "forward": [{"url": "rtmp://d/live/1"}]}
         ]}));
         let fx = plan("acc", &body, &BTreeMap::new(), &[], NOW).unwrap();
-        assert_eq!(fx.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["a"]);
-        assert_eq!((fx.events.len(), fx.events[0].task_id.as_str(), fx.events[0].code.code()), (1, "b", 91));
+        assert_eq!(
+            fx.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(
+            (
+                fx.events.len(),
+                fx.events[0].task_id.as_str(),
+                fx.events[0].code.code()
+            ),
+            (1, "b", 91)
+        );
     }
 
     #[test]
     fn resuming_onto_a_destination_another_active_task_uses_is_refused_with_91() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].stop(vec![], NOW).unwrap();
         let stopped = stored(&fx);
-        let other = plan("acc", &create_body("t2", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap().tasks;
+        let other = plan(
+            "acc",
+            &create_body("t2", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap()
+        .tasks;
         let resume = req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1"}]}));
         let fx2 = plan("acc", &resume, &stopped, &other, NOW + 1).unwrap();
-        assert_eq!((fx2.events[0].code.code(), fx2.events[0].cmd), (91, Cmd::Resume));
-        assert_eq!(fx2.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
-        assert_eq!(fx2.refused[0].1, TransitionError::DuplicateForward("rtmp://d/live/1".into()));
+        assert_eq!(
+            (fx2.events[0].code.code(), fx2.events[0].cmd),
+            (91, Cmd::Resume)
+        );
+        assert_eq!(
+            fx2.tasks[0].state,
+            TaskState::Stopped {
+                kind: StopKind::Manual
+            }
+        );
+        assert_eq!(
+            fx2.refused[0].1,
+            TransitionError::DuplicateForward("rtmp://d/live/1".into())
+        );
         // A resetUrl onto it is refused the same way; onto a free one it is accepted.
-        let onto = |url: &str| req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": url}]}]}));
+        let onto = |url: &str| {
+            req(
+                json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": url}]}]}),
+            )
+        };
         let mut other2 = other.clone();
-        other2[0] = plan("acc", &create_body("t2", "rtmp://d/live/2"), &BTreeMap::new(), &[], NOW).unwrap().tasks.remove(0);
-        assert_eq!(plan("acc", &onto("rtmp://d/live/2"), &stopped, &other2, NOW + 1).unwrap().events[0].code.code(), 91);
+        other2[0] = plan(
+            "acc",
+            &create_body("t2", "rtmp://d/live/2"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap()
+        .tasks
+        .remove(0);
+        assert_eq!(
+            plan("acc", &onto("rtmp://d/live/2"), &stopped, &other2, NOW + 1)
+                .unwrap()
+                .events[0]
+                .code
+                .code(),
+            91
+        );
         let ok = plan("acc", &onto("rtmp://d/live/3"), &stopped, &other2, NOW + 1).unwrap();
         assert!(ok.events.is_empty() && ok.refused.is_empty());
         assert_eq!(ok.tasks[0].state, TaskState::Starting);
         // Without a competitor the plain resume goes through.
-        assert_eq!(plan("acc", &resume, &stopped, &[], NOW + 1).unwrap().tasks[0].state, TaskState::Starting);
+        assert_eq!(
+            plan("acc", &resume, &stopped, &[], NOW + 1).unwrap().tasks[0].state,
+            TaskState::Starting
+        );
     }
 
     #[test]
     fn an_update_of_another_type_is_refused() {
-        let fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
-        let update = req(json!({"cmd": "3", "type": "video", "list": [{"id": "t1", "src": [{"url": "http://s/1.mp4"}]}]}));
-        assert_eq!(plan("acc", &update, &stored(&fx), &[], NOW), Err(RequestError::BadType));
+        let fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
+        let update = req(
+            json!({"cmd": "3", "type": "video", "list": [{"id": "t1", "src": [{"url": "http://s/1.mp4"}]}]}),
+        );
+        assert_eq!(
+            plan("acc", &update, &stored(&fx), &[], NOW),
+            Err(RequestError::BadType)
+        );
     }
 
     #[test]
     fn an_update_naming_a_task_of_another_type_is_refused_whole() {
-        let live = plan("acc", &create_body("l1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
-        let video = req(json!({"cmd": "1", "type": "video", "list": [{"id": "v1", "src": [{"url": "http://s/1.mp4"}], "forward": [{"url": "rtmp://d/live/2"}]}]}));
+        let live = plan(
+            "acc",
+            &create_body("l1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
+        let video = req(
+            json!({"cmd": "1", "type": "video", "list": [{"id": "v1", "src": [{"url": "http://s/1.mp4"}], "forward": [{"url": "rtmp://d/live/2"}]}]}),
+        );
         let video = plan("acc", &video, &BTreeMap::new(), &[], NOW).unwrap();
         let mut existing = stored(&live);
         existing.extend(stored(&video));
@@ -377,12 +626,19 @@ mod tests {
             {"id": "l1", "src": [{"url": "rtmp://s/live/b"}]},
             {"id": "v1", "src": [{"url": "rtmp://s/live/c"}]}
         ]}));
-        assert_eq!(check_request(&update, &existing), Err(RequestError::BadType));
+        assert_eq!(
+            check_request(&update, &existing),
+            Err(RequestError::BadType)
+        );
         // Checked on its own, the first item is fine: only the whole request shows the mismatch.
-        let first_only = req(json!({"cmd": "3", "type": "live", "list": [{"id": "l1", "src": [{"url": "rtmp://s/live/b"}]}]}));
+        let first_only = req(
+            json!({"cmd": "3", "type": "live", "list": [{"id": "l1", "src": [{"url": "rtmp://s/live/b"}]}]}),
+        );
         assert_eq!(check_request(&first_only, &existing), Ok(()));
         // Unknown ids and other commands are not refused here (90 through callbacks).
-        let unknown = req(json!({"cmd": "3", "type": "video", "list": [{"id": "nope", "src": [{"url": "http://s/2.mp4"}]}]}));
+        let unknown = req(
+            json!({"cmd": "3", "type": "video", "list": [{"id": "nope", "src": [{"url": "http://s/2.mp4"}]}]}),
+        );
         assert_eq!(check_request(&unknown, &existing), Ok(()));
         let stop = req(json!({"cmd": "2", "type": "live", "list": [{"id": "l1"}, {"id": "v1"}]}));
         assert_eq!(check_request(&stop, &existing), Ok(()));
@@ -392,40 +648,114 @@ mod tests {
     fn commands_on_missing_tasks_call_back_90() {
         let fx = plan("acc", &req(json!({"transcallbackurl": "http://cb.example/x", "cmd": "2", "type": "live", "list": [{"id": "nope"}]})), &BTreeMap::new(), &[], NOW).unwrap();
         assert!(fx.tasks.is_empty());
-        assert_eq!((fx.events[0].code.code(), fx.events[0].cmd, fx.events[0].task_id.as_str()), (90, Cmd::Stop, "nope"));
+        assert_eq!(
+            (
+                fx.events[0].code.code(),
+                fx.events[0].cmd,
+                fx.events[0].task_id.as_str()
+            ),
+            (90, Cmd::Stop, "nope")
+        );
     }
 
     #[test]
     fn refusals_of_an_unknown_id_in_one_millisecond_have_distinct_keys() {
-        let cmd = |c: &str| req(json!({"cmd": c, "type": "live", "list": [{"id": "nope", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/1"}]}]}));
-        let keys: Vec<String> = ["2", "3", "5"].iter().map(|c| plan("acc", &cmd(c), &BTreeMap::new(), &[], NOW).unwrap().events[0].key()).collect();
-        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2], "{keys:?}");
+        let cmd = |c: &str| {
+            req(
+                json!({"cmd": c, "type": "live", "list": [{"id": "nope", "src": [{"url": "rtmp://s/live/a"}], "forward": [{"url": "rtmp://d/live/1"}]}]}),
+            )
+        };
+        let keys: Vec<String> = ["2", "3", "5"]
+            .iter()
+            .map(|c| {
+                plan("acc", &cmd(c), &BTreeMap::new(), &[], NOW)
+                    .unwrap()
+                    .events[0]
+                    .key()
+            })
+            .collect();
+        assert!(
+            keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2],
+            "{keys:?}"
+        );
         // A refused new task (91) too.
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].started(NOW).unwrap();
-        let refused = plan("acc", &create_body("nope", "rtmp://d/live/1"), &BTreeMap::new(), &fx.tasks, NOW).unwrap();
+        let refused = plan(
+            "acc",
+            &create_body("nope", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &fx.tasks,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(refused.events[0].code.code(), 91);
         assert!(!keys.contains(&refused.events[0].key()));
     }
 
     #[test]
     fn stop_update_resume_go_through_the_state_machine() {
-        let mut fx = plan("acc", &create_body("t1", "rtmp://d/live/1"), &BTreeMap::new(), &[], NOW).unwrap();
+        let mut fx = plan(
+            "acc",
+            &create_body("t1", "rtmp://d/live/1"),
+            &BTreeMap::new(),
+            &[],
+            NOW,
+        )
+        .unwrap();
         fx.tasks[0].started(NOW).unwrap();
-        let update = req(json!({"cmd": "3", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/b"}]}]}));
+        let update = req(
+            json!({"cmd": "3", "type": "live", "list": [{"id": "t1", "src": [{"url": "rtmp://s/live/b"}]}]}),
+        );
         let fx = plan("acc", &update, &stored(&fx), &[], NOW).unwrap();
-        assert_eq!((fx.events[0].code, fx.tasks[0].sources_revision), (CallbackCode::ListUpdated, 1));
-        let stop = req(json!({"transcallbackurl": "https://new.example/cb", "cmd": "2", "type": "live", "list": [{"id": "t1"}]}));
+        assert_eq!(
+            (fx.events[0].code, fx.tasks[0].sources_revision),
+            (CallbackCode::ListUpdated, 1)
+        );
+        let stop = req(
+            json!({"transcallbackurl": "https://new.example/cb", "cmd": "2", "type": "live", "list": [{"id": "t1"}]}),
+        );
         let fx = plan("acc", &stop, &stored(&fx), &[], NOW).unwrap();
-        assert_eq!(fx.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
-        assert_eq!(fx.events[0].callback_url.as_ref().map(HttpUrl::as_str), Some("https://new.example/cb"));
+        assert_eq!(
+            fx.tasks[0].state,
+            TaskState::Stopped {
+                kind: StopKind::Manual
+            }
+        );
+        assert_eq!(
+            fx.events[0].callback_url.as_ref().map(HttpUrl::as_str),
+            Some("https://new.example/cb")
+        );
         // Updating a stopped task is refused with 90; the task is rewritten only for its event number.
         let fx2 = plan("acc", &update, &stored(&fx), &[], NOW).unwrap();
-        assert_eq!((fx2.events[0].code.code(), fx2.refused[0].1.clone()), (90, TransitionError::NotActive));
-        assert_eq!(fx2.tasks[0].state, TaskState::Stopped { kind: StopKind::Manual });
-        let resume = req(json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": "rtmp://d/live/9"}]}]}));
+        assert_eq!(
+            (fx2.events[0].code.code(), fx2.refused[0].1.clone()),
+            (90, TransitionError::NotActive)
+        );
+        assert_eq!(
+            fx2.tasks[0].state,
+            TaskState::Stopped {
+                kind: StopKind::Manual
+            }
+        );
+        let resume = req(
+            json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://d/live/1", "resetUrl": "rtmp://d/live/9"}]}]}),
+        );
         let fx3 = plan("acc", &resume, &stored(&fx2), &[], NOW + 1000).unwrap();
         assert!(fx3.events.is_empty());
-        assert_eq!((fx3.tasks[0].state.clone(), fx3.tasks[0].forward_urls()[0].as_str()), (TaskState::Starting, "rtmp://d/live/9"));
+        assert_eq!(
+            (
+                fx3.tasks[0].state.clone(),
+                fx3.tasks[0].forward_urls()[0].as_str()
+            ),
+            (TaskState::Starting, "rtmp://d/live/9")
+        );
     }
 }

@@ -66,16 +66,25 @@ impl TaskState {
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Retrying { .. } => "retrying",
-            Self::Stopped { kind: StopKind::Natural } => "stopped_natural",
-            Self::Stopped { kind: StopKind::Manual } => "stopped_manual",
-            Self::Stopped { kind: StopKind::Failed } => "stopped_failed",
+            Self::Stopped {
+                kind: StopKind::Natural,
+            } => "stopped_natural",
+            Self::Stopped {
+                kind: StopKind::Manual,
+            } => "stopped_manual",
+            Self::Stopped {
+                kind: StopKind::Failed,
+            } => "stopped_failed",
             Self::Expired => "expired",
         }
     }
 
     /// Scheduled, starting, running or retrying: a worker owns it or will.
     pub fn is_active(&self) -> bool {
-        matches!(self, Self::Scheduled | Self::Starting | Self::Running | Self::Retrying { .. })
+        matches!(
+            self,
+            Self::Scheduled | Self::Starting | Self::Running | Self::Retrying { .. }
+        )
     }
 
     /// The Tencent console's status (seed 000), a derived view:
@@ -86,9 +95,18 @@ impl TaskState {
         match self {
             Self::Scheduled => ConsoleStatus::NotStarted,
             Self::Running => ConsoleStatus::ValidActive,
-            Self::Starting | Self::Retrying { .. } | Self::Stopped { kind: StopKind::Failed } => ConsoleStatus::ValidInactive,
-            Self::Stopped { kind: StopKind::Manual } => ConsoleStatus::Disabled,
-            Self::Stopped { kind: StopKind::Natural } | Self::Expired => ConsoleStatus::Expired,
+            Self::Starting
+            | Self::Retrying { .. }
+            | Self::Stopped {
+                kind: StopKind::Failed,
+            } => ConsoleStatus::ValidInactive,
+            Self::Stopped {
+                kind: StopKind::Manual,
+            } => ConsoleStatus::Disabled,
+            Self::Stopped {
+                kind: StopKind::Natural,
+            }
+            | Self::Expired => ConsoleStatus::Expired,
         }
     }
 }
@@ -144,13 +162,25 @@ impl PlaybackPosition {
     /// Where a run starts: `extendParam.index` (1-based) or the first item, at its `relofftime`
     /// start.
     pub fn initial(sources: &[Source], extend: &ExtendParam) -> Self {
-        let index = extend.start_index.map(|i| (i as usize).saturating_sub(1)).unwrap_or(0).min(sources.len().saturating_sub(1));
-        Self { index, loops_done: 0, offset_ms: item_start_ms(sources, index) }
+        let index = extend
+            .start_index
+            .map(|i| (i as usize).saturating_sub(1))
+            .unwrap_or(0)
+            .min(sources.len().saturating_sub(1));
+        Self {
+            index,
+            loops_done: 0,
+            offset_ms: item_start_ms(sources, index),
+        }
     }
 }
 
 fn item_start_ms(sources: &[Source], index: usize) -> u64 {
-    sources.get(index).and_then(|s| s.relofftime).map(|r| r.start_s.saturating_mul(1000)).unwrap_or(0)
+    sources
+        .get(index)
+        .and_then(|s| s.relofftime)
+        .map(|r| r.start_s.saturating_mul(1000))
+        .unwrap_or(0)
 }
 
 /// Why a run ends on its own.
@@ -215,8 +245,13 @@ impl TransitionError {
     /// destination (any more), 91 for "task repeat / task not start".
     pub fn callback_code(&self) -> Option<CallbackCode> {
         match self {
-            Self::NotActive | Self::ResumeWindowPassed | Self::UnknownForward(_) => Some(CallbackCode::TaskNotExists),
-            Self::NotStarted | Self::AlreadyActive | Self::EndPassed | Self::DuplicateForward(_) => Some(CallbackCode::TaskRepeat),
+            Self::NotActive | Self::ResumeWindowPassed | Self::UnknownForward(_) => {
+                Some(CallbackCode::TaskNotExists)
+            }
+            Self::NotStarted
+            | Self::AlreadyActive
+            | Self::EndPassed
+            | Self::DuplicateForward(_) => Some(CallbackCode::TaskRepeat),
             Self::Illegal { .. } => None,
         }
     }
@@ -333,11 +368,17 @@ impl RelayTask {
     /// Applies `action` at `now_ms`. On `Err` the task is unchanged.
     pub fn apply(&mut self, action: Action, now_ms: i64) -> Transition {
         use TaskState as S;
-        let illegal = |state: &TaskState, action: &Action| TransitionError::Illegal { state: state.key(), action: action.name() };
+        let illegal = |state: &TaskState, action: &Action| TransitionError::Illegal {
+            state: state.key(),
+            action: action.name(),
+        };
         let events = match (&self.state, action) {
             (S::Scheduled, Action::Due) => {
                 if self.start_ms.is_some_and(|s| s > now_ms) {
-                    return Err(TransitionError::Illegal { state: "scheduled", action: "due (before start)" });
+                    return Err(TransitionError::Illegal {
+                        state: "scheduled",
+                        action: "due (before start)",
+                    });
                 }
                 self.state = S::Starting;
                 vec![]
@@ -345,13 +386,23 @@ impl RelayTask {
             (S::Starting, Action::DeliveryFailed) => {
                 self.stop_all(StopKind::Failed, now_ms);
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::DeliveryFailed, CallbackCode::DeliveryFailed.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::DeliveryFailed,
+                    CallbackCode::DeliveryFailed.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Starting, Action::Started) => {
                 self.state = S::Running;
                 self.started_ms = Some(now_ms);
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::Started, CallbackCode::Started.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::Started,
+                    CallbackCode::Started.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Running, Action::SourceInterrupted { reason }) => {
                 self.state = S::Retrying { reason };
@@ -368,7 +419,12 @@ impl RelayTask {
             (S::Starting | S::Running | S::Retrying { .. }, Action::SourceFailed { reason }) => {
                 self.stop_all(StopKind::Failed, now_ms);
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::PullFailed, pull_failed_msg(&reason), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::PullFailed,
+                    pull_failed_msg(&reason),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Starting | S::Running | S::Retrying { .. }, Action::PushConnected { url }) => {
                 let d = self.active_dest_mut(&url)?;
@@ -379,25 +435,42 @@ impl RelayTask {
             (S::Starting | S::Running | S::Retrying { .. }, Action::PushReconnecting { url }) => {
                 let d = self.active_dest_mut(&url)?;
                 d.state = match d.state {
-                    DestState::Reconnecting { attempt } => DestState::Reconnecting { attempt: attempt.saturating_add(1) },
+                    DestState::Reconnecting { attempt } => DestState::Reconnecting {
+                        attempt: attempt.saturating_add(1),
+                    },
                     _ => DestState::Reconnecting { attempt: 1 },
                 };
                 vec![]
             }
             (S::Starting | S::Running | S::Retrying { .. }, Action::PushFailed { url, reason }) => {
                 let d = self.active_dest_mut(&url)?;
-                d.state = DestState::Stopped { kind: StopKind::Failed };
+                d.state = DestState::Stopped {
+                    kind: StopKind::Failed,
+                };
                 d.last_error = Some(reason);
                 if self.active_destinations().next().is_none() {
                     self.end_run(StopKind::Failed, now_ms);
                 }
-                vec![self.event(CallbackCode::PushFailed, CallbackCode::PushFailed.default_msg().into(), &[url], now_ms)]
+                vec![self.event(
+                    CallbackCode::PushFailed,
+                    CallbackCode::PushFailed.default_msg().into(),
+                    &[url],
+                    now_ms,
+                )]
             }
             // Also before the task runs: a playlist whose first item is a 404 warns about it
             // while the next item starts (the destinations may not publish yet).
-            (S::Starting | S::Running | S::Retrying { .. }, Action::ItemWarning { file, detail }) => {
+            (
+                S::Starting | S::Running | S::Retrying { .. },
+                Action::ItemWarning { file, detail },
+            ) => {
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::ItemWarning, item_warning_msg(&file, &detail), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::ItemWarning,
+                    item_warning_msg(&file, &detail),
+                    &all,
+                    now_ms,
+                )]
             }
             // The item a run starts with is reported by 0 (started), not 5; it may be a later
             // one than the first (the first failed): keep the position right, silently.
@@ -408,14 +481,27 @@ impl RelayTask {
             (S::Running | S::Retrying { .. }, Action::ItemAdvanced { position }) => {
                 self.position = position;
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::ListUpdated, CallbackCode::ListUpdated.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::ListUpdated,
+                    CallbackCode::ListUpdated.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Starting | S::Running | S::Retrying { .. }, Action::Finished { .. }) => {
                 self.stop_all(StopKind::Natural, now_ms);
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::Finished, CallbackCode::Finished.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::Finished,
+                    CallbackCode::Finished.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
-            (S::Scheduled | S::Starting | S::Running | S::Retrying { .. }, Action::Stop { forwards }) => {
+            (
+                S::Scheduled | S::Starting | S::Running | S::Retrying { .. },
+                Action::Stop { forwards },
+            ) => {
                 let targets: Vec<RtmpUrl> = if forwards.is_empty() {
                     self.active_destinations().map(|d| d.url.clone()).collect()
                 } else {
@@ -427,17 +513,37 @@ impl RelayTask {
                     forwards
                 };
                 self.last_cmd = Cmd::Stop;
-                for d in self.destinations.iter_mut().filter(|d| targets.contains(&d.url)) {
-                    d.state = DestState::Stopped { kind: StopKind::Manual };
+                for d in self
+                    .destinations
+                    .iter_mut()
+                    .filter(|d| targets.contains(&d.url))
+                {
+                    d.state = DestState::Stopped {
+                        kind: StopKind::Manual,
+                    };
                 }
                 if self.active_destinations().next().is_none() {
                     self.end_run(StopKind::Manual, now_ms);
                 }
-                vec![self.event(CallbackCode::Finished, CallbackCode::Finished.default_msg().into(), &targets, now_ms)]
+                vec![self.event(
+                    CallbackCode::Finished,
+                    CallbackCode::Finished.default_msg().into(),
+                    &targets,
+                    now_ms,
+                )]
             }
-            (S::Stopped { .. } | S::Expired, Action::Stop { .. } | Action::Update { .. }) => return Err(TransitionError::NotActive),
+            (S::Stopped { .. } | S::Expired, Action::Stop { .. } | Action::Update { .. }) => {
+                return Err(TransitionError::NotActive)
+            }
             (S::Scheduled, Action::Update { .. }) => return Err(TransitionError::NotStarted),
-            (S::Starting | S::Running | S::Retrying { .. }, Action::Update { sources, fops, extend }) => {
+            (
+                S::Starting | S::Running | S::Retrying { .. },
+                Action::Update {
+                    sources,
+                    fops,
+                    extend,
+                },
+            ) => {
                 self.position = PlaybackPosition::initial(&sources, &extend);
                 self.sources = sources;
                 self.fops = fops;
@@ -445,11 +551,19 @@ impl RelayTask {
                 self.sources_revision += 1;
                 self.last_cmd = Cmd::Update;
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::ListUpdated, CallbackCode::ListUpdated.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::ListUpdated,
+                    CallbackCode::ListUpdated.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Stopped { kind }, Action::Resume { forwards }) => {
                 let kind = *kind;
-                if self.stopped_at_ms.is_some_and(|at| now_ms - at > RESUME_WINDOW_MS) {
+                if self
+                    .stopped_at_ms
+                    .is_some_and(|at| now_ms - at > RESUME_WINDOW_MS)
+                {
                     return Err(TransitionError::ResumeWindowPassed);
                 }
                 if self.end_ms.is_some_and(|e| e <= now_ms) {
@@ -461,9 +575,17 @@ impl RelayTask {
                     d.state = DestState::Pending;
                 }
                 if kind == StopKind::Natural {
-                    self.position = PlaybackPosition { index: 0, loops_done: 0, offset_ms: item_start_ms(&self.sources, 0) };
+                    self.position = PlaybackPosition {
+                        index: 0,
+                        loops_done: 0,
+                        offset_ms: item_start_ms(&self.sources, 0),
+                    };
                 }
-                self.state = if self.start_ms.is_some_and(|s| s > now_ms) { S::Scheduled } else { S::Starting };
+                self.state = if self.start_ms.is_some_and(|s| s > now_ms) {
+                    S::Scheduled
+                } else {
+                    S::Starting
+                };
                 // The figures of the previous run are not this run's.
                 self.stats = Default::default();
                 self.last_cmd = Cmd::Resume;
@@ -472,7 +594,10 @@ impl RelayTask {
                 self.stopped_at_ms = None;
                 vec![]
             }
-            (S::Scheduled | S::Starting | S::Running | S::Retrying { .. }, Action::Resume { forwards }) => {
+            (
+                S::Scheduled | S::Starting | S::Running | S::Retrying { .. },
+                Action::Resume { forwards },
+            ) => {
                 // Only destinations stopped on their own (a `cmd=2` of a subset, a failed push)
                 // can be resumed while the task runs.
                 let destinations = self.reset_destinations(&forwards)?;
@@ -481,13 +606,20 @@ impl RelayTask {
                     .destinations
                     .iter()
                     .enumerate()
-                    .filter(|(_, d)| matches!(d.state, DestState::Stopped { .. }) && (named.is_empty() || named.contains(&&d.url)))
+                    .filter(|(_, d)| {
+                        matches!(d.state, DestState::Stopped { .. })
+                            && (named.is_empty() || named.contains(&&d.url))
+                    })
                     .map(|(i, _)| i)
                     .collect();
                 // Replacing the URL of a destination that is still pushing would leave its
                 // pusher on the old one: only stopped destinations may be reset while running.
                 let resets_active = forwards.iter().any(|(u, r)| {
-                    r.is_some() && self.destinations.iter().any(|d| &d.url == u && !matches!(d.state, DestState::Stopped { .. }))
+                    r.is_some()
+                        && self
+                            .destinations
+                            .iter()
+                            .any(|d| &d.url == u && !matches!(d.state, DestState::Stopped { .. }))
                 });
                 if restart.is_empty() || resets_active {
                     return Err(TransitionError::AlreadyActive);
@@ -504,10 +636,19 @@ impl RelayTask {
                 self.last_cmd = Cmd::Create;
                 self.stop_all(StopKind::Manual, now_ms);
                 let all = self.forward_urls();
-                vec![self.event(CallbackCode::Finished, CallbackCode::Finished.default_msg().into(), &all, now_ms)]
+                vec![self.event(
+                    CallbackCode::Finished,
+                    CallbackCode::Finished.default_msg().into(),
+                    &all,
+                    now_ms,
+                )]
             }
             (S::Stopped { .. } | S::Expired, Action::Supersede) => vec![],
-            (S::Stopped { .. }, Action::Expire) if self.stopped_at_ms.is_none_or(|at| now_ms - at > RESUME_WINDOW_MS) => {
+            (S::Stopped { .. }, Action::Expire)
+                if self
+                    .stopped_at_ms
+                    .is_none_or(|at| now_ms - at > RESUME_WINDOW_MS) =>
+            {
                 self.state = S::Expired;
                 vec![]
             }
@@ -524,7 +665,12 @@ impl RelayTask {
 
     /// The callback for a refused `cmd` on this task (90 / 91), if the seed has one. The refusal
     /// changes nothing else, but the event still takes the next sequence number.
-    pub fn rejection_event(&mut self, cmd: Cmd, err: &TransitionError, now_ms: i64) -> Option<TaskEvent> {
+    pub fn rejection_event(
+        &mut self,
+        cmd: Cmd,
+        err: &TransitionError,
+        now_ms: i64,
+    ) -> Option<TaskEvent> {
         let code = err.callback_code()?;
         let saved = (self.last_cmd, self.last_code, self.last_msg.clone());
         self.last_cmd = cmd;
@@ -538,27 +684,45 @@ impl RelayTask {
     /// What ends the run at `position` (`now_ms`, `item_ended`: the current item reached its end
     /// of file, `run_elapsed_ms`: time pushed in this run). Precedence `end` > `loop` >
     /// `relofftime` (seed): the highest-priority condition that holds decides.
-    pub fn decide(&self, now_ms: i64, position: &PlaybackPosition, item_ended: bool, run_elapsed_ms: u64) -> Decision {
+    pub fn decide(
+        &self,
+        now_ms: i64,
+        position: &PlaybackPosition,
+        item_ended: bool,
+        run_elapsed_ms: u64,
+    ) -> Decision {
         if self.end_ms.is_some_and(|e| now_ms >= e) {
             return Decision::Stop(StopCause::EndTime);
         }
         match self.task_type {
             TaskType::Live => {
-                let limit = self.sources.iter().find_map(|s| s.relofftime).map(|r| r.end_s.saturating_mul(1000));
+                let limit = self
+                    .sources
+                    .iter()
+                    .find_map(|s| s.relofftime)
+                    .map(|r| r.end_s.saturating_mul(1000));
                 match limit {
                     Some(l) if run_elapsed_ms >= l => Decision::Stop(StopCause::RelOffTime),
                     _ => Decision::Continue,
                 }
             }
             TaskType::Video => {
-                let item_end = self.sources.get(position.index).and_then(|s| s.relofftime).map(|r| r.end_s.saturating_mul(1000));
+                let item_end = self
+                    .sources
+                    .get(position.index)
+                    .and_then(|s| s.relofftime)
+                    .map(|r| r.end_s.saturating_mul(1000));
                 let done = item_ended || item_end.is_some_and(|e| position.offset_ms >= e);
                 if !done {
                     return Decision::Continue;
                 }
                 if position.index + 1 < self.sources.len() {
                     let index = position.index + 1;
-                    return Decision::NextItem(PlaybackPosition { index, loops_done: position.loops_done, offset_ms: item_start_ms(&self.sources, index) });
+                    return Decision::NextItem(PlaybackPosition {
+                        index,
+                        loops_done: position.loops_done,
+                        offset_ms: item_start_ms(&self.sources, index),
+                    });
                 }
                 let loops_done = position.loops_done.saturating_add(1);
                 let again = match self.extend.loop_count {
@@ -566,7 +730,11 @@ impl RelayTask {
                     LoopCount::Times(n) => loops_done < n,
                 };
                 if again {
-                    Decision::NextItem(PlaybackPosition { index: 0, loops_done, offset_ms: item_start_ms(&self.sources, 0) })
+                    Decision::NextItem(PlaybackPosition {
+                        index: 0,
+                        loops_done,
+                        offset_ms: item_start_ms(&self.sources, 0),
+                    })
                 } else {
                     Decision::Stop(StopCause::LoopsDone)
                 }
@@ -594,11 +762,17 @@ impl RelayTask {
         self.apply(Action::Finished { cause }, now_ms)
     }
 
-    fn active_dest_mut(&mut self, url: &RtmpUrl) -> Result<&mut super::task::Destination, TransitionError> {
+    fn active_dest_mut(
+        &mut self,
+        url: &RtmpUrl,
+    ) -> Result<&mut super::task::Destination, TransitionError> {
         let state = self.state.key();
         match self.destinations.iter_mut().find(|d| &d.url == url) {
             Some(d) if !matches!(d.state, DestState::Stopped { .. }) => Ok(d),
-            Some(_) => Err(TransitionError::Illegal { state, action: "report on a stopped destination" }),
+            Some(_) => Err(TransitionError::Illegal {
+                state,
+                action: "report on a stopped destination",
+            }),
             None => Err(TransitionError::UnknownForward(url.to_string())),
         }
     }
@@ -620,7 +794,10 @@ impl RelayTask {
     }
 
     /// The destinations with each `(url, resetUrl)` applied; `url` must be one of the task's.
-    fn reset_destinations(&self, forwards: &[(RtmpUrl, Option<RtmpUrl>)]) -> Result<Vec<super::task::Destination>, TransitionError> {
+    fn reset_destinations(
+        &self,
+        forwards: &[(RtmpUrl, Option<RtmpUrl>)],
+    ) -> Result<Vec<super::task::Destination>, TransitionError> {
         let mut out = self.destinations.clone();
         for (url, reset) in forwards {
             let Some(i) = out.iter().position(|d| &d.url == url) else {

@@ -105,7 +105,13 @@ pub struct RelayTask {
 impl RelayTask {
     /// A task from a validated `cmd=1` item: scheduled if its start is in the future, else
     /// starting. Creating is not a callback event (the HTTP answer reports it).
-    pub fn create(account: &str, task_type: TaskType, callback_url: Option<HttpUrl>, new: NewRelayTask, now_ms: i64) -> Self {
+    pub fn create(
+        account: &str,
+        task_type: TaskType,
+        callback_url: Option<HttpUrl>,
+        new: NewRelayTask,
+        now_ms: i64,
+    ) -> Self {
         let state = match new.start_ms {
             Some(s) if s > now_ms => TaskState::Scheduled,
             _ => TaskState::Starting,
@@ -119,7 +125,11 @@ impl RelayTask {
             destinations: new
                 .forwards
                 .into_iter()
-                .map(|url| Destination { url, state: DestState::Pending, last_error: None })
+                .map(|url| Destination {
+                    url,
+                    state: DestState::Pending,
+                    last_error: None,
+                })
                 .collect(),
             start_ms: new.start_ms,
             end_ms: new.end_ms,
@@ -154,11 +164,19 @@ impl RelayTask {
 
     /// Destinations being pushed to or about to be (not stopped).
     pub fn active_destinations(&self) -> impl Iterator<Item = &Destination> {
-        self.destinations.iter().filter(|d| !matches!(d.state, DestState::Stopped { .. }))
+        self.destinations
+            .iter()
+            .filter(|d| !matches!(d.state, DestState::Stopped { .. }))
     }
 
     /// Records an event: bumps the sequence, remembers code and message for the query.
-    pub(crate) fn event(&mut self, code: CallbackCode, msg: String, forwards: &[RtmpUrl], now_ms: i64) -> TaskEvent {
+    pub(crate) fn event(
+        &mut self,
+        code: CallbackCode,
+        msg: String,
+        forwards: &[RtmpUrl],
+        now_ms: i64,
+    ) -> TaskEvent {
         let seq = self.next_event_seq;
         self.next_event_seq += 1;
         self.last_code = Some(code);
@@ -181,11 +199,21 @@ impl RelayTask {
 /// The first destination of `new` already pushed to by another active task of the account
 /// (`91 task repeat`): two publishers on one stream key would knock each other off. The task
 /// with the same id is skipped, since re-submitting stops it first.
-pub fn conflicting_destination<'a>(new: &NewRelayTask, others: impl IntoIterator<Item = &'a RelayTask>) -> Option<RtmpUrl> {
-    let others: Vec<&RelayTask> = others.into_iter().filter(|t| t.id != new.id && t.state.is_active()).collect();
+pub fn conflicting_destination<'a>(
+    new: &NewRelayTask,
+    others: impl IntoIterator<Item = &'a RelayTask>,
+) -> Option<RtmpUrl> {
+    let others: Vec<&RelayTask> = others
+        .into_iter()
+        .filter(|t| t.id != new.id && t.state.is_active())
+        .collect();
     new.forwards
         .iter()
-        .find(|f| others.iter().any(|t| t.active_destinations().any(|d| &d.url == *f)))
+        .find(|f| {
+            others
+                .iter()
+                .any(|t| t.active_destinations().any(|d| &d.url == *f))
+        })
         .cloned()
 }
 

@@ -30,7 +30,9 @@ impl TaskId {
         if s.is_empty() {
             return Err(RequestError::EmptyId);
         }
-        let ok = s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = s.len() <= Self::MAX_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -145,7 +147,10 @@ impl From<Cmd> for String {
 /// Parses `s` as a URL whose scheme is in `schemes`, with a host, of at most [`MAX_URL_LEN`]
 /// bytes and without whitespace or control characters. `None` when any of that fails.
 fn checked_url(s: &str, schemes: &[&str]) -> Option<url::Url> {
-    if s.is_empty() || s.len() > MAX_URL_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.is_empty()
+        || s.len() > MAX_URL_LEN
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return None;
     }
     let u = url::Url::parse(s).ok()?;
@@ -186,7 +191,10 @@ macro_rules! string_newtype {
 
             /// The host (without port), lower-cased.
             pub fn host(&self) -> String {
-                url::Url::parse(&self.0).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_default()
+                url::Url::parse(&self.0)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_default()
             }
         }
 
@@ -217,7 +225,9 @@ impl SourceUrl {
             TaskType::Live => LIVE_SOURCE_SCHEMES,
             TaskType::Video => VIDEO_SOURCE_SCHEMES,
         };
-        checked_url(s, schemes).map(|_| Self(s.to_string())).ok_or(RequestError::BadSrc)
+        checked_url(s, schemes)
+            .map(|_| Self(s.to_string()))
+            .ok_or(RequestError::BadSrc)
     }
 }
 
@@ -300,7 +310,14 @@ impl RtmpUrl {
             Some(q) if !q.is_empty() => format!("{stream}?{q}"),
             _ => stream.to_string(),
         };
-        Ok(Self { url: s.to_string(), host: host.to_ascii_lowercase(), port, tls, app: app.to_string(), stream_key })
+        Ok(Self {
+            url: s.to_string(),
+            host: host.to_ascii_lowercase(),
+            port,
+            tls,
+            app: app.to_string(),
+            stream_key,
+        })
     }
 
     /// The URL as sent (a destination's identity: stop requests match it exactly).
@@ -433,7 +450,9 @@ string_newtype!(HttpUrl);
 impl HttpUrl {
     /// `params {field} format is error` unless an HTTP(S) URL with a host.
     pub fn parse(s: &str, field: &str) -> Result<Self, RequestError> {
-        checked_url(s, &["http", "https"]).map(|_| Self(s.to_string())).ok_or_else(|| RequestError::field(field))
+        checked_url(s, &["http", "https"])
+            .map(|_| Self(s.to_string()))
+            .ok_or_else(|| RequestError::field(field))
     }
 }
 
@@ -482,7 +501,10 @@ impl TryFrom<String> for WmImages {
 
 impl From<WmImages> for String {
     fn from(v: WmImages) -> Self {
-        v.0.iter().map(HttpUrl::as_str).collect::<Vec<_>>().join(";")
+        v.0.iter()
+            .map(HttpUrl::as_str)
+            .collect::<Vec<_>>()
+            .join(";")
     }
 }
 
@@ -535,7 +557,10 @@ impl Gravity {
     /// One of the nine names exactly (case-sensitive, as documented), else `params wmGravity
     /// format is error`.
     pub fn parse(s: &str) -> Result<Self, RequestError> {
-        Self::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| RequestError::field("wmGravity"))
+        Self::ALL
+            .into_iter()
+            .find(|g| g.as_str() == s)
+            .ok_or_else(|| RequestError::field("wmGravity"))
     }
 }
 
@@ -560,7 +585,10 @@ impl WmPosition {
                 .then(|| digits.parse().ok())
                 .flatten()
         };
-        Ok(Self { x_percent: pct(w).ok_or_else(err)?, y_percent: pct(h).ok_or_else(err)? })
+        Ok(Self {
+            x_percent: pct(w).ok_or_else(err)?,
+            y_percent: pct(h).ok_or_else(err)?,
+        })
     }
 }
 
@@ -668,11 +696,16 @@ impl PullHeader {
         if key.is_empty() || !key.bytes().all(token) {
             return Err(err());
         }
-        let bad_char = value.chars().any(|c| c.is_control() || matches!(c, '\'' | '"' | ','));
+        let bad_char = value
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\'' | '"' | ','));
         if bad_char || value.contains(";;") {
             return Err(err());
         }
-        Ok(Self { header_key: key.to_string(), header_value: value.to_string() })
+        Ok(Self {
+            header_key: key.to_string(),
+            header_value: value.to_string(),
+        })
     }
 }
 
@@ -704,7 +737,14 @@ pub struct Source {
 impl Source {
     /// A bare source.
     pub fn new(url: SourceUrl) -> Self {
-        Self { url, wm_image: None, wm_gravity: None, wm_position: None, relofftime: None, pull_stream_headers: Vec::new() }
+        Self {
+            url,
+            wm_image: None,
+            wm_gravity: None,
+            wm_position: None,
+            relofftime: None,
+            pull_stream_headers: Vec::new(),
+        }
     }
 }
 
@@ -722,11 +762,17 @@ impl Resolution {
     pub fn parse(s: &str) -> Result<Self, RequestError> {
         let err = || RequestError::field("res");
         let (w, h) = s.split_once('x').ok_or_else(err)?;
-        let (w, h) = (parse_digits(w, 5).ok_or_else(err)?, parse_digits(h, 5).ok_or_else(err)?);
+        let (w, h) = (
+            parse_digits(w, 5).ok_or_else(err)?,
+            parse_digits(h, 5).ok_or_else(err)?,
+        );
         if !(16..=7680).contains(&w) || !(16..=4320).contains(&h) {
             return Err(err());
         }
-        Ok(Self { width: w as u32, height: h as u32 })
+        Ok(Self {
+            width: w as u32,
+            height: h as u32,
+        })
     }
 }
 
@@ -816,19 +862,28 @@ impl Fops {
     /// `fps` and `forced_gopInterval` all need an encoder, so they need `vcodec` (seed note 3).
     /// `acodec` and `bufferTime` do not touch the video.
     pub fn needs_video_encoder(&self) -> bool {
-        self.bps.is_some() || self.res.is_some() || self.fps.is_some() || self.forced_gop_interval_ms.is_some()
+        self.bps.is_some()
+            || self.res.is_some()
+            || self.fps.is_some()
+            || self.forced_gop_interval_ms.is_some()
     }
 
     pub(crate) fn parse_bps(s: &str) -> Result<u64, RequestError> {
-        parse_digits(s, 9).filter(|v| (1..=100_000_000).contains(v)).ok_or_else(|| RequestError::field("bps"))
+        parse_digits(s, 9)
+            .filter(|v| (1..=100_000_000).contains(v))
+            .ok_or_else(|| RequestError::field("bps"))
     }
 
     pub(crate) fn parse_fps(s: &str) -> Result<f64, RequestError> {
-        parse_decimal(s).filter(|v| *v > 0.0 && *v <= 240.0).ok_or_else(|| RequestError::field("fps"))
+        parse_decimal(s)
+            .filter(|v| *v > 0.0 && *v <= 240.0)
+            .ok_or_else(|| RequestError::field("fps"))
     }
 
     pub(crate) fn parse_buffer_time(s: &str) -> Result<f64, RequestError> {
-        parse_decimal(s).filter(|v| *v <= 300.0).ok_or_else(|| RequestError::field("bufferTime"))
+        parse_decimal(s)
+            .filter(|v| *v <= 300.0)
+            .ok_or_else(|| RequestError::field("bufferTime"))
     }
 
     pub(crate) fn parse_gop(s: &str) -> Result<u32, RequestError> {
@@ -894,11 +949,25 @@ mod tests {
 
     #[test]
     fn task_ids_are_short_and_safe() {
-        assert_eq!(TaskId::parse("task_unique_id_001").unwrap().as_str(), "task_unique_id_001");
+        assert_eq!(
+            TaskId::parse("task_unique_id_001").unwrap().as_str(),
+            "task_unique_id_001"
+        );
         assert!(TaskId::parse(&"a".repeat(32)).is_ok());
         assert_eq!(TaskId::parse(""), Err(RequestError::EmptyId));
-        for bad in ["a".repeat(33), "a:b".into(), "a b".into(), "../x".into(), "é".into(), "a\n".into()] {
-            assert_eq!(TaskId::parse(&bad).unwrap_err().msg(), "params id format is error", "{bad:?}");
+        for bad in [
+            "a".repeat(33),
+            "a:b".into(),
+            "a b".into(),
+            "../x".into(),
+            "é".into(),
+            "a\n".into(),
+        ] {
+            assert_eq!(
+                TaskId::parse(&bad).unwrap_err().msg(),
+                "params id format is error",
+                "{bad:?}"
+            );
         }
         assert!(serde_json::from_str::<TaskId>("\"a:b\"").is_err());
     }
@@ -916,11 +985,20 @@ mod tests {
 
     #[test]
     fn source_schemes_depend_on_the_type() {
-        for ok in ["rtmp://h/live/s", "rtmps://h/app/s", "http://h/a.flv", "https://h/a.m3u8", "rtsp://h:554/s"] {
+        for ok in [
+            "rtmp://h/live/s",
+            "rtmps://h/app/s",
+            "http://h/a.flv",
+            "https://h/a.m3u8",
+            "rtsp://h:554/s",
+        ] {
             assert!(SourceUrl::parse(ok, TaskType::Live).is_ok(), "{ok}");
         }
         assert!(SourceUrl::parse("http://h/a.mp4", TaskType::Video).is_ok());
-        assert_eq!(SourceUrl::parse("rtmp://h/live/s", TaskType::Video), Err(RequestError::BadSrc));
+        assert_eq!(
+            SourceUrl::parse("rtmp://h/live/s", TaskType::Video),
+            Err(RequestError::BadSrc)
+        );
     }
 
     #[test]
@@ -940,22 +1018,60 @@ mod tests {
             "",
             "HTTP ://h/x",
         ] {
-            assert_eq!(SourceUrl::parse(bad, TaskType::Live), Err(RequestError::BadSrc), "{bad:?}");
+            assert_eq!(
+                SourceUrl::parse(bad, TaskType::Live),
+                Err(RequestError::BadSrc),
+                "{bad:?}"
+            );
         }
-        assert!(SourceUrl::parse(&format!("http://h/{}", "a".repeat(MAX_URL_LEN)), TaskType::Live).is_err());
+        assert!(SourceUrl::parse(
+            &format!("http://h/{}", "a".repeat(MAX_URL_LEN)),
+            TaskType::Live
+        )
+        .is_err());
     }
 
     #[test]
     fn internal_hosts_are_recognised() {
-        for h in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "localhost", "a.localhost", "metadata.google.internal", "[::1]", "[fe80::1]", "[fd00::1]", "[::ffff:10.0.0.1]", "LOCALHOST."] {
+        for h in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "localhost",
+            "a.localhost",
+            "metadata.google.internal",
+            "[::1]",
+            "[fe80::1]",
+            "[fd00::1]",
+            "[::ffff:10.0.0.1]",
+            "LOCALHOST.",
+        ] {
             assert!(host_is_internal(h), "{h}");
         }
-        for h in ["8.8.8.8", "example.com", "100.128.0.1", "[2606:4700::1111]", "push.example.com"] {
+        for h in [
+            "8.8.8.8",
+            "example.com",
+            "100.128.0.1",
+            "[2606:4700::1111]",
+            "push.example.com",
+        ] {
             assert!(!host_is_internal(h), "{h}");
         }
-        assert!(RtmpUrl::parse("rtmp://127.0.0.1:1935/live/x").unwrap().is_internal());
-        assert!(SourceUrl::parse("http://169.254.169.254/latest/meta-data", TaskType::Live).unwrap().is_internal());
-        assert!(!HttpUrl::parse("https://cb.example.com/x", "u").unwrap().is_internal());
+        assert!(RtmpUrl::parse("rtmp://127.0.0.1:1935/live/x")
+            .unwrap()
+            .is_internal());
+        assert!(
+            SourceUrl::parse("http://169.254.169.254/latest/meta-data", TaskType::Live)
+                .unwrap()
+                .is_internal()
+        );
+        assert!(!HttpUrl::parse("https://cb.example.com/x", "u")
+            .unwrap()
+            .is_internal());
     }
 
     #[test]
@@ -963,16 +1079,25 @@ mod tests {
         let d = RtmpUrl::parse("rtmp://127.0.0.1:1935/live/output1").unwrap();
         assert_eq!(d.host(), "127.0.0.1");
         let d = RtmpUrl::parse("rtmps://Push.Example.com/app/key?x=1").unwrap();
-        assert_eq!((d.host(), d.port(), d.tls(), d.app(), d.stream_key()), ("push.example.com", 443, true, "app", "key?x=1"));
+        assert_eq!(
+            (d.host(), d.port(), d.tls(), d.app(), d.stream_key()),
+            ("push.example.com", 443, true, "app", "key?x=1")
+        );
         assert_eq!(d.tc_url(), "rtmps://push.example.com:443/app");
         assert_eq!(d.redacted(), "rtmps://push.example.com:443/app/***");
         assert_eq!(redact_url(d.as_str()), d.redacted());
-        assert_eq!(redact_url("https://user:pw@cdn.example/live/a.m3u8?token=x"), "https://cdn.example/live/a.m3u8?***");
+        assert_eq!(
+            redact_url("https://user:pw@cdn.example/live/a.m3u8?token=x"),
+            "https://cdn.example/live/a.m3u8?***"
+        );
         assert_eq!(redact_url("http://u@h"), "http://h");
         assert_eq!(redact_url("/srv/media/a.mp4"), "/srv/media/a.mp4");
         assert!(!format!("{d:?}").contains("key?x=1"));
         let d = RtmpUrl::parse("rtmp://h/app/inst/key/").unwrap();
-        assert_eq!((d.app(), d.stream_key(), d.port()), ("app/inst", "key", 1935));
+        assert_eq!(
+            (d.app(), d.stream_key(), d.port()),
+            ("app/inst", "key", 1935)
+        );
         let d = RtmpUrl::parse("rtmp://[::1]:1936/live/k").unwrap();
         assert_eq!((d.host(), d.addr()), ("::1", "[::1]:1936".to_string()));
         for bad in [
@@ -994,8 +1119,12 @@ mod tests {
             assert_eq!(RtmpUrl::parse(bad), Err(RequestError::BadForward), "{bad}");
         }
         assert!(RtmpUrl::parse("rtmp://0/live/x").unwrap().is_internal());
-        assert!(RtmpUrl::parse("rtmp://0x7f.1:1935/live/x").unwrap().is_internal());
-        assert!(SourceUrl::parse("rtsp://2130706433/cam", TaskType::Live).unwrap().is_internal());
+        assert!(RtmpUrl::parse("rtmp://0x7f.1:1935/live/x")
+            .unwrap()
+            .is_internal());
+        assert!(SourceUrl::parse("rtsp://2130706433/cam", TaskType::Live)
+            .unwrap()
+            .is_internal());
     }
 
     #[test]
@@ -1004,7 +1133,10 @@ mod tests {
         assert_eq!(w.urls().len(), 2);
         assert_eq!(String::from(w), "http://a/1.png;https://b/2.png");
         for bad in ["", ";", "file:///x.png", "http://a/1.png;ftp://b/2.png"] {
-            assert_eq!(WmImages::parse(bad).unwrap_err().msg(), "params wmImage format is error");
+            assert_eq!(
+                WmImages::parse(bad).unwrap_err().msg(),
+                "params wmImage format is error"
+            );
         }
         assert!(WmImages::parse(&["http://a/x.png"; 9].join(";")).is_err());
     }
@@ -1013,28 +1145,64 @@ mod tests {
     fn gravity_has_nine_exact_names() {
         assert_eq!(Gravity::parse("BOTTOM_CENTER"), Ok(Gravity::BottomCenter));
         assert_eq!(Gravity::default(), Gravity::TopRight);
-        assert_eq!(Gravity::parse("top_left").unwrap_err().msg(), "params wmGravity format is error");
+        assert_eq!(
+            Gravity::parse("top_left").unwrap_err().msg(),
+            "params wmGravity format is error"
+        );
         for g in Gravity::ALL {
-            assert_eq!(serde_json::to_string(&g).unwrap(), format!("\"{}\"", g.as_str()));
+            assert_eq!(
+                serde_json::to_string(&g).unwrap(),
+                format!("\"{}\"", g.as_str())
+            );
         }
     }
 
     #[test]
     fn watermark_positions_are_percent_pairs_below_100() {
-        assert_eq!(WmPosition::parse("30%x40%"), Ok(WmPosition { x_percent: 30, y_percent: 40 }));
+        assert_eq!(
+            WmPosition::parse("30%x40%"),
+            Ok(WmPosition {
+                x_percent: 30,
+                y_percent: 40
+            })
+        );
         assert!(WmPosition::parse("0%x99%").is_ok());
-        for bad in ["100%x1%", "30x40", "30%X40%", "-1%x2%", "%x1%", "1%x1%x1%", "1.5%x2%", "+1%x2%"] {
-            assert_eq!(WmPosition::parse(bad).unwrap_err().msg(), "params wmPosition format is error", "{bad}");
+        for bad in [
+            "100%x1%", "30x40", "30%X40%", "-1%x2%", "%x1%", "1%x1%x1%", "1.5%x2%", "+1%x2%",
+        ] {
+            assert_eq!(
+                WmPosition::parse(bad).unwrap_err().msg(),
+                "params wmPosition format is error",
+                "{bad}"
+            );
         }
         assert_eq!(String::from(WmPosition::parse("5%x7%").unwrap()), "5%x7%");
     }
 
     #[test]
     fn relofftime_depends_on_the_type() {
-        assert_eq!(RelOffTime::parse("30-60", TaskType::Video), Ok(RelOffTime { start_s: 30, end_s: 60 }));
+        assert_eq!(
+            RelOffTime::parse("30-60", TaskType::Video),
+            Ok(RelOffTime {
+                start_s: 30,
+                end_s: 60
+            })
+        );
         assert!(RelOffTime::parse("0-60", TaskType::Live).is_ok());
-        for (bad, ty) in [("30-60", TaskType::Live), ("0-0", TaskType::Live), ("60-30", TaskType::Video), ("30", TaskType::Video), ("a-b", TaskType::Video), ("-1-5", TaskType::Video), ("1-9999999999", TaskType::Video)] {
-            assert_eq!(RelOffTime::parse(bad, ty), Err(RequestError::BadRelOffTime), "{bad}");
+        for (bad, ty) in [
+            ("30-60", TaskType::Live),
+            ("0-0", TaskType::Live),
+            ("60-30", TaskType::Video),
+            ("30", TaskType::Video),
+            ("a-b", TaskType::Video),
+            ("-1-5", TaskType::Video),
+            ("1-9999999999", TaskType::Video),
+        ] {
+            assert_eq!(
+                RelOffTime::parse(bad, ty),
+                Err(RequestError::BadRelOffTime),
+                "{bad}"
+            );
         }
     }
 
@@ -1042,28 +1210,70 @@ mod tests {
     fn pull_headers_refuse_injection() {
         assert!(PullHeader::new("User-Agent", "MyCustomPlayer/1.0").is_ok());
         assert!(PullHeader::new("Referer", "http://example.com").is_ok());
-        for (k, v) in [("X", "a'b"), ("X", "a\"b"), ("X", "a;;b"), ("X", "a,b"), ("X", "a\r\nEvil: 1"), ("X", "a\nb"), ("Bad Key", "v"), ("", "v"), ("X:Y", "v")] {
-            assert_eq!(PullHeader::new(k, v).unwrap_err().msg(), "params pullStreamHeaders format is error", "{k:?} {v:?}");
+        for (k, v) in [
+            ("X", "a'b"),
+            ("X", "a\"b"),
+            ("X", "a;;b"),
+            ("X", "a,b"),
+            ("X", "a\r\nEvil: 1"),
+            ("X", "a\nb"),
+            ("Bad Key", "v"),
+            ("", "v"),
+            ("X:Y", "v"),
+        ] {
+            assert_eq!(
+                PullHeader::new(k, v).unwrap_err().msg(),
+                "params pullStreamHeaders format is error",
+                "{k:?} {v:?}"
+            );
         }
         assert!(PullHeader::new("Cookie", "a=1; b=2").is_ok());
     }
 
     #[test]
     fn resolution_needs_a_lower_case_x() {
-        assert_eq!(Resolution::parse("1280x720"), Ok(Resolution { width: 1280, height: 720 }));
-        for bad in ["1280X720", "1280*720", "x720", "1280x", "0x0", "99999x1", "12 80x720"] {
-            assert_eq!(Resolution::parse(bad).unwrap_err().msg(), "params res format is error", "{bad}");
+        assert_eq!(
+            Resolution::parse("1280x720"),
+            Ok(Resolution {
+                width: 1280,
+                height: 720
+            })
+        );
+        for bad in [
+            "1280X720",
+            "1280*720",
+            "x720",
+            "1280x",
+            "0x0",
+            "99999x1",
+            "12 80x720",
+        ] {
+            assert_eq!(
+                Resolution::parse(bad).unwrap_err().msg(),
+                "params res format is error",
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn codecs_and_numbers() {
         assert_eq!(VideoCodec::parse("libx265"), Ok(VideoCodec::Libx265));
-        assert_eq!(VideoCodec::parse("h264").unwrap_err().msg(), "params vcodec format is error");
+        assert_eq!(
+            VideoCodec::parse("h264").unwrap_err().msg(),
+            "params vcodec format is error"
+        );
         assert_eq!(AudioCodec::parse("libfaac").unwrap().ffmpeg_name(), "aac");
-        assert_eq!(AudioCodec::parse("aac").unwrap_err().msg(), "params acodec format is error");
+        assert_eq!(
+            AudioCodec::parse("aac").unwrap_err().msg(),
+            "params acodec format is error"
+        );
         assert_eq!(Fops::parse_fps("29.97"), Ok(29.97));
-        assert!(Fops::parse_fps("0").is_err() && Fops::parse_fps("25.").is_err() && Fops::parse_fps("1e3").is_err());
+        assert!(
+            Fops::parse_fps("0").is_err()
+                && Fops::parse_fps("25.").is_err()
+                && Fops::parse_fps("1e3").is_err()
+        );
         assert_eq!(Fops::parse_bps("1200000"), Ok(1_200_000));
         assert!(Fops::parse_bps("-5").is_err() && Fops::parse_bps("0").is_err());
         assert_eq!(Fops::parse_buffer_time("2.5"), Ok(2.5));
@@ -1072,14 +1282,22 @@ mod tests {
         assert_eq!(LoopCount::parse("-1"), Ok(LoopCount::Forever));
         assert_eq!(LoopCount::parse("100"), Ok(LoopCount::Times(100)));
         for bad in ["0", "101", "-2", ""] {
-            assert_eq!(LoopCount::parse(bad).unwrap_err().msg(), "params loop format is error");
+            assert_eq!(
+                LoopCount::parse(bad).unwrap_err().msg(),
+                "params loop format is error"
+            );
         }
     }
 
     #[test]
     fn sources_serialize_to_the_wire_shape() {
-        let mut s = Source::new(SourceUrl::parse("http://source.example.com/live/stream1.flv", TaskType::Live).unwrap());
-        assert_eq!(serde_json::to_string(&vec![s.clone()]).unwrap(), r#"[{"url":"http://source.example.com/live/stream1.flv"}]"#);
+        let mut s = Source::new(
+            SourceUrl::parse("http://source.example.com/live/stream1.flv", TaskType::Live).unwrap(),
+        );
+        assert_eq!(
+            serde_json::to_string(&vec![s.clone()]).unwrap(),
+            r#"[{"url":"http://source.example.com/live/stream1.flv"}]"#
+        );
         s.wm_image = Some(WmImages::parse("http://a/l.jpg").unwrap());
         s.wm_gravity = Some(Gravity::TopLeft);
         let back: Source = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();

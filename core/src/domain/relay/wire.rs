@@ -35,10 +35,33 @@ pub const MAX_LIST_ITEMS: usize = 100;
 pub const MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
 
 const TOP_FIELDS: &[&str] = &["transcallbackurl", "cmd", "type", "list"];
-const ITEM_FIELDS: &[&str] = &["id", "src", "forward", "start", "end", "fops", "extendParam"];
-const SRC_FIELDS: &[&str] = &["url", "wmImage", "wmGravity", "wmPosition", "relofftime", "pullStreamHeaders"];
+const ITEM_FIELDS: &[&str] = &[
+    "id",
+    "src",
+    "forward",
+    "start",
+    "end",
+    "fops",
+    "extendParam",
+];
+const SRC_FIELDS: &[&str] = &[
+    "url",
+    "wmImage",
+    "wmGravity",
+    "wmPosition",
+    "relofftime",
+    "pullStreamHeaders",
+];
 const FORWARD_FIELDS: &[&str] = &["url", "resetUrl"];
-const FOPS_FIELDS: &[&str] = &["bps", "res", "fps", "vcodec", "acodec", "bufferTime", "forced_gopInterval"];
+const FOPS_FIELDS: &[&str] = &[
+    "bps",
+    "res",
+    "fps",
+    "vcodec",
+    "acodec",
+    "bufferTime",
+    "forced_gopInterval",
+];
 const EXTEND_FIELDS: &[&str] = &["waitCrtUrlFinish", "loop", "index", "autoSwitchBack"];
 const HEADER_FIELDS: &[&str] = &["headerKey", "headerValue"];
 
@@ -68,7 +91,9 @@ impl ForwardRequest {
     /// in the future (`params end plan is error!`) and, when `start` is omitted (the task starts
     /// now), at least five minutes away (`params start and end interval Too Brief!`).
     pub fn check_times(&self, now_ms: i64) -> Result<(), RequestError> {
-        let Command::CreateTasks(tasks) = &self.command else { return Ok(()) };
+        let Command::CreateTasks(tasks) = &self.command else {
+            return Ok(());
+        };
         for t in tasks {
             if let Some(end) = t.end_ms {
                 if end <= now_ms {
@@ -85,10 +110,18 @@ impl ForwardRequest {
     /// Every destination host of the request, for the account's host check.
     pub fn destination_hosts(&self) -> Vec<String> {
         match &self.command {
-            Command::CreateTasks(ts) => ts.iter().flat_map(|t| t.forwards.iter().map(|u| u.host().to_string())).collect(),
-            Command::ResumeTasks(ts) => {
-                ts.iter().flat_map(|t| t.forwards.iter().filter_map(|(_, r)| r.as_ref().map(|u| u.host().to_string()))).collect()
-            }
+            Command::CreateTasks(ts) => ts
+                .iter()
+                .flat_map(|t| t.forwards.iter().map(|u| u.host().to_string()))
+                .collect(),
+            Command::ResumeTasks(ts) => ts
+                .iter()
+                .flat_map(|t| {
+                    t.forwards
+                        .iter()
+                        .filter_map(|(_, r)| r.as_ref().map(|u| u.host().to_string()))
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -184,13 +217,18 @@ pub fn parse_forward_request(body: &[u8]) -> Result<ForwardRequest, RequestError
         Some(Value::String(s)) => TaskType::parse(s)?,
         _ => return Err(RequestError::BadType),
     };
-    let callback_url =
-        opt_str(top, "transcallbackurl", || RequestError::field("transcallbackurl"))?.map(|s| HttpUrl::parse(s, "transcallbackurl")).transpose()?;
+    let callback_url = opt_str(top, "transcallbackurl", || {
+        RequestError::field("transcallbackurl")
+    })?
+    .map(|s| HttpUrl::parse(s, "transcallbackurl"))
+    .transpose()?;
 
     let list = match top.get("list") {
         None | Some(Value::Null) => return Err(RequestError::EmptyList),
         Some(Value::Array(a)) if a.is_empty() => return Err(RequestError::EmptyList),
-        Some(Value::Array(a)) if a.len() > MAX_LIST_ITEMS => return Err(RequestError::field("list")),
+        Some(Value::Array(a)) if a.len() > MAX_LIST_ITEMS => {
+            return Err(RequestError::field("list"))
+        }
         Some(Value::Array(a)) => a,
         Some(_) => return Err(RequestError::field("list")),
     };
@@ -212,12 +250,36 @@ pub fn parse_forward_request(body: &[u8]) -> Result<ForwardRequest, RequestError
     }
 
     let command = match cmd {
-        Cmd::Create => Command::CreateTasks(items.into_iter().map(|(id, m)| parse_create(id, m, task_type)).collect::<Result<_, _>>()?),
-        Cmd::Stop => Command::StopTasks(items.into_iter().map(|(id, m)| parse_stop(id, m)).collect::<Result<_, _>>()?),
-        Cmd::Update => Command::UpdateSources(items.into_iter().map(|(id, m)| parse_update(id, m, task_type)).collect::<Result<_, _>>()?),
-        Cmd::Resume => Command::ResumeTasks(items.into_iter().map(|(id, m)| parse_resume(id, m)).collect::<Result<_, _>>()?),
+        Cmd::Create => Command::CreateTasks(
+            items
+                .into_iter()
+                .map(|(id, m)| parse_create(id, m, task_type))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cmd::Stop => Command::StopTasks(
+            items
+                .into_iter()
+                .map(|(id, m)| parse_stop(id, m))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cmd::Update => Command::UpdateSources(
+            items
+                .into_iter()
+                .map(|(id, m)| parse_update(id, m, task_type))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cmd::Resume => Command::ResumeTasks(
+            items
+                .into_iter()
+                .map(|(id, m)| parse_resume(id, m))
+                .collect::<Result<_, _>>()?,
+        ),
     };
-    Ok(ForwardRequest { task_type, callback_url, command })
+    Ok(ForwardRequest {
+        task_type,
+        callback_url,
+        command,
+    })
 }
 
 /// Refuses the first key (in key order, so the message is deterministic) not in `known`.
@@ -230,7 +292,11 @@ fn check_known(map: &Map<String, Value>, known: &[&str]) -> Result<(), RequestEr
 }
 
 /// An optional string: absent, `null` and `""` are `None`; another JSON type is `wrong()`.
-fn opt_str<'a>(map: &'a Map<String, Value>, field: &str, wrong: impl Fn() -> RequestError) -> Result<Option<&'a str>, RequestError> {
+fn opt_str<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+    wrong: impl Fn() -> RequestError,
+) -> Result<Option<&'a str>, RequestError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -240,7 +306,10 @@ fn opt_str<'a>(map: &'a Map<String, Value>, field: &str, wrong: impl Fn() -> Req
 }
 
 /// An optional object: absent and `null` are `None`.
-fn opt_obj<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a Map<String, Value>>, RequestError> {
+fn opt_obj<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, RequestError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
@@ -249,7 +318,11 @@ fn opt_obj<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a Ma
 }
 
 /// A 13-digit millisecond timestamp.
-fn timestamp(map: &Map<String, Value>, field: &str, err: RequestError) -> Result<Option<i64>, RequestError> {
+fn timestamp(
+    map: &Map<String, Value>,
+    field: &str,
+    err: RequestError,
+) -> Result<Option<i64>, RequestError> {
     match opt_str(map, field, || err.clone())? {
         None => Ok(None),
         Some(s) if s.len() == 13 => parse_digits(s, 13).map(|v| Some(v as i64)).ok_or(err),
@@ -257,7 +330,11 @@ fn timestamp(map: &Map<String, Value>, field: &str, err: RequestError) -> Result
     }
 }
 
-fn parse_create(id: TaskId, item: &Map<String, Value>, ty: TaskType) -> Result<NewRelayTask, RequestError> {
+fn parse_create(
+    id: TaskId,
+    item: &Map<String, Value>,
+    ty: TaskType,
+) -> Result<NewRelayTask, RequestError> {
     let sources = parse_sources(item.get("src"), ty)?;
     let forwards = match item.get("forward") {
         None | Some(Value::Null) => return Err(RequestError::EmptyForwardList),
@@ -288,24 +365,44 @@ fn parse_create(id: TaskId, item: &Map<String, Value>, ty: TaskType) -> Result<N
     let fops = parse_fops(item)?;
     let extend = parse_extend(item, sources.len())?;
     check_watermark_codec(&sources, &fops)?;
-    Ok(NewRelayTask { id, sources, forwards: dests, start_ms, end_ms, fops, extend })
+    Ok(NewRelayTask {
+        id,
+        sources,
+        forwards: dests,
+        start_ms,
+        end_ms,
+        fops,
+        extend,
+    })
 }
 
 fn parse_stop(id: TaskId, item: &Map<String, Value>) -> Result<StopTask, RequestError> {
     let forwards = match item.get("forward") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(|f| parse_forward(f).map(|(u, _)| u)).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|f| parse_forward(f).map(|(u, _)| u))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(RequestError::field("forward")),
     };
     Ok(StopTask { id, forwards })
 }
 
-fn parse_update(id: TaskId, item: &Map<String, Value>, ty: TaskType) -> Result<UpdateSources, RequestError> {
+fn parse_update(
+    id: TaskId,
+    item: &Map<String, Value>,
+    ty: TaskType,
+) -> Result<UpdateSources, RequestError> {
     let sources = parse_sources(item.get("src"), ty)?;
     let fops = parse_fops(item)?;
     let extend = parse_extend(item, sources.len())?;
     check_watermark_codec(&sources, &fops)?;
-    Ok(UpdateSources { id, sources, fops, extend })
+    Ok(UpdateSources {
+        id,
+        sources,
+        fops,
+        extend,
+    })
 }
 
 fn parse_resume(id: TaskId, item: &Map<String, Value>) -> Result<ResumeTask, RequestError> {
@@ -357,14 +454,22 @@ fn parse_source(v: &Value, ty: TaskType) -> Result<Source, RequestError> {
         _ => return Err(RequestError::BadSrc),
     };
     let mut src = Source::new(url);
-    src.wm_image = opt_str(m, "wmImage", || RequestError::field("wmImage"))?.map(WmImages::parse).transpose()?;
-    src.wm_gravity = opt_str(m, "wmGravity", || RequestError::field("wmGravity"))?.map(Gravity::parse).transpose()?;
-    src.wm_position = opt_str(m, "wmPosition", || RequestError::field("wmPosition"))?.map(WmPosition::parse).transpose()?;
+    src.wm_image = opt_str(m, "wmImage", || RequestError::field("wmImage"))?
+        .map(WmImages::parse)
+        .transpose()?;
+    src.wm_gravity = opt_str(m, "wmGravity", || RequestError::field("wmGravity"))?
+        .map(Gravity::parse)
+        .transpose()?;
+    src.wm_position = opt_str(m, "wmPosition", || RequestError::field("wmPosition"))?
+        .map(WmPosition::parse)
+        .transpose()?;
     // The seed says both at once is "unpredictable": refuse rather than pick one silently.
     if src.wm_gravity.is_some() && src.wm_position.is_some() {
         return Err(RequestError::field("wmPosition"));
     }
-    src.relofftime = opt_str(m, "relofftime", || RequestError::BadRelOffTime)?.map(|s| RelOffTime::parse(s, ty)).transpose()?;
+    src.relofftime = opt_str(m, "relofftime", || RequestError::BadRelOffTime)?
+        .map(|s| RelOffTime::parse(s, ty))
+        .transpose()?;
     src.pull_stream_headers = parse_headers(m.get("pullStreamHeaders"))?;
     Ok(src)
 }
@@ -392,7 +497,9 @@ fn parse_headers(v: Option<&Value>) -> Result<Vec<PullHeader>, RequestError> {
 }
 
 fn parse_fops(item: &Map<String, Value>) -> Result<Fops, RequestError> {
-    let Some(m) = opt_obj(item, "fops")? else { return Ok(Fops::default()) };
+    let Some(m) = opt_obj(item, "fops")? else {
+        return Ok(Fops::default());
+    };
     check_known(m, FOPS_FIELDS)?;
     let s = |name: &'static str| opt_str(m, name, move || RequestError::field(name));
     let fops = Fops {
@@ -410,8 +517,13 @@ fn parse_fops(item: &Map<String, Value>) -> Result<Fops, RequestError> {
     Ok(fops)
 }
 
-fn parse_extend(item: &Map<String, Value>, source_count: usize) -> Result<ExtendParam, RequestError> {
-    let Some(m) = opt_obj(item, "extendParam")? else { return Ok(ExtendParam::default()) };
+fn parse_extend(
+    item: &Map<String, Value>,
+    source_count: usize,
+) -> Result<ExtendParam, RequestError> {
+    let Some(m) = opt_obj(item, "extendParam")? else {
+        return Ok(ExtendParam::default());
+    };
     check_known(m, EXTEND_FIELDS)?;
     let s = |name: &'static str| opt_str(m, name, move || RequestError::field(name));
     let wait_current_finish = match s("waitCrtUrlFinish")? {
@@ -419,7 +531,10 @@ fn parse_extend(item: &Map<String, Value>, source_count: usize) -> Result<Extend
         Some("1") => true,
         Some(_) => return Err(RequestError::field("waitCrtUrlFinish")),
     };
-    let loop_count = s("loop")?.map(LoopCount::parse).transpose()?.unwrap_or_default();
+    let loop_count = s("loop")?
+        .map(LoopCount::parse)
+        .transpose()?
+        .unwrap_or_default();
     let start_index = match s("index")? {
         None => None,
         Some(v) => Some(
@@ -430,7 +545,12 @@ fn parse_extend(item: &Map<String, Value>, source_count: usize) -> Result<Extend
         ),
     };
     let auto_switch_back_s = parse_auto_switch_back(m.get("autoSwitchBack"))?;
-    Ok(ExtendParam { wait_current_finish, loop_count, start_index, auto_switch_back_s })
+    Ok(ExtendParam {
+        wait_current_finish,
+        loop_count,
+        start_index,
+        auto_switch_back_s,
+    })
 }
 
 /// `extendParam.autoSwitchBack` (a relaycast extension): seconds as an integer string or a JSON
@@ -505,7 +625,9 @@ mod tests {
     fn a_full_list_of_tasks_at_the_src_limit_fits_the_body_cap() {
         // 60 sources of up to 4000 characters of padding, making the src JSON exactly the limit.
         let n = 60;
-        let bare: Vec<Value> = (0..n).map(|i| json!({"url": format!("http://127.0.0.1/{i:02}/")})).collect();
+        let bare: Vec<Value> = (0..n)
+            .map(|i| json!({"url": format!("http://127.0.0.1/{i:02}/")}))
+            .collect();
         let mut left = MAX_SRC_JSON_CHARS - Value::Array(bare).to_string().chars().count();
         let src: Vec<Value> = (0..n)
             .map(|i| {
@@ -514,14 +636,23 @@ mod tests {
                 json!({"url": format!("http://127.0.0.1/{i:02}/{}", "a".repeat(pad))})
             })
             .collect();
-        assert_eq!((left, Value::Array(src.clone()).to_string().chars().count()), (0, MAX_SRC_JSON_CHARS));
+        assert_eq!(
+            (left, Value::Array(src.clone()).to_string().chars().count()),
+            (0, MAX_SRC_JSON_CHARS)
+        );
         let list: Vec<Value> = (0..MAX_LIST_ITEMS)
             .map(|i| json!({"id": format!("task{i:03}"), "src": src, "forward": [{"url": format!("rtmp://127.0.0.1:1935/live/out{i:03}")}]}))
             .collect();
         let body = json!({"transcallbackurl": "http://example.com/api/callback", "cmd": "1", "type": "live", "list": list}).to_string();
-        assert!(body.len() > MAX_LIST_ITEMS * MAX_SRC_JSON_CHARS && body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        assert!(
+            body.len() > MAX_LIST_ITEMS * MAX_SRC_JSON_CHARS && body.len() <= MAX_BODY_BYTES,
+            "{} bytes",
+            body.len()
+        );
         let req = parse_forward_request(body.as_bytes()).unwrap();
-        let Command::CreateTasks(tasks) = &req.command else { panic!("not a create") };
+        let Command::CreateTasks(tasks) = &req.command else {
+            panic!("not a create")
+        };
         assert_eq!((tasks.len(), tasks[0].sources.len()), (MAX_LIST_ITEMS, n));
     }
 
@@ -529,15 +660,35 @@ mod tests {
     fn the_seed_example_parses_into_a_create() {
         let req = parse(&seed_body()).unwrap();
         assert_eq!(req.task_type, TaskType::Live);
-        assert_eq!(req.callback_url.as_ref().map(HttpUrl::as_str), Some("http://example.com/api/callback"));
-        let Command::CreateTasks(tasks) = &req.command else { panic!("not a create: {req:?}") };
+        assert_eq!(
+            req.callback_url.as_ref().map(HttpUrl::as_str),
+            Some("http://example.com/api/callback")
+        );
+        let Command::CreateTasks(tasks) = &req.command else {
+            panic!("not a create: {req:?}")
+        };
         let t = &tasks[0];
         assert_eq!(t.id.as_str(), "task_unique_id_001");
         assert_eq!(t.sources.len(), 2);
         assert_eq!(t.sources[0].wm_gravity, Some(Gravity::TopLeft));
-        assert_eq!(t.forwards.iter().map(RtmpUrl::as_str).collect::<Vec<_>>(), ["rtmp://127.0.0.1:1935/live/output1", "rtmp://127.0.0.1:1935/live/output2"]);
-        assert_eq!((t.start_ms, t.end_ms), (Some(1495177025000), Some(1495184225000)));
-        assert_eq!(t.fops.res, Some(Resolution { width: 1280, height: 720 }));
+        assert_eq!(
+            t.forwards.iter().map(RtmpUrl::as_str).collect::<Vec<_>>(),
+            [
+                "rtmp://127.0.0.1:1935/live/output1",
+                "rtmp://127.0.0.1:1935/live/output2"
+            ]
+        );
+        assert_eq!(
+            (t.start_ms, t.end_ms),
+            (Some(1495177025000), Some(1495184225000))
+        );
+        assert_eq!(
+            t.fops.res,
+            Some(Resolution {
+                width: 1280,
+                height: 720
+            })
+        );
         assert_eq!(t.fops.forced_gop_interval_ms, Some(3000));
         assert!(t.extend.wait_current_finish);
         assert_eq!(req.cmd(), Cmd::Create);
@@ -548,9 +699,15 @@ mod tests {
     fn the_seed_example_is_in_the_past_now() {
         let req = parse(&seed_body()).unwrap();
         // Its end (2017) is long gone.
-        assert_eq!(req.check_times(1_700_000_000_000), Err(RequestError::EndInPast));
+        assert_eq!(
+            req.check_times(1_700_000_000_000),
+            Err(RequestError::EndInPast)
+        );
         assert_eq!(req.check_times(1495177025000), Ok(()));
-        assert_eq!(parse_forward_request_at(seed_body().to_string().as_bytes(), 1_700_000_000_000), Err(RequestError::EndInPast));
+        assert_eq!(
+            parse_forward_request_at(seed_body().to_string().as_bytes(), 1_700_000_000_000),
+            Err(RequestError::EndInPast)
+        );
     }
 
     #[test]
@@ -567,8 +724,20 @@ mod tests {
 
     #[test]
     fn body_level_garbage_names_the_body() {
-        for body in [&b"\xff\xfe"[..], b"", b"{", b"[]", b"null", b"\"x\"", b"{\"cmd\":\"1\",}"] {
-            assert_eq!(parse_forward_request(body).unwrap_err().msg(), "params body format is error", "{body:?}");
+        for body in [
+            &b"\xff\xfe"[..],
+            b"",
+            b"{",
+            b"[]",
+            b"null",
+            b"\"x\"",
+            b"{\"cmd\":\"1\",}",
+        ] {
+            assert_eq!(
+                parse_forward_request(body).unwrap_err().msg(),
+                "params body format is error",
+                "{body:?}"
+            );
         }
     }
 
@@ -576,132 +745,384 @@ mod tests {
     fn cmd_and_type_must_be_valid_strings() {
         assert_eq!(msg(with(|v| v["cmd"] = json!("4"))), "cmd가 잘못되었습니다");
         assert_eq!(msg(with(|v| v["cmd"] = json!(1))), "cmd가 잘못되었습니다");
-        assert_eq!(msg(with(|v| { v.as_object_mut().unwrap().remove("cmd"); })), "cmd가 잘못되었습니다");
-        assert_eq!(msg(with(|v| v["type"] = json!("vod"))), "type이 잘못되었습니다");
-        assert_eq!(msg(with(|v| v["type"] = json!(null))), "type이 잘못되었습니다");
+        assert_eq!(
+            msg(with(|v| {
+                v.as_object_mut().unwrap().remove("cmd");
+            })),
+            "cmd가 잘못되었습니다"
+        );
+        assert_eq!(
+            msg(with(|v| v["type"] = json!("vod"))),
+            "type이 잘못되었습니다"
+        );
+        assert_eq!(
+            msg(with(|v| v["type"] = json!(null))),
+            "type이 잘못되었습니다"
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused_by_name() {
-        assert_eq!(msg(with(|v| v["extra"] = json!(1))), "params extra format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["srcs"] = json!([]))), "params srcs format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["wmgravity"] = json!("CENTER"))), "params wmgravity format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["fps "] = json!("25"))), "params fps  format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["extendParam"]["loops"] = json!("2"))), "params loops format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"][0]["key"] = json!("x"))), "params key format is error");
+        assert_eq!(
+            msg(with(|v| v["extra"] = json!(1))),
+            "params extra format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["srcs"] = json!([]))),
+            "params srcs format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][1]["wmgravity"] = json!("CENTER")
+            )),
+            "params wmgravity format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["fps "] = json!("25"))),
+            "params fps  format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["extendParam"]["loops"] = json!("2"))),
+            "params loops format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["forward"][0]["key"] = json!("x"))),
+            "params key format is error"
+        );
     }
 
     #[test]
     fn wrong_json_types_are_refused_naming_the_field() {
-        assert_eq!(msg(with(|v| v["list"][0]["start"] = json!(1495177025000i64))), "params start format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["end"] = json!(1495184225000i64))), "params end format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["bps"] = json!(1200000))), "params bps format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["extendParam"]["waitCrtUrlFinish"] = json!(1))), "params waitCrtUrlFinish format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["id"] = json!(7))), "params id format is error");
-        assert_eq!(msg(with(|v| v["list"] = json!("x"))), "params list format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"] = json!("http://a/b"))), "params src format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"] = json!({"url": "rtmp://h/a"}))), "params forward format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"] = json!("x"))), "params fops format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["extendParam"] = json!([]))), "params extendParam format is error");
-        assert_eq!(msg(with(|v| v["transcallbackurl"] = json!(true))), "params transcallbackurl format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][0]["url"] = json!(5))), "params src is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["start"] = json!(1495177025000i64))),
+            "params start format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["end"] = json!(1495184225000i64))),
+            "params end format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["bps"] = json!(1200000))),
+            "params bps format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["extendParam"]["waitCrtUrlFinish"] = json!(1)
+            )),
+            "params waitCrtUrlFinish format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["id"] = json!(7))),
+            "params id format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"] = json!("x"))),
+            "params list format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"] = json!("http://a/b"))),
+            "params src format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["forward"] = json!({"url": "rtmp://h/a"})
+            )),
+            "params forward format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"] = json!("x"))),
+            "params fops format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["extendParam"] = json!([]))),
+            "params extendParam format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["transcallbackurl"] = json!(true))),
+            "params transcallbackurl format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"][0]["url"] = json!(5))),
+            "params src is error"
+        );
     }
 
     #[test]
     fn missing_and_empty_required_parts_have_their_seed_messages() {
         assert_eq!(msg(with(|v| v["list"] = json!([]))), "list가 비어 있습니다");
-        assert_eq!(msg(with(|v| { v.as_object_mut().unwrap().remove("list"); })), "list가 비어 있습니다");
-        assert_eq!(msg(with(|v| v["list"][0]["id"] = json!(""))), "params id가 비어 있습니다");
-        assert_eq!(msg(with(|v| { v["list"][0].as_object_mut().unwrap().remove("id"); })), "params id가 비어 있습니다");
-        assert_eq!(msg(with(|v| v["list"][0]["src"] = json!([]))), "params src list가 비어 있습니다");
-        assert_eq!(msg(with(|v| { v["list"][0].as_object_mut().unwrap().remove("src"); })), "params src list가 비어 있습니다");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1] = json!({"url": ""}))), "params src is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1] = json!({}))), "params src is error");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"] = json!([]))), "params forward list is null");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"] = json!(null))), "params forward list is null");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"][1] = json!({"url": ""}))), "params forward is error");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"][1] = json!({"url": "http://h/x"}))), "params forward is error");
-        assert_eq!(msg(with(|v| v["list"][0]["forward"][1] = json!({"url": "rtmp://127.0.0.1:1935/live/output1"}))), "params forward is error");
+        assert_eq!(
+            msg(with(|v| {
+                v.as_object_mut().unwrap().remove("list");
+            })),
+            "list가 비어 있습니다"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["id"] = json!(""))),
+            "params id가 비어 있습니다"
+        );
+        assert_eq!(
+            msg(with(|v| {
+                v["list"][0].as_object_mut().unwrap().remove("id");
+            })),
+            "params id가 비어 있습니다"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"] = json!([]))),
+            "params src list가 비어 있습니다"
+        );
+        assert_eq!(
+            msg(with(|v| {
+                v["list"][0].as_object_mut().unwrap().remove("src");
+            })),
+            "params src list가 비어 있습니다"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"][1] = json!({"url": ""}))),
+            "params src is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"][1] = json!({}))),
+            "params src is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["forward"] = json!([]))),
+            "params forward list is null"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["forward"] = json!(null))),
+            "params forward list is null"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["forward"][1] = json!({"url": ""}))),
+            "params forward is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["forward"][1] = json!({"url": "http://h/x"})
+            )),
+            "params forward is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["forward"][1] =
+                json!({"url": "rtmp://127.0.0.1:1935/live/output1"}))),
+            "params forward is error"
+        );
     }
 
     #[test]
     fn ids_are_checked_and_unique_per_request() {
-        assert_eq!(msg(with(|v| v["list"][0]["id"] = json!("a".repeat(33)))), "params id format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["id"] = json!("x/../y"))), "params id format is error");
-        assert_eq!(msg(with(|v| { let t = v["list"][0].clone(); v["list"].as_array_mut().unwrap().push(t); })), "params id format is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["id"] = json!("a".repeat(33)))),
+            "params id format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["id"] = json!("x/../y"))),
+            "params id format is error"
+        );
+        assert_eq!(
+            msg(with(|v| {
+                let t = v["list"][0].clone();
+                v["list"].as_array_mut().unwrap().push(t);
+            })),
+            "params id format is error"
+        );
     }
 
     #[test]
     fn source_limits() {
-        let many: Vec<Value> = (0..801).map(|i| json!({"url": format!("http://h/{i}.flv")})).collect();
-        assert_eq!(msg(with(|v| v["list"][0]["src"] = json!(many))), "params src num이 너무 많습니다");
-        let ok: Vec<Value> = (0..800).map(|i| json!({"url": format!("http://h/{i}.flv")})).collect();
-        assert!(with(|v| { v["list"][0]["src"] = json!(ok); v["list"][0]["fops"] = json!({}); }).is_ok());
-        let long: Vec<Value> = (0..60).map(|i| json!({"url": format!("http://h/{i}/{}", "a".repeat(3500))})).collect();
-        assert_eq!(msg(with(|v| v["list"][0]["src"] = json!(long))), "params src length is too long");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["url"] = json!("file:///etc/passwd"))), "params src is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["url"] = json!("concat:http://a/1|http://a/2"))), "params src is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["url"] = json!("http://h/a.flv -i /etc/passwd"))), "params src is error");
+        let many: Vec<Value> = (0..801)
+            .map(|i| json!({"url": format!("http://h/{i}.flv")}))
+            .collect();
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"] = json!(many))),
+            "params src num이 너무 많습니다"
+        );
+        let ok: Vec<Value> = (0..800)
+            .map(|i| json!({"url": format!("http://h/{i}.flv")}))
+            .collect();
+        assert!(with(|v| {
+            v["list"][0]["src"] = json!(ok);
+            v["list"][0]["fops"] = json!({});
+        })
+        .is_ok());
+        let long: Vec<Value> = (0..60)
+            .map(|i| json!({"url": format!("http://h/{i}/{}", "a".repeat(3500))}))
+            .collect();
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"] = json!(long))),
+            "params src length is too long"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][1]["url"] = json!("file:///etc/passwd")
+            )),
+            "params src is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][1]["url"] = json!("concat:http://a/1|http://a/2")
+            )),
+            "params src is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][1]["url"] = json!("http://h/a.flv -i /etc/passwd")
+            )),
+            "params src is error"
+        );
     }
 
     #[test]
     fn start_and_end_are_13_digit_ms_five_minutes_apart() {
-        assert_eq!(msg(with(|v| v["list"][0]["start"] = json!("149517702500"))), "params start format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["start"] = json!("1495177025000.0"))), "params start format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["end"] = json!("-495177025000"))), "params end format is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["start"] = json!("149517702500"))),
+            "params start format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["start"] = json!("1495177025000.0"))),
+            "params start format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["end"] = json!("-495177025000"))),
+            "params end format is error"
+        );
         // Exactly five minutes is enough; a millisecond less is not.
-        assert_eq!(msg(with(|v| v["list"][0]["end"] = json!("1495177324999"))).as_str(), "params start and end interval Too Brief!");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["end"] = json!("1495177324999"))).as_str(),
+            "params start and end interval Too Brief!"
+        );
         assert!(with(|v| v["list"][0]["end"] = json!("1495177325000")).is_ok());
-        assert_eq!(msg(with(|v| v["list"][0]["end"] = json!("1495177000000"))), "params start and end interval Too Brief!");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["end"] = json!("1495177000000"))),
+            "params start and end interval Too Brief!"
+        );
         // "" and null mean "not set".
-        let req = with(|v| { v["list"][0]["start"] = json!(""); v["list"][0]["end"] = json!(null); }).unwrap();
-        let Command::CreateTasks(t) = req.command else { panic!() };
+        let req = with(|v| {
+            v["list"][0]["start"] = json!("");
+            v["list"][0]["end"] = json!(null);
+        })
+        .unwrap();
+        let Command::CreateTasks(t) = req.command else {
+            panic!()
+        };
         assert_eq!((t[0].start_ms, t[0].end_ms), (None, None));
     }
 
     #[test]
     fn fops_rules() {
-        assert_eq!(msg(with(|v| { v["list"][0]["fops"].as_object_mut().unwrap().remove("vcodec"); })), "params vcodec format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["res"] = json!("1280X720"))), "params res format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["vcodec"] = json!("libvpx"))), "params vcodec format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["acodec"] = json!("aac"))), "params acodec format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["bufferTime"] = json!("soon"))), "params bufferTime format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["forced_gopInterval"] = json!("0"))), "params forced_gopInterval format is error");
+        assert_eq!(
+            msg(with(|v| {
+                v["list"][0]["fops"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("vcodec");
+            })),
+            "params vcodec format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["res"] = json!("1280X720"))),
+            "params res format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["vcodec"] = json!("libvpx"))),
+            "params vcodec format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["acodec"] = json!("aac"))),
+            "params acodec format is error"
+        );
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["bufferTime"] = json!("soon"))),
+            "params bufferTime format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["fops"]["forced_gopInterval"] = json!("0")
+            )),
+            "params forced_gopInterval format is error"
+        );
         // The watermark needs libx264, even though libx265 is a valid codec otherwise.
-        assert_eq!(msg(with(|v| v["list"][0]["fops"]["vcodec"] = json!("libx265"))), "params vcodec format is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"]["vcodec"] = json!("libx265"))),
+            "params vcodec format is error"
+        );
         // Only audio, no watermark: no video encoder needed.
         let ok = with(|v| {
-            v["list"][0]["src"][0].as_object_mut().unwrap().remove("wmImage");
+            v["list"][0]["src"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("wmImage");
             v["list"][0]["fops"] = json!({"acodec": "libfaac", "bufferTime": "3"});
         })
         .unwrap();
-        let Command::CreateTasks(t) = ok.command else { panic!() };
+        let Command::CreateTasks(t) = ok.command else {
+            panic!()
+        };
         assert_eq!(t[0].fops.acodec.map(AudioCodec::ffmpeg_name), Some("aac"));
     }
 
     #[test]
     fn watermark_rules() {
-        assert_eq!(msg(with(|v| v["list"][0]["fops"] = json!({}))), "params vcodec format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][0]["wmPosition"] = json!("10%x10%"))), "params wmPosition format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][0]["wmGravity"] = json!("MIDDLE"))), "params wmGravity format is error");
-        assert_eq!(msg(with(|v| v["list"][0]["src"][0]["wmImage"] = json!("file:///x.png"))), "params wmImage format is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["fops"] = json!({}))),
+            "params vcodec format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][0]["wmPosition"] = json!("10%x10%")
+            )),
+            "params wmPosition format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][0]["wmGravity"] = json!("MIDDLE")
+            )),
+            "params wmGravity format is error"
+        );
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][0]["wmImage"] = json!("file:///x.png")
+            )),
+            "params wmImage format is error"
+        );
         let ok = with(|v| {
             v["list"][0]["src"][0] = json!({"url": "rtmp://h/live/s", "wmImage": "http://a/1.png;https://b/2.png", "wmPosition": "30%x40%"});
         })
         .unwrap();
-        let Command::CreateTasks(t) = ok.command else { panic!() };
-        assert_eq!(t[0].sources[0].wm_position, Some(WmPosition { x_percent: 30, y_percent: 40 }));
-        assert_eq!(t[0].sources[0].wm_image.as_ref().map(|w| w.urls().len()), Some(2));
+        let Command::CreateTasks(t) = ok.command else {
+            panic!()
+        };
+        assert_eq!(
+            t[0].sources[0].wm_position,
+            Some(WmPosition {
+                x_percent: 30,
+                y_percent: 40
+            })
+        );
+        assert_eq!(
+            t[0].sources[0].wm_image.as_ref().map(|w| w.urls().len()),
+            Some(2)
+        );
     }
 
     #[test]
     fn relofftime_and_headers() {
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["relofftime"] = json!("30-60"))), "params relofftime is error");
+        assert_eq!(
+            msg(with(
+                |v| v["list"][0]["src"][1]["relofftime"] = json!("30-60")
+            )),
+            "params relofftime is error"
+        );
         assert!(with(|v| v["list"][0]["src"][1]["relofftime"] = json!("0-60")).is_ok());
-        assert_eq!(msg(with(|v| v["list"][0]["src"][1]["relofftime"] = json!(60))), "params relofftime is error");
+        assert_eq!(
+            msg(with(|v| v["list"][0]["src"][1]["relofftime"] = json!(60))),
+            "params relofftime is error"
+        );
         let h = json!([{"headerKey": "User-Agent", "headerValue": "MyCustomPlayer/1.0"}, {"headerKey": "Referer", "headerValue": "http://example.com"}]);
         let ok = with(|v| v["list"][0]["src"][1]["pullStreamHeaders"] = h).unwrap();
-        let Command::CreateTasks(t) = ok.command else { panic!() };
+        let Command::CreateTasks(t) = ok.command else {
+            panic!()
+        };
         assert_eq!(t[0].sources[1].pull_stream_headers.len(), 2);
         for bad in [
             json!([{"headerKey": "X", "headerValue": "a\r\nb"}]),
@@ -711,8 +1132,14 @@ mod tests {
             json!({"headerKey": "X", "headerValue": "v"}),
             json!([{"headerKey": "X", "headerValue": "v".repeat(2100)}]),
         ] {
-            let m = msg(with(|v| v["list"][0]["src"][1]["pullStreamHeaders"] = bad.clone()));
-            assert!(m == "params pullStreamHeaders format is error" || m == "params other format is error", "{bad}: {m}");
+            let m = msg(with(|v| {
+                v["list"][0]["src"][1]["pullStreamHeaders"] = bad.clone()
+            }));
+            assert!(
+                m == "params pullStreamHeaders format is error"
+                    || m == "params other format is error",
+                "{bad}: {m}"
+            );
         }
     }
 
@@ -727,19 +1154,49 @@ mod tests {
             })
         };
         let ok = video(json!({"loop": "-1", "index": "2", "waitCrtUrlFinish": "0"})).unwrap();
-        let Command::CreateTasks(t) = ok.command else { panic!() };
-        assert_eq!(t[0].extend, ExtendParam { wait_current_finish: false, loop_count: LoopCount::Forever, start_index: Some(2), auto_switch_back_s: None });
-        assert_eq!(msg(video(json!({"index": "3"}))), "params index format is error");
-        assert_eq!(msg(video(json!({"index": "0"}))), "params index format is error");
-        assert_eq!(msg(video(json!({"loop": "0"}))), "params loop format is error");
-        assert_eq!(msg(video(json!({"waitCrtUrlFinish": "2"}))), "params waitCrtUrlFinish format is error");
+        let Command::CreateTasks(t) = ok.command else {
+            panic!()
+        };
+        assert_eq!(
+            t[0].extend,
+            ExtendParam {
+                wait_current_finish: false,
+                loop_count: LoopCount::Forever,
+                start_index: Some(2),
+                auto_switch_back_s: None
+            }
+        );
+        assert_eq!(
+            msg(video(json!({"index": "3"}))),
+            "params index format is error"
+        );
+        assert_eq!(
+            msg(video(json!({"index": "0"}))),
+            "params index format is error"
+        );
+        assert_eq!(
+            msg(video(json!({"loop": "0"}))),
+            "params loop format is error"
+        );
+        assert_eq!(
+            msg(video(json!({"waitCrtUrlFinish": "2"}))),
+            "params waitCrtUrlFinish format is error"
+        );
         // A live-only source refused for video.
-        assert_eq!(msg(with(|v| { v["type"] = json!("video"); v["list"][0]["src"][1]["url"] = json!("rtmp://h/live/s"); })), "params src is error");
+        assert_eq!(
+            msg(with(|v| {
+                v["type"] = json!("video");
+                v["list"][0]["src"][1]["url"] = json!("rtmp://h/live/s");
+            })),
+            "params src is error"
+        );
     }
 
     #[test]
     fn auto_switch_back_is_seconds_as_a_string_or_a_number() {
-        let body = |value: Value| with(|v| v["list"][0]["extendParam"] = json!({ "autoSwitchBack": value }));
+        let body = |value: Value| {
+            with(|v| v["list"][0]["extendParam"] = json!({ "autoSwitchBack": value }))
+        };
         let secs = |value: Value| match body(value).expect("accepted").command {
             Command::CreateTasks(t) => t[0].extend.auto_switch_back_s,
             _ => panic!("not a create"),
@@ -753,10 +1210,33 @@ mod tests {
         for manual in [json!("0"), json!(0), json!(null), json!("")] {
             assert_eq!(secs(manual.clone()), None, "{manual}");
         }
-        let Command::CreateTasks(t) = with(|v| v["list"][0]["extendParam"] = json!({})).unwrap().command else { panic!() };
+        let Command::CreateTasks(t) = with(|v| v["list"][0]["extendParam"] = json!({}))
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
         assert_eq!(t[0].extend.auto_switch_back_s, None);
-        for bad in [json!("3601"), json!(3601), json!(-1), json!("-1"), json!(1.5), json!("1.5"), json!(" 5"), json!("5s"), json!("10000"), json!(true), json!([5]), json!({}), json!(u64::MAX)] {
-            assert_eq!(msg(body(bad.clone())), "params autoSwitchBack format is error", "{bad}");
+        for bad in [
+            json!("3601"),
+            json!(3601),
+            json!(-1),
+            json!("-1"),
+            json!(1.5),
+            json!("1.5"),
+            json!(" 5"),
+            json!("5s"),
+            json!("10000"),
+            json!(true),
+            json!([5]),
+            json!({}),
+            json!(u64::MAX),
+        ] {
+            assert_eq!(
+                msg(body(bad.clone())),
+                "params autoSwitchBack format is error",
+                "{bad}"
+            );
         }
         // cmd=3 carries it too.
         let upd = with(|v| {
@@ -764,9 +1244,14 @@ mod tests {
             v["list"][0]["extendParam"] = json!({ "autoSwitchBack": "30" });
         })
         .unwrap();
-        assert!(matches!(&upd.command, Command::UpdateSources(u) if u[0].extend.auto_switch_back_s == Some(30)));
+        assert!(
+            matches!(&upd.command, Command::UpdateSources(u) if u[0].extend.auto_switch_back_s == Some(30))
+        );
         // Tasks stored before the field existed still load, as manual.
-        let old: ExtendParam = serde_json::from_value(json!({"wait_current_finish": false, "loop_count": {"Times": 1}, "start_index": null})).unwrap();
+        let old: ExtendParam = serde_json::from_value(
+            json!({"wait_current_finish": false, "loop_count": {"Times": 1}, "start_index": null}),
+        )
+        .unwrap();
         assert_eq!(old.auto_switch_back_s, None);
     }
 
@@ -776,8 +1261,14 @@ mod tests {
         assert_eq!(
             stop.command,
             Command::StopTasks(vec![
-                StopTask { id: TaskId::parse("t1").unwrap(), forwards: vec![RtmpUrl::parse("rtmp://127.0.0.1:1935/live/output1").unwrap()] },
-                StopTask { id: TaskId::parse("t2").unwrap(), forwards: vec![] },
+                StopTask {
+                    id: TaskId::parse("t1").unwrap(),
+                    forwards: vec![RtmpUrl::parse("rtmp://127.0.0.1:1935/live/output1").unwrap()]
+                },
+                StopTask {
+                    id: TaskId::parse("t2").unwrap(),
+                    forwards: vec![]
+                },
             ])
         );
         // The original body resent with cmd=2 stops it; its other fields are ignored.
@@ -785,14 +1276,31 @@ mod tests {
         assert!(matches!(&resent.command, Command::StopTasks(s) if s[0].forwards.len() == 2));
 
         let upd = with(|v| v["cmd"] = json!("3")).unwrap();
-        assert!(matches!(&upd.command, Command::UpdateSources(u) if u[0].sources.len() == 2 && u[0].extend.wait_current_finish));
-        assert_eq!(msg(parse(&json!({"cmd": "3", "type": "live", "list": [{"id": "t1"}]}))), "params src list가 비어 있습니다");
+        assert!(
+            matches!(&upd.command, Command::UpdateSources(u) if u[0].sources.len() == 2 && u[0].extend.wait_current_finish)
+        );
+        assert_eq!(
+            msg(parse(
+                &json!({"cmd": "3", "type": "live", "list": [{"id": "t1"}]})
+            )),
+            "params src list가 비어 있습니다"
+        );
 
         let res = parse(&json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://h/a/1", "resetUrl": "rtmp://h/a/2"}], "fops": {"bps": "1"}}]})).unwrap();
-        let Command::ResumeTasks(r) = &res.command else { panic!() };
-        assert_eq!(r[0].forwards[0].1.as_ref().map(RtmpUrl::as_str), Some("rtmp://h/a/2"));
+        let Command::ResumeTasks(r) = &res.command else {
+            panic!()
+        };
+        assert_eq!(
+            r[0].forwards[0].1.as_ref().map(RtmpUrl::as_str),
+            Some("rtmp://h/a/2")
+        );
         assert_eq!(res.destination_hosts(), ["h"]);
-        assert_eq!(msg(parse(&json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://h/a/1", "resetUrl": "http://x/y"}]}]}))), "params resetUrl format is error");
+        assert_eq!(
+            msg(parse(
+                &json!({"cmd": "5", "type": "live", "list": [{"id": "t1", "forward": [{"url": "rtmp://h/a/1", "resetUrl": "http://x/y"}]}]})
+            )),
+            "params resetUrl format is error"
+        );
     }
 
     /// A tiny deterministic PRNG, so the garbage is the same on every run.
@@ -824,27 +1332,62 @@ mod tests {
                 // Truncate it.
                 2 => body.truncate((rng.next() as usize) % body.len()),
                 // Pure noise.
-                _ => body = (0..(rng.next() % 64)).map(|_| alphabet[(rng.next() as usize) % alphabet.len()]).collect(),
+                _ => {
+                    body = (0..(rng.next() % 64))
+                        .map(|_| alphabet[(rng.next() as usize) % alphabet.len()])
+                        .collect()
+                }
             }
             let _ = parse_forward_request_at(&body, rng.next() as i64);
         }
-        assert_eq!(parse_forward_request(&vec![b' '; MAX_BODY_BYTES + 1]), Err(RequestError::field("body")));
+        assert_eq!(
+            parse_forward_request(&vec![b' '; MAX_BODY_BYTES + 1]),
+            Err(RequestError::field("body"))
+        );
         // Deep nesting is refused, not a stack overflow.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse_forward_request(deep.as_bytes()).is_err());
         // Values of every JSON type in every field.
-        for val in [json!(null), json!(1), json!(-1.5), json!(true), json!("x"), json!([]), json!({}), json!([1]), json!({"a": 1})] {
+        for val in [
+            json!(null),
+            json!(1),
+            json!(-1.5),
+            json!(true),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!([1]),
+            json!({"a": 1}),
+        ] {
             for path in ["cmd", "type", "list", "transcallbackurl"] {
                 let _ = with(|v| v[path] = val.clone());
             }
-            for path in ["id", "src", "forward", "start", "end", "fops", "extendParam"] {
+            for path in [
+                "id",
+                "src",
+                "forward",
+                "start",
+                "end",
+                "fops",
+                "extendParam",
+            ] {
                 let _ = with(|v| v["list"][0][path] = val.clone());
             }
-            for path in ["url", "wmImage", "wmGravity", "wmPosition", "relofftime", "pullStreamHeaders"] {
+            for path in [
+                "url",
+                "wmImage",
+                "wmGravity",
+                "wmPosition",
+                "relofftime",
+                "pullStreamHeaders",
+            ] {
                 let _ = with(|v| v["list"][0]["src"][0][path] = val.clone());
             }
             for cmd in ["2", "3", "5"] {
-                let _ = with(|v| { v["cmd"] = json!(cmd); v["list"][0]["forward"] = val.clone(); });
+                let _ = with(|v| {
+                    v["cmd"] = json!(cmd);
+                    v["list"][0]["forward"] = val.clone();
+                });
             }
         }
     }

@@ -21,8 +21,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
 use super::sqlite_db::{OpError, SqliteDatabase};
-use crate::ports::queue::validate_queue_name;
-use crate::ports::{dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage};
+use relaycast_core::ports::queue::validate_queue_name;
+use relaycast_core::ports::{
+    dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage,
+};
 
 /// How many receives a message gets before it moves to the dead-letter queue, by default.
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
@@ -75,9 +77,15 @@ impl SqliteQueue {
 
     /// As [`SqliteQueue::open`], moving a message to the dead-letter queue when it would be
     /// received more than `max_receives` (at least 1) times.
-    pub fn open_with_max_receives(path: &Path, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self, QueueError> {
+    pub fn open_with_max_receives(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        max_receives: u32,
+    ) -> Result<Self, QueueError> {
         if max_receives == 0 {
-            return Err(QueueError::Invalid("max_receives must be at least 1".into()));
+            return Err(QueueError::Invalid(
+                "max_receives must be at least 1".into(),
+            ));
         }
         let db = SqliteDatabase::open(path).map_err(QueueError::Backend)?;
         Self::on(db, clock, max_receives)
@@ -85,11 +93,22 @@ impl SqliteQueue {
 
     /// The queue on an open database, whose writer it shares with whatever else uses `db` (the
     /// store, in [`super::open_embedded`]), dead-lettering as [`SqliteQueue::open_with_max_receives`].
-    pub fn on(db: SqliteDatabase, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self, QueueError> {
+    pub fn on(
+        db: SqliteDatabase,
+        clock: Arc<dyn Clock>,
+        max_receives: u32,
+    ) -> Result<Self, QueueError> {
         if max_receives == 0 {
-            return Err(QueueError::Invalid("max_receives must be at least 1".into()));
+            return Err(QueueError::Invalid(
+                "max_receives must be at least 1".into(),
+            ));
         }
-        Ok(Self { db, clock, max_receives, sent: Arc::new(Notify::new()) })
+        Ok(Self {
+            db,
+            clock,
+            max_receives,
+            sent: Arc::new(Notify::new()),
+        })
     }
 
     /// The database file.
@@ -120,7 +139,9 @@ impl SqliteQueue {
 
     fn name_error(&self, op: &str, e: QueueError) -> QueueError {
         match e {
-            QueueError::Backend(msg) => QueueError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
+            QueueError::Backend(msg) => {
+                QueueError::Backend(format!("{op} on {}: {msg}", self.db.path().display()))
+            }
             other => other,
         }
     }
@@ -137,12 +158,18 @@ impl SqliteQueue {
         // write lock (and a place in a commit group) that the store and senders on the same
         // file need.
         let q = queue.to_string();
-        if let Some(next) = self.read("receive", move |conn, now| next_visible(conn, &q, now)).await? {
+        if let Some(next) = self
+            .read("receive", move |conn, now| next_visible(conn, &q, now))
+            .await?
+        {
             return Ok((Vec::new(), next));
         }
         let queue = queue.to_string();
         let max_receives = self.max_receives;
-        self.write("receive", move |conn, now| deliver(conn, &queue, max, visibility_ms, max_receives, now)).await
+        self.write("receive", move |conn, now| {
+            deliver(conn, &queue, max, visibility_ms, max_receives, now)
+        })
+        .await
     }
 }
 
@@ -156,7 +183,9 @@ fn duration_ms(d: Duration) -> i64 {
 
 fn check_visibility(visibility: Duration) -> Result<i64, QueueError> {
     if visibility > MAX_VISIBILITY {
-        return Err(QueueError::Invalid(format!("visibility timeout {visibility:?} exceeds 12 hours")));
+        return Err(QueueError::Invalid(format!(
+            "visibility timeout {visibility:?} exceeds 12 hours"
+        )));
     }
     Ok(duration_ms(visibility))
 }
@@ -171,14 +200,20 @@ fn is_dead_letter_queue(queue: &str) -> bool {
 /// until the earliest hidden one turns visible (`Some(None)` when the queue is empty). One
 /// lookup in the (queue, visible_at_ms) index answers both "anything visible?" and "when is
 /// the next?".
-fn next_visible(conn: &Connection, queue: &str, now: i64) -> Result<Option<Option<Duration>>, QueueError> {
+fn next_visible(
+    conn: &Connection,
+    queue: &str,
+    now: i64,
+) -> Result<Option<Option<Duration>>, QueueError> {
     let earliest: Option<i64> = conn
         .prepare_cached("SELECT MIN(visible_at_ms) FROM queue_messages WHERE queue = ?1")
         .and_then(|mut s| s.query_row(params![queue], |r| r.get(0)))
         .map_err(db_err)?;
     Ok(match earliest {
         None => Some(None),
-        Some(at) if at > now => Some(Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))),
+        Some(at) if at > now => Some(Some(Duration::from_millis(
+            u64::try_from(at - now).unwrap_or(0),
+        ))),
         Some(_) => None,
     })
 }
@@ -239,7 +274,9 @@ fn deliver(
             for (seq, id, body, count, sent_at_ms) in candidates {
                 let count = u32::try_from(count).unwrap_or(u32::MAX);
                 if redrive && count >= max_receives {
-                    dead_letter.execute(params![seq, dlq, now]).map_err(db_err)?;
+                    dead_letter
+                        .execute(params![seq, dlq, now])
+                        .map_err(db_err)?;
                     tracing::warn!(queue, message = %id, receives = count, "message moved to dead-letter queue");
                     moved = true;
                     continue;
@@ -248,9 +285,20 @@ fn deliver(
                 let receipt = uuid::Uuid::now_v7().simple().to_string();
                 let receive_count = count.saturating_add(1);
                 deliver
-                    .execute(params![seq, receipt, receive_count, now.saturating_add(visibility_ms)])
+                    .execute(params![
+                        seq,
+                        receipt,
+                        receive_count,
+                        now.saturating_add(visibility_ms)
+                    ])
                     .map_err(db_err)?;
-                out.push(ReceivedMessage { id, receipt, body, receive_count, sent_at_ms });
+                out.push(ReceivedMessage {
+                    id,
+                    receipt,
+                    body,
+                    receive_count,
+                    sent_at_ms,
+                });
             }
             if !moved || out.len() >= max {
                 break;
@@ -259,7 +307,11 @@ fn deliver(
     }
     // Something was visible, so a caller that got nothing (all dead-lettered) looks again
     // right away rather than sleeping.
-    let next = if out.is_empty() { Some(Duration::ZERO) } else { None };
+    let next = if out.is_empty() {
+        Some(Duration::ZERO)
+    } else {
+        None
+    };
     Ok((out, next))
 }
 
@@ -267,20 +319,27 @@ fn deliver(
 impl Queue for SqliteQueue {
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError> {
         validate_queue_name(queue)?;
-        if body.len() > crate::ports::queue::MAX_MESSAGE_BYTES {
+        if body.len() > relaycast_core::ports::queue::MAX_MESSAGE_BYTES {
             return Err(QueueError::Invalid(format!(
                 "message body of {} bytes exceeds {} bytes",
                 body.len(),
-                crate::ports::queue::MAX_MESSAGE_BYTES
+                relaycast_core::ports::queue::MAX_MESSAGE_BYTES
             )));
         }
         if delay > MAX_DELAY {
-            return Err(QueueError::Invalid(format!("delay {delay:?} exceeds 15 minutes")));
+            return Err(QueueError::Invalid(format!(
+                "delay {delay:?} exceeds 15 minutes"
+            )));
         }
         // Time-ordered (v7): an insert lands at the end of the id index, next to the previous
         // one, instead of dirtying a random page of it, which each commit then writes to the WAL.
         let id = uuid::Uuid::now_v7().to_string();
-        let (queue, body, delay_ms, id2) = (queue.to_string(), body.to_string(), duration_ms(delay), id.clone());
+        let (queue, body, delay_ms, id2) = (
+            queue.to_string(),
+            body.to_string(),
+            duration_ms(delay),
+            id.clone(),
+        );
         self.write("send", move |conn, now| {
             conn.prepare_cached(
                 "INSERT INTO queue_messages (id, queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -304,7 +363,9 @@ impl Queue for SqliteQueue {
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
         validate_queue_name(queue)?;
         if !(1..=10).contains(&max) {
-            return Err(QueueError::Invalid(format!("max must be 1..=10, got {max}")));
+            return Err(QueueError::Invalid(format!(
+                "max must be 1..=10, got {max}"
+            )));
         }
         let visibility_ms = check_visibility(visibility)?;
         // Long polling waits in real time: a test's manual clock only decides visibility.
@@ -351,7 +412,12 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn extend(&self, queue: &str, receipt: &str, visibility: Duration) -> Result<(), QueueError> {
+    async fn extend(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
         validate_queue_name(queue)?;
         let visibility_ms = check_visibility(visibility)?;
         let (queue, receipt) = (queue.to_string(), receipt.to_string());
@@ -380,12 +446,22 @@ impl Queue for SqliteQueue {
                          COALESCE(SUM(visible_at_ms > ?2 AND receive_count = 0), 0)
                      FROM queue_messages WHERE queue = ?1",
                     params![queue, now],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(db_err)?
                 .unwrap_or_default();
-            Ok(QueueStats { visible: row.0 as u64, in_flight: row.1 as u64, delayed: row.2 as u64 })
+            Ok(QueueStats {
+                visible: row.0 as u64,
+                in_flight: row.1 as u64,
+                delayed: row.2 as u64,
+            })
         })
         .await
     }

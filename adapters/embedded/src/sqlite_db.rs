@@ -129,7 +129,9 @@ struct Inner {
 
 impl std::fmt::Debug for SqliteDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteDatabase").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("SqliteDatabase")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,13 +156,28 @@ impl SqliteDatabase {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         std::thread::Builder::new()
             .name(format!("sqlite-writer:{file}"))
             .spawn(move || writer_loop(&writer, &rx, &counter, checkpointer))
-            .map_err(|e| format!("starting the writer thread of SQLite database {}: {e}", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "starting the writer thread of SQLite database {}: {e}",
+                    path.display()
+                )
+            })?;
         let readers = Mutex::new(vec![reader]);
-        Ok(Self { inner: Arc::new(Inner { path: path.to_path_buf(), jobs: tx, readers, commits }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                jobs: tx,
+                readers,
+                commits,
+            }),
+        })
     }
 
     /// The database file.
@@ -184,11 +201,19 @@ impl SqliteDatabase {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(Op { f: Some(f), result: None, reply });
+        let job: Box<dyn Job> = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply,
+        });
         if self.inner.jobs.send(job).is_err() {
             return Err(E::backend("the database writer has stopped".into()));
         }
-        answer.await.unwrap_or_else(|_| Err(E::backend("the database writer stopped before answering".into())))
+        answer.await.unwrap_or_else(|_| {
+            Err(E::backend(
+                "the database writer stopped before answering".into(),
+            ))
+        })
     }
 
     /// Runs the read `f` on a read connection on the calling thread. A look-up by key or a page
@@ -205,7 +230,10 @@ impl SqliteDatabase {
 }
 
 impl Inner {
-    fn with_reader<T, E: OpError>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+    fn with_reader<T, E: OpError>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -223,7 +251,12 @@ impl Inner {
 
 /// A read connection to a database the writer has already opened and migrated.
 fn open_reader(path: &Path) -> Result<Connection, String> {
-    let ctx = |e: rusqlite::Error| format!("opening SQLite database {} for reading: {e}", path.display());
+    let ctx = |e: rusqlite::Error| {
+        format!(
+            "opening SQLite database {} for reading: {e}",
+            path.display()
+        )
+    };
     let conn = Connection::open(path).map_err(ctx)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(ctx)?;
     conn.execute_batch("PRAGMA query_only = ON;").map_err(ctx)?;
@@ -231,7 +264,10 @@ fn open_reader(path: &Path) -> Result<Connection, String> {
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<(), String> {
-    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(|e| e.to_string())
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The background checkpoints of one file, as the writer sees them.
@@ -246,13 +282,21 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self, String> {
-        let ctx = |e: rusqlite::Error| format!("opening SQLite database {} for checkpoints: {e}", path.display());
+        let ctx = |e: rusqlite::Error| {
+            format!(
+                "opening SQLite database {} for checkpoints: {e}",
+                path.display()
+            )
+        };
         let conn = Connection::open(path).map_err(ctx)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(ctx)?;
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let wal_frames = Arc::new(AtomicI64::new(0));
         let frames = Arc::clone(&wal_frames);
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         std::thread::Builder::new()
             .name(format!("sqlite-checkpoint:{file}"))
             .spawn(move || {
@@ -262,8 +306,17 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| format!("starting the checkpoint thread of SQLite database {}: {e}", path.display()))?;
-        Ok(Self { wake, wal_frames, since_wake: 0 })
+            .map_err(|e| {
+                format!(
+                    "starting the checkpoint thread of SQLite database {}: {e}",
+                    path.display()
+                )
+            })?;
+        Ok(Self {
+            wake,
+            wal_frames,
+            since_wake: 0,
+        })
     }
 
     /// After each commit of the writer: wakes the checkpoint thread every [`CHECKPOINT_EVERY`]
@@ -286,11 +339,17 @@ impl Checkpointer {
 /// A passive checkpoint (it never waits for the writer or readers); the WAL's size in frames,
 /// or `None` when it failed (the next one tries again; the WAL only grows meanwhile).
 fn checkpoint(conn: &Connection) -> Option<i64> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).ok()
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+        .ok()
 }
 
 /// The writer thread: one group commit per turn, until every sender is gone.
-fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64, mut checkpointer: Checkpointer) {
+fn writer_loop(
+    conn: &Connection,
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    commits: &AtomicU64,
+    mut checkpointer: Checkpointer,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = VecDeque::with_capacity(MAX_GROUP);
         group.push_back(first);
@@ -322,7 +381,11 @@ fn writer_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, commits: 
 /// rest stay in `group` for the next transaction). `Err` when beginning or committing failed;
 /// the operations taken were then answered with it. Counts the commit in `commits` before
 /// answering anybody.
-fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
+fn commit_some(
+    conn: &Connection,
+    group: &mut VecDeque<Box<dyn Job>>,
+    commits: &AtomicU64,
+) -> Result<(), String> {
     if group.len() == 1 {
         return commit_one(conn, group, commits);
     }
@@ -342,7 +405,9 @@ fn commit_some(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &
             // are answered with the reason, and the rest of the group starts over.
             job.answer(Err("the transaction was rolled back by an error".into()));
             for earlier in done {
-                earlier.answer(Err("the transaction was rolled back by another write's error".into()));
+                earlier.answer(Err(
+                    "the transaction was rolled back by another write's error".into(),
+                ));
             }
             return Ok(());
         }
@@ -383,8 +448,14 @@ fn settle(conn: &Connection, commit: &Result<(), String>, commits: &AtomicU64) {
 
 /// A group of one (no concurrent writer): the operation's own transaction, no savepoint, as
 /// when every write committed alone.
-fn commit_one(conn: &Connection, group: &mut VecDeque<Box<dyn Job>>, commits: &AtomicU64) -> Result<(), String> {
-    let Some(mut job) = group.pop_front() else { return Ok(()) };
+fn commit_one(
+    conn: &Connection,
+    group: &mut VecDeque<Box<dyn Job>>,
+    commits: &AtomicU64,
+) -> Result<(), String> {
+    let Some(mut job) = group.pop_front() else {
+        return Ok(());
+    };
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let msg = format!("beginning a transaction: {e}");
         job.answer(Err(msg.clone()));

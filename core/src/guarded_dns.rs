@@ -19,9 +19,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
-            check_resolved(&host, &ips, allow_private).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            check_resolved(&host, &ips, allow_private)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }

@@ -55,20 +55,29 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Opens (creating if needed) the database at `path`, sets WAL + `synchronous=FULL` so a commit
 /// that returned is on disk, and brings the schema up to date. Errors name the path.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, String> {
-    let ctx = |what: &str, e: &dyn std::fmt::Display| format!("{what} SQLite database {}: {e}", path.display());
+    let ctx = |what: &str, e: &dyn std::fmt::Display| {
+        format!("{what} SQLite database {}: {e}", path.display())
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| ctx("creating the directory of", &e))?;
     }
     let mut conn = Connection::open(path).map_err(|e| ctx("opening", &e))?;
     // Concurrent writers (the store, the queue, another process) wait for the lock instead of
     // failing at once.
-    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| ctx("configuring", &e))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| ctx("configuring", &e))?;
     // journal_mode is the first statement that reads the file, so a non-database file fails here.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| ctx("opening", &e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| ctx("opening", &e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(ctx("opening", &format!("cannot switch to WAL journal mode (got {mode})")));
+        return Err(ctx(
+            "opening",
+            &format!("cannot switch to WAL journal mode (got {mode})"),
+        ));
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(|e| ctx("configuring", &e))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| ctx("configuring", &e))?;
     migrate(&mut conn).map_err(|e| ctx("migrating", &e))?;
     Ok(conn)
 }
@@ -77,8 +86,12 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, String> {
 /// opening the same new file do not both apply one.
 fn migrate(conn: &mut Connection) -> Result<(), String> {
     loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
-        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
         if current > SCHEMA_VERSION {
             return Err(format!(
                 "schema version {current} is newer than this build's {SCHEMA_VERSION}; upgrade relaycast"
@@ -88,8 +101,10 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
             return Ok(());
         }
         let idx = usize::try_from(current).map_err(|_| format!("bad schema version {current}"))?;
-        tx.execute_batch(MIGRATIONS[idx]).map_err(|e| format!("migration to version {}: {e}", current + 1))?;
-        tx.pragma_update(None, "user_version", current + 1).map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATIONS[idx])
+            .map_err(|e| format!("migration to version {}: {e}", current + 1))?;
+        tx.pragma_update(None, "user_version", current + 1)
+            .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }
 }

@@ -26,7 +26,9 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::ports::{validate_object_key, Clock, ObjectMeta, ObjectReader, ObjectStore, ObjectStoreError};
+use relaycast_core::ports::{
+    validate_object_key, Clock, ObjectMeta, ObjectReader, ObjectStore, ObjectStoreError,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -61,7 +63,9 @@ impl DirObjectStore {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ObjectStoreError> {
         if signing_key.is_empty() {
-            return Err(ObjectStoreError::Backend("the playback signing key must not be empty".into()));
+            return Err(ObjectStoreError::Backend(
+                "the playback signing key must not be empty".into(),
+            ));
         }
         let objects = root.join("objects");
         let tmp = root.join("tmp");
@@ -69,7 +73,12 @@ impl DirObjectStore {
         std::fs::create_dir_all(&tmp).map_err(|e| io_ctx("creating", &tmp, e))?;
         clear_stale_uploads(&tmp);
         let public_base_url = public_base_url.trim_end_matches('/').to_string();
-        Ok(Self { dirs: Dirs { objects, tmp }, public_base_url, signing_key, clock })
+        Ok(Self {
+            dirs: Dirs { objects, tmp },
+            public_base_url,
+            signing_key,
+            clock,
+        })
     }
 
     fn mac(&self, key: &str, expires: i64) -> HmacSha256 {
@@ -97,7 +106,9 @@ impl DirObjectStore {
         if validate_object_key(key).is_err() || expires.saturating_mul(1000) < self.clock.now_ms() {
             return false;
         }
-        let Ok(sig) = hex::decode(sig) else { return false };
+        let Ok(sig) = hex::decode(sig) else {
+            return false;
+        };
         self.mac(key, expires).verify_slice(&sig).is_ok()
     }
 }
@@ -138,7 +149,9 @@ const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
 /// Best-effort removal of abandoned uploads from `tmp/`; they are unreachable, only wasted space.
 fn clear_stale_uploads(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
     for entry in entries.flatten() {
         let stale = entry
             .metadata()
@@ -156,7 +169,9 @@ fn clear_stale_uploads(tmp: &Path) {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ObjectStoreError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_ctx("syncing", dir, e))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_ctx("syncing", dir, e))
 }
 
 fn meta_of(key: &str, path: &Path) -> Result<ObjectMeta, ObjectStoreError> {
@@ -170,7 +185,11 @@ fn meta_from(key: &str, md: &std::fs::Metadata) -> ObjectMeta {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    ObjectMeta { key: key.to_string(), size: md.len(), modified_ms }
+    ObjectMeta {
+        key: key.to_string(),
+        size: md.len(),
+        modified_ms,
+    }
 }
 
 /// Removes `path` if it exists, ignoring failures: used to clean up a failed upload.
@@ -179,7 +198,12 @@ fn discard(path: &Path) {
 }
 
 /// Every regular file under `dir`, as keys relative to `base`, pushed to `out`.
-fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<(), ObjectStoreError> {
+fn walk(
+    base: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<ObjectMeta>,
+) -> Result<(), ObjectStoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -189,7 +213,9 @@ fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
         let entry = entry.map_err(|e| io_ctx("listing", dir, e))?;
         let path = entry.path();
         let ft = entry.file_type().map_err(|e| io_ctx("reading", &path, e))?;
-        let Ok(rel) = path.strip_prefix(base) else { continue };
+        let Ok(rel) = path.strip_prefix(base) else {
+            continue;
+        };
         // Keys are ASCII by validation, so anything else was not put here by us.
         let Some(rel) = rel.to_str() else { continue };
         let key = rel.replace(std::path::MAIN_SEPARATOR, "/");
@@ -200,7 +226,9 @@ fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
                 walk(base, &path, prefix, out)?;
             }
         } else if ft.is_file() && key.starts_with(prefix) && validate_object_key(&key).is_ok() {
-            let md = entry.metadata().map_err(|e| io_ctx("reading metadata of", &path, e))?;
+            let md = entry
+                .metadata()
+                .map_err(|e| io_ctx("reading metadata of", &path, e))?;
             out.push(meta_from(&key, &md));
         }
     }
@@ -221,7 +249,12 @@ fn prune_empty_dirs(root: &Path, path: &Path) {
 
 #[async_trait]
 impl ObjectStore for DirObjectStore {
-    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<ObjectMeta, ObjectStoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        _content_type: &str,
+    ) -> Result<ObjectMeta, ObjectStoreError> {
         validate_object_key(key)?;
         // Copy into tmp/ and sync it: the source may be on another filesystem and is still the
         // caller's (a recorder deletes its segment after the put). std::fs::copy lets the kernel
@@ -261,7 +294,9 @@ impl ObjectStore for DirObjectStore {
                 f.write_all(&bytes)?;
                 f.sync_all()
             });
-            let r = written.map_err(|e| io_ctx("writing", &tmp, e)).and_then(|()| this.publish(&tmp, &key));
+            let r = written
+                .map_err(|e| io_ctx("writing", &tmp, e))
+                .and_then(|()| this.publish(&tmp, &key));
             if r.is_err() {
                 discard(&tmp);
             }
@@ -281,24 +316,44 @@ impl ObjectStore for DirObjectStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
             Err(e) => return Err(io_ctx("opening", &path, e)),
         };
-        let md = file.metadata().await.map_err(|e| io_ctx("reading metadata of", &path, e))?;
+        let md = file
+            .metadata()
+            .await
+            .map_err(|e| io_ctx("reading metadata of", &path, e))?;
         if !md.is_file() {
             return Ok(None);
         }
-        Ok(Some(ObjectReader { meta: meta_from(key, &md), body: Box::pin(file) }))
+        Ok(Some(ObjectReader {
+            meta: meta_from(key, &md),
+            body: Box::pin(file),
+        }))
     }
 
-    async fn get_range(&self, key: &str, offset: u64, len: Option<u64>) -> Result<Option<ObjectReader>, ObjectStoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ObjectReader>, ObjectStoreError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let Some(object) = self.get(key).await? else { return Ok(None) };
+        let Some(object) = self.get(key).await? else {
+            return Ok(None);
+        };
         let path = self.dirs.object_path(key);
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_ctx("opening", &path, e))?;
-        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| io_ctx("seeking in", &path, e))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_ctx("opening", &path, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_ctx("seeking in", &path, e))?;
         let body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match len {
             Some(len) => Box::pin(file.take(len)),
             None => Box::pin(file),
         };
-        Ok(Some(ObjectReader { meta: object.meta, body }))
+        Ok(Some(ObjectReader {
+            meta: object.meta,
+            body,
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
@@ -341,6 +396,10 @@ impl ObjectStore for DirObjectStore {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         // Rounded up so the URL is valid for at least `ttl`.
         let expires = (now_ms.saturating_add(ttl_ms) + 999).div_euclid(1000);
-        Ok(format!("{}/objects/{key}?{}", self.public_base_url, self.signed_query(key, expires)))
+        Ok(format!(
+            "{}/objects/{key}?{}",
+            self.public_base_url,
+            self.signed_query(key, expires)
+        ))
     }
 }

@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::sqlite_db::{OpError, SqliteDatabase};
-use crate::ports::{Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store, StoreError, Write};
+use relaycast_core::ports::{
+    Clock, Condition, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store,
+    StoreError, Write,
+};
 
 /// Longest key accepted, in bytes (DynamoDB's sort-key limit).
 const MAX_KEY_BYTES: usize = 1024;
@@ -33,7 +36,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.db.path()).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +92,9 @@ impl SqliteStore {
 
     fn name_error(&self, op: &str, e: StoreError) -> StoreError {
         match e {
-            StoreError::Backend(msg) => StoreError::Backend(format!("{op} on {}: {msg}", self.db.path().display())),
+            StoreError::Backend(msg) => {
+                StoreError::Backend(format!("{op} on {}: {msg}", self.db.path().display()))
+            }
             other => other,
         }
     }
@@ -99,27 +106,44 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 
 fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::Invalid(format!("key must be 1-{MAX_KEY_BYTES} bytes, got {}", key.len())));
+        return Err(StoreError::Invalid(format!(
+            "key must be 1-{MAX_KEY_BYTES} bytes, got {}",
+            key.len()
+        )));
     }
     Ok(())
 }
 
 fn to_i64(version: u64) -> Result<i64, StoreError> {
-    i64::try_from(version).map_err(|_| StoreError::Invalid(format!("version {version} out of range")))
+    i64::try_from(version)
+        .map_err(|_| StoreError::Invalid(format!("version {version} out of range")))
 }
 
 /// The version of the live record at `(kind, key)`, if any.
-fn live_version(conn: &Connection, kind: &str, key: &str, now: i64) -> Result<Option<u64>, StoreError> {
+fn live_version(
+    conn: &Connection,
+    kind: &str,
+    key: &str,
+    now: i64,
+) -> Result<Option<u64>, StoreError> {
     conn.prepare_cached(
         "SELECT version FROM records
          WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
     )
-    .and_then(|mut stmt| stmt.query_row(params![kind, key, now], |r| r.get::<_, i64>(0)).optional())
+    .and_then(|mut stmt| {
+        stmt.query_row(params![kind, key, now], |r| r.get::<_, i64>(0))
+            .optional()
+    })
     .map_err(db_err)
     .map(|v| v.map(|v| v as u64))
 }
 
-fn check(condition: Condition, current: Option<u64>, kind: Kind, key: &str) -> Result<(), StoreError> {
+fn check(
+    condition: Condition,
+    current: Option<u64>,
+    kind: Kind,
+    key: &str,
+) -> Result<(), StoreError> {
     let ok = match condition {
         Condition::Any => true,
         Condition::Absent => current.is_none(),
@@ -128,7 +152,11 @@ fn check(condition: Condition, current: Option<u64>, kind: Kind, key: &str) -> R
     if ok {
         Ok(())
     } else {
-        Err(StoreError::ConditionFailed { kind, key: key.to_string(), current })
+        Err(StoreError::ConditionFailed {
+            kind,
+            key: key.to_string(),
+            current,
+        })
     }
 }
 
@@ -191,11 +219,22 @@ const RECORD_COLUMNS: &str = "key, version, account, status, time_ms, expires_at
 fn read_record(kind: Kind, row: &Row<'_>) -> rusqlite::Result<Result<Record, StoreError>> {
     let key: String = row.get(0)?;
     let body: String = row.get(6)?;
-    let index = IndexKeys { account: row.get(2)?, status: row.get(3)?, time_ms: row.get(4)? };
+    let index = IndexKeys {
+        account: row.get(2)?,
+        status: row.get(3)?,
+        time_ms: row.get(4)?,
+    };
     let version = row.get::<_, i64>(1)? as u64;
     let expires_at_ms = row.get(5)?;
     // Not parsed here: the entity decoding it tells a corrupt body (`StoreError::Corrupt`).
-    Ok(Ok(Record { kind, key, version, index, expires_at_ms, body: RecordBody::from_stored(body) }))
+    Ok(Ok(Record {
+        kind,
+        key,
+        version,
+        index,
+        expires_at_ms,
+        body: RecordBody::from_stored(body),
+    }))
 }
 
 /// The opaque paging cursor: hex of `time_ms:key` of the last record returned. Positional, so
@@ -216,23 +255,34 @@ fn decode_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
 /// another page follows).
 fn query_sql(q: &Query, now: i64) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
     if q.limit == 0 || q.limit > 1000 {
-        return Err(StoreError::Invalid(format!("limit must be 1..=1000, got {}", q.limit)));
+        return Err(StoreError::Invalid(format!(
+            "limit must be 1..=1000, got {}",
+            q.limit
+        )));
     }
     // Look-ups only see records with a time_ms, like a DynamoDB GSI whose sort key is missing.
     let mut sql = format!(
         "SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND time_ms IS NOT NULL
          AND (expires_at_ms IS NULL OR expires_at_ms > ?2)"
     );
-    let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into(), now.into()];
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![q.kind.as_str().to_string().into(), now.into()];
     // Binds a value and names its placeholder.
-    fn bind(args: &mut Vec<rusqlite::types::Value>, v: impl Into<rusqlite::types::Value>) -> String {
+    fn bind(
+        args: &mut Vec<rusqlite::types::Value>,
+        v: impl Into<rusqlite::types::Value>,
+    ) -> String {
         args.push(v.into());
         format!("?{}", args.len())
     }
     match &q.index {
         QueryIndex::All => {}
-        QueryIndex::Account(a) => sql.push_str(&format!(" AND account = {}", bind(&mut args, a.clone()))),
-        QueryIndex::Status(s) => sql.push_str(&format!(" AND status = {}", bind(&mut args, s.clone()))),
+        QueryIndex::Account(a) => {
+            sql.push_str(&format!(" AND account = {}", bind(&mut args, a.clone())))
+        }
+        QueryIndex::Status(s) => {
+            sql.push_str(&format!(" AND status = {}", bind(&mut args, s.clone())))
+        }
     }
     if let Some(from) = q.time_from_ms {
         sql.push_str(&format!(" AND time_ms >= {}", bind(&mut args, from)));
@@ -247,25 +297,37 @@ fn query_sql(q: &Query, now: i64) -> Result<(String, Vec<rusqlite::types::Value>
         sql.push_str(&format!(" AND (time_ms, key) {op} ({t}, {k})"));
     }
     let dir = if q.descending { "DESC" } else { "ASC" };
-    sql.push_str(&format!(" ORDER BY time_ms {dir}, key {dir} LIMIT {}", q.limit + 1));
+    sql.push_str(&format!(
+        " ORDER BY time_ms {dir}, key {dir} LIMIT {}",
+        q.limit + 1
+    ));
     Ok((sql, args))
 }
 
 fn query_blocking(conn: &Connection, q: &Query, now: i64) -> Result<Page, StoreError> {
     let (sql, args) = query_sql(q, now)?;
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| read_record(q.kind, row)).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |row| {
+            read_record(q.kind, row)
+        })
+        .map_err(db_err)?;
     let mut records = Vec::with_capacity(q.limit.min(128));
     for row in rows {
         records.push(row.map_err(db_err)??);
     }
     let next_cursor = if records.len() > q.limit {
         records.truncate(q.limit);
-        records.last().map(|r| encode_cursor(r.index.time_ms.unwrap_or_default(), &r.key))
+        records
+            .last()
+            .map(|r| encode_cursor(r.index.time_ms.unwrap_or_default(), &r.key))
     } else {
         None
     };
-    Ok(Page { records, next_cursor })
+    Ok(Page {
+        records,
+        next_cursor,
+    })
 }
 
 #[async_trait]
@@ -279,7 +341,9 @@ impl Store for SqliteStore {
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
             let found = stmt
-                .query_row(params![kind.as_str(), key, now], |row| read_record(kind, row))
+                .query_row(params![kind.as_str(), key, now], |row| {
+                    read_record(kind, row)
+                })
                 .optional()
                 .map_err(db_err)?;
             found.transpose()
@@ -289,20 +353,26 @@ impl Store for SqliteStore {
 
     async fn version(&self, kind: Kind, key: &str) -> Result<Option<u64>, StoreError> {
         validate_key(key)?;
-        self.read("version", |conn, now| live_version(conn, kind.as_str(), key, now)).await
+        self.read("version", |conn, now| {
+            live_version(conn, kind.as_str(), key, now)
+        })
+        .await
     }
 
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError> {
         validate_key(&record.key)?;
         let writes = vec![Write::Put(record, condition)];
-        let versions = self.write("put", move |conn, now| transact_in(conn, &writes, now)).await?;
+        let versions = self
+            .write("put", move |conn, now| transact_in(conn, &writes, now))
+            .await?;
         Ok(versions.first().copied().unwrap_or_default())
     }
 
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError> {
         validate_key(key)?;
         let writes = vec![Write::Delete(kind, key.to_string(), condition)];
-        self.write("delete", move |conn, now| transact_in(conn, &writes, now)).await?;
+        self.write("delete", move |conn, now| transact_in(conn, &writes, now))
+            .await?;
         Ok(())
     }
 
@@ -320,16 +390,24 @@ impl Store for SqliteStore {
             let (kind, key) = write_key(w);
             validate_key(key)?;
             if !seen.insert((kind, key)) {
-                return Err(StoreError::Invalid(format!("transaction writes {kind}/{key} twice")));
+                return Err(StoreError::Invalid(format!(
+                    "transaction writes {kind}/{key} twice"
+                )));
             }
         }
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        self.write("transact", move |conn, now| transact_in(conn, &writes, now)).await
+        self.write("transact", move |conn, now| transact_in(conn, &writes, now))
+            .await
     }
 
-    async fn increment(&self, kind: Kind, key: &str, expires_at_ms: Option<i64>) -> Result<u64, StoreError> {
+    async fn increment(
+        &self,
+        kind: Kind,
+        key: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<u64, StoreError> {
         validate_key(key)?;
         let key = key.to_string();
         self.write("increment", move |conn, now| {
@@ -377,13 +455,17 @@ impl Store for SqliteStore {
     }
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.read("query", move |conn, now| query_blocking(conn, &query, now)).await
+        self.read("query", move |conn, now| query_blocking(conn, &query, now))
+            .await
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.write("purge_expired", move |conn, now| {
             let n = conn
-                .execute("DELETE FROM records WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1", params![now])
+                .execute(
+                    "DELETE FROM records WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+                    params![now],
+                )
                 .map_err(db_err)?;
             Ok(n as u64)
         })
@@ -421,7 +503,10 @@ mod tests {
                     .collect::<Result<_, _>>()
                     .unwrap();
                 let plan = plan.join("; ");
-                assert!(plan.contains(expected), "{index:?} descending={descending}: {plan}");
+                assert!(
+                    plan.contains(expected),
+                    "{index:?} descending={descending}: {plan}"
+                );
                 assert!(!plan.contains("TEMP B-TREE"), "{index:?} sorts: {plan}");
             }
         }
@@ -438,8 +523,8 @@ mod group_commit_tests {
     use serde_json::json;
 
     use super::*;
-    use crate::adapters::SqliteQueue;
-    use crate::ports::{ManualClock, Queue};
+    use crate::SqliteQueue;
+    use relaycast_core::ports::{ManualClock, Queue};
 
     fn rec(key: &str, body: serde_json::Value) -> Record {
         Record::new(Kind("g"), key, body)
@@ -449,7 +534,10 @@ mod group_commit_tests {
     fn enqueue<'a, T>(fut: BoxFuture<'a, T>) -> BoxFuture<'a, T> {
         let mut fut = fut;
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        assert!(matches!(fut.poll_unpin(&mut cx), Poll::Pending), "answered before the group ran");
+        assert!(
+            matches!(fut.poll_unpin(&mut cx), Poll::Pending),
+            "answered before the group ran"
+        );
         fut
     }
 
@@ -464,8 +552,14 @@ mod group_commit_tests {
         let db = SqliteDatabase::open(&dir.path().join("relaycast.db")).unwrap();
         let store = SqliteStore::on(db.clone(), Arc::new(clock.clone()));
         let queue = SqliteQueue::on(db.clone(), Arc::new(clock.clone()), 3).unwrap();
-        store.put(rec("taken", json!(0)), Condition::Absent).await.unwrap();
-        store.put(rec("cas", json!(0)), Condition::Absent).await.unwrap();
+        store
+            .put(rec("taken", json!(0)), Condition::Absent)
+            .await
+            .unwrap();
+        store
+            .put(rec("cas", json!(0)), Condition::Absent)
+            .await
+            .unwrap();
 
         // Hold the writer inside a group until everything below is queued behind it.
         let (release, gate) = std::sync::mpsc::channel::<()>();
@@ -502,23 +596,48 @@ mod group_commit_tests {
         release.send(()).unwrap();
         held.await.unwrap().unwrap();
         assert_eq!(new.await.unwrap(), 1);
-        assert!(matches!(taken.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        assert!(matches!(
+            taken.await,
+            Err(StoreError::ConditionFailed {
+                current: Some(1),
+                ..
+            })
+        ));
         match failed_tx.await {
-            Err(StoreError::ConditionFailed { key, current: Some(1), .. }) => assert_eq!(key, "cas"),
+            Err(StoreError::ConditionFailed {
+                key,
+                current: Some(1),
+                ..
+            }) => assert_eq!(key, "cas"),
             other => panic!("{other:?}"),
         }
         assert_eq!(cas.await.unwrap(), 2);
-        assert!(matches!(missing.await, Err(StoreError::ConditionFailed { current: None, .. })));
+        assert!(matches!(
+            missing.await,
+            Err(StoreError::ConditionFailed { current: None, .. })
+        ));
         assert_eq!(counter.await.unwrap(), 1);
         sent.await.unwrap();
         assert_eq!(ok_tx.await.unwrap(), vec![1, 0]);
-        assert!(matches!(new_again.await, Err(StoreError::ConditionFailed { current: Some(1), .. })));
+        assert!(matches!(
+            new_again.await,
+            Err(StoreError::ConditionFailed {
+                current: Some(1),
+                ..
+            })
+        ));
         // The held group, then one group for all nine.
         assert_eq!(db.commits(), commits_before + 2);
 
         let get = |key: &'static str| {
             let store = &store;
-            async move { store.get(Kind("g"), key).await.unwrap().map(|r| (r.version, r.body.value())) }
+            async move {
+                store
+                    .get(Kind("g"), key)
+                    .await
+                    .unwrap()
+                    .map(|r| (r.version, r.body.value()))
+            }
         };
         assert_eq!(get("new").await, Some((1, json!("a"))));
         assert_eq!(get("taken").await, None);
@@ -537,7 +656,13 @@ mod group_commit_tests {
         let store = SqliteStore::on(db.clone(), Arc::new(ManualClock::new(0)));
         let r: Result<(), StoreError> = db.write(|_| panic!("boom")).await;
         assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
-        assert_eq!(store.put(rec("k", json!(1)), Condition::Absent).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .put(rec("k", json!(1)), Condition::Absent)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     /// Checkpoints run beside the writer, yet under writes that never pause the WAL still
@@ -546,7 +671,10 @@ mod group_commit_tests {
     async fn the_wal_stays_bounded_under_constant_writes() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("relaycast.db");
-        let store = Arc::new(SqliteStore::on(SqliteDatabase::open(&path).unwrap(), Arc::new(ManualClock::new(0))));
+        let store = Arc::new(SqliteStore::on(
+            SqliteDatabase::open(&path).unwrap(),
+            Arc::new(ManualClock::new(0)),
+        ));
         let filler = "x".repeat(2000);
         // About 60 MB of records and index entries, from 32 writers at once.
         let writers: Vec<_> = (0..32)
@@ -555,7 +683,14 @@ mod group_commit_tests {
                 let filler = filler.clone();
                 tokio::spawn(async move {
                     for i in 0..600 {
-                        let writes = (0..4).map(|j| Write::Put(rec(&format!("{w}-{i}-{j}"), json!({ "f": filler })), Condition::Absent)).collect();
+                        let writes = (0..4)
+                            .map(|j| {
+                                Write::Put(
+                                    rec(&format!("{w}-{i}-{j}"), json!({ "f": filler })),
+                                    Condition::Absent,
+                                )
+                            })
+                            .collect();
                         store.transact(writes).await.unwrap();
                     }
                 })
@@ -564,9 +699,14 @@ mod group_commit_tests {
         for w in writers {
             w.await.unwrap();
         }
-        let wal = std::fs::metadata(dir.path().join("relaycast.db-wal")).unwrap().len();
+        let wal = std::fs::metadata(dir.path().join("relaycast.db-wal"))
+            .unwrap()
+            .len();
         let db = std::fs::metadata(&path).unwrap().len();
-        assert!(db > 40 << 20, "the records reached the database file: {db} bytes");
+        assert!(
+            db > 40 << 20,
+            "the records reached the database file: {db} bytes"
+        );
         assert!(wal < 32 << 20, "WAL of {wal} bytes after writing {db}");
         assert!(store.get(Kind("g"), "31-599-3").await.unwrap().is_some());
     }

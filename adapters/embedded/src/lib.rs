@@ -1,9 +1,9 @@
-//! Adapters implementing the ports. The embedded set (SQLite file, local directory) is the
-//! default and is what `relaycast up` runs; it is durable, not a test double.
+//! The embedded adapter set: the `Store` and `Queue` ports on one SQLite file, the `ObjectStore`
+//! port on a local directory. It is the default and is what `relaycast up` runs; it is durable,
+//! not a test double.
 
 pub mod dir_object_store;
 pub mod embedded;
-pub mod guarded_dns;
 mod sqlite_common;
 pub mod sqlite_db;
 pub mod sqlite_queue;
@@ -11,7 +11,6 @@ pub mod sqlite_store;
 
 pub use dir_object_store::DirObjectStore;
 pub use embedded::{open_embedded, prepare_data_dir, Embedded, EmbeddedError};
-pub use guarded_dns::GuardedResolver;
 pub use sqlite_db::SqliteDatabase;
 pub use sqlite_queue::SqliteQueue;
 pub use sqlite_store::SqliteStore;

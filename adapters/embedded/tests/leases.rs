@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use relaycast_core::adapters::SqliteStore;
 use relaycast_core::domain::lease::Leases;
 use relaycast_core::ports::ManualClock;
+use relaycast_embedded::SqliteStore;
 
 fn leases(dir: &tempfile::TempDir, clock: &ManualClock) -> Leases {
     let store = SqliteStore::open(&dir.path().join("db.sqlite"), Arc::new(clock.clone())).unwrap();
@@ -18,15 +18,42 @@ async fn one_holder_then_take_over_after_going_stale() {
     let clock = ManualClock::new(1_700_000_000_000);
     let leases = leases(&dir, &clock);
 
-    let mut a = leases.acquire("relay:acme:t1", "worker-a").await.unwrap().expect("free lease");
+    let mut a = leases
+        .acquire("relay:acme:t1", "worker-a")
+        .await
+        .unwrap()
+        .expect("free lease");
     assert_eq!(a.lease.token, 1);
-    assert!(leases.acquire("relay:acme:t1", "worker-b").await.unwrap().is_none(), "held by a");
+    assert!(
+        leases
+            .acquire("relay:acme:t1", "worker-b")
+            .await
+            .unwrap()
+            .is_none(),
+        "held by a"
+    );
     // Re-acquiring one's own lease is a renewal, not a take-over.
-    assert_eq!(leases.acquire("relay:acme:t1", "worker-a").await.unwrap().unwrap().lease.token, 1);
+    assert_eq!(
+        leases
+            .acquire("relay:acme:t1", "worker-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .lease
+            .token,
+        1
+    );
 
     clock.advance_ms(20_000);
-    assert!(!leases.renew(&mut a).await.unwrap(), "the re-acquire above moved the version");
-    let mut a = leases.acquire("relay:acme:t1", "worker-a").await.unwrap().unwrap();
+    assert!(
+        !leases.renew(&mut a).await.unwrap(),
+        "the re-acquire above moved the version"
+    );
+    let mut a = leases
+        .acquire("relay:acme:t1", "worker-a")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(leases.renew(&mut a).await.unwrap());
     assert!(leases.stale(10).await.unwrap().is_empty());
 
@@ -36,12 +63,23 @@ async fn one_holder_then_take_over_after_going_stale() {
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].holder, "worker-a");
 
-    let b = leases.acquire("relay:acme:t1", "worker-b").await.unwrap().expect("stale lease is free");
+    let b = leases
+        .acquire("relay:acme:t1", "worker-b")
+        .await
+        .unwrap()
+        .expect("stale lease is free");
     assert_eq!(b.lease.token, 2, "a take-over bumps the fencing token");
-    assert!(!leases.renew(&mut a).await.unwrap(), "the old holder learns it lost the lease");
+    assert!(
+        !leases.renew(&mut a).await.unwrap(),
+        "the old holder learns it lost the lease"
+    );
 
     leases.release(b).await.unwrap();
-    assert!(leases.acquire("relay:acme:t1", "worker-c").await.unwrap().is_some());
+    assert!(leases
+        .acquire("relay:acme:t1", "worker-c")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
@@ -49,10 +87,20 @@ async fn a_stale_lease_is_reaped_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let leases = leases(&dir, &clock);
-    leases.acquire("relay:acme:t2", "worker-a").await.unwrap().unwrap();
+    leases
+        .acquire("relay:acme:t2", "worker-a")
+        .await
+        .unwrap()
+        .unwrap();
     clock.advance_ms(30_001);
     let stale = leases.stale(10).await.unwrap();
     let (first, second) = tokio::join!(leases.reap(&stale[0]), leases.reap(&stale[0]));
-    assert_eq!([first.unwrap(), second.unwrap()].iter().filter(|won| **won).count(), 1);
+    assert_eq!(
+        [first.unwrap(), second.unwrap()]
+            .iter()
+            .filter(|won| **won)
+            .count(),
+        1
+    );
     assert!(leases.stale(10).await.unwrap().is_empty());
 }
