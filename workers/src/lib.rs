@@ -27,6 +27,7 @@
 //! fails it when the peer is missing.
 
 pub mod ingest;
+pub mod jobs;
 pub mod media;
 pub mod process;
 pub mod recorder;

@@ -93,7 +93,9 @@ pub async fn finalize_file(
                 .map_err(|e| RecorderError::Io(format!("playlist: {e}")))?;
             (
                 path,
-                playlist.len() as u64 + file.bytes() + init_bytes(ports, file).await?,
+                playlist.len() as u64
+                    + file.bytes()
+                    + file.parts.iter().map(|p| p.init_bytes).sum::<u64>(),
             )
         }
         RecordFormat::Mp4 => {
@@ -142,22 +144,6 @@ pub async fn finalize_file(
         .increment(1);
     tracing::info!(recording = %recording.id, key = %key, format = file.format.as_str(), duration_ms = record.duration_ms, size, took_ms = started.elapsed().as_millis() as u64, "record file finalized");
     Ok(Some(key))
-}
-
-async fn init_bytes(ports: &Ports, file: &OpenFile) -> Result<u64, RecorderError> {
-    let mut total = 0;
-    for key in file.parts.iter().filter_map(|p| p.init_key.as_ref()) {
-        if let Some(meta) = ports
-            .objects
-            .list(key)
-            .await?
-            .into_iter()
-            .find(|m| &m.key == key)
-        {
-            total += meta.size;
-        }
-    }
-    Ok(total)
 }
 
 /// The VOD playlist of an HLS file, its URIs relative to the playlist's own key.

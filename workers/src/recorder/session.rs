@@ -412,13 +412,14 @@ impl Session {
                         file_index
                     );
                     self.seq += 1;
-                    let init_key = match init {
+                    let (init_key, init_bytes) = match init {
                         Some(init) => {
                             let key = format!("{dir}/g{generation}_{:06}_init.mp4", self.seq);
+                            let size = init.len() as u64;
                             ports.objects.put_bytes(&key, init, "video/mp4").await?;
-                            Some(key)
+                            (Some(key), size)
                         }
-                        None => None,
+                        None => (None, 0),
                     };
                     let key = format!(
                         "{dir}/g{generation}_{:06}.{}",
@@ -441,6 +442,7 @@ impl Session {
                         duration_ms: body.duration_ms,
                         discontinuity,
                         init_key,
+                        init_bytes,
                     });
                     if format == RecordFormat::Hls {
                         self.tracked.progress.timeline_ms += body.duration_ms;

@@ -16,8 +16,9 @@ use relaycast_core::app::recording::{
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
 use relaycast_core::domain::lease::{LeaseGuard, Leases};
+use relaycast_core::domain::recording::progress::RecordingProgress;
 use relaycast_core::domain::recording::{Recording, RecordingState};
-use relaycast_core::ports::{queue, Entity, Ports, ReceivedMessage, TypedStore};
+use relaycast_core::ports::{Entity, Ports, ReceivedMessage, TypedStore};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -97,43 +98,19 @@ impl RecorderWorker {
     pub async fn run(self) {
         tracing::info!(worker = %self.worker_id, "recorder started");
         let visibility = Duration::from_millis(self.ctx.settings.queue.visibility_timeout_ms);
-        loop {
-            let received = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                r = self.ctx.ports.queue.receive(RECORD_QUEUE, 1, visibility, queue::MAX_WAIT) => r,
-            };
-            match received {
-                Ok(messages) => {
-                    for message in messages {
-                        match self.try_execute_job(&message).await {
-                            Ok(outcome) => {
-                                tracing::info!(job = %message.body, ?outcome, "record job");
-                                if let Err(e) = self
-                                    .ctx
-                                    .ports
-                                    .queue
-                                    .ack(RECORD_QUEUE, &message.receipt)
-                                    .await
-                                {
-                                    tracing::warn!(error = %e, "record job ack failed; it will come back");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(job = %message.body, error = %e, "record job failed; will retry")
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "record queue receive failed");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-                    }
-                }
-            }
-            metrics::gauge!("relaycast_recordings_running").set(self.running_recordings() as f64);
-        }
+        let this = &self;
+        crate::jobs::take_jobs(
+            self.ctx.ports.queue.as_ref(),
+            RECORD_QUEUE,
+            visibility,
+            &self.shutdown,
+            |message| async move { this.try_execute_job(&message).await },
+            || {
+                metrics::gauge!("relaycast_recordings_running")
+                    .set(this.running_recordings() as f64)
+            },
+        )
+        .await;
         self.drain().await;
     }
 
@@ -278,7 +255,12 @@ impl Runner {
                 // A fault of ours or of the object store: the recording ends with what it has
                 // rather than retrying forever on a poisoned input.
                 tracing::error!(recording = %self.key, error = %e, "recording failed");
-                let _ = finish_recording(&ports, &self.key, &[], Some(e.to_string())).await;
+                // The files finalized before the fault stay listed on the recording.
+                let files = match ports.store.load::<RecordingProgress>(&self.key).await {
+                    Ok(Some(progress)) => progress.value.finalized,
+                    _ => Vec::new(),
+                };
+                let _ = finish_recording(&ports, &self.key, &files, Some(e.to_string())).await;
                 let _ = self.worker.leases.release(guard).await;
                 false
             }

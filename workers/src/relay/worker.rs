@@ -21,7 +21,7 @@ use relaycast_core::domain::lease::{LeaseGuard, Leases};
 use relaycast_core::domain::relay::state::{Action, TaskState};
 use relaycast_core::domain::relay::task::{ForwardStats, RelayTask, RunStats};
 use relaycast_core::domain::relay::types::{TaskId, TaskType};
-use relaycast_core::ports::{queue, Entity, Ports, ReceivedMessage, TypedStore};
+use relaycast_core::ports::{Entity, Ports, ReceivedMessage, TypedStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,41 +97,19 @@ impl RelayWorker {
         tracing::info!(worker = %self.worker_id, "relay worker started");
         metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay").set(0.0);
         let visibility = Duration::from_millis(self.settings.queue.visibility_timeout_ms);
-        loop {
-            let received = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                r = self.ports.queue.receive(RELAY_QUEUE, 1, visibility, queue::MAX_WAIT) => r,
-            };
-            match received {
-                Ok(messages) => {
-                    for message in messages {
-                        match self.try_execute_job(&message).await {
-                            Ok(outcome) => {
-                                tracing::info!(job = %message.body, ?outcome, receive = message.receive_count, "relay job");
-                                if let Err(e) =
-                                    self.ports.queue.ack(RELAY_QUEUE, &message.receipt).await
-                                {
-                                    tracing::warn!(error = %e, "relay job ack failed; it will come back");
-                                }
-                            }
-                            // Not acknowledged: the job comes back after its visibility timeout.
-                            Err(e) => {
-                                tracing::warn!(job = %message.body, error = %e, "relay job failed; will retry")
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay queue receive failed");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-                    }
-                }
-            }
-            metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay")
-                .set(self.running_tasks() as f64);
-        }
+        let this = &self;
+        crate::jobs::take_jobs(
+            self.ports.queue.as_ref(),
+            RELAY_QUEUE,
+            visibility,
+            &self.shutdown,
+            |message| async move { this.try_execute_job(&message).await },
+            || {
+                metrics::gauge!("relaycast_jobs_in_flight", "worker" => "relay")
+                    .set(this.running_tasks() as f64)
+            },
+        )
+        .await;
         self.drain().await;
     }
 

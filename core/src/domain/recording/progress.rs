@@ -24,6 +24,9 @@ pub struct Part {
     /// The init segment it needs (fMP4), when it differs from the previous part's.
     #[serde(default)]
     pub init_key: Option<String>,
+    /// The size of that init segment (0 without one).
+    #[serde(default)]
+    pub init_bytes: u64,
 }
 
 /// The file of one format being written.
