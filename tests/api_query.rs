@@ -532,7 +532,7 @@ async fn a_running_task_shows_the_workers_report_in_relay() {
             },
         ],
     };
-    record_run_stats(&host.ports, ACME.0, &id, stats)
+    record_run_stats(&host.ports, ACME.0, &id, stats, 1)
         .await
         .unwrap();
     let (status, page) = h.api.query(&[("id", "report")]).await;
@@ -588,6 +588,7 @@ async fn a_running_task_shows_the_workers_report_in_relay() {
             reported_at_ms: Some(h.now_ms()),
             ..RunStats::default()
         },
+        1,
     )
     .await
     .unwrap();

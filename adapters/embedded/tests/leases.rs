@@ -104,3 +104,18 @@ async fn a_stale_lease_is_reaped_exactly_once() {
     );
     assert!(leases.stale(10).await.unwrap().is_empty());
 }
+
+/// The lease race and fencing scenario every adapter set runs (`app::scenarios`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_never_hold_one_task_and_a_stale_holder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let settings = relaycast_core::config::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let ports = relaycast_embedded::open_embedded(&settings, Arc::new(clock.clone()))
+        .unwrap()
+        .ports;
+    relaycast_core::app::scenarios::lease_race_and_fencing(ports, clock).await;
+}

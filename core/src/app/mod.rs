@@ -9,6 +9,8 @@ pub mod outbox;
 pub mod record_templates;
 pub mod recording;
 pub mod relay;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod scenarios;
 
 use crate::domain::RequestError;
 use crate::ports::{QueueError, StoreError};
@@ -28,6 +30,13 @@ pub enum AppError {
     /// Concurrent writers kept winning a compare-and-set.
     #[error("too much contention on {0}")]
     Contention(String),
+    /// A worker wrote with the fencing token of a lease another worker has taken over since.
+    #[error("{key} is run under lease token {current} now; a write with token {token} is refused")]
+    StaleHolder {
+        key: String,
+        token: u64,
+        current: u64,
+    },
 }
 
 impl From<outbox::OutboxError> for AppError {

@@ -447,6 +447,46 @@ pub async fn apply_to_task(
     id: &TaskId,
     action: Action,
 ) -> Result<Option<Versioned<RelayTask>>, AppError> {
+    apply_fenced(ports, settings, account, id, action, None).await
+}
+
+/// [`apply_to_task`] by the worker holding the task's lease with fencing token `token`: refused
+/// with [`AppError::StaleHolder`] once a newer holder has written, so that a worker whose lease
+/// was taken over cannot overwrite the new holder's state.
+pub async fn apply_as_holder(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    id: &TaskId,
+    action: Action,
+    token: u64,
+) -> Result<Option<Versioned<RelayTask>>, AppError> {
+    apply_fenced(ports, settings, account, id, action, Some(token)).await
+}
+
+/// Refuses a holder's write with `token` when the task was run under a newer lease since, else
+/// marks the task as run under `token`.
+fn fence(task: &mut RelayTask, key: &str, token: Option<u64>) -> Result<(), AppError> {
+    let Some(token) = token else { return Ok(()) };
+    if token < task.run_token {
+        return Err(AppError::StaleHolder {
+            key: key.to_string(),
+            token,
+            current: task.run_token,
+        });
+    }
+    task.run_token = token;
+    Ok(())
+}
+
+async fn apply_fenced(
+    ports: &Ports,
+    settings: &Settings,
+    account: &str,
+    id: &TaskId,
+    action: Action,
+    token: Option<u64>,
+) -> Result<Option<Versioned<RelayTask>>, AppError> {
     let key = RelayTask::store_key(account, id);
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
@@ -460,6 +500,7 @@ pub async fn apply_to_task(
         };
         let now = ports.clock.now_ms();
         let mut task = current.value.clone();
+        fence(&mut task, &key, token)?;
         let events = match task.apply(action.clone(), now) {
             Ok(events) => events,
             Err(e) => {
@@ -507,6 +548,7 @@ pub async fn record_run_stats(
     account: &str,
     id: &TaskId,
     stats: RunStats,
+    token: u64,
 ) -> Result<(), AppError> {
     let key = RelayTask::store_key(account, id);
     for _ in 0..10 {
@@ -517,6 +559,7 @@ pub async fn record_run_stats(
             return Ok(());
         }
         let mut task = current.value;
+        fence(&mut task, &key, Some(token))?;
         // Figures that did not move (a stalled source) are not written again just to change
         // the report's time: the lease already says the worker is alive.
         if (RunStats {

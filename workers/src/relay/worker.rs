@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relaycast_core::app::relay::{
-    apply_to_task, enqueue_job, record_run_stats, relay_lease_resource, RelayJob, RELAY_QUEUE,
+    apply_as_holder, enqueue_job, record_run_stats, relay_lease_resource, RelayJob, RELAY_QUEUE,
 };
 use relaycast_core::app::AppError;
 use relaycast_core::config::Settings;
@@ -146,6 +146,7 @@ impl RelayWorker {
             account: job.account.clone(),
             id: task.value.id.clone(),
             key: key.clone(),
+            token: guard.lease.token,
         };
         let done = spawn_dedicated(runner.run(task.value, guard, stop.clone()));
         if let Ok(mut running) = self.running.lock() {
@@ -175,6 +176,8 @@ struct TaskRunner {
     account: String,
     id: TaskId,
     key: String,
+    /// The fencing token of the lease this run holds; every write of the run carries it.
+    token: u64,
 }
 
 /// What a run of a task keeps between events.
@@ -209,7 +212,7 @@ impl TaskRunner {
         let end = self.supervise(task, &mut guard, &stop).await;
         let ports = &self.worker.ports;
         let requeue = match end {
-            Ok(RunEnd::LeaseLost) => {
+            Ok(RunEnd::LeaseLost) | Err(AppError::StaleHolder { .. }) => {
                 tracing::warn!(task = %self.key, "lease lost; another worker runs the task");
                 false
             }
@@ -243,12 +246,13 @@ impl TaskRunner {
 
     async fn apply(&self, action: Action) -> Result<Option<RelayTask>, AppError> {
         let settings = &self.worker.settings;
-        Ok(apply_to_task(
+        Ok(apply_as_holder(
             &self.worker.ports,
             settings,
             &self.account,
             &self.id,
             action,
+            self.token,
         )
         .await?
         .map(|v| v.value))
@@ -358,7 +362,14 @@ impl TaskRunner {
             return Ok(Some(RunEnd::LeaseLost));
         }
         let stats = run_stats(&session.status(), self.worker.ports.clock.now_ms());
-        record_run_stats(&self.worker.ports, &self.account, &self.id, stats).await?;
+        record_run_stats(
+            &self.worker.ports,
+            &self.account,
+            &self.id,
+            stats,
+            self.token,
+        )
+        .await?;
         Ok(None)
     }
 

@@ -100,6 +100,11 @@ pub struct RelayTask {
     pub stats: RunStats,
     /// The `seq` of the next event.
     pub next_event_seq: u64,
+    /// The fencing token of the newest lease a worker ran this task under. A worker's write
+    /// with an older token is refused: a worker that lost its lease (paused, partitioned) can
+    /// never overwrite what the new holder reports.
+    #[serde(default)]
+    pub run_token: u64,
 }
 
 impl RelayTask {
@@ -148,6 +153,7 @@ impl RelayTask {
             position,
             sources_revision: 0,
             stats: RunStats::default(),
+            run_token: 0,
             next_event_seq: 1,
         }
     }
