@@ -1024,3 +1024,60 @@ async fn every_css_event_kind_goes_to_its_own_url() {
         "no push happened; the exception has no URL in this template"
     );
 }
+
+/// A push whose automatic recording was not started when it was stored (here: its domain was
+/// bound only afterwards, as after a crash between storing the push and starting the
+/// recording) gets its recording from the sender's retry of the same push, and only one.
+#[tokio::test]
+async fn a_retried_push_starts_the_recording_its_first_delivery_missed() {
+    let svc = Service::start(FAST_TIMING);
+    let api = svc.api();
+    bind(&api, DOMAIN, "http://127.0.0.1:9/unused").await;
+    let push = css_event(1, "late1", "5550001", KEY);
+    assert_eq!(post_css(&svc, &push).await.0, 200);
+    let recordings = || async {
+        api.v1_ok("GET", "/v1/recordings", &[], None).await["Recordings"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(recordings().await.is_empty(), "nothing is bound yet");
+
+    api.v1_ok("POST", "/v1/domains", &[], Some(json!({ "DomainName": DOMAIN, "PullUrlTemplate": "rtmp://origin.example/{app}/{stream}" }))).await;
+    let template = api
+        .v1_ok(
+            "POST",
+            "/v1/record-templates",
+            &[],
+            Some(json!({ "TemplateName": "late", "FlvParam": { "Enable": 1 } })),
+        )
+        .await["TemplateId"]
+        .as_u64()
+        .unwrap();
+    api.v1_ok(
+        "POST",
+        "/v1/record-rules",
+        &[],
+        Some(json!({ "DomainName": DOMAIN, "TemplateId": template })),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            post_css(&svc, &push).await.0,
+            200,
+            "a repeat is acknowledged"
+        );
+    }
+    let listed = recordings().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["StreamName"].as_str(), listed[0]["Mode"].as_str()),
+        (Some("late1"), Some("auto"))
+    );
+    let streams = live_names(&api).await;
+    assert_eq!(
+        streams.iter().filter(|s| *s == "late1").count(),
+        1,
+        "the push is stored once: {streams:?}"
+    );
+}

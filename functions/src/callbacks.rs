@@ -53,22 +53,24 @@ async fn answer(
             match &ingested.event {
                 Some(event) => {
                     tracing::info!(endpoint, event = %event.id, kind = event.kind.as_str(), stream = %event.stream.joined(), account = %event.account, "stream event stored");
-                    if matches!(
-                        event.kind,
-                        StreamEventKind::Publish | StreamEventKind::Unpublish
-                    ) {
-                        // Before the answer, so a push and its stop are applied in order; the
-                        // event is stored whatever happens here.
-                        if let Err(e) = on_stream_event(&ctx.ports, event).await {
-                            metrics::counter!("relaycast_recording_trigger_errors_total")
-                                .increment(1);
-                            tracing::error!(stream = %event.stream.joined(), error = %e, "automatic recording not updated");
-                        }
-                    }
                 }
                 None => {
                     metrics::counter!("relaycast_stream_events_repeated_total", "endpoint" => endpoint).increment(1);
                     tracing::debug!(endpoint, "repeated stream event acknowledged");
+                }
+            }
+            let trigger = ingested.event.as_ref().or(ingested.repeated_push.as_ref());
+            if let Some(event) = trigger.filter(|e| {
+                matches!(
+                    e.kind,
+                    StreamEventKind::Publish | StreamEventKind::Unpublish
+                )
+            }) {
+                // Before the answer, so a push and its stop are applied in order; the event is
+                // stored whatever happens here.
+                if let Err(e) = on_stream_event(&ctx.ports, event).await {
+                    metrics::counter!("relaycast_recording_trigger_errors_total").increment(1);
+                    tracing::error!(stream = %event.stream.joined(), error = %e, "automatic recording not updated");
                 }
             }
             (StatusCode::OK, Json(json!({ "code": 0 }))).into_response()

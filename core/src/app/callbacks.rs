@@ -63,6 +63,21 @@ impl From<super::outbox::OutboxError> for CallbackError {
 pub struct Ingested {
     /// The stored event; `None` when it repeats one already stored (a sender's retry).
     pub event: Option<StreamEvent>,
+    /// A push sent again while its session is live, as sent (not stored again): what follows a
+    /// push is applied once more, so that a crash between storing the push and starting its
+    /// recording is mended by the sender's retry (starting it is idempotent).
+    pub repeated_push: Option<StreamEvent>,
+}
+
+impl Ingested {
+    fn repeat(account: &str, event: ParsedEvent, now_ms: i64) -> Ingested {
+        let repeated_push = (event.kind == StreamEventKind::Publish)
+            .then(|| StreamEvent::new(account, event, now_ms));
+        Ingested {
+            event: None,
+            repeated_push,
+        }
+    }
 }
 
 /// The seed 002 retry schedule of `class`.
@@ -315,7 +330,7 @@ async fn ingest(
             duration_ms,
         } = stream.admit(&mut admitted, now)
         else {
-            return Ok(Ingested { event: None });
+            return Ok(Ingested::repeat(account, admitted, now));
         };
         let mut event = StreamEvent::new(account, admitted, now);
         event.duration_ms = duration_ms;
@@ -354,10 +369,13 @@ async fn ingest(
                         }
                     });
                 }
-                return Ok(Ingested { event: Some(event) });
+                return Ok(Ingested {
+                    event: Some(event),
+                    repeated_push: None,
+                });
             }
             Err(StoreError::ConditionFailed { kind, .. }) if kind == StreamEvent::KIND => {
-                return Ok(Ingested { event: None })
+                return Ok(Ingested::repeat(account, parsed, now))
             }
             Err(StoreError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(e.into()),
