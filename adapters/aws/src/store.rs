@@ -77,7 +77,8 @@ const NAMES: [(&str, &str); 10] = [
 /// No live record: never written, deleted, or expired by the clock.
 const DEAD_OR_ABSENT: &str = "attribute_not_exists(#pk) OR #exp <= :now";
 /// A live record, or none at all (but not an expired one, which must start over at version 1).
-const LIVE_OR_ABSENT: &str = "attribute_not_exists(#pk) OR attribute_not_exists(#exp) OR #exp > :now";
+const LIVE_OR_ABSENT: &str =
+    "attribute_not_exists(#pk) OR attribute_not_exists(#exp) OR #exp > :now";
 /// The live record has version `:expected`.
 const LIVE_AT_VERSION: &str = "#ver = :expected AND (attribute_not_exists(#exp) OR #exp > :now)";
 /// A live counter, or none at all.
@@ -153,7 +154,11 @@ impl DynamoStore {
     async fn run(&self, op: Op) -> Result<Item, Failure> {
         let names = op.names();
         match op {
-            Op::Put { item, condition, values } => self
+            Op::Put {
+                item,
+                condition,
+                values,
+            } => self
                 .client
                 .put_item()
                 .table_name(&self.table)
@@ -161,7 +166,9 @@ impl DynamoStore {
                 .condition_expression(condition)
                 .set_expression_attribute_names(names)
                 .set_expression_attribute_values(Some(values))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await
                 .map(|_| Item::new())
@@ -171,7 +178,12 @@ impl DynamoStore {
                     }
                     _ => Failure::Backend(self.backend("PutItem", e)),
                 }),
-            Op::Update { key, update, condition, values } => self
+            Op::Update {
+                key,
+                update,
+                condition,
+                values,
+            } => self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -181,7 +193,9 @@ impl DynamoStore {
                 .set_expression_attribute_names(names)
                 .set_expression_attribute_values(Some(values))
                 .return_values(ReturnValue::UpdatedNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await
                 .map(|out| out.attributes.unwrap_or_default())
@@ -191,7 +205,11 @@ impl DynamoStore {
                     }
                     _ => Failure::Backend(self.backend("UpdateItem", e)),
                 }),
-            Op::Delete { key, condition, values } => self
+            Op::Delete {
+                key,
+                condition,
+                values,
+            } => self
                 .client
                 .delete_item()
                 .table_name(&self.table)
@@ -199,7 +217,9 @@ impl DynamoStore {
                 .set_condition_expression(condition.map(str::to_string))
                 .set_expression_attribute_names(names)
                 .set_expression_attribute_values((!values.is_empty()).then_some(values))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await
                 .map(|_| Item::new())
@@ -423,14 +443,22 @@ fn live_version(item: Option<&Item>, now: i64) -> Option<u64> {
 
 /// The attributes every record item has besides its key and version, with their values, in
 /// `SET` order; `None` values are attributes the record does not have.
-fn record_attributes(record: &Record) -> Result<Vec<(&'static str, Option<AttributeValue>)>, StoreError> {
+fn record_attributes(
+    record: &Record,
+) -> Result<Vec<(&'static str, Option<AttributeValue>)>, StoreError> {
     let kind = record.kind;
     let index = &record.index;
     Ok(vec![
         ("#body", Some(s(record.body.as_str()))),
         ("#kind", Some(s(kind.as_str()))),
-        ("#acc", index.account.as_ref().map(|a| s(format!("{kind}#{a}")))),
-        ("#sts", index.status.as_ref().map(|st| s(format!("{kind}#{st}")))),
+        (
+            "#acc",
+            index.account.as_ref().map(|a| s(format!("{kind}#{a}"))),
+        ),
+        (
+            "#sts",
+            index.status.as_ref().map(|st| s(format!("{kind}#{st}"))),
+        ),
         ("#tsk", index.time_ms.map(|t| s(time_sk(t, &record.key)))),
         ("#ttl", record.expires_at_ms.map(|e| n(ttl_seconds(e)))),
         ("#exp", record.expires_at_ms.map(n)),
@@ -567,9 +595,8 @@ fn item_record(kind: Kind, item: &Item) -> Result<Record, StoreError> {
         (None, Some(count)) => RecordBody::from(serde_json::json!({ "count": count })),
         (None, None) => return Err(corrupt(key, "no body")),
     };
-    let unprefix = |attr: &str| {
-        string(item, attr).map(|v| v.strip_prefix(&prefix).unwrap_or(v).to_string())
-    };
+    let unprefix =
+        |attr: &str| string(item, attr).map(|v| v.strip_prefix(&prefix).unwrap_or(v).to_string());
     let time_ms = match string(item, "time_sk") {
         Some(t) => Some(
             t.get(..20)
@@ -590,6 +617,15 @@ fn item_record(kind: Kind, item: &Item) -> Result<Record, StoreError> {
         expires_at_ms: number(item, "expires_at_ms"),
         body,
     })
+}
+
+/// About what DynamoDB counts for the item of `record`: the record, plus the key again in
+/// `time_sk`, the kind in the index partitions, and the attribute names and numbers.
+fn item_bytes(record: &Record) -> usize {
+    relaycast_core::ports::record_bytes(record)
+        + record.key.len()
+        + 3 * record.kind.as_str().len()
+        + 160
 }
 
 fn write_key(write: &Write) -> (Kind, &str) {
@@ -685,7 +721,10 @@ impl Store for DynamoStore {
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError> {
         check_key(key)?;
         let now = self.clock.now_ms();
-        match self.run(delete_op(self.key(kind, key)?, condition, now)).await {
+        match self
+            .run(delete_op(self.key(kind, key)?, condition, now))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Failure::Condition(old)) => Err(StoreError::ConditionFailed {
                 kind,
@@ -715,7 +754,7 @@ impl Store for DynamoStore {
             }
             if let Write::Put(record, _) = w {
                 check_record(record)?;
-                bytes += relaycast_core::ports::record_bytes(record);
+                bytes += item_bytes(record);
             }
         }
         if bytes > MAX_TRANSACT_BYTES {
@@ -887,9 +926,9 @@ impl Store for DynamoStore {
         }
         let next_cursor = if records.len() > query.limit {
             records.truncate(query.limit);
-            records.last().map(|r| {
-                encode_cursor(&time_sk(r.index.time_ms.unwrap_or_default(), &r.key))
-            })
+            records
+                .last()
+                .map(|r| encode_cursor(&time_sk(r.index.time_ms.unwrap_or_default(), &r.key)))
         } else {
             None
         };
@@ -960,7 +999,14 @@ impl Store for DynamoStore {
                 }
             };
             values.insert(":now".into(), n(now));
-            match self.run(Op::Put { item, condition, values }).await {
+            match self
+                .run(Op::Put {
+                    item,
+                    condition,
+                    values,
+                })
+                .await
+            {
                 Ok(_) => return Ok(count),
                 // Written meanwhile: go round again.
                 Err(Failure::Condition(_)) => {}
@@ -1104,9 +1150,21 @@ mod tests {
     fn cursors_round_trip_and_bad_ones_are_invalid() {
         let sk = time_sk(42, "key#with:odd chars");
         let (back, key) = decode_cursor(&encode_cursor(&sk)).unwrap();
-        assert_eq!((back.as_str(), key.as_str()), (sk.as_str(), "key#with:odd chars"));
-        for bad in ["", "zz", "abc", &hex::encode("123#k"), &hex::encode("0000000000000000000x#k")] {
-            assert!(matches!(decode_cursor(bad), Err(StoreError::Invalid(_))), "{bad:?}");
+        assert_eq!(
+            (back.as_str(), key.as_str()),
+            (sk.as_str(), "key#with:odd chars")
+        );
+        for bad in [
+            "",
+            "zz",
+            "abc",
+            &hex::encode("123#k"),
+            &hex::encode("0000000000000000000x#k"),
+        ] {
+            assert!(
+                matches!(decode_cursor(bad), Err(StoreError::Invalid(_))),
+                "{bad:?}"
+            );
         }
     }
 

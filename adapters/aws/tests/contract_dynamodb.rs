@@ -167,7 +167,11 @@ async fn items_match_the_stack() {
             template.contains(&format!("IndexName: {name}")),
             "{name} is not in the template"
         );
-        let keys: Vec<&str> = gsi.key_schema().iter().map(|k| k.attribute_name()).collect();
+        let keys: Vec<&str> = gsi
+            .key_schema()
+            .iter()
+            .map(|k| k.attribute_name())
+            .collect();
         assert_eq!(keys[1], "time_sk");
     }
     assert_eq!(table.global_secondary_indexes().len(), 3);
@@ -268,7 +272,9 @@ async fn writes_over_expired_items_start_over() {
     }
     clock.advance_ms(1_000);
     assert!(
-        raw_item(&client, store.table(), "lease#put").await.is_some(),
+        raw_item(&client, store.table(), "lease#put")
+            .await
+            .is_some(),
         "still stored"
     );
     assert_eq!(store.get(kind, "put").await.unwrap(), None);
@@ -316,7 +322,9 @@ async fn counters_and_plain_records_mix_as_on_sqlite() {
         .unwrap();
     assert_eq!(store.increment(kind, "window", None).await.unwrap(), 6);
     assert_eq!(store.increment(kind, "window", None).await.unwrap(), 7);
-    let item = raw_item(&client, store.table(), "calls#window").await.unwrap();
+    let item = raw_item(&client, store.table(), "calls#window")
+        .await
+        .unwrap();
     assert_eq!(item["count"].as_n().unwrap(), "7");
     assert!(!item.contains_key("body"));
     assert_eq!(store.version(kind, "window").await.unwrap(), Some(3));
@@ -325,8 +333,13 @@ async fn counters_and_plain_records_mix_as_on_sqlite() {
         .put(Record::new(kind, "window", json!("plain")), Condition::Any)
         .await
         .unwrap();
-    let item = raw_item(&client, store.table(), "calls#window").await.unwrap();
-    assert!(!item.contains_key("count"), "the count went with the counter");
+    let item = raw_item(&client, store.table(), "calls#window")
+        .await
+        .unwrap();
+    assert!(
+        !item.contains_key("count"),
+        "the count went with the counter"
+    );
     let got = store.get(kind, "window").await.unwrap().unwrap();
     assert_eq!((got.version, got.body.value()), (4, json!("plain")));
     assert!(matches!(

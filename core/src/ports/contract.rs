@@ -382,7 +382,10 @@ pub mod store {
             .await
         {
             Err(StoreError::Invalid(msg)) => {
-                assert!(msg.contains("c_size/over") && msg.contains("KiB limit"), "{msg}")
+                assert!(
+                    msg.contains("c_size/over") && msg.contains("KiB limit"),
+                    "{msg}"
+                )
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
