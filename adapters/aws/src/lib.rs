@@ -33,6 +33,9 @@ pub enum AwsError {
     /// A resource named by the settings is missing or unreachable.
     #[error("cannot open the AWS {what}: {reason}")]
     Open { what: &'static str, reason: String },
+    /// A resource could not be created (tests and local development; deployments use the stack).
+    #[error("cannot create the AWS {what}: {reason}")]
+    Provision { what: &'static str, reason: String },
 }
 
 /// Opens the DynamoDB store, the SQS queues (dead-lettering after `max_receives`, as the stack's

@@ -2,12 +2,36 @@
 //! stopped when the handle drops. moto is a test peer like nginx or ffmpeg: when it is missing or
 //! does not come up, [`MotoServer::start`] panics with what to install, so a test never passes
 //! without it.
+//!
+//! moto runs each request on a thread of its own and does not lock its DynamoDB tables, so two
+//! conditional writes on one item can both pass their check (a lost update DynamoDB never
+//! makes). The server is therefore started with DynamoDB's requests taken one at a time
+//! ([`SERIAL_DYNAMODB`]); SQS and S3 requests stay concurrent, so long polls still wait beside
+//! other requests.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relaycast_core::config::AwsSettings;
+
+/// Starts `moto.server` with its argument list, DynamoDB's requests (those with an
+/// `X-Amz-Target: DynamoDB_…` header) served under one lock. Flask computes a response within
+/// the call, so the lock covers the whole of a request.
+const SERIAL_DYNAMODB: &str = r#"
+import sys, threading
+import moto.server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+lock = threading.Lock()
+call = DomainDispatcherApplication.__call__
+def serial_dynamodb(self, environ, start_response):
+    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+        with lock:
+            return call(self, environ, start_response)
+    return call(self, environ, start_response)
+DomainDispatcherApplication.__call__ = serial_dynamodb
+moto.server.main(sys.argv[1:])
+"#;
 
 /// A running `moto_server`.
 pub struct MotoServer {
@@ -23,7 +47,7 @@ impl MotoServer {
             .map(|a| a.port())
             .expect("free port");
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", SERIAL_DYNAMODB, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

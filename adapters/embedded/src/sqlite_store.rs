@@ -164,6 +164,7 @@ fn check(
 fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> {
     match write {
         Write::Put(record, condition) => {
+            relaycast_core::ports::check_record(record)?;
             let current = live_version(conn, record.kind.as_str(), &record.key, now)?;
             check(*condition, current, record.kind, &record.key)?;
             // An expired row is gone: a write over it starts a new life at version 1.
@@ -376,7 +377,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<Option<u64>>, StoreError> {
         if writes.len() > MAX_TRANSACT_WRITES {
             return Err(StoreError::Invalid(format!(
                 "a transaction holds at most {MAX_TRANSACT_WRITES} writes, got {}",
@@ -398,8 +399,10 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        let versions = writes.iter().map(Write::new_version).collect();
         self.write("transact", move |conn, now| transact_in(conn, &writes, now))
-            .await
+            .await?;
+        Ok(versions)
     }
 
     async fn increment(
@@ -618,7 +621,7 @@ mod group_commit_tests {
         ));
         assert_eq!(counter.await.unwrap(), 1);
         sent.await.unwrap();
-        assert_eq!(ok_tx.await.unwrap(), vec![1, 0]);
+        assert_eq!(ok_tx.await.unwrap(), vec![Some(1), None]);
         assert!(matches!(
             new_again.await,
             Err(StoreError::ConditionFailed {

@@ -353,7 +353,7 @@ async fn ingest(
                 if let Some(entry) = entry {
                     // Queued after the sender is answered: the event and its entry are durable
                     // already, and the outbox sweep queues an entry a crash left pending.
-                    let version = versions.last().copied().unwrap_or(1);
+                    let version = versions.last().copied().flatten().unwrap_or(1);
                     let ports = ports.clone();
                     tokio::spawn(async move {
                         if let Err(e) = queue_entry(

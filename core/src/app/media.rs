@@ -162,7 +162,8 @@ pub async fn handle_object_created(
             ports,
             Versioned {
                 value: entry.clone(),
-                version: *version,
+                // Written on `Absent`: the store reports its version (1).
+                version: version.unwrap_or(1),
             },
         )
         .await

@@ -395,10 +395,14 @@ async fn write_task(
     }
     writes.extend(extra);
     let versions = ports.store.transact(writes).await?;
+    // Each entry is written on `Absent`, so the store reports its version (1).
     Ok(entries
         .into_iter()
         .zip(versions.into_iter().skip(1))
-        .map(|(value, version)| Versioned { value, version })
+        .map(|(value, version)| Versioned {
+            value,
+            version: version.unwrap_or(1),
+        })
         .collect())
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Each suite is a list of named cases; a runner builds a fresh fixture (adapter + manual clock)
 //! per case from a factory and runs the cases in order, naming each on stderr so a failure points
-//! at its case. An adapter test is then one call, e.g. in `core/tests/contract_sqlite.rs`:
+//! at its case. An adapter test is then one call, e.g. in `adapters/embedded/tests/contract_sqlite.rs`:
 //!
 //! ```ignore
 //! #[tokio::test(flavor = "multi_thread")]
@@ -27,8 +27,9 @@ use tokio::io::AsyncReadExt;
 
 use super::queue::MAX_MESSAGE_BYTES;
 use super::{
-    dead_letter_queue, Clock, Condition, IndexKeys, Kind, ManualClock, ObjectStore,
+    dead_letter_queue, record_bytes, Clock, Condition, IndexKeys, Kind, ManualClock, ObjectStore,
     ObjectStoreError, Query, QueryIndex, Queue, QueueError, Record, Store, StoreError, Write,
+    MAX_RECORD_BYTES,
 };
 
 /// A boxed case future.
@@ -92,7 +93,8 @@ pub fn store_cases() -> Vec<StoreCase> {
     cases![StoreFixture;
         put_get_version, conditions, delete, transact_all_or_nothing, transact_limits, query_indexes,
         query_descending, paging, paging_stable_under_inserts, expiry, concurrent_cas, concurrent_absent_one_winner,
-        concurrent_cas_one_winner_per_version, increment_counts_atomically, invalid_requests]
+        concurrent_cas_one_winner_per_version, increment_counts_atomically, invalid_requests,
+        record_size_limit]
 }
 
 /// Every queue case.
@@ -282,7 +284,7 @@ pub mod store {
         );
     }
 
-    /// A transaction applies every write or none.
+    /// A transaction applies every write or none, and returns the versions its conditions tell.
     pub async fn transact_all_or_nothing(f: StoreFixture) {
         let (s, kind) = (f.store, Kind("c_tx"));
         s.put(rec(kind, "old", json!("old")), Condition::Any)
@@ -296,8 +298,10 @@ pub mod store {
             ])
             .await
             .unwrap();
-        assert_eq!(versions, vec![1, 1, 0]);
+        // Conditioned puts tell their version; unconditional puts and deletes do not.
+        assert_eq!(versions, vec![Some(1), None, None]);
         assert!(s.get(kind, "old").await.unwrap().is_none());
+        assert_eq!(s.version(kind, "b").await.unwrap(), Some(1));
 
         // The last write's condition fails: the first two must not be applied.
         let r = s
@@ -313,7 +317,20 @@ pub mod store {
         assert_eq!(s.get(kind, "c").await.unwrap(), None);
         assert_eq!(s.get(kind, "b").await.unwrap().unwrap().body, json!("b"));
 
-        assert_eq!(s.transact(vec![]).await.unwrap(), Vec::<u64>::new());
+        // Version(n) gives n + 1; an unconditional put still bumps the stored version.
+        let versions = s
+            .transact(vec![
+                Write::Put(rec(kind, "a", json!("a3")), Condition::Version(1)),
+                Write::Put(rec(kind, "b", json!("b3")), Condition::Any),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(versions, vec![Some(2), None]);
+        assert_eq!(s.version(kind, "a").await.unwrap(), Some(2));
+        let b = s.get(kind, "b").await.unwrap().unwrap();
+        assert_eq!((b.body.value(), b.version), (json!("b3"), 2));
+
+        assert_eq!(s.transact(vec![]).await.unwrap(), Vec::<Option<u64>>::new());
     }
 
     /// At most 100 writes, one per key.
@@ -335,7 +352,58 @@ pub mod store {
         let ok = (0..100)
             .map(|i| Write::Put(rec(kind, &format!("k{i:03}"), json!(i)), Condition::Any))
             .collect();
-        assert_eq!(s.transact(ok).await.unwrap(), vec![1; 100]);
+        assert_eq!(s.transact(ok).await.unwrap(), vec![None; 100]);
+        assert_eq!(s.version(kind, "k099").await.unwrap(), Some(1));
+    }
+
+    /// Records up to `MAX_RECORD_BYTES` are stored whole; a bigger one is refused as invalid,
+    /// alone or in a transaction, and nothing of it is written.
+    pub async fn record_size_limit(f: StoreFixture) {
+        let (s, kind) = (f.store, Kind("c_size"));
+        // A JSON string body: two quotes around the filler.
+        let sized = |key: &str, bytes: usize| {
+            let mut r = indexed(kind, key, Some("acc"), Some("on"), Some(7));
+            let filler = bytes - record_bytes(&rec(kind, key, json!(""))) - 5; // "acc", "on"
+            r.body = json!("x".repeat(filler)).into();
+            assert_eq!(record_bytes(&r), bytes);
+            r
+        };
+        let biggest = sized("max", MAX_RECORD_BYTES);
+        assert_eq!(s.put(biggest.clone(), Condition::Absent).await.unwrap(), 1);
+        assert_eq!(
+            s.get(kind, "max").await.unwrap(),
+            Some(Record {
+                version: 1,
+                ..biggest
+            })
+        );
+        match s
+            .put(sized("over", MAX_RECORD_BYTES + 1), Condition::Any)
+            .await
+        {
+            Err(StoreError::Invalid(msg)) => {
+                assert!(
+                    msg.contains("c_size/over") && msg.contains("KiB limit"),
+                    "{msg}"
+                )
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        let r = s
+            .transact(vec![
+                Write::Put(rec(kind, "small", json!(1)), Condition::Absent),
+                Write::Put(sized("over", MAX_RECORD_BYTES + 1), Condition::Absent),
+            ])
+            .await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+        assert_eq!(s.get(kind, "small").await.unwrap(), None);
+        assert_eq!(s.get(kind, "over").await.unwrap(), None);
+        let mut negative = rec(kind, "neg", json!(1));
+        negative.index.time_ms = Some(-1);
+        assert!(matches!(
+            s.put(negative, Condition::Any).await,
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     async fn seed_index_records(s: &Arc<dyn Store>, kind: Kind) {

@@ -19,8 +19,8 @@ pub use object_store::{
 };
 pub use queue::{dead_letter_queue, Queue, QueueError, QueueStats, ReceivedMessage};
 pub use store::{
-    Condition, Entity, IndexKeys, Kind, Page, Query, QueryIndex, Record, RecordBody, Store,
-    StoreError, TypedStore, Versioned, Write,
+    check_record, record_bytes, Condition, Entity, IndexKeys, Kind, Page, Query, QueryIndex,
+    Record, RecordBody, Store, StoreError, TypedStore, Versioned, Write, MAX_RECORD_BYTES,
 };
 
 /// The set of adapters a process runs with, chosen once by the host and shared by every

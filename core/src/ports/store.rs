@@ -11,6 +11,24 @@
 //! - a record whose `expires_at_ms` is in the past (by the store's clock) is gone: it is never
 //!   returned, and a write with [`Condition::Absent`] succeeds over it. Physical removal happens
 //!   later ([`Store::purge_expired`], or DynamoDB's TTL sweeper).
+//!
+//! What every backend can keep, and so all that callers may rely on (DynamoDB sets the bounds):
+//! - **Point reads are strongly consistent, look-ups are not.** [`Store::get`] and
+//!   [`Store::version`] see every write that returned before them. A [`Store::query`] may not yet
+//!   see a write made just before it, or may still see a record just changed or deleted (a GSI is
+//!   updated asynchronously); it never returns an expired record. Code that must see its own
+//!   write reads the record by key; a look-up only finds candidates, which the caller re-reads
+//!   by key when it acts on them.
+//! - **A record is at most [`MAX_RECORD_BYTES`]** of kind, key, body and index values (a
+//!   DynamoDB item is at most 400 KB including attribute names); a bigger one is refused as
+//!   [`StoreError::Invalid`] by [`check_record`], which every adapter calls.
+//! - **Versions come back where they can be known atomically.** [`Store::put`] and
+//!   [`Store::increment`] return the new version or count. [`Store::transact`] returns
+//!   [`Write::new_version`] for each write: the version of a put conditioned on
+//!   [`Condition::Absent`] (1) or [`Condition::Version`] (n+1), `None` for unconditional puts and
+//!   deletes (DynamoDB's TransactWriteItems returns no attributes). A caller that needs the
+//!   version of such a write reads it back, or conditions the write.
+//! - Times in [`IndexKeys::time_ms`] are not negative (DynamoDB orders them as digit strings).
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -150,6 +168,58 @@ pub enum Write {
     Delete(Kind, String, Condition),
 }
 
+impl Write {
+    /// The version the record has after this write succeeds, when the write alone tells it: 1
+    /// for a put on [`Condition::Absent`], n+1 for a put on [`Condition::Version`]`(n)`; `None`
+    /// for an unconditional put (which version it replaced is known neither to the caller nor,
+    /// inside a DynamoDB transaction, to the adapter) and for a delete. What
+    /// [`Store::transact`] returns for each write.
+    pub fn new_version(&self) -> Option<u64> {
+        match self {
+            Write::Put(_, Condition::Absent) => Some(1),
+            Write::Put(_, Condition::Version(n)) => Some(n + 1),
+            Write::Put(_, Condition::Any) | Write::Delete(..) => None,
+        }
+    }
+}
+
+/// Largest record accepted, in bytes of kind, key, body and index values ([`record_bytes`]):
+/// 350 KiB, which leaves a DynamoDB item (at most 400 KB with its attribute names, the key
+/// repeated in the sort attribute of the look-ups, the version and the expiry) room to spare.
+pub const MAX_RECORD_BYTES: usize = 350 * 1024;
+
+/// The size of `record` as [`MAX_RECORD_BYTES`] counts it.
+pub fn record_bytes(record: &Record) -> usize {
+    let index = &record.index;
+    record.kind.as_str().len()
+        + record.key.len()
+        + record.body.as_str().len()
+        + index.account.as_ref().map_or(0, String::len)
+        + index.status.as_ref().map_or(0, String::len)
+}
+
+/// Checks what every adapter refuses in a record to write, whatever its backend could store: a
+/// record over [`MAX_RECORD_BYTES`] and a negative [`IndexKeys::time_ms`]. Adapters call it on
+/// every record of `put` and `transact`, so code that works on one backend works on the others.
+pub fn check_record(record: &Record) -> Result<(), StoreError> {
+    let size = record_bytes(record);
+    if size > MAX_RECORD_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "record {}/{} is {size} bytes, over the {} KiB limit",
+            record.kind,
+            record.key,
+            MAX_RECORD_BYTES / 1024
+        )));
+    }
+    if let Some(t) = record.index.time_ms.filter(|t| *t < 0) {
+        return Err(StoreError::Invalid(format!(
+            "record {}/{} has a negative time_ms {t}",
+            record.kind, record.key
+        )));
+    }
+    Ok(())
+}
+
 /// Which secondary look-up a [`Query`] uses. Results are ordered by `IndexKeys::time_ms`, then key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryIndex {
@@ -231,10 +301,14 @@ pub enum StoreError {
 
 /// Durable typed records. See the module documentation for the model.
 ///
-/// Guarantees every adapter gives (and `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`) checks):
+/// Guarantees every adapter gives (and `core/src/ports/contract.rs`, run by each adapter crate's
+/// `tests/contract_*.rs`, checks):
 /// - a write that returned `Ok` is durable: it survives a crash of the process at any later moment;
 /// - conditional writes and [`Store::transact`] are atomic and linearizable per key;
-/// - expired records are invisible to reads and queries at once, whatever their physical state.
+/// - point reads ([`Store::get`], [`Store::version`]) see every write that returned before them;
+///   look-ups ([`Store::query`]) may lag behind writes (see the module documentation);
+/// - expired records are invisible to reads and queries at once, whatever their physical state;
+/// - records over [`MAX_RECORD_BYTES`] are refused ([`check_record`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The live record, or `None`.
@@ -246,18 +320,22 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.get(kind, key).await?.map(|r| r.version))
     }
 
-    /// Creates or replaces `record` if `condition` holds; returns the new version.
+    /// Creates or replaces `record` if `condition` holds; returns the new version (1 when no
+    /// live record had the key, even over an expired one).
     async fn put(&self, record: Record, condition: Condition) -> Result<u64, StoreError>;
 
     /// Removes a record if `condition` holds. Deleting a missing record with `Condition::Any` is
     /// not an error.
     async fn delete(&self, kind: Kind, key: &str, condition: Condition) -> Result<(), StoreError>;
 
-    /// Applies every write or none (at most 100, DynamoDB's limit); returns the new version of each
-    /// write in order (0 for deletes).
-    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError>;
+    /// Applies every write or none (at most 100, DynamoDB's limit, one per key); returns
+    /// [`Write::new_version`] of each write in order: the new version of conditioned puts, `None`
+    /// for unconditional puts and deletes. On a failed condition the error names the first
+    /// write (in order) whose condition failed.
+    async fn transact(&self, writes: Vec<Write>) -> Result<Vec<Option<u64>>, StoreError>;
 
-    /// One page of a secondary look-up.
+    /// One page of a secondary look-up. Eventually consistent: it may miss a write made just
+    /// before, or still show a record as it was (never one that expired).
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
 
     /// Atomically adds one to the counter record `kind/key` (body `{"count": n}`), creating it
