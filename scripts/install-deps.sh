@@ -3,7 +3,8 @@
 #   install-deps.sh run   ffmpeg (the service's media engine)
 #   install-deps.sh test  ffmpeg, nginx + libnginx-mod-rtmp (RTMP peers), openssl (test certificates),
 #                         procps (pgrep, ps), GStreamer's RTSP server for Debian's python3 (the RTSP
-#                         test source), sqlite3, moto[server], cfn-lint
+#                         test source), sqlite3, moto[server], cfn-lint, chromium + chromium-driver
+#                         (the headless browser that plays the recordings, driven over WebDriver)
 # Never downloads a binary: everything comes from Debian's packages or PyPI.
 set -euo pipefail
 mode=${1:-run}
@@ -16,6 +17,9 @@ if [ "$mode" = test ]; then
   command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
   command -v openssl >/dev/null || need_apt+=(openssl)
   { command -v pgrep >/dev/null && command -v ps >/dev/null; } || need_apt+=(procps)
+  # tests/playback_browser.rs: Debian's Chromium and its WebDriver.
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
   # tests/peers/rtsp_server.py: GStreamer's RTSP server with x264 and AAC, for Debian's own
   # /usr/bin/python3 (python3-gi is built for it, not for a pyenv or virtualenv python3).
   for pkg in python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \

@@ -4,145 +4,18 @@
 
 #[path = "../workers/tests/support/mod.rs"]
 mod media;
+#[path = "support/recording.rs"]
+mod recording;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use recording::{Rig, RECORD_KEY};
 use serde_json::{json, Value};
-use support::{
-    assert_relaycast_signature, eventually, write_config, Api, CallbackReceiver, Received,
-    RelaycastProcess, ACME,
-};
+use support::{assert_relaycast_signature, eventually, Received, RelaycastProcess};
 
-const RECORD_KEY: &str = "reckey123";
 const TEMPLATE_KEY: &str = "cbkey-456";
-
-fn start_relaycast(dir: &std::path::Path, roles: &str) -> RelaycastProcess {
-    let config = write_config(dir);
-    let env = [
-        ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "200"),
-        ("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"),
-        ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
-        ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
-        ("RELAYCAST_LOG_FILTER", "info"),
-    ];
-    RelaycastProcess::start(
-        &dir.join("data"),
-        &env,
-        &["--config", config.to_str().unwrap(), "--roles", roles],
-    )
-}
-
-/// The stack of one test: an nginx-rtmp origin hooked to relaycast, relaycast, a signed client
-/// and a receiver of the record notices.
-struct Rig {
-    nginx: media::Nginx,
-    relaycast: RelaycastProcess,
-    api: Api,
-    receiver: CallbackReceiver,
-    dir: tempfile::TempDir,
-    _heavy: media::HeavyGuard,
-}
-
-impl Rig {
-    async fn start(roles: &str) -> Rig {
-        let heavy = media::heavy(&[]).await;
-        let dir = tempfile::tempdir().unwrap();
-        let relaycast = start_relaycast(dir.path(), roles);
-        let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
-        let hooks = api.v1_ok("GET", "/v1/hooks", &[], None).await;
-        let nginx = media::Nginx::start_with_hooks(&format!(
-            "{}&domain=ingest.test",
-            hooks["NginxRtmpUrl"].as_str().unwrap()
-        ));
-        let receiver = CallbackReceiver::start().await;
-        let pull = format!("rtmp://127.0.0.1:{}/{{app}}/{{stream}}", nginx.rtmp_port);
-        api.v1_ok(
-            "POST",
-            "/v1/domains",
-            &[],
-            Some(json!({ "DomainName": "ingest.test", "PullUrlTemplate": pull })),
-        )
-        .await;
-        Rig {
-            nginx,
-            relaycast,
-            api,
-            receiver,
-            dir,
-            _heavy: heavy,
-        }
-    }
-
-    /// A recording template with `params` (Tencent's fields) and the record callback.
-    async fn template(&self, name: &str, params: Value) -> u64 {
-        let mut body = json!({ "TemplateName": name, "RecordNotifyUrl": self.receiver.url, "CallbackKey": RECORD_KEY });
-        body.as_object_mut()
-            .unwrap()
-            .extend(params.as_object().unwrap().clone());
-        self.api
-            .v1_ok("POST", "/v1/record-templates", &[], Some(body))
-            .await["TemplateId"]
-            .as_u64()
-            .unwrap()
-    }
-
-    async fn bind(&self, app: &str, template: u64) {
-        self.api
-            .v1_ok(
-                "POST",
-                "/v1/record-rules",
-                &[],
-                Some(
-                    json!({ "DomainName": "ingest.test", "AppName": app, "TemplateId": template }),
-                ),
-            )
-            .await;
-    }
-
-    fn publish(&self, stream: &str) -> media::Publisher {
-        let p = media::Publisher::start_sized(&self.nginx.hooked_url(stream), 320, 240);
-        assert!(
-            self.nginx
-                .wait_publishing(stream, Duration::from_secs(10))
-                .is_some(),
-            "{stream} not published"
-        );
-        p
-    }
-
-    /// The record notices (event 100 with our `file_id`) of `stream` received so far.
-    fn notices(&self, stream: &str) -> Vec<Received> {
-        self.receiver
-            .received()
-            .into_iter()
-            .filter(|r| {
-                r.body["event_type"] == 100
-                    && r.body["stream_id"] == stream
-                    && r.body["task_id"].as_str().is_some_and(|t| !t.is_empty())
-            })
-            .collect()
-    }
-
-    async fn wait_notices(&self, stream: &str, n: usize, within: Duration) -> Vec<Received> {
-        eventually(
-            &format!("{n} record notices of {stream}"),
-            within,
-            || async {
-                let got = self.notices(stream);
-                (got.len() >= n).then_some(got)
-            },
-        )
-        .await
-    }
-
-    async fn search(&self, body: Value) -> Value {
-        self.api
-            .v1_ok("POST", "/v1/media/search", &[], Some(body))
-            .await
-    }
-}
 
 fn css_sign(key: &str, t: i64) -> String {
     hex::encode(Md5::digest(format!("{key}{t}").as_bytes()))
