@@ -141,10 +141,20 @@ impl Drop for MotoServer {
 
 /// Makes the resources `settings` name, as the stack makes them: the table, every queue of
 /// [`QUEUES`](relaycast_core::ports::queue::QUEUES) with its dead-letter queue (dead-lettering
-/// after `max_receives`), and the bucket, so that [`crate::open_aws`] opens on them.
+/// after `max_receives`), and the bucket, so that [`crate::open_aws`] opens on them. What
+/// exists already is kept, so provisioning twice is fine.
 pub async fn provision(settings: &AwsSettings, max_receives: u32) -> Result<(), crate::AwsError> {
     let sdk = crate::sdk_config(settings).await;
-    crate::store::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &settings.table).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table_exists = dynamodb
+        .describe_table()
+        .table_name(&settings.table)
+        .send()
+        .await
+        .is_ok();
+    if !table_exists {
+        crate::store::create_table(&dynamodb, &settings.table).await?;
+    }
     crate::queue::create_queues(
         &aws_sdk_sqs::Client::new(&sdk),
         &settings.queue_prefix,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::head_bucket::HeadBucketError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
@@ -117,7 +118,13 @@ impl S3ObjectStore {
             .await
             .map_err(|e| AwsError::Open {
                 what: "S3 bucket",
-                reason: format!("{}: {}", self.bucket, DisplayErrorContext(&e)),
+                reason: match e.as_service_error() {
+                    Some(HeadBucketError::NotFound(_)) => format!(
+                        "{} does not exist (made by infra/relaycast.yaml)",
+                        self.bucket
+                    ),
+                    _ => format!("{}: {}", self.bucket, DisplayErrorContext(&e)),
+                },
             })?;
         Ok(())
     }

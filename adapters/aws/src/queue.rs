@@ -156,7 +156,10 @@ impl SqsQueue {
             for queue in [name.to_string(), dead_letter_queue(name)] {
                 self.url(&queue).await.map_err(|e| AwsError::Open {
                     what: "SQS queue",
-                    reason: e.to_string(),
+                    reason: match e {
+                        QueueError::Backend(msg) | QueueError::Invalid(msg) => msg,
+                        other => other.to_string(),
+                    },
                 })?;
             }
         }
