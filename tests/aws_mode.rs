@@ -1,9 +1,10 @@
-//! relaycast in AWS mode, end to end: `relaycast up` with `[aws]` settings runs the API, the
-//! relay worker, the recorder and the `recordings` function on DynamoDB, SQS and S3 (moto's
-//! server mode on 127.0.0.1). A task created through the API relays between real nginx-rtmp
-//! endpoints; a recording lands in the S3 bucket, becomes a media record through the
-//! `recordings` function, and plays from its presigned URL. Nothing is written to the data
-//! directory's SQLite file: there is none.
+//! relaycast in AWS mode, end to end: `relaycast up` processes with `[aws]` settings share
+//! DynamoDB, SQS and S3 (moto's server mode on 127.0.0.1) as the Lambda functions and ECS
+//! workers do: one runs the API, the notifier, the scheduler and the recorder, two others are
+//! relay workers only. A task created through the API relays between real nginx-rtmp
+//! endpoints, and when its worker is killed the other takes it over through the lease in
+//! DynamoDB; a recording lands in the S3 bucket, becomes a media record through the
+//! `recordings` function, and plays from its presigned URL. No process opens a SQLite store.
 
 #[path = "../workers/tests/support/mod.rs"]
 mod media;
@@ -13,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use recording::Rig;
+use recording::{start_relaycast_with, Rig};
 use relaycast_aws::moto::{provision, MotoServer};
 use serde_json::json;
 use support::eventually;
@@ -33,14 +34,9 @@ async fn a_relay_and_a_recording_run_on_dynamodb_sqs_and_s3() {
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ];
-    let rig = Rig::start_with("all", &env).await;
-    let health = reqwest::get(rig.relaycast.url("/healthz"))
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    eprintln!("healthz: {health}");
+    let rig = Rig::start_with("api,notifier,scheduler,recorder", &env).await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut first = start_relaycast_with(first_dir.path(), "relay", &env);
 
     // A relay: one pull from the origin's `live/src`, pushed to `live/out1`.
     let _source = media::Publisher::start(&rig.nginx.url("src"));
@@ -78,6 +74,34 @@ async fn a_relay_and_a_recording_run_on_dynamodb_sqs_and_s3() {
         (probe.video_codec.as_deref(), probe.audio_codec.as_deref()),
         (Some("h264"), Some("aac"))
     );
+
+    // The worker holding the task dies without a drain; the other one takes the task over once
+    // the lease in DynamoDB lapses (3 s).
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = start_relaycast_with(second_dir.path(), "relay", &env);
+    first.kill9();
+    let killed = Instant::now();
+    eventually(
+        "destination released after the kill",
+        Duration::from_secs(15),
+        || async {
+            rig.nginx
+                .stream("out1")
+                .is_none_or(|s| s.publisher.is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    let out = rig.nginx.url("out1");
+    tokio::task::spawn_blocking(move || media::wait_playable(&out, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the other worker never took the task over");
+    eprintln!(
+        "kill to playable again on the other worker: {:?} (lease TTL 3 s)",
+        killed.elapsed()
+    );
+
     eventually(
         "the task's started callback",
         Duration::from_secs(15),
@@ -145,12 +169,12 @@ async fn a_relay_and_a_recording_run_on_dynamodb_sqs_and_s3() {
     let got = reqwest::get(media_url).await.unwrap();
     assert_eq!(got.status(), 200, "GET {media_url}");
 
-    // Everything above ran on the AWS adapters: the embedded store never opened.
-    let data = rig.dir.path().join("data");
-    assert!(
-        !data
-            .join(relaycast_embedded::embedded::DATABASE_FILE)
-            .exists(),
-        "relaycast opened a SQLite store in AWS mode"
-    );
+    // Everything above ran on the AWS adapters: no process opened an embedded store.
+    drop(second);
+    for dir in [rig.dir.path(), first_dir.path(), second_dir.path()] {
+        let db = dir
+            .join("data")
+            .join(relaycast_embedded::embedded::DATABASE_FILE);
+        assert!(!db.exists(), "{} opened in AWS mode", db.display());
+    }
 }
