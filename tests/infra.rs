@@ -179,7 +179,7 @@ fn function_bin(block: &[String]) -> String {
 }
 
 #[test]
-fn every_function_and_worker_the_template_deploys_is_a_bin_and_every_bin_is_deployed() {
+fn every_function_the_template_deploys_is_a_bin_and_every_bin_is_deployed() {
     let text = std::fs::read_to_string(template()).unwrap();
     let resources = resources(&text);
 
@@ -211,7 +211,12 @@ fn every_function_and_worker_the_template_deploys_is_a_bin_and_every_bin_is_depl
     ] {
         assert!(globals.contains(needle), "Globals lack {needle:?}");
     }
+}
 
+#[test]
+fn every_worker_the_template_runs_is_a_bin_the_image_holds() {
+    let text = std::fs::read_to_string(template()).unwrap();
+    let resources = resources(&text);
     let workers = bins_of("relaycast-workers");
     let entrypoint = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/worker-entrypoint.sh"),
@@ -230,7 +235,8 @@ fn every_function_and_worker_the_template_deploys_is_a_bin_and_every_bin_is_depl
             "{name} runs {worker}, which relaycast-workers does not build"
         );
         assert!(
-            entrypoint.contains(&format!("{worker} |")) || entrypoint.contains(&format!("| {worker}")),
+            entrypoint.contains(&format!("{worker} |"))
+                || entrypoint.contains(&format!("| {worker}")),
             "infra/worker-entrypoint.sh does not run {worker}"
         );
         assert!(
@@ -390,7 +396,10 @@ fn every_setting_the_template_passes_is_a_setting_relaycast_reads() {
         } else {
             continue;
         };
-        if !name.starts_with("RELAYCAST_") {
+        let is_variable = name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !name.starts_with("RELAYCAST_") || !is_variable {
             continue;
         }
         // Literal values are checked as they are, stack references with a value of their kind.
@@ -415,7 +424,9 @@ fn every_setting_the_template_passes_is_a_setting_relaycast_reads() {
     });
     let settings = relaycast_core::config::Settings::load(None, env)
         .unwrap_or_else(|e| panic!("the template's settings are refused: {e}"));
-    let aws = settings.aws.expect("the template configures the AWS adapters");
+    let aws = settings
+        .aws
+        .expect("the template configures the AWS adapters");
     assert_eq!(aws.region.as_deref(), Some("relaycast-x"));
     assert_eq!(settings.queue.max_receives, 5, "as the redrive policies");
 }

@@ -108,7 +108,8 @@ fn check_glibc_names_the_symbols_above_the_limit() {
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.starts_with(&format!("{}: needs GLIBC_2.", exe.display())) && stdout.contains("@GLIBC_2."),
+        stdout.starts_with(&format!("{}: needs GLIBC_2.", exe.display()))
+            && stdout.contains("@GLIBC_2."),
         "{stdout}"
     );
 
