@@ -85,13 +85,19 @@ for line in open(sys.argv[1]):
   rm -f "$messages"
 }
 
+# A debug zip is for a test, not an upload: compress it quickly.
+zip_level=9
+$debug && zip_level=1
+list=$(mktemp)
+trap 'rm -f "$list"' EXIT
 built=()
 for package in "${packages[@]}"; do
   case "$package" in
     relaycast-functions)
       profile=lambda
       $debug && profile=dev
-      mapfile -t bins < <(build_bins "$package" "$profile")
+      build_bins "$package" "$profile" >"$list"
+      mapfile -t bins <"$list"
       if [ ${#bins[@]} -eq 0 ]; then
         echo "build-aws: relaycast-functions has no bins to deploy" >&2
         exit 1
@@ -106,13 +112,13 @@ for package in "${packages[@]}"; do
         # mode: the same binary gives the same zip, so a deploy uploads only what changed.
         python3 -c '
 import sys, zipfile
-src, dst = sys.argv[1], sys.argv[2]
+src, dst, level = sys.argv[1], sys.argv[2], int(sys.argv[3])
 info = zipfile.ZipInfo("bootstrap", date_time=(1980, 1, 1, 0, 0, 0))
 info.external_attr = (0o100755 & 0xFFFF) << 16
 info.compress_type = zipfile.ZIP_DEFLATED
 with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
-    z.writestr(info, f.read(), compresslevel=9)
-' "$dir/bootstrap" "$dir/bootstrap.zip"
+    z.writestr(info, f.read(), compresslevel=level)
+' "$dir/bootstrap" "$dir/bootstrap.zip" "$zip_level"
         built+=("$dir/bootstrap")
         echo "build-aws: $dir/bootstrap.zip ($(du -k "$dir/bootstrap.zip" | cut -f1) KiB)" >&2
       done
@@ -120,7 +126,8 @@ with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
     relaycast-workers)
       profile=release
       $debug && profile=dev
-      mapfile -t bins < <(build_bins "$package" "$profile")
+      build_bins "$package" "$profile" >"$list"
+      mapfile -t bins <"$list"
       context="$out/worker-image"
       rm -rf "$context"
       mkdir -p "$context"
