@@ -1,6 +1,6 @@
 //! Throughput and latency of the control API over HTTP: a real `relaycast` host (the same code
-//! `relaycast up` runs, API role only, embedded SQLite) on 127.0.0.1, driven by concurrent
-//! signed requests.
+//! `relaycast up` runs, API role only, embedded SQLite; with `--moto` also the AWS adapters on
+//! moto) on 127.0.0.1, driven by concurrent signed requests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use md5::{Digest, Md5};
 use relaycast::Host;
-use relaycast_core::config::{AccountSettings, Settings};
+use relaycast_core::config::{AccountSettings, AwsSettings, Settings};
 use relaycast_core::ports::SystemClock;
 use serde_json::json;
 
@@ -85,19 +85,10 @@ fn report(figure: &str, concurrency: usize, latencies: &[Duration], wall: Durati
     println!("# api {figure} (concurrency {concurrency}): {} requests, {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms", latencies.len());
 }
 
-/// `cmd=1` creates, then exact-id queries and fuzzy-src queries over what was created.
-/// With `creates_only`, stops after the creates (the `writes` bench).
-pub async fn bench_api(
-    base_dir: Option<&std::path::Path>,
-    requests: usize,
-    concurrency: usize,
-    creates_only: bool,
-) -> Result<()> {
-    if requests == 0 || concurrency == 0 {
-        bail!("--requests and --concurrency must be at least 1");
-    }
-    let dir = crate::temp_dir(base_dir)?;
-    let settings = Settings {
+/// The settings of the bench's host: the API role only, the bench account, on the embedded
+/// adapters in `dir` or on `aws`.
+fn bench_settings(dir: &tempfile::TempDir, aws: Option<AwsSettings>) -> Settings {
+    Settings {
         http_addr: "127.0.0.1:0".into(),
         data_dir: dir.path().join("data"),
         roles: vec!["api".into()],
@@ -110,21 +101,21 @@ pub async fn bench_api(
             call_limit: u32::MAX,
             allowed_push_hosts: vec![],
         }],
+        aws,
         ..Default::default()
-    };
-    let host = Host::start(settings, Arc::new(SystemClock))
-        .await
-        .context("starting the host")?;
-    let base = format!("http://{}", host.addr);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let signer = Arc::new(Signer {
-        seq: AtomicU64::new(0),
-    });
+    }
+}
 
-    let (c, b, s) = (client.clone(), base.clone(), signer.clone());
-    let (lat, wall) = drive(requests, concurrency, move |i| {
+/// `requests` signed `cmd=1` creates with `concurrency` in flight.
+async fn creates(
+    client: &reqwest::Client,
+    base: &str,
+    signer: &Arc<Signer>,
+    requests: usize,
+    concurrency: usize,
+) -> Result<(Vec<Duration>, Duration)> {
+    let (c, b, s) = (client.clone(), base.to_string(), signer.clone());
+    drive(requests, concurrency, move |i| {
         let (c, b, s) = (c.clone(), b.clone(), s.clone());
         async move {
             let body = json!({"cmd": "1", "type": "live", "list": [{
@@ -145,7 +136,68 @@ pub async fn bench_api(
             Ok(())
         }
     })
-    .await?;
+    .await
+}
+
+/// `cmd=1` creates on the embedded adapters and on the AWS ones (moto's server mode on
+/// 127.0.0.1: DynamoDB, SQS, S3), side by side in one run.
+pub async fn bench_api_backends(
+    base_dir: Option<&std::path::Path>,
+    requests: usize,
+    concurrency: usize,
+) -> Result<()> {
+    if requests == 0 || concurrency == 0 {
+        bail!("--requests and --concurrency must be at least 1");
+    }
+    let moto = relaycast_aws::moto::MotoServer::start();
+    let aws = moto.settings("bench");
+    relaycast_aws::moto::provision(&aws, 5)
+        .await
+        .context("provisioning moto")?;
+    for (figure, aws) in [("embedded", None), ("aws on moto", Some(aws))] {
+        let dir = crate::temp_dir(base_dir)?;
+        let host = Host::start(bench_settings(&dir, aws), Arc::new(SystemClock))
+            .await
+            .with_context(|| format!("starting the host on the {figure} adapters"))?;
+        let base = format!("http://{}", host.addr);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()?;
+        let signer = Arc::new(Signer {
+            seq: AtomicU64::new(0),
+        });
+        let (lat, wall) = creates(&client, &base, &signer, requests, concurrency).await?;
+        report(&format!("cmd=1 create ({figure})"), concurrency, &lat, wall);
+        host.shutdown().await;
+    }
+    Ok(())
+}
+
+/// `cmd=1` creates, then exact-id queries and fuzzy-src queries over what was created.
+/// With `creates_only`, stops after the creates (the `writes` bench).
+pub async fn bench_api(
+    base_dir: Option<&std::path::Path>,
+    requests: usize,
+    concurrency: usize,
+    creates_only: bool,
+) -> Result<()> {
+    if requests == 0 || concurrency == 0 {
+        bail!("--requests and --concurrency must be at least 1");
+    }
+    let dir = crate::temp_dir(base_dir)?;
+    let settings = bench_settings(&dir, None);
+    let host = Host::start(settings, Arc::new(SystemClock))
+        .await
+        .context("starting the host")?;
+    let base = format!("http://{}", host.addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let signer = Arc::new(Signer {
+        seq: AtomicU64::new(0),
+    });
+
+    let (lat, wall) = creates(&client, &base, &signer, requests, concurrency).await?;
     report("cmd=1 create", concurrency, &lat, wall);
     if creates_only {
         host.shutdown().await;

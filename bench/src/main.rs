@@ -68,6 +68,10 @@ enum Command {
         /// Requests in flight.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Also run the creates on the AWS adapters, on moto's server mode on 127.0.0.1 (DynamoDB,
+        /// SQS, S3), next to the same creates on the embedded ones.
+        #[arg(long)]
+        moto: bool,
     },
     /// The relay data plane against ffmpeg and nginx-rtmp baselines, side by side on this
     /// machine: CPU, RSS and PSS for N destinations (relaycast vs N separate `ffmpeg -c copy`
@@ -551,7 +555,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Api {
             requests,
             concurrency,
+            moto: false,
         } => api::bench_api(base, requests, concurrency, false).await,
+        Command::Api {
+            requests,
+            concurrency,
+            moto: true,
+        } => api::bench_api_backends(base, requests, concurrency).await,
         Command::Callbacks(mut opts) => {
             opts.dir = cli.dir.clone();
             callbacks::bench_callbacks(opts).await

@@ -19,14 +19,24 @@ pub const RECORD_KEY: &str = "reckey123";
 
 /// `relaycast up` with `roles`, the test accounts and quick lease and scheduler timings.
 pub fn start_relaycast(dir: &std::path::Path, roles: &str) -> RelaycastProcess {
+    start_relaycast_with(dir, roles, &[])
+}
+
+/// [`start_relaycast`] with `extra_env` too (the AWS-mode test's `RELAYCAST_AWS__*`).
+pub fn start_relaycast_with(
+    dir: &std::path::Path,
+    roles: &str,
+    extra_env: &[(&str, &str)],
+) -> RelaycastProcess {
     let config = write_config(dir);
-    let env = [
+    let mut env = vec![
         ("RELAYCAST_TIMING__SCHEDULER_TICK_MS", "200"),
         ("RELAYCAST_TIMING__LEASE_TTL_MS", "3000"),
         ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
         ("RELAYCAST_QUEUE__VISIBILITY_TIMEOUT_MS", "5000"),
         ("RELAYCAST_LOG_FILTER", "info"),
     ];
+    env.extend_from_slice(extra_env);
     RelaycastProcess::start(
         &dir.join("data"),
         &env,
@@ -49,9 +59,14 @@ impl Rig {
     /// Starts the stack with `relaycast up --roles roles` and the push domain `ingest.test`
     /// pulled from the origin; waits for the other media tests of this binary first.
     pub async fn start(roles: &str) -> Rig {
+        Rig::start_with(roles, &[]).await
+    }
+
+    /// [`Rig::start`] with `extra_env` for relaycast.
+    pub async fn start_with(roles: &str, extra_env: &[(&str, &str)]) -> Rig {
         let heavy = media::heavy(&[]).await;
         let dir = tempfile::tempdir().unwrap();
-        let relaycast = start_relaycast(dir.path(), roles);
+        let relaycast = start_relaycast_with(dir.path(), roles, extra_env);
         let api = Api::new(&format!("http://{}", relaycast.addr), ACME.0, ACME.1);
         let hooks = api.v1_ok("GET", "/v1/hooks", &[], None).await;
         let nginx = media::Nginx::start_with_hooks(&format!(
