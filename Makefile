@@ -1,7 +1,7 @@
 # The two commands of the README: `make up` runs the service, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: up test build bench lint clean-data
+.PHONY: up test build bench lint clean-data aws
 
 up:
 	./scripts/install-deps.sh run
@@ -12,6 +12,12 @@ test:
 	./scripts/install-deps.sh test
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+
+# What infra/relaycast.yaml deploys: the Lambda zips and the worker image's context (add
+# ARGS=--image to build the image too; see infra/README.md).
+aws:
+	./scripts/install-deps.sh aws
+	./scripts/build-aws.sh $(ARGS)
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -4,13 +4,30 @@
 #   install-deps.sh test  ffmpeg, nginx + libnginx-mod-rtmp (RTMP peers), openssl (test certificates),
 #                         procps (pgrep, ps), GStreamer's RTSP server for Debian's python3 (the RTSP
 #                         test source), sqlite3, moto[server], cfn-lint, chromium + chromium-driver
-#                         (the headless browser that plays the recordings, driven over WebDriver)
-# Never downloads a binary: everything comes from Debian's packages or PyPI.
+#                         (the headless browser that plays the recordings, driven over WebDriver),
+#                         and what the aws mode installs (tests/lambda_build.rs builds the zips)
+#   install-deps.sh aws   what scripts/build-aws.sh needs: ziglang (PyPI), cargo-zigbuild
+#                         (crates.io, `cargo install --locked`), binutils (readelf, nm)
+# Never downloads a binary: everything comes from Debian's packages, PyPI or crates.io.
 set -euo pipefail
 mode=${1:-run}
 
+case "$mode" in
+  run | test | aws) ;;
+  *) echo "usage: install-deps.sh run|test|aws" >&2; exit 2 ;;
+esac
+aws=false
+if [ "$mode" = aws ] || [ "$mode" = test ]; then aws=true; fi
+
 need_apt=()
-command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+pip_missing=()
+[ "$mode" = aws ] || { command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; } || need_apt+=(ffmpeg)
+if $aws; then
+  { command -v readelf >/dev/null && command -v nm >/dev/null; } || need_apt+=(binutils)
+  command -v python3 >/dev/null || need_apt+=(python3)
+  # cargo-zigbuild runs `python3 -m ziglang` when no zig is on PATH.
+  command -v zig >/dev/null || python3 -m ziglang version >/dev/null 2>&1 || pip_missing+=(ziglang)
+fi
 if [ "$mode" = test ]; then
   command -v nginx >/dev/null || need_apt+=(nginx)
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
@@ -27,7 +44,6 @@ if [ "$mode" = test ]; then
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$pkg")
   done
   # The Python test peers, installed with pip below.
-  pip_missing=()
   # moto 5.2.2 fixed the root element of CompleteMultipartUpload's answer, which the AWS SDK's
   # S3 client refuses otherwise (multipart uploads of recordings, adapters/aws/tests/contract_s3.rs).
   moto_req='moto[server]>=5.2.2'
@@ -40,10 +56,10 @@ if [ "$mode" = test ]; then
   fi
   # `--version`, not `command -v`: a pyenv shim is on PATH even when no Python has cfn-lint.
   cfn-lint --version >/dev/null 2>&1 || pip_missing+=(cfn-lint)
-  # Debian's python3 comes without pip.
-  if [ ${#pip_missing[@]} -gt 0 ] && ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
-    need_apt+=(python3-pip)
-  fi
+fi
+# Debian's python3 comes without pip.
+if [ ${#pip_missing[@]} -gt 0 ] && ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
+  need_apt+=(python3-pip)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -59,21 +75,23 @@ fi
 if [ "$mode" = test ]; then
   # Debian's nginx package starts a system nginx on port 80; the tests run their own instances.
   if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then systemctl stop nginx || true; fi
-  if [ ${#pip_missing[@]} -gt 0 ]; then
-    echo "installing ${pip_missing[*]}"
-    # A Debian python3 refuses a plain install (externally managed environment, PEP 668): then
-    # install anyway. Any other failure is shown as pip reported it.
-    pip_log=$(mktemp)
-    if ! python3 -m pip install -q "${pip_missing[@]}" 2>"$pip_log"; then
-      if grep -q externally-managed-environment "$pip_log"; then
-        python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
-      else
-        cat "$pip_log" >&2
-        rm -f "$pip_log"
-        exit 1
-      fi
+fi
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "installing ${pip_missing[*]}"
+  # A Debian python3 refuses a plain install (externally managed environment, PEP 668): then
+  # install anyway. Any other failure is shown as pip reported it.
+  pip_log=$(mktemp)
+  if ! python3 -m pip install -q "${pip_missing[@]}" 2>"$pip_log"; then
+    if grep -q externally-managed-environment "$pip_log"; then
+      python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+    else
+      cat "$pip_log" >&2
+      rm -f "$pip_log"
+      exit 1
     fi
-    rm -f "$pip_log"
+  fi
+  rm -f "$pip_log"
+  if [ "$mode" = test ]; then
     command -v cfn-lint >/dev/null \
       || echo "cfn-lint is installed but not on PATH: add pip's script directory (e.g. ~/.local/bin) to PATH" >&2
   fi
@@ -82,4 +100,9 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "relaycast builds with Rust 1.85 or newer: install it with rustup, then run this again" >&2
   exit 1
+fi
+# `cargo zigbuild --help` rather than `command -v`: it is a cargo subcommand.
+if $aws && ! cargo zigbuild --help >/dev/null 2>&1; then
+  echo "installing cargo-zigbuild"
+  cargo install --locked --quiet cargo-zigbuild
 fi
