@@ -6,6 +6,10 @@
 pub mod api;
 mod body_limit;
 pub mod callbacks;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+#[cfg(feature = "test-support")]
+pub mod lambda_emulator;
 pub mod notifier;
 pub mod recordings;
 pub mod scheduler;
