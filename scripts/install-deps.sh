@@ -28,10 +28,14 @@ if [ "$mode" = test ]; then
   done
   # The Python test peers, installed with pip below.
   pip_missing=()
+  # moto 5.2.2 fixed the root element of CompleteMultipartUpload's answer, which the AWS SDK's
+  # S3 client refuses otherwise (multipart uploads of recordings, adapters/aws/tests/contract_s3.rs).
+  moto_req='moto[server]>=5.2.2'
   if command -v python3 >/dev/null; then
-    python3 -c 'import moto.server' 2>/dev/null || pip_missing+=('moto[server]')
+    python3 -c 'import sys, moto.server, moto; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 2))' 2>/dev/null \
+      || pip_missing+=("$moto_req")
   else
-    pip_missing+=('moto[server]')
+    pip_missing+=("$moto_req")
     need_apt+=(python3)
   fi
   # `--version`, not `command -v`: a pyenv shim is on PATH even when no Python has cfn-lint.

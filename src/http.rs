@@ -16,8 +16,8 @@ use relaycast_core::ports::{ObjectStore, Queue};
 use relaycast_embedded::DirObjectStore;
 use serde::Deserialize;
 
-/// Queues whose depth `/metrics` reports.
-pub const OBSERVED_QUEUES: &[&str] = &["relay-jobs", "record-jobs", "callbacks", "object-notices"];
+/// Queues whose depth `/metrics` reports: every queue the service uses.
+pub const OBSERVED_QUEUES: &[&str] = relaycast_core::ports::queue::QUEUES;
 
 /// What the host routes need.
 #[derive(Clone)]

@@ -2,10 +2,11 @@
 //! `Queue` port, [`S3ObjectStore`](objects) for the `ObjectStore` port. Each passes the same port
 //! contract suite (`relaycast_core::ports::contract`) as the embedded adapters, against moto's
 //! server mode in the tests. The resources themselves (table, queues, bucket) are made by
-//! `infra/relaycast.yaml`; [`provision`] makes the same ones for tests.
+//! `infra/relaycast.yaml`; `moto::provision` (feature `moto`) makes the same ones for tests.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use relaycast_core::config::AwsSettings;
+use relaycast_core::ports::queue::QUEUES;
 
 pub mod objects;
 pub mod queue;
@@ -38,16 +39,56 @@ pub enum AwsError {
     Provision { what: &'static str, reason: String },
 }
 
-/// Opens the DynamoDB store, the SQS queues (dead-lettering after `max_receives`, as the stack's
-/// redrive policies do) and the S3 object store that `settings` name.
+/// Opens the DynamoDB store, the SQS queues and the S3 object store that `settings` name,
+/// after checking that the table, every queue of [`QUEUES`] with its dead-letter queue, and the
+/// bucket exist, so that a process on a wrong or unfinished stack stops at once with an
+/// [`AwsError::Open`] naming what is missing. Expiry in the store follows `clock`; SQS keeps its
+/// own time. Dead-lettering is the queues' redrive policy (the stack's, or [`queue::create_queues`]'s);
+/// a policy that counts other than `max_receives` is logged.
 pub async fn open_aws(
     settings: &AwsSettings,
     clock: std::sync::Arc<dyn relaycast_core::ports::Clock>,
     max_receives: u32,
 ) -> Result<relaycast_core::Ports, AwsError> {
-    let _ = (settings, clock, max_receives);
-    Err(AwsError::Open {
-        what: "adapters",
-        reason: "being written (issue 12)".into(),
+    if settings.table.is_empty() {
+        return Err(AwsError::Open {
+            what: "DynamoDB table",
+            reason: "no table name in the [aws] settings".into(),
+        });
+    }
+    let sdk = sdk_config(settings).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    dynamodb
+        .describe_table()
+        .table_name(&settings.table)
+        .send()
+        .await
+        .map_err(|e| AwsError::Open {
+            what: "DynamoDB table",
+            reason: match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_)) => {
+                    format!("{} does not exist (made by infra/relaycast.yaml)", settings.table)
+                }
+                _ => format!(
+                    "{}: {}",
+                    settings.table,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                ),
+            },
+        })?;
+    let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
+    let queue = queue::SqsQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        settings.queue_prefix.clone(),
+    );
+    queue.check_queues(QUEUES).await?;
+    queue.warn_on_redrive_mismatch(QUEUES, max_receives).await;
+    let objects = objects::S3ObjectStore::open(settings).await?;
+    objects.check_bucket().await?;
+    Ok(relaycast_core::Ports {
+        store: std::sync::Arc::new(store),
+        queue: std::sync::Arc::new(queue),
+        objects: std::sync::Arc::new(objects),
+        clock,
     })
 }

@@ -6,8 +6,11 @@
 //! moto runs each request on a thread of its own and does not lock its DynamoDB tables, so two
 //! conditional writes on one item can both pass their check (a lost update DynamoDB never
 //! makes). The server is therefore started with DynamoDB's requests taken one at a time
-//! ([`SERIAL_DYNAMODB`]); SQS and S3 requests stay concurrent, so long polls still wait beside
-//! other requests.
+//! ([`SERIAL_DYNAMODB`]). Its SQS has the same flaw: two concurrent receives can both take one
+//! visible message (delivered twice within its visibility timeout), and two concurrent deletes
+//! can lose one (the message comes back). So SQS's operations run one at a time too, except
+//! that a long poll lets go while it waits, so it still waits beside other requests. S3's
+//! requests stay concurrent.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -17,11 +20,15 @@ use relaycast_core::config::AwsSettings;
 
 /// Starts `moto.server` with its argument list, DynamoDB's requests (those with an
 /// `X-Amz-Target: DynamoDB_…` header) served under one lock. Flask computes a response within
-/// the call, so the lock covers the whole of a request.
+/// the call, so the lock covers the whole of a request. Every method of moto's SQS backend
+/// runs under a second lock, which a receive's long poll releases while it waits for messages
+/// (it waits on the queue's own condition, which a send notifies under the lock, so the two
+/// never wait on each other).
 const SERIAL_DYNAMODB: &str = r#"
-import sys, threading
+import inspect, sys, threading
 import moto.server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.sqs.models import Queue, SQSBackend
 lock = threading.Lock()
 call = DomainDispatcherApplication.__call__
 def serial_dynamodb(self, environ, start_response):
@@ -30,6 +37,38 @@ def serial_dynamodb(self, environ, start_response):
             return call(self, environ, start_response)
     return call(self, environ, start_response)
 DomainDispatcherApplication.__call__ = serial_dynamodb
+
+sqs_lock = threading.Lock()
+held = threading.local()
+def serial_sqs(method):
+    def run(*args, **kwargs):
+        if getattr(held, "depth", 0):
+            held.depth += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                held.depth -= 1
+        with sqs_lock:
+            held.depth = 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                held.depth = 0
+    return run
+for name, method in list(vars(SQSBackend).items()):
+    if inspect.isfunction(method) and not name.startswith("_"):
+        setattr(SQSBackend, name, serial_sqs(method))
+wait_for_messages = Queue.wait_for_messages
+def wait_unlocked(self, timeout):
+    holding = getattr(held, "depth", 0) > 0
+    if holding:
+        sqs_lock.release()
+    try:
+        return wait_for_messages(self, timeout)
+    finally:
+        if holding:
+            sqs_lock.acquire()
+Queue.wait_for_messages = wait_unlocked
 moto.server.main(sys.argv[1:])
 "#;
 
@@ -98,4 +137,31 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Makes the resources `settings` name, as the stack makes them: the table, every queue of
+/// [`QUEUES`](relaycast_core::ports::queue::QUEUES) with its dead-letter queue (dead-lettering
+/// after `max_receives`), and the bucket, so that [`crate::open_aws`] opens on them. What
+/// exists already is kept, so provisioning twice is fine.
+pub async fn provision(settings: &AwsSettings, max_receives: u32) -> Result<(), crate::AwsError> {
+    let sdk = crate::sdk_config(settings).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table_exists = dynamodb
+        .describe_table()
+        .table_name(&settings.table)
+        .send()
+        .await
+        .is_ok();
+    if !table_exists {
+        crate::store::create_table(&dynamodb, &settings.table).await?;
+    }
+    crate::queue::create_queues(
+        &aws_sdk_sqs::Client::new(&sdk),
+        &settings.queue_prefix,
+        relaycast_core::ports::queue::QUEUES,
+        max_receives,
+    )
+    .await?;
+    crate::objects::create_bucket(&crate::objects::s3_client(settings).await, &settings.bucket)
+        .await
 }

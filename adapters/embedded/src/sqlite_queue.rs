@@ -21,17 +21,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
 use super::sqlite_db::{OpError, SqliteDatabase};
-use relaycast_core::ports::queue::validate_queue_name;
+use relaycast_core::ports::queue::{validate_queue_name, MAX_DELAY, MAX_VISIBILITY};
 use relaycast_core::ports::{
     dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage,
 };
 
 /// How many receives a message gets before it moves to the dead-letter queue, by default.
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
-/// Longest delay a `send` accepts (SQS's limit).
-const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
-/// Longest visibility timeout (SQS's limit).
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// How often a long poll looks again when nothing wakes it earlier. Sends through this adapter
 /// wake waiting polls at once, and a delay or visibility timeout running out is slept for
 /// exactly (see [`SqliteQueue::receive`]), so this only bounds how late a send from another
@@ -328,7 +324,7 @@ impl Queue for SqliteQueue {
         }
         if delay > MAX_DELAY {
             return Err(QueueError::Invalid(format!(
-                "delay {delay:?} exceeds 15 minutes"
+                "delay {delay:?} exceeds {MAX_DELAY:?}"
             )));
         }
         // Time-ordered (v7): an insert lands at the end of the id index, next to the previous

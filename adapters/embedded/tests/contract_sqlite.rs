@@ -55,7 +55,10 @@ async fn queue_contract() {
         QueueFixture {
             queue: Arc::new(queue),
             clock,
+            real_time: false,
             max_receives: MAX_RECEIVES,
+            max_name_len: 80,
+            long_delay_hops: None,
             guard: Box::new(dir),
         }
     })
@@ -76,7 +79,10 @@ async fn queue_contract_sharing_the_store_file() {
         QueueFixture {
             queue: Arc::new(queue),
             clock,
+            real_time: false,
             max_receives: MAX_RECEIVES,
+            max_name_len: 80,
+            long_delay_hops: None,
             guard: Box::new((dir, store)),
         }
     })
@@ -105,6 +111,8 @@ async fn object_store_contract() {
             objects: Arc::new(objects),
             clock,
             scratch,
+            // The URL needs the host's `/objects/` route (tested with the host).
+            fetch_urls: false,
             guard: Box::new(dir),
         }
     })

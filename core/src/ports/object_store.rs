@@ -56,7 +56,8 @@ pub enum ObjectStoreError {
     Backend(String),
 }
 
-/// Recordings and snapshots. Guarantees (checked by `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`)):
+/// Recordings and snapshots. Guarantees (checked by `core/src/ports/contract.rs`, run by
+/// `adapters/embedded/tests/contract_sqlite.rs` and `adapters/aws/tests/contract_s3.rs`):
 /// an object whose `put_*` returned `Ok` is complete and durable (never visible half-written);
 /// `list` returns keys in lexicographic order.
 #[async_trait]

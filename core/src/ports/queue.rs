@@ -8,6 +8,17 @@
 //! - each message counts its receives; a message received more than the queue's
 //!   `max_receives` times moves to the dead-letter queue [`dead_letter_queue`]`(name)` instead of
 //!   being delivered again.
+//!
+//! What differs between backends, and so is all a consumer may count on:
+//! - acknowledging a stale receipt (the message was acknowledged already, or delivered again
+//!   since) fails with [`QueueError::StaleReceipt`] on the embedded queue but may succeed on SQS,
+//!   which accepts an old receipt of a message it still holds or deleted lately; either way
+//!   the message is not delivered again once its latest delivery was acknowledged;
+//! - [`Queue::stats`] are approximate on SQS (its counters lag by a second or so);
+//! - SQS counts delays, visibility timeouts and long polls in whole seconds: its adapter rounds
+//!   each up, so a consumer must not rely on sub-second timing;
+//! - on SQS the queues are made by the stack (`infra/relaycast.yaml`) or `create_queues`, not
+//!   at first use; every name in [`QUEUES`] must exist there.
 
 use std::time::Duration;
 
@@ -34,8 +45,29 @@ pub fn validate_queue_name(queue: &str) -> Result<(), QueueError> {
     }
 }
 
-/// The largest message body, in bytes (SQS's limit).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// The largest message body, in bytes: SQS's 256 KiB, less 1 KiB kept for the message
+/// attributes an adapter adds itself (SQS counts them in its limit; the SQS adapter's long-delay
+/// hops carry three).
+pub const MAX_MESSAGE_BYTES: usize = 255 * 1024;
+
+/// The longest delay a `send` accepts. SQS itself delays a message by at most 15 minutes; its
+/// adapter keeps longer ones as a chain of re-sends (see `relaycast_aws::queue`), and 12 hours
+/// bounds that chain at 48 hops while covering every retry schedule and timer the service
+/// queues.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The longest visibility timeout a `receive` or `extend` accepts (SQS's limit).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// Every queue the service uses, by the constants its producers and consumers name them with.
+/// The AWS stack makes each (with its dead-letter queue); opening the AWS adapters checks they
+/// exist, and the host's metrics watch their depth.
+pub const QUEUES: &[&str] = &[
+    crate::app::relay::RELAY_QUEUE,
+    crate::app::recording::RECORD_QUEUE,
+    crate::domain::outbox::CALLBACK_QUEUE,
+    crate::domain::recording::OBJECT_NOTICE_QUEUE,
+];
 
 /// A delivered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +110,21 @@ pub enum QueueError {
     Backend(String),
 }
 
-/// Named at-least-once queues. See the module documentation for the semantics every adapter
-/// gives (checked by `core/src/ports/contract.rs` (run by `core/tests/contract_sqlite.rs`)). A message whose `send` returned `Ok` is
-/// durable; queues exist implicitly.
 /// The longest long poll a `receive` may ask for (SQS's limit).
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
+/// Named at-least-once queues. See the module documentation for the semantics every adapter
+/// gives (checked by `core/src/ports/contract.rs`, run by `adapters/embedded/tests/contract_sqlite.rs`
+/// and `adapters/aws/tests/contract_sqs.rs`). A message whose `send` returned `Ok` is durable.
+/// The embedded queues exist implicitly; SQS's are made beforehand (see the module documentation).
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Enqueues `body`, visible after `delay` (at most 15 minutes, SQS's limit). Returns its id.
+    /// Enqueues `body`, visible after `delay` (at most [`MAX_DELAY`]). Returns its id, which
+    /// every delivery of the message carries.
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError>;
 
-    /// Up to `max` (1..=10) visible messages, each then hidden for `visibility`. Waits up to
+    /// Up to `max` (1..=10) visible messages, each then hidden for `visibility` (at most
+    /// [`MAX_VISIBILITY`]). Waits up to
     /// `wait` (at most [`MAX_WAIT`]) for one to arrive when none is visible (long polling);
     /// returns empty after that.
     async fn receive(
@@ -100,7 +135,8 @@ pub trait Queue: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError>;
 
-    /// Deletes the message of this delivery.
+    /// Deletes the message of this delivery. A receipt that is not the latest delivery's is
+    /// [`QueueError::StaleReceipt`], or `Ok` on SQS (see the module documentation).
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
 
     /// Hides the message of this delivery for `visibility` from now.
