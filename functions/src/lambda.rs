@@ -145,8 +145,10 @@ pub async fn http(router: axum::Router) -> Result<(), LambdaError> {
 ///   notifier never acks the Lambda's receipt);
 /// - to be tried again after a wait (a failed callback on the seed's schedule, a predecessor in
 ///   flight, a busy endpoint): the message is hidden for that wait and reported failed, so SQS
-///   brings the same message back then. The callbacks queue's `maxReceiveCount` must therefore
-///   exceed the longest retry schedule (`timing.stream_callback_retries` + 1 receives);
+///   brings the same message back then. A message received `queue.max_receives` times (the
+///   queue's `maxReceiveCount`) would be dead-lettered at its next receive although its entry
+///   still has retries, so it is handed over instead: sent again with the wait (its count starts
+///   anew) and reported done;
 /// - our own failure (store, queue): reported failed, back after the visibility timeout.
 pub async fn notifier(notifier: Notifier) -> Result<(), LambdaError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
@@ -158,7 +160,11 @@ pub async fn notifier(notifier: Notifier) -> Result<(), LambdaError> {
                     let message = received(&record)?;
                     match notifier.attempt(&message).await {
                         Ok((_, Settle::Done)) => return None,
-                        Ok((_, Settle::Later(wait))) => hide(&notifier, &message, wait).await,
+                        Ok((_, Settle::Later(wait))) => {
+                            if come_back(&notifier, &message, wait).await {
+                                return None;
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(entry = %message.body, error = %e, "callback delivery step failed")
                         }
@@ -177,13 +183,24 @@ pub async fn notifier(notifier: Notifier) -> Result<(), LambdaError> {
     .map_err(LambdaError::Runtime)
 }
 
-/// Hides a message of the Lambda's batch for `wait`, so it comes back when its entry is due.
+/// Makes a message of the Lambda's batch come back after `wait`: hidden that long, or, when
+/// SQS would dead-letter it at its next receive, sent anew (then `true`: the batch item is done).
 /// A failure only brings it back sooner (after the queue's visibility timeout).
-async fn hide(notifier: &Notifier, message: &ReceivedMessage, wait: Duration) {
-    let queue = &notifier.context().ports.queue;
+async fn come_back(notifier: &Notifier, message: &ReceivedMessage, wait: Duration) -> bool {
+    let ctx = notifier.context();
+    let queue = &ctx.ports.queue;
+    if message.receive_count >= ctx.settings.queue.max_receives {
+        match queue.send(CALLBACK_QUEUE, &message.body, wait).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(entry = %message.body, error = %e, "callback message not handed over; it may be dead-lettered")
+            }
+        }
+    }
     if let Err(e) = queue.extend(CALLBACK_QUEUE, &message.receipt, wait).await {
         tracing::warn!(entry = %message.body, error = %e, "callback message visibility not changed; it comes back after the queue's visibility timeout");
     }
+    false
 }
 
 /// `recordings` on the object-notices queue, whose messages are the bucket's S3 event

@@ -459,7 +459,8 @@ async fn notifier_reports_exactly_the_failed_callback_and_brings_it_back_on_sche
         &emulator,
         env!("CARGO_BIN_EXE_relaycast-notifier"),
         "relaycast-notifier",
-        &[],
+        // As if the queue dead-lettered at the second receive: the second failure hands over.
+        &[("RELAYCAST_QUEUE__MAX_RECEIVES", "2")],
     )
     .await;
     let arn = format!(
@@ -498,6 +499,28 @@ async fn notifier_reports_exactly_the_failed_callback_and_brings_it_back_on_sche
         vec![failing]
     );
     assert_eq!(back[0].receive_count, 2);
+
+    // It fails again at the receive SQS would dead-letter it after: handed over to a new
+    // message instead, due after the wait, and its entry still has its retries.
+    let response = invoke(&emulator, &notifier, sqs_event(&arn, &back)).await;
+    let failed = settle_batch(&stack.ports, CALLBACK_QUEUE, &back, &response).await;
+    assert!(failed.is_empty(), "{response}");
+    assert_eq!(bad_got.lock().unwrap().len(), 2);
+    let bad = state(ids[1].clone()).await;
+    assert_eq!((bad.attempts, bad.state), (2, DeliveryState::Queued));
+    let mut again = Vec::new();
+    for _ in 0..10 {
+        again = receive_all(&stack.ports, CALLBACK_QUEUE, Duration::from_secs(30)).await;
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].body.as_str(), again[0].receive_count),
+        (ids[1].as_str(), 1)
+    );
+    assert_ne!(again[0].id, back[0].id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
