@@ -32,6 +32,7 @@ bench:
 	./target/release/relaycast-bench writes
 	./target/release/relaycast-bench callbacks
 	./target/release/relaycast-bench relay --rounds 3
+	for f in api callbacks notifier recordings scheduler; do ./target/release/relaycast-bench lambda-init --bin target/release/relaycast-$$f; done
 
 clean-data:
 	rm -rf ./relaycast-data

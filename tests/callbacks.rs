@@ -284,7 +284,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_is_stored() {
             "unknown event: event_type 999",
         ),
         (b"{\"event_type\":1,".to_vec(), 400, "malformed body"),
-        (huge.into_bytes(), 400, "body larger than 1048576 bytes"),
+        (huge.into_bytes(), 413, "body larger than 1048576 bytes"),
         (
             other_domain.to_string().into_bytes(),
             404,

@@ -7,6 +7,7 @@
 
 mod api;
 mod callbacks;
+mod lambda_init;
 mod record;
 mod relay;
 mod writes;
@@ -179,6 +180,10 @@ enum Command {
     /// fixed rate), a repeats check, and deliveries/s to an in-process receiver with and
     /// without a dead receiver; the service's CPU and PSS in every window.
     Callbacks(callbacks::CallbacksOptions),
+    /// A Lambda bootstrap binary's init time (process start to its first request for an
+    /// invocation) against the Runtime API emulator, on moto: median and p90 of N cold starts.
+    /// Needs moto[server].
+    LambdaInit(lambda_init::LambdaInitOptions),
     /// Every durable write path side by side against the raw SQLite single-commit ceiling of
     /// the same run: store events (`transact` of 4 puts) at several concurrencies, the same
     /// with a queue send on the embedded file, queue send+receive+ack, and API `cmd=1` creates
@@ -520,6 +525,7 @@ async fn main() -> Result<()> {
         Command::StoreCas { .. } => "store-cas",
         Command::Writes { .. } => "writes",
         Command::Callbacks(_) => "callbacks",
+        Command::LambdaInit(_) => "lambda-init",
         Command::Record { .. } => "record",
     };
     record::start(bench, cli.out.clone(), cli.tag.as_deref(), cli.no_record)?;
@@ -562,6 +568,7 @@ async fn run(cli: Cli) -> Result<()> {
             concurrency,
             moto: true,
         } => api::bench_api_backends(base, requests, concurrency).await,
+        Command::LambdaInit(opts) => lambda_init::bench_lambda_init(opts).await,
         Command::Callbacks(mut opts) => {
             opts.dir = cli.dir.clone();
             callbacks::bench_callbacks(opts).await

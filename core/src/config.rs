@@ -46,6 +46,8 @@ pub struct Settings {
     pub timing: TimingSettings,
     /// Callback delivery limits.
     pub callbacks: CallbackSettings,
+    /// Limits of the HTTP functions, the same in every host.
+    pub http: HttpSettings,
     /// The AWS resources to run on (DynamoDB, SQS, S3). Absent, the default: the embedded
     /// adapters in `data_dir`.
     pub aws: Option<AwsSettings>,
@@ -76,6 +78,28 @@ pub struct AwsSettings {
 
 fn default_queue_prefix() -> String {
     "relaycast-".into()
+}
+
+/// Limits of the HTTP functions (API, inbound callbacks, `/v1`), applied alike by `relaycast up`
+/// and the Lambda functions, so a request a deployment would refuse is refused locally too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// The largest request body taken, in bytes; a larger one is answered 413 before it is
+    /// read further. Default 6 291 456 (6 MiB, the largest payload a Lambda function is
+    /// invoked with).
+    pub max_body_bytes: usize,
+}
+
+/// Lambda's limit on a synchronous invocation's payload.
+pub const LAMBDA_MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: LAMBDA_MAX_PAYLOAD_BYTES,
+        }
+    }
 }
 
 /// How the notifier shares its work among customer endpoints.
@@ -115,6 +139,7 @@ impl Default for Settings {
             queue: QueueSettings::default(),
             timing: TimingSettings::default(),
             callbacks: CallbackSettings::default(),
+            http: HttpSettings::default(),
             aws: None,
         }
     }
@@ -376,6 +401,9 @@ impl Settings {
                 );
             }
         }
+        if self.http.max_body_bytes == 0 {
+            return invalid("http.max_body_bytes", "must be at least 1");
+        }
         if self.queue.max_receives == 0 {
             return invalid("queue.max_receives", "must be at least 1");
         }
@@ -531,6 +559,7 @@ mod tests {
             ),
             (5, 120_000)
         );
+        assert_eq!(s.http.max_body_bytes, 6 * 1024 * 1024);
     }
 
     #[test]
@@ -546,6 +575,7 @@ mod tests {
             Some(&path),
             env(&[
                 ("RELAYCAST_HTTP_ADDR", "127.0.0.1:9100"),
+                ("RELAYCAST_HTTP__MAX_BODY_BYTES", "1000"),
                 ("RELAYCAST_TIMING__LEASE_HEARTBEAT_MS", "1000"),
                 ("RELAYCAST_ALLOW_PRIVATE_TARGETS", "true"),
                 ("RELAYCAST_CONFIG", "ignored"),
@@ -554,6 +584,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.http_addr, "127.0.0.1:9100");
+        assert_eq!(s.http.max_body_bytes, 1000);
         assert_eq!(s.timing.lease_ttl_ms, 5000);
         assert_eq!(s.timing.lease_heartbeat_ms, 1000);
         assert!(s.allow_private_targets);

@@ -64,6 +64,11 @@ fn error_response(error: ApiError, call_time: i64) -> Response {
     }
 }
 
+/// The answer to a body over `http.max_body_bytes`.
+pub(crate) fn body_too_large(limit: usize, call_time: i64) -> Response {
+    error_response(RequestError::BodyTooLong(limit).into(), call_time)
+}
+
 pub(crate) fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
         .map(|q| {

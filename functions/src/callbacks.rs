@@ -43,6 +43,18 @@ async fn read_body(body: Body) -> Result<Bytes, InboundError> {
         .map_err(|_| InboundError::TooLarge)
 }
 
+/// The answer to a body over `http.max_body_bytes` (which is at least the callbacks' own
+/// limit, so it is the same refusal).
+pub(crate) async fn body_too_large(ctx: &Context, path: &str) -> Response {
+    let endpoint = match path {
+        CSS_PATH => "css",
+        NGINX_RTMP_PATH => "nginx-rtmp",
+        SRS_PATH => "srs",
+        _ => "unknown",
+    };
+    answer(ctx, Err(InboundError::TooLarge.into()), endpoint).await
+}
+
 async fn answer(
     ctx: &Context,
     result: Result<Ingested, CallbackError>,

@@ -4,7 +4,12 @@
 //! A handler is thin: parse, call the domain in `relaycast-core`, map the result to the wire.
 
 pub mod api;
+mod body_limit;
 pub mod callbacks;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+#[cfg(feature = "test-support")]
+pub mod lambda_emulator;
 pub mod notifier;
 pub mod recordings;
 pub mod scheduler;
@@ -42,13 +47,38 @@ impl Context {
     }
 }
 
-/// Every HTTP function, mounted on one router (the same router a Lambda host serves).
+/// Every HTTP function, mounted on one router: what `relaycast up` serves. On AWS the same
+/// routes are split between two functions ([`api_routes`], [`callback_routes`]).
 pub fn http_routes(ctx: Context) -> Router {
-    api::routes()
-        .merge(callbacks::routes())
-        .merge(v1::routes())
-        .merge(v1_record::routes())
-        .merge(v1_recordings::routes())
-        .merge(v1_media::routes())
+    api_routes(ctx.clone()).merge(callback_routes(ctx))
+}
+
+/// The control APIs: the CDNetworks relay API and `/v1` (callback, recording and media
+/// management), called by customers (the `relaycast-api` function).
+pub fn api_routes(ctx: Context) -> Router {
+    limited(
+        api::routes()
+            .merge(v1::routes())
+            .merge(v1_record::routes())
+            .merge(v1_recordings::routes())
+            .merge(v1_media::routes()),
+        ctx,
+    )
+}
+
+/// The inbound event callbacks, called by ingest servers (the `relaycast-callbacks`
+/// function): a function of their own because senders want an answer within a few seconds
+/// whatever the API's load, and they need neither the API's accounts nor its rate limits.
+pub fn callback_routes(ctx: Context) -> Router {
+    limited(callbacks::routes(), ctx)
+}
+
+/// `routes` with their state and the body limit of `http.max_body_bytes`.
+fn limited(routes: Router<Context>, ctx: Context) -> Router {
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            body_limit::limit_body,
+        ))
         .with_state(ctx)
 }

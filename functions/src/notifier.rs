@@ -61,8 +61,18 @@ pub enum Outcome {
     EndpointBusy,
 }
 
+/// What becomes of a delivery message once [`Notifier::attempt`] handled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Nothing more to do for this entry (delivered, given up, finished already): delete it.
+    Done,
+    /// The entry needs another look after this wait (a retry on the seed's schedule, a
+    /// predecessor still in flight, a busy endpoint).
+    Later(Duration),
+}
+
 /// Entries the outbox sweep queues per look; a full batch is followed by the next at once.
-const SWEEP_BATCH: usize = 500;
+pub const SWEEP_BATCH: usize = 500;
 
 /// How long a notice waits for its predecessor before looking again.
 const ORDER_WAIT: Duration = Duration::from_secs(1);
@@ -190,6 +200,11 @@ impl Notifier {
         })
     }
 
+    /// The context it delivers with.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// Runs the sweep and the delivery loop until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let sweep_every =
@@ -269,20 +284,36 @@ impl Notifier {
             .await
     }
 
-    /// One attempt for one delivery message.
-    #[tracing::instrument(name = "deliver_callback", skip_all, fields(entry = %message.body, receive = message.receive_count))]
+    /// One attempt for one delivery message received from the queue port, which it then
+    /// settles there: deleted when done with, or sent again with the wait and deleted.
     pub async fn deliver(&self, message: ReceivedMessage) -> Result<Outcome, NotifierError> {
+        let (outcome, settle) = self.attempt(&message).await?;
+        let queue = &self.ctx.ports.queue;
+        if let Settle::Later(wait) = settle {
+            // Sent before the delete: a crash between the two repeats an attempt, never loses one.
+            queue.send(CALLBACK_QUEUE, &message.body, wait).await?;
+        }
+        queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
+        Ok(outcome)
+    }
+
+    /// One attempt for one delivery message, leaving the message itself alone: the caller
+    /// settles it as [`Settle`] says (the queue loop through the queue port, a Lambda host
+    /// through its batch response).
+    #[tracing::instrument(name = "deliver_callback", skip_all, fields(entry = %message.body, receive = message.receive_count))]
+    pub async fn attempt(
+        &self,
+        message: &ReceivedMessage,
+    ) -> Result<(Outcome, Settle), NotifierError> {
         let ports = &self.ctx.ports;
         let Some(stored) = ports.store.load::<OutboxEntry>(&message.body).await? else {
-            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-            return Ok(Outcome::Skipped);
+            return Ok((Outcome::Skipped, Settle::Done));
         };
         if matches!(
             stored.value.state,
             DeliveryState::Delivered | DeliveryState::Failed
         ) {
-            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-            return Ok(Outcome::Skipped);
+            return Ok((Outcome::Skipped, Settle::Done));
         }
         // Notices of one task go out in the order they happened: an entry whose predecessor is
         // still being delivered (or retried) waits for it.
@@ -292,28 +323,17 @@ impl Notifier {
                     prev.value.state,
                     DeliveryState::Pending | DeliveryState::Queued
                 ) {
-                    ports
-                        .queue
-                        .send(CALLBACK_QUEUE, &stored.value.id, ORDER_WAIT)
-                        .await?;
-                    ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-                    return Ok(Outcome::Waiting);
+                    return Ok((Outcome::Waiting, Settle::Later(ORDER_WAIT)));
                 }
             }
         }
         let endpoint = self.endpoints.endpoint(&stored.value.url);
         let Ok(_endpoint_slot) = endpoint.slots.clone().try_acquire_owned() else {
             let wait = self.endpoints.busy_wait_ms(&endpoint);
-            ports
-                .queue
-                .send(
-                    CALLBACK_QUEUE,
-                    &stored.value.id,
-                    Duration::from_millis(wait),
-                )
-                .await?;
-            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-            return Ok(Outcome::EndpointBusy);
+            return Ok((
+                Outcome::EndpointBusy,
+                Settle::Later(Duration::from_millis(wait)),
+            ));
         };
         let started_ms = ports.clock.now_ms();
         let attempt = self.post(&stored.value).await;
@@ -357,39 +377,33 @@ impl Notifier {
                             current = latest
                         }
                         // A duplicate message's delivery finished it first.
-                        _ => {
-                            ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-                            return Ok(Outcome::Skipped);
-                        }
+                        _ => return Ok((Outcome::Skipped, Settle::Done)),
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        let outcome = match (&result, retry_in) {
+        Ok(match (&result, retry_in) {
             (Ok(()), _) => {
                 metrics::counter!("relaycast_callbacks_total", "result" => "delivered")
                     .increment(1);
                 tracing::info!(url = %entry.url, attempts = entry.attempts, "callback delivered");
-                Outcome::Delivered
+                (Outcome::Delivered, Settle::Done)
             }
             (Err(error), Some(delay_ms)) => {
                 metrics::counter!("relaycast_callbacks_total", "result" => "retry").increment(1);
                 tracing::warn!(url = %entry.url, attempts = entry.attempts, %error, delay_ms, "callback failed; will retry");
-                ports
-                    .queue
-                    .send(CALLBACK_QUEUE, &entry.id, Duration::from_millis(delay_ms))
-                    .await?;
-                Outcome::Retrying
+                (
+                    Outcome::Retrying,
+                    Settle::Later(Duration::from_millis(delay_ms)),
+                )
             }
             (Err(error), None) => {
                 metrics::counter!("relaycast_callbacks_total", "result" => "failed").increment(1);
                 tracing::error!(url = %entry.url, attempts = entry.attempts, %error, "callback failed; retries used up");
-                Outcome::GaveUp
+                (Outcome::GaveUp, Settle::Done)
             }
-        };
-        ports.queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
-        Ok(outcome)
+        })
     }
 
     /// The keys that sign `entry`: the header's, and CSS's `sign` when the body takes one.

@@ -11,13 +11,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Context;
 
-/// Handles one notice body (the queue message, or a Lambda's record).
-pub async fn handle(ctx: &Context, body: &str) -> Result<NoticeOutcome, MediaError> {
-    let Ok(notice) = serde_json::from_str::<ObjectCreated>(body) else {
-        tracing::warn!(body, "malformed object notice dropped");
-        return Ok(NoticeOutcome::NotOurs);
+/// Handles one notice message body (a queue message, or a Lambda's SQS record): the
+/// recorder's own [`ObjectCreated`] or the bucket's S3 event notification, each object in it in
+/// turn. A body that is no notice at all is dropped with a warning: another try cannot mend it.
+pub async fn handle(ctx: &Context, body: &str) -> Result<Vec<NoticeOutcome>, MediaError> {
+    let notices = match ObjectCreated::parse_notice(body) {
+        Ok(notices) => notices,
+        Err(e) => {
+            tracing::warn!(body, error = %e, "malformed object notice dropped");
+            return Ok(Vec::new());
+        }
     };
-    handle_object_created(&ctx.ports, &ctx.settings, &ctx.config_cache, &notice).await
+    let mut outcomes = Vec::with_capacity(notices.len());
+    for notice in &notices {
+        outcomes.push(
+            handle_object_created(&ctx.ports, &ctx.settings, &ctx.config_cache, notice).await?,
+        );
+    }
+    Ok(outcomes)
 }
 
 /// Takes notices until `stop`.
@@ -40,8 +51,8 @@ pub async fn run(ctx: Context, stop: CancellationToken) {
         };
         for message in messages {
             match handle(&ctx, &message.body).await {
-                Ok(outcome) => {
-                    tracing::debug!(?outcome, "object notice handled");
+                Ok(outcomes) => {
+                    tracing::debug!(?outcomes, "object notice handled");
                     if let Err(e) = ctx
                         .ports
                         .queue

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Context;
 
 /// What one tick did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TickReport {
     /// Scheduled tasks started.
     pub started: usize,

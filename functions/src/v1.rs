@@ -111,6 +111,15 @@ fn ok(fields: Value) -> Response {
     (StatusCode::OK, Json(json!({ "Response": map }))).into_response()
 }
 
+/// The answer to a body over `http.max_body_bytes`: Tencent's common error for it.
+pub(crate) fn body_too_large(limit: usize) -> Response {
+    error_response(V1Error::Refused(ApiRefusal {
+        code: "RequestSizeLimitExceeded",
+        message: format!("the request body is larger than {limit} bytes"),
+        status: 413,
+    }))
+}
+
 fn error_response(e: V1Error) -> Response {
     let (status, code, message) = match e {
         V1Error::Refused(r) => (r.status, r.code.to_string(), r.message),

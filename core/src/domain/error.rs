@@ -61,6 +61,12 @@ pub enum RequestError {
     #[error("params id, src, forward not exist or empty")]
     QueryCriteriaMissing,
 
+    // ---- 413 / 1001: the body is over the host's limit (`http.max_body_bytes`) --------------
+    /// The request body is longer than the limit, in bytes. Worded like the seed's
+    /// `params src length is too long`; HTTP 413 because no part of it was read.
+    #[error("params body length is too long (at most {0} bytes)")]
+    BodyTooLong(usize),
+
     // ---- 403 / 1002: authentication and authorisation ---------------------------------------
     /// `n`, `r` or `k` missing or empty.
     #[error("apiName, n, r, k not exist or empty")]
@@ -105,10 +111,13 @@ impl RequestError {
         )
     }
 
-    /// The HTTP status: 403 for authentication, 400 for everything else.
+    /// The HTTP status: 403 for authentication, 413 for a body over the limit, 400 for
+    /// everything else.
     pub fn http_status(&self) -> u16 {
         if self.is_auth() {
             403
+        } else if matches!(self, Self::BodyTooLong(_)) {
+            413
         } else {
             400
         }
@@ -161,6 +170,19 @@ mod tests {
         assert_eq!(
             RequestError::IntervalTooBrief.msg(),
             "params start and end interval Too Brief!"
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_413_1001_naming_the_limit() {
+        let e = RequestError::BodyTooLong(6 * 1024 * 1024);
+        assert_eq!(
+            (e.http_status(), e.http_code(), e.msg().as_str()),
+            (
+                413,
+                "1001",
+                "params body length is too long (at most 6291456 bytes)"
+            )
         );
     }
 

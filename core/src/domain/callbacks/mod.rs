@@ -54,8 +54,8 @@ pub enum InboundError {
 
 impl InboundError {
     /// The HTTP status the sender gets: 403 for authentication and authorization, 404 for an
-    /// unknown domain, 413 never (an oversize body is a 400 so every sender treats it alike),
-    /// 400 for the rest.
+    /// unknown domain, 413 for an oversize body (as the hosts' own body limit answers, so a
+    /// body is refused alike whichever limit it passes), 400 for the rest.
     pub fn http_status(&self) -> u16 {
         match self {
             Self::BadSign
@@ -64,6 +64,7 @@ impl InboundError {
             | Self::PublishRefused(_)
             | Self::NoCallbackKey(_) => 403,
             Self::UnknownDomain(_) => 404,
+            Self::TooLarge => 413,
             _ => 400,
         }
     }

@@ -296,6 +296,102 @@ pub struct ObjectCreated {
 /// The queue of [`ObjectCreated`] notices.
 pub const OBJECT_NOTICE_QUEUE: &str = "object-notices";
 
+/// Why an object notice could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoticeError {
+    /// Neither an S3 event notification nor an [`ObjectCreated`] notice.
+    #[error("not an object notice: {0}")]
+    Malformed(String),
+    /// An S3 object key that is not valid percent-encoded UTF-8.
+    #[error("S3 object key {0:?} is not valid URL-encoded UTF-8")]
+    BadKey(String),
+}
+
+impl ObjectCreated {
+    /// Reads one object-notice message body: the [`ObjectCreated`] JSON the recorder sends
+    /// itself, or an S3 event notification (`{"Records": [...]}`) that the bucket sends to the
+    /// object-notices queue. From an S3 notification only `ObjectCreated:*` records of
+    /// `aws:s3` are kept, their keys URL-decoded (S3 writes a space as `+`); its `s3:TestEvent`
+    /// (sent once when the notification is configured) is no notice: an empty list.
+    pub fn parse_notice(body: &str) -> Result<Vec<ObjectCreated>, NoticeError> {
+        let malformed = |e: serde_json::Error| NoticeError::Malformed(e.to_string());
+        let value: serde_json::Value = serde_json::from_str(body).map_err(malformed)?;
+        if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+            return Ok(Vec::new());
+        }
+        if value.get("Records").is_none() {
+            return serde_json::from_value::<ObjectCreated>(value)
+                .map(|n| vec![n])
+                .map_err(malformed);
+        }
+        let event: S3Notification = serde_json::from_value(value).map_err(malformed)?;
+        event
+            .records
+            .into_iter()
+            .filter(|r| r.event_source == "aws:s3" && r.event_name.starts_with("ObjectCreated:"))
+            .map(|r| {
+                let key = s3_key_decode(&r.s3.object.key)
+                    .ok_or_else(|| NoticeError::BadKey(r.s3.object.key.clone()))?;
+                Ok(ObjectCreated {
+                    key,
+                    size: r.s3.object.size,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The parts of an S3 event notification (event structure version 2.x) a notice needs.
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    #[serde(default)]
+    event_source: String,
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+    // Absent on some event types (S3 omits it for delete markers); created objects carry it.
+    #[serde(default)]
+    size: u64,
+}
+
+/// S3's notification key encoding undone: `+` is a space, `%XX` a byte; `None` when a `%` is
+/// not followed by two hex digits or the bytes are not UTF-8.
+fn s3_key_decode(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// One part of an object key made of user text: the characters object keys allow
 /// (`[A-Za-z0-9._-]`) are kept, every other byte becomes `_`, and when anything was replaced a
 /// short digest of the original is added so two names never map to one key. Never `.`, `..` or
@@ -419,6 +515,61 @@ impl CalendarTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_notice_is_read_from_the_recorder_json_and_from_s3_events() {
+        let own = r#"{"key":"acme/rec/a.mp4","size":42}"#;
+        assert_eq!(
+            ObjectCreated::parse_notice(own).unwrap(),
+            vec![ObjectCreated {
+                key: "acme/rec/a.mp4".into(),
+                size: 42
+            }]
+        );
+        // As S3 sends it: keys URL-encoded, a space as `+`, and records of other kinds.
+        let s3 = r#"{"Records":[
+            {"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-01-01T00:00:00.000Z",
+             "eventName":"ObjectCreated:CompleteMultipartUpload","s3":{"s3SchemaVersion":"1.0","bucket":{"name":"b","arn":"arn:aws:s3:::b"},
+             "object":{"key":"acme/live/my+stream%3A1/%E5%BD%95.mp4","size":1024,"eTag":"x","sequencer":"0A"}}},
+            {"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectRemoved:Delete","s3":{"object":{"key":"gone.mp4"}}},
+            {"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"a%2Bb.ts","size":7}}}
+        ]}"#;
+        assert_eq!(
+            ObjectCreated::parse_notice(s3).unwrap(),
+            vec![
+                ObjectCreated {
+                    key: "acme/live/my stream:1/录.mp4".into(),
+                    size: 1024
+                },
+                ObjectCreated {
+                    key: "a+b.ts".into(),
+                    size: 7
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_s3_test_event_is_no_notice_and_garbage_is_an_error() {
+        let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-01T00:00:00.000Z","Bucket":"b","RequestId":"r","HostId":"h"}"#;
+        assert_eq!(ObjectCreated::parse_notice(test_event).unwrap(), vec![]);
+        for bad in ["", "not json", "[]", r#"{"key":1}"#, r#"{"Records":"x"}"#] {
+            assert!(
+                matches!(
+                    ObjectCreated::parse_notice(bad),
+                    Err(NoticeError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let bad_key = r#"{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"a%zz","size":1}}}]}"#;
+        assert_eq!(
+            ObjectCreated::parse_notice(bad_key),
+            Err(NoticeError::BadKey("a%zz".into()))
+        );
+        let not_utf8 = r#"{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"%FF","size":1}}}]}"#;
+        assert!(ObjectCreated::parse_notice(not_utf8).is_err());
+    }
 
     fn recording(record_id: Option<&str>, mode: RecordingMode, pattern: Option<&str>) -> Recording {
         Recording {
