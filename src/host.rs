@@ -252,21 +252,9 @@ async fn provision_accounts(ports: &Ports, settings: &Settings) -> Result<(), Ho
         what: "store",
         reason: e.to_string(),
     };
-    for declared in &settings.accounts {
-        let account = Account {
-            name: declared.name.clone(),
-            secret_key: declared.key.clone(),
-            api_enabled: declared.api_enabled,
-            call_limit_per_window: declared.call_limit,
-            allowed_push_hosts: (!declared.allowed_push_hosts.is_empty())
-                .then(|| declared.allowed_push_hosts.clone()),
-        };
-        ports
-            .store
-            .save(&account, Condition::Any)
-            .await
-            .map_err(fail)?;
-    }
+    relaycast_core::app::auth::store_declared_accounts(ports, &settings.accounts)
+        .await
+        .map_err(fail)?;
     if settings.accounts.is_empty()
         && ports
             .store

@@ -35,6 +35,9 @@ pub enum LambdaError {
     /// The adapters could not be opened (a missing table, queue or bucket; no credentials).
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The declared accounts could not be stored.
+    #[error("cannot store the declared accounts: {0}")]
+    Accounts(String),
     /// The notifier could not be built.
     #[error(transparent)]
     Notifier(#[from] NotifierError),
@@ -48,7 +51,7 @@ impl LambdaError {
     pub fn error_type(&self) -> &'static str {
         match self {
             LambdaError::Config(_) => "Relaycast.ConfigError",
-            LambdaError::Open(_) => "Relaycast.AdapterError",
+            LambdaError::Open(_) | LambdaError::Accounts(_) => "Relaycast.AdapterError",
             LambdaError::Notifier(_) => "Relaycast.NotifierError",
             LambdaError::Runtime(_) => "Relaycast.RuntimeError",
         }
@@ -79,6 +82,10 @@ async fn init() -> Result<Context, LambdaError> {
     init_tracing(settings.as_ref().map_or("info", |s| s.log_filter.as_str()));
     let settings = Arc::new(settings?);
     let opened = open_ports(&settings, Arc::new(SystemClock)).await?;
+    // The accounts the settings declare (the stack passes them to the `api` function only).
+    relaycast_core::app::auth::store_declared_accounts(&opened.ports, &settings.accounts)
+        .await
+        .map_err(|e| LambdaError::Accounts(e.to_string()))?;
     tracing::info!(
         backend = relaycast_adapters::backend_name(&settings),
         "function ready"

@@ -37,6 +37,11 @@ struct Stack {
     settings: Arc<Settings>,
 }
 
+/// `RELAYCAST_ACCOUNTS` as the stack passes it: a TOML array of account tables.
+const DECLARED_ACCOUNTS: &str =
+    r#"[{ name = "declared", key = "fedcba9876543210fedcba9876543210" }]"#;
+const DECLARED_KEY: &str = "fedcba9876543210fedcba9876543210";
+
 impl Stack {
     async fn start(tag: &str) -> Stack {
         let moto = MotoServer::start();
@@ -254,9 +259,21 @@ async fn api_answers_a_signed_forward_request_and_refuses_a_body_over_the_limit(
         &emulator,
         env!("CARGO_BIN_EXE_relaycast-api"),
         "relaycast-api",
-        &[("RELAYCAST_HTTP__MAX_BODY_BYTES", "4096")],
+        &[
+            ("RELAYCAST_HTTP__MAX_BODY_BYTES", "4096"),
+            ("RELAYCAST_ACCOUNTS", DECLARED_ACCOUNTS),
+        ],
     )
     .await;
+    // The accounts the stack's `Accounts` parameter declares are stored at init.
+    let declared = stack
+        .ports
+        .store
+        .load::<Account>("declared")
+        .await
+        .unwrap()
+        .expect("the declared account is stored at init");
+    assert_eq!(declared.value.secret_key.expose(), DECLARED_KEY);
 
     let body = json!({
         "cmd": "1",
@@ -420,7 +437,7 @@ async fn notifier_reports_exactly_the_failed_callback_and_brings_it_back_on_sche
     let (bad_url, bad_got) = receiver(500).await;
     let now = SystemClock.now_ms();
     let policy = RetryPolicy {
-        interval_ms: 3_000,
+        interval_ms: 4_000,
         retries: 5,
     };
     let mut ids = Vec::new();
@@ -468,6 +485,7 @@ async fn notifier_reports_exactly_the_failed_callback_and_brings_it_back_on_sche
         stack.aws.queue_prefix
     );
     let response = invoke(&emulator, &notifier, sqs_event(&arn, &batch)).await;
+    let answered = tokio::time::Instant::now();
     let failed = settle_batch(&stack.ports, CALLBACK_QUEUE, &batch, &response).await;
     assert_eq!(failed, vec![failing.clone()], "{response}");
     assert_eq!(ok_got.lock().unwrap().len(), 1);
@@ -480,8 +498,10 @@ async fn notifier_reports_exactly_the_failed_callback_and_brings_it_back_on_sche
     let bad = state(ids[1].clone()).await;
     assert_eq!((bad.attempts, bad.state), (1, DeliveryState::Queued));
 
-    // The failed one is hidden until its retry is due (3 s), then comes back, alone.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The failed one is hidden until its retry is due (4 s after the answer at the latest),
+    // then comes back, alone. Timed from the answer: settling the batch on a loaded moto can
+    // take a while.
+    tokio::time::sleep_until(answered + Duration::from_millis(1_500)).await;
     assert!(
         receive_all(&stack.ports, CALLBACK_QUEUE, Duration::from_secs(30))
             .await

@@ -56,35 +56,52 @@ pub async fn open_aws(
             reason: "no table name in the [aws] settings".into(),
         });
     }
+    if settings.bucket.is_empty() {
+        return Err(AwsError::Open {
+            what: "S3 bucket",
+            reason: "no bucket name in the [aws] settings".into(),
+        });
+    }
     let sdk = sdk_config(settings).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    dynamodb
-        .describe_table()
-        .table_name(&settings.table)
-        .send()
-        .await
-        .map_err(|e| AwsError::Open {
-            what: "DynamoDB table",
-            reason: match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_)) => {
-                    format!("{} does not exist (made by infra/relaycast.yaml)", settings.table)
-                }
-                _ => format!(
-                    "{}: {}",
-                    settings.table,
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                ),
-            },
-        })?;
-    let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
     let queue = queue::SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
         settings.queue_prefix.clone(),
     );
-    queue.check_queues(QUEUES).await?;
-    queue.warn_on_redrive_mismatch(QUEUES, max_receives).await;
-    let objects = objects::S3ObjectStore::open(settings).await?;
-    objects.check_bucket().await?;
+    let objects = objects::S3ObjectStore::new(
+        objects::s3_client_from(&sdk, settings),
+        settings.bucket.clone(),
+    );
+    // The checks are round trips of their own; taken together a cold start (a Lambda's init)
+    // waits for the slowest one, not for their sum.
+    let table = async {
+        dynamodb
+            .describe_table()
+            .table_name(&settings.table)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::Open {
+                what: "DynamoDB table",
+                reason: match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::describe_table::DescribeTableError::ResourceNotFoundException(_)) => {
+                        format!("{} does not exist (made by infra/relaycast.yaml)", settings.table)
+                    }
+                    _ => format!(
+                        "{}: {}",
+                        settings.table,
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    ),
+                },
+            })
+    };
+    let queues = async {
+        queue.check_queues(QUEUES).await?;
+        queue.warn_on_redrive_mismatch(QUEUES, max_receives).await;
+        Ok(())
+    };
+    tokio::try_join!(table, queues, objects.check_bucket())?;
+    let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
     Ok(relaycast_core::Ports {
         store: std::sync::Arc::new(store),
         queue: std::sync::Arc::new(queue),

@@ -60,8 +60,12 @@ impl std::fmt::Debug for S3ObjectStore {
 /// endpoint override is set, since a local endpoint such as moto on 127.0.0.1 has no per-bucket
 /// host names.
 pub async fn s3_client(settings: &AwsSettings) -> Client {
-    let sdk = crate::sdk_config(settings).await;
-    let config = aws_sdk_s3::config::Builder::from(&sdk)
+    s3_client_from(&crate::sdk_config(settings).await, settings)
+}
+
+/// [`s3_client`] on an SDK configuration already loaded.
+pub fn s3_client_from(sdk: &aws_config::SdkConfig, settings: &AwsSettings) -> Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
         .force_path_style(settings.endpoint_url.is_some())
         .build();
     Client::from_conf(config)

@@ -152,55 +152,64 @@ impl SqsQueue {
     /// Checks that each of `names` and its dead-letter queue exist, naming the first that does
     /// not.
     pub async fn check_queues(&self, names: &[&str]) -> Result<(), AwsError> {
-        for name in names {
-            for queue in [name.to_string(), dead_letter_queue(name)] {
-                self.url(&queue).await.map_err(|e| AwsError::Open {
-                    what: "SQS queue",
-                    reason: match e {
-                        QueueError::Backend(msg) | QueueError::Invalid(msg) => msg,
-                        other => other.to_string(),
-                    },
-                })?;
-            }
-        }
+        let queues = names
+            .iter()
+            .flat_map(|name| [name.to_string(), dead_letter_queue(name)]);
+        futures::future::try_join_all(queues.map(|queue| async move {
+            self.url(&queue).await.map_err(|e| AwsError::Open {
+                what: "SQS queue",
+                reason: match e {
+                    QueueError::Backend(msg) | QueueError::Invalid(msg) => msg,
+                    other => other.to_string(),
+                },
+            })
+        }))
+        .await?;
         Ok(())
     }
 
     /// Logs each of `names` whose redrive policy does not dead-letter after `max_receives`
     /// receives (the setting then has no effect: the queue's policy decides).
     pub async fn warn_on_redrive_mismatch(&self, names: &[&str], max_receives: u32) {
-        for name in names {
-            let Ok(url) = self.url(name).await else {
-                continue;
-            };
-            let policy = self
-                .client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::RedrivePolicy)
-                .send()
-                .await
-                .ok()
-                .and_then(|out| {
-                    out.attributes()
-                        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
-                });
-            let counted = policy
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                .and_then(|p| {
-                    let n = &p["maxReceiveCount"];
-                    n.as_u64()
-                        .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
-                });
-            if counted != Some(u64::from(max_receives)) {
-                tracing::warn!(
-                    queue = %self.sqs_name(name),
-                    policy = ?policy,
-                    max_receives,
-                    "the queue's redrive policy decides when a message is dead-lettered, not queue.max_receives"
-                );
-            }
+        futures::future::join_all(
+            names
+                .iter()
+                .map(|name| self.warn_on_redrive(name, max_receives)),
+        )
+        .await;
+    }
+
+    async fn warn_on_redrive(&self, name: &str, max_receives: u32) {
+        let Ok(url) = self.url(name).await else {
+            return;
+        };
+        let policy = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .ok()
+            .and_then(|out| {
+                out.attributes()
+                    .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
+            });
+        let counted = policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|p| {
+                let n = &p["maxReceiveCount"];
+                n.as_u64()
+                    .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+            });
+        if counted != Some(u64::from(max_receives)) {
+            tracing::warn!(
+                queue = %self.sqs_name(name),
+                policy = ?policy,
+                max_receives,
+                "the queue's redrive policy decides when a message is dead-lettered, not queue.max_receives"
+            );
         }
     }
 

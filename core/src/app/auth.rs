@@ -29,6 +29,28 @@ impl Entity for UsedRandom {
 /// Calls of one account in one rate window: a store counter.
 const CALL_COUNT: Kind = Kind("call_count");
 
+/// Stores the accounts `accounts` declares; the declaration wins over what is stored (a key
+/// changed in the config takes effect at the next start). Run by every host at start: `relaycast
+/// up`, and the Lambda functions whose settings declare accounts (the stack gives them to the
+/// `api` function).
+pub async fn store_declared_accounts(
+    ports: &Ports,
+    accounts: &[crate::config::AccountSettings],
+) -> Result<(), StoreError> {
+    for declared in accounts {
+        let account = Account {
+            name: declared.name.clone(),
+            secret_key: declared.key.clone(),
+            api_enabled: declared.api_enabled,
+            call_limit_per_window: declared.call_limit,
+            allowed_push_hosts: (!declared.allowed_push_hosts.is_empty())
+                .then(|| declared.allowed_push_hosts.clone()),
+        };
+        ports.store.save(&account, Condition::Any).await?;
+    }
+    Ok(())
+}
+
 /// Checks a request's `n`, `r`, `k` and returns its account. The order follows the seed's table:
 /// presence and lengths, the account's right to the API, the signature, the call limit, then
 /// the replay of `r` (so a replayed request still counts as a call).
