@@ -106,7 +106,53 @@ fn bench_settings(dir: &tempfile::TempDir, aws: Option<AwsSettings>) -> Settings
     }
 }
 
-/// `requests` signed `cmd=1` creates with `concurrency` in flight.
+/// A bench host on 127.0.0.1 and a client signing as the bench account.
+struct BenchHost {
+    host: relaycast::RunningHost,
+    base: String,
+    client: reqwest::Client,
+    signer: Arc<Signer>,
+}
+
+impl BenchHost {
+    /// Starts the host on the embedded adapters in `dir`, or on `aws`.
+    async fn start(
+        dir: &tempfile::TempDir,
+        aws: Option<AwsSettings>,
+        concurrency: usize,
+    ) -> Result<BenchHost> {
+        let host = Host::start(bench_settings(dir, aws), Arc::new(SystemClock))
+            .await
+            .context("starting the host")?;
+        Ok(BenchHost {
+            base: format!("http://{}", host.addr),
+            host,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(concurrency)
+                .build()?,
+            signer: Arc::new(Signer {
+                seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// `requests` signed `cmd=1` creates with `concurrency` in flight.
+    async fn creates(
+        &self,
+        requests: usize,
+        concurrency: usize,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        creates(
+            &self.client,
+            &self.base,
+            &self.signer,
+            requests,
+            concurrency,
+        )
+        .await
+    }
+}
+
 async fn creates(
     client: &reqwest::Client,
     base: &str,
@@ -156,19 +202,12 @@ pub async fn bench_api_backends(
         .context("provisioning moto")?;
     for (figure, aws) in [("embedded", None), ("aws on moto", Some(aws))] {
         let dir = crate::temp_dir(base_dir)?;
-        let host = Host::start(bench_settings(&dir, aws), Arc::new(SystemClock))
+        let bench = BenchHost::start(&dir, aws, concurrency)
             .await
-            .with_context(|| format!("starting the host on the {figure} adapters"))?;
-        let base = format!("http://{}", host.addr);
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .build()?;
-        let signer = Arc::new(Signer {
-            seq: AtomicU64::new(0),
-        });
-        let (lat, wall) = creates(&client, &base, &signer, requests, concurrency).await?;
+            .with_context(|| format!("on the {figure} adapters"))?;
+        let (lat, wall) = bench.creates(requests, concurrency).await?;
         report(&format!("cmd=1 create ({figure})"), concurrency, &lat, wall);
-        host.shutdown().await;
+        bench.host.shutdown().await;
     }
     Ok(())
 }
@@ -185,19 +224,14 @@ pub async fn bench_api(
         bail!("--requests and --concurrency must be at least 1");
     }
     let dir = crate::temp_dir(base_dir)?;
-    let settings = bench_settings(&dir, None);
-    let host = Host::start(settings, Arc::new(SystemClock))
-        .await
-        .context("starting the host")?;
-    let base = format!("http://{}", host.addr);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let signer = Arc::new(Signer {
-        seq: AtomicU64::new(0),
-    });
-
-    let (lat, wall) = creates(&client, &base, &signer, requests, concurrency).await?;
+    let bench = BenchHost::start(&dir, None, concurrency).await?;
+    let (lat, wall) = bench.creates(requests, concurrency).await?;
+    let BenchHost {
+        host,
+        base,
+        client,
+        signer,
+    } = bench;
     report("cmd=1 create", concurrency, &lat, wall);
     if creates_only {
         host.shutdown().await;

@@ -132,6 +132,33 @@ impl MotoServer {
     }
 }
 
+impl MotoServer {
+    /// One server for the tests of a test binary that run at once: each holds an `Arc`, and the
+    /// last to finish stops it (a `static` would never be dropped and leave the process behind).
+    pub fn shared() -> std::sync::Arc<MotoServer> {
+        use std::sync::{Arc, Mutex, Weak};
+        static SERVER: Mutex<Weak<MotoServer>> = Mutex::new(Weak::new());
+        let mut shared = SERVER.lock().unwrap();
+        if let Some(server) = shared.upgrade() {
+            return server;
+        }
+        let server = Arc::new(MotoServer::start());
+        *shared = Arc::downgrade(&server);
+        server
+    }
+}
+
+/// A name no other case of this process uses, for resources of one case on a shared server.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,12 +2,11 @@
 //! plus what only DynamoDB makes a question: the item layout the stack's indexes and TTL rely
 //! on, the size limits, and writes over expired items that the TTL sweeper has not removed yet.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use relaycast_aws::moto::MotoServer;
+use relaycast_aws::moto::{unique, MotoServer};
 use relaycast_aws::store::{create_table, DynamoStore};
 use relaycast_core::ports::contract::{run_store_contract, StoreFixture};
 use relaycast_core::ports::{
@@ -16,31 +15,8 @@ use relaycast_core::ports::{
 };
 use serde_json::json;
 
-/// One moto server for the tests of this binary that run at once: each holds an `Arc`, and the
-/// last to finish stops it (a `static` would never be dropped and leave the process behind).
-fn moto() -> Arc<MotoServer> {
-    static SERVER: Mutex<Weak<MotoServer>> = Mutex::new(Weak::new());
-    let mut shared = SERVER.lock().unwrap();
-    if let Some(server) = shared.upgrade() {
-        return server;
-    }
-    let server = Arc::new(MotoServer::start());
-    *shared = Arc::downgrade(&server);
-    server
-}
-
 fn clock() -> ManualClock {
     ManualClock::new(1_700_000_000_000)
-}
-
-/// A name no other case of this run uses.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A store on a new table of `server`, with its raw client.
@@ -73,7 +49,7 @@ async fn raw_item(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_contract() {
-    let server = moto();
+    let server = MotoServer::shared();
     run_store_contract(|| {
         let server = Arc::clone(&server);
         async move {
@@ -95,7 +71,7 @@ async fn store_contract() {
 /// `create_table` makes the indexes and TTL the template declares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_match_the_stack() {
-    let server = moto();
+    let server = MotoServer::shared();
     let clock = clock();
     let (store, client) = fresh_store(&server, &clock).await;
     let record = Record {
@@ -194,7 +170,7 @@ async fn items_match_the_stack() {
 /// over DynamoDB's 4 MB request limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_too_large_are_refused_clearly() {
-    let server = moto();
+    let server = MotoServer::shared();
     let clock = clock();
     let (store, client) = fresh_store(&server, &clock).await;
     let big = |key: &str| {
@@ -249,7 +225,7 @@ async fn records_too_large_are_refused_clearly() {
 /// new life at version 1, whether they are unconditional puts, transactions or counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_over_expired_items_start_over() {
-    let server = moto();
+    let server = MotoServer::shared();
     let clock = clock();
     let (store, client) = fresh_store(&server, &clock).await;
     let kind = Kind("lease");
@@ -309,7 +285,7 @@ async fn writes_over_expired_items_start_over() {
 /// to `increment`; a counter overwritten by `put` is a plain record again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_plain_records_mix_as_on_sqlite() {
-    let server = moto();
+    let server = MotoServer::shared();
     let clock = clock();
     let (store, client) = fresh_store(&server, &clock).await;
     let kind = Kind("calls");
@@ -351,7 +327,7 @@ async fn counters_and_plain_records_mix_as_on_sqlite() {
 /// A store opened on a table that does not exist says so, naming the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_is_named() {
-    let server = moto();
+    let server = MotoServer::shared();
     let settings = server.settings(&unique("missing"));
     let store = DynamoStore::open(&settings, Arc::new(clock()))
         .await

@@ -2,38 +2,14 @@
 //! case), plus what only S3 makes a question: a multipart upload read back intact and leaving
 //! no upload open, and presigned playback URLs and their expiry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use relaycast_aws::moto::MotoServer;
+use relaycast_aws::moto::{unique, MotoServer};
 use relaycast_aws::objects::{create_bucket, s3_client, S3ObjectStore, MAX_URL_TTL};
 use relaycast_core::ports::contract::{run_object_contract, ObjectFixture};
 use relaycast_core::ports::{ManualClock, ObjectStore};
 use tokio::io::AsyncReadExt;
-
-/// One moto server for the tests of this binary that run at once: each holds an `Arc`, and the
-/// last to finish stops it.
-fn moto() -> Arc<MotoServer> {
-    static SERVER: Mutex<Weak<MotoServer>> = Mutex::new(Weak::new());
-    let mut shared = SERVER.lock().unwrap();
-    if let Some(server) = shared.upgrade() {
-        return server;
-    }
-    let server = Arc::new(MotoServer::start());
-    *shared = Arc::downgrade(&server);
-    server
-}
-
-/// A bucket name no other case of this run uses.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A store on a new bucket of `server`.
 async fn fresh_store(server: &MotoServer) -> S3ObjectStore {
@@ -47,7 +23,7 @@ async fn fresh_store(server: &MotoServer) -> S3ObjectStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_contract() {
-    let server = moto();
+    let server = MotoServer::shared();
     run_object_contract(|| {
         let server = Arc::clone(&server);
         async move {
@@ -69,7 +45,7 @@ async fn object_store_contract() {
 /// byte for byte, whole and by range; no multipart upload is left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_upload_reads_back_intact() {
-    let server = moto();
+    let server = MotoServer::shared();
     let store = fresh_store(&server).await.with_part_size(5 * 1024 * 1024);
     let data: Vec<u8> = (0..11 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -119,7 +95,7 @@ async fn a_multipart_upload_reads_back_intact() {
 /// checking their expiry, so the expiry is read from the URL's signed parameters.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presigned_url_expires_after_its_ttl() {
-    let server = moto();
+    let server = MotoServer::shared();
     let store = fresh_store(&server).await;
     store
         .put_bytes(

@@ -2,12 +2,11 @@
 //! clock), each case on queues of its own; plus what only SQS makes a question: the redrive
 //! policy `create_queues` sets, names too long for SQS, and a missing queue named.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use relaycast_aws::moto::MotoServer;
+use relaycast_aws::moto::{unique, MotoServer};
 use relaycast_aws::queue::{create_queues, SqsQueue};
 use relaycast_core::ports::contract::{run_queue_contract, QueueFixture};
 use relaycast_core::ports::{dead_letter_queue, ManualClock, Queue, QueueError};
@@ -18,29 +17,6 @@ const MAX_RECEIVES: u32 = 3;
 /// The hop limit of the long-delay case: its chain of re-sends runs in seconds.
 const TEST_HOP: Duration = Duration::from_secs(2);
 
-/// One moto server for the tests of this binary that run at once: each holds an `Arc`, and the
-/// last to finish stops it.
-fn moto() -> Arc<MotoServer> {
-    static SERVER: Mutex<Weak<MotoServer>> = Mutex::new(Weak::new());
-    let mut shared = SERVER.lock().unwrap();
-    if let Some(server) = shared.upgrade() {
-        return server;
-    }
-    let server = Arc::new(MotoServer::start());
-    *shared = Arc::downgrade(&server);
-    server
-}
-
-/// A tag no other case of this run uses.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}{}-{}",
-        std::process::id() % 100_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// The SQS client and queue prefix of a fresh tag on `server`.
 async fn fresh(server: &MotoServer) -> (aws_sdk_sqs::Client, String) {
     let settings = server.settings(&unique("q"));
@@ -50,7 +26,7 @@ async fn fresh(server: &MotoServer) -> (aws_sdk_sqs::Client, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_contract() {
-    let server = moto();
+    let server = MotoServer::shared();
     run_queue_contract(|| {
         let server = Arc::clone(&server);
         async move {
@@ -79,7 +55,7 @@ async fn queue_contract() {
 /// kept there however often it is received.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redrive_policy_moves_poison_to_the_dead_letter_queue() {
-    let server = moto();
+    let server = MotoServer::shared();
     let (client, prefix) = fresh(&server).await;
     create_queues(&client, &prefix, &["jobs"], 3).await.unwrap();
     // Made twice with the same attributes is fine (a test re-run, a developer's second start).
@@ -147,7 +123,7 @@ async fn the_redrive_policy_moves_poison_to_the_dead_letter_queue() {
 /// that was never made is named in the error (deployments do not make queues at first use).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_too_long_for_sqs_and_missing_queues_are_told() {
-    let server = moto();
+    let server = MotoServer::shared();
     let (client, prefix) = fresh(&server).await;
     let q = SqsQueue::new(client, prefix.clone());
     let too_long = "x".repeat(81 - prefix.len());
