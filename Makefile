@@ -29,10 +29,13 @@ bench:
 	./target/release/relaycast-bench queue
 	./target/release/relaycast-bench store-cas
 	./target/release/relaycast-bench api
+	./target/release/relaycast-bench api --moto --requests 300
 	./target/release/relaycast-bench writes
 	./target/release/relaycast-bench callbacks
 	./target/release/relaycast-bench relay --rounds 3
-	for f in api callbacks notifier recordings scheduler; do ./target/release/relaycast-bench lambda-init --bin target/release/relaycast-$$f; done
+	# The Lambda bins as they are deployed: built alone (no SQLite), profile `lambda`, glibc 2.34.
+	./scripts/build-aws.sh -p relaycast-functions
+	for f in api callbacks notifier recordings scheduler; do ./target/release/relaycast-bench lambda-init --bin target/x86_64-unknown-linux-gnu/lambda/relaycast-$$f; done
 
 clean-data:
 	rm -rf ./relaycast-data

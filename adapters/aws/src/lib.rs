@@ -73,7 +73,8 @@ pub async fn open_aws(
         settings.bucket.clone(),
     );
     // The checks are round trips of their own; taken together a cold start (a Lambda's init)
-    // waits for the slowest one, not for their sum.
+    // waits for the slowest one, not for their sum. Their errors are reported in a fixed order
+    // (table, queues, bucket), so what is named does not depend on which answered first.
     let table = async {
         dynamodb
             .describe_table()
@@ -100,7 +101,8 @@ pub async fn open_aws(
         queue.warn_on_redrive_mismatch(QUEUES, max_receives).await;
         Ok(())
     };
-    tokio::try_join!(table, queues, objects.check_bucket())?;
+    let (table, queues, bucket) = tokio::join!(table, queues, objects.check_bucket());
+    table.and(queues).and(bucket)?;
     let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
     Ok(relaycast_core::Ports {
         store: std::sync::Arc::new(store),

@@ -155,7 +155,8 @@ impl SqsQueue {
         let queues = names
             .iter()
             .flat_map(|name| [name.to_string(), dead_letter_queue(name)]);
-        futures::future::try_join_all(queues.map(|queue| async move {
+        // Looked up together; the first missing one in `names` order is the one named.
+        let found = futures::future::join_all(queues.map(|queue| async move {
             self.url(&queue).await.map_err(|e| AwsError::Open {
                 what: "SQS queue",
                 reason: match e {
@@ -164,7 +165,8 @@ impl SqsQueue {
                 },
             })
         }))
-        .await?;
+        .await;
+        found.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
