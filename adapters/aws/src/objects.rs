@@ -167,6 +167,55 @@ impl S3ObjectStore {
         }
     }
 
+    /// The object, or the bytes of `range` (`bytes=a-b`) of it, streamed; `None` when there is
+    /// no object. `meta` is the whole object's.
+    async fn fetch(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<Option<ObjectReader>, ObjectStoreError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let size = match out.content_range().and_then(range_total) {
+                    Some(total) => total,
+                    None => out.content_length().unwrap_or(0).max(0) as u64,
+                };
+                Ok(Some(ObjectReader {
+                    meta: ObjectMeta {
+                        key: key.to_string(),
+                        size,
+                        modified_ms: millis(out.last_modified()),
+                    },
+                    body: Box::pin(out.body.into_async_read()),
+                }))
+            }
+            Err(e) if matches!(e.as_service_error(), Some(GetObjectError::NoSuchKey(_))) => {
+                Ok(None)
+            }
+            // A range starting at or past the end: nothing to read, but the object is there.
+            Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("InvalidRange") => {
+                self.nothing_of(key).await
+            }
+            Err(e) => Err(self.backend("GetObject", key, e)),
+        }
+    }
+
+    /// An empty read of the object, with its metadata; `None` when there is no object.
+    async fn nothing_of(&self, key: &str) -> Result<Option<ObjectReader>, ObjectStoreError> {
+        Ok(self.head(key).await?.map(|meta| ObjectReader {
+            meta,
+            body: Box::pin(tokio::io::empty()),
+        }))
+    }
+
     /// Uploads `path` (of `size` bytes) in parts; aborts the upload when any step fails.
     async fn put_multipart(
         &self,
@@ -333,27 +382,7 @@ impl ObjectStore for S3ObjectStore {
 
     async fn get(&self, key: &str) -> Result<Option<ObjectReader>, ObjectStoreError> {
         validate_object_key(key)?;
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectReader {
-                meta: ObjectMeta {
-                    key: key.to_string(),
-                    size: out.content_length().unwrap_or(0).max(0) as u64,
-                    modified_ms: millis(out.last_modified()),
-                },
-                body: Box::pin(out.body.into_async_read()),
-            })),
-            Err(e) if matches!(e.as_service_error(), Some(GetObjectError::NoSuchKey(_))) => {
-                Ok(None)
-            }
-            Err(e) => Err(self.backend("GetObject", key, e)),
-        }
+        self.fetch(key, None).await
     }
 
     async fn get_range(
@@ -363,52 +392,15 @@ impl ObjectStore for S3ObjectStore {
         len: Option<u64>,
     ) -> Result<Option<ObjectReader>, ObjectStoreError> {
         validate_object_key(key)?;
-        let empty = |meta: Option<ObjectMeta>| {
-            meta.map(|meta| ObjectReader {
-                meta,
-                body: Box::pin(tokio::io::empty()),
-            })
-        };
         // S3 would ignore an empty range and send the whole object.
         if len == Some(0) {
-            return Ok(empty(self.head(key).await?));
+            return self.nothing_of(key).await;
         }
         let range = match len {
             Some(len) => format!("bytes={offset}-{}", offset.saturating_add(len - 1)),
             None => format!("bytes={offset}-"),
         };
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(range)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let size = match out.content_range().and_then(range_total) {
-                    Some(total) => total,
-                    None => out.content_length().unwrap_or(0).max(0) as u64,
-                };
-                Ok(Some(ObjectReader {
-                    meta: ObjectMeta {
-                        key: key.to_string(),
-                        size,
-                        modified_ms: millis(out.last_modified()),
-                    },
-                    body: Box::pin(out.body.into_async_read()),
-                }))
-            }
-            Err(e) if matches!(e.as_service_error(), Some(GetObjectError::NoSuchKey(_))) => {
-                Ok(None)
-            }
-            // A range starting at or past the end: nothing to read, but the object is there.
-            Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("InvalidRange") => {
-                Ok(empty(self.head(key).await?))
-            }
-            Err(e) => Err(self.backend("GetObject", key, e)),
-        }
+        self.fetch(key, Some(range)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {

@@ -37,9 +37,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use relaycast_core::config::AwsSettings;
-use relaycast_core::ports::queue::{
-    validate_queue_name, MAX_DELAY, MAX_MESSAGE_BYTES, MAX_VISIBILITY, MAX_WAIT,
-};
+use relaycast_core::ports::queue::{self, check_receive, check_send, validate_queue_name};
 use relaycast_core::ports::{
     dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage, SystemClock,
 };
@@ -263,14 +261,15 @@ impl SqsQueue {
         Ok(out.queue_url.unwrap_or_default())
     }
 
-    /// Sends `body` delayed by `delay_secs`, with `attributes` (name, Number value).
+    /// Sends `body` delayed by `delay_secs`, with message `attributes` (name, SQS data type,
+    /// value).
     async fn send_raw(
         &self,
         queue: &str,
         url: &str,
         body: &str,
         delay_secs: i32,
-        attributes: &[(&str, i64)],
+        attributes: &[(&str, &str, String)],
     ) -> Result<String, QueueError> {
         let mut send = self
             .client
@@ -278,10 +277,10 @@ impl SqsQueue {
             .queue_url(url)
             .message_body(body)
             .delay_seconds(delay_secs);
-        for (name, value) in attributes {
+        for (name, data_type, value) in attributes {
             let value = MessageAttributeValue::builder()
-                .data_type("Number")
-                .string_value(value.to_string())
+                .data_type(*data_type)
+                .string_value(value)
                 .build()
                 .map_err(|e| QueueError::Backend(e.to_string()))?;
             send = send.message_attributes(*name, value);
@@ -306,29 +305,15 @@ impl SqsQueue {
         let (first_id, first_sent_at) = first_send(m)?;
         let remaining = Duration::from_millis((not_before - SystemClock.now_ms()).max(0) as u64);
         let delay = whole_seconds(remaining.min(self.max_hop));
-        let body = m.body().unwrap_or_default();
         // The first id is a string; SQS Number attributes take digits only, so it goes as a
         // String attribute.
-        let mut send = self
-            .client
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .delay_seconds(delay);
-        let attr = |data_type: &str, value: String| {
-            MessageAttributeValue::builder()
-                .data_type(data_type)
-                .string_value(value)
-                .build()
-                .map_err(|e| QueueError::Backend(e.to_string()))
-        };
-        send = send
-            .message_attributes(NOT_BEFORE, attr("Number", not_before.to_string())?)
-            .message_attributes(FIRST_ID, attr("String", first_id)?)
-            .message_attributes(FIRST_SENT_AT, attr("Number", first_sent_at.to_string())?);
-        send.send()
-            .await
-            .map_err(|e| map_error("SendMessage", &self.sqs_name(queue), e))?;
+        let attributes = [
+            (NOT_BEFORE, "Number", not_before.to_string()),
+            (FIRST_ID, "String", first_id),
+            (FIRST_SENT_AT, "Number", first_sent_at.to_string()),
+        ];
+        self.send_raw(queue, url, m.body().unwrap_or_default(), delay, &attributes)
+            .await?;
         // Sent on before the early copy goes, so a failure in between repeats, never loses.
         self.client
             .delete_message()
@@ -436,29 +421,15 @@ fn classify(m: &Message, now_ms: i64) -> Result<Received, QueueError> {
 }
 
 fn check_visibility(visibility: Duration) -> Result<i32, QueueError> {
-    if visibility > MAX_VISIBILITY {
-        return Err(QueueError::Invalid(format!(
-            "visibility timeout {visibility:?} exceeds {MAX_VISIBILITY:?}"
-        )));
-    }
+    queue::check_visibility(visibility)?;
     Ok(whole_seconds(visibility))
 }
 
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError> {
+        check_send(queue, body, delay)?;
         self.check_name(queue)?;
-        if body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::Invalid(format!(
-                "message body of {} bytes exceeds {MAX_MESSAGE_BYTES} bytes",
-                body.len()
-            )));
-        }
-        if delay > MAX_DELAY {
-            return Err(QueueError::Invalid(format!(
-                "delay {delay:?} exceeds {MAX_DELAY:?}"
-            )));
-        }
         let url = self.url(queue).await?;
         if delay <= self.max_hop {
             return self
@@ -471,7 +442,7 @@ impl Queue for SqsQueue {
             &url,
             body,
             whole_seconds(self.max_hop),
-            &[(NOT_BEFORE, not_before)],
+            &[(NOT_BEFORE, "Number", not_before.to_string())],
         )
         .await
     }
@@ -483,18 +454,9 @@ impl Queue for SqsQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        check_receive(queue, max, visibility, wait)?;
         self.check_name(queue)?;
-        if !(1..=10).contains(&max) {
-            return Err(QueueError::Invalid(format!(
-                "max must be 1..=10, got {max}"
-            )));
-        }
-        let visibility_secs = check_visibility(visibility)?;
-        if wait > MAX_WAIT {
-            return Err(QueueError::Invalid(format!(
-                "wait {wait:?} exceeds {MAX_WAIT:?}"
-            )));
-        }
+        let visibility_secs = whole_seconds(visibility);
         let url = self.url(queue).await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {

@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
 use super::sqlite_db::{OpError, SqliteDatabase};
-use relaycast_core::ports::queue::{validate_queue_name, MAX_DELAY, MAX_VISIBILITY};
+use relaycast_core::ports::queue::{self, validate_queue_name};
 use relaycast_core::ports::{
     dead_letter_queue, Clock, Queue, QueueError, QueueStats, ReceivedMessage,
 };
@@ -178,11 +178,7 @@ fn duration_ms(d: Duration) -> i64 {
 }
 
 fn check_visibility(visibility: Duration) -> Result<i64, QueueError> {
-    if visibility > MAX_VISIBILITY {
-        return Err(QueueError::Invalid(format!(
-            "visibility timeout {visibility:?} exceeds 12 hours"
-        )));
-    }
+    queue::check_visibility(visibility)?;
     Ok(duration_ms(visibility))
 }
 
@@ -314,19 +310,7 @@ fn deliver(
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError> {
-        validate_queue_name(queue)?;
-        if body.len() > relaycast_core::ports::queue::MAX_MESSAGE_BYTES {
-            return Err(QueueError::Invalid(format!(
-                "message body of {} bytes exceeds {} bytes",
-                body.len(),
-                relaycast_core::ports::queue::MAX_MESSAGE_BYTES
-            )));
-        }
-        if delay > MAX_DELAY {
-            return Err(QueueError::Invalid(format!(
-                "delay {delay:?} exceeds {MAX_DELAY:?}"
-            )));
-        }
+        queue::check_send(queue, body, delay)?;
         // Time-ordered (v7): an insert lands at the end of the id index, next to the previous
         // one, instead of dirtying a random page of it, which each commit then writes to the WAL.
         let id = uuid::Uuid::now_v7().to_string();
@@ -357,13 +341,8 @@ impl Queue for SqliteQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        validate_queue_name(queue)?;
-        if !(1..=10).contains(&max) {
-            return Err(QueueError::Invalid(format!(
-                "max must be 1..=10, got {max}"
-            )));
-        }
-        let visibility_ms = check_visibility(visibility)?;
+        queue::check_receive(queue, max, visibility, wait)?;
+        let visibility_ms = duration_ms(visibility);
         // Long polling waits in real time: a test's manual clock only decides visibility.
         let deadline = tokio::time::Instant::now() + wait;
         let mut poll = POLL_INTERVAL;

@@ -59,6 +59,57 @@ pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
 /// The longest visibility timeout a `receive` or `extend` accepts (SQS's limit).
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// The port's limits on a `send`, which every adapter checks first: the queue name, the body's
+/// size ([`MAX_MESSAGE_BYTES`]) and the delay ([`MAX_DELAY`]).
+pub fn check_send(queue: &str, body: &str, delay: Duration) -> Result<(), QueueError> {
+    validate_queue_name(queue)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::Invalid(format!(
+            "message body of {} bytes exceeds {MAX_MESSAGE_BYTES} bytes",
+            body.len()
+        )));
+    }
+    if delay > MAX_DELAY {
+        return Err(QueueError::Invalid(format!(
+            "delay {delay:?} exceeds {MAX_DELAY:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The port's limits on a `receive`: the queue name, 1..=10 messages, the visibility
+/// ([`check_visibility`]) and the long poll ([`MAX_WAIT`]).
+pub fn check_receive(
+    queue: &str,
+    max: usize,
+    visibility: Duration,
+    wait: Duration,
+) -> Result<(), QueueError> {
+    validate_queue_name(queue)?;
+    if !(1..=10).contains(&max) {
+        return Err(QueueError::Invalid(format!(
+            "max must be 1..=10, got {max}"
+        )));
+    }
+    check_visibility(visibility)?;
+    if wait > MAX_WAIT {
+        return Err(QueueError::Invalid(format!(
+            "wait {wait:?} exceeds {MAX_WAIT:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The port's limit on a visibility timeout ([`MAX_VISIBILITY`]), of `receive` and `extend`.
+pub fn check_visibility(visibility: Duration) -> Result<(), QueueError> {
+    if visibility > MAX_VISIBILITY {
+        return Err(QueueError::Invalid(format!(
+            "visibility timeout {visibility:?} exceeds {MAX_VISIBILITY:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Every queue the service uses, by the constants its producers and consumers name them with.
 /// The AWS stack makes each (with its dead-letter queue); opening the AWS adapters checks they
 /// exist, and the host's metrics watch their depth.
