@@ -4,7 +4,9 @@
 //!
 //! Init is the settings (`RELAYCAST_*` variables; `RELAYCAST_AWS__TABLE` and the like name the
 //! stack's resources) and the AWS adapters' clients, nothing else: Lambda bills and waits for
-//! it on every cold start. An init that fails is reported to the Runtime API's init-error
+//! it on every cold start, so no round trip proves the stack's resources (a missing one fails
+//! the first invocation that needs it). The one exception is the accounts the settings declare
+//! (the stack gives them to the `api` function only): one write each. An init that fails is reported to the Runtime API's init-error
 //! endpoint before the process exits, so the invocation fails with the reason instead of a
 //! bare "Runtime exited".
 //!
@@ -17,7 +19,7 @@ use std::time::Duration;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{service_fn, LambdaEvent};
-use relaycast_adapters::{open_ports, OpenError};
+use relaycast_adapters::{open_ports_for_cold_start, OpenError};
 use relaycast_core::app::outbox::queue_pending;
 use relaycast_core::config::{ConfigError, Settings};
 use relaycast_core::domain::outbox::CALLBACK_QUEUE;
@@ -81,7 +83,7 @@ async fn init() -> Result<Context, LambdaError> {
     let settings = Settings::load(None, std::env::vars());
     init_tracing(settings.as_ref().map_or("info", |s| s.log_filter.as_str()));
     let settings = Arc::new(settings?);
-    let opened = open_ports(&settings, Arc::new(SystemClock)).await?;
+    let opened = open_ports_for_cold_start(&settings, Arc::new(SystemClock)).await?;
     // The accounts the settings declare (the stack passes them to the `api` function only).
     relaycast_core::app::auth::store_declared_accounts(&opened.ports, &settings.accounts)
         .await

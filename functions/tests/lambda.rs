@@ -54,10 +54,14 @@ impl Stack {
         relaycast_aws::moto::provision(&aws, settings.queue.max_receives)
             .await
             .expect("provision the stack on moto");
-        let ports =
-            relaycast_aws::open_aws(&aws, Arc::new(SystemClock), settings.queue.max_receives)
-                .await
-                .expect("open the AWS adapters on moto");
+        let ports = relaycast_aws::open_aws(
+            &aws,
+            Arc::new(SystemClock),
+            settings.queue.max_receives,
+            relaycast_aws::Checks::Existence,
+        )
+        .await
+        .expect("open the AWS adapters on moto");
         let account = Account::new(ACCOUNT, SecretKey::new(KEY));
         ports.store.save(&account, Condition::Any).await.unwrap();
         Stack {
@@ -651,16 +655,12 @@ async fn scheduler_answers_a_scheduled_event_with_its_tick() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_function_whose_table_is_missing_reports_its_init_error() {
+async fn a_function_without_a_table_name_reports_its_init_error() {
     let stack = Stack::start("linit").await;
     let emulator = Emulator::start().await;
     let mut process = FunctionProcess::start(
         env!("CARGO_BIN_EXE_relaycast-api").as_ref(),
-        &stack.env(
-            &emulator,
-            "relaycast-api",
-            &[("RELAYCAST_AWS__TABLE", "no-such-table")],
-        ),
+        &stack.env(&emulator, "relaycast-api", &[("RELAYCAST_AWS__TABLE", "")]),
     );
     let reported = emulator.init_error(WAIT).await.unwrap_or_else(|| {
         panic!(
@@ -670,11 +670,11 @@ async fn a_function_whose_table_is_missing_reports_its_init_error() {
     });
     assert_eq!(
         reported.error_type.as_deref(),
-        Some("Relaycast.AdapterError")
+        Some("Relaycast.ConfigError")
     );
-    assert_eq!(reported.body["errorType"], "Relaycast.AdapterError");
+    assert_eq!(reported.body["errorType"], "Relaycast.ConfigError");
     let message = reported.body["errorMessage"].as_str().unwrap_or_default();
-    assert!(message.contains("no-such-table"), "{message}");
+    assert!(message.contains("aws.table"), "{message}");
     let status = process
         .wait_exit(WAIT)
         .expect("the function exits after its init error");
@@ -683,4 +683,33 @@ async fn a_function_whose_table_is_missing_reports_its_init_error() {
         emulator.first_next(Duration::ZERO).await.is_none(),
         "it never asked for work"
     );
+}
+
+/// Init makes no round trip (every cold start waits for it), so a table the stack lacks is
+/// found by the first invocation, which fails with an error and a log line naming the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_whose_table_is_missing_fails_its_first_invocation_naming_the_table() {
+    let stack = Stack::start("lmiss").await;
+    let emulator = Emulator::start().await;
+    let api = function(
+        &stack,
+        &emulator,
+        env!("CARGO_BIN_EXE_relaycast-api"),
+        "relaycast-api",
+        &[("RELAYCAST_AWS__TABLE", "no-such-table")],
+    )
+    .await;
+    let query = format!("{}&id=t1", signed_query("lmiss-r-1"));
+    let event = apigw_event("GET", "/api/cdn/v2/forwardQueryByPage.action", &query, "");
+    let (status, answer) = http_answer(&invoke(&emulator, &api, event).await);
+    assert!(status >= 500, "{status} {answer}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !api.output().contains("no-such-table") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line names the missing table; the function printed:\n{}",
+            api.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -39,16 +39,29 @@ pub enum AwsError {
     Provision { what: &'static str, reason: String },
 }
 
-/// Opens the DynamoDB store, the SQS queues and the S3 object store that `settings` name,
-/// after checking that the table, every queue of [`QUEUES`] with its dead-letter queue, and the
-/// bucket exist, so that a process on a wrong or unfinished stack stops at once with an
-/// [`AwsError::Open`] naming what is missing. Expiry in the store follows `clock`; SQS keeps its
-/// own time. Dead-lettering is the queues' redrive policy (the stack's, or [`queue::create_queues`]'s);
-/// a policy that counts other than `max_receives` is logged.
+/// What [`open_aws`] proves before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Every resource is looked up first (a few round trips, taken together), so that a long-lived
+    /// process (`relaycast up`, a worker) on a wrong or unfinished stack stops at once, naming what
+    /// is missing; a redrive policy that counts other than the settings' `max_receives` is logged.
+    Existence,
+    /// No round trip: the clients are built and nothing else. For a Lambda function, whose init
+    /// every cold start waits for; a missing resource fails the first call that needs it, with the
+    /// service's own error.
+    None,
+}
+
+/// Opens the DynamoDB store, the SQS queues and the S3 object store that `settings` name. With
+/// [`Checks::Existence`] it first checks that the table, every queue of [`QUEUES`] with its
+/// dead-letter queue, and the bucket exist, and answers [`AwsError::Open`] naming the first one
+/// missing. Expiry in the store follows `clock`; SQS keeps its own time. Dead-lettering is the
+/// queues' redrive policy (the stack's, or [`queue::create_queues`]'s).
 pub async fn open_aws(
     settings: &AwsSettings,
     clock: std::sync::Arc<dyn relaycast_core::ports::Clock>,
     max_receives: u32,
+    checks: Checks,
 ) -> Result<relaycast_core::Ports, AwsError> {
     if settings.table.is_empty() {
         return Err(AwsError::Open {
@@ -72,8 +85,28 @@ pub async fn open_aws(
         objects::s3_client_from(&sdk, settings),
         settings.bucket.clone(),
     );
-    // The checks are round trips of their own; taken together a cold start (a Lambda's init)
-    // waits for the slowest one, not for their sum. Their errors are reported in a fixed order
+    if checks == Checks::Existence {
+        check_resources(settings, &dynamodb, &queue, &objects, max_receives).await?;
+    }
+    let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
+    Ok(relaycast_core::Ports {
+        store: std::sync::Arc::new(store),
+        queue: std::sync::Arc::new(queue),
+        objects: std::sync::Arc::new(objects),
+        clock,
+    })
+}
+
+/// [`Checks::Existence`]: the table, the queues with their dead-letter queues, and the bucket.
+async fn check_resources(
+    settings: &AwsSettings,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    queue: &queue::SqsQueue,
+    objects: &objects::S3ObjectStore,
+    max_receives: u32,
+) -> Result<(), AwsError> {
+    // The checks are round trips of their own; taken together a start waits for the slowest
+    // one, not for their sum. Their errors are reported in a fixed order
     // (table, queues, bucket), so what is named does not depend on which answered first.
     let table = async {
         dynamodb
@@ -102,12 +135,5 @@ pub async fn open_aws(
         Ok(())
     };
     let (table, queues, bucket) = tokio::join!(table, queues, objects.check_bucket());
-    table.and(queues).and(bucket)?;
-    let store = store::DynamoStore::new(dynamodb, settings.table.clone(), clock.clone());
-    Ok(relaycast_core::Ports {
-        store: std::sync::Arc::new(store),
-        queue: std::sync::Arc::new(queue),
-        objects: std::sync::Arc::new(objects),
-        clock,
-    })
+    table.and(queues).and(bucket)
 }

@@ -46,10 +46,25 @@ pub fn backend_name(settings: &Settings) -> &'static str {
 }
 
 /// Opens the adapter set `settings` name (see the crate documentation). The embedded set first
-/// creates `data_dir` and proves it writable.
+/// creates `data_dir` and proves it writable; the AWS set first proves that the stack's table,
+/// queues and bucket exist, so that a long-lived process on a wrong stack stops at once, naming
+/// what is missing.
 pub async fn open_ports(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Opened, OpenError> {
     match &settings.aws {
-        Some(aws) => open_aws(settings, aws, clock).await,
+        Some(aws) => open_aws(settings, aws, clock, true).await,
+        None => open_embedded(settings, clock),
+    }
+}
+
+/// [`open_ports`] for a Lambda function's init, which every cold start waits for: the AWS set's
+/// clients are built and no round trip is made (a missing resource fails the first invocation
+/// that needs it, with the service's error). The embedded set opens as in [`open_ports`].
+pub async fn open_ports_for_cold_start(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Opened, OpenError> {
+    match &settings.aws {
+        Some(aws) => open_aws(settings, aws, clock, false).await,
         None => open_embedded(settings, clock),
     }
 }
@@ -59,8 +74,14 @@ async fn open_aws(
     settings: &Settings,
     aws: &relaycast_core::config::AwsSettings,
     clock: Arc<dyn Clock>,
+    check_existence: bool,
 ) -> Result<Opened, OpenError> {
-    let ports = relaycast_aws::open_aws(aws, clock, settings.queue.max_receives).await?;
+    let checks = if check_existence {
+        relaycast_aws::Checks::Existence
+    } else {
+        relaycast_aws::Checks::None
+    };
+    let ports = relaycast_aws::open_aws(aws, clock, settings.queue.max_receives, checks).await?;
     Ok(Opened {
         ports,
         #[cfg(feature = "embedded")]
@@ -73,6 +94,7 @@ async fn open_aws(
     _settings: &Settings,
     _aws: &relaycast_core::config::AwsSettings,
     _clock: Arc<dyn Clock>,
+    _check_existence: bool,
 ) -> Result<Opened, OpenError> {
     Err(OpenError::NotBuilt("aws"))
 }
