@@ -20,6 +20,10 @@ pub struct LambdaInitOptions {
     /// Cold starts to time.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// Accounts the function is given, as the stack gives them to `api` (`RELAYCAST_ACCOUNTS`):
+    /// that many accounts, each stored at init (one write each).
+    #[arg(long, default_value_t = 0)]
+    pub accounts: usize,
 }
 
 /// Times `runs` cold starts of the binary and reports the median and p90, in ms.
@@ -56,6 +60,9 @@ pub async fn bench_lambda_init(opts: LambdaInitOptions) -> Result<()> {
         ] {
             env.push((k.to_string(), v));
         }
+        if opts.accounts > 0 {
+            env.push(("RELAYCAST_ACCOUNTS".to_string(), declared_accounts(opts.accounts)));
+        }
         let process = FunctionProcess::start(&bin, &env);
         let Some(ready) = emulator.first_next(Duration::from_secs(30)).await else {
             bail!(
@@ -74,6 +81,7 @@ pub async fn bench_lambda_init(opts: LambdaInitOptions) -> Result<()> {
         "figure": "init_to_first_next",
         "function": name,
         "runs": opts.runs,
+        "declared_accounts": opts.accounts,
         "median_ms": (median * 10.0).round() / 10.0,
         "p90_ms": (p90 * 10.0).round() / 10.0,
         "min_ms": (samples_ms[0] * 10.0).round() / 10.0,
@@ -85,4 +93,13 @@ pub async fn bench_lambda_init(opts: LambdaInitOptions) -> Result<()> {
         opts.runs
     );
     Ok(())
+}
+
+/// `RELAYCAST_ACCOUNTS` with `n` accounts, in the TOML array form the stack's `Accounts`
+/// parameter takes.
+fn declared_accounts(n: usize) -> String {
+    let accounts: Vec<String> = (0..n)
+        .map(|i| format!("{{name = \"bench{i}\", key = \"{:032x}\"}}", i + 1))
+        .collect();
+    format!("[{}]", accounts.join(", "))
 }
