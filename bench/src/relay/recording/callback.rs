@@ -32,7 +32,7 @@ const DOMAIN: &str = "ingest.test";
 /// The origin's application with the hooks (see [`Nginx::start_with_hooks`]).
 const APP: &str = "hooked";
 /// The templates' `CallbackKey`.
-const RECORD_KEY: &str = "bench-record-key";
+const RECORD_KEY: &str = "benchrecordkey";
 /// The goal for the figure, seconds.
 const GOAL_S: f64 = 2.0;
 /// How long after E + the resume timeout the callbacks may take before the run fails.
