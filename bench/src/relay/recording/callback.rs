@@ -74,10 +74,12 @@ fn log_after(log: &Path, id: &str, since: SystemTime) -> Vec<(f64, Value)> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| {
             let at = log_day_secs(v["timestamp"].as_str()?)?;
-            // A run never spans more than hours: fold a midnight in between.
+            // Both are the wall clock of this machine, minutes apart: a midnight in between
+            // is folded.
             let d = (at - base + 129_600.0) % 86_400.0 - 43_200.0;
             Some((d, v))
         })
+        // From E on (a second of slack): the stack's earlier runs logged before it.
         .filter(|(d, _)| *d >= -1.0)
         .collect();
     let keys: Vec<String> = lines
