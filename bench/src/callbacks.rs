@@ -105,12 +105,41 @@ fn own_cpu_s() -> f64 {
 // The service under test
 // ---------------------------------------------------------------------------------------------
 
-/// A `relaycast up` child on a data dir of its own.
-struct Service {
-    base: String,
+/// A `relaycast up` child on a data dir of its own, with the bench account; its `/v1` calls
+/// are signed ([`Service::v1`]). The record bench's callback phase runs one too.
+pub(crate) struct Service {
+    pub(crate) base: String,
     proc: Proc,
     seq: AtomicU64,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
+}
+
+/// What a [`Service`] is started with besides its roles.
+pub(crate) struct ServiceConfig {
+    /// Lines of the config file's `[callbacks]` table.
+    pub(crate) callbacks: String,
+    /// `RELAYCAST_LOG_FILTER`.
+    pub(crate) log_filter: &'static str,
+    /// `RELAYCAST_LOG_FORMAT`: `text` or `json`.
+    pub(crate) log_format: &'static str,
+}
+
+impl ServiceConfig {
+    /// The callbacks bench's service: the notifier's concurrency options, warnings only.
+    fn of(opts: &CallbacksOptions) -> ServiceConfig {
+        let mut callbacks = String::new();
+        if let Some(c) = opts.notifier_concurrency {
+            callbacks.push_str(&format!("concurrency = {c}\n"));
+        }
+        if let Some(c) = opts.endpoint_concurrency {
+            callbacks.push_str(&format!("endpoint_concurrency = {c}\n"));
+        }
+        ServiceConfig {
+            callbacks,
+            log_filter: "warn",
+            log_format: "text",
+        }
+    }
 }
 
 impl Service {
@@ -121,19 +150,25 @@ impl Service {
         roles: &str,
         opts: &CallbacksOptions,
     ) -> Result<Service> {
+        Self::start_with(bin, dir, roles, &ServiceConfig::of(opts)).await
+    }
+
+    /// Starts `relaycast up` with `roles` and `config` in `dir` (its config file, its log
+    /// `relaycast.log` and its data dir `data`, created if missing and reused across restarts);
+    /// returns once `/healthz` answers.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        roles: &str,
+        config: &ServiceConfig,
+    ) -> Result<Service> {
         std::fs::create_dir_all(dir)?;
-        let config = dir.join("relaycast.toml");
-        let mut callbacks = String::new();
-        if let Some(c) = opts.notifier_concurrency {
-            callbacks.push_str(&format!("concurrency = {c}\n"));
-        }
-        if let Some(c) = opts.endpoint_concurrency {
-            callbacks.push_str(&format!("endpoint_concurrency = {c}\n"));
-        }
+        let config_path = dir.join("relaycast.toml");
         std::fs::write(
-            &config,
+            &config_path,
             format!(
-                "allow_private_targets = true\n\n[callbacks]\n{callbacks}\n[[accounts]]\nname = \"{ACCOUNT}\"\nkey = \"{KEY}\"\ncall_limit = {}\n",
+                "allow_private_targets = true\n\n[callbacks]\n{}\n[[accounts]]\nname = \"{ACCOUNT}\"\nkey = \"{KEY}\"\ncall_limit = {}\n",
+                config.callbacks,
                 u32::MAX
             ),
         )?;
@@ -141,14 +176,14 @@ impl Service {
         let mut cmd = Command::new(bin);
         cmd.arg("up")
             .arg("--config")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--roles")
             .arg(roles)
             .env("RELAYCAST_HTTP_ADDR", &addr)
             .env("RELAYCAST_DATA_DIR", dir.join("data"))
-            .env("RELAYCAST_LOG_FILTER", "warn")
-            .env("RELAYCAST_LOG_FORMAT", "text");
-        let log = dir.join("relaycast.log");
+            .env("RELAYCAST_LOG_FILTER", config.log_filter)
+            .env("RELAYCAST_LOG_FORMAT", config.log_format);
+        let log = Self::log_path(dir);
         let proc = Proc::spawn("relaycast up", &mut cmd, &log)?;
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -178,12 +213,17 @@ impl Service {
         }
     }
 
-    fn pid(&self) -> u32 {
+    /// The log of the service started in `dir`.
+    pub(crate) fn log_path(dir: &Path) -> PathBuf {
+        dir.join("relaycast.log")
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
     /// SIGTERM, then SIGKILL of the tree after `within`.
-    async fn stop(mut self, within: Duration) {
+    pub(crate) async fn stop(mut self, within: Duration) {
         if self.proc.running() {
             // SAFETY: kill(2) only sends a signal.
             unsafe {
@@ -198,7 +238,7 @@ impl Service {
     }
 
     /// A signed `/v1` call; returns `Response`.
-    async fn v1(
+    pub(crate) async fn v1(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -270,28 +310,46 @@ impl Service {
 // Receivers
 // ---------------------------------------------------------------------------------------------
 
-/// The healthy receiver: answers 200 at once; notes the first arrival of every event id.
+/// The healthy receiver: answers 200 at once; notes the first arrival of every event id, and
+/// (when started with [`Receiver::start_keeping_bodies`]) every POST's arrival and body.
 #[derive(Default)]
 struct ReceiverState {
     first: Mutex<HashMap<String, Instant>>,
     posts: AtomicU64,
+    /// `None`: bodies are not kept (the outbound windows take tens of thousands).
+    bodies: Option<Mutex<Vec<(Instant, Value)>>>,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    /// Where to POST: `http://127.0.0.1:PORT/cb`.
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start() -> Result<Receiver> {
+        Self::start_on(ReceiverState::default()).await
+    }
+
+    /// A receiver that also keeps every POST's arrival instant and JSON body
+    /// ([`Receiver::bodies`]).
+    pub(crate) async fn start_keeping_bodies() -> Result<Receiver> {
+        Self::start_on(ReceiverState {
+            bodies: Some(Mutex::new(Vec::new())),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_on(state: ReceiverState) -> Result<Receiver> {
         use axum::routing::post;
-        let state = Arc::new(ReceiverState::default());
+        let state = Arc::new(state);
         let s = state.clone();
         let app = axum::Router::new().route(
             "/cb",
             post(
-                move |headers: axum::http::HeaderMap, _body: axum::body::Bytes| {
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                     let s = s.clone();
                     async move {
                         let at = Instant::now();
@@ -306,6 +364,13 @@ impl Receiver {
                                 .entry(id.to_string())
                                 .or_insert(at);
                         }
+                        if let Some(bodies) = &s.bodies {
+                            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            bodies
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((at, v));
+                        }
                         axum::http::StatusCode::OK
                     }
                 },
@@ -317,6 +382,16 @@ impl Receiver {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Receiver { url, state, task })
+    }
+
+    /// Every POST so far (arrival, JSON body or null), in arrival order; empty unless
+    /// started with [`Receiver::start_keeping_bodies`].
+    pub(crate) fn bodies(&self) -> Vec<(Instant, Value)> {
+        self.state
+            .bodies
+            .as_ref()
+            .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     fn distinct(&self) -> usize {
@@ -1067,19 +1142,7 @@ async fn phase_outbound(ctx: &Ctx) -> Result<()> {
 
 /// Runs the phases asked for.
 pub async fn bench_callbacks(opts: CallbacksOptions) -> Result<()> {
-    let bin = match &opts.relaycast_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("relaycast"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with cargo build --release -p relaycast",
-            bin.display()
-        );
-    }
+    let bin = crate::relay::bench_bin(opts.relaycast_bin.as_deref(), "relaycast", "-p relaycast")?;
     if let Some(d) = &opts.perf_dir {
         std::fs::create_dir_all(d)?;
     }

@@ -136,10 +136,13 @@ enum Command {
     /// The cloud recorder against plain ffmpeg, side by side: ONE standalone `recorder`
     /// recording N streams as HLS + MP4 against N `ffmpeg -c copy` writing the same two outputs
     /// (CPU and PSS per recorded stream, bytes written), and the time from a stop request to
-    /// the files being finalized. Needs nginx with libnginx-mod-rtmp, ffmpeg, and a release
-    /// `recorder` binary.
+    /// the files being finalized; and (phase callback) the time from a stream's end plus its
+    /// resume timeout to the record callback, through `relaycast up` with a hooked nginx-rtmp
+    /// origin. Needs nginx with libnginx-mod-rtmp, ffmpeg, and a release `recorder` binary
+    /// (cpu, finalize) or `relaycast` binary (callback).
     Record {
-        /// Measurements to run, comma-separated: cpu, finalize.
+        /// Measurements to run, comma-separated: cpu, finalize, callback (the default runs the
+        /// first two).
         #[arg(long, value_delimiter = ',', default_value = "cpu,finalize")]
         phases: Vec<String>,
         /// Stream counts of the cpu phase, comma-separated.
@@ -164,6 +167,20 @@ enum Command {
         /// The recorder binary (default: `recorder` next to this binary).
         #[arg(long)]
         recorder_bin: Option<std::path::PathBuf>,
+        /// Seconds each stream of the callback phase is published before it ends.
+        #[arg(long, default_value_t = 20)]
+        callback_secs: u64,
+        /// Runs of the callback phase per resume timeout.
+        #[arg(long, default_value_t = 3)]
+        callback_runs: usize,
+        /// Resume timeouts of the callback phase (`HlsSpecialParam.FlowContinueDuration`,
+        /// seconds, 0–1800; 0: the stream's end ends the recording), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,5")]
+        callback_resume: Vec<u32>,
+        /// The relaycast binary of the callback phase (default: `relaycast` next to this
+        /// binary).
+        #[arg(long)]
+        relaycast_bin: Option<std::path::PathBuf>,
     },
     /// N conditional writes: insert-if-absent, then compare-and-set updates; once with one
     /// writer, once with several concurrent writers; plus a contended counter.
@@ -582,6 +599,10 @@ async fn run(cli: Cli) -> Result<()> {
             finalize_runs,
             finalize_secs,
             recorder_bin,
+            callback_secs,
+            callback_runs,
+            callback_resume,
+            relaycast_bin,
         } => {
             let opts = relay::recording::RecordOptions {
                 phases,
@@ -592,6 +613,10 @@ async fn run(cli: Cli) -> Result<()> {
                 finalize_runs,
                 finalize_secs,
                 recorder_bin,
+                callback_secs,
+                callback_runs,
+                callback_resume,
+                relaycast_bin,
                 dir: cli.dir.clone(),
             };
             let rt = tokio::runtime::Handle::current();

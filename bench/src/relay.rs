@@ -399,6 +399,26 @@ fn clock_ticks() -> f64 {
     }
 }
 
+/// The binary a bench runs: `explicit` if given, else `name` next to this binary (the same
+/// target dir and profile); an error naming the `cargo build --release <build>` that makes it
+/// when it is not there.
+pub(crate) fn bench_bin(explicit: Option<&Path>, name: &str, build: &str) -> Result<PathBuf> {
+    let bin = match explicit {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join(name),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release {build}",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -472,6 +492,33 @@ impl Nginx {
 
     /// [`start_named`](Self::start_named) with room for `connections` connections.
     fn start_with(dir: &Path, name: &str, live_extra: &str, connections: usize) -> Result<Nginx> {
+        Self::start_conf(dir, name, live_extra, connections, "")
+    }
+
+    /// The bench's nginx with a second application, `hooked`, whose `on_publish` and
+    /// `on_publish_done` go to `hook_url` (relaycast's nginx-rtmp hook, as a user wires an
+    /// origin): publish there with [`hooked_url`](Self::hooked_url).
+    fn start_with_hooks(dir: &Path, name: &str, hook_url: &str) -> Result<Nginx> {
+        // nginx ends a directive at `;` and a value at a space: a URL with either would be
+        // cut short, silently.
+        if hook_url.contains([';', ' ', '\n']) {
+            bail!("hook URL {hook_url:?} cannot go in nginx.conf unquoted");
+        }
+        let hooked = format!(
+            "  application hooked {{ live on;\n    on_publish {hook_url};\n    on_publish_done {hook_url};\n  }}\n"
+        );
+        Self::start_conf(dir, name, "", 1024, &hooked)
+    }
+
+    /// A private nginx-rtmp: the `live` application with `live_extra`, then `apps` (more
+    /// `application` blocks).
+    fn start_conf(
+        dir: &Path,
+        name: &str,
+        live_extra: &str,
+        connections: usize,
+        apps: &str,
+    ) -> Result<Nginx> {
         let (rtmp, http) = (free_port()?, free_port()?);
         let p = dir.join(name);
         std::fs::create_dir_all(&p)?;
@@ -479,7 +526,7 @@ impl Nginx {
         let conf = format!(
             "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              error_log {pd}/error.log warn;\npid {pd}/nginx.pid;\nevents {{ worker_connections {connections}; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on;\n{live_extra}  }} }} }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; chunk_size 4096;\n  application live {{ live on;\n{live_extra}  }}\n{apps}}} }}\n\
              http {{ access_log off; client_body_temp_path {pd}/body; proxy_temp_path {pd}/proxy;\n\
              fastcgi_temp_path {pd}/fcgi; uwsgi_temp_path {pd}/uwsgi; scgi_temp_path {pd}/scgi;\n\
              server {{ listen 127.0.0.1:{http}; location /stat {{ rtmp_stat all; }} }} }}\n"
@@ -509,6 +556,11 @@ impl Nginx {
 
     fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/hooked/NAME` (see [`start_with_hooks`](Self::start_with_hooks)).
+    fn hooked_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/hooked/{name}", self.rtmp)
     }
 
     fn stat(&self) -> HashMap<String, StreamStat> {
@@ -1140,19 +1192,7 @@ pub fn bench_relay(opts: RelayOptions) -> Result<()> {
     if let Some(missing) = [RTMP_MODULE].iter().find(|p| !Path::new(p).exists()) {
         bail!("{missing} not found (install libnginx-mod-rtmp)");
     }
-    let bin = match &opts.relaycast_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("relaycast"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with cargo build --release -p relaycast",
-            bin.display()
-        );
-    }
+    let bin = bench_bin(opts.relaycast_bin.as_deref(), "relaycast", "-p relaycast")?;
     let dir = crate::temp_dir(opts.dir.as_deref())?;
     let nginx = Nginx::start(dir.path())?;
     let ctx = Ctx {

@@ -16,15 +16,19 @@
 //!   `Finished` (the store polled every 10 ms), and the recorder's own MP4 finalize time (parts
 //!   concatenated, ffmpeg faststart remux) from its log.
 //!
-//! Recordings are started and stopped through the core use cases on ports opened on the
-//! recorder's data directory, as the API will.
+//! - **callback**: issue 11's record callback latency on the whole product path (`relaycast
+//!   up`, an nginx-rtmp origin hooked to it, a bound push domain, a receiver): see
+//!   [`callback`].
+//!
+//! In the cpu and finalize phases, recordings are started and stopped through the core use
+//! cases on ports opened on the recorder's data directory, as the API will.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use relaycast_core::app::recording::{get_recording, start_recording, stop_recording};
 use relaycast_core::config::Settings;
 use relaycast_core::domain::callbacks::StreamPath;
@@ -38,10 +42,12 @@ use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
 use super::{
-    encode_source, ffmpeg, first_line, measure_window_for, median, min_kbps, publisher, r2, r3,
-    Nginx, Proc, Spread, RTMP_MODULE, SOURCE_720P,
+    bench_bin, encode_source, ffmpeg, first_line, measure_window_for, median, min_kbps, publisher,
+    r2, r3, Nginx, Proc, Spread, RTMP_MODULE, SOURCE_720P,
 };
 use crate::record::emit;
+
+mod callback;
 
 const BENCH: &str = "record";
 const ACCOUNT: &str = "bench";
@@ -54,7 +60,7 @@ const MAX_FILE_SECS: u32 = 3600;
 /// Options of `relaycast-bench record`.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
-    /// `cpu`, `finalize`.
+    /// `cpu`, `finalize`, `callback`.
     pub phases: Vec<String>,
     /// Stream counts of the cpu phase.
     pub streams: Vec<usize>,
@@ -70,6 +76,14 @@ pub struct RecordOptions {
     pub finalize_secs: u64,
     /// The recorder binary (default: `recorder` next to this binary).
     pub recorder_bin: Option<PathBuf>,
+    /// Seconds each stream of the callback phase is published for.
+    pub callback_secs: u64,
+    /// Runs of the callback phase per resume timeout.
+    pub callback_runs: usize,
+    /// Resume timeouts (`FlowContinueDuration`, s) of the callback phase.
+    pub callback_resume: Vec<u32>,
+    /// The relaycast binary of the callback phase (default: `relaycast` next to this binary).
+    pub relaycast_bin: Option<PathBuf>,
     /// Directory for temporary files.
     pub dir: Option<PathBuf>,
 }
@@ -87,6 +101,15 @@ impl Ctx {
     fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }
+
+    /// The `relaycast` binary of the callback phase; an error if it is not built.
+    fn relaycast_bin(&self) -> Result<PathBuf> {
+        bench_bin(
+            self.opts.relaycast_bin.as_deref(),
+            "relaycast",
+            "-p relaycast --bin relaycast",
+        )
+    }
 }
 
 /// Runs the phases asked for (blocking; `rt` runs the store calls).
@@ -94,19 +117,16 @@ pub fn bench_record(opts: RecordOptions, rt: Handle) -> Result<()> {
     if !Path::new(RTMP_MODULE).exists() {
         bail!("{RTMP_MODULE} not found (install libnginx-mod-rtmp)");
     }
-    let bin = match &opts.recorder_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("recorder"),
+    // Only the cpu and finalize phases run the standalone recorder (none: an empty path).
+    let bin = if opts.phases.iter().any(|p| p == "cpu" || p == "finalize") {
+        bench_bin(
+            opts.recorder_bin.as_deref(),
+            "recorder",
+            "-p relaycast-workers --bin recorder",
+        )?
+    } else {
+        PathBuf::new()
     };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with cargo build --release -p relaycast-workers --bin recorder",
-            bin.display()
-        );
-    }
     let dir = crate::temp_dir(opts.dir.as_deref())?;
     let nginx = Nginx::start(dir.path())?;
     let file = encode_source(dir.path(), &SOURCE_720P)?;
@@ -132,7 +152,8 @@ pub fn bench_record(opts: RecordOptions, rt: Handle) -> Result<()> {
         match phase.as_str() {
             "cpu" => phase_cpu(&ctx)?,
             "finalize" => phase_finalize(&ctx)?,
-            other => bail!("unknown phase {other} (cpu, finalize)"),
+            "callback" => callback::phase_callback(&ctx)?,
+            other => bail!("unknown phase {other} (cpu, finalize, callback)"),
         }
         emit(
             &json!({ "bench": BENCH, "figure": "phase end", "phase": phase, "utc": crate::record::utc_now().1, "loadavg": crate::record::loadavg() }),
@@ -220,8 +241,7 @@ impl Recorder {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let settings = Settings::load(None, envs.iter().map(|(k, v)| (k.to_string(), v.clone())))?;
-        let ports = open_embedded(&settings, Arc::new(SystemClock))?.ports;
+        let ports = open_ports(&data)?;
         Ok(Recorder {
             proc,
             data,
@@ -245,6 +265,14 @@ impl Recorder {
         }
         self.proc.kill();
     }
+}
+
+/// Ports on the embedded store and queue of the data directory `data`, next to the process
+/// that runs on it (SQLite in WAL mode: the bench reads while it writes).
+fn open_ports(data: &Path) -> Result<Ports> {
+    let envs = [("RELAYCAST_DATA_DIR".to_string(), data.display().to_string())];
+    let settings = Settings::load(None, envs)?;
+    Ok(open_embedded(&settings, Arc::new(SystemClock))?.ports)
 }
 
 fn recording(id: &str, stream: &str, url: &str) -> Result<Recording> {
@@ -325,6 +353,14 @@ fn wait_parts(ctx: &Ctx, ports: &Ports, ids: &[String], within: Duration) -> Res
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until the recording `id` has stored a part of each format, then until `secs` after
+/// `started` (a recording of that length, with parts to finalize).
+fn record_for(ctx: &Ctx, ports: &Ports, id: &str, started: Instant, secs: u64) -> Result<()> {
+    wait_parts(ctx, ports, &[id.to_string()], Duration::from_secs(40))?;
+    std::thread::sleep(Duration::from_secs(secs).saturating_sub(started.elapsed()));
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -531,15 +567,7 @@ fn phase_finalize(ctx: &Ctx) -> Result<()> {
             &rec.ports,
             recording(&id, &stream, &nginx.url(&stream))?,
         ))?;
-        wait_parts(
-            ctx,
-            &rec.ports,
-            std::slice::from_ref(&id),
-            Duration::from_secs(40),
-        )?;
-        std::thread::sleep(
-            Duration::from_secs(ctx.opts.finalize_secs).saturating_sub(started.elapsed()),
-        );
+        record_for(ctx, &rec.ports, &id, started, ctx.opts.finalize_secs)?;
         let stop = Instant::now();
         ctx.rt.block_on(stop_recording(&rec.ports, ACCOUNT, &id))?;
         let (mut hls, mut mp4, mut finished): (Option<f64>, Option<f64>, Option<f64>) =
