@@ -258,6 +258,80 @@ async fn a_bound_domain_records_hls_and_mp4_that_play_from_the_playback_url() {
     assert_eq!(done["Recording"]["Status"], "finished", "{done}");
 }
 
+/// The seed's shortest `RecordInterval` (60 s) splits a long stream into files of that length,
+/// each starting on a keyframe; HLS is never split. The publisher sends two seconds of stream
+/// a second, so that about 2½ minutes of stream take 76 s: files are cut by stream time.
+#[tokio::test]
+async fn a_long_stream_is_split_into_files_of_the_record_interval_each_on_a_keyframe() {
+    let rig = Rig::start("all").await;
+    let template = rig
+        .template(
+            "split60",
+            json!({ "HlsParam": { "Enable": 1 }, "Mp4Param": { "Enable": 1, "RecordInterval": 60 } }),
+        )
+        .await;
+    rig.bind("hooked", template).await;
+    let publisher = rig.publish_at_rate("long", 2);
+    tokio::time::sleep(Duration::from_secs(76)).await;
+    drop(publisher);
+
+    // About 150 s of stream, less the start (the pull connecting, then a keyframe): two MP4
+    // files of 60 s (cut at the next keyframe, GOP 2 s) and the rest, and one HLS playlist.
+    rig.wait_notices("long", 4, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let notices = rig.notices("long");
+    let of = |format: &str| {
+        let mut files: Vec<((i64, i64), f64)> = notices
+            .iter()
+            .filter(|n| {
+                n.body["file_format"] == format
+                    && n.body["sign"] == css_sign(RECORD_KEY, n.body["t"].as_i64().unwrap())
+            })
+            .map(|n| {
+                let url = n.body["video_url"].as_str().unwrap().to_string();
+                let probe = media::probe_file(&url);
+                assert!(
+                    probe.decode_errors.is_empty(),
+                    "{url}: {:?}",
+                    probe.decode_errors
+                );
+                assert_eq!(probe.codecs, ["h264", "aac"], "{url}");
+                assert!(
+                    media::first_video_frame_is_key(&url),
+                    "{url} starts on a keyframe"
+                );
+                (
+                    (
+                        n.body["start_time"].as_i64().unwrap(),
+                        n.body["start_time_usec"].as_i64().unwrap_or(0),
+                    ),
+                    probe.duration,
+                )
+            })
+            .collect();
+        files.sort_by_key(|f| f.0);
+        files.into_iter().map(|(_, d)| d).collect::<Vec<f64>>()
+    };
+    let (mp4, hls) = (of("mp4"), of("hls"));
+    assert_eq!(
+        (mp4.len(), hls.len()),
+        (3, 1),
+        "mp4 {mp4:?}, hls {hls:?}: {:?}",
+        notices.iter().map(|n| &n.raw).collect::<Vec<_>>()
+    );
+    for d in &mp4[..2] {
+        assert!(
+            (59.5..=62.5).contains(d),
+            "a full file is the interval up to the next keyframe: {mp4:?}"
+        );
+    }
+    let recorded: f64 = mp4.iter().sum();
+    assert!(
+        (recorded - hls[0]).abs() <= 2.0 && recorded >= 125.0,
+        "the MP4 files hold the whole recording: {mp4:?} against the playlist's {hls:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_drop_within_the_resume_timeout_is_one_file_and_a_longer_one_two() {
     let rig = Rig::start("all").await;

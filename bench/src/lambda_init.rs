@@ -61,7 +61,10 @@ pub async fn bench_lambda_init(opts: LambdaInitOptions) -> Result<()> {
             env.push((k.to_string(), v));
         }
         if opts.accounts > 0 {
-            env.push(("RELAYCAST_ACCOUNTS".to_string(), declared_accounts(opts.accounts)));
+            env.push((
+                "RELAYCAST_ACCOUNTS".to_string(),
+                declared_accounts(opts.accounts),
+            ));
         }
         let process = FunctionProcess::start(&bin, &env);
         let Some(ready) = emulator.first_next(Duration::from_secs(30)).await else {

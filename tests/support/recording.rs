@@ -121,7 +121,12 @@ impl Rig {
 
     /// Publishes a 320x240 test stream to the origin's hooked app as `stream`, until dropped.
     pub fn publish(&self, stream: &str) -> media::Publisher {
-        let p = media::Publisher::start_sized(&self.nginx.hooked_url(stream), 320, 240);
+        self.publish_at_rate(stream, 1)
+    }
+
+    /// [`Rig::publish`], `speed` seconds of stream per second.
+    pub fn publish_at_rate(&self, stream: &str, speed: u32) -> media::Publisher {
+        let p = media::Publisher::start_at_rate(&self.nginx.hooked_url(stream), 320, 240, speed);
         assert!(
             self.nginx
                 .wait_publishing(stream, Duration::from_secs(10))

@@ -18,7 +18,7 @@ use relaycast_core::domain::recording::{
 use relaycast_core::ports::{Ports, SystemClock, TypedStore};
 use relaycast_embedded::open_embedded;
 use relaycast_workers::recorder::worker::RecorderWorker;
-use support::{probe_file, Nginx, Publisher};
+use support::{first_video_frame_is_key, probe_file, Nginx, Publisher};
 use tokio_util::sync::CancellationToken;
 
 struct Rig {
@@ -111,31 +111,6 @@ async fn wait_finished(ports: &Ports, id: &str, within: Duration) -> Recording {
         assert!(Instant::now() < until, "recording {id} not finished: {r:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Whether ffprobe's first video frame of `path` is a keyframe.
-fn first_video_frame_is_key(path: &str) -> bool {
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-read_intervals",
-            "%+#1",
-            "-show_entries",
-            "frame=key_frame",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::trim)
-        == Some("1")
 }
 
 async fn notices(ports: &Ports) -> Vec<ObjectCreated> {

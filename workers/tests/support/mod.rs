@@ -408,7 +408,7 @@ pub fn parse_stat(xml: &str) -> Vec<StreamStat> {
         .collect()
 }
 
-/// A test publisher: ffmpeg `-re` testsrc2 1280x720 25 fps H.264 (GOP 2 s) + AAC sine.
+/// A test publisher: ffmpeg `-re` (or a faster `-readrate`) testsrc2 1280x720 25 fps H.264 (GOP 2 s) + AAC sine.
 pub struct Publisher {
     child: ChildGuard,
 }
@@ -421,10 +421,17 @@ impl Publisher {
 
     /// Publishes a `width`x`height` test pattern to `url`.
     pub fn start_sized(url: &str, width: u32, height: u32) -> Publisher {
+        Publisher::start_at_rate(url, width, height, 1)
+    }
+
+    /// [`Publisher::start_sized`], sending `speed` seconds of stream per second (ffmpeg's
+    /// `-readrate`): a long stream in a short test, for what counts stream time, not wall time.
+    pub fn start_at_rate(url: &str, width: u32, height: u32, speed: u32) -> Publisher {
         let child = ChildGuard::spawn(
             "publisher ffmpeg",
             Command::new("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+                .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+                .args(["-readrate", &speed.to_string()])
                 .args(["-f", "lavfi", "-i"])
                 .arg(format!("testsrc2=size={width}x{height}:rate=25"))
                 .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
@@ -1342,6 +1349,31 @@ pub struct FileProbe {
     pub codecs: Vec<String>,
     /// Frames ffmpeg decoded with an error (`ffmpeg -v error -f null`), as its error lines.
     pub decode_errors: Vec<String>,
+}
+
+/// The first video frame of the file (a path or URL) is a keyframe, as ffprobe decodes it.
+pub fn first_video_frame_is_key(path: &str) -> bool {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "frame=key_frame",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::trim)
+        == Some("1")
 }
 
 /// Probes a recorded file or URL with ffprobe (duration, format, codecs) and decodes it all
