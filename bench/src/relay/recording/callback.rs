@@ -15,7 +15,7 @@
 //! media record made (the object notice handled, the callback queued).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use relaycast_core::ports::Ports;
@@ -48,35 +48,18 @@ struct Run {
     from_end: [f64; 2],
 }
 
-/// Seconds since midnight UTC of a tracing JSON timestamp (`2026-12-03T14:20:00.123456Z`).
-fn log_day_secs(ts: &str) -> Option<f64> {
-    let time = ts.split_once('T')?.1.trim_end_matches('Z');
-    let mut it = time.split(':');
-    let (h, m, s) = (it.next()?, it.next()?, it.next()?);
-    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
-}
-
-/// Seconds since midnight UTC of `t`.
-fn day_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() % 86_400.0)
-        .unwrap_or(0.0)
-}
-
 /// relaycast's log lines (JSON) of the recording `id` after `since` (wall clock), each as
 /// (seconds after `since`, line): the recording's own lines, and the media records of the
 /// object keys its files were finalized to.
 fn log_after(log: &Path, id: &str, since: SystemTime) -> Vec<(f64, Value)> {
-    let base = day_secs(since);
+    let since = chrono::DateTime::<chrono::Utc>::from(since);
     let lines: Vec<(f64, Value)> = std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| {
-            let at = log_day_secs(v["timestamp"].as_str()?)?;
-            // Both are the wall clock of this machine, minutes apart: a midnight in between
-            // is folded.
-            let d = (at - base + 129_600.0) % 86_400.0 - 43_200.0;
+            let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+            let d = (at.to_utc() - since).num_microseconds()? as f64 / 1e6;
             Some((d, v))
         })
         // From E on (a second of slack): the stack's earlier runs logged before it.
