@@ -33,9 +33,11 @@ bench:
 	./target/release/relaycast-bench writes
 	./target/release/relaycast-bench callbacks
 	./target/release/relaycast-bench relay --rounds 3
+	./target/release/relaycast-bench record --phases cpu,finalize,callback
 	# The Lambda bins as they are deployed: built alone (no SQLite), profile `lambda`, glibc 2.34.
 	./scripts/build-aws.sh -p relaycast-functions
 	for f in api callbacks notifier recordings scheduler; do ./target/release/relaycast-bench lambda-init --bin target/x86_64-unknown-linux-gnu/lambda/relaycast-$$f; done
+	./target/release/relaycast-bench lambda-init --accounts 1 --bin target/x86_64-unknown-linux-gnu/lambda/relaycast-api
 
 clean-data:
 	rm -rf ./relaycast-data
