@@ -1352,6 +1352,8 @@ pub struct FileProbe {
 }
 
 /// The first video frame of the file (a path or URL) is a keyframe, as ffprobe decodes it.
+/// Read as JSON: a frame with side data (x264's SEI in a stream's first IDR frame) adds fields
+/// that would shift a CSV line.
 pub fn first_video_frame_is_key(path: &str) -> bool {
     let out = std::process::Command::new("ffprobe")
         .args([
@@ -1361,19 +1363,13 @@ pub fn first_video_frame_is_key(path: &str) -> bool {
             "v:0",
             "-read_intervals",
             "%+#1",
-            "-show_entries",
-            "frame=key_frame",
-            "-of",
-            "csv=p=0",
         ])
+        .args(["-show_entries", "frame=key_frame", "-of", "json"])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::trim)
-        == Some("1")
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    v["frames"][0]["key_frame"] == 1
 }
 
 /// Probes a recorded file or URL with ffprobe (duration, format, codecs) and decodes it all
