@@ -6,9 +6,9 @@
 //! stack's resources) and the AWS adapters' clients, nothing else: Lambda bills and waits for
 //! it on every cold start, so no round trip proves the stack's resources (a missing one fails
 //! the first invocation that needs it). The one exception is the accounts the settings declare
-//! (the stack gives them to the `api` function only): one write each. An init that fails is reported to the Runtime API's init-error
-//! endpoint before the process exits, so the invocation fails with the reason instead of a
-//! bare "Runtime exited".
+//! (the stack gives them to the `api` function only): one write each. An init that fails is
+//! reported to the Runtime API's init-error endpoint before the process exits, so the
+//! invocation fails with the reason instead of a bare "Runtime exited".
 //!
 //! Logs are JSON lines on stdout, which Lambda sends to CloudWatch Logs.
 
