@@ -501,7 +501,9 @@ async fn specific_recording_by_record_id_search_delete_namespaces_and_retention(
                 .to_string(),
         );
     }
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // 10 s of recording: a file of 4 s or more leaves room for the job pickup, the pull and the
+    // first keyframe (GOP 2 s) on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     for id in &ids {
         rig.api
             .v1_ok("DELETE", &format!("/v1/recordings/{id}"), &[], None)
@@ -520,7 +522,12 @@ async fn specific_recording_by_record_id_search_delete_namespaces_and_retention(
             url.contains(&format!("/{prefix}")) && url.contains(&format!(".{format}?")),
             "the seed's file name: {url}"
         );
-        assert!(media::probe_file(url).duration >= 4.0);
+        let duration = media::probe_file(url).duration;
+        assert!(
+            duration >= 4.0,
+            "{url}: {duration} s of 10 s recorded; {}",
+            n.raw
+        );
     }
     // Namespaces never mix.
     let in5 = rig
