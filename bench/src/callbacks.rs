@@ -9,6 +9,8 @@
 //!    window (closed loop), then at a fixed rate (open loop, latency from the moment each event
 //!    was due); every 200 `{"code":0}` is an event durably stored, checked afterwards against
 //!    the service's own counter;
+//!    **inbound-alone** is the same closed loop against a service without the notifier role
+//!    (api, scheduler), whose deliveries stay queued, as when the notifier runs elsewhere;
 //! 3. **repeats** (a correctness check, not a figure): every event posted twice at once, with a
 //!    fresh `t`; the store must hold each once and the receiver get each once;
 //! 4. **outbound**: events queued while no notifier runs, then a notifier started on the same
@@ -43,11 +45,12 @@ const DEAD_DOMAIN: &str = "dead.bench.example";
 /// Options of `relaycast-bench callbacks`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CallbacksOptions {
-    /// Parts to run, comma-separated: baseline, inbound, open-loop, repeats, outbound.
+    /// Parts to run, comma-separated: baseline, inbound, inbound-alone, open-loop, repeats,
+    /// outbound.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "baseline,inbound,open-loop,repeats,outbound"
+        default_value = "baseline,inbound,inbound-alone,open-loop,repeats,outbound"
     )]
     pub phases: Vec<String>,
     /// Sequential commits of the raw SQLite ceiling (about 3 s on this machine).
@@ -705,14 +708,13 @@ impl Ctx {
 
     /// A fresh full service (api, notifier, scheduler) with the healthy receiver bound.
     async fn fresh(&self, name: &str) -> Result<(Service, Receiver)> {
+        self.fresh_with(name, "api,notifier,scheduler").await
+    }
+
+    /// A fresh service with `roles` and the healthy receiver bound.
+    async fn fresh_with(&self, name: &str, roles: &str) -> Result<(Service, Receiver)> {
         let receiver = Receiver::start().await?;
-        let svc = Service::start(
-            &self.bin,
-            &self.data(name),
-            "api,notifier,scheduler",
-            &self.opts,
-        )
-        .await?;
+        let svc = Service::start(&self.bin, &self.data(name), roles, &self.opts).await?;
         svc.bind(HEALTHY_DOMAIN, &receiver.url).await?;
         Ok((svc, receiver))
     }
@@ -797,10 +799,25 @@ async fn check_stored(svc: &Service, acknowledged: u64) -> Result<Value> {
     )
 }
 
-async fn phase_inbound(ctx: &Ctx) -> Result<()> {
+/// The inbound windows with the notifier delivering meanwhile (`roles` api, notifier,
+/// scheduler), or, with `alone`, of a service that only takes events (api, scheduler: their
+/// deliveries stay queued for a notifier, as on AWS, where the callbacks function takes events
+/// and the notifier runs apart).
+async fn phase_inbound(ctx: &Ctx, alone: bool) -> Result<()> {
     let window = Duration::from_secs(ctx.opts.window);
+    let (roles, figure) = if alone {
+        (
+            "api,scheduler",
+            "inbound: CSS push events stored (closed loop), no notifier in the process",
+        )
+    } else {
+        (
+            "api,notifier,scheduler",
+            "inbound: CSS push events stored (closed loop)",
+        )
+    };
     for &c in &ctx.opts.concurrency {
-        let (svc, receiver) = ctx.fresh("inbound").await?;
+        let (svc, receiver) = ctx.fresh_with("inbound", roles).await?;
         // A short warm-up on the same service (connections, caches), not counted.
         closed_loop(&svc, HEALTHY_DOMAIN, c, Duration::from_secs(1)).await?;
         let before = svc.counter("relaycast_stream_events_total").await? as u64;
@@ -814,13 +831,13 @@ async fn phase_inbound(ctx: &Ctx) -> Result<()> {
         let rate = lat.len() as f64 / window.as_secs_f64();
         let check = check_stored(&svc, before + stored).await?;
         let line = json!({
-            "bench": "callbacks", "figure": "inbound: CSS push events stored (closed loop)", "concurrency": c,
+            "bench": "callbacks", "figure": figure, "roles": roles, "concurrency": c,
             "stored_in_window": lat.len(), "events_per_s": rate.round(), "vs_raw_commit": ctx.ratio(rate),
             "answers": answers_json(&answers), "delivered_meanwhile": receiver.distinct(), "check": check,
         });
         emit(&merge(merge(line, lat_json(&lat)), m));
         println!(
-            "# callbacks inbound, {c} in flight: {rate:.0} events/s, p50 {:.1} ms, p99 {:.1} ms ({} delivered meanwhile)",
+            "# callbacks inbound ({roles}), {c} in flight: {rate:.0} events/s, p50 {:.1} ms, p99 {:.1} ms ({} delivered meanwhile)",
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
             receiver.distinct()
@@ -1173,12 +1190,13 @@ pub async fn bench_callbacks(opts: CallbacksOptions) -> Result<()> {
                 // The first ceiling of the run is the one every ratio uses.
                 ctx.raw.get_or_insert(rate);
             }
-            "inbound" => phase_inbound(&ctx).await?,
+            "inbound" => phase_inbound(&ctx, false).await?,
+            "inbound-alone" => phase_inbound(&ctx, true).await?,
             "open-loop" => phase_open_loop(&ctx).await?,
             "repeats" => phase_repeats(&ctx).await?,
             "outbound" => phase_outbound(&ctx).await?,
             other => {
-                bail!("unknown phase {other} (baseline, inbound, open-loop, repeats, outbound)")
+                bail!("unknown phase {other} (baseline, inbound, inbound-alone, open-loop, repeats, outbound)")
             }
         }
         emit(

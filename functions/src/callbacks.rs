@@ -108,7 +108,7 @@ async fn answer(
 async fn css(State(ctx): State<Context>, body: Body) -> Response {
     let result = async {
         let body = read_body(body).await?;
-        ingest_css(&ctx.ports, &ctx.settings, &ctx.config_cache, &body).await
+        ingest_css(ctx.intake(), &body).await
     }
     .await;
     answer(&ctx, result, "css").await
@@ -145,16 +145,7 @@ async fn hook(
     let (token, domain) = hook_query(&raw);
     let body = read_body(request.into_body()).await?;
     let origin = HookOrigin { domain, sender_ip };
-    ingest_hook(
-        &ctx.ports,
-        &ctx.settings,
-        &ctx.config_cache,
-        dialect,
-        token.as_deref(),
-        &origin,
-        &body,
-    )
-    .await
+    ingest_hook(ctx.intake(), dialect, token.as_deref(), &origin, &body).await
 }
 
 async fn nginx_rtmp(

@@ -21,7 +21,8 @@ pub mod v1_recordings;
 use std::sync::Arc;
 
 use axum::Router;
-use relaycast_core::app::callbacks::ConfigCache;
+use relaycast_core::app::callbacks::{ConfigCache, Intake};
+use relaycast_core::app::outbox::OutboxHandoff;
 use relaycast_core::config::Settings;
 use relaycast_core::ports::Ports;
 
@@ -34,15 +35,28 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// Callback rules, templates and hook tokens as this process last read them.
     pub config_cache: Arc<ConfigCache>,
+    /// Queues the callbacks of inbound events in batches.
+    pub outbox: OutboxHandoff,
 }
 
 impl Context {
+    /// What the inbound callback handlers take events with.
+    pub fn intake(&self) -> Intake<'_> {
+        Intake {
+            ports: &self.ports,
+            settings: &self.settings,
+            cache: &self.config_cache,
+            handoff: &self.outbox,
+        }
+    }
+
     /// A context over `ports` and `settings`.
     pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
         Self {
             ports,
             settings,
             config_cache: Arc::default(),
+            outbox: OutboxHandoff::default(),
         }
     }
 }

@@ -165,6 +165,79 @@ fn previous_entry_id(id: &str) -> Option<String> {
     Some(format!("{stream}:{previous:020}"))
 }
 
+/// Deletes the messages the delivery loop is done with, in batches (one `ack_batch` for the
+/// receipts that gathered while the previous batch was deleted), from a task of its own. A
+/// receipt lost in a crash only brings its message back after the visibility timeout, and a
+/// finished entry's message is skipped.
+#[derive(Clone)]
+struct Acks {
+    receipts: tokio::sync::mpsc::UnboundedSender<String>,
+    stop: CancellationToken,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Most receipts deleted in one batch.
+const ACK_BATCH: usize = 100;
+
+impl Acks {
+    fn start(queue: Arc<dyn relaycast_core::ports::Queue>) -> Self {
+        let (receipts, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(ACK_BATCH);
+            loop {
+                let more = tokio::select! {
+                    n = rx.recv_many(&mut batch, ACK_BATCH) => n > 0,
+                    // What is submitted by now is deleted; later receipts come back.
+                    _ = stopped.cancelled() => {
+                        while let Ok(receipt) = rx.try_recv() {
+                            batch.push(receipt);
+                        }
+                        false
+                    }
+                };
+                for chunk in batch.chunks(ACK_BATCH) {
+                    for result in queue.ack_batch(CALLBACK_QUEUE, chunk).await {
+                        match result {
+                            Ok(()) => {}
+                            // Its visibility ran out and it was received again: that delivery
+                            // settles it.
+                            Err(QueueError::StaleReceipt(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "callback message not deleted; it comes back")
+                            }
+                        }
+                    }
+                }
+                batch.clear();
+                if !more {
+                    break;
+                }
+            }
+        });
+        Self {
+            receipts,
+            stop,
+            task: Arc::new(Mutex::new(Some(task))),
+        }
+    }
+
+    fn submit(&self, receipt: String) {
+        // Refused only once stopped: the message comes back and is skipped.
+        let _ = self.receipts.send(receipt);
+    }
+
+    /// Deletes what was submitted so far, then stops.
+    async fn finish(self) {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
 /// Delivers the outbox.
 #[derive(Clone)]
 pub struct Notifier {
@@ -234,6 +307,7 @@ impl Notifier {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             self.ctx.settings.callbacks.concurrency.max(1),
         ));
+        let acks = Acks::start(self.ctx.ports.queue.clone());
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -251,10 +325,14 @@ impl Notifier {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             break;
                         };
-                        let this = self.clone();
+                        let (this, acks) = (self.clone(), acks.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = this.deliver(message).await {
-                                tracing::warn!(error = %e, "callback delivery step failed");
+                            match this.attempt_and_resend(&message).await {
+                                Ok(_) => acks.submit(message.receipt),
+                                // Not deleted: it comes back after its visibility timeout.
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "callback delivery step failed")
+                                }
                             }
                             drop(permit);
                         });
@@ -270,6 +348,7 @@ impl Notifier {
             }
         }
         let _ = sweeper.await;
+        acks.finish().await;
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
@@ -287,13 +366,30 @@ impl Notifier {
     /// One attempt for one delivery message received from the queue port, which it then
     /// settles there: deleted when done with, or sent again with the wait and deleted.
     pub async fn deliver(&self, message: ReceivedMessage) -> Result<Outcome, NotifierError> {
-        let (outcome, settle) = self.attempt(&message).await?;
-        let queue = &self.ctx.ports.queue;
+        let outcome = self.attempt_and_resend(&message).await?;
+        self.ctx
+            .ports
+            .queue
+            .ack(CALLBACK_QUEUE, &message.receipt)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// [`Notifier::attempt`], then the message sent again with the wait when it needs another
+    /// look; what is left is deleting it.
+    async fn attempt_and_resend(
+        &self,
+        message: &ReceivedMessage,
+    ) -> Result<Outcome, NotifierError> {
+        let (outcome, settle) = self.attempt(message).await?;
         if let Settle::Later(wait) = settle {
             // Sent before the delete: a crash between the two repeats an attempt, never loses one.
-            queue.send(CALLBACK_QUEUE, &message.body, wait).await?;
+            self.ctx
+                .ports
+                .queue
+                .send(CALLBACK_QUEUE, &message.body, wait)
+                .await?;
         }
-        queue.ack(CALLBACK_QUEUE, &message.receipt).await?;
         Ok(outcome)
     }
 

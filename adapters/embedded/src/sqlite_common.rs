@@ -52,9 +52,30 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Turns SQLite's memory statistics off, once, before the library initializes (at the first
+/// connection): with them on, every allocation SQLite makes takes one process-wide mutex, which
+/// the writer and the readers of every file then share. Nothing here reads those statistics. A
+/// call after SQLite initialized (another part of the process opened a connection first) is
+/// refused by SQLite and changes nothing.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` before `sqlite3_initialize` is SQLite's documented way to
+        // set process-wide options; `Once` keeps it to one call, and after initialization
+        // SQLite answers SQLITE_MISUSE without changing anything.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                std::ffi::c_int::from(0u8),
+            );
+        }
+    });
+}
+
 /// Opens (creating if needed) the database at `path`, sets WAL + `synchronous=FULL` so a commit
 /// that returned is on disk, and brings the schema up to date. Errors name the path.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, String> {
+    configure_sqlite();
     let ctx = |what: &str, e: &dyn std::fmt::Display| {
         format!("{what} SQLite database {}: {e}", path.display())
     };

@@ -3,13 +3,17 @@
 //! Writes go to one writer thread that owns the file's write connection. A caller sends its
 //! operation (a closure over the connection) with a oneshot reply and awaits the reply. The
 //! writer takes every operation pending (up to [`MAX_GROUP`]), opens one `BEGIN IMMEDIATE`
-//! transaction, runs each operation inside its own `SAVEPOINT` (an operation that fails — a
-//! condition that does not hold, an invalid body, a database error — is rolled back alone and
-//! answered with its own error), then one `COMMIT`, so one fsync (`synchronous=FULL`) makes the
-//! whole group durable; only then is anybody answered. A lone writer is never made to wait for
-//! company: the writer starts a group as soon as it has one operation (a group of one is a plain
-//! transaction, no savepoint), and the operations that arrive during that group's fsync form
-//! the next group.
+//! transaction, runs each operation in turn, then one `COMMIT`, so one fsync
+//! (`synchronous=FULL`) makes the whole group durable; only then is anybody answered. An
+//! operation checks its conditions and input before its first write, so one that fails that
+//! way (a condition that does not hold, an invalid body, a stale receipt:
+//! [`OpError::wrote_nothing`]) wrote nothing and is answered with its own error while the group
+//! goes on; one that fails otherwise (a database error, a panic) may have written part of itself,
+//! so the group's transaction is rolled back and the operations before it are answered with
+//! that reason. (Per-operation savepoints did this isolation before; their statement journals
+//! copied every page an operation touched, a sixth of the writer's time.) A lone writer is
+//! never made to wait for company: the writer starts a group as soon as it has one operation,
+//! and the operations that arrive during that group's fsync form the next group.
 //!
 //! Operations of a group run one after another in the order they arrived, each seeing the
 //! writes of those before it, so the group is equivalent to running them one by one; since none
@@ -61,13 +65,28 @@ const WAL_RESET_FRAMES: i64 = 4096;
 pub(crate) trait OpError: Send + 'static {
     /// A backend failure with this message (a failed `BEGIN`/`COMMIT`, a stopped writer).
     fn backend(msg: String) -> Self;
+    /// Whether an operation failing with this error wrote nothing: the errors an operation
+    /// returns only before its first write (a condition that does not hold, invalid input, a
+    /// stale receipt). Any other failure may have written part of the operation, and the writer
+    /// then rolls back the whole group's transaction.
+    fn wrote_nothing(&self) -> bool;
+}
+
+/// How an operation run by the writer ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It succeeded.
+    Ok,
+    /// It failed before writing anything: the group goes on.
+    FailedClean,
+    /// It failed and may have written part of itself: the group's transaction must go.
+    FailedDirty,
 }
 
 /// One operation queued for the writer, with the means to answer its caller.
 trait Job: Send {
-    /// Runs the operation inside the group's transaction; false when it failed, in which case
-    /// its savepoint is rolled back.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the operation inside the group's transaction.
+    fn run(&mut self, conn: &Connection) -> Ran;
     /// Answers the caller once the group's fate is known: `Ok` when the commit is durable.
     fn answer(self: Box<Self>, commit: Result<(), String>);
 }
@@ -84,15 +103,21 @@ where
     E: OpError,
     F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
-        let Some(f) = self.f.take() else { return false };
+    fn run(&mut self, conn: &Connection) -> Ran {
+        let Some(f) = self.f.take() else {
+            return Ran::FailedClean;
+        };
         let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
             Ok(r) => r,
             Err(_) => Err(E::backend("the operation panicked".into())),
         };
-        let ok = result.is_ok();
+        let ran = match &result {
+            Ok(_) => Ran::Ok,
+            Err(e) if e.wrote_nothing() => Ran::FailedClean,
+            Err(_) => Ran::FailedDirty,
+        };
         self.result = Some(result);
-        ok
+        ran
     }
 
     fn answer(self: Box<Self>, commit: Result<(), String>) {
@@ -140,10 +165,9 @@ impl SqliteDatabase {
     /// writer thread. Errors name the path.
     pub fn open(path: &Path) -> Result<Self, String> {
         let writer = open_connection(path)?;
-        // Each operation's savepoint keeps the pages it changes that the group had already
-        // changed in a statement journal, which by default spills to a temporary file past
-        // 64 KiB: one file created and deleted per operation. In memory it is a copy. A larger
-        // page cache keeps a big group's dirty pages out of the WAL until the commit.
+        // Statement journals (a multi-row statement's own undo) stay in memory instead of
+        // temporary files. A larger page cache keeps a big group's dirty pages out of the WAL
+        // until the commit.
         writer
             .execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;")
             .map_err(|e| format!("configuring SQLite database {}: {e}", path.display()))?;
@@ -193,7 +217,8 @@ impl SqliteDatabase {
 
     /// Runs `f` on the write connection inside a group commit; answers once the commit holding
     /// it is durable (or with `f`'s own error, nothing of it written). `f` must not begin or end
-    /// transactions itself.
+    /// transactions itself, and must return an error that [`OpError::wrote_nothing`] only before
+    /// its first write.
     pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -377,10 +402,13 @@ fn writer_loop(
 }
 
 /// Runs operations from the front of `group` in one transaction and answers them: normally all
-/// of them, fewer only when an operation's error made SQLite abandon the transaction (then the
-/// rest stay in `group` for the next transaction). `Err` when beginning or committing failed;
-/// the operations taken were then answered with it. Counts the commit in `commits` before
-/// answering anybody.
+/// of them, fewer only when an operation failed in a way that may have written part of it (a
+/// database error, a panic) or SQLite abandoned the transaction itself: the transaction is then
+/// rolled back, that operation keeps its own error, the ones before it are answered with the
+/// reason, and the rest stay in `group` for the next transaction. No savepoint per operation:
+/// every operation checks its conditions and input before its first write, so one that fails
+/// that way wrote nothing. `Err` when beginning or committing failed; the operations taken were
+/// then answered with it. Counts the commit in `commits` before answering anybody.
 fn commit_some(
     conn: &Connection,
     group: &mut VecDeque<Box<dyn Job>>,
@@ -391,18 +419,13 @@ fn commit_some(
     }
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| format!("beginning a transaction: {e}"))?;
     let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
-    let mut failed = None;
     while let Some(mut job) = group.pop_front() {
-        if let Err(e) = exec(conn, "SAVEPOINT op") {
-            failed = Some(format!("opening a savepoint: {e}"));
-            group.push_front(job);
-            break;
-        }
-        let ok = job.run(conn);
-        if conn.is_autocommit() {
-            // The operation's error rolled back the whole transaction (SQLite does so on e.g. a
-            // full disk), and the operations before it with it: it keeps its own error, they
-            // are answered with the reason, and the rest of the group starts over.
+        let ran = job.run(conn);
+        if ran == Ran::FailedDirty || conn.is_autocommit() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            // Its own error stands (`answer` keeps an operation's own failure).
             job.answer(Err("the transaction was rolled back by an error".into()));
             for earlier in done {
                 earlier.answer(Err(
@@ -411,21 +434,9 @@ fn commit_some(
             }
             return Ok(());
         }
-        let closed = if ok {
-            exec(conn, "RELEASE op")
-        } else {
-            exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
-        };
         done.push(job);
-        if let Err(e) = closed {
-            failed = Some(format!("closing a savepoint: {e}"));
-            break;
-        }
     }
-    let commit = match failed {
-        Some(msg) => Err(msg),
-        None => exec(conn, "COMMIT").map_err(|e| format!("committing: {e}")),
-    };
+    let commit = exec(conn, "COMMIT").map_err(|e| format!("committing: {e}"));
     settle(conn, &commit, commits);
     for job in done {
         job.answer(commit.clone());
@@ -461,7 +472,7 @@ fn commit_one(
         job.answer(Err(msg.clone()));
         return Err(msg);
     }
-    if !job.run(conn) {
+    if job.run(conn) != Ran::Ok {
         // Its own error: nothing of it is kept, and it is answered with that error.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");

@@ -62,6 +62,10 @@ impl OpError for QueueError {
     fn backend(msg: String) -> Self {
         QueueError::Backend(msg)
     }
+
+    fn wrote_nothing(&self) -> bool {
+        !matches!(self, QueueError::Backend(_))
+    }
 }
 
 impl SqliteQueue {
@@ -334,6 +338,46 @@ impl Queue for SqliteQueue {
         Ok(id)
     }
 
+    async fn send_batch(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        for body in bodies {
+            queue::check_send(queue, body, delay)?;
+        }
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = bodies
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let (queue, bodies, delay_ms, ids2) = (
+            queue.to_string(),
+            bodies.to_vec(),
+            duration_ms(delay),
+            ids.clone(),
+        );
+        self.write("send_batch", move |conn, now| {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO queue_messages (id, queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_err)?;
+            for (id, body) in ids2.iter().zip(&bodies) {
+                insert
+                    .execute(params![id, queue, body, now, now.saturating_add(delay_ms)])
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.sent.notify_waiters();
+        Ok(ids)
+    }
+
     async fn receive(
         &self,
         queue: &str,
@@ -385,6 +429,50 @@ impl Queue for SqliteQueue {
             Ok(())
         })
         .await
+    }
+
+    async fn ack_batch(&self, queue: &str, receipts: &[String]) -> Vec<Result<(), QueueError>> {
+        if validate_queue_name(queue).is_err() {
+            return receipts
+                .iter()
+                .map(|_| validate_queue_name(queue))
+                .collect();
+        }
+        if receipts.is_empty() {
+            return Vec::new();
+        }
+        let (queue, receipts) = (queue.to_string(), receipts.to_vec());
+        let n = receipts.len();
+        let done = self
+            .write("ack_batch", move |conn, _now| {
+                let mut delete = conn
+                    .prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")
+                    .map_err(db_err)?;
+                let mut results = Vec::with_capacity(receipts.len());
+                for receipt in receipts {
+                    let n = delete.execute(params![queue, receipt]).map_err(db_err)?;
+                    results.push(if n == 0 {
+                        Err(QueueError::StaleReceipt(receipt))
+                    } else {
+                        Ok(())
+                    });
+                }
+                Ok(results)
+            })
+            .await;
+        match done {
+            Ok(results) => results,
+            // Only the database fails a whole batch: every receipt gets its message.
+            Err(QueueError::Backend(msg)) => (0..n)
+                .map(|_| Err(QueueError::Backend(msg.clone())))
+                .collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                (0..n)
+                    .map(|_| Err(QueueError::Backend(msg.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn extend(

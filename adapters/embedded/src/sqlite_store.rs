@@ -46,6 +46,10 @@ impl OpError for StoreError {
     fn backend(msg: String) -> Self {
         StoreError::Backend(msg)
     }
+
+    fn wrote_nothing(&self) -> bool {
+        !matches!(self, StoreError::Backend(_))
+    }
 }
 
 impl SqliteStore {
@@ -160,15 +164,32 @@ fn check(
     }
 }
 
-/// Applies one write inside an open transaction; returns the new version (0 for a delete).
-fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> {
+/// Checks one write's record and condition against the live row; returns the row's version.
+fn check_write(conn: &Connection, write: &Write, now: i64) -> Result<Option<u64>, StoreError> {
     match write {
         Write::Put(record, condition) => {
             relaycast_core::ports::check_record(record)?;
             let current = live_version(conn, record.kind.as_str(), &record.key, now)?;
             check(*condition, current, record.kind, &record.key)?;
+            Ok(current)
+        }
+        Write::Delete(kind, key, condition) => {
+            let current = live_version(conn, kind.as_str(), key, now)?;
+            check(*condition, current, *kind, key)?;
+            Ok(current)
+        }
+    }
+}
+
+/// Applies one checked write (`current`: the live row's version) inside an open transaction;
+/// returns the new version (0 for a delete).
+fn apply(conn: &Connection, write: &Write, current: Option<u64>) -> Result<u64, StoreError> {
+    match write {
+        Write::Put(record, _) => {
             // An expired row is gone: a write over it starts a new life at version 1.
             let version = current.map_or(1, |v| v + 1);
+            // After earlier writes of the transaction: only a backend error may stop it here.
+            let stored_version = to_i64(version).map_err(|e| StoreError::Backend(e.to_string()))?;
             conn.prepare_cached(
                 "INSERT INTO records (kind, key, version, account, status, time_ms, expires_at_ms, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -180,7 +201,7 @@ fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> 
             .execute(params![
                 record.kind.as_str(),
                 record.key,
-                to_i64(version)?,
+                stored_version,
                 record.index.account,
                 record.index.status,
                 record.index.time_ms,
@@ -190,9 +211,7 @@ fn apply(conn: &Connection, write: &Write, now: i64) -> Result<u64, StoreError> 
             .map_err(db_err)?;
             Ok(version)
         }
-        Write::Delete(kind, key, condition) => {
-            let current = live_version(conn, kind.as_str(), key, now)?;
-            check(*condition, current, *kind, key)?;
+        Write::Delete(kind, key, _) => {
             conn.prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")
                 .map_err(db_err)?
                 .execute(params![kind.as_str(), key])
@@ -211,8 +230,19 @@ fn write_key(write: &Write) -> (Kind, &str) {
 
 /// Applies `writes` in order inside the operation's savepoint: all of them or, on any error
 /// (which rolls the savepoint back), none.
+/// Applies `writes` inside an open transaction once every one of their conditions holds:
+/// checked first, so a failed condition or an invalid record returns before anything is
+/// written (what the group commit counts on).
 fn transact_in(conn: &Connection, writes: &[Write], now: i64) -> Result<Vec<u64>, StoreError> {
-    writes.iter().map(|w| apply(conn, w, now)).collect()
+    let mut current = Vec::with_capacity(writes.len());
+    for write in writes {
+        current.push(check_write(conn, write, now)?);
+    }
+    writes
+        .iter()
+        .zip(current)
+        .map(|(w, current)| apply(conn, w, current))
+        .collect()
 }
 
 const RECORD_COLUMNS: &str = "key, version, account, status, time_ms, expires_at_ms, body";

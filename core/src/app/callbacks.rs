@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::outbox::queue_entry;
+use super::outbox::{queue_entry, OutboxHandoff};
 use crate::config::Settings;
 use crate::domain::api_error::ApiRefusal;
 use crate::domain::auth::SecretKey;
@@ -205,14 +205,23 @@ pub async fn find_binding(
     Ok(found)
 }
 
+/// What the inbound handlers take events with.
+#[derive(Clone, Copy)]
+pub struct Intake<'a> {
+    /// The adapters.
+    pub ports: &'a Ports,
+    /// The settings in force.
+    pub settings: &'a Settings,
+    /// Callback rules, templates and hook tokens as this process last read them.
+    pub cache: &'a ConfigCache,
+    /// Queues the outbox entries of the events taken.
+    pub handoff: &'a OutboxHandoff,
+}
+
 /// Takes one Tencent CSS event: matched to its account through the callback rule of its
 /// domain, checked with `sign = md5(CallbackKey + t)`, then stored once.
-pub async fn ingest_css(
-    ports: &Ports,
-    settings: &Settings,
-    cache: &ConfigCache,
-    body: &[u8],
-) -> Result<Ingested, CallbackError> {
+pub async fn ingest_css(intake: Intake<'_>, body: &[u8]) -> Result<Ingested, CallbackError> {
+    let (ports, cache) = (intake.ports, intake.cache);
     check_size(body)?;
     let (parsed, auth) = parse_css_event(body)?;
     let (rule, template) = find_binding(ports, cache, &parsed.stream)
@@ -230,7 +239,7 @@ pub async fn ingest_css(
         &auth.sign,
         ports.clock.now_ms().div_euclid(1000),
     )?;
-    ingest(ports, settings, &rule.account, parsed, Some(template)).await
+    ingest(intake, &rule.account, parsed, Some(template)).await
 }
 
 /// The dialects of the hook endpoints.
@@ -245,14 +254,13 @@ pub enum HookDialect {
 /// Takes one hook notification: the token names the account; a publish is checked against the
 /// domain's publish authorization rule; then it is stored once.
 pub async fn ingest_hook(
-    ports: &Ports,
-    settings: &Settings,
-    cache: &ConfigCache,
+    intake: Intake<'_>,
     dialect: HookDialect,
     token: Option<&str>,
     origin: &HookOrigin,
     body: &[u8],
 ) -> Result<Ingested, CallbackError> {
+    let (ports, cache) = (intake.ports, intake.cache);
     check_size(body)?;
     let account = match token {
         Some(t) if !t.is_empty() => account_of_hook_token(ports, cache, t)
@@ -292,20 +300,26 @@ pub async fn ingest_hook(
             }
         }
     }
-    ingest(ports, settings, &account, parsed, template).await
+    ingest(intake, &account, parsed, template).await
 }
 
 const MAX_ATTEMPTS: u32 = 16;
 
 /// Stores `parsed` for `account` once: the event, the stream's registry record and sessions,
-/// and the outbox entry for `template`'s URL, in one transaction; then queues the delivery.
+/// and the outbox entry for `template`'s URL, in one transaction; then hands the delivery to
+/// the intake's hand-off.
 async fn ingest(
-    ports: &Ports,
-    settings: &Settings,
+    intake: Intake<'_>,
     account: &str,
     parsed: ParsedEvent,
     template: Option<CallbackTemplate>,
 ) -> Result<Ingested, CallbackError> {
+    let Intake {
+        ports,
+        settings,
+        handoff,
+        ..
+    } = intake;
     let now = ports.clock.now_ms();
     // A repeat is told by the registry (a push or stop already applied) or by the event's id
     // being stored already (the transaction's `Absent` on it fails, and writes nothing).
@@ -354,20 +368,13 @@ async fn ingest(
                     // Queued after the sender is answered: the event and its entry are durable
                     // already, and the outbox sweep queues an entry a crash left pending.
                     let version = versions.last().copied().flatten().unwrap_or(1);
-                    let ports = ports.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = queue_entry(
-                            &ports,
-                            Versioned {
-                                value: entry,
-                                version,
-                            },
-                        )
-                        .await
-                        {
-                            tracing::warn!(error = %e, "callback not queued; the outbox sweep will");
-                        }
-                    });
+                    handoff.submit(
+                        ports,
+                        Versioned {
+                            value: entry,
+                            version,
+                        },
+                    );
                 }
                 return Ok(Ingested {
                     event: Some(event),

@@ -1,10 +1,13 @@
 //! Moving stored outbox entries into the callbacks queue.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::domain::outbox::{DeliveryState, OutboxEntry, CALLBACK_QUEUE};
 use crate::ports::{
-    Condition, Entity, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned,
+    Condition, Entity, Ports, Query, QueryIndex, StoreError, TypedStore, Versioned, Write,
 };
 
 /// Why the outbox could not be moved along.
@@ -18,27 +21,103 @@ pub enum OutboxError {
     Queue(#[from] crate::ports::QueueError),
 }
 
-/// Queues a delivery for a pending entry and marks it queued. Producers call this right after
-/// the transaction that stored the entry (for low latency); [`queue_pending`] sweeps whatever a
-/// crash left pending.
+/// Most entries queued in one batch: a store transaction's limit (DynamoDB's).
+pub const QUEUE_BATCH: usize = 100;
+
+/// Queues a delivery for a pending entry and marks it queued. Producers call this (or hand the
+/// entry to an [`OutboxHandoff`]) right after the transaction that stored the entry, for low
+/// latency; [`queue_pending`] sweeps whatever a crash left pending.
 pub async fn queue_entry(ports: &Ports, entry: Versioned<OutboxEntry>) -> Result<(), OutboxError> {
-    if entry.value.state != DeliveryState::Pending {
-        return Ok(());
+    queue_entries(ports, vec![entry]).await
+}
+
+/// Queues a delivery for every pending one of `entries` and marks them queued, with one
+/// `send_batch` and one transaction per [`QUEUE_BATCH`], so that a burst of producers costs two
+/// writes instead of two each. Sent before marked: a crash between the two leaves them pending,
+/// and the sweep sends them again (a duplicate message is dropped on delivery).
+pub async fn queue_entries(
+    ports: &Ports,
+    mut entries: Vec<Versioned<OutboxEntry>>,
+) -> Result<(), OutboxError> {
+    entries.retain(|e| e.value.state == DeliveryState::Pending);
+    for chunk in entries.chunks(QUEUE_BATCH) {
+        let ids: Vec<String> = chunk.iter().map(|e| e.value.id.clone()).collect();
+        ports
+            .queue
+            .send_batch(CALLBACK_QUEUE, &ids, Duration::ZERO)
+            .await?;
+        let mut marks = Vec::with_capacity(chunk.len());
+        for entry in chunk {
+            let mut queued = entry.value.clone();
+            queued.state = DeliveryState::Queued;
+            marks.push(Write::Put(
+                queued.to_record()?,
+                Condition::Version(entry.version),
+            ));
+        }
+        match ports.store.transact(marks).await {
+            Ok(_) => {}
+            // One of them moved on meanwhile (its message was delivered already), or the
+            // batch is over a backend's transaction size: mark them one by one.
+            Err(StoreError::ConditionFailed { .. } | StoreError::Invalid(_)) => {
+                for entry in chunk {
+                    let mut queued = entry.value.clone();
+                    queued.state = DeliveryState::Queued;
+                    match ports
+                        .store
+                        .save(&queued, Condition::Version(entry.version))
+                        .await
+                    {
+                        Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    ports
-        .queue
-        .send(CALLBACK_QUEUE, &entry.value.id, Duration::ZERO)
-        .await?;
-    let mut queued = entry.value;
-    queued.state = DeliveryState::Queued;
-    match ports
-        .store
-        .save(&queued, Condition::Version(entry.version))
-        .await
-    {
-        // Somebody else queued it meanwhile: the duplicate message is dropped on delivery.
-        Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
+    Ok(())
+}
+
+/// Hands stored outbox entries to [`queue_entries`] from a task of its own: a producer submits
+/// an entry and answers its caller at once, and the entries submitted while one batch is being
+/// queued form the next. Cheap to clone; the task starts with the first entry, on the runtime
+/// of its caller. An entry it could not queue (the task gone, the queue failing) stays pending
+/// for the outbox sweep.
+#[derive(Clone, Default)]
+pub struct OutboxHandoff {
+    entries: Arc<OnceLock<mpsc::UnboundedSender<Versioned<OutboxEntry>>>>,
+}
+
+impl std::fmt::Debug for OutboxHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxHandoff")
+            .field("started", &self.entries.get().is_some())
+            .finish()
+    }
+}
+
+impl OutboxHandoff {
+    /// Queues `entry` soon, through `ports`.
+    pub fn submit(&self, ports: &Ports, entry: Versioned<OutboxEntry>) {
+        let entries = self.entries.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(hand_off(ports.clone(), rx));
+            tx
+        });
+        if entries.send(entry).is_err() {
+            tracing::warn!("callback not queued (the hand-off stopped); the outbox sweep will");
+        }
+    }
+}
+
+async fn hand_off(ports: Ports, mut entries: mpsc::UnboundedReceiver<Versioned<OutboxEntry>>) {
+    let mut batch = Vec::with_capacity(QUEUE_BATCH);
+    while entries.recv_many(&mut batch, QUEUE_BATCH).await > 0 {
+        let n = batch.len();
+        if let Err(e) = queue_entries(&ports, std::mem::take(&mut batch)).await {
+            tracing::warn!(error = %e, entries = n, "callbacks not queued; the outbox sweep will");
+        }
     }
 }
 
@@ -57,8 +136,6 @@ pub async fn queue_pending(ports: &Ports, limit: usize) -> Result<usize, OutboxE
     query.limit = limit.clamp(1, 1000);
     let (entries, _) = ports.store.query_typed::<OutboxEntry>(query).await?;
     let count = entries.len();
-    for entry in entries {
-        queue_entry(ports, entry).await?;
-    }
+    queue_entries(ports, entries).await?;
     Ok(count)
 }

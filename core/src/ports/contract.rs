@@ -1315,9 +1315,14 @@ pub mod queue {
     pub async fn batches_and_stats(f: QueueFixture) {
         let q = f.queue;
         let mut ids = Vec::new();
-        for i in 0..15 {
+        for i in 0..5 {
             ids.push(q.send("batch", &format!("m{i}"), NOW).await.unwrap());
         }
+        let bodies: Vec<String> = (5..15).map(|i| format!("m{i}")).collect();
+        let batch_ids = q.send_batch("batch", &bodies, NOW).await.unwrap();
+        assert_eq!(batch_ids.len(), 10);
+        ids.extend(batch_ids);
+        assert!(q.send_batch("batch", &[], NOW).await.unwrap().is_empty());
         q.send("batch", "delayed", Duration::from_secs(60))
             .await
             .unwrap();
@@ -1343,9 +1348,17 @@ pub mod queue {
         ids.sort();
         assert_eq!(got, ids);
         assert_counts(&q, "batch", (0, 15, 1)).await;
-        for m in received.iter().take(12) {
+        let mut bodies: Vec<&str> = received.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_by_key(|b| b[1..].parse::<u32>().unwrap());
+        let expected: Vec<String> = (0..15).map(|i| format!("m{i}")).collect();
+        assert_eq!(bodies, expected, "every body of both kinds of send arrives");
+        for m in received.iter().take(2) {
             q.ack("batch", &m.receipt).await.unwrap();
         }
+        let receipts: Vec<String> = received[2..12].iter().map(|m| m.receipt.clone()).collect();
+        let acked = q.ack_batch("batch", &receipts).await;
+        assert_eq!(acked.len(), 10);
+        assert!(acked.iter().all(Result::is_ok), "{acked:?}");
         settled(&q, "batch", "3 in flight", |st| st.in_flight == 3).await;
         assert_invalid(q.receive("batch", 0, VIS, NOW).await);
         assert_invalid(q.receive("batch", 11, VIS, NOW).await);

@@ -174,6 +174,24 @@ pub trait Queue: Send + Sync + 'static {
     /// every delivery of the message carries.
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError>;
 
+    /// Enqueues every one of `bodies` as [`Queue::send`] would, in order, all visible after
+    /// `delay`; returns their ids in order. All of them are durable when it returns `Ok`; on an
+    /// error some may have been sent (a producer's outbox covers that, as for one `send`). The
+    /// embedded queue writes them in one operation of its group commit; the default sends one
+    /// by one.
+    async fn send_batch(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            ids.push(self.send(queue, body, delay).await?);
+        }
+        Ok(ids)
+    }
+
     /// Up to `max` (1..=10) visible messages, each then hidden for `visibility` (at most
     /// [`MAX_VISIBILITY`]). Waits up to
     /// `wait` (at most [`MAX_WAIT`]) for one to arrive when none is visible (long polling);
@@ -189,6 +207,17 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes the message of this delivery. A receipt that is not the latest delivery's is
     /// [`QueueError::StaleReceipt`], or `Ok` on SQS (see the module documentation).
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
+
+    /// Acknowledges every one of `receipts` as [`Queue::ack`] would; returns each one's result
+    /// in order (a stale receipt fails alone). The embedded queue deletes them in one operation
+    /// of its group commit; the default acknowledges one by one.
+    async fn ack_batch(&self, queue: &str, receipts: &[String]) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            results.push(self.ack(queue, receipt).await);
+        }
+        results
+    }
 
     /// Hides the message of this delivery for `visibility` from now.
     async fn extend(
