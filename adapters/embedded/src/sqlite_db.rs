@@ -43,13 +43,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::sqlite_common::open_connection;
 
+/// A commit or checkpoint of the writer that takes this long is logged: everybody waiting on the
+/// writer waited that long.
+const SLOW: Duration = Duration::from_millis(50);
 /// Most operations in one group commit.
 pub(crate) const MAX_GROUP: usize = 256;
 /// Read connections kept open between reads (more are opened while more reads run at once).
@@ -386,9 +389,26 @@ fn writer_loop(
         }
         while !group.is_empty() {
             let before = commits.load(Ordering::Relaxed);
+            let (pending, started) = (group.len(), Instant::now());
             let turn = commit_some(conn, &mut group, commits);
+            let committed = started.elapsed();
+            if committed >= SLOW {
+                tracing::warn!(
+                    ms = committed.as_millis() as u64,
+                    operations = pending - group.len(),
+                    "slow SQLite group commit"
+                );
+            }
             if commits.load(Ordering::Relaxed) != before {
+                let started = Instant::now();
                 checkpointer.after_commit(conn);
+                let took = started.elapsed();
+                if took >= SLOW {
+                    tracing::warn!(
+                        ms = took.as_millis() as u64,
+                        "slow SQLite checkpoint on the writer"
+                    );
+                }
             }
             if let Err(msg) = turn {
                 // The rest of this turn would fail the same way (a broken file, a lock held
