@@ -112,10 +112,29 @@ impl RelaycastProcess {
     }
 }
 
+/// Lines of the service's output a failing test prints.
+const LOG_TAIL_ON_FAILURE: usize = 300;
+
 impl Drop for RelaycastProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that fails says why the service thinks it failed: the tail of its log goes
+        // to the test's output, which the harness shows only for a failure.
+        if std::thread::panicking() {
+            for (name, lines) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+                let lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+                let from = lines.len().saturating_sub(LOG_TAIL_ON_FAILURE);
+                eprintln!(
+                    "--- relaycast {name} ({} lines, the last {} here) ---",
+                    lines.len(),
+                    lines.len() - from
+                );
+                for line in &lines[from..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 
