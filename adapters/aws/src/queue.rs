@@ -33,7 +33,8 @@ use async_trait::async_trait;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::{
-    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use relaycast_core::config::AwsSettings;
@@ -326,6 +327,28 @@ impl SqsQueue {
     }
 }
 
+/// Most entries of one SQS batch request.
+const SQS_BATCH: usize = 10;
+/// Most bytes of the bodies of one SQS batch request (SQS's 256 KiB for the whole request).
+const SQS_BATCH_BYTES: usize = 256 * 1024;
+
+/// `bodies` in SQS batches: at most [`SQS_BATCH`] each and [`SQS_BATCH_BYTES`] of bodies.
+fn sqs_batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        if i > start && (i - start == SQS_BATCH || bytes + body.len() > SQS_BATCH_BYTES) {
+            batches.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        batches.push(&bodies[start..]);
+    }
+    batches
+}
+
 /// `d` in whole seconds, rounded up (SQS counts in seconds; never earlier than asked).
 fn whole_seconds(d: Duration) -> i32 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
@@ -500,6 +523,167 @@ impl Queue for SqsQueue {
         }
     }
 
+    async fn send_batch(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        for body in bodies {
+            check_send(queue, body, delay)?;
+        }
+        self.check_name(queue)?;
+        if delay > self.max_hop {
+            // Hopping messages carry attributes of their own: one by one.
+            let mut ids = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                ids.push(self.send(queue, body, delay).await?);
+            }
+            return Ok(ids);
+        }
+        let url = self.url(queue).await?;
+        let delay_secs = whole_seconds(delay);
+        let mut ids = Vec::with_capacity(bodies.len());
+        for chunk in sqs_batches(bodies) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body.as_str())
+                        .delay_seconds(delay_secs)
+                        .build()
+                        .map_err(|e| QueueError::Backend(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| map_error("SendMessageBatch", &self.sqs_name(queue), e))?;
+            if let Some(failed) = out.failed().first() {
+                return Err(QueueError::Backend(format!(
+                    "SQS SendMessageBatch on queue {}: {} of {} not sent, the first with {}: {}",
+                    self.sqs_name(queue),
+                    out.failed().len(),
+                    chunk.len(),
+                    failed.code(),
+                    failed.message().unwrap_or("")
+                )));
+            }
+            let mut sent: Vec<(usize, String)> = out
+                .successful()
+                .iter()
+                .map(|e| {
+                    (
+                        e.id().parse().unwrap_or(usize::MAX),
+                        e.message_id().to_string(),
+                    )
+                })
+                .collect();
+            sent.sort();
+            if sent.len() != chunk.len() || sent.iter().enumerate().any(|(i, (id, _))| *id != i) {
+                return Err(QueueError::Backend(format!(
+                    "SQS SendMessageBatch on queue {}: answered for {} of {} messages",
+                    self.sqs_name(queue),
+                    sent.len(),
+                    chunk.len()
+                )));
+            }
+            ids.extend(sent.into_iter().map(|(_, id)| id));
+        }
+        Ok(ids)
+    }
+
+    async fn ack_batch(&self, queue: &str, receipts: &[String]) -> Vec<Result<(), QueueError>> {
+        let every = |e: &QueueError| -> Vec<Result<(), QueueError>> {
+            receipts.iter().map(|_| Err(e.clone())).collect()
+        };
+        if let Err(e) = self.check_name(queue) {
+            return every(&e);
+        }
+        let url = match self.url(queue).await {
+            Ok(url) => url,
+            Err(e) => return every(&e),
+        };
+        let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(receipts.len());
+        for chunk in receipts.chunks(SQS_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt.as_str())
+                        .build()
+                        .map_err(|e| QueueError::Backend(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let out = match entries {
+                Ok(entries) => self
+                    .client
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| map_error("DeleteMessageBatch", &self.sqs_name(queue), e)),
+                Err(e) => Err(e),
+            };
+            match out {
+                Ok(out) => {
+                    let mut chunk_results: Vec<Result<(), QueueError>> = chunk
+                        .iter()
+                        .map(|_| {
+                            Err(QueueError::Backend(format!(
+                                "SQS DeleteMessageBatch on queue {}: no answer for this receipt",
+                                self.sqs_name(queue)
+                            )))
+                        })
+                        .collect();
+                    for ok in out.successful() {
+                        if let Some(r) = ok
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| chunk_results.get_mut(i))
+                        {
+                            *r = Ok(());
+                        }
+                    }
+                    for failed in out.failed() {
+                        let msg = format!(
+                            "SQS DeleteMessageBatch on queue {}: {}: {}",
+                            self.sqs_name(queue),
+                            failed.code(),
+                            failed.message().unwrap_or("")
+                        );
+                        let error = if STALE_CODES.contains(&failed.code()) {
+                            QueueError::StaleReceipt(msg)
+                        } else {
+                            QueueError::Backend(msg)
+                        };
+                        if let Some(r) = failed
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| chunk_results.get_mut(i))
+                        {
+                            *r = Err(error);
+                        }
+                    }
+                    results.extend(chunk_results);
+                }
+                Err(e) => results.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        results
+    }
+
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
         self.check_name(queue)?;
         let url = self.url(queue).await?;
@@ -638,6 +822,19 @@ pub async fn create_queues(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_hold_ten_messages_and_256_kib_at_most() {
+        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let sizes: Vec<usize> = sqs_batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(100 * 1024)).collect();
+        let sizes: Vec<usize> = sqs_batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let one_each: Vec<String> = (0..2).map(|_| "x".repeat(255 * 1024)).collect();
+        assert_eq!(sqs_batches(&one_each).len(), 2);
+        assert!(sqs_batches(&[]).is_empty());
+    }
 
     #[test]
     fn durations_round_up_to_whole_seconds() {

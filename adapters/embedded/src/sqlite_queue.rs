@@ -462,16 +462,8 @@ impl Queue for SqliteQueue {
             .await;
         match done {
             Ok(results) => results,
-            // Only the database fails a whole batch: every receipt gets its message.
-            Err(QueueError::Backend(msg)) => (0..n)
-                .map(|_| Err(QueueError::Backend(msg.clone())))
-                .collect(),
-            Err(e) => {
-                let msg = e.to_string();
-                (0..n)
-                    .map(|_| Err(QueueError::Backend(msg.clone())))
-                    .collect()
-            }
+            // Only the database fails a whole batch: every receipt gets its error.
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
         }
     }
 

@@ -147,7 +147,7 @@ pub struct QueueStats {
 }
 
 /// What can go wrong with a queue.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// The receipt does not name the latest delivery of a message still in the queue (it was
     /// acknowledged, or delivered again after its visibility timed out).
