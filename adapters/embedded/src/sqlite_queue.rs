@@ -314,28 +314,9 @@ fn deliver(
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send(&self, queue: &str, body: &str, delay: Duration) -> Result<String, QueueError> {
-        queue::check_send(queue, body, delay)?;
-        // Time-ordered (v7): an insert lands at the end of the id index, next to the previous
-        // one, instead of dirtying a random page of it, which each commit then writes to the WAL.
-        let id = uuid::Uuid::now_v7().to_string();
-        let (queue, body, delay_ms, id2) = (
-            queue.to_string(),
-            body.to_string(),
-            duration_ms(delay),
-            id.clone(),
-        );
-        self.write("send", move |conn, now| {
-            conn.prepare_cached(
-                "INSERT INTO queue_messages (id, queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(db_err)?
-            .execute(params![id2, queue, body, now, now.saturating_add(delay_ms)])
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await?;
-        self.sent.notify_waiters();
-        Ok(id)
+        let mut ids = self.send_batch(queue, &[body.to_string()], delay).await?;
+        ids.pop()
+            .ok_or_else(|| QueueError::Backend("a send of one message returned no id".into()))
     }
 
     async fn send_batch(
@@ -350,6 +331,8 @@ impl Queue for SqliteQueue {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
+        // Time-ordered (v7): an insert lands at the end of the id index, next to the previous
+        // one, instead of dirtying a random page of it, which each commit then writes to the WAL.
         let ids: Vec<String> = bodies
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())

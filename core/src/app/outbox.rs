@@ -46,28 +46,25 @@ pub async fn queue_entries(
             .queue
             .send_batch(CALLBACK_QUEUE, &ids, Duration::ZERO)
             .await?;
-        let mut marks = Vec::with_capacity(chunk.len());
-        for entry in chunk {
-            let mut queued = entry.value.clone();
-            queued.state = DeliveryState::Queued;
-            marks.push(Write::Put(
-                queued.to_record()?,
-                Condition::Version(entry.version),
-            ));
-        }
+        let queued: Vec<(OutboxEntry, u64)> = chunk
+            .iter()
+            .map(|e| {
+                let mut queued = e.value.clone();
+                queued.state = DeliveryState::Queued;
+                (queued, e.version)
+            })
+            .collect();
+        let marks = queued
+            .iter()
+            .map(|(q, v)| Ok(Write::Put(q.to_record()?, Condition::Version(*v))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         match ports.store.transact(marks).await {
             Ok(_) => {}
             // One of them moved on meanwhile (its message was delivered already), or the
             // batch is over a backend's transaction size: mark them one by one.
             Err(StoreError::ConditionFailed { .. } | StoreError::Invalid(_)) => {
-                for entry in chunk {
-                    let mut queued = entry.value.clone();
-                    queued.state = DeliveryState::Queued;
-                    match ports
-                        .store
-                        .save(&queued, Condition::Version(entry.version))
-                        .await
-                    {
+                for (entry, version) in &queued {
+                    match ports.store.save(entry, Condition::Version(*version)).await {
                         Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
